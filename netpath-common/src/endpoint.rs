@@ -1,0 +1,101 @@
+//! The endpoint map: which container owns an IPv4 address, and how to reach it.
+
+/// Key of the endpoint maps: a container's IPv4 address in network byte order,
+/// exactly as it sits in the IP header, so the datapath looks it up without swapping.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct EndpointKey {
+    pub addr: [u8; 4],
+}
+
+impl EndpointKey {
+    pub const fn new(addr: [u8; 4]) -> Self {
+        Self { addr }
+    }
+}
+
+/// What the datapath needs to deliver a packet into a container and to answer for
+/// its gateway.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct EndpointInfo {
+    /// ifindex of the host-side veth, in the node namespace: the target of
+    /// `bpf_redirect_peer`, and the only interface this address may send from.
+    pub host_ifindex: u32,
+    /// MAC address of the container's interface (destination MAC on delivery).
+    pub mac: [u8; 6],
+    /// MAC address of the host-side veth: the container's gateway MAC, used as the
+    /// source MAC on delivery and in the ARP replies for the gateway.
+    pub host_mac: [u8; 6],
+}
+
+/// Packet and byte counters, kept per CPU by the kernel and summed by user space.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct TrafficCounters {
+    /// Packets the container sent that the datapath handled.
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    /// Packets the datapath delivered into the container.
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+}
+
+impl TrafficCounters {
+    /// Sums per-CPU copies; wrapping because the kernel's counters wrap too.
+    pub fn merge(&mut self, other: &Self) {
+        self.tx_packets = self.tx_packets.wrapping_add(other.tx_packets);
+        self.tx_bytes = self.tx_bytes.wrapping_add(other.tx_bytes);
+        self.rx_packets = self.rx_packets.wrapping_add(other.rx_packets);
+        self.rx_bytes = self.rx_bytes.wrapping_add(other.rx_bytes);
+    }
+}
+
+#[cfg(feature = "user")]
+mod user {
+    use super::*;
+
+    // SAFETY: all three are #[repr(C)], contain only integers and byte arrays, and have
+    // no padding (asserted by the layout tests below), so every bit pattern is valid.
+    unsafe impl aya::Pod for EndpointKey {}
+    unsafe impl aya::Pod for EndpointInfo {}
+    unsafe impl aya::Pod for TrafficCounters {}
+    unsafe impl bytemuck::Zeroable for EndpointKey {}
+    unsafe impl bytemuck::Pod for EndpointKey {}
+    unsafe impl bytemuck::Zeroable for EndpointInfo {}
+    unsafe impl bytemuck::Pod for EndpointInfo {}
+    unsafe impl bytemuck::Zeroable for TrafficCounters {}
+    unsafe impl bytemuck::Pod for TrafficCounters {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::{align_of, size_of};
+
+    #[test]
+    fn endpoint_key_layout_matches_ipv4_address() {
+        assert_eq!(size_of::<EndpointKey>(), 4);
+        assert_eq!(align_of::<EndpointKey>(), 1);
+    }
+
+    #[test]
+    fn endpoint_info_layout_has_no_padding() {
+        assert_eq!(size_of::<EndpointInfo>(), 16);
+        assert_eq!(align_of::<EndpointInfo>(), 4);
+    }
+
+    #[test]
+    fn traffic_counters_layout_has_no_padding() {
+        assert_eq!(size_of::<TrafficCounters>(), 32);
+        assert_eq!(align_of::<TrafficCounters>(), 8);
+    }
+
+    #[test]
+    fn counters_merge_wraps_instead_of_overflowing() {
+        let mut a = TrafficCounters { tx_packets: u64::MAX, ..Default::default() };
+        a.merge(&TrafficCounters { tx_packets: 2, rx_bytes: 5, ..Default::default() });
+        assert_eq!(a.tx_packets, 1);
+        assert_eq!(a.rx_bytes, 5);
+    }
+}

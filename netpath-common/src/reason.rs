@@ -1,0 +1,62 @@
+//! What the datapath did with a packet. One code per outcome feeds the per-reason
+//! counters (and later the trace stream); user space decodes it with [`Reason::name`].
+
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// Delivered straight into a local container with `bpf_redirect_peer`.
+    ForwardedToPeer = 0,
+    /// ARP request from a container answered by the datapath (the gateway has no bridge).
+    ArpReplied = 1,
+    /// Not for a local container: handed to the node's stack unchanged.
+    PassedToStack = 2,
+    /// Source IPv4 is not the address of the endpoint behind this veth.
+    DropSpoofedSource = 3,
+    /// Header truncated or not parseable.
+    DropMalformed = 4,
+    /// The kernel refused the redirect (target veth gone or down).
+    DropRedirectFailed = 5,
+}
+
+impl Reason {
+    /// Number of reasons: the size of the per-reason counter array.
+    pub const COUNT: u32 = 6;
+
+    pub const ALL: [Reason; Self::COUNT as usize] = [
+        Reason::ForwardedToPeer,
+        Reason::ArpReplied,
+        Reason::PassedToStack,
+        Reason::DropSpoofedSource,
+        Reason::DropMalformed,
+        Reason::DropRedirectFailed,
+    ];
+
+    /// Stable name used by the CLI, metrics labels and docs.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Reason::ForwardedToPeer => "forwarded-to-peer",
+            Reason::ArpReplied => "arp-replied",
+            Reason::PassedToStack => "passed-to-stack",
+            Reason::DropSpoofedSource => "drop-spoofed-source",
+            Reason::DropMalformed => "drop-malformed",
+            Reason::DropRedirectFailed => "drop-redirect-failed",
+        }
+    }
+
+    pub const fn is_drop(self) -> bool {
+        matches!(self, Reason::DropSpoofedSource | Reason::DropMalformed | Reason::DropRedirectFailed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reason_codes_index_the_counter_array() {
+        for (i, r) in Reason::ALL.iter().enumerate() {
+            assert_eq!(*r as u32, i as u32, "{} out of order", r.name());
+        }
+        assert_eq!(core::mem::size_of::<Reason>(), 4);
+    }
+}

@@ -1,0 +1,68 @@
+//! ARP responder: with no bridge on the node, nothing else would answer a container
+//! asking for its gateway. Every request from a registered container is answered with
+//! the host veth's MAC, so all of the container's traffic reaches the datapath at L3 and
+//! the docker0 pitfall (a subnet owned by a bridge answering nobody) cannot happen.
+use aya_ebpf::{bindings::TC_ACT_SHOT, helpers::generated::bpf_redirect, programs::TcContext};
+use netpath_common::{EndpointInfo, EndpointKey, Reason};
+use network_types::{arp::ArpHdr, eth::EthHdr};
+
+use crate::packet::ptr_at;
+
+const ARP_REQUEST: [u8; 2] = 1u16.to_be_bytes();
+const ARP_REPLY: [u8; 2] = 2u16.to_be_bytes();
+const HTYPE_ETHERNET: [u8; 2] = 1u16.to_be_bytes();
+const PTYPE_IPV4: [u8; 2] = 0x0800u16.to_be_bytes();
+
+pub enum ArpOutcome {
+    /// Rewritten into a reply; the caller returns this tc action.
+    Replied(i32),
+    /// Not a request we answer (DAD probe, gratuitous ARP, reply): let the stack see it.
+    Ignored,
+}
+
+/// `sender` is the endpoint behind the veth the request arrived on.
+#[inline(always)]
+pub fn respond(ctx: &TcContext, ifindex: u32) -> Result<ArpOutcome, Reason> {
+    let eth: *mut EthHdr = ptr_at(ctx, 0).map_err(|_| Reason::DropMalformed)?;
+    let arp: *mut ArpHdr = ptr_at(ctx, EthHdr::LEN).map_err(|_| Reason::DropMalformed)?;
+    // SAFETY: both pointers were bounds-checked by ptr_at.
+    let (eth, arp) = unsafe { (&mut *eth, &mut *arp) };
+    if arp.htype != HTYPE_ETHERNET || arp.ptype != PTYPE_IPV4 || arp.hlen != 6 || arp.plen != 4 {
+        return Err(Reason::DropMalformed);
+    }
+    // Address probes (sender 0.0.0.0) and announcements (target == sender) must get
+    // no answer, or duplicate address detection in the container would fail.
+    if arp.oper != ARP_REQUEST || arp.spa == [0; 4] || arp.spa == arp.tpa {
+        return Ok(ArpOutcome::Ignored);
+    }
+    let sender = lookup_sender(&arp.spa, ifindex).ok_or(Reason::DropSpoofedSource)?;
+    if arp.sha != sender.mac || eth.src_addr != sender.mac {
+        return Err(Reason::DropSpoofedSource);
+    }
+    let target = arp.tpa;
+    eth.dst_addr = sender.mac;
+    eth.src_addr = sender.host_mac;
+    arp.oper = ARP_REPLY;
+    arp.tha = sender.mac;
+    arp.tpa = arp.spa;
+    arp.sha = sender.host_mac;
+    arp.spa = target;
+    // Out of the same veth, back into the container.
+    // SAFETY: plain helper call; it only records the target in per-CPU state.
+    let action = unsafe { bpf_redirect(ifindex, 0) } as i32;
+    if action == TC_ACT_SHOT {
+        return Err(Reason::DropRedirectFailed);
+    }
+    Ok(ArpOutcome::Replied(action))
+}
+
+/// The endpoint owning `addr`, if it lives behind `ifindex`.
+#[inline(always)]
+pub fn lookup_sender(addr: &[u8; 4], ifindex: u32) -> Option<EndpointInfo> {
+    // SAFETY: the value is copied out at once; the agent only replaces whole entries.
+    let ep = unsafe { crate::maps::ENDPOINTS.get(EndpointKey::new(*addr)) }?;
+    if ep.host_ifindex != ifindex {
+        return None;
+    }
+    Some(*ep)
+}

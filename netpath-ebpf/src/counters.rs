@@ -1,0 +1,38 @@
+//! Per-CPU counters: one slot per reason, one entry per endpoint. The agent creates the
+//! endpoint entries, so the datapath never inserts and the maps never grow from traffic.
+use netpath_common::{EndpointKey, Reason};
+
+use crate::maps::{ENDPOINT_STATS, REASON_STATS};
+
+#[inline(always)]
+pub fn count(reason: Reason, bytes: u32) {
+    if let Some(c) = REASON_STATS.get_ptr_mut(reason as u32) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU while we run.
+        unsafe {
+            (*c).tx_packets += 1;
+            (*c).tx_bytes += bytes as u64;
+        }
+    }
+}
+
+#[inline(always)]
+pub fn endpoint_tx(key: &EndpointKey, bytes: u32) {
+    if let Some(c) = ENDPOINT_STATS.get_ptr_mut(key) {
+        // SAFETY: as above, per-CPU value.
+        unsafe {
+            (*c).tx_packets += 1;
+            (*c).tx_bytes += bytes as u64;
+        }
+    }
+}
+
+#[inline(always)]
+pub fn endpoint_rx(key: &EndpointKey, bytes: u32) {
+    if let Some(c) = ENDPOINT_STATS.get_ptr_mut(key) {
+        // SAFETY: as above, per-CPU value.
+        unsafe {
+            (*c).rx_packets += 1;
+            (*c).rx_bytes += bytes as u64;
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! netpath's datapath: one entry file per attach point, one module per concern.
+#![no_std]
+#![no_main]
+
+mod arp;
+mod counters;
+mod from_container;
+mod maps;
+mod packet;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The verifier rejects any reachable panic path, so this is never entered.
+    loop {}
+}
+
+// GPL: bpf_redirect_peer, bpf_redirect_neigh and bpf_fib_lookup are GPL-only helpers.
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

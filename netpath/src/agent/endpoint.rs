@@ -1,0 +1,204 @@
+//! Endpoint add/del: the seed's manual steps as one atomic, idempotent operation.
+use std::net::Ipv4Addr;
+
+use netpath_common::EndpointInfo;
+use tracing::info;
+
+use super::{Agent, AgentError};
+use crate::{
+    api::EndpointSpec,
+    plumbing::{link, netns},
+    state::{format_mac, parse_mac, EndpointRecord},
+};
+
+const DEFAULT_MTU: u32 = 1500;
+/// IPv4 requires 68 (RFC 791); veth accepts up to 65535.
+const MTU_RANGE: std::ops::RangeInclusive<u32> = 68..=65535;
+
+pub(super) fn info_of(rec: &EndpointRecord) -> Result<EndpointInfo, AgentError> {
+    let bad = |m: &str| AgentError::Invalid(format!("state file has a bad MAC {m} for {}", rec.name));
+    Ok(EndpointInfo {
+        host_ifindex: rec.host_ifindex,
+        mac: parse_mac(&rec.mac).ok_or_else(|| bad(&rec.mac))?,
+        host_mac: parse_mac(&rec.host_mac).ok_or_else(|| bad(&rec.host_mac))?,
+    })
+}
+
+/// Host-side veth name: derived from the endpoint name so it is stable across restarts,
+/// hashed to fit IFNAMSIZ (15) whatever the endpoint name's length.
+pub(super) fn host_ifname(name: &str) -> String {
+    // FNV-1a: tiny, stable across Rust versions (unlike DefaultHasher).
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100_0000_01b3);
+    }
+    format!("np{:010x}", h & 0xff_ffff_ffff)
+}
+
+/// Locally administered unicast MAC derived from the address, as Kubernetes does
+/// (0a:58:IP), so the same container always gets the same MAC.
+fn mac_for(ip: Ipv4Addr) -> [u8; 6] {
+    let o = ip.octets();
+    [0x0a, 0x58, o[0], o[1], o[2], o[3]]
+}
+
+fn validate(spec: &EndpointSpec) -> Result<(), AgentError> {
+    let name_ok = !spec.name.is_empty()
+        && spec.name.len() <= 64
+        && spec.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if !name_ok {
+        return Err(AgentError::Invalid(format!(
+            "invalid endpoint name {:?}: use 1-64 characters from A-Z a-z 0-9 - _ .",
+            spec.name
+        )));
+    }
+    let ifname_ok = !spec.ifname.is_empty()
+        && spec.ifname.len() <= 15
+        && spec.ifname.chars().all(|c| c.is_ascii_graphic() && c != '/' && c != ':');
+    if !ifname_ok {
+        return Err(AgentError::Invalid(format!(
+            "invalid interface name {:?}: use 1-15 printable characters without '/' or ':'",
+            spec.ifname
+        )));
+    }
+    if let Some(mtu) = spec.mtu {
+        if !MTU_RANGE.contains(&mtu) {
+            return Err(AgentError::Invalid(format!(
+                "invalid MTU {mtu}: use a value from {} to {}",
+                MTU_RANGE.start(),
+                MTU_RANGE.end()
+            )));
+        }
+    }
+    if let Some(mac) = spec.mac {
+        if mac[0] & 1 == 1 || mac == [0; 6] {
+            return Err(AgentError::Invalid(format!(
+                "invalid MAC {}: use a unicast, non-zero address",
+                format_mac(&mac)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Does an existing endpoint already satisfy `spec`? (idempotent add)
+fn satisfies(rec: &EndpointRecord, spec: &EndpointSpec) -> bool {
+    rec.netns == spec.netns
+        && rec.ifname == spec.ifname
+        && spec.ip.is_none_or(|ip| ip == rec.ip)
+        && spec.mac.is_none_or(|m| format_mac(&m) == rec.mac)
+        && spec.mtu.is_none_or(|m| m == rec.mtu)
+}
+
+impl Agent {
+    pub async fn endpoint_add(&mut self, spec: EndpointSpec) -> Result<EndpointRecord, AgentError> {
+        validate(&spec)?;
+        if let Some(rec) = self.endpoints.iter().find(|e| e.name == spec.name) {
+            if satisfies(rec, &spec) {
+                return Ok(rec.clone());
+            }
+            return Err(AgentError::Invalid(format!(
+                "endpoint {} already exists with other settings (netns {}, ip {}); delete it first",
+                rec.name,
+                rec.netns.display(),
+                rec.ip
+            )));
+        }
+        let ns = netns::open(&spec.netns)?;
+        let ip = self.ipam.assign(spec.ip, &self.endpoints)?;
+        let mac = spec.mac.unwrap_or_else(|| mac_for(ip));
+        let mtu = spec.mtu.unwrap_or(DEFAULT_MTU);
+        let host_ifname = host_ifname(&spec.name);
+        let gateway = self.ipam.gateway();
+
+        let host = link::add_veth(&self.netlink, &host_ifname, &spec.ifname, &ns, mac, mtu).await?;
+        let rec = EndpointRecord {
+            name: spec.name.clone(),
+            netns: spec.netns.clone(),
+            ifname: spec.ifname.clone(),
+            ip,
+            gateway,
+            mac: format_mac(&mac),
+            mtu,
+            host_ifname: host_ifname.clone(),
+            host_ifindex: host.index,
+            host_mac: format_mac(&host.mac),
+        };
+        // From here on every failure undoes everything: deleting the host veth removes
+        // its peer, the container's address and routes, and the node route with it.
+        match self.finish_add(&ns, &rec).await {
+            Ok(()) => {
+                info!(endpoint = %rec.name, ip = %rec.ip, veth = %rec.host_ifname, "endpoint added");
+                Ok(rec)
+            }
+            Err(e) => {
+                let _ = self.datapath.detach(rec.host_ifindex);
+                let _ = self.datapath.unregister(rec.ip);
+                let _ = link::delete(&self.netlink, rec.host_ifindex).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn finish_add(&mut self, ns: &std::fs::File, rec: &EndpointRecord) -> Result<(), AgentError> {
+        let (ifname, ip, gateway) = (rec.ifname.clone(), rec.ip, rec.gateway);
+        netns::run_in(ns, &rec.netns, move |h| link::configure_container(h, ifname, ip, gateway)).await?;
+        link::set_up(&self.netlink, rec.host_ifindex, &rec.host_ifname).await?;
+        link::add_host_route(&self.netlink, rec.ip, rec.host_ifindex).await?;
+        self.datapath.register(rec.ip, info_of(rec)?)?;
+        self.datapath.attach(&rec.host_ifname, rec.host_ifindex)?;
+        let mut next = self.endpoints.clone();
+        next.push(rec.clone());
+        self.store.save(&next)?;
+        self.endpoints = next;
+        Ok(())
+    }
+
+    /// Deletes an endpoint; `Ok(false)` when there was none by that name.
+    pub async fn endpoint_del(&mut self, name: &str) -> Result<bool, AgentError> {
+        let Some(pos) = self.endpoints.iter().position(|e| e.name == name) else {
+            return Ok(false);
+        };
+        let rec = self.endpoints[pos].clone();
+        let mut next = self.endpoints.clone();
+        next.remove(pos);
+        self.store.save(&next)?;
+        self.endpoints = next;
+        self.datapath.detach(rec.host_ifindex)?;
+        self.datapath.unregister(rec.ip)?;
+        link::delete(&self.netlink, rec.host_ifindex).await?;
+        info!(endpoint = %rec.name, ip = %rec.ip, "endpoint deleted");
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_ifname_fits_ifnamsiz_and_is_stable() {
+        let n = host_ifname("a-very-long-container-name-that-exceeds-everything");
+        assert!(n.len() <= 15, "{n}");
+        assert_eq!(n, host_ifname("a-very-long-container-name-that-exceeds-everything"));
+        assert_ne!(host_ifname("web"), host_ifname("db"));
+    }
+
+    #[test]
+    fn bad_specs_are_refused_with_the_value_named() {
+        let spec = EndpointSpec {
+            name: "web".into(),
+            netns: "/run/netns/web".into(),
+            ifname: "eth0".into(),
+            ip: None,
+            mac: None,
+            mtu: Some(40),
+        };
+        assert!(validate(&spec).unwrap_err().to_string().contains("invalid MTU 40"));
+        let spec = EndpointSpec { mtu: None, name: "we b".into(), ..spec };
+        assert!(validate(&spec).unwrap_err().to_string().contains("\"we b\""));
+        let spec = EndpointSpec { name: "web".into(), mac: Some([1, 0, 0, 0, 0, 1]), ..spec };
+        assert!(validate(&spec).unwrap_err().to_string().contains("01:00:00:00:00:01"));
+    }
+}

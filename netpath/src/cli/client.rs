@@ -1,0 +1,38 @@
+//! The CLI's side of the agent socket.
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    os::unix::net::UnixStream,
+};
+
+use anyhow::{anyhow, bail, Context as _};
+
+use crate::{
+    api::{Reply, Request},
+    paths::Paths,
+};
+
+pub fn call(paths: &Paths, req: &Request) -> anyhow::Result<Reply> {
+    let path = paths.socket();
+    let mut stream = UnixStream::connect(&path).map_err(|e| {
+        anyhow!(
+            "no agent is listening on {} ({e}); start it with `netpath agent` (same --run-dir)",
+            path.display()
+        )
+    })?;
+    let mut line = serde_json::to_vec(req).context("failed to encode request")?;
+    line.push(b'\n');
+    stream.write_all(&line).context("failed to send request to the agent")?;
+    let mut reply = String::new();
+    BufReader::new(&stream).read_line(&mut reply).context("failed to read the agent's reply")?;
+    if reply.is_empty() {
+        bail!("the agent closed the connection without replying; see its log");
+    }
+    match serde_json::from_str(&reply).context("the agent sent a malformed reply")? {
+        Reply::Error { message } => Err(anyhow!(message)),
+        ok => Ok(ok),
+    }
+}
+
+pub fn unexpected(reply: Reply) -> anyhow::Result<()> {
+    bail!("unexpected reply from the agent: {reply:?}")
+}

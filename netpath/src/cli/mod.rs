@@ -1,0 +1,171 @@
+//! Command-line interface: clap definitions and what each command does.
+mod client;
+mod output;
+
+use std::{net::Ipv4Addr, path::PathBuf};
+
+use anyhow::{bail, Context as _};
+use clap::{Parser, Subcommand, ValueEnum};
+use ipnet::Ipv4Net;
+
+use crate::{
+    agent::{self, Agent, AgentConfig},
+    api::{EndpointSpec, Reply, Request},
+    datapath::Inspector,
+    paths::Paths,
+    state::{parse_mac, Store},
+};
+
+/// Default pod CIDR: clear of Docker's 172.17.0.0/16 and Podman's 10.88.0.0/16.
+pub const DEFAULT_POD_CIDR: &str = "10.77.0.0/24";
+
+#[derive(Debug, Parser)]
+#[command(name = "netpath", version, about = "Container networking on an eBPF datapath")]
+pub struct Cli {
+    #[command(flatten)]
+    pub paths: Paths,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the node agent: set the node up, load the datapath, serve the CLI.
+    Agent {
+        /// The node's pod CIDR: containers get addresses from it, its first address is
+        /// their gateway.
+        #[arg(long, env = "NETPATH_POD_CIDR", default_value = DEFAULT_POD_CIDR, value_parser = parse_pod_cidr)]
+        pod_cidr: Ipv4Net,
+    },
+    /// Attach, detach and list containers.
+    #[command(subcommand)]
+    Endpoint(EndpointCommand),
+    /// Datapath counters per endpoint and per reason, read from the pinned maps.
+    Stats {
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EndpointCommand {
+    /// Give a container namespace its network: veth, eth0, address, routes, datapath.
+    Add {
+        name: String,
+        /// The container's network namespace file (e.g. /run/netns/NAME).
+        #[arg(long, required_unless_present = "pid", conflicts_with = "pid")]
+        netns: Option<PathBuf>,
+        /// A process in the container (as `docker inspect -f {{.State.Pid}}` gives it).
+        #[arg(long)]
+        pid: Option<u32>,
+        /// Address inside the pod CIDR; allocated when omitted.
+        #[arg(long)]
+        ip: Option<Ipv4Addr>,
+        /// MAC of the container's interface; derived from the address when omitted.
+        #[arg(long, value_parser = parse_mac_arg)]
+        mac: Option<[u8; 6]>,
+        #[arg(long)]
+        mtu: Option<u32>,
+        /// Interface name inside the container.
+        #[arg(long, default_value = "eth0")]
+        ifname: String,
+    },
+    /// Remove a container's network; succeeds when there is none.
+    Del { name: String },
+    /// List endpoints (from the state directory; works without the agent).
+    List {
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+fn parse_pod_cidr(s: &str) -> Result<Ipv4Net, String> {
+    let net: Ipv4Net = s.parse().map_err(|_| format!("{s:?} is not an IPv4 CIDR like 10.77.0.0/24"))?;
+    if net.prefix_len() > 30 {
+        return Err(format!("{s} leaves no room for a gateway and a container: use /30 or larger"));
+    }
+    Ok(net.trunc())
+}
+
+fn parse_mac_arg(s: &str) -> Result<[u8; 6], String> {
+    parse_mac(s).ok_or_else(|| format!("{s:?} is not a MAC address like 0a:58:0a:4d:00:02"))
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Agent { pod_cidr } => run_agent(cli.paths, pod_cidr),
+        Command::Endpoint(cmd) => endpoint(&cli.paths, cmd),
+        Command::Stats { output } => stats(&cli.paths, output),
+    }
+}
+
+fn run_agent(paths: Paths, pod_cidr: Ipv4Net) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("NETPATH_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = tokio::runtime::Runtime::new().context("failed to start the async runtime")?;
+    rt.block_on(async {
+        let agent = Agent::start(AgentConfig { paths, pod_cidr }).await?;
+        agent::serve(agent).await?;
+        Ok(())
+    })
+}
+
+fn endpoint(paths: &Paths, cmd: EndpointCommand) -> anyhow::Result<()> {
+    match cmd {
+        EndpointCommand::Add { name, netns, pid, ip, mac, mtu, ifname } => {
+            let netns = match (netns, pid) {
+                (Some(p), _) => p,
+                (None, Some(pid)) => PathBuf::from(format!("/proc/{pid}/ns/net")),
+                (None, None) => bail!("give the container's namespace with --netns PATH or --pid PID"),
+            };
+            // The agent opens the path itself; make it absolute so its cwd cannot matter.
+            let netns = std::path::absolute(&netns).unwrap_or(netns);
+            let spec = EndpointSpec { name, netns, ifname, ip, mac, mtu };
+            match client::call(paths, &Request::EndpointAdd(spec))? {
+                Reply::Endpoint(rec) => {
+                    println!("{} {} via {} on {}", rec.name, rec.ip, rec.gateway, rec.host_ifname);
+                    Ok(())
+                }
+                other => client::unexpected(other),
+            }
+        }
+        EndpointCommand::Del { name } => {
+            match client::call(paths, &Request::EndpointDel { name: name.clone() })? {
+                Reply::Deleted { existed: true } => {
+                    println!("{name} deleted");
+                    Ok(())
+                }
+                Reply::Deleted { existed: false } => {
+                    println!("{name} does not exist; nothing to do");
+                    Ok(())
+                }
+                other => client::unexpected(other),
+            }
+        }
+        EndpointCommand::List { output } => {
+            let endpoints = Store::new(paths.state_file()).load()?;
+            output::endpoints(&endpoints, output);
+            Ok(())
+        }
+    }
+}
+
+fn stats(paths: &Paths, format: Format) -> anyhow::Result<()> {
+    let inspector = Inspector::new(&paths.bpffs_dir);
+    let endpoints = inspector.endpoint_counters()?;
+    let reasons = inspector.reason_counters()?;
+    // Names come from the state file; a map entry without one is shown by address only.
+    let names = Store::new(paths.state_file()).load().unwrap_or_default();
+    output::stats(&endpoints, &reasons, &names, format);
+    Ok(())
+}

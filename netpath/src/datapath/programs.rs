@@ -1,0 +1,143 @@
+//! Loading, pinning and attaching. One loaded program serves every container veth.
+use std::{collections::HashMap, net::Ipv4Addr, path::Path};
+
+use aya::{
+    maps::{HashMap as BpfHashMap, MapData, PerCpuHashMap, PerCpuValues},
+    programs::{tc, SchedClassifier, TcAttachType},
+    util::KernelVersion,
+    Ebpf, EbpfLoader,
+};
+use netpath_common::{maps, EndpointInfo, EndpointKey, TrafficCounters};
+use tracing::info;
+
+use super::DatapathError;
+
+const FROM_CONTAINER: &str = "from_container";
+
+/// How tc programs are attached on this kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachMode {
+    /// bpf_link based tc (kernel >= 6.6): no qdisc, detached when the link is dropped.
+    Tcx,
+    /// cls_bpf under a clsact qdisc via netlink, for older kernels.
+    Clsact,
+}
+
+impl AttachMode {
+    pub fn detect() -> Self {
+        match KernelVersion::current() {
+            Ok(v) if v >= KernelVersion::new(6, 6, 0) => AttachMode::Tcx,
+            _ => AttachMode::Clsact,
+        }
+    }
+}
+
+pub struct Datapath {
+    ebpf: Ebpf,
+    mode: AttachMode,
+    /// host ifindex -> link of from_container on that veth.
+    links: HashMap<u32, aya::programs::tc::SchedClassifierLinkId>,
+}
+
+impl Datapath {
+    /// Loads the embedded object. Maps are pinned by name under `pin_dir`; maps already
+    /// pinned there are adopted, not recreated, so their contents survive a restart.
+    pub fn load(pin_dir: &Path) -> Result<Self, DatapathError> {
+        let object = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netpath"));
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(pin_dir)
+            .load(object)
+            .map_err(|source| DatapathError::Load { pin_dir: pin_dir.into(), source })?;
+        let prog: &mut SchedClassifier = ebpf
+            .program_mut(FROM_CONTAINER)
+            .ok_or(DatapathError::MissingProgram(FROM_CONTAINER))?
+            .try_into()
+            .map_err(|source| DatapathError::Verify { prog: FROM_CONTAINER, source })?;
+        prog.load().map_err(|source| DatapathError::Verify { prog: FROM_CONTAINER, source })?;
+        let mode = AttachMode::detect();
+        info!(?mode, pin_dir = %pin_dir.display(), "datapath loaded");
+        Ok(Self { ebpf, mode, links: HashMap::new() })
+    }
+
+    pub fn mode(&self) -> AttachMode {
+        self.mode
+    }
+
+    fn from_container(&mut self) -> Result<&mut SchedClassifier, DatapathError> {
+        self.ebpf
+            .program_mut(FROM_CONTAINER)
+            .ok_or(DatapathError::MissingProgram(FROM_CONTAINER))?
+            .try_into()
+            .map_err(|source| DatapathError::Verify { prog: FROM_CONTAINER, source })
+    }
+
+    /// Attaches from_container to the ingress of a container's host-side veth.
+    pub fn attach(&mut self, iface: &str, ifindex: u32) -> Result<(), DatapathError> {
+        if self.links.contains_key(&ifindex) {
+            return Ok(());
+        }
+        if self.mode == AttachMode::Clsact {
+            if let Err(e) = tc::qdisc_add_clsact(iface) {
+                let io = std::io::Error::other(e.to_string());
+                if !e.to_string().contains("exists") {
+                    return Err(DatapathError::Clsact { iface: iface.into(), source: io });
+                }
+            }
+        }
+        let iface_owned = iface.to_string();
+        let id = self
+            .from_container()?
+            .attach(iface, TcAttachType::Ingress)
+            .map_err(|source| DatapathError::Attach { prog: FROM_CONTAINER, iface: iface_owned, source })?;
+        self.links.insert(ifindex, id);
+        Ok(())
+    }
+
+    /// Detaches from a veth; nothing to do when it was not attached.
+    pub fn detach(&mut self, ifindex: u32) -> Result<(), DatapathError> {
+        let Some(id) = self.links.remove(&ifindex) else { return Ok(()) };
+        // A veth already deleted took its attachment with it: detaching then fails
+        // harmlessly, and there is nothing left to clean.
+        let _ = self.from_container()?.detach(id);
+        Ok(())
+    }
+
+    fn endpoints(&mut self) -> Result<BpfHashMap<&mut MapData, EndpointKey, EndpointInfo>, DatapathError> {
+        let map = self.ebpf.map_mut(maps::ENDPOINTS).ok_or(DatapathError::MissingMap(maps::ENDPOINTS))?;
+        BpfHashMap::try_from(map).map_err(|source| DatapathError::Map { map: maps::ENDPOINTS, source })
+    }
+
+    fn endpoint_stats(
+        &mut self,
+    ) -> Result<PerCpuHashMap<&mut MapData, EndpointKey, TrafficCounters>, DatapathError> {
+        let map =
+            self.ebpf.map_mut(maps::ENDPOINT_STATS).ok_or(DatapathError::MissingMap(maps::ENDPOINT_STATS))?;
+        PerCpuHashMap::try_from(map)
+            .map_err(|source| DatapathError::Map { map: maps::ENDPOINT_STATS, source })
+    }
+
+    /// Makes `ip` a local endpoint. The counters entry is created first, so the datapath
+    /// never sees an endpoint without one (it does not insert from the packet path).
+    pub fn register(&mut self, ip: Ipv4Addr, info: EndpointInfo) -> Result<(), DatapathError> {
+        let key = EndpointKey::new(ip.octets());
+        let cpus = aya::util::nr_cpus().map_err(|(what, e)| DatapathError::Cpus(format!("{what}: {e}")))?;
+        let zero = PerCpuValues::try_from(vec![TrafficCounters::default(); cpus])
+            .map_err(|e| DatapathError::Cpus(e.to_string()))?;
+        self.endpoint_stats()?
+            .insert(key, zero, 0)
+            .map_err(|source| DatapathError::Map { map: maps::ENDPOINT_STATS, source })?;
+        if let Err(source) = self.endpoints()?.insert(key, info, 0) {
+            let _ = self.endpoint_stats()?.remove(&key);
+            return Err(DatapathError::Map { map: maps::ENDPOINTS, source });
+        }
+        Ok(())
+    }
+
+    /// Removes `ip` from the maps; absent entries are fine.
+    pub fn unregister(&mut self, ip: Ipv4Addr) -> Result<(), DatapathError> {
+        let key = EndpointKey::new(ip.octets());
+        let _ = self.endpoints()?.remove(&key);
+        let _ = self.endpoint_stats()?.remove(&key);
+        Ok(())
+    }
+}

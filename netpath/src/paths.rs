@@ -1,0 +1,26 @@
+//! Where netpath keeps things. Every location is configurable so tests and the demo can
+//! run isolated instances side by side without touching the defaults.
+use std::path::PathBuf;
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct Paths {
+    /// Directory in bpffs where netpath pins its maps (created if missing).
+    #[arg(long, env = "NETPATH_BPFFS_DIR", default_value = "/sys/fs/bpf/netpath", global = true)]
+    pub bpffs_dir: PathBuf,
+    /// Directory for the agent's Unix socket.
+    #[arg(long, env = "NETPATH_RUN_DIR", default_value = "/run/netpath", global = true)]
+    pub run_dir: PathBuf,
+    /// Directory for desired state (endpoints, address allocations).
+    #[arg(long, env = "NETPATH_STATE_DIR", default_value = "/var/lib/netpath", global = true)]
+    pub state_dir: PathBuf,
+}
+
+impl Paths {
+    pub fn socket(&self) -> PathBuf {
+        self.run_dir.join("agent.sock")
+    }
+
+    pub fn state_file(&self) -> PathBuf {
+        self.state_dir.join("endpoints.json")
+    }
+}

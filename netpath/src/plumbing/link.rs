@@ -1,0 +1,157 @@
+//! Links, addresses and routes, one small typed function per netlink operation.
+use std::{fs::File, net::Ipv4Addr, os::fd::AsRawFd};
+
+use futures::TryStreamExt as _;
+use rtnetlink::{
+    packet_route::{
+        link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkMessage},
+        route::RouteScope,
+    },
+    Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
+};
+
+use super::{errno, PlumbingError};
+
+/// A link as netpath needs to know it.
+#[derive(Clone, Debug)]
+pub struct Link {
+    pub index: u32,
+    pub mac: [u8; 6],
+}
+
+fn link_of(msg: &LinkMessage) -> Link {
+    let mut mac = [0u8; 6];
+    for attr in &msg.attributes {
+        if let LinkAttribute::Address(a) = attr {
+            if a.len() == 6 {
+                mac.copy_from_slice(a);
+            }
+        }
+    }
+    Link { index: msg.header.index, mac }
+}
+
+pub async fn get(handle: &Handle, name: &str) -> Result<Option<Link>, PlumbingError> {
+    let mut links = handle.link().get().match_name(name.to_string()).execute();
+    match links.try_next().await {
+        Ok(Some(msg)) => Ok(Some(link_of(&msg))),
+        Ok(None) => Ok(None),
+        Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(None),
+        Err(e) => Err(PlumbingError::netlink(format!("failed to look up interface {name}"))(e)),
+    }
+}
+
+/// Creates the veth pair for a container in one netlink request: `host` in the current
+/// namespace, `peer` directly inside `ns` with its final name, MAC and MTU. Nothing has
+/// to be renamed or moved afterwards, so there is no half-built state to undo here.
+pub async fn add_veth(
+    handle: &Handle,
+    host: &str,
+    peer: &str,
+    ns: &File,
+    peer_mac: [u8; 6],
+    mtu: u32,
+) -> Result<Link, PlumbingError> {
+    let peer_msg = LinkMessageBuilder::<LinkUnspec>::new()
+        .name(peer.to_string())
+        .address(peer_mac.to_vec())
+        .mtu(mtu)
+        .setns_by_fd(ns.as_raw_fd())
+        .build();
+    let msg = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+        .name(host.to_string())
+        .mtu(mtu)
+        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
+        .build();
+    if let Err(e) = handle.link().add(msg).execute().await {
+        if errno(&e) == Some(libc::EEXIST) {
+            return Err(PlumbingError::LinkExists {
+                name: format!("{host} or {peer}"),
+                place: "on the node or in the container namespace".into(),
+            });
+        }
+        return Err(PlumbingError::netlink(format!("failed to create veth pair {host}/{peer}"))(e));
+    }
+    get(handle, host).await?.ok_or_else(|| PlumbingError::LinkNotFound(host.into()))
+}
+
+pub async fn set_up(handle: &Handle, index: u32, name: &str) -> Result<(), PlumbingError> {
+    handle
+        .link()
+        .set(LinkUnspec::new_with_index(index).up().build())
+        .execute()
+        .await
+        .map_err(PlumbingError::netlink(format!("failed to bring {name} up")))
+}
+
+/// Deletes a link; a link that is already gone is not an error.
+pub async fn delete(handle: &Handle, index: u32) -> Result<(), PlumbingError> {
+    match handle.link().del(index).execute().await {
+        Err(e) if errno(&e) != Some(libc::ENODEV) => {
+            Err(PlumbingError::netlink(format!("failed to delete link {index}"))(e))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The container side of the seed's steps: lo and eth0 up, the address, a link route to
+/// the gateway and the default route through it. The address is a /32: every packet,
+/// even to a neighbour in the pod CIDR, goes to the gateway, i.e. into the datapath.
+pub async fn configure_container(
+    handle: Handle,
+    ifname: String,
+    ip: Ipv4Addr,
+    gateway: Ipv4Addr,
+) -> Result<(), PlumbingError> {
+    let lo = get(&handle, "lo").await?.ok_or_else(|| PlumbingError::LinkNotFound("lo".into()))?;
+    set_up(&handle, lo.index, "lo").await?;
+    let eth = get(&handle, &ifname).await?.ok_or_else(|| PlumbingError::LinkNotFound(ifname.clone()))?;
+    set_up(&handle, eth.index, &ifname).await?;
+    handle
+        .address()
+        .add(eth.index, ip.into(), 32)
+        .replace()
+        .execute()
+        .await
+        .map_err(PlumbingError::netlink(format!("failed to add {ip}/32 to {ifname}")))?;
+    let to_gateway = RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(gateway, 32)
+        .output_interface(eth.index)
+        .scope(RouteScope::Link)
+        .build();
+    handle
+        .route()
+        .add(to_gateway)
+        .replace()
+        .execute()
+        .await
+        .map_err(PlumbingError::netlink(format!("failed to add route to gateway {gateway}")))?;
+    let default = RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(Ipv4Addr::UNSPECIFIED, 0)
+        .gateway(gateway)
+        .output_interface(eth.index)
+        .build();
+    handle
+        .route()
+        .add(default)
+        .replace()
+        .execute()
+        .await
+        .map_err(PlumbingError::netlink(format!("failed to add default route via {gateway}")))
+}
+
+/// The node's route to a container: `ip/32 dev host_veth scope link`.
+pub async fn add_host_route(handle: &Handle, ip: Ipv4Addr, index: u32) -> Result<(), PlumbingError> {
+    let route = RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(ip, 32)
+        .output_interface(index)
+        .scope(RouteScope::Link)
+        .build();
+    handle
+        .route()
+        .add(route)
+        .replace()
+        .execute()
+        .await
+        .map_err(PlumbingError::netlink(format!("failed to add node route to {ip}")))
+}

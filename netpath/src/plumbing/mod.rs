@@ -1,0 +1,48 @@
+//! Everything netpath changes in the kernel's networking configuration that is not a BPF
+//! object: namespaces, veth pairs, addresses, routes, sysctls, the bpffs mount.
+//! All of it through rtnetlink and procfs, never by running `ip`.
+pub mod bpffs;
+pub mod link;
+pub mod netns;
+pub mod sysctl;
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlumbingError {
+    #[error("cannot open network namespace {path}: {source}; check the path or PID")]
+    NetnsOpen { path: PathBuf, source: std::io::Error },
+    #[error("{path} is not a network namespace; pass a bind-mounted netns file or /proc/PID/ns/net")]
+    NotNetns { path: PathBuf },
+    #[error("cannot enter network namespace {path}: {source}")]
+    NetnsEnter { path: PathBuf, source: nix::Error },
+    #[error("interface {name} already exists {place}; delete it or choose another name")]
+    LinkExists { name: String, place: String },
+    #[error("{what}: {source}")]
+    Netlink { what: String, source: rtnetlink::Error },
+    #[error("cannot open a netlink socket: {0}")]
+    Socket(std::io::Error),
+    #[error("interface {0} not found")]
+    LinkNotFound(String),
+    #[error("cannot set sysctl {key}: {source}")]
+    Sysctl { key: String, source: std::io::Error },
+    #[error("cannot mount bpffs at {path}: {source}")]
+    Mount { path: PathBuf, source: nix::Error },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl PlumbingError {
+    pub(crate) fn netlink(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> Self {
+        let what = what.into();
+        move |source| PlumbingError::Netlink { what, source }
+    }
+}
+
+/// errno carried by a netlink error, if any.
+pub(crate) fn errno(e: &rtnetlink::Error) -> Option<i32> {
+    match e {
+        rtnetlink::Error::NetlinkError(m) => m.code.map(|c| -c.get()),
+        _ => None,
+    }
+}

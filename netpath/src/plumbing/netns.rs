@@ -1,0 +1,60 @@
+//! Entering a container's network namespace. A netlink socket belongs to the namespace
+//! it was created in, so work inside a container runs on a short-lived thread that has
+//! switched namespace (setns affects only the calling thread) with its own runtime.
+use std::{fs::File, future::Future, os::fd::AsRawFd, path::Path};
+
+use nix::sched::{setns, CloneFlags};
+use rtnetlink::Handle;
+
+use super::PlumbingError;
+
+/// Magic of nsfs (include/uapi/linux/magic.h): what a netns file reports to fstatfs.
+const NSFS_MAGIC: i64 = 0x6e73_6673;
+
+/// Opens `path` and checks it really is a network namespace, so a typo fails with a
+/// clear message before anything is created.
+pub fn open(path: &Path) -> Result<File, PlumbingError> {
+    let file = File::open(path).map_err(|source| PlumbingError::NetnsOpen { path: path.into(), source })?;
+    let fs = nix::sys::statfs::fstatfs(&file)
+        .map_err(|e| PlumbingError::NetnsOpen { path: path.into(), source: e.into() })?;
+    if fs.filesystem_type().0 as i64 != NSFS_MAGIC {
+        return Err(PlumbingError::NotNetns { path: path.into() });
+    }
+    // SAFETY: ioctl NS_GET_NSTYPE takes no argument and only reads the fd.
+    let ty = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE) };
+    if ty != libc::CLONE_NEWNET {
+        return Err(PlumbingError::NotNetns { path: path.into() });
+    }
+    Ok(file)
+}
+
+/// _IO(0xb7, 0x3) from include/uapi/linux/nsfs.h.
+const NS_GET_NSTYPE: libc::Ioctl = 0xb703 as libc::Ioctl;
+
+/// Runs `work` with an rtnetlink handle inside the namespace `ns`.
+pub async fn run_in<F, Fut, T>(ns: &File, path: &Path, work: F) -> Result<T, PlumbingError>
+where
+    F: FnOnce(Handle) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T, PlumbingError>>,
+    T: Send + 'static,
+{
+    let ns = ns.try_clone()?;
+    let path = path.to_path_buf();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let result = (|| {
+            setns(&ns, CloneFlags::CLONE_NEWNET)
+                .map_err(|source| PlumbingError::NetnsEnter { path: path.clone(), source })?;
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(async move {
+                let (conn, handle, _) = rtnetlink::new_connection().map_err(PlumbingError::Socket)?;
+                let conn = tokio::spawn(conn);
+                let out = work(handle).await;
+                conn.abort();
+                out
+            })
+        })();
+        let _ = tx.send(result);
+    });
+    rx.await.map_err(|_| PlumbingError::Io(std::io::Error::other("namespace worker thread died")))?
+}

@@ -1,0 +1,111 @@
+//! Address management for the node's pod CIDR: the first host address is the
+//! containers' gateway, the rest are handed out lowest-first.
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+
+use super::{EndpointRecord, StateError};
+
+#[derive(Clone, Copy, Debug)]
+pub struct Ipam {
+    cidr: Ipv4Net,
+}
+
+impl Ipam {
+    pub fn new(cidr: Ipv4Net) -> Self {
+        Self { cidr: cidr.trunc() }
+    }
+
+    pub fn cidr(&self) -> Ipv4Net {
+        self.cidr
+    }
+
+    pub fn gateway(&self) -> Ipv4Addr {
+        // hosts() skips network and broadcast; a /31 or /32 pod CIDR is refused by the CLI.
+        self.cidr.hosts().next().unwrap_or(self.cidr.network())
+    }
+
+    /// Checks a requested address, or picks the lowest free one.
+    pub fn assign(
+        &self,
+        requested: Option<Ipv4Addr>,
+        taken: &[EndpointRecord],
+    ) -> Result<Ipv4Addr, StateError> {
+        let owner = |ip: Ipv4Addr| taken.iter().find(|e| e.ip == ip).map(|e| e.name.clone());
+        match requested {
+            Some(ip) => {
+                if !self.cidr.contains(&ip) {
+                    return Err(StateError::OutsideCidr { ip, cidr: self.cidr });
+                }
+                if ip == self.cidr.network() || ip == self.cidr.broadcast() || ip == self.gateway() {
+                    return Err(StateError::Reserved { ip, cidr: self.cidr });
+                }
+                if let Some(owner) = owner(ip) {
+                    return Err(StateError::InUse { ip, owner });
+                }
+                Ok(ip)
+            }
+            None => self
+                .cidr
+                .hosts()
+                .skip(1)
+                .find(|ip| owner(*ip).is_none())
+                .ok_or(StateError::Exhausted { cidr: self.cidr }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(name: &str, ip: Ipv4Addr) -> EndpointRecord {
+        EndpointRecord {
+            name: name.into(),
+            netns: "/x".into(),
+            ifname: "eth0".into(),
+            ip,
+            gateway: Ipv4Addr::new(10, 77, 0, 1),
+            mac: String::new(),
+            mtu: 1500,
+            host_ifname: String::new(),
+            host_ifindex: 0,
+            host_mac: String::new(),
+        }
+    }
+
+    #[test]
+    fn allocates_lowest_free_after_gateway() {
+        let ipam = Ipam::new("10.77.0.0/24".parse().unwrap());
+        assert_eq!(ipam.gateway(), Ipv4Addr::new(10, 77, 0, 1));
+        let taken = [record("a", Ipv4Addr::new(10, 77, 0, 2))];
+        assert_eq!(ipam.assign(None, &taken).unwrap(), Ipv4Addr::new(10, 77, 0, 3));
+    }
+
+    #[test]
+    fn refuses_taken_reserved_and_foreign_addresses() {
+        let ipam = Ipam::new("10.77.0.0/24".parse().unwrap());
+        let taken = [record("a", Ipv4Addr::new(10, 77, 0, 2))];
+        let err = ipam.assign(Some(Ipv4Addr::new(10, 77, 0, 2)), &taken).unwrap_err();
+        assert!(err.to_string().contains("already used by endpoint a"), "{err}");
+        assert!(matches!(
+            ipam.assign(Some(Ipv4Addr::new(10, 77, 0, 1)), &taken),
+            Err(StateError::Reserved { .. })
+        ));
+        assert!(matches!(
+            ipam.assign(Some(Ipv4Addr::new(10, 77, 0, 255)), &taken),
+            Err(StateError::Reserved { .. })
+        ));
+        assert!(matches!(
+            ipam.assign(Some(Ipv4Addr::new(172, 17, 0, 2)), &taken),
+            Err(StateError::OutsideCidr { .. })
+        ));
+    }
+
+    #[test]
+    fn reports_exhaustion() {
+        let ipam = Ipam::new("10.77.0.0/30".parse().unwrap());
+        let taken = [record("a", Ipv4Addr::new(10, 77, 0, 2))];
+        assert!(matches!(ipam.assign(None, &taken), Err(StateError::Exhausted { .. })));
+    }
+}

@@ -1,0 +1,78 @@
+//! Desired state: the endpoints the agent owns and the addresses they hold, persisted
+//! crash-safely so a restarted agent never hands out an address in use.
+mod ipam;
+mod store;
+
+use std::{net::Ipv4Addr, path::PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use ipam::Ipam;
+pub use store::Store;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("failed to read state file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("state file {path} is corrupt: {source}; move it away to start empty")]
+    Corrupt { path: PathBuf, source: serde_json::Error },
+    #[error("failed to write state file {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error("address {ip} is outside the pod CIDR {cidr}; pick one inside it or omit --ip")]
+    OutsideCidr { ip: Ipv4Addr, cidr: ipnet::Ipv4Net },
+    #[error("address {ip} is reserved in {cidr} (network, gateway or broadcast); pick another")]
+    Reserved { ip: Ipv4Addr, cidr: ipnet::Ipv4Net },
+    #[error("address {ip} is already used by endpoint {owner}; pick another or omit --ip")]
+    InUse { ip: Ipv4Addr, owner: String },
+    #[error("pod CIDR {cidr} has no free address; delete endpoints or use a larger CIDR")]
+    Exhausted { cidr: ipnet::Ipv4Net },
+}
+
+/// One attached container, as the agent built it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointRecord {
+    pub name: String,
+    pub netns: PathBuf,
+    pub ifname: String,
+    pub ip: Ipv4Addr,
+    pub gateway: Ipv4Addr,
+    pub mac: String,
+    pub mtu: u32,
+    pub host_ifname: String,
+    pub host_ifindex: u32,
+    pub host_mac: String,
+}
+
+pub fn format_mac(mac: &[u8; 6]) -> String {
+    let m = mac;
+    format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff`; `None` when it is not six hex octets.
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut out = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in out.iter_mut() {
+        let p = parts.next()?;
+        if p.len() != 2 {
+            return None;
+        }
+        *b = u8::from_str_radix(p, 16).ok()?;
+    }
+    parts.next().is_none().then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mac_round_trips_and_rejects_garbage() {
+        let mac = [0x0a, 0x58, 10, 77, 0, 2];
+        assert_eq!(parse_mac(&format_mac(&mac)), Some(mac));
+        assert_eq!(parse_mac("0a:58:0a:4d:00"), None);
+        assert_eq!(parse_mac("0a:58:0a:4d:00:02:03"), None);
+        assert_eq!(parse_mac("zz:58:0a:4d:00:02"), None);
+        assert_eq!(parse_mac("0a:58:0a:4d:0:002"), None);
+    }
+}

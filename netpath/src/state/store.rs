@@ -1,0 +1,79 @@
+//! The endpoint records on disk. Writes go to a temporary file that is fsynced and then
+//! renamed over the old one, so a crash leaves either the old or the new state.
+use std::{
+    fs,
+    io::Write as _,
+    path::{Path, PathBuf},
+};
+
+use super::{EndpointRecord, StateError};
+
+pub struct Store {
+    path: PathBuf,
+}
+
+impl Store {
+    pub fn new(path: PathBuf) -> Self {
+        Self { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The stored endpoints; none when the file does not exist yet.
+    pub fn load(&self) -> Result<Vec<EndpointRecord>, StateError> {
+        let bytes = match fs::read(&self.path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => return Err(StateError::Read { path: self.path.clone(), source }),
+        };
+        serde_json::from_slice(&bytes)
+            .map_err(|source| StateError::Corrupt { path: self.path.clone(), source })
+    }
+
+    pub fn save(&self, endpoints: &[EndpointRecord]) -> Result<(), StateError> {
+        let err = |source| StateError::Write { path: self.path.clone(), source };
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        fs::create_dir_all(dir).map_err(err)?;
+        let tmp = self.path.with_extension("json.tmp");
+        let body = serde_json::to_vec_pretty(endpoints).map_err(|e| err(e.into()))?;
+        let mut f = fs::File::create(&tmp).map_err(err)?;
+        f.write_all(&body).map_err(err)?;
+        f.sync_all().map_err(err)?;
+        fs::rename(&tmp, &self.path).map_err(err)?;
+        // The rename is only durable once the directory entry is on disk.
+        fs::File::open(dir).and_then(|d| d.sync_all()).map_err(err)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_file_is_empty_and_saves_round_trip() {
+        let dir = std::env::temp_dir().join(format!("netpath-store-{}", std::process::id()));
+        let store = Store::new(dir.join("endpoints.json"));
+        assert!(store.load().unwrap().is_empty());
+        let rec = EndpointRecord {
+            name: "web".into(),
+            netns: "/run/netns/web".into(),
+            ifname: "eth0".into(),
+            ip: "10.77.0.2".parse().unwrap(),
+            gateway: "10.77.0.1".parse().unwrap(),
+            mac: "0a:58:0a:4d:00:02".into(),
+            mtu: 1500,
+            host_ifname: "npabc".into(),
+            host_ifindex: 7,
+            host_mac: "0e:00:00:00:00:01".into(),
+        };
+        store.save(std::slice::from_ref(&rec)).unwrap();
+        assert_eq!(store.load().unwrap(), vec![rec]);
+        fs::write(store.path(), b"{not json").unwrap();
+        let err = store.load().unwrap_err();
+        assert!(err.to_string().contains("corrupt"), "{err}");
+        fs::remove_dir_all(dir).unwrap();
+    }
+}

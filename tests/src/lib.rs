@@ -1,0 +1,340 @@
+//! The namespace lab every integration test builds its world with.
+//!
+//! A [`Lab`] is a "node" namespace (where the agent runs) with an uplink to an "outside"
+//! host namespace, plus container namespaces. Names carry the test process's PID and a
+//! counter so tests run in parallel without clashing; everything (namespaces, pins,
+//! state, the agent process) is removed on drop, which also runs on panic. The root
+//! namespace is never touched: the agent is started inside the node namespace.
+use std::{
+    fs,
+    net::Ipv4Addr,
+    os::unix::process::CommandExt as _,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+/// Prefix of every namespace and bpffs directory the tests create; `cargo xtask test`
+/// sweeps leftovers of an interrupted run by it.
+pub const TEST_PREFIX: &str = "npt";
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// The netpath binary under test: $NETPATH_BIN (set by `cargo xtask test`), else the
+/// workspace's debug build.
+pub fn netpath_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("NETPATH_BIN") {
+        return p.into();
+    }
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/netpath");
+    assert!(p.exists(), "{} missing: run `cargo build -p netpath` or `cargo xtask test`", p.display());
+    p
+}
+
+fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "integration tests build network namespaces and need root: run `cargo xtask test` as root"
+    );
+}
+
+/// Runs a command that builds the test world; panics with its stderr when it fails.
+pub fn sh(args: &[&str]) -> String {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Removes what labs named with `prefix` left behind when their process was killed
+/// before Drop could run: namespaces, bpffs pins, work directories.
+pub fn sweep(prefix: &str) -> usize {
+    let mut removed = 0;
+    let entries = |dir: &str| -> Vec<PathBuf> {
+        fs::read_dir(dir).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default()
+    };
+    let ours = |p: &Path, prefix: &str| {
+        p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(prefix))
+    };
+    for p in entries("/run/netns").into_iter().filter(|p| ours(p, prefix)) {
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        if Command::new("ip").args(["netns", "del", &name]).status().is_ok_and(|s| s.success()) {
+            removed += 1;
+        }
+    }
+    for p in entries("/sys/fs/bpf").into_iter().filter(|p| ours(p, prefix)) {
+        removed += usize::from(fs::remove_dir_all(&p).is_ok());
+    }
+    let tmp = std::env::temp_dir();
+    for p in entries(tmp.to_str().unwrap()).into_iter().filter(|p| ours(p, &format!("netpath-{prefix}"))) {
+        removed += usize::from(fs::remove_dir_all(&p).is_ok());
+    }
+    removed
+}
+
+/// A network namespace owned by a test, deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(name: String) -> Self {
+        sh(&["ip", "netns", "add", &name]);
+        Netns { name }
+    }
+
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from("/run/netns").join(&self.name)
+    }
+
+    /// Runs a command inside this namespace.
+    pub fn exec(&self, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("ip netns exec {} {args:?}: {e}", self.name))
+    }
+
+    /// Runs `work` on a thread that has entered this namespace: sockets it creates live
+    /// in the namespace, so tests can drive TCP/UDP without external tools.
+    pub fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> std::thread::JoinHandle<T> {
+        let ns = fs::File::open(self.path()).expect("open netns");
+        std::thread::spawn(move || {
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            work()
+        })
+    }
+
+    /// `ping -c count` from this namespace; true when every echo was answered.
+    pub fn ping(&self, dst: Ipv4Addr, count: u32) -> bool {
+        let out = self.exec(&[
+            "ping",
+            "-n",
+            "-q",
+            "-c",
+            &count.to_string(),
+            "-i",
+            "0.2",
+            "-W",
+            "1",
+            &dst.to_string(),
+        ]);
+        out.status.success()
+    }
+
+    /// A /proc/net/snmp counter of this namespace (e.g. "Ip", "ForwDatagrams").
+    pub fn snmp(&self, group: &str, field: &str) -> u64 {
+        let out = self.exec(&["cat", "/proc/net/snmp"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut lines = text.lines().filter(|l| l.starts_with(&format!("{group}:")));
+        let (names, values) = (lines.next().expect("snmp header"), lines.next().expect("snmp values"));
+        let i = names.split_whitespace().position(|n| n == field).expect("snmp field");
+        values.split_whitespace().nth(i).unwrap().parse().unwrap()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+/// Node + outside host + containers, and netpath's directories for this lab alone.
+pub struct Lab {
+    pub id: String,
+    pub node: Netns,
+    pub outside: Netns,
+    pub containers: Vec<Netns>,
+    pub bpffs_dir: PathBuf,
+    pub work_dir: PathBuf,
+    agent: Option<Child>,
+}
+
+/// Node side of the uplink, and the outside host's address on it.
+pub const NODE_UPLINK_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 1);
+pub const OUTSIDE_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 2);
+
+impl Lab {
+    pub fn new(containers: usize) -> Self {
+        Self::with_prefix(TEST_PREFIX, containers)
+    }
+
+    /// A lab whose every name starts with `prefix` (see [`sweep`]).
+    pub fn with_prefix(prefix: &str, containers: usize) -> Self {
+        require_root();
+        let id = format!("{prefix}{}x{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let work_dir = std::env::temp_dir().join(format!("netpath-{id}"));
+        fs::create_dir_all(&work_dir).unwrap();
+        let node = Netns::new(format!("{id}-node"));
+        let outside = Netns::new(format!("{id}-out"));
+        let mut lab = Lab {
+            bpffs_dir: PathBuf::from(format!("/sys/fs/bpf/{id}")),
+            containers: Vec::new(),
+            node,
+            outside,
+            work_dir,
+            agent: None,
+            id,
+        };
+        for i in 0..containers {
+            lab.containers.push(Netns::new(format!("{}-c{i}", lab.id)));
+        }
+        // The uplink: created inside the node namespace, peer moved to the outside host.
+        let (n, o) = (lab.node.name.clone(), lab.outside.name.clone());
+        sh(&["ip", "-n", &n, "link", "add", "uplink0", "type", "veth", "peer", "name", "eth0", "netns", &o]);
+        sh(&["ip", "-n", &n, "addr", "add", &format!("{NODE_UPLINK_IP}/24"), "dev", "uplink0"]);
+        sh(&["ip", "-n", &o, "addr", "add", &format!("{OUTSIDE_IP}/24"), "dev", "eth0"]);
+        for ns in [&n, &o] {
+            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        }
+        sh(&["ip", "-n", &n, "link", "set", "uplink0", "up"]);
+        sh(&["ip", "-n", &o, "link", "set", "eth0", "up"]);
+        sh(&["ip", "-n", &n, "route", "add", "default", "via", &OUTSIDE_IP.to_string()]);
+        lab
+    }
+
+    fn env(&self, cmd: &mut Command) {
+        cmd.env("NETPATH_BPFFS_DIR", &self.bpffs_dir)
+            .env("NETPATH_RUN_DIR", self.work_dir.join("run"))
+            .env("NETPATH_STATE_DIR", self.work_dir.join("state"));
+    }
+
+    pub fn state_file(&self) -> PathBuf {
+        self.work_dir.join("state/endpoints.json")
+    }
+
+    /// Starts `netpath agent` inside the node namespace and waits for its socket.
+    pub fn start_agent(&mut self) {
+        assert!(self.agent.is_none(), "agent already running");
+        let ns = fs::File::open(self.node.path()).unwrap();
+        let log = fs::File::create(self.work_dir.join("agent.log")).unwrap();
+        let mut cmd = Command::new(netpath_bin());
+        cmd.arg("agent").stdout(log.try_clone().unwrap()).stderr(log);
+        self.env(&mut cmd);
+        // SAFETY: setns is async-signal-safe; runs in the forked child before exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)
+            });
+        }
+        let mut child = cmd.spawn().expect("spawn netpath agent");
+        let socket = self.work_dir.join("run/agent.sock");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !socket.exists() {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("agent exited with {status}: {}", self.agent_log());
+            }
+            assert!(Instant::now() < deadline, "agent did not start: {}", self.agent_log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.agent = Some(child);
+    }
+
+    /// Stops the agent (SIGTERM) and waits for it.
+    pub fn stop_agent(&mut self) {
+        if let Some(mut child) = self.agent.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let _ = child.wait();
+        }
+    }
+
+    pub fn agent_log(&self) -> String {
+        fs::read_to_string(self.work_dir.join("agent.log")).unwrap_or_default()
+    }
+
+    /// Runs the netpath CLI against this lab's agent and pins.
+    pub fn netpath(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(netpath_bin());
+        cmd.args(args).stdin(Stdio::null());
+        self.env(&mut cmd);
+        cmd.output().expect("run netpath")
+    }
+
+    /// Like [`Lab::netpath`] but panics unless the command succeeds; returns stdout.
+    pub fn netpath_ok(&self, args: &[&str]) -> String {
+        let out = self.netpath(args);
+        assert!(
+            out.status.success(),
+            "netpath {args:?} failed: {}\nagent log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.agent_log()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Attaches container `i` as endpoint `name`; returns its address.
+    pub fn add_endpoint(&self, name: &str, i: usize) -> Ipv4Addr {
+        let path = self.containers[i].path();
+        self.netpath_ok(&["endpoint", "add", name, "--netns", path.to_str().unwrap()]);
+        let list: Value =
+            serde_json::from_str(&self.netpath_ok(&["endpoint", "list", "-o", "json"])).unwrap();
+        let ep = list["endpoints"].as_array().unwrap().iter().find(|e| e["name"] == name).unwrap();
+        ep["ip"].as_str().unwrap().parse().unwrap()
+    }
+
+    /// `netpath stats -o json`.
+    pub fn stats(&self) -> Stats {
+        Stats(serde_json::from_str(&self.netpath_ok(&["stats", "-o", "json"])).unwrap())
+    }
+
+    /// Interfaces in the node namespace.
+    pub fn node_links(&self) -> Vec<String> {
+        let out = self.node.exec(&["ip", "-o", "link", "show"]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split(": ").nth(1).map(|n| n.split('@').next().unwrap().to_string()))
+            .collect()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("agent log of {}:\n{}", self.id, self.agent_log());
+        }
+        self.stop_agent();
+        self.containers.clear();
+        let _ = fs::remove_dir_all(&self.bpffs_dir);
+        let _ = fs::remove_dir_all(&self.work_dir);
+    }
+}
+
+/// The JSON of `netpath stats`, with typed getters.
+pub struct Stats(pub Value);
+
+impl Stats {
+    pub fn endpoint(&self, name: &str, field: &str) -> u64 {
+        self.0["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .unwrap_or_else(|| panic!("no counters for endpoint {name}: {}", self.0))[field]
+            .as_u64()
+            .unwrap()
+    }
+
+    pub fn has_endpoint(&self, name: &str) -> bool {
+        self.0["endpoints"].as_array().unwrap().iter().any(|e| e["name"] == name)
+    }
+
+    pub fn reason(&self, reason: &str) -> u64 {
+        self.0["reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["reason"] == reason)
+            .unwrap_or_else(|| panic!("no reason {reason}"))["packets"]
+            .as_u64()
+            .unwrap()
+    }
+}

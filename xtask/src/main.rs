@@ -1,0 +1,56 @@
+//! Every developer workflow of netpath as a plain Rust command:
+//! `cargo xtask test` (install what is missing, then run every test) and
+//! `cargo xtask demo` (a throw-away lab showing the datapath at work).
+mod demo;
+mod preflight;
+mod setup;
+mod test;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "netpath developer workflows")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install the toolchain and tools netpath needs (idempotent).
+    Setup,
+    /// Install what is missing, build, and run every test (unit and integration, as root).
+    Test {
+        /// Only run tests whose name contains this.
+        filter: Option<String>,
+    },
+    /// Build netpath and show it forwarding between two containers in a throw-away lab.
+    Demo,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Setup => preflight::check().and_then(|()| setup::run()),
+        Cmd::Test { filter } => test::run(filter.as_deref()),
+        Cmd::Demo => demo::run(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root (xtask lives one level below it).
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask has a parent").to_path_buf()
+}
+
+fn step(msg: &str) {
+    println!("==> {msg}");
+}

@@ -1,0 +1,106 @@
+//! Installs what building and testing netpath needs, checking before installing so a
+//! second run does nothing. Versions follow shared/TOOLCHAIN.md.
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::step;
+
+/// LLVM 22 for bpf-linker (same major as rustc's LLVM), and the tools tests use.
+const APT_PACKAGES: &[&str] =
+    &["llvm-22-dev", "libpolly-22-dev", "libzstd-dev", "zlib1g-dev", "iproute2", "iputils-ping", "bpftool"];
+const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+pub fn run() -> Result<()> {
+    apt()?;
+    rust_src()?;
+    bpf_linker()?;
+    crate::preflight::check_net()?;
+    step("setup complete");
+    Ok(())
+}
+
+fn installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+}
+
+fn run_visible(cmd: &mut Command, what: &str) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("cannot run {what}"))?;
+    if !status.success() {
+        bail!("{what} failed ({status})");
+    }
+    Ok(())
+}
+
+fn apt() -> Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
+    if missing.is_empty() {
+        step("apt packages: all present");
+        return Ok(());
+    }
+    step(&format!("apt packages: installing {}", missing.join(" ")));
+    run_visible(Command::new("apt-get").args(["update", "-q"]), "apt-get update")?;
+    run_visible(
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+        "apt-get install",
+    )
+}
+
+fn rust_src() -> Result<()> {
+    let out = Command::new("rustup")
+        .args(["component", "list", "--installed", "--toolchain", "nightly"])
+        .output()
+        .context("cannot run rustup")?;
+    if !out.status.success() {
+        step("rust nightly: installing toolchain with rust-src");
+        return run_visible(
+            Command::new("rustup").args([
+                "toolchain",
+                "install",
+                "nightly",
+                "--profile",
+                "minimal",
+                "--component",
+                "rust-src",
+            ]),
+            "rustup toolchain install nightly",
+        );
+    }
+    if String::from_utf8_lossy(&out.stdout).lines().any(|l| l.starts_with("rust-src")) {
+        step("rust-src for nightly: present");
+        return Ok(());
+    }
+    step("rust-src for nightly: installing");
+    run_visible(
+        Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]),
+        "rustup component add rust-src",
+    )
+}
+
+fn bpf_linker() -> Result<()> {
+    let current = Command::new("bpf-linker").arg("--version").stderr(Stdio::null()).output();
+    if let Ok(out) = &current {
+        if out.status.success() && String::from_utf8_lossy(&out.stdout).contains(BPF_LINKER_VERSION) {
+            step(&format!("bpf-linker {BPF_LINKER_VERSION}: present"));
+            return Ok(());
+        }
+    }
+    step(&format!("bpf-linker {BPF_LINKER_VERSION}: building against LLVM 22 (takes a minute or two)"));
+    // bpf-linker 0.13 defaults to LLVM 23 and finds LLVM through the first llvm-config
+    // on PATH (Debian's is LLVM 14): pin both.
+    run_visible(
+        Command::new("cargo")
+            .args(["install", "bpf-linker", "--locked", "--version", BPF_LINKER_VERSION])
+            .args(["--no-default-features", "--features", "llvm-22"])
+            .env("LLVM_PREFIX", LLVM_PREFIX)
+            .env("LLVM_SYS_221_PREFIX", LLVM_PREFIX),
+        "cargo install bpf-linker",
+    )
+}

@@ -1,0 +1,53 @@
+//! `cargo xtask test`: setup, build, then every test of the workspace, unit and
+//! integration, with one summary line at the end.
+use std::process::Command;
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::{step, workspace_root};
+
+pub fn run(filter: Option<&str>) -> Result<()> {
+    crate::preflight::check()?;
+    crate::setup::run()?;
+    let root = workspace_root();
+
+    step("building netpath (the eBPF object is built by netpath's build.rs)");
+    let status = Command::new("cargo")
+        .current_dir(&root)
+        .args(["build", "--all-targets"])
+        .status()
+        .context("cannot run cargo build")?;
+    if !status.success() {
+        bail!("build failed");
+    }
+
+    let swept = netpath_tests::sweep(netpath_tests::TEST_PREFIX);
+    if swept > 0 {
+        step(&format!("removed {swept} leftovers of an interrupted test run"));
+    }
+
+    let bin = root.join("target/debug/netpath");
+    let nextest =
+        Command::new("cargo").args(["nextest", "--version"]).output().is_ok_and(|o| o.status.success());
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(&root).env("NETPATH_BIN", &bin);
+    if nextest {
+        step("running every test (cargo nextest)");
+        // A failing test must not hide the others' results.
+        cmd.args(["nextest", "run", "--no-fail-fast"]);
+        if let Some(f) = filter {
+            cmd.arg(f);
+        }
+    } else {
+        step("running every test (cargo test; cargo-nextest not found)");
+        cmd.args(["test", "--no-fail-fast"]);
+        if let Some(f) = filter {
+            cmd.arg("--").arg(f);
+        }
+    }
+    let status = cmd.status().context("cannot run the test runner")?;
+    if !status.success() {
+        bail!("tests failed");
+    }
+    Ok(())
+}
