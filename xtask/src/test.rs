@@ -21,6 +21,19 @@ pub fn run(filter: Option<&str>) -> Result<()> {
         bail!("build failed");
     }
 
+    step("lint: cargo fmt --check, cargo clippy -D warnings");
+    let fmt = Command::new("cargo").current_dir(&root).args(["fmt", "--all", "--", "--check"]).status()?;
+    if !fmt.success() {
+        bail!("code is not formatted: run `cargo fmt --all`");
+    }
+    let clippy = Command::new("cargo")
+        .current_dir(&root)
+        .args(["clippy", "--all-targets", "--", "-D", "warnings"])
+        .status()?;
+    if !clippy.success() {
+        bail!("clippy found problems (see above)");
+    }
+
     let swept = netpath_tests::sweep(netpath_tests::TEST_PREFIX);
     if swept > 0 {
         step(&format!("removed {swept} leftovers of an interrupted test run"));

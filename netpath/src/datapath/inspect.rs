@@ -38,7 +38,11 @@ impl Inspector {
 
     fn open(&self, name: &str) -> Result<Map, DatapathError> {
         let path = self.dir.join(name);
-        let err = |source| DatapathError::Pinned { path: path.clone(), dir: self.dir.clone(), source };
+        let err = |source| DatapathError::Pinned {
+            path: path.clone(),
+            dir: self.dir.clone(),
+            source: Box::new(source),
+        };
         let data = MapData::from_pin(&path).map_err(err)?;
         Map::from_map_data(data).map_err(err)
     }
@@ -47,11 +51,13 @@ impl Inspector {
     pub fn endpoint_counters(&self) -> Result<Vec<EndpointCounters>, DatapathError> {
         let map = self.open(maps::ENDPOINT_STATS)?;
         let stats: PerCpuHashMap<_, EndpointKey, TrafficCounters> = PerCpuHashMap::try_from(map)
-            .map_err(|source| DatapathError::Map { map: maps::ENDPOINT_STATS, source })?;
+            .map_err(|source| DatapathError::Map { map: maps::ENDPOINT_STATS, source: Box::new(source) })?;
         let mut out = Vec::new();
         for entry in stats.iter() {
-            let (key, per_cpu) =
-                entry.map_err(|source| DatapathError::Map { map: maps::ENDPOINT_STATS, source })?;
+            let (key, per_cpu) = entry.map_err(|source| DatapathError::Map {
+                map: maps::ENDPOINT_STATS,
+                source: Box::new(source),
+            })?;
             let mut sum = TrafficCounters::default();
             per_cpu.iter().for_each(|c| sum.merge(c));
             out.push(EndpointCounters {
@@ -70,13 +76,14 @@ impl Inspector {
     pub fn reason_counters(&self) -> Result<Vec<ReasonCounter>, DatapathError> {
         let map = self.open(maps::REASON_STATS)?;
         let stats: PerCpuArray<_, TrafficCounters> = PerCpuArray::try_from(map)
-            .map_err(|source| DatapathError::Map { map: maps::REASON_STATS, source })?;
+            .map_err(|source| DatapathError::Map { map: maps::REASON_STATS, source: Box::new(source) })?;
         Reason::ALL
             .iter()
             .map(|r| {
-                let per_cpu = stats
-                    .get(&(*r as u32), 0)
-                    .map_err(|source| DatapathError::Map { map: maps::REASON_STATS, source })?;
+                let per_cpu = stats.get(&(*r as u32), 0).map_err(|source| DatapathError::Map {
+                    map: maps::REASON_STATS,
+                    source: Box::new(source),
+                })?;
                 let mut sum = TrafficCounters::default();
                 per_cpu.iter().for_each(|c| sum.merge(c));
                 Ok(ReasonCounter {

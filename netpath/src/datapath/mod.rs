@@ -11,21 +11,21 @@ pub use programs::{AttachMode, Datapath};
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {
     #[error("failed to load the eBPF object (pins in {pin_dir}): {source}")]
-    Load { pin_dir: PathBuf, source: aya::EbpfError },
+    Load { pin_dir: PathBuf, source: Box<aya::EbpfError> },
     #[error("the eBPF object has no program {0}; the binary was built wrongly")]
     MissingProgram(&'static str),
     #[error("the eBPF object has no map {0}; the binary was built wrongly")]
     MissingMap(&'static str),
     #[error("failed to load program {prog} into the kernel: {source}")]
-    Verify { prog: &'static str, source: aya::programs::ProgramError },
+    Verify { prog: &'static str, source: Box<aya::programs::ProgramError> },
     #[error("failed to attach {prog} to {iface}: {source}")]
-    Attach { prog: &'static str, iface: String, source: aya::programs::ProgramError },
+    Attach { prog: &'static str, iface: String, source: Box<aya::programs::ProgramError> },
     #[error("failed to add the clsact qdisc to {iface}: {source}")]
     Clsact { iface: String, source: std::io::Error },
     #[error("failed to update map {map}: {source}")]
-    Map { map: &'static str, source: aya::maps::MapError },
+    Map { map: &'static str, source: Box<aya::maps::MapError> },
     #[error("cannot open pinned map {path}: {source}; is the agent running with --bpffs-dir {dir}?")]
-    Pinned { path: PathBuf, dir: PathBuf, source: aya::maps::MapError },
+    Pinned { path: PathBuf, dir: PathBuf, source: Box<aya::maps::MapError> },
     #[error("cannot count CPUs: {0}")]
     Cpus(String),
 }

@@ -47,13 +47,14 @@ impl Datapath {
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(pin_dir)
             .load(object)
-            .map_err(|source| DatapathError::Load { pin_dir: pin_dir.into(), source })?;
+            .map_err(|source| DatapathError::Load { pin_dir: pin_dir.into(), source: Box::new(source) })?;
         let prog: &mut SchedClassifier = ebpf
             .program_mut(FROM_CONTAINER)
             .ok_or(DatapathError::MissingProgram(FROM_CONTAINER))?
             .try_into()
-            .map_err(|source| DatapathError::Verify { prog: FROM_CONTAINER, source })?;
-        prog.load().map_err(|source| DatapathError::Verify { prog: FROM_CONTAINER, source })?;
+            .map_err(|source| DatapathError::Verify { prog: FROM_CONTAINER, source: Box::new(source) })?;
+        prog.load()
+            .map_err(|source| DatapathError::Verify { prog: FROM_CONTAINER, source: Box::new(source) })?;
         let mode = AttachMode::detect();
         info!(?mode, pin_dir = %pin_dir.display(), "datapath loaded");
         Ok(Self { ebpf, mode, links: HashMap::new() })
@@ -63,12 +64,12 @@ impl Datapath {
         self.mode
     }
 
-    fn from_container(&mut self) -> Result<&mut SchedClassifier, DatapathError> {
+    fn classifier(&mut self) -> Result<&mut SchedClassifier, DatapathError> {
         self.ebpf
             .program_mut(FROM_CONTAINER)
             .ok_or(DatapathError::MissingProgram(FROM_CONTAINER))?
             .try_into()
-            .map_err(|source| DatapathError::Verify { prog: FROM_CONTAINER, source })
+            .map_err(|source| DatapathError::Verify { prog: FROM_CONTAINER, source: Box::new(source) })
     }
 
     /// Attaches from_container to the ingress of a container's host-side veth.
@@ -85,10 +86,9 @@ impl Datapath {
             }
         }
         let iface_owned = iface.to_string();
-        let id = self
-            .from_container()?
-            .attach(iface, TcAttachType::Ingress)
-            .map_err(|source| DatapathError::Attach { prog: FROM_CONTAINER, iface: iface_owned, source })?;
+        let id = self.classifier()?.attach(iface, TcAttachType::Ingress).map_err(|source| {
+            DatapathError::Attach { prog: FROM_CONTAINER, iface: iface_owned, source: Box::new(source) }
+        })?;
         self.links.insert(ifindex, id);
         Ok(())
     }
@@ -98,13 +98,14 @@ impl Datapath {
         let Some(id) = self.links.remove(&ifindex) else { return Ok(()) };
         // A veth already deleted took its attachment with it: detaching then fails
         // harmlessly, and there is nothing left to clean.
-        let _ = self.from_container()?.detach(id);
+        let _ = self.classifier()?.detach(id);
         Ok(())
     }
 
     fn endpoints(&mut self) -> Result<BpfHashMap<&mut MapData, EndpointKey, EndpointInfo>, DatapathError> {
         let map = self.ebpf.map_mut(maps::ENDPOINTS).ok_or(DatapathError::MissingMap(maps::ENDPOINTS))?;
-        BpfHashMap::try_from(map).map_err(|source| DatapathError::Map { map: maps::ENDPOINTS, source })
+        BpfHashMap::try_from(map)
+            .map_err(|source| DatapathError::Map { map: maps::ENDPOINTS, source: Box::new(source) })
     }
 
     fn endpoint_stats(
@@ -113,7 +114,7 @@ impl Datapath {
         let map =
             self.ebpf.map_mut(maps::ENDPOINT_STATS).ok_or(DatapathError::MissingMap(maps::ENDPOINT_STATS))?;
         PerCpuHashMap::try_from(map)
-            .map_err(|source| DatapathError::Map { map: maps::ENDPOINT_STATS, source })
+            .map_err(|source| DatapathError::Map { map: maps::ENDPOINT_STATS, source: Box::new(source) })
     }
 
     /// Makes `ip` a local endpoint. The counters entry is created first, so the datapath
@@ -125,10 +126,10 @@ impl Datapath {
             .map_err(|e| DatapathError::Cpus(e.to_string()))?;
         self.endpoint_stats()?
             .insert(key, zero, 0)
-            .map_err(|source| DatapathError::Map { map: maps::ENDPOINT_STATS, source })?;
+            .map_err(|source| DatapathError::Map { map: maps::ENDPOINT_STATS, source: Box::new(source) })?;
         if let Err(source) = self.endpoints()?.insert(key, info, 0) {
             let _ = self.endpoint_stats()?.remove(&key);
-            return Err(DatapathError::Map { map: maps::ENDPOINTS, source });
+            return Err(DatapathError::Map { map: maps::ENDPOINTS, source: Box::new(source) });
         }
         Ok(())
     }

@@ -5,8 +5,6 @@ use nix::mount::{mount, MsFlags};
 
 use super::PlumbingError;
 
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-
 /// Makes sure `dir` lives on a bpffs, mounting one at /sys/fs/bpf when none is there
 /// (a fresh mount namespace, a minimal VM), then creates `dir`.
 pub fn ensure(dir: &Path) -> Result<(), PlumbingError> {
@@ -20,5 +18,5 @@ pub fn ensure(dir: &Path) -> Result<(), PlumbingError> {
 }
 
 pub fn is_bpffs(path: &Path) -> bool {
-    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC)
+    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::BPF_FS_MAGIC)
 }

@@ -8,16 +8,13 @@ use rtnetlink::Handle;
 
 use super::PlumbingError;
 
-/// Magic of nsfs (include/uapi/linux/magic.h): what a netns file reports to fstatfs.
-const NSFS_MAGIC: i64 = 0x6e73_6673;
-
 /// Opens `path` and checks it really is a network namespace, so a typo fails with a
 /// clear message before anything is created.
 pub fn open(path: &Path) -> Result<File, PlumbingError> {
     let file = File::open(path).map_err(|source| PlumbingError::NetnsOpen { path: path.into(), source })?;
     let fs = nix::sys::statfs::fstatfs(&file)
         .map_err(|e| PlumbingError::NetnsOpen { path: path.into(), source: e.into() })?;
-    if fs.filesystem_type().0 as i64 != NSFS_MAGIC {
+    if fs.filesystem_type() != nix::sys::statfs::NSFS_MAGIC {
         return Err(PlumbingError::NotNetns { path: path.into() });
     }
     // SAFETY: ioctl NS_GET_NSTYPE takes no argument and only reads the fd.
