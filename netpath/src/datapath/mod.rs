@@ -6,7 +6,7 @@ mod programs;
 use std::path::PathBuf;
 
 pub use inspect::{EndpointCounters, Inspector, ReasonCounter};
-pub use programs::{AttachMode, Datapath};
+pub use programs::{AttachMode, Datapath, PacketRun};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {
