@@ -27,7 +27,14 @@ pub struct EndpointInfo {
     /// MAC address of the host-side veth: the container's gateway MAC, used as the
     /// source MAC on delivery and in the ARP replies for the gateway.
     pub host_mac: [u8; 6],
+    /// `ENDPOINT_F_*` bits.
+    pub flags: u32,
 }
+
+/// The endpoint's host veth is a port of the node's bridge (bridge mode): the container
+/// speaks L2 to its neighbours, so the datapath neither answers its ARP nor rewrites
+/// MACs; it only short-cuts unicast already addressed to a local container's MAC.
+pub const ENDPOINT_F_BRIDGED: u32 = 1;
 
 /// Packet and byte counters, kept per CPU by the kernel and summed by user space.
 #[repr(C)]
@@ -81,7 +88,7 @@ mod tests {
 
     #[test]
     fn endpoint_info_layout_has_no_padding() {
-        assert_eq!(size_of::<EndpointInfo>(), 16);
+        assert_eq!(size_of::<EndpointInfo>(), 20);
         assert_eq!(align_of::<EndpointInfo>(), 4);
     }
 

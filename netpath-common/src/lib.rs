@@ -9,5 +9,5 @@ pub mod endpoint;
 pub mod maps;
 pub mod reason;
 
-pub use endpoint::{EndpointInfo, EndpointKey, TrafficCounters};
+pub use endpoint::{EndpointInfo, EndpointKey, TrafficCounters, ENDPOINT_F_BRIDGED};
 pub use reason::Reason;

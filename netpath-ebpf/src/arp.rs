@@ -3,7 +3,7 @@
 //! the host veth's MAC, so all of the container's traffic reaches the datapath at L3 and
 //! the docker0 pitfall (a subnet owned by a bridge answering nobody) cannot happen.
 use aya_ebpf::{bindings::TC_ACT_SHOT, helpers::generated::bpf_redirect, programs::TcContext};
-use netpath_common::{EndpointInfo, EndpointKey, Reason};
+use netpath_common::{EndpointInfo, EndpointKey, Reason, ENDPOINT_F_BRIDGED};
 use network_types::{arp::ArpHdr, eth::EthHdr};
 
 use crate::packet::ptr_at;
@@ -20,7 +20,7 @@ pub enum ArpOutcome {
     Ignored,
 }
 
-/// `sender` is the endpoint behind the veth the request arrived on.
+/// Answers a request from the endpoint behind `ifindex`, after checking it is one.
 #[inline(always)]
 pub fn respond(ctx: &TcContext, ifindex: u32) -> Result<ArpOutcome, Reason> {
     let eth: *mut EthHdr = ptr_at(ctx, 0).map_err(|_| Reason::DropMalformed)?;
@@ -38,6 +38,10 @@ pub fn respond(ctx: &TcContext, ifindex: u32) -> Result<ArpOutcome, Reason> {
     let sender = lookup_sender(&arp.spa, ifindex).ok_or(Reason::DropSpoofedSource)?;
     if arp.sha != sender.mac || eth.src_addr != sender.mac {
         return Err(Reason::DropSpoofedSource);
+    }
+    // In bridge mode the bridge owns the gateway address and answers for it.
+    if sender.flags & ENDPOINT_F_BRIDGED != 0 {
+        return Ok(ArpOutcome::Ignored);
     }
     let target = arp.tpa;
     eth.dst_addr = sender.mac;

@@ -8,7 +8,7 @@ use aya_ebpf::{
     macros::classifier,
     programs::TcContext,
 };
-use netpath_common::{EndpointKey, Reason};
+use netpath_common::{EndpointInfo, EndpointKey, Reason, ENDPOINT_F_BRIDGED};
 use network_types::{
     eth::{EthHdr, EtherType},
     ip::Ipv4Hdr,
@@ -61,7 +61,7 @@ fn try_from_container(ctx: &TcContext) -> Result<(i32, Reason), Reason> {
     // SAFETY: bounds-checked by ptr_at; copied so later helper calls cannot invalidate it.
     let (src, dst, ttl, proto) = unsafe { ((*ip).src_addr, (*ip).dst_addr, (*ip).ttl, (*ip).proto) };
 
-    arp::lookup_sender(&src, ifindex).ok_or(Reason::DropSpoofedSource)?;
+    let sender = arp::lookup_sender(&src, ifindex).ok_or(Reason::DropSpoofedSource)?;
     let src_key = EndpointKey::new(src);
     let len = ctx.len();
     counters::endpoint_tx(&src_key, len);
@@ -71,6 +71,15 @@ fn try_from_container(ctx: &TcContext) -> Result<(i32, Reason), Reason> {
     let Some(peer) = (unsafe { ENDPOINTS.get(dst_key) }).copied() else {
         return Ok((TC_ACT_OK as i32, Reason::PassedToStack));
     };
+    if sender.flags & ENDPOINT_F_BRIDGED != 0 {
+        // L2 semantics: only frames already addressed to the peer's own MAC skip the
+        // bridge, unchanged, exactly as the bridge would have delivered them.
+        // SAFETY: bounds-checked by ptr_at above; no helper has run since.
+        if unsafe { (*eth).dst_addr } != peer.mac {
+            return Ok((TC_ACT_OK as i32, Reason::PassedToStack));
+        }
+        return redirect(&peer, &dst_key, len);
+    }
     // TTL 1 would expire here: the stack sends the ICMP time-exceeded.
     if ttl <= 1 {
         return Ok((TC_ACT_OK as i32, Reason::PassedToStack));
@@ -92,11 +101,17 @@ fn try_from_container(ctx: &TcContext) -> Result<(i32, Reason), Reason> {
         (*eth).src_addr = peer.host_mac;
     }
 
+    redirect(&peer, &dst_key, len)
+}
+
+/// Hands the packet to the peer container's eth0, skipping the node's stack.
+#[inline(always)]
+fn redirect(peer: &EndpointInfo, key: &EndpointKey, len: u32) -> Result<(i32, Reason), Reason> {
     // SAFETY: plain helper call; the kernel validates the ifindex when it acts.
     let action = unsafe { bpf_redirect_peer(peer.host_ifindex, 0) } as i32;
     if action == TC_ACT_SHOT {
         return Err(Reason::DropRedirectFailed);
     }
-    counters::endpoint_rx(&dst_key, len);
+    counters::endpoint_rx(key, len);
     Ok((action, Reason::ForwardedToPeer))
 }

@@ -211,11 +211,23 @@ impl Lab {
 
     /// Starts `netpath agent` inside the node namespace and waits for its socket.
     pub fn start_agent(&mut self) {
+        self.start_agent_with(&[]);
+    }
+
+    /// Like [`Lab::start_agent`], with extra agent arguments (`--mode bridge`, ...).
+    pub fn start_agent_with(&mut self, args: &[&str]) {
+        if let Err(e) = self.try_start_agent(args) {
+            panic!("{e}");
+        }
+    }
+
+    /// Starts the agent; `Err` with its log when it exits instead of listening.
+    pub fn try_start_agent(&mut self, args: &[&str]) -> Result<(), String> {
         assert!(self.agent.is_none(), "agent already running");
         let ns = fs::File::open(self.node.path()).unwrap();
         let log = fs::File::create(self.work_dir.join("agent.log")).unwrap();
         let mut cmd = Command::new(netpath_bin());
-        cmd.arg("agent").stdout(log.try_clone().unwrap()).stderr(log);
+        cmd.arg("agent").args(args).stdout(log.try_clone().unwrap()).stderr(log);
         self.env(&mut cmd);
         // SAFETY: setns is async-signal-safe; runs in the forked child before exec.
         unsafe {
@@ -228,12 +240,17 @@ impl Lab {
         let deadline = Instant::now() + Duration::from_secs(20);
         while !socket.exists() {
             if let Some(status) = child.try_wait().unwrap() {
-                panic!("agent exited with {status}: {}", self.agent_log());
+                return Err(format!("agent exited with {status}: {}", self.agent_log()));
             }
-            assert!(Instant::now() < deadline, "agent did not start: {}", self.agent_log());
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("agent did not start: {}", self.agent_log()));
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
         self.agent = Some(child);
+        Ok(())
     }
 
     /// Stops the agent (SIGTERM) and waits for it.

@@ -4,7 +4,7 @@
 use std::net::Ipv4Addr;
 
 use netpath::datapath::{Datapath, PacketRun};
-use netpath_common::EndpointInfo;
+use netpath_common::{EndpointInfo, ENDPOINT_F_BRIDGED};
 use netpath_tests::{Netns, TEST_PREFIX};
 
 const TC_ACT_OK: u32 = 0;
@@ -24,6 +24,11 @@ const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 /// endpoints a (behind lo) and b (behind an ifindex the redirect is never executed to),
 /// and runs `check` there.
 fn with_datapath(check: impl FnOnce(&mut Datapath) + Send + 'static) {
+    with_datapath_flags(0, check)
+}
+
+/// [`with_datapath`] with both endpoints registered with `flags`.
+fn with_datapath_flags(flags: u32, check: impl FnOnce(&mut Datapath) + Send + 'static) {
     let ns = Netns::new(format!("{TEST_PREFIX}{}p{}", std::process::id(), unique()));
     let pins = std::path::PathBuf::from(format!("/sys/fs/bpf/{}", ns.name));
     std::fs::create_dir_all(&pins).unwrap();
@@ -31,8 +36,10 @@ fn with_datapath(check: impl FnOnce(&mut Datapath) + Send + 'static) {
     let result = ns
         .run(move || {
             let mut dp = Datapath::load(&pins2).expect("load datapath");
-            dp.register(A_IP, EndpointInfo { host_ifindex: LO, mac: A_MAC, host_mac: A_HOST_MAC }).unwrap();
-            dp.register(B_IP, EndpointInfo { host_ifindex: 4242, mac: B_MAC, host_mac: B_HOST_MAC }).unwrap();
+            dp.register(A_IP, EndpointInfo { host_ifindex: LO, mac: A_MAC, host_mac: A_HOST_MAC, flags })
+                .unwrap();
+            dp.register(B_IP, EndpointInfo { host_ifindex: 4242, mac: B_MAC, host_mac: B_HOST_MAC, flags })
+                .unwrap();
             check(&mut dp);
         })
         .join();
@@ -166,5 +173,26 @@ fn other_destinations_and_expiring_ttl_go_to_the_stack_unchanged() {
         let expiring = icmp_echo(A_MAC, A_HOST_MAC, A_IP, B_IP, 1);
         let out = run(dp, &expiring);
         assert_eq!((out.action, out.packet), (TC_ACT_OK, expiring), "the stack must send time-exceeded");
+    });
+}
+
+#[test]
+fn bridged_endpoints_keep_l2_semantics() {
+    with_datapath_flags(ENDPOINT_F_BRIDGED, |dp| {
+        // The bridge answers for its gateway address, not the datapath.
+        let request = arp(1, A_MAC, A_IP, GATEWAY);
+        let out = run(dp, &request);
+        assert_eq!((out.action, out.packet), (TC_ACT_OK, request));
+        // A frame already addressed to b's MAC skips the bridge, byte for byte unchanged.
+        let to_b = icmp_echo(A_MAC, B_MAC, A_IP, B_IP, 64);
+        let out = run(dp, &to_b);
+        assert_eq!((out.action, out.packet), (TC_ACT_REDIRECT, to_b));
+        // Anything else (here: to the gateway's MAC) is the bridge's to forward.
+        let via_gateway = icmp_echo(A_MAC, A_HOST_MAC, A_IP, B_IP, 64);
+        let out = run(dp, &via_gateway);
+        assert_eq!((out.action, out.packet), (TC_ACT_OK, via_gateway));
+        // Source validation holds in bridge mode too.
+        let spoofed = icmp_echo(A_MAC, B_MAC, Ipv4Addr::new(10, 77, 0, 99), B_IP, 64);
+        assert_eq!(run(dp, &spoofed).action, TC_ACT_SHOT);
     });
 }

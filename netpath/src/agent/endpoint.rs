@@ -1,14 +1,14 @@
 //! Endpoint add/del: the seed's manual steps as one atomic, idempotent operation.
 use std::net::Ipv4Addr;
 
-use netpath_common::EndpointInfo;
+use netpath_common::{EndpointInfo, ENDPOINT_F_BRIDGED};
 use tracing::info;
 
 use super::{Agent, AgentError};
 use crate::{
     api::EndpointSpec,
     plumbing::{link, netns},
-    state::{format_mac, parse_mac, EndpointRecord},
+    state::{format_mac, parse_mac, EndpointRecord, Mode},
 };
 
 const DEFAULT_MTU: u32 = 1500;
@@ -21,6 +21,10 @@ pub(super) fn info_of(rec: &EndpointRecord) -> Result<EndpointInfo, AgentError> 
         host_ifindex: rec.host_ifindex,
         mac: parse_mac(&rec.mac).ok_or_else(|| bad(&rec.mac))?,
         host_mac: parse_mac(&rec.host_mac).ok_or_else(|| bad(&rec.host_mac))?,
+        flags: match rec.mode {
+            Mode::Routed => 0,
+            Mode::Bridge => ENDPOINT_F_BRIDGED,
+        },
     })
 }
 
@@ -108,13 +112,16 @@ impl Agent {
         let ns = netns::open(&spec.netns)?;
         let ip = self.ipam.assign(spec.ip, &self.endpoints)?;
         let mac = spec.mac.unwrap_or_else(|| mac_for(ip));
-        let mtu = spec.mtu.unwrap_or(DEFAULT_MTU);
+        // Same MTU as the uplink by default, so containers never send what it cannot carry.
+        let mtu = spec.mtu.unwrap_or(self.node.uplink.as_ref().map_or(DEFAULT_MTU, |u| u.mtu));
         let host_ifname = host_ifname(&spec.name);
         let gateway = self.ipam.gateway();
+        let bridge = self.node.bridge.as_ref().map(|b| b.index);
 
-        let host = link::add_veth(&self.netlink, &host_ifname, &spec.ifname, &ns, mac, mtu).await?;
+        let host = link::add_veth(&self.netlink, &host_ifname, &spec.ifname, &ns, mac, mtu, bridge).await?;
         let rec = EndpointRecord {
             name: spec.name.clone(),
+            mode: self.node.mode,
             netns: spec.netns.clone(),
             ifname: spec.ifname.clone(),
             ip,
@@ -143,9 +150,17 @@ impl Agent {
 
     async fn finish_add(&mut self, ns: &std::fs::File, rec: &EndpointRecord) -> Result<(), AgentError> {
         let (ifname, ip, gateway) = (rec.ifname.clone(), rec.ip, rec.gateway);
-        netns::run_in(ns, &rec.netns, move |h| link::configure_container(h, ifname, ip, gateway)).await?;
+        let prefix = match rec.mode {
+            Mode::Routed => 32,
+            Mode::Bridge => self.ipam.cidr().prefix_len(),
+        };
+        netns::run_in(ns, &rec.netns, move |h| link::configure_container(h, ifname, ip, prefix, gateway))
+            .await?;
         link::set_up(&self.netlink, rec.host_ifindex, &rec.host_ifname).await?;
-        link::add_host_route(&self.netlink, rec.ip, rec.host_ifindex).await?;
+        // In bridge mode the bridge's own prefix route reaches the container.
+        if rec.mode == Mode::Routed {
+            link::add_host_route(&self.netlink, rec.ip, rec.host_ifindex).await?;
+        }
         self.datapath.register(rec.ip, info_of(rec)?)?;
         self.datapath.attach(&rec.host_ifname, rec.host_ifindex)?;
         let mut next = self.endpoints.clone();

@@ -1,6 +1,7 @@
 //! The node agent: sets the node up, owns the datapath, and serves mutations from the
 //! CLI over a root-only Unix socket.
 mod endpoint;
+mod node;
 mod server;
 
 use std::path::PathBuf;
@@ -12,7 +13,7 @@ use crate::{
     datapath::{Datapath, DatapathError},
     paths::Paths,
     plumbing::{self, PlumbingError},
-    state::{EndpointRecord, Ipam, StateError, Store},
+    state::{EndpointRecord, Ipam, Mode, StateError, Store},
 };
 
 pub use server::serve;
@@ -34,11 +35,15 @@ pub enum AgentError {
 pub struct AgentConfig {
     pub paths: Paths,
     pub pod_cidr: Ipv4Net,
+    pub mode: Mode,
+    pub bridge_name: String,
+    pub uplink: Option<String>,
 }
 
 pub struct Agent {
     paths: Paths,
     ipam: Ipam,
+    node: node::Node,
     datapath: Datapath,
     store: Store,
     endpoints: Vec<EndpointRecord>,
@@ -48,19 +53,36 @@ pub struct Agent {
 impl Agent {
     /// Node set-up and datapath load. Must run inside a tokio runtime (netlink).
     pub async fn start(config: AgentConfig) -> Result<Self, AgentError> {
-        let AgentConfig { paths, pod_cidr } = config;
-        plumbing::bpffs::ensure(&paths.bpffs_dir)?;
-        for (key, value) in plumbing::sysctl::NODE_SYSCTLS {
-            plumbing::sysctl::set(key, value)?;
-        }
-        let datapath = Datapath::load(&paths.bpffs_dir)?;
+        let AgentConfig { paths, pod_cidr, mode, bridge_name, uplink } = config;
         let (conn, netlink, _) = rtnetlink::new_connection().map_err(PlumbingError::Socket)?;
         tokio::spawn(conn);
         let store = Store::new(paths.state_file());
         let endpoints = store.load()?;
-        let mut agent = Agent { paths, ipam: Ipam::new(pod_cidr), datapath, store, endpoints, netlink };
+        // Checks that change nothing come first: a refused start leaves the node as it was.
+        if let Some(other) = endpoints.iter().find(|e| e.mode != mode) {
+            return Err(AgentError::Invalid(format!(
+                "endpoint {} was attached in {} mode; start the agent with --mode {} or delete the endpoints first",
+                other.name, other.mode, other.mode
+            )));
+        }
+        if let Some(other) = endpoints.iter().find(|e| !pod_cidr.contains(&e.ip)) {
+            return Err(AgentError::Invalid(format!(
+                "endpoint {} has address {} outside --pod-cidr {pod_cidr}; keep the old pod CIDR or delete the endpoints first",
+                other.name, other.ip
+            )));
+        }
+        let ipam = Ipam::new(pod_cidr);
+        let owned: Vec<u32> = endpoints.iter().map(|e| e.host_ifindex).collect();
+        let node_cfg = node::NodeConfig { mode, bridge_name: &bridge_name, uplink: uplink.as_deref() };
+        let node = node::setup(&netlink, &ipam, node_cfg, &owned).await?;
+        for (key, value) in plumbing::sysctl::NODE_SYSCTLS {
+            plumbing::sysctl::set(key, value)?;
+        }
+        plumbing::bpffs::ensure(&paths.bpffs_dir)?;
+        let datapath = Datapath::load(&paths.bpffs_dir)?;
+        let mut agent = Agent { paths, ipam, node, datapath, store, endpoints, netlink };
         agent.adopt().await?;
-        info!(pod_cidr = %agent.ipam.cidr(), gateway = %agent.ipam.gateway(),
+        info!(mode = %mode, pod_cidr = %agent.ipam.cidr(), gateway = %agent.ipam.gateway(),
               attach = ?agent.datapath.mode(), endpoints = agent.endpoints.len(), "agent ready");
         Ok(agent)
     }

@@ -13,7 +13,7 @@ use crate::{
     api::{EndpointSpec, Reply, Request},
     datapath::Inspector,
     paths::Paths,
-    state::{parse_mac, Store},
+    state::{parse_mac, Mode, Store},
 };
 
 /// Default pod CIDR: clear of Docker's 172.17.0.0/16 and Podman's 10.88.0.0/16.
@@ -36,6 +36,15 @@ pub enum Command {
         /// their gateway.
         #[arg(long, env = "NETPATH_POD_CIDR", default_value = DEFAULT_POD_CIDR, value_parser = parse_pod_cidr)]
         pod_cidr: Ipv4Net,
+        /// routed: no bridge, the datapath is the gateway; bridge: docker0's layout.
+        #[arg(long, env = "NETPATH_MODE", value_enum, default_value_t = Mode::Routed)]
+        mode: Mode,
+        /// Name of the bridge in bridge mode.
+        #[arg(long, env = "NETPATH_BRIDGE", default_value = "npbr0")]
+        bridge: String,
+        /// The node's uplink interface; default: the interface of the default route.
+        #[arg(long, env = "NETPATH_UPLINK")]
+        uplink: Option<String>,
     },
     /// Attach, detach and list containers.
     #[command(subcommand)]
@@ -99,13 +108,15 @@ fn parse_mac_arg(s: &str) -> Result<[u8; 6], String> {
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Agent { pod_cidr } => run_agent(cli.paths, pod_cidr),
+        Command::Agent { pod_cidr, mode, bridge, uplink } => {
+            run_agent(AgentConfig { paths: cli.paths, pod_cidr, mode, bridge_name: bridge, uplink })
+        }
         Command::Endpoint(cmd) => endpoint(&cli.paths, cmd),
         Command::Stats { output } => stats(&cli.paths, output),
     }
 }
 
-fn run_agent(paths: Paths, pod_cidr: Ipv4Net) -> anyhow::Result<()> {
+fn run_agent(config: AgentConfig) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("NETPATH_LOG").unwrap_or_else(|_| "info".into()),
@@ -114,7 +125,7 @@ fn run_agent(paths: Paths, pod_cidr: Ipv4Net) -> anyhow::Result<()> {
         .init();
     let rt = tokio::runtime::Runtime::new().context("failed to start the async runtime")?;
     rt.block_on(async {
-        let agent = Agent::start(AgentConfig { paths, pod_cidr }).await?;
+        let agent = Agent::start(config).await?;
         agent::serve(agent).await?;
         Ok(())
     })

@@ -7,7 +7,7 @@ use rtnetlink::{
         link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkMessage},
         route::RouteScope,
     },
-    Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
+    Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
 };
 
 use super::{errno, PlumbingError};
@@ -16,19 +16,62 @@ use super::{errno, PlumbingError};
 #[derive(Clone, Debug)]
 pub struct Link {
     pub index: u32,
+    pub name: String,
     pub mac: [u8; 6],
+    pub mtu: u32,
 }
 
 fn link_of(msg: &LinkMessage) -> Link {
-    let mut mac = [0u8; 6];
+    let mut link = Link { index: msg.header.index, name: String::new(), mac: [0; 6], mtu: 0 };
     for attr in &msg.attributes {
-        if let LinkAttribute::Address(a) = attr {
-            if a.len() == 6 {
-                mac.copy_from_slice(a);
-            }
+        match attr {
+            LinkAttribute::Address(a) if a.len() == 6 => link.mac.copy_from_slice(a),
+            LinkAttribute::IfName(n) => link.name.clone_from(n),
+            LinkAttribute::Mtu(m) => link.mtu = *m,
+            _ => {}
         }
     }
-    Link { index: msg.header.index, mac }
+    link
+}
+
+pub async fn get_by_index(handle: &Handle, index: u32) -> Result<Option<Link>, PlumbingError> {
+    let mut links = handle.link().get().match_index(index).execute();
+    match links.try_next().await {
+        Ok(msg) => Ok(msg.as_ref().map(link_of)),
+        Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(None),
+        Err(e) => Err(PlumbingError::netlink(format!("failed to look up interface {index}"))(e)),
+    }
+}
+
+/// Creates the bridge `name` unless it exists; returns it.
+pub async fn ensure_bridge(handle: &Handle, name: &str) -> Result<Link, PlumbingError> {
+    if let Some(link) = get(handle, name).await? {
+        return Ok(link);
+    }
+    handle
+        .link()
+        .add(LinkBridge::new(name).build())
+        .execute()
+        .await
+        .map_err(PlumbingError::netlink(format!("failed to create bridge {name}")))?;
+    get(handle, name).await?.ok_or_else(|| PlumbingError::LinkNotFound(name.into()))
+}
+
+/// Adds `ip/prefix` to a link; already present is fine.
+pub async fn add_address(
+    handle: &Handle,
+    index: u32,
+    name: &str,
+    ip: Ipv4Addr,
+    prefix: u8,
+) -> Result<(), PlumbingError> {
+    handle
+        .address()
+        .add(index, ip.into(), prefix)
+        .replace()
+        .execute()
+        .await
+        .map_err(PlumbingError::netlink(format!("failed to add {ip}/{prefix} to {name}")))
 }
 
 pub async fn get(handle: &Handle, name: &str) -> Result<Option<Link>, PlumbingError> {
@@ -42,8 +85,9 @@ pub async fn get(handle: &Handle, name: &str) -> Result<Option<Link>, PlumbingEr
 }
 
 /// Creates the veth pair for a container in one netlink request: `host` in the current
-/// namespace, `peer` directly inside `ns` with its final name, MAC and MTU. Nothing has
-/// to be renamed or moved afterwards, so there is no half-built state to undo here.
+/// namespace (a port of `bridge` when given), `peer` directly inside `ns` with its final
+/// name, MAC and MTU. Nothing has to be renamed or moved afterwards, so there is no
+/// half-built state to undo here.
 pub async fn add_veth(
     handle: &Handle,
     host: &str,
@@ -51,6 +95,7 @@ pub async fn add_veth(
     ns: &File,
     peer_mac: [u8; 6],
     mtu: u32,
+    bridge: Option<u32>,
 ) -> Result<Link, PlumbingError> {
     let peer_msg = LinkMessageBuilder::<LinkUnspec>::new()
         .name(peer.to_string())
@@ -58,11 +103,14 @@ pub async fn add_veth(
         .mtu(mtu)
         .setns_by_fd(ns.as_raw_fd())
         .build();
-    let msg = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+    let mut msg = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
         .name(host.to_string())
         .mtu(mtu)
-        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
-        .build();
+        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)));
+    if let Some(bridge) = bridge {
+        msg = msg.controller(bridge);
+    }
+    let msg = msg.build();
     if let Err(e) = handle.link().add(msg).execute().await {
         if errno(&e) == Some(libc::EEXIST) {
             return Err(PlumbingError::LinkExists {
@@ -95,25 +143,21 @@ pub async fn delete(handle: &Handle, index: u32) -> Result<(), PlumbingError> {
 }
 
 /// The container side of the seed's steps: lo and eth0 up, the address, a link route to
-/// the gateway and the default route through it. The address is a /32: every packet,
-/// even to a neighbour in the pod CIDR, goes to the gateway, i.e. into the datapath.
+/// the gateway and the default route through it. In routed mode the address is a /32:
+/// every packet, even to a neighbour in the pod CIDR, goes to the gateway, i.e. into
+/// the datapath. In bridge mode it carries the pod CIDR's prefix, as docker0's do.
 pub async fn configure_container(
     handle: Handle,
     ifname: String,
     ip: Ipv4Addr,
+    prefix: u8,
     gateway: Ipv4Addr,
 ) -> Result<(), PlumbingError> {
     let lo = get(&handle, "lo").await?.ok_or_else(|| PlumbingError::LinkNotFound("lo".into()))?;
     set_up(&handle, lo.index, "lo").await?;
     let eth = get(&handle, &ifname).await?.ok_or_else(|| PlumbingError::LinkNotFound(ifname.clone()))?;
     set_up(&handle, eth.index, &ifname).await?;
-    handle
-        .address()
-        .add(eth.index, ip.into(), 32)
-        .replace()
-        .execute()
-        .await
-        .map_err(PlumbingError::netlink(format!("failed to add {ip}/32 to {ifname}")))?;
+    add_address(&handle, eth.index, &ifname, ip, prefix).await?;
     let to_gateway = RouteMessageBuilder::<Ipv4Addr>::new()
         .destination_prefix(gateway, 32)
         .output_interface(eth.index)
@@ -154,4 +198,57 @@ pub async fn add_host_route(handle: &Handle, ip: Ipv4Addr, index: u32) -> Result
         .execute()
         .await
         .map_err(PlumbingError::netlink(format!("failed to add node route to {ip}")))
+}
+
+/// An IPv4 route of the main table, as the overlap check needs it.
+#[derive(Clone, Debug)]
+pub struct Route {
+    pub dst: ipnet::Ipv4Net,
+    pub oif: Option<u32>,
+}
+
+pub async fn main_routes(handle: &Handle) -> Result<Vec<Route>, PlumbingError> {
+    use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
+    const RT_TABLE_MAIN: u32 = 254;
+    let mut out = Vec::new();
+    let mut routes = handle.route().get(RouteMessageBuilder::<Ipv4Addr>::new().build()).execute();
+    while let Some(msg) = routes.try_next().await.map_err(PlumbingError::netlink("failed to list routes"))? {
+        let mut dst = Ipv4Addr::UNSPECIFIED;
+        let mut oif = None;
+        let mut table = msg.header.table as u32;
+        for attr in &msg.attributes {
+            match attr {
+                RouteAttribute::Destination(RouteAddress::Inet(a)) => dst = *a,
+                RouteAttribute::Oif(i) => oif = Some(*i),
+                RouteAttribute::Table(t) => table = *t,
+                _ => {}
+            }
+        }
+        if table != RT_TABLE_MAIN {
+            continue;
+        }
+        if let Ok(dst) = ipnet::Ipv4Net::new(dst, msg.header.destination_prefix_length) {
+            out.push(Route { dst, oif });
+        }
+    }
+    Ok(out)
+}
+
+/// Every IPv4 address on the node: (interface index, address/prefix).
+pub async fn addresses(handle: &Handle) -> Result<Vec<(u32, ipnet::Ipv4Net)>, PlumbingError> {
+    use rtnetlink::packet_route::address::AddressAttribute;
+    let mut out = Vec::new();
+    let mut addrs = handle.address().get().execute();
+    while let Some(msg) =
+        addrs.try_next().await.map_err(PlumbingError::netlink("failed to list addresses"))?
+    {
+        for attr in &msg.attributes {
+            if let AddressAttribute::Address(std::net::IpAddr::V4(a)) = attr {
+                if let Ok(net) = ipnet::Ipv4Net::new(*a, msg.header.prefix_len) {
+                    out.push((msg.header.index, net));
+                }
+            }
+        }
+    }
+    Ok(out)
 }

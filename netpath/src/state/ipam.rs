@@ -62,6 +62,7 @@ mod tests {
     fn record(name: &str, ip: Ipv4Addr) -> EndpointRecord {
         EndpointRecord {
             name: name.into(),
+            mode: super::super::Mode::Routed,
             netns: "/x".into(),
             ifname: "eth0".into(),
             ip,

@@ -28,10 +28,32 @@ pub enum StateError {
     Exhausted { cidr: ipnet::Ipv4Net },
 }
 
+/// How containers are connected on this node.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// No bridge: /32 addresses, the datapath is every container's gateway (default).
+    #[default]
+    Routed,
+    /// docker0's layout: a bridge holding the gateway address, host veths as its ports.
+    Bridge,
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Mode::Routed => "routed",
+            Mode::Bridge => "bridge",
+        })
+    }
+}
+
 /// One attached container, as the agent built it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EndpointRecord {
     pub name: String,
+    #[serde(default)]
+    pub mode: Mode,
     pub netns: PathBuf,
     pub ifname: String,
     pub ip: Ipv4Addr,

@@ -59,6 +59,7 @@ mod tests {
         assert!(store.load().unwrap().is_empty());
         let rec = EndpointRecord {
             name: "web".into(),
+            mode: super::super::Mode::Routed,
             netns: "/run/netns/web".into(),
             ifname: "eth0".into(),
             ip: "10.77.0.2".parse().unwrap(),
