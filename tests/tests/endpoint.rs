@@ -20,9 +20,145 @@ fn container_gets_eth0_address_and_default_route() {
     assert!(lo.contains("UP"), "{lo}");
     // The gateway answers ARP without any bridge on the node.
     assert!(!lab.node_links().iter().any(|l| l.contains("br") || l == "docker0"));
-    c.exec(&["ping", "-c", "1", "-W", "1", "10.77.0.1"]);
+    assert!(c.ping("10.77.0.1".parse().unwrap(), 2), "gateway unreachable");
     let neigh = out(&c.exec(&["ip", "neigh", "show", "10.77.0.1"]));
     assert!(neigh.contains("lladdr"), "gateway not resolved: {neigh}");
+    // MTU follows the uplink's by default.
+    let eth0 = out(&c.exec(&["ip", "-o", "link", "show", "eth0"]));
+    assert!(eth0.contains("mtu 1500"), "{eth0}");
+}
+
+#[test]
+fn endpoint_can_be_named_by_a_process_id() {
+    let mut lab = Lab::new(1);
+    lab.start_agent();
+    let mut sleeper = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.containers[0].name, "sleep", "60"])
+        .spawn()
+        .unwrap();
+    // Wait until the process has entered the namespace.
+    let target = std::fs::read_link(lab.containers[0].path()).ok();
+    let ns_ino =
+        std::fs::metadata(lab.containers[0].path()).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).unwrap();
+    let pid = sleeper.id();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let ino =
+            std::fs::metadata(format!("/proc/{pid}/ns/net")).map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+        if ino.ok() == Some(ns_ino) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "sleep never entered the namespace ({target:?})");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    lab.netpath_ok(&["endpoint", "add", "bypid", "--pid", &pid.to_string(), "--ip", "10.77.0.50"]);
+    let addrs = out(&lab.containers[0].exec(&["ip", "-4", "-o", "addr", "show", "dev", "eth0"]));
+    assert!(addrs.contains("10.77.0.50/32"), "{addrs}");
+    lab.netpath_ok(&["endpoint", "del", "bypid"]);
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    let o = lab.netpath(&["endpoint", "add", "gone", "--pid", &pid.to_string()]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains(&format!("/proc/{pid}/ns/net")));
+}
+
+#[test]
+fn fifty_endpoints_come_and_go_without_leaks() {
+    let mut lab = Lab::new(50);
+    lab.start_agent();
+    let links = lab.node_links();
+    let mut ips = Vec::new();
+    for i in 0..50 {
+        ips.push(lab.add_endpoint(&format!("ep{i}"), i));
+    }
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 50, "addresses handed out twice");
+    assert_eq!(lab.node_links().len(), links.len() + 50);
+    assert!(lab.containers[0].ping(ips[49], 1), "first cannot reach last");
+    for i in 0..50 {
+        lab.netpath_ok(&["endpoint", "del", &format!("ep{i}")]);
+    }
+    assert_eq!(lab.node_links(), links);
+    let stats = lab.stats();
+    assert!(stats.0["endpoints"].as_array().unwrap().is_empty(), "map entries left: {}", stats.0);
+    let routes = out(&lab.node.exec(&["ip", "route"]));
+    assert!(!routes.contains("10.77.0."), "routes left: {routes}");
+    // Every address is free again: the lowest comes back first.
+    assert_eq!(lab.add_endpoint("again", 0), "10.77.0.2".parse::<std::net::Ipv4Addr>().unwrap());
+}
+
+#[test]
+fn allocations_survive_an_agent_restart() {
+    let mut lab = Lab::new(4);
+    lab.start_agent();
+    let a = lab.add_endpoint("a", 0);
+    let b = lab.add_endpoint("b", 1);
+    lab.stop_agent();
+    lab.start_agent();
+    let c = lab.add_endpoint("c", 2);
+    assert!(c != a && c != b, "restart handed out {c} again");
+    lab.netpath_ok(&["endpoint", "del", "a"]);
+    lab.stop_agent();
+    lab.start_agent();
+    assert_eq!(lab.add_endpoint("d", 3), a, "freed address not reused");
+    assert!(lab.containers[1].ping(c, 1));
+}
+
+#[test]
+fn pod_cidr_overlapping_the_node_is_refused() {
+    let mut lab = Lab::new(0);
+    // The seed's pitfall: the container subnet already belongs to an interface.
+    lab.node.exec(&["ip", "addr", "add", "10.77.0.100/16", "dev", "uplink0"]);
+    let err = lab.try_start_agent(&[]).expect_err("agent started on an overlapping CIDR");
+    assert!(err.contains("pod CIDR 10.77.0.0/24 overlaps"), "{err}");
+    assert!(err.contains("uplink0"), "{err}");
+    // Nothing changed: the gateway address was not added.
+    assert!(!out(&lab.node.exec(&["ip", "addr", "show", "lo"])).contains("10.77.0.1"));
+    // Another CIDR is fine.
+    lab.try_start_agent(&["--pod-cidr", "10.78.0.0/24"]).unwrap();
+}
+
+#[test]
+fn exhausted_pool_is_refused_cleanly() {
+    let mut lab = Lab::new(2);
+    lab.start_agent_with(&["--pod-cidr", "10.79.0.0/30"]);
+    lab.add_endpoint("only", 0);
+    let links = lab.node_links();
+    let o = lab.netpath(&["endpoint", "add", "more", "--netns", lab.containers[1].path().to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("10.79.0.0/30 has no free address"));
+    assert_eq!(lab.node_links(), links);
+}
+
+#[test]
+fn bridge_mode_builds_the_docker0_layout() {
+    let mut lab = Lab::new(2);
+    lab.start_agent_with(&["--mode", "bridge"]);
+    let a = lab.add_endpoint("a", 0);
+    let b = lab.add_endpoint("b", 1);
+    let bridge = out(&lab.node.exec(&["ip", "-4", "-o", "addr", "show", "dev", "npbr0"]));
+    assert!(bridge.contains("10.77.0.1/24"), "{bridge}");
+    let ports = out(&lab.node.exec(&["ip", "-o", "link", "show", "master", "npbr0"]));
+    assert_eq!(ports.lines().count(), 2, "{ports}");
+    let addrs = out(&lab.containers[0].exec(&["ip", "-4", "-o", "addr", "show", "dev", "eth0"]));
+    assert!(addrs.contains(&format!("{a}/24")), "{addrs}");
+    let before = lab.stats();
+    assert!(lab.containers[0].ping(b, 3), "a cannot reach b over the bridge\n{}", lab.agent_log());
+    // L2 semantics: a resolved b's own MAC, as on docker0.
+    let neigh = out(&lab.containers[0].exec(&["ip", "neigh", "show", &b.to_string()]));
+    assert!(neigh.contains("0a:58:0a:4d:00:03"), "{neigh}");
+    // ...and the datapath still short-cut the unicast frames past the bridge.
+    let after = lab.stats();
+    assert!(after.reason("forwarded-to-peer") - before.reason("forwarded-to-peer") >= 6);
+    assert!(lab.containers[0].ping("10.77.0.1".parse().unwrap(), 1), "bridge gateway unreachable");
+    lab.netpath_ok(&["endpoint", "del", "a"]);
+    let ports = out(&lab.node.exec(&["ip", "-o", "link", "show", "master", "npbr0"]));
+    assert_eq!(ports.lines().count(), 1, "{ports}");
+    // Restarting in the other mode would mix layouts: refused.
+    lab.stop_agent();
+    let err = lab.try_start_agent(&[]).expect_err("mode switch accepted");
+    assert!(err.contains("attached in bridge mode"), "{err}");
 }
 
 #[test]
