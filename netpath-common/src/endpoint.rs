@@ -36,6 +36,10 @@ pub struct EndpointInfo {
 /// MACs; it only short-cuts unicast already addressed to a local container's MAC.
 pub const ENDPOINT_F_BRIDGED: u32 = 1;
 
+/// A published port leads to this endpoint: its packets to local peers are checked
+/// against conntrack, so replies to hairpinned connections get the node address back.
+pub const ENDPOINT_F_PUBLISHED: u32 = 2;
+
 /// Packet and byte counters, kept per CPU by the kernel and summed by user space.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]

@@ -5,9 +5,11 @@
 //! `aya::Pod` (to cross the map syscalls) and `bytemuck` (for byte views in tests).
 #![no_std]
 
+pub mod conntrack;
 pub mod endpoint;
 pub mod maps;
 pub mod reason;
 
-pub use endpoint::{EndpointInfo, EndpointKey, TrafficCounters, ENDPOINT_F_BRIDGED};
+pub use conntrack::{CtEntry, CtKey, NodeConfig, PortKey, PortTarget};
+pub use endpoint::{EndpointInfo, EndpointKey, TrafficCounters, ENDPOINT_F_BRIDGED, ENDPOINT_F_PUBLISHED};
 pub use reason::Reason;

@@ -8,8 +8,19 @@ pub const ENDPOINT_STATS: &str = "ENDPOINT_STATS";
 /// [`crate::Reason`] as index -> per-CPU [`crate::TrafficCounters`] (tx fields used).
 pub const REASON_STATS: &str = "REASON_STATS";
 
+/// [`crate::CtKey`] -> [`crate::CtEntry`]; LRU, so a full table evicts the coldest flows.
+pub const CONNTRACK: &str = "CONNTRACK";
+/// [`crate::PortKey`] -> [`crate::PortTarget`]: published container ports.
+pub const PORT_MAPS: &str = "PORT_MAPS";
+/// Single entry: [`crate::NodeConfig`].
+pub const NODE_CONFIG: &str = "NODE_CONFIG";
+
 /// Upper bound on endpoints per node; sizes both endpoint maps.
 pub const MAX_ENDPOINTS: u32 = 16_384;
+/// Conntrack entries (two per flow).
+pub const CONNTRACK_ENTRIES: u32 = 262_144;
+/// Published ports per node.
+pub const MAX_PORT_MAPS: u32 = 131_072;
 
 /// Every map netpath pins, in the order `netpath map list` shows them.
-pub const ALL: [&str; 3] = [ENDPOINTS, ENDPOINT_STATS, REASON_STATS];
+pub const ALL: [&str; 6] = [ENDPOINTS, ENDPOINT_STATS, REASON_STATS, CONNTRACK, PORT_MAPS, NODE_CONFIG];

@@ -16,11 +16,31 @@ pub enum Reason {
     DropMalformed = 4,
     /// The kernel refused the redirect (target veth gone or down).
     DropRedirectFailed = 5,
+    /// A new flow to the outside got a source port from the NAT range (counted once per flow).
+    SnatNewFlow = 6,
+    /// A new connection to a published port was translated to its container (once per flow).
+    DnatNewFlow = 7,
+    /// A packet of a tracked flow was translated (either direction).
+    NatTranslated = 8,
+    /// No free source port in the NAT range for this destination.
+    DropNatPortsExhausted = 9,
+    /// The node has no route for the translated packet.
+    DropFibFailed = 10,
+    /// An IP fragment on a path that needs ports (NAT) cannot be translated.
+    DropFragment = 11,
+    /// A packet for the outside with a protocol netpath cannot translate (not TCP, UDP or
+    /// ICMP echo): dropped rather than leaked with a pod source address.
+    DropUnsupportedProtocol = 12,
+    /// A conntrack entry was created (user space derives evictions from this).
+    CtCreated = 13,
+    /// Conntrack entries removed by the agent's garbage collector after their timeout
+    /// (written by the agent). created - collected - live = evicted by the LRU.
+    CtCollected = 14,
 }
 
 impl Reason {
     /// Number of reasons: the size of the per-reason counter array.
-    pub const COUNT: u32 = 6;
+    pub const COUNT: u32 = 15;
 
     pub const ALL: [Reason; Self::COUNT as usize] = [
         Reason::ForwardedToPeer,
@@ -29,6 +49,15 @@ impl Reason {
         Reason::DropSpoofedSource,
         Reason::DropMalformed,
         Reason::DropRedirectFailed,
+        Reason::SnatNewFlow,
+        Reason::DnatNewFlow,
+        Reason::NatTranslated,
+        Reason::DropNatPortsExhausted,
+        Reason::DropFibFailed,
+        Reason::DropFragment,
+        Reason::DropUnsupportedProtocol,
+        Reason::CtCreated,
+        Reason::CtCollected,
     ];
 
     /// Stable name used by the CLI, metrics labels and docs.
@@ -40,6 +69,15 @@ impl Reason {
             Reason::DropSpoofedSource => "drop-spoofed-source",
             Reason::DropMalformed => "drop-malformed",
             Reason::DropRedirectFailed => "drop-redirect-failed",
+            Reason::SnatNewFlow => "snat-new-flow",
+            Reason::DnatNewFlow => "dnat-new-flow",
+            Reason::NatTranslated => "nat-translated",
+            Reason::DropNatPortsExhausted => "drop-nat-ports-exhausted",
+            Reason::DropFibFailed => "drop-fib-failed",
+            Reason::DropFragment => "drop-fragment",
+            Reason::DropUnsupportedProtocol => "drop-unsupported-protocol",
+            Reason::CtCreated => "ct-created",
+            Reason::CtCollected => "ct-collected",
         }
     }
 

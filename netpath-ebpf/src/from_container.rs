@@ -1,14 +1,14 @@
 //! tc ingress of each container's host-side veth: everything a container sends.
-//! Source validation, then a packet for another local container is delivered straight
-//! into its namespace with `bpf_redirect_peer` (no bridge, no netfilter, no routing by
-//! the node's stack); anything else goes to the stack.
+//! Source validation; a packet for another local container is delivered straight into
+//! its namespace with `bpf_redirect_peer`; a packet for the outside is masqueraded
+//! (or, for a published port on the node, hairpinned) and routed out with the FIB;
+//! the node's own services get it through the stack.
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
-    helpers::generated::bpf_redirect_peer,
     macros::classifier,
     programs::TcContext,
 };
-use netpath_common::{EndpointInfo, EndpointKey, Reason, ENDPOINT_F_BRIDGED};
+use netpath_common::{EndpointKey, PortKey, Reason, ENDPOINT_F_BRIDGED, ENDPOINT_F_PUBLISHED};
 use network_types::{
     eth::{EthHdr, EtherType},
     ip::Ipv4Hdr,
@@ -16,8 +16,11 @@ use network_types::{
 
 use crate::{
     arp::{self, ArpOutcome},
-    counters,
-    maps::ENDPOINTS,
+    conntrack, counters,
+    flow::{self, IP_OFF},
+    forward,
+    maps::{ENDPOINTS, NODE_CONFIG, PORT_MAPS},
+    nat,
     packet::{ifindex, ptr_at},
 };
 
@@ -36,82 +39,138 @@ pub fn from_container(ctx: TcContext) -> i32 {
     }
 }
 
-/// Offset of the IPv4 checksum, for the TTL rewrite.
-const IPV4_CSUM_OFF: usize = EthHdr::LEN + 10;
-/// Flag for bpf_l3_csum_replace: the replaced quantity is 2 bytes wide.
-const CSUM_SIZE_2: u64 = 2;
+const PASS: i32 = TC_ACT_OK as i32;
 
 #[inline(always)]
 fn try_from_container(ctx: &TcContext) -> Result<(i32, Reason), Reason> {
     let ifindex = ifindex(ctx);
     let eth: *mut EthHdr = ptr_at(ctx, 0).map_err(|_| Reason::DropMalformed)?;
     // SAFETY: bounds-checked by ptr_at.
-    match unsafe { (*eth).ether_type() } {
+    let (ether_type, eth_src, eth_dst) = unsafe { ((*eth).ether_type(), (*eth).src_addr, (*eth).dst_addr) };
+    match ether_type {
         Ok(EtherType::Ipv4) => {}
         Ok(EtherType::Arp) => {
             return match arp::respond(ctx, ifindex)? {
                 ArpOutcome::Replied(action) => Ok((action, Reason::ArpReplied)),
-                ArpOutcome::Ignored => Ok((TC_ACT_OK as i32, Reason::PassedToStack)),
+                ArpOutcome::Ignored => Ok((PASS, Reason::PassedToStack)),
             };
         }
         // IPv6 and the rest are the stack's until the datapath handles them.
-        _ => return Ok((TC_ACT_OK as i32, Reason::PassedToStack)),
+        _ => return Ok((PASS, Reason::PassedToStack)),
     }
-    let ip: *mut Ipv4Hdr = ptr_at(ctx, EthHdr::LEN).map_err(|_| Reason::DropMalformed)?;
+    let ip: *const Ipv4Hdr = ptr_at(ctx, IP_OFF).map_err(|_| Reason::DropMalformed)?;
     // SAFETY: bounds-checked by ptr_at; copied so later helper calls cannot invalidate it.
-    let (src, dst, ttl, proto) = unsafe { ((*ip).src_addr, (*ip).dst_addr, (*ip).ttl, (*ip).proto) };
+    let (src, dst) = unsafe { ((*ip).src_addr, (*ip).dst_addr) };
 
+    // Only the endpoint's own address and MAC may leave its veth.
     let sender = arp::lookup_sender(&src, ifindex).ok_or(Reason::DropSpoofedSource)?;
-    let src_key = EndpointKey::new(src);
+    if eth_src != sender.mac {
+        return Err(Reason::DropSpoofedSource);
+    }
     let len = ctx.len();
-    counters::endpoint_tx(&src_key, len);
+    counters::endpoint_tx(&EndpointKey::new(src), len);
+    let bridged = sender.flags & ENDPOINT_F_BRIDGED != 0;
 
     let dst_key = EndpointKey::new(dst);
-    // SAFETY: copied out at once, see arp::lookup_sender.
-    let Some(peer) = (unsafe { ENDPOINTS.get(dst_key) }).copied() else {
-        return Ok((TC_ACT_OK as i32, Reason::PassedToStack));
-    };
-    if sender.flags & ENDPOINT_F_BRIDGED != 0 {
-        // L2 semantics: only frames already addressed to the peer's own MAC skip the
-        // bridge, unchanged, exactly as the bridge would have delivered them.
-        // SAFETY: bounds-checked by ptr_at above; no helper has run since.
-        if unsafe { (*eth).dst_addr } != peer.mac {
-            return Ok((TC_ACT_OK as i32, Reason::PassedToStack));
+    // SAFETY: copied out at once; the agent only replaces whole entries.
+    if let Some(peer) = unsafe { ENDPOINTS.get(dst_key) }.copied() {
+        if bridged {
+            // L2 semantics: only frames already addressed to the peer's own MAC skip the
+            // bridge, unchanged, exactly as the bridge would have delivered them.
+            if eth_dst != peer.mac {
+                return Ok((PASS, Reason::PassedToStack));
+            }
+            return forward::to_container(ctx, &peer, &dst_key, false);
         }
-        return redirect(&peer, &dst_key, len);
+        // A container with published ports may be answering a hairpinned connection: its
+        // reply must get the node address back. Only such containers pay the lookup.
+        if sender.flags & ENDPOINT_F_PUBLISHED != 0 {
+            if let Ok(flow) = flow::parse(ctx) {
+                if let Some(entry) = conntrack::lookup(&flow, len) {
+                    return deliver_translated(ctx, ifindex, &flow, &entry, Reason::NatTranslated);
+                }
+            }
+        }
+        // We are the container's router: TTL - 1, and speak L2 as the peer's gateway.
+        if !forward::decrement_ttl(ctx)? {
+            return Ok((PASS, Reason::PassedToStack));
+        }
+        return forward::to_container(ctx, &peer, &dst_key, true);
     }
-    // TTL 1 would expire here: the stack sends the ICMP time-exceeded.
-    if ttl <= 1 {
-        return Ok((TC_ACT_OK as i32, Reason::PassedToStack));
-    }
-
-    // We are the container's router: decrement TTL, and speak L2 as the peer's gateway.
-    let proto = proto as u8;
-    let old = u16::from_be_bytes([ttl, proto]);
-    let new = u16::from_be_bytes([ttl - 1, proto]);
-    ctx.l3_csum_replace(IPV4_CSUM_OFF, old.to_be() as u64, new.to_be() as u64, CSUM_SIZE_2)
-        .map_err(|_| Reason::DropMalformed)?;
-    // Packet pointers are invalid after a helper that may change the skb: re-derive.
-    let ip: *mut Ipv4Hdr = ptr_at(ctx, EthHdr::LEN).map_err(|_| Reason::DropMalformed)?;
-    let eth: *mut EthHdr = ptr_at(ctx, 0).map_err(|_| Reason::DropMalformed)?;
-    // SAFETY: bounds-checked by ptr_at just above.
-    unsafe {
-        (*ip).ttl = ttl - 1;
-        (*eth).dst_addr = peer.mac;
-        (*eth).src_addr = peer.host_mac;
-    }
-
-    redirect(&peer, &dst_key, len)
+    to_outside(ctx, ifindex)
 }
 
-/// Hands the packet to the peer container's eth0, skipping the node's stack.
+/// A packet for an address that is not a local container.
 #[inline(always)]
-fn redirect(peer: &EndpointInfo, key: &EndpointKey, len: u32) -> Result<(i32, Reason), Reason> {
-    // SAFETY: plain helper call; the kernel validates the ifindex when it acts.
-    let action = unsafe { bpf_redirect_peer(peer.host_ifindex, 0) } as i32;
-    if action == TC_ACT_SHOT {
-        return Err(Reason::DropRedirectFailed);
+fn to_outside(ctx: &TcContext, ifindex: u32) -> Result<(i32, Reason), Reason> {
+    let Some(cfg) = NODE_CONFIG.get(0).copied() else {
+        return Ok((PASS, Reason::PassedToStack));
+    };
+    let ip: *const Ipv4Hdr = ptr_at(ctx, IP_OFF).map_err(|_| Reason::DropMalformed)?;
+    // SAFETY: bounds-checked by ptr_at.
+    let dst = unsafe { (*ip).dst_addr };
+    // NAT off, the pod network itself, or the node: the node's stack decides (node
+    // services, routes to other pod addresses), with no translation.
+    let to_node = dst == cfg.node_ip;
+    if cfg.node_ip == [0; 4] || cfg.in_pod_cidr(dst) {
+        return Ok((PASS, Reason::PassedToStack));
     }
-    counters::endpoint_rx(key, len);
-    Ok((action, Reason::ForwardedToPeer))
+    let flow = match flow::parse(ctx) {
+        Ok(f) => f,
+        Err(_) if to_node => return Ok((PASS, Reason::PassedToStack)),
+        Err(reason) => return Err(reason),
+    };
+    let len = ctx.len();
+    let (entry, reason) = match conntrack::lookup(&flow, len) {
+        Some(e) => (e, Reason::NatTranslated),
+        None if to_node => match published(&flow.key) {
+            // Hairpin: a container reaching a published port through the node address.
+            Some((ip, port)) => (conntrack::create_dnat(&flow, ip, port, len)?, Reason::DnatNewFlow),
+            None => return Ok((PASS, Reason::PassedToStack)),
+        },
+        None => (conntrack::create_snat(&flow, &cfg, len)?, Reason::SnatNewFlow),
+    };
+    deliver_translated(ctx, ifindex, &flow, &entry, reason)
+}
+
+/// Applies a conntrack entry's rewrite and hands the packet on: into a container when
+/// the new destination is local (hairpin, replies to it), else out through the FIB.
+#[inline(always)]
+fn deliver_translated(
+    ctx: &TcContext,
+    ifindex: u32,
+    flow: &flow::Flow,
+    entry: &netpath_common::CtEntry,
+    reason: Reason,
+) -> Result<(i32, Reason), Reason> {
+    let new_dst = nat::apply(ctx, flow, entry)?;
+    let new_key = EndpointKey::new(new_dst);
+    // SAFETY: copied out at once.
+    if let Some(peer) = unsafe { ENDPOINTS.get(new_key) }.copied() {
+        if !forward::decrement_ttl(ctx)? {
+            return Ok((PASS, Reason::PassedToStack));
+        }
+        let (action, _) = forward::to_container(ctx, &peer, &new_key, true)?;
+        return Ok((action, reason));
+    }
+    if !forward::decrement_ttl(ctx)? {
+        return Ok((PASS, Reason::PassedToStack));
+    }
+    let ip: *const Ipv4Hdr = ptr_at(ctx, IP_OFF).map_err(|_| Reason::DropMalformed)?;
+    // SAFETY: bounds-checked by ptr_at.
+    let src = unsafe { (*ip).src_addr };
+    Ok((forward::to_fib(ctx, ifindex, src, new_dst)?, reason))
+}
+
+/// The container behind a published port, if `key` is addressed to one.
+#[inline(always)]
+pub fn published(key: &netpath_common::CtKey) -> Option<([u8; 4], [u8; 2])> {
+    let mut pk = PortKey { host_ip: key.dst, port: key.dport, proto: key.proto, _pad: 0 };
+    // SAFETY: copied out at once.
+    let target = unsafe { PORT_MAPS.get(pk) }.copied().or_else(|| {
+        pk.host_ip = [0; 4];
+        // SAFETY: as above.
+        unsafe { PORT_MAPS.get(pk) }.copied()
+    })?;
+    Some((target.ip, target.port))
 }

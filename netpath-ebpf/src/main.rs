@@ -3,10 +3,15 @@
 #![no_main]
 
 mod arp;
+mod conntrack;
 mod counters;
+mod flow;
+mod forward;
 mod from_container;
 mod maps;
+mod nat;
 mod packet;
+mod uplink_in;
 
 #[cfg(not(test))]
 #[panic_handler]

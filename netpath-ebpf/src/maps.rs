@@ -2,9 +2,12 @@
 //! name so a restarted agent adopts it instead of emptying it.
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
 };
-use netpath_common::{maps::MAX_ENDPOINTS, EndpointInfo, EndpointKey, Reason, TrafficCounters};
+use netpath_common::{
+    maps::{CONNTRACK_ENTRIES, MAX_ENDPOINTS, MAX_PORT_MAPS},
+    CtEntry, CtKey, EndpointInfo, EndpointKey, NodeConfig, PortKey, PortTarget, Reason, TrafficCounters,
+};
 
 #[map]
 pub static ENDPOINTS: HashMap<EndpointKey, EndpointInfo> = HashMap::pinned(MAX_ENDPOINTS, 0);
@@ -15,3 +18,12 @@ pub static ENDPOINT_STATS: PerCpuHashMap<EndpointKey, TrafficCounters> =
 
 #[map]
 pub static REASON_STATS: PerCpuArray<TrafficCounters> = PerCpuArray::pinned(Reason::COUNT, 0);
+
+#[map]
+pub static CONNTRACK: LruHashMap<CtKey, CtEntry> = LruHashMap::pinned(CONNTRACK_ENTRIES, 0);
+
+#[map]
+pub static PORT_MAPS: HashMap<PortKey, PortTarget> = HashMap::pinned(MAX_PORT_MAPS, 0);
+
+#[map]
+pub static NODE_CONFIG: Array<NodeConfig> = Array::pinned(1, 0);

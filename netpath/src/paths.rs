@@ -23,4 +23,8 @@ impl Paths {
     pub fn state_file(&self) -> PathBuf {
         self.state_dir.join("endpoints.json")
     }
+
+    pub fn ports_file(&self) -> PathBuf {
+        self.state_dir.join("ports.json")
+    }
 }

@@ -345,12 +345,20 @@ impl Stats {
     }
 
     pub fn reason(&self, reason: &str) -> u64 {
+        self.reason_field(reason, "packets")
+    }
+
+    pub fn reason_bytes(&self, reason: &str) -> u64 {
+        self.reason_field(reason, "bytes")
+    }
+
+    fn reason_field(&self, reason: &str, field: &str) -> u64 {
         self.0["reasons"]
             .as_array()
             .unwrap()
             .iter()
             .find(|r| r["reason"] == reason)
-            .unwrap_or_else(|| panic!("no reason {reason}"))["packets"]
+            .unwrap_or_else(|| panic!("no reason {reason}"))[field]
             .as_u64()
             .unwrap()
     }

@@ -102,7 +102,7 @@ fn icmp_echo(src_mac: [u8; 6], dst_mac: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr, t
 }
 
 fn run(dp: &mut Datapath, packet: &[u8]) -> PacketRun {
-    dp.test_run(packet, LO).expect("BPF_PROG_TEST_RUN")
+    dp.test_run(netpath::datapath::program::FROM_CONTAINER, packet, LO).expect("BPF_PROG_TEST_RUN")
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Endpoint add/del: the seed's manual steps as one atomic, idempotent operation.
 use std::net::Ipv4Addr;
 
-use netpath_common::{EndpointInfo, ENDPOINT_F_BRIDGED};
+use netpath_common::{EndpointInfo, ENDPOINT_F_BRIDGED, ENDPOINT_F_PUBLISHED};
 use tracing::info;
 
 use super::{Agent, AgentError};
@@ -15,17 +15,24 @@ const DEFAULT_MTU: u32 = 1500;
 /// IPv4 requires 68 (RFC 791); veth accepts up to 65535.
 const MTU_RANGE: std::ops::RangeInclusive<u32> = 68..=65535;
 
-pub(super) fn info_of(rec: &EndpointRecord) -> Result<EndpointInfo, AgentError> {
-    let bad = |m: &str| AgentError::Invalid(format!("state file has a bad MAC {m} for {}", rec.name));
-    Ok(EndpointInfo {
-        host_ifindex: rec.host_ifindex,
-        mac: parse_mac(&rec.mac).ok_or_else(|| bad(&rec.mac))?,
-        host_mac: parse_mac(&rec.host_mac).ok_or_else(|| bad(&rec.host_mac))?,
-        flags: match rec.mode {
+impl Agent {
+    /// What the datapath needs to know about an endpoint.
+    pub(super) fn endpoint_info(&self, rec: &EndpointRecord) -> Result<EndpointInfo, AgentError> {
+        let bad = |m: &str| AgentError::Invalid(format!("state file has a bad MAC {m} for {}", rec.name));
+        let mut flags = match rec.mode {
             Mode::Routed => 0,
             Mode::Bridge => ENDPOINT_F_BRIDGED,
-        },
-    })
+        };
+        if self.ports.iter().any(|p| p.endpoint == rec.name) {
+            flags |= ENDPOINT_F_PUBLISHED;
+        }
+        Ok(EndpointInfo {
+            host_ifindex: rec.host_ifindex,
+            mac: parse_mac(&rec.mac).ok_or_else(|| bad(&rec.mac))?,
+            host_mac: parse_mac(&rec.host_mac).ok_or_else(|| bad(&rec.host_mac))?,
+            flags,
+        })
+    }
 }
 
 /// Host-side veth name: derived from the endpoint name so it is stable across restarts,
@@ -140,7 +147,7 @@ impl Agent {
                 Ok(rec)
             }
             Err(e) => {
-                let _ = self.datapath.detach(rec.host_ifindex);
+                let _ = self.datapath.detach_endpoint(rec.host_ifindex);
                 let _ = self.datapath.unregister(rec.ip);
                 let _ = link::delete(&self.netlink, rec.host_ifindex).await;
                 Err(e)
@@ -161,8 +168,8 @@ impl Agent {
         if rec.mode == Mode::Routed {
             link::add_host_route(&self.netlink, rec.ip, rec.host_ifindex).await?;
         }
-        self.datapath.register(rec.ip, info_of(rec)?)?;
-        self.datapath.attach(&rec.host_ifname, rec.host_ifindex)?;
+        self.datapath.register(rec.ip, self.endpoint_info(rec)?)?;
+        self.datapath.attach_endpoint(&rec.host_ifname, rec.host_ifindex)?;
         let mut next = self.endpoints.clone();
         next.push(rec.clone());
         self.store.save(&next)?;
@@ -176,11 +183,15 @@ impl Agent {
             return Ok(false);
         };
         let rec = self.endpoints[pos].clone();
+        // Its published ports go with it, as docker's do with the container.
+        for p in self.ports.clone().into_iter().filter(|p| p.endpoint == rec.name) {
+            self.port_del(p.proto, p.host_port, p.host_ip)?;
+        }
         let mut next = self.endpoints.clone();
         next.remove(pos);
         self.store.save(&next)?;
         self.endpoints = next;
-        self.datapath.detach(rec.host_ifindex)?;
+        self.datapath.detach_endpoint(rec.host_ifindex)?;
         self.datapath.unregister(rec.ip)?;
         link::delete(&self.netlink, rec.host_ifindex).await?;
         info!(endpoint = %rec.name, ip = %rec.ip, "endpoint deleted");

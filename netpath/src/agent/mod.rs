@@ -1,21 +1,25 @@
 //! The node agent: sets the node up, owns the datapath, and serves mutations from the
 //! CLI over a root-only Unix socket.
 mod endpoint;
+mod gc;
 mod node;
+mod ports;
 mod server;
 
-use std::path::PathBuf;
+use std::{net::Ipv4Addr, ops::RangeInclusive, path::PathBuf};
 
 use ipnet::Ipv4Net;
+use netpath_common::NodeConfig;
 use tracing::{info, warn};
 
 use crate::{
     datapath::{Datapath, DatapathError},
     paths::Paths,
     plumbing::{self, PlumbingError},
-    state::{EndpointRecord, Ipam, Mode, StateError, Store},
+    state::{EndpointRecord, Ipam, Mode, PortRecord, StateError, Store},
 };
 
+pub use gc::{monotonic_ns, CtTimeouts};
 pub use server::serve;
 
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +42,9 @@ pub struct AgentConfig {
     pub mode: Mode,
     pub bridge_name: String,
     pub uplink: Option<String>,
+    /// Source ports for masquerade.
+    pub nat_ports: RangeInclusive<u16>,
+    pub timeouts: CtTimeouts,
 }
 
 pub struct Agent {
@@ -45,19 +52,35 @@ pub struct Agent {
     ipam: Ipam,
     node: node::Node,
     datapath: Datapath,
-    store: Store,
+    store: Store<EndpointRecord>,
     endpoints: Vec<EndpointRecord>,
+    port_store: Store<PortRecord>,
+    ports: Vec<PortRecord>,
+    timeouts: CtTimeouts,
     netlink: rtnetlink::Handle,
+}
+
+/// The node's ephemeral port range: masquerade must not hand out a port the node's own
+/// sockets may pick, or replies to one would be taken for the other.
+fn ephemeral_ports() -> Result<RangeInclusive<u16>, AgentError> {
+    let text = plumbing::sysctl::get("net/ipv4/ip_local_port_range")?;
+    let mut it = text.split_whitespace().filter_map(|p| p.parse::<u16>().ok());
+    match (it.next(), it.next()) {
+        (Some(a), Some(b)) => Ok(a..=b),
+        _ => Err(AgentError::Invalid(format!("cannot parse net.ipv4.ip_local_port_range {text:?}"))),
+    }
 }
 
 impl Agent {
     /// Node set-up and datapath load. Must run inside a tokio runtime (netlink).
     pub async fn start(config: AgentConfig) -> Result<Self, AgentError> {
-        let AgentConfig { paths, pod_cidr, mode, bridge_name, uplink } = config;
+        let AgentConfig { paths, pod_cidr, mode, bridge_name, uplink, nat_ports, timeouts } = config;
         let (conn, netlink, _) = rtnetlink::new_connection().map_err(PlumbingError::Socket)?;
         tokio::spawn(conn);
-        let store = Store::new(paths.state_file());
+        let store = Store::<EndpointRecord>::new(paths.state_file());
         let endpoints = store.load()?;
+        let port_store = Store::<PortRecord>::new(paths.ports_file());
+        let ports = port_store.load()?;
         // Checks that change nothing come first: a refused start leaves the node as it was.
         if let Some(other) = endpoints.iter().find(|e| e.mode != mode) {
             return Err(AgentError::Invalid(format!(
@@ -71,6 +94,16 @@ impl Agent {
                 other.name, other.ip
             )));
         }
+        let ephemeral = ephemeral_ports()?;
+        if nat_ports.start() <= ephemeral.end() && ephemeral.start() <= nat_ports.end() {
+            return Err(AgentError::Invalid(format!(
+                "--nat-ports {}-{} overlaps the node's ephemeral ports {}-{} (net.ipv4.ip_local_port_range); choose a range outside it",
+                nat_ports.start(),
+                nat_ports.end(),
+                ephemeral.start(),
+                ephemeral.end()
+            )));
+        }
         let ipam = Ipam::new(pod_cidr);
         let owned: Vec<u32> = endpoints.iter().map(|e| e.host_ifindex).collect();
         let node_cfg = node::NodeConfig { mode, bridge_name: &bridge_name, uplink: uplink.as_deref() };
@@ -79,25 +112,34 @@ impl Agent {
             plumbing::sysctl::set(key, value)?;
         }
         plumbing::bpffs::ensure(&paths.bpffs_dir)?;
-        let datapath = Datapath::load(&paths.bpffs_dir)?;
-        let mut agent = Agent { paths, ipam, node, datapath, store, endpoints, netlink };
+        let mut datapath = Datapath::load(&paths.bpffs_dir)?;
+        datapath.set_node_config(NodeConfig {
+            node_ip: node.node_ip.unwrap_or(Ipv4Addr::UNSPECIFIED).octets(),
+            pod_net: pod_cidr.network().octets(),
+            pod_mask: pod_cidr.netmask().octets(),
+            uplink_ifindex: node.uplink.as_ref().map_or(0, |u| u.index),
+            nat_port_min: *nat_ports.start(),
+            nat_port_max: *nat_ports.end(),
+        })?;
+        if let Some(uplink) = &node.uplink {
+            datapath.attach_uplink(&uplink.name, uplink.index)?;
+        }
+        let mut agent =
+            Agent { paths, ipam, node, datapath, store, endpoints, port_store, ports, timeouts, netlink };
         agent.adopt().await?;
         info!(mode = %mode, pod_cidr = %agent.ipam.cidr(), gateway = %agent.ipam.gateway(),
-              attach = ?agent.datapath.mode(), endpoints = agent.endpoints.len(), "agent ready");
+              node_ip = ?agent.node.node_ip, attach = ?agent.datapath.mode(),
+              endpoints = agent.endpoints.len(), ports = agent.ports.len(), "agent ready");
         Ok(agent)
     }
 
     /// Re-attaches the endpoints in the state file whose veth still exists; forgets those
-    /// whose container is gone (their veth died with the namespace).
+    /// whose container is gone (their veth died with the namespace) and their ports.
     async fn adopt(&mut self) -> Result<(), AgentError> {
         let mut kept = Vec::new();
         for rec in std::mem::take(&mut self.endpoints) {
             match plumbing::link::get(&self.netlink, &rec.host_ifname).await? {
-                Some(link) if link.index == rec.host_ifindex => {
-                    self.datapath.register(rec.ip, endpoint::info_of(&rec)?)?;
-                    self.datapath.attach(&rec.host_ifname, rec.host_ifindex)?;
-                    kept.push(rec);
-                }
+                Some(link) if link.index == rec.host_ifindex => kept.push(rec),
                 _ => {
                     warn!(endpoint = %rec.name, veth = %rec.host_ifname, "veth gone; forgetting endpoint");
                     self.datapath.unregister(rec.ip)?;
@@ -105,7 +147,21 @@ impl Agent {
             }
         }
         self.endpoints = kept;
+        let ports: Vec<PortRecord> = std::mem::take(&mut self.ports)
+            .into_iter()
+            .filter(|p| self.endpoints.iter().any(|e| e.name == p.endpoint))
+            .collect();
+        self.ports = ports;
+        for rec in self.endpoints.clone() {
+            self.datapath.register(rec.ip, self.endpoint_info(&rec)?)?;
+            self.datapath.attach_endpoint(&rec.host_ifname, rec.host_ifindex)?;
+        }
+        for p in self.ports.clone() {
+            let (key, target) = ports::entry(&p);
+            self.datapath.set_port(key, target)?;
+        }
         self.store.save(&self.endpoints)?;
+        self.port_store.save(&self.ports)?;
         Ok(())
     }
 

@@ -16,6 +16,9 @@ use crate::{
 pub struct Node {
     pub mode: Mode,
     pub uplink: Option<Link>,
+    /// The uplink's first IPv4 address: source of masqueraded traffic, destination of
+    /// published ports.
+    pub node_ip: Option<Ipv4Addr>,
     /// The bridge in bridge mode.
     pub bridge: Option<Link>,
 }
@@ -102,11 +105,16 @@ pub async fn setup(
         }
     };
     let uplink = find_uplink(handle, cfg.uplink).await?;
-    match &uplink {
-        Some(u) => info!(uplink = %u.name, mtu = u.mtu, "uplink"),
-        None => info!("no uplink: the node has no default route and none was configured"),
+    let mut node_ip = None;
+    if let Some(u) = &uplink {
+        node_ip =
+            link::addresses(handle).await?.into_iter().find(|(i, _)| *i == u.index).map(|(_, a)| a.addr());
     }
-    Ok(Node { mode: cfg.mode, uplink, bridge })
+    match &uplink {
+        Some(u) => info!(uplink = %u.name, mtu = u.mtu, node_ip = ?node_ip, "uplink"),
+        None => info!("no uplink: the node has no default route and none was configured; NAT is off"),
+    }
+    Ok(Node { mode: cfg.mode, uplink, node_ip, bridge })
 }
 
 /// The configured uplink, or the interface of the default route.

@@ -25,8 +25,14 @@ pub async fn serve(mut agent: Agent) -> Result<(), AgentError> {
 
     let mut term = signal(SignalKind::terminate()).map_err(listen_err)?;
     let mut int = signal(SignalKind::interrupt()).map_err(listen_err)?;
+    let mut gc = tokio::time::interval(agent.gc_interval());
     loop {
         tokio::select! {
+            _ = gc.tick() => {
+                if let Err(e) = agent.collect_conntrack() {
+                    warn!("conntrack collection: {e}");
+                }
+            }
             conn = listener.accept() => match conn {
                 Ok((stream, _)) => {
                     if let Err(e) = handle(&mut agent, stream).await {
@@ -64,6 +70,10 @@ async fn dispatch(agent: &mut Agent, req: Request) -> Reply {
         Request::EndpointAdd(spec) => agent.endpoint_add(spec).await.map(Reply::Endpoint),
         Request::EndpointDel { name } => {
             agent.endpoint_del(&name).await.map(|existed| Reply::Deleted { existed })
+        }
+        Request::PortAdd(spec) => agent.port_add(spec).await.map(Reply::Port),
+        Request::PortDel { proto, host_port, host_ip } => {
+            agent.port_del(proto, host_port, host_ip).map(|existed| Reply::Deleted { existed })
         }
     };
     result.unwrap_or_else(|e| Reply::Error { message: e.to_string() })

@@ -9,11 +9,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use ipnet::Ipv4Net;
 
 use crate::{
-    agent::{self, Agent, AgentConfig},
-    api::{EndpointSpec, Reply, Request},
+    agent::{self, Agent, AgentConfig, CtTimeouts},
+    api::{EndpointSpec, PortSpec, Reply, Request},
     datapath::Inspector,
     paths::Paths,
-    state::{parse_mac, Mode, Store},
+    state::{parse_mac, EndpointRecord, Mode, PortRecord, Proto, Store},
 };
 
 /// Default pod CIDR: clear of Docker's 172.17.0.0/16 and Podman's 10.88.0.0/16.
@@ -45,7 +45,18 @@ pub enum Command {
         /// The node's uplink interface; default: the interface of the default route.
         #[arg(long, env = "NETPATH_UPLINK")]
         uplink: Option<String>,
+        /// Source ports for masquerade, outside the node's ephemeral range.
+        #[arg(long, env = "NETPATH_NAT_PORTS", default_value = "61000-65535", value_parser = parse_port_range)]
+        nat_ports: std::ops::RangeInclusive<u16>,
+        #[command(flatten)]
+        timeouts: CtTimeouts,
     },
+    /// Publish container ports on the node (DNAT).
+    #[command(subcommand)]
+    Port(PortCommand),
+    /// Connection tracking.
+    #[command(subcommand)]
+    Ct(CtCommand),
     /// Attach, detach and list containers.
     #[command(subcommand)]
     Endpoint(EndpointCommand),
@@ -88,6 +99,46 @@ pub enum EndpointCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum PortCommand {
+    /// Publish HOST_PORT on the node for CONTAINER[:PORT] (PORT defaults to HOST_PORT).
+    Add {
+        #[arg(long, value_enum, default_value_t = Proto::Tcp)]
+        proto: Proto,
+        #[arg(value_parser = clap::value_parser!(u16).range(1..))]
+        host_port: u16,
+        /// Endpoint name, optionally with the container port: web or web:80.
+        #[arg(value_parser = parse_target)]
+        target: (String, Option<u16>),
+        /// Publish on this node address only (default: the node address).
+        #[arg(long)]
+        host_ip: Option<Ipv4Addr>,
+    },
+    /// Unpublish a port; succeeds when it is not published.
+    Del {
+        #[arg(long, value_enum, default_value_t = Proto::Tcp)]
+        proto: Proto,
+        #[arg(value_parser = clap::value_parser!(u16).range(1..))]
+        host_port: u16,
+        #[arg(long)]
+        host_ip: Option<Ipv4Addr>,
+    },
+    /// List published ports (from the state directory; works without the agent).
+    List {
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CtCommand {
+    /// Conntrack entries, read from the pinned map.
+    List {
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     Table,
@@ -102,14 +153,46 @@ fn parse_pod_cidr(s: &str) -> Result<Ipv4Net, String> {
     Ok(net.trunc())
 }
 
+fn parse_port_range(s: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
+    let bad = || format!("{s:?} is not a port range like 61000-65535");
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let (a, b): (u16, u16) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+    if a == 0 || a > b {
+        return Err(bad());
+    }
+    Ok(a..=b)
+}
+
+fn parse_target(s: &str) -> Result<(String, Option<u16>), String> {
+    match s.split_once(':') {
+        None => Ok((s.to_string(), None)),
+        Some((name, port)) => match port.parse::<u16>() {
+            Ok(p) if p > 0 => Ok((name.to_string(), Some(p))),
+            _ => Err(format!("{port:?} in {s:?} is not a port (1-65535)")),
+        },
+    }
+}
+
 fn parse_mac_arg(s: &str) -> Result<[u8; 6], String> {
     parse_mac(s).ok_or_else(|| format!("{s:?} is not a MAC address like 0a:58:0a:4d:00:02"))
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Agent { pod_cidr, mode, bridge, uplink } => {
-            run_agent(AgentConfig { paths: cli.paths, pod_cidr, mode, bridge_name: bridge, uplink })
+        Command::Agent { pod_cidr, mode, bridge, uplink, nat_ports, timeouts } => run_agent(AgentConfig {
+            paths: cli.paths,
+            pod_cidr,
+            mode,
+            bridge_name: bridge,
+            uplink,
+            nat_ports,
+            timeouts,
+        }),
+        Command::Port(cmd) => port(&cli.paths, cmd),
+        Command::Ct(CtCommand::List { output }) => {
+            let entries = Inspector::new(&cli.paths.bpffs_dir).conntrack()?;
+            output::conntrack(&entries, output);
+            Ok(())
         }
         Command::Endpoint(cmd) => endpoint(&cli.paths, cmd),
         Command::Stats { output } => stats(&cli.paths, output),
@@ -164,7 +247,7 @@ fn endpoint(paths: &Paths, cmd: EndpointCommand) -> anyhow::Result<()> {
             }
         }
         EndpointCommand::List { output } => {
-            let endpoints = Store::new(paths.state_file()).load()?;
+            let endpoints = Store::<EndpointRecord>::new(paths.state_file()).load()?;
             output::endpoints(&endpoints, output);
             Ok(())
         }
@@ -176,7 +259,44 @@ fn stats(paths: &Paths, format: Format) -> anyhow::Result<()> {
     let endpoints = inspector.endpoint_counters()?;
     let reasons = inspector.reason_counters()?;
     // Names come from the state file; a map entry without one is shown by address only.
-    let names = Store::new(paths.state_file()).load().unwrap_or_default();
+    let names = Store::<EndpointRecord>::new(paths.state_file()).load().unwrap_or_default();
     output::stats(&endpoints, &reasons, &names, format);
     Ok(())
+}
+
+fn port(paths: &Paths, cmd: PortCommand) -> anyhow::Result<()> {
+    match cmd {
+        PortCommand::Add { proto, host_port, target: (endpoint, container_port), host_ip } => {
+            let spec = PortSpec { proto, host_port, host_ip, endpoint, container_port };
+            match client::call(paths, &Request::PortAdd(spec))? {
+                Reply::Port(p) => {
+                    let host = p.host_ip.map_or("*".to_string(), |a| a.to_string());
+                    println!(
+                        "{} {host}:{} -> {} {}:{}",
+                        p.proto, p.host_port, p.endpoint, p.container_ip, p.container_port
+                    );
+                    Ok(())
+                }
+                other => client::unexpected(other),
+            }
+        }
+        PortCommand::Del { proto, host_port, host_ip } => {
+            match client::call(paths, &Request::PortDel { proto, host_port, host_ip })? {
+                Reply::Deleted { existed: true } => {
+                    println!("{proto}/{host_port} unpublished");
+                    Ok(())
+                }
+                Reply::Deleted { existed: false } => {
+                    println!("{proto}/{host_port} is not published; nothing to do");
+                    Ok(())
+                }
+                other => client::unexpected(other),
+            }
+        }
+        PortCommand::List { output } => {
+            let ports = Store::<PortRecord>::new(paths.ports_file()).load()?;
+            output::ports(&ports, output);
+            Ok(())
+        }
+    }
 }

@@ -3,8 +3,8 @@ use serde_json::json;
 
 use super::Format;
 use crate::{
-    datapath::{EndpointCounters, ReasonCounter},
-    state::EndpointRecord,
+    datapath::{CtRow, EndpointCounters, ReasonCounter},
+    state::{EndpointRecord, PortRecord},
 };
 
 pub fn endpoints(endpoints: &[EndpointRecord], format: Format) {
@@ -68,5 +68,36 @@ pub fn stats(
     println!("{:<24} {:>12} {:>14}", "DATAPATH DECISION", "PACKETS", "BYTES");
     for r in reasons {
         println!("{:<24} {:>12} {:>14}", r.reason, r.packets, r.bytes);
+    }
+}
+
+pub fn ports(ports: &[PortRecord], format: Format) {
+    if format == Format::Json {
+        println!("{}", json!({ "ports": ports }));
+        return;
+    }
+    println!("{:<6} {:<22} {:<20} {:<21}", "PROTO", "HOST", "ENDPOINT", "CONTAINER");
+    for p in ports {
+        let host = format!("{}:{}", p.host_ip.map_or("*".to_string(), |a| a.to_string()), p.host_port);
+        let target = format!("{}:{}", p.container_ip, p.container_port);
+        println!("{:<6} {:<22} {:<20} {:<21}", p.proto, host, p.endpoint, target);
+    }
+}
+
+pub fn conntrack(rows: &[CtRow], format: Format) {
+    if format == Format::Json {
+        println!("{}", json!({ "conntrack": rows }));
+        return;
+    }
+    println!(
+        "{:<5} {:<44} {:<27} {:<11} {:>7} {:>8}",
+        "PROTO", "TUPLE", "REWRITE", "STATE", "AGE(s)", "PACKETS"
+    );
+    for r in rows {
+        let tuple = format!("{}:{} -> {}:{}", r.src, r.sport, r.dst, r.dport);
+        println!(
+            "{:<5} {:<44} {:<27} {:<11} {:>7} {:>8}",
+            r.proto, tuple, r.rewrite, r.state, r.age_secs, r.packets
+        );
     }
 }

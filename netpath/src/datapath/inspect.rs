@@ -4,8 +4,11 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use aya::maps::{Map, MapData, PerCpuArray, PerCpuHashMap};
-use netpath_common::{maps, EndpointKey, Reason, TrafficCounters};
+use aya::maps::{HashMap as BpfHashMap, Map, MapData, PerCpuArray, PerCpuHashMap};
+use netpath_common::{
+    conntrack::{CT_F_DNAT, CT_F_REPLY, CT_F_SNAT, TCP_CLOSING, TCP_ESTABLISHED, TCP_SYN},
+    maps, CtEntry, CtKey, EndpointKey, Reason, TrafficCounters,
+};
 use serde::Serialize;
 
 use super::DatapathError;
@@ -31,7 +34,73 @@ pub struct ReasonCounter {
     pub bytes: u64,
 }
 
+/// One conntrack entry, decoded.
+#[derive(Clone, Debug, Serialize)]
+pub struct CtRow {
+    pub proto: &'static str,
+    pub src: Ipv4Addr,
+    pub sport: u16,
+    pub dst: Ipv4Addr,
+    pub dport: u16,
+    /// "snat 192.168.77.1:61234", "dnat 10.77.0.2:80", or "-".
+    pub rewrite: String,
+    pub reply: bool,
+    pub state: &'static str,
+    pub age_secs: u64,
+    pub idle_secs: u64,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+fn ct_row(k: &CtKey, e: &CtEntry, now_ns: u64) -> CtRow {
+    let proto = match k.proto {
+        6 => "tcp",
+        17 => "udp",
+        1 => "icmp",
+        _ => "other",
+    };
+    let mut rewrite = Vec::new();
+    if e.flags & CT_F_SNAT != 0 {
+        rewrite.push(format!("snat {}:{}", Ipv4Addr::from(e.nat_src), u16::from_be_bytes(e.nat_sport)));
+    }
+    if e.flags & CT_F_DNAT != 0 {
+        rewrite.push(format!("dnat {}:{}", Ipv4Addr::from(e.nat_dst), u16::from_be_bytes(e.nat_dport)));
+    }
+    let state = match (k.proto, e.tcp_state) {
+        (6, TCP_SYN) => "syn",
+        (6, TCP_ESTABLISHED) => "established",
+        (6, TCP_CLOSING) => "closing",
+        _ => "-",
+    };
+    CtRow {
+        proto,
+        src: Ipv4Addr::from(k.src),
+        sport: u16::from_be_bytes(k.sport),
+        dst: Ipv4Addr::from(k.dst),
+        dport: u16::from_be_bytes(k.dport),
+        rewrite: if rewrite.is_empty() { "-".into() } else { rewrite.join(" ") },
+        reply: e.flags & CT_F_REPLY != 0,
+        state,
+        age_secs: now_ns.saturating_sub(e.created_ns) / 1_000_000_000,
+        idle_secs: now_ns.saturating_sub(e.last_seen_ns) / 1_000_000_000,
+        packets: e.packets,
+        bytes: e.bytes,
+    }
+}
+
 impl Inspector {
+    /// Every conntrack entry, decoded.
+    pub fn conntrack(&self) -> Result<Vec<CtRow>, DatapathError> {
+        let map = self.open(maps::CONNTRACK)?;
+        let ct: BpfHashMap<_, CtKey, CtEntry> = BpfHashMap::try_from(map)
+            .map_err(|source| DatapathError::Map { map: maps::CONNTRACK, source: Box::new(source) })?;
+        let now = crate::agent::monotonic_ns();
+        let mut rows: Vec<CtRow> =
+            ct.iter().filter_map(Result::ok).map(|(k, e)| ct_row(&k, &e, now)).collect();
+        rows.sort_by_key(|r| (r.proto, r.src, r.sport, r.dst, r.dport));
+        Ok(rows)
+    }
+
     pub fn new(dir: &Path) -> Self {
         Self { dir: dir.to_path_buf() }
     }

@@ -2,11 +2,12 @@
 //! attaching programs, and typed access to the maps.
 mod inspect;
 mod programs;
+mod tables;
 
 use std::path::PathBuf;
 
-pub use inspect::{EndpointCounters, Inspector, ReasonCounter};
-pub use programs::{AttachMode, Datapath, PacketRun};
+pub use inspect::{CtRow, EndpointCounters, Inspector, ReasonCounter};
+pub use programs::{program, AttachMode, Datapath, PacketRun};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {

@@ -1,18 +1,18 @@
-//! Loading, pinning and attaching. One loaded program serves every container veth.
-use std::{collections::HashMap, net::Ipv4Addr, path::Path};
+//! Loading, pinning and attaching. One loaded program per attach point serves every
+//! interface of that kind.
+use std::{collections::HashMap, path::Path};
 
 use aya::{
-    maps::{HashMap as BpfHashMap, MapData, PerCpuHashMap, PerCpuValues},
     programs::{tc, SchedClassifier, TcAttachType, TestRun as _, TestRunOptions},
     util::KernelVersion,
     Ebpf, EbpfLoader,
 };
-use netpath_common::{maps, EndpointInfo, EndpointKey, TrafficCounters};
 use tracing::info;
 
 use super::DatapathError;
 
-const FROM_CONTAINER: &str = "from_container";
+pub(super) const FROM_CONTAINER: &str = "from_container";
+pub(super) const UPLINK_IN: &str = "uplink_in";
 
 /// How tc programs are attached on this kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,10 +42,10 @@ pub struct PacketRun {
 }
 
 pub struct Datapath {
-    ebpf: Ebpf,
+    pub(super) ebpf: Ebpf,
     mode: AttachMode,
-    /// host ifindex -> link of from_container on that veth.
-    links: HashMap<u32, aya::programs::tc::SchedClassifierLinkId>,
+    /// (program, ifindex) -> its link there.
+    links: HashMap<(&'static str, u32), tc::SchedClassifierLinkId>,
 }
 
 impl Datapath {
@@ -53,69 +53,85 @@ impl Datapath {
     /// pinned there are adopted, not recreated, so their contents survive a restart.
     pub fn load(pin_dir: &Path) -> Result<Self, DatapathError> {
         let object = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netpath"));
-        let mut ebpf = EbpfLoader::new()
+        let ebpf = EbpfLoader::new()
             .default_map_pin_directory(pin_dir)
             .load(object)
             .map_err(|source| DatapathError::Load { pin_dir: pin_dir.into(), source: Box::new(source) })?;
-        let prog: &mut SchedClassifier = ebpf
-            .program_mut(FROM_CONTAINER)
-            .ok_or(DatapathError::MissingProgram(FROM_CONTAINER))?
-            .try_into()
-            .map_err(|source| DatapathError::Verify { prog: FROM_CONTAINER, source: Box::new(source) })?;
-        prog.load()
-            .map_err(|source| DatapathError::Verify { prog: FROM_CONTAINER, source: Box::new(source) })?;
         let mode = AttachMode::detect();
+        let mut dp = Self { ebpf, mode, links: HashMap::new() };
+        for name in [FROM_CONTAINER, UPLINK_IN] {
+            dp.classifier(name)?
+                .load()
+                .map_err(|source| DatapathError::Verify { prog: name, source: Box::new(source) })?;
+        }
         info!(?mode, pin_dir = %pin_dir.display(), "datapath loaded");
-        Ok(Self { ebpf, mode, links: HashMap::new() })
+        Ok(dp)
     }
 
     pub fn mode(&self) -> AttachMode {
         self.mode
     }
 
-    fn classifier(&mut self) -> Result<&mut SchedClassifier, DatapathError> {
+    fn classifier(&mut self, name: &'static str) -> Result<&mut SchedClassifier, DatapathError> {
         self.ebpf
-            .program_mut(FROM_CONTAINER)
-            .ok_or(DatapathError::MissingProgram(FROM_CONTAINER))?
+            .program_mut(name)
+            .ok_or(DatapathError::MissingProgram(name))?
             .try_into()
-            .map_err(|source| DatapathError::Verify { prog: FROM_CONTAINER, source: Box::new(source) })
+            .map_err(|source| DatapathError::Verify { prog: name, source: Box::new(source) })
     }
 
-    /// Attaches from_container to the ingress of a container's host-side veth.
-    pub fn attach(&mut self, iface: &str, ifindex: u32) -> Result<(), DatapathError> {
-        if self.links.contains_key(&ifindex) {
+    fn attach(&mut self, prog: &'static str, iface: &str, ifindex: u32) -> Result<(), DatapathError> {
+        if self.links.contains_key(&(prog, ifindex)) {
             return Ok(());
         }
         if self.mode == AttachMode::Clsact {
             if let Err(e) = tc::qdisc_add_clsact(iface) {
-                let io = std::io::Error::other(e.to_string());
                 if !e.to_string().contains("exists") {
-                    return Err(DatapathError::Clsact { iface: iface.into(), source: io });
+                    let source = std::io::Error::other(e.to_string());
+                    return Err(DatapathError::Clsact { iface: iface.into(), source });
                 }
             }
         }
-        let iface_owned = iface.to_string();
-        let id = self.classifier()?.attach(iface, TcAttachType::Ingress).map_err(|source| {
-            DatapathError::Attach { prog: FROM_CONTAINER, iface: iface_owned, source: Box::new(source) }
+        let id = self.classifier(prog)?.attach(iface, TcAttachType::Ingress).map_err(|source| {
+            DatapathError::Attach { prog, iface: iface.into(), source: Box::new(source) }
         })?;
-        self.links.insert(ifindex, id);
+        self.links.insert((prog, ifindex), id);
         Ok(())
     }
 
-    /// Detaches from a veth; nothing to do when it was not attached.
-    pub fn detach(&mut self, ifindex: u32) -> Result<(), DatapathError> {
-        let Some(id) = self.links.remove(&ifindex) else { return Ok(()) };
+    fn detach(&mut self, prog: &'static str, ifindex: u32) -> Result<(), DatapathError> {
+        let Some(id) = self.links.remove(&(prog, ifindex)) else { return Ok(()) };
         // A veth already deleted took its attachment with it: detaching then fails
         // harmlessly, and there is nothing left to clean.
-        let _ = self.classifier()?.detach(id);
+        let _ = self.classifier(prog)?.detach(id);
         Ok(())
     }
 
-    /// Runs from_container once on `packet` with BPF_PROG_TEST_RUN, as if it arrived on
+    /// Attaches from_container to the ingress of a container's host-side veth.
+    pub fn attach_endpoint(&mut self, iface: &str, ifindex: u32) -> Result<(), DatapathError> {
+        self.attach(FROM_CONTAINER, iface, ifindex)
+    }
+
+    /// Detaches from a container's veth; nothing to do when it was not attached.
+    pub fn detach_endpoint(&mut self, ifindex: u32) -> Result<(), DatapathError> {
+        self.detach(FROM_CONTAINER, ifindex)
+    }
+
+    /// Attaches uplink_in to the node's uplink.
+    pub fn attach_uplink(&mut self, iface: &str, ifindex: u32) -> Result<(), DatapathError> {
+        self.attach(UPLINK_IN, iface, ifindex)
+    }
+
+    /// Runs program `prog` once on `packet` with BPF_PROG_TEST_RUN, as if it arrived on
     /// `ifindex` (a device in the caller's namespace), and returns the tc action and the
     /// packet as the program left it. Nothing is sent: the kernel only records a
     /// redirect. The basis of the packet-level tests and of per-packet cost figures.
-    pub fn test_run(&mut self, packet: &[u8], ifindex: u32) -> Result<PacketRun, DatapathError> {
+    pub fn test_run(
+        &mut self,
+        prog: &'static str,
+        packet: &[u8],
+        ifindex: u32,
+    ) -> Result<PacketRun, DatapathError> {
         // struct __sk_buff up to and including `ifindex` (offset 40): the kernel accepts
         // a shorter context and reads the rest as zero.
         let mut ctx = [0u8; 44];
@@ -128,50 +144,16 @@ impl Datapath {
             ..Default::default()
         };
         let res = self
-            .classifier()?
+            .classifier(prog)?
             .test_run(opts)
-            .map_err(|source| DatapathError::Verify { prog: FROM_CONTAINER, source: Box::new(source) })?;
+            .map_err(|source| DatapathError::Verify { prog, source: Box::new(source) })?;
         out.truncate(res.data_size_out as usize);
         Ok(PacketRun { action: res.return_value, packet: out, duration: res.duration })
     }
+}
 
-    fn endpoints(&mut self) -> Result<BpfHashMap<&mut MapData, EndpointKey, EndpointInfo>, DatapathError> {
-        let map = self.ebpf.map_mut(maps::ENDPOINTS).ok_or(DatapathError::MissingMap(maps::ENDPOINTS))?;
-        BpfHashMap::try_from(map)
-            .map_err(|source| DatapathError::Map { map: maps::ENDPOINTS, source: Box::new(source) })
-    }
-
-    fn endpoint_stats(
-        &mut self,
-    ) -> Result<PerCpuHashMap<&mut MapData, EndpointKey, TrafficCounters>, DatapathError> {
-        let map =
-            self.ebpf.map_mut(maps::ENDPOINT_STATS).ok_or(DatapathError::MissingMap(maps::ENDPOINT_STATS))?;
-        PerCpuHashMap::try_from(map)
-            .map_err(|source| DatapathError::Map { map: maps::ENDPOINT_STATS, source: Box::new(source) })
-    }
-
-    /// Makes `ip` a local endpoint. The counters entry is created first, so the datapath
-    /// never sees an endpoint without one (it does not insert from the packet path).
-    pub fn register(&mut self, ip: Ipv4Addr, info: EndpointInfo) -> Result<(), DatapathError> {
-        let key = EndpointKey::new(ip.octets());
-        let cpus = aya::util::nr_cpus().map_err(|(what, e)| DatapathError::Cpus(format!("{what}: {e}")))?;
-        let zero = PerCpuValues::try_from(vec![TrafficCounters::default(); cpus])
-            .map_err(|e| DatapathError::Cpus(e.to_string()))?;
-        self.endpoint_stats()?
-            .insert(key, zero, 0)
-            .map_err(|source| DatapathError::Map { map: maps::ENDPOINT_STATS, source: Box::new(source) })?;
-        if let Err(source) = self.endpoints()?.insert(key, info, 0) {
-            let _ = self.endpoint_stats()?.remove(&key);
-            return Err(DatapathError::Map { map: maps::ENDPOINTS, source: Box::new(source) });
-        }
-        Ok(())
-    }
-
-    /// Removes `ip` from the maps; absent entries are fine.
-    pub fn unregister(&mut self, ip: Ipv4Addr) -> Result<(), DatapathError> {
-        let key = EndpointKey::new(ip.octets());
-        let _ = self.endpoints()?.remove(&key);
-        let _ = self.endpoint_stats()?.remove(&key);
-        Ok(())
-    }
+/// Names of the programs, for [`Datapath::test_run`].
+pub mod program {
+    pub const FROM_CONTAINER: &str = super::FROM_CONTAINER;
+    pub const UPLINK_IN: &str = super::UPLINK_IN;
 }

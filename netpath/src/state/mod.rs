@@ -28,6 +28,53 @@ pub enum StateError {
     Exhausted { cidr: ipnet::Ipv4Net },
 }
 
+/// A transport protocol a port can be published for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    pub fn number(self) -> u8 {
+        match self {
+            Proto::Tcp => 6,
+            Proto::Udp => 17,
+        }
+    }
+}
+
+impl std::fmt::Display for Proto {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        })
+    }
+}
+
+/// A published port: `proto host_ip:host_port` on the node goes to `endpoint:container_port`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortRecord {
+    pub proto: Proto,
+    /// None: every address of the node.
+    pub host_ip: Option<Ipv4Addr>,
+    pub host_port: u16,
+    pub endpoint: String,
+    pub container_ip: Ipv4Addr,
+    pub container_port: u16,
+}
+
+impl PortRecord {
+    /// Do the two claim the same incoming packets?
+    pub fn clashes(&self, other: &PortRecord) -> bool {
+        self.proto == other.proto
+            && self.host_port == other.host_port
+            && (self.host_ip.is_none() || other.host_ip.is_none() || self.host_ip == other.host_ip)
+    }
+}
+
 /// How containers are connected on this node.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]

@@ -1,28 +1,33 @@
-//! The endpoint records on disk. Writes go to a temporary file that is fsynced and then
-//! renamed over the old one, so a crash leaves either the old or the new state.
+//! Records on disk (endpoints, port mappings), one JSON list per file. Writes go to a
+//! temporary file that is fsynced and then renamed over the old one, so a crash leaves
+//! either the old or the new state.
 use std::{
     fs,
     io::Write as _,
+    marker::PhantomData,
     path::{Path, PathBuf},
 };
 
-use super::{EndpointRecord, StateError};
+use serde::{de::DeserializeOwned, Serialize};
 
-pub struct Store {
+use super::StateError;
+
+pub struct Store<T> {
     path: PathBuf,
+    _t: PhantomData<T>,
 }
 
-impl Store {
+impl<T: Serialize + DeserializeOwned> Store<T> {
     pub fn new(path: PathBuf) -> Self {
-        Self { path }
+        Self { path, _t: PhantomData }
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// The stored endpoints; none when the file does not exist yet.
-    pub fn load(&self) -> Result<Vec<EndpointRecord>, StateError> {
+    /// The stored records; none when the file does not exist yet.
+    pub fn load(&self) -> Result<Vec<T>, StateError> {
         let bytes = match fs::read(&self.path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -32,12 +37,12 @@ impl Store {
             .map_err(|source| StateError::Corrupt { path: self.path.clone(), source })
     }
 
-    pub fn save(&self, endpoints: &[EndpointRecord]) -> Result<(), StateError> {
+    pub fn save(&self, records: &[T]) -> Result<(), StateError> {
         let err = |source| StateError::Write { path: self.path.clone(), source };
         let dir = self.path.parent().unwrap_or(Path::new("."));
         fs::create_dir_all(dir).map_err(err)?;
         let tmp = self.path.with_extension("json.tmp");
-        let body = serde_json::to_vec_pretty(endpoints).map_err(|e| err(e.into()))?;
+        let body = serde_json::to_vec_pretty(records).map_err(|e| err(e.into()))?;
         let mut f = fs::File::create(&tmp).map_err(err)?;
         f.write_all(&body).map_err(err)?;
         f.sync_all().map_err(err)?;
@@ -51,11 +56,12 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::EndpointRecord;
 
     #[test]
     fn missing_file_is_empty_and_saves_round_trip() {
         let dir = std::env::temp_dir().join(format!("netpath-store-{}", std::process::id()));
-        let store = Store::new(dir.join("endpoints.json"));
+        let store = Store::<EndpointRecord>::new(dir.join("endpoints.json"));
         assert!(store.load().unwrap().is_empty());
         let rec = EndpointRecord {
             name: "web".into(),

@@ -1,0 +1,187 @@
+//! Connection tracking and NAT state shared by the datapath and the agent.
+//!
+//! A flow has two entries, one per direction, each keyed by the tuple exactly as its
+//! packets arrive at a netpath hook and each saying how to rewrite them. The reverse of
+//! an entry's rewritten tuple is the key of its partner; the agent's garbage collector
+//! uses that to expire both at once.
+
+/// A packet's 5-tuple as seen on the wire (addresses and ports in network byte order).
+/// For ICMP echo the identifier is the source "port" of requests and the destination
+/// "port" of replies, so a request's reversed tuple is its reply's key.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct CtKey {
+    pub src: [u8; 4],
+    pub dst: [u8; 4],
+    pub sport: [u8; 2],
+    pub dport: [u8; 2],
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+impl CtKey {
+    /// The tuple a packet has after `entry`'s rewrite, reversed: its partner's key.
+    pub fn partner(&self, entry: &CtEntry) -> CtKey {
+        let (src, sport) = if entry.flags & CT_F_SNAT != 0 {
+            (entry.nat_src, entry.nat_sport)
+        } else {
+            (self.src, self.sport)
+        };
+        let (dst, dport) = if entry.flags & CT_F_DNAT != 0 {
+            (entry.nat_dst, entry.nat_dport)
+        } else {
+            (self.dst, self.dport)
+        };
+        CtKey { src: dst, dst: src, sport: dport, dport: sport, proto: self.proto, _pad: [0; 3] }
+    }
+}
+
+/// Rewrite the source to `nat_src:nat_sport`.
+pub const CT_F_SNAT: u8 = 1;
+/// Rewrite the destination to `nat_dst:nat_dport`.
+pub const CT_F_DNAT: u8 = 2;
+/// This entry is the reply direction of its flow (created together with the original).
+pub const CT_F_REPLY: u8 = 4;
+
+/// TCP state as far as timeouts need it.
+pub const TCP_SYN: u8 = 1;
+pub const TCP_ESTABLISHED: u8 = 2;
+/// FIN or RST seen.
+pub const TCP_CLOSING: u8 = 3;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct CtEntry {
+    pub nat_src: [u8; 4],
+    pub nat_dst: [u8; 4],
+    pub nat_sport: [u8; 2],
+    pub nat_dport: [u8; 2],
+    /// `CT_F_*` bits.
+    pub flags: u8,
+    /// `TCP_*` for TCP, 0 otherwise.
+    pub tcp_state: u8,
+    pub _pad: [u8; 2],
+    /// CLOCK_MONOTONIC nanoseconds of creation and of the last packet.
+    pub created_ns: u64,
+    pub last_seen_ns: u64,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Key of the port-mapping table: what arrives at the node. `host_ip` 0.0.0.0 means
+/// every node address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct PortKey {
+    pub host_ip: [u8; 4],
+    pub port: [u8; 2],
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// Where a mapped port goes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct PortTarget {
+    pub ip: [u8; 4],
+    pub port: [u8; 2],
+    pub _pad: [u8; 2],
+}
+
+/// Node-wide settings the agent gives the datapath (single-entry array).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct NodeConfig {
+    /// The node's address on the uplink: SNAT source, DNAT destination. 0 disables NAT.
+    pub node_ip: [u8; 4],
+    pub pod_net: [u8; 4],
+    pub pod_mask: [u8; 4],
+    pub uplink_ifindex: u32,
+    /// Source ports SNAT allocates from, inclusive, host byte order.
+    pub nat_port_min: u16,
+    pub nat_port_max: u16,
+}
+
+impl NodeConfig {
+    pub fn in_pod_cidr(&self, addr: [u8; 4]) -> bool {
+        let a = u32::from_be_bytes(addr);
+        let n = u32::from_be_bytes(self.pod_net);
+        let m = u32::from_be_bytes(self.pod_mask);
+        a & m == n & m
+    }
+}
+
+#[cfg(feature = "user")]
+mod user {
+    use super::*;
+
+    macro_rules! pod {
+        ($($t:ty),*) => {$(
+            // SAFETY: #[repr(C)], integers and byte arrays only, no padding (explicit
+            // `_pad` fields; sizes asserted below), so every bit pattern is valid.
+            unsafe impl aya::Pod for $t {}
+            unsafe impl bytemuck::Zeroable for $t {}
+            unsafe impl bytemuck::Pod for $t {}
+        )*};
+    }
+    pod!(CtKey, CtEntry, PortKey, PortTarget, NodeConfig);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::{align_of, size_of};
+
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        assert_eq!((size_of::<CtKey>(), align_of::<CtKey>()), (16, 1));
+        assert_eq!((size_of::<CtEntry>(), align_of::<CtEntry>()), (48, 8));
+        assert_eq!((size_of::<PortKey>(), align_of::<PortKey>()), (8, 1));
+        assert_eq!((size_of::<PortTarget>(), align_of::<PortTarget>()), (8, 1));
+        assert_eq!((size_of::<NodeConfig>(), align_of::<NodeConfig>()), (20, 4));
+    }
+
+    #[test]
+    fn partner_of_an_snat_entry_is_the_reply_tuple() {
+        let orig = CtKey {
+            src: [10, 77, 0, 2],
+            dst: [1, 1, 1, 1],
+            sport: [0x30, 0x39],
+            dport: [0, 80],
+            proto: 6,
+            _pad: [0; 3],
+        };
+        let e = CtEntry {
+            nat_src: [192, 168, 77, 1],
+            nat_sport: [0xee, 0x48],
+            flags: CT_F_SNAT,
+            ..Default::default()
+        };
+        let reply = orig.partner(&e);
+        assert_eq!(
+            reply,
+            CtKey {
+                src: [1, 1, 1, 1],
+                dst: [192, 168, 77, 1],
+                sport: [0, 80],
+                dport: [0xee, 0x48],
+                proto: 6,
+                _pad: [0; 3]
+            }
+        );
+        let r = CtEntry {
+            nat_dst: orig.src,
+            nat_dport: orig.sport,
+            flags: CT_F_DNAT | CT_F_REPLY,
+            ..Default::default()
+        };
+        assert_eq!(reply.partner(&r), orig);
+    }
+
+    #[test]
+    fn pod_cidr_membership() {
+        let c = NodeConfig { pod_net: [10, 77, 0, 0], pod_mask: [255, 255, 255, 0], ..Default::default() };
+        assert!(c.in_pod_cidr([10, 77, 0, 9]));
+        assert!(!c.in_pod_cidr([10, 78, 0, 9]));
+    }
+}

@@ -1,0 +1,98 @@
+//! Handing a packet on: into a local container (bpf_redirect_peer) or out through the
+//! node's routes (bpf_fib_lookup + bpf_redirect / bpf_redirect_neigh), never via the
+//! node's IP stack or netfilter.
+use aya_ebpf::{
+    bindings::{
+        bpf_fib_lookup as FibParams, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, TC_ACT_SHOT,
+    },
+    helpers::generated::{bpf_fib_lookup, bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer},
+    programs::TcContext,
+};
+use netpath_common::{EndpointInfo, EndpointKey, Reason};
+use network_types::{eth::EthHdr, ip::Ipv4Hdr};
+
+use crate::{counters, flow::IP_OFF, packet::ptr_at};
+
+const IPV4_CSUM_OFF: usize = IP_OFF + 10;
+const AF_INET: u8 = 2;
+
+/// Acts as a router hop: TTL - 1 with the checksum fixed. A packet that would expire
+/// is left to the stack, which sends the ICMP time-exceeded.
+#[inline(always)]
+pub fn decrement_ttl(ctx: &TcContext) -> Result<bool, Reason> {
+    let ip: *mut Ipv4Hdr = ptr_at(ctx, IP_OFF).map_err(|_| Reason::DropMalformed)?;
+    // SAFETY: bounds-checked by ptr_at.
+    let (ttl, proto) = unsafe { ((*ip).ttl, (*ip).proto as u8) };
+    if ttl <= 1 {
+        return Ok(false);
+    }
+    let old = u16::from_be_bytes([ttl, proto]);
+    let new = u16::from_be_bytes([ttl - 1, proto]);
+    ctx.l3_csum_replace(IPV4_CSUM_OFF, old.to_be() as u64, new.to_be() as u64, 2)
+        .map_err(|_| Reason::DropMalformed)?;
+    // Packet pointers are invalid after a helper that may change the skb: re-derive.
+    let ip: *mut Ipv4Hdr = ptr_at(ctx, IP_OFF).map_err(|_| Reason::DropMalformed)?;
+    // SAFETY: bounds-checked by ptr_at just above.
+    unsafe { (*ip).ttl = ttl - 1 };
+    Ok(true)
+}
+
+/// Speaks L2 as `peer`'s gateway and hands the packet to its eth0.
+#[inline(always)]
+pub fn to_container(
+    ctx: &TcContext,
+    peer: &EndpointInfo,
+    key: &EndpointKey,
+    rewrite_macs: bool,
+) -> Result<(i32, Reason), Reason> {
+    if rewrite_macs {
+        let eth: *mut EthHdr = ptr_at(ctx, 0).map_err(|_| Reason::DropMalformed)?;
+        // SAFETY: bounds-checked by ptr_at.
+        unsafe {
+            (*eth).dst_addr = peer.mac;
+            (*eth).src_addr = peer.host_mac;
+        }
+    }
+    // SAFETY: plain helper call; the kernel validates the ifindex when it acts.
+    let action = unsafe { bpf_redirect_peer(peer.host_ifindex, 0) } as i32;
+    if action == TC_ACT_SHOT {
+        return Err(Reason::DropRedirectFailed);
+    }
+    counters::endpoint_rx(key, ctx.len());
+    Ok((action, Reason::ForwardedToPeer))
+}
+
+/// Routes the packet with the node's FIB, as if it had arrived on `ifindex`, and sends it
+/// out of the chosen device; the kernel resolves the neighbour when the FIB has none.
+#[inline(always)]
+pub fn to_fib(ctx: &TcContext, ifindex: u32, src: [u8; 4], dst: [u8; 4]) -> Result<i32, Reason> {
+    // SAFETY: an all-zero bpf_fib_lookup is a valid (empty) request.
+    let mut p: FibParams = unsafe { core::mem::zeroed() };
+    p.family = AF_INET;
+    p.ifindex = ifindex;
+    p.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(src);
+    p.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(dst);
+    // SAFETY: p is a valid, fully initialised request of the size given.
+    let rc =
+        unsafe { bpf_fib_lookup(ctx.skb.skb as *mut _, &mut p, core::mem::size_of::<FibParams>() as i32, 0) }
+            as u32;
+    let action = match rc {
+        BPF_FIB_LKUP_RET_SUCCESS => {
+            let eth: *mut EthHdr = ptr_at(ctx, 0).map_err(|_| Reason::DropMalformed)?;
+            // SAFETY: bounds-checked by ptr_at.
+            unsafe {
+                (*eth).dst_addr = p.dmac;
+                (*eth).src_addr = p.smac;
+            }
+            // SAFETY: plain helper call.
+            unsafe { bpf_redirect(p.ifindex, 0) }
+        }
+        // SAFETY: plain helper call; no explicit next hop: the kernel uses the route's.
+        BPF_FIB_LKUP_RET_NO_NEIGH => unsafe { bpf_redirect_neigh(p.ifindex, core::ptr::null_mut(), 0, 0) },
+        _ => return Err(Reason::DropFibFailed),
+    } as i32;
+    if action == TC_ACT_SHOT {
+        return Err(Reason::DropRedirectFailed);
+    }
+    Ok(action)
+}

@@ -1,0 +1,83 @@
+//! tc ingress of the node's uplink: replies to masqueraded flows and new connections to
+//! published ports are translated and delivered straight into their container with
+//! `bpf_redirect_peer`; everything else is the node's and passes untouched.
+use aya_ebpf::{
+    bindings::{TC_ACT_OK, TC_ACT_SHOT},
+    macros::classifier,
+    programs::TcContext,
+};
+use netpath_common::{EndpointKey, Reason};
+use network_types::eth::{EthHdr, EtherType};
+
+use crate::{
+    conntrack, counters, flow, forward,
+    from_container::published,
+    maps::{ENDPOINTS, NODE_CONFIG},
+    nat,
+    packet::ptr_at,
+};
+
+const PASS: i32 = TC_ACT_OK as i32;
+
+#[classifier]
+pub fn uplink_in(ctx: TcContext) -> i32 {
+    let len = ctx.len();
+    match try_uplink_in(&ctx) {
+        Ok((action, reason)) => {
+            counters::count(reason, len);
+            action
+        }
+        Err(reason) => {
+            counters::count(reason, len);
+            TC_ACT_SHOT
+        }
+    }
+}
+
+#[inline(always)]
+fn try_uplink_in(ctx: &TcContext) -> Result<(i32, Reason), Reason> {
+    let eth: *const EthHdr = match ptr_at(ctx, 0) {
+        Ok(e) => e,
+        Err(()) => return Ok((PASS, Reason::PassedToStack)),
+    };
+    // SAFETY: bounds-checked by ptr_at.
+    if unsafe { (*eth).ether_type() } != Ok(EtherType::Ipv4) {
+        return Ok((PASS, Reason::PassedToStack));
+    }
+    let Some(cfg) = NODE_CONFIG.get(0).copied() else {
+        return Ok((PASS, Reason::PassedToStack));
+    };
+    // Whatever netpath cannot or need not translate is the node's own traffic.
+    let Ok(flow) = flow::parse(ctx) else {
+        return Ok((PASS, Reason::PassedToStack));
+    };
+    if cfg.node_ip == [0; 4] || flow.key.dst != cfg.node_ip {
+        return Ok((PASS, Reason::PassedToStack));
+    }
+    let len = ctx.len();
+    let (entry, reason) = match conntrack::lookup(&flow, len) {
+        Some(e) => (e, Reason::NatTranslated),
+        None => match published(&flow.key) {
+            Some((ip, port)) => {
+                // A mapping to a container that is gone must not create state.
+                // SAFETY: copied out at once.
+                if unsafe { ENDPOINTS.get(EndpointKey::new(ip)) }.is_none() {
+                    return Ok((PASS, Reason::PassedToStack));
+                }
+                (conntrack::create_dnat(&flow, ip, port, len)?, Reason::DnatNewFlow)
+            }
+            None => return Ok((PASS, Reason::PassedToStack)),
+        },
+    };
+    let new_dst = nat::apply(ctx, &flow, &entry)?;
+    let key = EndpointKey::new(new_dst);
+    // SAFETY: copied out at once.
+    let Some(peer) = (unsafe { ENDPOINTS.get(key) }).copied() else {
+        return Err(Reason::DropRedirectFailed);
+    };
+    if !forward::decrement_ttl(ctx)? {
+        return Ok((PASS, Reason::PassedToStack));
+    }
+    let (action, _) = forward::to_container(ctx, &peer, &key, true)?;
+    Ok((action, reason))
+}

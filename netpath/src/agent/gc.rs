@@ -1,0 +1,91 @@
+//! Conntrack garbage collection: a flow's two entries expire together, after the
+//! timeout of its protocol and TCP state, counted from the last packet either way.
+use std::{collections::HashSet, time::Duration};
+
+use netpath_common::{
+    conntrack::{TCP_CLOSING, TCP_ESTABLISHED},
+    CtEntry, CtKey, Reason,
+};
+use tracing::debug;
+
+use super::{Agent, AgentError};
+
+/// Per-protocol idle timeouts, in seconds.
+#[derive(Clone, Debug, clap::Args)]
+pub struct CtTimeouts {
+    /// Established TCP connections.
+    #[arg(long = "ct-tcp-timeout", env = "NETPATH_CT_TCP_TIMEOUT", default_value_t = 21600)]
+    pub tcp_established: u64,
+    /// TCP connections not yet established (SYN seen).
+    #[arg(long = "ct-tcp-syn-timeout", default_value_t = 60)]
+    pub tcp_syn: u64,
+    /// TCP connections closing (FIN or RST seen).
+    #[arg(long = "ct-tcp-close-timeout", default_value_t = 10)]
+    pub tcp_closing: u64,
+    #[arg(long = "ct-udp-timeout", env = "NETPATH_CT_UDP_TIMEOUT", default_value_t = 60)]
+    pub udp: u64,
+    #[arg(long = "ct-icmp-timeout", default_value_t = 30)]
+    pub icmp: u64,
+    /// How often the collector walks the table.
+    #[arg(long = "ct-gc-interval", env = "NETPATH_CT_GC_INTERVAL", default_value_t = 10)]
+    pub gc_interval: u64,
+}
+
+impl CtTimeouts {
+    /// Timeout of a flow whose entries are `a` and `b` (`b` may be gone).
+    fn of(&self, proto: u8, a: &CtEntry, b: Option<&CtEntry>) -> Duration {
+        let state = a.tcp_state.max(b.map_or(0, |b| b.tcp_state));
+        let secs = match proto {
+            6 if state == TCP_CLOSING => self.tcp_closing,
+            6 if state == TCP_ESTABLISHED => self.tcp_established,
+            6 => self.tcp_syn,
+            17 => self.udp,
+            _ => self.icmp,
+        };
+        Duration::from_secs(secs)
+    }
+}
+
+/// CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns.
+pub fn monotonic_ns() -> u64 {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .unwrap_or(nix::sys::time::TimeSpec::new(0, 0));
+    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+}
+
+impl Agent {
+    pub fn gc_interval(&self) -> Duration {
+        Duration::from_secs(self.timeouts.gc_interval.max(1))
+    }
+
+    /// One pass over the table; returns how many entries were removed.
+    pub fn collect_conntrack(&mut self) -> Result<u64, AgentError> {
+        let now = monotonic_ns();
+        let entries = self.datapath.conntrack_entries()?;
+        let by_key: std::collections::HashMap<CtKey, CtEntry> = entries.iter().copied().collect();
+        let mut done = HashSet::new();
+        let mut removed = 0;
+        for (key, entry) in &entries {
+            if done.contains(key) {
+                continue;
+            }
+            let partner_key = key.partner(entry);
+            let partner = by_key.get(&partner_key);
+            done.insert(*key);
+            done.insert(partner_key);
+            let last = entry.last_seen_ns.max(partner.map_or(0, |p| p.last_seen_ns));
+            if now.saturating_sub(last) < self.timeouts.of(key.proto, entry, partner).as_nanos() as u64 {
+                continue;
+            }
+            removed += u64::from(self.datapath.remove_conntrack(key)?);
+            if partner.is_some() {
+                removed += u64::from(self.datapath.remove_conntrack(&partner_key)?);
+            }
+        }
+        if removed > 0 {
+            self.datapath.add_to_reason(Reason::CtCollected, removed)?;
+            debug!(removed, "conntrack entries collected");
+        }
+        Ok(removed)
+    }
+}

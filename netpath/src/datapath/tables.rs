@@ -1,0 +1,111 @@
+//! Typed writes to the datapath's maps by the agent: endpoints, node settings, port
+//! mappings, and conntrack housekeeping.
+use std::net::Ipv4Addr;
+
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues};
+use netpath_common::{
+    maps, CtEntry, CtKey, EndpointInfo, EndpointKey, NodeConfig, PortKey, PortTarget, Reason, TrafficCounters,
+};
+
+use super::{Datapath, DatapathError};
+
+fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> DatapathError {
+    move |source| DatapathError::Map { map, source: Box::new(source) }
+}
+
+fn cpus() -> Result<usize, DatapathError> {
+    aya::util::nr_cpus().map_err(|(what, e)| DatapathError::Cpus(format!("{what}: {e}")))
+}
+
+impl Datapath {
+    fn map_data(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, DatapathError> {
+        self.ebpf.map_mut(name).ok_or(DatapathError::MissingMap(name))
+    }
+
+    fn endpoints(&mut self) -> Result<BpfHashMap<&mut MapData, EndpointKey, EndpointInfo>, DatapathError> {
+        BpfHashMap::try_from(self.map_data(maps::ENDPOINTS)?).map_err(map_err(maps::ENDPOINTS))
+    }
+
+    fn endpoint_stats(
+        &mut self,
+    ) -> Result<PerCpuHashMap<&mut MapData, EndpointKey, TrafficCounters>, DatapathError> {
+        PerCpuHashMap::try_from(self.map_data(maps::ENDPOINT_STATS)?).map_err(map_err(maps::ENDPOINT_STATS))
+    }
+
+    fn port_maps(&mut self) -> Result<BpfHashMap<&mut MapData, PortKey, PortTarget>, DatapathError> {
+        BpfHashMap::try_from(self.map_data(maps::PORT_MAPS)?).map_err(map_err(maps::PORT_MAPS))
+    }
+
+    fn conntrack(&mut self) -> Result<BpfHashMap<&mut MapData, CtKey, CtEntry>, DatapathError> {
+        BpfHashMap::try_from(self.map_data(maps::CONNTRACK)?).map_err(map_err(maps::CONNTRACK))
+    }
+
+    /// Makes `ip` a local endpoint. The counters entry is created first, so the datapath
+    /// never sees an endpoint without one (it does not insert from the packet path).
+    pub fn register(&mut self, ip: Ipv4Addr, info: EndpointInfo) -> Result<(), DatapathError> {
+        let key = EndpointKey::new(ip.octets());
+        let zero = PerCpuValues::try_from(vec![TrafficCounters::default(); cpus()?])
+            .map_err(|e| DatapathError::Cpus(e.to_string()))?;
+        if self.endpoint_stats()?.get(&key, 0).is_err() {
+            self.endpoint_stats()?.insert(key, zero, 0).map_err(map_err(maps::ENDPOINT_STATS))?;
+        }
+        if let Err(source) = self.endpoints()?.insert(key, info, 0) {
+            let _ = self.endpoint_stats()?.remove(&key);
+            return Err(map_err(maps::ENDPOINTS)(source));
+        }
+        Ok(())
+    }
+
+    /// Removes `ip` from the maps; absent entries are fine.
+    pub fn unregister(&mut self, ip: Ipv4Addr) -> Result<(), DatapathError> {
+        let key = EndpointKey::new(ip.octets());
+        let _ = self.endpoints()?.remove(&key);
+        let _ = self.endpoint_stats()?.remove(&key);
+        Ok(())
+    }
+
+    pub fn set_node_config(&mut self, cfg: NodeConfig) -> Result<(), DatapathError> {
+        let mut arr: Array<_, NodeConfig> =
+            Array::try_from(self.map_data(maps::NODE_CONFIG)?).map_err(map_err(maps::NODE_CONFIG))?;
+        arr.set(0, cfg, 0).map_err(map_err(maps::NODE_CONFIG))
+    }
+
+    pub fn set_port(&mut self, key: PortKey, target: PortTarget) -> Result<(), DatapathError> {
+        self.port_maps()?.insert(key, target, 0).map_err(map_err(maps::PORT_MAPS))
+    }
+
+    pub fn remove_port(&mut self, key: &PortKey) -> Result<(), DatapathError> {
+        let _ = self.port_maps()?.remove(key);
+        Ok(())
+    }
+
+    /// Every conntrack entry (a snapshot; the datapath keeps changing it).
+    pub fn conntrack_entries(&mut self) -> Result<Vec<(CtKey, CtEntry)>, DatapathError> {
+        let ct = self.conntrack()?;
+        let mut out = Vec::new();
+        for item in ct.iter() {
+            match item {
+                Ok(kv) => out.push(kv),
+                // An entry deleted while we walk the table: skip it.
+                Err(aya::maps::MapError::KeyNotFound) => continue,
+                Err(e) => return Err(map_err(maps::CONNTRACK)(e)),
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn remove_conntrack(&mut self, key: &CtKey) -> Result<bool, DatapathError> {
+        Ok(self.conntrack()?.remove(key).is_ok())
+    }
+
+    /// Adds `n` to a per-reason counter from user space (CPU 0's slot).
+    pub fn add_to_reason(&mut self, reason: Reason, n: u64) -> Result<(), DatapathError> {
+        let mut arr: PerCpuArray<_, TrafficCounters> =
+            PerCpuArray::try_from(self.map_data(maps::REASON_STATS)?).map_err(map_err(maps::REASON_STATS))?;
+        let mut values: Vec<TrafficCounters> =
+            arr.get(&(reason as u32), 0).map_err(map_err(maps::REASON_STATS))?.iter().copied().collect();
+        values[0].tx_packets += n;
+        let values = PerCpuValues::try_from(values).map_err(|e| DatapathError::Cpus(e.to_string()))?;
+        arr.set(reason as u32, values, 0).map_err(map_err(maps::REASON_STATS))
+    }
+}

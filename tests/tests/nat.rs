@@ -1,0 +1,252 @@
+//! Masquerade, published ports, hairpin and conntrack, proven with real traffic between
+//! the lab's namespaces. The outside host knows no route to the pod CIDR, so only
+//! translated traffic can get an answer; the node's FORWARD policy is DROP and it has
+//! no NAT rule, so netfilter carries none of it.
+use std::{
+    io::{Read as _, Write as _},
+    net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket},
+    time::Duration,
+};
+
+use netpath_tests::{Lab, NODE_UPLINK_IP, OUTSIDE_IP};
+
+const MIB: usize = 1 << 20;
+
+fn lab_with_agent(args: &[&str]) -> Lab {
+    let mut lab = Lab::new(2);
+    let cmds: [&[&str]; 2] =
+        [&["iptables", "-P", "FORWARD", "DROP"], &["iptables", "-t", "nat", "-F", "POSTROUTING"]];
+    for cmd in cmds {
+        let o = lab.node.exec(cmd);
+        assert!(o.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    lab.start_agent_with(args);
+    lab
+}
+
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8).collect()
+}
+
+/// A TCP server in `ns` on `addr` that records the peer and echoes `len` bytes back.
+fn echo_server(
+    ns: &netpath_tests::Netns,
+    addr: SocketAddrV4,
+    len: usize,
+) -> std::thread::JoinHandle<SocketAddr> {
+    let listener = ns.run(move || TcpListener::bind(addr)).join().unwrap().expect("bind");
+    std::thread::spawn(move || {
+        let (mut s, peer) = listener.accept().unwrap();
+        let mut buf = vec![0u8; len];
+        s.read_exact(&mut buf).unwrap();
+        s.write_all(&buf).unwrap();
+        peer
+    })
+}
+
+/// Connects from `ns`, sends `len` patterned bytes, checks they come back intact.
+fn echo_client(ns: &netpath_tests::Netns, to: SocketAddrV4, len: usize) -> std::io::Result<SocketAddr> {
+    ns.run(move || {
+        let mut s = TcpStream::connect_timeout(&to.into(), Duration::from_secs(3))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let data = pattern(len);
+        let writer = {
+            let mut w = s.try_clone()?;
+            let data = data.clone();
+            std::thread::spawn(move || w.write_all(&data))
+        };
+        let mut back = vec![0u8; len];
+        s.read_exact(&mut back)?;
+        writer.join().unwrap()?;
+        if back != data {
+            return Err(std::io::Error::other("echoed bytes differ"));
+        }
+        s.local_addr()
+    })
+    .join()
+    .unwrap()
+}
+
+#[test]
+fn container_reaches_the_outside_with_the_node_address() {
+    let lab = lab_with_agent(&[]);
+    lab.add_endpoint("a", 0);
+    let before = lab.stats();
+
+    let server = echo_server(&lab.outside, SocketAddrV4::new(OUTSIDE_IP, 9000), 4 * MIB);
+    let local =
+        echo_client(&lab.containers[0], SocketAddrV4::new(OUTSIDE_IP, 9000), 4 * MIB).expect("tcp via snat");
+    let peer = server.join().unwrap();
+    assert_eq!(peer.ip(), IpAddr::V4(NODE_UPLINK_IP), "outside saw a pod address");
+    assert!((61000..=65535).contains(&peer.port()), "source port {} not from the NAT range", peer.port());
+    assert_ne!(local.port(), 0);
+
+    // UDP both ways.
+    let udp = lab.outside.run(|| {
+        let s = UdpSocket::bind((OUTSIDE_IP, 9001)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 64];
+        let (n, from) = s.recv_from(&mut buf).unwrap();
+        s.send_to(&buf[..n], from).unwrap();
+        from
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let got = lab.containers[0]
+        .run(|| {
+            let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            s.send_to(b"over udp", (OUTSIDE_IP, 9001)).unwrap();
+            let mut buf = [0u8; 64];
+            let n = s.recv(&mut buf).unwrap();
+            buf[..n].to_vec()
+        })
+        .join()
+        .unwrap();
+    assert_eq!(got, b"over udp");
+    assert_eq!(udp.join().unwrap().ip(), IpAddr::V4(NODE_UPLINK_IP));
+
+    // ICMP echo, identifier translated.
+    assert!(lab.containers[0].ping(OUTSIDE_IP, 2), "ping to the outside failed\n{}", lab.agent_log());
+
+    let after = lab.stats();
+    assert!(after.reason("snat-new-flow") - before.reason("snat-new-flow") >= 3);
+    // Both directions of the 4 MiB echo went through the translation (veth segments
+    // are large, so count bytes, not packets).
+    let translated = after.reason_bytes("nat-translated") - before.reason_bytes("nat-translated");
+    assert!(translated >= 8 * MIB as u64, "only {translated} bytes translated");
+    let ct: serde_json::Value = serde_json::from_str(&lab.netpath_ok(&["ct", "list", "-o", "json"])).unwrap();
+    let rows = ct["conntrack"].as_array().unwrap();
+    assert!(rows
+        .iter()
+        .any(|r| r["proto"] == "tcp" && r["rewrite"].as_str().unwrap().starts_with("snat 192.168.77.1:")));
+    assert!(rows.iter().any(|r| r["proto"] == "udp"));
+    assert!(rows.iter().any(|r| r["proto"] == "icmp"));
+}
+
+#[test]
+fn published_port_reaches_the_container_with_the_client_address() {
+    let lab = lab_with_agent(&[]);
+    let a = lab.add_endpoint("web", 0);
+    lab.netpath_ok(&["port", "add", "8080", "web:80"]);
+    lab.netpath_ok(&["port", "add", "--proto", "udp", "5353", "web:53"]);
+
+    let server = echo_server(&lab.containers[0], SocketAddrV4::new(a, 80), 3 * MIB);
+    let local =
+        echo_client(&lab.outside, SocketAddrV4::new(NODE_UPLINK_IP, 8080), 3 * MIB).expect("tcp via dnat");
+    let peer = server.join().unwrap();
+    assert_eq!(peer, local, "the container must see the client's real address and port");
+
+    let udp = lab.containers[0].run(move || {
+        let s = UdpSocket::bind((a, 53)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 64];
+        let (n, from) = s.recv_from(&mut buf).unwrap();
+        s.send_to(&buf[..n], from).unwrap();
+        from
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let (got, from) = lab
+        .outside
+        .run(|| {
+            let s = UdpSocket::bind((OUTSIDE_IP, 0)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            s.send_to(b"query", (NODE_UPLINK_IP, 5353)).unwrap();
+            let mut buf = [0u8; 64];
+            let (n, from) = s.recv_from(&mut buf).unwrap();
+            (buf[..n].to_vec(), from)
+        })
+        .join()
+        .unwrap();
+    assert_eq!(got, b"query");
+    assert_eq!(from, SocketAddr::from((NODE_UPLINK_IP, 5353)), "reply must come from the published port");
+    assert_eq!(udp.join().unwrap().ip(), IpAddr::V4(OUTSIDE_IP));
+
+    // A duplicate host port is refused, naming it.
+    let o = lab.netpath(&["port", "add", "8080", "web:81"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("tcp/8080 is already published"));
+    let list: serde_json::Value =
+        serde_json::from_str(&lab.netpath_ok(&["port", "list", "-o", "json"])).unwrap();
+    assert_eq!(list["ports"].as_array().unwrap().len(), 2);
+
+    // Unpublished, the port is closed again.
+    lab.netpath_ok(&["port", "del", "8080"]);
+    assert!(echo_client(&lab.outside, SocketAddrV4::new(NODE_UPLINK_IP, 8080), 10).is_err());
+}
+
+#[test]
+fn container_reaches_a_published_port_through_the_node_address() {
+    let lab = lab_with_agent(&[]);
+    let a = lab.add_endpoint("web", 0);
+    let b = lab.add_endpoint("client", 1);
+    lab.netpath_ok(&["port", "add", "8080", "web:80"]);
+    let server = echo_server(&lab.containers[0], SocketAddrV4::new(a, 80), MIB);
+    let local =
+        echo_client(&lab.containers[1], SocketAddrV4::new(NODE_UPLINK_IP, 8080), MIB).expect("hairpin");
+    assert_eq!(server.join().unwrap(), local);
+    assert_eq!(local.ip(), IpAddr::V4(b));
+}
+
+#[test]
+fn without_the_programs_neither_masquerade_nor_published_ports_work() {
+    let mut lab = lab_with_agent(&[]);
+    let a = lab.add_endpoint("web", 0);
+    lab.netpath_ok(&["port", "add", "8080", "web:80"]);
+    let listener = lab.containers[0].run(move || TcpListener::bind((a, 80))).join().unwrap().unwrap();
+    listener.set_nonblocking(true).unwrap();
+    lab.stop_agent();
+    assert!(echo_client(&lab.outside, SocketAddrV4::new(NODE_UPLINK_IP, 8080), 10).is_err());
+    assert!(listener.accept().is_err(), "a connection reached the container without the datapath");
+    let _server = echo_server(&lab.outside, SocketAddrV4::new(OUTSIDE_IP, 9000), 10);
+    assert!(echo_client(&lab.containers[0], SocketAddrV4::new(OUTSIDE_IP, 9000), 10).is_err());
+}
+
+#[test]
+fn conntrack_entries_are_collected_after_their_timeout() {
+    let lab = lab_with_agent(&["--ct-udp-timeout", "1", "--ct-gc-interval", "1"]);
+    lab.add_endpoint("a", 0);
+    let before = lab.stats();
+    let echo = lab.outside.run(|| {
+        let s = UdpSocket::bind((OUTSIDE_IP, 9002)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 16];
+        let (n, from) = s.recv_from(&mut buf).unwrap();
+        s.send_to(&buf[..n], from).unwrap();
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    lab.containers[0]
+        .run(|| {
+            let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            s.send_to(b"x", (OUTSIDE_IP, 9002)).unwrap();
+            s.recv(&mut [0u8; 16]).unwrap();
+        })
+        .join()
+        .unwrap();
+    echo.join().unwrap();
+    let udp_entries = |lab: &Lab| {
+        let ct: serde_json::Value =
+            serde_json::from_str(&lab.netpath_ok(&["ct", "list", "-o", "json"])).unwrap();
+        ct["conntrack"].as_array().unwrap().iter().filter(|r| r["proto"] == "udp").count()
+    };
+    assert_eq!(udp_entries(&lab), 2, "one flow, two entries");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while udp_entries(&lab) > 0 {
+        assert!(std::time::Instant::now() < deadline, "entries never collected");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let after = lab.stats();
+    assert!(after.reason("ct-collected") - before.reason("ct-collected") >= 2);
+}
+
+#[test]
+fn spoofed_mac_is_dropped_and_counted() {
+    let lab = lab_with_agent(&[]);
+    lab.add_endpoint("a", 0);
+    let before = lab.stats();
+    let c = &lab.containers[0];
+    assert!(c.exec(&["ip", "link", "set", "eth0", "address", "0a:58:0a:4d:00:63"]).status.success());
+    assert!(!c.ping(OUTSIDE_IP, 2));
+    let after = lab.stats();
+    assert!(after.reason("drop-spoofed-source") - before.reason("drop-spoofed-source") >= 2);
+}
