@@ -17,6 +17,8 @@ use std::{
 
 use serde_json::Value;
 
+pub mod pkt;
+
 /// Prefix of every namespace and bpffs directory the tests create; `cargo xtask test`
 /// sweeps leftovers of an interrupted run by it.
 pub const TEST_PREFIX: &str = "npt";
@@ -46,6 +48,40 @@ pub fn sh(args: &[&str]) -> String {
     let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
     assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Loads netpath's datapath inside a fresh namespace (pins in a bpffs directory of its
+/// own), runs `prepare` there first (`ip` commands that build the namespace's devices
+/// and routes, without the leading `ip`), then `check` with the loaded datapath.
+/// Everything is removed afterwards, also when `check` panics (the panic is re-raised).
+pub fn with_datapath(
+    prepare: &[&[&str]],
+    check: impl FnOnce(&mut netpath::datapath::Datapath) + Send + 'static,
+) {
+    require_root();
+    let ns =
+        Netns::new(format!("{TEST_PREFIX}{}p{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)));
+    for args in prepare {
+        let mut full = vec!["ip", "-n", ns.name.as_str()];
+        full.extend_from_slice(args);
+        sh(&full);
+    }
+    let pins = PathBuf::from(format!("/sys/fs/bpf/{}", ns.name));
+    fs::create_dir_all(&pins).unwrap();
+    let dir = pins.clone();
+    let result = ns
+        .run(move || {
+            // As the agent does on a node: bpf_fib_lookup refuses to route for a
+            // namespace that does not forward.
+            fs::write("/proc/sys/net/ipv4/ip_forward", "1").expect("enable forwarding in the test namespace");
+            let mut dp = netpath::datapath::Datapath::load(&dir).expect("load datapath");
+            check(&mut dp);
+        })
+        .join();
+    let _ = fs::remove_dir_all(&pins);
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
 }
 
 /// Removes what labs named with `prefix` left behind when their process was killed

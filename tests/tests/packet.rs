@@ -5,7 +5,6 @@ use std::net::Ipv4Addr;
 
 use netpath::datapath::{Datapath, PacketRun};
 use netpath_common::{EndpointInfo, ENDPOINT_F_BRIDGED};
-use netpath_tests::{Netns, TEST_PREFIX};
 
 const TC_ACT_OK: u32 = 0;
 const TC_ACT_SHOT: u32 = 2;
@@ -20,38 +19,20 @@ const B_MAC: [u8; 6] = [0x0a, 0x58, 10, 77, 0, 3];
 const B_HOST_MAC: [u8; 6] = [0x0e, 0, 0, 0, 0, 3];
 const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 
-/// Loads the datapath (pinned in a directory of its own) inside a fresh namespace, with
-/// endpoints a (behind lo) and b (behind an ifindex the redirect is never executed to),
-/// and runs `check` there.
+/// The datapath with endpoints a (behind lo) and b (behind an ifindex the redirect is
+/// never executed to), each registered with `flags`.
+fn with_datapath_flags(flags: u32, check: impl FnOnce(&mut Datapath) + Send + 'static) {
+    netpath_tests::with_datapath(&[], move |dp| {
+        dp.register(A_IP, EndpointInfo { host_ifindex: LO, mac: A_MAC, host_mac: A_HOST_MAC, flags })
+            .unwrap();
+        dp.register(B_IP, EndpointInfo { host_ifindex: 4242, mac: B_MAC, host_mac: B_HOST_MAC, flags })
+            .unwrap();
+        check(dp);
+    })
+}
+
 fn with_datapath(check: impl FnOnce(&mut Datapath) + Send + 'static) {
     with_datapath_flags(0, check)
-}
-
-/// [`with_datapath`] with both endpoints registered with `flags`.
-fn with_datapath_flags(flags: u32, check: impl FnOnce(&mut Datapath) + Send + 'static) {
-    let ns = Netns::new(format!("{TEST_PREFIX}{}p{}", std::process::id(), unique()));
-    let pins = std::path::PathBuf::from(format!("/sys/fs/bpf/{}", ns.name));
-    std::fs::create_dir_all(&pins).unwrap();
-    let pins2 = pins.clone();
-    let result = ns
-        .run(move || {
-            let mut dp = Datapath::load(&pins2).expect("load datapath");
-            dp.register(A_IP, EndpointInfo { host_ifindex: LO, mac: A_MAC, host_mac: A_HOST_MAC, flags })
-                .unwrap();
-            dp.register(B_IP, EndpointInfo { host_ifindex: 4242, mac: B_MAC, host_mac: B_HOST_MAC, flags })
-                .unwrap();
-            check(&mut dp);
-        })
-        .join();
-    let _ = std::fs::remove_dir_all(&pins);
-    if let Err(panic) = result {
-        std::panic::resume_unwind(panic);
-    }
-}
-
-fn unique() -> u32 {
-    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 fn arp(oper: u16, sha: [u8; 6], spa: Ipv4Addr, tpa: Ipv4Addr) -> Vec<u8> {

@@ -1,0 +1,161 @@
+//! Crafting packets for BPF_PROG_TEST_RUN tests, and checking the checksums of what
+//! comes back. Plain byte building: the tests must not trust a parser netpath uses.
+use std::net::Ipv4Addr;
+
+pub const ETH_IPV4: u16 = 0x0800;
+pub const ETH_ARP: u16 = 0x0806;
+pub const ETH_VLAN: u16 = 0x8100;
+pub const TCP: u8 = 6;
+pub const UDP: u8 = 17;
+pub const ICMP: u8 = 1;
+pub const SYN: u8 = 0x02;
+pub const ACK: u8 = 0x10;
+
+/// RFC 1071 one's-complement sum, folded and inverted; 0 over data carrying a correct
+/// checksum.
+pub fn csum(data: &[u8]) -> u16 {
+    let mut sum: u32 =
+        data.chunks(2).map(|c| u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32).sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+fn pseudo(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, l4: &[u8]) -> Vec<u8> {
+    let mut p = Vec::new();
+    p.extend_from_slice(&src.octets());
+    p.extend_from_slice(&dst.octets());
+    p.extend_from_slice(&[0, proto]);
+    p.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+    p.extend_from_slice(l4);
+    p
+}
+
+pub fn eth(dst: [u8; 6], src: [u8; 6], ethertype: u16, payload: &[u8]) -> Vec<u8> {
+    let mut p = Vec::new();
+    p.extend_from_slice(&dst);
+    p.extend_from_slice(&src);
+    p.extend_from_slice(&ethertype.to_be_bytes());
+    p.extend_from_slice(payload);
+    p
+}
+
+/// An IPv4 packet with `options` (a multiple of 4 bytes) and a correct header checksum;
+/// the L4 checksum (TCP/UDP/ICMP) is computed over `l4` in place.
+pub fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, ttl: u8, options: &[u8], l4: &[u8]) -> Vec<u8> {
+    assert_eq!(options.len() % 4, 0);
+    let mut l4 = l4.to_vec();
+    match proto {
+        TCP => {
+            l4[16..18].fill(0);
+            let c = csum(&pseudo(src, dst, proto, &l4));
+            l4[16..18].copy_from_slice(&c.to_be_bytes());
+        }
+        UDP => {
+            l4[6..8].fill(0);
+            let c = csum(&pseudo(src, dst, proto, &l4));
+            l4[6..8].copy_from_slice(&(if c == 0 { 0xffff } else { c }).to_be_bytes());
+        }
+        ICMP => {
+            l4[2..4].fill(0);
+            let c = csum(&l4);
+            l4[2..4].copy_from_slice(&c.to_be_bytes());
+        }
+        _ => {}
+    }
+    let hlen = 20 + options.len();
+    let total = (hlen + l4.len()) as u16;
+    let mut ip = vec![0x40 | (hlen / 4) as u8, 0];
+    ip.extend_from_slice(&total.to_be_bytes());
+    ip.extend_from_slice(&[0x12, 0x34, 0x40, 0, ttl, proto, 0, 0]);
+    ip.extend_from_slice(&src.octets());
+    ip.extend_from_slice(&dst.octets());
+    ip.extend_from_slice(options);
+    let c = csum(&ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    ip.extend(l4);
+    ip
+}
+
+pub fn tcp(sport: u16, dport: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
+    let mut t = Vec::new();
+    t.extend_from_slice(&sport.to_be_bytes());
+    t.extend_from_slice(&dport.to_be_bytes());
+    t.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+    t.extend_from_slice(payload);
+    t
+}
+
+pub fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut u = Vec::new();
+    u.extend_from_slice(&sport.to_be_bytes());
+    u.extend_from_slice(&dport.to_be_bytes());
+    u.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    u.extend_from_slice(&[0, 0]);
+    u.extend_from_slice(payload);
+    u
+}
+
+/// ICMP echo request (`request`) or reply with identifier `id`.
+pub fn icmp_echo(request: bool, id: u16, payload: &[u8]) -> Vec<u8> {
+    let mut i = vec![if request { 8 } else { 0 }, 0, 0, 0];
+    i.extend_from_slice(&id.to_be_bytes());
+    i.extend_from_slice(&[0, 1]);
+    i.extend_from_slice(payload);
+    i
+}
+
+/// A parsed view of an Ethernet + IPv4 packet, for assertions.
+pub struct View<'a>(pub &'a [u8]);
+
+impl View<'_> {
+    fn ihl(&self) -> usize {
+        ((self.0[14] & 0x0f) as usize) * 4
+    }
+    fn l4(&self) -> &[u8] {
+        &self.0[14 + self.ihl()..]
+    }
+    pub fn eth_dst(&self) -> [u8; 6] {
+        self.0[0..6].try_into().unwrap()
+    }
+    pub fn eth_src(&self) -> [u8; 6] {
+        self.0[6..12].try_into().unwrap()
+    }
+    pub fn ttl(&self) -> u8 {
+        self.0[14 + 8]
+    }
+    pub fn src(&self) -> Ipv4Addr {
+        Ipv4Addr::from(<[u8; 4]>::try_from(&self.0[26..30]).unwrap())
+    }
+    pub fn dst(&self) -> Ipv4Addr {
+        Ipv4Addr::from(<[u8; 4]>::try_from(&self.0[30..34]).unwrap())
+    }
+    pub fn sport(&self) -> u16 {
+        u16::from_be_bytes([self.l4()[0], self.l4()[1]])
+    }
+    pub fn dport(&self) -> u16 {
+        u16::from_be_bytes([self.l4()[2], self.l4()[3]])
+    }
+    /// ICMP echo identifier.
+    pub fn icmp_id(&self) -> u16 {
+        u16::from_be_bytes([self.l4()[4], self.l4()[5]])
+    }
+    pub fn ip_csum_ok(&self) -> bool {
+        csum(&self.0[14..14 + self.ihl()]) == 0
+    }
+    /// The L4 checksum verifies (a zero UDP checksum counts as "none", i.e. fine).
+    pub fn l4_csum_ok(&self) -> bool {
+        let proto = self.0[14 + 9];
+        let l4 = self.l4();
+        match proto {
+            TCP => csum(&pseudo(self.src(), self.dst(), proto, l4)) == 0,
+            UDP => l4[6..8] == [0, 0] || csum(&pseudo(self.src(), self.dst(), proto, l4)) == 0,
+            ICMP => csum(l4) == 0,
+            _ => true,
+        }
+    }
+    pub fn udp_csum(&self) -> u16 {
+        u16::from_be_bytes([self.l4()[6], self.l4()[7]])
+    }
+}

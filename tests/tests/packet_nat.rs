@@ -1,0 +1,219 @@
+//! Packet-level tests of the NAT paths with BPF_PROG_TEST_RUN: byte-for-byte checks of
+//! translated packets, and of everything that must pass untouched or be dropped with a
+//! counted reason (truncated headers, IP options, fragments, non-IP, VLAN, bad checksums).
+use std::net::Ipv4Addr;
+
+use netpath::datapath::{program, Datapath, PacketRun};
+use netpath_common::{EndpointInfo, NodeConfig, PortKey, PortTarget};
+use netpath_tests::pkt::{self, View, ACK, SYN, TCP, UDP};
+
+const TC_ACT_OK: u32 = 0;
+const TC_ACT_SHOT: u32 = 2;
+const TC_ACT_REDIRECT: u32 = 7;
+const LO: u32 = 1;
+
+const NODE: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 1);
+const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 2);
+const WEB: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
+const WEB_MAC: [u8; 6] = [0x0a, 0x58, 10, 77, 0, 2];
+const WEB_HOST_MAC: [u8; 6] = [0x0e, 0, 0, 0, 0, 2];
+const UPLINK_MAC: [u8; 6] = [0x0e, 0, 0, 0, 0, 0xfe];
+const CLIENT_MAC: [u8; 6] = [0x0e, 0, 0, 0, 0, 0xcc];
+
+/// A datapath whose node address is NODE, with container WEB behind lo (so its own
+/// packets pass source validation in from_container) and tcp/8080, udp/5353 published
+/// to WEB:80, WEB:53. The namespace has a veth with NODE/24, so the FIB can route
+/// replies to CLIENT.
+fn with_nat(check: impl FnOnce(&mut Datapath) + Send + 'static) {
+    let prepare: &[&[&str]] = &[
+        &["link", "add", "up0", "type", "veth", "peer", "name", "up1"],
+        &["addr", "add", "192.168.77.1/24", "dev", "up0"],
+        &["link", "set", "up0", "up"],
+        &["link", "set", "up1", "up"],
+        &["link", "set", "lo", "up"],
+    ];
+    netpath_tests::with_datapath(prepare, move |dp| {
+        dp.register(WEB, EndpointInfo { host_ifindex: LO, mac: WEB_MAC, host_mac: WEB_HOST_MAC, flags: 2 })
+            .unwrap();
+        dp.set_node_config(NodeConfig {
+            node_ip: NODE.octets(),
+            pod_net: [10, 77, 0, 0],
+            pod_mask: [255, 255, 255, 0],
+            uplink_ifindex: 0,
+            nat_port_min: 61000,
+            nat_port_max: 61000,
+        })
+        .unwrap();
+        for (proto, port, to) in [(TCP, 8080u16, 80u16), (UDP, 5353, 53)] {
+            let key = PortKey { host_ip: [0; 4], port: port.to_be_bytes(), proto, _pad: 0 };
+            dp.set_port(key, PortTarget { ip: WEB.octets(), port: to.to_be_bytes(), _pad: [0; 2] }).unwrap();
+        }
+        check(dp);
+    })
+}
+
+fn uplink(dp: &mut Datapath, packet: &[u8]) -> PacketRun {
+    dp.test_run(program::UPLINK_IN, packet, LO).expect("test run uplink_in")
+}
+
+fn from_web(dp: &mut Datapath, packet: &[u8]) -> PacketRun {
+    dp.test_run(program::FROM_CONTAINER, packet, LO).expect("test run from_container")
+}
+
+fn syn_to(port: u16, options: &[u8]) -> Vec<u8> {
+    pkt::eth(
+        UPLINK_MAC,
+        CLIENT_MAC,
+        pkt::ETH_IPV4,
+        &pkt::ipv4(CLIENT, NODE, TCP, 64, options, &pkt::tcp(40000, port, SYN, b"")),
+    )
+}
+
+#[test]
+fn published_port_is_translated_byte_for_byte() {
+    with_nat(|dp| {
+        let out = uplink(dp, &syn_to(8080, &[]));
+        assert_eq!(out.action, TC_ACT_REDIRECT, "into the container");
+        let v = View(&out.packet);
+        assert_eq!((v.src(), v.sport()), (CLIENT, 40000), "client address kept");
+        assert_eq!((v.dst(), v.dport()), (WEB, 80));
+        assert_eq!((v.eth_dst(), v.eth_src()), (WEB_MAC, WEB_HOST_MAC));
+        assert_eq!(v.ttl(), 63);
+        assert!(v.ip_csum_ok() && v.l4_csum_ok(), "checksums broken by the rewrite");
+
+        // The container's SYN-ACK leaves with the node address and the published port.
+        let reply = pkt::eth(
+            WEB_HOST_MAC,
+            WEB_MAC,
+            pkt::ETH_IPV4,
+            &pkt::ipv4(WEB, CLIENT, TCP, 64, &[], &pkt::tcp(80, 40000, SYN | ACK, b"")),
+        );
+        let out = from_web(dp, &reply);
+        assert_eq!(out.action, TC_ACT_REDIRECT, "routed out by the FIB");
+        let v = View(&out.packet);
+        assert_eq!((v.src(), v.sport()), (NODE, 8080));
+        assert_eq!((v.dst(), v.dport()), (CLIENT, 40000));
+        assert!(v.ip_csum_ok() && v.l4_csum_ok());
+    });
+}
+
+#[test]
+fn ip_options_are_skipped_not_misread() {
+    with_nat(|dp| {
+        // Four NOPs and an end-of-list: the TCP header starts 4 bytes later.
+        let out = uplink(dp, &syn_to(8080, &[1, 1, 1, 0]));
+        assert_eq!(out.action, TC_ACT_REDIRECT);
+        let v = View(&out.packet);
+        assert_eq!((v.dst(), v.dport(), v.sport()), (WEB, 80, 40000));
+        assert!(v.ip_csum_ok() && v.l4_csum_ok());
+    });
+}
+
+#[test]
+fn what_netpath_does_not_translate_passes_untouched() {
+    with_nat(|dp| {
+        let unmapped = syn_to(9999, &[]);
+        let mut fragment = syn_to(8080, &[]);
+        fragment[14 + 6] |= 0x20; // more fragments
+        let mut later_fragment = syn_to(8080, &[]);
+        later_fragment[14 + 7] = 0x10; // offset 16 * 8 bytes
+        let truncated = syn_to(8080, &[])[..14 + 20 + 10].to_vec();
+        let arp = pkt::eth([0xff; 6], CLIENT_MAC, pkt::ETH_ARP, &[0; 28]);
+        let mut vlan = pkt::eth(UPLINK_MAC, CLIENT_MAC, pkt::ETH_VLAN, &[0, 7, 0x08, 0]);
+        vlan.extend_from_slice(&pkt::ipv4(CLIENT, NODE, TCP, 64, &[], &pkt::tcp(40000, 8080, SYN, b"")));
+        let not_for_node = pkt::eth(
+            UPLINK_MAC,
+            CLIENT_MAC,
+            pkt::ETH_IPV4,
+            &pkt::ipv4(
+                CLIENT,
+                Ipv4Addr::new(192, 168, 77, 9),
+                TCP,
+                64,
+                &[],
+                &pkt::tcp(40000, 8080, SYN, b""),
+            ),
+        );
+        for (what, p) in [
+            ("unmapped port", unmapped),
+            ("first fragment", fragment),
+            ("later fragment", later_fragment),
+            ("truncated TCP", truncated),
+            ("ARP", arp),
+            ("VLAN-tagged", vlan),
+            ("other destination", not_for_node),
+        ] {
+            let out = uplink(dp, &p);
+            assert_eq!((out.action, &out.packet), (TC_ACT_OK, &p), "{what} was not passed untouched");
+        }
+    });
+}
+
+#[test]
+fn bad_checksums_stay_bad_and_zero_udp_checksums_stay_zero() {
+    with_nat(|dp| {
+        let mut bad = syn_to(8080, &[]);
+        bad[14 + 20 + 16] ^= 0x55;
+        let out = uplink(dp, &bad);
+        assert_eq!(out.action, TC_ACT_REDIRECT);
+        assert!(!View(&out.packet).l4_csum_ok(), "a corrupt segment must not be made valid by NAT");
+
+        let mut udp = pkt::eth(
+            UPLINK_MAC,
+            CLIENT_MAC,
+            pkt::ETH_IPV4,
+            &pkt::ipv4(CLIENT, NODE, UDP, 64, &[], &pkt::udp(5000, 5353, b"q")),
+        );
+        udp[14 + 20 + 6..14 + 20 + 8].fill(0);
+        let out = uplink(dp, &udp);
+        assert_eq!(out.action, TC_ACT_REDIRECT);
+        let v = View(&out.packet);
+        assert_eq!((v.dst(), v.dport()), (WEB, 53));
+        assert_eq!(v.udp_csum(), 0, "no checksum must stay no checksum");
+    });
+}
+
+#[test]
+fn masquerade_rewrites_source_and_refuses_when_ports_run_out() {
+    with_nat(|dp| {
+        let out_to = |sport: u16| {
+            pkt::eth(
+                WEB_HOST_MAC,
+                WEB_MAC,
+                pkt::ETH_IPV4,
+                &pkt::ipv4(WEB, CLIENT, UDP, 64, &[], &pkt::udp(sport, 53, b"x")),
+            )
+        };
+        let out = from_web(dp, &out_to(1111));
+        assert_eq!(out.action, TC_ACT_REDIRECT);
+        let v = View(&out.packet);
+        assert_eq!((v.src(), v.sport()), (NODE, 61000), "the one port of the range");
+        assert!(v.ip_csum_ok() && v.l4_csum_ok());
+        // Its reply comes back to the container.
+        let reply = pkt::eth(
+            UPLINK_MAC,
+            CLIENT_MAC,
+            pkt::ETH_IPV4,
+            &pkt::ipv4(CLIENT, NODE, UDP, 64, &[], &pkt::udp(53, 61000, b"y")),
+        );
+        let back = uplink(dp, &reply);
+        assert_eq!(back.action, TC_ACT_REDIRECT);
+        let v = View(&back.packet);
+        assert_eq!((v.dst(), v.dport()), (WEB, 1111));
+        assert!(v.l4_csum_ok());
+        // A second flow to the same destination finds the range (one port) exhausted.
+        assert_eq!(from_web(dp, &out_to(2222)).action, TC_ACT_SHOT);
+        // ICMP echo: the identifier plays the port.
+        let ping = pkt::eth(
+            WEB_HOST_MAC,
+            WEB_MAC,
+            pkt::ETH_IPV4,
+            &pkt::ipv4(WEB, CLIENT, pkt::ICMP, 64, &[], &pkt::icmp_echo(true, 77, b"ping")),
+        );
+        let out = from_web(dp, &ping);
+        assert_eq!(out.action, TC_ACT_REDIRECT);
+        let v = View(&out.packet);
+        assert_eq!((v.src(), v.icmp_id()), (NODE, 61000));
+        assert!(v.ip_csum_ok() && v.l4_csum_ok());
+    });
+}
