@@ -74,7 +74,7 @@ pub fn with_datapath(
             // As the agent does on a node: bpf_fib_lookup refuses to route for a
             // namespace that does not forward.
             fs::write("/proc/sys/net/ipv4/ip_forward", "1").expect("enable forwarding in the test namespace");
-            let mut dp = netpath::datapath::Datapath::load(&dir).expect("load datapath");
+            let mut dp = netpath::datapath::Datapath::load(&dir, 1024).expect("load datapath");
             check(&mut dp);
         })
         .join();

@@ -237,6 +237,44 @@ fn conntrack_entries_are_collected_after_their_timeout() {
     }
     let after = lab.stats();
     assert!(after.reason("ct-collected") - before.reason("ct-collected") >= 2);
+    assert_eq!(after.0["conntrack"]["evicted"], 0, "{}", after.0["conntrack"]);
+}
+
+#[test]
+fn a_full_conntrack_table_evicts_old_flows_and_says_so() {
+    let lab = lab_with_agent(&["--ct-max-entries", "32"]);
+    lab.add_endpoint("a", 0);
+    const FLOWS: usize = 40;
+    let echo = lab.outside.run(|| {
+        let s = UdpSocket::bind((OUTSIDE_IP, 9003)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 16];
+        for _ in 0..FLOWS {
+            let (n, from) = s.recv_from(&mut buf).unwrap();
+            s.send_to(&buf[..n], from).unwrap();
+        }
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let answered = lab.containers[0]
+        .run(|| {
+            (0..FLOWS)
+                .filter(|_| {
+                    // A new socket per flow: a new source port, a new conntrack pair.
+                    let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+                    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                    s.send_to(b"x", (OUTSIDE_IP, 9003)).unwrap();
+                    s.recv(&mut [0u8; 16]).is_ok()
+                })
+                .count()
+        })
+        .join()
+        .unwrap();
+    echo.join().unwrap();
+    assert_eq!(answered, FLOWS, "new flows must work when the table is full");
+    let ct = &lab.stats().0["conntrack"];
+    assert_eq!(ct["capacity"], 32);
+    assert!(ct["entries"].as_u64().unwrap() <= 32, "{ct}");
+    assert!(ct["evicted"].as_u64().unwrap() > 0, "evictions not reported: {ct}");
 }
 
 #[test]

@@ -10,9 +10,13 @@ use tracing::debug;
 
 use super::{Agent, AgentError};
 
-/// Per-protocol idle timeouts, in seconds.
+/// Conntrack sizing and per-protocol idle timeouts (seconds).
 #[derive(Clone, Debug, clap::Args)]
-pub struct CtTimeouts {
+pub struct CtConfig {
+    /// Size of the conntrack table (two entries per flow); when full, the least recently
+    /// used entries are evicted. Takes effect when the table is created.
+    #[arg(long = "ct-max-entries", env = "NETPATH_CT_MAX_ENTRIES", default_value_t = netpath_common::maps::CONNTRACK_ENTRIES)]
+    pub max_entries: u32,
     /// Established TCP connections.
     #[arg(long = "ct-tcp-timeout", env = "NETPATH_CT_TCP_TIMEOUT", default_value_t = 21600)]
     pub tcp_established: u64,
@@ -31,7 +35,7 @@ pub struct CtTimeouts {
     pub gc_interval: u64,
 }
 
-impl CtTimeouts {
+impl CtConfig {
     /// Timeout of a flow whose entries are `a` and `b` (`b` may be gone).
     fn of(&self, proto: u8, a: &CtEntry, b: Option<&CtEntry>) -> Duration {
         let state = a.tcp_state.max(b.map_or(0, |b| b.tcp_state));
@@ -55,7 +59,7 @@ pub fn monotonic_ns() -> u64 {
 
 impl Agent {
     pub fn gc_interval(&self) -> Duration {
-        Duration::from_secs(self.timeouts.gc_interval.max(1))
+        Duration::from_secs(self.conntrack.gc_interval.max(1))
     }
 
     /// One pass over the table; returns how many entries were removed.
@@ -74,7 +78,7 @@ impl Agent {
             done.insert(*key);
             done.insert(partner_key);
             let last = entry.last_seen_ns.max(partner.map_or(0, |p| p.last_seen_ns));
-            if now.saturating_sub(last) < self.timeouts.of(key.proto, entry, partner).as_nanos() as u64 {
+            if now.saturating_sub(last) < self.conntrack.of(key.proto, entry, partner).as_nanos() as u64 {
                 continue;
             }
             removed += u64::from(self.datapath.remove_conntrack(key)?);

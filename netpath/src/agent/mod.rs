@@ -19,7 +19,7 @@ use crate::{
     state::{EndpointRecord, Ipam, Mode, PortRecord, StateError, Store},
 };
 
-pub use gc::{monotonic_ns, CtTimeouts};
+pub use gc::{monotonic_ns, CtConfig};
 pub use server::serve;
 
 #[derive(Debug, thiserror::Error)]
@@ -44,7 +44,7 @@ pub struct AgentConfig {
     pub uplink: Option<String>,
     /// Source ports for masquerade.
     pub nat_ports: RangeInclusive<u16>,
-    pub timeouts: CtTimeouts,
+    pub conntrack: CtConfig,
 }
 
 pub struct Agent {
@@ -56,7 +56,7 @@ pub struct Agent {
     endpoints: Vec<EndpointRecord>,
     port_store: Store<PortRecord>,
     ports: Vec<PortRecord>,
-    timeouts: CtTimeouts,
+    conntrack: CtConfig,
     netlink: rtnetlink::Handle,
 }
 
@@ -74,7 +74,7 @@ fn ephemeral_ports() -> Result<RangeInclusive<u16>, AgentError> {
 impl Agent {
     /// Node set-up and datapath load. Must run inside a tokio runtime (netlink).
     pub async fn start(config: AgentConfig) -> Result<Self, AgentError> {
-        let AgentConfig { paths, pod_cidr, mode, bridge_name, uplink, nat_ports, timeouts } = config;
+        let AgentConfig { paths, pod_cidr, mode, bridge_name, uplink, nat_ports, conntrack } = config;
         let (conn, netlink, _) = rtnetlink::new_connection().map_err(PlumbingError::Socket)?;
         tokio::spawn(conn);
         let store = Store::<EndpointRecord>::new(paths.state_file());
@@ -112,7 +112,7 @@ impl Agent {
             plumbing::sysctl::set(key, value)?;
         }
         plumbing::bpffs::ensure(&paths.bpffs_dir)?;
-        let mut datapath = Datapath::load(&paths.bpffs_dir)?;
+        let mut datapath = Datapath::load(&paths.bpffs_dir, conntrack.max_entries)?;
         datapath.set_node_config(NodeConfig {
             node_ip: node.node_ip.unwrap_or(Ipv4Addr::UNSPECIFIED).octets(),
             pod_net: pod_cidr.network().octets(),
@@ -125,7 +125,7 @@ impl Agent {
             datapath.attach_uplink(&uplink.name, uplink.index)?;
         }
         let mut agent =
-            Agent { paths, ipam, node, datapath, store, endpoints, port_store, ports, timeouts, netlink };
+            Agent { paths, ipam, node, datapath, store, endpoints, port_store, ports, conntrack, netlink };
         agent.adopt().await?;
         info!(mode = %mode, pod_cidr = %agent.ipam.cidr(), gateway = %agent.ipam.gateway(),
               node_ip = ?agent.node.node_ip, attach = ?agent.datapath.mode(),

@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use ipnet::Ipv4Net;
 
 use crate::{
-    agent::{self, Agent, AgentConfig, CtTimeouts},
+    agent::{self, Agent, AgentConfig, CtConfig},
     api::{EndpointSpec, PortSpec, Reply, Request},
     datapath::Inspector,
     paths::Paths,
@@ -49,7 +49,7 @@ pub enum Command {
         #[arg(long, env = "NETPATH_NAT_PORTS", default_value = "61000-65535", value_parser = parse_port_range)]
         nat_ports: std::ops::RangeInclusive<u16>,
         #[command(flatten)]
-        timeouts: CtTimeouts,
+        conntrack: CtConfig,
     },
     /// Publish container ports on the node (DNAT).
     #[command(subcommand)]
@@ -179,14 +179,14 @@ fn parse_mac_arg(s: &str) -> Result<[u8; 6], String> {
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Agent { pod_cidr, mode, bridge, uplink, nat_ports, timeouts } => run_agent(AgentConfig {
+        Command::Agent { pod_cidr, mode, bridge, uplink, nat_ports, conntrack } => run_agent(AgentConfig {
             paths: cli.paths,
             pod_cidr,
             mode,
             bridge_name: bridge,
             uplink,
             nat_ports,
-            timeouts,
+            conntrack,
         }),
         Command::Port(cmd) => port(&cli.paths, cmd),
         Command::Ct(CtCommand::List { output }) => {
@@ -260,7 +260,8 @@ fn stats(paths: &Paths, format: Format) -> anyhow::Result<()> {
     let reasons = inspector.reason_counters()?;
     // Names come from the state file; a map entry without one is shown by address only.
     let names = Store::<EndpointRecord>::new(paths.state_file()).load().unwrap_or_default();
-    output::stats(&endpoints, &reasons, &names, format);
+    let ct = inspector.conntrack_summary(&reasons)?;
+    output::stats(&endpoints, &reasons, &ct, &names, format);
     Ok(())
 }
 

@@ -3,7 +3,7 @@ use serde_json::json;
 
 use super::Format;
 use crate::{
-    datapath::{CtRow, EndpointCounters, ReasonCounter},
+    datapath::{CtRow, CtSummary, EndpointCounters, ReasonCounter},
     state::{EndpointRecord, PortRecord},
 };
 
@@ -29,6 +29,7 @@ pub fn endpoints(endpoints: &[EndpointRecord], format: Format) {
 pub fn stats(
     counters: &[EndpointCounters],
     reasons: &[ReasonCounter],
+    ct: &CtSummary,
     names: &[EndpointRecord],
     format: Format,
 ) {
@@ -46,7 +47,7 @@ pub fn stats(
                 })
             })
             .collect();
-        println!("{}", json!({ "endpoints": eps, "reasons": reasons }));
+        println!("{}", json!({ "endpoints": eps, "reasons": reasons, "conntrack": ct }));
         return;
     }
     println!(
@@ -69,6 +70,11 @@ pub fn stats(
     for r in reasons {
         println!("{:<24} {:>12} {:>14}", r.reason, r.packets, r.bytes);
     }
+    println!();
+    println!(
+        "conntrack: {} of {} entries in use; {} created, {} collected after timeout, {} evicted (table full)",
+        ct.entries, ct.capacity, ct.created, ct.collected, ct.evicted
+    );
 }
 
 pub fn ports(ports: &[PortRecord], format: Format) {

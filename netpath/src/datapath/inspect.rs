@@ -4,7 +4,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use aya::maps::{HashMap as BpfHashMap, Map, MapData, PerCpuArray, PerCpuHashMap};
+use aya::maps::{HashMap as BpfHashMap, IterableMap as _, Map, MapData, PerCpuArray, PerCpuHashMap};
 use netpath_common::{
     conntrack::{CT_F_DNAT, CT_F_REPLY, CT_F_SNAT, TCP_CLOSING, TCP_ESTABLISHED, TCP_SYN},
     maps, CtEntry, CtKey, EndpointKey, Reason, TrafficCounters,
@@ -32,6 +32,17 @@ pub struct ReasonCounter {
     pub drop: bool,
     pub packets: u64,
     pub bytes: u64,
+}
+
+/// The conntrack table in numbers. `evicted` is derived: every entry the datapath created
+/// is live, collected by the agent after its timeout, or was evicted by the LRU.
+#[derive(Clone, Debug, Serialize)]
+pub struct CtSummary {
+    pub entries: u64,
+    pub capacity: u32,
+    pub created: u64,
+    pub collected: u64,
+    pub evicted: u64,
 }
 
 /// One conntrack entry, decoded.
@@ -139,6 +150,27 @@ impl Inspector {
         }
         out.sort_by_key(|c| c.ip);
         Ok(out)
+    }
+
+    pub fn conntrack_summary(&self, reasons: &[ReasonCounter]) -> Result<CtSummary, DatapathError> {
+        let map = self.open(maps::CONNTRACK)?;
+        let ct: BpfHashMap<_, CtKey, CtEntry> = BpfHashMap::try_from(map)
+            .map_err(|source| DatapathError::Map { map: maps::CONNTRACK, source: Box::new(source) })?;
+        let entries = ct.keys().filter(Result::is_ok).count() as u64;
+        let capacity = ct
+            .map()
+            .info()
+            .map_err(|source| DatapathError::Map { map: maps::CONNTRACK, source: Box::new(source) })?
+            .max_entries();
+        let get = |name: &str| reasons.iter().find(|r| r.reason == name).map_or(0, |r| r.packets);
+        let (created, collected) = (get(Reason::CtCreated.name()), get(Reason::CtCollected.name()));
+        Ok(CtSummary {
+            entries,
+            capacity,
+            created,
+            collected,
+            evicted: created.saturating_sub(collected).saturating_sub(entries),
+        })
     }
 
     /// What the datapath did, per reason, summed over CPUs.

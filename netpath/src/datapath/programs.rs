@@ -51,10 +51,12 @@ pub struct Datapath {
 impl Datapath {
     /// Loads the embedded object. Maps are pinned by name under `pin_dir`; maps already
     /// pinned there are adopted, not recreated, so their contents survive a restart.
-    pub fn load(pin_dir: &Path) -> Result<Self, DatapathError> {
+    /// `ct_entries` sizes a new conntrack table.
+    pub fn load(pin_dir: &Path, ct_entries: u32) -> Result<Self, DatapathError> {
         let object = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netpath"));
         let ebpf = EbpfLoader::new()
             .default_map_pin_directory(pin_dir)
+            .map_max_entries(netpath_common::maps::CONNTRACK, ct_entries)
             .load(object)
             .map_err(|source| DatapathError::Load { pin_dir: pin_dir.into(), source: Box::new(source) })?;
         let mode = AttachMode::detect();
