@@ -8,6 +8,7 @@ mod counters;
 mod flow;
 mod forward;
 mod from_container;
+mod icmp_error;
 mod maps;
 mod nat;
 mod packet;

@@ -12,6 +12,7 @@ use network_types::eth::{EthHdr, EtherType};
 use crate::{
     conntrack, counters, flow, forward,
     from_container::published,
+    icmp_error,
     maps::{ENDPOINTS, NODE_CONFIG},
     nat,
     packet::ptr_at,
@@ -49,6 +50,9 @@ fn try_uplink_in(ctx: &TcContext) -> Result<(i32, Reason), Reason> {
     };
     // Whatever netpath cannot or need not translate is the node's own traffic.
     let Ok(flow) = flow::parse(ctx) else {
+        if let Some(ip) = icmp_error::translate(ctx, &cfg)? {
+            return deliver(ctx, ip, Reason::NatTranslated);
+        }
         return Ok((PASS, Reason::PassedToStack));
     };
     if cfg.node_ip == [0; 4] || flow.key.dst != cfg.node_ip {
@@ -70,7 +74,13 @@ fn try_uplink_in(ctx: &TcContext) -> Result<(i32, Reason), Reason> {
         },
     };
     let new_dst = nat::apply(ctx, &flow, &entry)?;
-    let key = EndpointKey::new(new_dst);
+    deliver(ctx, new_dst, reason)
+}
+
+/// Into the container that owns `dst`, as its gateway.
+#[inline(always)]
+fn deliver(ctx: &TcContext, dst: [u8; 4], reason: Reason) -> Result<(i32, Reason), Reason> {
+    let key = EndpointKey::new(dst);
     // SAFETY: copied out at once.
     let Some(peer) = (unsafe { ENDPOINTS.get(key) }).copied() else {
         return Err(Reason::DropRedirectFailed);

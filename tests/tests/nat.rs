@@ -288,3 +288,111 @@ fn spoofed_mac_is_dropped_and_counted() {
     let after = lab.stats();
     assert!(after.reason("drop-spoofed-source") - before.reason("drop-spoofed-source") >= 2);
 }
+
+#[test]
+fn port_unreachable_from_the_outside_reaches_the_container_socket() {
+    let lab = lab_with_agent(&[]);
+    lab.add_endpoint("a", 0);
+    let err = lab.containers[0]
+        .run(|| {
+            let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+            s.connect((OUTSIDE_IP, 9999)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            s.send(b"anyone?").unwrap();
+            s.recv(&mut [0u8; 16]).unwrap_err()
+        })
+        .join()
+        .unwrap();
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "got {err}");
+}
+
+/// An ICMP "fragmentation needed" (next-hop MTU `mtu`) about the UDP datagram
+/// `node:nport -> outside:dport`, as a router on the outside would send it.
+fn frag_needed(nport: u16, dport: u16, mtu: u16) -> Vec<u8> {
+    use netpath_tests::pkt;
+    let quoted_len = 1400u16;
+    let mut inner = vec![0x45, 0];
+    inner.extend_from_slice(&quoted_len.to_be_bytes());
+    inner.extend_from_slice(&[0, 1, 0x40, 0, 63, pkt::UDP, 0, 0]);
+    inner.extend_from_slice(&NODE_UPLINK_IP.octets());
+    inner.extend_from_slice(&OUTSIDE_IP.octets());
+    let c = pkt::csum(&inner);
+    inner[10..12].copy_from_slice(&c.to_be_bytes());
+    inner.extend_from_slice(&nport.to_be_bytes());
+    inner.extend_from_slice(&dport.to_be_bytes());
+    inner.extend_from_slice(&(quoted_len - 20).to_be_bytes());
+    inner.extend_from_slice(&[0, 0]);
+    let mut icmp = vec![3, 4, 0, 0, 0, 0];
+    icmp.extend_from_slice(&mtu.to_be_bytes());
+    icmp.extend(inner);
+    let c = pkt::csum(&icmp);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    icmp
+}
+
+#[test]
+fn fragmentation_needed_reaches_the_container_as_a_path_mtu_update() {
+    let lab = lab_with_agent(&[]);
+    lab.add_endpoint("a", 0);
+    let server = lab.outside.run(|| {
+        let s = UdpSocket::bind((OUTSIDE_IP, 9004)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let (_, from) = s.recv_from(&mut [0u8; 64]).unwrap();
+        from
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let client = lab.containers[0]
+        .run(|| {
+            let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+            s.connect((OUTSIDE_IP, 9004)).unwrap();
+            s.send(b"big data follows").unwrap();
+            s
+        })
+        .join()
+        .unwrap();
+    let SocketAddr::V4(translated) = server.join().unwrap() else { panic!("not IPv4") };
+    assert_eq!(*translated.ip(), NODE_UPLINK_IP);
+
+    // The outside host plays the router that cannot forward 1400 bytes.
+    let icmp = frag_needed(translated.port(), 9004, 1200);
+    lab.outside
+        .run(move || {
+            // SAFETY: plain socket syscalls on a descriptor this closure owns and closes.
+            unsafe {
+                let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP);
+                assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
+                let to = libc::sockaddr_in {
+                    sin_family: libc::AF_INET as u16,
+                    sin_port: 0,
+                    sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(NODE_UPLINK_IP.octets()) },
+                    sin_zero: [0; 8],
+                };
+                let n = libc::sendto(
+                    fd,
+                    icmp.as_ptr().cast(),
+                    icmp.len(),
+                    0,
+                    (&to as *const libc::sockaddr_in).cast(),
+                    std::mem::size_of::<libc::sockaddr_in>() as u32,
+                );
+                assert_eq!(n, icmp.len() as isize, "sendto: {}", std::io::Error::last_os_error());
+                libc::close(fd);
+            }
+        })
+        .join()
+        .unwrap();
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let route = String::from_utf8_lossy(
+            &lab.containers[0].exec(&["ip", "route", "get", &OUTSIDE_IP.to_string()]).stdout,
+        )
+        .into_owned();
+        if route.contains("mtu 1200") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no PMTU update in the container: {route}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(client);
+}
