@@ -100,6 +100,10 @@ pub struct NodeConfig {
     /// Source ports SNAT allocates from, inclusive, host byte order.
     pub nat_port_min: u16,
     pub nat_port_max: u16,
+    pub _pad: u32,
+    /// The node namespace's cookie: the socket hooks act only on sockets of this
+    /// namespace, though their cgroup may hold processes of others.
+    pub netns_cookie: u64,
 }
 
 impl NodeConfig {
@@ -138,7 +142,7 @@ mod tests {
         assert_eq!((size_of::<CtEntry>(), align_of::<CtEntry>()), (48, 8));
         assert_eq!((size_of::<PortKey>(), align_of::<PortKey>()), (8, 1));
         assert_eq!((size_of::<PortTarget>(), align_of::<PortTarget>()), (8, 1));
-        assert_eq!((size_of::<NodeConfig>(), align_of::<NodeConfig>()), (20, 4));
+        assert_eq!((size_of::<NodeConfig>(), align_of::<NodeConfig>()), (32, 8));
     }
 
     #[test]

@@ -36,11 +36,14 @@ pub enum Reason {
     /// Conntrack entries removed by the agent's garbage collector after their timeout
     /// (written by the agent). created - collected - live = evicted by the LRU.
     CtCollected = 14,
+    /// A process on the node connected to a published port and was sent straight to the
+    /// container by the connect hook (no packet is counted: this counts connections).
+    NodeLocalConnect = 15,
 }
 
 impl Reason {
     /// Number of reasons: the size of the per-reason counter array.
-    pub const COUNT: u32 = 15;
+    pub const COUNT: u32 = 16;
 
     pub const ALL: [Reason; Self::COUNT as usize] = [
         Reason::ForwardedToPeer,
@@ -58,6 +61,7 @@ impl Reason {
         Reason::DropUnsupportedProtocol,
         Reason::CtCreated,
         Reason::CtCollected,
+        Reason::NodeLocalConnect,
     ];
 
     /// Stable name used by the CLI, metrics labels and docs.
@@ -78,6 +82,7 @@ impl Reason {
             Reason::DropUnsupportedProtocol => "drop-unsupported-protocol",
             Reason::CtCreated => "ct-created",
             Reason::CtCollected => "ct-collected",
+            Reason::NodeLocalConnect => "node-local-connect",
         }
     }
 

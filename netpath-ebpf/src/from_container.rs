@@ -123,6 +123,9 @@ fn to_outside(ctx: &TcContext, ifindex: u32) -> Result<(i32, Reason), Reason> {
     let len = ctx.len();
     let (entry, reason) = match conntrack::lookup(&flow, len) {
         Some(e) => (e, Reason::NatTranslated),
+        // Only a connection's first packet may start a hairpin: a container's replies
+        // to the node's own connections must not be taken for one.
+        None if to_node && !opens_connection(&flow) => return Ok((PASS, Reason::PassedToStack)),
         None if to_node => match published(&flow.key) {
             // Hairpin: a container reaching a published port through the node address.
             Some((ip, port)) => (conntrack::create_dnat(&flow, ip, port, len)?, Reason::DnatNewFlow),
@@ -160,6 +163,13 @@ fn deliver_translated(
     // SAFETY: bounds-checked by ptr_at.
     let src = unsafe { (*ip).src_addr };
     Ok((forward::to_fib(ctx, ifindex, src, new_dst)?, reason))
+}
+
+/// A TCP SYN without ACK, or any packet of the connectionless protocols.
+#[inline(always)]
+fn opens_connection(flow: &flow::Flow) -> bool {
+    flow.key.proto != flow::IPPROTO_TCP
+        || (flow.tcp_flags & flow::TCP_SYN != 0 && flow.tcp_flags & flow::TCP_ACK == 0)
 }
 
 /// The container behind a published port, if `key` is addressed to one.

@@ -11,6 +11,7 @@ mod from_container;
 mod icmp_error;
 mod maps;
 mod nat;
+mod node_local;
 mod packet;
 mod uplink_in;
 

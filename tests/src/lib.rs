@@ -103,11 +103,27 @@ pub fn sweep(prefix: &str) -> usize {
     for p in entries("/sys/fs/bpf").into_iter().filter(|p| ours(p, prefix)) {
         removed += usize::from(fs::remove_dir_all(&p).is_ok());
     }
+    let cgroups = cgroup2_root();
+    for p in entries(cgroups.to_str().unwrap()).into_iter().filter(|p| ours(p, prefix)) {
+        removed += usize::from(fs::remove_dir(&p).is_ok());
+    }
     let tmp = std::env::temp_dir();
     for p in entries(tmp.to_str().unwrap()).into_iter().filter(|p| ours(p, &format!("netpath-{prefix}"))) {
         removed += usize::from(fs::remove_dir_all(&p).is_ok());
     }
     removed
+}
+
+/// The cgroup v2 mount (the unified hierarchy on hybrid systems).
+pub fn cgroup2_root() -> PathBuf {
+    let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    mounts
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() > 2 && f[2] == "cgroup2").then(|| PathBuf::from(f[1]))
+        })
+        .expect("no cgroup v2 mount on this machine")
 }
 
 /// A network namespace owned by a test, deleted on drop.
@@ -184,6 +200,9 @@ impl Drop for Netns {
 /// Node + outside host + containers, and netpath's directories for this lab alone.
 pub struct Lab {
     pub id: String,
+    /// A cgroup (v2) of this lab's own: the agent's socket hooks attach here, never to
+    /// the machine's root cgroup.
+    pub cgroup: PathBuf,
     pub node: Netns,
     pub outside: Netns,
     pub containers: Vec<Netns>,
@@ -209,7 +228,10 @@ impl Lab {
         fs::create_dir_all(&work_dir).unwrap();
         let node = Netns::new(format!("{id}-node"));
         let outside = Netns::new(format!("{id}-out"));
+        let cgroup = cgroup2_root().join(&id);
+        fs::create_dir_all(&cgroup).unwrap_or_else(|e| panic!("create cgroup {}: {e}", cgroup.display()));
         let mut lab = Lab {
+            cgroup,
             bpffs_dir: PathBuf::from(format!("/sys/fs/bpf/{id}")),
             containers: Vec::new(),
             node,
@@ -263,7 +285,12 @@ impl Lab {
         let ns = fs::File::open(self.node.path()).unwrap();
         let log = fs::File::create(self.work_dir.join("agent.log")).unwrap();
         let mut cmd = Command::new(netpath_bin());
-        cmd.arg("agent").args(args).stdout(log.try_clone().unwrap()).stderr(log);
+        cmd.arg("agent")
+            .arg("--cgroup")
+            .arg(&self.cgroup)
+            .args(args)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
         self.env(&mut cmd);
         // SAFETY: setns is async-signal-safe; runs in the forked child before exec.
         unsafe {
@@ -302,6 +329,32 @@ impl Lab {
 
     pub fn agent_log(&self) -> String {
         fs::read_to_string(self.work_dir.join("agent.log")).unwrap_or_default()
+    }
+
+    /// Runs `args` as a process of the node: in the node namespace and in the lab's
+    /// cgroup, where the node-local socket hook acts.
+    pub fn node_process(&self, args: &[&str]) -> Output {
+        self.cgroup_process(&self.node, args)
+    }
+
+    /// Runs `args` in the lab's cgroup and in namespace `netns`.
+    pub fn cgroup_process(&self, netns: &Netns, args: &[&str]) -> Output {
+        let ns = fs::File::open(netns.path()).unwrap();
+        let procs = fs::OpenOptions::new().write(true).open(self.cgroup.join("cgroup.procs")).unwrap();
+        let mut cmd = Command::new(args[0]);
+        cmd.args(&args[1..]);
+        // SAFETY: only async-signal-safe calls (write, setns) between fork and exec; the
+        // files were opened before the fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                // "0" moves the writing process, i.e. this child, into the cgroup.
+                if libc::write(std::os::fd::AsRawFd::as_raw_fd(&procs), b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)
+            });
+        }
+        cmd.output().expect("run node process")
     }
 
     /// Runs the netpath CLI against this lab's agent and pins.
@@ -356,6 +409,7 @@ impl Drop for Lab {
         }
         self.stop_agent();
         self.containers.clear();
+        let _ = fs::remove_dir(&self.cgroup);
         let _ = fs::remove_dir_all(&self.bpffs_dir);
         let _ = fs::remove_dir_all(&self.work_dir);
     }

@@ -396,3 +396,43 @@ fn fragmentation_needed_reaches_the_container_as_a_path_mtu_update() {
     }
     drop(client);
 }
+
+/// A bash /dev/tcp client run as a node process: sends a line, prints what comes back.
+fn node_client(lab: &Lab, ip: &str, port: u16) -> std::process::Output {
+    let script = format!("exec 3<>/dev/tcp/{ip}/{port} && echo ping >&3 && head -c 5 <&3");
+    lab.node_process(&["timeout", "5", "bash", "-c", &script])
+}
+
+#[test]
+fn node_processes_reach_published_ports_via_node_address_and_loopback() {
+    let lab = lab_with_agent(&[]);
+    let a = lab.add_endpoint("web", 0);
+    lab.netpath_ok(&["port", "add", "8080", "web:80"]);
+    let listener = lab.containers[0].run(move || TcpListener::bind((a, 80))).join().unwrap().unwrap();
+    let server = std::thread::spawn(move || {
+        for _ in 0..2 {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut line = [0u8; 5];
+            s.read_exact(&mut line).unwrap();
+            s.write_all(b"pong\n").unwrap();
+        }
+    });
+    let before = lab.stats();
+    for ip in [NODE_UPLINK_IP.to_string(), "127.0.0.1".to_string()] {
+        let out = node_client(&lab, &ip, 8080);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "pong\n",
+            "via {ip}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    server.join().unwrap();
+    assert_eq!(lab.stats().reason("node-local-connect") - before.reason("node-local-connect"), 2);
+    // Outside the lab's cgroup (any other process of the machine) the hook does nothing,
+    let probe = ["timeout", "3", "bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/8080"];
+    assert!(!lab.node.exec(&probe).status.success(), "a process outside the lab's cgroup was redirected");
+    // and inside it, only in the node's namespace.
+    assert!(!lab.cgroup_process(&lab.outside, &probe).status.success(), "redirected in another namespace");
+    assert_eq!(lab.stats().reason("node-local-connect") - before.reason("node-local-connect"), 2);
+}

@@ -42,6 +42,8 @@ fn with_nat(check: impl FnOnce(&mut Datapath) + Send + 'static) {
             uplink_ifindex: 0,
             nat_port_min: 61000,
             nat_port_max: 61000,
+            _pad: 0,
+            netns_cookie: 0,
         })
         .unwrap();
         for (proto, port, to) in [(TCP, 8080u16, 80u16), (UDP, 5353, 53)] {

@@ -44,6 +44,8 @@ pub struct AgentConfig {
     pub uplink: Option<String>,
     /// Source ports for masquerade.
     pub nat_ports: RangeInclusive<u16>,
+    /// cgroup v2 directory for the node-local connect hook; None: the unified root.
+    pub cgroup: Option<PathBuf>,
     pub conntrack: CtConfig,
 }
 
@@ -74,7 +76,7 @@ fn ephemeral_ports() -> Result<RangeInclusive<u16>, AgentError> {
 impl Agent {
     /// Node set-up and datapath load. Must run inside a tokio runtime (netlink).
     pub async fn start(config: AgentConfig) -> Result<Self, AgentError> {
-        let AgentConfig { paths, pod_cidr, mode, bridge_name, uplink, nat_ports, conntrack } = config;
+        let AgentConfig { paths, pod_cidr, mode, bridge_name, uplink, nat_ports, cgroup, conntrack } = config;
         let (conn, netlink, _) = rtnetlink::new_connection().map_err(PlumbingError::Socket)?;
         tokio::spawn(conn);
         let store = Store::<EndpointRecord>::new(paths.state_file());
@@ -120,9 +122,18 @@ impl Agent {
             uplink_ifindex: node.uplink.as_ref().map_or(0, |u| u.index),
             nat_port_min: *nat_ports.start(),
             nat_port_max: *nat_ports.end(),
+            _pad: 0,
+            netns_cookie: plumbing::netns::current_cookie().unwrap_or(0),
         })?;
         if let Some(uplink) = &node.uplink {
             datapath.attach_uplink(&uplink.name, uplink.index)?;
+        }
+        match cgroup.or_else(plumbing::cgroup::cgroup2_root) {
+            Some(cg) => {
+                datapath.attach_node_local(&cg)?;
+                info!(cgroup = %cg.display(), "node-local access to published ports");
+            }
+            None => warn!("no cgroup v2 mount: node processes cannot reach published ports locally"),
         }
         let mut agent =
             Agent { paths, ipam, node, datapath, store, endpoints, port_store, ports, conntrack, netlink };

@@ -48,6 +48,11 @@ pub enum Command {
         /// Source ports for masquerade, outside the node's ephemeral range.
         #[arg(long, env = "NETPATH_NAT_PORTS", default_value = "61000-65535", value_parser = parse_port_range)]
         nat_ports: std::ops::RangeInclusive<u16>,
+        /// cgroup v2 directory whose processes reach published ports via the node address
+        /// or 127.0.0.1 (connect hook; acts only in the agent's network namespace).
+        /// Default: the cgroup v2 root.
+        #[arg(long, env = "NETPATH_CGROUP")]
+        cgroup: Option<PathBuf>,
         #[command(flatten)]
         conntrack: CtConfig,
     },
@@ -179,15 +184,18 @@ fn parse_mac_arg(s: &str) -> Result<[u8; 6], String> {
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Agent { pod_cidr, mode, bridge, uplink, nat_ports, conntrack } => run_agent(AgentConfig {
-            paths: cli.paths,
-            pod_cidr,
-            mode,
-            bridge_name: bridge,
-            uplink,
-            nat_ports,
-            conntrack,
-        }),
+        Command::Agent { pod_cidr, mode, bridge, uplink, nat_ports, cgroup, conntrack } => {
+            run_agent(AgentConfig {
+                paths: cli.paths,
+                pod_cidr,
+                mode,
+                bridge_name: bridge,
+                uplink,
+                nat_ports,
+                cgroup,
+                conntrack,
+            })
+        }
         Command::Port(cmd) => port(&cli.paths, cmd),
         Command::Ct(CtCommand::List { output }) => {
             let entries = Inspector::new(&cli.paths.bpffs_dir).conntrack()?;

@@ -27,6 +27,8 @@ pub enum DatapathError {
     Map { map: &'static str, source: Box<aya::maps::MapError> },
     #[error("cannot open pinned map {path}: {source}; is the agent running with --bpffs-dir {dir}?")]
     Pinned { path: PathBuf, dir: PathBuf, source: Box<aya::maps::MapError> },
+    #[error("cannot open cgroup {path}: {source}; pass an existing cgroup v2 directory with --cgroup")]
+    Cgroup { path: PathBuf, source: std::io::Error },
     #[error("cannot count CPUs: {0}")]
     Cpus(String),
 }

@@ -3,7 +3,10 @@
 use std::{collections::HashMap, path::Path};
 
 use aya::{
-    programs::{tc, SchedClassifier, TcAttachType, TestRun as _, TestRunOptions},
+    programs::{
+        links::CgroupAttachMode, tc, CgroupSockAddr, SchedClassifier, TcAttachType, TestRun as _,
+        TestRunOptions,
+    },
     util::KernelVersion,
     Ebpf, EbpfLoader,
 };
@@ -13,6 +16,7 @@ use super::DatapathError;
 
 pub(super) const FROM_CONTAINER: &str = "from_container";
 pub(super) const UPLINK_IN: &str = "uplink_in";
+pub(super) const NODE_CONNECT4: &str = "node_connect4";
 
 /// How tc programs are attached on this kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,8 +70,35 @@ impl Datapath {
                 .load()
                 .map_err(|source| DatapathError::Verify { prog: name, source: Box::new(source) })?;
         }
+        dp.sock_addr(NODE_CONNECT4)?
+            .load()
+            .map_err(|source| DatapathError::Verify { prog: NODE_CONNECT4, source: Box::new(source) })?;
         info!(?mode, pin_dir = %pin_dir.display(), "datapath loaded");
         Ok(dp)
+    }
+
+    fn sock_addr(&mut self, name: &'static str) -> Result<&mut CgroupSockAddr, DatapathError> {
+        self.ebpf
+            .program_mut(name)
+            .ok_or(DatapathError::MissingProgram(name))?
+            .try_into()
+            .map_err(|source| DatapathError::Verify { prog: name, source: Box::new(source) })
+    }
+
+    /// Attaches the node-local connect hook to a cgroup (v2) directory. aya attaches with
+    /// a bpf_link where the kernel has them, which coexists with other programs there
+    /// (and takes no ALLOW_MULTI flag: passing it fails with EINVAL).
+    pub fn attach_node_local(&mut self, cgroup: &Path) -> Result<(), DatapathError> {
+        let dir = std::fs::File::open(cgroup)
+            .map_err(|source| DatapathError::Cgroup { path: cgroup.into(), source })?;
+        self.sock_addr(NODE_CONNECT4)?.attach(dir, CgroupAttachMode::Single).map_err(|source| {
+            DatapathError::Attach {
+                prog: NODE_CONNECT4,
+                iface: cgroup.display().to_string(),
+                source: Box::new(source),
+            }
+        })?;
+        Ok(())
     }
 
     pub fn mode(&self) -> AttachMode {

@@ -2,6 +2,7 @@
 //! object: namespaces, veth pairs, addresses, routes, sysctls, the bpffs mount.
 //! All of it through rtnetlink and procfs, never by running `ip`.
 pub mod bpffs;
+pub mod cgroup;
 pub mod link;
 pub mod netns;
 pub mod sysctl;

@@ -55,3 +55,25 @@ where
     });
     rx.await.map_err(|_| PlumbingError::Io(std::io::Error::other("namespace worker thread died")))?
 }
+
+/// SO_NETNS_COOKIE from include/uapi/asm-generic/socket.h (kernel 5.14+).
+const SO_NETNS_COOKIE: libc::c_int = 71;
+
+/// The cookie of the network namespace this thread is in, as bpf_get_netns_cookie
+/// reports it; `None` on kernels without SO_NETNS_COOKIE.
+pub fn current_cookie() -> Option<u64> {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").ok()?;
+    let mut cookie: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: valid socket fd, output buffer of the stated length.
+    let rc = unsafe {
+        libc::getsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&sock),
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            (&mut cookie as *mut u64).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0).then_some(cookie)
+}
