@@ -50,6 +50,7 @@ pub fn sh(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+#[cfg(feature = "datapath")]
 /// Loads netpath's datapath inside a fresh namespace (pins in a bpffs directory of its
 /// own), runs `prepare` there first (`ip` commands that build the namespace's devices
 /// and routes, without the leading `ip`), then `check` with the loaded datapath.
