@@ -7,8 +7,18 @@ use anyhow::{bail, Context as _, Result};
 use crate::step;
 
 /// LLVM 22 for bpf-linker (same major as rustc's LLVM), and the tools tests use.
-const APT_PACKAGES: &[&str] =
-    &["llvm-22-dev", "libpolly-22-dev", "libzstd-dev", "zlib1g-dev", "iproute2", "iputils-ping", "bpftool"];
+const APT_PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "libzstd-dev",
+    "zlib1g-dev",
+    "iproute2",
+    // The tests' tools for building the world around netpath: ping, bpftool (to corrupt
+    // a map entry), iptables (FORWARD policy DROP in the node namespace).
+    "iputils-ping",
+    "bpftool",
+    "iptables",
+];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
