@@ -39,11 +39,13 @@ pub enum Reason {
     /// A process on the node connected to a published port and was sent straight to the
     /// container by the connect hook (no packet is counted: this counts connections).
     NodeLocalConnect = 15,
+    /// Translated by the uplink's XDP program, delivered by tc.
+    XdpTranslated = 16,
 }
 
 impl Reason {
     /// Number of reasons: the size of the per-reason counter array.
-    pub const COUNT: u32 = 16;
+    pub const COUNT: u32 = 17;
 
     pub const ALL: [Reason; Self::COUNT as usize] = [
         Reason::ForwardedToPeer,
@@ -62,6 +64,7 @@ impl Reason {
         Reason::CtCreated,
         Reason::CtCollected,
         Reason::NodeLocalConnect,
+        Reason::XdpTranslated,
     ];
 
     /// Stable name used by the CLI, metrics labels and docs.
@@ -83,6 +86,7 @@ impl Reason {
             Reason::CtCreated => "ct-created",
             Reason::CtCollected => "ct-collected",
             Reason::NodeLocalConnect => "node-local-connect",
+            Reason::XdpTranslated => "xdp-translated",
         }
     }
 

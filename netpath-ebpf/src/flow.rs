@@ -1,9 +1,9 @@
 //! IPv4 + L4 parsing into the tuple conntrack and NAT work on.
-use aya_ebpf::programs::TcContext;
+
 use netpath_common::{CtKey, Reason};
 use network_types::{eth::EthHdr, icmp::IcmpHdr, ip::Ipv4Hdr, tcp::TcpHdr, udp::UdpHdr};
 
-use crate::packet::ptr_at;
+use crate::packet::{ptr_at, PacketData};
 
 pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_TCP: u8 = 6;
@@ -29,7 +29,7 @@ pub const TCP_ACK: u8 = 0x10;
 /// Parses the packet's tuple. Errors name why it cannot be tracked: a fragment
 /// (no ports after the first), a protocol without ports, or a truncated header.
 #[inline(always)]
-pub fn parse(ctx: &TcContext) -> Result<Flow, Reason> {
+pub fn parse<C: PacketData>(ctx: &C) -> Result<Flow, Reason> {
     let ip: *const Ipv4Hdr = ptr_at(ctx, IP_OFF).map_err(|_| Reason::DropMalformed)?;
     // SAFETY: bounds-checked by ptr_at.
     let (vihl, frags, proto, src, dst) =

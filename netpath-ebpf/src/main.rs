@@ -14,6 +14,7 @@ mod nat;
 mod node_local;
 mod packet;
 mod uplink_in;
+mod uplink_xdp;
 
 #[cfg(not(test))]
 #[panic_handler]

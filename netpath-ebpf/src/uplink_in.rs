@@ -7,7 +7,10 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use netpath_common::{EndpointKey, Reason};
-use network_types::eth::{EthHdr, EtherType};
+use network_types::{
+    eth::{EthHdr, EtherType},
+    ip::Ipv4Hdr,
+};
 
 use crate::{
     conntrack, counters, flow, forward,
@@ -15,7 +18,7 @@ use crate::{
     icmp_error,
     maps::{ENDPOINTS, NODE_CONFIG},
     nat,
-    packet::ptr_at,
+    packet::{ptr_at, translated_by_xdp},
 };
 
 const PASS: i32 = TC_ACT_OK as i32;
@@ -44,6 +47,12 @@ fn try_uplink_in(ctx: &TcContext) -> Result<(i32, Reason), Reason> {
     // SAFETY: bounds-checked by ptr_at.
     if unsafe { (*eth).ether_type() } != Ok(EtherType::Ipv4) {
         return Ok((PASS, Reason::PassedToStack));
+    }
+    if translated_by_xdp(ctx) {
+        let ip: *const Ipv4Hdr = ptr_at(ctx, flow::IP_OFF).map_err(|_| Reason::DropMalformed)?;
+        // SAFETY: bounds-checked by ptr_at.
+        let dst = unsafe { (*ip).dst_addr };
+        return deliver(ctx, dst, Reason::XdpTranslated);
     }
     let Some(cfg) = NODE_CONFIG.get(0).copied() else {
         return Ok((PASS, Reason::PassedToStack));

@@ -436,3 +436,22 @@ fn node_processes_reach_published_ports_via_node_address_and_loopback() {
     assert!(!lab.cgroup_process(&lab.outside, &probe).status.success(), "redirected in another namespace");
     assert_eq!(lab.stats().reason("node-local-connect") - before.reason("node-local-connect"), 2);
 }
+
+#[test]
+fn xdp_fast_path_carries_published_ports_and_masquerade_replies() {
+    let lab = lab_with_agent(&["--xdp"]);
+    let a = lab.add_endpoint("web", 0);
+    lab.netpath_ok(&["port", "add", "8080", "web:80"]);
+    let before = lab.stats();
+    let server = echo_server(&lab.containers[0], SocketAddrV4::new(a, 80), 2 * MIB);
+    let local =
+        echo_client(&lab.outside, SocketAddrV4::new(NODE_UPLINK_IP, 8080), 2 * MIB).expect("dnat via xdp");
+    assert_eq!(server.join().unwrap(), local);
+    let outside = echo_server(&lab.outside, SocketAddrV4::new(OUTSIDE_IP, 9000), 2 * MIB);
+    echo_client(&lab.containers[0], SocketAddrV4::new(OUTSIDE_IP, 9000), 2 * MIB)
+        .expect("snat replies via xdp");
+    assert_eq!(outside.join().unwrap().ip(), IpAddr::V4(NODE_UPLINK_IP));
+    let after = lab.stats();
+    let xdp = after.reason_bytes("xdp-translated") - before.reason_bytes("xdp-translated");
+    assert!(xdp >= 4 * MIB as u64, "only {xdp} bytes came through XDP");
+}

@@ -219,3 +219,44 @@ fn masquerade_rewrites_source_and_refuses_when_ports_run_out() {
         assert!(v.ip_csum_ok() && v.l4_csum_ok());
     });
 }
+
+const XDP_PASS: u32 = 2;
+/// "npxd", the metadata mark of a packet uplink_xdp translated.
+const XDP_MARK: [u8; 4] = 0x6e70_7864u32.to_ne_bytes();
+
+#[test]
+fn xdp_translates_published_port_traffic_and_marks_it_for_tc() {
+    with_nat(|dp| {
+        let out = dp.test_run_xdp(&syn_to(8080, &[])).expect("test run uplink_xdp");
+        assert_eq!(out.action, XDP_PASS);
+        assert_eq!(out.packet[..4], XDP_MARK, "no metadata mark for tc");
+        let v = View(&out.packet[4..]);
+        assert_eq!((v.src(), v.sport()), (CLIENT, 40000));
+        assert_eq!((v.dst(), v.dport()), (WEB, 80));
+        assert_eq!(v.ttl(), 64, "tc decrements the TTL when it delivers");
+        assert!(v.ip_csum_ok() && v.l4_csum_ok(), "XDP checksum update broken");
+
+        // An unpublished port and a fragment pass untouched and unmarked.
+        for p in [syn_to(9999, &[]), {
+            let mut f = syn_to(8080, &[]);
+            f[14 + 6] |= 0x20;
+            f
+        }] {
+            let out = dp.test_run_xdp(&p).unwrap();
+            assert_eq!((out.action, &out.packet), (XDP_PASS, &p));
+        }
+        // UDP without checksum keeps none.
+        let mut udp = pkt::eth(
+            UPLINK_MAC,
+            CLIENT_MAC,
+            pkt::ETH_IPV4,
+            &pkt::ipv4(CLIENT, NODE, UDP, 64, &[], &pkt::udp(5000, 5353, b"q")),
+        );
+        udp[14 + 20 + 6..14 + 20 + 8].fill(0);
+        let out = dp.test_run_xdp(&udp).unwrap();
+        assert_eq!(out.packet[..4], XDP_MARK);
+        let v = View(&out.packet[4..]);
+        assert_eq!((v.dst(), v.dport(), v.udp_csum()), (WEB, 53, 0));
+        assert!(v.ip_csum_ok());
+    });
+}

@@ -46,6 +46,8 @@ pub struct AgentConfig {
     pub nat_ports: RangeInclusive<u16>,
     /// cgroup v2 directory for the node-local connect hook; None: the unified root.
     pub cgroup: Option<PathBuf>,
+    /// Attach the XDP fast path to the uplink.
+    pub xdp: bool,
     pub conntrack: CtConfig,
 }
 
@@ -76,7 +78,8 @@ fn ephemeral_ports() -> Result<RangeInclusive<u16>, AgentError> {
 impl Agent {
     /// Node set-up and datapath load. Must run inside a tokio runtime (netlink).
     pub async fn start(config: AgentConfig) -> Result<Self, AgentError> {
-        let AgentConfig { paths, pod_cidr, mode, bridge_name, uplink, nat_ports, cgroup, conntrack } = config;
+        let AgentConfig { paths, pod_cidr, mode, bridge_name, uplink, nat_ports, cgroup, xdp, conntrack } =
+            config;
         let (conn, netlink, _) = rtnetlink::new_connection().map_err(PlumbingError::Socket)?;
         tokio::spawn(conn);
         let store = Store::<EndpointRecord>::new(paths.state_file());
@@ -127,6 +130,10 @@ impl Agent {
         })?;
         if let Some(uplink) = &node.uplink {
             datapath.attach_uplink(&uplink.name, uplink.index)?;
+            if xdp {
+                datapath.attach_uplink_xdp(&uplink.name)?;
+                info!(uplink = %uplink.name, "XDP fast path attached");
+            }
         }
         match cgroup.or_else(plumbing::cgroup::cgroup2_root) {
             Some(cg) => {

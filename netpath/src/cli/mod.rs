@@ -53,6 +53,10 @@ pub enum Command {
         /// Default: the cgroup v2 root.
         #[arg(long, env = "NETPATH_CGROUP")]
         cgroup: Option<PathBuf>,
+        /// Translate published-port traffic and replies in XDP on the uplink, before the
+        /// kernel builds an skb. On a veth uplink this turns off GSO on its peer.
+        #[arg(long, env = "NETPATH_XDP")]
+        xdp: bool,
         #[command(flatten)]
         conntrack: CtConfig,
     },
@@ -184,7 +188,7 @@ fn parse_mac_arg(s: &str) -> Result<[u8; 6], String> {
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Agent { pod_cidr, mode, bridge, uplink, nat_ports, cgroup, conntrack } => {
+        Command::Agent { pod_cidr, mode, bridge, uplink, nat_ports, cgroup, xdp, conntrack } => {
             run_agent(AgentConfig {
                 paths: cli.paths,
                 pod_cidr,
@@ -193,6 +197,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 uplink,
                 nat_ports,
                 cgroup,
+                xdp,
                 conntrack,
             })
         }

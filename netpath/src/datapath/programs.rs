@@ -5,7 +5,7 @@ use std::{collections::HashMap, path::Path};
 use aya::{
     programs::{
         links::CgroupAttachMode, tc, CgroupSockAddr, SchedClassifier, TcAttachType, TestRun as _,
-        TestRunOptions,
+        TestRunOptions, Xdp, XdpMode,
     },
     util::KernelVersion,
     Ebpf, EbpfLoader,
@@ -17,6 +17,7 @@ use super::DatapathError;
 pub(super) const FROM_CONTAINER: &str = "from_container";
 pub(super) const UPLINK_IN: &str = "uplink_in";
 pub(super) const NODE_CONNECT4: &str = "node_connect4";
+pub(super) const UPLINK_XDP: &str = "uplink_xdp";
 
 /// How tc programs are attached on this kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,8 +74,42 @@ impl Datapath {
         dp.sock_addr(NODE_CONNECT4)?
             .load()
             .map_err(|source| DatapathError::Verify { prog: NODE_CONNECT4, source: Box::new(source) })?;
+        dp.xdp()?
+            .load()
+            .map_err(|source| DatapathError::Verify { prog: UPLINK_XDP, source: Box::new(source) })?;
         info!(?mode, pin_dir = %pin_dir.display(), "datapath loaded");
         Ok(dp)
+    }
+
+    fn xdp(&mut self) -> Result<&mut Xdp, DatapathError> {
+        self.ebpf
+            .program_mut(UPLINK_XDP)
+            .ok_or(DatapathError::MissingProgram(UPLINK_XDP))?
+            .try_into()
+            .map_err(|source| DatapathError::Verify { prog: UPLINK_XDP, source: Box::new(source) })
+    }
+
+    /// Attaches the XDP fast path to the uplink (native mode where the driver has it).
+    pub fn attach_uplink_xdp(&mut self, iface: &str) -> Result<(), DatapathError> {
+        self.xdp()?.attach(iface, XdpMode::Default).map_err(|source| DatapathError::Attach {
+            prog: UPLINK_XDP,
+            iface: iface.into(),
+            source: Box::new(source),
+        })?;
+        Ok(())
+    }
+
+    /// Runs the uplink's XDP program once on `packet` (BPF_PROG_TEST_RUN); the returned
+    /// packet starts with the metadata the program left (4 bytes when it translated).
+    pub fn test_run_xdp(&mut self, packet: &[u8]) -> Result<PacketRun, DatapathError> {
+        let mut out = vec![0u8; packet.len() + 256];
+        let opts = TestRunOptions { data_in: Some(packet), data_out: Some(&mut out), ..Default::default() };
+        let res = self
+            .xdp()?
+            .test_run(opts)
+            .map_err(|source| DatapathError::Verify { prog: UPLINK_XDP, source: Box::new(source) })?;
+        out.truncate(res.data_size_out as usize);
+        Ok(PacketRun { action: res.return_value, packet: out, duration: res.duration })
     }
 
     fn sock_addr(&mut self, name: &'static str) -> Result<&mut CgroupSockAddr, DatapathError> {
