@@ -15,6 +15,13 @@ pub const PORT_MAPS: &str = "PORT_MAPS";
 /// Single entry: [`crate::NodeConfig`].
 pub const NODE_CONFIG: &str = "NODE_CONFIG";
 
+/// Ring buffer of [`crate::TraceEvent`]s for `netpath trace`.
+pub const EVENTS: &str = "EVENTS";
+/// Single entry: [`crate::TraceFilter`].
+pub const TRACE_FILTER: &str = "TRACE_FILTER";
+/// Bytes of the trace ring buffer.
+pub const EVENTS_BYTES: u32 = 1 << 20;
+
 /// Upper bound on endpoints per node; sizes both endpoint maps.
 pub const MAX_ENDPOINTS: u32 = 16_384;
 /// Conntrack entries (two per flow).
@@ -23,4 +30,5 @@ pub const CONNTRACK_ENTRIES: u32 = 262_144;
 pub const MAX_PORT_MAPS: u32 = 131_072;
 
 /// Every map netpath pins, in the order `netpath map list` shows them.
-pub const ALL: [&str; 6] = [ENDPOINTS, ENDPOINT_STATS, REASON_STATS, CONNTRACK, PORT_MAPS, NODE_CONFIG];
+pub const ALL: [&str; 8] =
+    [ENDPOINTS, ENDPOINT_STATS, REASON_STATS, CONNTRACK, PORT_MAPS, NODE_CONFIG, EVENTS, TRACE_FILTER];

@@ -41,11 +41,20 @@ pub enum Reason {
     NodeLocalConnect = 15,
     /// Translated by the uplink's XDP program, delivered by tc.
     XdpTranslated = 16,
+    /// Addressed to the pod network but to no endpoint of this node (routed mode).
+    DropNoEndpoint = 17,
+    /// Trace events lost because the ring buffer was full (not a packet decision).
+    TraceEventsLost = 18,
 }
 
 impl Reason {
+    /// The reason with code `code`, if any.
+    pub fn from_code(code: u32) -> Option<Reason> {
+        Self::ALL.get(code as usize).copied()
+    }
+
     /// Number of reasons: the size of the per-reason counter array.
-    pub const COUNT: u32 = 17;
+    pub const COUNT: u32 = 19;
 
     pub const ALL: [Reason; Self::COUNT as usize] = [
         Reason::ForwardedToPeer,
@@ -65,6 +74,8 @@ impl Reason {
         Reason::CtCollected,
         Reason::NodeLocalConnect,
         Reason::XdpTranslated,
+        Reason::DropNoEndpoint,
+        Reason::TraceEventsLost,
     ];
 
     /// Stable name used by the CLI, metrics labels and docs.
@@ -87,17 +98,36 @@ impl Reason {
             Reason::CtCollected => "ct-collected",
             Reason::NodeLocalConnect => "node-local-connect",
             Reason::XdpTranslated => "xdp-translated",
+            Reason::DropNoEndpoint => "drop-no-endpoint",
+            Reason::TraceEventsLost => "trace-events-lost",
         }
     }
 
     pub const fn is_drop(self) -> bool {
-        matches!(self, Reason::DropSpoofedSource | Reason::DropMalformed | Reason::DropRedirectFailed)
+        matches!(
+            self,
+            Reason::DropSpoofedSource
+                | Reason::DropMalformed
+                | Reason::DropRedirectFailed
+                | Reason::DropNatPortsExhausted
+                | Reason::DropFibFailed
+                | Reason::DropFragment
+                | Reason::DropUnsupportedProtocol
+                | Reason::DropNoEndpoint
+        )
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn drops_are_exactly_the_reasons_named_drop() {
+        for r in Reason::ALL {
+            assert_eq!(r.is_drop(), r.name().starts_with("drop-"), "{}", r.name());
+        }
+    }
 
     #[test]
     fn reason_codes_index_the_counter_array() {

@@ -8,7 +8,9 @@ use aya_ebpf::{
     macros::classifier,
     programs::TcContext,
 };
-use netpath_common::{EndpointKey, PortKey, Reason, ENDPOINT_F_BRIDGED, ENDPOINT_F_PUBLISHED};
+use netpath_common::{
+    trace::HOP_FROM_CONTAINER, EndpointKey, PortKey, Reason, ENDPOINT_F_BRIDGED, ENDPOINT_F_PUBLISHED,
+};
 use network_types::{
     eth::{EthHdr, EtherType},
     ip::Ipv4Hdr,
@@ -16,7 +18,7 @@ use network_types::{
 
 use crate::{
     arp::{self, ArpOutcome},
-    conntrack, counters,
+    conntrack, counters, events,
     flow::{self, IP_OFF},
     forward,
     maps::{ENDPOINTS, NODE_CONFIG, PORT_MAPS},
@@ -27,16 +29,15 @@ use crate::{
 #[classifier]
 pub fn from_container(ctx: TcContext) -> i32 {
     let len = ctx.len();
-    match try_from_container(&ctx) {
-        Ok((action, reason)) => {
-            counters::count(reason, len);
-            action
-        }
-        Err(reason) => {
-            counters::count(reason, len);
-            TC_ACT_SHOT
-        }
-    }
+    let filter = events::filter();
+    events::begin(&filter, &ctx, HOP_FROM_CONTAINER, ifindex(&ctx));
+    let (action, reason) = match try_from_container(&ctx) {
+        Ok(done) => done,
+        Err(reason) => (TC_ACT_SHOT, reason),
+    };
+    counters::count(reason, len);
+    events::emit(&filter, reason);
+    action
 }
 
 const PASS: i32 = TC_ACT_OK as i32;
@@ -96,6 +97,16 @@ fn try_from_container(ctx: &TcContext) -> Result<(i32, Reason), Reason> {
             return Ok((PASS, Reason::PassedToStack));
         }
         return forward::to_container(ctx, &peer, &dst_key, true);
+    }
+    if !bridged {
+        if let Some(cfg) = NODE_CONFIG.get(0) {
+            // Routed mode: the pod CIDR lives on this node; an address in it that is no
+            // endpoint (and not the gateway) reaches no one.
+            let gateway = (u32::from_be_bytes(cfg.pod_net) + 1).to_be_bytes();
+            if cfg.pod_mask != [0; 4] && cfg.in_pod_cidr(dst) && dst != gateway {
+                return Err(Reason::DropNoEndpoint);
+            }
+        }
     }
     to_outside(ctx, ifindex)
 }

@@ -5,6 +5,7 @@
 mod arp;
 mod conntrack;
 mod counters;
+mod events;
 mod flow;
 mod forward;
 mod from_container;

@@ -2,11 +2,12 @@
 //! name so a restarted agent adopts it instead of emptying it.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use netpath_common::{
-    maps::{CONNTRACK_ENTRIES, MAX_ENDPOINTS, MAX_PORT_MAPS},
-    CtEntry, CtKey, EndpointInfo, EndpointKey, NodeConfig, PortKey, PortTarget, Reason, TrafficCounters,
+    maps::{CONNTRACK_ENTRIES, EVENTS_BYTES, MAX_ENDPOINTS, MAX_PORT_MAPS},
+    CtEntry, CtKey, EndpointInfo, EndpointKey, NodeConfig, PortKey, PortTarget, Reason, TraceEvent,
+    TraceFilter, TrafficCounters,
 };
 
 #[map]
@@ -27,3 +28,13 @@ pub static PORT_MAPS: HashMap<PortKey, PortTarget> = HashMap::pinned(MAX_PORT_MA
 
 #[map]
 pub static NODE_CONFIG: Array<NodeConfig> = Array::pinned(1, 0);
+
+#[map]
+pub static EVENTS: RingBuf = RingBuf::pinned(EVENTS_BYTES, 0);
+
+#[map]
+pub static TRACE_FILTER: Array<TraceFilter> = Array::pinned(1, 0);
+
+/// Per-CPU scratch for the packet snapshot of a running trace (see events::begin).
+#[map]
+pub static TRACE_SCRATCH: PerCpuArray<TraceEvent> = PerCpuArray::with_max_entries(1, 0);

@@ -6,19 +6,19 @@ use aya_ebpf::{
     macros::classifier,
     programs::TcContext,
 };
-use netpath_common::{EndpointKey, Reason};
+use netpath_common::{trace::HOP_UPLINK_IN, EndpointKey, Reason};
 use network_types::{
     eth::{EthHdr, EtherType},
     ip::Ipv4Hdr,
 };
 
 use crate::{
-    conntrack, counters, flow, forward,
+    conntrack, counters, events, flow, forward,
     from_container::published,
     icmp_error,
     maps::{ENDPOINTS, NODE_CONFIG},
     nat,
-    packet::{ptr_at, translated_by_xdp},
+    packet::{ifindex, ptr_at, translated_by_xdp},
 };
 
 const PASS: i32 = TC_ACT_OK as i32;
@@ -26,16 +26,15 @@ const PASS: i32 = TC_ACT_OK as i32;
 #[classifier]
 pub fn uplink_in(ctx: TcContext) -> i32 {
     let len = ctx.len();
-    match try_uplink_in(&ctx) {
-        Ok((action, reason)) => {
-            counters::count(reason, len);
-            action
-        }
-        Err(reason) => {
-            counters::count(reason, len);
-            TC_ACT_SHOT
-        }
-    }
+    let filter = events::filter();
+    events::begin(&filter, &ctx, HOP_UPLINK_IN, ifindex(&ctx));
+    let (action, reason) = match try_uplink_in(&ctx) {
+        Ok(done) => done,
+        Err(reason) => (TC_ACT_SHOT, reason),
+    };
+    counters::count(reason, len);
+    events::emit(&filter, reason);
+    action
 }
 
 #[inline(always)]

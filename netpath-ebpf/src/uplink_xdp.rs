@@ -8,7 +8,8 @@ use aya_ebpf::{
 };
 use netpath_common::{
     conntrack::{CT_F_DNAT, CT_F_SNAT},
-    CtEntry, EndpointKey,
+    trace::HOP_UPLINK_XDP,
+    CtEntry, EndpointKey, Reason,
 };
 use network_types::{
     eth::{EthHdr, EtherType},
@@ -16,7 +17,7 @@ use network_types::{
 };
 
 use crate::{
-    conntrack,
+    conntrack, events,
     flow::{self, Flow, IPPROTO_TCP, IPPROTO_UDP, IP_OFF},
     from_container::published,
     maps::{ENDPOINTS, NODE_CONFIG},
@@ -25,8 +26,14 @@ use crate::{
 
 #[xdp]
 pub fn uplink_xdp(ctx: XdpContext) -> u32 {
+    let filter = events::filter();
+    // SAFETY: the context pointer is the kernel's.
+    events::begin(&filter, &ctx, HOP_UPLINK_XDP, unsafe { (*ctx.ctx).ingress_ifindex });
     // Whatever goes wrong here, tc sees the packet as it came and decides.
-    let _ = try_uplink_xdp(&ctx);
+    // (Counted once, by uplink_in when it delivers the marked packet.)
+    if try_uplink_xdp(&ctx).is_ok() {
+        events::emit(&filter, Reason::XdpTranslated);
+    }
     XDP_PASS
 }
 

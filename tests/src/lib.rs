@@ -258,6 +258,11 @@ impl Lab {
         lab
     }
 
+    /// Points a netpath command at this lab's pins, socket and state.
+    pub fn env_for(&self, cmd: &mut Command) {
+        self.env(cmd)
+    }
+
     fn env(&self, cmd: &mut Command) {
         cmd.env("NETPATH_BPFFS_DIR", &self.bpffs_dir)
             .env("NETPATH_RUN_DIR", self.work_dir.join("run"))

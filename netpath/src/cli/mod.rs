@@ -1,6 +1,7 @@
 //! Command-line interface: clap definitions and what each command does.
 mod client;
 mod output;
+mod trace;
 
 use std::{net::Ipv4Addr, path::PathBuf};
 
@@ -66,6 +67,8 @@ pub enum Command {
     /// Connection tracking.
     #[command(subcommand)]
     Ct(CtCommand),
+    /// Live per-packet events from the datapath: hop, tuple, decision, drop reason.
+    Trace(trace::TraceArgs),
     /// Attach, detach and list containers.
     #[command(subcommand)]
     Endpoint(EndpointCommand),
@@ -202,6 +205,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             })
         }
         Command::Port(cmd) => port(&cli.paths, cmd),
+        Command::Trace(args) => trace::run(&cli.paths, args),
         Command::Ct(CtCommand::List { output }) => {
             let entries = Inspector::new(&cli.paths.bpffs_dir).conntrack()?;
             output::conntrack(&entries, output);

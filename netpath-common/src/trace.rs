@@ -1,0 +1,101 @@
+//! Trace events from the datapath and the in-kernel filter that selects them.
+
+/// Where in the datapath a packet was seen.
+pub const HOP_FROM_CONTAINER: u8 = 1;
+pub const HOP_UPLINK_IN: u8 = 2;
+pub const HOP_UPLINK_XDP: u8 = 3;
+
+pub fn hop_name(hop: u8) -> &'static str {
+    match hop {
+        HOP_FROM_CONTAINER => "from-container",
+        HOP_UPLINK_IN => "uplink-in",
+        HOP_UPLINK_XDP => "xdp",
+        _ => "unknown",
+    }
+}
+
+/// One packet's passage through a hop: its tuple as it arrived, and what was decided.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct TraceEvent {
+    /// CLOCK_MONOTONIC nanoseconds.
+    pub ts_ns: u64,
+    pub ifindex: u32,
+    pub len: u32,
+    pub src: [u8; 4],
+    pub dst: [u8; 4],
+    pub sport: [u8; 2],
+    pub dport: [u8; 2],
+    pub proto: u8,
+    pub hop: u8,
+    /// [`crate::Reason`] code: the decision, or the named drop reason.
+    pub reason: u8,
+    pub _pad: u8,
+}
+
+/// What `netpath trace` wants to see. All-zero fields match anything; `enabled` 0 makes
+/// the datapath skip tracing after one array lookup.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct TraceFilter {
+    pub enabled: u32,
+    pub drops_only: u32,
+    /// Either address of the packet must equal one of these when set.
+    pub endpoint: [u8; 4],
+    pub host: [u8; 4],
+    /// Either port (network order) when set.
+    pub port: [u8; 2],
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+impl TraceFilter {
+    /// Does an event pass the filter? (Shared by the datapath and the tests.)
+    #[inline(always)]
+    pub fn matches(&self, e: &TraceEvent, is_drop: bool) -> bool {
+        let any = |want: [u8; 4]| want == [0; 4] || e.src == want || e.dst == want;
+        (self.drops_only == 0 || is_drop)
+            && any(self.endpoint)
+            && any(self.host)
+            && (self.port == [0; 2] || e.sport == self.port || e.dport == self.port)
+            && (self.proto == 0 || e.proto == self.proto)
+    }
+}
+
+#[cfg(feature = "user")]
+mod user {
+    use super::*;
+    // SAFETY: #[repr(C)], integers and byte arrays only, no implicit padding (sizes
+    // asserted below), so every bit pattern is valid.
+    unsafe impl aya::Pod for TraceEvent {}
+    unsafe impl aya::Pod for TraceFilter {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::{align_of, size_of};
+
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        assert_eq!((size_of::<TraceEvent>(), align_of::<TraceEvent>()), (32, 8));
+        assert_eq!((size_of::<TraceFilter>(), align_of::<TraceFilter>()), (20, 4));
+    }
+
+    #[test]
+    fn filter_matches_either_direction() {
+        let e = TraceEvent {
+            src: [10, 77, 0, 2],
+            dst: [1, 1, 1, 1],
+            sport: [0, 1],
+            dport: [0, 80],
+            proto: 6,
+            ..Default::default()
+        };
+        let f = TraceFilter { enabled: 1, endpoint: [1, 1, 1, 1], port: [0, 80], ..Default::default() };
+        assert!(f.matches(&e, false));
+        assert!(!TraceFilter { proto: 17, ..f }.matches(&e, false));
+        assert!(!TraceFilter { drops_only: 1, ..f }.matches(&e, false));
+        assert!(TraceFilter { drops_only: 1, ..f }.matches(&e, true));
+    }
+}

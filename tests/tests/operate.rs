@@ -1,0 +1,101 @@
+//! The operator's tools against a live lab: trace with named drop reasons, listings.
+use std::{
+    io::{BufRead as _, BufReader},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use netpath_tests::{Lab, OUTSIDE_IP};
+
+struct Trace {
+    child: std::process::Child,
+    out: BufReader<std::process::ChildStdout>,
+    err: BufReader<std::process::ChildStderr>,
+}
+
+/// Starts `netpath trace ARGS -o json` and waits until it has armed the filter.
+fn start_trace(lab: &Lab, args: &[&str]) -> Trace {
+    let mut cmd = Command::new(netpath_tests::netpath_bin());
+    cmd.arg("trace").args(args).args(["-o", "json"]).stdout(Stdio::piped()).stderr(Stdio::piped());
+    lab.env_for(&mut cmd);
+    let mut child = cmd.spawn().unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    assert!(line.contains("tracing"), "trace did not start: {line}");
+    let out = BufReader::new(child.stdout.take().unwrap());
+    Trace { child, out, err }
+}
+
+/// Waits for the trace to stop; its events, and checks its summary line.
+fn events(t: Trace) -> Vec<serde_json::Value> {
+    let Trace { mut child, out, err } = t;
+    let evs: Vec<serde_json::Value> =
+        out.lines().map(|l| serde_json::from_str(&l.unwrap()).unwrap()).collect();
+    let summary: Vec<String> = err.lines().map(Result::unwrap).collect();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "trace failed: {summary:?}");
+    assert!(summary.iter().any(|l| l.contains(" lost")), "no summary: {summary:?}");
+    evs
+}
+
+#[test]
+fn trace_names_the_hop_and_the_drop_reason() {
+    let mut lab = Lab::new(2);
+    lab.start_agent();
+    lab.add_endpoint("a", 0);
+    let b = lab.add_endpoint("b", 1);
+
+    // A forwarded packet: hop and decision.
+    let t = start_trace(&lab, &["--endpoint", "b", "--proto", "icmp", "--count", "2", "--duration", "10"]);
+    assert!(lab.containers[0].ping(b, 1));
+    let evs = events(t);
+    assert_eq!(evs.len(), 2, "{evs:?}");
+    assert!(
+        evs.iter().all(|e| e["hop"] == "from-container" && e["decision"] == "forwarded-to-peer"),
+        "{evs:?}"
+    );
+    assert_eq!(evs[0]["src_endpoint"], "a");
+    assert_eq!(evs[0]["dst_endpoint"], "b");
+
+    // Drops only: an address of the pod network nobody has, then a spoofed source.
+    let t = start_trace(&lab, &["--drops", "--count", "2", "--duration", "10"]);
+    let c0 = &lab.containers[0];
+    c0.exec(&["ping", "-c", "1", "-W", "1", "10.77.0.99"]);
+    assert!(c0.exec(&["ip", "addr", "add", "10.77.0.200/32", "dev", "eth0"]).status.success());
+    c0.exec(&["ping", "-c", "1", "-W", "1", "-I", "10.77.0.200", &b.to_string()]);
+    let evs = events(t);
+    let reasons: Vec<&str> = evs.iter().map(|e| e["decision"].as_str().unwrap()).collect();
+    assert_eq!(reasons, ["drop-no-endpoint", "drop-spoofed-source"], "{evs:?}");
+    assert!(evs.iter().all(|e| e["drop"] == true));
+    assert_eq!(evs[0]["dst"], "10.77.0.99");
+    assert_eq!(evs[1]["src"], "10.77.0.200");
+
+    // The filter is disarmed afterwards: nothing is lost or pending.
+    let stats = lab.stats();
+    assert_eq!(stats.reason("trace-events-lost"), 0);
+}
+
+#[test]
+fn trace_follows_a_published_port_through_the_uplink() {
+    let mut lab = Lab::new(1);
+    lab.start_agent();
+    let a = lab.add_endpoint("web", 0);
+    lab.netpath_ok(&["port", "add", "8080", "web:80"]);
+    let listener =
+        lab.containers[0].run(move || std::net::TcpListener::bind((a, 80))).join().unwrap().unwrap();
+    let t = start_trace(&lab, &["--port", "8080", "--count", "1", "--duration", "10"]);
+    let client = lab.outside.run(|| {
+        std::net::TcpStream::connect_timeout(
+            &(netpath_tests::NODE_UPLINK_IP, 8080).into(),
+            Duration::from_secs(3),
+        )
+        .is_ok()
+    });
+    let _conn = listener.accept().unwrap();
+    assert!(client.join().unwrap());
+    let evs = events(t);
+    assert_eq!(evs[0]["hop"], "uplink-in", "{evs:?}");
+    assert_eq!(evs[0]["decision"], "dnat-new-flow");
+    assert_eq!(evs[0]["src"], OUTSIDE_IP.to_string());
+}
