@@ -99,3 +99,53 @@ fn trace_follows_a_published_port_through_the_uplink() {
     assert_eq!(evs[0]["decision"], "dnat-new-flow");
     assert_eq!(evs[0]["src"], OUTSIDE_IP.to_string());
 }
+
+/// GET /metrics from the agent's default loopback address, inside the node namespace.
+fn scrape(lab: &Lab) -> String {
+    use std::io::{Read as _, Write as _};
+    lab.node
+        .run(|| {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", 9464)).expect("metrics endpoint");
+            s.write_all(b"GET /metrics HTTP/1.1\r\nhost: localhost\r\n\r\n").unwrap();
+            let mut body = String::new();
+            s.read_to_string(&mut body).unwrap();
+            body
+        })
+        .join()
+        .unwrap()
+}
+
+/// The value of the sample line starting with `prefix` (name and labels).
+fn sample(text: &str, prefix: &str) -> u64 {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no {prefix} in:\n{text}"))
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn metrics_move_with_traffic() {
+    let mut lab = Lab::new(2);
+    lab.start_agent();
+    lab.add_endpoint("a", 0);
+    let b = lab.add_endpoint("b", 1);
+    let before = scrape(&lab);
+    assert!(before.starts_with("HTTP/1.1 200 OK"), "{before}");
+    let tx = r#"netpath_endpoint_packets_total{endpoint="a",ip="10.77.0.2",direction="tx"}"#;
+    let fwd = r#"netpath_datapath_packets_total{reason="forwarded-to-peer"}"#;
+    assert!(lab.containers[0].ping(b, 3));
+    let c0 = &lab.containers[0];
+    assert!(c0.exec(&["ip", "addr", "add", "10.77.0.200/32", "dev", "eth0"]).status.success());
+    c0.exec(&["ping", "-c", "1", "-W", "1", "-I", "10.77.0.200", &b.to_string()]);
+    let after = scrape(&lab);
+    assert_eq!(sample(&after, tx) - sample(&before, tx), 3);
+    assert!(sample(&after, fwd) - sample(&before, fwd) >= 6);
+    assert!(sample(&after, r#"netpath_drops_total{reason="drop-spoofed-source"}"#) >= 1);
+    assert!(after.contains("netpath_conntrack_entries "), "{after}");
+    assert!(after.contains("netpath_conntrack_evictions_total "), "{after}");
+    assert!(after.contains("netpath_nat_port_allocation_failures_total "), "{after}");
+}

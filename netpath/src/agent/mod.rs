@@ -2,6 +2,7 @@
 //! CLI over a root-only Unix socket.
 mod endpoint;
 mod gc;
+mod metrics;
 mod node;
 mod ports;
 mod server;
@@ -20,6 +21,7 @@ use crate::{
 };
 
 pub use gc::{monotonic_ns, CtConfig};
+pub use metrics::render as render_metrics;
 pub use server::serve;
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +50,8 @@ pub struct AgentConfig {
     pub cgroup: Option<PathBuf>,
     /// Attach the XDP fast path to the uplink.
     pub xdp: bool,
+    /// Where to serve Prometheus metrics; None: not at all.
+    pub metrics: Option<std::net::SocketAddr>,
     pub conntrack: CtConfig,
 }
 
@@ -78,8 +82,18 @@ fn ephemeral_ports() -> Result<RangeInclusive<u16>, AgentError> {
 impl Agent {
     /// Node set-up and datapath load. Must run inside a tokio runtime (netlink).
     pub async fn start(config: AgentConfig) -> Result<Self, AgentError> {
-        let AgentConfig { paths, pod_cidr, mode, bridge_name, uplink, nat_ports, cgroup, xdp, conntrack } =
-            config;
+        let AgentConfig {
+            paths,
+            pod_cidr,
+            mode,
+            bridge_name,
+            uplink,
+            nat_ports,
+            cgroup,
+            xdp,
+            metrics: metrics_addr,
+            conntrack,
+        } = config;
         let (conn, netlink, _) = rtnetlink::new_connection().map_err(PlumbingError::Socket)?;
         tokio::spawn(conn);
         let store = Store::<EndpointRecord>::new(paths.state_file());
@@ -145,6 +159,11 @@ impl Agent {
         let mut agent =
             Agent { paths, ipam, node, datapath, store, endpoints, port_store, ports, conntrack, netlink };
         agent.adopt().await?;
+        if let Some(addr) = metrics_addr {
+            metrics::serve(addr, agent.paths.bpffs_dir.clone(), agent.paths.state_file())
+                .await
+                .map_err(|source| AgentError::Listen { path: addr.to_string().into(), source })?;
+        }
         info!(mode = %mode, pod_cidr = %agent.ipam.cidr(), gateway = %agent.ipam.gateway(),
               node_ip = ?agent.node.node_ip, attach = ?agent.datapath.mode(),
               endpoints = agent.endpoints.len(), ports = agent.ports.len(), "agent ready");

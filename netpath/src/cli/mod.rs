@@ -58,6 +58,9 @@ pub enum Command {
         /// kernel builds an skb. On a veth uplink this turns off GSO on its peer.
         #[arg(long, env = "NETPATH_XDP")]
         xdp: bool,
+        /// Serve Prometheus metrics at http://ADDR/metrics ("off" to disable).
+        #[arg(long, env = "NETPATH_METRICS", default_value = "127.0.0.1:9464", value_parser = parse_metrics_addr)]
+        metrics: MetricsAddr,
         #[command(flatten)]
         conntrack: CtConfig,
     },
@@ -175,6 +178,19 @@ fn parse_port_range(s: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
     Ok(a..=b)
 }
 
+/// `--metrics`: an address, or "off".
+#[derive(Clone, Debug)]
+pub struct MetricsAddr(Option<std::net::SocketAddr>);
+
+fn parse_metrics_addr(s: &str) -> Result<MetricsAddr, String> {
+    if s == "off" {
+        return Ok(MetricsAddr(None));
+    }
+    s.parse()
+        .map(|a| MetricsAddr(Some(a)))
+        .map_err(|_| format!("{s:?} is not an address:port like 127.0.0.1:9464 (or \"off\")"))
+}
+
 fn parse_target(s: &str) -> Result<(String, Option<u16>), String> {
     match s.split_once(':') {
         None => Ok((s.to_string(), None)),
@@ -191,7 +207,7 @@ fn parse_mac_arg(s: &str) -> Result<[u8; 6], String> {
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Agent { pod_cidr, mode, bridge, uplink, nat_ports, cgroup, xdp, conntrack } => {
+        Command::Agent { pod_cidr, mode, bridge, uplink, nat_ports, cgroup, xdp, metrics, conntrack } => {
             run_agent(AgentConfig {
                 paths: cli.paths,
                 pod_cidr,
@@ -201,6 +217,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 nat_ports,
                 cgroup,
                 xdp,
+                metrics: metrics.0,
                 conntrack,
             })
         }

@@ -1,0 +1,117 @@
+//! Prometheus metrics, read from the pinned maps at each scrape and served as text on a
+//! small HTTP endpoint (loopback by default).
+use std::{net::SocketAddr, path::PathBuf};
+
+use prometheus_client::{
+    encoding::text::encode,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::TcpListener,
+};
+use tracing::{info, warn};
+
+use crate::{
+    datapath::{DatapathError, Inspector},
+    state::{EndpointRecord, Store},
+};
+
+type Labels = Vec<(String, String)>;
+
+fn counter_family(registry: &mut Registry, name: &str, help: &str) -> Family<Labels, Counter> {
+    let f = Family::<Labels, Counter>::default();
+    registry.register(name, help, f.clone());
+    f
+}
+
+fn gauge(registry: &mut Registry, name: &str, help: &str, value: i64) {
+    let g = Gauge::<i64>::default();
+    g.set(value);
+    registry.register(name, help, g);
+}
+
+/// The metrics text for the node whose maps are pinned in `bpffs_dir`.
+pub fn render(bpffs_dir: &std::path::Path, state_file: PathBuf) -> Result<String, DatapathError> {
+    let inspector = Inspector::new(bpffs_dir);
+    let names = Store::<EndpointRecord>::new(state_file).load().unwrap_or_default();
+    let mut registry = Registry::with_prefix("netpath");
+
+    let packets = counter_family(&mut registry, "endpoint_packets", "Packets per endpoint and direction");
+    let bytes = counter_family(&mut registry, "endpoint_bytes", "Bytes per endpoint and direction");
+    for c in inspector.endpoint_counters()? {
+        let name = names.iter().find(|n| n.ip == c.ip).map_or("-".to_string(), |n| n.name.clone());
+        for (dir, p, b) in [("tx", c.tx_packets, c.tx_bytes), ("rx", c.rx_packets, c.rx_bytes)] {
+            let labels = vec![
+                ("endpoint".into(), name.clone()),
+                ("ip".into(), c.ip.to_string()),
+                ("direction".into(), dir.into()),
+            ];
+            packets.get_or_create(&labels).inc_by(p);
+            bytes.get_or_create(&labels).inc_by(b);
+        }
+    }
+
+    let reasons = inspector.reason_counters()?;
+    let decisions = counter_family(&mut registry, "datapath_packets", "Packets per datapath decision");
+    let drops = counter_family(&mut registry, "drops", "Packets dropped, by named reason");
+    for r in &reasons {
+        let labels = vec![("reason".to_string(), r.reason.to_string())];
+        if r.drop {
+            drops.get_or_create(&labels).inc_by(r.packets);
+        } else {
+            decisions.get_or_create(&labels).inc_by(r.packets);
+        }
+    }
+    let ct = inspector.conntrack_summary(&reasons)?;
+    gauge(&mut registry, "conntrack_entries", "Conntrack entries in use", ct.entries as i64);
+    gauge(&mut registry, "conntrack_capacity", "Conntrack table size", ct.capacity as i64);
+    let evictions = Counter::<u64>::default();
+    evictions.inc_by(ct.evicted);
+    registry.register(
+        "conntrack_evictions",
+        "Conntrack entries evicted because the table was full",
+        evictions,
+    );
+    let failures = Counter::<u64>::default();
+    failures.inc_by(reasons.iter().find(|r| r.reason == "drop-nat-ports-exhausted").map_or(0, |r| r.packets));
+    registry.register("nat_port_allocation_failures", "New flows refused for want of a NAT port", failures);
+
+    let mut out = String::new();
+    encode(&mut out, &registry).map_err(|e| DatapathError::Cpus(format!("encoding metrics: {e}")))?;
+    Ok(out)
+}
+
+/// Serves GET /metrics on `addr` until the process ends.
+pub async fn serve(addr: SocketAddr, bpffs_dir: PathBuf, state_file: PathBuf) -> std::io::Result<()> {
+    let listener = TcpListener::bind(addr).await?;
+    info!(%addr, "metrics at http://{addr}/metrics");
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else { continue };
+            let (dir, state) = (bpffs_dir.clone(), state_file.clone());
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let Ok(n) = conn.read(&mut buf).await else { return };
+                let request = String::from_utf8_lossy(&buf[..n]);
+                let response = if request.starts_with("GET /metrics ") {
+                    match render(&dir, state) {
+                        Ok(body) => format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                            body.len()
+                        ),
+                        Err(e) => {
+                            warn!("metrics: {e}");
+                            "HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".into()
+                        }
+                    }
+                } else {
+                    "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".into()
+                };
+                let _ = conn.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    Ok(())
+}
