@@ -371,6 +371,22 @@ impl Lab {
         cmd.output().expect("run netpath")
     }
 
+    /// Runs the netpath CLI inside the node namespace (mounts untouched, unlike
+    /// `ip netns exec`, so the bpffs pins stay visible), as an operator on the node would.
+    pub fn netpath_in_node(&self, args: &[&str]) -> Output {
+        let ns = fs::File::open(self.node.path()).unwrap();
+        let mut cmd = Command::new(netpath_bin());
+        cmd.args(args).stdin(Stdio::null());
+        self.env(&mut cmd);
+        // SAFETY: setns is async-signal-safe; runs in the forked child before exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)
+            });
+        }
+        cmd.output().expect("run netpath in the node")
+    }
+
     /// Like [`Lab::netpath`] but panics unless the command succeeds; returns stdout.
     pub fn netpath_ok(&self, args: &[&str]) -> String {
         let out = self.netpath(args);

@@ -149,3 +149,63 @@ fn metrics_move_with_traffic() {
     assert!(after.contains("netpath_conntrack_evictions_total "), "{after}");
     assert!(after.contains("netpath_nat_port_allocation_failures_total "), "{after}");
 }
+
+/// `netpath doctor -o json` in the node: (healthy, failed check names).
+fn doctor(lab: &Lab) -> (bool, Vec<String>, serde_json::Value) {
+    let o = lab.netpath_in_node(&["doctor", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "doctor output: {e}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    });
+    let failed: Vec<String> = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["ok"] == false)
+        .map(|f| f["check"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(o.status.success(), failed.is_empty(), "exit status disagrees with findings: {v}");
+    (v["healthy"] == true, failed, v)
+}
+
+#[test]
+fn doctor_passes_a_healthy_node_and_names_each_injected_fault() {
+    let mut lab = Lab::new(2);
+    lab.start_agent();
+    lab.add_endpoint("a", 0);
+    lab.add_endpoint("b", 1);
+    let (healthy, failed, v) = doctor(&lab);
+    assert!(healthy, "healthy node reported sick: {failed:?} {v}");
+
+    // ip_forward off.
+    lab.node.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
+    assert_eq!(doctor(&lab).1, ["ip_forward"]);
+    lab.node.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+
+    // An overlapping subnet: the docker0 pitfall.
+    lab.node.exec(&["ip", "addr", "add", "10.77.0.100/16", "dev", "uplink0"]);
+    let (_, failed, v) = doctor(&lab);
+    assert_eq!(failed, ["pod CIDR"], "{v}");
+    assert!(v.to_string().contains("10.77.0.100/16 on uplink0"), "{v}");
+    lab.node.exec(&["ip", "addr", "del", "10.77.0.100/16", "dev", "uplink0"]);
+
+    // A veth deleted behind netpath's back.
+    let rec: serde_json::Value =
+        serde_json::from_str(&lab.netpath_ok(&["endpoint", "list", "-o", "json"])).unwrap();
+    let veth = rec["endpoints"][1]["host_ifname"].as_str().unwrap().to_string();
+    lab.node.exec(&["ip", "link", "del", &veth]);
+    let (_, failed, v) = doctor(&lab);
+    assert_eq!(failed, ["endpoint b"], "{v}");
+    assert!(v.to_string().contains("is gone"), "{v}");
+
+    // Programs detached (agent stopped): named per veth and for the uplink.
+    lab.stop_agent();
+    let (_, failed, v) = doctor(&lab);
+    for want in ["agent", "endpoint a", "uplink"] {
+        assert!(failed.iter().any(|f| f == want), "{want} not reported: {v}");
+    }
+    assert!(v.to_string().contains("from_container is not attached"), "{v}");
+}

@@ -1,5 +1,6 @@
 //! Command-line interface: clap definitions and what each command does.
 mod client;
+mod doctor;
 mod output;
 mod trace;
 
@@ -72,6 +73,12 @@ pub enum Command {
     Ct(CtCommand),
     /// Live per-packet events from the datapath: hop, tuple, decision, drop reason.
     Trace(trace::TraceArgs),
+    /// Check the node: pins, agent, programs, endpoints, forwarding, pod CIDR, conntrack.
+    /// Run it in the node's network namespace. Exits non-zero when anything is wrong.
+    Doctor {
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
     /// Attach, detach and list containers.
     #[command(subcommand)]
     Endpoint(EndpointCommand),
@@ -223,6 +230,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Port(cmd) => port(&cli.paths, cmd),
         Command::Trace(args) => trace::run(&cli.paths, args),
+        Command::Doctor { output } => {
+            if doctor::run(&cli.paths, output)? {
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!("doctor found problems (see above)"))
+            }
+        }
         Command::Ct(CtCommand::List { output }) => {
             let entries = Inspector::new(&cli.paths.bpffs_dir).conntrack()?;
             output::conntrack(&entries, output);

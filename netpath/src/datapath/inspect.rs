@@ -100,6 +100,28 @@ fn ct_row(k: &CtKey, e: &CtEntry, now_ns: u64) -> CtRow {
 }
 
 impl Inspector {
+    /// The endpoint map: address -> what the datapath knows of it.
+    pub fn endpoints(&self) -> Result<Vec<(Ipv4Addr, netpath_common::EndpointInfo)>, DatapathError> {
+        let map = self.open(maps::ENDPOINTS)?;
+        let eps: BpfHashMap<_, EndpointKey, netpath_common::EndpointInfo> = BpfHashMap::try_from(map)
+            .map_err(|source| DatapathError::Map { map: maps::ENDPOINTS, source: Box::new(source) })?;
+        Ok(eps.iter().filter_map(Result::ok).map(|(k, v)| (Ipv4Addr::from(k.addr), v)).collect())
+    }
+
+    /// The node settings the agent gave the datapath.
+    pub fn node_config(&self) -> Result<netpath_common::NodeConfig, DatapathError> {
+        let map = self.open(maps::NODE_CONFIG)?;
+        let arr: aya::maps::Array<_, netpath_common::NodeConfig> = aya::maps::Array::try_from(map)
+            .map_err(|source| DatapathError::Map { map: maps::NODE_CONFIG, source: Box::new(source) })?;
+        arr.get(&0, 0)
+            .map_err(|source| DatapathError::Map { map: maps::NODE_CONFIG, source: Box::new(source) })
+    }
+
+    /// Is every map netpath pins present?
+    pub fn missing_maps(&self) -> Vec<&'static str> {
+        maps::ALL.iter().copied().filter(|m| !self.dir.join(m).exists()).collect()
+    }
+
     /// Every conntrack entry, decoded.
     pub fn conntrack(&self) -> Result<Vec<CtRow>, DatapathError> {
         let map = self.open(maps::CONNTRACK)?;
