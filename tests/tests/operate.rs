@@ -209,3 +209,65 @@ fn doctor_passes_a_healthy_node_and_names_each_injected_fault() {
     }
     assert!(v.to_string().contains("from_container is not attached"), "{v}");
 }
+
+#[test]
+fn maps_and_nat_listings_decode_what_traffic_left() {
+    let mut lab = Lab::new(1);
+    lab.start_agent();
+    let a = lab.add_endpoint("a", 0);
+    lab.netpath_ok(&["port", "add", "--proto", "udp", "5353", "a:53"]);
+    assert!(lab.containers[0].ping(OUTSIDE_IP, 1));
+
+    let list = lab.netpath_ok(&["map", "list"]);
+    for name in [
+        "ENDPOINTS",
+        "ENDPOINT_STATS",
+        "REASON_STATS",
+        "CONNTRACK",
+        "PORT_MAPS",
+        "NODE_CONFIG",
+        "EVENTS",
+        "TRACE_FILTER",
+    ] {
+        assert!(list.contains(name), "{name} missing from:\n{list}");
+    }
+    assert!(list.lines().all(|l| l.len() <= 80), "wider than 80 columns:\n{list}");
+
+    let dump = |name: &str| -> serde_json::Value {
+        serde_json::from_str(&lab.netpath_ok(&["map", "dump", name, "-o", "json"])).unwrap()
+    };
+    let eps = dump("ENDPOINTS");
+    assert_eq!(eps["entries"][0]["ip"], a.to_string());
+    assert_eq!(eps["entries"][0]["flags"], "published");
+    let ports = dump("PORT_MAPS");
+    assert_eq!(ports["entries"][0]["host_port"], 5353);
+    assert_eq!(ports["entries"][0]["container_ip"], a.to_string());
+    let cfg = dump("NODE_CONFIG");
+    assert_eq!(cfg["entries"][0]["node_ip"], "192.168.77.1");
+    let ct = dump("CONNTRACK");
+    assert_eq!(ct["entries"].as_array().unwrap().len(), 2, "one ICMP flow, two entries: {ct}");
+    let table = lab.netpath_ok(&["map", "dump", "CONNTRACK"]);
+    assert!(table.contains("icmp") && table.contains("snat 192.168.77.1:"), "{table}");
+
+    let nat: serde_json::Value =
+        serde_json::from_str(&lab.netpath_ok(&["nat", "list", "-o", "json"])).unwrap();
+    let rows = nat["conntrack"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{nat}");
+    assert_eq!(rows[0]["src"], a.to_string());
+    assert_eq!(rows[0]["dst"], OUTSIDE_IP.to_string());
+
+    let o = lab.netpath(&["map", "dump", "NOPE"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no map \"NOPE\""));
+}
+
+#[test]
+fn completions_and_man_page_come_from_the_cli_definition() {
+    let bin = netpath_tests::netpath_bin();
+    let bash = Command::new(&bin).args(["completions", "bash"]).output().unwrap();
+    let bash = String::from_utf8_lossy(&bash.stdout);
+    assert!(bash.contains("netpath") && bash.contains("endpoint") && bash.contains("--pod-cidr"), "{bash}");
+    let man = Command::new(&bin).arg("man").output().unwrap();
+    let man = String::from_utf8_lossy(&man.stdout);
+    assert!(man.starts_with(".ie") || man.contains(".TH netpath"), "{man}");
+}

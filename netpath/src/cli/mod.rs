@@ -1,6 +1,7 @@
 //! Command-line interface: clap definitions and what each command does.
 mod client;
 mod doctor;
+mod maps;
 mod output;
 mod trace;
 
@@ -73,6 +74,16 @@ pub enum Command {
     Ct(CtCommand),
     /// Live per-packet events from the datapath: hop, tuple, decision, drop reason.
     Trace(trace::TraceArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff).
+    Man,
+    /// Decoded dumps of netpath's pinned maps.
+    #[command(subcommand)]
+    Map(MapCommand),
+    /// Masquerade allocations: which container flow holds which node port.
+    #[command(subcommand)]
+    Nat(NatCommand),
     /// Check the node: pins, agent, programs, endpoints, forwarding, pod CIDR, conntrack.
     /// Run it in the node's network namespace. Exits non-zero when anything is wrong.
     Doctor {
@@ -146,6 +157,31 @@ pub enum PortCommand {
         host_ip: Option<Ipv4Addr>,
     },
     /// List published ports (from the state directory; works without the agent).
+    List {
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MapCommand {
+    /// netpath's maps, their kind, size and pin.
+    List {
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+    /// Every entry of one map, decoded (addresses, ports, protocols, states, ages).
+    Dump {
+        /// ENDPOINTS, ENDPOINT_STATS, REASON_STATS, CONNTRACK, PORT_MAPS or NODE_CONFIG.
+        name: String,
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NatCommand {
+    /// Masqueraded flows: container address and port -> node address and port.
     List {
         #[arg(short, long, value_enum, default_value_t = Format::Table)]
         output: Format,
@@ -230,6 +266,29 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Port(cmd) => port(&cli.paths, cmd),
         Command::Trace(args) => trace::run(&cli.paths, args),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "netpath",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+        Command::Man => {
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut std::io::stdout())?;
+            Ok(())
+        }
+        Command::Map(cmd) => maps::run(&cli.paths, cmd),
+        Command::Nat(NatCommand::List { output }) => {
+            let rows: Vec<_> = Inspector::new(&cli.paths.bpffs_dir)
+                .conntrack()?
+                .into_iter()
+                .filter(|r| !r.reply && r.rewrite.starts_with("snat"))
+                .collect();
+            output::conntrack(&rows, output);
+            Ok(())
+        }
         Command::Doctor { output } => {
             if doctor::run(&cli.paths, output)? {
                 Ok(())

@@ -45,6 +45,19 @@ pub struct CtSummary {
     pub evicted: u64,
 }
 
+/// What `netpath map list` shows of one map.
+#[derive(Clone, Debug, Serialize)]
+pub struct MapSummary {
+    pub name: String,
+    pub kind: String,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+    /// Live entries, for hash maps.
+    pub entries: Option<u64>,
+    pub pin: PathBuf,
+}
+
 /// One conntrack entry, decoded.
 #[derive(Clone, Debug, Serialize)]
 pub struct CtRow {
@@ -115,6 +128,48 @@ impl Inspector {
             .map_err(|source| DatapathError::Map { map: maps::NODE_CONFIG, source: Box::new(source) })?;
         arr.get(&0, 0)
             .map_err(|source| DatapathError::Map { map: maps::NODE_CONFIG, source: Box::new(source) })
+    }
+
+    /// The published-port map.
+    pub fn port_maps(
+        &self,
+    ) -> Result<Vec<(netpath_common::PortKey, netpath_common::PortTarget)>, DatapathError> {
+        let map = self.open(maps::PORT_MAPS)?;
+        let pm: BpfHashMap<_, netpath_common::PortKey, netpath_common::PortTarget> =
+            BpfHashMap::try_from(map)
+                .map_err(|source| DatapathError::Map { map: maps::PORT_MAPS, source: Box::new(source) })?;
+        Ok(pm.iter().filter_map(Result::ok).collect())
+    }
+
+    /// Kind, sizes and entry count of a pinned map.
+    pub fn describe(&self, name: &str) -> Result<MapSummary, DatapathError> {
+        let path = self.dir.join(name);
+        let err = |source| DatapathError::Pinned {
+            path: path.clone(),
+            dir: self.dir.clone(),
+            source: Box::new(source),
+        };
+        let data = MapData::from_pin(&path).map_err(err)?;
+        let info = data.info().map_err(err)?;
+        let kind = format!("{:?}", info.map_type().map_err(err)?);
+        let (key, value, max) = (info.key_size(), info.value_size(), info.max_entries());
+        drop(data);
+        let entries = match name {
+            maps::ENDPOINTS => Some(self.endpoints()?.len() as u64),
+            maps::ENDPOINT_STATS => Some(self.endpoint_counters()?.len() as u64),
+            maps::CONNTRACK => Some(self.conntrack()?.len() as u64),
+            maps::PORT_MAPS => Some(self.port_maps()?.len() as u64),
+            _ => None,
+        };
+        Ok(MapSummary {
+            name: name.to_string(),
+            kind,
+            key_size: key,
+            value_size: value,
+            max_entries: max,
+            entries,
+            pin: path,
+        })
     }
 
     /// Is every map netpath pins present?

@@ -6,7 +6,7 @@ mod tables;
 
 use std::path::PathBuf;
 
-pub use inspect::{CtRow, CtSummary, EndpointCounters, Inspector, ReasonCounter};
+pub use inspect::{CtRow, CtSummary, EndpointCounters, Inspector, MapSummary, ReasonCounter};
 pub use programs::{program, AttachMode, Datapath, PacketRun};
 
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,123 @@
+//! `netpath map list` and `netpath map dump NAME`: every map netpath pins, decoded.
+use std::net::Ipv4Addr;
+
+use anyhow::bail;
+use netpath_common::{maps, ENDPOINT_F_BRIDGED, ENDPOINT_F_PUBLISHED};
+use serde_json::{json, Value};
+
+use super::{Format, MapCommand};
+use crate::{datapath::Inspector, paths::Paths, state::format_mac};
+
+pub fn run(paths: &Paths, cmd: MapCommand) -> anyhow::Result<()> {
+    let inspector = Inspector::new(&paths.bpffs_dir);
+    match cmd {
+        MapCommand::List { output } => {
+            let maps: Vec<_> = maps::ALL.iter().map(|m| inspector.describe(m)).collect::<Result<_, _>>()?;
+            if output == Format::Json {
+                println!("{}", json!({ "maps": maps }));
+                return Ok(());
+            }
+            println!(
+                "{:<15} {:<14} {:>4} {:>6} {:>8} {:>8}",
+                "NAME", "KIND", "KEY", "VALUE", "MAX", "ENTRIES"
+            );
+            for m in maps {
+                let entries = m.entries.map_or("-".to_string(), |e| e.to_string());
+                println!(
+                    "{:<15} {:<14} {:>4} {:>6} {:>8} {:>8}",
+                    m.name, m.kind, m.key_size, m.value_size, m.max_entries, entries
+                );
+            }
+            Ok(())
+        }
+        MapCommand::Dump { name, output } => {
+            let rows = dump(&inspector, &name)?;
+            if output == Format::Json {
+                println!("{}", json!({ "map": name, "entries": rows }));
+            } else {
+                table(&rows);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn dump(inspector: &Inspector, name: &str) -> anyhow::Result<Vec<Value>> {
+    let mut rows: Vec<Value> = match name {
+        maps::ENDPOINTS => inspector
+            .endpoints()?
+            .into_iter()
+            .map(|(ip, e)| {
+                let mut flags = Vec::new();
+                if e.flags & ENDPOINT_F_BRIDGED != 0 {
+                    flags.push("bridged");
+                }
+                if e.flags & ENDPOINT_F_PUBLISHED != 0 {
+                    flags.push("published");
+                }
+                json!({ "ip": ip, "host_ifindex": e.host_ifindex, "mac": format_mac(&e.mac),
+                        "host_mac": format_mac(&e.host_mac), "flags": flags.join(",") })
+            })
+            .collect(),
+        maps::ENDPOINT_STATS => inspector.endpoint_counters()?.into_iter().map(|c| json!(c)).collect(),
+        maps::REASON_STATS => inspector.reason_counters()?.into_iter().map(|c| json!(c)).collect(),
+        maps::CONNTRACK => inspector.conntrack()?.into_iter().map(|c| json!(c)).collect(),
+        maps::PORT_MAPS => inspector
+            .port_maps()?
+            .into_iter()
+            .map(|(k, t)| {
+                let proto = match k.proto {
+                    6 => "tcp",
+                    17 => "udp",
+                    _ => "other",
+                };
+                let host =
+                    if k.host_ip == [0; 4] { "*".to_string() } else { Ipv4Addr::from(k.host_ip).to_string() };
+                json!({ "proto": proto, "host_ip": host, "host_port": u16::from_be_bytes(k.port),
+                        "container_ip": Ipv4Addr::from(t.ip), "container_port": u16::from_be_bytes(t.port) })
+            })
+            .collect(),
+        maps::NODE_CONFIG => {
+            let c = inspector.node_config()?;
+            vec![json!({ "node_ip": Ipv4Addr::from(c.node_ip), "pod_net": Ipv4Addr::from(c.pod_net),
+                         "pod_mask": Ipv4Addr::from(c.pod_mask), "uplink_ifindex": c.uplink_ifindex,
+                         "nat_ports": format!("{}-{}", c.nat_port_min, c.nat_port_max),
+                         "netns_cookie": c.netns_cookie })]
+        }
+        maps::EVENTS | maps::TRACE_FILTER => bail!("{name} carries trace events: use `netpath trace`"),
+        other => bail!("no map {other:?}; netpath's maps are {}", maps::ALL.join(", ")),
+    };
+    rows.sort_by_key(|r| r.to_string());
+    Ok(rows)
+}
+
+/// An aligned table with the rows' keys as headers.
+fn table(rows: &[Value]) {
+    let Some(first) = rows.first().and_then(Value::as_object) else {
+        println!("(empty)");
+        return;
+    };
+    let keys: Vec<&String> = first.keys().collect();
+    let cell = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let widths: Vec<usize> = keys
+        .iter()
+        .map(|k| rows.iter().map(|r| cell(&r[k.as_str()]).len()).max().unwrap_or(0).max(k.len()))
+        .collect();
+    let line = |cells: Vec<String>| {
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    println!("{}", line(keys.iter().map(|k| k.to_uppercase()).collect()));
+    for r in rows {
+        println!("{}", line(keys.iter().map(|k| cell(&r[k.as_str()])).collect()));
+    }
+}
