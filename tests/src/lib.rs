@@ -322,6 +322,11 @@ impl Lab {
         Ok(())
     }
 
+    /// The running agent's process ID.
+    pub fn agent_pid(&self) -> Option<u32> {
+        self.agent.as_ref().map(Child::id)
+    }
+
     /// Stops the agent (SIGTERM) and waits for it.
     pub fn stop_agent(&mut self) {
         if let Some(mut child) = self.agent.take() {

@@ -1,6 +1,7 @@
 //! Every developer workflow of netpath as a plain Rust command:
 //! `cargo xtask test` (install what is missing, then run every test) and
 //! `cargo xtask demo` (a throw-away lab showing the datapath at work).
+mod bench;
 mod demo;
 mod preflight;
 mod setup;
@@ -28,6 +29,8 @@ enum Cmd {
     },
     /// Build netpath and show it forwarding between two containers in a throw-away lab.
     Demo,
+    /// Benchmark netpath against bridge + iptables and the plain-veth limit.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +39,7 @@ fn main() -> ExitCode {
         Cmd::Setup => preflight::check().and_then(|()| setup::run()),
         Cmd::Test { filter } => test::run(filter.as_deref()),
         Cmd::Demo => demo::run(),
+        Cmd::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -49,6 +53,30 @@ fn main() -> ExitCode {
 /// The workspace root (xtask lives one level below it).
 fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask has a parent").to_path_buf()
+}
+
+/// Builds the netpath binary (the eBPF object with it) and points the lab fixture at it.
+fn build_netpath() -> anyhow::Result<()> {
+    let root = workspace_root();
+    step("building netpath");
+    let status =
+        std::process::Command::new("cargo").current_dir(&root).args(["build", "-p", "netpath"]).status()?;
+    if !status.success() {
+        anyhow::bail!("build failed");
+    }
+    std::env::set_var("NETPATH_BIN", root.join("target/debug/netpath"));
+    Ok(())
+}
+
+/// On Ctrl-C, removes the labs named with these prefixes, then exits.
+fn interrupt_sweeps(prefixes: &'static [&'static str]) {
+    let _ = ctrlc::set_handler(move || {
+        eprintln!("\ninterrupted: removing the labs");
+        for p in prefixes {
+            netpath_tests::sweep(p);
+        }
+        std::process::exit(130);
+    });
 }
 
 fn step(msg: &str) {

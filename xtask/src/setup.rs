@@ -31,6 +31,12 @@ pub fn run() -> Result<()> {
     Ok(())
 }
 
+/// What only the benchmark needs: conntrack (flushing netfilter's table between tests),
+/// the CNI reference plugins (the control-plane comparison), iperf3 (cross-check).
+pub fn bench_tools() -> Result<()> {
+    install_missing(&["conntrack", "containernetworking-plugins", "iperf3"], "benchmark tools")
+}
+
 fn installed(pkg: &str) -> bool {
     Command::new("dpkg-query")
         .args(["-W", "-f=${Status}", pkg])
@@ -47,12 +53,16 @@ fn run_visible(cmd: &mut Command, what: &str) -> Result<()> {
 }
 
 fn apt() -> Result<()> {
-    let missing: Vec<&str> = APT_PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
+    install_missing(APT_PACKAGES, "apt packages")
+}
+
+fn install_missing(packages: &[&str], what: &str) -> Result<()> {
+    let missing: Vec<&str> = packages.iter().copied().filter(|p| !installed(p)).collect();
     if missing.is_empty() {
-        step("apt packages: all present");
+        step(&format!("{what}: all present"));
         return Ok(());
     }
-    step(&format!("apt packages: installing {}", missing.join(" ")));
+    step(&format!("{what}: installing {}", missing.join(" ")));
     run_visible(Command::new("apt-get").args(["update", "-q"]), "apt-get update")?;
     run_visible(
         Command::new("apt-get")

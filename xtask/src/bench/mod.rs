@@ -1,0 +1,179 @@
+//! `cargo xtask bench`: netpath against Docker's bridge + iptables datapath and the
+//! plain-veth limit, side by side in one run, with the same workload and method.
+mod control;
+pub mod ct;
+mod load;
+mod report;
+mod world;
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::Result;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use crate::step;
+use load::{Placement, Sample, Test};
+use world::{Datapath, PathKind, World};
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// One short repetition of each test (a smoke run: every measurement must produce a
+    /// number; no ratio is judged).
+    #[arg(long)]
+    pub quick: bool,
+    /// Where to write results.json and results.md.
+    #[arg(long, default_value = "target/bench")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Measurement {
+    pub datapath: Datapath,
+    pub path: PathKind,
+    pub test: Test,
+    pub placement: Placement,
+    /// Extra published ports installed (scaling run), else 0.
+    pub mappings: u32,
+    pub samples: Vec<Sample>,
+}
+
+const TESTS: [Test; 4] = [Test::TcpRr, Test::UdpRr, Test::TcpCrr, Test::TcpStream];
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    crate::preflight::check()?;
+    crate::setup::run()?;
+    crate::setup::bench_tools()?;
+    crate::build_netpath()?;
+    netpath_tests::sweep("npbench");
+    netpath_tests::sweep("npbase");
+    netpath_tests::sweep("nplimit");
+    crate::interrupt_sweeps(&["npbench", "npbase", "nplimit", "npcp"]);
+
+    let (reps, secs) = if args.quick { (1, 0.5) } else { (3, 3.0) };
+    let duration = Duration::from_secs_f64(secs);
+    step("building the three worlds");
+    let worlds = [World::netpath()?, World::iptables()?, World::limit()?];
+
+    let mut results: Vec<Measurement> = Vec::new();
+    let mut plan = Vec::new();
+    for path in [PathKind::C2c, PathKind::Snat, PathKind::Dnat, PathKind::Loopback] {
+        for test in TESTS {
+            for placement in [Placement::SameCpu, Placement::SplitCpu] {
+                if placement == Placement::SplitCpu && (args.quick || test == Test::TcpStream) {
+                    continue;
+                }
+                for (wi, w) in worlds.iter().enumerate() {
+                    if w.paths().contains(&path) {
+                        plan.push((wi, path, test, placement));
+                    }
+                }
+            }
+        }
+    }
+    let bar = ProgressBar::new((plan.len() * reps) as u64);
+    bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}").expect("valid template"));
+    for (wi, path, test, placement) in &plan {
+        results.push(Measurement {
+            datapath: worlds[*wi].datapath,
+            path: *path,
+            test: *test,
+            placement: *placement,
+            mappings: 0,
+            samples: Vec::new(),
+        });
+    }
+    // Repetitions outermost and datapaths adjacent: machine drift hits all of them alike.
+    for _ in 0..reps {
+        for (i, (wi, path, test, placement)) in plan.iter().enumerate() {
+            let w = &worlds[*wi];
+            bar.set_message(format!("{} {} {} {:?}", w.datapath.name(), path.name(), test.name(), placement));
+            w.flush_conntrack();
+            let e = w.endpoints(*path);
+            let s = load::run(*test, e.server, e.listen, e.client, e.target, duration, *placement);
+            results[i].samples.push(s);
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+
+    step("scaling: the DNAT path with many other published ports");
+    let counts: &[u32] = if args.quick { &[0, 1_000] } else { &[0, 1_000, 10_000, 100_000] };
+    let mut installed = 0u32;
+    for &n in counts {
+        for w in worlds.iter().filter(|w| w.datapath != Datapath::Limit) {
+            add_mappings(w, n - installed)?;
+        }
+        installed = n;
+        for test in [Test::TcpRr, Test::TcpCrr] {
+            for w in worlds.iter().filter(|w| w.datapath != Datapath::Limit) {
+                let mut m = Measurement {
+                    datapath: w.datapath,
+                    path: PathKind::Dnat,
+                    test,
+                    placement: Placement::SameCpu,
+                    mappings: n,
+                    samples: Vec::new(),
+                };
+                for _ in 0..reps {
+                    w.flush_conntrack();
+                    let e = w.endpoints(PathKind::Dnat);
+                    m.samples.push(load::run(
+                        test,
+                        e.server,
+                        e.listen,
+                        e.client,
+                        e.target,
+                        duration,
+                        Placement::SameCpu,
+                    ));
+                }
+                results.push(m);
+            }
+        }
+    }
+    drop(worlds);
+
+    step("control plane: endpoint add/del latency, agent memory");
+    let control = control::run(args.quick)?;
+
+    let report = report::Report::new(results, control, args.quick);
+    report.write(&args.out)?;
+    print!("{}", report.markdown());
+    step(&format!("results in {}", args.out.display()));
+    if let Some(missing) = report.missing() {
+        anyhow::bail!("some measurements produced no number: {missing}");
+    }
+    Ok(())
+}
+
+/// `n` more published ports: netpath's map, or Docker's DNAT rules (one per port, as
+/// Docker adds them), loaded with iptables-restore.
+fn add_mappings(w: &World, n: u32) -> Result<()> {
+    if n == 0 {
+        return Ok(());
+    }
+    match w.datapath {
+        Datapath::Netpath => ct::add_port_maps(&w.lab.bpffs_dir, n, 10_000),
+        Datapath::Iptables => {
+            let mut rules = String::from("*nat\n");
+            for i in 0..n {
+                let port = 10_000 + (i % 50_000);
+                let src = if i < 50_000 { "" } else { "-d 192.168.77.1/32 " };
+                rules.push_str(&format!(
+                    "-A DOCKER ! -i br0 {src}-p tcp -m tcp --dport {port} -j DNAT --to-destination 10.77.0.250:{port}\n"
+                ));
+            }
+            rules.push_str("COMMIT\n");
+            let file = std::env::temp_dir().join(format!("npbench-rules-{}", std::process::id()));
+            std::fs::write(&file, rules)?;
+            let r = world::in_ns(
+                &w.lab.node,
+                &["iptables-restore", "--noflush", file.to_str().expect("utf-8 temp path")],
+            );
+            let _ = std::fs::remove_file(&file);
+            r
+        }
+        Datapath::Limit => Ok(()),
+    }
+}

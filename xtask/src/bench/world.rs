@@ -1,0 +1,316 @@
+//! The three datapaths, each built in namespaces of its own around the same workload:
+//! two containers (a, b) on a node with an uplink to an outside host.
+use std::{net::SocketAddrV4, process::Command};
+
+use anyhow::{bail, Context as _, Result};
+use netpath_tests::{Lab, Netns, NODE_UPLINK_IP, OUTSIDE_IP};
+use serde::Serialize;
+
+/// The port every server listens on, and the node port published for it.
+pub const SERVICE_PORT: u16 = 5001;
+pub const HOST_PORT: u16 = 8080;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Datapath {
+    #[serde(rename = "netpath")]
+    Netpath,
+    /// Docker's bridge driver: bridge, veths enslaved, MASQUERADE, DNAT, DOCKER chains.
+    #[serde(rename = "bridge+iptables")]
+    Iptables,
+    /// One plain veth pair between the two endpoints (and loopback): the limit.
+    #[serde(rename = "limit")]
+    Limit,
+}
+
+impl Datapath {
+    pub fn name(self) -> &'static str {
+        match self {
+            Datapath::Netpath => "netpath",
+            Datapath::Iptables => "bridge+iptables",
+            Datapath::Limit => "limit",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum PathKind {
+    #[serde(rename = "container-to-container")]
+    C2c,
+    #[serde(rename = "container-to-outside (SNAT)")]
+    Snat,
+    #[serde(rename = "outside-to-mapped-port (DNAT)")]
+    Dnat,
+    #[serde(rename = "loopback")]
+    Loopback,
+}
+
+impl PathKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            PathKind::C2c => "container-to-container",
+            PathKind::Snat => "container-to-outside (SNAT)",
+            PathKind::Dnat => "outside-to-mapped-port (DNAT)",
+            PathKind::Loopback => "loopback",
+        }
+    }
+}
+
+pub struct World {
+    pub datapath: Datapath,
+    pub lab: Lab,
+    b: std::net::Ipv4Addr,
+}
+
+/// Who serves and who asks on one path.
+pub struct Endpoints<'w> {
+    pub server: &'w Netns,
+    pub listen: SocketAddrV4,
+    pub client: &'w Netns,
+    pub target: SocketAddrV4,
+}
+
+fn ip(ns: &Netns, args: &[&str]) -> Result<()> {
+    let o = Command::new("ip").args(["-n", &ns.name]).args(args).output()?;
+    if !o.status.success() {
+        bail!("ip -n {} {}: {}", ns.name, args.join(" "), String::from_utf8_lossy(&o.stderr).trim());
+    }
+    Ok(())
+}
+
+pub fn in_ns(ns: &Netns, args: &[&str]) -> Result<()> {
+    let o = ns.exec(args);
+    if !o.status.success() {
+        bail!("{} in {}: {}", args.join(" "), ns.name, String::from_utf8_lossy(&o.stderr).trim());
+    }
+    Ok(())
+}
+
+impl World {
+    pub fn netpath() -> Result<World> {
+        let mut lab = Lab::with_prefix("npbench", 2);
+        lab.start_agent();
+        lab.add_endpoint("a", 0);
+        let b = lab.add_endpoint("b", 1);
+        for proto in ["tcp", "udp"] {
+            lab.netpath_ok(&[
+                "port",
+                "add",
+                "--proto",
+                proto,
+                &HOST_PORT.to_string(),
+                &format!("b:{SERVICE_PORT}"),
+            ]);
+        }
+        Ok(World { datapath: Datapath::Netpath, lab, b })
+    }
+
+    /// Docker's bridge network as its bridge driver builds it (the seed's manual set-up
+    /// plus Docker's rules), with the same addresses as netpath's.
+    pub fn iptables() -> Result<World> {
+        let lab = Lab::with_prefix("npbase", 2);
+        let node = &lab.node;
+        ip(node, &["link", "add", "br0", "type", "bridge"])?;
+        ip(node, &["addr", "add", "10.77.0.1/24", "dev", "br0"])?;
+        ip(node, &["link", "set", "br0", "up"])?;
+        for (i, c) in lab.containers.iter().enumerate() {
+            let host = format!("veth{i}");
+            let addr = format!("10.77.0.{}/24", i + 2);
+            ip(node, &["link", "add", &host, "type", "veth", "peer", "name", "eth0", "netns", &c.name])?;
+            ip(node, &["link", "set", &host, "master", "br0", "up"])?;
+            ip(c, &["addr", "add", &addr, "dev", "eth0"])?;
+            ip(c, &["link", "set", "eth0", "up"])?;
+            ip(c, &["link", "set", "lo", "up"])?;
+            ip(c, &["route", "add", "default", "via", "10.77.0.1"])?;
+        }
+        in_ns(node, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+        let (svc, hp) = (SERVICE_PORT.to_string(), HOST_PORT.to_string());
+        let to = format!("10.77.0.3:{svc}");
+        let rules: Vec<Vec<&str>> = vec![
+            vec!["-t", "nat", "-N", "DOCKER"],
+            vec!["-t", "nat", "-A", "PREROUTING", "-m", "addrtype", "--dst-type", "LOCAL", "-j", "DOCKER"],
+            vec![
+                "-t",
+                "nat",
+                "-A",
+                "OUTPUT",
+                "!",
+                "-d",
+                "127.0.0.0/8",
+                "-m",
+                "addrtype",
+                "--dst-type",
+                "LOCAL",
+                "-j",
+                "DOCKER",
+            ],
+            vec![
+                "-t",
+                "nat",
+                "-A",
+                "POSTROUTING",
+                "-s",
+                "10.77.0.0/24",
+                "!",
+                "-o",
+                "br0",
+                "-j",
+                "MASQUERADE",
+            ],
+            vec!["-t", "nat", "-A", "DOCKER", "-i", "br0", "-j", "RETURN"],
+            vec![
+                "-t",
+                "nat",
+                "-A",
+                "DOCKER",
+                "!",
+                "-i",
+                "br0",
+                "-p",
+                "tcp",
+                "--dport",
+                &hp,
+                "-j",
+                "DNAT",
+                "--to-destination",
+                &to,
+            ],
+            vec![
+                "-t",
+                "nat",
+                "-A",
+                "DOCKER",
+                "!",
+                "-i",
+                "br0",
+                "-p",
+                "udp",
+                "--dport",
+                &hp,
+                "-j",
+                "DNAT",
+                "--to-destination",
+                &to,
+            ],
+            vec!["-N", "DOCKER"],
+            vec!["-N", "DOCKER-USER"],
+            vec!["-A", "DOCKER-USER", "-j", "RETURN"],
+            vec!["-P", "FORWARD", "DROP"],
+            vec!["-A", "FORWARD", "-j", "DOCKER-USER"],
+            vec![
+                "-A",
+                "FORWARD",
+                "-o",
+                "br0",
+                "-m",
+                "conntrack",
+                "--ctstate",
+                "RELATED,ESTABLISHED",
+                "-j",
+                "ACCEPT",
+            ],
+            vec!["-A", "FORWARD", "-o", "br0", "-j", "DOCKER"],
+            vec!["-A", "FORWARD", "-i", "br0", "!", "-o", "br0", "-j", "ACCEPT"],
+            vec!["-A", "FORWARD", "-i", "br0", "-o", "br0", "-j", "ACCEPT"],
+            vec![
+                "-A",
+                "DOCKER",
+                "-d",
+                "10.77.0.3/32",
+                "!",
+                "-i",
+                "br0",
+                "-o",
+                "br0",
+                "-p",
+                "tcp",
+                "--dport",
+                &svc,
+                "-j",
+                "ACCEPT",
+            ],
+            vec![
+                "-A",
+                "DOCKER",
+                "-d",
+                "10.77.0.3/32",
+                "!",
+                "-i",
+                "br0",
+                "-o",
+                "br0",
+                "-p",
+                "udp",
+                "--dport",
+                &svc,
+                "-j",
+                "ACCEPT",
+            ],
+        ];
+        for r in rules {
+            let mut args = vec!["iptables"];
+            args.extend(r);
+            in_ns(node, &args).context("building the iptables baseline")?;
+        }
+        Ok(World { datapath: Datapath::Iptables, lab, b: "10.77.0.3".parse()? })
+    }
+
+    /// The two endpoints joined by one veth pair, nothing in between.
+    pub fn limit() -> Result<World> {
+        let lab = Lab::with_prefix("nplimit", 2);
+        let (c0, c1) = (&lab.containers[0], &lab.containers[1]);
+        ip(c0, &["link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", &c1.name])?;
+        for (c, addr) in [(c0, "10.99.0.1/24"), (c1, "10.99.0.2/24")] {
+            ip(c, &["addr", "add", addr, "dev", "eth0"])?;
+            ip(c, &["link", "set", "eth0", "up"])?;
+            ip(c, &["link", "set", "lo", "up"])?;
+        }
+        Ok(World { datapath: Datapath::Limit, lab, b: "10.99.0.2".parse()? })
+    }
+
+    /// The paths this datapath has.
+    pub fn paths(&self) -> Vec<PathKind> {
+        match self.datapath {
+            Datapath::Limit => vec![PathKind::C2c, PathKind::Loopback],
+            _ => vec![PathKind::C2c, PathKind::Snat, PathKind::Dnat],
+        }
+    }
+
+    pub fn endpoints(&self, path: PathKind) -> Endpoints<'_> {
+        let c = &self.lab.containers;
+        let svc = |ip| SocketAddrV4::new(ip, SERVICE_PORT);
+        match path {
+            PathKind::C2c => {
+                Endpoints { server: &c[1], listen: svc(self.b), client: &c[0], target: svc(self.b) }
+            }
+            PathKind::Snat => Endpoints {
+                server: &self.lab.outside,
+                listen: svc(OUTSIDE_IP),
+                client: &c[0],
+                target: svc(OUTSIDE_IP),
+            },
+            PathKind::Dnat => Endpoints {
+                server: &c[1],
+                listen: svc(self.b),
+                client: &self.lab.outside,
+                target: SocketAddrV4::new(NODE_UPLINK_IP, HOST_PORT),
+            },
+            PathKind::Loopback => {
+                let lo = svc("127.0.0.1".parse().expect("loopback"));
+                Endpoints { server: &c[0], listen: lo, client: &c[0], target: lo }
+            }
+        }
+    }
+
+    /// Clears connection tracking so one test's leftovers do not load the next.
+    pub fn flush_conntrack(&self) {
+        match self.datapath {
+            Datapath::Netpath => {
+                let _ = crate::bench::ct::flush(&self.lab.bpffs_dir);
+            }
+            Datapath::Iptables => {
+                let _ = self.lab.node.exec(&["conntrack", "-F"]);
+            }
+            Datapath::Limit => {}
+        }
+    }
+}
