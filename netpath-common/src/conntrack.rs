@@ -88,6 +88,9 @@ pub struct PortTarget {
     pub _pad: [u8; 2],
 }
 
+/// The agent attached its tc programs through netlink (clsact) rather than TCX links.
+pub const NODE_F_CLSACT: u32 = 1;
+
 /// Node-wide settings the agent gives the datapath (single-entry array).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -100,7 +103,8 @@ pub struct NodeConfig {
     /// Source ports SNAT allocates from, inclusive, host byte order.
     pub nat_port_min: u16,
     pub nat_port_max: u16,
-    pub _pad: u32,
+    /// `NODE_F_*` bits.
+    pub flags: u32,
     /// The node namespace's cookie: the socket hooks act only on sockets of this
     /// namespace, though their cgroup may hold processes of others.
     pub netns_cookie: u64,

@@ -6,7 +6,7 @@ use aya_ebpf::{
 };
 use netpath_common::{
     conntrack::{CT_F_DNAT, CT_F_REPLY, CT_F_SNAT, TCP_CLOSING, TCP_ESTABLISHED, TCP_SYN},
-    CtEntry, NodeConfig, Reason,
+    CtEntry, CtKey, NodeConfig, Reason,
 };
 
 use crate::{
@@ -78,7 +78,7 @@ fn entry(flags: u8, flow: &Flow, len: u32) -> CtEntry {
 /// `orig`; the reply entry undoes it. The reply is inserted first with NOEXIST, so two
 /// flows can never claim the same translated tuple.
 #[inline(always)]
-fn create_pair(flow: &Flow, orig: &CtEntry, len: u32) -> Result<(), ()> {
+fn create_pair(flow: &Flow, orig: &CtEntry, len: u32, reclaim: bool) -> Result<(), ()> {
     let reply_key = flow.key.partner(orig);
     let mut reply = entry(CT_F_REPLY, flow, len);
     reply.packets = 0;
@@ -93,7 +93,14 @@ fn create_pair(flow: &Flow, orig: &CtEntry, len: u32) -> Result<(), ()> {
         reply.nat_src = flow.key.dst;
         reply.nat_sport = flow.key.dport;
     }
-    CONNTRACK.insert(&reply_key, &reply, BPF_NOEXIST as u64).map_err(|_| ())?;
+    if CONNTRACK.insert(&reply_key, &reply, BPF_NOEXIST as u64).is_err() {
+        // Only the last attempt of a search may take over a closed flow's tuple; doing
+        // it in every iteration multiplies the verifier's work past its limit.
+        if !reclaim || !reclaim_closed(&reply_key) {
+            return Err(());
+        }
+        CONNTRACK.insert(&reply_key, &reply, BPF_NOEXIST as u64).map_err(|_| ())?;
+    }
     if CONNTRACK.insert(&flow.key, orig, 0).is_err() {
         let _ = CONNTRACK.remove(&reply_key);
         return Err(());
@@ -101,6 +108,30 @@ fn create_pair(flow: &Flow, orig: &CtEntry, len: u32) -> Result<(), ()> {
     counters::count(Reason::CtCreated, 0);
     counters::count(Reason::CtCreated, 0);
     Ok(())
+}
+
+/// A TCP flow that has seen FIN or RST no longer needs its tuple: like a socket in
+/// TIME_WAIT taken over by a new SYN, its entries are removed so the tuple (and the NAT
+/// port it holds) can serve a new connection at once, instead of after the closing
+/// timeout. Without this, a burst of short connections to one server exhausts the NAT
+/// range within the timeout.
+#[inline(always)]
+fn reclaim_closed(key: &CtKey) -> bool {
+    // SAFETY: copied out at once.
+    let Some(old) = (unsafe { CONNTRACK.get(key) }).copied() else { return false };
+    if key.proto != IPPROTO_TCP {
+        return false;
+    }
+    // Each direction keeps its own state: either side's FIN or RST closes the flow.
+    let partner = key.partner(&old);
+    // SAFETY: copied out at once.
+    let partner_closing = unsafe { CONNTRACK.get(&partner) }.is_some_and(|p| p.tcp_state == TCP_CLOSING);
+    if old.tcp_state != TCP_CLOSING && !partner_closing {
+        return false;
+    }
+    let _ = CONNTRACK.remove(&partner);
+    let _ = CONNTRACK.remove(key);
+    true
 }
 
 /// Masquerade: a new flow from a container to the outside leaves with the node's address
@@ -120,11 +151,14 @@ pub fn create_snat(flow: &Flow, cfg: &NodeConfig, len: u32) -> Result<CtEntry, R
     for i in 0..NAT_PORT_TRIES {
         let port = (min + (start.wrapping_add(i)) % span) as u16;
         orig.nat_sport = port.to_be_bytes();
-        if create_pair(flow, &orig, len).is_ok() {
+        if create_pair(flow, &orig, len, false).is_ok() {
             return Ok(orig);
         }
     }
-    Err(Reason::DropNatPortsExhausted)
+    // Every port tried is taken: take over the first one if its flow has closed.
+    orig.nat_sport = ((min + start % span) as u16).to_be_bytes();
+    create_pair(flow, &orig, len, true).map_err(|_| Reason::DropNatPortsExhausted)?;
+    Ok(orig)
 }
 
 /// Port mapping: a new connection to a published port is sent to `ip:port`, keeping the
@@ -135,6 +169,6 @@ pub fn create_dnat(flow: &Flow, ip: [u8; 4], port: [u8; 2], len: u32) -> Result<
     orig.nat_dst = ip;
     orig.nat_dport = port;
     // A clash means a stale reply entry holds the tuple; the flow can't be tracked.
-    create_pair(flow, &orig, len).map_err(|_| Reason::DropNatPortsExhausted)?;
+    create_pair(flow, &orig, len, false).map_err(|_| Reason::DropNatPortsExhausted)?;
     Ok(orig)
 }

@@ -10,6 +10,7 @@ pub const UDP: u8 = 17;
 pub const ICMP: u8 = 1;
 pub const SYN: u8 = 0x02;
 pub const ACK: u8 = 0x10;
+pub const RST: u8 = 0x04;
 
 /// RFC 1071 one's-complement sum, folded and inverted; 0 over data carrying a correct
 /// checksum.

@@ -171,3 +171,22 @@ fn spoofed_source_address_is_dropped_and_counted() {
     assert!(after.reason("drop-spoofed-source") - before.reason("drop-spoofed-source") >= 2);
     assert_eq!(after.endpoint("b", "rx_packets"), before.endpoint("b", "rx_packets"));
 }
+
+#[test]
+fn clsact_attachment_for_older_kernels_forwards_the_same() {
+    let mut lab = Lab::new(2);
+    lab.start_agent_with(&["--tc-attach", "clsact"]);
+    lab.add_endpoint("a", 0);
+    let b = lab.add_endpoint("b", 1);
+    let list: serde_json::Value =
+        serde_json::from_str(&lab.netpath_ok(&["endpoint", "list", "-o", "json"])).unwrap();
+    let veth = list["endpoints"][0]["host_ifname"].as_str().unwrap().to_string();
+    // Attached as a cls_bpf filter under clsact, not as a TCX link.
+    let filters = lab.node.exec(&["tc", "filter", "show", "dev", &veth, "ingress"]);
+    assert!(String::from_utf8_lossy(&filters.stdout).contains("from_container"), "{filters:?}");
+    let before = lab.stats();
+    assert!(lab.containers[0].ping(b, 2));
+    assert_eq!(lab.stats().endpoint("b", "rx_packets") - before.endpoint("b", "rx_packets"), 2);
+    let up = lab.node.exec(&["tc", "filter", "show", "dev", "uplink0", "ingress"]);
+    assert!(String::from_utf8_lossy(&up.stdout).contains("uplink_in"), "{up:?}");
+}

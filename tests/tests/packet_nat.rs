@@ -42,7 +42,7 @@ fn with_nat(check: impl FnOnce(&mut Datapath) + Send + 'static) {
             uplink_ifindex: 0,
             nat_port_min: 61000,
             nat_port_max: 61000,
-            _pad: 0,
+            flags: 0,
             netns_cookie: 0,
         })
         .unwrap();
@@ -258,5 +258,29 @@ fn xdp_translates_published_port_traffic_and_marks_it_for_tc() {
         let v = View(&out.packet[4..]);
         assert_eq!((v.dst(), v.dport(), v.udp_csum()), (WEB, 53, 0));
         assert!(v.ip_csum_ok());
+    });
+}
+
+#[test]
+fn a_closed_connection_hands_its_nat_port_to_the_next() {
+    with_nat(|dp| {
+        let tcp = |sport: u16, flags: u8| {
+            pkt::eth(
+                WEB_HOST_MAC,
+                WEB_MAC,
+                pkt::ETH_IPV4,
+                &pkt::ipv4(WEB, CLIENT, TCP, 64, &[], &pkt::tcp(sport, 80, flags, b"")),
+            )
+        };
+        let first = from_web(dp, &tcp(1111, SYN));
+        assert_eq!(View(&first.packet).sport(), 61000);
+        // While the first connection lives, the one-port range is full.
+        assert_eq!(from_web(dp, &tcp(2222, SYN)).action, TC_ACT_SHOT);
+        // It closes (RST)...
+        assert_eq!(from_web(dp, &tcp(1111, pkt::RST | ACK)).action, TC_ACT_REDIRECT);
+        // ...and the next connection gets its port at once, not after the close timeout.
+        let next = from_web(dp, &tcp(2222, SYN));
+        assert_eq!(next.action, TC_ACT_REDIRECT);
+        assert_eq!(View(&next.packet).sport(), 61000);
     });
 }

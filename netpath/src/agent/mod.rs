@@ -52,6 +52,8 @@ pub struct AgentConfig {
     pub xdp: bool,
     /// Where to serve Prometheus metrics; None: not at all.
     pub metrics: Option<std::net::SocketAddr>,
+    /// Force the tc attach method; None: TCX where the kernel has it.
+    pub tc_attach: Option<crate::datapath::AttachMode>,
     pub conntrack: CtConfig,
 }
 
@@ -92,6 +94,7 @@ impl Agent {
             cgroup,
             xdp,
             metrics: metrics_addr,
+            tc_attach,
             conntrack,
         } = config;
         let (conn, netlink, _) = rtnetlink::new_connection().map_err(PlumbingError::Socket)?;
@@ -131,7 +134,7 @@ impl Agent {
             plumbing::sysctl::set(key, value)?;
         }
         plumbing::bpffs::ensure(&paths.bpffs_dir)?;
-        let mut datapath = Datapath::load(&paths.bpffs_dir, conntrack.max_entries)?;
+        let mut datapath = Datapath::load_with(&paths.bpffs_dir, conntrack.max_entries, tc_attach)?;
         datapath.set_node_config(NodeConfig {
             node_ip: node.node_ip.unwrap_or(Ipv4Addr::UNSPECIFIED).octets(),
             pod_net: pod_cidr.network().octets(),
@@ -139,7 +142,11 @@ impl Agent {
             uplink_ifindex: node.uplink.as_ref().map_or(0, |u| u.index),
             nat_port_min: *nat_ports.start(),
             nat_port_max: *nat_ports.end(),
-            _pad: 0,
+            flags: if datapath.mode() == crate::datapath::AttachMode::Clsact {
+                netpath_common::conntrack::NODE_F_CLSACT
+            } else {
+                0
+            },
             netns_cookie: plumbing::netns::current_cookie().unwrap_or(0),
         })?;
         if let Some(uplink) = &node.uplink {

@@ -34,8 +34,12 @@ impl Report {
     }
 }
 
-/// Programs attached at `iface`'s tc ingress, by name (TCX kernels).
-fn tcx_programs(iface: &str) -> Option<Vec<String>> {
+/// Programs attached at `iface`'s tc ingress, by name, when the agent uses TCX links;
+/// `None` when that cannot be asked (clsact attachments are not listed by TCX queries).
+fn tcx_programs(iface: &str, clsact: bool) -> Option<Vec<String>> {
+    if clsact {
+        return None;
+    }
     let (_, progs) = SchedClassifier::query_tcx(iface, TcAttachType::Ingress).ok()?;
     Some(progs.iter().filter_map(|p| p.name_as_str().map(str::to_string)).collect())
 }
@@ -109,6 +113,7 @@ async fn check(paths: &Paths) -> anyhow::Result<Report> {
     let endpoints = Store::<EndpointRecord>::new(paths.state_file()).load()?;
     let in_map = inspector.endpoints()?;
     let cfg = inspector.node_config()?;
+    let clsact = cfg.flags & netpath_common::conntrack::NODE_F_CLSACT != 0;
 
     // Endpoints: state vs kernel vs map, and the program on each veth.
     for e in &endpoints {
@@ -141,7 +146,7 @@ async fn check(paths: &Paths) -> anyhow::Result<Report> {
                 continue;
             }
         }
-        match tcx_programs(&e.host_ifname) {
+        match tcx_programs(&e.host_ifname, clsact) {
             Some(progs) if !progs.iter().any(|p| p == "from_container") => {
                 r.fail(
                     &check,
@@ -186,7 +191,7 @@ async fn check(paths: &Paths) -> anyhow::Result<Report> {
                 format!("interface {} is gone", cfg.uplink_ifindex),
                 "restart the agent (or pass --uplink)",
             ),
-            Some(up) => match tcx_programs(&up.name) {
+            Some(up) => match tcx_programs(&up.name, clsact) {
                 Some(progs) if !progs.iter().any(|p| p == "uplink_in") => r.fail(
                     "uplink",
                     format!("uplink_in is not attached to {}", up.name),

@@ -63,6 +63,10 @@ pub enum Command {
         /// Serve Prometheus metrics at http://ADDR/metrics ("off" to disable).
         #[arg(long, env = "NETPATH_METRICS", default_value = "127.0.0.1:9464", value_parser = parse_metrics_addr)]
         metrics: MetricsAddr,
+        /// How to attach tc programs: tcx (bpf links, kernel >= 6.6) or clsact (netlink,
+        /// any kernel). Default: tcx where the kernel has it.
+        #[arg(long, env = "NETPATH_TC_ATTACH", value_enum)]
+        tc_attach: Option<crate::datapath::AttachMode>,
         #[command(flatten)]
         conntrack: CtConfig,
     },
@@ -250,20 +254,30 @@ fn parse_mac_arg(s: &str) -> Result<[u8; 6], String> {
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Agent { pod_cidr, mode, bridge, uplink, nat_ports, cgroup, xdp, metrics, conntrack } => {
-            run_agent(AgentConfig {
-                paths: cli.paths,
-                pod_cidr,
-                mode,
-                bridge_name: bridge,
-                uplink,
-                nat_ports,
-                cgroup,
-                xdp,
-                metrics: metrics.0,
-                conntrack,
-            })
-        }
+        Command::Agent {
+            pod_cidr,
+            mode,
+            bridge,
+            uplink,
+            nat_ports,
+            cgroup,
+            xdp,
+            metrics,
+            tc_attach,
+            conntrack,
+        } => run_agent(AgentConfig {
+            paths: cli.paths,
+            pod_cidr,
+            mode,
+            bridge_name: bridge,
+            uplink,
+            nat_ports,
+            cgroup,
+            xdp,
+            metrics: metrics.0,
+            tc_attach,
+            conntrack,
+        }),
         Command::Port(cmd) => port(&cli.paths, cmd),
         Command::Trace(args) => trace::run(&cli.paths, args),
         Command::Completions { shell } => {

@@ -20,7 +20,7 @@ pub(super) const NODE_CONNECT4: &str = "node_connect4";
 pub(super) const UPLINK_XDP: &str = "uplink_xdp";
 
 /// How tc programs are attached on this kernel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum AttachMode {
     /// bpf_link based tc (kernel >= 6.6): no qdisc, detached when the link is dropped.
     Tcx,
@@ -58,13 +58,23 @@ impl Datapath {
     /// pinned there are adopted, not recreated, so their contents survive a restart.
     /// `ct_entries` sizes a new conntrack table.
     pub fn load(pin_dir: &Path, ct_entries: u32) -> Result<Self, DatapathError> {
+        Self::load_with(pin_dir, ct_entries, None)
+    }
+
+    /// [`Datapath::load`] with the tc attach method forced (`None`: TCX where the kernel
+    /// has it, clsact otherwise).
+    pub fn load_with(
+        pin_dir: &Path,
+        ct_entries: u32,
+        attach: Option<AttachMode>,
+    ) -> Result<Self, DatapathError> {
         let object = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netpath"));
         let ebpf = EbpfLoader::new()
             .default_map_pin_directory(pin_dir)
             .map_max_entries(netpath_common::maps::CONNTRACK, ct_entries)
             .load(object)
             .map_err(|source| DatapathError::Load { pin_dir: pin_dir.into(), source: Box::new(source) })?;
-        let mode = AttachMode::detect();
+        let mode = attach.unwrap_or_else(AttachMode::detect);
         let mut dp = Self { ebpf, mode, links: HashMap::new() };
         for name in [FROM_CONTAINER, UPLINK_IN] {
             dp.classifier(name)?
@@ -160,9 +170,13 @@ impl Datapath {
                 }
             }
         }
-        let id = self.classifier(prog)?.attach(iface, TcAttachType::Ingress).map_err(|source| {
-            DatapathError::Attach { prog, iface: iface.into(), source: Box::new(source) }
-        })?;
+        let options = match self.mode {
+            AttachMode::Tcx => tc::TcAttachOptions::TcxOrder(aya::programs::LinkOrder::default()),
+            AttachMode::Clsact => tc::TcAttachOptions::Netlink(tc::NlOptions::default()),
+        };
+        let id = self.classifier(prog)?.attach_with_options(iface, TcAttachType::Ingress, options).map_err(
+            |source| DatapathError::Attach { prog, iface: iface.into(), source: Box::new(source) },
+        )?;
         self.links.insert((prog, ifindex), id);
         Ok(())
     }

@@ -28,6 +28,9 @@ fn latency(mut ms: Vec<f64>) -> Latency {
 pub struct ControlPlane {
     pub netpath_add: Latency,
     pub netpath_del: Latency,
+    /// The same with the programs attached through netlink clsact instead of TCX links.
+    pub netpath_clsact_add: Latency,
+    pub netpath_clsact_del: Latency,
     pub cni_bridge_add: Option<Latency>,
     pub cni_bridge_del: Option<Latency>,
     pub rss_endpoints: usize,
@@ -41,27 +44,10 @@ pub fn run(quick: bool) -> Result<ControlPlane> {
     let mut cp = ControlPlane::default();
 
     let mut lab = Lab::with_prefix("npcp", n);
-    lab.start_agent();
-    let (mut add, mut del) = (Vec::new(), Vec::new());
-    for i in 0..n {
-        let path = lab.containers[i].path();
-        let t = Instant::now();
-        lab.netpath_ok(&[
-            "endpoint",
-            "add",
-            &format!("ep{i}"),
-            "--netns",
-            path.to_str().expect("utf-8 path"),
-        ]);
-        add.push(t.elapsed().as_secs_f64() * 1e3);
-    }
-    for i in 0..n {
-        let t = Instant::now();
-        lab.netpath_ok(&["endpoint", "del", &format!("ep{i}")]);
-        del.push(t.elapsed().as_secs_f64() * 1e3);
-    }
-    cp.netpath_add = latency(add);
-    cp.netpath_del = latency(del);
+    (cp.netpath_clsact_add, cp.netpath_clsact_del) = add_del(&mut lab, n, &["--tc-attach", "clsact"]);
+    lab.stop_agent();
+    let _ = std::fs::remove_dir_all(&lab.bpffs_dir);
+    (cp.netpath_add, cp.netpath_del) = add_del(&mut lab, n, &[]);
 
     if Path::new(CNI_BRIDGE).exists() {
         let (a, d) = cni(&lab, n)?;
@@ -93,6 +79,31 @@ pub fn run(quick: bool) -> Result<ControlPlane> {
         .unwrap_or(0);
     cp.rss_endpoints = m;
     Ok(cp)
+}
+
+/// Starts the agent with `args`, adds an endpoint in each namespace, deletes them all;
+/// the latencies of both, as the CLI sees them.
+fn add_del(lab: &mut Lab, n: usize, args: &[&str]) -> (Latency, Latency) {
+    lab.start_agent_with(args);
+    let (mut add, mut del) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        let path = lab.containers[i].path();
+        let t = Instant::now();
+        lab.netpath_ok(&[
+            "endpoint",
+            "add",
+            &format!("ep{i}"),
+            "--netns",
+            path.to_str().expect("utf-8 path"),
+        ]);
+        add.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    for i in 0..n {
+        let t = Instant::now();
+        lab.netpath_ok(&["endpoint", "del", &format!("ep{i}")]);
+        del.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    (latency(add), latency(del))
 }
 
 /// ADD then DEL for each namespace with the CNI bridge plugin (host-local IPAM), run in

@@ -204,6 +204,16 @@ impl Report {
             "| netpath endpoint del | {} | {:.2} | {:.2} |",
             cp.netpath_del.n, cp.netpath_del.p50_ms, cp.netpath_del.p99_ms
         );
+        let _ = writeln!(
+            md,
+            "| netpath endpoint add (clsact) | {} | {:.2} | {:.2} |",
+            cp.netpath_clsact_add.n, cp.netpath_clsact_add.p50_ms, cp.netpath_clsact_add.p99_ms
+        );
+        let _ = writeln!(
+            md,
+            "| netpath endpoint del (clsact) | {} | {:.2} | {:.2} |",
+            cp.netpath_clsact_del.n, cp.netpath_clsact_del.p50_ms, cp.netpath_clsact_del.p99_ms
+        );
         if let (Some(a), Some(d)) = (&cp.cni_bridge_add, &cp.cni_bridge_del) {
             let _ = writeln!(md, "| CNI bridge ADD | {} | {:.2} | {:.2} |", a.n, a.p50_ms, a.p99_ms);
             let _ = writeln!(md, "| CNI bridge DEL | {} | {:.2} | {:.2} |", d.n, d.p50_ms, d.p99_ms);
