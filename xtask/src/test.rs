@@ -62,5 +62,11 @@ pub fn run(filter: Option<&str>) -> Result<()> {
     if !status.success() {
         bail!("tests failed");
     }
+    if filter.is_none() {
+        // The benchmark's smoke run: every measurement must produce a number (no ratio
+        // is judged here; these machines are noisy).
+        step("benchmark smoke run (cargo xtask bench --quick)");
+        crate::bench::run(crate::bench::BenchArgs { quick: true, out: root.join("target/bench-smoke") })?;
+    }
     Ok(())
 }
