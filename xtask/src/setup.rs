@@ -32,9 +32,13 @@ pub fn run() -> Result<()> {
 }
 
 /// What only the benchmark needs: conntrack (flushing netfilter's table between tests),
-/// the CNI reference plugins (the control-plane comparison), iperf3 (cross-check).
+/// the CNI reference plugins (the control-plane comparison), iperf3 (cross-check), a
+/// font for the charts.
 pub fn bench_tools() -> Result<()> {
-    install_missing(&["conntrack", "containernetworking-plugins", "iperf3"], "benchmark tools")
+    install_missing(
+        &["conntrack", "containernetworking-plugins", "iperf3", "fonts-dejavu-core"],
+        "benchmark tools",
+    )
 }
 
 fn installed(pkg: &str) -> bool {

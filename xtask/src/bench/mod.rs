@@ -1,5 +1,6 @@
 //! `cargo xtask bench`: netpath against Docker's bridge + iptables datapath and the
 //! plain-veth limit, side by side in one run, with the same workload and method.
+mod charts;
 mod control;
 pub mod ct;
 mod load;

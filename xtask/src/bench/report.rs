@@ -55,6 +55,7 @@ impl Report {
         std::fs::create_dir_all(dir)?;
         std::fs::write(dir.join("results.json"), serde_json::to_vec_pretty(self)?)?;
         std::fs::write(dir.join("results.md"), self.markdown())?;
+        super::charts::draw(self, dir)?;
         Ok(())
     }
 
@@ -73,6 +74,27 @@ impl Report {
                 && m.placement == placement
                 && m.mappings == mappings
         })
+    }
+
+    /// The median rate of one measurement, if it was made.
+    pub fn median(
+        &self,
+        dp: Datapath,
+        path: PathKind,
+        test: Test,
+        placement: Placement,
+        mappings: u32,
+    ) -> Option<f64> {
+        self.stat(dp, path, test, placement, mappings).map(|s| s.rate).filter(|r| r.is_finite())
+    }
+
+    /// The port-mapping counts of the scaling run, 0 first.
+    pub fn mapping_counts(&self) -> Vec<u32> {
+        let mut counts: Vec<u32> = self.measurements.iter().map(|m| m.mappings).collect();
+        counts.push(0);
+        counts.sort_unstable();
+        counts.dedup();
+        counts
     }
 
     /// Median rate, and median p50/p99 latency.

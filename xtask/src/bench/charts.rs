@@ -1,0 +1,138 @@
+//! PNG charts of a run: rate and latency per path and datapath, and the scaling curve.
+//! Text needs a font: DejaVu Sans from Debian's fonts-dejavu-core (installed by setup).
+use std::path::Path;
+
+use anyhow::{anyhow, Result};
+use plotters::prelude::*;
+
+use super::{
+    load::{Placement, Test},
+    report::Report,
+    world::{Datapath, PathKind},
+};
+
+const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
+const DATAPATHS: [(Datapath, RGBColor); 3] = [
+    (Datapath::Netpath, RGBColor(31, 119, 180)),
+    (Datapath::Iptables, RGBColor(214, 39, 40)),
+    (Datapath::Limit, RGBColor(120, 120, 120)),
+];
+
+fn register_font() -> Result<()> {
+    let bytes = std::fs::read(FONT).map_err(|e| anyhow!("{FONT}: {e}; install fonts-dejavu-core"))?;
+    // The font registry wants 'static bytes; the process draws a few charts and exits.
+    let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+    plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
+        .map_err(|_| anyhow!("{FONT} is not a usable font"))
+}
+
+pub fn draw(report: &Report, dir: &Path) -> Result<()> {
+    register_font()?;
+    rates(report, &dir.join("rates.png"))?;
+    scaling(report, &dir.join("scaling.png"))?;
+    Ok(())
+}
+
+/// Transactions/s per path and test (bars), datapaths side by side, with p50 latency
+/// written on each bar.
+fn rates(report: &Report, file: &Path) -> Result<()> {
+    let groups: Vec<(PathKind, Test)> = [PathKind::C2c, PathKind::Snat, PathKind::Dnat]
+        .into_iter()
+        .flat_map(|p| [Test::TcpRr, Test::UdpRr, Test::TcpCrr].map(|t| (p, t)))
+        .collect();
+    let value = |dp: Datapath, p: PathKind, t: Test| {
+        let lookup = if dp == Datapath::Limit { PathKind::C2c } else { p };
+        if dp == Datapath::Limit && p != PathKind::C2c {
+            return None;
+        }
+        report.median(dp, lookup, t, Placement::SameCpu, 0)
+    };
+    let max = groups
+        .iter()
+        .flat_map(|(p, t)| DATAPATHS.iter().filter_map(move |(dp, _)| value(*dp, *p, *t)))
+        .fold(1.0f64, f64::max);
+    let root = BitMapBackend::new(file, (1400, 600)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption("transactions/s (client and server on one CPU; higher is better)", ("sans-serif", 22))
+        .margin(15)
+        .x_label_area_size(60)
+        .y_label_area_size(80)
+        .build_cartesian_2d(0f64..groups.len() as f64, 0f64..max * 1.15)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(groups.len())
+        .x_label_formatter(&|x| {
+            let i = x.floor() as usize;
+            groups.get(i).map_or(String::new(), |(p, t)| {
+                let p = match p {
+                    PathKind::C2c => "c2c",
+                    PathKind::Snat => "snat",
+                    PathKind::Dnat => "dnat",
+                    PathKind::Loopback => "lo",
+                };
+                format!("{p} {}", t.name())
+            })
+        })
+        .y_desc("transactions/s")
+        .draw()?;
+    for (k, (dp, color)) in DATAPATHS.iter().enumerate() {
+        let bars: Vec<_> = groups
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (p, t))| {
+                let v = value(*dp, *p, *t)?;
+                let x0 = i as f64 + 0.1 + k as f64 * 0.27;
+                Some(Rectangle::new([(x0, 0.0), (x0 + 0.25, v)], color.filled()))
+            })
+            .collect();
+        chart
+            .draw_series(bars)?
+            .label(dp.name())
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
+    }
+    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+    root.present()?;
+    Ok(())
+}
+
+/// The DNAT path's TCP_CRR against the number of other published ports.
+fn scaling(report: &Report, file: &Path) -> Result<()> {
+    let counts = report.mapping_counts();
+    let root = BitMapBackend::new(file, (900, 500)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let max = counts
+        .iter()
+        .flat_map(|n| {
+            [Datapath::Netpath, Datapath::Iptables]
+                .map(|dp| report.median(dp, PathKind::Dnat, Test::TcpCrr, Placement::SameCpu, *n))
+        })
+        .flatten()
+        .fold(1.0f64, f64::max);
+    let xs = |n: u32| ((n as f64) + 1.0).log10();
+    let xmax = counts.iter().map(|n| xs(*n)).fold(1.0f64, f64::max);
+    let mut chart = ChartBuilder::on(&root)
+        .caption("outside to mapped port, TCP_CRR vs other published ports", ("sans-serif", 20))
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(80)
+        .build_cartesian_2d(0f64..xmax * 1.05, 0f64..max * 1.15)?;
+    chart.configure_mesh().x_desc("published ports (log10(n+1))").y_desc("connections/s").draw()?;
+    for (dp, color) in DATAPATHS.iter().take(2) {
+        let pts: Vec<(f64, f64)> = counts
+            .iter()
+            .filter_map(|n| {
+                Some((xs(*n), report.median(*dp, PathKind::Dnat, Test::TcpCrr, Placement::SameCpu, *n)?))
+            })
+            .collect();
+        chart
+            .draw_series(LineSeries::new(pts.clone(), color.stroke_width(3)))?
+            .label(dp.name())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], color.stroke_width(3)));
+        chart.draw_series(pts.into_iter().map(|p| Circle::new(p, 4, color.filled())))?;
+    }
+    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+    root.present()?;
+    Ok(())
+}
