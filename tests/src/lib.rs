@@ -115,6 +115,20 @@ pub fn sweep(prefix: &str) -> usize {
     removed
 }
 
+/// Whether the running kernel is at least `major.minor`. When it is not, prints the
+/// line the VM runner counts as an explicit skip (`netpath-test-skipped: kernel lacks
+/// WHAT`), so a test that cannot run there is never taken for a pass.
+pub fn kernel_has(major: u32, minor: u32, what: &str) -> bool {
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut it = release.trim().split(['.', '-']).filter_map(|p| p.parse::<u32>().ok());
+    let have = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+    if have >= (major, minor) {
+        return true;
+    }
+    println!("netpath-test-skipped: kernel lacks {what} ({major}.{minor}+, running {})", release.trim());
+    false
+}
+
 /// The cgroup v2 mount (the unified hierarchy on hybrid systems).
 pub fn cgroup2_root() -> PathBuf {
     let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();

@@ -6,6 +6,7 @@ mod demo;
 mod preflight;
 mod setup;
 mod test;
+mod vm;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -31,6 +32,8 @@ enum Cmd {
     Demo,
     /// Benchmark netpath against bridge + iptables and the plain-veth limit.
     Bench(bench::BenchArgs),
+    /// Run the integration tests on other kernels under qemu.
+    VmTest(vm::VmArgs),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +43,7 @@ fn main() -> ExitCode {
         Cmd::Test { filter } => test::run(filter.as_deref()),
         Cmd::Demo => demo::run(),
         Cmd::Bench(args) => bench::run(args),
+        Cmd::VmTest(args) => vm::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

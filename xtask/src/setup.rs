@@ -41,6 +41,12 @@ pub fn bench_tools() -> Result<()> {
     )
 }
 
+/// What booting other kernels needs: qemu, a static busybox for the guest's userland,
+/// cpio for the initramfs, xz and zstd for compressed kernel modules.
+pub fn vm_tools() -> Result<()> {
+    install_missing(&["qemu-system-x86", "busybox-static", "cpio", "xz-utils", "zstd"], "VM tools")
+}
+
 fn installed(pkg: &str) -> bool {
     Command::new("dpkg-query")
         .args(["-W", "-f=${Status}", pkg])

@@ -59,7 +59,8 @@ pub fn run(quick: bool) -> Result<ControlPlane> {
     // Memory with many endpoints attached.
     let m = if quick { 50 } else { 1000 };
     let mut lab = Lab::with_prefix("npcp", m);
-    lab.start_agent();
+    // A /24 holds 253 containers; this run needs a thousand.
+    lab.start_agent_with(&["--pod-cidr", "10.64.0.0/20"]);
     for i in 0..m {
         let path = lab.containers[i].path();
         lab.netpath_ok(&[

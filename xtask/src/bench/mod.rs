@@ -142,7 +142,18 @@ pub fn run(args: BenchArgs) -> Result<()> {
     drop(worlds);
 
     step("control plane: endpoint add/del latency, agent memory");
-    let control = control::run(args.quick)?;
+    // A failure here must not lose the data-plane results above.
+    let control = match std::panic::catch_unwind(|| control::run(args.quick)) {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            eprintln!("control-plane run failed: {e:#}");
+            control::ControlPlane::default()
+        }
+        Err(_) => {
+            eprintln!("control-plane run failed (see above)");
+            control::ControlPlane::default()
+        }
+    };
 
     let report = report::Report::new(results, control, args.quick);
     report.write(&args.out)?;

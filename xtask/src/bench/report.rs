@@ -338,7 +338,15 @@ impl Report {
             .iter()
             .filter(|m| m.samples.is_empty() || m.samples.iter().any(|s| s.rate.is_nan() || s.rate <= 0.0))
             .map(|m| format!("{} {} {}", m.datapath.name(), m.path.name(), m.test.name()))
-            .collect();
+            .collect::<Vec<_>>();
+        let mut bad = bad;
+        let cp = &self.control;
+        if cp.netpath_add.n == 0 || cp.netpath_clsact_add.n == 0 {
+            bad.push("control plane: endpoint add/del".into());
+        }
+        if cp.agent_rss_kib == 0 {
+            bad.push("control plane: agent memory".into());
+        }
         (!bad.is_empty()).then(|| bad.join(", "))
     }
 }

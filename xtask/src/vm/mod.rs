@@ -1,0 +1,145 @@
+//! `cargo xtask vm-test`: the integration tests on other kernels, each booted under qemu
+//! with an initramfs carrying the test binaries, their tools and the kernel's modules.
+mod initramfs;
+mod kernel;
+mod outcome;
+
+use std::{
+    io::Read as _,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::{step, workspace_root};
+
+#[derive(Debug, clap::Args)]
+pub struct VmArgs {
+    /// 5.10, 6.1, 6.12 (Debian's cloud kernels) or the path of a bzImage; repeatable.
+    #[arg(long = "kernel", default_values = ["6.1", "5.10"])]
+    pub kernels: Vec<String>,
+    /// Only tests whose name contains this.
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// A guest still running after this many seconds is killed and reported as hung.
+    #[arg(long, default_value_t = 1800)]
+    pub timeout: u64,
+}
+
+/// The integration test binaries (and netpath), built for the host and run as they are
+/// in the guest with their libraries carried along.
+fn build_payload(root: &Path) -> Result<initramfs::Payload> {
+    crate::build_netpath()?;
+    let out = Command::new("cargo")
+        .current_dir(root)
+        .args(["test", "-p", "netpath-tests", "--no-run", "--message-format=json"])
+        .stderr(Stdio::inherit())
+        .output()?;
+    if !out.status.success() {
+        bail!("building the test binaries failed");
+    }
+    let mut tests = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        let is_test = v["profile"]["test"] == true && v["target"]["kind"][0] == "test";
+        if let (true, Some(exe)) = (is_test, v["executable"].as_str()) {
+            tests.push(PathBuf::from(exe));
+        }
+    }
+    Ok(initramfs::Payload { netpath: root.join("target/debug/netpath"), tests })
+}
+
+/// Boots the kernel with the initramfs; the serial console's text, and whether it hung.
+fn boot(vmlinuz: &Path, initrd: &Path, timeout: Duration, log: &Path) -> Result<(String, bool)> {
+    // KVM hangs on this machine kind (see shared/TOOLCHAIN.md); TCG boots in seconds.
+    let mut child = Command::new("qemu-system-x86_64")
+        .args(["-accel", "tcg", "-cpu", "max", "-m", "2G", "-smp", "2", "-nographic", "-no-reboot"])
+        .arg("-kernel")
+        .arg(vmlinuz)
+        .arg("-initrd")
+        .arg(initrd)
+        .args(["-append", "console=ttyS0 panic=-1 quiet"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot start qemu-system-x86_64")?;
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stdout.read_to_end(&mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    });
+    let start = Instant::now();
+    let mut hung = false;
+    while child.try_wait()?.is_none() {
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            hung = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = child.wait();
+    let text = reader.join().unwrap_or_default();
+    std::fs::write(log, &text)?;
+    Ok((text, hung))
+}
+
+pub fn run(args: VmArgs) -> Result<()> {
+    crate::preflight::check()?;
+    crate::setup::run()?;
+    crate::setup::vm_tools()?;
+    let root = workspace_root();
+    let payload = build_payload(&root)?;
+    let cache = root.join("target/vm");
+    let mut matrix = String::from("| kernel | passed | failed | skipped | result |\n|---|---|---|---|---|\n");
+    let mut all_ok = true;
+    for spec in &args.kernels {
+        let kernel = kernel::resolve(spec, &cache.join("kernels"))?;
+        let dir = cache.join(format!("run-{}", spec.replace(['/', '.'], "_")));
+        std::fs::create_dir_all(&dir)?;
+        step(&format!("kernel {}: building the initramfs", kernel.label));
+        let initrd = initramfs::build(&kernel, &payload, args.filter.as_deref(), &dir)?;
+        step(&format!("kernel {}: booting under qemu (TCG)", kernel.label));
+        let log = dir.join("console.log");
+        let (text, hung) = boot(&kernel.vmlinuz, &initrd, Duration::from_secs(args.timeout), &log)?;
+        let o = outcome::parse(&text);
+        let verdict = if hung {
+            format!("HUNG after {} s (killed)", args.timeout)
+        } else if let Some(p) = &o.panic {
+            format!("KERNEL PANIC:\n{p}")
+        } else if !o.finished {
+            "DID NOT FINISH (see console.log)".to_string()
+        } else if o.failed > 0 {
+            format!("FAILED: {}", o.failures.join(", "))
+        } else {
+            "ok".to_string()
+        };
+        let ok = verdict == "ok";
+        all_ok &= ok;
+        println!(
+            "kernel {}: {} passed, {} failed, {} skipped: {verdict}",
+            kernel.label, o.passed, o.failed, o.skipped
+        );
+        for r in &o.skip_reasons {
+            println!("    skipped: {r}");
+        }
+        matrix.push_str(&format!(
+            "| {} | {} | {} | {} | {} |\n",
+            kernel.label,
+            o.passed,
+            o.failed,
+            o.skipped,
+            verdict.lines().next().unwrap_or_default()
+        ));
+    }
+    std::fs::write(cache.join("matrix.md"), &matrix)?;
+    step(&format!("compatibility matrix in {}", cache.join("matrix.md").display()));
+    if !all_ok {
+        bail!("some kernels failed");
+    }
+    Ok(())
+}
