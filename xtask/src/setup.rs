@@ -42,9 +42,10 @@ pub fn bench_tools() -> Result<()> {
 }
 
 /// What booting other kernels needs: qemu, a static busybox for the guest's userland,
-/// cpio for the initramfs, xz and zstd for compressed kernel modules.
+/// cpio for the initramfs, xz and zstd for compressed kernel modules, depmod (kmod) for
+/// the modules.dep that kernel packages leave to their install.
 pub fn vm_tools() -> Result<()> {
-    install_missing(&["qemu-system-x86", "busybox-static", "cpio", "xz-utils", "zstd"], "VM tools")
+    install_missing(&["qemu-system-x86", "busybox-static", "cpio", "xz-utils", "zstd", "kmod"], "VM tools")
 }
 
 fn installed(pkg: &str) -> bool {

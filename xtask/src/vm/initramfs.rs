@@ -61,14 +61,45 @@ fn install(root: &Path, src: &Path) -> Result<()> {
 
 fn install_with_libs(root: &Path, bin: &Path) -> Result<()> {
     install(root, bin)?;
+    install_libs(root, bin)
+}
+
+fn install_libs(root: &Path, bin: &Path) -> Result<()> {
     for lib in libraries(bin)? {
         install(root, &lib)?;
     }
     Ok(())
 }
 
+/// Copies one of our own binaries to `dst` without its debug info: debug builds are
+/// mostly DWARF, and the guest unpacks the initramfs into RAM.
+fn install_stripped(bin: &Path, dst: &Path) -> Result<()> {
+    let status = Command::new("strip")
+        .arg("--strip-debug")
+        .arg("-o")
+        .arg(dst)
+        .arg(bin)
+        .status()
+        .context("cannot run strip")?;
+    if !status.success() {
+        bail!("strip {} failed", bin.display());
+    }
+    Ok(())
+}
+
 /// Module files to load, dependencies first, as paths relative to lib/modules/<ver>.
 fn module_order(modules: &Path) -> Result<Vec<String>> {
+    if !modules.join("modules.dep").exists() {
+        // The package ships no modules.dep (depmod runs at install): make it here.
+        let version = modules.file_name().and_then(|v| v.to_str()).unwrap_or_default();
+        let base =
+            modules.ancestors().nth(3).ok_or_else(|| anyhow!("odd modules path {}", modules.display()))?;
+        let status =
+            Command::new("depmod").arg("-b").arg(base).arg(version).status().context("cannot run depmod")?;
+        if !status.success() {
+            bail!("depmod -b {} {version} failed", base.display());
+        }
+    }
     let dep = std::fs::read_to_string(modules.join("modules.dep")).context("modules.dep")?;
     let deps: Vec<(String, Vec<String>)> = dep
         .lines()
@@ -151,14 +182,14 @@ pub fn build(kernel: &Kernel, payload: &Payload, filter: Option<&str>, dir: &Pat
             install_with_libs(&root, &e.path())?;
         }
     }
-    install_with_libs(&root, &payload.netpath)?;
-    std::fs::copy(&payload.netpath, root.join("bin/netpath"))?;
+    install_libs(&root, &payload.netpath)?;
+    install_stripped(&payload.netpath, &root.join("bin/netpath"))?;
     for t in &payload.tests {
-        install_with_libs(&root, t)?;
+        install_libs(&root, t)?;
         let name = t.file_name().and_then(|n| n.to_str()).ok_or_else(|| anyhow!("bad test path"))?;
         // cargo names test binaries name-<hash>.
         let short = name.rsplit_once('-').map_or(name, |(n, _)| n);
-        std::fs::copy(t, root.join("tests").join(short))?;
+        install_stripped(t, &root.join("tests").join(short))?;
     }
     let mut list = Vec::new();
     if let Some(modules) = &kernel.modules {
@@ -170,8 +201,9 @@ pub fn build(kernel: &Kernel, payload: &Payload, filter: Option<&str>, dir: &Pat
     let filter = filter.map(|f| format!("'{}'", f.replace('\'', ""))).unwrap_or_default();
     let init = format!(
         r#"#!/bin/busybox sh
+# Busybox fills in what the real tools (installed under /usr) do not provide.
 /bin/busybox --install -s /bin
-export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
