@@ -318,8 +318,10 @@ impl Lab {
                 nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)
             });
         }
-        let mut child = cmd.spawn().expect("spawn netpath agent");
         let socket = self.work_dir.join("run/agent.sock");
+        // A killed agent leaves its socket behind: waiting for it must wait for the new one.
+        let _ = fs::remove_file(&socket);
+        let mut child = cmd.spawn().expect("spawn netpath agent");
         let deadline = Instant::now() + Duration::from_secs(20);
         while !socket.exists() {
             if let Some(status) = child.try_wait().unwrap() {
@@ -339,6 +341,29 @@ impl Lab {
     /// The running agent's process ID.
     pub fn agent_pid(&self) -> Option<u32> {
         self.agent.as_ref().map(Child::id)
+    }
+
+    /// Kills the agent with SIGKILL, as a crash or the OOM killer would.
+    pub fn kill_agent(&mut self) {
+        if let Some(mut child) = self.agent.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Detaches netpath's programs as a fault would: removes the pinned links (TCX, XDP,
+    /// cgroup) and any clsact filter or XDP program on the node's interfaces. With the
+    /// agent stopped nothing else holds them, so the datapath is gone.
+    pub fn detach_programs(&self) {
+        if let Ok(dir) = fs::read_dir(self.bpffs_dir.join("links")) {
+            for e in dir.flatten() {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+        for link in self.node_links() {
+            let _ = self.node.exec(&["tc", "filter", "del", "dev", &link, "ingress"]);
+        }
+        let _ = self.node.exec(&["ip", "link", "set", "dev", "uplink0", "xdp", "off"]);
     }
 
     /// Stops the agent (SIGTERM) and waits for it.

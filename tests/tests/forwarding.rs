@@ -99,8 +99,11 @@ fn without_the_program_traffic_leaves_the_ebpf_path() {
     let b = lab.add_endpoint("b", 1);
     assert!(lab.containers[0].ping(b, 1));
 
-    // Stopping the agent detaches the programs; maps stay pinned and readable.
+    // A stopped agent leaves the datapath running (pinned links)...
     lab.stop_agent();
+    assert!(lab.containers[0].ping(b, 1), "datapath went away with the agent");
+    // ...so take the programs away as a fault would; maps stay pinned and readable.
+    lab.detach_programs();
     let before = lab.stats();
     let forwarded_by_node = lab.node.snmp("Ip", "ForwDatagrams");
     let answered = lab.containers[0].ping(b, 2);

@@ -195,6 +195,7 @@ fn without_the_programs_neither_masquerade_nor_published_ports_work() {
     let listener = lab.containers[0].run(move || TcpListener::bind((a, 80))).join().unwrap().unwrap();
     listener.set_nonblocking(true).unwrap();
     lab.stop_agent();
+    lab.detach_programs();
     assert!(echo_client(&lab.outside, SocketAddrV4::new(NODE_UPLINK_IP, 8080), 10).is_err());
     assert!(listener.accept().is_err(), "a connection reached the container without the datapath");
     let _server = echo_server(&lab.outside, SocketAddrV4::new(OUTSIDE_IP, 9000), 10);

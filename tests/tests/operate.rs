@@ -201,8 +201,12 @@ fn doctor_passes_a_healthy_node_and_names_each_injected_fault() {
     assert_eq!(failed, ["endpoint b"], "{v}");
     assert!(v.to_string().contains("is gone"), "{v}");
 
-    // Programs detached (agent stopped): named per veth and for the uplink.
+    // The agent stopped: the datapath keeps running, doctor names only the agent.
     lab.stop_agent();
+    let (_, failed, v) = doctor(&lab);
+    assert_eq!(failed, ["agent", "endpoint b"], "{v}");
+    // Programs detached: named per veth and for the uplink.
+    lab.detach_programs();
     let (_, failed, v) = doctor(&lab);
     for want in ["agent", "endpoint a", "uplink"] {
         assert!(failed.iter().any(|f| f == want), "{want} not reported: {v}");

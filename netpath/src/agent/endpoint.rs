@@ -147,7 +147,7 @@ impl Agent {
                 Ok(rec)
             }
             Err(e) => {
-                let _ = self.datapath.detach_endpoint(rec.host_ifindex);
+                let _ = self.datapath.detach_endpoint(&rec.host_ifname, rec.host_ifindex);
                 let _ = self.datapath.unregister(rec.ip);
                 let _ = link::delete(&self.netlink, rec.host_ifindex).await;
                 Err(e)
@@ -191,7 +191,7 @@ impl Agent {
         next.remove(pos);
         self.store.save(&next)?;
         self.endpoints = next;
-        self.datapath.detach_endpoint(rec.host_ifindex)?;
+        self.datapath.detach_endpoint(&rec.host_ifname, rec.host_ifindex)?;
         self.datapath.unregister(rec.ip)?;
         link::delete(&self.netlink, rec.host_ifindex).await?;
         info!(endpoint = %rec.name, ip = %rec.ip, "endpoint deleted");

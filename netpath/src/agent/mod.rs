@@ -152,7 +152,7 @@ impl Agent {
         if let Some(uplink) = &node.uplink {
             datapath.attach_uplink(&uplink.name, uplink.index)?;
             if xdp {
-                datapath.attach_uplink_xdp(&uplink.name)?;
+                datapath.attach_uplink_xdp(&uplink.name, uplink.index)?;
                 info!(uplink = %uplink.name, "XDP fast path attached");
             }
         }
@@ -166,6 +166,8 @@ impl Agent {
         let mut agent =
             Agent { paths, ipam, node, datapath, store, endpoints, port_store, ports, conntrack, netlink };
         agent.adopt().await?;
+        // Links pinned by an earlier agent that this one did not take over go now.
+        agent.datapath.prune_links();
         if let Some(addr) = metrics_addr {
             metrics::serve(addr, agent.paths.bpffs_dir.clone(), agent.paths.state_file())
                 .await

@@ -1,6 +1,7 @@
 //! The eBPF side as user space sees it: loading the embedded object, pinning its maps,
 //! attaching programs, and typed access to the maps.
 mod inspect;
+mod links;
 mod programs;
 mod tables;
 
@@ -29,6 +30,8 @@ pub enum DatapathError {
     Pinned { path: PathBuf, dir: PathBuf, source: Box<aya::maps::MapError> },
     #[error("cannot open cgroup {path}: {source}; pass an existing cgroup v2 directory with --cgroup")]
     Cgroup { path: PathBuf, source: std::io::Error },
+    #[error("cannot create {path}: {source}")]
+    PinDir { path: PathBuf, source: std::io::Error },
     #[error("cannot count CPUs: {0}")]
     Cpus(String),
 }

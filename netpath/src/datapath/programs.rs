@@ -1,12 +1,12 @@
 //! Loading, pinning and attaching. One loaded program per attach point serves every
 //! interface of that kind.
-use std::{collections::HashMap, path::Path};
+use std::{
+    collections::HashSet,
+    path::{Path, PathBuf},
+};
 
 use aya::{
-    programs::{
-        links::CgroupAttachMode, tc, CgroupSockAddr, SchedClassifier, TcAttachType, TestRun as _,
-        TestRunOptions, Xdp, XdpMode,
-    },
+    programs::{CgroupSockAddr, SchedClassifier, TestRun as _, TestRunOptions, Xdp},
     util::KernelVersion,
     Ebpf, EbpfLoader,
 };
@@ -48,9 +48,11 @@ pub struct PacketRun {
 
 pub struct Datapath {
     pub(super) ebpf: Ebpf,
-    mode: AttachMode,
-    /// (program, ifindex) -> its link there.
-    links: HashMap<(&'static str, u32), tc::SchedClassifierLinkId>,
+    pub(super) mode: AttachMode,
+    /// Where the program links are pinned: they outlive the agent (hitless restart).
+    pub(super) links_dir: PathBuf,
+    /// Link pins this agent attached or adopted; the others are stale (see prune_links).
+    pub(super) touched: HashSet<PathBuf>,
 }
 
 impl Datapath {
@@ -75,7 +77,10 @@ impl Datapath {
             .load(object)
             .map_err(|source| DatapathError::Load { pin_dir: pin_dir.into(), source: Box::new(source) })?;
         let mode = attach.unwrap_or_else(AttachMode::detect);
-        let mut dp = Self { ebpf, mode, links: HashMap::new() };
+        let links_dir = pin_dir.join("links");
+        std::fs::create_dir_all(&links_dir)
+            .map_err(|source| DatapathError::PinDir { path: links_dir.clone(), source })?;
+        let mut dp = Self { ebpf, mode, links_dir, touched: HashSet::new() };
         for name in [FROM_CONTAINER, UPLINK_IN] {
             dp.classifier(name)?
                 .load()
@@ -91,22 +96,12 @@ impl Datapath {
         Ok(dp)
     }
 
-    fn xdp(&mut self) -> Result<&mut Xdp, DatapathError> {
+    pub(super) fn xdp(&mut self) -> Result<&mut Xdp, DatapathError> {
         self.ebpf
             .program_mut(UPLINK_XDP)
             .ok_or(DatapathError::MissingProgram(UPLINK_XDP))?
             .try_into()
             .map_err(|source| DatapathError::Verify { prog: UPLINK_XDP, source: Box::new(source) })
-    }
-
-    /// Attaches the XDP fast path to the uplink (native mode where the driver has it).
-    pub fn attach_uplink_xdp(&mut self, iface: &str) -> Result<(), DatapathError> {
-        self.xdp()?.attach(iface, XdpMode::Default).map_err(|source| DatapathError::Attach {
-            prog: UPLINK_XDP,
-            iface: iface.into(),
-            source: Box::new(source),
-        })?;
-        Ok(())
     }
 
     /// Runs the uplink's XDP program once on `packet` (BPF_PROG_TEST_RUN); the returned
@@ -122,86 +117,24 @@ impl Datapath {
         Ok(PacketRun { action: res.return_value, packet: out, duration: res.duration })
     }
 
-    fn sock_addr(&mut self, name: &'static str) -> Result<&mut CgroupSockAddr, DatapathError> {
+    pub(super) fn sock_addr(&mut self, name: &'static str) -> Result<&mut CgroupSockAddr, DatapathError> {
         self.ebpf
             .program_mut(name)
             .ok_or(DatapathError::MissingProgram(name))?
             .try_into()
             .map_err(|source| DatapathError::Verify { prog: name, source: Box::new(source) })
-    }
-
-    /// Attaches the node-local connect hook to a cgroup (v2) directory. aya attaches with
-    /// a bpf_link where the kernel has them, which coexists with other programs there
-    /// (and takes no ALLOW_MULTI flag: passing it fails with EINVAL).
-    pub fn attach_node_local(&mut self, cgroup: &Path) -> Result<(), DatapathError> {
-        let dir = std::fs::File::open(cgroup)
-            .map_err(|source| DatapathError::Cgroup { path: cgroup.into(), source })?;
-        self.sock_addr(NODE_CONNECT4)?.attach(dir, CgroupAttachMode::Single).map_err(|source| {
-            DatapathError::Attach {
-                prog: NODE_CONNECT4,
-                iface: cgroup.display().to_string(),
-                source: Box::new(source),
-            }
-        })?;
-        Ok(())
     }
 
     pub fn mode(&self) -> AttachMode {
         self.mode
     }
 
-    fn classifier(&mut self, name: &'static str) -> Result<&mut SchedClassifier, DatapathError> {
+    pub(super) fn classifier(&mut self, name: &'static str) -> Result<&mut SchedClassifier, DatapathError> {
         self.ebpf
             .program_mut(name)
             .ok_or(DatapathError::MissingProgram(name))?
             .try_into()
             .map_err(|source| DatapathError::Verify { prog: name, source: Box::new(source) })
-    }
-
-    fn attach(&mut self, prog: &'static str, iface: &str, ifindex: u32) -> Result<(), DatapathError> {
-        if self.links.contains_key(&(prog, ifindex)) {
-            return Ok(());
-        }
-        if self.mode == AttachMode::Clsact {
-            if let Err(e) = tc::qdisc_add_clsact(iface) {
-                if !e.to_string().contains("exists") {
-                    let source = std::io::Error::other(e.to_string());
-                    return Err(DatapathError::Clsact { iface: iface.into(), source });
-                }
-            }
-        }
-        let options = match self.mode {
-            AttachMode::Tcx => tc::TcAttachOptions::TcxOrder(aya::programs::LinkOrder::default()),
-            AttachMode::Clsact => tc::TcAttachOptions::Netlink(tc::NlOptions::default()),
-        };
-        let id = self.classifier(prog)?.attach_with_options(iface, TcAttachType::Ingress, options).map_err(
-            |source| DatapathError::Attach { prog, iface: iface.into(), source: Box::new(source) },
-        )?;
-        self.links.insert((prog, ifindex), id);
-        Ok(())
-    }
-
-    fn detach(&mut self, prog: &'static str, ifindex: u32) -> Result<(), DatapathError> {
-        let Some(id) = self.links.remove(&(prog, ifindex)) else { return Ok(()) };
-        // A veth already deleted took its attachment with it: detaching then fails
-        // harmlessly, and there is nothing left to clean.
-        let _ = self.classifier(prog)?.detach(id);
-        Ok(())
-    }
-
-    /// Attaches from_container to the ingress of a container's host-side veth.
-    pub fn attach_endpoint(&mut self, iface: &str, ifindex: u32) -> Result<(), DatapathError> {
-        self.attach(FROM_CONTAINER, iface, ifindex)
-    }
-
-    /// Detaches from a container's veth; nothing to do when it was not attached.
-    pub fn detach_endpoint(&mut self, ifindex: u32) -> Result<(), DatapathError> {
-        self.detach(FROM_CONTAINER, ifindex)
-    }
-
-    /// Attaches uplink_in to the node's uplink.
-    pub fn attach_uplink(&mut self, iface: &str, ifindex: u32) -> Result<(), DatapathError> {
-        self.attach(UPLINK_IN, iface, ifindex)
     }
 
     /// Runs program `prog` once on `packet` with BPF_PROG_TEST_RUN, as if it arrived on

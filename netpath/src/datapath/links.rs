@@ -1,0 +1,180 @@
+//! Attaching programs so that they outlive the agent. TCX, XDP and cgroup attachments
+//! are bpf_links pinned under `<bpffs-dir>/links/`: a stopped, killed or upgrading agent
+//! leaves the datapath running, and the next one adopts each link, putting its own
+//! instance of the program in place atomically (TCX, XDP) instead of detaching first.
+//! clsact filters (kernels before 6.6) are not tied to a process at all; a restarted
+//! agent replaces them.
+use std::path::{Path, PathBuf};
+
+use aya::programs::{
+    links::{CgroupAttachMode, FdLink, PinnedLink},
+    tc, TcAttachType, XdpMode,
+};
+use tracing::{debug, warn};
+
+use super::{
+    programs::{AttachMode, FROM_CONTAINER, NODE_CONNECT4, UPLINK_IN, UPLINK_XDP},
+    Datapath, DatapathError,
+};
+
+fn attach_err<'a>(
+    prog: &'static str,
+    target: &'a str,
+) -> impl Fn(aya::programs::ProgramError) -> DatapathError + 'a {
+    move |source| DatapathError::Attach { prog, iface: target.into(), source: Box::new(source) }
+}
+
+fn pin_err<'a>(prog: &'static str, target: &'a str) -> impl Fn(String) -> DatapathError + 'a {
+    move |e| DatapathError::Attach {
+        prog,
+        iface: target.into(),
+        source: Box::new(aya::programs::ProgramError::IOError(std::io::Error::other(e))),
+    }
+}
+
+impl Datapath {
+    fn pin(&mut self, name: String) -> PathBuf {
+        let p = self.links_dir.join(name);
+        self.touched.insert(p.clone());
+        p
+    }
+
+    /// A tc program at `iface`'s ingress.
+    fn attach_tc(&mut self, prog: &'static str, iface: &str, ifindex: u32) -> Result<(), DatapathError> {
+        let pin = self.pin(format!("{prog}-{ifindex}"));
+        if self.mode == AttachMode::Clsact {
+            if let Err(e) = tc::qdisc_add_clsact(iface) {
+                if !e.to_string().contains("exists") {
+                    let source = std::io::Error::other(e.to_string());
+                    return Err(DatapathError::Clsact { iface: iface.into(), source });
+                }
+            }
+            // An earlier agent's filter is replaced, not stacked.
+            let _ = tc::qdisc_detach_program(iface, TcAttachType::Ingress, prog);
+            let opts = tc::TcAttachOptions::Netlink(tc::NlOptions::default());
+            let id = self
+                .classifier(prog)?
+                .attach_with_options(iface, TcAttachType::Ingress, opts)
+                .map_err(attach_err(prog, iface))?;
+            // The filter must outlive this process; it goes with the interface.
+            std::mem::forget(self.classifier(prog)?.take_link(id).map_err(attach_err(prog, iface))?);
+            return Ok(());
+        }
+        if let Ok(old) = PinnedLink::from_pin(&pin) {
+            let link = FdLink::from(old).try_into().map_err(|e| pin_err(prog, iface)(format!("{e}")))?;
+            self.classifier(prog)?.attach_to_link(link).map_err(attach_err(prog, iface))?;
+            debug!(prog, iface, "adopted pinned link");
+            return Ok(());
+        }
+        let opts = tc::TcAttachOptions::TcxOrder(aya::programs::LinkOrder::default());
+        let id = self
+            .classifier(prog)?
+            .attach_with_options(iface, TcAttachType::Ingress, opts)
+            .map_err(attach_err(prog, iface))?;
+        let link = self.classifier(prog)?.take_link(id).map_err(attach_err(prog, iface))?;
+        let fd: FdLink = link.try_into().map_err(|e| pin_err(prog, iface)(format!("{e}")))?;
+        fd.pin(&pin).map_err(|e| pin_err(prog, iface)(format!("pin {}: {e}", pin.display())))?;
+        Ok(())
+    }
+
+    /// Removes a tc program from an interface (which may already be gone).
+    fn detach_tc(&mut self, prog: &'static str, iface: &str, ifindex: u32) {
+        let pin = self.links_dir.join(format!("{prog}-{ifindex}"));
+        self.touched.remove(&pin);
+        if let Ok(link) = PinnedLink::from_pin(&pin) {
+            // Unpinned and dropped, the link detaches.
+            let _ = link.unpin();
+        }
+        if self.mode == AttachMode::Clsact {
+            let _ = tc::qdisc_detach_program(iface, TcAttachType::Ingress, prog);
+        }
+    }
+
+    /// Attaches from_container to the ingress of a container's host-side veth.
+    pub fn attach_endpoint(&mut self, iface: &str, ifindex: u32) -> Result<(), DatapathError> {
+        self.attach_tc(FROM_CONTAINER, iface, ifindex)
+    }
+
+    /// Detaches from a container's veth; nothing to do when it was not attached.
+    pub fn detach_endpoint(&mut self, iface: &str, ifindex: u32) -> Result<(), DatapathError> {
+        self.detach_tc(FROM_CONTAINER, iface, ifindex);
+        Ok(())
+    }
+
+    /// Attaches uplink_in to the node's uplink.
+    pub fn attach_uplink(&mut self, iface: &str, ifindex: u32) -> Result<(), DatapathError> {
+        self.attach_tc(UPLINK_IN, iface, ifindex)
+    }
+
+    /// Attaches the XDP fast path to the uplink (native mode where the driver has it).
+    pub fn attach_uplink_xdp(&mut self, iface: &str, ifindex: u32) -> Result<(), DatapathError> {
+        let pin = self.pin(format!("{UPLINK_XDP}-{ifindex}"));
+        if let Ok(old) = PinnedLink::from_pin(&pin) {
+            let link =
+                FdLink::from(old).try_into().map_err(|e| pin_err(UPLINK_XDP, iface)(format!("{e}")))?;
+            self.xdp()?.attach_to_link(link).map_err(attach_err(UPLINK_XDP, iface))?;
+            return Ok(());
+        }
+        let id = self.xdp()?.attach(iface, XdpMode::Default).map_err(attach_err(UPLINK_XDP, iface))?;
+        let link = self.xdp()?.take_link(id).map_err(attach_err(UPLINK_XDP, iface))?;
+        match FdLink::try_from(link) {
+            Ok(fd) => {
+                fd.pin(&pin)
+                    .map_err(|e| pin_err(UPLINK_XDP, iface)(format!("pin {}: {e}", pin.display())))?;
+            }
+            // Kernels without XDP links attach through netlink: nothing to pin, and the
+            // program stays on the interface after the agent.
+            Err(link) => std::mem::forget(link),
+        }
+        Ok(())
+    }
+
+    /// Attaches the node-local connect hook to a cgroup (v2) directory. aya attaches with
+    /// a bpf_link where the kernel has them, which coexists with other programs there
+    /// (and takes no ALLOW_MULTI flag: passing it fails with EINVAL). A previous agent's
+    /// hook is replaced (cgroup links cannot swap their program in place).
+    pub fn attach_node_local(&mut self, cgroup: &Path) -> Result<(), DatapathError> {
+        let pin = self.pin(NODE_CONNECT4.to_string());
+        let target = cgroup.display().to_string();
+        if let Ok(old) = PinnedLink::from_pin(&pin) {
+            let _ = old.unpin();
+        }
+        let dir = std::fs::File::open(cgroup)
+            .map_err(|source| DatapathError::Cgroup { path: cgroup.into(), source })?;
+        let id = self
+            .sock_addr(NODE_CONNECT4)?
+            .attach(dir, CgroupAttachMode::Single)
+            .map_err(attach_err(NODE_CONNECT4, &target))?;
+        let link =
+            self.sock_addr(NODE_CONNECT4)?.take_link(id).map_err(attach_err(NODE_CONNECT4, &target))?;
+        match FdLink::try_from(link) {
+            Ok(fd) => {
+                fd.pin(&pin)
+                    .map_err(|e| pin_err(NODE_CONNECT4, &target)(format!("pin {}: {e}", pin.display())))?;
+            }
+            Err(link) => std::mem::forget(link),
+        }
+        Ok(())
+    }
+
+    /// Detaches every pinned link this agent did not attach or adopt since it started:
+    /// endpoints that are gone, an uplink no longer used, XDP no longer wanted.
+    pub fn prune_links(&mut self) {
+        let Ok(dir) = std::fs::read_dir(&self.links_dir) else { return };
+        for entry in dir.flatten() {
+            let path = entry.path();
+            if self.touched.contains(&path) {
+                continue;
+            }
+            match PinnedLink::from_pin(&path) {
+                Ok(link) => {
+                    let _ = link.unpin();
+                }
+                Err(e) => {
+                    warn!(pin = %path.display(), "stale link pin: {e}");
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! Hitless restart: the datapath keeps forwarding and translating while the agent is
+//! killed and restarted, and long-lived connections on every path lose nothing.
+use std::{
+    io::{Read as _, Write as _},
+    net::{SocketAddrV4, TcpListener, TcpStream},
+    time::Duration,
+};
+
+use netpath_tests::{Lab, Netns, NODE_UPLINK_IP, OUTSIDE_IP};
+
+/// An echo connection from `client` to `target` (served in `server` on `listen`).
+struct Conn {
+    stream: TcpStream,
+    sent: u64,
+}
+
+fn open(server: &Netns, listen: SocketAddrV4, client: &Netns, target: SocketAddrV4) -> Conn {
+    let listener = server.run(move || TcpListener::bind(listen)).join().unwrap().expect("bind");
+    std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    if s.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    let stream = client
+        .run(move || TcpStream::connect_timeout(&target.into(), Duration::from_secs(3)))
+        .join()
+        .unwrap()
+        .expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    Conn { stream, sent: 0 }
+}
+
+impl Conn {
+    /// Sends a numbered chunk and checks the echo, byte for byte.
+    fn exchange(&mut self, what: &str) {
+        let chunk: Vec<u8> = (0..64 * 1024).map(|i| ((self.sent + i) % 253) as u8).collect();
+        self.stream.write_all(&chunk).unwrap_or_else(|e| panic!("{what}: write: {e}"));
+        let mut back = vec![0u8; chunk.len()];
+        self.stream.read_exact(&mut back).unwrap_or_else(|e| panic!("{what}: read: {e}"));
+        assert_eq!(back, chunk, "{what}: bytes differ");
+        self.sent += chunk.len() as u64;
+    }
+}
+
+#[test]
+fn connections_survive_an_agent_killed_and_restarted() {
+    let mut lab = Lab::new(2);
+    assert!(lab.node.exec(&["iptables", "-P", "FORWARD", "DROP"]).status.success());
+    lab.start_agent();
+    lab.add_endpoint("a", 0);
+    let b = lab.add_endpoint("b", 1);
+    lab.netpath_ok(&["port", "add", "8080", "b:7100"]);
+    let (c, o) = (&lab.containers, &lab.outside);
+    let mut conns = [
+        (
+            "container to container",
+            open(&c[1], SocketAddrV4::new(b, 7000), &c[0], SocketAddrV4::new(b, 7000)),
+        ),
+        (
+            "container to outside",
+            open(o, SocketAddrV4::new(OUTSIDE_IP, 7001), &c[0], SocketAddrV4::new(OUTSIDE_IP, 7001)),
+        ),
+        (
+            "outside to published port",
+            open(&c[1], SocketAddrV4::new(b, 7100), o, SocketAddrV4::new(NODE_UPLINK_IP, 8080)),
+        ),
+    ];
+    for (what, conn) in conns.iter_mut() {
+        conn.exchange(what);
+    }
+
+    // SIGKILL: no chance to clean up anything.
+    let pid = lab.agent_pid().expect("agent running");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL)
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    for (what, conn) in conns.iter_mut() {
+        conn.exchange(&format!("{what}, agent dead"));
+    }
+    // A new connection works too while no agent runs.
+    let mut fresh = open(&c[1], SocketAddrV4::new(b, 7002), &c[0], SocketAddrV4::new(b, 7002));
+    fresh.exchange("new connection, agent dead");
+
+    lab.kill_agent(); // reap the dead process
+    lab.start_agent();
+    for (what, conn) in conns.iter_mut() {
+        conn.exchange(&format!("{what}, agent restarted"));
+    }
+    fresh.exchange("new connection, agent restarted");
+    // The restarted agent took over the links rather than stacking new ones.
+    let links: Vec<String> = std::fs::read_dir(lab.bpffs_dir.join("links"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(links.iter().filter(|l| l.starts_with("from_container-")).count(), 2, "{links:?}");
+    assert_eq!(links.iter().filter(|l| l.starts_with("uplink_in-")).count(), 1, "{links:?}");
+
+    // And the restarted agent still manages the node: a deleted endpoint's link goes.
+    lab.netpath_ok(&["endpoint", "del", "a"]);
+    let left = std::fs::read_dir(lab.bpffs_dir.join("links"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("from_container-"))
+        .count();
+    assert_eq!(left, 1);
+}
