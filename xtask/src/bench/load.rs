@@ -264,3 +264,54 @@ fn summarize(mut lat: Vec<u32>, elapsed: Duration, errors: u64) -> Sample {
     lat.sort_unstable();
     Sample { rate, p50_us: percentile(&lat, 0.50), p99_us: percentile(&lat, 0.99), errors }
 }
+
+/// TCP_STREAM measured by iperf3 (Gbit/s received), to check our generator against an
+/// established tool on a path both measure. Both ends pinned to CPU 0 as ours are.
+pub fn iperf3_stream(
+    server_ns: &Netns,
+    listen: SocketAddrV4,
+    client_ns: &Netns,
+    target: SocketAddrV4,
+    duration: Duration,
+) -> Option<f64> {
+    let port = listen.port().to_string();
+    let mut server = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &server_ns.name,
+            "taskset",
+            "-c",
+            "0",
+            "iperf3",
+            "-s",
+            "-1",
+            "-B",
+            &listen.ip().to_string(),
+            "-p",
+            &port,
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    std::thread::sleep(Duration::from_millis(300));
+    let secs = duration.as_secs().max(1).to_string();
+    let out = client_ns.exec(&[
+        "taskset",
+        "-c",
+        "0",
+        "iperf3",
+        "-c",
+        &target.ip().to_string(),
+        "-p",
+        &target.port().to_string(),
+        "-t",
+        &secs,
+        "-J",
+    ]);
+    let _ = server.kill();
+    let _ = server.wait();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    v["end"]["sum_received"]["bits_per_second"].as_f64().map(|b| b / 1e9)
+}

@@ -49,12 +49,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
     netpath_tests::sweep("npbench");
     netpath_tests::sweep("npbase");
     netpath_tests::sweep("nplimit");
-    crate::interrupt_sweeps(&["npbench", "npbase", "nplimit", "npcp"]);
+    netpath_tests::sweep("npbxdp");
+    crate::interrupt_sweeps(&["npbench", "npbase", "nplimit", "npbxdp", "npcp"]);
 
     let (reps, secs) = if args.quick { (1, 0.5) } else { (3, 3.0) };
     let duration = Duration::from_secs_f64(secs);
     step("building the three worlds");
-    let worlds = [World::netpath()?, World::iptables()?, World::limit()?];
+    let worlds = [World::netpath()?, World::iptables()?, World::limit()?, World::netpath_xdp()?];
 
     let mut results: Vec<Measurement> = Vec::new();
     let mut plan = Vec::new();
@@ -65,7 +66,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
                     continue;
                 }
                 for (wi, w) in worlds.iter().enumerate() {
-                    if w.paths().contains(&path) {
+                    let xdp_split = w.datapath == Datapath::NetpathXdp && placement == Placement::SplitCpu;
+                    if w.paths().contains(&path) && !xdp_split {
                         plan.push((wi, path, test, placement));
                     }
                 }
@@ -104,16 +106,30 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     bar.finish_and_clear();
 
+    step("cross-check: TCP_STREAM with iperf3");
+    let mut iperf3 = Vec::new();
+    for w in &worlds {
+        let path = if w.datapath == Datapath::NetpathXdp { PathKind::Dnat } else { PathKind::C2c };
+        w.flush_conntrack();
+        let e = w.endpoints(path);
+        let ours =
+            load::run(Test::TcpStream, e.server, e.listen, e.client, e.target, duration, Placement::SameCpu)
+                .rate;
+        w.flush_conntrack();
+        let theirs = load::iperf3_stream(e.server, e.listen, e.client, e.target, duration);
+        iperf3.push(report::CrossCheck { datapath: w.datapath, path, ours_gbps: ours, iperf3_gbps: theirs });
+    }
+
     step("scaling: the DNAT path with many other published ports");
     let counts: &[u32] = if args.quick { &[0, 1_000] } else { &[0, 1_000, 10_000, 100_000] };
     let mut installed = 0u32;
     for &n in counts {
-        for w in worlds.iter().filter(|w| w.datapath != Datapath::Limit) {
+        for w in worlds.iter().filter(|w| matches!(w.datapath, Datapath::Netpath | Datapath::Iptables)) {
             add_mappings(w, n - installed)?;
         }
         installed = n;
         for test in [Test::TcpRr, Test::TcpCrr] {
-            for w in worlds.iter().filter(|w| w.datapath != Datapath::Limit) {
+            for w in worlds.iter().filter(|w| matches!(w.datapath, Datapath::Netpath | Datapath::Iptables)) {
                 let mut m = Measurement {
                     datapath: w.datapath,
                     path: PathKind::Dnat,
@@ -155,7 +171,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
     };
 
-    let report = report::Report::new(results, control, args.quick);
+    let report = report::Report::new(results, control, iperf3, args.quick);
     report.write(&args.out)?;
     print!("{}", report.markdown());
     step(&format!("results in {}", args.out.display()));
@@ -192,6 +208,6 @@ fn add_mappings(w: &World, n: u32) -> Result<()> {
             let _ = std::fs::remove_file(&file);
             r
         }
-        Datapath::Limit => Ok(()),
+        Datapath::Limit | Datapath::NetpathXdp => Ok(()),
     }
 }

@@ -20,11 +20,21 @@ pub struct Env {
     pub quick: bool,
 }
 
+/// Our TCP_STREAM against iperf3's on the same path, one run each.
+#[derive(Serialize)]
+pub struct CrossCheck {
+    pub datapath: Datapath,
+    pub path: PathKind,
+    pub ours_gbps: f64,
+    pub iperf3_gbps: Option<f64>,
+}
+
 #[derive(Serialize)]
 pub struct Report {
     pub env: Env,
     pub measurements: Vec<Measurement>,
     pub control: ControlPlane,
+    pub iperf3: Vec<CrossCheck>,
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -37,7 +47,12 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 impl Report {
-    pub fn new(measurements: Vec<Measurement>, control: ControlPlane, quick: bool) -> Self {
+    pub fn new(
+        measurements: Vec<Measurement>,
+        control: ControlPlane,
+        iperf3: Vec<CrossCheck>,
+        quick: bool,
+    ) -> Self {
         let kernel =
             std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
         let cpu = std::fs::read_to_string("/proc/cpuinfo")
@@ -48,7 +63,7 @@ impl Report {
             })
             .unwrap_or_default();
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        Report { env: Env { kernel, cpu, cpus, quick }, measurements, control }
+        Report { env: Env { kernel, cpu, cpus, quick }, measurements, control, iperf3 }
     }
 
     pub fn write(&self, dir: &Path) -> Result<()> {
@@ -122,6 +137,14 @@ impl Report {
         })
     }
 
+    /// The median of a/b computed repetition by repetition, same path, same CPU.
+    fn pair_ratio(&self, a: Datapath, b: Datapath, path: PathKind, test: Test) -> Option<f64> {
+        let a = self.find(a, path, test, Placement::SameCpu, 0)?;
+        let b = self.find(b, path, test, Placement::SameCpu, 0)?;
+        let mut r: Vec<f64> = a.samples.iter().zip(&b.samples).map(|(x, y)| x.rate / y.rate).collect();
+        Some(median(&mut r))
+    }
+
     /// The median of netpath/other computed repetition by repetition.
     fn ratio(&self, path: PathKind, test: Test, other: Datapath, mappings: u32) -> Option<f64> {
         let a = self.find(Datapath::Netpath, path, test, Placement::SameCpu, mappings)?;
@@ -190,6 +213,26 @@ impl Report {
                 }
             }
         }
+        let _ = writeln!(md, "\n### XDP fast path on the uplink (--xdp) against tc alone\n");
+        let _ = writeln!(md, "| path | test | netpath (tc) | netpath+xdp | xdp/tc |\n|---|---|---|---|---|");
+        for path in [PathKind::Snat, PathKind::Dnat] {
+            for test in super::TESTS {
+                let tc = self.stat(Datapath::Netpath, path, test, Placement::SameCpu, 0);
+                let xdp = self.stat(Datapath::NetpathXdp, path, test, Placement::SameCpu, 0);
+                let (Some(tc), Some(xdp)) = (tc, xdp) else { continue };
+                let ratio = self
+                    .pair_ratio(Datapath::NetpathXdp, Datapath::Netpath, path, test)
+                    .map_or("-".into(), |r| format!("{r:.2}x"));
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {} | {} | {ratio} |",
+                    path.name(),
+                    test.name(),
+                    tc.show(test),
+                    xdp.show(test)
+                );
+            }
+        }
         let _ = writeln!(md, "\n### Scaling: outside to mapped port with other published ports installed\n");
         let _ = writeln!(
             md,
@@ -212,6 +255,13 @@ impl Report {
                 c(Datapath::Netpath, Test::TcpRr),
                 c(Datapath::Iptables, Test::TcpRr)
             );
+        }
+        let _ = writeln!(md, "\n### TCP_STREAM: our generator against iperf3 (Gbit/s, one run each)\n");
+        let _ = writeln!(md, "| datapath | path | ours | iperf3 |\n|---|---|---|---|");
+        for c in &self.iperf3 {
+            let theirs = c.iperf3_gbps.map_or("not run".to_string(), |g| format!("{g:.2}"));
+            let _ =
+                writeln!(md, "| {} | {} | {:.2} | {theirs} |", c.datapath.name(), c.path.name(), c.ours_gbps);
         }
         let cp = &self.control;
         let _ = writeln!(md, "\n### Control plane\n");

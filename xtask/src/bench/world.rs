@@ -20,6 +20,9 @@ pub enum Datapath {
     /// One plain veth pair between the two endpoints (and loopback): the limit.
     #[serde(rename = "limit")]
     Limit,
+    /// netpath with the XDP fast path on the uplink (--xdp), for the NAT paths.
+    #[serde(rename = "netpath+xdp")]
+    NetpathXdp,
 }
 
 impl Datapath {
@@ -28,6 +31,7 @@ impl Datapath {
             Datapath::Netpath => "netpath",
             Datapath::Iptables => "bridge+iptables",
             Datapath::Limit => "limit",
+            Datapath::NetpathXdp => "netpath+xdp",
         }
     }
 }
@@ -87,8 +91,17 @@ pub fn in_ns(ns: &Netns, args: &[&str]) -> Result<()> {
 
 impl World {
     pub fn netpath() -> Result<World> {
-        let mut lab = Lab::with_prefix("npbench", 2);
-        lab.start_agent();
+        Self::netpath_with("npbench", Datapath::Netpath, &[])
+    }
+
+    /// netpath with the uplink's XDP fast path.
+    pub fn netpath_xdp() -> Result<World> {
+        Self::netpath_with("npbxdp", Datapath::NetpathXdp, &["--xdp"])
+    }
+
+    fn netpath_with(prefix: &str, datapath: Datapath, args: &[&str]) -> Result<World> {
+        let mut lab = Lab::with_prefix(prefix, 2);
+        lab.start_agent_with(args);
         lab.add_endpoint("a", 0);
         let b = lab.add_endpoint("b", 1);
         for proto in ["tcp", "udp"] {
@@ -101,7 +114,7 @@ impl World {
                 &format!("b:{SERVICE_PORT}"),
             ]);
         }
-        Ok(World { datapath: Datapath::Netpath, lab, b })
+        Ok(World { datapath, lab, b })
     }
 
     /// Docker's bridge network as its bridge driver builds it (the seed's manual set-up
@@ -271,6 +284,8 @@ impl World {
     pub fn paths(&self) -> Vec<PathKind> {
         match self.datapath {
             Datapath::Limit => vec![PathKind::C2c, PathKind::Loopback],
+            // XDP sits on the uplink: only the NAT paths go through it.
+            Datapath::NetpathXdp => vec![PathKind::Snat, PathKind::Dnat],
             _ => vec![PathKind::C2c, PathKind::Snat, PathKind::Dnat],
         }
     }
@@ -304,7 +319,7 @@ impl World {
     /// Clears connection tracking so one test's leftovers do not load the next.
     pub fn flush_conntrack(&self) {
         match self.datapath {
-            Datapath::Netpath => {
+            Datapath::Netpath | Datapath::NetpathXdp => {
                 let _ = crate::bench::ct::flush(&self.lab.bpffs_dir);
             }
             Datapath::Iptables => {

@@ -67,10 +67,19 @@ fn boot(vmlinuz: &Path, initrd: &Path, timeout: Duration, log: &Path) -> Result<
         .spawn()
         .context("cannot start qemu-system-x86_64")?;
     let mut stdout = child.stdout.take().expect("piped stdout");
+    // Streamed to the log as it comes, so a long or hung run can be followed there.
+    let mut file = std::fs::File::create(log)?;
     let reader = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = stdout.read_to_end(&mut buf);
-        String::from_utf8_lossy(&buf).into_owned()
+        let mut all = Vec::new();
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            let _ = std::io::Write::write_all(&mut file, &buf[..n]);
+            all.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&all).into_owned()
     });
     let start = Instant::now();
     let mut hung = false;
@@ -84,7 +93,6 @@ fn boot(vmlinuz: &Path, initrd: &Path, timeout: Duration, log: &Path) -> Result<
     }
     let _ = child.wait();
     let text = reader.join().unwrap_or_default();
-    std::fs::write(log, &text)?;
     Ok((text, hung))
 }
 
