@@ -322,7 +322,11 @@ impl Lab {
         // A killed agent leaves its socket behind: waiting for it must wait for the new one.
         let _ = fs::remove_file(&socket);
         let mut child = cmd.spawn().expect("spawn netpath agent");
-        let deadline = Instant::now() + Duration::from_secs(20);
+        // Loading the datapath takes the verifier a moment; under software emulation (the
+        // VM runs) many moments: NETPATH_TEST_AGENT_TIMEOUT stretches the wait.
+        let wait =
+            std::env::var("NETPATH_TEST_AGENT_TIMEOUT").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
+        let deadline = Instant::now() + Duration::from_secs(wait);
         while !socket.exists() {
             if let Some(status) = child.try_wait().unwrap() {
                 return Err(format!("agent exited with {status}: {}", self.agent_log()));

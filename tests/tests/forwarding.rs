@@ -192,4 +192,13 @@ fn clsact_attachment_for_older_kernels_forwards_the_same() {
     assert_eq!(lab.stats().endpoint("b", "rx_packets") - before.endpoint("b", "rx_packets"), 2);
     let up = lab.node.exec(&["tc", "filter", "show", "dev", "uplink0", "ingress"]);
     assert!(String::from_utf8_lossy(&up.stdout).contains("uplink_in"), "{up:?}");
+    // A restarted agent finds the clsact qdiscs and its filters there: it replaces the
+    // filters rather than failing or stacking a second copy.
+    lab.stop_agent();
+    lab.start_agent_with(&["--tc-attach", "clsact"]);
+    let filters = lab.node.exec(&["tc", "filter", "show", "dev", &veth, "ingress"]);
+    let copies =
+        String::from_utf8_lossy(&filters.stdout).lines().filter(|l| l.contains("from_container")).count();
+    assert_eq!(copies, 1, "{filters:?}");
+    assert!(lab.containers[0].ping(b, 1));
 }

@@ -44,8 +44,11 @@ impl Datapath {
         let pin = self.pin(format!("{prog}-{ifindex}"));
         if self.mode == AttachMode::Clsact {
             if let Err(e) = tc::qdisc_add_clsact(iface) {
-                if !e.to_string().contains("exists") {
-                    let source = std::io::Error::other(e.to_string());
+                // EEXIST comes back as "File exists" or, with extended acks, as
+                // "Exclusivity flag on, cannot modify": either way the qdisc is there.
+                let msg = e.to_string();
+                if !msg.contains("exists") && !msg.contains("Exclusivity flag on") {
+                    let source = std::io::Error::other(msg);
                     return Err(DatapathError::Clsact { iface: iface.into(), source });
                 }
             }

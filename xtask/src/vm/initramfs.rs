@@ -216,10 +216,12 @@ mount -t debugfs debugfs /sys/kernel/debug
 for m in $(cat /modules.list); do insmod /lib/modules/$m 2>/dev/null; done
 ip link set lo up
 echo "NETPATH-VM-BEGIN $(uname -r)"
-export NETPATH_BIN=/bin/netpath RUST_BACKTRACE=0 TMPDIR=/tmp
+# Software emulation is slow: give the agent minutes, not seconds, to load the datapath.
+export NETPATH_BIN=/bin/netpath RUST_BACKTRACE=0 TMPDIR=/tmp NETPATH_TEST_AGENT_TIMEOUT=600
 cd /tests
 for t in *; do
-  ./$t --test-threads=2 {filter}
+  # A test binary that hangs must not take the others with it.
+  timeout 600 ./$t --test-threads=2 {filter}
   echo "NETPATH-VM-DONE $t $?"
 done
 echo NETPATH-VM-END
