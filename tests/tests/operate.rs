@@ -275,3 +275,18 @@ fn completions_and_man_page_come_from_the_cli_definition() {
     let man = String::from_utf8_lossy(&man.stdout);
     assert!(man.starts_with(".ie") || man.contains(".TH netpath"), "{man}");
 }
+
+#[test]
+fn doctor_sees_clsact_attachments_too() {
+    let mut lab = Lab::new(1);
+    lab.start_agent_with(&["--tc-attach", "clsact"]);
+    lab.add_endpoint("a", 0);
+    let (healthy, failed, v) = doctor(&lab);
+    assert!(healthy, "{failed:?} {v}");
+    lab.stop_agent();
+    lab.detach_programs();
+    let (_, failed, v) = doctor(&lab);
+    for want in ["endpoint a", "uplink"] {
+        assert!(failed.iter().any(|f| f == want), "{want} not reported: {v}");
+    }
+}

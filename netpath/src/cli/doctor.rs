@@ -34,11 +34,11 @@ impl Report {
     }
 }
 
-/// Programs attached at `iface`'s tc ingress, by name, when the agent uses TCX links;
-/// `None` when that cannot be asked (clsact attachments are not listed by TCX queries).
-fn tcx_programs(iface: &str, clsact: bool) -> Option<Vec<String>> {
+/// Programs attached at an interface's tc ingress, by name: TCX links, or cls_bpf
+/// filters under clsact (kernels before 6.6, or --tc-attach clsact).
+async fn tc_programs(nl: &rtnetlink::Handle, iface: &str, index: u32, clsact: bool) -> Option<Vec<String>> {
     if clsact {
-        return None;
+        return link::ingress_bpf_filters(nl, index).await.ok();
     }
     let (_, progs) = SchedClassifier::query_tcx(iface, TcAttachType::Ingress).ok()?;
     Some(progs.iter().filter_map(|p| p.name_as_str().map(str::to_string)).collect())
@@ -146,7 +146,7 @@ async fn check(paths: &Paths) -> anyhow::Result<Report> {
                 continue;
             }
         }
-        match tcx_programs(&e.host_ifname, clsact) {
+        match tc_programs(&nl, &e.host_ifname, link.index, clsact).await {
             Some(progs) if !progs.iter().any(|p| p == "from_container") => {
                 r.fail(
                     &check,
@@ -191,7 +191,7 @@ async fn check(paths: &Paths) -> anyhow::Result<Report> {
                 format!("interface {} is gone", cfg.uplink_ifindex),
                 "restart the agent (or pass --uplink)",
             ),
-            Some(up) => match tcx_programs(&up.name, clsact) {
+            Some(up) => match tc_programs(&nl, &up.name, up.index, clsact).await {
                 Some(progs) if !progs.iter().any(|p| p == "uplink_in") => r.fail(
                     "uplink",
                     format!("uplink_in is not attached to {}", up.name),

@@ -252,3 +252,26 @@ pub async fn addresses(handle: &Handle) -> Result<Vec<(u32, ipnet::Ipv4Net)>, Pl
     }
     Ok(out)
 }
+
+/// Names of the BPF programs attached as tc filters (clsact) at `index`'s ingress.
+pub async fn ingress_bpf_filters(handle: &Handle, index: u32) -> Result<Vec<String>, PlumbingError> {
+    use rtnetlink::packet_route::tc::{TcAttribute, TcFilterBpfOption, TcOption};
+    let mut names = Vec::new();
+    let mut filters = handle.traffic_filter(index as i32).get().ingress().execute();
+    while let Some(msg) = filters
+        .try_next()
+        .await
+        .map_err(PlumbingError::netlink(format!("failed to list tc filters on {index}")))?
+    {
+        for attr in &msg.attributes {
+            if let TcAttribute::Options(opts) = attr {
+                for o in opts {
+                    if let TcOption::Bpf(TcFilterBpfOption::ProgName(n)) = o {
+                        names.push(n.clone());
+                    }
+                }
+            }
+        }
+    }
+    Ok(names)
+}
