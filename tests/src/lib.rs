@@ -119,14 +119,19 @@ pub fn sweep(prefix: &str) -> usize {
 /// line the VM runner counts as an explicit skip (`netpath-test-skipped: kernel lacks
 /// WHAT`), so a test that cannot run there is never taken for a pass.
 pub fn kernel_has(major: u32, minor: u32, what: &str) -> bool {
-    let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let mut it = release.trim().split(['.', '-']).filter_map(|p| p.parse::<u32>().ok());
-    let have = (it.next().unwrap_or(0), it.next().unwrap_or(0));
-    if have >= (major, minor) {
+    if kernel_at_least(major, minor) {
         return true;
     }
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     println!("netpath-test-skipped: kernel lacks {what} ({major}.{minor}+, running {})", release.trim());
     false
+}
+
+/// Is the running kernel at least `major.minor`?
+pub fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut it = release.trim().split(['.', '-']).filter_map(|p| p.parse::<u32>().ok());
+    (it.next().unwrap_or(0), it.next().unwrap_or(0)) >= (major, minor)
 }
 
 /// The cgroup v2 mount (the unified hierarchy on hybrid systems).
