@@ -221,7 +221,8 @@ export NETPATH_BIN=/bin/netpath RUST_BACKTRACE=0 TMPDIR=/tmp NETPATH_TEST_AGENT_
 cd /tests
 for t in *; do
   # A test binary that hangs must not take the others with it.
-  timeout 600 ./$t --test-threads=2 {filter}
+  # --nocapture: a test's "netpath-test-skipped" line must reach the console.
+  timeout 600 ./$t --test-threads=2 --nocapture {filter}
   echo "NETPATH-VM-DONE $t $?"
 done
 echo NETPATH-VM-END
