@@ -121,6 +121,24 @@ fn container_reaches_the_outside_with_the_node_address() {
         .any(|r| r["proto"] == "tcp" && r["rewrite"].as_str().unwrap().starts_with("snat 192.168.77.1:")));
     assert!(rows.iter().any(|r| r["proto"] == "udp"));
     assert!(rows.iter().any(|r| r["proto"] == "icmp"));
+    // Filters: only UDP, only entries touching the outside host's port 9000.
+    let udp: serde_json::Value =
+        serde_json::from_str(&lab.netpath_ok(&["ct", "list", "--proto", "udp", "-o", "json"])).unwrap();
+    let udp = udp["conntrack"].as_array().unwrap();
+    assert!(!udp.is_empty() && udp.iter().all(|r| r["proto"] == "udp"), "{udp:?}");
+    let tcp9000: serde_json::Value = serde_json::from_str(&lab.netpath_ok(&[
+        "ct",
+        "list",
+        "--host",
+        &OUTSIDE_IP.to_string(),
+        "--port",
+        "9000",
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    let tcp9000 = tcp9000["conntrack"].as_array().unwrap();
+    assert_eq!(tcp9000.len(), 2, "one TCP flow, two entries: {tcp9000:?}");
 }
 
 #[test]

@@ -110,6 +110,17 @@ async fn check(paths: &Paths) -> anyhow::Result<Report> {
         Err(e) => r.fail("ip_forward", e.to_string(), "run doctor in the node's network namespace"),
     }
 
+    // Reverse-path filtering, strict or loose, is compatible: every container has a route
+    // back through its own veth (or the bridge), and translated traffic bypasses the
+    // stack. Shown so the operator sees it; only a value the kernel does not define fails.
+    match sysctl::get("net/ipv4/conf/all/rp_filter") {
+        Ok(v) if ["0", "1", "2"].contains(&v.as_str()) => {
+            r.ok("rp_filter", format!("net.ipv4.conf.all.rp_filter = {v}"))
+        }
+        Ok(v) => r.fail("rp_filter", format!("net.ipv4.conf.all.rp_filter = {v}"), "set it to 0, 1 or 2"),
+        Err(e) => r.fail("rp_filter", e.to_string(), "run doctor in the node's network namespace"),
+    }
+
     let endpoints = Store::<EndpointRecord>::new(paths.state_file()).load()?;
     let in_map = inspector.endpoints()?;
     let cfg = inspector.node_config()?;

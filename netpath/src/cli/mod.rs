@@ -196,6 +196,15 @@ pub enum NatCommand {
 pub enum CtCommand {
     /// Conntrack entries, read from the pinned map.
     List {
+        /// Only entries with this address as source or destination.
+        #[arg(long)]
+        host: Option<Ipv4Addr>,
+        /// Only entries with this port as source or destination.
+        #[arg(long)]
+        port: Option<u16>,
+        /// Only this protocol (tcp, udp, icmp).
+        #[arg(long, value_parser = ["tcp", "udp", "icmp"])]
+        proto: Option<String>,
         #[arg(short, long, value_enum, default_value_t = Format::Table)]
         output: Format,
     },
@@ -310,8 +319,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 Err(anyhow::anyhow!("doctor found problems (see above)"))
             }
         }
-        Command::Ct(CtCommand::List { output }) => {
-            let entries = Inspector::new(&cli.paths.bpffs_dir).conntrack()?;
+        Command::Ct(CtCommand::List { host, port, proto, output }) => {
+            let entries: Vec<_> = Inspector::new(&cli.paths.bpffs_dir)
+                .conntrack()?
+                .into_iter()
+                .filter(|r| host.is_none_or(|h| r.src == h || r.dst == h))
+                .filter(|r| port.is_none_or(|p| r.sport == p || r.dport == p))
+                .filter(|r| proto.as_deref().is_none_or(|p| r.proto == p))
+                .collect();
             output::conntrack(&entries, output);
             Ok(())
         }
