@@ -62,14 +62,7 @@ pub fn run(quick: bool) -> Result<ControlPlane> {
     // A /24 holds 253 containers; this run needs a thousand.
     lab.start_agent_with(&["--pod-cidr", "10.64.0.0/20"]);
     for i in 0..m {
-        let path = lab.containers[i].path();
-        lab.netpath_ok(&[
-            "endpoint",
-            "add",
-            &format!("ep{i}"),
-            "--netns",
-            path.to_str().expect("utf-8 path"),
-        ]);
+        lab.add_endpoint(&format!("ep{i}"), i);
     }
     let pid = lab.agent_pid().expect("agent running");
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
