@@ -143,13 +143,8 @@ impl Inspector {
 
     /// Kind, sizes and entry count of a pinned map.
     pub fn describe(&self, name: &str) -> Result<MapSummary, DatapathError> {
-        let path = self.dir.join(name);
-        let err = |source| DatapathError::Pinned {
-            path: path.clone(),
-            dir: self.dir.clone(),
-            source: Box::new(source),
-        };
-        let data = MapData::from_pin(&path).map_err(err)?;
+        let data = self.map_data(name)?;
+        let err = |source| self.pinned_err(name, source);
         let info = data.info().map_err(err)?;
         let kind = format!("{:?}", info.map_type().map_err(err)?);
         let (key, value, max) = (info.key_size(), info.value_size(), info.max_entries());
@@ -168,7 +163,7 @@ impl Inspector {
             value_size: value,
             max_entries: max,
             entries,
-            pin: path,
+            pin: self.dir.join(name),
         })
     }
 
@@ -193,15 +188,16 @@ impl Inspector {
         Self { dir: dir.to_path_buf() }
     }
 
+    fn pinned_err(&self, name: &str, source: aya::maps::MapError) -> DatapathError {
+        DatapathError::Pinned { path: self.dir.join(name), dir: self.dir.clone(), source: Box::new(source) }
+    }
+
+    fn map_data(&self, name: &str) -> Result<MapData, DatapathError> {
+        MapData::from_pin(self.dir.join(name)).map_err(|source| self.pinned_err(name, source))
+    }
+
     fn open(&self, name: &str) -> Result<Map, DatapathError> {
-        let path = self.dir.join(name);
-        let err = |source| DatapathError::Pinned {
-            path: path.clone(),
-            dir: self.dir.clone(),
-            source: Box::new(source),
-        };
-        let data = MapData::from_pin(&path).map_err(err)?;
-        Map::from_map_data(data).map_err(err)
+        Map::from_map_data(self.map_data(name)?).map_err(|source| self.pinned_err(name, source))
     }
 
     /// Per-endpoint counters summed over CPUs.

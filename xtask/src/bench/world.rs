@@ -138,7 +138,7 @@ impl World {
         in_ns(node, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
         let (svc, hp) = (SERVICE_PORT.to_string(), HOST_PORT.to_string());
         let to = format!("10.77.0.3:{svc}");
-        let rules: Vec<Vec<&str>> = vec![
+        let mut rules: Vec<Vec<&str>> = vec![
             vec!["-t", "nat", "-N", "DOCKER"],
             vec!["-t", "nat", "-A", "PREROUTING", "-m", "addrtype", "--dst-type", "LOCAL", "-j", "DOCKER"],
             vec![
@@ -224,41 +224,28 @@ impl World {
             vec!["-A", "FORWARD", "-o", "br0", "-j", "DOCKER"],
             vec!["-A", "FORWARD", "-i", "br0", "!", "-o", "br0", "-j", "ACCEPT"],
             vec!["-A", "FORWARD", "-i", "br0", "-o", "br0", "-j", "ACCEPT"],
-            vec![
-                "-A",
-                "DOCKER",
-                "-d",
-                "10.77.0.3/32",
-                "!",
-                "-i",
-                "br0",
-                "-o",
-                "br0",
-                "-p",
-                "tcp",
-                "--dport",
-                &svc,
-                "-j",
-                "ACCEPT",
-            ],
-            vec![
-                "-A",
-                "DOCKER",
-                "-d",
-                "10.77.0.3/32",
-                "!",
-                "-i",
-                "br0",
-                "-o",
-                "br0",
-                "-p",
-                "udp",
-                "--dport",
-                &svc,
-                "-j",
-                "ACCEPT",
-            ],
         ];
+        // Docker's per-port ACCEPT in its filter chain, for each published protocol.
+        for proto in ["tcp", "udp"] {
+            let r = [
+                "-A",
+                "DOCKER",
+                "-d",
+                "10.77.0.3/32",
+                "!",
+                "-i",
+                "br0",
+                "-o",
+                "br0",
+                "-p",
+                proto,
+                "--dport",
+                &svc,
+                "-j",
+                "ACCEPT",
+            ];
+            rules.push(r.to_vec());
+        }
         for r in rules {
             let mut args = vec!["iptables"];
             args.extend(r);
