@@ -21,6 +21,7 @@ use crate::{
     conntrack, counters, events,
     flow::{self, IP_OFF},
     forward,
+    icmp_error::{self, Direction},
     maps::{ENDPOINTS, NODE_CONFIG, PORT_MAPS},
     nat,
     packet::{ifindex, ptr_at},
@@ -86,9 +87,18 @@ fn try_from_container(ctx: &TcContext) -> Result<(i32, Reason), Reason> {
         // A container with published ports may be answering a hairpinned connection: its
         // reply must get the node address back. Only such containers pay the lookup.
         if sender.flags & ENDPOINT_F_PUBLISHED != 0 {
-            if let Ok(flow) = flow::parse(ctx) {
-                if let Some(entry) = conntrack::lookup(&flow, len) {
-                    return deliver_translated(ctx, ifindex, &flow, &entry, Reason::NatTranslated);
+            match flow::parse(ctx) {
+                Ok(flow) => {
+                    if let Some(entry) = conntrack::lookup(&flow, len) {
+                        return deliver_translated(ctx, ifindex, &flow, &entry, Reason::NatTranslated);
+                    }
+                }
+                Err(_) => {
+                    if let Some(cfg) = NODE_CONFIG.get(0).copied() {
+                        if let Some(done) = translate_icmp_error(ctx, ifindex, &cfg) {
+                            return done;
+                        }
+                    }
                 }
             }
         }
@@ -129,7 +139,7 @@ fn to_outside(ctx: &TcContext, ifindex: u32) -> Result<(i32, Reason), Reason> {
     let flow = match flow::parse(ctx) {
         Ok(f) => f,
         Err(_) if to_node => return Ok((PASS, Reason::PassedToStack)),
-        Err(reason) => return Err(reason),
+        Err(reason) => return translate_icmp_error(ctx, ifindex, &cfg).unwrap_or(Err(reason)),
     };
     let len = ctx.len();
     let (entry, reason) = match conntrack::lookup(&flow, len) {
@@ -147,8 +157,7 @@ fn to_outside(ctx: &TcContext, ifindex: u32) -> Result<(i32, Reason), Reason> {
     deliver_translated(ctx, ifindex, &flow, &entry, reason)
 }
 
-/// Applies a conntrack entry's rewrite and hands the packet on: into a container when
-/// the new destination is local (hairpin, replies to it), else out through the FIB.
+/// Applies a conntrack entry's rewrite and hands the packet on.
 #[inline(always)]
 fn deliver_translated(
     ctx: &TcContext,
@@ -158,6 +167,37 @@ fn deliver_translated(
     reason: Reason,
 ) -> Result<(i32, Reason), Reason> {
     let new_dst = nat::apply(ctx, flow, entry)?;
+    let ip: *const Ipv4Hdr = ptr_at(ctx, IP_OFF).map_err(|_| Reason::DropMalformed)?;
+    // SAFETY: bounds-checked by ptr_at.
+    let new_src = unsafe { (*ip).src_addr };
+    route(ctx, ifindex, new_src, new_dst, reason)
+}
+
+/// An ICMP error the container sends about a packet it received through the NAT,
+/// translated and routed; None when it quotes no flow netpath translated.
+#[inline(always)]
+fn translate_icmp_error(
+    ctx: &TcContext,
+    ifindex: u32,
+    cfg: &netpath_common::NodeConfig,
+) -> Option<Result<(i32, Reason), Reason>> {
+    match icmp_error::translate(ctx, cfg, Direction::FromContainer) {
+        Ok(Some((src, dst))) => Some(route(ctx, ifindex, src, dst, Reason::NatTranslated)),
+        Ok(None) => None,
+        Err(reason) => Some(Err(reason)),
+    }
+}
+
+/// Hands a (translated) packet from `src` to `dst` on as their router: into a container
+/// when `dst` is local (hairpin, replies to it), else out through the FIB.
+#[inline(always)]
+fn route(
+    ctx: &TcContext,
+    ifindex: u32,
+    src: [u8; 4],
+    new_dst: [u8; 4],
+    reason: Reason,
+) -> Result<(i32, Reason), Reason> {
     let new_key = EndpointKey::new(new_dst);
     // SAFETY: copied out at once.
     if let Some(peer) = unsafe { ENDPOINTS.get(new_key) }.copied() {
@@ -170,9 +210,6 @@ fn deliver_translated(
     if !forward::decrement_ttl(ctx)? {
         return Ok((PASS, Reason::PassedToStack));
     }
-    let ip: *const Ipv4Hdr = ptr_at(ctx, IP_OFF).map_err(|_| Reason::DropMalformed)?;
-    // SAFETY: bounds-checked by ptr_at.
-    let src = unsafe { (*ip).src_addr };
     Ok((forward::to_fib(ctx, ifindex, src, new_dst)?, reason))
 }
 

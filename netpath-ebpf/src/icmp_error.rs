@@ -1,9 +1,17 @@
 //! ICMP errors about translated flows (destination unreachable, fragmentation needed,
-//! time exceeded) arrive addressed to the node. They are translated like the flow they
-//! quote, the quoted header included, so the container's socket sees them: port
-//! unreachable becomes ECONNREFUSED, fragmentation needed a path-MTU update.
+//! time exceeded), in both directions. They are translated like the flow they quote,
+//! the quoted header included:
+//! - arriving at the node about a packet the node sent for a container, so the
+//!   container's socket sees them (port unreachable becomes ECONNREFUSED, fragmentation
+//!   needed a path-MTU update);
+//! - sent by a container about a packet it received through NAT, so the remote peer
+//!   sees an error about the packet it sent (to the node address and published or
+//!   masquerade port), not one quoting a pod address it has never heard of.
 use aya_ebpf::{helpers::generated::bpf_ktime_get_ns, programs::TcContext};
-use netpath_common::{conntrack::CT_F_DNAT, CtKey, NodeConfig, Reason};
+use netpath_common::{
+    conntrack::{CT_F_DNAT, CT_F_SNAT},
+    CtKey, NodeConfig, Reason,
+};
 use network_types::ip::Ipv4Hdr;
 
 use crate::{
@@ -16,14 +24,36 @@ const ICMP_DEST_UNREACH: u8 = 3;
 const ICMP_TIME_EXCEEDED: u8 = 11;
 const ICMP_ECHO_REQUEST: u8 = 8;
 
-/// If the packet is an ICMP error quoting a flow netpath translated, rewrites it for
-/// the container and returns the container's address; `Ok(None)` when it is not one.
+/// Which way the error travels, and so which end of the flow it speaks for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// From the outside to the node, about a packet the node sent for a container.
+    ToContainer,
+    /// From a container, about a packet it received through the NAT.
+    FromContainer,
+}
+
+/// If the packet is an ICMP error quoting a flow netpath translated, rewrites it and
+/// returns its new (source, destination); `Ok(None)` when it is not one.
 #[inline(always)]
-pub fn translate(ctx: &TcContext, cfg: &NodeConfig) -> Result<Option<[u8; 4]>, Reason> {
+pub fn translate(
+    ctx: &TcContext,
+    cfg: &NodeConfig,
+    dir: Direction,
+) -> Result<Option<([u8; 4], [u8; 4])>, Reason> {
     let ip: *const Ipv4Hdr = ptr_at(ctx, IP_OFF).map_err(|_| Reason::DropMalformed)?;
     // SAFETY: bounds-checked by ptr_at.
-    let (vihl, proto, dst) = unsafe { ((*ip).vihl, (*ip).proto as u8, (*ip).dst_addr) };
-    if proto != IPPROTO_ICMP || dst != cfg.node_ip {
+    let (vihl, proto, src, dst) = unsafe { ((*ip).vihl, (*ip).proto as u8, (*ip).src_addr, (*ip).dst_addr) };
+    if proto != IPPROTO_ICMP {
+        return Ok(None);
+    }
+    // The side of the flow whose address the error carries: the node's when it comes
+    // in, the container's when it goes out.
+    let (local, outer_addr_off) = match dir {
+        Direction::ToContainer => (dst, IP_OFF + 16),
+        Direction::FromContainer => (src, IP_OFF + 12),
+    };
+    if dir == Direction::ToContainer && dst != cfg.node_ip {
         return Ok(None);
     }
     let ihl = (vihl & 0x0f) as usize;
@@ -37,7 +67,9 @@ pub fn translate(ctx: &TcContext, cfg: &NodeConfig) -> Result<Option<[u8; 4]>, R
     if ty != ICMP_DEST_UNREACH && ty != ICMP_TIME_EXCEEDED {
         return Ok(None);
     }
-    // The quoted packet: the node's own header (no options) and its first 8 bytes.
+    // The quoted packet: a header without options and its first 8 bytes. Going in it is
+    // a packet the node sent (our side is its source); going out, one the container
+    // received (our side is its destination).
     let inner_off = icmp_off + 8;
     let inner: *const Ipv4Hdr = match ptr_at(ctx, inner_off) {
         Ok(p) => p,
@@ -46,7 +78,11 @@ pub fn translate(ctx: &TcContext, cfg: &NodeConfig) -> Result<Option<[u8; 4]>, R
     // SAFETY: bounds-checked by ptr_at.
     let (ivihl, iproto, isrc, idst) =
         unsafe { ((*inner).vihl, (*inner).proto as u8, (*inner).src_addr, (*inner).dst_addr) };
-    if ivihl & 0x0f != 5 || isrc != cfg.node_ip {
+    let (quoted_local, inner_addr_off) = match dir {
+        Direction::ToContainer => (isrc, inner_off + 12),
+        Direction::FromContainer => (idst, inner_off + 16),
+    };
+    if ivihl & 0x0f != 5 || quoted_local != local {
         return Ok(None);
     }
     let il4_off = inner_off + 20;
@@ -56,9 +92,10 @@ pub fn translate(ctx: &TcContext, cfg: &NodeConfig) -> Result<Option<[u8; 4]>, R
     };
     // SAFETY: bounds-checked by ptr_at.
     let il4 = unsafe { *il4 };
-    // The key a reply to the quoted packet would have: the flow's entry for this side.
-    let (key, port_off) = match iproto {
-        IPPROTO_TCP | IPPROTO_UDP => (
+    // The quoted packet reversed is the tuple of the flow's entry for our side: the
+    // reply entry going in, the entry of the container's own packets going out.
+    let (key, port_off) = match (iproto, dir) {
+        (IPPROTO_TCP | IPPROTO_UDP, Direction::ToContainer) => (
             CtKey {
                 src: idst,
                 dst: isrc,
@@ -69,7 +106,19 @@ pub fn translate(ctx: &TcContext, cfg: &NodeConfig) -> Result<Option<[u8; 4]>, R
             },
             il4_off,
         ),
-        IPPROTO_ICMP if il4[0] == ICMP_ECHO_REQUEST => (
+        (IPPROTO_TCP | IPPROTO_UDP, Direction::FromContainer) => (
+            CtKey {
+                src: idst,
+                dst: isrc,
+                sport: [il4[2], il4[3]],
+                dport: [il4[0], il4[1]],
+                proto: iproto,
+                _pad: [0; 3],
+            },
+            il4_off + 2,
+        ),
+        // An echo request the node sent for a container: the identifier is its "port".
+        (IPPROTO_ICMP, Direction::ToContainer) if il4[0] == ICMP_ECHO_REQUEST => (
             CtKey {
                 src: idst,
                 dst: isrc,
@@ -88,29 +137,34 @@ pub fn translate(ctx: &TcContext, cfg: &NodeConfig) -> Result<Option<[u8; 4]>, R
         (*entry).last_seen_ns = bpf_ktime_get_ns();
         *entry
     };
-    if entry.flags & CT_F_DNAT == 0 {
-        return Ok(None);
-    }
-    let (new_ip, new_port) = (entry.nat_dst, entry.nat_dport);
+    let (new_ip, new_port) = match dir {
+        Direction::ToContainer if entry.flags & CT_F_DNAT != 0 => (entry.nat_dst, entry.nat_dport),
+        Direction::FromContainer if entry.flags & CT_F_SNAT != 0 => (entry.nat_src, entry.nat_sport),
+        _ => return Ok(None),
+    };
     let icmp_csum = icmp_off + 2;
     let err = |_| Reason::DropMalformed;
     let as32 = |a: [u8; 4]| u32::from_ne_bytes(a) as u64;
     let as16 = |p: [u8; 2]| u16::from_ne_bytes(p) as u64;
 
-    // Outer destination: the IP header checksum only (ICMP has no pseudo-header).
-    ctx.l3_csum_replace(IP_OFF + 10, as32(dst), as32(new_ip), 4).map_err(err)?;
-    ctx.store(IP_OFF + 16, &new_ip, 0).map_err(err)?;
-    // Quoted source address: its own header checksum, and the ICMP checksum covering both.
+    // Outer address: the IP header checksum only (ICMP has no pseudo-header).
+    ctx.l3_csum_replace(IP_OFF + 10, as32(local), as32(new_ip), 4).map_err(err)?;
+    ctx.store(outer_addr_off, &new_ip, 0).map_err(err)?;
+    // Quoted address: its own header checksum, and the ICMP checksum covering both.
     let icsum_off = inner_off + 10;
     let old_icsum: [u8; 2] = ctx.load(icsum_off).map_err(err)?;
-    ctx.l3_csum_replace(icsum_off, as32(isrc), as32(new_ip), 4).map_err(err)?;
+    ctx.l3_csum_replace(icsum_off, as32(local), as32(new_ip), 4).map_err(err)?;
     let new_icsum: [u8; 2] = ctx.load(icsum_off).map_err(err)?;
-    ctx.l4_csum_replace(icmp_csum, as32(isrc), as32(new_ip), 4).map_err(err)?;
+    ctx.l4_csum_replace(icmp_csum, as32(local), as32(new_ip), 4).map_err(err)?;
     ctx.l4_csum_replace(icmp_csum, as16(old_icsum), as16(new_icsum), 2).map_err(err)?;
-    ctx.store(inner_off + 12, &new_ip, 0).map_err(err)?;
-    // Quoted source port (or echo identifier).
+    ctx.store(inner_addr_off, &new_ip, 0).map_err(err)?;
+    // Quoted port (or echo identifier). The quoted L4 checksum is left as it was: only
+    // 8 bytes of the segment are quoted, so no receiver can verify it.
     let old_port: [u8; 2] = ctx.load(port_off).map_err(err)?;
     ctx.l4_csum_replace(icmp_csum, as16(old_port), as16(new_port), 2).map_err(err)?;
     ctx.store(port_off, &new_port, 0).map_err(err)?;
-    Ok(Some(new_ip))
+    Ok(Some(match dir {
+        Direction::ToContainer => (src, new_ip),
+        Direction::FromContainer => (new_ip, dst),
+    }))
 }

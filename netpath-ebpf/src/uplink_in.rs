@@ -15,7 +15,7 @@ use network_types::{
 use crate::{
     conntrack, counters, events, flow, forward,
     from_container::published,
-    icmp_error,
+    icmp_error::{self, Direction},
     maps::{ENDPOINTS, NODE_CONFIG},
     nat,
     packet::{ifindex, ptr_at, translated_by_xdp},
@@ -58,7 +58,7 @@ fn try_uplink_in(ctx: &TcContext) -> Result<(i32, Reason), Reason> {
     };
     // Whatever netpath cannot or need not translate is the node's own traffic.
     let Ok(flow) = flow::parse(ctx) else {
-        if let Some(ip) = icmp_error::translate(ctx, &cfg)? {
+        if let Some((_, ip)) = icmp_error::translate(ctx, &cfg, Direction::ToContainer)? {
             return deliver(ctx, ip, Reason::NatTranslated);
         }
         return Ok((PASS, Reason::PassedToStack));

@@ -107,6 +107,15 @@ pub fn icmp_echo(request: bool, id: u16, payload: &[u8]) -> Vec<u8> {
     i
 }
 
+/// An ICMP error (`ty`, `code`) quoting `quoted` (an IPv4 packet) as routers do: its
+/// header and the first 8 bytes of its payload. Wrap it with [`ipv4`] and [`ICMP`].
+pub fn icmp_error(ty: u8, code: u8, quoted: &[u8]) -> Vec<u8> {
+    let ihl = ((quoted[0] & 0x0f) as usize) * 4;
+    let mut i = vec![ty, code, 0, 0, 0, 0, 0, 0];
+    i.extend_from_slice(&quoted[..(ihl + 8).min(quoted.len())]);
+    i
+}
+
 /// A parsed view of an Ethernet + IPv4 packet, for assertions.
 pub struct View<'a>(pub &'a [u8]);
 
@@ -156,7 +165,32 @@ impl View<'_> {
             _ => true,
         }
     }
+    /// The IPv4 packet an ICMP error quotes, as an Ethernet-less view's bytes.
+    pub fn quoted(&self) -> Quoted<'_> {
+        Quoted(&self.l4()[8..])
+    }
     pub fn udp_csum(&self) -> u16 {
         u16::from_be_bytes([self.l4()[6], self.l4()[7]])
+    }
+}
+
+/// The packet quoted inside an ICMP error: an IPv4 header and 8 bytes of L4.
+pub struct Quoted<'a>(pub &'a [u8]);
+
+impl Quoted<'_> {
+    pub fn src(&self) -> Ipv4Addr {
+        Ipv4Addr::from(<[u8; 4]>::try_from(&self.0[12..16]).unwrap())
+    }
+    pub fn dst(&self) -> Ipv4Addr {
+        Ipv4Addr::from(<[u8; 4]>::try_from(&self.0[16..20]).unwrap())
+    }
+    pub fn sport(&self) -> u16 {
+        u16::from_be_bytes([self.0[20], self.0[21]])
+    }
+    pub fn dport(&self) -> u16 {
+        u16::from_be_bytes([self.0[22], self.0[23]])
+    }
+    pub fn ip_csum_ok(&self) -> bool {
+        csum(&self.0[..20]) == 0
     }
 }

@@ -327,6 +327,27 @@ fn port_unreachable_from_the_outside_reaches_the_container_socket() {
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "got {err}");
 }
 
+#[test]
+fn a_published_udp_port_without_listener_refuses_the_outside_client() {
+    let lab = lab_with_agent(&[]);
+    lab.add_endpoint("dns", 0);
+    lab.netpath_ok(&["port", "add", "--proto", "udp", "5353", "dns:53"]);
+    // The container's kernel answers with port unreachable, quoting the datagram as it
+    // arrived (to the pod address); the client must get it about NODE:5353 to see it.
+    let err = lab
+        .outside
+        .run(|| {
+            let s = UdpSocket::bind((OUTSIDE_IP, 0)).unwrap();
+            s.connect((NODE_UPLINK_IP, 5353)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            s.send(b"anyone?").unwrap();
+            s.recv(&mut [0u8; 16]).unwrap_err()
+        })
+        .join()
+        .unwrap();
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "got {err}");
+}
+
 /// An ICMP "fragmentation needed" (next-hop MTU `mtu`) about the UDP datagram
 /// `node:nport -> outside:dport`, as a router on the outside would send it.
 fn frag_needed(nport: u16, dport: u16, mtu: u16) -> Vec<u8> {

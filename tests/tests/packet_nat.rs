@@ -289,3 +289,78 @@ fn a_closed_connection_hands_its_nat_port_to_the_next() {
         assert_eq!(View(&next.packet).sport(), 61000);
     });
 }
+
+/// `inner`'s port unreachable, sent by `from` to `to` (`to_mac` the next hop).
+fn port_unreachable(
+    from: Ipv4Addr,
+    to: Ipv4Addr,
+    inner: &[u8],
+    dst_mac: [u8; 6],
+    src_mac: [u8; 6],
+) -> Vec<u8> {
+    pkt::eth(
+        dst_mac,
+        src_mac,
+        pkt::ETH_IPV4,
+        &pkt::ipv4(from, to, pkt::ICMP, 64, &[], &pkt::icmp_error(3, 3, inner)),
+    )
+}
+
+#[test]
+fn icmp_errors_about_translated_flows_are_translated_both_ways() {
+    with_nat(|dp| {
+        // A client's datagram to the published udp/5353 reaches WEB:53...
+        let query = pkt::ipv4(CLIENT, NODE, UDP, 64, &[], &pkt::udp(40000, 5353, b"q"));
+        let out = uplink(dp, &pkt::eth(UPLINK_MAC, CLIENT_MAC, pkt::ETH_IPV4, &query));
+        assert_eq!(out.action, TC_ACT_REDIRECT);
+        // ...where nothing listens: WEB's port unreachable quotes what WEB received.
+        let received = out.packet[14..].to_vec();
+        let out = from_web(dp, &port_unreachable(WEB, CLIENT, &received, WEB_HOST_MAC, WEB_MAC));
+        assert_eq!(out.action, TC_ACT_REDIRECT, "routed out to the client");
+        let v = View(&out.packet);
+        assert_eq!((v.src(), v.dst()), (NODE, CLIENT), "the client hears from the node");
+        let q = v.quoted();
+        assert_eq!((q.src(), q.sport()), (CLIENT, 40000));
+        assert_eq!((q.dst(), q.dport()), (NODE, 5353), "it quotes the datagram the client sent");
+        assert!(v.ip_csum_ok() && v.l4_csum_ok() && q.ip_csum_ok(), "checksums broken by the rewrite");
+
+        // WEB masquerades a datagram to the client's port 9...
+        let out = from_web(
+            dp,
+            &pkt::eth(
+                WEB_HOST_MAC,
+                WEB_MAC,
+                pkt::ETH_IPV4,
+                &pkt::ipv4(WEB, CLIENT, UDP, 64, &[], &pkt::udp(1111, 9, b"x")),
+            ),
+        );
+        let sent = out.packet[14..].to_vec();
+        assert_eq!((View(&out.packet).src(), View(&out.packet).sport()), (NODE, 61000));
+        // ...which is closed: the client's port unreachable reaches WEB about WEB's datagram.
+        let out = uplink(dp, &port_unreachable(CLIENT, NODE, &sent, UPLINK_MAC, CLIENT_MAC));
+        assert_eq!(out.action, TC_ACT_REDIRECT, "into the container");
+        let v = View(&out.packet);
+        assert_eq!((v.src(), v.dst()), (CLIENT, WEB));
+        let q = v.quoted();
+        assert_eq!((q.src(), q.sport(), q.dst(), q.dport()), (WEB, 1111, CLIENT, 9));
+        assert!(v.ip_csum_ok() && v.l4_csum_ok() && q.ip_csum_ok());
+
+        // The client answers WEB's flow and WEB has closed its socket meanwhile.
+        let reply = pkt::ipv4(CLIENT, NODE, UDP, 64, &[], &pkt::udp(9, 61000, b"late"));
+        let out = uplink(dp, &pkt::eth(UPLINK_MAC, CLIENT_MAC, pkt::ETH_IPV4, &reply));
+        assert_eq!(out.action, TC_ACT_REDIRECT);
+        let received = out.packet[14..].to_vec();
+        let out = from_web(dp, &port_unreachable(WEB, CLIENT, &received, WEB_HOST_MAC, WEB_MAC));
+        assert_eq!(out.action, TC_ACT_REDIRECT);
+        let v = View(&out.packet);
+        assert_eq!(v.src(), NODE);
+        let q = v.quoted();
+        assert_eq!((q.src(), q.sport(), q.dst(), q.dport()), (CLIENT, 9, NODE, 61000));
+        assert!(v.ip_csum_ok() && v.l4_csum_ok() && q.ip_csum_ok());
+
+        // An error quoting a flow netpath never translated would leak the pod address.
+        let stray = pkt::ipv4(CLIENT, WEB, UDP, 64, &[], &pkt::udp(7, 7777, b"?"));
+        let out = from_web(dp, &port_unreachable(WEB, CLIENT, &stray, WEB_HOST_MAC, WEB_MAC));
+        assert_eq!(out.action, TC_ACT_SHOT, "untracked error left the node");
+    });
+}
