@@ -9,9 +9,11 @@ pub mod conntrack;
 pub mod endpoint;
 pub mod maps;
 pub mod reason;
+pub mod sock;
 pub mod trace;
 
 pub use conntrack::{CtEntry, CtKey, NodeConfig, PortKey, PortTarget};
 pub use endpoint::{EndpointInfo, EndpointKey, TrafficCounters, ENDPOINT_F_BRIDGED, ENDPOINT_F_PUBLISHED};
 pub use reason::Reason;
+pub use sock::{SockOrigin, SockRevKey};
 pub use trace::{TraceEvent, TraceFilter};

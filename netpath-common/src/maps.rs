@@ -15,6 +15,10 @@ pub const PORT_MAPS: &str = "PORT_MAPS";
 /// Single entry: [`crate::NodeConfig`].
 pub const NODE_CONFIG: &str = "NODE_CONFIG";
 
+/// [`crate::SockRevKey`] -> [`crate::SockOrigin`]: what a node-local socket asked for;
+/// LRU, so sockets that are gone age out.
+pub const NODE_LOCAL_REV: &str = "NODE_LOCAL_REV";
+
 /// Ring buffer of [`crate::TraceEvent`]s for `netpath trace`.
 pub const EVENTS: &str = "EVENTS";
 /// Single entry: [`crate::TraceFilter`].
@@ -29,6 +33,18 @@ pub const CONNTRACK_ENTRIES: u32 = 262_144;
 /// Published ports per node.
 pub const MAX_PORT_MAPS: u32 = 131_072;
 
+/// Node-local socket redirections remembered at once.
+pub const NODE_LOCAL_REV_ENTRIES: u32 = 65_536;
+
 /// Every map netpath pins, in the order `netpath map list` shows them.
-pub const ALL: [&str; 8] =
-    [ENDPOINTS, ENDPOINT_STATS, REASON_STATS, CONNTRACK, PORT_MAPS, NODE_CONFIG, EVENTS, TRACE_FILTER];
+pub const ALL: [&str; 9] = [
+    ENDPOINTS,
+    ENDPOINT_STATS,
+    REASON_STATS,
+    CONNTRACK,
+    PORT_MAPS,
+    NODE_CONFIG,
+    NODE_LOCAL_REV,
+    EVENTS,
+    TRACE_FILTER,
+];

@@ -36,8 +36,9 @@ pub enum Reason {
     /// Conntrack entries removed by the agent's garbage collector after their timeout
     /// (written by the agent). created - collected - live = evicted by the LRU.
     CtCollected = 14,
-    /// A process on the node connected to a published port and was sent straight to the
-    /// container by the connect hook (no packet is counted: this counts connections).
+    /// A process on the node connected or sent a datagram to a published port and was
+    /// sent straight to the container by the socket hooks (no packet is counted: this
+    /// counts sockets, once per published service each reached).
     NodeLocalConnect = 15,
     /// Translated by the uplink's XDP program, delivered by tc.
     XdpTranslated = 16,

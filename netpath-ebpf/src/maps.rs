@@ -5,9 +5,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use netpath_common::{
-    maps::{CONNTRACK_ENTRIES, EVENTS_BYTES, MAX_ENDPOINTS, MAX_PORT_MAPS},
-    CtEntry, CtKey, EndpointInfo, EndpointKey, NodeConfig, PortKey, PortTarget, Reason, TraceEvent,
-    TraceFilter, TrafficCounters,
+    maps::{CONNTRACK_ENTRIES, EVENTS_BYTES, MAX_ENDPOINTS, MAX_PORT_MAPS, NODE_LOCAL_REV_ENTRIES},
+    CtEntry, CtKey, EndpointInfo, EndpointKey, NodeConfig, PortKey, PortTarget, Reason, SockOrigin,
+    SockRevKey, TraceEvent, TraceFilter, TrafficCounters,
 };
 
 #[map]
@@ -28,6 +28,9 @@ pub static PORT_MAPS: HashMap<PortKey, PortTarget> = HashMap::pinned(MAX_PORT_MA
 
 #[map]
 pub static NODE_CONFIG: Array<NodeConfig> = Array::pinned(1, 0);
+
+#[map]
+pub static NODE_LOCAL_REV: LruHashMap<SockRevKey, SockOrigin> = LruHashMap::pinned(NODE_LOCAL_REV_ENTRIES, 0);
 
 #[map]
 pub static EVENTS: RingBuf = RingBuf::pinned(EVENTS_BYTES, 0);

@@ -36,6 +36,16 @@ pub fn netpath_bin() -> PathBuf {
     p
 }
 
+/// A helper program of this crate (src/bin), given as `env!("CARGO_BIN_EXE_<name>")`:
+/// in the VM runs, where cargo's build path does not exist, the copy in
+/// $NETPATH_TEST_TOOLS.
+pub fn tool(built: &str) -> PathBuf {
+    match std::env::var_os("NETPATH_TEST_TOOLS") {
+        Some(dir) => Path::new(&dir).join(Path::new(built).file_name().expect("a file name")),
+        None => built.into(),
+    }
+}
+
 fn require_root() {
     assert!(
         nix::unistd::geteuid().is_root(),

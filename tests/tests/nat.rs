@@ -484,6 +484,53 @@ fn node_processes_reach_published_ports_via_node_address_and_loopback() {
 }
 
 #[test]
+fn node_udp_clients_reach_published_ports_and_see_the_address_they_asked_for() {
+    if !netpath_tests::kernel_has(5, 14, "SO_NETNS_COOKIE") {
+        return;
+    }
+    let lab = lab_with_agent(&[]);
+    let a = lab.add_endpoint("dns", 0);
+    lab.netpath_ok(&["port", "add", "--proto", "udp", "5353", "dns:53"]);
+    let server = lab.containers[0].run(move || UdpSocket::bind((a, 53))).join().unwrap().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        while let Ok((n, from)) = server.recv_from(&mut buf) {
+            let reply = [b"pong:", &buf[..n]].concat();
+            let _ = server.send_to(&reply, from);
+        }
+    });
+    let probe = netpath_tests::tool(env!("CARGO_BIN_EXE_udp-probe"));
+    let probe = probe.to_str().unwrap();
+    let before = lab.stats();
+    for ip in [NODE_UPLINK_IP.to_string(), "127.0.0.1".to_string()] {
+        let to = format!("{ip}:5353");
+        // Unconnected: sendto() is redirected per datagram, and the reply must appear
+        // to come from where the datagram went, or a resolver would discard it.
+        let out = lab.node_process(&[probe, &to, "hi"]);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("from {to}: pong:hi\n"),
+            "unconnected via {ip}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Connected: the peer the socket reports is the published address too.
+        let out = lab.node_process(&[probe, &to, "hey", "--connect"]);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("peer {to}\nfrom {to}: pong:hey\n"),
+            "connected via {ip}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // One redirection per socket, not per datagram.
+    assert_eq!(lab.stats().reason("node-local-connect") - before.reason("node-local-connect"), 4);
+    // Outside the lab's cgroup, and in another namespace, nothing is redirected.
+    let to = format!("{NODE_UPLINK_IP}:5353");
+    assert!(!lab.node.exec(&[probe, &to, "hi"]).status.success(), "redirected outside the cgroup");
+    assert!(!lab.cgroup_process(&lab.outside, &[probe, "127.0.0.1:5353", "hi"]).status.success());
+}
+
+#[test]
 fn xdp_fast_path_carries_published_ports_and_masquerade_replies() {
     let lab = lab_with_agent(&["--xdp"]);
     let a = lab.add_endpoint("web", 0);

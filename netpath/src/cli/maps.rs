@@ -84,6 +84,15 @@ fn dump(inspector: &Inspector, name: &str) -> anyhow::Result<Vec<Value>> {
                          "nat_ports": format!("{}-{}", c.nat_port_min, c.nat_port_max),
                          "netns_cookie": c.netns_cookie })]
         }
+        maps::NODE_LOCAL_REV => inspector
+            .node_local_redirects()?
+            .into_iter()
+            .map(|(k, o)| {
+                json!({ "socket_cookie": k.cookie,
+                        "container": format!("{}:{}", Ipv4Addr::from(k.ip), u16::from_be_bytes(k.port)),
+                        "requested": format!("{}:{}", Ipv4Addr::from(o.ip), u16::from_be_bytes(o.port)) })
+            })
+            .collect(),
         maps::EVENTS | maps::TRACE_FILTER => bail!("{name} carries trace events: use `netpath trace`"),
         other => bail!("no map {other:?}; netpath's maps are {}", maps::ALL.join(", ")),
     };

@@ -141,6 +141,19 @@ impl Inspector {
         Ok(pm.iter().filter_map(Result::ok).collect())
     }
 
+    /// What node-local sockets were redirected to, and what they asked for.
+    pub fn node_local_redirects(
+        &self,
+    ) -> Result<Vec<(netpath_common::SockRevKey, netpath_common::SockOrigin)>, DatapathError> {
+        let map = self.open(maps::NODE_LOCAL_REV)?;
+        let rev: BpfHashMap<_, netpath_common::SockRevKey, netpath_common::SockOrigin> =
+            BpfHashMap::try_from(map).map_err(|source| DatapathError::Map {
+                map: maps::NODE_LOCAL_REV,
+                source: Box::new(source),
+            })?;
+        Ok(rev.iter().filter_map(Result::ok).collect())
+    }
+
     /// Kind, sizes and entry count of a pinned map.
     pub fn describe(&self, name: &str) -> Result<MapSummary, DatapathError> {
         let data = self.map_data(name)?;
@@ -154,6 +167,7 @@ impl Inspector {
             maps::ENDPOINT_STATS => Some(self.endpoint_counters()?.len() as u64),
             maps::CONNTRACK => Some(self.conntrack()?.len() as u64),
             maps::PORT_MAPS => Some(self.port_maps()?.len() as u64),
+            maps::NODE_LOCAL_REV => Some(self.node_local_redirects()?.len() as u64),
             _ => None,
         };
         Ok(MapSummary {

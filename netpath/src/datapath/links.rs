@@ -13,7 +13,7 @@ use aya::programs::{
 use tracing::{debug, warn};
 
 use super::{
-    programs::{AttachMode, FROM_CONTAINER, NODE_CONNECT4, UPLINK_IN, UPLINK_XDP},
+    programs::{AttachMode, FROM_CONTAINER, NODE_SOCKET_HOOKS, UPLINK_IN, UPLINK_XDP},
     Datapath, DatapathError,
 };
 
@@ -132,31 +132,36 @@ impl Datapath {
         Ok(())
     }
 
-    /// Attaches the node-local connect hook to a cgroup (v2) directory. aya attaches with
-    /// a bpf_link where the kernel has them, which coexists with other programs there
-    /// (and takes no ALLOW_MULTI flag: passing it fails with EINVAL). A previous agent's
-    /// hook is replaced (cgroup links cannot swap their program in place).
+    /// Attaches the node-local socket hooks to a cgroup (v2) directory. aya attaches
+    /// with a bpf_link where the kernel has them, which coexists with other programs
+    /// there (and takes no ALLOW_MULTI flag: passing it fails with EINVAL). Cgroup links
+    /// cannot swap their program in place, so a previous agent's hook stays attached
+    /// until the new one is: for that moment both run, and the second finds nothing
+    /// left to rewrite.
     pub fn attach_node_local(&mut self, cgroup: &Path) -> Result<(), DatapathError> {
-        let pin = self.pin(NODE_CONNECT4.to_string());
-        let target = cgroup.display().to_string();
-        if let Ok(old) = PinnedLink::from_pin(&pin) {
-            let _ = old.unpin();
+        for prog in NODE_SOCKET_HOOKS {
+            self.attach_socket_hook(prog, cgroup)?;
         }
+        Ok(())
+    }
+
+    fn attach_socket_hook(&mut self, prog: &'static str, cgroup: &Path) -> Result<(), DatapathError> {
+        let pin = self.pin(prog.to_string());
+        let target = cgroup.display().to_string();
+        // The old link lives on while its descriptor is open, pin or no pin.
+        let old = PinnedLink::from_pin(&pin).ok().map(|old| old.unpin());
         let dir = std::fs::File::open(cgroup)
             .map_err(|source| DatapathError::Cgroup { path: cgroup.into(), source })?;
-        let id = self
-            .sock_addr(NODE_CONNECT4)?
-            .attach(dir, CgroupAttachMode::Single)
-            .map_err(attach_err(NODE_CONNECT4, &target))?;
-        let link =
-            self.sock_addr(NODE_CONNECT4)?.take_link(id).map_err(attach_err(NODE_CONNECT4, &target))?;
+        let id =
+            self.sock_addr(prog)?.attach(dir, CgroupAttachMode::Single).map_err(attach_err(prog, &target))?;
+        let link = self.sock_addr(prog)?.take_link(id).map_err(attach_err(prog, &target))?;
         match FdLink::try_from(link) {
             Ok(fd) => {
-                fd.pin(&pin)
-                    .map_err(|e| pin_err(NODE_CONNECT4, &target)(format!("pin {}: {e}", pin.display())))?;
+                fd.pin(&pin).map_err(|e| pin_err(prog, &target)(format!("pin {}: {e}", pin.display())))?;
             }
             Err(link) => std::mem::forget(link),
         }
+        drop(old);
         Ok(())
     }
 

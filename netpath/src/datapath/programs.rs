@@ -16,7 +16,9 @@ use super::DatapathError;
 
 pub(super) const FROM_CONTAINER: &str = "from_container";
 pub(super) const UPLINK_IN: &str = "uplink_in";
-pub(super) const NODE_CONNECT4: &str = "node_connect4";
+/// The node-local socket hooks, attached together to one cgroup.
+pub(super) const NODE_SOCKET_HOOKS: [&str; 4] =
+    ["node_connect4", "node_sendmsg4", "node_recvmsg4", "node_getpeername4"];
 pub(super) const UPLINK_XDP: &str = "uplink_xdp";
 
 /// How tc programs are attached on this kernel.
@@ -86,9 +88,11 @@ impl Datapath {
                 .load()
                 .map_err(|source| DatapathError::Verify { prog: name, source: Box::new(source) })?;
         }
-        dp.sock_addr(NODE_CONNECT4)?
-            .load()
-            .map_err(|source| DatapathError::Verify { prog: NODE_CONNECT4, source: Box::new(source) })?;
+        for name in NODE_SOCKET_HOOKS {
+            dp.sock_addr(name)?
+                .load()
+                .map_err(|source| DatapathError::Verify { prog: name, source: Box::new(source) })?;
+        }
         dp.xdp()?
             .load()
             .map_err(|source| DatapathError::Verify { prog: UPLINK_XDP, source: Box::new(source) })?;

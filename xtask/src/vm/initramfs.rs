@@ -156,6 +156,9 @@ fn install_module(modules: &Path, rel: &str, root: &Path) -> Result<String> {
 pub struct Payload {
     pub netpath: PathBuf,
     pub tests: Vec<PathBuf>,
+    /// The tests' helper programs (netpath-tests' src/bin), found through
+    /// $NETPATH_TEST_TOOLS in the guest.
+    pub tools: Vec<PathBuf>,
 }
 
 /// Builds `dir/initramfs.gz` for `kernel`; returns its path.
@@ -191,6 +194,12 @@ pub fn build(kernel: &Kernel, payload: &Payload, filter: Option<&str>, dir: &Pat
         let short = name.rsplit_once('-').map_or(name, |(n, _)| n);
         install_stripped(t, &root.join("tests").join(short))?;
     }
+    std::fs::create_dir_all(root.join("test-tools"))?;
+    for t in &payload.tools {
+        install_libs(&root, t)?;
+        let name = t.file_name().ok_or_else(|| anyhow!("bad tool path"))?;
+        install_stripped(t, &root.join("test-tools").join(name))?;
+    }
     let mut list = Vec::new();
     if let Some(modules) = &kernel.modules {
         for rel in module_order(modules)? {
@@ -217,7 +226,7 @@ for m in $(cat /modules.list); do insmod /lib/modules/$m 2>/dev/null; done
 ip link set lo up
 echo "NETPATH-VM-BEGIN $(uname -r)"
 # Software emulation is slow: give the agent minutes, not seconds, to load the datapath.
-export NETPATH_BIN=/bin/netpath RUST_BACKTRACE=0 TMPDIR=/tmp NETPATH_TEST_AGENT_TIMEOUT=600
+export NETPATH_BIN=/bin/netpath NETPATH_TEST_TOOLS=/test-tools RUST_BACKTRACE=0 TMPDIR=/tmp NETPATH_TEST_AGENT_TIMEOUT=600
 cd /tests
 for t in *; do
   # A test binary that hangs must not take the others with it.

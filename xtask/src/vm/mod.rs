@@ -40,15 +40,17 @@ fn build_payload(root: &Path) -> Result<initramfs::Payload> {
     if !out.status.success() {
         bail!("building the test binaries failed");
     }
-    let mut tests = Vec::new();
+    let (mut tests, mut tools) = (Vec::new(), Vec::new());
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
-        let is_test = v["profile"]["test"] == true && v["target"]["kind"][0] == "test";
-        if let (true, Some(exe)) = (is_test, v["executable"].as_str()) {
-            tests.push(PathBuf::from(exe));
+        let Some(exe) = v["executable"].as_str() else { continue };
+        match (v["profile"]["test"] == true, v["target"]["kind"][0].as_str()) {
+            (true, Some("test")) => tests.push(PathBuf::from(exe)),
+            (false, Some("bin")) => tools.push(PathBuf::from(exe)),
+            _ => {}
         }
     }
-    Ok(initramfs::Payload { netpath: root.join("target/debug/netpath"), tests })
+    Ok(initramfs::Payload { netpath: root.join("target/debug/netpath"), tests, tools })
 }
 
 /// Boots the kernel with the initramfs; the serial console's text, and whether it hung.
