@@ -68,6 +68,29 @@ pub struct CtEntry {
     pub bytes: u64,
 }
 
+/// The end of a masqueraded TCP flow as the server saw it, kept per translated tuple
+/// (the server's side: `dst:dport -> node:nat_port`) after the container closed it.
+/// The server may hold that tuple in TIME_WAIT for minutes, and accepts a new SYN on it
+/// only if the SYN's timestamp (or, without timestamps, its sequence number) is newer
+/// than the old flow's last; otherwise it answers with an ACK and the client loses a
+/// retransmission timeout. Port allocation prefers ports whose new SYN passes that test.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ClosedFlow {
+    /// Sequence number after the client's last segment (the server's rcv_nxt).
+    pub end_seq: u32,
+    /// The client's last TCP timestamp value (if `has_ts`).
+    pub ts_val: u32,
+    pub has_ts: u8,
+    pub _pad: [u8; 7],
+    /// CLOCK_MONOTONIC nanoseconds of the client's last closing segment.
+    pub closed_ns: u64,
+}
+
+/// How long a server may keep a closed flow's tuple in TIME_WAIT (2 MSL; Linux uses
+/// 60 s, some systems 240 s): older [`ClosedFlow`] records no longer constrain reuse.
+pub const TIME_WAIT_NS: u64 = 240 * 1_000_000_000;
+
 /// Key of the port-mapping table: what arrives at the node. `host_ip` 0.0.0.0 means
 /// every node address.
 #[repr(C)]
@@ -132,7 +155,7 @@ mod user {
             unsafe impl bytemuck::Pod for $t {}
         )*};
     }
-    pod!(CtKey, CtEntry, PortKey, PortTarget, NodeConfig);
+    pod!(CtKey, CtEntry, ClosedFlow, PortKey, PortTarget, NodeConfig);
 }
 
 #[cfg(test)]
@@ -144,6 +167,7 @@ mod tests {
     fn layouts_have_no_implicit_padding() {
         assert_eq!((size_of::<CtKey>(), align_of::<CtKey>()), (16, 1));
         assert_eq!((size_of::<CtEntry>(), align_of::<CtEntry>()), (48, 8));
+        assert_eq!((size_of::<ClosedFlow>(), align_of::<ClosedFlow>()), (24, 8));
         assert_eq!((size_of::<PortKey>(), align_of::<PortKey>()), (8, 1));
         assert_eq!((size_of::<PortTarget>(), align_of::<PortTarget>()), (8, 1));
         assert_eq!((size_of::<NodeConfig>(), align_of::<NodeConfig>()), (32, 8));

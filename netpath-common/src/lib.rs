@@ -12,7 +12,7 @@ pub mod reason;
 pub mod sock;
 pub mod trace;
 
-pub use conntrack::{CtEntry, CtKey, NodeConfig, PortKey, PortTarget};
+pub use conntrack::{ClosedFlow, CtEntry, CtKey, NodeConfig, PortKey, PortTarget};
 pub use endpoint::{EndpointInfo, EndpointKey, TrafficCounters, ENDPOINT_F_BRIDGED, ENDPOINT_F_PUBLISHED};
 pub use reason::Reason;
 pub use sock::{SockOrigin, SockRevKey};

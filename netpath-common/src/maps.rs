@@ -10,6 +10,10 @@ pub const REASON_STATS: &str = "REASON_STATS";
 
 /// [`crate::CtKey`] -> [`crate::CtEntry`]; LRU, so a full table evicts the coldest flows.
 pub const CONNTRACK: &str = "CONNTRACK";
+/// Server-side tuple of a closed masqueraded TCP flow -> [`crate::ClosedFlow`]; LRU.
+pub const SNAT_CLOSED: &str = "SNAT_CLOSED";
+/// Closed flows remembered for port reuse.
+pub const SNAT_CLOSED_ENTRIES: u32 = 65_536;
 /// [`crate::PortKey`] -> [`crate::PortTarget`]: published container ports.
 pub const PORT_MAPS: &str = "PORT_MAPS";
 /// Single entry: [`crate::NodeConfig`].
@@ -37,11 +41,12 @@ pub const MAX_PORT_MAPS: u32 = 131_072;
 pub const NODE_LOCAL_REV_ENTRIES: u32 = 65_536;
 
 /// Every map netpath pins, in the order `netpath map list` shows them.
-pub const ALL: [&str; 9] = [
+pub const ALL: [&str; 10] = [
     ENDPOINTS,
     ENDPOINT_STATS,
     REASON_STATS,
     CONNTRACK,
+    SNAT_CLOSED,
     PORT_MAPS,
     NODE_CONFIG,
     NODE_LOCAL_REV,

@@ -33,8 +33,9 @@ pub enum Reason {
     DropUnsupportedProtocol = 12,
     /// A conntrack entry was created (user space derives evictions from this).
     CtCreated = 13,
-    /// Conntrack entries removed by the agent's garbage collector after their timeout
-    /// (written by the agent). created - collected - live = evicted by the LRU.
+    /// Conntrack entries removed by netpath: by the agent's garbage collector after their
+    /// timeout, or by the datapath when a new flow takes over a closed flow's tuple.
+    /// created - collected - live = evicted by the LRU.
     CtCollected = 14,
     /// A process on the node connected or sent a datagram to a published port and was
     /// sent straight to the container by the socket hooks (no packet is counted: this

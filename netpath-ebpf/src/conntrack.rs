@@ -1,18 +1,19 @@
 //! Connection tracking: find a flow's entry, create a flow's pair of entries, keep TCP
 //! state and last-seen times for the agent's garbage collector.
+use aya_ebpf::programs::TcContext;
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::generated::{bpf_get_prandom_u32, bpf_ktime_get_ns},
 };
 use netpath_common::{
-    conntrack::{CT_F_DNAT, CT_F_REPLY, CT_F_SNAT, TCP_CLOSING, TCP_ESTABLISHED, TCP_SYN},
-    CtEntry, CtKey, NodeConfig, Reason,
+    conntrack::{CT_F_DNAT, CT_F_REPLY, CT_F_SNAT, TCP_CLOSING, TCP_ESTABLISHED, TCP_SYN, TIME_WAIT_NS},
+    ClosedFlow, CtEntry, CtKey, NodeConfig, Reason,
 };
 
 use crate::{
     counters,
-    flow::{Flow, IPPROTO_TCP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN as F_SYN},
-    maps::CONNTRACK,
+    flow::{self, Flow, TcpStamp, IPPROTO_TCP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN as F_SYN},
+    maps::{CONNTRACK, SNAT_CLOSED},
 };
 
 /// Ports tried before a new flow is refused for want of one. Bounded so the verifier
@@ -131,14 +132,23 @@ fn reclaim_closed(key: &CtKey) -> bool {
     }
     let _ = CONNTRACK.remove(&partner);
     let _ = CONNTRACK.remove(key);
+    // Removed by netpath, not evicted by the LRU: counted with the collector's removals.
+    counters::count_entries(Reason::CtCollected, 2);
     true
 }
 
 /// Masquerade: a new flow from a container to the outside leaves with the node's address
 /// and a source port (ICMP: identifier) from the configured range, unique for the
-/// destination.
+/// destination. For a TCP SYN (`syn`), ports whose previous flow to the same server
+/// closed are taken only if the server will accept the SYN over that flow's TIME_WAIT
+/// (see [`ClosedFlow`]); a port it would refuse is used only when nothing else is left.
 #[inline(always)]
-pub fn create_snat(flow: &Flow, cfg: &NodeConfig, len: u32) -> Result<CtEntry, Reason> {
+pub fn create_snat(
+    flow: &Flow,
+    cfg: &NodeConfig,
+    len: u32,
+    syn: Option<TcpStamp>,
+) -> Result<CtEntry, Reason> {
     let min = cfg.nat_port_min as u32;
     let span = (cfg.nat_port_max as u32).saturating_sub(min) + 1;
     if min == 0 || span == 0 {
@@ -148,17 +158,96 @@ pub fn create_snat(flow: &Flow, cfg: &NodeConfig, len: u32) -> Result<CtEntry, R
     let start = unsafe { bpf_get_prandom_u32() };
     let mut orig = entry(CT_F_SNAT, flow, len);
     orig.nat_src = cfg.node_ip;
+    // The search only reads, and stops at the first usable port: a free one, or one
+    // whose flow has closed (taken over below), either way one whose server will take
+    // the SYN. The single insert after it keeps the verifier's work small.
+    let mut chosen: u16 = 0;
     for i in 0..NAT_PORT_TRIES {
         let port = (min + (start.wrapping_add(i)) % span) as u16;
         orig.nat_sport = port.to_be_bytes();
-        if create_pair(flow, &orig, len, false).is_ok() {
-            return Ok(orig);
+        let server_side = flow.key.partner(&orig);
+        match reuse(&server_side, syn) {
+            Reuse::Refused => continue,
+            Reuse::AfterClose => {
+                chosen = port;
+                break;
+            }
+            Reuse::Fresh if CONNTRACK.get_ptr(&server_side).is_none() => {
+                chosen = port;
+                break;
+            }
+            Reuse::Fresh => {}
         }
     }
-    // Every port tried is taken: take over the first one if its flow has closed.
-    orig.nat_sport = ((min + start % span) as u16).to_be_bytes();
+    if chosen == 0 {
+        // Nothing usable among the ports tried: the first one, if its flow has closed.
+        chosen = (min + start % span) as u16;
+    }
+    orig.nat_sport = chosen.to_be_bytes();
+    // A port found free may have been taken by another CPU meanwhile: the flow then
+    // fails like an exhausted range, and the client's retransmission tries again.
     create_pair(flow, &orig, len, true).map_err(|_| Reason::DropNatPortsExhausted)?;
+    if syn.is_some() {
+        let _ = SNAT_CLOSED.remove(&flow.key.partner(&orig));
+    }
     Ok(orig)
+}
+
+#[derive(PartialEq, Eq)]
+enum Reuse {
+    /// No flow on this tuple closed recently (as far as netpath remembers).
+    Fresh,
+    /// A flow on it closed, and the server will accept this SYN over its TIME_WAIT.
+    AfterClose,
+    /// The server would answer this SYN with an ACK for the old flow.
+    Refused,
+}
+
+/// Would the server accept `syn` on the translated tuple `server_side` (its key as
+/// replies arrive)? The rule of tcp_timewait_state_process: a newer timestamp when both
+/// segments carry one, else a higher sequence number.
+#[inline(always)]
+fn reuse(server_side: &CtKey, syn: Option<TcpStamp>) -> Reuse {
+    let Some(syn) = syn else { return Reuse::Fresh };
+    // SAFETY: copied out at once.
+    let Some(closed) = (unsafe { SNAT_CLOSED.get(server_side) }).copied() else { return Reuse::Fresh };
+    if now().saturating_sub(closed.closed_ns) > TIME_WAIT_NS {
+        return Reuse::AfterClose;
+    }
+    let newer = match (closed.has_ts != 0, syn.ts_val) {
+        (true, Some(ts)) => (ts.wrapping_sub(closed.ts_val) as i32) > 0,
+        _ => (syn.seq.wrapping_sub(closed.end_seq) as i32) > 0,
+    };
+    if newer {
+        Reuse::AfterClose
+    } else {
+        Reuse::Refused
+    }
+}
+
+/// A masqueraded TCP flow is closing: remember where the container's last segment
+/// ended, for [`reuse`]. Later segments overwrite earlier ones, so the record ends with
+/// the flow's final ACK. RSTs are not recorded: they carry no timestamp (the server's
+/// TIME_WAIT keeps the last one it had), and a RST the server accepts leaves it no
+/// TIME_WAIT at all.
+#[inline(always)]
+pub fn note_closing(ctx: &TcContext, flow: &Flow, entry: &CtEntry) {
+    if flow.key.proto != IPPROTO_TCP
+        || entry.tcp_state != TCP_CLOSING
+        || flow.tcp_flags & TCP_RST != 0
+        || entry.flags & (CT_F_SNAT | CT_F_REPLY) != CT_F_SNAT
+    {
+        return;
+    }
+    let Some(st) = flow::tcp_stamp(ctx, flow) else { return };
+    let record = ClosedFlow {
+        end_seq: st.end_seq,
+        ts_val: st.ts_val.unwrap_or(0),
+        has_ts: st.ts_val.is_some() as u8,
+        _pad: [0; 7],
+        closed_ns: now(),
+    };
+    let _ = SNAT_CLOSED.insert(&flow.key.partner(entry), &record, 0);
 }
 
 /// Port mapping: a new connection to a published port is sent to `ip:port`, keeping the

@@ -15,6 +15,15 @@ pub fn count(reason: Reason, bytes: u32) {
     }
 }
 
+/// Adds `n` to a reason that counts conntrack entries rather than packets.
+#[inline(always)]
+pub fn count_entries(reason: Reason, n: u64) {
+    if let Some(c) = REASON_STATS.get_ptr_mut(reason as u32) {
+        // SAFETY: as above.
+        unsafe { (*c).tx_packets += n };
+    }
+}
+
 #[inline(always)]
 pub fn endpoint_tx(key: &EndpointKey, bytes: u32) {
     if let Some(c) = ENDPOINT_STATS.get_ptr_mut(key) {

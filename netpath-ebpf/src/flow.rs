@@ -3,6 +3,8 @@
 use netpath_common::{CtKey, Reason};
 use network_types::{eth::EthHdr, icmp::IcmpHdr, ip::Ipv4Hdr, tcp::TcpHdr, udp::UdpHdr};
 
+use aya_ebpf::programs::TcContext;
+
 use crate::packet::{ptr_at, PacketData};
 
 pub const IPPROTO_ICMP: u8 = 1;
@@ -78,4 +80,47 @@ pub fn parse<C: PacketData>(ctx: &C) -> Result<Flow, Reason> {
         _ => return Err(Reason::DropUnsupportedProtocol),
     }
     Ok(Flow { key, l4_off, tcp_flags })
+}
+
+/// Where a TCP segment sits in sequence space, and its timestamp option.
+#[derive(Clone, Copy)]
+pub struct TcpStamp {
+    /// Sequence number after the segment (SYN and FIN count one).
+    pub end_seq: u32,
+    pub seq: u32,
+    pub ts_val: Option<u32>,
+}
+
+/// Where real stacks put the timestamp option, as offsets into the options: first
+/// (0), after NOP NOP (2: Linux on every segment after the SYN), after MSS and SACK_PERM
+/// or MSS NOP NOP (6: Linux SYNs), after MSS NOP WS NOP NOP (10: BSD and macOS SYNs).
+/// Fixed probes rather than a walk over the options: a walk's data-dependent offsets
+/// multiply the verifier's states past its limit.
+const TS_OFFSETS: [usize; 4] = [0, 2, 6, 10];
+const TCPOPT_TIMESTAMP: u8 = 8;
+const TCPOLEN_TIMESTAMP: u8 = 10;
+
+/// Reads a TCP segment's sequence numbers and timestamp. Only the few packets that need
+/// it pay for it (a masqueraded flow's SYN and its closing segments).
+#[inline(always)]
+pub fn tcp_stamp(ctx: &TcContext, flow: &Flow) -> Option<TcpStamp> {
+    let l4 = flow.l4_off;
+    let seq = u32::from_be_bytes(ctx.load::<[u8; 4]>(l4 + 4).ok()?);
+    let doff = ((ctx.load::<u8>(l4 + 12).ok()? >> 4) as usize) * 4;
+    let total = u16::from_be_bytes(ctx.load::<[u8; 2]>(IP_OFF + 2).ok()?) as usize;
+    let payload = total.saturating_sub(l4 - IP_OFF + doff) as u32;
+    let flags = flow.tcp_flags;
+    let end_seq = seq.wrapping_add(payload).wrapping_add((flags & (TCP_SYN | TCP_FIN) != 0) as u32);
+    let mut ts_val = None;
+    for off in TS_OFFSETS {
+        if 20 + off + TCPOLEN_TIMESTAMP as usize > doff {
+            break;
+        }
+        let Ok(opt) = ctx.load::<[u8; 6]>(l4 + 20 + off) else { break };
+        if opt[0] == TCPOPT_TIMESTAMP && opt[1] == TCPOLEN_TIMESTAMP {
+            ts_val = Some(u32::from_be_bytes([opt[2], opt[3], opt[4], opt[5]]));
+            break;
+        }
+    }
+    Some(TcpStamp { end_seq, seq, ts_val })
 }

@@ -152,7 +152,10 @@ fn to_outside(ctx: &TcContext, ifindex: u32) -> Result<(i32, Reason), Reason> {
             Some((ip, port)) => (conntrack::create_dnat(&flow, ip, port, len)?, Reason::DnatNewFlow),
             None => return Ok((PASS, Reason::PassedToStack)),
         },
-        None => (conntrack::create_snat(&flow, &cfg, len)?, Reason::SnatNewFlow),
+        None => {
+            let syn = if flow.key.proto == flow::IPPROTO_TCP { flow::tcp_stamp(ctx, &flow) } else { None };
+            (conntrack::create_snat(&flow, &cfg, len, syn)?, Reason::SnatNewFlow)
+        }
     };
     deliver_translated(ctx, ifindex, &flow, &entry, reason)
 }
@@ -166,6 +169,7 @@ fn deliver_translated(
     entry: &netpath_common::CtEntry,
     reason: Reason,
 ) -> Result<(i32, Reason), Reason> {
+    conntrack::note_closing(ctx, flow, entry);
     let new_dst = nat::apply(ctx, flow, entry)?;
     let ip: *const Ipv4Hdr = ptr_at(ctx, IP_OFF).map_err(|_| Reason::DropMalformed)?;
     // SAFETY: bounds-checked by ptr_at.

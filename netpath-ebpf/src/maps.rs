@@ -5,9 +5,12 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use netpath_common::{
-    maps::{CONNTRACK_ENTRIES, EVENTS_BYTES, MAX_ENDPOINTS, MAX_PORT_MAPS, NODE_LOCAL_REV_ENTRIES},
-    CtEntry, CtKey, EndpointInfo, EndpointKey, NodeConfig, PortKey, PortTarget, Reason, SockOrigin,
-    SockRevKey, TraceEvent, TraceFilter, TrafficCounters,
+    maps::{
+        CONNTRACK_ENTRIES, EVENTS_BYTES, MAX_ENDPOINTS, MAX_PORT_MAPS, NODE_LOCAL_REV_ENTRIES,
+        SNAT_CLOSED_ENTRIES,
+    },
+    ClosedFlow, CtEntry, CtKey, EndpointInfo, EndpointKey, NodeConfig, PortKey, PortTarget, Reason,
+    SockOrigin, SockRevKey, TraceEvent, TraceFilter, TrafficCounters,
 };
 
 #[map]
@@ -22,6 +25,9 @@ pub static REASON_STATS: PerCpuArray<TrafficCounters> = PerCpuArray::pinned(Reas
 
 #[map]
 pub static CONNTRACK: LruHashMap<CtKey, CtEntry> = LruHashMap::pinned(CONNTRACK_ENTRIES, 0);
+
+#[map]
+pub static SNAT_CLOSED: LruHashMap<CtKey, ClosedFlow> = LruHashMap::pinned(SNAT_CLOSED_ENTRIES, 0);
 
 #[map]
 pub static PORT_MAPS: HashMap<PortKey, PortTarget> = HashMap::pinned(MAX_PORT_MAPS, 0);

@@ -11,6 +11,7 @@ pub const ICMP: u8 = 1;
 pub const SYN: u8 = 0x02;
 pub const ACK: u8 = 0x10;
 pub const RST: u8 = 0x04;
+pub const FIN: u8 = 0x01;
 
 /// RFC 1071 one's-complement sum, folded and inverted; 0 over data carrying a correct
 /// checksum.
@@ -85,6 +86,24 @@ pub fn tcp(sport: u16, dport: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
     t.extend_from_slice(&dport.to_be_bytes());
     t.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
     t.extend_from_slice(payload);
+    t
+}
+
+/// A TCP header with sequence number `seq` and a timestamp option (NOP, NOP, TS) when
+/// `ts_val` is given, as Linux sends it.
+pub fn tcp_ts(sport: u16, dport: u16, flags: u8, seq: u32, ts_val: Option<u32>) -> Vec<u8> {
+    let mut t = Vec::new();
+    t.extend_from_slice(&sport.to_be_bytes());
+    t.extend_from_slice(&dport.to_be_bytes());
+    t.extend_from_slice(&seq.to_be_bytes());
+    t.extend_from_slice(&[0, 0, 0, 0]);
+    let doff: u8 = if ts_val.is_some() { 8 } else { 5 };
+    t.extend_from_slice(&[doff << 4, flags, 0xff, 0xff, 0, 0, 0, 0]);
+    if let Some(ts) = ts_val {
+        t.extend_from_slice(&[1, 1, 8, 10]);
+        t.extend_from_slice(&ts.to_be_bytes());
+        t.extend_from_slice(&[0, 0, 0, 0]);
+    }
     t
 }
 

@@ -522,8 +522,14 @@ fn node_udp_clients_reach_published_ports_and_see_the_address_they_asked_for() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    // One redirection per socket, not per datagram.
+    // One redirection per socket, not per datagram, each remembered by socket.
     assert_eq!(lab.stats().reason("node-local-connect") - before.reason("node-local-connect"), 4);
+    let rev: serde_json::Value =
+        serde_json::from_str(&lab.netpath_ok(&["map", "dump", "NODE_LOCAL_REV", "-o", "json"])).unwrap();
+    let rows = rev["entries"].as_array().unwrap();
+    assert_eq!(rows.len(), 4, "{rev}");
+    assert!(rows.iter().all(|r| r["container"] == format!("{a}:53")), "{rev}");
+    assert!(rows.iter().any(|r| r["requested"] == "127.0.0.1:5353"), "{rev}");
     // Outside the lab's cgroup, and in another namespace, nothing is redirected.
     let to = format!("{NODE_UPLINK_IP}:5353");
     assert!(!lab.node.exec(&[probe, &to, "hi"]).status.success(), "redirected outside the cgroup");

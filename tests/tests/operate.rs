@@ -230,6 +230,8 @@ fn maps_and_nat_listings_decode_what_traffic_left() {
         "CONNTRACK",
         "PORT_MAPS",
         "NODE_CONFIG",
+        "NODE_LOCAL_REV",
+        "SNAT_CLOSED",
         "EVENTS",
         "TRACE_FILTER",
     ] {
@@ -259,6 +261,22 @@ fn maps_and_nat_listings_decode_what_traffic_left() {
     assert_eq!(rows.len(), 1, "{nat}");
     assert_eq!(rows[0]["src"], a.to_string());
     assert_eq!(rows[0]["dst"], OUTSIDE_IP.to_string());
+
+    // A masqueraded TCP connection the container closes is remembered for port reuse.
+    let server = lab.outside.run(|| std::net::TcpListener::bind((OUTSIDE_IP, 7070))).join().unwrap().unwrap();
+    let accepted = std::thread::spawn(move || server.accept().map(|(s, _)| s));
+    lab.containers[0]
+        .run(|| std::net::TcpStream::connect_timeout(&(OUTSIDE_IP, 7070).into(), Duration::from_secs(3)))
+        .join()
+        .unwrap()
+        .expect("connect through the NAT");
+    let _server_side = accepted.join().unwrap().unwrap();
+    let closed = dump("SNAT_CLOSED");
+    let rows = closed["entries"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{closed}");
+    assert_eq!(rows[0]["server"], format!("{OUTSIDE_IP}:7070"));
+    assert!(rows[0]["node"].as_str().unwrap().starts_with("192.168.77.1:"), "{closed}");
+    assert!(rows[0]["ts_val"].is_u64(), "Linux sends timestamps: {closed}");
 
     let o = lab.netpath(&["map", "dump", "NOPE"]);
     assert!(!o.status.success());

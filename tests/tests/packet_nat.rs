@@ -35,23 +35,27 @@ fn with_nat(check: impl FnOnce(&mut Datapath) + Send + 'static) {
     netpath_tests::with_datapath(prepare, move |dp| {
         dp.register(WEB, EndpointInfo { host_ifindex: LO, mac: WEB_MAC, host_mac: WEB_HOST_MAC, flags: 2 })
             .unwrap();
-        dp.set_node_config(NodeConfig {
-            node_ip: NODE.octets(),
-            pod_net: [10, 77, 0, 0],
-            pod_mask: [255, 255, 255, 0],
-            uplink_ifindex: 0,
-            nat_port_min: 61000,
-            nat_port_max: 61000,
-            flags: 0,
-            netns_cookie: 0,
-        })
-        .unwrap();
+        dp.set_node_config(dp_config()).unwrap();
         for (proto, port, to) in [(TCP, 8080u16, 80u16), (UDP, 5353, 53)] {
             let key = PortKey { host_ip: [0; 4], port: port.to_be_bytes(), proto, _pad: 0 };
             dp.set_port(key, PortTarget { ip: WEB.octets(), port: to.to_be_bytes(), _pad: [0; 2] }).unwrap();
         }
         check(dp);
     })
+}
+
+/// The node settings of [`with_nat`]: a NAT range of one port.
+fn dp_config() -> NodeConfig {
+    NodeConfig {
+        node_ip: NODE.octets(),
+        pod_net: [10, 77, 0, 0],
+        pod_mask: [255, 255, 255, 0],
+        uplink_ifindex: 0,
+        nat_port_min: 61000,
+        nat_port_max: 61000,
+        flags: 0,
+        netns_cookie: 0,
+    }
 }
 
 fn uplink(dp: &mut Datapath, packet: &[u8]) -> PacketRun {
@@ -362,5 +366,55 @@ fn icmp_errors_about_translated_flows_are_translated_both_ways() {
         let stray = pkt::ipv4(CLIENT, WEB, UDP, 64, &[], &pkt::udp(7, 7777, b"?"));
         let out = from_web(dp, &port_unreachable(WEB, CLIENT, &stray, WEB_HOST_MAC, WEB_MAC));
         assert_eq!(out.action, TC_ACT_SHOT, "untracked error left the node");
+    });
+}
+
+/// A segment from WEB to CLIENT:80 with a timestamp option.
+fn web_tcp(sport: u16, flags: u8, seq: u32, ts: Option<u32>) -> Vec<u8> {
+    pkt::eth(
+        WEB_HOST_MAC,
+        WEB_MAC,
+        pkt::ETH_IPV4,
+        &pkt::ipv4(WEB, CLIENT, TCP, 64, &[], &pkt::tcp_ts(sport, 80, flags, seq, ts)),
+    )
+}
+
+#[test]
+fn a_new_syn_gets_no_port_whose_server_would_refuse_it_from_time_wait() {
+    with_nat(|dp| {
+        let mut cfg = dp_config();
+        cfg.nat_port_min = 61000;
+        cfg.nat_port_max = 61001;
+        dp.set_node_config(cfg).unwrap();
+        let forget_flows = |dp: &mut Datapath| {
+            for (k, _) in dp.conntrack_entries().unwrap() {
+                dp.remove_conntrack(&k).unwrap();
+            }
+        };
+        // A flow ends with the container's FIN; its server keeps the tuple in TIME_WAIT,
+        // with the FIN's timestamp 6000 as the last it saw. netpath's conntrack entries
+        // are collected long before the server forgets.
+        let first = View(&from_web(dp, &web_tcp(1111, SYN, 100, Some(5000))).packet).sport();
+        assert_eq!(from_web(dp, &web_tcp(1111, pkt::FIN | ACK, 101, Some(6000))).action, TC_ACT_REDIRECT);
+        forget_flows(dp);
+        // New connections whose SYNs carry older timestamps (per-connection random offsets
+        // make that every other one) must get the other port, every time.
+        for sport in 2000..2010 {
+            let out = from_web(dp, &web_tcp(sport, SYN, 100, Some(5500)));
+            assert_eq!(out.action, TC_ACT_REDIRECT);
+            assert_ne!(View(&out.packet).sport(), first, "port {first} reused under the server's TIME_WAIT");
+            forget_flows(dp);
+        }
+        // A newer timestamp may have it; so may, without timestamps, a higher sequence.
+        let busy = pkt::eth(
+            WEB_HOST_MAC,
+            WEB_MAC,
+            pkt::ETH_IPV4,
+            &pkt::ipv4(WEB, CLIENT, TCP, 64, &[], &pkt::tcp_ts(3000, 80, SYN, 1, None)),
+        );
+        let other = View(&from_web(dp, &busy).packet).sport();
+        assert_ne!(other, first, "the record still steers new flows away from {first}");
+        let out = from_web(dp, &web_tcp(3001, SYN, 100, Some(7000)));
+        assert_eq!((out.action, View(&out.packet).sport()), (TC_ACT_REDIRECT, first));
     });
 }

@@ -66,7 +66,11 @@ pub fn run(filter: Option<&str>) -> Result<()> {
         // The benchmark's smoke run: every measurement must produce a number (no ratio
         // is judged here; these machines are noisy).
         step("benchmark smoke run (cargo xtask bench --quick)");
-        crate::bench::run(crate::bench::BenchArgs { quick: true, out: root.join("target/bench-smoke") })?;
+        crate::bench::run(crate::bench::BenchArgs {
+            quick: true,
+            out: root.join("target/bench-smoke"),
+            only: None,
+        })?;
     }
     Ok(())
 }

@@ -84,6 +84,20 @@ fn dump(inspector: &Inspector, name: &str) -> anyhow::Result<Vec<Value>> {
                          "nat_ports": format!("{}-{}", c.nat_port_min, c.nat_port_max),
                          "netns_cookie": c.netns_cookie })]
         }
+        maps::SNAT_CLOSED => {
+            let now = crate::agent::monotonic_ns();
+            inspector
+                .snat_closed()?
+                .into_iter()
+                .map(|(k, c)| {
+                    json!({ "server": format!("{}:{}", Ipv4Addr::from(k.src), u16::from_be_bytes(k.sport)),
+                            "node": format!("{}:{}", Ipv4Addr::from(k.dst), u16::from_be_bytes(k.dport)),
+                            "end_seq": c.end_seq,
+                            "ts_val": if c.has_ts != 0 { json!(c.ts_val) } else { Value::Null },
+                            "closed_secs_ago": now.saturating_sub(c.closed_ns) / 1_000_000_000 })
+                })
+                .collect()
+        }
         maps::NODE_LOCAL_REV => inspector
             .node_local_redirects()?
             .into_iter()

@@ -72,7 +72,7 @@ pub fn stats(
     }
     println!();
     println!(
-        "conntrack: {} of {} entries in use; {} created, {} collected after timeout, {} evicted (table full)",
+        "conntrack: {} of {} entries in use; {} created, {} removed by netpath (timeout or reuse), {} evicted (table full)",
         ct.entries, ct.capacity, ct.created, ct.collected, ct.evicted
     );
 }

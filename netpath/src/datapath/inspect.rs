@@ -154,6 +154,14 @@ impl Inspector {
         Ok(rev.iter().filter_map(Result::ok).collect())
     }
 
+    /// Closed masqueraded flows remembered for port reuse: server-side tuple -> record.
+    pub fn snat_closed(&self) -> Result<Vec<(CtKey, netpath_common::ClosedFlow)>, DatapathError> {
+        let map = self.open(maps::SNAT_CLOSED)?;
+        let closed: BpfHashMap<_, CtKey, netpath_common::ClosedFlow> = BpfHashMap::try_from(map)
+            .map_err(|source| DatapathError::Map { map: maps::SNAT_CLOSED, source: Box::new(source) })?;
+        Ok(closed.iter().filter_map(Result::ok).collect())
+    }
+
     /// Kind, sizes and entry count of a pinned map.
     pub fn describe(&self, name: &str) -> Result<MapSummary, DatapathError> {
         let data = self.map_data(name)?;
@@ -168,6 +176,7 @@ impl Inspector {
             maps::CONNTRACK => Some(self.conntrack()?.len() as u64),
             maps::PORT_MAPS => Some(self.port_maps()?.len() as u64),
             maps::NODE_LOCAL_REV => Some(self.node_local_redirects()?.len() as u64),
+            maps::SNAT_CLOSED => Some(self.snat_closed()?.len() as u64),
             _ => None,
         };
         Ok(MapSummary {

@@ -26,6 +26,11 @@ pub struct BenchArgs {
     /// Where to write results.json and results.md.
     #[arg(long, default_value = "target/bench")]
     pub out: PathBuf,
+    /// Only the data-plane runs whose "datapath path test placement" label contains
+    /// this text (e.g. "SNAT) TCP_CRR"), printed and not written to --out: for chasing
+    /// one figure. The cross-check, scaling and control-plane runs are skipped.
+    #[arg(long)]
+    pub only: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -67,7 +72,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 }
                 for (wi, w) in worlds.iter().enumerate() {
                     let xdp_split = w.datapath == Datapath::NetpathXdp && placement == Placement::SplitCpu;
-                    if w.paths().contains(&path) && !xdp_split {
+                    let label =
+                        format!("{} {} {} {:?}", w.datapath.name(), path.name(), test.name(), placement);
+                    let wanted = args.only.as_ref().is_none_or(|o| label.contains(o.as_str()));
+                    if w.paths().contains(&path) && !xdp_split && wanted {
                         plan.push((wi, path, test, placement));
                     }
                 }
@@ -94,6 +102,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
             w.flush_conntrack();
             let e = w.endpoints(*path);
             let mut s = load::run(*test, e.server, e.listen, e.client, e.target, duration, *placement);
+            if args.only.is_some() {
+                println!("{}: {s:?}", bar.message());
+                w.print_counters();
+            }
             if s.rate.is_nan() || s.rate <= 0.0 {
                 // A run that produced nothing at all (a lost first datagram, a server not
                 // yet listening) is noise for a smoke run: once more, then it counts.
@@ -105,6 +117,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
     }
     bar.finish_and_clear();
+    if args.only.is_some() {
+        return Ok(());
+    }
 
     step("cross-check: TCP_STREAM with iperf3");
     let mut iperf3 = Vec::new();

@@ -59,6 +59,19 @@ impl PathKind {
     }
 }
 
+/// A lab of two containers whose clients may reuse their own TIME_WAIT ports for new
+/// connections (net.ipv4.tcp_tw_reuse=1, in the lab's namespaces only). TCP_CRR closes
+/// normally, so each connection leaves a TIME_WAIT at the client: without reuse, a few
+/// seconds at 10k connections/s exhaust the client's 28k ephemeral ports and the test
+/// measures the client's port search instead of the datapath. Same on every datapath.
+fn lab(prefix: &str) -> Result<Lab> {
+    let lab = Lab::with_prefix(prefix, 2);
+    for ns in lab.containers.iter().chain([&lab.outside]) {
+        in_ns(ns, &["sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1"])?;
+    }
+    Ok(lab)
+}
+
 pub struct World {
     pub datapath: Datapath,
     pub lab: Lab,
@@ -100,7 +113,7 @@ impl World {
     }
 
     fn netpath_with(prefix: &str, datapath: Datapath, args: &[&str]) -> Result<World> {
-        let mut lab = Lab::with_prefix(prefix, 2);
+        let mut lab = lab(prefix)?;
         lab.start_agent_with(args);
         lab.add_endpoint("a", 0);
         let b = lab.add_endpoint("b", 1);
@@ -120,7 +133,7 @@ impl World {
     /// Docker's bridge network as its bridge driver builds it (the seed's manual set-up
     /// plus Docker's rules), with the same addresses as netpath's.
     pub fn iptables() -> Result<World> {
-        let lab = Lab::with_prefix("npbase", 2);
+        let lab = lab("npbase")?;
         let node = &lab.node;
         ip(node, &["link", "add", "br0", "type", "bridge"])?;
         ip(node, &["addr", "add", "10.77.0.1/24", "dev", "br0"])?;
@@ -256,7 +269,7 @@ impl World {
 
     /// The two endpoints joined by one veth pair, nothing in between.
     pub fn limit() -> Result<World> {
-        let lab = Lab::with_prefix("nplimit", 2);
+        let lab = lab("nplimit")?;
         let (c0, c1) = (&lab.containers[0], &lab.containers[1]);
         ip(c0, &["link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", &c1.name])?;
         for (c, addr) in [(c0, "10.99.0.1/24"), (c1, "10.99.0.2/24")] {
@@ -300,6 +313,13 @@ impl World {
                 let lo = svc("127.0.0.1".parse().expect("loopback"));
                 Endpoints { server: &c[0], listen: lo, client: &c[0], target: lo }
             }
+        }
+    }
+
+    /// The datapath's own account of the last run (netpath worlds): `netpath stats`.
+    pub fn print_counters(&self) {
+        if matches!(self.datapath, Datapath::Netpath | Datapath::NetpathXdp) {
+            print!("{}", self.lab.netpath_ok(&["stats"]));
         }
     }
 
