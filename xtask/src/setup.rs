@@ -36,7 +36,7 @@ pub fn run() -> Result<()> {
 /// font for the charts.
 pub fn bench_tools() -> Result<()> {
     install_missing(
-        &["conntrack", "containernetworking-plugins", "iperf3", "fonts-dejavu-core"],
+        &["conntrack", "containernetworking-plugins", "iperf3", "sockperf", "fonts-dejavu-core"],
         "benchmark tools",
     )
 }

@@ -315,3 +315,87 @@ pub fn iperf3_stream(
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
     v["end"]["sum_received"]["bits_per_second"].as_f64().map(|b| b / 1e9)
 }
+
+/// TCP_RR or UDP_RR measured by sockperf's ping-pong mode, to check our generator
+/// against an established tool. Both ends pinned to CPU 0 as ours are. sockperf reports
+/// one-way latency (half the round trip): doubled here to compare with our p50/p99.
+pub fn sockperf_rr(
+    server_ns: &Netns,
+    listen: SocketAddrV4,
+    client_ns: &Netns,
+    target: SocketAddrV4,
+    duration: Duration,
+    test: Test,
+) -> Option<Sample> {
+    let tcp: &[&str] = if test == Test::TcpRr { &["--tcp"] } else { &[] };
+    let (ip, port) = (listen.ip().to_string(), listen.port().to_string());
+    let mut server = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &server_ns.name,
+            "taskset",
+            "-c",
+            "0",
+            "sockperf",
+            "server",
+            "-i",
+            &ip,
+            "-p",
+            &port,
+        ])
+        .args(tcp)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    std::thread::sleep(Duration::from_millis(300));
+    let secs = duration.as_secs().max(1).to_string();
+    let (tip, tport) = (target.ip().to_string(), target.port().to_string());
+    let mut args = vec!["taskset", "-c", "0", "sockperf", "ping-pong", "-i", &tip, "-p", &tport, "-t", &secs];
+    args.extend_from_slice(tcp);
+    let out = client_ns.exec(&args);
+    let _ = server.kill();
+    let _ = server.wait();
+    parse_sockperf(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// Transactions/s from the "[Valid Duration]" line, round-trip p50/p99 from the
+/// one-way percentiles.
+fn parse_sockperf(text: &str) -> Option<Sample> {
+    let field = |line: &str, key: &str| -> Option<f64> {
+        let rest = &line[line.find(key)? + key.len()..];
+        rest.trim_start().split(|c: char| !(c.is_ascii_digit() || c == '.')).next()?.parse().ok()
+    };
+    let valid = text.lines().find(|l| l.contains("[Valid Duration]"))?;
+    let (secs, received) = (field(valid, "RunTime=")?, field(valid, "ReceivedMessages=")?);
+    let pct =
+        |p: &str| text.lines().find(|l| l.contains(&format!("percentile {p} ="))).and_then(|l| field(l, "="));
+    (secs > 0.0).then(|| Sample {
+        rate: received / secs,
+        p50_us: pct("50.000").map(|v| 2.0 * v),
+        p99_us: pct("99.000").map(|v| 2.0 * v),
+        errors: 0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sockperf_summary_is_read_as_round_trips() {
+        let text =
+            "sockperf: [Valid Duration] RunTime=1.550 sec; SentMessages=113863; ReceivedMessages=113863
+sockperf: \x1b[2;35m====> avg-latency=6.794 (std-dev=1.364)\x1b[0m
+sockperf: ---> percentile 99.000 =    9.248
+sockperf: ---> percentile 90.000 =    7.901
+sockperf: ---> percentile 50.000 =    6.409
+";
+        let s = parse_sockperf(text).unwrap();
+        assert!((s.rate - 113863.0 / 1.55).abs() < 1.0);
+        assert_eq!(s.p50_us, Some(12.818));
+        assert_eq!(s.p99_us, Some(18.496));
+        assert!(parse_sockperf("sockperf: connection refused").is_none());
+    }
+}

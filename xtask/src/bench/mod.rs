@@ -135,6 +135,30 @@ pub fn run(args: BenchArgs) -> Result<()> {
         iperf3.push(report::CrossCheck { datapath: w.datapath, path, ours_gbps: ours, iperf3_gbps: theirs });
     }
 
+    step("cross-check: TCP_RR and UDP_RR with sockperf");
+    let mut sockperf = Vec::new();
+    for w in worlds.iter().filter(|w| w.datapath != Datapath::NetpathXdp) {
+        for test in [Test::TcpRr, Test::UdpRr] {
+            let e = w.endpoints(PathKind::C2c);
+            // sockperf's server does not set SO_REUSEADDR: it cannot bind the service port
+            // while earlier runs' connections sit in TIME_WAIT there, so it gets the next
+            // one (container to container, no mapping involved).
+            let next = |a: std::net::SocketAddrV4| std::net::SocketAddrV4::new(*a.ip(), a.port() + 1);
+            w.flush_conntrack();
+            let theirs =
+                load::sockperf_rr(e.server, next(e.listen), e.client, next(e.target), duration, test);
+            w.flush_conntrack();
+            let ours = load::run(test, e.server, e.listen, e.client, e.target, duration, Placement::SameCpu);
+            sockperf.push(report::RrCrossCheck {
+                datapath: w.datapath,
+                path: PathKind::C2c,
+                test,
+                ours,
+                sockperf: theirs,
+            });
+        }
+    }
+
     step("scaling: the DNAT path with many other published ports");
     let counts: &[u32] = if args.quick { &[0, 1_000] } else { &[0, 1_000, 10_000, 100_000] };
     let mut installed = 0u32;
@@ -186,7 +210,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
     };
 
-    let report = report::Report::new(results, control, iperf3, args.quick);
+    let report = report::Report::new(results, control, iperf3, sockperf, args.quick);
     report.write(&args.out)?;
     print!("{}", report.markdown());
     step(&format!("results in {}", args.out.display()));

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::{
     control::ControlPlane,
-    load::{Placement, Test},
+    load::{Placement, Sample, Test},
     world::{Datapath, PathKind},
     Measurement,
 };
@@ -18,6 +18,27 @@ pub struct Env {
     pub cpu: String,
     pub cpus: usize,
     pub quick: bool,
+    /// The first line each tool prints about its version.
+    pub tools: std::collections::BTreeMap<&'static str, String>,
+}
+
+fn tool_versions() -> std::collections::BTreeMap<&'static str, String> {
+    let probes: [(&str, &[&str]); 4] = [
+        ("iperf3", &["iperf3", "--version"]),
+        ("sockperf", &["sockperf", "--version"]),
+        ("iptables", &["iptables", "--version"]),
+        ("cni-bridge", &["/usr/lib/cni/bridge", "--version"]),
+    ];
+    probes
+        .into_iter()
+        .filter_map(|(name, cmd)| {
+            let out = std::process::Command::new(cmd[0]).args(&cmd[1..]).output().ok()?;
+            let text = [out.stdout, out.stderr].concat();
+            let line =
+                String::from_utf8_lossy(&text).lines().find(|l| !l.trim().is_empty())?.trim().to_string();
+            Some((name, line))
+        })
+        .collect()
 }
 
 /// Our TCP_STREAM against iperf3's on the same path, one run each.
@@ -29,12 +50,29 @@ pub struct CrossCheck {
     pub iperf3_gbps: Option<f64>,
 }
 
+/// Our TCP_RR/UDP_RR against sockperf's ping-pong on the same path, one run each.
+#[derive(Serialize)]
+pub struct RrCrossCheck {
+    pub datapath: Datapath,
+    pub path: PathKind,
+    pub test: Test,
+    pub ours: Sample,
+    pub sockperf: Option<Sample>,
+}
+
 #[derive(Serialize)]
 pub struct Report {
     pub env: Env,
     pub measurements: Vec<Measurement>,
     pub control: ControlPlane,
     pub iperf3: Vec<CrossCheck>,
+    pub sockperf: Vec<RrCrossCheck>,
+}
+
+/// One sample as a table cell: rate and p50/p99 round trip.
+fn cell(s: &Sample) -> String {
+    let us = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0}"));
+    format!("{:.0} {}/{}us", s.rate, us(s.p50_us), us(s.p99_us))
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -51,6 +89,7 @@ impl Report {
         measurements: Vec<Measurement>,
         control: ControlPlane,
         iperf3: Vec<CrossCheck>,
+        sockperf: Vec<RrCrossCheck>,
         quick: bool,
     ) -> Self {
         let kernel =
@@ -63,7 +102,13 @@ impl Report {
             })
             .unwrap_or_default();
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        Report { env: Env { kernel, cpu, cpus, quick }, measurements, control, iperf3 }
+        Report {
+            env: Env { kernel, cpu, cpus, quick, tools: tool_versions() },
+            measurements,
+            control,
+            iperf3,
+            sockperf,
+        }
     }
 
     pub fn write(&self, dir: &Path) -> Result<()> {
@@ -101,6 +146,12 @@ impl Report {
         mappings: u32,
     ) -> Option<f64> {
         self.stat(dp, path, test, placement, mappings).map(|s| s.rate).filter(|r| r.is_finite())
+    }
+
+    /// Median p50 and p99 latency (microseconds), one CPU, no extra mappings.
+    pub fn latency(&self, dp: Datapath, path: PathKind, test: Test) -> Option<(f64, f64)> {
+        let s = self.stat(dp, path, test, Placement::SameCpu, 0)?;
+        (s.p50.is_finite() && s.p99.is_finite()).then_some((s.p50, s.p99))
     }
 
     /// The port-mapping counts of the scaling run, 0 first.
@@ -262,6 +313,22 @@ impl Report {
             let theirs = c.iperf3_gbps.map_or("not run".to_string(), |g| format!("{g:.2}"));
             let _ =
                 writeln!(md, "| {} | {} | {:.2} | {theirs} |", c.datapath.name(), c.path.name(), c.ours_gbps);
+        }
+        let _ = writeln!(
+            md,
+            "\n### TCP_RR and UDP_RR: our generator against sockperf ping-pong (one run each)\n"
+        );
+        let _ = writeln!(md, "| datapath | path | test | ours | sockperf |\n|---|---|---|---|---|");
+        for c in &self.sockperf {
+            let theirs = c.sockperf.as_ref().map_or("not run".to_string(), cell);
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {theirs} |",
+                c.datapath.name(),
+                c.path.name(),
+                c.test.name(),
+                cell(&c.ours)
+            );
         }
         let cp = &self.control;
         let _ = writeln!(md, "\n### Control plane\n");
