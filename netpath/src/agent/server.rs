@@ -50,10 +50,21 @@ pub async fn serve(mut agent: Agent) -> Result<(), AgentError> {
     Ok(())
 }
 
+/// How long a client may keep the agent waiting for its next request line. Requests
+/// are served one at a time, so a stuck client would otherwise stall every other one.
+/// Only the wait for input is bounded: a request being carried out is never cancelled
+/// halfway.
+const CLIENT_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
+
 async fn handle(agent: &mut Agent, stream: UnixStream) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
-    while let Some(line) = lines.next_line().await? {
+    loop {
+        let Ok(next) = tokio::time::timeout(CLIENT_IDLE, lines.next_line()).await else {
+            warn!("client sent nothing for {CLIENT_IDLE:?}; closing its connection");
+            return Ok(());
+        };
+        let Some(line) = next? else { return Ok(()) };
         let reply = match serde_json::from_str::<Request>(&line) {
             Err(e) => Reply::Error { message: format!("malformed request: {e}") },
             Ok(req) => dispatch(agent, req).await,
@@ -62,7 +73,6 @@ async fn handle(agent: &mut Agent, stream: UnixStream) -> std::io::Result<()> {
         out.push(b'\n');
         write.write_all(&out).await?;
     }
-    Ok(())
 }
 
 async fn dispatch(agent: &mut Agent, req: Request) -> Reply {
