@@ -148,6 +148,24 @@ fn metrics_move_with_traffic() {
     assert!(after.contains("netpath_conntrack_entries "), "{after}");
     assert!(after.contains("netpath_conntrack_evictions_total "), "{after}");
     assert!(after.contains("netpath_nat_port_allocation_failures_total "), "{after}");
+    // Program runs are the kernel's to count, and only on request (--bpf-stats).
+    assert!(!after.contains("netpath_program_runs_total"), "{after}");
+}
+
+#[test]
+fn program_runs_are_counted_on_request() {
+    let mut lab = Lab::new(2);
+    lab.start_agent_with(&["--bpf-stats"]);
+    lab.add_endpoint("a", 0);
+    let b = lab.add_endpoint("b", 1);
+    let runs = r#"netpath_program_runs_total{program="from_container"}"#;
+    let before = scrape(&lab);
+    assert!(lab.containers[0].ping(b, 3));
+    let after = scrape(&lab);
+    // Three requests and three replies, each through one from_container.
+    assert!(sample(&after, runs) - sample(&before, runs) >= 6, "{after}");
+    assert!(after.contains(r#"netpath_program_runs_total{program="uplink_in"}"#), "{after}");
+    assert!(after.contains(r#"netpath_program_run_seconds_total{program="from_container"}"#), "{after}");
 }
 
 /// `netpath doctor -o json` in the node: (healthy, failed check names).

@@ -128,3 +128,63 @@ fn connections_survive_an_agent_killed_and_restarted() {
     }
     assert_eq!(lab.node_links().iter().filter(|l| l.starts_with("np")).count(), 1);
 }
+
+#[test]
+fn pinned_maps_of_an_old_layout_are_replaced_or_refused() {
+    let mut lab = Lab::new(1);
+    std::fs::create_dir_all(&lab.bpffs_dir).unwrap();
+    let dir = lab.bpffs_dir.clone();
+    let pin = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    let create = |name: &str, kind: &str, value: &str, entries: &str| {
+        let p = pin(name);
+        netpath_tests::sh(&[
+            "bpftool",
+            "map",
+            "create",
+            &p,
+            "type",
+            kind,
+            "key",
+            if kind.ends_with("array") { "4" } else { "16" },
+            "value",
+            value,
+            "entries",
+            entries,
+            "name",
+            name,
+        ]);
+    };
+    // An older build's conntrack table, with a different entry layout: live flows would
+    // depend on it, so the agent must neither misread nor empty it.
+    create("CONNTRACK", "lru_hash", "40", "1024");
+    let links_before = lab.node_links();
+    let err = lab.try_start_agent(&[]).unwrap_err();
+    assert!(
+        err.contains("CONNTRACK") && err.contains("value 40 B") && err.contains("remove the pin"),
+        "{err}"
+    );
+    // Refused before anything changed: the old table is still pinned, alone, and the
+    // node's links are as they were.
+    let pins: Vec<String> = std::fs::read_dir(&lab.bpffs_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into())
+        .collect();
+    assert_eq!(pins, ["CONNTRACK"]);
+    assert_eq!(lab.node_links(), links_before);
+
+    // Once the operator removed it, an old per-reason counters array (disposable) is
+    // replaced by one of this build's layout, and the agent runs.
+    std::fs::remove_file(pin("CONNTRACK")).unwrap();
+    create("REASON_STATS", "percpu_array", "16", "3");
+    lab.start_agent();
+    let maps: serde_json::Value =
+        serde_json::from_str(&lab.netpath_ok(&["map", "list", "-o", "json"])).unwrap();
+    let reasons =
+        maps["maps"].as_array().unwrap().iter().find(|m| m["name"] == "REASON_STATS").unwrap().clone();
+    assert_eq!(reasons["value_size"], 32, "{reasons}");
+    assert!(reasons["max_entries"].as_u64().unwrap() > 3, "{reasons}");
+    lab.add_endpoint("a", 0);
+    assert!(lab.containers[0].ping(OUTSIDE_IP, 1), "the agent with the new counters forwards");
+    assert!(lab.stats().reason("snat-new-flow") >= 1, "and counts into the new array");
+}

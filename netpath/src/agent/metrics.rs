@@ -1,6 +1,6 @@
 //! Prometheus metrics, read from the pinned maps at each scrape and served as text on a
 //! small HTTP endpoint (loopback by default).
-use std::{net::SocketAddr, path::PathBuf};
+use std::{net::SocketAddr, path::PathBuf, sync::atomic::AtomicU64};
 
 use prometheus_client::{
     encoding::text::encode,
@@ -32,8 +32,15 @@ fn gauge(registry: &mut Registry, name: &str, help: &str, value: i64) {
     registry.register(name, help, g);
 }
 
+/// netpath's loaded programs by name and kernel id, when the kernel counts their runs.
+pub type ProgramIds = Option<Vec<(&'static str, u32)>>;
+
 /// The metrics text for the node whose maps are pinned in `bpffs_dir`.
-pub fn render(bpffs_dir: &std::path::Path, state_file: PathBuf) -> Result<String, DatapathError> {
+pub fn render(
+    bpffs_dir: &std::path::Path,
+    state_file: PathBuf,
+    programs: &ProgramIds,
+) -> Result<String, DatapathError> {
     let inspector = Inspector::new(bpffs_dir);
     let names = Store::<EndpointRecord>::new(state_file).load().unwrap_or_default();
     let mut registry = Registry::with_prefix("netpath");
@@ -78,25 +85,51 @@ pub fn render(bpffs_dir: &std::path::Path, state_file: PathBuf) -> Result<String
     failures.inc_by(reasons.iter().find(|r| r.reason == "drop-nat-ports-exhausted").map_or(0, |r| r.packets));
     registry.register("nat_port_allocation_failures", "New flows refused for want of a NAT port", failures);
 
+    if let Some(programs) = programs {
+        let runs =
+            counter_family(&mut registry, "program_runs", "Runs of each netpath program (--bpf-stats)");
+        let time = Family::<Labels, Counter<f64, AtomicU64>>::default();
+        registry.register(
+            "program_run_seconds",
+            "Time spent in each netpath program (--bpf-stats)",
+            time.clone(),
+        );
+        // One walk over the kernel's programs; ours are known by id, not by name (other
+        // agents' programs have the same names).
+        for info in aya::programs::loaded_programs().flatten() {
+            if let Some((name, _)) = programs.iter().find(|(_, id)| *id == info.id()) {
+                let labels = vec![("program".to_string(), name.to_string())];
+                runs.get_or_create(&labels).inc_by(info.run_count());
+                time.get_or_create(&labels).inc_by(info.run_time().as_secs_f64());
+            }
+        }
+    }
+
     let mut out = String::new();
     encode(&mut out, &registry).map_err(|e| DatapathError::Cpus(format!("encoding metrics: {e}")))?;
     Ok(out)
 }
 
 /// Serves GET /metrics on `addr` until the process ends.
-pub async fn serve(addr: SocketAddr, bpffs_dir: PathBuf, state_file: PathBuf) -> std::io::Result<()> {
+pub async fn serve(
+    addr: SocketAddr,
+    bpffs_dir: PathBuf,
+    state_file: PathBuf,
+    programs: ProgramIds,
+) -> std::io::Result<()> {
+    let programs = std::sync::Arc::new(programs);
     let listener = TcpListener::bind(addr).await?;
     info!(%addr, "metrics at http://{addr}/metrics");
     tokio::spawn(async move {
         loop {
             let Ok((mut conn, _)) = listener.accept().await else { continue };
-            let (dir, state) = (bpffs_dir.clone(), state_file.clone());
+            let (dir, state, programs) = (bpffs_dir.clone(), state_file.clone(), programs.clone());
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 4096];
                 let Ok(n) = conn.read(&mut buf).await else { return };
                 let request = String::from_utf8_lossy(&buf[..n]);
                 let response = if request.starts_with("GET /metrics ") {
-                    match render(&dir, state) {
+                    match render(&dir, state, &programs) {
                         Ok(body) => format!(
                             "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                             body.len()

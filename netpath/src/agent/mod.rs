@@ -54,6 +54,8 @@ pub struct AgentConfig {
     pub metrics: Option<std::net::SocketAddr>,
     /// Force the tc attach method; None: TCX where the kernel has it.
     pub tc_attach: Option<crate::datapath::AttachMode>,
+    /// Have the kernel count program runs and run time while the agent runs.
+    pub bpf_stats: bool,
     pub conntrack: CtConfig,
 }
 
@@ -68,6 +70,8 @@ pub struct Agent {
     ports: Vec<PortRecord>,
     conntrack: CtConfig,
     netlink: rtnetlink::Handle,
+    /// Held while the kernel should count program runs (BPF_ENABLE_STATS).
+    _bpf_stats: Option<std::os::fd::OwnedFd>,
 }
 
 /// The node's ephemeral port range: masquerade must not hand out a port the node's own
@@ -95,6 +99,7 @@ impl Agent {
             xdp,
             metrics: metrics_addr,
             tc_attach,
+            bpf_stats,
             conntrack,
         } = config;
         let (conn, netlink, _) = rtnetlink::new_connection().map_err(PlumbingError::Socket)?;
@@ -126,6 +131,8 @@ impl Agent {
                 ephemeral.end()
             )));
         }
+        // A pinned map this build cannot adopt is refused before anything changes.
+        crate::datapath::layout::check(&paths.bpffs_dir)?;
         let ipam = Ipam::new(pod_cidr);
         let owned: Vec<u32> = endpoints.iter().map(|e| e.host_ifindex).collect();
         let node_cfg = node::NodeConfig { mode, bridge_name: &bridge_name, uplink: uplink.as_deref() };
@@ -163,13 +170,36 @@ impl Agent {
             }
             None => warn!("no cgroup v2 mount: node processes cannot reach published ports locally"),
         }
-        let mut agent =
-            Agent { paths, ipam, node, datapath, store, endpoints, port_store, ports, conntrack, netlink };
+        let stats_fd = if bpf_stats {
+            let fd = aya::sys::enable_stats(aya::sys::Stats::RunTime).map_err(|e| {
+                AgentError::Invalid(format!(
+                    "--bpf-stats: the kernel refused BPF_ENABLE_STATS ({e}); it needs Linux 5.8 and CAP_SYS_ADMIN"
+                ))
+            })?;
+            info!("kernel counts BPF program runs while the agent runs (--bpf-stats)");
+            Some(fd)
+        } else {
+            None
+        };
+        let programs = stats_fd.is_some().then(|| datapath.program_ids());
+        let mut agent = Agent {
+            paths,
+            ipam,
+            node,
+            datapath,
+            store,
+            endpoints,
+            port_store,
+            ports,
+            conntrack,
+            netlink,
+            _bpf_stats: stats_fd,
+        };
         agent.adopt().await?;
         // Links pinned by an earlier agent that this one did not take over go now.
         agent.datapath.prune_links();
         if let Some(addr) = metrics_addr {
-            metrics::serve(addr, agent.paths.bpffs_dir.clone(), agent.paths.state_file())
+            metrics::serve(addr, agent.paths.bpffs_dir.clone(), agent.paths.state_file(), programs)
                 .await
                 .map_err(|source| AgentError::Listen { path: addr.to_string().into(), source })?;
         }

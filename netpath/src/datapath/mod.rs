@@ -1,6 +1,7 @@
 //! The eBPF side as user space sees it: loading the embedded object, pinning its maps,
 //! attaching programs, and typed access to the maps.
 mod inspect;
+pub mod layout;
 mod links;
 mod programs;
 mod tables;
@@ -32,6 +33,11 @@ pub enum DatapathError {
     Cgroup { path: PathBuf, source: std::io::Error },
     #[error("cannot create {path}: {source}")]
     PinDir { path: PathBuf, source: std::io::Error },
+    #[error(
+        "pinned map {map} ({pin}) has a layout this build cannot adopt: {found}, expected {expected}; \
+         live flows depend on it, so the agent will not replace it: drain the node, remove the pin, then start again"
+    )]
+    Layout { map: &'static str, pin: PathBuf, found: String, expected: String },
     #[error("cannot count CPUs: {0}")]
     Cpus(String),
 }

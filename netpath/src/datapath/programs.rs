@@ -10,7 +10,7 @@ use aya::{
     util::KernelVersion,
     Ebpf, EbpfLoader,
 };
-use tracing::info;
+use tracing::{info, warn};
 
 use super::DatapathError;
 
@@ -72,6 +72,15 @@ impl Datapath {
         ct_entries: u32,
         attach: Option<AttachMode>,
     ) -> Result<Self, DatapathError> {
+        let stale = super::layout::check(pin_dir)?;
+        super::layout::replace_stale(&stale)?;
+        if let Some(size) = super::layout::conntrack_size(pin_dir).filter(|s| *s != ct_entries) {
+            warn!(
+                pinned = size,
+                requested = ct_entries,
+                "the pinned conntrack table keeps its size; remove its pin (dropping every tracked flow) to resize"
+            );
+        }
         let object = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netpath"));
         let ebpf = EbpfLoader::new()
             .default_map_pin_directory(pin_dir)
@@ -127,6 +136,17 @@ impl Datapath {
             .ok_or(DatapathError::MissingProgram(name))?
             .try_into()
             .map_err(|source| DatapathError::Verify { prog: name, source: Box::new(source) })
+    }
+
+    /// Kernel ids of the programs this agent loaded, by name.
+    pub fn program_ids(&self) -> Vec<(&'static str, u32)> {
+        let names = [FROM_CONTAINER, UPLINK_IN, UPLINK_XDP].into_iter().chain(NODE_SOCKET_HOOKS);
+        names
+            .filter_map(|name| {
+                let prog = self.ebpf.program(name)?;
+                Some((name, prog.info().ok()?.id()))
+            })
+            .collect()
     }
 
     pub fn mode(&self) -> AttachMode {
