@@ -5,7 +5,9 @@ use aya_ebpf::{
     bindings::{
         bpf_fib_lookup as FibParams, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, TC_ACT_SHOT,
     },
-    helpers::generated::{bpf_fib_lookup, bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer},
+    helpers::generated::{
+        bpf_fib_lookup, bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer, bpf_skb_change_type,
+    },
     programs::TcContext,
 };
 use netpath_common::{EndpointInfo, EndpointKey, Reason};
@@ -15,6 +17,8 @@ use crate::{counters, flow::IP_OFF, packet::ptr_at};
 
 const IPV4_CSUM_OFF: usize = IP_OFF + 10;
 const AF_INET: u8 = 2;
+/// skb->pkt_type of a frame for this host (linux/if_packet.h).
+const PACKET_HOST: u32 = 0;
 
 /// Acts as a router hop: TTL - 1 with the checksum fixed. A packet that would expire
 /// is left to the stack, which sends the ICMP time-exceeded.
@@ -52,6 +56,12 @@ pub fn to_container(
             (*eth).dst_addr = peer.mac;
             (*eth).src_addr = peer.host_mac;
         }
+    } else {
+        // A bridged frame is addressed to the peer's MAC, not to the host veth it came
+        // in on, so the kernel marked it for another host; kernels before 6.x keep that
+        // mark across bpf_redirect_peer and the peer's stack drops the packet.
+        // SAFETY: plain helper call on our skb.
+        unsafe { bpf_skb_change_type(ctx.skb.skb, PACKET_HOST) };
     }
     // SAFETY: plain helper call; the kernel validates the ifindex when it acts.
     let action = unsafe { bpf_redirect_peer(peer.host_ifindex, 0) } as i32;
