@@ -25,8 +25,11 @@ enum Cmd {
     Setup,
     /// Install what is missing, build, and run every test (unit and integration, as root).
     Test {
-        /// Only run tests whose name contains this.
+        /// Only run tests whose name contains this (on the host kernel only).
         filter: Option<String>,
+        /// Skip the runs on other kernels (Debian's 6.1 and 5.10 under qemu).
+        #[arg(long)]
+        host_only: bool,
     },
     /// Build netpath and show it forwarding between two containers in a throw-away lab.
     Demo,
@@ -40,7 +43,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Setup => preflight::check().and_then(|()| setup::run()),
-        Cmd::Test { filter } => test::run(filter.as_deref()),
+        Cmd::Test { filter, host_only } => test::run(filter.as_deref(), host_only),
         Cmd::Demo => demo::run(),
         Cmd::Bench(args) => bench::run(args),
         Cmd::VmTest(args) => vm::run(args),

@@ -1,12 +1,13 @@
 //! `cargo xtask test`: setup, build, then every test of the workspace, unit and
-//! integration, with one summary line at the end.
+//! integration, the benchmark's smoke run, and the integration suite again on Debian's
+//! 6.1 and 5.10 kernels under qemu (`--host-only` skips those).
 use std::process::Command;
 
 use anyhow::{bail, Context as _, Result};
 
 use crate::{step, workspace_root};
 
-pub fn run(filter: Option<&str>) -> Result<()> {
+pub fn run(filter: Option<&str>, host_only: bool) -> Result<()> {
     crate::preflight::check()?;
     crate::setup::run()?;
     let root = workspace_root();
@@ -71,6 +72,16 @@ pub fn run(filter: Option<&str>) -> Result<()> {
             out: root.join("target/bench-smoke"),
             only: None,
         })?;
+        if !host_only {
+            // The same integration suite on the kernels users run (TCX only from 6.6,
+            // older verifiers, missing helpers): each boots under qemu in a few minutes.
+            step("the integration suite on Debian's 6.1 and 5.10 kernels (cargo xtask vm-test)");
+            crate::vm::run(crate::vm::VmArgs {
+                kernels: vec!["6.1".into(), "5.10".into()],
+                filter: None,
+                timeout: 1800,
+            })?;
+        }
     }
     Ok(())
 }
