@@ -4,12 +4,18 @@
 pub const HOP_FROM_CONTAINER: u8 = 1;
 pub const HOP_UPLINK_IN: u8 = 2;
 pub const HOP_UPLINK_XDP: u8 = 3;
+/// Handed into a container (bpf_redirect_peer), as it leaves the datapath: after NAT.
+pub const HOP_TO_CONTAINER: u8 = 4;
+/// Sent out of a node device chosen by the FIB (the uplink), after NAT.
+pub const HOP_UPLINK_OUT: u8 = 5;
 
 pub fn hop_name(hop: u8) -> &'static str {
     match hop {
         HOP_FROM_CONTAINER => "from-container",
         HOP_UPLINK_IN => "uplink-in",
         HOP_UPLINK_XDP => "xdp",
+        HOP_TO_CONTAINER => "to-container",
+        HOP_UPLINK_OUT => "uplink-out",
         _ => "unknown",
     }
 }

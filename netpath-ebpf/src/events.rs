@@ -22,29 +22,60 @@ pub fn filter() -> TraceFilter {
 
 /// When tracing, snapshots the packet into this CPU's scratch slot. The snapshot lives
 /// in a map, not on the stack: the verifier does not track map contents, so the many
-/// shapes a snapshot can take do not multiply the states of the whole program.
+/// shapes a snapshot can take do not multiply the states of the whole program; and it is
+/// written and sent in place, never copied through the stack (older kernels allow
+/// 512 bytes of stack for the whole call chain, and struct copies become calls).
 #[inline(always)]
 pub fn begin<C: PacketData>(filter: &TraceFilter, ctx: &C, hop: u8, ifindex: u32) {
     if filter.enabled == 0 {
         return;
     }
     if let Some(slot) = TRACE_SCRATCH.get_ptr_mut(0) {
+        snapshot(slot, ctx, hop, ifindex);
+    }
+    if let Some(out) = TRACE_SCRATCH.get_ptr_mut(1) {
         // SAFETY: per-CPU slot, no other writer while this program runs on this CPU.
-        unsafe { *slot = snapshot(ctx, hop, ifindex) };
+        // No egress recorded yet for this packet.
+        unsafe { (*out).hop = 0 };
     }
 }
 
-/// The packet as it arrives at `hop`, before any rewrite. Best effort: fields that
-/// cannot be parsed stay zero.
+/// Notes that the packet leaves through `hop` (`ifindex`). Two stores, traced or not:
+/// the snapshot of the packet as it leaves is taken by [`emit`] at the end of the
+/// program, from the packet as it then is (after NAT), rather than here, deep in the
+/// forwarding paths, where each inlined copy would cost stack and verifier work.
 #[inline(always)]
-fn snapshot<C: PacketData>(ctx: &C, hop: u8, ifindex: u32) -> TraceEvent {
-    let mut ev = TraceEvent { hop, ifindex, len: (ctx.data_end() - ctx.data()) as u32, ..Default::default() };
-    let Ok(eth) = ptr_at::<EthHdr, C>(ctx, 0) else { return ev };
+pub fn egress(hop: u8, ifindex: u32) {
+    if let Some(out) = TRACE_SCRATCH.get_ptr_mut(1) {
+        // SAFETY: per-CPU slot, no other writer while this program runs on this CPU.
+        unsafe {
+            (*out).hop = hop;
+            (*out).ifindex = ifindex;
+        }
+    }
+}
+
+/// Writes into `ev` the packet as it is now at `hop`. Best effort: fields that cannot
+/// be parsed stay zero.
+#[inline(always)]
+fn snapshot<C: PacketData>(ev: *mut TraceEvent, ctx: &C, hop: u8, ifindex: u32) {
+    // SAFETY: `ev` is this CPU's scratch slot, valid for the program's run, and no other
+    // writer runs on this CPU meanwhile. Field by field: no struct on the stack.
+    let ev = unsafe { &mut *ev };
+    ev.hop = hop;
+    ev.ifindex = ifindex;
+    ev.len = (ctx.data_end() - ctx.data()) as u32;
+    ev.src = [0; 4];
+    ev.dst = [0; 4];
+    ev.sport = [0; 2];
+    ev.dport = [0; 2];
+    ev.proto = 0;
+    let Ok(eth) = ptr_at::<EthHdr, C>(ctx, 0) else { return };
     // SAFETY: bounds-checked by ptr_at.
     if unsafe { (*eth).ether_type } != 0x0800u16.to_be() {
-        return ev;
+        return;
     }
-    let Ok(ip) = ptr_at::<Ipv4Hdr, C>(ctx, IP_OFF) else { return ev };
+    let Ok(ip) = ptr_at::<Ipv4Hdr, C>(ctx, IP_OFF) else { return };
     // SAFETY: bounds-checked by ptr_at.
     let (vihl, proto) = unsafe {
         ev.src = (*ip).src_addr;
@@ -69,26 +100,43 @@ fn snapshot<C: PacketData>(ctx: &C, hop: u8, ifindex: u32) -> TraceEvent {
             _ => {}
         }
     }
-    ev
 }
 
-/// Sends the snapshot taken by [`begin`] when the filter wants it; a full ring buffer is
-/// counted, not fatal.
+/// Sends the snapshot taken by [`begin`] and, when the packet was handed on
+/// ([`egress`]), one of the packet as it leaves, if the filter wants them; a full ring
+/// buffer is counted, not fatal.
 #[inline(always)]
-pub fn emit(filter: &TraceFilter, reason: Reason) {
+pub fn emit<C: PacketData>(filter: &TraceFilter, ctx: &C, reason: Reason) {
     if filter.enabled == 0 {
         return;
     }
-    let Some(slot) = TRACE_SCRATCH.get_ptr_mut(0) else { return };
-    // SAFETY: per-CPU slot written by begin() in this same program run.
-    let mut ev = unsafe { *slot };
+    let (Some(ev), Some(out)) = (TRACE_SCRATCH.get_ptr_mut(0), TRACE_SCRATCH.get_ptr_mut(1)) else { return };
+    // SAFETY: per-CPU slots written by begin() and egress() in this same program run.
+    let (hop, ifindex) = unsafe { ((*out).hop, (*out).ifindex) };
+    let egressed = hop != 0;
+    if egressed {
+        snapshot(out, ctx, hop, ifindex);
+    }
+    // SAFETY: as above.
+    let (ev, left) = unsafe { (&mut *ev, &mut *out) };
     ev.reason = reason as u8;
-    if !filter.matches(&ev, reason.is_drop()) {
+    left.reason = reason as u8;
+    let is_drop = reason.is_drop();
+    // A packet that matches on either side is shown on both: a filter on the node
+    // address finds a masqueraded flow's container side too.
+    if !filter.matches(ev, is_drop) && !(egressed && filter.matches(left, is_drop)) {
         return;
     }
     // SAFETY: helper without arguments.
-    ev.ts_ns = unsafe { bpf_ktime_get_ns() };
-    if EVENTS.output::<TraceEvent>(&ev, 0).is_err() {
+    let now = unsafe { bpf_ktime_get_ns() };
+    ev.ts_ns = now;
+    if EVENTS.output::<TraceEvent>(ev, 0).is_err() {
         counters::count(Reason::TraceEventsLost, 0);
+    }
+    if egressed {
+        left.ts_ns = now;
+        if EVENTS.output::<TraceEvent>(left, 0).is_err() {
+            counters::count(Reason::TraceEventsLost, 0);
+        }
     }
 }

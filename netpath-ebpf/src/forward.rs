@@ -10,10 +10,13 @@ use aya_ebpf::{
     },
     programs::TcContext,
 };
-use netpath_common::{EndpointInfo, EndpointKey, Reason};
+use netpath_common::{
+    trace::{HOP_TO_CONTAINER, HOP_UPLINK_OUT},
+    EndpointInfo, EndpointKey, Reason,
+};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
-use crate::{counters, flow::IP_OFF, packet::ptr_at};
+use crate::{counters, events, flow::IP_OFF, maps::FIB_SCRATCH, packet::ptr_at};
 
 const IPV4_CSUM_OFF: usize = IP_OFF + 10;
 const AF_INET: u8 = 2;
@@ -68,6 +71,7 @@ pub fn to_container(
     if action == TC_ACT_SHOT {
         return Err(Reason::DropRedirectFailed);
     }
+    events::egress(HOP_TO_CONTAINER, peer.host_ifindex);
     counters::endpoint_rx(key, ctx.len());
     Ok((action, Reason::ForwardedToPeer))
 }
@@ -76,16 +80,23 @@ pub fn to_container(
 /// out of the chosen device; the kernel resolves the neighbour when the FIB has none.
 #[inline(always)]
 pub fn to_fib(ctx: &TcContext, ifindex: u32, src: [u8; 4], dst: [u8; 4]) -> Result<i32, Reason> {
-    // SAFETY: an all-zero bpf_fib_lookup is a valid (empty) request.
-    let mut p: FibParams = unsafe { core::mem::zeroed() };
+    let p = FIB_SCRATCH.get_ptr_mut(0).ok_or(Reason::DropFibFailed)?;
+    // SAFETY: this CPU's scratch slot, valid for the program's run, no other writer
+    // meanwhile. Every input field is set: the slot holds the previous lookup's answer.
+    let p: &mut FibParams = unsafe { &mut *p };
     p.family = AF_INET;
+    p.l4_protocol = 0;
+    p.sport = 0;
+    p.dport = 0;
+    p.__bindgen_anon_1.tot_len = 0;
     p.ifindex = ifindex;
-    p.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(src);
-    p.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(dst);
+    p.__bindgen_anon_2.rt_metric = 0;
+    p.__bindgen_anon_3.ipv6_src = [u32::from_ne_bytes(src), 0, 0, 0];
+    p.__bindgen_anon_4.ipv6_dst = [u32::from_ne_bytes(dst), 0, 0, 0];
+    p.__bindgen_anon_5.tbid = 0;
     // SAFETY: p is a valid, fully initialised request of the size given.
-    let rc =
-        unsafe { bpf_fib_lookup(ctx.skb.skb as *mut _, &mut p, core::mem::size_of::<FibParams>() as i32, 0) }
-            as u32;
+    let rc = unsafe { bpf_fib_lookup(ctx.skb.skb as *mut _, p, core::mem::size_of::<FibParams>() as i32, 0) }
+        as u32;
     let action = match rc {
         BPF_FIB_LKUP_RET_SUCCESS => {
             let eth: *mut EthHdr = ptr_at(ctx, 0).map_err(|_| Reason::DropMalformed)?;
@@ -104,5 +115,6 @@ pub fn to_fib(ctx: &TcContext, ifindex: u32, src: [u8; 4], dst: [u8; 4]) -> Resu
     if action == TC_ACT_SHOT {
         return Err(Reason::DropRedirectFailed);
     }
+    events::egress(HOP_UPLINK_OUT, p.ifindex);
     Ok(action)
 }

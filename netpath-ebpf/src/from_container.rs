@@ -37,7 +37,7 @@ pub fn from_container(ctx: TcContext) -> i32 {
         Err(reason) => (TC_ACT_SHOT, reason),
     };
     counters::count(reason, len);
-    events::emit(&filter, reason);
+    events::emit(&filter, &ctx, reason);
     action
 }
 

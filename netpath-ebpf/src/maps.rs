@@ -44,6 +44,12 @@ pub static EVENTS: RingBuf = RingBuf::pinned(EVENTS_BYTES, 0);
 #[map]
 pub static TRACE_FILTER: Array<TraceFilter> = Array::pinned(1, 0);
 
-/// Per-CPU scratch for the packet snapshot of a running trace (see events::begin).
+/// Per-CPU scratch for the packet snapshots of a running trace: slot 0 as the packet
+/// arrived, slot 1 as it left (see events::begin and events::egress).
 #[map]
-pub static TRACE_SCRATCH: PerCpuArray<TraceEvent> = PerCpuArray::with_max_entries(1, 0);
+pub static TRACE_SCRATCH: PerCpuArray<TraceEvent> = PerCpuArray::with_max_entries(2, 0);
+
+/// Per-CPU scratch for bpf_fib_lookup's 64-byte request: on the stack it would push the
+/// program past the 512 bytes older kernels allow for a whole call chain.
+#[map]
+pub static FIB_SCRATCH: PerCpuArray<aya_ebpf::bindings::bpf_fib_lookup> = PerCpuArray::with_max_entries(1, 0);

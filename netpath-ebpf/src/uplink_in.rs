@@ -33,7 +33,7 @@ pub fn uplink_in(ctx: TcContext) -> i32 {
         Err(reason) => (TC_ACT_SHOT, reason),
     };
     counters::count(reason, len);
-    events::emit(&filter, reason);
+    events::emit(&filter, &ctx, reason);
     action
 }
 

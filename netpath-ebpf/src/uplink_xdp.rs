@@ -32,7 +32,7 @@ pub fn uplink_xdp(ctx: XdpContext) -> u32 {
     // Whatever goes wrong here, tc sees the packet as it came and decides.
     // (Counted once, by uplink_in when it delivers the marked packet.)
     if try_uplink_xdp(&ctx).is_ok() {
-        events::emit(&filter, Reason::XdpTranslated);
+        events::emit(&filter, &ctx, Reason::XdpTranslated);
     }
     XDP_PASS
 }

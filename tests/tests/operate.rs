@@ -46,17 +46,18 @@ fn trace_names_the_hop_and_the_drop_reason() {
     lab.add_endpoint("a", 0);
     let b = lab.add_endpoint("b", 1);
 
-    // A forwarded packet: hop and decision.
-    let t = start_trace(&lab, &["--endpoint", "b", "--proto", "icmp", "--count", "2", "--duration", "10"]);
+    // A forwarded packet: where it came in, where it left, and the decision.
+    let t = start_trace(&lab, &["--endpoint", "b", "--proto", "icmp", "--count", "4", "--duration", "10"]);
     assert!(lab.containers[0].ping(b, 1));
     let evs = events(t);
-    assert_eq!(evs.len(), 2, "{evs:?}");
-    assert!(
-        evs.iter().all(|e| e["hop"] == "from-container" && e["decision"] == "forwarded-to-peer"),
-        "{evs:?}"
-    );
+    let hops: Vec<&str> = evs.iter().map(|e| e["hop"].as_str().unwrap()).collect();
+    assert_eq!(hops, ["from-container", "to-container", "from-container", "to-container"], "{evs:?}");
+    assert!(evs.iter().all(|e| e["decision"] == "forwarded-to-peer"), "{evs:?}");
     assert_eq!(evs[0]["src_endpoint"], "a");
     assert_eq!(evs[0]["dst_endpoint"], "b");
+    // The request leaves through b's host veth, the reply through a's.
+    assert_eq!(evs[1]["ifindex"], evs[2]["ifindex"], "{evs:?}");
+    assert_eq!(evs[3]["ifindex"], evs[0]["ifindex"], "{evs:?}");
 
     // Drops only: an address of the pod network nobody has, then a spoofed source.
     let t = start_trace(&lab, &["--drops", "--count", "2", "--duration", "10"]);
@@ -84,7 +85,7 @@ fn trace_follows_a_published_port_through_the_uplink() {
     lab.netpath_ok(&["port", "add", "8080", "web:80"]);
     let listener =
         lab.containers[0].run(move || std::net::TcpListener::bind((a, 80))).join().unwrap().unwrap();
-    let t = start_trace(&lab, &["--port", "8080", "--count", "1", "--duration", "10"]);
+    let t = start_trace(&lab, &["--port", "8080", "--count", "2", "--duration", "10"]);
     let client = lab.outside.run(|| {
         std::net::TcpStream::connect_timeout(
             &(netpath_tests::NODE_UPLINK_IP, 8080).into(),
@@ -98,6 +99,22 @@ fn trace_follows_a_published_port_through_the_uplink() {
     assert_eq!(evs[0]["hop"], "uplink-in", "{evs:?}");
     assert_eq!(evs[0]["decision"], "dnat-new-flow");
     assert_eq!(evs[0]["src"], OUTSIDE_IP.to_string());
+    // The same SYN as it enters the container: translated to the container's port.
+    assert_eq!(evs[1]["hop"], "to-container", "{evs:?}");
+    assert_eq!((evs[1]["dst"].as_str(), evs[1]["dport"].as_u64()), (Some(a.to_string().as_str()), Some(80)));
+    assert_eq!(evs[1]["src"], OUTSIDE_IP.to_string(), "the client's address is kept");
+
+    // Masquerade, seen on both sides: the container's address going in, the node's out.
+    let t = start_trace(&lab, &["--proto", "icmp", "--count", "2", "--duration", "10"]);
+    assert!(lab.containers[0].ping(OUTSIDE_IP, 1));
+    let evs = events(t);
+    assert_eq!(
+        (evs[0]["hop"].as_str(), evs[0]["decision"].as_str()),
+        (Some("from-container"), Some("snat-new-flow"))
+    );
+    assert_eq!(evs[0]["src"], a.to_string());
+    assert_eq!(evs[1]["hop"], "uplink-out", "{evs:?}");
+    assert_eq!(evs[1]["src"], netpath_tests::NODE_UPLINK_IP.to_string(), "{evs:?}");
 }
 
 /// GET /metrics from the agent's default loopback address, inside the node namespace.
