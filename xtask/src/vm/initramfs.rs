@@ -207,8 +207,31 @@ pub fn build(kernel: &Kernel, payload: &Payload, filter: Option<&str>, dir: &Pat
         }
     }
     std::fs::write(root.join("modules.list"), list.join("\n"))?;
+    let init = init_script(filter);
+    let init_path = root.join("init");
+    std::fs::write(&init_path, init)?;
+    std::fs::set_permissions(&init_path, std::fs::Permissions::from_mode(0o755))?;
+    let out = dir.join("initramfs.gz");
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "cd '{}' && find . | cpio -o -H newc --quiet | gzip -1 > '{}'",
+            root.display(),
+            out.display()
+        ))
+        .status()?;
+    if !status.success() {
+        bail!("building the initramfs failed");
+    }
+    Ok(out)
+}
+
+/// The guest's /init: mounts, modules in dependency order, then each test binary under
+/// a timeout, with markers the host parses, and power-off. `filter` is passed to every
+/// binary, quoted (quotes in it are dropped: it cannot break out of the script).
+fn init_script(filter: Option<&str>) -> String {
     let filter = filter.map(|f| format!("'{}'", f.replace('\'', ""))).unwrap_or_default();
-    let init = format!(
+    format!(
         r#"#!/bin/busybox sh
 # Busybox fills in what the real tools (installed under /usr) do not provide.
 /bin/busybox --install -s /bin
@@ -237,21 +260,53 @@ done
 echo NETPATH-VM-END
 poweroff -f
 "#
-    );
-    let init_path = root.join("init");
-    std::fs::write(&init_path, init)?;
-    std::fs::set_permissions(&init_path, std::fs::Permissions::from_mode(0o755))?;
-    let out = dir.join("initramfs.gz");
-    let status = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "cd '{}' && find . | cpio -o -H newc --quiet | gzip -1 > '{}'",
-            root.display(),
-            out.display()
-        ))
-        .status()?;
-    if !status.success() {
-        bail!("building the initramfs failed");
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modules_load_after_their_dependencies_and_built_ins_are_skipped() {
+        let dir = std::env::temp_dir().join(format!("npvm-mods-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("modules.dep"),
+            "kernel/net/bridge/bridge.ko.xz: kernel/net/802/stp.ko.xz kernel/net/llc/llc.ko.xz\n\
+             kernel/net/802/stp.ko.xz: kernel/net/llc/llc.ko.xz\n\
+             kernel/net/llc/llc.ko.xz:\n\
+             kernel/drivers/net/veth.ko.xz:\n\
+             kernel/drivers/net/dummy.ko.xz:\n",
+        )
+        .unwrap();
+        let order = module_order(&dir).unwrap();
+        let at = |m: &str| {
+            order.iter().position(|o| o.contains(m)).unwrap_or_else(|| panic!("{m} not in {order:?}"))
+        };
+        assert!(at("llc") < at("stp") && at("stp") < at("bridge"), "{order:?}");
+        assert!(order.iter().any(|o| o.ends_with("veth.ko.xz")));
+        // Only what the tests need (and its dependencies), nothing else the kernel has.
+        assert!(!order.iter().any(|o| o.contains("dummy")), "{order:?}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
-    Ok(out)
+
+    #[test]
+    fn the_init_script_runs_every_binary_bounded_and_quotes_the_filter() {
+        let init = init_script(Some("nat'; reboot; echo '"));
+        for needed in [
+            "mount -t bpf bpf /sys/fs/bpf",
+            "mount -t cgroup2",
+            "insmod /lib/modules/$m",
+            "NETPATH_TEST_TOOLS=/test-tools",
+            "timeout 600 ./$t",
+            "NETPATH-VM-BEGIN",
+            "NETPATH-VM-DONE $t $?",
+            "poweroff -f",
+        ] {
+            assert!(init.contains(needed), "{needed:?} missing from:\n{init}");
+        }
+        assert!(init.contains("'nat; reboot; echo '"), "filter not quoted as one word:\n{init}");
+        assert!(!init_script(None).contains("''"));
+    }
 }

@@ -56,18 +56,21 @@ fn build_payload(root: &Path) -> Result<initramfs::Payload> {
 /// Boots the kernel with the initramfs; the serial console's text, and whether it hung.
 fn boot(vmlinuz: &Path, initrd: &Path, timeout: Duration, log: &Path) -> Result<(String, bool)> {
     // KVM hangs on this machine kind (see shared/TOOLCHAIN.md); TCG boots in seconds.
-    let mut child = Command::new("qemu-system-x86_64")
-        .args(["-accel", "tcg", "-cpu", "max", "-m", "2G", "-smp", "2", "-nographic", "-no-reboot"])
+    let mut qemu = Command::new("qemu-system-x86_64");
+    qemu.args(["-accel", "tcg", "-cpu", "max", "-m", "2G", "-smp", "2", "-nographic", "-no-reboot"])
         .arg("-kernel")
         .arg(vmlinuz)
         .arg("-initrd")
         .arg(initrd)
-        .args(["-append", "console=ttyS0 panic=-1 quiet"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("cannot start qemu-system-x86_64")?;
+        .args(["-append", "console=ttyS0 panic=-1 quiet"]);
+    run_guest(qemu, timeout, log).context("cannot start qemu-system-x86_64")
+}
+
+/// Runs a guest (any command whose stdout is its console) until it exits or `timeout`
+/// passes, when it is killed and reported hung; the console text is also streamed to
+/// `log`.
+fn run_guest(mut guest: Command, timeout: Duration, log: &Path) -> Result<(String, bool)> {
+    let mut child = guest.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
     let mut stdout = child.stdout.take().expect("piped stdout");
     // Streamed to the log as it comes, so a long or hung run can be followed there.
     let mut file = std::fs::File::create(log)?;
@@ -152,4 +155,35 @@ pub fn run(args: VmArgs) -> Result<()> {
         bail!("some kernels failed");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_guest_past_its_timeout_is_killed_and_reported_hung() {
+        let log = std::env::temp_dir().join(format!("npvm-hung-{}.log", std::process::id()));
+        let mut guest = Command::new("sh");
+        // exec: the shell becomes the sleeper, so killing it closes the console.
+        guest.args(["-c", "echo booting; exec sleep 30"]);
+        let start = Instant::now();
+        let (text, hung) = run_guest(guest, Duration::from_millis(500), &log).unwrap();
+        assert!(hung, "not reported hung");
+        assert!(start.elapsed() < Duration::from_secs(10), "waited for the guest instead of killing it");
+        assert_eq!(text, "booting\n");
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "booting\n", "console not streamed to the log");
+        let _ = std::fs::remove_file(&log);
+    }
+
+    #[test]
+    fn a_guest_that_powers_off_is_read_to_the_end() {
+        let log = std::env::temp_dir().join(format!("npvm-done-{}.log", std::process::id()));
+        let mut guest = Command::new("sh");
+        guest.args(["-c", "echo NETPATH-VM-BEGIN; echo NETPATH-VM-END"]);
+        let (text, hung) = run_guest(guest, Duration::from_secs(30), &log).unwrap();
+        assert!(!hung);
+        assert_eq!(text, "NETPATH-VM-BEGIN\nNETPATH-VM-END\n");
+        let _ = std::fs::remove_file(&log);
+    }
 }
