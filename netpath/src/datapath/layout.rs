@@ -92,7 +92,7 @@ fn expected() -> [Expected; 10] {
 }
 
 /// Compares the maps pinned in `dir` with this build's. Changes nothing: returns the
-/// pins of disposable maps with an old layout (to be replaced by [`replace_stale`]), or
+/// pins of disposable maps with an old layout (to be replaced: [`set_aside`]), or
 /// refuses when a map live connections depend on has one.
 pub fn check(dir: &Path) -> Result<Vec<PathBuf>, DatapathError> {
     let mut stale = Vec::new();
@@ -135,14 +135,49 @@ pub fn check(dir: &Path) -> Result<Vec<PathBuf>, DatapathError> {
     Ok(stale)
 }
 
-/// Unpins the maps [`check`] found disposable, so that loading creates them anew. The
-/// old maps live on while the old programs still use them.
-pub fn replace_stale(stale: &[PathBuf]) -> Result<(), DatapathError> {
+/// The disposable maps with an old layout, unpinned so that loading creates new ones
+/// under their names, but held open. Dropped without [`SetAside::commit`] (the load
+/// failed), it pins them again where they were: a refused start changes nothing.
+pub struct SetAside {
+    held: Vec<(PathBuf, MapData)>,
+}
+
+/// Unpins the maps [`check`] found disposable, keeping each one open (bpffs has no
+/// rename); the old maps also live on while the old programs use them.
+pub fn set_aside(stale: &[PathBuf]) -> Result<SetAside, DatapathError> {
+    let mut aside = SetAside { held: Vec::new() };
     for pin in stale {
+        let dir = pin.parent().unwrap_or(pin);
+        let map = MapData::from_pin(pin).map_err(|source| DatapathError::Pinned {
+            path: pin.clone(),
+            dir: dir.into(),
+            source: Box::new(source),
+        })?;
         std::fs::remove_file(pin).map_err(|source| DatapathError::PinDir { path: pin.clone(), source })?;
-        info!(pin = %pin.display(), "old map unpinned; a new one takes its place");
+        aside.held.push((pin.clone(), map));
     }
-    Ok(())
+    Ok(aside)
+}
+
+impl SetAside {
+    /// The new maps are in place: the old ones go with their last user.
+    pub fn commit(mut self) {
+        for (pin, _) in std::mem::take(&mut self.held) {
+            info!(pin = %pin.display(), "old map unpinned; a new one takes its place");
+        }
+    }
+}
+
+impl Drop for SetAside {
+    fn drop(&mut self) {
+        for (pin, map) in self.held.drain(..) {
+            // A pin the failed load created goes first.
+            let _ = std::fs::remove_file(&pin);
+            if let Err(e) = map.pin(&pin) {
+                warn!(pin = %pin.display(), "cannot pin the old map back: {e}");
+            }
+        }
+    }
 }
 
 /// The conntrack table keeps the size it was created with: a different

@@ -72,8 +72,7 @@ impl Datapath {
         ct_entries: u32,
         attach: Option<AttachMode>,
     ) -> Result<Self, DatapathError> {
-        let stale = super::layout::check(pin_dir)?;
-        super::layout::replace_stale(&stale)?;
+        let aside = super::layout::set_aside(&super::layout::check(pin_dir)?)?;
         if let Some(size) = super::layout::conntrack_size(pin_dir).filter(|s| *s != ct_entries) {
             warn!(
                 pinned = size,
@@ -105,6 +104,7 @@ impl Datapath {
         dp.xdp()?
             .load()
             .map_err(|source| DatapathError::Verify { prog: UPLINK_XDP, source: Box::new(source) })?;
+        aside.commit();
         info!(?mode, pin_dir = %pin_dir.display(), "datapath loaded");
         Ok(dp)
     }

@@ -1,0 +1,54 @@
+//! Pins of an old layout that the agent may replace are moved aside, not deleted, until
+//! the new datapath has loaded: a load that fails puts them back.
+use std::path::Path;
+
+use netpath::datapath::layout;
+
+fn map_show(pin: &Path) -> String {
+    netpath_tests::sh(&["bpftool", "-j", "map", "show", "pinned", pin.to_str().unwrap()])
+}
+
+#[test]
+fn old_counters_come_back_when_the_load_fails_and_go_when_it_succeeds() {
+    /// Removes the test's bpffs directory, also when an assertion fails.
+    struct Dir(std::path::PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let guard = Dir(format!("/sys/fs/bpf/{}layout{}", netpath_tests::TEST_PREFIX, std::process::id()).into());
+    let dir = guard.0.clone();
+    std::fs::create_dir_all(&dir).unwrap();
+    let pin = dir.join("REASON_STATS");
+    let p = pin.to_str().unwrap();
+    netpath_tests::sh(&[
+        "bpftool",
+        "map",
+        "create",
+        p,
+        "type",
+        "percpu_array",
+        "key",
+        "4",
+        "value",
+        "16",
+        "entries",
+        "3",
+        "name",
+        "REASON_STATS",
+    ]);
+    let before = map_show(&pin);
+
+    let stale = layout::check(&dir).unwrap();
+    assert_eq!(stale, std::slice::from_ref(&pin));
+    let aside = layout::set_aside(&stale).unwrap();
+    assert!(!pin.exists(), "the old pin is still in the way");
+    // The load fails here: dropping the guard restores the very same map.
+    drop(aside);
+    assert_eq!(map_show(&pin), before);
+
+    let aside = layout::set_aside(&layout::check(&dir).unwrap()).unwrap();
+    aside.commit();
+    assert!(std::fs::read_dir(&dir).unwrap().next().is_none(), "old pins left behind");
+}
