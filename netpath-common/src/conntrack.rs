@@ -143,20 +143,7 @@ impl NodeConfig {
 }
 
 #[cfg(feature = "user")]
-mod user {
-    use super::*;
-
-    macro_rules! pod {
-        ($($t:ty),*) => {$(
-            // SAFETY: #[repr(C)], integers and byte arrays only, no padding (explicit
-            // `_pad` fields; sizes asserted below), so every bit pattern is valid.
-            unsafe impl aya::Pod for $t {}
-            unsafe impl bytemuck::Zeroable for $t {}
-            unsafe impl bytemuck::Pod for $t {}
-        )*};
-    }
-    pod!(CtKey, CtEntry, ClosedFlow, PortKey, PortTarget, NodeConfig);
-}
+pod!(CtKey, CtEntry, ClosedFlow, PortKey, PortTarget, NodeConfig);
 
 #[cfg(test)]
 mod tests {

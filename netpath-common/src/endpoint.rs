@@ -63,21 +63,7 @@ impl TrafficCounters {
 }
 
 #[cfg(feature = "user")]
-mod user {
-    use super::*;
-
-    // SAFETY: all three are #[repr(C)], contain only integers and byte arrays, and have
-    // no padding (asserted by the layout tests below), so every bit pattern is valid.
-    unsafe impl aya::Pod for EndpointKey {}
-    unsafe impl aya::Pod for EndpointInfo {}
-    unsafe impl aya::Pod for TrafficCounters {}
-    unsafe impl bytemuck::Zeroable for EndpointKey {}
-    unsafe impl bytemuck::Pod for EndpointKey {}
-    unsafe impl bytemuck::Zeroable for EndpointInfo {}
-    unsafe impl bytemuck::Pod for EndpointInfo {}
-    unsafe impl bytemuck::Zeroable for TrafficCounters {}
-    unsafe impl bytemuck::Pod for TrafficCounters {}
-}
+pod!(EndpointKey, EndpointInfo, TrafficCounters);
 
 #[cfg(test)]
 mod tests {

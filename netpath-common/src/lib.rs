@@ -5,6 +5,20 @@
 //! `aya::Pod` (to cross the map syscalls) and `bytemuck` (for byte views in tests).
 #![no_std]
 
+/// Marks map keys and values as plain old data for user space: `aya::Pod` to cross the
+/// map syscalls, `bytemuck` for byte views in tests. Only for `#[repr(C)]` types of
+/// integers and byte arrays with explicit `_pad` fields, whose sizes the modules' layout
+/// tests assert, so that every bit pattern is a valid value.
+#[cfg(feature = "user")]
+macro_rules! pod {
+    ($($t:ty),*) => {$(
+        // SAFETY: see the macro's contract above; each module's layout test checks it.
+        unsafe impl aya::Pod for $t {}
+        unsafe impl bytemuck::Zeroable for $t {}
+        unsafe impl bytemuck::Pod for $t {}
+    )*};
+}
+
 pub mod conntrack;
 pub mod endpoint;
 pub mod maps;

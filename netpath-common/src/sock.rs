@@ -27,19 +27,7 @@ pub struct SockOrigin {
 }
 
 #[cfg(feature = "user")]
-mod user {
-    use super::*;
-
-    // SAFETY: #[repr(C)], integers and byte arrays only, no padding (explicit `_pad`
-    // fields; sizes asserted below), so every bit pattern is valid.
-    unsafe impl aya::Pod for SockRevKey {}
-    unsafe impl bytemuck::Zeroable for SockRevKey {}
-    unsafe impl bytemuck::Pod for SockRevKey {}
-    // SAFETY: as above.
-    unsafe impl aya::Pod for SockOrigin {}
-    unsafe impl bytemuck::Zeroable for SockOrigin {}
-    unsafe impl bytemuck::Pod for SockOrigin {}
-}
+pod!(SockRevKey, SockOrigin);
 
 #[cfg(test)]
 mod tests {

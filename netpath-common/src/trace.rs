@@ -69,13 +69,7 @@ impl TraceFilter {
 }
 
 #[cfg(feature = "user")]
-mod user {
-    use super::*;
-    // SAFETY: #[repr(C)], integers and byte arrays only, no implicit padding (sizes
-    // asserted below), so every bit pattern is valid.
-    unsafe impl aya::Pod for TraceEvent {}
-    unsafe impl aya::Pod for TraceFilter {}
-}
+pod!(TraceEvent, TraceFilter);
 
 #[cfg(test)]
 mod tests {

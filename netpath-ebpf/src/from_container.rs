@@ -202,17 +202,14 @@ fn route(
     new_dst: [u8; 4],
     reason: Reason,
 ) -> Result<(i32, Reason), Reason> {
+    if !forward::decrement_ttl(ctx)? {
+        return Ok((PASS, Reason::PassedToStack));
+    }
     let new_key = EndpointKey::new(new_dst);
     // SAFETY: copied out at once.
     if let Some(peer) = unsafe { ENDPOINTS.get(new_key) }.copied() {
-        if !forward::decrement_ttl(ctx)? {
-            return Ok((PASS, Reason::PassedToStack));
-        }
         let (action, _) = forward::to_container(ctx, &peer, &new_key, true)?;
         return Ok((action, reason));
-    }
-    if !forward::decrement_ttl(ctx)? {
-        return Ok((PASS, Reason::PassedToStack));
     }
     Ok((forward::to_fib(ctx, ifindex, src, new_dst)?, reason))
 }

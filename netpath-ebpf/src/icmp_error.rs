@@ -96,41 +96,22 @@ pub fn translate(
     let il4 = unsafe { *il4 };
     // The quoted packet reversed is the tuple of the flow's entry for our side: the
     // reply entry going in, the entry of the container's own packets going out.
+    let quoted_reversed = CtKey {
+        src: idst,
+        dst: isrc,
+        sport: [il4[2], il4[3]],
+        dport: [il4[0], il4[1]],
+        proto: iproto,
+        _pad: [0; 3],
+    };
+    // Our side's port: the quoted source going in, the quoted destination going out.
     let (key, port_off) = match (iproto, dir) {
-        (IPPROTO_TCP | IPPROTO_UDP, Direction::ToContainer) => (
-            CtKey {
-                src: idst,
-                dst: isrc,
-                sport: [il4[2], il4[3]],
-                dport: [il4[0], il4[1]],
-                proto: iproto,
-                _pad: [0; 3],
-            },
-            il4_off,
-        ),
-        (IPPROTO_TCP | IPPROTO_UDP, Direction::FromContainer) => (
-            CtKey {
-                src: idst,
-                dst: isrc,
-                sport: [il4[2], il4[3]],
-                dport: [il4[0], il4[1]],
-                proto: iproto,
-                _pad: [0; 3],
-            },
-            il4_off + 2,
-        ),
+        (IPPROTO_TCP | IPPROTO_UDP, Direction::ToContainer) => (quoted_reversed, il4_off),
+        (IPPROTO_TCP | IPPROTO_UDP, Direction::FromContainer) => (quoted_reversed, il4_off + 2),
         // An echo request the node sent for a container: the identifier is its "port".
-        (IPPROTO_ICMP, Direction::ToContainer) if il4[0] == ICMP_ECHO_REQUEST => (
-            CtKey {
-                src: idst,
-                dst: isrc,
-                sport: [0; 2],
-                dport: [il4[4], il4[5]],
-                proto: iproto,
-                _pad: [0; 3],
-            },
-            il4_off + 4,
-        ),
+        (IPPROTO_ICMP, Direction::ToContainer) if il4[0] == ICMP_ECHO_REQUEST => {
+            (CtKey { sport: [0; 2], dport: [il4[4], il4[5]], ..quoted_reversed }, il4_off + 4)
+        }
         _ => return Ok(None),
     };
     let Some(entry) = CONNTRACK.get_ptr_mut(&key) else { return Ok(None) };

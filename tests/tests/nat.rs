@@ -310,20 +310,25 @@ fn spoofed_mac_is_dropped_and_counted() {
     assert!(after.reason("drop-spoofed-source") - before.reason("drop-spoofed-source") >= 2);
 }
 
+/// Sends one datagram from `ns` on a socket connected to `to` and returns the error its
+/// receive ends with (an ICMP error reported to the socket, or the 3 s timeout).
+fn udp_answer_error(ns: &netpath_tests::Netns, to: SocketAddrV4) -> std::io::Error {
+    ns.run(move || {
+        let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+        s.connect(to).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        s.send(b"anyone?").unwrap();
+        s.recv(&mut [0u8; 16]).unwrap_err()
+    })
+    .join()
+    .unwrap()
+}
+
 #[test]
 fn port_unreachable_from_the_outside_reaches_the_container_socket() {
     let lab = lab_with_agent(&[]);
     lab.add_endpoint("a", 0);
-    let err = lab.containers[0]
-        .run(|| {
-            let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
-            s.connect((OUTSIDE_IP, 9999)).unwrap();
-            s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-            s.send(b"anyone?").unwrap();
-            s.recv(&mut [0u8; 16]).unwrap_err()
-        })
-        .join()
-        .unwrap();
+    let err = udp_answer_error(&lab.containers[0], SocketAddrV4::new(OUTSIDE_IP, 9999));
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "got {err}");
 }
 
@@ -334,17 +339,7 @@ fn a_published_udp_port_without_listener_refuses_the_outside_client() {
     lab.netpath_ok(&["port", "add", "--proto", "udp", "5353", "dns:53"]);
     // The container's kernel answers with port unreachable, quoting the datagram as it
     // arrived (to the pod address); the client must get it about NODE:5353 to see it.
-    let err = lab
-        .outside
-        .run(|| {
-            let s = UdpSocket::bind((OUTSIDE_IP, 0)).unwrap();
-            s.connect((NODE_UPLINK_IP, 5353)).unwrap();
-            s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-            s.send(b"anyone?").unwrap();
-            s.recv(&mut [0u8; 16]).unwrap_err()
-        })
-        .join()
-        .unwrap();
+    let err = udp_answer_error(&lab.outside, SocketAddrV4::new(NODE_UPLINK_IP, 5353));
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "got {err}");
 }
 

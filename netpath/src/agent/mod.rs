@@ -21,7 +21,6 @@ use crate::{
 };
 
 pub use gc::{monotonic_ns, CtConfig};
-pub use metrics::render as render_metrics;
 pub use server::serve;
 
 #[derive(Debug, thiserror::Error)]

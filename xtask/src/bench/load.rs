@@ -265,8 +265,30 @@ fn summarize(mut lat: Vec<u32>, elapsed: Duration, errors: u64) -> Sample {
     Sample { rate, p50_us: percentile(&lat, 0.50), p99_us: percentile(&lat, 0.99), errors }
 }
 
+/// Runs an established tool's server in `server_ns` and its client in `client_ns`, both
+/// pinned to CPU 0 as our generator's threads are; the client's output.
+fn tool_run(
+    server_ns: &Netns,
+    server: &[&str],
+    client_ns: &Netns,
+    client: &[&str],
+) -> Option<std::process::Output> {
+    let mut server = std::process::Command::new("ip")
+        .args(["netns", "exec", &server_ns.name, "taskset", "-c", "0"])
+        .args(server)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    std::thread::sleep(Duration::from_millis(300));
+    let out = client_ns.exec(&[&["taskset", "-c", "0"], client].concat());
+    let _ = server.kill();
+    let _ = server.wait();
+    Some(out)
+}
+
 /// TCP_STREAM measured by iperf3 (Gbit/s received), to check our generator against an
-/// established tool on a path both measure. Both ends pinned to CPU 0 as ours are.
+/// established tool on a path both measure.
 pub fn iperf3_stream(
     server_ns: &Netns,
     listen: SocketAddrV4,
@@ -274,51 +296,22 @@ pub fn iperf3_stream(
     target: SocketAddrV4,
     duration: Duration,
 ) -> Option<f64> {
-    let port = listen.port().to_string();
-    let mut server = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &server_ns.name,
-            "taskset",
-            "-c",
-            "0",
-            "iperf3",
-            "-s",
-            "-1",
-            "-B",
-            &listen.ip().to_string(),
-            "-p",
-            &port,
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .ok()?;
-    std::thread::sleep(Duration::from_millis(300));
+    let (ip, port) = (listen.ip().to_string(), listen.port().to_string());
+    let (tip, tport) = (target.ip().to_string(), target.port().to_string());
     let secs = duration.as_secs().max(1).to_string();
-    let out = client_ns.exec(&[
-        "taskset",
-        "-c",
-        "0",
-        "iperf3",
-        "-c",
-        &target.ip().to_string(),
-        "-p",
-        &target.port().to_string(),
-        "-t",
-        &secs,
-        "-J",
-    ]);
-    let _ = server.kill();
-    let _ = server.wait();
+    let out = tool_run(
+        server_ns,
+        &["iperf3", "-s", "-1", "-B", &ip, "-p", &port],
+        client_ns,
+        &["iperf3", "-c", &tip, "-p", &tport, "-t", &secs, "-J"],
+    )?;
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
     v["end"]["sum_received"]["bits_per_second"].as_f64().map(|b| b / 1e9)
 }
 
 /// TCP_RR or UDP_RR measured by sockperf's ping-pong mode, to check our generator
-/// against an established tool. Both ends pinned to CPU 0 as ours are. sockperf reports
-/// one-way latency (half the round trip): doubled here to compare with our p50/p99.
+/// against an established tool. sockperf reports one-way latency (half the round
+/// trip): doubled here to compare with our p50/p99.
 pub fn sockperf_rr(
     server_ns: &Netns,
     listen: SocketAddrV4,
@@ -329,34 +322,14 @@ pub fn sockperf_rr(
 ) -> Option<Sample> {
     let tcp: &[&str] = if test == Test::TcpRr { &["--tcp"] } else { &[] };
     let (ip, port) = (listen.ip().to_string(), listen.port().to_string());
-    let mut server = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &server_ns.name,
-            "taskset",
-            "-c",
-            "0",
-            "sockperf",
-            "server",
-            "-i",
-            &ip,
-            "-p",
-            &port,
-        ])
-        .args(tcp)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .ok()?;
-    std::thread::sleep(Duration::from_millis(300));
-    let secs = duration.as_secs().max(1).to_string();
     let (tip, tport) = (target.ip().to_string(), target.port().to_string());
-    let mut args = vec!["taskset", "-c", "0", "sockperf", "ping-pong", "-i", &tip, "-p", &tport, "-t", &secs];
-    args.extend_from_slice(tcp);
-    let out = client_ns.exec(&args);
-    let _ = server.kill();
-    let _ = server.wait();
+    let secs = duration.as_secs().max(1).to_string();
+    let out = tool_run(
+        server_ns,
+        &[&["sockperf", "server", "-i", &ip, "-p", &port], tcp].concat(),
+        client_ns,
+        &[&["sockperf", "ping-pong", "-i", &tip, "-p", &tport, "-t", &secs], tcp].concat(),
+    )?;
     parse_sockperf(&String::from_utf8_lossy(&out.stdout))
 }
 
