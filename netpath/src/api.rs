@@ -34,9 +34,30 @@ pub struct PortSpec {
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum Request {
     EndpointAdd(EndpointSpec),
-    EndpointDel { name: String },
+    EndpointDel {
+        name: String,
+    },
     PortAdd(PortSpec),
-    PortDel { proto: Proto, host_port: u16, host_ip: Option<Ipv4Addr> },
+    PortDel {
+        proto: Proto,
+        host_port: u16,
+        host_ip: Option<Ipv4Addr>,
+    },
+    /// Compare the state with the kernel and repair the drift (or only report it).
+    Reconcile {
+        dry_run: bool,
+    },
+}
+
+/// One drift found by reconciliation, and what was (or would be) done about it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Repair {
+    /// What drifted: an endpoint, a port, a link, a map entry.
+    pub subject: String,
+    pub problem: String,
+    pub fix: String,
+    /// Why the repair failed; None when it succeeded or was not attempted (dry run).
+    pub failed: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -45,5 +66,6 @@ pub enum Reply {
     Endpoint(EndpointRecord),
     Port(PortRecord),
     Deleted { existed: bool },
+    Reconciled { dry_run: bool, repairs: Vec<Repair> },
     Error { message: String },
 }

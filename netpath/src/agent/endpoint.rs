@@ -121,48 +121,66 @@ impl Agent {
         let mac = spec.mac.unwrap_or_else(|| mac_for(ip));
         // Same MTU as the uplink by default, so containers never send what it cannot carry.
         let mtu = spec.mtu.unwrap_or(self.node.uplink.as_ref().map_or(DEFAULT_MTU, |u| u.mtu));
-        let host_ifname = host_ifname(&spec.name);
-        let gateway = self.ipam.gateway();
-        let bridge = self.node.bridge.as_ref().map(|b| b.index);
-
-        let host = link::add_veth(&self.netlink, &host_ifname, &spec.ifname, &ns, mac, mtu, bridge).await?;
-        let rec = EndpointRecord {
+        let mut rec = EndpointRecord {
             name: spec.name.clone(),
             mode: self.node.mode,
             netns: spec.netns.clone(),
             ifname: spec.ifname.clone(),
             ip,
-            gateway,
+            gateway: self.ipam.gateway(),
             mac: format_mac(&mac),
             mtu,
-            host_ifname: host_ifname.clone(),
-            host_ifindex: host.index,
-            host_mac: format_mac(&host.mac),
+            host_ifname: host_ifname(&spec.name),
+            // Filled in by plumb.
+            host_ifindex: 0,
+            host_mac: String::new(),
         };
-        // From here on every failure undoes everything: deleting the host veth removes
-        // its peer, the container's address and routes, and the node route with it.
-        match self.finish_add(&ns, &rec).await {
-            Ok(()) => {
-                info!(endpoint = %rec.name, ip = %rec.ip, veth = %rec.host_ifname, "endpoint added");
-                Ok(rec)
-            }
-            Err(e) => {
-                let _ = self.datapath.detach_endpoint(&rec.host_ifname, rec.host_ifindex);
-                let _ = self.datapath.unregister(rec.ip);
-                let _ = link::delete(&self.netlink, rec.host_ifindex).await;
-                Err(e)
-            }
+        self.plumb(&ns, &mut rec).await?;
+        let mut next = self.endpoints.clone();
+        next.push(rec.clone());
+        if let Err(e) = self.store.save(&next) {
+            self.unplumb(&rec).await;
+            return Err(e.into());
         }
+        self.endpoints = next;
+        info!(endpoint = %rec.name, ip = %rec.ip, veth = %rec.host_ifname, "endpoint added");
+        Ok(rec)
     }
 
-    async fn finish_add(&mut self, ns: &std::fs::File, rec: &EndpointRecord) -> Result<(), AgentError> {
-        let (ifname, ip, gateway) = (rec.ifname.clone(), rec.ip, rec.gateway);
-        let prefix = match rec.mode {
-            Mode::Routed => 32,
-            Mode::Bridge => self.ipam.cidr().prefix_len(),
-        };
-        netns::run_in(ns, &rec.netns, move |h| link::configure_container(h, ifname, ip, prefix, gateway))
-            .await?;
+    /// Builds what `rec` describes in the kernel: the veth pair (filling in the host
+    /// side's index and MAC), addresses, routes, datapath entry and attachment. On
+    /// failure removes everything it made.
+    pub(super) async fn plumb(
+        &mut self,
+        ns: &std::fs::File,
+        rec: &mut EndpointRecord,
+    ) -> Result<(), AgentError> {
+        let mac = parse_mac(&rec.mac)
+            .ok_or_else(|| AgentError::Invalid(format!("bad MAC {} for endpoint {}", rec.mac, rec.name)))?;
+        let bridge = self.node.bridge.as_ref().map(|b| b.index);
+        let host =
+            link::add_veth(&self.netlink, &rec.host_ifname, &rec.ifname, ns, mac, rec.mtu, bridge).await?;
+        rec.host_ifindex = host.index;
+        rec.host_mac = format_mac(&host.mac);
+        // From here on every failure undoes everything: deleting the host veth removes
+        // its peer, the container's address and routes, and the node route with it.
+        if let Err(e) = self.connect(ns, rec).await {
+            self.unplumb(rec).await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Removes an endpoint's attachment, datapath entry and veth pair; best effort.
+    async fn unplumb(&mut self, rec: &EndpointRecord) {
+        let _ = self.datapath.detach_endpoint(&rec.host_ifname, rec.host_ifindex);
+        let _ = self.datapath.unregister(rec.ip);
+        let _ = link::delete(&self.netlink, rec.host_ifindex).await;
+    }
+
+    async fn connect(&mut self, ns: &std::fs::File, rec: &EndpointRecord) -> Result<(), AgentError> {
+        link::set_owner(&self.netlink, rec.host_ifindex, &rec.name).await?;
+        self.configure_container(ns, rec).await?;
         link::set_up(&self.netlink, rec.host_ifindex, &rec.host_ifname).await?;
         // In bridge mode the bridge's own prefix route reaches the container.
         if rec.mode == Mode::Routed {
@@ -170,11 +188,28 @@ impl Agent {
         }
         self.datapath.register(rec.ip, self.endpoint_info(rec)?)?;
         self.datapath.attach_endpoint(&rec.host_ifname, rec.host_ifindex)?;
-        let mut next = self.endpoints.clone();
-        next.push(rec.clone());
-        self.store.save(&next)?;
-        self.endpoints = next;
         Ok(())
+    }
+
+    /// The container's side: interface up, address, routes (idempotent).
+    pub(super) async fn configure_container(
+        &self,
+        ns: &std::fs::File,
+        rec: &EndpointRecord,
+    ) -> Result<(), AgentError> {
+        let (ifname, ip, gateway, prefix) = (rec.ifname.clone(), rec.ip, rec.gateway, self.prefix(rec));
+        netns::run_in(ns, &rec.netns, move |h| link::configure_container(h, ifname, ip, prefix, gateway))
+            .await?;
+        Ok(())
+    }
+
+    /// The container address's prefix: /32 when routed (every packet goes to the
+    /// gateway, i.e. into the datapath), the pod CIDR's in bridge mode as docker0's.
+    pub(super) fn prefix(&self, rec: &EndpointRecord) -> u8 {
+        match rec.mode {
+            Mode::Routed => 32,
+            Mode::Bridge => self.ipam.cidr().prefix_len(),
+        }
     }
 
     /// Deletes an endpoint; `Ok(false)` when there was none by that name.

@@ -5,6 +5,7 @@ mod gc;
 mod metrics;
 mod node;
 mod ports;
+mod reconcile;
 mod server;
 
 use std::{net::Ipv4Addr, ops::RangeInclusive, path::PathBuf};
@@ -195,8 +196,6 @@ impl Agent {
             _bpf_stats: stats_fd,
         };
         agent.adopt().await?;
-        // Links pinned by an earlier agent that this one did not take over go now.
-        agent.datapath.prune_links();
         if let Some(addr) = metrics_addr {
             metrics::serve(addr, agent.paths.bpffs_dir.clone(), agent.paths.state_file(), programs)
                 .await
@@ -208,35 +207,19 @@ impl Agent {
         Ok(agent)
     }
 
-    /// Re-attaches the endpoints in the state file whose veth still exists; forgets those
-    /// whose container is gone (their veth died with the namespace) and their ports.
+    /// Takes over from the previous agent, then repairs drift. The pinned links of
+    /// endpoints whose veth still exists are adopted first: the new program replaces the
+    /// old one in place, so forwarding never stops, and the pins count as wanted when
+    /// reconciliation prunes the rest.
     async fn adopt(&mut self) -> Result<(), AgentError> {
-        let mut kept = Vec::new();
-        for rec in std::mem::take(&mut self.endpoints) {
-            match plumbing::link::get(&self.netlink, &rec.host_ifname).await? {
-                Some(link) if link.index == rec.host_ifindex => kept.push(rec),
-                _ => {
-                    warn!(endpoint = %rec.name, veth = %rec.host_ifname, "veth gone; forgetting endpoint");
-                    self.datapath.unregister(rec.ip)?;
+        for rec in self.endpoints.clone() {
+            if let Some(l) = plumbing::link::get(&self.netlink, &rec.host_ifname).await? {
+                if l.index == rec.host_ifindex {
+                    self.datapath.attach_endpoint(&rec.host_ifname, rec.host_ifindex)?;
                 }
             }
         }
-        self.endpoints = kept;
-        let ports: Vec<PortRecord> = std::mem::take(&mut self.ports)
-            .into_iter()
-            .filter(|p| self.endpoints.iter().any(|e| e.name == p.endpoint))
-            .collect();
-        self.ports = ports;
-        for rec in self.endpoints.clone() {
-            self.datapath.register(rec.ip, self.endpoint_info(&rec)?)?;
-            self.datapath.attach_endpoint(&rec.host_ifname, rec.host_ifindex)?;
-        }
-        for p in self.ports.clone() {
-            let (key, target) = ports::entry(&p);
-            self.datapath.set_port(key, target)?;
-        }
-        self.store.save(&self.endpoints)?;
-        self.port_store.save(&self.ports)?;
+        self.reconcile(false).await?;
         Ok(())
     }
 

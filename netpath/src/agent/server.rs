@@ -85,6 +85,9 @@ async fn dispatch(agent: &mut Agent, req: Request) -> Reply {
         Request::PortDel { proto, host_port, host_ip } => {
             agent.port_del(proto, host_port, host_ip).map(|existed| Reply::Deleted { existed })
         }
+        Request::Reconcile { dry_run } => {
+            agent.reconcile(dry_run).await.map(|repairs| Reply::Reconciled { dry_run, repairs })
+        }
     };
     result.unwrap_or_else(|e| Reply::Error { message: e.to_string() })
 }

@@ -3,12 +3,11 @@
 //! directory, so it works whether or not the agent is up. Each finding names the fix.
 use std::net::Ipv4Addr;
 
-use aya::programs::{SchedClassifier, TcAttachType};
 use serde::Serialize;
 
 use super::Format;
 use crate::{
-    datapath::Inspector,
+    datapath::{tc_programs, AttachMode, Inspector},
     paths::Paths,
     plumbing::{bpffs, link, sysctl},
     state::{EndpointRecord, Mode, Store},
@@ -32,16 +31,6 @@ impl Report {
     fn fail(&mut self, check: &str, detail: impl Into<String>, fix: impl Into<String>) {
         self.0.push(Finding { check: check.into(), ok: false, detail: detail.into(), fix: fix.into() });
     }
-}
-
-/// Programs attached at an interface's tc ingress, by name: TCX links, or cls_bpf
-/// filters under clsact (kernels before 6.6, or --tc-attach clsact).
-async fn tc_programs(nl: &rtnetlink::Handle, iface: &str, index: u32, clsact: bool) -> Option<Vec<String>> {
-    if clsact {
-        return link::ingress_bpf_filters(nl, index).await.ok();
-    }
-    let (_, progs) = SchedClassifier::query_tcx(iface, TcAttachType::Ingress).ok()?;
-    Some(progs.iter().filter_map(|p| p.name_as_str().map(str::to_string)).collect())
 }
 
 pub fn run(paths: &Paths, format: Format) -> anyhow::Result<bool> {
@@ -124,7 +113,11 @@ async fn check(paths: &Paths) -> anyhow::Result<Report> {
     let endpoints = Store::<EndpointRecord>::new(paths.state_file()).load()?;
     let in_map = inspector.endpoints()?;
     let cfg = inspector.node_config()?;
-    let clsact = cfg.flags & netpath_common::conntrack::NODE_F_CLSACT != 0;
+    let attach = if cfg.flags & netpath_common::conntrack::NODE_F_CLSACT != 0 {
+        AttachMode::Clsact
+    } else {
+        AttachMode::Tcx
+    };
 
     // Endpoints: state vs kernel vs map, and the program on each veth.
     for e in &endpoints {
@@ -157,7 +150,7 @@ async fn check(paths: &Paths) -> anyhow::Result<Report> {
                 continue;
             }
         }
-        match tc_programs(&nl, &e.host_ifname, link.index, clsact).await {
+        match tc_programs(&nl, &e.host_ifname, link.index, attach).await {
             Some(progs) if !progs.iter().any(|p| p == "from_container") => {
                 r.fail(
                     &check,
@@ -202,7 +195,7 @@ async fn check(paths: &Paths) -> anyhow::Result<Report> {
                 format!("interface {} is gone", cfg.uplink_ifindex),
                 "restart the agent (or pass --uplink)",
             ),
-            Some(up) => match tc_programs(&nl, &up.name, up.index, clsact).await {
+            Some(up) => match tc_programs(&nl, &up.name, up.index, attach).await {
                 Some(progs) if !progs.iter().any(|p| p == "uplink_in") => r.fail(
                     "uplink",
                     format!("uplink_in is not attached to {}", up.name),

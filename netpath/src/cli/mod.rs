@@ -102,6 +102,17 @@ pub enum Command {
     /// Attach, detach and list containers.
     #[command(subcommand)]
     Endpoint(EndpointCommand),
+    /// Compare the state directory with the kernel (links, addresses, routes, map
+    /// entries, attachments) and repair the drift: re-create what is missing, remove
+    /// what netpath owns but no longer wants. Exits non-zero when a repair failed or,
+    /// with --dry-run, when there is drift.
+    Reconcile {
+        /// Only report the drift; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
     /// Datapath counters per endpoint and per reason, read from the pinned maps.
     Stats {
         #[arg(short, long, value_enum, default_value_t = Format::Table)]
@@ -339,7 +350,23 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Endpoint(cmd) => endpoint(&cli.paths, cmd),
         Command::Stats { output } => stats(&cli.paths, output),
+        Command::Reconcile { dry_run, output } => reconcile(&cli.paths, dry_run, output),
     }
+}
+
+fn reconcile(paths: &Paths, dry_run: bool, format: Format) -> anyhow::Result<()> {
+    let Reply::Reconciled { dry_run, repairs } = client::call(paths, &Request::Reconcile { dry_run })? else {
+        bail!("unexpected reply from the agent to reconcile");
+    };
+    output::repairs(&repairs, dry_run, format);
+    let failed = repairs.iter().filter(|r| r.failed.is_some()).count();
+    if failed > 0 {
+        bail!("{failed} repair(s) failed; see above and the agent's log");
+    }
+    if dry_run && !repairs.is_empty() {
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 fn run_agent(config: AgentConfig) -> anyhow::Result<()> {

@@ -26,6 +26,26 @@ pub fn endpoints(endpoints: &[EndpointRecord], format: Format) {
     }
 }
 
+/// Reconciliation's findings: one line per drift, with what was done about it.
+pub fn repairs(repairs: &[crate::api::Repair], dry_run: bool, format: Format) {
+    if format == Format::Json {
+        println!("{}", json!({ "dry_run": dry_run, "repairs": repairs }));
+        return;
+    }
+    if repairs.is_empty() {
+        println!("no drift: the kernel matches the state");
+        return;
+    }
+    for r in repairs {
+        let outcome = match (&r.failed, dry_run) {
+            (Some(e), _) => format!("FAILED: {e}"),
+            (None, true) => "would do".into(),
+            (None, false) => "done".into(),
+        };
+        println!("{}: {} -> {} [{outcome}]", r.subject, r.problem, r.fix);
+    }
+}
+
 pub fn stats(
     counters: &[EndpointCounters],
     reasons: &[ReasonCounter],

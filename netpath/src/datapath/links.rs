@@ -142,7 +142,19 @@ impl Datapath {
         for prog in NODE_SOCKET_HOOKS {
             self.attach_socket_hook(prog, cgroup)?;
         }
+        self.node_local = Some(cgroup.into());
         Ok(())
+    }
+
+    /// The cgroup of the node-local hooks, when one of their pinned links is gone
+    /// (unpinned by someone: the hook detached with it).
+    pub fn node_local_detached(&self) -> Option<&Path> {
+        let cgroup = self.node_local.as_deref()?;
+        NODE_SOCKET_HOOKS
+            .iter()
+            .map(|p| self.links_dir.join(p))
+            .any(|pin| self.touched.contains(&pin) && !pin.exists())
+            .then_some(cgroup)
     }
 
     fn attach_socket_hook(&mut self, prog: &'static str, cgroup: &Path) -> Result<(), DatapathError> {
@@ -159,21 +171,41 @@ impl Datapath {
             Ok(fd) => {
                 fd.pin(&pin).map_err(|e| pin_err(prog, &target)(format!("pin {}: {e}", pin.display())))?;
             }
-            Err(link) => std::mem::forget(link),
+            Err(link) => {
+                // No bpf_link on this kernel: nothing pinned, nothing to watch.
+                self.touched.remove(&pin);
+                std::mem::forget(link)
+            }
         }
         drop(old);
         Ok(())
     }
 
+    /// Attaches from_container afresh to a veth whose attachment is gone (a pinned link
+    /// someone detached, a filter someone deleted).
+    pub fn reattach_endpoint(&mut self, iface: &str, ifindex: u32) -> Result<(), DatapathError> {
+        self.detach_tc(FROM_CONTAINER, iface, ifindex);
+        self.attach_tc(FROM_CONTAINER, iface, ifindex)
+    }
+
+    /// Attaches uplink_in afresh (see [`Datapath::reattach_endpoint`]).
+    pub fn reattach_uplink(&mut self, iface: &str, ifindex: u32) -> Result<(), DatapathError> {
+        self.detach_tc(UPLINK_IN, iface, ifindex);
+        self.attach_tc(UPLINK_IN, iface, ifindex)
+    }
+
     /// Detaches every pinned link this agent did not attach or adopt since it started:
-    /// endpoints that are gone, an uplink no longer used, XDP no longer wanted.
-    pub fn prune_links(&mut self) {
-        let Ok(dir) = std::fs::read_dir(&self.links_dir) else { return };
+    /// endpoints that are gone, an uplink no longer used, XDP no longer wanted. Returns
+    /// the pins it removed.
+    pub fn prune_links(&mut self) -> Vec<PathBuf> {
+        let mut pruned = Vec::new();
+        let Ok(dir) = std::fs::read_dir(&self.links_dir) else { return pruned };
         for entry in dir.flatten() {
             let path = entry.path();
             if self.touched.contains(&path) {
                 continue;
             }
+            pruned.push(path.clone());
             match PinnedLink::from_pin(&path) {
                 Ok(link) => {
                     let _ = link.unpin();
@@ -184,5 +216,22 @@ impl Datapath {
                 }
             }
         }
+        pruned
     }
+}
+
+/// Programs attached at an interface's tc ingress, by name: TCX links, or cls_bpf
+/// filters under clsact (kernels before 6.6, or --tc-attach clsact). None when the
+/// kernel cannot be asked.
+pub async fn tc_programs(
+    nl: &rtnetlink::Handle,
+    iface: &str,
+    index: u32,
+    mode: AttachMode,
+) -> Option<Vec<String>> {
+    if mode == AttachMode::Clsact {
+        return crate::plumbing::link::ingress_bpf_filters(nl, index).await.ok();
+    }
+    let (_, progs) = aya::programs::SchedClassifier::query_tcx(iface, TcAttachType::Ingress).ok()?;
+    Some(progs.iter().filter_map(|p| p.name_as_str().map(str::to_string)).collect())
 }

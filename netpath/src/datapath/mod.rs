@@ -9,7 +9,8 @@ mod tables;
 use std::path::PathBuf;
 
 pub use inspect::{CtRow, CtSummary, EndpointCounters, Inspector, MapSummary, ReasonCounter};
-pub use programs::{program, AttachMode, Datapath, PacketRun};
+pub use links::tc_programs;
+pub use programs::{program, AttachMode, Datapath, PacketRun, FROM_CONTAINER_PROG, UPLINK_IN_PROG};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {

@@ -20,6 +20,9 @@ pub(super) const UPLINK_IN: &str = "uplink_in";
 pub(super) const NODE_SOCKET_HOOKS: [&str; 4] =
     ["node_connect4", "node_sendmsg4", "node_recvmsg4", "node_getpeername4"];
 pub(super) const UPLINK_XDP: &str = "uplink_xdp";
+/// Program names as the kernel reports them for an attachment.
+pub const FROM_CONTAINER_PROG: &str = FROM_CONTAINER;
+pub const UPLINK_IN_PROG: &str = UPLINK_IN;
 
 /// How tc programs are attached on this kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -55,6 +58,8 @@ pub struct Datapath {
     pub(super) links_dir: PathBuf,
     /// Link pins this agent attached or adopted; the others are stale (see prune_links).
     pub(super) touched: HashSet<PathBuf>,
+    /// The cgroup the node-local socket hooks are attached to.
+    pub(super) node_local: Option<PathBuf>,
 }
 
 impl Datapath {
@@ -90,7 +95,7 @@ impl Datapath {
         let links_dir = pin_dir.join("links");
         std::fs::create_dir_all(&links_dir)
             .map_err(|source| DatapathError::PinDir { path: links_dir.clone(), source })?;
-        let mut dp = Self { ebpf, mode, links_dir, touched: HashSet::new() };
+        let mut dp = Self { ebpf, mode, links_dir, touched: HashSet::new(), node_local: None };
         for name in [FROM_CONTAINER, UPLINK_IN] {
             dp.classifier(name)?
                 .load()

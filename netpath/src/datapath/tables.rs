@@ -79,6 +79,20 @@ impl Datapath {
         Ok(())
     }
 
+    /// The ENDPOINTS map as it is in the kernel.
+    pub fn endpoint_entries(&mut self) -> Result<Vec<(Ipv4Addr, EndpointInfo)>, DatapathError> {
+        let map = self.endpoints()?;
+        let entries: Result<Vec<_>, _> = map.iter().collect();
+        let entries = entries.map_err(map_err(maps::ENDPOINTS))?;
+        Ok(entries.into_iter().map(|(k, v)| (Ipv4Addr::from(k.addr), v)).collect())
+    }
+
+    /// The PORT_MAPS map as it is in the kernel.
+    pub fn port_entries(&mut self) -> Result<Vec<(PortKey, PortTarget)>, DatapathError> {
+        let entries: Result<Vec<_>, _> = self.port_maps()?.iter().collect();
+        entries.map_err(map_err(maps::PORT_MAPS))
+    }
+
     /// Every conntrack entry (a snapshot; the datapath keeps changing it).
     pub fn conntrack_entries(&mut self) -> Result<Vec<(CtKey, CtEntry)>, DatapathError> {
         let ct = self.conntrack()?;

@@ -13,25 +13,70 @@ use rtnetlink::{
 use super::{errno, PlumbingError};
 
 /// A link as netpath needs to know it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Link {
     pub index: u32,
     pub name: String,
     pub mac: [u8; 6],
     pub mtu: u32,
+    pub up: bool,
+    /// IFLA_IFALIAS: netpath marks the links it creates with it (see [`OWNER_ALIAS`]).
+    pub alias: Option<String>,
+    pub is_veth: bool,
+    /// The bridge the link is a port of.
+    pub controller: Option<u32>,
+}
+
+/// Prefix of the alias netpath gives every host-side veth it creates (followed by the
+/// endpoint name): what lets reconciliation tell its own links from everyone else's.
+pub const OWNER_ALIAS: &str = "netpath:";
+
+impl Link {
+    /// The endpoint this link was created for, if netpath created it.
+    pub fn owner(&self) -> Option<&str> {
+        self.alias.as_deref()?.strip_prefix(OWNER_ALIAS)
+    }
 }
 
 fn link_of(msg: &LinkMessage) -> Link {
-    let mut link = Link { index: msg.header.index, name: String::new(), mac: [0; 6], mtu: 0 };
+    use rtnetlink::packet_route::link::{LinkFlags, LinkInfo};
+    let mut link =
+        Link { index: msg.header.index, up: msg.header.flags.contains(LinkFlags::Up), ..Link::default() };
     for attr in &msg.attributes {
         match attr {
             LinkAttribute::Address(a) if a.len() == 6 => link.mac.copy_from_slice(a),
             LinkAttribute::IfName(n) => link.name.clone_from(n),
             LinkAttribute::Mtu(m) => link.mtu = *m,
+            LinkAttribute::IfAlias(a) => link.alias = Some(a.clone()),
+            LinkAttribute::Controller(c) => link.controller = Some(*c),
+            LinkAttribute::LinkInfo(infos) => {
+                link.is_veth |= infos.iter().any(|i| matches!(i, LinkInfo::Kind(InfoKind::Veth)));
+            }
             _ => {}
         }
     }
     link
+}
+
+/// Every link of the namespace the handle belongs to.
+pub async fn list(handle: &Handle) -> Result<Vec<Link>, PlumbingError> {
+    let mut out = Vec::new();
+    let mut links = handle.link().get().execute();
+    while let Some(msg) = links.try_next().await.map_err(PlumbingError::netlink("failed to list links"))? {
+        out.push(link_of(&msg));
+    }
+    Ok(out)
+}
+
+/// Marks a link as created by netpath for `endpoint`. The kernel ignores IFLA_IFALIAS
+/// when a link is created, so this is a request of its own.
+pub async fn set_owner(handle: &Handle, index: u32, endpoint: &str) -> Result<(), PlumbingError> {
+    handle
+        .link()
+        .set(LinkUnspec::new_with_index(index).alias(format!("{OWNER_ALIAS}{endpoint}")).build())
+        .execute()
+        .await
+        .map_err(PlumbingError::netlink(format!("failed to mark link {index} as netpath's")))
 }
 
 pub async fn get_by_index(handle: &Handle, index: u32) -> Result<Option<Link>, PlumbingError> {
@@ -182,6 +227,48 @@ pub async fn configure_container(
         .execute()
         .await
         .map_err(PlumbingError::netlink(format!("failed to add default route via {gateway}")))
+}
+
+/// What is missing inside a container of [`configure_container`]'s work; empty when
+/// nothing is. Only what netpath put there is checked.
+pub async fn container_drift(
+    handle: Handle,
+    ifname: String,
+    ip: Ipv4Addr,
+    prefix: u8,
+) -> Result<Vec<String>, PlumbingError> {
+    let Some(eth) = get(&handle, &ifname).await? else {
+        return Ok(vec![format!("interface {ifname}")]);
+    };
+    let mut missing = Vec::new();
+    if !eth.up {
+        missing.push(format!("{ifname} up"));
+    }
+    let addrs = addresses(&handle).await?;
+    if !addrs.iter().any(|(i, net)| *i == eth.index && net.addr() == ip && net.prefix_len() == prefix) {
+        missing.push(format!("address {ip}/{prefix}"));
+    }
+    let routes = main_routes(&handle).await?;
+    if !routes.iter().any(|r| r.dst.prefix_len() == 0 && r.oif == Some(eth.index)) {
+        missing.push(format!("default route on {ifname}"));
+    }
+    Ok(missing)
+}
+
+/// Is the node's route to a container (`ip/32 dev index`) in place?
+pub async fn has_host_route(handle: &Handle, ip: Ipv4Addr, index: u32) -> Result<bool, PlumbingError> {
+    let want = ipnet::Ipv4Net::new(ip, 32).expect("/32 is a valid prefix");
+    Ok(main_routes(handle).await?.iter().any(|r| r.dst == want && r.oif == Some(index)))
+}
+
+/// Makes a link a port of `bridge`.
+pub async fn set_controller(handle: &Handle, index: u32, bridge: u32) -> Result<(), PlumbingError> {
+    handle
+        .link()
+        .set(LinkUnspec::new_with_index(index).controller(bridge).build())
+        .execute()
+        .await
+        .map_err(PlumbingError::netlink(format!("failed to put link {index} on bridge {bridge}")))
 }
 
 /// The node's route to a container: `ip/32 dev host_veth scope link`.
