@@ -238,6 +238,8 @@ pub struct Lab {
     pub containers: Vec<Netns>,
     pub bpffs_dir: PathBuf,
     pub work_dir: PathBuf,
+    /// Extra environment for the agent processes this lab starts.
+    pub agent_env: Vec<(String, String)>,
     agent: Option<Child>,
 }
 
@@ -267,6 +269,7 @@ impl Lab {
             node,
             outside,
             work_dir,
+            agent_env: Vec::new(),
             agent: None,
             id,
         };
@@ -324,6 +327,7 @@ impl Lab {
             .arg("--cgroup")
             .arg(&self.cgroup)
             .args(args)
+            .envs(self.agent_env.iter().map(|(k, v)| (k, v)))
             .stdout(log.try_clone().unwrap())
             .stderr(log);
         self.env(&mut cmd);

@@ -134,7 +134,12 @@ impl Agent {
         // A pinned map this build cannot adopt is refused before anything changes.
         crate::datapath::layout::check(&paths.bpffs_dir)?;
         let ipam = Ipam::new(pod_cidr);
-        let owned: Vec<u32> = endpoints.iter().map(|e| e.host_ifindex).collect();
+        // Routes through veths netpath made are its own, also those of a veth that a
+        // killed agent left behind without state (reconciliation removes it below).
+        let mut owned: Vec<u32> = endpoints.iter().map(|e| e.host_ifindex).collect();
+        owned.extend(
+            plumbing::link::list(&netlink).await?.iter().filter(|l| reconcile::owned(l)).map(|l| l.index),
+        );
         let node_cfg = node::NodeConfig { mode, bridge_name: &bridge_name, uplink: uplink.as_deref() };
         let node = node::setup(&netlink, &ipam, node_cfg, &owned).await?;
         for (key, value) in plumbing::sysctl::NODE_SYSCTLS {

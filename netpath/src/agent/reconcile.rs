@@ -38,7 +38,7 @@ impl Pass {
 /// Does netpath own this link although the state does not name it? Host veths carry
 /// the owner alias; one without any alias but with netpath's name pattern was created
 /// by an agent that died before it could mark it.
-fn owned(l: &link::Link) -> bool {
+pub(super) fn owned(l: &link::Link) -> bool {
     let pattern = l.name.len() == 12
         && l.name.starts_with("np")
         && l.name[2..].bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));

@@ -8,7 +8,7 @@ use std::{net::Ipv4Addr, path::PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use ipam::Ipam;
-pub use store::Store;
+pub use store::{Store, SAVE_STEPS};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {

@@ -44,14 +44,36 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         let tmp = self.path.with_extension("json.tmp");
         let body = serde_json::to_vec_pretty(records).map_err(|e| err(e.into()))?;
         let mut f = fs::File::create(&tmp).map_err(err)?;
-        f.write_all(&body).map_err(err)?;
+        self.crash_point("created");
+        let (head, tail) = body.split_at(body.len() / 2);
+        f.write_all(head).map_err(err)?;
+        self.crash_point("half-written");
+        f.write_all(tail).map_err(err)?;
+        self.crash_point("written");
         f.sync_all().map_err(err)?;
+        self.crash_point("synced");
         fs::rename(&tmp, &self.path).map_err(err)?;
+        self.crash_point("renamed");
         // The rename is only durable once the directory entry is on disk.
         fs::File::open(dir).and_then(|d| d.sync_all()).map_err(err)?;
+        self.crash_point("dir-synced");
         Ok(())
     }
+
+    /// Test hook for the crash-safety test, which kills the agent at every step of a
+    /// save: with `NETPATH_CRASH_AT=<file stem>:<step>` in its environment the process
+    /// sends itself SIGKILL there, as abruptly as a power cut stops it.
+    fn crash_point(&self, step: &str) {
+        let Some(want) = std::env::var_os("NETPATH_CRASH_AT") else { return };
+        let stem = self.path.file_stem().map(|s| s.to_string_lossy()).unwrap_or_default();
+        if want.to_string_lossy() == format!("{stem}:{step}") {
+            let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+        }
+    }
 }
+
+/// The steps of [`Store::save`] that `NETPATH_CRASH_AT` can stop at, in order.
+pub const SAVE_STEPS: [&str; 6] = ["created", "half-written", "written", "synced", "renamed", "dir-synced"];
 
 #[cfg(test)]
 mod tests {

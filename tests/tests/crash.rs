@@ -1,0 +1,112 @@
+//! Crash safety of the state directory: the agent is killed (SIGKILL, as abruptly as a
+//! power cut stops it) at every step of a state write, in the middle of each kind of
+//! change. The restarted agent finds either the old or the new state, never a corrupt
+//! file, and makes the kernel match whichever it finds.
+use netpath::state::SAVE_STEPS;
+use netpath_tests::{sh, Lab};
+use serde_json::Value;
+
+/// A change made through the CLI while the agent is set to die in a state write.
+struct Change {
+    /// The state file the change writes (its stem, as NETPATH_CRASH_AT names it).
+    file: &'static str,
+    args: &'static [&'static str],
+}
+
+fn endpoints(lab: &Lab) -> Vec<String> {
+    let list: Value = serde_json::from_str(&lab.netpath_ok(&["endpoint", "list", "-o", "json"]))
+        .expect("endpoint list: the state file must parse");
+    list["endpoints"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap().to_string()).collect()
+}
+
+fn ports(lab: &Lab) -> usize {
+    let list: Value = serde_json::from_str(&lab.netpath_ok(&["port", "list", "-o", "json"]))
+        .expect("port list: the state file must parse");
+    list["ports"].as_array().unwrap().len()
+}
+
+fn map_len(lab: &Lab, map: &str) -> usize {
+    let pin = lab.bpffs_dir.join(map);
+    let out = sh(&["bpftool", "-j", "map", "dump", "pinned", pin.to_str().unwrap()]);
+    serde_json::from_str::<Value>(&out).unwrap().as_array().unwrap().len()
+}
+
+/// Starts from endpoint a (container 0) with tcp/8080 published, container 1 free;
+/// kills the agent at `step` of writing `change.file` while it carries out the change;
+/// restarts it and returns the lab for the checks.
+fn crash_during(change: &Change, step: &str) -> Lab {
+    let mut lab = Lab::new(2);
+    lab.start_agent();
+    lab.add_endpoint("a", 0);
+    lab.netpath_ok(&["port", "add", "8080", "a:80"]);
+    lab.stop_agent();
+    lab.agent_env = vec![("NETPATH_CRASH_AT".into(), format!("{}:{step}", change.file))];
+    lab.start_agent();
+    let c1 = lab.containers[1].path();
+    let args: Vec<&str> =
+        change.args.iter().map(|a| if *a == "C1" { c1.to_str().unwrap() } else { *a }).collect();
+    let out = lab.netpath(&args);
+    assert!(!out.status.success(), "{args:?} at {step}: the agent did not die: {out:?}");
+    lab.kill_agent();
+    lab.agent_env.clear();
+    lab.start_agent();
+    // Whatever state it found, the kernel now matches it.
+    let drift = lab.netpath(&["reconcile", "--dry-run"]);
+    assert!(drift.status.success(), "{args:?} at {step}: drift after restart: {drift:?}");
+    lab
+}
+
+/// True when the crash came after the new state was in place.
+fn committed(step: &str) -> bool {
+    let renamed = SAVE_STEPS.iter().position(|s| *s == "renamed").unwrap();
+    SAVE_STEPS.iter().position(|s| *s == step).unwrap() >= renamed
+}
+
+#[test]
+fn a_crash_while_adding_an_endpoint_keeps_old_or_new_state() {
+    let change = Change { file: "endpoints", args: &["endpoint", "add", "b", "--netns", "C1"] };
+    for step in SAVE_STEPS {
+        let lab = crash_during(&change, step);
+        if committed(step) {
+            assert_eq!(endpoints(&lab), ["a", "b"], "at {step}");
+            assert_eq!(map_len(&lab, "ENDPOINTS"), 2, "at {step}");
+            let b: std::net::Ipv4Addr = "10.77.0.3".parse().unwrap();
+            assert!(lab.containers[0].ping(b, 1), "at {step}: b unreachable\n{}", lab.agent_log());
+        } else {
+            assert_eq!(endpoints(&lab), ["a"], "at {step}");
+            // The veth built before the crash is gone again, with its map entry.
+            let np = lab.node_links().iter().filter(|l| l.starts_with("np")).count();
+            assert_eq!(np, 1, "at {step}: {:?}", lab.node_links());
+            assert_eq!(map_len(&lab, "ENDPOINTS"), 1, "at {step}");
+            assert!(lab.containers[1].exec(&["ip", "link", "show", "eth0"]).stdout.is_empty(), "at {step}");
+        }
+    }
+}
+
+#[test]
+fn a_crash_while_deleting_an_endpoint_keeps_old_or_new_state() {
+    let change = Change { file: "endpoints", args: &["endpoint", "del", "a"] };
+    for step in SAVE_STEPS {
+        let lab = crash_during(&change, step);
+        let np = lab.node_links().iter().filter(|l| l.starts_with("np")).count();
+        if committed(step) {
+            assert!(endpoints(&lab).is_empty(), "at {step}");
+            assert_eq!((np, map_len(&lab, "ENDPOINTS"), map_len(&lab, "PORT_MAPS")), (0, 0, 0), "at {step}");
+        } else {
+            assert_eq!(endpoints(&lab), ["a"], "at {step}");
+            assert_eq!((np, map_len(&lab, "ENDPOINTS")), (1, 1), "at {step}");
+            assert!(lab.node.ping("10.77.0.2".parse().unwrap(), 1), "at {step}: a unreachable");
+        }
+    }
+}
+
+#[test]
+fn a_crash_while_publishing_a_port_keeps_old_or_new_state() {
+    let change = Change { file: "ports", args: &["port", "add", "9090", "a:90"] };
+    for step in SAVE_STEPS {
+        let lab = crash_during(&change, step);
+        let want = if committed(step) { 2 } else { 1 };
+        assert_eq!(ports(&lab), want, "at {step}");
+        assert_eq!(map_len(&lab, "PORT_MAPS"), want, "at {step}");
+    }
+}
