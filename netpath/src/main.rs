@@ -3,7 +3,14 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = netpath::cli::Cli::parse();
+    let argv = match netpath::cli::config::apply(std::env::args_os().collect()) {
+        Ok(argv) => argv,
+        Err(e) => {
+            eprintln!("netpath: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let cli = netpath::cli::Cli::parse_from(argv);
     match netpath::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

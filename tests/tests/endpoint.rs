@@ -240,3 +240,18 @@ fn cli_without_agent_says_so() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("no agent is listening"));
 }
+
+#[test]
+fn agent_takes_settings_from_its_config_file_and_refuses_a_bad_one() {
+    let mut lab = Lab::new(1);
+    let bad = lab.work_dir.join("bad.toml");
+    std::fs::write(&bad, "pod-cidr = \"10.78.0.0/24\"\nxdp = \"yes\"\n").unwrap();
+    let err = lab.try_start_agent(&["--config", bad.to_str().unwrap()]).unwrap_err();
+    assert!(err.contains("`xdp` must be true or false"), "{err}");
+    assert_eq!(lab.agent_log().lines().count(), 1, "not one line: {}", lab.agent_log());
+    assert!(!lab.bpffs_dir.exists(), "a refused config file left pins behind");
+    let good = lab.work_dir.join("agent.toml");
+    std::fs::write(&good, "pod-cidr = \"10.78.0.0/24\"\nmetrics = \"off\"\n").unwrap();
+    lab.start_agent_with(&["--config", good.to_str().unwrap()]);
+    assert_eq!(lab.add_endpoint("a", 0), "10.78.0.2".parse::<std::net::Ipv4Addr>().unwrap());
+}

@@ -1,5 +1,6 @@
 //! Command-line interface: clap definitions and what each command does.
 mod client;
+pub mod config;
 mod doctor;
 mod maps;
 mod output;
@@ -35,6 +36,10 @@ pub struct Cli {
 pub enum Command {
     /// Run the node agent: set the node up, load the datapath, serve the CLI.
     Agent {
+        /// Read settings from this TOML file: keys are the long flag names
+        /// (pod-cidr = "10.77.0.0/24", xdp = true, ...). Flags and environment win.
+        #[arg(long, env = "NETPATH_CONFIG")]
+        config: Option<PathBuf>,
         /// The node's pod CIDR: containers get addresses from it, its first address is
         /// their gateway.
         #[arg(long, env = "NETPATH_POD_CIDR", default_value = DEFAULT_POD_CIDR, value_parser = parse_pod_cidr)]
@@ -280,6 +285,7 @@ fn parse_mac_arg(s: &str) -> Result<[u8; 6], String> {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Agent {
+            config: _,
             pod_cidr,
             mode,
             bridge,
