@@ -28,3 +28,11 @@ impl Paths {
         self.state_dir.join("ports.json")
     }
 }
+
+/// Creates `dir` (and missing parents) readable by root only: the socket, the state and
+/// the pins in it are the node's networking. An existing directory keeps its mode; what
+/// netpath puts into it is root-only by itself (files 0600, socket 0600).
+pub fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}

@@ -15,7 +15,7 @@ use crate::api::{Reply, Request};
 pub async fn serve(mut agent: Agent) -> Result<(), AgentError> {
     let path = agent.paths().socket();
     let listen_err = |source| AgentError::Listen { path: path.clone(), source };
-    std::fs::create_dir_all(&agent.paths().run_dir).map_err(listen_err)?;
+    crate::paths::create_private_dir(&agent.paths().run_dir).map_err(listen_err)?;
     // A socket left by a killed agent would make bind fail; nobody listens on it.
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path).map_err(listen_err)?;

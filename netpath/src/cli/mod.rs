@@ -282,7 +282,34 @@ fn parse_mac_arg(s: &str) -> Result<[u8; 6], String> {
     parse_mac(s).ok_or_else(|| format!("{s:?} is not a MAC address like 0a:58:0a:4d:00:02"))
 }
 
+/// The subcommand's name as typed, for messages.
+fn name_of(command: &Command) -> &'static str {
+    match command {
+        Command::Agent { .. } => "agent",
+        Command::Port(_) => "port",
+        Command::Ct(_) => "ct",
+        Command::Trace(_) => "trace",
+        Command::Completions { .. } => "completions",
+        Command::Man => "man",
+        Command::Map(_) => "map",
+        Command::Nat(_) => "nat",
+        Command::Doctor { .. } => "doctor",
+        Command::Endpoint(_) => "endpoint",
+        Command::Reconcile { .. } => "reconcile",
+        Command::Stats { .. } => "stats",
+    }
+}
+
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    // Everything but the help texts touches the node's networking or its root-only
+    // socket, state and pins: say so once, rather than as a bare EACCES from deep inside.
+    let help_only = matches!(cli.command, Command::Completions { .. } | Command::Man);
+    if !help_only && !nix::unistd::geteuid().is_root() {
+        bail!(
+            "`netpath {}` needs root: the agent's socket, its state and the pinned maps are root-only; run it with sudo",
+            name_of(&cli.command)
+        );
+    }
     match cli.command {
         Command::Agent {
             config: _,

@@ -93,7 +93,7 @@ impl Datapath {
             .map_err(|source| DatapathError::Load { pin_dir: pin_dir.into(), source: Box::new(source) })?;
         let mode = attach.unwrap_or_else(AttachMode::detect);
         let links_dir = pin_dir.join("links");
-        std::fs::create_dir_all(&links_dir)
+        crate::paths::create_private_dir(&links_dir)
             .map_err(|source| DatapathError::PinDir { path: links_dir.clone(), source })?;
         let mut dp = Self { ebpf, mode, links_dir, touched: HashSet::new(), node_local: None };
         for name in [FROM_CONTAINER, UPLINK_IN] {

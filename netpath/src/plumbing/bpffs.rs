@@ -13,7 +13,7 @@ pub fn ensure(dir: &Path) -> Result<(), PlumbingError> {
         mount(Some("bpffs"), root, Some("bpf"), MsFlags::empty(), None::<&str>)
             .map_err(|source| PlumbingError::Mount { path: root.into(), source })?;
     }
-    std::fs::create_dir_all(dir)?;
+    crate::paths::create_private_dir(dir)?;
     Ok(())
 }
 

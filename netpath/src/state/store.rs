@@ -5,6 +5,7 @@ use std::{
     fs,
     io::Write as _,
     marker::PhantomData,
+    os::unix::fs::OpenOptionsExt as _,
     path::{Path, PathBuf},
 };
 
@@ -40,10 +41,17 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     pub fn save(&self, records: &[T]) -> Result<(), StateError> {
         let err = |source| StateError::Write { path: self.path.clone(), source };
         let dir = self.path.parent().unwrap_or(Path::new("."));
-        fs::create_dir_all(dir).map_err(err)?;
+        crate::paths::create_private_dir(dir).map_err(err)?;
         let tmp = self.path.with_extension("json.tmp");
         let body = serde_json::to_vec_pretty(records).map_err(|e| err(e.into()))?;
-        let mut f = fs::File::create(&tmp).map_err(err)?;
+        // Root only, like everything netpath keeps.
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(err)?;
         self.crash_point("created");
         let (head, tail) = body.split_at(body.len() / 2);
         f.write_all(head).map_err(err)?;
