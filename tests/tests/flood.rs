@@ -1,0 +1,151 @@
+//! Hostile load: a SYN flood from many spoofed sources at a published port fills at
+//! most the conntrack table, which evicts least recently used entries; established
+//! connections through the node keep working, and the counters show what happened.
+use std::{
+    io::{Read as _, Write as _},
+    net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use netpath_tests::{pkt, Lab, Netns, NODE_UPLINK_IP, OUTSIDE_IP};
+
+const TABLE: u64 = 512;
+const SYNS: u32 = 20_000;
+
+/// An echo server on `addr` in `ns`, one thread per connection.
+fn echo(ns: &Netns, addr: SocketAddrV4) {
+    let listener = ns.run(move || TcpListener::bind(addr)).join().unwrap().expect("bind");
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(mut s) = s else { return };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 || s.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+}
+
+fn connect(ns: &Netns, to: SocketAddrV4) -> TcpStream {
+    let s = ns
+        .run(move || TcpStream::connect_timeout(&to.into(), Duration::from_secs(3)))
+        .join()
+        .unwrap()
+        .unwrap_or_else(|e| panic!("connect to {to}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s
+}
+
+/// One round trip of `n` numbered bytes; panics naming `what` when it fails.
+fn round_trip(s: &mut TcpStream, n: usize, what: &str) {
+    let data: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
+    s.write_all(&data).unwrap_or_else(|e| panic!("{what}: write: {e}"));
+    let mut back = vec![0u8; n];
+    s.read_exact(&mut back).unwrap_or_else(|e| panic!("{what}: read: {e}"));
+    assert_eq!(back, data, "{what}: bytes differ");
+}
+
+/// Sends `count` SYNs to `to` from `ns`, each from its own spoofed source address
+/// (198.18.0.0/15, the benchmarking range) and port, through a raw socket.
+fn syn_flood(ns: &Netns, to: SocketAddrV4, count: u32) -> std::thread::JoinHandle<u32> {
+    ns.run(move || {
+        // SAFETY: plain socket calls on a descriptor this closure owns.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };
+        assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
+        let dst = libc::sockaddr_in {
+            sin_family: libc::AF_INET as u16,
+            sin_port: 0,
+            sin_addr: libc::in_addr { s_addr: u32::from(*to.ip()).to_be() },
+            sin_zero: [0; 8],
+        };
+        let mut sent = 0;
+        for i in 0..count {
+            let src = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 0, 1)) + i);
+            let syn = pkt::tcp_ts(1024 + (i % 60000) as u16, to.port(), pkt::SYN, i.wrapping_mul(7919), None);
+            let packet = pkt::ipv4(src, *to.ip(), pkt::TCP, 64, &[], &syn);
+            // SAFETY: packet and dst are valid for the lengths given.
+            let n = unsafe {
+                libc::sendto(
+                    fd,
+                    packet.as_ptr().cast(),
+                    packet.len(),
+                    0,
+                    (&dst as *const libc::sockaddr_in).cast(),
+                    std::mem::size_of::<libc::sockaddr_in>() as u32,
+                )
+            };
+            if n == packet.len() as isize {
+                sent += 1;
+            } else {
+                // A full socket buffer: let the node catch up.
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        // SAFETY: fd is ours and closed once.
+        unsafe { libc::close(fd) };
+        sent
+    })
+}
+
+#[test]
+fn a_syn_flood_fills_at_most_conntrack_and_spares_established_connections() {
+    let mut lab = Lab::new(1);
+    lab.start_agent_with(&["--ct-max-entries", &TABLE.to_string()]);
+    let a = lab.add_endpoint("a", 0);
+    lab.netpath_ok(&["port", "add", "8080", "a:80"]);
+    echo(&lab.containers[0], SocketAddrV4::new(a, 80));
+    echo(&lab.outside, SocketAddrV4::new(OUTSIDE_IP, 9200));
+    let published = SocketAddrV4::new(NODE_UPLINK_IP, 8080);
+    let mut conns = [
+        ("outside to published port", connect(&lab.outside, published)),
+        ("container to outside", connect(&lab.containers[0], SocketAddrV4::new(OUTSIDE_IP, 9200))),
+    ];
+    for (what, s) in conns.iter_mut() {
+        round_trip(s, 1000, what);
+    }
+    let before = lab.stats().0["conntrack"].clone();
+
+    let flood = syn_flood(&lab.outside, published, SYNS);
+    let done = Arc::new(AtomicBool::new(false));
+    let watch = {
+        let done = done.clone();
+        let mut conns = conns;
+        std::thread::spawn(move || {
+            let mut rounds = 0;
+            while !done.load(Ordering::Relaxed) || rounds < 10 {
+                for (what, s) in conns.iter_mut() {
+                    round_trip(s, 100, &format!("{what}, during the flood"));
+                }
+                rounds += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (conns, rounds)
+        })
+    };
+    let sent = flood.join().unwrap();
+    done.store(true, Ordering::Relaxed);
+    let (mut conns, rounds) = watch.join().expect("an established connection failed during the flood");
+    assert!(sent >= SYNS * 9 / 10, "only {sent} of {SYNS} SYNs sent");
+    for (what, s) in conns.iter_mut() {
+        round_trip(s, 64 * 1024, &format!("{what}, after the flood"));
+    }
+    // A new client gets in too.
+    round_trip(&mut connect(&lab.outside, published), 1000, "new connection after the flood");
+
+    let ct = lab.stats().0["conntrack"].clone();
+    let n = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap_or_else(|| panic!("{k} in {v}"));
+    assert_eq!(n(&ct, "capacity"), TABLE);
+    assert!(n(&ct, "entries") <= TABLE, "conntrack grew past its size: {ct}");
+    let created = n(&ct, "created") - n(&before, "created");
+    assert!(created >= TABLE * 4, "the flood did not reach conntrack ({created} created): {ct}");
+    assert!(n(&ct, "evicted") > n(&before, "evicted"), "evictions not counted: {ct}");
+    eprintln!("{sent} SYNs, {rounds} round trips during the flood; conntrack after: {ct}");
+}
