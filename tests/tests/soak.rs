@@ -1,0 +1,244 @@
+//! Soak: steady traffic on every path while endpoints and published ports churn and
+//! the agent is killed or stopped and restarted several times. No request to an
+//! endpoint that stays may fail, and nothing may leak: links, map entries, link pins,
+//! the agent's file descriptors and memory.
+//!
+//! Bounded in time: NETPATH_SOAK_SECS (default 40) for the whole run; the benchmark
+//! machine runs it for longer.
+use std::{
+    io::{Read as _, Write as _},
+    net::{SocketAddrV4, TcpListener, TcpStream},
+    path::PathBuf,
+    process::Command,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use netpath_tests::{netpath_bin, Lab, Netns, NODE_UPLINK_IP, OUTSIDE_IP};
+
+/// Endpoints that stay for the whole run: s0 (container 0) and s1 (container 1, with
+/// tcp/8080 published to it). Containers 2.. come and go.
+const STABLE: usize = 2;
+const CHURN: usize = 4;
+
+fn echo(ns: &Netns, addr: SocketAddrV4) {
+    let listener = ns.run(move || TcpListener::bind(addr)).join().unwrap().expect("bind");
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(mut s) = s else { return };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 || s.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+}
+
+/// One request: connect, send, read the echo.
+fn request(to: SocketAddrV4, keep: Option<&mut TcpStream>) -> std::io::Result<()> {
+    let data = [0x5au8; 200];
+    let mut back = [0u8; 200];
+    match keep {
+        Some(s) => {
+            s.write_all(&data)?;
+            s.read_exact(&mut back)?;
+        }
+        None => {
+            let mut s = TcpStream::connect_timeout(&to.into(), Duration::from_secs(3))?;
+            s.set_read_timeout(Some(Duration::from_secs(3)))?;
+            s.write_all(&data)?;
+            s.read_exact(&mut back)?;
+        }
+    }
+    if back != data {
+        return Err(std::io::Error::other("echo differs"));
+    }
+    Ok(())
+}
+
+/// Traffic on one path until `stop`: a new connection per request plus one long-lived
+/// connection, every 20 ms. Returns (requests, failures as text).
+fn traffic(
+    ns: &Netns,
+    to: SocketAddrV4,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<(u64, Vec<String>)> {
+    ns.run(move || {
+        let mut long =
+            TcpStream::connect_timeout(&to.into(), Duration::from_secs(3)).expect("long-lived connect");
+        long.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let (mut done, mut failed) = (0, Vec::new());
+        let start = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            for keep in [None, Some(&mut long)] {
+                let long_lived = keep.is_some();
+                if let Err(e) = request(to, keep) {
+                    failed.push(format!("{to} at {:?} (long-lived: {long_lived}): {e}", start.elapsed()));
+                }
+                done += 1;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (done, failed)
+    })
+}
+
+/// The netpath CLI against the lab, callable from any thread.
+#[derive(Clone)]
+struct Cli {
+    env: Vec<(String, PathBuf)>,
+}
+
+impl Cli {
+    fn new(lab: &Lab) -> Self {
+        let mut cmd = Command::new("true");
+        lab.env_for(&mut cmd);
+        let env = cmd
+            .get_envs()
+            .filter_map(|(k, v)| Some((k.to_string_lossy().into_owned(), PathBuf::from(v?))))
+            .collect();
+        Cli { env }
+    }
+
+    fn ok(&self, args: &[&str]) -> bool {
+        let mut cmd = Command::new(netpath_bin());
+        cmd.args(args).envs(self.env.iter().map(|(k, v)| (k, v)));
+        cmd.output().is_ok_and(|o| o.status.success())
+    }
+}
+
+/// (file descriptors, resident KiB) of a process.
+fn footprint(pid: u32) -> (usize, u64) {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    (fds, rss)
+}
+
+fn pins(lab: &Lab, prefix: &str) -> usize {
+    std::fs::read_dir(lab.bpffs_dir.join("links"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+        .count()
+}
+
+fn map_len(lab: &Lab, map: &str) -> usize {
+    let pin = lab.bpffs_dir.join(map);
+    let out = netpath_tests::sh(&["bpftool", "-j", "map", "dump", "pinned", pin.to_str().unwrap()]);
+    serde_json::from_str::<serde_json::Value>(&out).unwrap().as_array().unwrap().len()
+}
+
+#[test]
+fn traffic_survives_churn_and_restarts_and_nothing_leaks() {
+    let secs: u64 = std::env::var("NETPATH_SOAK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(40);
+    let mut lab = Lab::new(STABLE + CHURN);
+    lab.start_agent();
+    lab.add_endpoint("s0", 0);
+    let s1 = lab.add_endpoint("s1", 1);
+    lab.netpath_ok(&["port", "add", "8080", "s1:80"]);
+    echo(&lab.containers[1], SocketAddrV4::new(s1, 80));
+    echo(&lab.outside, SocketAddrV4::new(OUTSIDE_IP, 9300));
+    let links_before = lab.node_links();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let paths = [
+        ("container to container", &lab.containers[0], SocketAddrV4::new(s1, 80)),
+        ("masquerade", &lab.containers[0], SocketAddrV4::new(OUTSIDE_IP, 9300)),
+        ("published port", &lab.outside, SocketAddrV4::new(NODE_UPLINK_IP, 8080)),
+    ];
+    let flows: Vec<_> = paths.iter().map(|(what, ns, to)| (*what, traffic(ns, *to, stop.clone()))).collect();
+
+    // Churn: endpoints and ports of containers 2.. added and deleted as fast as the
+    // agent serves them; a call cut short by a restart is simply not counted.
+    let churned = Arc::new(AtomicU64::new(0));
+    let churn = {
+        let (cli, stop, churned) = (Cli::new(&lab), stop.clone(), churned.clone());
+        let netns: Vec<String> =
+            lab.containers[STABLE..].iter().map(|c| c.path().to_string_lossy().into_owned()).collect();
+        std::thread::spawn(move || {
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let k = i % CHURN;
+                let name = format!("churn{k}");
+                let port = (9000 + k).to_string();
+                let ok = cli.ok(&["endpoint", "add", &name, "--netns", &netns[k]])
+                    && cli.ok(&["port", "add", &port, &format!("{name}:80")])
+                    && cli.ok(&["port", "del", &port])
+                    && cli.ok(&["endpoint", "del", &name]);
+                if ok {
+                    churned.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                i += 1;
+            }
+        })
+    };
+
+    // Restarts in the first three quarters, alternately SIGKILL and SIGTERM; the last
+    // quarter runs without one, and the agent's footprint is measured across it.
+    let start = Instant::now();
+    let restarts = 4;
+    let phase = Duration::from_secs(secs) * 3 / 4 / restarts;
+    for r in 0..restarts {
+        std::thread::sleep(phase);
+        if r % 2 == 0 {
+            lab.kill_agent();
+        } else {
+            lab.stop_agent();
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        lab.start_agent();
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let pid = lab.agent_pid().unwrap();
+    let first = footprint(pid);
+    std::thread::sleep(Duration::from_secs(secs).saturating_sub(start.elapsed()).max(Duration::from_secs(5)));
+    let last = footprint(pid);
+
+    stop.store(true, Ordering::Relaxed);
+    churn.join().unwrap();
+    let mut total = 0;
+    for (what, flow) in flows {
+        let (done, failed) = flow.join().unwrap();
+        assert!(failed.is_empty(), "{what}: {} of {done} requests failed: {failed:#?}", failed.len());
+        assert!(done > 100, "{what}: only {done} requests");
+        total += done;
+    }
+    let churned = churned.load(Ordering::Relaxed);
+    assert!(churned >= 10, "only {churned} churn cycles completed\n{}", lab.agent_log());
+
+    // Leaks. A churn cycle cut short may have left its endpoint: it is deleted the way
+    // a user would, and then only the stable world may remain.
+    for k in 0..CHURN {
+        lab.netpath_ok(&["port", "del", &(9000 + k).to_string()]);
+        lab.netpath_ok(&["endpoint", "del", &format!("churn{k}")]);
+    }
+    assert_eq!(lab.node_links(), links_before, "links leaked");
+    assert_eq!(map_len(&lab, "ENDPOINTS"), STABLE, "ENDPOINTS entries leaked");
+    assert_eq!(map_len(&lab, "ENDPOINT_STATS"), STABLE, "ENDPOINT_STATS entries leaked");
+    assert_eq!(map_len(&lab, "PORT_MAPS"), 1, "PORT_MAPS entries leaked");
+    if netpath_tests::kernel_at_least(6, 6) {
+        assert_eq!(pins(&lab, "from_container-"), STABLE, "link pins leaked");
+    }
+    let drift = lab.netpath(&["reconcile", "--dry-run"]);
+    assert!(drift.status.success(), "drift after the soak: {}", String::from_utf8_lossy(&drift.stdout));
+    assert!(last.0 <= first.0 + 2, "agent file descriptors grew from {} to {}", first.0, last.0);
+    assert!(last.1 <= first.1 + 16 * 1024, "agent memory grew from {} KiB to {} KiB", first.1, last.1);
+    eprintln!(
+        "soak {secs}s: {total} requests, {churned} churn cycles, {restarts} restarts; agent fds {} -> {}, RSS {} -> {} KiB",
+        first.0, last.0, first.1, last.1
+    );
+}
