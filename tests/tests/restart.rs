@@ -188,3 +188,48 @@ fn pinned_maps_of_an_old_layout_are_replaced_or_refused() {
     assert!(lab.containers[0].ping(OUTSIDE_IP, 1), "the agent with the new counters forwards");
     assert!(lab.stats().reason("snat-new-flow") >= 1, "and counts into the new array");
 }
+
+#[test]
+fn a_resized_conntrack_table_is_migrated_under_live_connections() {
+    let mut lab = Lab::new(2);
+    assert!(lab.node.exec(&["iptables", "-P", "FORWARD", "DROP"]).status.success());
+    lab.start_agent_with(&["--ct-max-entries", "1024"]);
+    lab.add_endpoint("a", 0);
+    let b = lab.add_endpoint("b", 1);
+    lab.netpath_ok(&["port", "add", "8080", "b:7100"]);
+    let (c, o) = (&lab.containers, &lab.outside);
+    let mut conns = [
+        (
+            "container to outside",
+            open(o, SocketAddrV4::new(OUTSIDE_IP, 7001), &c[0], SocketAddrV4::new(OUTSIDE_IP, 7001)),
+        ),
+        (
+            "outside to published port",
+            open(&c[1], SocketAddrV4::new(b, 7100), o, SocketAddrV4::new(NODE_UPLINK_IP, 8080)),
+        ),
+    ];
+    for (what, conn) in conns.iter_mut() {
+        conn.exchange(what);
+    }
+    let flows = |lab: &Lab| {
+        let ct: serde_json::Value =
+            serde_json::from_str(&lab.netpath_ok(&["ct", "list", "-o", "json"])).unwrap();
+        ct["conntrack"].as_array().unwrap().len()
+    };
+    let tracked = flows(&lab);
+    assert!(tracked >= 4, "{tracked} entries");
+
+    // A new build or a new setting: the table must grow, and every flow with it.
+    lab.kill_agent();
+    lab.start_agent_with(&["--ct-max-entries", "4096"]);
+    assert!(lab.agent_log().contains("migrat"), "no migration logged:\n{}", lab.agent_log());
+    for (what, conn) in conns.iter_mut() {
+        conn.exchange(&format!("{what}, table migrated"));
+    }
+    assert_eq!(lab.stats().0["conntrack"]["capacity"], 4096);
+    assert!(flows(&lab) >= tracked, "entries lost in the migration");
+    let maps: serde_json::Value =
+        serde_json::from_str(&lab.netpath_ok(&["map", "list", "-o", "json"])).unwrap();
+    let ct = maps["maps"].as_array().unwrap().iter().find(|m| m["name"] == "CONNTRACK").unwrap().clone();
+    assert_eq!(ct["max_entries"], 4096, "{ct}");
+}

@@ -14,7 +14,8 @@ use super::{Agent, AgentError};
 #[derive(Clone, Debug, clap::Args)]
 pub struct CtConfig {
     /// Size of the conntrack table (two entries per flow); when full, the least recently
-    /// used entries are evicted. Takes effect when the table is created.
+    /// used entries are evicted. A new size given to a restarted agent migrates the
+    /// pinned table: a new one of that size gets every tracked flow.
     #[arg(long = "ct-max-entries", env = "NETPATH_CT_MAX_ENTRIES", default_value_t = netpath_common::maps::CONNTRACK_ENTRIES)]
     pub max_entries: u32,
     /// Established TCP connections.

@@ -132,7 +132,7 @@ impl Agent {
             )));
         }
         // A pinned map this build cannot adopt is refused before anything changes.
-        crate::datapath::layout::check(&paths.bpffs_dir)?;
+        crate::datapath::layout::check(&paths.bpffs_dir, conntrack.max_entries)?;
         let ipam = Ipam::new(pod_cidr);
         // Routes through veths netpath made are its own, also those of a veth that a
         // killed agent left behind without state (reconciliation removes it below).
@@ -201,6 +201,8 @@ impl Agent {
             _bpf_stats: stats_fd,
         };
         agent.adopt().await?;
+        // Every attachment now runs this agent's programs.
+        agent.datapath.finish_migration()?;
         if let Some(addr) = metrics_addr {
             metrics::serve(addr, agent.paths.bpffs_dir.clone(), agent.paths.state_file(), programs)
                 .await

@@ -4,11 +4,17 @@
 //! replacing it silently would empty tables that live connections depend on. So before
 //! loading, every pin is compared with what this build expects: maps whose contents are
 //! counters, trace plumbing or rebuilt at start are replaced (their loss is a counter
-//! reset), any other map with a foreign layout makes the agent refuse to start, naming
-//! the map and the way out.
+//! reset); a table live flows depend on whose entries still fit (a new size, hash
+//! instead of LRU) is migrated: a new table takes the name and every entry is copied
+//! over, twice (at load, and again once the new programs are attached, for the flows
+//! the old programs created in between). Any other foreign layout makes the agent
+//! refuse to start, naming the map and the way out.
 use std::path::{Path, PathBuf};
 
-use aya::maps::{MapData, MapType};
+use aya::{
+    maps::{HashMap as BpfHashMap, Map, MapData, MapType},
+    Ebpf, Pod,
+};
 use netpath_common::{
     maps, ClosedFlow, CtEntry, CtKey, EndpointInfo, EndpointKey, NodeConfig, PortKey, PortTarget, Reason,
     SockOrigin, SockRevKey, TraceFilter, TrafficCounters,
@@ -23,8 +29,7 @@ struct Expected {
     kind: MapType,
     key: u32,
     value: u32,
-    /// None: sized at load time (conntrack), not part of the layout.
-    max_entries: Option<u32>,
+    max_entries: u32,
     /// Its contents can be lost without breaking a connection.
     disposable: bool,
 }
@@ -33,7 +38,7 @@ const fn size<T>() -> u32 {
     core::mem::size_of::<T>() as u32
 }
 
-fn expected() -> [Expected; 10] {
+fn expected(ct_entries: u32) -> [Expected; 10] {
     let e = |name, kind, key, value, max_entries, disposable| Expected {
         name,
         kind,
@@ -48,7 +53,7 @@ fn expected() -> [Expected; 10] {
             MapType::Hash,
             size::<EndpointKey>(),
             size::<EndpointInfo>(),
-            Some(maps::MAX_ENDPOINTS),
+            maps::MAX_ENDPOINTS,
             false,
         ),
         e(
@@ -56,17 +61,17 @@ fn expected() -> [Expected; 10] {
             MapType::PerCpuHash,
             size::<EndpointKey>(),
             size::<TrafficCounters>(),
-            Some(maps::MAX_ENDPOINTS),
+            maps::MAX_ENDPOINTS,
             true,
         ),
-        e(maps::REASON_STATS, MapType::PerCpuArray, 4, size::<TrafficCounters>(), Some(Reason::COUNT), true),
-        e(maps::CONNTRACK, MapType::LruHash, size::<CtKey>(), size::<CtEntry>(), None, false),
+        e(maps::REASON_STATS, MapType::PerCpuArray, 4, size::<TrafficCounters>(), Reason::COUNT, true),
+        e(maps::CONNTRACK, MapType::LruHash, size::<CtKey>(), size::<CtEntry>(), ct_entries, false),
         e(
             maps::SNAT_CLOSED,
             MapType::LruHash,
             size::<CtKey>(),
             size::<ClosedFlow>(),
-            Some(maps::SNAT_CLOSED_ENTRIES),
+            maps::SNAT_CLOSED_ENTRIES,
             true,
         ),
         e(
@@ -74,29 +79,38 @@ fn expected() -> [Expected; 10] {
             MapType::Hash,
             size::<PortKey>(),
             size::<PortTarget>(),
-            Some(maps::MAX_PORT_MAPS),
+            maps::MAX_PORT_MAPS,
             false,
         ),
-        e(maps::NODE_CONFIG, MapType::Array, 4, size::<NodeConfig>(), Some(1), true),
+        e(maps::NODE_CONFIG, MapType::Array, 4, size::<NodeConfig>(), 1, true),
         e(
             maps::NODE_LOCAL_REV,
             MapType::LruHash,
             size::<SockRevKey>(),
             size::<SockOrigin>(),
-            Some(maps::NODE_LOCAL_REV_ENTRIES),
+            maps::NODE_LOCAL_REV_ENTRIES,
             false,
         ),
-        e(maps::EVENTS, MapType::RingBuf, 0, 0, Some(maps::EVENTS_BYTES), true),
-        e(maps::TRACE_FILTER, MapType::Array, 4, size::<TraceFilter>(), Some(1), true),
+        e(maps::EVENTS, MapType::RingBuf, 0, 0, maps::EVENTS_BYTES, true),
+        e(maps::TRACE_FILTER, MapType::Array, 4, size::<TraceFilter>(), 1, true),
     ]
 }
 
-/// Compares the maps pinned in `dir` with this build's. Changes nothing: returns the
-/// pins of disposable maps with an old layout (to be replaced: [`set_aside`]), or
-/// refuses when a map live connections depend on has one.
-pub fn check(dir: &Path) -> Result<Vec<PathBuf>, DatapathError> {
-    let mut stale = Vec::new();
-    for want in expected() {
+/// What loading does with the pins of an older layout.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Disposable maps: a new, empty one takes the name.
+    pub replace: Vec<PathBuf>,
+    /// Maps whose entries are copied into the new one of this build's layout.
+    pub migrate: Vec<PathBuf>,
+}
+
+/// Compares the maps pinned in `dir` with this build's (`ct_entries`: the conntrack
+/// size asked for). Changes nothing: returns what loading must replace or migrate, or
+/// refuses when a map live connections depend on has a layout that cannot be migrated.
+pub fn check(dir: &Path, ct_entries: u32) -> Result<Plan, DatapathError> {
+    let mut plan = Plan::default();
+    for want in expected(ct_entries) {
         let pin = dir.join(want.name);
         if !pin.exists() {
             continue;
@@ -105,24 +119,23 @@ pub fn check(dir: &Path) -> Result<Vec<PathBuf>, DatapathError> {
             DatapathError::Pinned { path: pin.clone(), dir: dir.into(), source: Box::new(source) }
         })?;
         let kind = found.map_type().ok();
-        let max_matches = want.max_entries.is_none_or(|m| m == found.max_entries());
-        if kind == Some(want.kind)
-            && found.key_size() == want.key
-            && found.value_size() == want.value
-            && max_matches
-        {
+        let same_entries = found.key_size() == want.key && found.value_size() == want.value;
+        if kind == Some(want.kind) && same_entries && found.max_entries() == want.max_entries {
             continue;
         }
-        let describe = |kind: Option<MapType>, key: u32, value: u32, max: Option<u32>| {
+        let describe = |kind: Option<MapType>, key: u32, value: u32, max: u32| {
             let kind = kind.map_or("an unknown kind".to_string(), |k| format!("{k:?}"));
-            let max = max.map_or(String::new(), |m| format!(", {m} entries"));
-            format!("{kind}, key {key} B, value {value} B{max}")
+            format!("{kind}, key {key} B, value {value} B, {max} entries")
         };
-        let found_desc = describe(kind, found.key_size(), found.value_size(), Some(found.max_entries()));
+        let found_desc = describe(kind, found.key_size(), found.value_size(), found.max_entries());
         let want_desc = describe(Some(want.kind), want.key, want.value, want.max_entries);
+        let hashes = |k: Option<MapType>| matches!(k, Some(MapType::Hash | MapType::LruHash));
         if want.disposable {
             warn!(map = want.name, found = %found_desc, expected = %want_desc, "pinned map has an old layout; replacing it");
-            stale.push(pin);
+            plan.replace.push(pin);
+        } else if same_entries && hashes(kind) && hashes(Some(want.kind)) {
+            info!(map = want.name, found = %found_desc, expected = %want_desc, "pinned map has an old layout; migrating its entries");
+            plan.migrate.push(pin);
         } else {
             return Err(DatapathError::Layout {
                 map: want.name,
@@ -132,57 +145,129 @@ pub fn check(dir: &Path) -> Result<Vec<PathBuf>, DatapathError> {
             });
         }
     }
-    Ok(stale)
+    Ok(plan)
 }
 
-/// The disposable maps with an old layout, unpinned so that loading creates new ones
-/// under their names, but held open. Dropped without [`SetAside::commit`] (the load
-/// failed), it pins them again where they were: a refused start changes nothing.
+/// The maps of an old layout, unpinned so that loading creates new ones under their
+/// names, but held open. Dropped before [`SetAside::commit`] (the load failed), it pins
+/// them again where they were: a refused start changes nothing.
 pub struct SetAside {
-    held: Vec<(PathBuf, MapData)>,
+    held: Vec<Held>,
 }
 
-/// Unpins the maps [`check`] found disposable, keeping each one open (bpffs has no
-/// rename); the old maps also live on while the old programs use them.
-pub fn set_aside(stale: &[PathBuf]) -> Result<SetAside, DatapathError> {
+struct Held {
+    pin: PathBuf,
+    map: Map,
+    /// Copy its entries into the new map (else it is replaced empty).
+    migrate: bool,
+}
+
+/// Unpins the maps of `plan`, keeping each one open (bpffs has no rename); the old maps
+/// also live on while the old programs use them.
+pub fn set_aside(plan: &Plan) -> Result<SetAside, DatapathError> {
     let mut aside = SetAside { held: Vec::new() };
-    for pin in stale {
+    let all = plan.replace.iter().map(|p| (p, false)).chain(plan.migrate.iter().map(|p| (p, true)));
+    for (pin, migrate) in all {
         let dir = pin.parent().unwrap_or(pin);
-        let map = MapData::from_pin(pin).map_err(|source| DatapathError::Pinned {
-            path: pin.clone(),
-            dir: dir.into(),
-            source: Box::new(source),
-        })?;
+        let pinned =
+            |source| DatapathError::Pinned { path: pin.clone(), dir: dir.into(), source: Box::new(source) };
+        let map = Map::from_map_data(MapData::from_pin(pin).map_err(pinned)?).map_err(pinned)?;
         std::fs::remove_file(pin).map_err(|source| DatapathError::PinDir { path: pin.clone(), source })?;
-        aside.held.push((pin.clone(), map));
+        aside.held.push(Held { pin: pin.clone(), map, migrate });
     }
     Ok(aside)
 }
 
 impl SetAside {
-    /// The new maps are in place: the old ones go with their last user.
-    pub fn commit(mut self) {
-        for (pin, _) in std::mem::take(&mut self.held) {
-            info!(pin = %pin.display(), "old map unpinned; a new one takes its place");
+    /// The new maps are loaded and pinned: migrated maps get their entries. Returns what
+    /// the second copy needs ([`Migration::finish`]); the replaced maps go with their
+    /// last user.
+    pub fn commit(mut self, ebpf: &mut Ebpf) -> Result<Migration, DatapathError> {
+        let mut migration = Migration { old: Vec::new() };
+        for held in &self.held {
+            if held.migrate {
+                let n = copy(&held.map, &held.pin, ebpf, 0)?;
+                info!(pin = %held.pin.display(), entries = n, "entries migrated to the new map");
+            }
         }
+        for held in std::mem::take(&mut self.held) {
+            if held.migrate {
+                migration.old.push((held.pin, held.map));
+            } else {
+                info!(pin = %held.pin.display(), "old map unpinned; a new one takes its place");
+            }
+        }
+        Ok(migration)
     }
 }
 
 impl Drop for SetAside {
     fn drop(&mut self) {
-        for (pin, map) in self.held.drain(..) {
+        for held in self.held.drain(..) {
             // A pin the failed load created goes first.
-            let _ = std::fs::remove_file(&pin);
-            if let Err(e) = map.pin(&pin) {
-                warn!(pin = %pin.display(), "cannot pin the old map back: {e}");
+            let _ = std::fs::remove_file(&held.pin);
+            if let Err(e) = held.map.pin(&held.pin) {
+                warn!(pin = %held.pin.display(), "cannot pin the old map back: {e}");
             }
         }
     }
 }
 
-/// The conntrack table keeps the size it was created with: a different
-/// --ct-max-entries takes effect only on a new table.
-pub fn conntrack_size(dir: &Path) -> Option<u32> {
-    let pin = dir.join(maps::CONNTRACK);
-    MapData::from_pin(&pin).and_then(|m| m.info()).ok().map(|i| i.max_entries())
+/// Old maps whose entries were copied at load, held until the new programs have taken
+/// over from the old ones.
+pub struct Migration {
+    old: Vec<(PathBuf, Map)>,
+}
+
+impl Migration {
+    /// Copies what the old programs created since the first copy (entries the new maps
+    /// do not have yet), then lets the old maps go.
+    pub fn finish(self, ebpf: &mut Ebpf) -> Result<(), DatapathError> {
+        const BPF_NOEXIST: u64 = 1;
+        for (pin, map) in &self.old {
+            let n = copy(map, pin, ebpf, BPF_NOEXIST)?;
+            info!(pin = %pin.display(), entries = n, "migration finished; old map released");
+        }
+        Ok(())
+    }
+}
+
+/// Copies every entry of `old` into the map of the same name in `ebpf`; returns how many.
+fn copy(old: &Map, pin: &Path, ebpf: &mut Ebpf, flags: u64) -> Result<usize, DatapathError> {
+    let name = pin.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    match name {
+        maps::CONNTRACK => copy_typed::<CtKey, CtEntry>(old, maps::CONNTRACK, ebpf, flags),
+        maps::ENDPOINTS => copy_typed::<EndpointKey, EndpointInfo>(old, maps::ENDPOINTS, ebpf, flags),
+        maps::PORT_MAPS => copy_typed::<PortKey, PortTarget>(old, maps::PORT_MAPS, ebpf, flags),
+        maps::NODE_LOCAL_REV => copy_typed::<SockRevKey, SockOrigin>(old, maps::NODE_LOCAL_REV, ebpf, flags),
+        _ => Err(DatapathError::MissingMap("a migratable map")),
+    }
+}
+
+fn copy_typed<K: Pod, V: Pod>(
+    old: &Map,
+    name: &'static str,
+    ebpf: &mut Ebpf,
+    flags: u64,
+) -> Result<usize, DatapathError> {
+    const EEXIST: i32 = 17;
+    let err = |source| DatapathError::Map { map: name, source: Box::new(source) };
+    let from = BpfHashMap::<&MapData, K, V>::try_from(old).map_err(err)?;
+    let to = ebpf.map_mut(name).ok_or(DatapathError::MissingMap(name))?;
+    let mut to = BpfHashMap::<&mut MapData, K, V>::try_from(to).map_err(err)?;
+    let mut copied = 0;
+    for entry in from.iter() {
+        let (k, v) = match entry {
+            Ok(kv) => kv,
+            // Deleted while we walk: nothing to copy.
+            Err(aya::maps::MapError::KeyNotFound) => continue,
+            Err(e) => return Err(err(e)),
+        };
+        match to.insert(k, v, flags) {
+            Ok(()) => copied += 1,
+            Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(EEXIST) => {}
+            Err(e) => return Err(err(e)),
+        }
+    }
+    Ok(copied)
 }

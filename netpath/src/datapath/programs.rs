@@ -10,7 +10,7 @@ use aya::{
     util::KernelVersion,
     Ebpf, EbpfLoader,
 };
-use tracing::{info, warn};
+use tracing::info;
 
 use super::DatapathError;
 
@@ -60,6 +60,8 @@ pub struct Datapath {
     pub(super) touched: HashSet<PathBuf>,
     /// The cgroup the node-local socket hooks are attached to.
     pub(super) node_local: Option<PathBuf>,
+    /// Old maps whose entries this load copied, until [`Datapath::finish_migration`].
+    migration: Option<super::layout::Migration>,
 }
 
 impl Datapath {
@@ -77,14 +79,7 @@ impl Datapath {
         ct_entries: u32,
         attach: Option<AttachMode>,
     ) -> Result<Self, DatapathError> {
-        let aside = super::layout::set_aside(&super::layout::check(pin_dir)?)?;
-        if let Some(size) = super::layout::conntrack_size(pin_dir).filter(|s| *s != ct_entries) {
-            warn!(
-                pinned = size,
-                requested = ct_entries,
-                "the pinned conntrack table keeps its size; remove its pin (dropping every tracked flow) to resize"
-            );
-        }
+        let aside = super::layout::set_aside(&super::layout::check(pin_dir, ct_entries)?)?;
         let object = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netpath"));
         let ebpf = EbpfLoader::new()
             .default_map_pin_directory(pin_dir)
@@ -95,7 +90,8 @@ impl Datapath {
         let links_dir = pin_dir.join("links");
         crate::paths::create_private_dir(&links_dir)
             .map_err(|source| DatapathError::PinDir { path: links_dir.clone(), source })?;
-        let mut dp = Self { ebpf, mode, links_dir, touched: HashSet::new(), node_local: None };
+        let mut dp =
+            Self { ebpf, mode, links_dir, touched: HashSet::new(), node_local: None, migration: None };
         for name in [FROM_CONTAINER, UPLINK_IN] {
             dp.classifier(name)?
                 .load()
@@ -109,7 +105,7 @@ impl Datapath {
         dp.xdp()?
             .load()
             .map_err(|source| DatapathError::Verify { prog: UPLINK_XDP, source: Box::new(source) })?;
-        aside.commit();
+        dp.migration = Some(aside.commit(&mut dp.ebpf)?);
         info!(?mode, pin_dir = %pin_dir.display(), "datapath loaded");
         Ok(dp)
     }
@@ -152,6 +148,16 @@ impl Datapath {
                 Some((name, prog.info().ok()?.id()))
             })
             .collect()
+    }
+
+    /// Once the new programs are attached everywhere (no old program writes the old
+    /// maps any more): copies what the old programs added to migrated maps since the
+    /// load, and releases the old maps.
+    pub fn finish_migration(&mut self) -> Result<(), DatapathError> {
+        match self.migration.take() {
+            Some(m) => m.finish(&mut self.ebpf),
+            None => Ok(()),
+        }
     }
 
     pub fn mode(&self) -> AttachMode {
