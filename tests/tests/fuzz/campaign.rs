@@ -19,6 +19,13 @@ pub const REGRESSIONS: &[(&str, &str)] = &[
     // identifier was rewritten with the checksum updated from the tuple's source "port"
     // (0 for a reply) instead of the identifier it held: it left with a bad checksum.
     ("hc", "0e00000000040a580a4d000408004500001e12344000400114090a4d0004c0a84d0200028f8e000700016869"),
+    // A container's SYN to NODE:7070, published to a container that is gone: the
+    // hairpin created a conntrack pair, then the FIB dropped the packet. uplink_in
+    // refuses such mappings without state; from_container now does the same.
+    (
+        "hc",
+        "0e00000000040a580a4d000408004500002812344000400610a20a4d0004c0a84d010b041b9e00004a5e000000005002ffff623e0000",
+    ),
 ];
 
 /// Conntrack is emptied (in the datapath and the model alike) past this many entries,
