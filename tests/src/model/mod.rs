@@ -71,6 +71,17 @@ pub struct Expected {
     pub packet: Vec<u8>,
 }
 
+impl Expected {
+    /// Panics unless a program's `action` and output `packet` are what the model says
+    /// (the bytes of a dropped packet go nowhere and are not compared).
+    pub fn assert_matches(&self, action: u32, packet: &[u8]) {
+        assert_eq!(Some(action), self.verdict.action(), "action differs from the model's {self:?}");
+        if self.verdict != Verdict::Drop {
+            assert_eq!(packet, &self.packet[..], "bytes differ from the model's ({:?})", self.reason);
+        }
+    }
+}
+
 /// The XDP program's predicted outcome: it always passes; when it translated, the packet
 /// is rewritten and carries [`XDP_MARK`] in its metadata.
 #[derive(Clone, Debug, PartialEq, Eq)]
