@@ -46,7 +46,7 @@ impl Model {
     }
 
     fn run_tc(&mut self, packet: &[u8], step: impl FnOnce(&mut Model, &mut [u8]) -> Step) -> Expected {
-        if refused_by_tc_test_run(packet) {
+        if refused_by_tc_test_run(packet, self.header_checks) {
             return Expected { verdict: Verdict::Refused, reason: None, packet: packet.to_vec() };
         }
         let mut p = packet.to_vec();
@@ -57,6 +57,9 @@ impl Model {
 
     fn container_step(&mut self, p: &mut [u8], ifindex: u32) -> Step {
         let len = p.len() as u32;
+        if p.len() < 14 {
+            return Err(Reason::DropMalformed);
+        }
         match be16(p, 12) {
             ETH_IPV4 => {}
             ETH_ARP => return self.arp(p, ifindex),
@@ -229,7 +232,7 @@ impl Model {
     }
 
     fn uplink_in_step(&mut self, p: &mut [u8]) -> Step {
-        if be16(p, 12) != ETH_IPV4 {
+        if p.len() < 14 || be16(p, 12) != ETH_IPV4 {
             return Ok(PASS);
         }
         let cfg = self.world.config;

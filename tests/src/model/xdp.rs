@@ -12,12 +12,13 @@ impl Model {
     /// uplink_xdp on `packet`. It always passes the packet on.
     pub fn uplink_xdp(&mut self, packet: &[u8]) -> XdpExpected {
         let mut p = packet.to_vec();
-        let translated = !refused_by_xdp_test_run(packet) && self.xdp_translate(&mut p).is_some();
+        let translated =
+            !refused_by_xdp_test_run(packet, self.header_checks) && self.xdp_translate(&mut p).is_some();
         XdpExpected { translated, packet: p }
     }
 
     fn xdp_translate(&mut self, p: &mut [u8]) -> Option<()> {
-        if be16(p, 12) != [0x08, 0x00] {
+        if p.len() < 14 || be16(p, 12) != [0x08, 0x00] {
             return None;
         }
         let cfg = self.world.config;

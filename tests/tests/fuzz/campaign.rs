@@ -4,7 +4,7 @@ use std::{collections::BTreeMap, path::Path, time::Instant};
 
 use netpath::datapath::{program, Datapath, Inspector, PacketRun};
 use netpath_common::{CtEntry, CtKey, Reason};
-use netpath_tests::model::{self, Model, Verdict, XDP_MARK, XDP_PASS};
+use netpath_tests::model::{self, HeaderChecks, Model, Verdict, XDP_MARK, XDP_PASS};
 use rand::{rngs::StdRng, seq::SliceRandom, Rng, SeedableRng};
 
 use super::{
@@ -49,6 +49,30 @@ fn ct_view(e: &CtEntry) -> (CtEntry, u64, u64) {
     (v, e.packets, e.bytes)
 }
 
+/// What this kernel's test runs refuse. Where a probe is not refused, it ran a program,
+/// so the model runs it too (its counters must stay in step).
+fn probe_header_checks(dp: &mut Datapath, model: &mut Model) -> HeaderChecks {
+    let none = HeaderChecks { tc_eth: false, ipv4: false, ipv6: false, xdp_eth: false };
+    let mut tc_refuses = |frame: &[u8]| {
+        let refused = dp.test_run(program::UPLINK_IN, frame, 1).is_err();
+        if !refused {
+            model.header_checks = none;
+            model.uplink_in(frame);
+        }
+        refused
+    };
+    let ethertype = |et: [u8; 2]| [&[0u8; 12][..], &et, &[0; 4]].concat();
+    let mut checks = HeaderChecks {
+        tc_eth: tc_refuses(&[0; 10]),
+        ipv4: tc_refuses(&ethertype([0x08, 0x00])),
+        ipv6: tc_refuses(&ethertype([0x86, 0xdd])),
+        xdp_eth: true,
+    };
+    checks.xdp_eth = dp.test_run_xdp(&[0; 10]).is_err();
+    println!("fuzz: what this kernel's test runs refuse: {checks:?}");
+    checks
+}
+
 pub struct Campaign<'a> {
     dp: &'a mut Datapath,
     maps: Inspector,
@@ -78,11 +102,13 @@ impl<'a> Campaign<'a> {
             dp.set_port(*k, *t).unwrap();
         }
         dp.set_node_config(world.config).unwrap();
+        let mut model = Model::new(world);
+        model.header_checks = probe_header_checks(dp, &mut model);
         Self {
             dp,
             maps: Inspector::new(pins),
             seeds: node.seeds(),
-            model: Model::new(world),
+            model,
             node,
             rng: StdRng::seed_from_u64(seed),
             seed,
@@ -212,7 +238,7 @@ impl<'a> Campaign<'a> {
         let expected = self.model.uplink_xdp(packet);
         let got = self.dp.test_run_xdp(packet);
         self.runs += 1;
-        let refused = model::refused_by_xdp_test_run(packet);
+        let refused = model::refused_by_xdp_test_run(packet, self.model.header_checks);
         let label = if refused {
             "refused by the test run"
         } else if expected.translated {

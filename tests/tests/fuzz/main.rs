@@ -17,7 +17,7 @@ use campaign::Campaign;
 /// The short mode's seed and count: enough to reach every path many times over, small
 /// enough for well under a minute here and in the emulated VMs.
 const CI_SEED: u64 = 0x6e70_f022;
-const CI_PACKETS: u64 = 20_000;
+const CI_PACKETS: u64 = 30_000;
 
 fn env_u64(name: &str) -> Option<u64> {
     let v = std::env::var(name).ok()?;
