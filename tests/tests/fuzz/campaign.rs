@@ -164,6 +164,7 @@ impl<'a> Campaign<'a> {
     /// Replays one regression input through its program(s).
     pub fn replay(&mut self, hook: &str, packet_hex: &str) {
         let packet = unhex(packet_hex);
+        self.seed_name = "a regression case (replayed, not generated)";
         match hook {
             "uplink" => {
                 self.xdp(&packet);
