@@ -148,6 +148,12 @@ fn to_outside(ctx: &TcContext, ifindex: u32) -> Result<(i32, Reason), Reason> {
         // to the node's own connections must not be taken for one.
         None if to_node && !opens_connection(&flow) => return Ok((PASS, Reason::PassedToStack)),
         None if to_node => match published(&flow.key) {
+            // As on the uplink: a mapping to a container that is gone must not create
+            // state (each retried SYN would leave a pair of entries until they time out).
+            // SAFETY: copied out at once.
+            Some((ip, _)) if unsafe { ENDPOINTS.get(EndpointKey::new(ip)) }.is_none() => {
+                return Ok((PASS, Reason::PassedToStack))
+            }
             // Hairpin: a container reaching a published port through the node address.
             Some((ip, port)) => (conntrack::create_dnat(&flow, ip, port, len)?, Reason::DnatNewFlow),
             None => return Ok((PASS, Reason::PassedToStack)),

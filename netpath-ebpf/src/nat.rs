@@ -32,12 +32,12 @@ pub fn apply(ctx: &TcContext, flow: &Flow, entry: &CtEntry) -> Result<[u8; 4], R
         rewrite_addr(ctx, IP_SRC_OFF, flow.key.src, entry.nat_src, csum_off, l4_flags, pseudo)?;
         // ICMP echo: a request carries its identifier where a port would be.
         let port_off = if flow.key.proto == IPPROTO_ICMP { flow.l4_off + 4 } else { flow.l4_off };
-        rewrite_port(ctx, port_off, flow.key.sport, entry.nat_sport, csum_off, l4_flags)?;
+        rewrite_port(ctx, port_off, entry.nat_sport, csum_off, l4_flags)?;
     }
     if entry.flags & CT_F_DNAT != 0 {
         rewrite_addr(ctx, IP_DST_OFF, flow.key.dst, entry.nat_dst, csum_off, l4_flags, pseudo)?;
         let port_off = if flow.key.proto == IPPROTO_ICMP { flow.l4_off + 4 } else { flow.l4_off + 2 };
-        rewrite_port(ctx, port_off, flow.key.dport, entry.nat_dport, csum_off, l4_flags)?;
+        rewrite_port(ctx, port_off, entry.nat_dport, csum_off, l4_flags)?;
         dst = entry.nat_dst;
     }
     Ok(dst)
@@ -68,11 +68,14 @@ fn rewrite_addr(
 fn rewrite_port(
     ctx: &TcContext,
     off: usize,
-    old: [u8; 2],
     new: [u8; 2],
     l4_csum_off: usize,
     l4_flags: u64,
 ) -> Result<(), Reason> {
+    // The checksum update needs the field's value, not the tuple's: an ICMP echo has one
+    // identifier, which the tuple holds as the source port of a request but as the
+    // destination port of a reply, and a container's reply is masqueraded as a source.
+    let old: [u8; 2] = ctx.load(off).map_err(|_| Reason::DropMalformed)?;
     if old == new {
         return Ok(());
     }

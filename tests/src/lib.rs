@@ -17,6 +17,8 @@ use std::{
 
 use serde_json::Value;
 
+#[cfg(feature = "datapath")]
+pub mod model;
 pub mod pkt;
 
 /// Prefix of every namespace and bpffs directory the tests create; `cargo xtask test`
@@ -69,6 +71,16 @@ pub fn with_datapath(
     prepare: &[&[&str]],
     check: impl FnOnce(&mut netpath::datapath::Datapath) + Send + 'static,
 ) {
+    with_datapath_pins(prepare, move |dp, _| check(dp))
+}
+
+#[cfg(feature = "datapath")]
+/// [`with_datapath`], also giving `check` the pin directory, for reading the maps the
+/// way the CLI does (`netpath::datapath::Inspector`).
+pub fn with_datapath_pins(
+    prepare: &[&[&str]],
+    check: impl FnOnce(&mut netpath::datapath::Datapath, &Path) + Send + 'static,
+) {
     require_root();
     let ns =
         Netns::new(format!("{TEST_PREFIX}{}p{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)));
@@ -86,7 +98,7 @@ pub fn with_datapath(
             // namespace that does not forward.
             fs::write("/proc/sys/net/ipv4/ip_forward", "1").expect("enable forwarding in the test namespace");
             let mut dp = netpath::datapath::Datapath::load(&dir, 1024).expect("load datapath");
-            check(&mut dp);
+            check(&mut dp, &dir);
         })
         .join();
     let _ = fs::remove_dir_all(&pins);

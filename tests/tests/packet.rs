@@ -5,6 +5,7 @@ use std::net::Ipv4Addr;
 
 use netpath::datapath::{Datapath, PacketRun};
 use netpath_common::{EndpointInfo, ENDPOINT_F_BRIDGED};
+use netpath_tests::model::{Model, World};
 
 const TC_ACT_OK: u32 = 0;
 const TC_ACT_SHOT: u32 = 2;
@@ -21,17 +22,33 @@ const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 
 /// The datapath with endpoints a (behind lo) and b (behind an ifindex the redirect is
 /// never executed to), each registered with `flags`.
-fn with_datapath_flags(flags: u32, check: impl FnOnce(&mut Datapath) + Send + 'static) {
+fn world(flags: u32) -> World {
+    World {
+        endpoints: vec![
+            (A_IP, EndpointInfo { host_ifindex: LO, mac: A_MAC, host_mac: A_HOST_MAC, flags }),
+            (B_IP, EndpointInfo { host_ifindex: 4242, mac: B_MAC, host_mac: B_HOST_MAC, flags }),
+        ],
+        ..Default::default()
+    }
+}
+
+/// The datapath, and the reference model of the same world, every output checked
+/// against it.
+struct Checked<'a> {
+    dp: &'a mut Datapath,
+    model: Model,
+}
+
+fn with_datapath_flags(flags: u32, check: impl FnOnce(&mut Checked) + Send + 'static) {
     netpath_tests::with_datapath(&[], move |dp| {
-        dp.register(A_IP, EndpointInfo { host_ifindex: LO, mac: A_MAC, host_mac: A_HOST_MAC, flags })
-            .unwrap();
-        dp.register(B_IP, EndpointInfo { host_ifindex: 4242, mac: B_MAC, host_mac: B_HOST_MAC, flags })
-            .unwrap();
-        check(dp);
+        for (ip, info) in world(flags).endpoints {
+            dp.register(ip, info).unwrap();
+        }
+        check(&mut Checked { dp, model: Model::new(world(flags)) });
     })
 }
 
-fn with_datapath(check: impl FnOnce(&mut Datapath) + Send + 'static) {
+fn with_datapath(check: impl FnOnce(&mut Checked) + Send + 'static) {
     with_datapath_flags(0, check)
 }
 
@@ -82,8 +99,12 @@ fn icmp_echo(src_mac: [u8; 6], dst_mac: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr, t
     p
 }
 
-fn run(dp: &mut Datapath, packet: &[u8]) -> PacketRun {
-    dp.test_run(netpath::datapath::program::FROM_CONTAINER, packet, LO).expect("BPF_PROG_TEST_RUN")
+/// from_container on `packet` from a's veth; the model must agree on action and bytes.
+fn run(c: &mut Checked, packet: &[u8]) -> PacketRun {
+    let out =
+        c.dp.test_run(netpath::datapath::program::FROM_CONTAINER, packet, LO).expect("BPF_PROG_TEST_RUN");
+    c.model.from_container(packet, LO).assert_matches(out.action, &out.packet);
+    out
 }
 
 #[test]

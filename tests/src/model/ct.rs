@@ -1,0 +1,156 @@
+//! The model's own connection tracking: the entry pairs a translated flow should leave in
+//! CONNTRACK (keyed by each direction's tuple as it arrives, saying how to rewrite it),
+//! the TCP state timeouts depend on, and the memory of closed masqueraded flows that
+//! steers port reuse away from a server's TIME_WAIT.
+use netpath_common::{
+    conntrack::{CT_F_DNAT, CT_F_REPLY, CT_F_SNAT, TCP_CLOSING, TCP_ESTABLISHED, TCP_SYN},
+    CtEntry, CtKey, Reason,
+};
+
+use super::{
+    flow::{tcp_stamp, Flow, Stamp, ACK, FIN, RST, SYN, TCP},
+    Closed, Model,
+};
+
+/// TCP state as far as the collector's timeouts need it: FIN or RST closes, a bare SYN
+/// reopens a closing tuple (port reuse), a SYN's first plain ACK establishes.
+fn next_tcp_state(state: u8, flags: u8) -> u8 {
+    if flags & (FIN | RST) != 0 {
+        TCP_CLOSING
+    } else if flags & SYN != 0 && flags & ACK == 0 {
+        if state == TCP_CLOSING {
+            TCP_SYN
+        } else {
+            state
+        }
+    } else if state == TCP_SYN && flags & ACK != 0 && flags & SYN == 0 {
+        TCP_ESTABLISHED
+    } else {
+        state
+    }
+}
+
+fn new_entry(flags: u8, flow: &Flow, len: u32) -> CtEntry {
+    CtEntry {
+        flags,
+        tcp_state: if flow.key.proto == TCP { TCP_SYN } else { 0 },
+        packets: 1,
+        bytes: len as u64,
+        ..Default::default()
+    }
+}
+
+impl Model {
+    /// The packet's entry, refreshed as a packet of its flow refreshes it.
+    pub(super) fn ct_lookup(&mut self, flow: &Flow, len: u32) -> Option<CtEntry> {
+        let e = self.ct.get_mut(&flow.key)?;
+        e.packets += 1;
+        e.bytes += len as u64;
+        if flow.key.proto == TCP {
+            e.tcp_state = next_tcp_state(e.tcp_state, flow.tcp_flags);
+        }
+        Some(*e)
+    }
+
+    /// Both entries of a new flow; the reply's tuple must be free (or, when `reclaim`,
+    /// held by a closed TCP flow, which gives it up), so no two flows share a
+    /// translated tuple.
+    fn create_pair(&mut self, flow: &Flow, orig: &CtEntry, len: u32, reclaim: bool) -> Result<(), ()> {
+        let reply_key = flow.key.partner(orig);
+        let mut reply = new_entry(CT_F_REPLY, flow, len);
+        (reply.packets, reply.bytes) = (0, 0);
+        if orig.flags & CT_F_SNAT != 0 {
+            reply.flags |= CT_F_DNAT;
+            (reply.nat_dst, reply.nat_dport) = (flow.key.src, flow.key.sport);
+        }
+        if orig.flags & CT_F_DNAT != 0 {
+            reply.flags |= CT_F_SNAT;
+            (reply.nat_src, reply.nat_sport) = (flow.key.dst, flow.key.dport);
+        }
+        if self.ct.contains_key(&reply_key) && !(reclaim && self.reclaim_closed(&reply_key)) {
+            return Err(());
+        }
+        self.ct.insert(reply_key, reply);
+        self.ct.insert(flow.key, *orig);
+        self.count(Reason::CtCreated, 0);
+        self.count(Reason::CtCreated, 0);
+        Ok(())
+    }
+
+    /// A TCP flow that saw FIN or RST (either direction) gives up its tuple at once.
+    fn reclaim_closed(&mut self, key: &CtKey) -> bool {
+        let Some(old) = self.ct.get(key).copied() else { return false };
+        if key.proto != TCP {
+            return false;
+        }
+        let partner = key.partner(&old);
+        let partner_closing = self.ct.get(&partner).is_some_and(|p| p.tcp_state == TCP_CLOSING);
+        if old.tcp_state != TCP_CLOSING && !partner_closing {
+            return false;
+        }
+        self.ct.remove(&partner);
+        self.ct.remove(key);
+        self.reasons[Reason::CtCollected as usize].0 += 2;
+        true
+    }
+
+    /// Masquerade: the node's address and a port of the range, unique per destination,
+    /// preferring a port whose server will take this SYN.
+    ///
+    /// The datapath starts its search at a random port; the model is exact for a
+    /// one-port range only (every world it is used with has one).
+    pub(super) fn create_snat(
+        &mut self,
+        flow: &Flow,
+        len: u32,
+        syn: Option<Stamp>,
+    ) -> Result<CtEntry, Reason> {
+        let cfg = self.world.config;
+        let (min, max) = (cfg.nat_port_min, cfg.nat_port_max);
+        if min == 0 {
+            return Err(Reason::DropNatPortsExhausted);
+        }
+        assert!(max <= min, "the model predicts masquerade only with a one-port NAT range");
+        let mut orig = new_entry(CT_F_SNAT, flow, len);
+        orig.nat_src = cfg.node_ip;
+        orig.nat_sport = min.to_be_bytes();
+        // With one port, the search's choice and its fallback are that port whatever
+        // the server's TIME_WAIT would say: all that decides is whether its tuple is
+        // free (or held by a closed flow).
+        let server_side = flow.key.partner(&orig);
+        self.create_pair(flow, &orig, len, true).map_err(|_| Reason::DropNatPortsExhausted)?;
+        if syn.is_some() {
+            self.closed.remove(&server_side);
+        }
+        Ok(orig)
+    }
+
+    /// A masqueraded TCP flow the container is closing: remember where its last segment
+    /// ended (RSTs leave the server no TIME_WAIT to remember).
+    pub(super) fn note_closing(&mut self, p: &[u8], flow: &Flow, entry: &CtEntry) {
+        if flow.key.proto != TCP
+            || entry.tcp_state != TCP_CLOSING
+            || flow.tcp_flags & RST != 0
+            || entry.flags & (CT_F_SNAT | CT_F_REPLY) != CT_F_SNAT
+        {
+            return;
+        }
+        let st = tcp_stamp(p, flow);
+        self.closed.insert(flow.key.partner(entry), Closed { end_seq: st.end_seq, ts_val: st.ts_val });
+    }
+
+    /// Port mapping: to `ip:port`, keeping the client's address. A stale entry on the
+    /// reply tuple refuses the flow.
+    pub(super) fn create_dnat(
+        &mut self,
+        flow: &Flow,
+        ip: [u8; 4],
+        port: [u8; 2],
+        len: u32,
+    ) -> Result<CtEntry, Reason> {
+        let mut orig = new_entry(CT_F_DNAT, flow, len);
+        (orig.nat_dst, orig.nat_dport) = (ip, port);
+        self.create_pair(flow, &orig, len, false).map_err(|_| Reason::DropNatPortsExhausted)?;
+        Ok(orig)
+    }
+}

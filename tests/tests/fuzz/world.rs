@@ -1,0 +1,415 @@
+//! The fuzzed node: containers of every kind, published ports, a node address with a
+//! connected subnet, and one valid packet for every path the datapath has.
+use std::net::Ipv4Addr;
+
+use netpath_common::{
+    EndpointInfo, NodeConfig, PortKey, PortTarget, ENDPOINT_F_BRIDGED, ENDPOINT_F_PUBLISHED,
+};
+use netpath_tests::{
+    model::{Fib, World},
+    pkt::{self, ACK, FIN, ICMP, RST, SYN, TCP, UDP},
+};
+
+pub const LO: u32 = 1;
+pub const NODE: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 1);
+pub const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 2);
+pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+pub const UPLINK_MAC: [u8; 6] = [0x0e, 0, 0, 0, 0, 0xfe];
+pub const CLIENT_MAC: [u8; 6] = [0x0e, 0, 0, 0, 0, 0xcc];
+pub const GONE: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 99);
+pub const NAT_PORT: u16 = 61000;
+
+/// The namespace's devices: an uplink veth holding the node address, and host veths for
+/// the containers that send (a test run needs a real device for its ingress ifindex).
+pub const PREPARE: &[&[&str]] = &[
+    &["link", "add", "up0", "type", "veth", "peer", "name", "up1"],
+    &["addr", "add", "192.168.77.1/24", "dev", "up0"],
+    &["link", "add", "hb", "type", "veth", "peer", "name", "cb"],
+    &["link", "add", "hc", "type", "veth", "peer", "name", "cc"],
+    &["link", "add", "hr", "type", "veth", "peer", "name", "cr"],
+    &["link", "set", "up0", "up"],
+    &["link", "set", "up1", "up"],
+    &["link", "set", "lo", "up"],
+];
+
+pub fn ifindex(name: &str) -> u32 {
+    let c = std::ffi::CString::new(name).unwrap();
+    // SAFETY: a valid C string; the call only reads it.
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    assert_ne!(i, 0, "no device {name} in the test namespace");
+    i
+}
+
+/// The local routing table's addresses (the node's own, the subnet's broadcasts), as
+/// this kernel sets them up: whether the network address counts as a broadcast differs
+/// between kernel versions.
+fn local_table() -> Vec<Ipv4Addr> {
+    let table = netpath_tests::sh(&["ip", "-4", "route", "show", "table", "local"]);
+    table.lines().filter_map(|l| l.split_whitespace().nth(1)?.parse().ok()).collect()
+}
+
+/// A container: its address, MACs, host veth.
+#[derive(Clone, Copy)]
+pub struct Ep {
+    pub ip: Ipv4Addr,
+    pub mac: [u8; 6],
+    pub host_mac: [u8; 6],
+    pub ifindex: u32,
+    pub flags: u32,
+}
+
+impl Ep {
+    fn new(last: u8, ifindex: u32, flags: u32) -> Self {
+        Self {
+            ip: Ipv4Addr::new(10, 77, 0, last),
+            mac: [0x0a, 0x58, 10, 77, 0, last],
+            host_mac: [0x0e, 0, 0, 0, 0, last],
+            ifindex,
+            flags,
+        }
+    }
+
+    fn info(&self) -> EndpointInfo {
+        EndpointInfo { host_ifindex: self.ifindex, mac: self.mac, host_mac: self.host_mac, flags: self.flags }
+    }
+}
+
+/// web (published, behind lo), b (published on the node address only), c (plain), d
+/// (plain, never sends), and two bridged containers.
+pub struct Node {
+    pub web: Ep,
+    pub b: Ep,
+    pub c: Ep,
+    pub d: Ep,
+    pub br1: Ep,
+    pub br2: Ep,
+    pub uplink: u32,
+}
+
+impl Node {
+    pub fn new() -> Self {
+        Self {
+            web: Ep::new(2, LO, ENDPOINT_F_PUBLISHED),
+            b: Ep::new(3, ifindex("hb"), ENDPOINT_F_PUBLISHED),
+            c: Ep::new(4, ifindex("hc"), 0),
+            d: Ep::new(5, 4242, 0),
+            br1: Ep::new(6, ifindex("hr"), ENDPOINT_F_BRIDGED),
+            br2: Ep::new(7, 4243, ENDPOINT_F_BRIDGED),
+            uplink: ifindex("up0"),
+        }
+    }
+
+    pub fn endpoints(&self) -> [Ep; 6] {
+        [self.web, self.b, self.c, self.d, self.br1, self.br2]
+    }
+
+    /// The containers that send: their veths are real devices.
+    pub fn senders(&self) -> [Ep; 4] {
+        [self.web, self.b, self.c, self.br1]
+    }
+
+    pub fn world(&self) -> World {
+        let port = |proto, host: Ipv4Addr, port: u16, to: Ipv4Addr, to_port: u16| {
+            (
+                PortKey { host_ip: host.octets(), port: port.to_be_bytes(), proto, _pad: 0 },
+                PortTarget { ip: to.octets(), port: to_port.to_be_bytes(), _pad: [0; 2] },
+            )
+        };
+        let any = Ipv4Addr::UNSPECIFIED;
+        World {
+            endpoints: self.endpoints().iter().map(|e| (e.ip, e.info())).collect(),
+            ports: vec![
+                port(TCP, any, 8080, self.web.ip, 80),
+                port(UDP, any, 5353, self.web.ip, 53),
+                port(TCP, NODE, 9090, self.b.ip, 22),
+                // A mapping whose container is gone.
+                port(TCP, any, 7070, GONE, 80),
+            ],
+            config: NodeConfig {
+                node_ip: NODE.octets(),
+                pod_net: [10, 77, 0, 0],
+                pod_mask: [255, 255, 255, 0],
+                uplink_ifindex: self.uplink,
+                nat_port_min: NAT_PORT,
+                nat_port_max: NAT_PORT,
+                flags: 0,
+                netns_cookie: 0,
+            },
+            fib: Fib {
+                subnets: vec![(Ipv4Addr::new(192, 168, 77, 0), 24, self.uplink)],
+                not_forwarded: local_table(),
+            },
+        }
+    }
+
+    /// Every address worth aiming a mutated field at.
+    pub fn addresses(&self) -> Vec<Ipv4Addr> {
+        let mut a: Vec<Ipv4Addr> = self.endpoints().iter().map(|e| e.ip).collect();
+        a.extend([
+            NODE,
+            CLIENT,
+            GATEWAY,
+            GONE,
+            Ipv4Addr::new(192, 168, 77, 255),
+            Ipv4Addr::new(192, 168, 78, 1),
+            Ipv4Addr::new(8, 8, 8, 8),
+            Ipv4Addr::new(127, 0, 0, 1),
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::BROADCAST,
+        ]);
+        a
+    }
+
+    pub fn macs(&self) -> Vec<[u8; 6]> {
+        let mut m: Vec<[u8; 6]> = self.endpoints().iter().flat_map(|e| [e.mac, e.host_mac]).collect();
+        m.extend([UPLINK_MAC, CLIENT_MAC, [0xff; 6], [0; 6]]);
+        m
+    }
+}
+
+/// Which program a seed is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    /// from_container, on this host veth.
+    FromContainer(u32),
+    /// uplink_in and uplink_xdp.
+    Uplink,
+}
+
+pub struct Seed {
+    pub name: &'static str,
+    pub hook: Hook,
+    pub packet: Vec<u8>,
+}
+
+fn from(ep: &Ep, dst_mac: [u8; 6], dst: Ipv4Addr, proto: u8, ttl: u8, opts: &[u8], l4: &[u8]) -> Vec<u8> {
+    pkt::eth(dst_mac, ep.mac, pkt::ETH_IPV4, &pkt::ipv4(ep.ip, dst, proto, ttl, opts, l4))
+}
+
+fn outside(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, opts: &[u8], l4: &[u8]) -> Vec<u8> {
+    pkt::eth(UPLINK_MAC, CLIENT_MAC, pkt::ETH_IPV4, &pkt::ipv4(src, dst, proto, 64, opts, l4))
+}
+
+fn arp(oper: u16, sha: [u8; 6], spa: Ipv4Addr, tpa: Ipv4Addr) -> Vec<u8> {
+    let mut a = vec![0, 1, 0x08, 0, 6, 4];
+    a.extend_from_slice(&oper.to_be_bytes());
+    a.extend_from_slice(&sha);
+    a.extend_from_slice(&spa.octets());
+    a.extend_from_slice(&[0; 6]);
+    a.extend_from_slice(&tpa.octets());
+    pkt::eth([0xff; 6], sha, pkt::ETH_ARP, &a)
+}
+
+impl Node {
+    /// Valid packets of every path. Replies and errors quote the tuples of the flows the
+    /// other seeds open, so they find state whenever those ran first.
+    pub fn seeds(&self) -> Vec<Seed> {
+        let (web, b, c, d, br1, br2) = (self.web, self.b, self.c, self.d, self.br1, self.br2);
+        let fc = |ep: &Ep| Hook::FromContainer(ep.ifindex);
+        let ts_syn = pkt::tcp_ts(1111, 80, SYN, 100, Some(5000));
+        let ts_fin = pkt::tcp_ts(1111, 80, FIN | ACK, 101, Some(6000));
+        // What the client sent and what the node sent, as quoted by ICMP errors.
+        let client_query = pkt::ipv4(CLIENT, NODE, UDP, 64, &[], &pkt::udp(40000, 5353, b"q"));
+        let web_received = pkt::ipv4(CLIENT, web.ip, UDP, 63, &[], &pkt::udp(40000, 53, b"q"));
+        let node_sent = pkt::ipv4(NODE, CLIENT, UDP, 63, &[], &pkt::udp(NAT_PORT, 53, b"x"));
+        let node_ping = pkt::ipv4(NODE, CLIENT, ICMP, 63, &[], &pkt::icmp_echo(true, NAT_PORT, b"ping"));
+        let mut udp_nocsum = from(&c, c.host_mac, CLIENT, UDP, 64, &[], &pkt::udp(2222, 53, b"zero"));
+        udp_nocsum[14 + 20 + 6..14 + 20 + 8].fill(0);
+        let mut fragment = from(&c, c.host_mac, CLIENT, UDP, 64, &[], &pkt::udp(3333, 53, b"frag"));
+        fragment[14 + 6] |= 0x20;
+        let mut vlan = pkt::eth(UPLINK_MAC, CLIENT_MAC, pkt::ETH_VLAN, &[0, 7, 0x08, 0]);
+        vlan.extend_from_slice(&pkt::ipv4(CLIENT, NODE, TCP, 64, &[], &pkt::tcp(40000, 8080, SYN, b"")));
+        let mut ipv6 = pkt::eth(c.host_mac, c.mac, 0x86dd, &[0x60, 0, 0, 0, 0, 8, 17, 64]);
+        ipv6.extend_from_slice(&[0xfd; 32]);
+        ipv6.extend_from_slice(&pkt::udp(1, 2, b""));
+        vec![
+            Seed {
+                name: "container to container (icmp echo)",
+                hook: fc(&c),
+                packet: from(&c, c.host_mac, d.ip, ICMP, 64, &[], &pkt::icmp_echo(true, 7, b"hi")),
+            },
+            Seed {
+                name: "container to container, expiring",
+                hook: fc(&c),
+                packet: from(&c, c.host_mac, d.ip, TCP, 1, &[], &pkt::tcp(5, 6, SYN, b"")),
+            },
+            Seed {
+                name: "published container to container",
+                hook: fc(&web),
+                packet: from(&web, web.host_mac, c.ip, TCP, 64, &[], &pkt::tcp(80, 4444, SYN | ACK, b"")),
+            },
+            Seed {
+                name: "container to no endpoint",
+                hook: fc(&c),
+                packet: from(&c, c.host_mac, GONE, UDP, 64, &[], &pkt::udp(1, 2, b"")),
+            },
+            Seed {
+                name: "container to gateway",
+                hook: fc(&c),
+                packet: from(&c, c.host_mac, GATEWAY, UDP, 64, &[], &pkt::udp(1, 53, b"")),
+            },
+            Seed {
+                name: "masquerade udp",
+                hook: fc(&c),
+                packet: from(&c, c.host_mac, CLIENT, UDP, 64, &[], &pkt::udp(1111, 53, b"x")),
+            },
+            Seed { name: "masquerade udp without checksum", hook: fc(&c), packet: udp_nocsum },
+            Seed {
+                name: "masquerade tcp syn with timestamp",
+                hook: fc(&c),
+                packet: from(&c, c.host_mac, CLIENT, TCP, 64, &[], &ts_syn),
+            },
+            Seed {
+                name: "masquerade tcp fin",
+                hook: fc(&c),
+                packet: from(&c, c.host_mac, CLIENT, TCP, 64, &[], &ts_fin),
+            },
+            Seed {
+                name: "masquerade tcp rst",
+                hook: fc(&c),
+                packet: from(&c, c.host_mac, CLIENT, TCP, 64, &[], &pkt::tcp(1111, 80, RST | ACK, b"")),
+            },
+            Seed {
+                name: "masquerade icmp echo",
+                hook: fc(&c),
+                packet: from(&c, c.host_mac, CLIENT, ICMP, 64, &[], &pkt::icmp_echo(true, 77, b"ping")),
+            },
+            Seed {
+                name: "masquerade to an unrouted address",
+                hook: fc(&b),
+                packet: from(&b, b.host_mac, Ipv4Addr::new(8, 8, 8, 8), UDP, 64, &[], &pkt::udp(1, 53, b"")),
+            },
+            Seed { name: "masquerade fragment", hook: fc(&c), packet: fragment },
+            Seed {
+                name: "masquerade unsupported protocol",
+                hook: fc(&c),
+                packet: from(&c, c.host_mac, CLIENT, 47, 64, &[], &[0; 8]),
+            },
+            Seed {
+                name: "container to node service",
+                hook: fc(&c),
+                packet: from(&c, c.host_mac, NODE, TCP, 64, &[], &pkt::tcp(5555, 22, ACK, b"")),
+            },
+            Seed {
+                name: "hairpin syn",
+                hook: fc(&c),
+                packet: from(&c, c.host_mac, NODE, TCP, 64, &[], &pkt::tcp(6666, 8080, SYN, b"")),
+            },
+            Seed {
+                name: "hairpin to a gone container",
+                hook: fc(&c),
+                packet: from(&c, c.host_mac, NODE, TCP, 64, &[], &pkt::tcp(6667, 7070, SYN, b"")),
+            },
+            Seed {
+                name: "hairpin reply",
+                hook: fc(&web),
+                packet: from(&web, web.host_mac, c.ip, TCP, 64, &[], &pkt::tcp(80, 6666, SYN | ACK, b"")),
+            },
+            Seed {
+                name: "published reply to outside",
+                hook: fc(&web),
+                packet: from(&web, web.host_mac, CLIENT, TCP, 64, &[], &pkt::tcp(80, 40000, SYN | ACK, b"")),
+            },
+            Seed {
+                name: "container's port unreachable about a published flow",
+                hook: fc(&web),
+                packet: from(
+                    &web,
+                    web.host_mac,
+                    CLIENT,
+                    ICMP,
+                    64,
+                    &[],
+                    &pkt::icmp_error(3, 3, &web_received),
+                ),
+            },
+            Seed { name: "arp for the gateway", hook: fc(&c), packet: arp(1, c.mac, c.ip, GATEWAY) },
+            Seed { name: "arp probe", hook: fc(&c), packet: arp(1, c.mac, Ipv4Addr::UNSPECIFIED, c.ip) },
+            Seed { name: "arp in bridge mode", hook: fc(&br1), packet: arp(1, br1.mac, br1.ip, GATEWAY) },
+            Seed {
+                name: "bridged frame to a peer's mac",
+                hook: fc(&br1),
+                packet: from(&br1, br2.mac, br2.ip, UDP, 64, &[], &pkt::udp(9, 9, b"l2")),
+            },
+            Seed {
+                name: "bridged frame to the gateway mac",
+                hook: fc(&br1),
+                packet: from(&br1, br1.host_mac, br2.ip, UDP, 64, &[], &pkt::udp(9, 9, b"l2")),
+            },
+            Seed { name: "ipv6 from a container", hook: fc(&c), packet: ipv6 },
+            Seed {
+                name: "published tcp syn",
+                hook: Hook::Uplink,
+                packet: outside(CLIENT, NODE, TCP, &[], &pkt::tcp(40000, 8080, SYN, b"")),
+            },
+            Seed {
+                name: "published tcp ack",
+                hook: Hook::Uplink,
+                packet: outside(CLIENT, NODE, TCP, &[], &pkt::tcp(40000, 8080, ACK, b"data")),
+            },
+            Seed {
+                name: "published tcp with ip options",
+                hook: Hook::Uplink,
+                packet: outside(CLIENT, NODE, TCP, &[1, 1, 1, 0], &pkt::tcp(40001, 8080, SYN, b"")),
+            },
+            Seed {
+                name: "published udp",
+                hook: Hook::Uplink,
+                packet: outside(CLIENT, NODE, UDP, &[], &pkt::udp(40000, 5353, b"q")),
+            },
+            Seed {
+                name: "port published on the node address",
+                hook: Hook::Uplink,
+                packet: outside(CLIENT, NODE, TCP, &[], &pkt::tcp(40002, 9090, SYN, b"")),
+            },
+            Seed {
+                name: "port of a gone container",
+                hook: Hook::Uplink,
+                packet: outside(CLIENT, NODE, TCP, &[], &pkt::tcp(40003, 7070, SYN, b"")),
+            },
+            Seed {
+                name: "masquerade udp reply",
+                hook: Hook::Uplink,
+                packet: outside(CLIENT, NODE, UDP, &[], &pkt::udp(53, NAT_PORT, b"y")),
+            },
+            Seed {
+                name: "masquerade tcp reply",
+                hook: Hook::Uplink,
+                packet: outside(CLIENT, NODE, TCP, &[], &pkt::tcp(80, NAT_PORT, SYN | ACK, b"")),
+            },
+            Seed {
+                name: "masquerade echo reply",
+                hook: Hook::Uplink,
+                packet: outside(CLIENT, NODE, ICMP, &[], &pkt::icmp_echo(false, NAT_PORT, b"ping")),
+            },
+            Seed {
+                name: "port unreachable about a masqueraded flow",
+                hook: Hook::Uplink,
+                packet: outside(CLIENT, NODE, ICMP, &[], &pkt::icmp_error(3, 3, &node_sent)),
+            },
+            Seed {
+                name: "time exceeded about a masqueraded ping",
+                hook: Hook::Uplink,
+                packet: outside(CLIENT, NODE, ICMP, &[], &pkt::icmp_error(11, 0, &node_ping)),
+            },
+            Seed {
+                name: "port unreachable about the node's own flow",
+                hook: Hook::Uplink,
+                packet: outside(CLIENT, NODE, ICMP, &[], &pkt::icmp_error(3, 3, &client_query)),
+            },
+            Seed {
+                name: "other destination",
+                hook: Hook::Uplink,
+                packet: outside(
+                    CLIENT,
+                    Ipv4Addr::new(192, 168, 77, 9),
+                    TCP,
+                    &[],
+                    &pkt::tcp(1, 8080, SYN, b""),
+                ),
+            },
+            Seed { name: "vlan-tagged", hook: Hook::Uplink, packet: vlan },
+            Seed { name: "arp on the uplink", hook: Hook::Uplink, packet: arp(1, CLIENT_MAC, CLIENT, NODE) },
+        ]
+    }
+}
