@@ -8,8 +8,23 @@ pub const ENDPOINT_STATS: &str = "ENDPOINT_STATS";
 /// [`crate::Reason`] as index -> per-CPU [`crate::TrafficCounters`] (tx fields used).
 pub const REASON_STATS: &str = "REASON_STATS";
 
-/// [`crate::CtKey`] -> [`crate::CtEntry`]; LRU, so a full table evicts the coldest flows.
+/// [`crate::CtKey`] -> [`crate::CtEntry`] of assured flows (TCP handshake complete, or
+/// traffic both ways and then more); LRU, so a full table evicts the coldest flows.
 pub const CONNTRACK: &str = "CONNTRACK";
+/// The same for flows not yet assured. New flows start here and move to CONNTRACK once
+/// assured, so a flood of new flows (SYNs from spoofed sources) evicts only other new
+/// flows, never an established one: netfilter's early_drop of unassured entries.
+pub const CONNTRACK_NEW: &str = "CONNTRACK_NEW";
+
+/// Size of CONNTRACK_NEW for a CONNTRACK of `ct_entries`.
+pub const fn new_flow_entries(ct_entries: u32) -> u32 {
+    let n = ct_entries / 4;
+    if n < 16 {
+        16
+    } else {
+        n
+    }
+}
 /// Server-side tuple of a closed masqueraded TCP flow -> [`crate::ClosedFlow`]; LRU.
 pub const SNAT_CLOSED: &str = "SNAT_CLOSED";
 /// Closed flows remembered for port reuse.
@@ -41,11 +56,12 @@ pub const MAX_PORT_MAPS: u32 = 131_072;
 pub const NODE_LOCAL_REV_ENTRIES: u32 = 65_536;
 
 /// Every map netpath pins, in the order `netpath map list` shows them.
-pub const ALL: [&str; 10] = [
+pub const ALL: [&str; 11] = [
     ENDPOINTS,
     ENDPOINT_STATS,
     REASON_STATS,
     CONNTRACK,
+    CONNTRACK_NEW,
     SNAT_CLOSED,
     PORT_MAPS,
     NODE_CONFIG,

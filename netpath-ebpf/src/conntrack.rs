@@ -1,5 +1,10 @@
 //! Connection tracking: find a flow's entry, create a flow's pair of entries, keep TCP
 //! state and last-seen times for the agent's garbage collector.
+//!
+//! Two tables, as netfilter protects "assured" connections: a new flow's entries go to
+//! CONNTRACK_NEW and move to CONNTRACK when the flow is assured (its originator sends
+//! again after the first reply: the TCP handshake's final ACK, a UDP or ICMP exchange
+//! continued). A flood of new flows only ever evicts other new flows.
 use aya_ebpf::programs::TcContext;
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
@@ -13,8 +18,10 @@ use netpath_common::{
 use crate::{
     counters,
     flow::{self, Flow, TcpStamp, IPPROTO_TCP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN as F_SYN},
-    maps::{CONNTRACK, SNAT_CLOSED},
+    maps::{CONNTRACK, CONNTRACK_NEW, SNAT_CLOSED},
 };
+
+type Table = aya_ebpf::maps::LruHashMap<CtKey, CtEntry>;
 
 /// Ports tried before a new flow is refused for want of one. Bounded so the verifier
 /// sees a finite loop; with a random start, 32 misses mean the range is nearly full.
@@ -26,10 +33,22 @@ fn now() -> u64 {
     unsafe { bpf_ktime_get_ns() }
 }
 
-/// The entry for this packet's tuple, refreshed (last seen, counters, TCP state).
+/// The entry for this packet's tuple, refreshed (last seen, counters, TCP state); a new
+/// flow's entries move to CONNTRACK when this packet assures it.
 #[inline(always)]
 pub fn lookup(flow: &Flow, len: u32) -> Option<CtEntry> {
-    let e = CONNTRACK.get_ptr_mut(&flow.key)?;
+    if let Some(e) = CONNTRACK.get_ptr_mut(&flow.key) {
+        return Some(refresh(e, flow, len));
+    }
+    let entry = refresh(CONNTRACK_NEW.get_ptr_mut(&flow.key)?, flow, len);
+    if entry.flags & CT_F_REPLY == 0 {
+        assure(&flow.key, &entry);
+    }
+    Some(entry)
+}
+
+#[inline(always)]
+fn refresh(e: *mut CtEntry, flow: &Flow, len: u32) -> CtEntry {
     // SAFETY: the map value stays valid for the program's run (RCU); racing updates of
     // these statistics fields from other CPUs are harmless.
     unsafe {
@@ -39,8 +58,38 @@ pub fn lookup(flow: &Flow, len: u32) -> Option<CtEntry> {
         if flow.key.proto == IPPROTO_TCP {
             (*e).tcp_state = next_tcp_state((*e).tcp_state, flow.tcp_flags);
         }
-        Some(*e)
+        *e
     }
+}
+
+/// The originator sent again: if a reply came before (and, for TCP, this completed the
+/// handshake), the flow is assured and both entries move to CONNTRACK.
+#[inline(always)]
+fn assure(key: &CtKey, entry: &CtEntry) {
+    if key.proto == IPPROTO_TCP && entry.tcp_state != TCP_ESTABLISHED {
+        return;
+    }
+    let reply_key = key.partner(entry);
+    // SAFETY: copied out at once.
+    let Some(reply) = (unsafe { CONNTRACK_NEW.get(&reply_key) }).copied() else { return };
+    if reply.packets == 0 {
+        return;
+    }
+    if CONNTRACK.insert(&reply_key, &reply, 0).is_err() {
+        return;
+    }
+    if CONNTRACK.insert(key, entry, 0).is_err() {
+        let _ = CONNTRACK.remove(&reply_key);
+        return;
+    }
+    let _ = CONNTRACK_NEW.remove(&reply_key);
+    let _ = CONNTRACK_NEW.remove(key);
+}
+
+/// A tracked entry for `key` in either table, for ICMP errors about the flow.
+#[inline(always)]
+pub fn find(key: &CtKey) -> Option<*mut CtEntry> {
+    CONNTRACK.get_ptr_mut(key).or_else(|| CONNTRACK_NEW.get_ptr_mut(key))
 }
 
 #[inline(always)]
@@ -76,8 +125,9 @@ fn entry(flags: u8, flow: &Flow, len: u32) -> CtEntry {
 }
 
 /// Creates both entries of a flow whose original packet is `flow` and whose rewrite is
-/// `orig`; the reply entry undoes it. The reply is inserted first with NOEXIST, so two
-/// flows can never claim the same translated tuple.
+/// `orig`, in CONNTRACK_NEW; the reply entry undoes it. The reply's tuple must be free
+/// in both tables (it is inserted with NOEXIST), so two flows can never claim the same
+/// translated tuple.
 #[inline(always)]
 fn create_pair(flow: &Flow, orig: &CtEntry, len: u32, reclaim: bool) -> Result<(), ()> {
     let reply_key = flow.key.partner(orig);
@@ -94,16 +144,19 @@ fn create_pair(flow: &Flow, orig: &CtEntry, len: u32, reclaim: bool) -> Result<(
         reply.nat_src = flow.key.dst;
         reply.nat_sport = flow.key.dport;
     }
-    if CONNTRACK.insert(&reply_key, &reply, BPF_NOEXIST as u64).is_err() {
-        // Only the last attempt of a search may take over a closed flow's tuple; doing
-        // it in every iteration multiplies the verifier's work past its limit.
-        if !reclaim || !reclaim_closed(&reply_key) {
+    // Only the last attempt of a search may take over a closed flow's tuple; doing it
+    // in every iteration multiplies the verifier's work past its limit.
+    if CONNTRACK.get_ptr(&reply_key).is_some() && !(reclaim && reclaim_closed(&CONNTRACK, &reply_key)) {
+        return Err(());
+    }
+    if CONNTRACK_NEW.insert(&reply_key, &reply, BPF_NOEXIST as u64).is_err() {
+        if !reclaim || !reclaim_closed(&CONNTRACK_NEW, &reply_key) {
             return Err(());
         }
-        CONNTRACK.insert(&reply_key, &reply, BPF_NOEXIST as u64).map_err(|_| ())?;
+        CONNTRACK_NEW.insert(&reply_key, &reply, BPF_NOEXIST as u64).map_err(|_| ())?;
     }
-    if CONNTRACK.insert(&flow.key, orig, 0).is_err() {
-        let _ = CONNTRACK.remove(&reply_key);
+    if CONNTRACK_NEW.insert(&flow.key, orig, 0).is_err() {
+        let _ = CONNTRACK_NEW.remove(&reply_key);
         return Err(());
     }
     counters::count(Reason::CtCreated, 0);
@@ -117,21 +170,21 @@ fn create_pair(flow: &Flow, orig: &CtEntry, len: u32, reclaim: bool) -> Result<(
 /// timeout. Without this, a burst of short connections to one server exhausts the NAT
 /// range within the timeout.
 #[inline(always)]
-fn reclaim_closed(key: &CtKey) -> bool {
+fn reclaim_closed(table: &Table, key: &CtKey) -> bool {
     // SAFETY: copied out at once.
-    let Some(old) = (unsafe { CONNTRACK.get(key) }).copied() else { return false };
+    let Some(old) = (unsafe { table.get(key) }).copied() else { return false };
     if key.proto != IPPROTO_TCP {
         return false;
     }
     // Each direction keeps its own state: either side's FIN or RST closes the flow.
     let partner = key.partner(&old);
     // SAFETY: copied out at once.
-    let partner_closing = unsafe { CONNTRACK.get(&partner) }.is_some_and(|p| p.tcp_state == TCP_CLOSING);
+    let partner_closing = unsafe { table.get(&partner) }.is_some_and(|p| p.tcp_state == TCP_CLOSING);
     if old.tcp_state != TCP_CLOSING && !partner_closing {
         return false;
     }
-    let _ = CONNTRACK.remove(&partner);
-    let _ = CONNTRACK.remove(key);
+    let _ = table.remove(&partner);
+    let _ = table.remove(key);
     // Removed by netpath, not evicted by the LRU: counted with the collector's removals.
     counters::count_entries(Reason::CtCollected, 2);
     true
@@ -172,7 +225,10 @@ pub fn create_snat(
                 chosen = port;
                 break;
             }
-            Reuse::Fresh if CONNTRACK.get_ptr(&server_side).is_none() => {
+            Reuse::Fresh
+                if CONNTRACK.get_ptr(&server_side).is_none()
+                    && CONNTRACK_NEW.get_ptr(&server_side).is_none() =>
+            {
                 chosen = port;
                 break;
             }

@@ -15,8 +15,8 @@ use netpath_common::{
 use network_types::ip::Ipv4Hdr;
 
 use crate::{
+    conntrack,
     flow::{IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IP_OFF},
-    maps::CONNTRACK,
     packet::ptr_at,
 };
 
@@ -114,7 +114,7 @@ pub fn translate(
         }
         _ => return Ok(None),
     };
-    let Some(entry) = CONNTRACK.get_ptr_mut(&key) else { return Ok(None) };
+    let Some(entry) = conntrack::find(&key) else { return Ok(None) };
     // SAFETY: map value valid for the program's run; the timestamp is advisory.
     let entry = unsafe {
         (*entry).last_seen_ns = bpf_ktime_get_ns();

@@ -6,8 +6,8 @@ use aya_ebpf::{
 };
 use netpath_common::{
     maps::{
-        CONNTRACK_ENTRIES, EVENTS_BYTES, MAX_ENDPOINTS, MAX_PORT_MAPS, NODE_LOCAL_REV_ENTRIES,
-        SNAT_CLOSED_ENTRIES,
+        new_flow_entries, CONNTRACK_ENTRIES, EVENTS_BYTES, MAX_ENDPOINTS, MAX_PORT_MAPS,
+        NODE_LOCAL_REV_ENTRIES, SNAT_CLOSED_ENTRIES,
     },
     ClosedFlow, CtEntry, CtKey, EndpointInfo, EndpointKey, NodeConfig, PortKey, PortTarget, Reason,
     SockOrigin, SockRevKey, TraceEvent, TraceFilter, TrafficCounters,
@@ -25,6 +25,10 @@ pub static REASON_STATS: PerCpuArray<TrafficCounters> = PerCpuArray::pinned(Reas
 
 #[map]
 pub static CONNTRACK: LruHashMap<CtKey, CtEntry> = LruHashMap::pinned(CONNTRACK_ENTRIES, 0);
+
+#[map]
+pub static CONNTRACK_NEW: LruHashMap<CtKey, CtEntry> =
+    LruHashMap::pinned(new_flow_entries(CONNTRACK_ENTRIES), 0);
 
 #[map]
 pub static SNAT_CLOSED: LruHashMap<CtKey, ClosedFlow> = LruHashMap::pinned(SNAT_CLOSED_ENTRIES, 0);

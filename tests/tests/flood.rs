@@ -1,6 +1,7 @@
 //! Hostile load: a SYN flood from many spoofed sources at a published port fills at
-//! most the conntrack table, which evicts least recently used entries; established
-//! connections through the node keep working, and the counters show what happened.
+//! most the conntrack table of new flows, which evicts least recently used entries;
+//! established connections, assured in the other table, keep working (with one table
+//! they did not: the flood evicted them), and the counters show what happened.
 use std::{
     io::{Read as _, Write as _},
     net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream},
@@ -108,6 +109,10 @@ fn a_syn_flood_fills_at_most_conntrack_and_spares_established_connections() {
         ("outside to published port", connect(&lab.outside, published)),
         ("container to outside", connect(&lab.containers[0], SocketAddrV4::new(OUTSIDE_IP, 9200))),
     ];
+    // One more, idle while the flood lasts: with a single LRU table its entries are
+    // certain to be evicted by 40,000 newer ones.
+    let mut idle = connect(&lab.containers[0], SocketAddrV4::new(OUTSIDE_IP, 9200));
+    round_trip(&mut idle, 1000, "idle connection");
     for (what, s) in conns.iter_mut() {
         round_trip(s, 1000, what);
     }
@@ -137,6 +142,7 @@ fn a_syn_flood_fills_at_most_conntrack_and_spares_established_connections() {
     for (what, s) in conns.iter_mut() {
         round_trip(s, 64 * 1024, &format!("{what}, after the flood"));
     }
+    round_trip(&mut idle, 64 * 1024, "connection idle during the flood, after it");
     // A new client gets in too.
     round_trip(&mut connect(&lab.outside, published), 1000, "new connection after the flood");
 
@@ -144,6 +150,12 @@ fn a_syn_flood_fills_at_most_conntrack_and_spares_established_connections() {
     let n = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap_or_else(|| panic!("{k} in {v}"));
     assert_eq!(n(&ct, "capacity"), TABLE);
     assert!(n(&ct, "entries") <= TABLE, "conntrack grew past its size: {ct}");
+    assert!(
+        n(&ct, "new_entries") <= n(&ct, "new_capacity"),
+        "the table of new flows grew past its size: {ct}"
+    );
+    // The flood never got past the table of new flows: half-open, never assured.
+    assert!(n(&ct, "entries") < 16, "flood entries among the assured flows: {ct}");
     let created = n(&ct, "created") - n(&before, "created");
     assert!(created >= TABLE * 4, "the flood did not reach conntrack ({created} created): {ct}");
     assert!(n(&ct, "evicted") > n(&before, "evicted"), "evictions not counted: {ct}");

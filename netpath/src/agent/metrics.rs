@@ -74,6 +74,13 @@ pub fn render(
     let ct = inspector.conntrack_summary(&reasons)?;
     gauge(&mut registry, "conntrack_entries", "Conntrack entries in use", ct.entries as i64);
     gauge(&mut registry, "conntrack_capacity", "Conntrack table size", ct.capacity as i64);
+    gauge(
+        &mut registry,
+        "conntrack_new_entries",
+        "Entries of flows not yet assured (handshake incomplete)",
+        ct.new_entries as i64,
+    );
+    gauge(&mut registry, "conntrack_new_capacity", "Size of the table of new flows", ct.new_capacity as i64);
     let evictions = Counter::<u64>::default();
     evictions.inc_by(ct.evicted);
     registry.register(

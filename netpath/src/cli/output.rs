@@ -92,8 +92,8 @@ pub fn stats(
     }
     println!();
     println!(
-        "conntrack: {} of {} entries in use; {} created, {} removed by netpath (timeout or reuse), {} evicted (table full)",
-        ct.entries, ct.capacity, ct.created, ct.collected, ct.evicted
+        "conntrack: {} of {} entries of assured flows, {} of {} of new flows; {} created, {} removed by netpath (timeout or reuse), {} evicted (table full)",
+        ct.entries, ct.capacity, ct.new_entries, ct.new_capacity, ct.created, ct.collected, ct.evicted
     );
 }
 
@@ -116,14 +116,15 @@ pub fn conntrack(rows: &[CtRow], format: Format) {
         return;
     }
     println!(
-        "{:<5} {:<44} {:<27} {:<11} {:>7} {:>8}",
-        "PROTO", "TUPLE", "REWRITE", "STATE", "AGE(s)", "PACKETS"
+        "{:<5} {:<44} {:<27} {:<11} {:<7} {:>7} {:>8}",
+        "PROTO", "TUPLE", "REWRITE", "STATE", "ASSURED", "AGE(s)", "PACKETS"
     );
     for r in rows {
         let tuple = format!("{}:{} -> {}:{}", r.src, r.sport, r.dst, r.dport);
+        let assured = if r.assured { "yes" } else { "no" };
         println!(
-            "{:<5} {:<44} {:<27} {:<11} {:>7} {:>8}",
-            r.proto, tuple, r.rewrite, r.state, r.age_secs, r.packets
+            "{:<5} {:<44} {:<27} {:<11} {:<7} {:>7} {:>8}",
+            r.proto, tuple, r.rewrite, r.state, assured, r.age_secs, r.packets
         );
     }
 }

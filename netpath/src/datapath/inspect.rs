@@ -34,12 +34,17 @@ pub struct ReasonCounter {
     pub bytes: u64,
 }
 
-/// The conntrack table in numbers. `evicted` is derived: every entry the datapath created
-/// is live, collected by the agent after its timeout, or was evicted by the LRU.
+/// The conntrack tables in numbers. `evicted` is derived: every entry the datapath
+/// created is live (in either table), collected by the agent after its timeout, or was
+/// evicted by an LRU.
 #[derive(Clone, Debug, Serialize)]
 pub struct CtSummary {
+    /// Entries of assured flows (CONNTRACK) and its size.
     pub entries: u64,
     pub capacity: u32,
+    /// Entries of flows not yet assured (CONNTRACK_NEW) and its size.
+    pub new_entries: u64,
+    pub new_capacity: u32,
     pub created: u64,
     pub collected: u64,
     pub evicted: u64,
@@ -69,6 +74,8 @@ pub struct CtRow {
     /// "snat 192.168.77.1:61234", "dnat 10.77.0.2:80", or "-".
     pub rewrite: String,
     pub reply: bool,
+    /// In CONNTRACK (assured) rather than CONNTRACK_NEW.
+    pub assured: bool,
     pub state: &'static str,
     pub age_secs: u64,
     pub idle_secs: u64,
@@ -76,7 +83,7 @@ pub struct CtRow {
     pub bytes: u64,
 }
 
-fn ct_row(k: &CtKey, e: &CtEntry, now_ns: u64) -> CtRow {
+fn ct_row(k: &CtKey, e: &CtEntry, assured: bool, now_ns: u64) -> CtRow {
     let proto = match k.proto {
         6 => "tcp",
         17 => "udp",
@@ -104,6 +111,7 @@ fn ct_row(k: &CtKey, e: &CtEntry, now_ns: u64) -> CtRow {
         dport: u16::from_be_bytes(k.dport),
         rewrite: if rewrite.is_empty() { "-".into() } else { rewrite.join(" ") },
         reply: e.flags & CT_F_REPLY != 0,
+        assured,
         state,
         age_secs: now_ns.saturating_sub(e.created_ns) / 1_000_000_000,
         idle_secs: now_ns.saturating_sub(e.last_seen_ns) / 1_000_000_000,
@@ -173,7 +181,7 @@ impl Inspector {
         let entries = match name {
             maps::ENDPOINTS => Some(self.endpoints()?.len() as u64),
             maps::ENDPOINT_STATS => Some(self.endpoint_counters()?.len() as u64),
-            maps::CONNTRACK => Some(self.conntrack()?.len() as u64),
+            maps::CONNTRACK | maps::CONNTRACK_NEW => Some(self.ct_table(name)?.0.len() as u64),
             maps::PORT_MAPS => Some(self.port_maps()?.len() as u64),
             maps::NODE_LOCAL_REV => Some(self.node_local_redirects()?.len() as u64),
             maps::SNAT_CLOSED => Some(self.snat_closed()?.len() as u64),
@@ -195,16 +203,29 @@ impl Inspector {
         maps::ALL.iter().copied().filter(|m| !self.dir.join(m).exists()).collect()
     }
 
-    /// Every conntrack entry, decoded.
+    /// Every conntrack entry of both tables, decoded.
     pub fn conntrack(&self) -> Result<Vec<CtRow>, DatapathError> {
-        let map = self.open(maps::CONNTRACK)?;
-        let ct: BpfHashMap<_, CtKey, CtEntry> = BpfHashMap::try_from(map)
-            .map_err(|source| DatapathError::Map { map: maps::CONNTRACK, source: Box::new(source) })?;
         let now = crate::agent::monotonic_ns();
-        let mut rows: Vec<CtRow> =
-            ct.iter().filter_map(Result::ok).map(|(k, e)| ct_row(&k, &e, now)).collect();
+        let mut rows = Vec::new();
+        for (name, assured) in [(maps::CONNTRACK, true), (maps::CONNTRACK_NEW, false)] {
+            let (entries, _) = self.ct_table(name)?;
+            rows.extend(entries.iter().map(|(k, e)| ct_row(k, e, assured, now)));
+        }
         rows.sort_by_key(|r| (r.proto, r.src, r.sport, r.dst, r.dport));
         Ok(rows)
+    }
+
+    /// One conntrack table's entries and size. Pins of an agent from before the table
+    /// of new flows existed have none: empty.
+    fn ct_table(&self, name: &str) -> Result<(Vec<(CtKey, CtEntry)>, u32), DatapathError> {
+        if name == maps::CONNTRACK_NEW && !self.dir.join(name).exists() {
+            return Ok((Vec::new(), 0));
+        }
+        let err = |source| DatapathError::Map { map: maps::CONNTRACK, source: Box::new(source) };
+        let map = self.open(name)?;
+        let ct: BpfHashMap<_, CtKey, CtEntry> = BpfHashMap::try_from(map).map_err(err)?;
+        let capacity = ct.map().info().map_err(err)?.max_entries();
+        Ok((ct.iter().filter_map(Result::ok).collect(), capacity))
     }
 
     pub fn new(dir: &Path) -> Self {
@@ -249,23 +270,19 @@ impl Inspector {
     }
 
     pub fn conntrack_summary(&self, reasons: &[ReasonCounter]) -> Result<CtSummary, DatapathError> {
-        let map = self.open(maps::CONNTRACK)?;
-        let ct: BpfHashMap<_, CtKey, CtEntry> = BpfHashMap::try_from(map)
-            .map_err(|source| DatapathError::Map { map: maps::CONNTRACK, source: Box::new(source) })?;
-        let entries = ct.keys().filter(Result::is_ok).count() as u64;
-        let capacity = ct
-            .map()
-            .info()
-            .map_err(|source| DatapathError::Map { map: maps::CONNTRACK, source: Box::new(source) })?
-            .max_entries();
+        let (assured, capacity) = self.ct_table(maps::CONNTRACK)?;
+        let (new, new_capacity) = self.ct_table(maps::CONNTRACK_NEW)?;
+        let (entries, new_entries) = (assured.len() as u64, new.len() as u64);
         let get = |name: &str| reasons.iter().find(|r| r.reason == name).map_or(0, |r| r.packets);
         let (created, collected) = (get(Reason::CtCreated.name()), get(Reason::CtCollected.name()));
         Ok(CtSummary {
             entries,
             capacity,
+            new_entries,
+            new_capacity,
             created,
             collected,
-            evicted: created.saturating_sub(collected).saturating_sub(entries),
+            evicted: created.saturating_sub(collected).saturating_sub(entries + new_entries),
         })
     }
 

@@ -38,7 +38,7 @@ const fn size<T>() -> u32 {
     core::mem::size_of::<T>() as u32
 }
 
-fn expected(ct_entries: u32) -> [Expected; 10] {
+fn expected(ct_entries: u32) -> [Expected; 11] {
     let e = |name, kind, key, value, max_entries, disposable| Expected {
         name,
         kind,
@@ -66,6 +66,14 @@ fn expected(ct_entries: u32) -> [Expected; 10] {
         ),
         e(maps::REASON_STATS, MapType::PerCpuArray, 4, size::<TrafficCounters>(), Reason::COUNT, true),
         e(maps::CONNTRACK, MapType::LruHash, size::<CtKey>(), size::<CtEntry>(), ct_entries, false),
+        e(
+            maps::CONNTRACK_NEW,
+            MapType::LruHash,
+            size::<CtKey>(),
+            size::<CtEntry>(),
+            maps::new_flow_entries(ct_entries),
+            false,
+        ),
         e(
             maps::SNAT_CLOSED,
             MapType::LruHash,
@@ -237,6 +245,7 @@ fn copy(old: &Map, pin: &Path, ebpf: &mut Ebpf, flags: u64) -> Result<usize, Dat
     let name = pin.file_name().and_then(|n| n.to_str()).unwrap_or_default();
     match name {
         maps::CONNTRACK => copy_typed::<CtKey, CtEntry>(old, maps::CONNTRACK, ebpf, flags),
+        maps::CONNTRACK_NEW => copy_typed::<CtKey, CtEntry>(old, maps::CONNTRACK_NEW, ebpf, flags),
         maps::ENDPOINTS => copy_typed::<EndpointKey, EndpointInfo>(old, maps::ENDPOINTS, ebpf, flags),
         maps::PORT_MAPS => copy_typed::<PortKey, PortTarget>(old, maps::PORT_MAPS, ebpf, flags),
         maps::NODE_LOCAL_REV => copy_typed::<SockRevKey, SockOrigin>(old, maps::NODE_LOCAL_REV, ebpf, flags),

@@ -36,8 +36,12 @@ impl Datapath {
         BpfHashMap::try_from(self.map_data(maps::PORT_MAPS)?).map_err(map_err(maps::PORT_MAPS))
     }
 
-    fn conntrack(&mut self) -> Result<BpfHashMap<&mut MapData, CtKey, CtEntry>, DatapathError> {
-        BpfHashMap::try_from(self.map_data(maps::CONNTRACK)?).map_err(map_err(maps::CONNTRACK))
+    /// `name`: CONNTRACK (assured flows) or CONNTRACK_NEW.
+    fn conntrack(
+        &mut self,
+        name: &'static str,
+    ) -> Result<BpfHashMap<&mut MapData, CtKey, CtEntry>, DatapathError> {
+        BpfHashMap::try_from(self.map_data(name)?).map_err(map_err(name))
     }
 
     /// Makes `ip` a local endpoint. The counters entry is created first, so the datapath
@@ -93,23 +97,29 @@ impl Datapath {
         entries.map_err(map_err(maps::PORT_MAPS))
     }
 
-    /// Every conntrack entry (a snapshot; the datapath keeps changing it).
+    /// Every conntrack entry of both tables (a snapshot; the datapath keeps changing
+    /// them). A flow being assured at this moment may show up twice.
     pub fn conntrack_entries(&mut self) -> Result<Vec<(CtKey, CtEntry)>, DatapathError> {
-        let ct = self.conntrack()?;
         let mut out = Vec::new();
-        for item in ct.iter() {
-            match item {
-                Ok(kv) => out.push(kv),
-                // An entry deleted while we walk the table: skip it.
-                Err(aya::maps::MapError::KeyNotFound) => continue,
-                Err(e) => return Err(map_err(maps::CONNTRACK)(e)),
+        for name in [maps::CONNTRACK, maps::CONNTRACK_NEW] {
+            let ct = self.conntrack(name)?;
+            for item in ct.iter() {
+                match item {
+                    Ok(kv) => out.push(kv),
+                    // An entry deleted while we walk the table: skip it.
+                    Err(aya::maps::MapError::KeyNotFound) => continue,
+                    Err(e) => return Err(map_err(name)(e)),
+                }
             }
         }
         Ok(out)
     }
 
+    /// Removes `key` from whichever table holds it.
     pub fn remove_conntrack(&mut self, key: &CtKey) -> Result<bool, DatapathError> {
-        Ok(self.conntrack()?.remove(key).is_ok())
+        let assured = self.conntrack(maps::CONNTRACK)?.remove(key).is_ok();
+        let new = self.conntrack(maps::CONNTRACK_NEW)?.remove(key).is_ok();
+        Ok(assured || new)
     }
 
     /// Adds `n` to a per-reason counter from user space (CPU 0's slot).
