@@ -1,15 +1,17 @@
-//! Emptying netpath's conntrack map between benchmark tests (the datapath's pins).
+//! Emptying netpath's conntrack tables between benchmark tests (the datapath's pins).
 use std::path::Path;
 
 use aya::maps::{HashMap, Map, MapData};
 use netpath_common::{maps, CtEntry, CtKey, PortKey, PortTarget};
 
 pub fn flush(bpffs_dir: &Path) -> anyhow::Result<()> {
-    let map = Map::from_map_data(MapData::from_pin(bpffs_dir.join(maps::CONNTRACK))?)?;
-    let mut ct: HashMap<_, CtKey, CtEntry> = HashMap::try_from(map)?;
-    let keys: Vec<CtKey> = ct.keys().filter_map(Result::ok).collect();
-    for k in keys {
-        let _ = ct.remove(&k);
+    for name in [maps::CONNTRACK, maps::CONNTRACK_NEW] {
+        let map = Map::from_map_data(MapData::from_pin(bpffs_dir.join(name))?)?;
+        let mut ct: HashMap<_, CtKey, CtEntry> = HashMap::try_from(map)?;
+        let keys: Vec<CtKey> = ct.keys().filter_map(Result::ok).collect();
+        for k in keys {
+            let _ = ct.remove(&k);
+        }
     }
     Ok(())
 }
