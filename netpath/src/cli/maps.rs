@@ -61,7 +61,10 @@ fn dump(inspector: &Inspector, name: &str) -> anyhow::Result<Vec<Value>> {
             .collect(),
         maps::ENDPOINT_STATS => inspector.endpoint_counters()?.into_iter().map(|c| json!(c)).collect(),
         maps::REASON_STATS => inspector.reason_counters()?.into_iter().map(|c| json!(c)).collect(),
-        maps::CONNTRACK => inspector.conntrack()?.into_iter().map(|c| json!(c)).collect(),
+        maps::CONNTRACK | maps::CONNTRACK_NEW => {
+            let assured = name == maps::CONNTRACK;
+            inspector.conntrack()?.into_iter().filter(|c| c.assured == assured).map(|c| json!(c)).collect()
+        }
         maps::PORT_MAPS => inspector
             .port_maps()?
             .into_iter()
