@@ -168,6 +168,26 @@ pub fn cgroup2_root() -> PathBuf {
         .expect("no cgroup v2 mount on this machine")
 }
 
+/// A TCP echo server on `addr` in `ns`, one thread per connection, for as long as the
+/// test runs.
+pub fn echo_server(ns: &Netns, addr: std::net::SocketAddrV4) {
+    use std::io::{Read as _, Write as _};
+    let listener = ns.run(move || std::net::TcpListener::bind(addr)).join().unwrap().expect("bind");
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(mut s) = s else { return };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 || s.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+}
+
 /// A network namespace owned by a test, deleted on drop.
 pub struct Netns {
     pub name: String,
@@ -491,6 +511,14 @@ impl Lab {
     /// `netpath stats -o json`.
     pub fn stats(&self) -> Stats {
         Stats(serde_json::from_str(&self.netpath_ok(&["stats", "-o", "json"])).unwrap())
+    }
+
+    /// Entries in one of netpath's pinned maps, counted by bpftool (the test's tool, not
+    /// the product's).
+    pub fn map_len(&self, map: &str) -> usize {
+        let pin = self.bpffs_dir.join(map);
+        let out = sh(&["bpftool", "-j", "map", "dump", "pinned", pin.to_str().unwrap()]);
+        serde_json::from_str::<Value>(&out).unwrap().as_array().unwrap().len()
     }
 
     /// Interfaces in the node namespace.

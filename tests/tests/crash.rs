@@ -3,7 +3,7 @@
 //! change. The restarted agent finds either the old or the new state, never a corrupt
 //! file, and makes the kernel match whichever it finds.
 use netpath::state::SAVE_STEPS;
-use netpath_tests::{sh, Lab};
+use netpath_tests::Lab;
 use serde_json::Value;
 
 /// A change made through the CLI while the agent is set to die in a state write.
@@ -23,12 +23,6 @@ fn ports(lab: &Lab) -> usize {
     let list: Value = serde_json::from_str(&lab.netpath_ok(&["port", "list", "-o", "json"]))
         .expect("port list: the state file must parse");
     list["ports"].as_array().unwrap().len()
-}
-
-fn map_len(lab: &Lab, map: &str) -> usize {
-    let pin = lab.bpffs_dir.join(map);
-    let out = sh(&["bpftool", "-j", "map", "dump", "pinned", pin.to_str().unwrap()]);
-    serde_json::from_str::<Value>(&out).unwrap().as_array().unwrap().len()
 }
 
 /// Starts from endpoint a (container 0) with tcp/8080 published, container 1 free;
@@ -80,7 +74,7 @@ fn a_crash_while_adding_an_endpoint_keeps_old_or_new_state() {
         let lab = crash_during(&change, step);
         if committed(step) {
             assert_eq!(endpoints(&lab), ["a", "b"], "at {step}");
-            assert_eq!(map_len(&lab, "ENDPOINTS"), 2, "at {step}");
+            assert_eq!(lab.map_len("ENDPOINTS"), 2, "at {step}");
             let b: std::net::Ipv4Addr = "10.77.0.3".parse().unwrap();
             assert!(lab.containers[0].ping(b, 1), "at {step}: b unreachable\n{}", lab.agent_log());
         } else {
@@ -88,7 +82,7 @@ fn a_crash_while_adding_an_endpoint_keeps_old_or_new_state() {
             // The veth built before the crash is gone again, with its map entry.
             let np = lab.node_links().iter().filter(|l| l.starts_with("np")).count();
             assert_eq!(np, 1, "at {step}: {:?}", lab.node_links());
-            assert_eq!(map_len(&lab, "ENDPOINTS"), 1, "at {step}");
+            assert_eq!(lab.map_len("ENDPOINTS"), 1, "at {step}");
             assert!(lab.containers[1].exec(&["ip", "link", "show", "eth0"]).stdout.is_empty(), "at {step}");
         }
     }
@@ -102,10 +96,10 @@ fn a_crash_while_deleting_an_endpoint_keeps_old_or_new_state() {
         let np = lab.node_links().iter().filter(|l| l.starts_with("np")).count();
         if committed(step) {
             assert!(endpoints(&lab).is_empty(), "at {step}");
-            assert_eq!((np, map_len(&lab, "ENDPOINTS"), map_len(&lab, "PORT_MAPS")), (0, 0, 0), "at {step}");
+            assert_eq!((np, lab.map_len("ENDPOINTS"), lab.map_len("PORT_MAPS")), (0, 0, 0), "at {step}");
         } else {
             assert_eq!(endpoints(&lab), ["a"], "at {step}");
-            assert_eq!((np, map_len(&lab, "ENDPOINTS")), (1, 1), "at {step}");
+            assert_eq!((np, lab.map_len("ENDPOINTS")), (1, 1), "at {step}");
             assert!(lab.node.ping("10.77.0.2".parse().unwrap(), 1), "at {step}: a unreachable");
         }
     }
@@ -118,6 +112,6 @@ fn a_crash_while_publishing_a_port_keeps_old_or_new_state() {
         let lab = crash_during(&change, step);
         let want = if committed(step) { 2 } else { 1 };
         assert_eq!(ports(&lab), want, "at {step}");
-        assert_eq!(map_len(&lab, "PORT_MAPS"), want, "at {step}");
+        assert_eq!(lab.map_len("PORT_MAPS"), want, "at {step}");
     }
 }

@@ -4,7 +4,7 @@
 //! they did not: the flood evicted them), and the counters show what happened.
 use std::{
     io::{Read as _, Write as _},
-    net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream},
+    net::{Ipv4Addr, SocketAddrV4, TcpStream},
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -12,28 +12,10 @@ use std::{
     time::Duration,
 };
 
-use netpath_tests::{pkt, Lab, Netns, NODE_UPLINK_IP, OUTSIDE_IP};
+use netpath_tests::{echo_server, pkt, Lab, Netns, NODE_UPLINK_IP, OUTSIDE_IP};
 
 const TABLE: u64 = 512;
 const SYNS: u32 = 20_000;
-
-/// An echo server on `addr` in `ns`, one thread per connection.
-fn echo(ns: &Netns, addr: SocketAddrV4) {
-    let listener = ns.run(move || TcpListener::bind(addr)).join().unwrap().expect("bind");
-    std::thread::spawn(move || {
-        for s in listener.incoming() {
-            let Ok(mut s) = s else { return };
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = s.read(&mut buf) {
-                    if n == 0 || s.write_all(&buf[..n]).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-}
 
 fn connect(ns: &Netns, to: SocketAddrV4) -> TcpStream {
     let s = ns
@@ -102,8 +84,8 @@ fn a_syn_flood_fills_at_most_conntrack_and_spares_established_connections() {
     lab.start_agent_with(&["--ct-max-entries", &TABLE.to_string()]);
     let a = lab.add_endpoint("a", 0);
     lab.netpath_ok(&["port", "add", "8080", "a:80"]);
-    echo(&lab.containers[0], SocketAddrV4::new(a, 80));
-    echo(&lab.outside, SocketAddrV4::new(OUTSIDE_IP, 9200));
+    echo_server(&lab.containers[0], SocketAddrV4::new(a, 80));
+    echo_server(&lab.outside, SocketAddrV4::new(OUTSIDE_IP, 9200));
     let published = SocketAddrV4::new(NODE_UPLINK_IP, 8080);
     let mut conns = [
         ("outside to published port", connect(&lab.outside, published)),

@@ -255,7 +255,8 @@ fn maps_and_nat_listings_decode_what_traffic_left() {
     lab.start_agent();
     let a = lab.add_endpoint("a", 0);
     lab.netpath_ok(&["port", "add", "--proto", "udp", "5353", "a:53"]);
-    assert!(lab.containers[0].ping(OUTSIDE_IP, 1));
+    // Two echoes: the second request, after a reply, assures the flow (CONNTRACK).
+    assert!(lab.containers[0].ping(OUTSIDE_IP, 2));
 
     let list = lab.netpath_ok(&["map", "list"]);
     for name in [
@@ -263,6 +264,7 @@ fn maps_and_nat_listings_decode_what_traffic_left() {
         "ENDPOINT_STATS",
         "REASON_STATS",
         "CONNTRACK",
+        "CONNTRACK_NEW",
         "PORT_MAPS",
         "NODE_CONFIG",
         "NODE_LOCAL_REV",
@@ -287,6 +289,8 @@ fn maps_and_nat_listings_decode_what_traffic_left() {
     assert_eq!(cfg["entries"][0]["node_ip"], "192.168.77.1");
     let ct = dump("CONNTRACK");
     assert_eq!(ct["entries"].as_array().unwrap().len(), 2, "one ICMP flow, two entries: {ct}");
+    let new = dump("CONNTRACK_NEW");
+    assert_eq!(new["entries"].as_array().unwrap().len(), 0, "the assured flow is still new: {new}");
     let table = lab.netpath_ok(&["map", "dump", "CONNTRACK"]);
     assert!(table.contains("icmp") && table.contains("snat 192.168.77.1:"), "{table}");
 

@@ -29,12 +29,6 @@ fn endpoint_field(lab: &Lab, name: &str, field: &str) -> Value {
     list["endpoints"].as_array().unwrap().iter().find(|e| e["name"] == name).unwrap()[field].clone()
 }
 
-fn map_keys(lab: &Lab, map: &str) -> usize {
-    let pin = lab.bpffs_dir.join(map);
-    let out = sh(&["bpftool", "-j", "map", "dump", "pinned", pin.to_str().unwrap()]);
-    serde_json::from_str::<Value>(&out).unwrap().as_array().unwrap().len()
-}
-
 fn bytes(v: &[u8]) -> Vec<String> {
     v.iter().map(u8::to_string).collect()
 }
@@ -109,7 +103,7 @@ fn drift_is_repaired_both_ways_on_request() {
     }
     assert!(!found(&drift, &["other0"]) && !found(&drift, &["np00000000fe"]), "{drift:#?}");
     assert!(lab.node_links().contains(&"npstray0".to_string()), "a dry run changed links");
-    assert_eq!(map_keys(&lab, "PORT_MAPS"), 1, "a dry run changed PORT_MAPS");
+    assert_eq!(lab.map_len("PORT_MAPS"), 1, "a dry run changed PORT_MAPS");
 
     let (ok, repairs) = reconcile(&lab, false);
     assert!(ok, "repairs failed: {repairs:#?}\n{}", lab.agent_log());
@@ -131,8 +125,8 @@ fn drift_is_repaired_both_ways_on_request() {
     for foreign in ["other0", "np00000000fe"] {
         assert!(links.iter().any(|l| l == foreign), "{foreign} was not netpath's to delete: {links:?}");
     }
-    assert_eq!(map_keys(&lab, "PORT_MAPS"), 1, "PORT_MAPS not back to the one published port");
-    assert_eq!(map_keys(&lab, "ENDPOINTS"), 3);
+    assert_eq!(lab.map_len("PORT_MAPS"), 1, "PORT_MAPS not back to the one published port");
+    assert_eq!(lab.map_len("ENDPOINTS"), 3);
     let (ok, none) = reconcile(&lab, false);
     assert!(ok && none.is_empty(), "drift left after the repair: {none:#?}");
 
@@ -170,8 +164,8 @@ fn agent_start_repairs_what_changed_while_it_was_down() {
         list["endpoints"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["a", "b"]);
     assert!(lab.netpath_ok(&["port", "list"]).lines().all(|l| !l.contains("8080")));
-    assert_eq!(map_keys(&lab, "PORT_MAPS"), 0);
-    assert_eq!(map_keys(&lab, "ENDPOINTS"), 2);
+    assert_eq!(lab.map_len("PORT_MAPS"), 0);
+    assert_eq!(lab.map_len("ENDPOINTS"), 2);
     assert!(lab.agent_log().contains("host veth"), "the repair is not in the agent's log");
     let (ok, none) = reconcile(&lab, true);
     assert!(ok && none.is_empty(), "drift left after start: {none:#?}");

@@ -7,7 +7,7 @@
 //! machine runs it for longer.
 use std::{
     io::{Read as _, Write as _},
-    net::{SocketAddrV4, TcpListener, TcpStream},
+    net::{SocketAddrV4, TcpStream},
     path::PathBuf,
     process::Command,
     sync::{
@@ -17,29 +17,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use netpath_tests::{netpath_bin, Lab, Netns, NODE_UPLINK_IP, OUTSIDE_IP};
+use netpath_tests::{echo_server, netpath_bin, Lab, Netns, NODE_UPLINK_IP, OUTSIDE_IP};
 
 /// Endpoints that stay for the whole run: s0 (container 0) and s1 (container 1, with
 /// tcp/8080 published to it). Containers 2.. come and go.
 const STABLE: usize = 2;
 const CHURN: usize = 4;
-
-fn echo(ns: &Netns, addr: SocketAddrV4) {
-    let listener = ns.run(move || TcpListener::bind(addr)).join().unwrap().expect("bind");
-    std::thread::spawn(move || {
-        for s in listener.incoming() {
-            let Ok(mut s) = s else { return };
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = s.read(&mut buf) {
-                    if n == 0 || s.write_all(&buf[..n]).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-}
 
 /// One request: connect, send, read the echo.
 fn request(to: SocketAddrV4, keep: Option<&mut TcpStream>) -> std::io::Result<()> {
@@ -134,12 +117,6 @@ fn pins(lab: &Lab, prefix: &str) -> usize {
         .count()
 }
 
-fn map_len(lab: &Lab, map: &str) -> usize {
-    let pin = lab.bpffs_dir.join(map);
-    let out = netpath_tests::sh(&["bpftool", "-j", "map", "dump", "pinned", pin.to_str().unwrap()]);
-    serde_json::from_str::<serde_json::Value>(&out).unwrap().as_array().unwrap().len()
-}
-
 #[test]
 fn traffic_survives_churn_and_restarts_and_nothing_leaks() {
     let secs: u64 = std::env::var("NETPATH_SOAK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(40);
@@ -148,8 +125,8 @@ fn traffic_survives_churn_and_restarts_and_nothing_leaks() {
     lab.add_endpoint("s0", 0);
     let s1 = lab.add_endpoint("s1", 1);
     lab.netpath_ok(&["port", "add", "8080", "s1:80"]);
-    echo(&lab.containers[1], SocketAddrV4::new(s1, 80));
-    echo(&lab.outside, SocketAddrV4::new(OUTSIDE_IP, 9300));
+    echo_server(&lab.containers[1], SocketAddrV4::new(s1, 80));
+    echo_server(&lab.outside, SocketAddrV4::new(OUTSIDE_IP, 9300));
     let links_before = lab.node_links();
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -227,9 +204,9 @@ fn traffic_survives_churn_and_restarts_and_nothing_leaks() {
         lab.netpath_ok(&["endpoint", "del", &format!("churn{k}")]);
     }
     assert_eq!(lab.node_links(), links_before, "links leaked");
-    assert_eq!(map_len(&lab, "ENDPOINTS"), STABLE, "ENDPOINTS entries leaked");
-    assert_eq!(map_len(&lab, "ENDPOINT_STATS"), STABLE, "ENDPOINT_STATS entries leaked");
-    assert_eq!(map_len(&lab, "PORT_MAPS"), 1, "PORT_MAPS entries leaked");
+    assert_eq!(lab.map_len("ENDPOINTS"), STABLE, "ENDPOINTS entries leaked");
+    assert_eq!(lab.map_len("ENDPOINT_STATS"), STABLE, "ENDPOINT_STATS entries leaked");
+    assert_eq!(lab.map_len("PORT_MAPS"), 1, "PORT_MAPS entries leaked");
     if netpath_tests::kernel_at_least(6, 6) {
         assert_eq!(pins(&lab, "from_container-"), STABLE, "link pins leaked");
     }

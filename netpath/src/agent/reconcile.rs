@@ -33,6 +33,20 @@ impl Pass {
             last.failed = Some(error.to_string());
         }
     }
+
+    /// A check of `subject` failed: the repair it was making fails, or, when it had
+    /// found nothing yet (repairs still at `before`), the check itself is reported.
+    fn check_failed(&mut self, before: usize, subject: &str, error: &AgentError) {
+        if self.repairs.len() == before {
+            self.repairs.push(Repair {
+                subject: subject.into(),
+                problem: "could not be checked".into(),
+                fix: "none".into(),
+                failed: None,
+            });
+        }
+        self.failed(error);
+    }
 }
 
 /// Does netpath own this link although the state does not name it? Host veths carry
@@ -64,6 +78,7 @@ impl Agent {
         let mut changed = false;
         for mut rec in self.endpoints.clone() {
             let before = rec.clone();
+            let found = pass.repairs.len();
             match self.endpoint(&mut pass, &mut rec).await {
                 Ok(true) => {
                     changed |= rec != before;
@@ -78,7 +93,7 @@ impl Agent {
                     }
                 }
                 Err(e) => {
-                    pass.failed(&e);
+                    pass.check_failed(found, &format!("endpoint {}", before.name), &e);
                     kept.push(before);
                 }
             }
@@ -90,14 +105,17 @@ impl Agent {
             self.ports.retain(|p| names.contains(p.endpoint.as_str()));
             changed |= self.ports.len() != ports_before;
         }
+        let found = pass.repairs.len();
         if let Err(e) = self.maps(&mut pass) {
-            pass.failed(&e);
+            pass.check_failed(found, "datapath maps", &e);
         }
+        let found = pass.repairs.len();
         if let Err(e) = self.stray_links(&mut pass).await {
-            pass.failed(&e);
+            pass.check_failed(found, "node links", &e);
         }
+        let found = pass.repairs.len();
         if let Err(e) = self.uplink(&mut pass).await {
-            pass.failed(&e);
+            pass.check_failed(found, "uplink", &e);
         }
         if let Some(cgroup) = self.datapath.node_local_detached().map(std::path::Path::to_path_buf) {
             let problem = format!("the node-local socket hooks are not attached to {}", cgroup.display());
