@@ -16,13 +16,18 @@ pub const CONNTRACK: &str = "CONNTRACK";
 /// flows, never an established one: netfilter's early_drop of unassured entries.
 pub const CONNTRACK_NEW: &str = "CONNTRACK_NEW";
 
-/// Size of CONNTRACK_NEW for a CONNTRACK of `ct_entries`.
-pub const fn new_flow_entries(ct_entries: u32) -> u32 {
-    let n = ct_entries / 4;
-    if n < 16 {
-        16
+/// Size of CONNTRACK_NEW for a CONNTRACK of `ct_entries` on a machine with `cpus`
+/// possible CPUs: a quarter, but no less than 256 per CPU. The kernel's LRU hands each
+/// CPU free entries 128 at a time and, when another CPU holds the rest, evicts live
+/// entries to make some: a table of a few hundred entries on a few CPUs loses a flow's
+/// entries while it is being set up.
+pub const fn new_flow_entries(ct_entries: u32, cpus: u32) -> u32 {
+    let quarter = ct_entries / 4;
+    let floor = cpus.saturating_mul(256);
+    if quarter < floor {
+        floor
     } else {
-        n
+        quarter
     }
 }
 /// Server-side tuple of a closed masqueraded TCP flow -> [`crate::ClosedFlow`]; LRU.

@@ -28,7 +28,8 @@ pub static CONNTRACK: LruHashMap<CtKey, CtEntry> = LruHashMap::pinned(CONNTRACK_
 
 #[map]
 pub static CONNTRACK_NEW: LruHashMap<CtKey, CtEntry> =
-    LruHashMap::pinned(new_flow_entries(CONNTRACK_ENTRIES), 0);
+    // Sized again at load for the machine's CPUs.
+    LruHashMap::pinned(new_flow_entries(CONNTRACK_ENTRIES, 1), 0);
 
 #[map]
 pub static SNAT_CLOSED: LruHashMap<CtKey, ClosedFlow> = LruHashMap::pinned(SNAT_CLOSED_ENTRIES, 0);

@@ -268,8 +268,7 @@ fn a_full_conntrack_table_evicts_old_flows_and_says_so() {
         let s = UdpSocket::bind((OUTSIDE_IP, 9003)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut buf = [0u8; 16];
-        for _ in 0..FLOWS {
-            let (n, from) = s.recv_from(&mut buf).unwrap();
+        while let Ok((n, from)) = s.recv_from(&mut buf) {
             s.send_to(&buf[..n], from).unwrap();
         }
     });
@@ -279,10 +278,14 @@ fn a_full_conntrack_table_evicts_old_flows_and_says_so() {
             (0..FLOWS)
                 .filter(|_| {
                     // A new socket per flow: a new source port, a new conntrack pair.
+                    // The second datagram, after the answer, assures the flow: it moves to
+                    // CONNTRACK, the table this test fills.
                     let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
                     s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-                    s.send_to(b"x", (OUTSIDE_IP, 9003)).unwrap();
-                    s.recv(&mut [0u8; 16]).is_ok()
+                    [b"x", b"y"].iter().all(|d| {
+                        s.send_to(*d, (OUTSIDE_IP, 9003)).unwrap();
+                        s.recv(&mut [0u8; 16]).is_ok()
+                    })
                 })
                 .count()
         })

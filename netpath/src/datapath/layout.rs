@@ -71,7 +71,7 @@ fn expected(ct_entries: u32) -> [Expected; 11] {
             MapType::LruHash,
             size::<CtKey>(),
             size::<CtEntry>(),
-            maps::new_flow_entries(ct_entries),
+            new_flow_entries(ct_entries),
             false,
         ),
         e(
@@ -102,6 +102,12 @@ fn expected(ct_entries: u32) -> [Expected; 11] {
         e(maps::EVENTS, MapType::RingBuf, 0, 0, maps::EVENTS_BYTES, true),
         e(maps::TRACE_FILTER, MapType::Array, 4, size::<TraceFilter>(), 1, true),
     ]
+}
+
+/// CONNTRACK_NEW's size on this machine (see [`maps::new_flow_entries`]).
+pub fn new_flow_entries(ct_entries: u32) -> u32 {
+    let cpus = aya::util::nr_cpus().map_or(1, |n| n as u32);
+    maps::new_flow_entries(ct_entries, cpus)
 }
 
 /// What loading does with the pins of an older layout.

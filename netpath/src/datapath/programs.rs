@@ -84,10 +84,7 @@ impl Datapath {
         let ebpf = EbpfLoader::new()
             .default_map_pin_directory(pin_dir)
             .map_max_entries(netpath_common::maps::CONNTRACK, ct_entries)
-            .map_max_entries(
-                netpath_common::maps::CONNTRACK_NEW,
-                netpath_common::maps::new_flow_entries(ct_entries),
-            )
+            .map_max_entries(netpath_common::maps::CONNTRACK_NEW, super::layout::new_flow_entries(ct_entries))
             .load(object)
             .map_err(|source| DatapathError::Load { pin_dir: pin_dir.into(), source: Box::new(source) })?;
         let mode = attach.unwrap_or_else(AttachMode::detect);
