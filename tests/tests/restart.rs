@@ -233,3 +233,58 @@ fn a_resized_conntrack_table_is_migrated_under_live_connections() {
     let ct = maps["maps"].as_array().unwrap().iter().find(|m| m["name"] == "CONNTRACK").unwrap().clone();
     assert_eq!(ct["max_entries"], 4096, "{ct}");
 }
+
+#[test]
+fn clsact_filters_are_swapped_without_a_gap() {
+    use std::sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    };
+    let mut lab = Lab::new(1);
+    lab.start_agent_with(&["--tc-attach", "clsact"]);
+    let a = lab.add_endpoint("a", 0);
+    lab.netpath_ok(&["port", "add", "8080", "a:80"]);
+    netpath_tests::echo_server(&lab.containers[0], SocketAddrV4::new(a, 80));
+    // New connections to the published port, back to back, while the agent restarts:
+    // each needs uplink_in at the moment its SYN arrives.
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = {
+        let stop = stop.clone();
+        lab.outside.run(move || {
+            let (mut done, mut failed) = (0u32, Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                let target = SocketAddrV4::new(NODE_UPLINK_IP, 8080);
+                let r =
+                    TcpStream::connect_timeout(&target.into(), Duration::from_secs(3)).and_then(|mut s| {
+                        s.set_read_timeout(Some(Duration::from_secs(3)))?;
+                        s.write_all(b"ping")?;
+                        s.read_exact(&mut [0u8; 4])
+                    });
+                if let Err(e) = r {
+                    failed.push(e.to_string());
+                }
+                done += 1;
+            }
+            (done, failed)
+        })
+    };
+    for _ in 0..6 {
+        lab.stop_agent();
+        lab.start_agent_with(&["--tc-attach", "clsact"]);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (done, failed) = client.join().unwrap();
+    assert!(done > 100, "only {done} connections");
+    assert!(
+        failed.is_empty(),
+        "{} of {done} connections failed across restarts, first: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(3)]
+    );
+    // Swapped, not stacked: one filter per interface.
+    for dev in lab.node_links().iter().filter(|l| l.starts_with("np") || *l == "uplink0") {
+        let out = lab.node.exec(&["tc", "filter", "show", "dev", dev, "ingress"]);
+        let filters = String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains(" name ")).count();
+        assert_eq!(filters, 1, "{dev}: {out:?}");
+    }
+}

@@ -52,16 +52,7 @@ impl Datapath {
                     return Err(DatapathError::Clsact { iface: iface.into(), source });
                 }
             }
-            // An earlier agent's filter is replaced, not stacked.
-            let _ = tc::qdisc_detach_program(iface, TcAttachType::Ingress, prog);
-            let opts = tc::TcAttachOptions::Netlink(tc::NlOptions::default());
-            let id = self
-                .classifier(prog)?
-                .attach_with_options(iface, TcAttachType::Ingress, opts)
-                .map_err(attach_err(prog, iface))?;
-            // The filter must outlive this process; it goes with the interface.
-            std::mem::forget(self.classifier(prog)?.take_link(id).map_err(attach_err(prog, iface))?);
-            return Ok(());
+            return self.attach_clsact(prog, iface);
         }
         if let Ok(old) = PinnedLink::from_pin(&pin) {
             let link = FdLink::from(old).try_into().map_err(|e| pin_err(prog, iface)(format!("{e}")))?;
@@ -78,6 +69,64 @@ impl Datapath {
         let fd: FdLink = link.try_into().map_err(|e| pin_err(prog, iface)(format!("{e}")))?;
         fd.pin(&pin).map_err(|e| pin_err(prog, iface)(format!("pin {}: {e}", pin.display())))?;
         Ok(())
+    }
+
+    /// A cls_bpf filter at `iface`'s ingress that replaces an earlier agent's without a
+    /// gap: filters live at one of two priorities; the new one goes in at the free one
+    /// while the old one still runs, then the old one is deleted. (Deleting first, as
+    /// before, left a moment in which published-port SYNs met the node's stack and were
+    /// refused.)
+    fn attach_clsact(&mut self, prog: &'static str, iface: &str) -> Result<(), DatapathError> {
+        const PRIORITIES: [u16; 2] = [0x1000, 0x1001];
+        let handle = tc::TcHandle::new(0, 1);
+        let mut placed = None;
+        let mut last_err = None;
+        for (i, priority) in PRIORITIES.into_iter().enumerate() {
+            let opts = tc::TcAttachOptions::Netlink(tc::NlOptions { priority, handle, ..Default::default() });
+            match self.classifier(prog)?.attach_with_options(iface, TcAttachType::Ingress, opts) {
+                Ok(id) => {
+                    // The filter must outlive this process; it goes with the interface.
+                    std::mem::forget(self.classifier(prog)?.take_link(id).map_err(attach_err(prog, iface))?);
+                    placed = Some(i);
+                    break;
+                }
+                // Taken by the filter in service.
+                Err(e) => last_err = Some(e),
+            }
+        }
+        let Some(i) = placed else {
+            // Both taken (an agent died mid-swap): the second is replaced while the
+            // first serves.
+            let err = last_err.map_or_else(|| "no priority free".to_string(), |e| e.to_string());
+            let detached = Self::detach_filter(iface, PRIORITIES[1], handle);
+            if !detached {
+                let source = std::io::Error::other(err);
+                return Err(DatapathError::Clsact { iface: iface.into(), source });
+            }
+            let opts = tc::TcAttachOptions::Netlink(tc::NlOptions {
+                priority: PRIORITIES[1],
+                handle,
+                ..Default::default()
+            });
+            let id = self
+                .classifier(prog)?
+                .attach_with_options(iface, TcAttachType::Ingress, opts)
+                .map_err(attach_err(prog, iface))?;
+            std::mem::forget(self.classifier(prog)?.take_link(id).map_err(attach_err(prog, iface))?);
+            Self::detach_filter(iface, PRIORITIES[0], handle);
+            return Ok(());
+        };
+        Self::detach_filter(iface, PRIORITIES[1 - i], handle);
+        // A filter of a build from before the two priorities (the kernel's default).
+        Self::detach_filter(iface, 0xc000, handle);
+        Ok(())
+    }
+
+    /// Deletes the ingress filter at `priority`/`handle`; false when there was none.
+    fn detach_filter(iface: &str, priority: u16, handle: tc::TcHandle) -> bool {
+        use aya::programs::links::Link as _;
+        tc::SchedClassifierLink::attached(iface, TcAttachType::Ingress, priority, handle, None)
+            .is_ok_and(|link| link.detach().is_ok())
     }
 
     /// Removes a tc program from an interface (which may already be gone).
