@@ -9,7 +9,7 @@ use tracing::warn;
 use super::{ports, Agent, AgentError};
 use crate::{
     api::Repair,
-    datapath::{tc_programs, FROM_CONTAINER_PROG, UPLINK_IN_PROG},
+    datapath::{program, tc_programs},
     plumbing::{link, netns, PlumbingError},
     state::{EndpointRecord, Mode},
 };
@@ -241,10 +241,10 @@ impl Agent {
             _ => {}
         }
         let attached = tc_programs(&self.netlink, &host.name, host.index, self.datapath.mode()).await;
-        if !attached.is_some_and(|p| p.iter().any(|p| p == FROM_CONTAINER_PROG)) {
-            let problem = format!("{FROM_CONTAINER_PROG} is not attached to {}", host.name);
+        if !attached.is_some_and(|p| p.iter().any(|p| p == program::FROM_CONTAINER)) {
+            let problem = format!("{} is not attached to {}", program::FROM_CONTAINER, host.name);
             if pass.drift(&subject, problem, "attach it") {
-                self.datapath.reattach_endpoint(&host.name, host.index)?;
+                self.datapath.reattach(program::FROM_CONTAINER, &host.name, host.index)?;
             }
         }
         Ok(true)
@@ -348,10 +348,10 @@ impl Agent {
     async fn uplink(&mut self, pass: &mut Pass) -> Result<(), AgentError> {
         let Some(up) = self.node.uplink.clone() else { return Ok(()) };
         let attached = tc_programs(&self.netlink, &up.name, up.index, self.datapath.mode()).await;
-        if !attached.is_some_and(|p| p.iter().any(|p| p == UPLINK_IN_PROG)) {
-            let problem = format!("{UPLINK_IN_PROG} is not attached to {}", up.name);
+        if !attached.is_some_and(|p| p.iter().any(|p| p == program::UPLINK_IN)) {
+            let problem = format!("{} is not attached to {}", program::UPLINK_IN, up.name);
             if pass.drift(&format!("uplink {}", up.name), problem, "attach it") {
-                self.datapath.reattach_uplink(&up.name, up.index)?;
+                self.datapath.reattach(program::UPLINK_IN, &up.name, up.index)?;
             }
         }
         Ok(())

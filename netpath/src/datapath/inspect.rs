@@ -120,6 +120,8 @@ fn ct_row(k: &CtKey, e: &CtEntry, assured: bool, now_ns: u64) -> CtRow {
     }
 }
 
+type CtMap = BpfHashMap<MapData, CtKey, CtEntry>;
+
 impl Inspector {
     /// The endpoint map: address -> what the datapath knows of it.
     pub fn endpoints(&self) -> Result<Vec<(Ipv4Addr, netpath_common::EndpointInfo)>, DatapathError> {
@@ -181,7 +183,7 @@ impl Inspector {
         let entries = match name {
             maps::ENDPOINTS => Some(self.endpoints()?.len() as u64),
             maps::ENDPOINT_STATS => Some(self.endpoint_counters()?.len() as u64),
-            maps::CONNTRACK | maps::CONNTRACK_NEW => Some(self.ct_table(name)?.0.len() as u64),
+            maps::CONNTRACK | maps::CONNTRACK_NEW => Some(self.ct_count(name)?.0),
             maps::PORT_MAPS => Some(self.port_maps()?.len() as u64),
             maps::NODE_LOCAL_REV => Some(self.node_local_redirects()?.len() as u64),
             maps::SNAT_CLOSED => Some(self.snat_closed()?.len() as u64),
@@ -218,14 +220,25 @@ impl Inspector {
     /// One conntrack table's entries and size. Pins of an agent from before the table
     /// of new flows existed have none: empty.
     fn ct_table(&self, name: &str) -> Result<(Vec<(CtKey, CtEntry)>, u32), DatapathError> {
+        let Some((ct, capacity)) = self.ct_map(name)? else { return Ok((Vec::new(), 0)) };
+        Ok((ct.iter().filter_map(Result::ok).collect(), capacity))
+    }
+
+    /// One conntrack table's entry count and size (see [`Inspector::ct_table`]).
+    fn ct_count(&self, name: &str) -> Result<(u64, u32), DatapathError> {
+        let Some((ct, capacity)) = self.ct_map(name)? else { return Ok((0, 0)) };
+        Ok((ct.keys().filter(Result::is_ok).count() as u64, capacity))
+    }
+
+    /// A conntrack table opened, with its size; None for a table that is not pinned.
+    fn ct_map(&self, name: &str) -> Result<Option<(CtMap, u32)>, DatapathError> {
         if name == maps::CONNTRACK_NEW && !self.dir.join(name).exists() {
-            return Ok((Vec::new(), 0));
+            return Ok(None);
         }
         let err = |source| DatapathError::Map { map: maps::CONNTRACK, source: Box::new(source) };
-        let map = self.open(name)?;
-        let ct: BpfHashMap<_, CtKey, CtEntry> = BpfHashMap::try_from(map).map_err(err)?;
+        let ct: BpfHashMap<_, CtKey, CtEntry> = BpfHashMap::try_from(self.open(name)?).map_err(err)?;
         let capacity = ct.map().info().map_err(err)?.max_entries();
-        Ok((ct.iter().filter_map(Result::ok).collect(), capacity))
+        Ok(Some((ct, capacity)))
     }
 
     pub fn new(dir: &Path) -> Self {
@@ -270,9 +283,9 @@ impl Inspector {
     }
 
     pub fn conntrack_summary(&self, reasons: &[ReasonCounter]) -> Result<CtSummary, DatapathError> {
-        let (assured, capacity) = self.ct_table(maps::CONNTRACK)?;
-        let (new, new_capacity) = self.ct_table(maps::CONNTRACK_NEW)?;
-        let (entries, new_entries) = (assured.len() as u64, new.len() as u64);
+        // Counted by key: a metrics scrape need not copy every entry of both tables.
+        let (entries, capacity) = self.ct_count(maps::CONNTRACK)?;
+        let (new_entries, new_capacity) = self.ct_count(maps::CONNTRACK_NEW)?;
         let get = |name: &str| reasons.iter().find(|r| r.reason == name).map_or(0, |r| r.packets);
         let (created, collected) = (get(Reason::CtCreated.name()), get(Reason::CtCollected.name()));
         Ok(CtSummary {

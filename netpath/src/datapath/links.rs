@@ -230,17 +230,11 @@ impl Datapath {
         Ok(())
     }
 
-    /// Attaches from_container afresh to a veth whose attachment is gone (a pinned link
-    /// someone detached, a filter someone deleted).
-    pub fn reattach_endpoint(&mut self, iface: &str, ifindex: u32) -> Result<(), DatapathError> {
-        self.detach_tc(FROM_CONTAINER, iface, ifindex);
-        self.attach_tc(FROM_CONTAINER, iface, ifindex)
-    }
-
-    /// Attaches uplink_in afresh (see [`Datapath::reattach_endpoint`]).
-    pub fn reattach_uplink(&mut self, iface: &str, ifindex: u32) -> Result<(), DatapathError> {
-        self.detach_tc(UPLINK_IN, iface, ifindex);
-        self.attach_tc(UPLINK_IN, iface, ifindex)
+    /// Attaches tc program `prog` ([`super::program`]) afresh to an interface whose
+    /// attachment is gone (a pinned link someone detached, a filter someone deleted).
+    pub fn reattach(&mut self, prog: &'static str, iface: &str, ifindex: u32) -> Result<(), DatapathError> {
+        self.detach_tc(prog, iface, ifindex);
+        self.attach_tc(prog, iface, ifindex)
     }
 
     /// Detaches every pinned link this agent did not attach or adopt since it started:

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 pub use inspect::{CtRow, CtSummary, EndpointCounters, Inspector, MapSummary, ReasonCounter};
 pub use links::tc_programs;
-pub use programs::{program, AttachMode, Datapath, PacketRun, FROM_CONTAINER_PROG, UPLINK_IN_PROG};
+pub use programs::{program, AttachMode, Datapath, PacketRun};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {

@@ -20,9 +20,6 @@ pub(super) const UPLINK_IN: &str = "uplink_in";
 pub(super) const NODE_SOCKET_HOOKS: [&str; 4] =
     ["node_connect4", "node_sendmsg4", "node_recvmsg4", "node_getpeername4"];
 pub(super) const UPLINK_XDP: &str = "uplink_xdp";
-/// Program names as the kernel reports them for an attachment.
-pub const FROM_CONTAINER_PROG: &str = FROM_CONTAINER;
-pub const UPLINK_IN_PROG: &str = UPLINK_IN;
 
 /// How tc programs are attached on this kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
