@@ -108,15 +108,16 @@ pub fn with_datapath_pins(
 }
 
 /// Removes what labs named with `prefix` left behind when their process was killed
-/// before Drop could run: namespaces, bpffs pins, work directories.
+/// before Drop could run: namespaces, bpffs pins, work directories. Names carry the
+/// creating process's PID (`<prefix><pid>x<n>`); a lab whose process still runs (a test
+/// run in another checkout) is left alone, so parallel runs never sweep each other.
 pub fn sweep(prefix: &str) -> usize {
     let mut removed = 0;
     let entries = |dir: &str| -> Vec<PathBuf> {
         fs::read_dir(dir).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default()
     };
-    let ours = |p: &Path, prefix: &str| {
-        p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(prefix))
-    };
+    let ours =
+        |p: &Path, prefix: &str| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| leftover(n, prefix));
     for p in entries("/run/netns").into_iter().filter(|p| ours(p, prefix)) {
         let name = p.file_name().unwrap().to_string_lossy().into_owned();
         if Command::new("ip").args(["netns", "del", &name]).status().is_ok_and(|s| s.success()) {
@@ -135,6 +136,17 @@ pub fn sweep(prefix: &str) -> usize {
         removed += usize::from(fs::remove_dir_all(&p).is_ok());
     }
     removed
+}
+
+/// Is `name` one of `prefix`'s labs whose creating process is gone (or this process)?
+fn leftover(name: &str, prefix: &str) -> bool {
+    let Some(rest) = name.strip_prefix(prefix) else { return false };
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    match digits.parse::<u32>() {
+        Ok(pid) => pid == std::process::id() || !Path::new(&format!("/proc/{pid}")).exists(),
+        // Not a lab name of ours (no PID after the prefix): leave it.
+        Err(_) => false,
+    }
 }
 
 /// Whether the running kernel is at least `major.minor`. When it is not, prints the
@@ -580,5 +592,22 @@ impl Stats {
             .unwrap_or_else(|| panic!("no reason {reason}"))[field]
             .as_u64()
             .unwrap()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::leftover;
+
+    #[test]
+    fn only_labs_of_gone_processes_or_this_one_are_leftovers() {
+        let me = std::process::id();
+        assert!(leftover(&format!("npt{me}x3-node"), "npt"));
+        // PID 1 runs for as long as the machine does: its labs are not leftovers.
+        assert!(!leftover("npt1x0-node", "npt"));
+        // A PID above the kernel's limit (2^22) never ran.
+        assert!(leftover("npt99999999x0-c1", "npt"));
+        assert!(!leftover("nptables", "npt"));
+        assert!(!leftover("other1x0", "npt"));
     }
 }
