@@ -47,6 +47,37 @@ pub enum Request {
     Reconcile {
         dry_run: bool,
     },
+    /// Arm the datapath's trace filter for as long as this connection stays open.
+    TraceStart(TraceSpec),
+    /// What the agent knows of the node now.
+    Status,
+}
+
+/// What a trace shows; every field narrows it (None/false: no restriction).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceSpec {
+    pub endpoint: Option<String>,
+    pub host: Option<Ipv4Addr>,
+    pub port: Option<u16>,
+    /// IP protocol number (6, 17, 1).
+    pub proto: Option<u8>,
+    pub drops_only: bool,
+}
+
+/// The agent's answer to [`Request::Status`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentStatus {
+    pub pid: u32,
+    pub agent_id: String,
+    /// The uplink's name (configured or found at start).
+    pub uplink: Option<String>,
+    /// False while the uplink is gone.
+    pub uplink_up: bool,
+    pub node_ip: Option<Ipv4Addr>,
+    pub endpoints: usize,
+    pub ports: usize,
+    /// The running trace: its client's PID and filter.
+    pub trace: Option<String>,
 }
 
 /// One drift found by reconciliation, and what was (or would be) done about it.
@@ -67,5 +98,17 @@ pub enum Reply {
     Port(PortRecord),
     Deleted { existed: bool },
     Reconciled { dry_run: bool, repairs: Vec<Repair> },
+    TraceStarted { session: u64 },
+    Status(AgentStatus),
     Error { message: String },
+}
+
+/// One reply line: the reply, and what the operator should know besides (a change that
+/// was made but cannot take effect yet, for instance).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Response {
+    #[serde(flatten)]
+    pub reply: Reply,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }

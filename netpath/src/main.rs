@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{error::ErrorKind, Parser};
 
 fn main() -> ExitCode {
     let argv = match netpath::cli::config::apply(std::env::args_os().collect()) {
@@ -10,7 +10,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let cli = netpath::cli::Cli::parse_from(argv);
+    let cli = match netpath::cli::Cli::try_parse_from(argv) {
+        Ok(cli) => cli,
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => e.exit(),
+        Err(e) => {
+            // Bad input is one line, like every other refusal.
+            eprintln!("netpath: {}", netpath::cli::one_line(&e));
+            return ExitCode::from(2);
+        }
+    };
     match netpath::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

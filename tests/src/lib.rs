@@ -200,6 +200,62 @@ pub fn echo_server(ns: &Netns, addr: std::net::SocketAddrV4) {
     });
 }
 
+/// A long-lived echo connection from `client` to `target` (served in `server` on
+/// `listen`, one connection), checked byte for byte at every exchange.
+pub struct EchoConn {
+    stream: std::net::TcpStream,
+    sent: u64,
+}
+
+impl EchoConn {
+    pub fn open(
+        server: &Netns,
+        listen: std::net::SocketAddrV4,
+        client: &Netns,
+        target: std::net::SocketAddrV4,
+    ) -> Self {
+        use std::io::{Read as _, Write as _};
+        let listener = server.run(move || std::net::TcpListener::bind(listen)).join().unwrap().expect("bind");
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            loop {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        if s.write_all(&buf[..n]).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        let stream = client
+            .run(move || std::net::TcpStream::connect_timeout(&target.into(), Duration::from_secs(3)))
+            .join()
+            .unwrap()
+            .expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        EchoConn { stream, sent: 0 }
+    }
+
+    /// Sends a numbered 64 KiB chunk and checks the echo, byte for byte.
+    pub fn exchange(&mut self, what: &str) {
+        use std::io::{Read as _, Write as _};
+        let chunk: Vec<u8> = (0..64 * 1024).map(|i| ((self.sent + i) % 253) as u8).collect();
+        self.stream.write_all(&chunk).unwrap_or_else(|e| panic!("{what}: write: {e}"));
+        let mut back = vec![0u8; chunk.len()];
+        self.stream.read_exact(&mut back).unwrap_or_else(|e| panic!("{what}: read: {e}"));
+        assert_eq!(back, chunk, "{what}: bytes differ");
+        self.sent += chunk.len() as u64;
+    }
+
+    /// Bytes echoed so far.
+    pub fn sent(&self) -> u64 {
+        self.sent
+    }
+}
+
 /// A network namespace owned by a test, deleted on drop.
 pub struct Netns {
     pub name: String,
@@ -349,6 +405,12 @@ impl Lab {
         self.work_dir.join("state/endpoints.json")
     }
 
+    /// The agent's id (made at its first start, kept in the state directory).
+    pub fn agent_id(&self) -> String {
+        let path = self.work_dir.join("state/agent-id");
+        fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).trim().to_string()
+    }
+
     /// Starts `netpath agent` inside the node namespace and waits for its socket.
     pub fn start_agent(&mut self) {
         self.start_agent_with(&[]);
@@ -363,10 +425,29 @@ impl Lab {
 
     /// Starts the agent; `Err` with its log when it exits instead of listening.
     pub fn try_start_agent(&mut self, args: &[&str]) -> Result<(), String> {
+        self.launch_agent(false, args)
+    }
+
+    /// Starts the agent the way the seed enters a namespace, `ip netns exec NODE netpath
+    /// agent`: in a mount namespace of its own with a fresh /sys (no bpffs, no cgroup2).
+    pub fn start_agent_with_ip_netns_exec(&mut self, args: &[&str]) {
+        if let Err(e) = self.launch_agent(true, args) {
+            panic!("{e}");
+        }
+    }
+
+    fn launch_agent(&mut self, ip_netns_exec: bool, args: &[&str]) -> Result<(), String> {
         assert!(self.agent.is_none(), "agent already running");
         let ns = fs::File::open(self.node.path()).unwrap();
         let log = fs::File::create(self.work_dir.join("agent.log")).unwrap();
-        let mut cmd = Command::new(netpath_bin());
+        let mut cmd = if ip_netns_exec {
+            // ip execs the command: the child's PID is the agent's.
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", &self.node.name]).arg(netpath_bin());
+            c
+        } else {
+            Command::new(netpath_bin())
+        };
         cmd.arg("agent")
             .arg("--cgroup")
             .arg(&self.cgroup)
@@ -375,11 +456,13 @@ impl Lab {
             .stdout(log.try_clone().unwrap())
             .stderr(log);
         self.env(&mut cmd);
-        // SAFETY: setns is async-signal-safe; runs in the forked child before exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)
-            });
+        if !ip_netns_exec {
+            // SAFETY: setns is async-signal-safe; runs in the forked child before exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)
+                });
+            }
         }
         let socket = self.work_dir.join("run/agent.sock");
         // A killed agent leaves its socket behind: waiting for it must wait for the new one.
@@ -540,6 +623,76 @@ impl Lab {
             .lines()
             .filter_map(|l| l.split(": ").nth(1).map(|n| n.split('@').next().unwrap().to_string()))
             .collect()
+    }
+}
+
+/// What a refused operation must leave as it was: the links, addresses and routes of
+/// the node and of every container, netpath's files (state, lock files, socket; the
+/// agent's log aside), its pins and its map entries.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Residue {
+    pub namespaces: Vec<(String, String)>,
+    pub files: Vec<(String, String)>,
+    pub pins: Vec<String>,
+    pub entries: Vec<(String, usize)>,
+}
+
+/// Every file under `dir` with its content ("<dir>"/"<other>" for the rest), sorted.
+fn tree(dir: &Path, out: &mut Vec<(String, String)>) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let p = e.path();
+        let kind = e.file_type().ok();
+        let content = if kind.is_some_and(|k| k.is_dir()) {
+            tree(&p, out);
+            "<dir>".to_string()
+        } else if kind.is_some_and(|k| k.is_file()) {
+            fs::read_to_string(&p).unwrap_or_else(|_| "<unreadable>".into())
+        } else {
+            "<other>".to_string()
+        };
+        out.push((p.display().to_string(), content));
+    }
+    out.sort();
+}
+
+impl Lab {
+    /// The lab as a refused operation must leave it (see [`Residue`]).
+    pub fn residue(&self) -> Residue {
+        let mut namespaces = Vec::new();
+        for ns in std::iter::once(&self.node).chain(&self.containers) {
+            let mut view = String::new();
+            for args in [
+                &["ip", "-o", "link", "show"][..],
+                &["ip", "-o", "addr", "show"],
+                &["ip", "route", "show", "table", "all"],
+            ] {
+                let out = ns.exec(args);
+                // Only names, addresses and routes: link counters and states may move.
+                // IPv6 link-local addresses come and go (DAD) by themselves.
+                for line in String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.contains("fe80:")) {
+                    let keep: Vec<&str> = line
+                        .split_whitespace()
+                        .take_while(|w| !["qdisc", "valid_lft", "link/ether"].contains(w))
+                        .collect();
+                    view.push_str(&keep.join(" "));
+                    view.push('\n');
+                }
+            }
+            namespaces.push((ns.name.clone(), view));
+        }
+        let mut files = Vec::new();
+        tree(&self.work_dir, &mut files);
+        files.retain(|(p, _)| !p.ends_with("agent.log") && !p.ends_with(".toml"));
+        let mut pins = Vec::new();
+        tree(&self.bpffs_dir, &mut pins);
+        let pins: Vec<String> = pins.into_iter().map(|(p, _)| p).collect();
+        let entries = ["ENDPOINTS", "PORT_MAPS"]
+            .iter()
+            .filter(|m| self.bpffs_dir.join(m).exists())
+            .map(|m| (m.to_string(), self.map_len(m)))
+            .collect();
+        Residue { namespaces, files, pins, entries }
     }
 }
 

@@ -1,7 +1,10 @@
 //! Concurrent CLI calls: the agent serialises them, so parallel adds never hand out one
 //! address twice, never lose an update of the state file, and a contested host port
-//! goes to exactly one caller.
-use std::collections::HashSet;
+//! goes to exactly one caller. Clients that connect and say nothing delay no one.
+use std::{
+    collections::HashSet,
+    time::{Duration, Instant},
+};
 
 use netpath_tests::Lab;
 use serde_json::Value;
@@ -54,17 +57,76 @@ fn parallel_cli_calls_neither_lose_updates_nor_double_allocate() {
     assert_eq!(ports["ports"].as_array().unwrap().len(), 1, "{ports}");
 }
 
+/// `netpath ARGS` against the lab's agent, and how long it took.
+fn timed(lab: &Lab, args: &[&str]) -> (std::process::Output, Duration) {
+    let start = Instant::now();
+    let out = lab.netpath(args);
+    (out, start.elapsed())
+}
+
 #[test]
 fn a_client_that_sends_nothing_does_not_stall_the_agent() {
     let mut lab = Lab::new(1);
     lab.start_agent();
-    // Connected, silent, never closing: served one at a time, it would block everyone.
+    // Connected, silent, never closing: served one at a time, it held everyone up for
+    // the agent's 10 s read deadline (issue 13, item 5).
     let stuck = std::os::unix::net::UnixStream::connect(lab.work_dir.join("run/agent.sock")).unwrap();
     let ns = lab.containers[0].path();
-    let mut cmd = std::process::Command::new("timeout");
-    cmd.args(["60"]).arg(netpath_tests::netpath_bin()).args(["endpoint", "add", "a", "--netns"]).arg(&ns);
-    lab.env_for(&mut cmd);
-    let out = cmd.output().unwrap();
-    assert!(out.status.success(), "stalled behind a silent client: {}", String::from_utf8_lossy(&out.stderr));
+    let (out, took) = timed(&lab, &["endpoint", "add", "a", "--netns", ns.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // A generous bound, only to catch the stall (an add takes tens of milliseconds).
+    assert!(took < Duration::from_secs(5), "endpoint add took {took:?} behind a silent client");
     drop(stuck);
+}
+
+/// Lets this process hold `n` more descriptors (the default soft limit is 1024).
+fn allow_fds(n: u64) {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: plain get/setrlimit on a local struct.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        lim.rlim_cur = lim.rlim_max.min(lim.rlim_cur + n);
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+    }
+}
+
+#[test]
+fn a_thousand_idle_connections_delay_no_one() {
+    let mut lab = Lab::new(2);
+    lab.start_agent();
+    let ns = |i: usize| lab.containers[i].path().to_str().unwrap().to_string();
+    // The same calls without the crowd, for comparison in the failure message.
+    let (out, alone) = timed(&lab, &["endpoint", "add", "a", "--netns", &ns(0)]);
+    assert!(out.status.success());
+    allow_fds(1100);
+    let socket = lab.work_dir.join("run/agent.sock");
+    let idle: Vec<_> = (0..1000)
+        .map(|i| {
+            std::os::unix::net::UnixStream::connect(&socket).unwrap_or_else(|e| panic!("connection {i}: {e}"))
+        })
+        .collect();
+    // Half of them sent half a request and stopped: they stall a line reader too.
+    for s in idle.iter().step_by(2) {
+        use std::io::Write as _;
+        (&*s).write_all(b"{\"op\":\"endpoint-").unwrap();
+    }
+    let mut times = Vec::new();
+    for args in [
+        &["port", "add", "8080", "a:80"][..],
+        &["endpoint", "add", "b", "--netns", &ns(1)],
+        &["port", "del", "8080"],
+        &["endpoint", "list"],
+    ] {
+        let (out, took) = timed(&lab, args);
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        times.push((args[0..2].join(" "), took));
+    }
+    eprintln!("with 1000 idle connections: {times:?} (endpoint add alone: {alone:?})");
+    for (what, took) in &times {
+        assert!(*took < Duration::from_secs(5), "{what} took {took:?} with 1000 idle connections open");
+    }
+    drop(idle);
+    // The agent is none the worse for it.
+    let (out, _) = timed(&lab, &["port", "add", "8080", "b:80"]);
+    assert!(out.status.success());
 }

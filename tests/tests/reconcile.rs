@@ -63,16 +63,37 @@ fn drift_is_repaired_both_ways_on_request() {
     let b_key = bytes(&b.octets());
     let b_key: Vec<&str> = b_key.iter().map(String::as_str).collect();
     sh(&[&["bpftool", "map", "delete", "pinned", endpoints, "key"], &b_key[..]].concat());
-    // Things netpath owns but does not want: a veth marked for an endpoint it does not
-    // have, one with its name pattern but no mark, a port entry no record owns. And two
-    // it does not own: a foreign veth, one with another alias.
+    // Things this agent owns but does not want: a veth it marked for an endpoint it does
+    // not have, one with its temporary name but no mark (it died before marking), a port
+    // entry no record owns. And what it does not own: a foreign veth, one with another
+    // alias, one marked by another agent, one marked by a build before agent ids (this
+    // agent's id was made on an earlier start, so that one is not its upgrade's either),
+    // another agent's temporary one.
+    let id = lab.agent_id();
+    let mine_unmarked = format!("np-{}-0ff", &id[..8]);
+    let ghost = format!("netpath:{id}:ghost");
     for (name, alias) in [
-        ("npstray0", Some("netpath:ghost")),
-        ("np00000000ff", None),
+        ("npstray0", Some(ghost.as_str())),
+        (mine_unmarked.as_str(), None),
         ("other0", None),
         ("np00000000fe", Some("someone-else")),
+        ("npother1", Some("netpath:0123456789abcdef:ghost")),
+        ("npold0", Some("netpath:ghost")),
+        ("np-01234567-001", None),
     ] {
-        sh(&["ip", "-n", &n, "link", "add", name, "type", "veth", "peer", "name", &format!("{name}p")]);
+        sh(&[
+            "ip",
+            "-n",
+            &n,
+            "link",
+            "add",
+            name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &format!("{}p", &name[..name.len().min(13)]),
+        ]);
         if let Some(alias) = alias {
             sh(&["ip", "-n", &n, "link", "set", name, "alias", alias]);
         }
@@ -96,12 +117,14 @@ fn drift_is_repaired_both_ways_on_request() {
         &["port tcp/8080", "no entry"],
         &[&format!("endpoint at {b}"), "no entry"],
         &["link npstray0", "ghost"],
-        &["link np00000000ff", "name pattern"],
+        &[&format!("link {mine_unmarked}"), "before it was marked"],
         &["port 9999", "no port record"],
     ] {
         assert!(found(&drift, words), "dry run did not report {words:?}: {drift:#?}");
     }
-    assert!(!found(&drift, &["other0"]) && !found(&drift, &["np00000000fe"]), "{drift:#?}");
+    for foreign in ["other0", "np00000000fe", "npother1", "npold0", "np-01234567-001"] {
+        assert!(!found(&drift, &[foreign]), "{foreign} taken for this agent's: {drift:#?}");
+    }
     assert!(lab.node_links().contains(&"npstray0".to_string()), "a dry run changed links");
     assert_eq!(lab.map_len("PORT_MAPS"), 1, "a dry run changed PORT_MAPS");
 
@@ -119,10 +142,10 @@ fn drift_is_repaired_both_ways_on_request() {
         links.iter().any(|l| l == veth_a.as_str().unwrap())
             && links.iter().any(|l| l == veth_c.as_str().unwrap())
     );
-    for stray in ["npstray0", "np00000000ff"] {
+    for stray in ["npstray0", mine_unmarked.as_str()] {
         assert!(!links.iter().any(|l| l == stray), "{stray} left: {links:?}");
     }
-    for foreign in ["other0", "np00000000fe"] {
+    for foreign in ["other0", "np00000000fe", "npother1", "npold0", "np-01234567-001"] {
         assert!(links.iter().any(|l| l == foreign), "{foreign} was not netpath's to delete: {links:?}");
     }
     assert_eq!(lab.map_len("PORT_MAPS"), 1, "PORT_MAPS not back to the one published port");

@@ -2,53 +2,14 @@
 //! killed and restarted, and long-lived connections on every path lose nothing.
 use std::{
     io::{Read as _, Write as _},
-    net::{SocketAddrV4, TcpListener, TcpStream},
+    net::{SocketAddrV4, TcpStream},
     time::Duration,
 };
 
-use netpath_tests::{Lab, Netns, NODE_UPLINK_IP, OUTSIDE_IP};
+use netpath_tests::{EchoConn, Lab, Netns, NODE_UPLINK_IP, OUTSIDE_IP};
 
-/// An echo connection from `client` to `target` (served in `server` on `listen`).
-struct Conn {
-    stream: TcpStream,
-    sent: u64,
-}
-
-fn open(server: &Netns, listen: SocketAddrV4, client: &Netns, target: SocketAddrV4) -> Conn {
-    let listener = server.run(move || TcpListener::bind(listen)).join().unwrap().expect("bind");
-    std::thread::spawn(move || {
-        let (mut s, _) = listener.accept().unwrap();
-        let mut buf = [0u8; 4096];
-        loop {
-            match s.read(&mut buf) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => {
-                    if s.write_all(&buf[..n]).is_err() {
-                        return;
-                    }
-                }
-            }
-        }
-    });
-    let stream = client
-        .run(move || TcpStream::connect_timeout(&target.into(), Duration::from_secs(3)))
-        .join()
-        .unwrap()
-        .expect("connect");
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    Conn { stream, sent: 0 }
-}
-
-impl Conn {
-    /// Sends a numbered chunk and checks the echo, byte for byte.
-    fn exchange(&mut self, what: &str) {
-        let chunk: Vec<u8> = (0..64 * 1024).map(|i| ((self.sent + i) % 253) as u8).collect();
-        self.stream.write_all(&chunk).unwrap_or_else(|e| panic!("{what}: write: {e}"));
-        let mut back = vec![0u8; chunk.len()];
-        self.stream.read_exact(&mut back).unwrap_or_else(|e| panic!("{what}: read: {e}"));
-        assert_eq!(back, chunk, "{what}: bytes differ");
-        self.sent += chunk.len() as u64;
-    }
+fn open(server: &Netns, listen: SocketAddrV4, client: &Netns, target: SocketAddrV4) -> EchoConn {
+    EchoConn::open(server, listen, client, target)
 }
 
 #[test]

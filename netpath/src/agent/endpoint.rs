@@ -16,6 +16,23 @@ const DEFAULT_MTU: u32 = 1500;
 const MTU_RANGE: std::ops::RangeInclusive<u32> = 68..=65535;
 
 impl Agent {
+    /// The mark this agent gives the host veth of `endpoint`.
+    pub(super) fn owner(&self, endpoint: &str) -> link::Owner {
+        link::Owner::new(self.id.as_str(), endpoint)
+    }
+
+    /// Does `l` carry this agent's mark for `endpoint` (or, on the upgrade start, the
+    /// mark of a build before agent ids)?
+    pub(super) fn marked_for(&self, l: &link::Link, endpoint: &str) -> bool {
+        match l.owner() {
+            Some(o) if o.endpoint == endpoint => match o.agent {
+                Some(a) => a == self.id.as_str(),
+                None => self.adopt_unidentified,
+            },
+            _ => false,
+        }
+    }
+
     /// What the datapath needs to know about an endpoint.
     pub(super) fn endpoint_info(&self, rec: &EndpointRecord) -> Result<EndpointInfo, AgentError> {
         let bad = |m: &str| AgentError::Invalid(format!("state file has a bad MAC {m} for {}", rec.name));
@@ -54,16 +71,20 @@ fn mac_for(ip: Ipv4Addr) -> [u8; 6] {
     [0x0a, 0x58, o[0], o[1], o[2], o[3]]
 }
 
-fn validate(spec: &EndpointSpec) -> Result<(), AgentError> {
-    let name_ok = !spec.name.is_empty()
-        && spec.name.len() <= 64
-        && spec.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+fn validate_name(name: &str) -> Result<(), AgentError> {
+    let name_ok = !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
     if !name_ok {
         return Err(AgentError::Invalid(format!(
-            "invalid endpoint name {:?}: use 1-64 characters from A-Z a-z 0-9 - _ .",
-            spec.name
+            "invalid endpoint name {name:?}: use 1-64 characters from A-Z a-z 0-9 - _ ."
         )));
     }
+    Ok(())
+}
+
+fn validate(spec: &EndpointSpec) -> Result<(), AgentError> {
+    validate_name(&spec.name)?;
     let ifname_ok = !spec.ifname.is_empty()
         && spec.ifname.len() <= 15
         && spec.ifname.chars().all(|c| c.is_ascii_graphic() && c != '/' && c != ':');
@@ -117,6 +138,10 @@ impl Agent {
             )));
         }
         let ns = netns::open(&spec.netns)?;
+        // The node's own namespace as a "container" would lose the node its default route.
+        if let Some(what) = netns::node_namespace(&ns) {
+            return Err(AgentError::NodeNamespace { path: spec.netns.clone(), what });
+        }
         let ip = self.ipam.assign(spec.ip, &self.endpoints)?;
         let mac = spec.mac.unwrap_or_else(|| mac_for(ip));
         // Same MTU as the uplink by default, so containers never send what it cannot carry.
@@ -158,8 +183,18 @@ impl Agent {
         let mac = parse_mac(&rec.mac)
             .ok_or_else(|| AgentError::Invalid(format!("bad MAC {} for endpoint {}", rec.mac, rec.name)))?;
         let bridge = self.node.bridge.as_ref().map(|b| b.index);
-        let host =
-            link::add_veth(&self.netlink, &rec.host_ifname, &rec.ifname, ns, mac, rec.mtu, bridge).await?;
+        if let Some(l) = link::get(&self.netlink, &rec.host_ifname).await? {
+            return Err(crate::plumbing::PlumbingError::LinkExists {
+                name: l.name,
+                place: format!("on the node (index {}) and it is not this endpoint's", l.index),
+            }
+            .into());
+        }
+        // Created under a temporary name that carries this agent's id, renamed when it
+        // is marked: a veth whose agent died in between is still known as its own.
+        let temporary = self.id.temporary_ifname(self.next_temporary);
+        self.next_temporary = self.next_temporary.wrapping_add(1);
+        let host = link::add_veth(&self.netlink, &temporary, &rec.ifname, ns, mac, rec.mtu, bridge).await?;
         rec.host_ifindex = host.index;
         rec.host_mac = format_mac(&host.mac);
         // From here on every failure undoes everything: deleting the host veth removes
@@ -179,7 +214,8 @@ impl Agent {
     }
 
     async fn connect(&mut self, ns: &std::fs::File, rec: &EndpointRecord) -> Result<(), AgentError> {
-        link::set_owner(&self.netlink, rec.host_ifindex, &rec.name).await?;
+        link::set_owner(&self.netlink, rec.host_ifindex, &self.owner(&rec.name), Some(&rec.host_ifname))
+            .await?;
         self.configure_container(ns, rec).await?;
         link::set_up(&self.netlink, rec.host_ifindex, &rec.host_ifname).await?;
         // In bridge mode the bridge's own prefix route reaches the container.
@@ -214,6 +250,7 @@ impl Agent {
 
     /// Deletes an endpoint; `Ok(false)` when there was none by that name.
     pub async fn endpoint_del(&mut self, name: &str) -> Result<bool, AgentError> {
+        validate_name(name)?;
         let Some(pos) = self.endpoints.iter().position(|e| e.name == name) else {
             return Ok(false);
         };

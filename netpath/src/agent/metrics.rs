@@ -1,6 +1,9 @@
 //! Prometheus metrics, read from the pinned maps at each scrape and served as text on a
 //! small HTTP endpoint (loopback by default).
-use std::{net::SocketAddr, path::PathBuf, sync::atomic::AtomicU64};
+use std::{
+    path::PathBuf,
+    sync::{atomic::AtomicU64, Arc},
+};
 
 use prometheus_client::{
     encoding::text::encode,
@@ -13,6 +16,7 @@ use tokio::{
 };
 use tracing::{info, warn};
 
+use super::Health;
 use crate::{
     datapath::{DatapathError, Inspector},
     state::{EndpointRecord, Store},
@@ -40,6 +44,7 @@ pub fn render(
     bpffs_dir: &std::path::Path,
     state_file: PathBuf,
     programs: &ProgramIds,
+    health: &Health,
 ) -> Result<String, DatapathError> {
     let inspector = Inspector::new(bpffs_dir);
     let names = Store::<EndpointRecord>::new(state_file).load().unwrap_or_default();
@@ -88,6 +93,12 @@ pub fn render(
         "Conntrack entries evicted because the table was full",
         evictions,
     );
+    gauge(
+        &mut registry,
+        "uplink_up",
+        "1 while the uplink is there, 0 while it is gone (masquerade and published ports down)",
+        i64::from(health.uplink_up.load(std::sync::atomic::Ordering::Relaxed)),
+    );
     let failures = Counter::<u64>::default();
     failures.inc_by(reasons.iter().find(|r| r.reason == "drop-nat-ports-exhausted").map_or(0, |r| r.packets));
     registry.register("nat_port_allocation_failures", "New flows refused for want of a NAT port", failures);
@@ -117,26 +128,30 @@ pub fn render(
     Ok(out)
 }
 
-/// Serves GET /metrics on `addr` until the process ends.
-pub async fn serve(
-    addr: SocketAddr,
+/// Serves GET /metrics on `listener` until the process ends.
+pub fn serve(
+    listener: std::net::TcpListener,
     bpffs_dir: PathBuf,
     state_file: PathBuf,
     programs: ProgramIds,
+    health: Arc<Health>,
 ) -> std::io::Result<()> {
-    let programs = std::sync::Arc::new(programs);
-    let listener = TcpListener::bind(addr).await?;
+    let programs = Arc::new(programs);
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let listener = TcpListener::from_std(listener)?;
     info!(%addr, "metrics at http://{addr}/metrics");
     tokio::spawn(async move {
         loop {
             let Ok((mut conn, _)) = listener.accept().await else { continue };
-            let (dir, state, programs) = (bpffs_dir.clone(), state_file.clone(), programs.clone());
+            let (dir, state, programs, health) =
+                (bpffs_dir.clone(), state_file.clone(), programs.clone(), health.clone());
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 4096];
                 let Ok(n) = conn.read(&mut buf).await else { return };
                 let request = String::from_utf8_lossy(&buf[..n]);
                 let response = if request.starts_with("GET /metrics ") {
-                    match render(&dir, state, &programs) {
+                    match render(&dir, state, &programs, &health) {
                         Ok(body) => format!(
                             "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                             body.len()

@@ -1,10 +1,12 @@
 //! Node set-up at agent start: refuse a pod CIDR that collides with the node's own
-//! networks, give the gateway address a home, find the uplink.
+//! networks, find the uplink, then give the gateway address a home. Everything that is
+//! only looked at comes first ([`plan`]); what changes the node ([`apply`]) is recorded
+//! in an [`Undo`] so that a start that fails later leaves the node as it was.
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 use rtnetlink::Handle;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::AgentError;
 use crate::{
@@ -15,6 +17,9 @@ use crate::{
 /// What the agent learned about the node.
 pub struct Node {
     pub mode: Mode,
+    /// The uplink's name as configured or found; it may come and go (see `uplink`).
+    pub uplink_name: Option<String>,
+    /// The uplink as last seen; None while it is gone.
     pub uplink: Option<Link>,
     /// The uplink's first IPv4 address: source of masqueraded traffic, destination of
     /// published ports.
@@ -58,10 +63,7 @@ async fn check_overlap(
             Some(i) => format!(" dev {}", name_of(i).await),
             None => String::new(),
         };
-        return Err(AgentError::Invalid(format!(
-            "pod CIDR {cidr} overlaps the node's route {}{dev}; choose another --pod-cidr",
-            route.dst
-        )));
+        return Err(AgentError::PodCidrTaken { cidr, by: format!("the node's route {}{dev}", route.dst) });
     }
     let gateway = ipam.gateway();
     for (index, addr) in link::addresses(handle).await? {
@@ -73,48 +75,114 @@ async fn check_overlap(
         if lo_gateway || bridge_gateway {
             continue;
         }
-        return Err(AgentError::Invalid(format!(
-            "pod CIDR {cidr} overlaps address {addr} on {}; choose another --pod-cidr",
-            name_of(index).await
-        )));
+        return Err(AgentError::PodCidrTaken {
+            cidr,
+            by: format!("address {addr} on {}", name_of(index).await),
+        });
     }
     Ok(())
 }
 
-pub async fn setup(
+/// Looks at the node and decides, changing nothing: the pod CIDR is free, the uplink
+/// exists (when one is named) and what its address is.
+pub async fn plan(
     handle: &Handle,
     ipam: &Ipam,
-    cfg: NodeConfig<'_>,
+    cfg: &NodeConfig<'_>,
     owned: &[u32],
 ) -> Result<Node, AgentError> {
-    check_overlap(handle, ipam, &cfg, owned).await?;
-    let gateway = ipam.gateway();
-    let bridge = match cfg.mode {
-        // The node owns the gateway address, so containers can reach it (ping, DNS on
-        // the node); no interface needs to be in the pod CIDR for that.
-        Mode::Routed => {
-            let lo = link::get(handle, "lo").await?.ok_or_else(|| AgentError::Invalid("no lo".into()))?;
-            link::add_address(handle, lo.index, "lo", gateway, 32).await?;
-            None
-        }
-        Mode::Bridge => {
-            let br = link::ensure_bridge(handle, cfg.bridge_name).await?;
-            link::add_address(handle, br.index, &br.name, gateway, ipam.cidr().prefix_len()).await?;
-            link::set_up(handle, br.index, &br.name).await?;
-            Some(br)
-        }
-    };
+    check_overlap(handle, ipam, cfg, owned).await?;
     let uplink = find_uplink(handle, cfg.uplink).await?;
-    let mut node_ip = None;
-    if let Some(u) = &uplink {
-        node_ip =
-            link::addresses(handle).await?.into_iter().find(|(i, _)| *i == u.index).map(|(_, a)| a.addr());
-    }
+    let node_ip = match &uplink {
+        Some(u) => address_of(handle, u.index).await?,
+        None => None,
+    };
     match &uplink {
         Some(u) => info!(uplink = %u.name, mtu = u.mtu, node_ip = ?node_ip, "uplink"),
         None => info!("no uplink: the node has no default route and none was configured; NAT is off"),
     }
-    Ok(Node { mode: cfg.mode, uplink, node_ip, bridge })
+    if let (Some(u), None) = (&uplink, node_ip) {
+        warn!(uplink = %u.name, "the uplink has no IPv4 address: masquerade and published ports wait for one");
+    }
+    Ok(Node {
+        mode: cfg.mode,
+        uplink_name: uplink.as_ref().map(|u| u.name.clone()),
+        uplink,
+        node_ip,
+        bridge: None,
+    })
+}
+
+/// The first IPv4 address of link `index`.
+pub async fn address_of(handle: &Handle, index: u32) -> Result<Option<Ipv4Addr>, AgentError> {
+    Ok(link::addresses(handle).await?.into_iter().find(|(i, _)| *i == index).map(|(_, a)| a.addr()))
+}
+
+/// What [`apply`] changed, to be taken back if the start fails later.
+#[derive(Default)]
+pub struct Undo {
+    /// (link index, address, prefix) added by this start.
+    addresses: Vec<(u32, Ipv4Addr, u8)>,
+    /// The bridge, when this start created it.
+    bridge: Option<u32>,
+}
+
+impl Undo {
+    pub async fn run(self, handle: &Handle) {
+        for (index, ip, prefix) in self.addresses {
+            if let Err(e) = link::delete_address(handle, index, ip, prefix).await {
+                warn!("undoing node set-up: {e}");
+            }
+        }
+        if let Some(index) = self.bridge {
+            if let Err(e) = link::delete(handle, index).await {
+                warn!("undoing node set-up: {e}");
+            }
+        }
+    }
+}
+
+/// Gives the gateway address a home (lo in routed mode, the bridge in bridge mode),
+/// recording each change in `undo`.
+pub async fn apply(
+    handle: &Handle,
+    ipam: &Ipam,
+    node: &mut Node,
+    bridge_name: &str,
+    undo: &mut Undo,
+) -> Result<(), AgentError> {
+    let gateway = ipam.gateway();
+    let had = |index: u32, prefix: u8| async move {
+        link::addresses(handle)
+            .await
+            .map(|a| a.iter().any(|(i, n)| *i == index && n.addr() == gateway && n.prefix_len() == prefix))
+    };
+    match node.mode {
+        // The node owns the gateway address, so containers can reach it (ping, DNS on
+        // the node); no interface needs to be in the pod CIDR for that.
+        Mode::Routed => {
+            let lo = link::get(handle, "lo").await?.ok_or(AgentError::NoLoopback)?;
+            if !had(lo.index, 32).await? {
+                link::add_address(handle, lo.index, "lo", gateway, 32).await?;
+                undo.addresses.push((lo.index, gateway, 32));
+            }
+        }
+        Mode::Bridge => {
+            let existed = link::get(handle, bridge_name).await?.is_some();
+            let br = link::ensure_bridge(handle, bridge_name).await?;
+            if !existed {
+                undo.bridge = Some(br.index);
+            }
+            let prefix = ipam.cidr().prefix_len();
+            if !had(br.index, prefix).await? {
+                link::add_address(handle, br.index, &br.name, gateway, prefix).await?;
+                undo.addresses.push((br.index, gateway, prefix));
+            }
+            link::set_up(handle, br.index, &br.name).await?;
+            node.bridge = Some(br);
+        }
+    }
+    Ok(())
 }
 
 /// The configured uplink, or the interface of the default route.
@@ -122,9 +190,7 @@ async fn find_uplink(handle: &Handle, name: Option<&str>) -> Result<Option<Link>
     if let Some(name) = name {
         return match link::get(handle, name).await? {
             Some(l) => Ok(Some(l)),
-            None => {
-                Err(AgentError::Invalid(format!("uplink interface {name} does not exist; check --uplink")))
-            }
+            None => Err(AgentError::NoUplink { name: name.into() }),
         };
     }
     for route in link::main_routes(handle).await? {

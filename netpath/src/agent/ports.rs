@@ -29,9 +29,12 @@ impl Agent {
         if spec.host_port == 0 || spec.container_port == Some(0) {
             return Err(AgentError::Invalid("port 0 cannot be published: use 1-65535".into()));
         }
+        if self.nat_ports.contains(&spec.host_port) {
+            return Err(AgentError::PortInNatRange { port: spec.host_port, nat: self.nat_ports.clone() });
+        }
         let Some(ep) = self.endpoints.iter().find(|e| e.name == spec.endpoint).cloned() else {
             return Err(AgentError::Invalid(format!(
-                "no endpoint {}; add it with `netpath endpoint add` first",
+                "no endpoint {:?}; add it with `netpath endpoint add` first (see `netpath endpoint list`)",
                 spec.endpoint
             )));
         };

@@ -11,7 +11,7 @@ use crate::{
     api::Repair,
     datapath::{program, tc_programs},
     plumbing::{link, netns, PlumbingError},
-    state::{EndpointRecord, Mode},
+    state::{AgentId, EndpointRecord, Mode},
 };
 
 /// The repairs of one pass; in a dry run only what would be done.
@@ -49,14 +49,29 @@ impl Pass {
     }
 }
 
-/// Does netpath own this link although the state does not name it? Host veths carry
-/// the owner alias; one without any alias but with netpath's name pattern was created
-/// by an agent that died before it could mark it.
-pub(super) fn owned(l: &link::Link) -> bool {
-    let pattern = l.name.len() == 12
-        && l.name.starts_with("np")
-        && l.name[2..].bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-    l.is_veth && (l.owner().is_some() || (l.alias.is_none() && pattern))
+/// Did this agent (`id`) make this veth, although its state may not name it? Host veths
+/// carry the owner alias with the agent's id; a veth not yet marked has the temporary
+/// name with the agent's id in it (the agent died between creating and marking it).
+/// Links marked by a build from before agent ids (`netpath:<endpoint>`), or unmarked
+/// with that build's name pattern (`np` + 10 hex digits), count as this agent's only on
+/// the start that made its id (`adopt_unidentified`: the upgrade).
+pub(super) fn owned_by(l: &link::Link, id: &AgentId, adopt_unidentified: bool) -> bool {
+    if !l.is_veth {
+        return false;
+    }
+    match l.owner() {
+        Some(o) => match &o.agent {
+            Some(agent) => agent == id.as_str(),
+            None => adopt_unidentified,
+        },
+        None if l.alias.is_some() => false,
+        None => {
+            let old_pattern = l.name.len() == 12
+                && l.name.starts_with("np")
+                && l.name[2..].bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            id.made_temporary(&l.name) || (adopt_unidentified && old_pattern)
+        }
+    }
 }
 
 /// Is the namespace really gone (rather than, say, unreadable)?
@@ -174,7 +189,7 @@ impl Agent {
                 }
                 return Ok(true);
             }
-            Some(l) if l.index != rec.host_ifindex && l.owner() != Some(&rec.name) => {
+            Some(l) if l.index != rec.host_ifindex && !self.marked_for(&l, &rec.name) => {
                 pass.drift(
                     &subject,
                     format!(
@@ -216,10 +231,10 @@ impl Agent {
                 self.configure_container(&ns, rec).await?;
             }
         }
-        if host.owner() != Some(&rec.name) {
-            let problem = format!("host veth {} is not marked as netpath's", host.name);
+        if host.owner() != Some(self.owner(&rec.name)) {
+            let problem = format!("host veth {} is not marked as this agent's", host.name);
             if pass.drift(&subject, problem, "mark it (alias)") {
-                link::set_owner(&self.netlink, host.index, &rec.name).await?;
+                link::set_owner(&self.netlink, host.index, &self.owner(&rec.name), None).await?;
             }
         }
         if !host.up && pass.drift(&subject, format!("host veth {} is down", host.name), "set it up") {
@@ -329,12 +344,14 @@ impl Agent {
     async fn stray_links(&mut self, pass: &mut Pass) -> Result<(), AgentError> {
         for l in link::list(&self.netlink).await? {
             let wanted = self.endpoints.iter().any(|e| e.host_ifname == l.name && e.host_ifindex == l.index);
-            if wanted || !owned(&l) {
+            if wanted || !owned_by(&l, &self.id, self.adopt_unidentified) {
                 continue;
             }
             let problem = match l.owner() {
-                Some(owner) => format!("created for endpoint {owner}, which the state does not have"),
-                None => "has netpath's name pattern but no endpoint".into(),
+                Some(owner) => {
+                    format!("created for endpoint {}, which the state does not have", owner.endpoint)
+                }
+                None => "created by this agent, which died before it was marked".into(),
             };
             if pass.drift(&format!("link {}", l.name), problem, "delete it") {
                 self.datapath.detach_endpoint(&l.name, l.index)?;
@@ -344,9 +361,19 @@ impl Agent {
         Ok(())
     }
 
-    /// uplink_in must be attached to the uplink.
+    /// uplink_in must be attached to the uplink, and the uplink must be there.
     async fn uplink(&mut self, pass: &mut Pass) -> Result<(), AgentError> {
-        let Some(up) = self.node.uplink.clone() else { return Ok(()) };
+        let Some(up) = self.node.uplink.clone() else {
+            if let Some(name) = self.node.uplink_name.clone() {
+                pass.drift(
+                    &format!("uplink {name}"),
+                    "is gone: masquerade and published ports are down".into(),
+                    "none here: bring back an interface of that name, the agent re-attaches to it",
+                );
+                pass.failed(&AgentError::NoUplink { name });
+            }
+            return Ok(());
+        };
         let attached = tc_programs(&self.netlink, &up.name, up.index, self.datapath.mode()).await;
         if !attached.is_some_and(|p| p.iter().any(|p| p == program::UPLINK_IN)) {
             let problem = format!("{} is not attached to {}", program::UPLINK_IN, up.name);
@@ -363,18 +390,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ownership_needs_the_alias_or_an_unmarked_netpath_name() {
-        let veth = |name: &str, alias: Option<&str>| link::Link {
+    fn only_this_agents_links_are_its_own() {
+        let me = AgentId::generate();
+        let other = AgentId::generate();
+        let veth = |name: &str, alias: Option<String>| link::Link {
             name: name.into(),
-            alias: alias.map(Into::into),
+            alias,
             is_veth: true,
             ..Default::default()
         };
-        assert!(owned(&veth("anything", Some("netpath:web"))));
-        assert!(owned(&veth("np0123456789", None)));
-        assert!(!owned(&veth("np0123456789", Some("someone else's"))));
-        assert!(!owned(&veth("np012345678z", None)));
-        assert!(!owned(&veth("eth0", None)));
-        assert!(!owned(&link::Link { is_veth: false, ..veth("np0123456789", None) }));
+        let mark = |id: &AgentId| Some(link::Owner::new(id.as_str(), "web").alias());
+        assert!(owned_by(&veth("anything", mark(&me)), &me, false));
+        assert!(!owned_by(&veth("anything", mark(&other)), &me, false), "another agent's");
+        assert!(owned_by(&veth(&me.temporary_ifname(7), None), &me, false), "not yet marked");
+        assert!(!owned_by(&veth(&other.temporary_ifname(7), None), &me, true));
+        // A build before agent ids: adopted only on the upgrade start.
+        assert!(owned_by(&veth("np0123456789", Some("netpath:web".into())), &me, true));
+        assert!(!owned_by(&veth("np0123456789", Some("netpath:web".into())), &me, false));
+        assert!(owned_by(&veth("np0123456789", None), &me, true));
+        assert!(!owned_by(&veth("np0123456789", None), &me, false));
+        assert!(!owned_by(&veth("np0123456789", Some("someone else's".into())), &me, true));
+        assert!(!owned_by(&veth("np012345678z", None), &me, true));
+        assert!(!owned_by(&veth("eth0", None), &me, true));
+        assert!(!owned_by(&link::Link { is_veth: false, ..veth("np0123456789", None) }, &me, true));
     }
 }

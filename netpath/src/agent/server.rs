@@ -1,27 +1,78 @@
-//! The agent's Unix socket: one JSON request per line, one JSON reply per line. Requests
-//! are handled one at a time, which serialises concurrent CLI calls.
-use std::os::unix::fs::PermissionsExt as _;
+//! The agent's Unix socket: one JSON request per line, one JSON reply per line.
+//!
+//! Three owners, so that no client can hold up another:
+//! - the [`Listener`] accepts connections and caps how many are open, closing the
+//!   longest-idle one when a new client would exceed the cap;
+//! - each connection has a handler task that reads its client's requests (bounded in
+//!   length and in how long the client may stay silent) and writes the replies;
+//! - the agent task owns the [`Agent`] and carries out one job at a time from a queue:
+//!   requests, the end of a trace, link events, conntrack collection. A silent client
+//!   never reaches the queue, so it delays nobody.
+use std::{
+    collections::VecDeque,
+    os::unix::fs::PermissionsExt as _,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
 
 use tokio::{
-    io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader},
+    io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
     net::{UnixListener, UnixStream},
     signal::unix::{signal, SignalKind},
+    sync::{mpsc, oneshot},
 };
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
-use super::{Agent, AgentError};
-use crate::api::{Reply, Request};
+use super::{uplink::LinkEvent, Agent, AgentError};
+use crate::api::{Reply, Request, Response};
+
+/// How long a client may keep its connection open without sending a whole request line.
+const CLIENT_IDLE: Duration = Duration::from_secs(10);
+/// How long a client may take to read its reply.
+const CLIENT_WRITE: Duration = Duration::from_secs(10);
+/// Longest request line: the largest real one is a few hundred bytes.
+const MAX_REQUEST: usize = 64 * 1024;
+/// Open connections at most; beyond it the longest-idle one is closed.
+const MAX_CONNECTIONS: usize = 1024;
+
+/// Work for the agent task, one at a time.
+pub enum Job {
+    Request {
+        request: Request,
+        peer_pid: u32,
+        reply: oneshot::Sender<Response>,
+    },
+    /// A trace's client disconnected.
+    TraceEnded {
+        session: u64,
+    },
+    Link(LinkEvent),
+}
 
 pub async fn serve(mut agent: Agent) -> Result<(), AgentError> {
     let path = agent.paths().socket();
     let listen_err = |source| AgentError::Listen { path: path.clone(), source };
     crate::paths::create_private_dir(&agent.paths().run_dir).map_err(listen_err)?;
-    // A socket left by a killed agent would make bind fail; nobody listens on it.
+    // A socket left by a killed agent would make bind fail; nobody listens on it (the
+    // run directory's lock says this agent is its only user).
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path).map_err(listen_err)?;
     // Only root may change the node's networking.
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(listen_err)?;
+    raise_fd_limit();
     info!(socket = %path.display(), "listening");
+
+    let (jobs_tx, mut jobs) = mpsc::channel::<Job>(1024);
+    tokio::spawn(Listener::new(listener, jobs_tx.clone()).run());
+    if let Some(name) = agent.node.uplink_name.clone() {
+        if let Err(e) = super::uplink::watch(name, jobs_tx.clone()) {
+            warn!("cannot watch the uplink's link events: {e}");
+        }
+    }
+    drop(jobs_tx);
 
     let mut term = signal(SignalKind::terminate()).map_err(listen_err)?;
     let mut int = signal(SignalKind::interrupt()).map_err(listen_err)?;
@@ -33,61 +84,260 @@ pub async fn serve(mut agent: Agent) -> Result<(), AgentError> {
                     warn!("conntrack collection: {e}");
                 }
             }
-            conn = listener.accept() => match conn {
-                Ok((stream, _)) => {
-                    if let Err(e) = handle(&mut agent, stream).await {
-                        warn!("client connection: {e}");
-                    }
-                }
-                Err(e) => warn!("accept: {e}"),
-            },
+            Some(job) = jobs.recv() => agent.run_job(job).await,
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
     }
+    agent.trace_stop_all();
     let _ = std::fs::remove_file(&path);
-    info!("agent stopped; maps stay pinned, programs detach with the agent");
+    info!(
+        "agent stopped; the datapath keeps forwarding (programs stay attached, maps pinned in {}); \
+         a restarted agent takes over, removing that directory takes netpath off the node",
+        agent.paths().bpffs_dir.display()
+    );
     Ok(())
 }
 
-/// How long a client may keep the agent waiting for its next request line. Requests
-/// are served one at a time, so a stuck client would otherwise stall every other one.
-/// Only the wait for input is bounded: a request being carried out is never cancelled
-/// halfway.
-const CLIENT_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
-
-async fn handle(agent: &mut Agent, stream: UnixStream) -> std::io::Result<()> {
-    let (read, mut write) = stream.into_split();
-    let mut lines = BufReader::new(read).lines();
-    loop {
-        let Ok(next) = tokio::time::timeout(CLIENT_IDLE, lines.next_line()).await else {
-            warn!("client sent nothing for {CLIENT_IDLE:?}; closing its connection");
-            return Ok(());
-        };
-        let Some(line) = next? else { return Ok(()) };
-        let reply = match serde_json::from_str::<Request>(&line) {
-            Err(e) => Reply::Error { message: format!("malformed request: {e}") },
-            Ok(req) => dispatch(agent, req).await,
-        };
-        let mut out = serde_json::to_vec(&reply).map_err(std::io::Error::other)?;
-        out.push(b'\n');
-        write.write_all(&out).await?;
+/// Many clients, each with an open descriptor: the default soft limit (1024) would make
+/// accept fail long before the connection cap. The hard limit is the system's word.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit write/read only the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max.min(1 << 20);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
     }
 }
 
-async fn dispatch(agent: &mut Agent, req: Request) -> Reply {
-    let result = match req {
-        Request::EndpointAdd(spec) => agent.endpoint_add(spec).await.map(Reply::Endpoint),
-        Request::EndpointDel { name } => {
-            agent.endpoint_del(&name).await.map(|existed| Reply::Deleted { existed })
+impl Agent {
+    async fn run_job(&mut self, job: Job) {
+        match job {
+            Job::Request { request, peer_pid, reply } => {
+                let response = self.dispatch(request, peer_pid).await;
+                // The client may be gone; its request was carried out all the same.
+                let _ = reply.send(response);
+            }
+            Job::TraceEnded { session } => self.trace_end(session),
+            Job::Link(event) => self.on_link_event(event).await,
         }
-        Request::PortAdd(spec) => agent.port_add(spec).await.map(Reply::Port),
-        Request::PortDel { proto, host_port, host_ip } => {
-            agent.port_del(proto, host_port, host_ip).map(|existed| Reply::Deleted { existed })
+    }
+
+    async fn dispatch(&mut self, req: Request, peer_pid: u32) -> Response {
+        let result = match req {
+            Request::EndpointAdd(spec) => self.endpoint_add(spec).await.map(Reply::Endpoint),
+            Request::EndpointDel { name } => {
+                self.endpoint_del(&name).await.map(|existed| Reply::Deleted { existed })
+            }
+            Request::PortAdd(spec) => self.port_add(spec).await.map(Reply::Port),
+            Request::PortDel { proto, host_port, host_ip } => {
+                self.port_del(proto, host_port, host_ip).map(|existed| Reply::Deleted { existed })
+            }
+            Request::Reconcile { dry_run } => {
+                self.reconcile(dry_run).await.map(|repairs| Reply::Reconciled { dry_run, repairs })
+            }
+            Request::TraceStart(spec) => {
+                self.trace_start(spec, peer_pid).map(|session| Reply::TraceStarted { session })
+            }
+            Request::Status => Ok(Reply::Status(self.status())),
+        };
+        match result {
+            Ok(reply) => {
+                let warnings = match reply {
+                    Reply::Endpoint(_) | Reply::Port(_) => self.warnings(),
+                    _ => Vec::new(),
+                };
+                Response { reply, warnings }
+            }
+            Err(e) => Response { reply: Reply::Error { message: e.to_string() }, warnings: Vec::new() },
         }
-        Request::Reconcile { dry_run } => {
-            agent.reconcile(dry_run).await.map(|repairs| Reply::Reconciled { dry_run, repairs })
+    }
+}
+
+/// Connections waiting for their client's next request, oldest first: the ones closed
+/// when the cap is reached.
+#[derive(Default)]
+struct Idle {
+    waiting: Mutex<VecDeque<(u64, oneshot::Sender<()>)>>,
+    open: AtomicUsize,
+}
+
+impl Idle {
+    /// Registers connection `id` as waiting; the receiver fires when it is to close.
+    fn wait(&self, id: u64) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner()).push_back((id, tx));
+        rx
+    }
+
+    fn busy(&self, id: u64) {
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner()).retain(|(i, _)| *i != id);
+    }
+
+    /// Closes the longest-waiting connection; false when every one is busy.
+    fn evict_oldest(&self) -> bool {
+        let oldest = self.waiting.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
+        oldest.is_some_and(|(_, tx)| tx.send(()).is_ok())
+    }
+}
+
+struct Listener {
+    listener: UnixListener,
+    jobs: mpsc::Sender<Job>,
+    idle: Arc<Idle>,
+    next_id: u64,
+}
+
+impl Listener {
+    fn new(listener: UnixListener, jobs: mpsc::Sender<Job>) -> Self {
+        Listener { listener, jobs, idle: Arc::new(Idle::default()), next_id: 0 }
+    }
+
+    async fn run(mut self) {
+        loop {
+            let stream = match self.listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of descriptors or memory: give the handlers a moment to finish
+                    // rather than spin on the error.
+                    warn!("accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            if self.idle.open.load(Ordering::Relaxed) >= MAX_CONNECTIONS && !self.idle.evict_oldest() {
+                let mut stream = stream;
+                let busy = Response::error(format!(
+                    "the agent has {MAX_CONNECTIONS} connections open, all busy; try again"
+                ));
+                let _ = tokio::time::timeout(CLIENT_WRITE, stream.write_all(&busy.line())).await;
+                continue;
+            }
+            self.next_id += 1;
+            let handler = Handler { id: self.next_id, jobs: self.jobs.clone(), idle: self.idle.clone() };
+            self.idle.open.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(async move {
+                let idle = handler.idle.clone();
+                if let Err(e) = handler.run(stream).await {
+                    warn!("client connection: {e}");
+                }
+                idle.open.fetch_sub(1, Ordering::Relaxed);
+            });
         }
-    };
-    result.unwrap_or_else(|e| Reply::Error { message: e.to_string() })
+    }
+}
+
+/// One client's connection.
+struct Handler {
+    id: u64,
+    jobs: mpsc::Sender<Job>,
+    idle: Arc<Idle>,
+}
+
+impl Handler {
+    async fn run(self, stream: UnixStream) -> std::io::Result<()> {
+        let peer_pid = stream.peer_cred().ok().and_then(|c| c.pid()).map_or(0, |p| p as u32);
+        let (read, mut write) = stream.into_split();
+        let mut read = BufReader::new(read);
+        loop {
+            let evicted = self.idle.wait(self.id);
+            let line = tokio::select! {
+                r = tokio::time::timeout(CLIENT_IDLE, read_request(&mut read)) => r,
+                _ = evicted => {
+                    warn!("closing an idle client connection: {MAX_CONNECTIONS} are open");
+                    return Ok(());
+                }
+            };
+            self.idle.busy(self.id);
+            let Ok(line) = line else {
+                warn!("client sent nothing for {CLIENT_IDLE:?}; closing its connection");
+                return Ok(());
+            };
+            let response = match line? {
+                None => return Ok(()),
+                Some(Err(message)) => Response::error(message),
+                Some(Ok(request)) => {
+                    let (tx, rx) = oneshot::channel();
+                    let job = Job::Request { request, peer_pid, reply: tx };
+                    if self.jobs.send(job).await.is_err() {
+                        return Ok(());
+                    }
+                    match rx.await {
+                        Ok(r) => r,
+                        Err(_) => return Ok(()),
+                    }
+                }
+            };
+            let session = match response.reply {
+                Reply::TraceStarted { session } => Some(session),
+                _ => None,
+            };
+            tokio::time::timeout(CLIENT_WRITE, write.write_all(&response.line()))
+                .await
+                .map_err(|_| std::io::Error::other("client does not read its reply"))??;
+            if let Some(session) = session {
+                // The trace lasts as long as its client's connection: however the client
+                // ends (Ctrl-C, kill -9), the filter is disarmed.
+                let mut sink = [0u8; 256];
+                while matches!(read.read(&mut sink).await, Ok(n) if n > 0) {}
+                let _ = self.jobs.send(Job::TraceEnded { session }).await;
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// The next request line: None at the end of the stream, `Err` (a message for the
+/// client) when it is not a request.
+async fn read_request(
+    read: &mut BufReader<tokio::net::unix::OwnedReadHalf>,
+) -> std::io::Result<Option<Result<Request, String>>> {
+    let mut line = Vec::new();
+    let n = read.take(MAX_REQUEST as u64 + 1).read_until(b'\n', &mut line).await?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if line.len() > MAX_REQUEST {
+        return Err(std::io::Error::other(format!("request longer than {MAX_REQUEST} bytes")));
+    }
+    Ok(Some(serde_json::from_slice::<Request>(&line).map_err(|e| format!("malformed request: {e}"))))
+}
+
+impl Response {
+    fn error(message: String) -> Self {
+        Response { reply: Reply::Error { message }, warnings: Vec::new() }
+    }
+
+    fn line(&self) -> Vec<u8> {
+        let mut out = serde_json::to_vec(self).unwrap_or_else(|e| {
+            error!("cannot encode a reply: {e}");
+            b"{\"result\":\"error\",\"message\":\"the agent could not encode its reply\"}".to_vec()
+        });
+        out.push(b'\n');
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_longest_waiting_connection_is_closed_first() {
+        let idle = Idle::default();
+        let mut first = idle.wait(1);
+        let mut second = idle.wait(2);
+        idle.busy(2);
+        let mut third = idle.wait(3);
+        assert!(idle.evict_oldest());
+        assert!(first.try_recv().is_ok(), "the oldest was not closed");
+        assert!(third.try_recv().is_err());
+        // Busy connections are never closed; the next is the third.
+        assert!(idle.evict_oldest());
+        assert!(third.try_recv().is_ok());
+        assert!(second.try_recv().is_err());
+        assert!(!idle.evict_oldest(), "nothing waits any more");
+    }
 }

@@ -7,11 +7,17 @@ use std::{
 use anyhow::{anyhow, bail, Context as _};
 
 use crate::{
-    api::{Reply, Request},
+    api::{Reply, Request, Response},
     paths::Paths,
 };
 
+/// Sends one request and returns the reply; the reply's warnings go to stderr.
 pub fn call(paths: &Paths, req: &Request) -> anyhow::Result<Reply> {
+    call_keep(paths, req).map(|(reply, _)| reply)
+}
+
+/// [`call`], also returning the connection (a trace lasts as long as it stays open).
+pub fn call_keep(paths: &Paths, req: &Request) -> anyhow::Result<(Reply, UnixStream)> {
     let path = paths.socket();
     let mut stream = UnixStream::connect(&path).map_err(|e| {
         anyhow!(
@@ -27,9 +33,13 @@ pub fn call(paths: &Paths, req: &Request) -> anyhow::Result<Reply> {
     if reply.is_empty() {
         bail!("the agent closed the connection without replying; see its log");
     }
-    match serde_json::from_str(&reply).context("the agent sent a malformed reply")? {
+    let response: Response = serde_json::from_str(&reply).context("the agent sent a malformed reply")?;
+    for w in &response.warnings {
+        eprintln!("netpath: warning: {w}");
+    }
+    match response.reply {
         Reply::Error { message } => Err(anyhow!(message)),
-        ok => Ok(ok),
+        ok => Ok((ok, stream)),
     }
 }
 

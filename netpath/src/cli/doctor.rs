@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::Format;
 use crate::{
+    api::{Reply, Request},
     datapath::{tc_programs, AttachMode, Inspector},
     paths::Paths,
     plumbing::{bpffs, link, sysctl},
@@ -40,13 +41,12 @@ pub fn run(paths: &Paths, format: Format) -> anyhow::Result<bool> {
     if format == Format::Json {
         println!("{}", serde_json::json!({ "healthy": healthy, "findings": report.0 }));
     } else {
+        let mut t = super::output::Table::new(&["", "CHECK", "DETAIL"]);
         for f in &report.0 {
-            if f.ok {
-                println!("ok    {:<22} {}", f.check, f.detail);
-            } else {
-                println!("FAIL  {:<22} {}\n      fix: {}", f.check, f.detail, f.fix);
-            }
+            let detail = if f.ok { f.detail.clone() } else { format!("{} (fix: {})", f.detail, f.fix) };
+            t.row(vec![if f.ok { "ok" } else { "FAIL" }.into(), f.check.clone(), detail]);
         }
+        t.print();
         let bad = report.0.iter().filter(|f| !f.ok).count();
         println!("{}", if bad == 0 { "healthy".to_string() } else { format!("{bad} problem(s) found") });
     }
@@ -79,15 +79,28 @@ async fn check(paths: &Paths) -> anyhow::Result<Report> {
         );
         return Ok(r);
     }
-    // The agent.
-    match std::os::unix::net::UnixStream::connect(paths.socket()) {
-        Ok(_) => r.ok("agent", format!("listening on {}", paths.socket().display())),
-        Err(e) => r.fail(
-            "agent",
-            format!("not reachable on {} ({e})", paths.socket().display()),
-            "start `netpath agent`; without it the programs are detached",
-        ),
-    }
+    // The agent, and what it knows of the node.
+    let status = match super::client::call(paths, &Request::Status) {
+        Ok(Reply::Status(st)) => {
+            r.ok(
+                "agent",
+                format!("PID {} (id {}), listening on {}", st.pid, st.agent_id, paths.socket().display()),
+            );
+            Some(st)
+        }
+        Ok(other) => {
+            r.fail("agent", format!("unexpected answer {other:?}"), "restart `netpath agent`");
+            None
+        }
+        Err(e) => {
+            r.fail(
+                "agent",
+                format!("not reachable on {} ({e:#})", paths.socket().display()),
+                "start `netpath agent`: the datapath keeps forwarding without it, but nothing can change",
+            );
+            None
+        }
+    };
     // Forwarding.
     match sysctl::get("net/ipv4/ip_forward") {
         Ok(v) if v == "1" => r.ok("ip_forward", "net.ipv4.ip_forward = 1"),
@@ -186,7 +199,14 @@ async fn check(paths: &Paths) -> anyhow::Result<Report> {
     }
 
     // The uplink.
-    if cfg.uplink_ifindex == 0 {
+    if let Some(st) = status.as_ref().filter(|st| !st.uplink_up) {
+        let name = st.uplink.clone().unwrap_or_default();
+        r.fail(
+            "uplink",
+            format!("{name} is gone: masquerade and published ports are down"),
+            format!("bring back an interface named {name}: the agent re-attaches to it by itself"),
+        );
+    } else if cfg.uplink_ifindex == 0 {
         r.ok("uplink", "none configured: NAT is off");
     } else {
         match link::get_by_index(&nl, cfg.uplink_ifindex).await? {

@@ -17,17 +17,19 @@ pub fn run(paths: &Paths, cmd: MapCommand) -> anyhow::Result<()> {
                 println!("{}", json!({ "maps": maps }));
                 return Ok(());
             }
-            println!(
-                "{:<15} {:<14} {:>4} {:>6} {:>8} {:>8}",
-                "NAME", "KIND", "KEY", "VALUE", "MAX", "ENTRIES"
-            );
+            let mut t = super::output::Table::new(&["NAME", "KIND", ">KEY", ">VALUE", ">MAX", ">ENTRIES"]);
             for m in maps {
                 let entries = m.entries.map_or("-".to_string(), |e| e.to_string());
-                println!(
-                    "{:<15} {:<14} {:>4} {:>6} {:>8} {:>8}",
-                    m.name, m.kind, m.key_size, m.value_size, m.max_entries, entries
-                );
+                t.row(vec![
+                    m.name.to_string(),
+                    m.kind.to_string(),
+                    m.key_size.to_string(),
+                    m.value_size.to_string(),
+                    m.max_entries.to_string(),
+                    entries,
+                ]);
             }
+            t.print();
             Ok(())
         }
         MapCommand::Dump { name, output } => {
@@ -128,22 +130,10 @@ fn table(rows: &[Value]) {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     };
-    let widths: Vec<usize> = keys
-        .iter()
-        .map(|k| rows.iter().map(|r| cell(&r[k.as_str()]).len()).max().unwrap_or(0).max(k.len()))
-        .collect();
-    let line = |cells: Vec<String>| {
-        cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect::<Vec<_>>()
-            .join("  ")
-            .trim_end()
-            .to_string()
-    };
-    println!("{}", line(keys.iter().map(|k| k.to_uppercase()).collect()));
+    let headers: Vec<String> = keys.iter().map(|k| k.to_uppercase()).collect();
+    let mut t = super::output::Table::new(&headers.iter().map(String::as_str).collect::<Vec<_>>());
     for r in rows {
-        println!("{}", line(keys.iter().map(|k| cell(&r[k.as_str()])).collect()));
+        t.row(keys.iter().map(|k| cell(&r[k.as_str()])).collect());
     }
+    t.print();
 }

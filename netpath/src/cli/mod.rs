@@ -48,10 +48,10 @@ pub enum Command {
         #[arg(long, env = "NETPATH_MODE", value_enum, default_value_t = Mode::Routed)]
         mode: Mode,
         /// Name of the bridge in bridge mode.
-        #[arg(long, env = "NETPATH_BRIDGE", default_value = "npbr0")]
+        #[arg(long, env = "NETPATH_BRIDGE", default_value = "npbr0", value_parser = parse_ifname)]
         bridge: String,
         /// The node's uplink interface; default: the interface of the default route.
-        #[arg(long, env = "NETPATH_UPLINK")]
+        #[arg(long, env = "NETPATH_UPLINK", value_parser = parse_ifname)]
         uplink: Option<String>,
         /// Source ports for masquerade, outside the node's ephemeral range.
         #[arg(long, env = "NETPATH_NAT_PORTS", default_value = "61000-65535", value_parser = parse_port_range)]
@@ -145,7 +145,7 @@ pub enum EndpointCommand {
         #[arg(long)]
         mtu: Option<u32>,
         /// Interface name inside the container.
-        #[arg(long, default_value = "eth0")]
+        #[arg(long, default_value = "eth0", value_parser = parse_ifname)]
         ifname: String,
     },
     /// Remove a container's network; succeeds when there is none.
@@ -237,12 +237,44 @@ pub enum Format {
     Json,
 }
 
+/// Ranges no pod CIDR may touch: hosts cannot hold such addresses, or the kernel and
+/// every other host treat them specially.
+const SPECIAL_RANGES: [(&str, &str); 5] = [
+    ("0.0.0.0/8", "\"this network\" (RFC 791)"),
+    ("127.0.0.0/8", "loopback"),
+    ("169.254.0.0/16", "link-local"),
+    ("224.0.0.0/4", "multicast"),
+    ("240.0.0.0/4", "reserved, with the broadcast address"),
+];
+
 fn parse_pod_cidr(s: &str) -> Result<Ipv4Net, String> {
     let net: Ipv4Net = s.parse().map_err(|_| format!("{s:?} is not an IPv4 CIDR like 10.77.0.0/24"))?;
     if net.prefix_len() > 30 {
         return Err(format!("{s} leaves no room for a gateway and a container: use /30 or larger"));
     }
-    Ok(net.trunc())
+    let net = net.trunc();
+    for (range, what) in SPECIAL_RANGES {
+        let range: Ipv4Net = range.parse().expect("a valid CIDR");
+        if range.contains(&net.network()) || net.contains(&range.network()) {
+            return Err(format!(
+                "{s} overlaps {range}, the {what} range: containers cannot use it; choose a private range such as 10.77.0.0/24"
+            ));
+        }
+    }
+    Ok(net)
+}
+
+/// An interface name the kernel takes: 1-15 printable characters, no '/', ':' or space.
+fn parse_ifname(s: &str) -> Result<String, String> {
+    let ok =
+        !s.is_empty() && s.len() <= 15 && s.chars().all(|c| c.is_ascii_graphic() && c != '/' && c != ':');
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?} is not an interface name: use 1-15 printable characters without '/', ':' or spaces"
+        ))
+    }
 }
 
 fn parse_port_range(s: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
@@ -269,17 +301,51 @@ fn parse_metrics_addr(s: &str) -> Result<MetricsAddr, String> {
 }
 
 fn parse_target(s: &str) -> Result<(String, Option<u16>), String> {
-    match s.split_once(':') {
-        None => Ok((s.to_string(), None)),
+    let (name, port) = match s.split_once(':') {
+        None => (s, None),
         Some((name, port)) => match port.parse::<u16>() {
-            Ok(p) if p > 0 => Ok((name.to_string(), Some(p))),
-            _ => Err(format!("{port:?} in {s:?} is not a port (1-65535)")),
+            Ok(p) if p > 0 => (name, Some(p)),
+            _ => return Err(format!("{port:?} in {s:?} is not a port (1-65535)")),
         },
+    };
+    let name_ok = !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if !name_ok {
+        return Err(format!(
+            "{name:?} in {s:?} is not an endpoint name: give ENDPOINT or ENDPOINT:PORT (see `netpath endpoint list`)"
+        ));
     }
+    Ok((name.to_string(), port))
 }
 
 fn parse_mac_arg(s: &str) -> Result<[u8; 6], String> {
     parse_mac(s).ok_or_else(|| format!("{s:?} is not a MAC address like 0a:58:0a:4d:00:02"))
+}
+
+/// A clap error as one line: the message and its tips, without the usage block.
+pub fn one_line(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let mut parts = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with("Usage:") || line.starts_with("For more information") {
+            break;
+        }
+        if !line.is_empty() {
+            parts.push(line.trim_start_matches("error: ").to_string());
+        }
+    }
+    let mut out = parts.join(" ");
+    if matches!(
+        e.kind(),
+        clap::error::ErrorKind::MissingRequiredArgument
+            | clap::error::ErrorKind::MissingSubcommand
+            | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        out.push_str("; see --help");
+    }
+    out
 }
 
 /// The subcommand's name as typed, for messages.
@@ -309,6 +375,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             "`netpath {}` needs root: the agent's socket, its state and the pinned maps are root-only; run it with sudo",
             name_of(&cli.command)
         );
+    }
+    let mut cli = cli;
+    if !matches!(cli.command, Command::Agent { .. }) {
+        // From a shell with a mount namespace of its own (ip netns exec), the pins are
+        // in the host's bpffs, where the agent put them.
+        cli.paths.bpffs_dir = crate::plumbing::bpffs::locate(&cli.paths.bpffs_dir);
     }
     match cli.command {
         Command::Agent {
@@ -408,6 +480,7 @@ fn run_agent(config: AgentConfig) -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_env("NETPATH_LOG").unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(output::colour(&std::io::stderr()))
         .init();
     let rt = tokio::runtime::Runtime::new().context("failed to start the async runtime")?;
     rt.block_on(async {

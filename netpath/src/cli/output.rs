@@ -1,4 +1,6 @@
-//! Tables for people, JSON for programs, from the same data.
+//! Tables for people, JSON for programs, from the same data. Every table is built by
+//! [`Table`]: columns line up under their headers whatever the values' widths.
+use comfy_table::{presets::NOTHING, CellAlignment};
 use serde_json::json;
 
 use super::Format;
@@ -7,23 +9,66 @@ use crate::{
     state::{EndpointRecord, PortRecord},
 };
 
+/// Colour (ANSI escapes) only for a terminal, and never with NO_COLOR set
+/// (https://no-color.org).
+pub fn colour(stream: &impl std::io::IsTerminal) -> bool {
+    stream.is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// A borderless table: two spaces between columns, numbers right-aligned.
+pub struct Table(comfy_table::Table);
+
+impl Table {
+    /// `header`: column names; a name starting with '>' is a right-aligned column.
+    pub fn new(header: &[&str]) -> Self {
+        let mut t = comfy_table::Table::new();
+        t.load_style(NOTHING);
+        t.set_header(header.iter().map(|h| h.trim_start_matches('>')));
+        for (i, h) in header.iter().enumerate() {
+            if let Some(col) = t.column_mut(i) {
+                col.set_padding((0, 2));
+                if h.starts_with('>') {
+                    col.set_cell_alignment(CellAlignment::Right);
+                }
+            }
+        }
+        Table(t)
+    }
+
+    pub fn row(&mut self, cells: Vec<String>) -> &mut Self {
+        self.0.add_row(cells);
+        self
+    }
+
+    /// The table's lines, without trailing blanks.
+    pub fn lines(&self) -> Vec<String> {
+        self.0.lines().map(|l| l.trim_end().to_string()).collect()
+    }
+
+    pub fn print(&self) {
+        for l in self.lines() {
+            println!("{l}");
+        }
+    }
+}
+
 pub fn endpoints(endpoints: &[EndpointRecord], format: Format) {
     if format == Format::Json {
         println!("{}", json!({ "endpoints": endpoints }));
         return;
     }
-    println!("{:<20} {:<15} {:<17} {:<13} {:>5}  NETNS", "NAME", "IP", "MAC", "HOST-VETH", "MTU");
+    let mut t = Table::new(&["NAME", "IP", "MAC", "HOST-VETH", ">MTU", "NETNS"]);
     for e in endpoints {
-        println!(
-            "{:<20} {:<15} {:<17} {:<13} {:>5}  {}",
-            e.name,
-            e.ip,
-            e.mac,
-            e.host_ifname,
-            e.mtu,
-            e.netns.display()
-        );
+        t.row(vec![
+            e.name.clone(),
+            e.ip.to_string(),
+            e.mac.clone(),
+            e.host_ifname.clone(),
+            e.mtu.to_string(),
+            e.netns.display().to_string(),
+        ]);
     }
+    t.print();
 }
 
 /// Reconciliation's findings: one line per drift, with what was done about it.
@@ -70,26 +115,24 @@ pub fn stats(
         println!("{}", json!({ "endpoints": eps, "reasons": reasons, "conntrack": ct }));
         return;
     }
-    println!(
-        "{:<20} {:<15} {:>10} {:>12} {:>10} {:>12}",
-        "ENDPOINT", "IP", "TX-PKTS", "TX-BYTES", "RX-PKTS", "RX-BYTES"
-    );
+    let mut t = Table::new(&["ENDPOINT", "IP", ">TX-PKTS", ">TX-BYTES", ">RX-PKTS", ">RX-BYTES"]);
     for c in counters {
-        println!(
-            "{:<20} {:<15} {:>10} {:>12} {:>10} {:>12}",
+        t.row(vec![
             name_of(c),
-            c.ip,
-            c.tx_packets,
-            c.tx_bytes,
-            c.rx_packets,
-            c.rx_bytes
-        );
+            c.ip.to_string(),
+            c.tx_packets.to_string(),
+            c.tx_bytes.to_string(),
+            c.rx_packets.to_string(),
+            c.rx_bytes.to_string(),
+        ]);
     }
+    t.print();
     println!();
-    println!("{:<24} {:>12} {:>14}", "DATAPATH DECISION", "PACKETS", "BYTES");
+    let mut t = Table::new(&["DATAPATH DECISION", ">PACKETS", ">BYTES"]);
     for r in reasons {
-        println!("{:<24} {:>12} {:>14}", r.reason, r.packets, r.bytes);
+        t.row(vec![r.reason.to_string(), r.packets.to_string(), r.bytes.to_string()]);
     }
+    t.print();
     println!();
     println!(
         "conntrack: {} of {} entries of assured flows, {} of {} of new flows; {} created, {} removed by netpath (timeout or reuse), {} evicted (table full)",
@@ -102,12 +145,13 @@ pub fn ports(ports: &[PortRecord], format: Format) {
         println!("{}", json!({ "ports": ports }));
         return;
     }
-    println!("{:<6} {:<22} {:<20} {:<21}", "PROTO", "HOST", "ENDPOINT", "CONTAINER");
+    let mut t = Table::new(&["PROTO", "HOST", "ENDPOINT", "CONTAINER"]);
     for p in ports {
         let host = format!("{}:{}", p.host_ip.map_or("*".to_string(), |a| a.to_string()), p.host_port);
         let target = format!("{}:{}", p.container_ip, p.container_port);
-        println!("{:<6} {:<22} {:<20} {:<21}", p.proto, host, p.endpoint, target);
+        t.row(vec![p.proto.to_string(), host, p.endpoint.clone(), target]);
     }
+    t.print();
 }
 
 pub fn conntrack(rows: &[CtRow], format: Format) {
@@ -115,16 +159,38 @@ pub fn conntrack(rows: &[CtRow], format: Format) {
         println!("{}", json!({ "conntrack": rows }));
         return;
     }
-    println!(
-        "{:<5} {:<44} {:<27} {:<11} {:<7} {:>7} {:>8}",
-        "PROTO", "TUPLE", "REWRITE", "STATE", "ASSURED", "AGE(s)", "PACKETS"
-    );
+    let mut t = Table::new(&["PROTO", "TUPLE", "REWRITE", "STATE", "ASSURED", ">AGE(s)", ">PACKETS"]);
     for r in rows {
         let tuple = format!("{}:{} -> {}:{}", r.src, r.sport, r.dst, r.dport);
         let assured = if r.assured { "yes" } else { "no" };
-        println!(
-            "{:<5} {:<44} {:<27} {:<11} {:<7} {:>7} {:>8}",
-            r.proto, tuple, r.rewrite, r.state, assured, r.age_secs, r.packets
-        );
+        t.row(vec![
+            r.proto.to_string(),
+            tuple,
+            r.rewrite.to_string(),
+            r.state.to_string(),
+            assured.into(),
+            r.age_secs.to_string(),
+            r.packets.to_string(),
+        ]);
+    }
+    t.print();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_line_up_under_their_headers() {
+        let mut t = Table::new(&["PROTO", "HOST", ">PACKETS"]);
+        t.row(vec!["tcp".into(), "*:8080".into(), "7".into()]);
+        t.row(vec!["udp".into(), "192.168.77.1:53".into(), "123456".into()]);
+        let lines = t.lines();
+        let host_col = lines[0].find("HOST").unwrap();
+        assert!(lines.iter().skip(1).all(|l| l[host_col..].starts_with(['*', '1'])), "{lines:#?}");
+        // Right-aligned: the numbers end where the header ends.
+        let end = lines[0].len();
+        assert!(lines.iter().all(|l| l.len() == end), "{lines:#?}");
+        assert!(!lines.iter().any(|l| l.contains('\x1b')), "escape codes in a table");
     }
 }

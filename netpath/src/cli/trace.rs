@@ -1,5 +1,6 @@
-//! `netpath trace`: arms the datapath's in-kernel filter, prints matching events from
-//! the ring buffer, disarms on exit. Works without the agent (pinned maps only).
+//! `netpath trace`: has the agent arm the datapath's in-kernel filter, prints matching
+//! events from the ring buffer; the agent disarms it when this process's connection
+//! ends. One trace at a time per node: the agent refuses a second.
 use std::{
     net::Ipv4Addr,
     sync::{
@@ -9,13 +10,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{anyhow, Context as _};
-use aya::maps::{Array, Map, MapData, RingBuf};
-use netpath_common::{maps, trace::hop_name, Reason, TraceEvent, TraceFilter};
+use anyhow::{anyhow, bail, Context as _};
+use aya::maps::{Map, MapData, RingBuf};
+use netpath_common::{maps, trace::hop_name, Reason, TraceEvent};
 use serde_json::json;
 
-use super::Format;
+use super::{client, Format};
 use crate::{
+    api::{Reply, Request, TraceSpec},
     datapath::Inspector,
     paths::Paths,
     state::{EndpointRecord, Store},
@@ -39,10 +41,10 @@ pub struct TraceArgs {
     #[arg(long)]
     pub drops: bool,
     /// Stop after this many events.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub count: Option<u64>,
     /// Stop after this many seconds.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub duration: Option<u64>,
     #[arg(short, long, value_enum, default_value_t = Format::Table)]
     pub output: Format,
@@ -68,30 +70,17 @@ fn open(paths: &Paths, name: &str) -> anyhow::Result<Map> {
 }
 
 pub fn run(paths: &Paths, args: TraceArgs) -> anyhow::Result<()> {
-    let endpoint = match &args.endpoint {
-        None => [0; 4],
-        Some(name) => Store::<EndpointRecord>::new(paths.state_file())
-            .load()?
-            .into_iter()
-            .find(|e| &e.name == name)
-            .map(|e| e.ip.octets())
-            .ok_or_else(|| anyhow!("no endpoint {name}; see `netpath endpoint list`"))?,
+    let spec = TraceSpec {
+        endpoint: args.endpoint.clone(),
+        host: args.host,
+        port: args.port,
+        proto: args.proto.map(|p| match p {
+            TraceProto::Tcp => 6,
+            TraceProto::Udp => 17,
+            TraceProto::Icmp => 1,
+        }),
+        drops_only: args.drops,
     };
-    let filter = TraceFilter {
-        enabled: 1,
-        drops_only: args.drops.into(),
-        endpoint,
-        host: args.host.map_or([0; 4], |h| h.octets()),
-        port: args.port.map_or([0; 2], u16::to_be_bytes),
-        proto: match args.proto {
-            None => 0,
-            Some(TraceProto::Tcp) => 6,
-            Some(TraceProto::Udp) => 17,
-            Some(TraceProto::Icmp) => 1,
-        },
-        _pad: 0,
-    };
-    let mut filters: Array<_, TraceFilter> = Array::try_from(open(paths, maps::TRACE_FILTER)?)?;
     let mut ring = RingBuf::try_from(open(paths, maps::EVENTS)?)?;
     let inspector = Inspector::new(&paths.bpffs_dir);
     let lost_before = lost(&inspector);
@@ -103,13 +92,25 @@ pub fn run(paths: &Paths, args: TraceArgs) -> anyhow::Result<()> {
         .context("cannot install the Ctrl-C handler")?;
     // Drain what an earlier trace left, so only this trace's packets are shown.
     while ring.next().is_some() {}
-    filters.set(0, filter, 0).context("cannot arm the trace filter")?;
+    // The agent arms the filter for as long as this connection is open, and disarms it
+    // when it closes, however this process ends.
+    let (reply, session) = client::call_keep(paths, &Request::TraceStart(spec))?;
+    let Reply::TraceStarted { .. } = reply else {
+        return client::unexpected(reply);
+    };
+    session.set_nonblocking(true).context("trace session socket")?;
     eprintln!("tracing (Ctrl-C to stop)");
 
-    let deadline = args.duration.map(|s| Instant::now() + Duration::from_secs(s));
+    // A deadline beyond what an Instant can hold is no deadline.
+    let deadline = args.duration.and_then(|s| Instant::now().checked_add(Duration::from_secs(s)));
     let mut seen = 0u64;
+    let mut agent_gone = false;
     while !stop.load(Ordering::SeqCst) && deadline.is_none_or(|d| Instant::now() < d) {
         let Some(item) = ring.next() else {
+            if session_closed(&session) {
+                agent_gone = true;
+                break;
+            }
             std::thread::sleep(Duration::from_millis(5));
             continue;
         };
@@ -125,11 +126,25 @@ pub fn run(paths: &Paths, args: TraceArgs) -> anyhow::Result<()> {
             break;
         }
     }
-    // An armed filter costs every packet a snapshot: disarm before anything else.
-    filters.set(0, TraceFilter::default(), 0).context("cannot disarm the trace filter")?;
+    // Closing the session disarms the filter (an armed one costs every packet a snapshot).
+    drop(session);
     let lost = lost(&inspector).saturating_sub(lost_before);
     eprintln!("{seen} events, {lost} lost (ring buffer full)");
+    if agent_gone {
+        bail!("the agent stopped; the trace ended with it");
+    }
     Ok(())
+}
+
+/// Has the agent closed the trace's connection (it stopped)?
+fn session_closed(session: &std::os::unix::net::UnixStream) -> bool {
+    use std::io::Read as _;
+    let mut buf = [0u8; 1];
+    match (&*session).read(&mut buf) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    }
 }
 
 fn lost(inspector: &Inspector) -> u64 {

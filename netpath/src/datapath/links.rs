@@ -158,6 +158,16 @@ impl Datapath {
         self.attach_tc(UPLINK_IN, iface, ifindex)
     }
 
+    /// Detaches uplink_in and the XDP fast path from an uplink (which may be gone).
+    pub fn detach_uplink(&mut self, iface: &str, ifindex: u32) {
+        self.detach_tc(UPLINK_IN, iface, ifindex);
+        let pin = self.links_dir.join(format!("{UPLINK_XDP}-{ifindex}"));
+        self.touched.remove(&pin);
+        if let Ok(link) = PinnedLink::from_pin(&pin) {
+            let _ = link.unpin();
+        }
+    }
+
     /// Attaches the XDP fast path to the uplink (native mode where the driver has it).
     pub fn attach_uplink_xdp(&mut self, iface: &str, ifindex: u32) -> Result<(), DatapathError> {
         let pin = self.pin(format!("{UPLINK_XDP}-{ifindex}"));

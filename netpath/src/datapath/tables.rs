@@ -74,6 +74,13 @@ impl Datapath {
         arr.set(0, cfg, 0).map_err(map_err(maps::NODE_CONFIG))
     }
 
+    /// Arms (or, with the default filter, disarms) the datapath's trace filter.
+    pub fn set_trace_filter(&mut self, filter: netpath_common::TraceFilter) -> Result<(), DatapathError> {
+        let mut arr: Array<_, netpath_common::TraceFilter> =
+            Array::try_from(self.map_data(maps::TRACE_FILTER)?).map_err(map_err(maps::TRACE_FILTER))?;
+        arr.set(0, filter, 0).map_err(map_err(maps::TRACE_FILTER))
+    }
+
     pub fn set_port(&mut self, key: PortKey, target: PortTarget) -> Result<(), DatapathError> {
         self.port_maps()?.insert(key, target, 0).map_err(map_err(maps::PORT_MAPS))
     }

@@ -28,13 +28,44 @@ pub struct Link {
 }
 
 /// Prefix of the alias netpath gives every host-side veth it creates (followed by the
-/// endpoint name): what lets reconciliation tell its own links from everyone else's.
+/// agent's id and the endpoint name): what lets reconciliation tell its own links from
+/// everyone else's, other agents' included.
 pub const OWNER_ALIAS: &str = "netpath:";
 
+/// Who made a link: `netpath:<agent id>:<endpoint>`; builds before agent ids wrote
+/// `netpath:<endpoint>` (agent None).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    pub agent: Option<String>,
+    pub endpoint: String,
+}
+
+impl Owner {
+    pub fn new(agent: &str, endpoint: &str) -> Self {
+        Owner { agent: Some(agent.into()), endpoint: endpoint.into() }
+    }
+
+    pub fn alias(&self) -> String {
+        match &self.agent {
+            Some(a) => format!("{OWNER_ALIAS}{a}:{}", self.endpoint),
+            None => format!("{OWNER_ALIAS}{}", self.endpoint),
+        }
+    }
+
+    fn parse(alias: &str) -> Option<Self> {
+        let rest = alias.strip_prefix(OWNER_ALIAS)?;
+        // Endpoint names never hold ':', agent ids are hex: the first ':' separates them.
+        Some(match rest.split_once(':') {
+            Some((agent, endpoint)) => Owner { agent: Some(agent.into()), endpoint: endpoint.into() },
+            None => Owner { agent: None, endpoint: rest.into() },
+        })
+    }
+}
+
 impl Link {
-    /// The endpoint this link was created for, if netpath created it.
-    pub fn owner(&self) -> Option<&str> {
-        self.alias.as_deref()?.strip_prefix(OWNER_ALIAS)
+    /// Who created this link, if netpath did.
+    pub fn owner(&self) -> Option<Owner> {
+        Owner::parse(self.alias.as_deref()?)
     }
 }
 
@@ -68,15 +99,48 @@ pub async fn list(handle: &Handle) -> Result<Vec<Link>, PlumbingError> {
     Ok(out)
 }
 
-/// Marks a link as created by netpath for `endpoint`. The kernel ignores IFLA_IFALIAS
-/// when a link is created, so this is a request of its own.
-pub async fn set_owner(handle: &Handle, index: u32, endpoint: &str) -> Result<(), PlumbingError> {
-    handle
-        .link()
-        .set(LinkUnspec::new_with_index(index).alias(format!("{OWNER_ALIAS}{endpoint}")).build())
-        .execute()
-        .await
-        .map_err(PlumbingError::netlink(format!("failed to mark link {index} as netpath's")))
+/// Marks a link as created by agent `agent` for `endpoint`, and renames it to `name`
+/// when given (in the same request). The kernel ignores IFLA_IFALIAS when a link is
+/// created, so this is a request of its own.
+pub async fn set_owner(
+    handle: &Handle,
+    index: u32,
+    owner: &Owner,
+    name: Option<&str>,
+) -> Result<(), PlumbingError> {
+    let mut msg = LinkUnspec::new_with_index(index).alias(owner.alias());
+    if let Some(name) = name {
+        msg = msg.name(name.to_string());
+    }
+    match handle.link().set(msg.build()).execute().await {
+        Err(e) if errno(&e) == Some(libc::EEXIST) && name.is_some() => Err(PlumbingError::LinkExists {
+            name: name.unwrap_or_default().into(),
+            place: "on the node".into(),
+        }),
+        r => r.map_err(PlumbingError::netlink(format!("failed to mark link {index} as netpath's"))),
+    }
+}
+
+/// Removes `ip/prefix` from a link; absent is fine.
+pub async fn delete_address(
+    handle: &Handle,
+    index: u32,
+    ip: Ipv4Addr,
+    prefix: u8,
+) -> Result<(), PlumbingError> {
+    use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
+    let mut msg = AddressMessage::default();
+    msg.header.family = rtnetlink::packet_route::AddressFamily::Inet;
+    msg.header.index = index;
+    msg.header.prefix_len = prefix;
+    msg.attributes.push(AddressAttribute::Local(ip.into()));
+    msg.attributes.push(AddressAttribute::Address(ip.into()));
+    match handle.address().del(msg).execute().await {
+        Err(e) if errno(&e) != Some(libc::EADDRNOTAVAIL) && errno(&e) != Some(libc::ENODEV) => {
+            Err(PlumbingError::netlink(format!("failed to remove {ip}/{prefix} from link {index}"))(e))
+        }
+        _ => Ok(()),
+    }
 }
 
 pub async fn get_by_index(handle: &Handle, index: u32) -> Result<Option<Link>, PlumbingError> {

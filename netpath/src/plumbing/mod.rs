@@ -29,6 +29,14 @@ pub enum PlumbingError {
     Sysctl { key: String, source: std::io::Error },
     #[error("cannot mount bpffs at {path}: {source}")]
     Mount { path: PathBuf, source: nix::Error },
+    #[error("{path} is not on a BPF filesystem; give a --bpffs-dir under a bpffs mount such as /sys/fs/bpf")]
+    NotBpffs { path: PathBuf },
+    #[error(
+        "no BPF filesystem for {path}: this process has a mount namespace of its own (ip netns exec?), where \
+         pins would vanish with it, and the host has no bpffs at /sys/fs/bpf; mount one on the host \
+         (mount -t bpf bpf /sys/fs/bpf) or start the agent with nsenter --net=..."
+    )]
+    PrivateMountNs { path: PathBuf },
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }

@@ -25,6 +25,21 @@ pub fn open(path: &Path) -> Result<File, PlumbingError> {
     Ok(file)
 }
 
+/// Is `ns` the namespace this process runs in, or the host's initial one (PID 1's)?
+/// Returns which, for the refusal.
+pub fn node_namespace(ns: &File) -> Option<&'static str> {
+    use std::os::unix::fs::MetadataExt as _;
+    let id = |m: std::fs::Metadata| (m.dev(), m.ino());
+    let target = id(ns.metadata().ok()?);
+    if std::fs::metadata("/proc/thread-self/ns/net").ok().map(id) == Some(target) {
+        return Some("the agent's own network namespace (the node's)");
+    }
+    if std::fs::metadata("/proc/1/ns/net").ok().map(id) == Some(target) {
+        return Some("the host's initial network namespace (PID 1's)");
+    }
+    None
+}
+
 /// _IO(0xb7, 0x3) from include/uapi/linux/nsfs.h.
 const NS_GET_NSTYPE: libc::Ioctl = 0xb703 as libc::Ioctl;
 

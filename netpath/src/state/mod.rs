@@ -1,5 +1,6 @@
 //! Desired state: the endpoints the agent owns and the addresses they hold, persisted
 //! crash-safely so a restarted agent never hands out an address in use.
+mod identity;
 mod ipam;
 mod store;
 
@@ -7,6 +8,7 @@ use std::{net::Ipv4Addr, path::PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use identity::AgentId;
 pub use ipam::Ipam;
 pub use store::{Store, SAVE_STEPS};
 
@@ -26,6 +28,8 @@ pub enum StateError {
     InUse { ip: Ipv4Addr, owner: String },
     #[error("pod CIDR {cidr} has no free address; delete endpoints or use a larger CIDR")]
     Exhausted { cidr: ipnet::Ipv4Net },
+    #[error("{path} holds {found:?}, not an agent id (16 hex digits); move it away to get a new one")]
+    BadIdentity { path: PathBuf, found: String },
 }
 
 /// A transport protocol a port can be published for.

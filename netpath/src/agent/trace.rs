@@ -1,0 +1,106 @@
+//! The node's one trace: the agent arms the datapath's filter for a client and disarms
+//! it when that client's connection ends, however it ends. A second trace is refused,
+//! naming the first, instead of silently taking its filter.
+use netpath_common::TraceFilter;
+use tracing::{info, warn};
+
+use super::{Agent, AgentError};
+use crate::api::{AgentStatus, TraceSpec};
+
+pub struct Session {
+    id: u64,
+    pid: u32,
+    filter: String,
+}
+
+/// The filter in words, for the refusal of a second trace and the agent's log.
+fn describe(spec: &TraceSpec) -> String {
+    let mut parts = Vec::new();
+    if let Some(e) = &spec.endpoint {
+        parts.push(format!("endpoint {e}"));
+    }
+    if let Some(h) = spec.host {
+        parts.push(format!("host {h}"));
+    }
+    if let Some(p) = spec.port {
+        parts.push(format!("port {p}"));
+    }
+    if let Some(p) = spec.proto {
+        parts.push(match p {
+            6 => "tcp".to_string(),
+            17 => "udp".to_string(),
+            1 => "icmp".to_string(),
+            p => format!("protocol {p}"),
+        });
+    }
+    if spec.drops_only {
+        parts.push("drops only".into());
+    }
+    if parts.is_empty() {
+        "every packet".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+impl Agent {
+    pub(super) fn trace_start(&mut self, spec: TraceSpec, pid: u32) -> Result<u64, AgentError> {
+        if let Some(t) = &self.trace {
+            return Err(AgentError::TraceRunning { pid: t.pid, filter: t.filter.clone() });
+        }
+        let endpoint = match &spec.endpoint {
+            None => [0; 4],
+            Some(name) => {
+                self.endpoints.iter().find(|e| &e.name == name).map(|e| e.ip.octets()).ok_or_else(|| {
+                    AgentError::Invalid(format!("no endpoint {name:?}; see `netpath endpoint list`"))
+                })?
+            }
+        };
+        let filter = TraceFilter {
+            enabled: 1,
+            drops_only: spec.drops_only.into(),
+            endpoint,
+            host: spec.host.map_or([0; 4], |h| h.octets()),
+            port: spec.port.map_or([0; 2], u16::to_be_bytes),
+            proto: spec.proto.unwrap_or(0),
+            _pad: 0,
+        };
+        self.datapath.set_trace_filter(filter)?;
+        let id = self.trace.as_ref().map_or(0, |t| t.id)
+            + u64::from(pid) * 1_000_003
+            + crate::agent::monotonic_ns();
+        let session = Session { id, pid, filter: describe(&spec) };
+        info!(pid, filter = %session.filter, "trace started");
+        self.trace = Some(session);
+        Ok(id)
+    }
+
+    /// The client of trace `id` is gone: disarm (every armed packet pays a snapshot).
+    pub(super) fn trace_end(&mut self, id: u64) {
+        if self.trace.as_ref().is_some_and(|t| t.id == id) {
+            self.trace_stop_all();
+        }
+    }
+
+    pub(super) fn trace_stop_all(&mut self) {
+        if let Some(t) = self.trace.take() {
+            if let Err(e) = self.datapath.set_trace_filter(TraceFilter::default()) {
+                warn!("cannot disarm the trace filter: {e}");
+            }
+            info!(pid = t.pid, "trace ended");
+        }
+    }
+
+    pub(super) fn status(&self) -> AgentStatus {
+        AgentStatus {
+            pid: std::process::id(),
+            agent_id: self.id.to_string(),
+            uplink: self.node.uplink_name.clone(),
+            uplink_up: self.node.uplink.is_some(),
+            node_ip: self.node.node_ip,
+            endpoints: self.endpoints.len(),
+            ports: self.ports.len(),
+            trace: self.trace.as_ref().map(|t| format!("PID {}, {}", t.pid, t.filter)),
+        }
+    }
+}
