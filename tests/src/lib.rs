@@ -55,6 +55,59 @@ fn require_root() {
     );
 }
 
+/// A copy of an executable that any user may run, wherever the original lives: root's
+/// checkout is often under /root (mode 700), where another user cannot even reach the
+/// binary. The copy is in a 0755 directory of its own under /tmp (world-traversable),
+/// removed on drop.
+pub struct SharedCopy {
+    dir: PathBuf,
+    pub path: PathBuf,
+}
+
+impl SharedCopy {
+    pub fn of(bin: &Path) -> Self {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = Path::new("/tmp").join(format!(
+            "netpath-{TEST_PREFIX}{}x{}-bin",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        for a in dir.ancestors().skip(1) {
+            let mode =
+                fs::metadata(a).unwrap_or_else(|e| panic!("{}: {e}", a.display())).permissions().mode();
+            assert!(
+                mode & 0o001 != 0,
+                "{} is not world-traversable: no place for a shared copy",
+                a.display()
+            );
+        }
+        fs::create_dir_all(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        let path = dir.join(bin.file_name().expect("a file name"));
+        fs::copy(bin, &path).unwrap_or_else(|e| panic!("copy {}: {e}", bin.display()));
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        SharedCopy { dir, path }
+    }
+}
+
+impl Drop for SharedCopy {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Makes `cmd` run in the network namespace at `netns`, and only there: its mounts stay
+/// the caller's (unlike `ip netns exec`).
+pub fn in_netns<'a>(cmd: &'a mut Command, netns: &Path) -> &'a mut Command {
+    let ns = fs::File::open(netns).unwrap_or_else(|e| panic!("{}: {e}", netns.display()));
+    // SAFETY: setns is async-signal-safe; runs in the forked child before exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)
+        })
+    }
+}
+
 /// Runs a command that builds the test world; panics with its stderr when it fails.
 pub fn sh(args: &[&str]) -> String {
     let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
@@ -293,6 +346,12 @@ impl Netns {
         })
     }
 
+    /// A UDP socket bound to `addr` in this namespace, ready before the call returns: a
+    /// server thread that binds by itself races the client's first datagram.
+    pub fn bind_udp(&self, addr: impl std::net::ToSocketAddrs + Send + 'static) -> std::net::UdpSocket {
+        self.run(move || std::net::UdpSocket::bind(addr)).join().unwrap().expect("bind udp")
+    }
+
     /// `ping -c count` from this namespace; true when every echo was answered.
     pub fn ping(&self, dst: Ipv4Addr, count: u32) -> bool {
         let out = self.exec(&[
@@ -325,6 +384,11 @@ impl Drop for Netns {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
     }
+}
+
+/// The value of the metrics sample whose name and labels start with `prefix`.
+pub fn metric_value(text: &str, prefix: &str) -> Option<u64> {
+    text.lines().find(|l| l.starts_with(prefix))?.rsplit(' ').next()?.parse().ok()
 }
 
 /// Node + outside host + containers, and netpath's directories for this lab alone.
@@ -438,7 +502,6 @@ impl Lab {
 
     fn launch_agent(&mut self, ip_netns_exec: bool, args: &[&str]) -> Result<(), String> {
         assert!(self.agent.is_none(), "agent already running");
-        let ns = fs::File::open(self.node.path()).unwrap();
         let log = fs::File::create(self.work_dir.join("agent.log")).unwrap();
         let mut cmd = if ip_netns_exec {
             // ip execs the command: the child's PID is the agent's.
@@ -457,21 +520,18 @@ impl Lab {
             .stderr(log);
         self.env(&mut cmd);
         if !ip_netns_exec {
-            // SAFETY: setns is async-signal-safe; runs in the forked child before exec.
-            unsafe {
-                cmd.pre_exec(move || {
-                    nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)
-                });
-            }
+            in_netns(&mut cmd, &self.node.path());
         }
         let socket = self.work_dir.join("run/agent.sock");
         // A killed agent leaves its socket behind: waiting for it must wait for the new one.
         let _ = fs::remove_file(&socket);
         let mut child = cmd.spawn().expect("spawn netpath agent");
-        // Loading the datapath takes the verifier a moment; under software emulation (the
-        // VM runs) many moments: NETPATH_TEST_AGENT_TIMEOUT stretches the wait.
+        // Loading the datapath takes the verifier a second or two, many more on a loaded
+        // machine (a parallel test run beside VM runs saw 20 s) and under software
+        // emulation (the VM runs): NETPATH_TEST_AGENT_TIMEOUT stretches the wait. A start
+        // that fails says so at once; the wait only bounds a hang.
         let wait =
-            std::env::var("NETPATH_TEST_AGENT_TIMEOUT").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
+            std::env::var("NETPATH_TEST_AGENT_TIMEOUT").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
         let deadline = Instant::now() + Duration::from_secs(wait);
         while !socket.exists() {
             if let Some(status) = child.try_wait().unwrap() {
@@ -568,17 +628,26 @@ impl Lab {
     /// Runs the netpath CLI inside the node namespace (mounts untouched, unlike
     /// `ip netns exec`, so the bpffs pins stay visible), as an operator on the node would.
     pub fn netpath_in_node(&self, args: &[&str]) -> Output {
-        let ns = fs::File::open(self.node.path()).unwrap();
         let mut cmd = Command::new(netpath_bin());
         cmd.args(args).stdin(Stdio::null());
         self.env(&mut cmd);
-        // SAFETY: setns is async-signal-safe; runs in the forked child before exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)
-            });
-        }
-        cmd.output().expect("run netpath in the node")
+        in_netns(&mut cmd, &self.node.path()).output().expect("run netpath in the node")
+    }
+
+    /// GET /metrics from the agent's default address (loopback of the node namespace);
+    /// None when nothing answers.
+    pub fn metrics(&self) -> Option<String> {
+        use std::io::{Read as _, Write as _};
+        self.node
+            .run(|| {
+                let mut s = std::net::TcpStream::connect(("127.0.0.1", 9464)).ok()?;
+                s.write_all(b"GET /metrics HTTP/1.1\r\nhost: localhost\r\n\r\n").ok()?;
+                let mut body = String::new();
+                s.read_to_string(&mut body).ok()?;
+                Some(body)
+            })
+            .join()
+            .unwrap()
     }
 
     /// Like [`Lab::netpath`] but panics unless the command succeeds; returns stdout.
@@ -750,7 +819,29 @@ impl Stats {
 
 #[cfg(test)]
 mod tests {
-    use super::leftover;
+    use std::os::unix::{fs::PermissionsExt as _, process::CommandExt as _};
+
+    use super::*;
+
+    #[test]
+    fn a_shared_copy_runs_for_another_user_from_a_private_checkout() {
+        require_root();
+        // A checkout root cloned under /root or `mktemp -d`: mode 700.
+        let private =
+            std::env::temp_dir().join(format!("netpath-{TEST_PREFIX}{}-private", std::process::id()));
+        fs::create_dir_all(&private).unwrap();
+        fs::set_permissions(&private, fs::Permissions::from_mode(0o700)).unwrap();
+        let bin = private.join("true");
+        fs::copy("/bin/true", &bin).unwrap();
+        let as_nobody = |p: &Path| Command::new(p).uid(65534).gid(65534).status();
+        assert!(as_nobody(&bin).is_err(), "the private binary ran for nobody: the test proves nothing");
+        let copy = SharedCopy::of(&bin);
+        assert!(as_nobody(&copy.path).unwrap().success(), "the shared copy does not run for nobody");
+        let dir = copy.path.parent().unwrap().to_path_buf();
+        drop(copy);
+        assert!(!dir.exists(), "the copy was not removed");
+        fs::remove_dir_all(&private).unwrap();
+    }
 
     #[test]
     fn only_labs_of_gone_processes_or_this_one_are_leftovers() {

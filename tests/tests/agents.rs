@@ -47,18 +47,12 @@ impl OtherAgent {
     }
 
     fn command(&self, netns: &Path) -> Command {
-        let ns = std::fs::File::open(netns).unwrap();
         let mut cmd = Command::new(netpath_bin());
         cmd.env("NETPATH_RUN_DIR", &self.run_dir)
             .env("NETPATH_STATE_DIR", &self.state_dir)
             .env("NETPATH_BPFFS_DIR", &self.bpffs_dir)
             .stdin(Stdio::null());
-        // SAFETY: setns is async-signal-safe; runs in the forked child before exec.
-        unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
-                nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)
-            });
-        }
+        netpath_tests::in_netns(&mut cmd, netns);
         cmd
     }
 
@@ -92,7 +86,10 @@ impl OtherAgent {
                 self.child = Some(child);
                 return Ok(());
             }
-            assert!(Instant::now() < deadline, "other agent did not start");
+            assert!(
+                Instant::now() < deadline,
+                "the other agent neither exited nor took its locks within 60 s"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }

@@ -62,14 +62,13 @@ fn tcp_and_udp_flow_between_containers() {
     assert_eq!(peer.ip(), std::net::IpAddr::V4(a), "b saw a's real address");
 
     // UDP: one datagram each way.
-    let server = lab.containers[1].run(move || {
-        let s = UdpSocket::bind(SocketAddrV4::new(b, 7001)).unwrap();
+    let s = lab.containers[1].bind_udp(SocketAddrV4::new(b, 7001));
+    let server = std::thread::spawn(move || {
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut buf = [0u8; 64];
         let (n, from) = s.recv_from(&mut buf).unwrap();
         s.send_to(&buf[..n], from).unwrap();
     });
-    std::thread::sleep(Duration::from_millis(100));
     let got = lab.containers[0]
         .run(move || {
             let s = UdpSocket::bind(SocketAddrV4::new(a, 0)).unwrap();

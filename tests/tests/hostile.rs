@@ -172,17 +172,10 @@ const CLI_CASES: &[Case] = &[
 /// Runs `args` in the node namespace (an operator's shell on the node); an agent start
 /// that wrongly succeeds is stopped after 20 s (and fails the case).
 fn run(lab: &Lab, args: &[String]) -> Output {
-    let ns = std::fs::File::open(lab.node.path()).unwrap();
     let mut cmd = Command::new("timeout");
     cmd.arg("20").arg(netpath_bin()).args(args).stdin(std::process::Stdio::null());
     lab.env_for(&mut cmd);
-    // SAFETY: setns is async-signal-safe; runs in the forked child before exec.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
-            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)
-        });
-    }
-    cmd.output().expect("run netpath")
+    netpath_tests::in_netns(&mut cmd, &lab.node.path()).output().expect("run netpath")
 }
 
 /// Checks every case: exit, one line, the words, no residue. Returns how many ran.
@@ -381,21 +374,8 @@ fn make_uplink(lab: &Lab) {
     netpath_tests::sh(&["ip", "-n", n, "route", "add", "default", "via", &OUTSIDE_IP.to_string()]);
 }
 
-/// GET /metrics from the agent inside the node namespace.
-fn metric(lab: &Lab, name: &str) -> Option<String> {
-    use std::io::{Read as _, Write as _};
-    let body = lab
-        .node
-        .run(|| {
-            let mut s = std::net::TcpStream::connect(("127.0.0.1", 9464)).ok()?;
-            s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n").ok()?;
-            let mut body = String::new();
-            s.read_to_string(&mut body).ok()?;
-            Some(body)
-        })
-        .join()
-        .unwrap()?;
-    body.lines().find(|l| l.starts_with(name)).map(|l| l.rsplit(' ').next().unwrap().to_string())
+fn metric(lab: &Lab, name: &str) -> Option<u64> {
+    netpath_tests::metric_value(&lab.metrics()?, name)
 }
 
 fn tcp_echo_ok(from: &Netns, to: std::net::SocketAddrV4) -> bool {
@@ -421,13 +401,11 @@ fn a_lost_uplink_is_reported_and_taken_back_when_it_returns() {
     netpath_tests::echo_server(&lab.containers[0], std::net::SocketAddrV4::new(a, 80));
     lab.netpath_ok(&["port", "add", "8080", "a:80"]);
     assert!(tcp_echo_ok(&lab.containers[0], std::net::SocketAddrV4::new(OUTSIDE_IP, 7000)));
-    assert_eq!(metric(&lab, "netpath_uplink_up").as_deref(), Some("1"));
+    assert_eq!(metric(&lab, "netpath_uplink_up"), Some(1));
 
     // Issue 13, item 14: gone while the agent runs.
     netpath_tests::sh(&["ip", "-n", &lab.node.name, "link", "del", "uplink0"]);
-    wait_for("the metrics to see the uplink gone", || {
-        metric(&lab, "netpath_uplink_up").as_deref() == Some("0")
-    });
+    wait_for("the metrics to see the uplink gone", || metric(&lab, "netpath_uplink_up") == Some(0));
     let out = lab.netpath(&["endpoint", "add", "b", "--netns", lab.containers[1].path().to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
@@ -447,9 +425,7 @@ fn a_lost_uplink_is_reported_and_taken_back_when_it_returns() {
 
     // Back, with a new index: the agent re-attaches by itself.
     make_uplink(&lab);
-    wait_for("the metrics to see the uplink back", || {
-        metric(&lab, "netpath_uplink_up").as_deref() == Some("1")
-    });
+    wait_for("the metrics to see the uplink back", || metric(&lab, "netpath_uplink_up") == Some(1));
     assert!(
         tcp_echo_ok(&lab.containers[0], std::net::SocketAddrV4::new(OUTSIDE_IP, 7000)),
         "no masquerade after the uplink came back\n{}",

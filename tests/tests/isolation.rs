@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use netpath_tests::{netpath_bin, Lab, Netns, NODE_UPLINK_IP, OUTSIDE_IP};
+use netpath_tests::{netpath_bin, Lab, Netns, SharedCopy, NODE_UPLINK_IP, OUTSIDE_IP};
 
 const NOBODY: u32 = 65534;
 
@@ -36,10 +36,13 @@ fn only_root_drives_the_agent_or_reads_its_socket_state_and_pins() {
     lab.start_agent();
     lab.add_endpoint("a", 0);
     lab.netpath_ok(&["port", "add", "8080", "a:80"]);
+    // Run from a copy every user can reach: the checkout may be under /root (mode 700),
+    // where exec itself fails with EACCES before netpath can say anything.
+    let bin = SharedCopy::of(&netpath_bin());
     for args in
         [&["endpoint", "list"][..], &["endpoint", "add", "b", "--pid", "1"], &["stats"], &["reconcile"]]
     {
-        let mut cmd = Command::new(netpath_bin());
+        let mut cmd = Command::new(&bin.path);
         cmd.args(args).uid(NOBODY).gid(NOBODY);
         lab.env_for(&mut cmd);
         let out = cmd.output().unwrap();

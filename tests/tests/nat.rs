@@ -82,15 +82,14 @@ fn container_reaches_the_outside_with_the_node_address() {
     assert_ne!(local.port(), 0);
 
     // UDP both ways.
-    let udp = lab.outside.run(|| {
-        let s = UdpSocket::bind((OUTSIDE_IP, 9001)).unwrap();
+    let s = lab.outside.bind_udp((OUTSIDE_IP, 9001));
+    let udp = std::thread::spawn(move || {
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut buf = [0u8; 64];
         let (n, from) = s.recv_from(&mut buf).unwrap();
         s.send_to(&buf[..n], from).unwrap();
         from
     });
-    std::thread::sleep(Duration::from_millis(100));
     let got = lab.containers[0]
         .run(|| {
             let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
@@ -154,15 +153,14 @@ fn published_port_reaches_the_container_with_the_client_address() {
     let peer = server.join().unwrap();
     assert_eq!(peer, local, "the container must see the client's real address and port");
 
-    let udp = lab.containers[0].run(move || {
-        let s = UdpSocket::bind((a, 53)).unwrap();
+    let s = lab.containers[0].bind_udp((a, 53));
+    let udp = std::thread::spawn(move || {
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut buf = [0u8; 64];
         let (n, from) = s.recv_from(&mut buf).unwrap();
         s.send_to(&buf[..n], from).unwrap();
         from
     });
-    std::thread::sleep(Duration::from_millis(100));
     let (got, from) = lab
         .outside
         .run(|| {
@@ -225,14 +223,13 @@ fn conntrack_entries_are_collected_after_their_timeout() {
     let lab = lab_with_agent(&["--ct-udp-timeout", "1", "--ct-gc-interval", "1"]);
     lab.add_endpoint("a", 0);
     let before = lab.stats();
-    let echo = lab.outside.run(|| {
-        let s = UdpSocket::bind((OUTSIDE_IP, 9002)).unwrap();
+    let s = lab.outside.bind_udp((OUTSIDE_IP, 9002));
+    let echo = std::thread::spawn(move || {
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut buf = [0u8; 16];
         let (n, from) = s.recv_from(&mut buf).unwrap();
         s.send_to(&buf[..n], from).unwrap();
     });
-    std::thread::sleep(Duration::from_millis(100));
     lab.containers[0]
         .run(|| {
             let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
@@ -264,15 +261,14 @@ fn a_full_conntrack_table_evicts_old_flows_and_says_so() {
     let lab = lab_with_agent(&["--ct-max-entries", "32"]);
     lab.add_endpoint("a", 0);
     const FLOWS: usize = 40;
-    let echo = lab.outside.run(|| {
-        let s = UdpSocket::bind((OUTSIDE_IP, 9003)).unwrap();
+    let s = lab.outside.bind_udp((OUTSIDE_IP, 9003));
+    let echo = std::thread::spawn(move || {
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut buf = [0u8; 16];
         while let Ok((n, from)) = s.recv_from(&mut buf) {
             s.send_to(&buf[..n], from).unwrap();
         }
     });
-    std::thread::sleep(Duration::from_millis(100));
     let answered = lab.containers[0]
         .run(|| {
             (0..FLOWS)
@@ -374,13 +370,12 @@ fn frag_needed(nport: u16, dport: u16, mtu: u16) -> Vec<u8> {
 fn fragmentation_needed_reaches_the_container_as_a_path_mtu_update() {
     let lab = lab_with_agent(&[]);
     lab.add_endpoint("a", 0);
-    let server = lab.outside.run(|| {
-        let s = UdpSocket::bind((OUTSIDE_IP, 9004)).unwrap();
+    let s = lab.outside.bind_udp((OUTSIDE_IP, 9004));
+    let server = std::thread::spawn(move || {
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let (_, from) = s.recv_from(&mut [0u8; 64]).unwrap();
         from
     });
-    std::thread::sleep(Duration::from_millis(100));
     let client = lab.containers[0]
         .run(|| {
             let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();

@@ -5,7 +5,7 @@ use std::{
     time::Duration,
 };
 
-use netpath_tests::{Lab, OUTSIDE_IP};
+use netpath_tests::{metric_value, Lab, OUTSIDE_IP};
 
 struct Trace {
     child: std::process::Child,
@@ -117,31 +117,12 @@ fn trace_follows_a_published_port_through_the_uplink() {
     assert_eq!(evs[1]["src"], netpath_tests::NODE_UPLINK_IP.to_string(), "{evs:?}");
 }
 
-/// GET /metrics from the agent's default loopback address, inside the node namespace.
 fn scrape(lab: &Lab) -> String {
-    use std::io::{Read as _, Write as _};
-    lab.node
-        .run(|| {
-            let mut s = std::net::TcpStream::connect(("127.0.0.1", 9464)).expect("metrics endpoint");
-            s.write_all(b"GET /metrics HTTP/1.1\r\nhost: localhost\r\n\r\n").unwrap();
-            let mut body = String::new();
-            s.read_to_string(&mut body).unwrap();
-            body
-        })
-        .join()
-        .unwrap()
+    lab.metrics().expect("metrics endpoint")
 }
 
-/// The value of the sample line starting with `prefix` (name and labels).
 fn sample(text: &str, prefix: &str) -> u64 {
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .unwrap_or_else(|| panic!("no {prefix} in:\n{text}"))
-        .rsplit(' ')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
+    metric_value(text, prefix).unwrap_or_else(|| panic!("no {prefix} in:\n{text}"))
 }
 
 #[test]

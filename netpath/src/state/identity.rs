@@ -2,11 +2,7 @@
 //! directory. Every host veth the agent creates carries it (in its alias, and in the
 //! temporary name it has until it is marked), so reconciliation removes only what its
 //! own agent made, never the links of another agent that ran in the same namespace.
-use std::{
-    io::Write as _,
-    os::unix::fs::OpenOptionsExt as _,
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
 use super::StateError;
 
@@ -51,22 +47,9 @@ impl AgentId {
         }
     }
 
-    /// Writes the identity crash-safely (temporary file, fsync, rename, directory fsync).
+    /// Writes the identity crash-safely (see `store::write_atomically`).
     pub fn save(&self, state_dir: &Path) -> Result<(), StateError> {
-        let path = Self::path(state_dir);
-        let err = |source| StateError::Write { path: path.clone(), source };
-        crate::paths::create_private_dir(state_dir).map_err(err)?;
-        let tmp = path.with_extension("tmp");
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(err)?;
-        writeln!(f, "{}", self.0).and_then(|()| f.sync_all()).map_err(err)?;
-        std::fs::rename(&tmp, &path).map_err(err)?;
-        std::fs::File::open(state_dir).and_then(|d| d.sync_all()).map_err(err)
+        super::store::write_atomically(&Self::path(state_dir), format!("{}\n", self.0).as_bytes(), |_| {})
     }
 
     /// Removes a saved identity (a start that made it failed before using it).

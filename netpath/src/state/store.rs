@@ -39,33 +39,9 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     }
 
     pub fn save(&self, records: &[T]) -> Result<(), StateError> {
-        let err = |source| StateError::Write { path: self.path.clone(), source };
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        crate::paths::create_private_dir(dir).map_err(err)?;
-        let tmp = self.path.with_extension("json.tmp");
-        let body = serde_json::to_vec_pretty(records).map_err(|e| err(e.into()))?;
-        // Root only, like everything netpath keeps.
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(err)?;
-        self.crash_point("created");
-        let (head, tail) = body.split_at(body.len() / 2);
-        f.write_all(head).map_err(err)?;
-        self.crash_point("half-written");
-        f.write_all(tail).map_err(err)?;
-        self.crash_point("written");
-        f.sync_all().map_err(err)?;
-        self.crash_point("synced");
-        fs::rename(&tmp, &self.path).map_err(err)?;
-        self.crash_point("renamed");
-        // The rename is only durable once the directory entry is on disk.
-        fs::File::open(dir).and_then(|d| d.sync_all()).map_err(err)?;
-        self.crash_point("dir-synced");
-        Ok(())
+        let body = serde_json::to_vec_pretty(records)
+            .map_err(|e| StateError::Write { path: self.path.clone(), source: e.into() })?;
+        write_atomically(&self.path, &body, |step| self.crash_point(step))
     }
 
     /// Test hook for the crash-safety test, which kills the agent at every step of a
@@ -78,6 +54,34 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
         }
     }
+}
+
+/// Writes `path` so that a crash at any step leaves the old content or the new one: a
+/// temporary file, fsynced, renamed over `path`, the directory fsynced. Root only, like
+/// everything netpath keeps. `step` is called after each step (the crash test's hook).
+pub(super) fn write_atomically(path: &Path, body: &[u8], step: impl Fn(&str)) -> Result<(), StateError> {
+    let err = |source| StateError::Write { path: path.into(), source };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    crate::paths::create_private_dir(dir).map_err(err)?;
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(".tmp");
+    let tmp = path.with_file_name(tmp_name);
+    let mut f =
+        fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(err)?;
+    step("created");
+    let (head, tail) = body.split_at(body.len() / 2);
+    f.write_all(head).map_err(err)?;
+    step("half-written");
+    f.write_all(tail).map_err(err)?;
+    step("written");
+    f.sync_all().map_err(err)?;
+    step("synced");
+    fs::rename(&tmp, path).map_err(err)?;
+    step("renamed");
+    // The rename is only durable once the directory entry is on disk.
+    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(err)?;
+    step("dir-synced");
+    Ok(())
 }
 
 /// The steps of [`Store::save`] that `NETPATH_CRASH_AT` can stop at, in order.
