@@ -2,16 +2,13 @@
 //! run isolated instances side by side without touching the defaults.
 use std::path::PathBuf;
 
-#[derive(Clone, Debug, clap::Args)]
+#[derive(Clone, Debug)]
 pub struct Paths {
-    /// Directory in bpffs where netpath pins its maps (created if missing).
-    #[arg(long, env = "NETPATH_BPFFS_DIR", default_value = "/sys/fs/bpf/netpath", global = true)]
+    /// Directory in bpffs where netpath pins its maps.
     pub bpffs_dir: PathBuf,
     /// Directory for the agent's Unix socket.
-    #[arg(long, env = "NETPATH_RUN_DIR", default_value = "/run/netpath", global = true)]
     pub run_dir: PathBuf,
-    /// Directory for desired state (endpoints, address allocations).
-    #[arg(long, env = "NETPATH_STATE_DIR", default_value = "/var/lib/netpath", global = true)]
+    /// Directory for desired state (endpoints, address allocations, the agent's id).
     pub state_dir: PathBuf,
 }
 

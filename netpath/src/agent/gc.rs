@@ -11,40 +11,18 @@ use tracing::debug;
 use super::{Agent, AgentError};
 
 /// Conntrack sizing and per-protocol idle timeouts (seconds).
-#[derive(Clone, Debug, clap::Args)]
+/// Connection tracking's size and idle timeouts (seconds), and how often the agent
+/// collects idle entries.
+#[derive(Clone, Debug)]
 pub struct CtConfig {
-    /// Size of the conntrack table (two entries per flow); when full, the least recently
-    /// used entries are evicted. A new size given to a restarted agent migrates the
-    /// pinned table: a new one of that size gets every tracked flow.
-    #[arg(long = "ct-max-entries", env = "NETPATH_CT_MAX_ENTRIES", default_value_t = netpath_common::maps::CONNTRACK_ENTRIES,
-          value_parser = clap::value_parser!(u32).range(16..=16_777_216))]
+    /// Size of the table of assured flows (two entries per flow).
     pub max_entries: u32,
-    /// Established TCP connections.
-    #[arg(long = "ct-tcp-timeout", env = "NETPATH_CT_TCP_TIMEOUT", default_value_t = 21600, value_parser = timeout)]
     pub tcp_established: u64,
-    /// TCP connections not yet established (SYN seen).
-    #[arg(long = "ct-tcp-syn-timeout", default_value_t = 60, value_parser = timeout)]
     pub tcp_syn: u64,
-    /// TCP connections closing (FIN or RST seen).
-    #[arg(long = "ct-tcp-close-timeout", default_value_t = 10, value_parser = timeout)]
     pub tcp_closing: u64,
-    #[arg(long = "ct-udp-timeout", env = "NETPATH_CT_UDP_TIMEOUT", default_value_t = 60, value_parser = timeout)]
     pub udp: u64,
-    #[arg(long = "ct-icmp-timeout", default_value_t = 30, value_parser = timeout)]
     pub icmp: u64,
-    /// How often the collector walks the table.
-    #[arg(long = "ct-gc-interval", env = "NETPATH_CT_GC_INTERVAL", default_value_t = 10,
-          value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub gc_interval: u64,
-}
-
-/// A conntrack timeout in seconds: at least one, at most a year (a longer one would
-/// keep a dead flow's entry, and its NAT port, for good).
-fn timeout(s: &str) -> Result<u64, String> {
-    match s.parse::<u64>() {
-        Ok(n) if (1..=31_536_000).contains(&n) => Ok(n),
-        _ => Err(format!("{s:?} is not a timeout in seconds from 1 to 31536000 (a year)")),
-    }
 }
 
 impl CtConfig {

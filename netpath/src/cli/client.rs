@@ -43,6 +43,18 @@ pub fn call_keep(paths: &Paths, req: &Request) -> anyhow::Result<(Reply, UnixStr
     }
 }
 
+/// Reports the answer to a delete: `present` when the thing existed, `absent` when there
+/// was nothing to do (a success all the same).
+pub fn deleted(reply: Reply, present: &str, absent: &str) -> anyhow::Result<()> {
+    match reply {
+        Reply::Deleted { existed } => {
+            println!("{}", if existed { present } else { absent });
+            Ok(())
+        }
+        other => unexpected(other),
+    }
+}
+
 pub fn unexpected(reply: Reply) -> anyhow::Result<()> {
     bail!("unexpected reply from the agent: {reply:?}")
 }

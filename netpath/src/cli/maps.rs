@@ -5,7 +5,7 @@ use anyhow::bail;
 use netpath_common::{maps, ENDPOINT_F_BRIDGED, ENDPOINT_F_PUBLISHED};
 use serde_json::{json, Value};
 
-use super::{Format, MapCommand};
+use super::{args::MapCommand, Format};
 use crate::{datapath::Inspector, paths::Paths, state::format_mac};
 
 pub fn run(paths: &Paths, cmd: MapCommand) -> anyhow::Result<()> {

@@ -22,7 +22,7 @@ pub(super) const NODE_SOCKET_HOOKS: [&str; 4] =
 pub(super) const UPLINK_XDP: &str = "uplink_xdp";
 
 /// How tc programs are attached on this kernel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AttachMode {
     /// bpf_link based tc (kernel >= 6.6): no qdisc, detached when the link is dropped.
     Tcx,
@@ -31,6 +31,13 @@ pub enum AttachMode {
 }
 
 impl AttachMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            AttachMode::Tcx => "tcx",
+            AttachMode::Clsact => "clsact",
+        }
+    }
+
     pub fn detect() -> Self {
         match KernelVersion::current() {
             Ok(v) if v >= KernelVersion::new(6, 6, 0) => AttachMode::Tcx,

@@ -33,7 +33,7 @@ pub enum StateError {
 }
 
 /// A transport protocol a port can be published for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Proto {
     Tcp,
@@ -49,12 +49,18 @@ impl Proto {
     }
 }
 
-impl std::fmt::Display for Proto {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+impl Proto {
+    pub fn name(self) -> &'static str {
+        match self {
             Proto::Tcp => "tcp",
             Proto::Udp => "udp",
-        })
+        }
+    }
+}
+
+impl std::fmt::Display for Proto {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -80,7 +86,7 @@ impl PortRecord {
 }
 
 /// How containers are connected on this node.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
     /// No bridge: /32 addresses, the datapath is every container's gateway (default).
@@ -90,12 +96,18 @@ pub enum Mode {
     Bridge,
 }
 
-impl std::fmt::Display for Mode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
             Mode::Routed => "routed",
             Mode::Bridge => "bridge",
-        })
+        }
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 

@@ -1,0 +1,413 @@
+//! The command line as clap sees it: every verb, flag and value parser. The library's
+//! own types stay free of clap; this module turns arguments into them.
+use std::{net::Ipv4Addr, path::PathBuf};
+
+use clap::{builder::PossibleValue, Parser, Subcommand, ValueEnum};
+use ipnet::Ipv4Net;
+
+use crate::{
+    agent::CtConfig,
+    datapath::AttachMode,
+    paths::Paths,
+    state::{parse_mac, Mode, Proto},
+};
+
+/// Default pod CIDR: clear of Docker's 172.17.0.0/16 and Podman's 10.88.0.0/16.
+pub const DEFAULT_POD_CIDR: &str = "10.77.0.0/24";
+
+#[derive(Debug, Parser)]
+#[command(name = "netpath", version, about = "Container networking on an eBPF datapath")]
+pub struct Cli {
+    #[command(flatten)]
+    pub paths: PathArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the node agent: set the node up, load the datapath, serve the CLI.
+    Agent(AgentArgs),
+    /// Publish container ports on the node (DNAT).
+    #[command(subcommand)]
+    Port(PortCommand),
+    /// Connection tracking.
+    #[command(subcommand)]
+    Ct(CtCommand),
+    /// Live per-packet events from the datapath: hop, tuple, decision, drop reason.
+    Trace(super::trace::TraceArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff).
+    Man,
+    /// Decoded dumps of netpath's pinned maps.
+    #[command(subcommand)]
+    Map(MapCommand),
+    /// Masquerade allocations: which container flow holds which node port.
+    #[command(subcommand)]
+    Nat(NatCommand),
+    /// Check the node: pins, agent, programs, endpoints, forwarding, pod CIDR, conntrack.
+    /// Run it in the node's network namespace. Exits non-zero when anything is wrong.
+    Doctor {
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+    /// Attach, detach and list containers.
+    #[command(subcommand)]
+    Endpoint(EndpointCommand),
+    /// Compare the state directory with the kernel (links, addresses, routes, map
+    /// entries, attachments) and repair the drift: re-create what is missing, remove
+    /// what netpath owns but no longer wants. Exits non-zero when a repair failed or,
+    /// with --dry-run, when there is drift.
+    Reconcile {
+        /// Only report the drift; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+    /// Datapath counters per endpoint and per reason, read from the pinned maps.
+    Stats {
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EndpointCommand {
+    /// Give a container namespace its network: veth, eth0, address, routes, datapath.
+    Add {
+        name: String,
+        /// The container's network namespace file (e.g. /run/netns/NAME).
+        #[arg(long, required_unless_present = "pid", conflicts_with = "pid")]
+        netns: Option<PathBuf>,
+        /// A process in the container (as `docker inspect -f {{.State.Pid}}` gives it).
+        #[arg(long)]
+        pid: Option<u32>,
+        /// Address inside the pod CIDR; allocated when omitted.
+        #[arg(long)]
+        ip: Option<Ipv4Addr>,
+        /// MAC of the container's interface; derived from the address when omitted.
+        #[arg(long, value_parser = parse_mac_arg)]
+        mac: Option<[u8; 6]>,
+        #[arg(long)]
+        mtu: Option<u32>,
+        /// Interface name inside the container.
+        #[arg(long, default_value = "eth0", value_parser = parse_ifname)]
+        ifname: String,
+    },
+    /// Remove a container's network; succeeds when there is none.
+    Del { name: String },
+    /// List endpoints (from the state directory; works without the agent).
+    List {
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PortCommand {
+    /// Publish HOST_PORT on the node for CONTAINER[:PORT] (PORT defaults to HOST_PORT).
+    Add {
+        #[arg(long, value_enum, default_value_t = Proto::Tcp)]
+        proto: Proto,
+        #[arg(value_parser = clap::value_parser!(u16).range(1..))]
+        host_port: u16,
+        /// Endpoint name, optionally with the container port: web or web:80.
+        #[arg(value_parser = parse_target)]
+        target: (String, Option<u16>),
+        /// Publish on this node address only (default: the node address).
+        #[arg(long)]
+        host_ip: Option<Ipv4Addr>,
+    },
+    /// Unpublish a port; succeeds when it is not published.
+    Del {
+        #[arg(long, value_enum, default_value_t = Proto::Tcp)]
+        proto: Proto,
+        #[arg(value_parser = clap::value_parser!(u16).range(1..))]
+        host_port: u16,
+        #[arg(long)]
+        host_ip: Option<Ipv4Addr>,
+    },
+    /// List published ports (from the state directory; works without the agent).
+    List {
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MapCommand {
+    /// netpath's maps, their kind, size and pin.
+    List {
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+    /// Every entry of one map, decoded (addresses, ports, protocols, states, ages).
+    Dump {
+        /// ENDPOINTS, ENDPOINT_STATS, REASON_STATS, CONNTRACK, PORT_MAPS or NODE_CONFIG.
+        name: String,
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NatCommand {
+    /// Masqueraded flows: container address and port -> node address and port.
+    List {
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CtCommand {
+    /// Conntrack entries, read from the pinned map.
+    List {
+        /// Only entries with this address as source or destination.
+        #[arg(long)]
+        host: Option<Ipv4Addr>,
+        /// Only entries with this port as source or destination.
+        #[arg(long)]
+        port: Option<u16>,
+        /// Only this protocol (tcp, udp, icmp).
+        #[arg(long, value_parser = ["tcp", "udp", "icmp"])]
+        proto: Option<String>,
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+/// Ranges no pod CIDR may touch: hosts cannot hold such addresses, or the kernel and
+/// every other host treat them specially.
+const SPECIAL_RANGES: [(&str, &str); 5] = [
+    ("0.0.0.0/8", "\"this network\" (RFC 791)"),
+    ("127.0.0.0/8", "loopback"),
+    ("169.254.0.0/16", "link-local"),
+    ("224.0.0.0/4", "multicast"),
+    ("240.0.0.0/4", "reserved, with the broadcast address"),
+];
+
+fn parse_pod_cidr(s: &str) -> Result<Ipv4Net, String> {
+    let net: Ipv4Net = s.parse().map_err(|_| format!("{s:?} is not an IPv4 CIDR like 10.77.0.0/24"))?;
+    if net.prefix_len() > 30 {
+        return Err(format!("{s} leaves no room for a gateway and a container: use /30 or larger"));
+    }
+    let net = net.trunc();
+    for (range, what) in SPECIAL_RANGES {
+        let range: Ipv4Net = range.parse().expect("a valid CIDR");
+        if range.contains(&net.network()) || net.contains(&range.network()) {
+            return Err(format!(
+                "{s} overlaps {range}, the {what} range: containers cannot use it; choose a private range such as 10.77.0.0/24"
+            ));
+        }
+    }
+    Ok(net)
+}
+
+/// An interface name the kernel takes: 1-15 printable characters, no '/', ':' or space.
+fn parse_ifname(s: &str) -> Result<String, String> {
+    let ok =
+        !s.is_empty() && s.len() <= 15 && s.chars().all(|c| c.is_ascii_graphic() && c != '/' && c != ':');
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?} is not an interface name: use 1-15 printable characters without '/', ':' or spaces"
+        ))
+    }
+}
+
+fn parse_port_range(s: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
+    let bad = || format!("{s:?} is not a port range like 61000-65535");
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let (a, b): (u16, u16) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+    if a == 0 || a > b {
+        return Err(bad());
+    }
+    Ok(a..=b)
+}
+
+/// `--metrics`: an address, or "off".
+#[derive(Clone, Debug)]
+pub struct MetricsAddr(pub Option<std::net::SocketAddr>);
+
+fn parse_metrics_addr(s: &str) -> Result<MetricsAddr, String> {
+    if s == "off" {
+        return Ok(MetricsAddr(None));
+    }
+    s.parse()
+        .map(|a| MetricsAddr(Some(a)))
+        .map_err(|_| format!("{s:?} is not an address:port like 127.0.0.1:9464 (or \"off\")"))
+}
+
+fn parse_target(s: &str) -> Result<(String, Option<u16>), String> {
+    let (name, port) = match s.split_once(':') {
+        None => (s, None),
+        Some((name, port)) => match port.parse::<u16>() {
+            Ok(p) if p > 0 => (name, Some(p)),
+            _ => return Err(format!("{port:?} in {s:?} is not a port (1-65535)")),
+        },
+    };
+    let name_ok = !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if !name_ok {
+        return Err(format!(
+            "{name:?} in {s:?} is not an endpoint name: give ENDPOINT or ENDPOINT:PORT (see `netpath endpoint list`)"
+        ));
+    }
+    Ok((name.to_string(), port))
+}
+
+fn parse_mac_arg(s: &str) -> Result<[u8; 6], String> {
+    parse_mac(s).ok_or_else(|| format!("{s:?} is not a MAC address like 0a:58:0a:4d:00:02"))
+}
+
+/// `netpath agent`'s settings (also the keys of its config file).
+#[derive(Debug, clap::Args)]
+pub struct AgentArgs {
+    /// Read settings from this TOML file: keys are the long flag names
+    /// (pod-cidr = "10.77.0.0/24", xdp = true, ...). Flags and environment win.
+    #[arg(long, env = "NETPATH_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The node's pod CIDR: containers get addresses from it, its first address is
+    /// their gateway.
+    #[arg(long, env = "NETPATH_POD_CIDR", default_value = DEFAULT_POD_CIDR, value_parser = parse_pod_cidr)]
+    pub pod_cidr: Ipv4Net,
+    /// routed: no bridge, the datapath is the gateway; bridge: docker0's layout.
+    #[arg(long, env = "NETPATH_MODE", value_enum, default_value_t = Mode::Routed)]
+    pub mode: Mode,
+    /// Name of the bridge in bridge mode.
+    #[arg(long, env = "NETPATH_BRIDGE", default_value = "npbr0", value_parser = parse_ifname)]
+    pub bridge: String,
+    /// The node's uplink interface; default: the interface of the default route.
+    #[arg(long, env = "NETPATH_UPLINK", value_parser = parse_ifname)]
+    pub uplink: Option<String>,
+    /// Source ports for masquerade, outside the node's ephemeral range.
+    #[arg(long, env = "NETPATH_NAT_PORTS", default_value = "61000-65535", value_parser = parse_port_range)]
+    pub nat_ports: std::ops::RangeInclusive<u16>,
+    /// cgroup v2 directory whose processes reach published ports via the node address
+    /// or 127.0.0.1 (connect hook; acts only in the agent's network namespace).
+    /// Default: the cgroup v2 root.
+    #[arg(long, env = "NETPATH_CGROUP")]
+    pub cgroup: Option<PathBuf>,
+    /// Translate published-port traffic and replies in XDP on the uplink, before the
+    /// kernel builds an skb. On a veth uplink this turns off GSO on its peer.
+    #[arg(long, env = "NETPATH_XDP")]
+    pub xdp: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics ("off" to disable).
+    #[arg(long, env = "NETPATH_METRICS", default_value = "127.0.0.1:9464", value_parser = parse_metrics_addr)]
+    pub metrics: MetricsAddr,
+    /// How to attach tc programs: tcx (bpf links, kernel >= 6.6) or clsact (netlink,
+    /// any kernel). Default: tcx where the kernel has it.
+    #[arg(long, env = "NETPATH_TC_ATTACH", value_enum)]
+    pub tc_attach: Option<AttachMode>,
+    /// Count runs and run time of netpath's programs (metrics program_runs and
+    /// program_run_seconds). The kernel switch is machine-wide while the agent runs
+    /// (BPF_ENABLE_STATS: every BPF program on the node pays about 20 ns per run).
+    #[arg(long, env = "NETPATH_BPF_STATS")]
+    pub bpf_stats: bool,
+    #[command(flatten)]
+    pub conntrack: CtArgs,
+}
+
+/// Where netpath keeps things. Every location is configurable so tests and the demo can
+/// run isolated instances side by side without touching the defaults.
+#[derive(Clone, Debug, clap::Args)]
+pub struct PathArgs {
+    /// Directory in bpffs where netpath pins its maps (created if missing).
+    #[arg(long, env = "NETPATH_BPFFS_DIR", default_value = "/sys/fs/bpf/netpath", global = true)]
+    pub bpffs_dir: PathBuf,
+    /// Directory for the agent's Unix socket.
+    #[arg(long, env = "NETPATH_RUN_DIR", default_value = "/run/netpath", global = true)]
+    pub run_dir: PathBuf,
+    /// Directory for desired state (endpoints, address allocations).
+    #[arg(long, env = "NETPATH_STATE_DIR", default_value = "/var/lib/netpath", global = true)]
+    pub state_dir: PathBuf,
+}
+
+impl From<PathArgs> for Paths {
+    fn from(a: PathArgs) -> Self {
+        Paths { bpffs_dir: a.bpffs_dir, run_dir: a.run_dir, state_dir: a.state_dir }
+    }
+}
+
+/// Connection tracking: table size, idle timeouts per protocol and state, collection.
+#[derive(Clone, Debug, clap::Args)]
+pub struct CtArgs {
+    /// Size of the conntrack table (two entries per flow); when full, the least recently
+    /// used entries are evicted. A new size given to a restarted agent migrates the
+    /// pinned table: a new one of that size gets every tracked flow.
+    #[arg(long = "ct-max-entries", env = "NETPATH_CT_MAX_ENTRIES", default_value_t = netpath_common::maps::CONNTRACK_ENTRIES,
+          value_parser = clap::value_parser!(u32).range(16..=16_777_216))]
+    pub max_entries: u32,
+    /// Established TCP connections.
+    #[arg(long = "ct-tcp-timeout", env = "NETPATH_CT_TCP_TIMEOUT", default_value_t = 21600, value_parser = timeout)]
+    pub tcp_established: u64,
+    /// TCP connections not yet established (SYN seen).
+    #[arg(long = "ct-tcp-syn-timeout", default_value_t = 60, value_parser = timeout)]
+    pub tcp_syn: u64,
+    /// TCP connections closing (FIN or RST seen).
+    #[arg(long = "ct-tcp-close-timeout", default_value_t = 10, value_parser = timeout)]
+    pub tcp_closing: u64,
+    #[arg(long = "ct-udp-timeout", env = "NETPATH_CT_UDP_TIMEOUT", default_value_t = 60, value_parser = timeout)]
+    pub udp: u64,
+    #[arg(long = "ct-icmp-timeout", default_value_t = 30, value_parser = timeout)]
+    pub icmp: u64,
+    /// How often the collector walks the table.
+    #[arg(long = "ct-gc-interval", env = "NETPATH_CT_GC_INTERVAL", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub gc_interval: u64,
+}
+
+impl From<CtArgs> for CtConfig {
+    fn from(a: CtArgs) -> Self {
+        CtConfig {
+            max_entries: a.max_entries,
+            tcp_established: a.tcp_established,
+            tcp_syn: a.tcp_syn,
+            tcp_closing: a.tcp_closing,
+            udp: a.udp,
+            icmp: a.icmp,
+            gc_interval: a.gc_interval,
+        }
+    }
+}
+
+/// A conntrack timeout in seconds: at least one, at most a year (a longer one would
+/// keep a dead flow's entry, and its NAT port, for good).
+fn timeout(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(n) if (1..=31_536_000).contains(&n) => Ok(n),
+        _ => Err(format!("{s:?} is not a timeout in seconds from 1 to 31536000 (a year)")),
+    }
+}
+
+/// The library's enums as clap values, spelled as their Display.
+macro_rules! value_enum {
+    ($ty:ty, [$($variant:expr),+]) => {
+        impl ValueEnum for $ty {
+            fn value_variants<'a>() -> &'a [Self] {
+                &[$($variant),+]
+            }
+            fn to_possible_value(&self) -> Option<PossibleValue> {
+                Some(PossibleValue::new(match self {
+                    $(v if *v == $variant => v.name(),)+
+                    _ => unreachable!("every variant is listed"),
+                }))
+            }
+        }
+    };
+}
+
+value_enum!(Mode, [Mode::Routed, Mode::Bridge]);
+value_enum!(Proto, [Proto::Tcp, Proto::Udp]);
+value_enum!(AttachMode, [AttachMode::Tcx, AttachMode::Clsact]);

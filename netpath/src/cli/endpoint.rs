@@ -1,0 +1,46 @@
+//! `netpath endpoint add|del|list`.
+use std::path::PathBuf;
+
+use anyhow::bail;
+
+use super::{args::EndpointCommand, client, output};
+use crate::{
+    api::{EndpointSpec, Reply, Request},
+    paths::Paths,
+    state::{EndpointRecord, Store},
+};
+
+pub fn run(paths: &Paths, cmd: EndpointCommand) -> anyhow::Result<()> {
+    match cmd {
+        EndpointCommand::Add { name, netns, pid, ip, mac, mtu, ifname } => {
+            let netns = match (netns, pid) {
+                (Some(p), _) => p,
+                (None, Some(pid)) => PathBuf::from(format!("/proc/{pid}/ns/net")),
+                (None, None) => bail!("give the container's namespace with --netns PATH or --pid PID"),
+            };
+            // The agent opens the path itself; make it absolute so its cwd cannot matter.
+            let netns = std::path::absolute(&netns).unwrap_or(netns);
+            let spec = EndpointSpec { name, netns, ifname, ip, mac, mtu };
+            match client::call(paths, &Request::EndpointAdd(spec))? {
+                Reply::Endpoint(rec) => {
+                    println!("{} {} via {} on {}", rec.name, rec.ip, rec.gateway, rec.host_ifname);
+                    Ok(())
+                }
+                other => client::unexpected(other),
+            }
+        }
+        EndpointCommand::Del { name } => {
+            let reply = client::call(paths, &Request::EndpointDel { name: name.clone() })?;
+            client::deleted(
+                reply,
+                &format!("{name} deleted"),
+                &format!("{name} does not exist; nothing to do"),
+            )
+        }
+        EndpointCommand::List { output } => {
+            let endpoints = Store::<EndpointRecord>::new(paths.state_file()).load()?;
+            output::endpoints(&endpoints, output);
+            Ok(())
+        }
+    }
+}
