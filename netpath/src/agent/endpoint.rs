@@ -13,7 +13,7 @@ use crate::{
 
 const DEFAULT_MTU: u32 = 1500;
 /// IPv4 requires 68 (RFC 791); veth accepts up to 65535.
-const MTU_RANGE: std::ops::RangeInclusive<u32> = 68..=65535;
+pub(super) const MTU_RANGE: std::ops::RangeInclusive<u32> = 68..=65535;
 
 impl Agent {
     /// The mark this agent gives the host veth of `endpoint`.
@@ -35,12 +35,12 @@ impl Agent {
 
     /// What the datapath needs to know about an endpoint.
     pub(super) fn endpoint_info(&self, rec: &EndpointRecord) -> Result<EndpointInfo, AgentError> {
-        let bad = |m: &str| AgentError::Invalid(format!("state file has a bad MAC {m} for {}", rec.name));
+        let bad = |m: &str| AgentError::StoredMac { endpoint: rec.name.clone(), mac: m.into() };
         let mut flags = match rec.mode {
             Mode::Routed => 0,
             Mode::Bridge => ENDPOINT_F_BRIDGED,
         };
-        if self.ports.iter().any(|p| p.endpoint == rec.name) {
+        if self.ports.of_endpoint(&rec.name).next().is_some() {
             flags |= ENDPOINT_F_PUBLISHED;
         }
         Ok(EndpointInfo {
@@ -76,9 +76,7 @@ fn validate_name(name: &str) -> Result<(), AgentError> {
         && name.len() <= 64
         && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
     if !name_ok {
-        return Err(AgentError::Invalid(format!(
-            "invalid endpoint name {name:?}: use 1-64 characters from A-Z a-z 0-9 - _ ."
-        )));
+        return Err(AgentError::BadEndpointName { name: name.into() });
     }
     Ok(())
 }
@@ -89,26 +87,16 @@ fn validate(spec: &EndpointSpec) -> Result<(), AgentError> {
         && spec.ifname.len() <= 15
         && spec.ifname.chars().all(|c| c.is_ascii_graphic() && c != '/' && c != ':');
     if !ifname_ok {
-        return Err(AgentError::Invalid(format!(
-            "invalid interface name {:?}: use 1-15 printable characters without '/' or ':'",
-            spec.ifname
-        )));
+        return Err(AgentError::BadIfname { name: spec.ifname.clone() });
     }
     if let Some(mtu) = spec.mtu {
         if !MTU_RANGE.contains(&mtu) {
-            return Err(AgentError::Invalid(format!(
-                "invalid MTU {mtu}: use a value from {} to {}",
-                MTU_RANGE.start(),
-                MTU_RANGE.end()
-            )));
+            return Err(AgentError::BadMtu { mtu });
         }
     }
     if let Some(mac) = spec.mac {
         if mac[0] & 1 == 1 || mac == [0; 6] {
-            return Err(AgentError::Invalid(format!(
-                "invalid MAC {}: use a unicast, non-zero address",
-                format_mac(&mac)
-            )));
+            return Err(AgentError::BadMac { mac: format_mac(&mac) });
         }
     }
     Ok(())
@@ -126,23 +114,22 @@ fn satisfies(rec: &EndpointRecord, spec: &EndpointSpec) -> bool {
 impl Agent {
     pub async fn endpoint_add(&mut self, spec: EndpointSpec) -> Result<EndpointRecord, AgentError> {
         validate(&spec)?;
-        if let Some(rec) = self.endpoints.iter().find(|e| e.name == spec.name) {
+        if let Some(rec) = self.endpoints.get(&spec.name) {
             if satisfies(rec, &spec) {
                 return Ok(rec.clone());
             }
-            return Err(AgentError::Invalid(format!(
-                "endpoint {} already exists with other settings (netns {}, ip {}); delete it first",
-                rec.name,
-                rec.netns.display(),
-                rec.ip
-            )));
+            return Err(AgentError::EndpointExists {
+                name: rec.name.clone(),
+                netns: rec.netns.clone(),
+                ip: rec.ip,
+            });
         }
         let ns = netns::open(&spec.netns)?;
         // The node's own namespace as a "container" would lose the node its default route.
         if let Some(what) = netns::node_namespace(&ns) {
             return Err(AgentError::NodeNamespace { path: spec.netns.clone(), what });
         }
-        let ip = self.ipam.assign(spec.ip, &self.endpoints)?;
+        let ip = self.endpoints.assign(spec.ip)?;
         let mac = spec.mac.unwrap_or_else(|| mac_for(ip));
         // Same MTU as the uplink by default, so containers never send what it cannot carry.
         let mtu = spec.mtu.unwrap_or(self.node.uplink.as_ref().map_or(DEFAULT_MTU, |u| u.mtu));
@@ -152,7 +139,7 @@ impl Agent {
             netns: spec.netns.clone(),
             ifname: spec.ifname.clone(),
             ip,
-            gateway: self.ipam.gateway(),
+            gateway: self.endpoints.ipam().gateway(),
             mac: format_mac(&mac),
             mtu,
             host_ifname: host_ifname(&spec.name),
@@ -161,13 +148,10 @@ impl Agent {
             host_mac: String::new(),
         };
         self.plumb(&ns, &mut rec).await?;
-        let mut next = self.endpoints.clone();
-        next.push(rec.clone());
-        if let Err(e) = self.store.save(&next) {
+        if let Err(e) = self.endpoints.insert(rec.clone()) {
             self.unplumb(&rec).await;
             return Err(e.into());
         }
-        self.endpoints = next;
         info!(endpoint = %rec.name, ip = %rec.ip, veth = %rec.host_ifname, "endpoint added");
         Ok(rec)
     }
@@ -181,7 +165,7 @@ impl Agent {
         rec: &mut EndpointRecord,
     ) -> Result<(), AgentError> {
         let mac = parse_mac(&rec.mac)
-            .ok_or_else(|| AgentError::Invalid(format!("bad MAC {} for endpoint {}", rec.mac, rec.name)))?;
+            .ok_or_else(|| AgentError::StoredMac { endpoint: rec.name.clone(), mac: rec.mac.clone() })?;
         let bridge = self.node.bridge.as_ref().map(|b| b.index);
         if let Some(l) = link::get(&self.netlink, &rec.host_ifname).await? {
             return Err(crate::plumbing::PlumbingError::LinkExists {
@@ -244,25 +228,22 @@ impl Agent {
     pub(super) fn prefix(&self, rec: &EndpointRecord) -> u8 {
         match rec.mode {
             Mode::Routed => 32,
-            Mode::Bridge => self.ipam.cidr().prefix_len(),
+            Mode::Bridge => self.endpoints.ipam().cidr().prefix_len(),
         }
     }
 
     /// Deletes an endpoint; `Ok(false)` when there was none by that name.
     pub async fn endpoint_del(&mut self, name: &str) -> Result<bool, AgentError> {
         validate_name(name)?;
-        let Some(pos) = self.endpoints.iter().position(|e| e.name == name) else {
+        let Some(rec) = self.endpoints.get(name).cloned() else {
             return Ok(false);
         };
-        let rec = self.endpoints[pos].clone();
         // Its published ports go with it, as docker's do with the container.
-        for p in self.ports.clone().into_iter().filter(|p| p.endpoint == rec.name) {
+        let ports: Vec<_> = self.ports.of_endpoint(name).cloned().collect();
+        for p in ports {
             self.port_del(p.proto, p.host_port, p.host_ip)?;
         }
-        let mut next = self.endpoints.clone();
-        next.remove(pos);
-        self.store.save(&next)?;
-        self.endpoints = next;
+        self.endpoints.remove(name)?;
         self.datapath.detach_endpoint(&rec.host_ifname, rec.host_ifindex)?;
         self.datapath.unregister(rec.ip)?;
         link::delete(&self.netlink, rec.host_ifindex).await?;

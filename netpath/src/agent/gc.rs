@@ -1,5 +1,6 @@
-//! Conntrack garbage collection: a flow's two entries expire together, after the
-//! timeout of its protocol and TCP state, counted from the last packet either way.
+//! Conntrack upkeep: a flow's two entries expire together, after the timeout of its
+//! protocol and TCP state, counted from the last packet either way. The agent runs a
+//! pass every `gc_interval`.
 use std::{collections::HashSet, time::Duration};
 
 use netpath_common::{
@@ -8,9 +9,8 @@ use netpath_common::{
 };
 use tracing::debug;
 
-use super::{Agent, AgentError};
+use crate::datapath::{monotonic_ns, Datapath, DatapathError};
 
-/// Conntrack sizing and per-protocol idle timeouts (seconds).
 /// Connection tracking's size and idle timeouts (seconds), and how often the agent
 /// collects idle entries.
 #[derive(Clone, Debug)]
@@ -40,22 +40,15 @@ impl CtConfig {
     }
 }
 
-/// CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns.
-pub fn monotonic_ns() -> u64 {
-    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-        .unwrap_or(nix::sys::time::TimeSpec::new(0, 0));
-    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
-}
-
-impl Agent {
+impl CtConfig {
     pub fn gc_interval(&self) -> Duration {
-        Duration::from_secs(self.conntrack.gc_interval.max(1))
+        Duration::from_secs(self.gc_interval.max(1))
     }
 
-    /// One pass over the table; returns how many entries were removed.
-    pub fn collect_conntrack(&mut self) -> Result<u64, AgentError> {
+    /// One collection pass over both tables; returns how many entries were removed.
+    pub fn collect(&self, datapath: &mut Datapath) -> Result<u64, DatapathError> {
         let now = monotonic_ns();
-        let entries = self.datapath.conntrack_entries()?;
+        let entries = datapath.conntrack_entries()?;
         let by_key: std::collections::HashMap<CtKey, CtEntry> = entries.iter().copied().collect();
         let mut done = HashSet::new();
         let mut removed = 0;
@@ -68,16 +61,16 @@ impl Agent {
             done.insert(*key);
             done.insert(partner_key);
             let last = entry.last_seen_ns.max(partner.map_or(0, |p| p.last_seen_ns));
-            if now.saturating_sub(last) < self.conntrack.of(key.proto, entry, partner).as_nanos() as u64 {
+            if now.saturating_sub(last) < self.of(key.proto, entry, partner).as_nanos() as u64 {
                 continue;
             }
-            removed += u64::from(self.datapath.remove_conntrack(key)?);
+            removed += u64::from(datapath.remove_conntrack(key)?);
             if partner.is_some() {
-                removed += u64::from(self.datapath.remove_conntrack(&partner_key)?);
+                removed += u64::from(datapath.remove_conntrack(&partner_key)?);
             }
         }
         if removed > 0 {
-            self.datapath.add_to_reason(Reason::CtCollected, removed)?;
+            datapath.add_to_reason(Reason::CtCollected, removed)?;
             debug!(removed, "conntrack entries collected");
         }
         Ok(removed)

@@ -36,6 +36,15 @@ fn gauge(registry: &mut Registry, name: &str, help: &str, value: i64) {
     registry.register(name, help, g);
 }
 
+/// Why a scrape got no metrics.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error(transparent)]
+    Datapath(#[from] DatapathError),
+    #[error("cannot encode the metrics: {0}")]
+    Encode(std::fmt::Error),
+}
+
 /// netpath's loaded programs by name and kernel id, when the kernel counts their runs.
 pub type ProgramIds = Option<Vec<(&'static str, u32)>>;
 
@@ -45,7 +54,7 @@ pub fn render(
     state_file: PathBuf,
     programs: &ProgramIds,
     health: &Health,
-) -> Result<String, DatapathError> {
+) -> Result<String, RenderError> {
     let inspector = Inspector::new(bpffs_dir);
     let names = Store::<EndpointRecord>::new(state_file).load().unwrap_or_default();
     let mut registry = Registry::with_prefix("netpath");
@@ -124,7 +133,7 @@ pub fn render(
     }
 
     let mut out = String::new();
-    encode(&mut out, &registry).map_err(|e| DatapathError::Cpus(format!("encoding metrics: {e}")))?;
+    encode(&mut out, &registry).map_err(RenderError::Encode)?;
     Ok(out)
 }
 

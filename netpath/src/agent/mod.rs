@@ -12,7 +12,9 @@ mod metrics;
 mod node;
 mod ports;
 mod reconcile;
+mod records;
 mod server;
+mod start;
 mod trace;
 mod uplink;
 
@@ -31,10 +33,10 @@ use crate::{
     datapath::{Datapath, DatapathError},
     paths::Paths,
     plumbing::{self, PlumbingError},
-    state::{AgentId, EndpointRecord, Ipam, Mode, PortRecord, StateError, Store},
+    state::{AgentId, Mode, StateError},
 };
 
-pub use gc::{monotonic_ns, CtConfig};
+pub use gc::CtConfig;
 pub use lock::Held;
 pub use server::serve;
 
@@ -46,14 +48,46 @@ pub enum AgentError {
     Datapath(#[from] DatapathError),
     #[error(transparent)]
     State(#[from] StateError),
-    #[error("{0}")]
-    Invalid(String),
     #[error("cannot listen on {path}: {source}")]
     Listen { path: PathBuf, source: std::io::Error },
     #[error("{what}: {source}")]
     Io { what: String, source: std::io::Error },
     #[error("another netpath agent (PID {pid}) {held}")]
     AnotherAgent { pid: u32, held: Held },
+    #[error("invalid endpoint name {name:?}: use 1-64 characters from A-Z a-z 0-9 - _ .")]
+    BadEndpointName { name: String },
+    #[error("invalid interface name {name:?}: use 1-15 printable characters without '/' or ':'")]
+    BadIfname { name: String },
+    #[error("invalid MTU {mtu}: use a value from {} to {}", endpoint::MTU_RANGE.start(), endpoint::MTU_RANGE.end())]
+    BadMtu { mtu: u32 },
+    #[error("invalid MAC {mac}: use a unicast, non-zero address")]
+    BadMac { mac: String },
+    #[error("state file has a bad MAC {mac} for endpoint {endpoint}; delete the endpoint and add it again")]
+    StoredMac { endpoint: String, mac: String },
+    #[error("endpoint {name} already exists with other settings (netns {}, ip {ip}); delete it first", netns.display())]
+    EndpointExists { name: String, netns: PathBuf, ip: Ipv4Addr },
+    #[error("no endpoint {name:?}; add it with `netpath endpoint add` first (see `netpath endpoint list`)")]
+    NoEndpoint { name: String },
+    #[error("port 0 cannot be published: use 1-65535")]
+    PortZero,
+    #[error(
+        "--host-ip {ip} is not the node's uplink address ({}); omit it to publish on the node address",
+        node_ip.map_or("none".to_string(), |a| a.to_string())
+    )]
+    HostIpNotNode { ip: Ipv4Addr, node_ip: Option<Ipv4Addr> },
+    #[error(
+        "host port {proto}/{port} is already published for {endpoint}:{container_port}; delete it first \
+         (netpath port del --proto {proto} {port})"
+    )]
+    PortTaken { proto: crate::state::Proto, port: u16, endpoint: String, container_port: u16 },
+    #[error("cannot parse net.ipv4.ip_local_port_range {found:?}")]
+    EphemeralRange { found: String },
+    #[error(
+        "--bpf-stats: the kernel refused BPF_ENABLE_STATS ({source}); it needs Linux 5.8 and CAP_SYS_ADMIN"
+    )]
+    BpfStats { source: std::io::Error },
+    #[error("link {name} (index {index}) holds the host veth's name and is not netpath's")]
+    ForeignLink { name: String, index: u32 },
     #[error("uplink interface {name} does not exist; check --uplink")]
     NoUplink { name: String },
     #[error("pod CIDR {cidr} overlaps {by}; choose another --pod-cidr")]
@@ -120,15 +154,11 @@ pub struct Health {
 pub struct Agent {
     paths: Paths,
     id: AgentId,
-    ipam: Ipam,
     node: node::Node,
     datapath: Datapath,
-    store: Store<EndpointRecord>,
-    endpoints: Vec<EndpointRecord>,
-    port_store: Store<PortRecord>,
-    ports: Vec<PortRecord>,
+    endpoints: records::Endpoints,
+    ports: records::Ports,
     conntrack: CtConfig,
-    nat_ports: RangeInclusive<u16>,
     xdp: bool,
     netlink: rtnetlink::Handle,
     health: Arc<Health>,
@@ -144,258 +174,10 @@ pub struct Agent {
     lock: lock::InstanceLock,
 }
 
-/// The node's ephemeral port range: masquerade must not hand out a port the node's own
-/// sockets may pick, or replies to one would be taken for the other.
-fn ephemeral_ports() -> Result<RangeInclusive<u16>, AgentError> {
-    let text = plumbing::sysctl::get("net/ipv4/ip_local_port_range")?;
-    let mut it = text.split_whitespace().filter_map(|p| p.parse::<u16>().ok());
-    match (it.next(), it.next()) {
-        (Some(a), Some(b)) => Ok(a..=b),
-        _ => Err(AgentError::Invalid(format!("cannot parse net.ipv4.ip_local_port_range {text:?}"))),
-    }
-}
-
-/// Do two port ranges share a port?
-fn ranges_meet(a: &RangeInclusive<u16>, b: &RangeInclusive<u16>) -> bool {
-    a.start() <= b.end() && b.start() <= a.end()
-}
-
-/// Everything [`preflight`] found and locked, for the phases that change the node.
-struct Preflight {
-    lock: lock::InstanceLock,
-    /// Where the pins really go (see `plumbing::bpffs::locate`).
-    bpffs_dir: PathBuf,
-    parts: Survey,
-}
-
-/// What [`survey`] found.
-struct Survey {
-    netlink: rtnetlink::Handle,
-    id: AgentId,
-    id_is_new: bool,
-    store: Store<EndpointRecord>,
-    endpoints: Vec<EndpointRecord>,
-    port_store: Store<PortRecord>,
-    ports: Vec<PortRecord>,
-    ipam: Ipam,
-    node: node::Node,
-    cgroup: Option<PathBuf>,
-    metrics: Option<std::net::TcpListener>,
-}
-
-/// Looks at everything a start depends on and takes the agent's locks; changes nothing
-/// on the node but netpath's own (empty) directories, which a failed start removes.
-async fn preflight(config: &AgentConfig) -> Result<Preflight, AgentError> {
-    let paths = &config.paths;
-    let bpffs_dir = plumbing::bpffs::locate(&paths.bpffs_dir);
-    if bpffs_dir != paths.bpffs_dir {
-        info!(pins = %bpffs_dir.display(),
-              "this process has a mount namespace of its own (ip netns exec?): pinning into the host's bpffs");
-    }
-    let lock = lock::InstanceLock::acquire(&paths.run_dir, &paths.state_dir, &bpffs_dir)?;
-    match survey(config, &bpffs_dir).await {
-        Ok(parts) => Ok(Preflight { lock, bpffs_dir, parts }),
-        Err(e) => {
-            lock.abandon();
-            Err(e)
-        }
-    }
-}
-
-/// The looking part of [`preflight`], once the locks are held. Its result still lacks
-/// the lock (filled in by the caller).
-async fn survey(config: &AgentConfig, bpffs_dir: &std::path::Path) -> Result<Survey, AgentError> {
-    let paths = &config.paths;
-    let (conn, netlink, _) = rtnetlink::new_connection().map_err(PlumbingError::Socket)?;
-    tokio::spawn(conn);
-    let store = Store::<EndpointRecord>::new(paths.state_file());
-    let endpoints = store.load()?;
-    let port_store = Store::<PortRecord>::new(paths.ports_file());
-    let ports = port_store.load()?;
-    let (id, id_is_new) = match AgentId::load(&paths.state_dir)? {
-        Some(id) => (id, false),
-        None => (AgentId::generate(), true),
-    };
-    if let Some(other) = endpoints.iter().find(|e| e.mode != config.mode) {
-        return Err(AgentError::ModeMismatch { endpoint: other.name.clone(), was: other.mode });
-    }
-    if let Some(other) = endpoints.iter().find(|e| !config.pod_cidr.contains(&e.ip)) {
-        return Err(AgentError::OutsidePodCidr {
-            endpoint: other.name.clone(),
-            ip: other.ip,
-            cidr: config.pod_cidr,
-        });
-    }
-    let ephemeral = ephemeral_ports()?;
-    if ranges_meet(&config.nat_ports, &ephemeral) {
-        return Err(AgentError::NatOverlapsEphemeral { nat: config.nat_ports.clone(), ephemeral });
-    }
-    if let Some(p) = ports.iter().find(|p| config.nat_ports.contains(&p.host_port)) {
-        return Err(AgentError::PortInNatRange { port: p.host_port, nat: config.nat_ports.clone() });
-    }
-    // A pinned map this build cannot adopt is refused before anything changes.
-    crate::datapath::layout::check(bpffs_dir, config.conntrack.max_entries)?;
-    let cgroup = match &config.cgroup {
-        Some(dir) => Some(plumbing::cgroup::locate(dir)),
-        None => plumbing::cgroup::cgroup2_root(),
-    };
-    if let Some(dir) = &cgroup {
-        std::fs::read_dir(dir).map_err(|source| DatapathError::Cgroup { path: dir.clone(), source })?;
-    }
-    let metrics = match config.metrics {
-        Some(addr) => Some(
-            std::net::TcpListener::bind(addr)
-                .map_err(|source| AgentError::Listen { path: addr.to_string().into(), source })?,
-        ),
-        None => None,
-    };
-    let ipam = Ipam::new(config.pod_cidr);
-    // Routes through veths netpath made are its own, also those of a veth that a killed
-    // agent left behind without state (reconciliation removes it later).
-    let mut owned: Vec<u32> = endpoints.iter().map(|e| e.host_ifindex).collect();
-    owned.extend(
-        plumbing::link::list(&netlink)
-            .await?
-            .iter()
-            .filter(|l| reconcile::owned_by(l, &id, id_is_new))
-            .map(|l| l.index),
-    );
-    let node_cfg = node::NodeConfig {
-        mode: config.mode,
-        bridge_name: &config.bridge_name,
-        uplink: config.uplink.as_deref(),
-    };
-    let node = node::plan(&netlink, &ipam, &node_cfg, &owned).await?;
-    Ok(Survey { netlink, id, id_is_new, store, endpoints, port_store, ports, ipam, node, cgroup, metrics })
-}
-
 impl Agent {
     /// Node set-up and datapath load. Must run inside a tokio runtime (netlink).
     pub async fn start(config: AgentConfig) -> Result<Self, AgentError> {
-        let pre = preflight(&config).await?;
-        let netlink = pre.parts.netlink.clone();
-        let (state_dir, id_is_new) = (config.paths.state_dir.clone(), pre.parts.id_is_new);
-        let mut undo = node::Undo::default();
-        let mut sysctls = Vec::new();
-        match Self::bring_up(config, pre, &mut undo, &mut sysctls).await {
-            Ok(agent) => Ok(agent),
-            Err((e, lock)) => {
-                warn!("start failed, taking back what it changed: {e}");
-                undo.run(&netlink).await;
-                for (key, old) in sysctls {
-                    let _ = plumbing::sysctl::set(key, &old);
-                }
-                if id_is_new {
-                    AgentId::forget(&state_dir);
-                }
-                lock.abandon();
-                Err(e)
-            }
-        }
-    }
-
-    /// The phases that change the node. On error, the lock comes back with it, so the
-    /// caller can undo before releasing it.
-    async fn bring_up(
-        config: AgentConfig,
-        pre: Preflight,
-        undo: &mut node::Undo,
-        sysctls: &mut Vec<(&'static str, String)>,
-    ) -> Result<Self, (AgentError, lock::InstanceLock)> {
-        let Preflight { lock, bpffs_dir, parts } = pre;
-        let Survey {
-            netlink,
-            id,
-            id_is_new,
-            store,
-            endpoints,
-            port_store,
-            ports,
-            ipam,
-            mut node,
-            cgroup,
-            metrics,
-        } = parts;
-        let AgentConfig {
-            mut paths, mode, bridge_name, nat_ports, xdp, tc_attach, bpf_stats, conntrack, ..
-        } = config;
-        paths.bpffs_dir = bpffs_dir;
-        macro_rules! try_ {
-            ($e:expr) => {
-                match $e {
-                    Ok(v) => v,
-                    Err(e) => return Err((e.into(), lock)),
-                }
-            };
-        }
-        try_!(node::apply(&netlink, &ipam, &mut node, &bridge_name, undo).await);
-        for (key, value) in plumbing::sysctl::NODE_SYSCTLS {
-            let old = try_!(plumbing::sysctl::get(key));
-            if old != *value {
-                try_!(plumbing::sysctl::set(key, value));
-                sysctls.push((*key, old));
-            }
-        }
-        let datapath = try_!(Datapath::load_with(&paths.bpffs_dir, conntrack.max_entries, tc_attach));
-        let stats_fd = if bpf_stats {
-            let fd = try_!(aya::sys::enable_stats(aya::sys::Stats::RunTime).map_err(|e| {
-                AgentError::Invalid(format!(
-                    "--bpf-stats: the kernel refused BPF_ENABLE_STATS ({e}); it needs Linux 5.8 and CAP_SYS_ADMIN"
-                ))
-            }));
-            info!("kernel counts BPF program runs while the agent runs (--bpf-stats)");
-            Some(fd)
-        } else {
-            None
-        };
-        let programs = stats_fd.is_some().then(|| datapath.program_ids());
-        let health = Arc::new(Health::default());
-        let mut agent = Agent {
-            paths,
-            id,
-            ipam,
-            node,
-            datapath,
-            store,
-            endpoints,
-            port_store,
-            ports,
-            conntrack,
-            nat_ports,
-            xdp,
-            netlink,
-            health,
-            trace: None,
-            next_temporary: 0,
-            adopt_unidentified: id_is_new,
-            _bpf_stats: stats_fd,
-            lock,
-        };
-        match agent.bring_up_datapath(cgroup, id_is_new).await {
-            Ok(()) => {}
-            Err(e) => {
-                if let Some(u) = agent.node.uplink.clone() {
-                    agent.datapath.detach_uplink(&u.name, u.index);
-                }
-                return Err((e, agent.lock));
-            }
-        }
-        if let Some(listener) = metrics {
-            let served = metrics::serve(
-                listener,
-                agent.paths.bpffs_dir.clone(),
-                agent.paths.state_file(),
-                programs,
-                agent.health.clone(),
-            );
-            if let Err(source) = served {
-                return Err((AgentError::Listen { path: "metrics".into(), source }, agent.lock));
-            }
-        }
-        info!(mode = %mode, pod_cidr = %agent.ipam.cidr(), gateway = %agent.ipam.gateway(),
-              node_ip = ?agent.node.node_ip, attach = ?agent.datapath.mode(), agent_id = %agent.id,
-              endpoints = agent.endpoints.len(), ports = agent.ports.len(), "agent ready");
-        Ok(agent)
+        start::start(config).await
     }
 
     /// Node settings into the maps, programs onto the uplink and the cgroup, then the
@@ -431,14 +213,15 @@ impl Agent {
 
     /// NODE_CONFIG from what the agent knows of the node now.
     fn write_node_config(&mut self) -> Result<(), AgentError> {
-        let pod_cidr = self.ipam.cidr();
+        let pod_cidr = self.endpoints.ipam().cidr();
+        let nat = self.ports.nat_range().clone();
         let cfg = NodeConfig {
             node_ip: self.node.node_ip.unwrap_or(Ipv4Addr::UNSPECIFIED).octets(),
             pod_net: pod_cidr.network().octets(),
             pod_mask: pod_cidr.netmask().octets(),
             uplink_ifindex: self.node.uplink.as_ref().map_or(0, |u| u.index),
-            nat_port_min: *self.nat_ports.start(),
-            nat_port_max: *self.nat_ports.end(),
+            nat_port_min: *nat.start(),
+            nat_port_max: *nat.end(),
             flags: if self.datapath.mode() == crate::datapath::AttachMode::Clsact {
                 netpath_common::conntrack::NODE_F_CLSACT
             } else {
@@ -464,7 +247,7 @@ impl Agent {
     /// old one in place, so forwarding never stops, and the pins count as wanted when
     /// reconciliation prunes the rest.
     async fn adopt(&mut self) -> Result<(), AgentError> {
-        for rec in self.endpoints.clone() {
+        for rec in self.endpoints.all().to_vec() {
             if let Some(l) = plumbing::link::get(&self.netlink, &rec.host_ifname).await? {
                 if l.index == rec.host_ifindex {
                     self.datapath.attach_endpoint(&rec.host_ifname, rec.host_ifindex)?;

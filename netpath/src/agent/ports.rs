@@ -27,23 +27,15 @@ pub(super) fn entry(p: &PortRecord) -> (PortKey, PortTarget) {
 impl Agent {
     pub async fn port_add(&mut self, spec: PortSpec) -> Result<PortRecord, AgentError> {
         if spec.host_port == 0 || spec.container_port == Some(0) {
-            return Err(AgentError::Invalid("port 0 cannot be published: use 1-65535".into()));
+            return Err(AgentError::PortZero);
         }
-        if self.nat_ports.contains(&spec.host_port) {
-            return Err(AgentError::PortInNatRange { port: spec.host_port, nat: self.nat_ports.clone() });
-        }
-        let Some(ep) = self.endpoints.iter().find(|e| e.name == spec.endpoint).cloned() else {
-            return Err(AgentError::Invalid(format!(
-                "no endpoint {:?}; add it with `netpath endpoint add` first (see `netpath endpoint list`)",
-                spec.endpoint
-            )));
+        self.ports.check_range(spec.host_port)?;
+        let Some(ep) = self.endpoints.get(&spec.endpoint).cloned() else {
+            return Err(AgentError::NoEndpoint { name: spec.endpoint });
         };
         if let Some(ip) = spec.host_ip {
             if Some(ip) != self.node.node_ip {
-                return Err(AgentError::Invalid(format!(
-                    "--host-ip {ip} is not the node's uplink address ({}); omit it to publish on the node address",
-                    self.node.node_ip.map_or("none".to_string(), |a| a.to_string())
-                )));
+                return Err(AgentError::HostIpNotNode { ip, node_ip: self.node.node_ip });
             }
         }
         let rec = PortRecord {
@@ -54,30 +46,27 @@ impl Agent {
             container_ip: ep.ip,
             container_port: spec.container_port.unwrap_or(spec.host_port),
         };
-        if let Some(old) = self.ports.iter().find(|p| p.clashes(&rec)) {
+        if let Some(old) = self.ports.clash(&rec) {
             if *old == rec {
                 return Ok(rec);
             }
-            return Err(AgentError::Invalid(format!(
-                "host port {}/{} is already published for {}:{}; delete it first (netpath port del --proto {} {})",
-                rec.proto, rec.host_port, old.endpoint, old.container_port, rec.proto, rec.host_port
-            )));
+            return Err(AgentError::PortTaken {
+                proto: rec.proto,
+                port: rec.host_port,
+                endpoint: old.endpoint.clone(),
+                container_port: old.container_port,
+            });
         }
-        let mut next = self.ports.clone();
-        next.push(rec.clone());
-        self.port_store.save(&next)?;
-        self.ports = next;
+        self.ports.insert(rec.clone())?;
         let (key, target) = entry(&rec);
-        let applied = self.datapath.set_port(key, target).and_then(|()| {
-            let info =
-                self.endpoint_info(&ep).map_err(|e| crate::datapath::DatapathError::Cpus(e.to_string()))?;
-            self.datapath.register(ep.ip, info)
-        });
+        let applied = match self.datapath.set_port(key, target) {
+            Ok(()) => self.endpoint_info(&ep).and_then(|info| Ok(self.datapath.register(ep.ip, info)?)),
+            Err(e) => Err(e.into()),
+        };
         if let Err(e) = applied {
-            self.ports.retain(|p| *p != rec);
-            let _ = self.port_store.save(&self.ports);
+            let _ = self.ports.remove(rec.proto, rec.host_port, rec.host_ip);
             let _ = self.datapath.remove_port(&key);
-            return Err(e.into());
+            return Err(e);
         }
         info!(proto = %rec.proto, host_port = rec.host_port, endpoint = %rec.endpoint,
               container_port = rec.container_port, "port published");
@@ -91,20 +80,12 @@ impl Agent {
         host_port: u16,
         host_ip: Option<Ipv4Addr>,
     ) -> Result<bool, AgentError> {
-        let Some(pos) = self
-            .ports
-            .iter()
-            .position(|p| p.proto == proto && p.host_port == host_port && p.host_ip == host_ip)
-        else {
+        let Some(rec) = self.ports.remove(proto, host_port, host_ip)? else {
             return Ok(false);
         };
-        let mut next = self.ports.clone();
-        let rec = next.remove(pos);
-        self.port_store.save(&next)?;
-        self.ports = next;
         self.datapath.remove_port(&entry(&rec).0)?;
         // The endpoint may have no published port left: drop its flag.
-        if let Some(ep) = self.endpoints.iter().find(|e| e.name == rec.endpoint).cloned() {
+        if let Some(ep) = self.endpoints.get(&rec.endpoint).cloned() {
             let info = self.endpoint_info(&ep)?;
             self.datapath.register(ep.ip, info)?;
         }

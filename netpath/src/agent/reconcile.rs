@@ -91,7 +91,7 @@ impl Agent {
         let mut pass = Pass { dry_run, repairs: Vec::new() };
         let mut kept = Vec::new();
         let mut changed = false;
-        for mut rec in self.endpoints.clone() {
+        for mut rec in self.endpoints.all().to_vec() {
             let before = rec.clone();
             let found = pass.repairs.len();
             match self.endpoint(&mut pass, &mut rec).await {
@@ -113,12 +113,10 @@ impl Agent {
                 }
             }
         }
-        if !dry_run {
-            self.endpoints = kept;
-            let ports_before = self.ports.len();
-            let names: HashSet<&str> = self.endpoints.iter().map(|e| e.name.as_str()).collect();
-            self.ports.retain(|p| names.contains(p.endpoint.as_str()));
-            changed |= self.ports.len() != ports_before;
+        if !dry_run && changed {
+            let names: HashSet<String> = kept.iter().map(|e| e.name.clone()).collect();
+            self.endpoints.replace(kept)?;
+            self.ports.retain_endpoints(|name| names.contains(name))?;
         }
         let found = pass.repairs.len();
         if let Err(e) = self.maps(&mut pass) {
@@ -148,10 +146,6 @@ impl Agent {
                     "attaches nothing netpath wants".into(),
                     "unpin it",
                 );
-            }
-            if changed {
-                self.store.save(&self.endpoints)?;
-                self.port_store.save(&self.ports)?;
             }
         }
         for r in &pass.repairs {
@@ -190,15 +184,13 @@ impl Agent {
                 return Ok(true);
             }
             Some(l) if l.index != rec.host_ifindex && !self.marked_for(&l, &rec.name) => {
+                let error = AgentError::ForeignLink { name: l.name.clone(), index: l.index };
                 pass.drift(
                     &subject,
-                    format!(
-                        "link {} (index {}) holds the host veth's name and is not netpath's",
-                        l.name, l.index
-                    ),
+                    error.to_string(),
                     "none: delete or rename that link, then run `netpath reconcile`",
                 );
-                pass.failed(&AgentError::Invalid("not netpath's link".into()));
+                pass.failed(&error);
                 return Ok(true);
             }
             Some(l) => l,
@@ -267,8 +259,9 @@ impl Agent {
 
     /// Removes everything of an endpoint whose container is gone.
     async fn forget(&mut self, rec: &EndpointRecord) {
-        for p in self.ports.iter().filter(|p| p.endpoint == rec.name) {
-            let _ = self.datapath.remove_port(&ports::entry(p).0);
+        let keys: Vec<_> = self.ports.of_endpoint(&rec.name).map(|p| ports::entry(p).0).collect();
+        for key in keys {
+            let _ = self.datapath.remove_port(&key);
         }
         let _ = self.datapath.detach_endpoint(&rec.host_ifname, rec.host_ifindex);
         let _ = self.datapath.unregister(rec.ip);
@@ -284,7 +277,7 @@ impl Agent {
     /// written, entries no endpoint or port owns are removed (both maps are netpath's).
     fn maps(&mut self, pass: &mut Pass) -> Result<(), AgentError> {
         let mut want = Vec::new();
-        for rec in &self.endpoints {
+        for rec in self.endpoints.all() {
             want.push((rec.ip, self.endpoint_info(rec)?));
         }
         let have = self.datapath.endpoint_entries()?;
@@ -308,7 +301,7 @@ impl Agent {
                 self.datapath.unregister(*ip)?;
             }
         }
-        let want: Vec<_> = self.ports.iter().map(|p| (p, ports::entry(p))).collect();
+        let want: Vec<_> = self.ports.all().iter().map(|p| (p.clone(), ports::entry(p))).collect();
         let have = self.datapath.port_entries()?;
         for (p, (key, target)) in &want {
             let subject = format!("port {}/{}", p.proto, p.host_port);
@@ -343,7 +336,8 @@ impl Agent {
     /// between creating a veth and saving its state, or by a delete cut short.
     async fn stray_links(&mut self, pass: &mut Pass) -> Result<(), AgentError> {
         for l in link::list(&self.netlink).await? {
-            let wanted = self.endpoints.iter().any(|e| e.host_ifname == l.name && e.host_ifindex == l.index);
+            let wanted =
+                self.endpoints.all().iter().any(|e| e.host_ifname == l.name && e.host_ifindex == l.index);
             if wanted || !owned_by(&l, &self.id, self.adopt_unidentified) {
                 continue;
             }

@@ -76,11 +76,11 @@ pub async fn serve(mut agent: Agent) -> Result<(), AgentError> {
 
     let mut term = signal(SignalKind::terminate()).map_err(listen_err)?;
     let mut int = signal(SignalKind::interrupt()).map_err(listen_err)?;
-    let mut gc = tokio::time::interval(agent.gc_interval());
+    let mut gc = tokio::time::interval(agent.conntrack.gc_interval());
     loop {
         tokio::select! {
             _ = gc.tick() => {
-                if let Err(e) = agent.collect_conntrack() {
+                if let Err(e) = agent.conntrack.collect(&mut agent.datapath) {
                     warn!("conntrack collection: {e}");
                 }
             }

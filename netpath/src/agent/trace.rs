@@ -50,11 +50,11 @@ impl Agent {
         }
         let endpoint = match &spec.endpoint {
             None => [0; 4],
-            Some(name) => {
-                self.endpoints.iter().find(|e| &e.name == name).map(|e| e.ip.octets()).ok_or_else(|| {
-                    AgentError::Invalid(format!("no endpoint {name:?}; see `netpath endpoint list`"))
-                })?
-            }
+            Some(name) => self
+                .endpoints
+                .get(name)
+                .map(|e| e.ip.octets())
+                .ok_or_else(|| AgentError::NoEndpoint { name: name.clone() })?,
         };
         let filter = TraceFilter {
             enabled: 1,
@@ -68,7 +68,7 @@ impl Agent {
         self.datapath.set_trace_filter(filter)?;
         let id = self.trace.as_ref().map_or(0, |t| t.id)
             + u64::from(pid) * 1_000_003
-            + crate::agent::monotonic_ns();
+            + crate::datapath::monotonic_ns();
         let session = Session { id, pid, filter: describe(&spec) };
         info!(pid, filter = %session.filter, "trace started");
         self.trace = Some(session);
@@ -98,8 +98,8 @@ impl Agent {
             uplink: self.node.uplink_name.clone(),
             uplink_up: self.node.uplink.is_some(),
             node_ip: self.node.node_ip,
-            endpoints: self.endpoints.len(),
-            ports: self.ports.len(),
+            endpoints: self.endpoints.all().len(),
+            ports: self.ports.all().len(),
             trace: self.trace.as_ref().map(|t| format!("PID {}, {}", t.pid, t.filter)),
         }
     }

@@ -90,7 +90,7 @@ fn dump(inspector: &Inspector, name: &str) -> anyhow::Result<Vec<Value>> {
                          "netns_cookie": c.netns_cookie })]
         }
         maps::SNAT_CLOSED => {
-            let now = crate::agent::monotonic_ns();
+            let now = crate::datapath::monotonic_ns();
             inspector
                 .snat_closed()?
                 .into_iter()

@@ -207,7 +207,7 @@ impl Inspector {
 
     /// Every conntrack entry of both tables, decoded.
     pub fn conntrack(&self) -> Result<Vec<CtRow>, DatapathError> {
-        let now = crate::agent::monotonic_ns();
+        let now = super::monotonic_ns();
         let mut rows = Vec::new();
         for (name, assured) in [(maps::CONNTRACK, true), (maps::CONNTRACK_NEW, false)] {
             let (entries, _) = self.ct_table(name)?;

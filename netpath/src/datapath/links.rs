@@ -24,12 +24,21 @@ fn attach_err<'a>(
     move |source| DatapathError::Attach { prog, iface: target.into(), source: Box::new(source) }
 }
 
-fn pin_err<'a>(prog: &'static str, target: &'a str) -> impl Fn(String) -> DatapathError + 'a {
-    move |e| DatapathError::Attach {
-        prog,
-        iface: target.into(),
-        source: Box::new(aya::programs::ProgramError::IOError(std::io::Error::other(e))),
-    }
+/// A pinned link that is not the kind this program attaches with.
+fn kind_err<'a>(
+    prog: &'static str,
+    target: &'a str,
+    pin: &'a Path,
+) -> impl Fn(aya::programs::links::LinkError) -> DatapathError + 'a {
+    move |e| DatapathError::LinkKind { prog, iface: target.into(), pin: pin.into(), found: e.to_string() }
+}
+
+fn pin_err<'a>(
+    prog: &'static str,
+    target: &'a str,
+    pin: &'a Path,
+) -> impl Fn(aya::pin::PinError) -> DatapathError + 'a {
+    move |e| DatapathError::LinkPin { prog, iface: target.into(), pin: pin.into(), source: Box::new(e) }
 }
 
 impl Datapath {
@@ -55,7 +64,7 @@ impl Datapath {
             return self.attach_clsact(prog, iface);
         }
         if let Ok(old) = PinnedLink::from_pin(&pin) {
-            let link = FdLink::from(old).try_into().map_err(|e| pin_err(prog, iface)(format!("{e}")))?;
+            let link = FdLink::from(old).try_into().map_err(kind_err(prog, iface, &pin))?;
             self.classifier(prog)?.attach_to_link(link).map_err(attach_err(prog, iface))?;
             debug!(prog, iface, "adopted pinned link");
             return Ok(());
@@ -66,8 +75,8 @@ impl Datapath {
             .attach_with_options(iface, TcAttachType::Ingress, opts)
             .map_err(attach_err(prog, iface))?;
         let link = self.classifier(prog)?.take_link(id).map_err(attach_err(prog, iface))?;
-        let fd: FdLink = link.try_into().map_err(|e| pin_err(prog, iface)(format!("{e}")))?;
-        fd.pin(&pin).map_err(|e| pin_err(prog, iface)(format!("pin {}: {e}", pin.display())))?;
+        let fd: FdLink = link.try_into().map_err(kind_err(prog, iface, &pin))?;
+        fd.pin(&pin).map_err(pin_err(prog, iface, &pin))?;
         Ok(())
     }
 
@@ -172,8 +181,7 @@ impl Datapath {
     pub fn attach_uplink_xdp(&mut self, iface: &str, ifindex: u32) -> Result<(), DatapathError> {
         let pin = self.pin(format!("{UPLINK_XDP}-{ifindex}"));
         if let Ok(old) = PinnedLink::from_pin(&pin) {
-            let link =
-                FdLink::from(old).try_into().map_err(|e| pin_err(UPLINK_XDP, iface)(format!("{e}")))?;
+            let link = FdLink::from(old).try_into().map_err(kind_err(UPLINK_XDP, iface, &pin))?;
             self.xdp()?.attach_to_link(link).map_err(attach_err(UPLINK_XDP, iface))?;
             return Ok(());
         }
@@ -181,8 +189,7 @@ impl Datapath {
         let link = self.xdp()?.take_link(id).map_err(attach_err(UPLINK_XDP, iface))?;
         match FdLink::try_from(link) {
             Ok(fd) => {
-                fd.pin(&pin)
-                    .map_err(|e| pin_err(UPLINK_XDP, iface)(format!("pin {}: {e}", pin.display())))?;
+                fd.pin(&pin).map_err(pin_err(UPLINK_XDP, iface, &pin))?;
             }
             // Kernels without XDP links attach through netlink: nothing to pin, and the
             // program stays on the interface after the agent.
@@ -228,7 +235,7 @@ impl Datapath {
         let link = self.sock_addr(prog)?.take_link(id).map_err(attach_err(prog, &target))?;
         match FdLink::try_from(link) {
             Ok(fd) => {
-                fd.pin(&pin).map_err(|e| pin_err(prog, &target)(format!("pin {}: {e}", pin.display())))?;
+                fd.pin(&pin).map_err(pin_err(prog, &target, &pin))?;
             }
             Err(link) => {
                 // No bpf_link on this kernel: nothing pinned, nothing to watch.

@@ -12,6 +12,13 @@ pub use inspect::{CtRow, CtSummary, EndpointCounters, Inspector, MapSummary, Rea
 pub use links::tc_programs;
 pub use programs::{program, AttachMode, Datapath, PacketRun};
 
+/// CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns (conntrack's timestamps).
+pub fn monotonic_ns() -> u64 {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .unwrap_or(nix::sys::time::TimeSpec::new(0, 0));
+    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {
     #[error("failed to load the eBPF object (pins in {pin_dir}): {source}")]
@@ -39,6 +46,12 @@ pub enum DatapathError {
          live flows depend on it, so the agent will not replace it: drain the node, remove the pin, then start again"
     )]
     Layout { map: &'static str, pin: PathBuf, found: String, expected: String },
-    #[error("cannot count CPUs: {0}")]
-    Cpus(String),
+    #[error("cannot count CPUs ({what}): {source}")]
+    Cpus { what: &'static str, source: std::io::Error },
+    #[error("per-CPU values for {map} do not match the CPU count: {source}")]
+    PerCpu { map: &'static str, source: std::io::Error },
+    #[error("the pinned link {pin} of {prog} on {iface} is not a link this build can take over ({found})")]
+    LinkKind { prog: &'static str, iface: String, pin: PathBuf, found: String },
+    #[error("cannot pin the link of {prog} on {iface} at {pin}: {source}")]
+    LinkPin { prog: &'static str, iface: String, pin: PathBuf, source: Box<aya::pin::PinError> },
 }

@@ -14,7 +14,7 @@ fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> DatapathError {
 }
 
 fn cpus() -> Result<usize, DatapathError> {
-    aya::util::nr_cpus().map_err(|(what, e)| DatapathError::Cpus(format!("{what}: {e}")))
+    aya::util::nr_cpus().map_err(|(what, source)| DatapathError::Cpus { what, source })
 }
 
 impl Datapath {
@@ -49,7 +49,7 @@ impl Datapath {
     pub fn register(&mut self, ip: Ipv4Addr, info: EndpointInfo) -> Result<(), DatapathError> {
         let key = EndpointKey::new(ip.octets());
         let zero = PerCpuValues::try_from(vec![TrafficCounters::default(); cpus()?])
-            .map_err(|e| DatapathError::Cpus(e.to_string()))?;
+            .map_err(|source| DatapathError::PerCpu { map: maps::ENDPOINT_STATS, source })?;
         if self.endpoint_stats()?.get(&key, 0).is_err() {
             self.endpoint_stats()?.insert(key, zero, 0).map_err(map_err(maps::ENDPOINT_STATS))?;
         }
@@ -136,7 +136,8 @@ impl Datapath {
         let mut values: Vec<TrafficCounters> =
             arr.get(&(reason as u32), 0).map_err(map_err(maps::REASON_STATS))?.iter().copied().collect();
         values[0].tx_packets += n;
-        let values = PerCpuValues::try_from(values).map_err(|e| DatapathError::Cpus(e.to_string()))?;
+        let values = PerCpuValues::try_from(values)
+            .map_err(|source| DatapathError::PerCpu { map: maps::REASON_STATS, source })?;
         arr.set(reason as u32, values, 0).map_err(map_err(maps::REASON_STATS))
     }
 }

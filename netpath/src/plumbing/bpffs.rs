@@ -31,7 +31,8 @@ pub fn ensure(dir: &Path) -> Result<PathBuf, PlumbingError> {
         mount(Some("bpffs"), root, Some("bpf"), MsFlags::empty(), None::<&str>)
             .map_err(|source| PlumbingError::Mount { path: root.into(), source })?;
     }
-    crate::paths::create_private_dir(&located)?;
+    crate::paths::create_private_dir(&located)
+        .map_err(|source| PlumbingError::Dir { path: located.clone(), source })?;
     Ok(located)
 }
 

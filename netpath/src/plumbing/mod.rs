@@ -37,8 +37,10 @@ pub enum PlumbingError {
          (mount -t bpf bpf /sys/fs/bpf) or start the agent with nsenter --net=..."
     )]
     PrivateMountNs { path: PathBuf },
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
+    #[error("cannot create {path}: {source}")]
+    Dir { path: PathBuf, source: std::io::Error },
+    #[error("cannot work inside network namespace {path}: {what}")]
+    NetnsWorker { path: PathBuf, what: String },
 }
 
 impl PlumbingError {

@@ -50,14 +50,20 @@ where
     Fut: Future<Output = Result<T, PlumbingError>>,
     T: Send + 'static,
 {
-    let ns = ns.try_clone()?;
+    let worker = |what: String| PlumbingError::NetnsWorker { path: path.into(), what };
+    let ns = ns.try_clone().map_err(|e| worker(format!("cannot duplicate its descriptor: {e}")))?;
     let path = path.to_path_buf();
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::spawn(move || {
         let result = (|| {
             setns(&ns, CloneFlags::CLONE_NEWNET)
                 .map_err(|source| PlumbingError::NetnsEnter { path: path.clone(), source })?;
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| {
+                PlumbingError::NetnsWorker {
+                    path: path.clone(),
+                    what: format!("cannot start a runtime: {e}"),
+                }
+            })?;
             rt.block_on(async move {
                 let (conn, handle, _) = rtnetlink::new_connection().map_err(PlumbingError::Socket)?;
                 let conn = tokio::spawn(conn);
@@ -68,7 +74,7 @@ where
         })();
         let _ = tx.send(result);
     });
-    rx.await.map_err(|_| PlumbingError::Io(std::io::Error::other("namespace worker thread died")))?
+    rx.await.map_err(|_| worker("its worker thread died".into()))?
 }
 
 /// SO_NETNS_COOKIE from include/uapi/asm-generic/socket.h (kernel 5.14+).

@@ -1,0 +1,271 @@
+//! Agent start-up in three phases. [`preflight`] looks at everything the start depends
+//! on and takes the agent's locks, changing nothing on the node; [`change_node`] gives
+//! the gateway address a home and sets sysctls, recording each change; then the
+//! datapath is loaded, attached and reconciled. A failure after the first phase takes
+//! back what the start did ([`Undo`]), so a refused start leaves the node as it was.
+use std::{
+    ops::RangeInclusive,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use tracing::{info, warn};
+
+use super::{lock, metrics, node, reconcile, records, Agent, AgentConfig, AgentError, Health};
+use crate::{
+    datapath::{Datapath, DatapathError},
+    plumbing::{self, PlumbingError},
+    state::{AgentId, Ipam},
+};
+
+/// The node's ephemeral port range: masquerade must not hand out a port the node's own
+/// sockets may pick, or replies to one would be taken for the other.
+fn ephemeral_ports() -> Result<RangeInclusive<u16>, AgentError> {
+    let text = plumbing::sysctl::get("net/ipv4/ip_local_port_range")?;
+    let mut it = text.split_whitespace().filter_map(|p| p.parse::<u16>().ok());
+    match (it.next(), it.next()) {
+        (Some(a), Some(b)) => Ok(a..=b),
+        _ => Err(AgentError::EphemeralRange { found: text }),
+    }
+}
+
+/// Do two port ranges share a port?
+fn ranges_meet(a: &RangeInclusive<u16>, b: &RangeInclusive<u16>) -> bool {
+    a.start() <= b.end() && b.start() <= a.end()
+}
+
+/// Everything [`preflight`] found and locked, for the phases that change the node.
+struct Preflight {
+    lock: lock::InstanceLock,
+    /// Where the pins really go (see `plumbing::bpffs::locate`).
+    bpffs_dir: PathBuf,
+    parts: Survey,
+}
+
+/// What [`survey`] found.
+struct Survey {
+    netlink: rtnetlink::Handle,
+    id: AgentId,
+    id_is_new: bool,
+    endpoints: records::Endpoints,
+    ports: records::Ports,
+    node: node::Node,
+    cgroup: Option<PathBuf>,
+    metrics: Option<std::net::TcpListener>,
+}
+
+/// Looks at everything a start depends on and takes the agent's locks; changes nothing
+/// on the node but netpath's own (empty) directories, which a failed start removes.
+async fn preflight(config: &AgentConfig) -> Result<Preflight, AgentError> {
+    let paths = &config.paths;
+    let bpffs_dir = plumbing::bpffs::locate(&paths.bpffs_dir);
+    if bpffs_dir != paths.bpffs_dir {
+        info!(pins = %bpffs_dir.display(),
+              "this process has a mount namespace of its own (ip netns exec?): pinning into the host's bpffs");
+    }
+    let lock = lock::InstanceLock::acquire(&paths.run_dir, &paths.state_dir, &bpffs_dir)?;
+    match survey(config, &bpffs_dir).await {
+        Ok(parts) => Ok(Preflight { lock, bpffs_dir, parts }),
+        Err(e) => {
+            lock.abandon();
+            Err(e)
+        }
+    }
+}
+
+/// The looking part of [`preflight`], once the locks are held. Its result still lacks
+/// the lock (filled in by the caller).
+async fn survey(config: &AgentConfig, bpffs_dir: &Path) -> Result<Survey, AgentError> {
+    let paths = &config.paths;
+    let (conn, netlink, _) = rtnetlink::new_connection().map_err(PlumbingError::Socket)?;
+    tokio::spawn(conn);
+    let endpoints = records::Endpoints::load(paths, Ipam::new(config.pod_cidr))?;
+    let ports = records::Ports::load(paths, config.nat_ports.clone())?;
+    let (id, id_is_new) = match AgentId::load(&paths.state_dir)? {
+        Some(id) => (id, false),
+        None => (AgentId::generate(), true),
+    };
+    if let Some(other) = endpoints.all().iter().find(|e| e.mode != config.mode) {
+        return Err(AgentError::ModeMismatch { endpoint: other.name.clone(), was: other.mode });
+    }
+    if let Some(other) = endpoints.all().iter().find(|e| !config.pod_cidr.contains(&e.ip)) {
+        return Err(AgentError::OutsidePodCidr {
+            endpoint: other.name.clone(),
+            ip: other.ip,
+            cidr: config.pod_cidr,
+        });
+    }
+    let ephemeral = ephemeral_ports()?;
+    if ranges_meet(&config.nat_ports, &ephemeral) {
+        return Err(AgentError::NatOverlapsEphemeral { nat: config.nat_ports.clone(), ephemeral });
+    }
+    for p in ports.all() {
+        ports.check_range(p.host_port)?;
+    }
+    // A pinned map this build cannot adopt is refused before anything changes.
+    crate::datapath::layout::check(bpffs_dir, config.conntrack.max_entries)?;
+    let cgroup = match &config.cgroup {
+        Some(dir) => Some(plumbing::cgroup::locate(dir)),
+        None => plumbing::cgroup::cgroup2_root(),
+    };
+    if let Some(dir) = &cgroup {
+        std::fs::read_dir(dir).map_err(|source| DatapathError::Cgroup { path: dir.clone(), source })?;
+    }
+    let metrics = match config.metrics {
+        Some(addr) => Some(
+            std::net::TcpListener::bind(addr)
+                .map_err(|source| AgentError::Listen { path: addr.to_string().into(), source })?,
+        ),
+        None => None,
+    };
+    // Routes through veths netpath made are its own, also those of a veth that a killed
+    // agent left behind without state (reconciliation removes it later).
+    let mut owned: Vec<u32> = endpoints.all().iter().map(|e| e.host_ifindex).collect();
+    owned.extend(
+        plumbing::link::list(&netlink)
+            .await?
+            .iter()
+            .filter(|l| reconcile::owned_by(l, &id, id_is_new))
+            .map(|l| l.index),
+    );
+    let node_cfg = node::NodeConfig {
+        mode: config.mode,
+        bridge_name: &config.bridge_name,
+        uplink: config.uplink.as_deref(),
+    };
+    let node = node::plan(&netlink, endpoints.ipam(), &node_cfg, &owned).await?;
+    Ok(Survey { netlink, id, id_is_new, endpoints, ports, node, cgroup, metrics })
+}
+
+/// What a start changed, to be taken back when a later step fails.
+struct Undo {
+    netlink: rtnetlink::Handle,
+    node: node::Undo,
+    /// (sysctl, its value before).
+    sysctls: Vec<(&'static str, String)>,
+    /// The agent id this start made and saved.
+    new_id: Option<PathBuf>,
+}
+
+impl Undo {
+    async fn run(self, lock: lock::InstanceLock) {
+        self.node.run(&self.netlink).await;
+        for (key, old) in self.sysctls {
+            let _ = plumbing::sysctl::set(key, &old);
+        }
+        if let Some(state_dir) = self.new_id {
+            AgentId::forget(&state_dir);
+        }
+        lock.abandon();
+    }
+}
+
+/// Node set-up and datapath load. Must run inside a tokio runtime (netlink).
+pub async fn start(config: AgentConfig) -> Result<Agent, AgentError> {
+    let Preflight { lock, bpffs_dir, parts } = preflight(&config).await?;
+    let mut undo = Undo {
+        netlink: parts.netlink.clone(),
+        node: node::Undo::default(),
+        sysctls: Vec::new(),
+        new_id: parts.id_is_new.then(|| config.paths.state_dir.clone()),
+    };
+    let mut lock = Some(lock);
+    match bring_up(config, bpffs_dir, parts, &mut undo, &mut lock).await {
+        Ok(agent) => Ok(agent),
+        Err(e) => {
+            warn!("start failed, taking back what it changed: {e}");
+            if let Some(lock) = lock {
+                undo.run(lock).await;
+            }
+            Err(e)
+        }
+    }
+}
+
+/// The phases that change the node. The lock moves into the agent on success and
+/// stays in `lock` on failure, for the caller to undo and release.
+async fn bring_up(
+    config: AgentConfig,
+    bpffs_dir: PathBuf,
+    parts: Survey,
+    undo: &mut Undo,
+    lock: &mut Option<lock::InstanceLock>,
+) -> Result<Agent, AgentError> {
+    let Survey { netlink, id, id_is_new, endpoints, ports, mut node, cgroup, metrics } = parts;
+    let AgentConfig { mut paths, mode, bridge_name, xdp, tc_attach, bpf_stats, conntrack, .. } = config;
+    paths.bpffs_dir = bpffs_dir;
+    node::apply(&netlink, endpoints.ipam(), &mut node, &bridge_name, &mut undo.node).await?;
+    set_sysctls(&mut undo.sysctls)?;
+    let datapath = Datapath::load_with(&paths.bpffs_dir, conntrack.max_entries, tc_attach)?;
+    let stats_fd = if bpf_stats { Some(enable_stats()?) } else { None };
+    let programs = stats_fd.is_some().then(|| datapath.program_ids());
+    let mut agent = Agent {
+        paths,
+        id,
+        node,
+        datapath,
+        endpoints,
+        ports,
+        conntrack,
+        xdp,
+        netlink,
+        health: Arc::new(Health::default()),
+        trace: None,
+        next_temporary: 0,
+        adopt_unidentified: id_is_new,
+        _bpf_stats: stats_fd,
+        lock: lock.take().expect("the lock is taken once"),
+    };
+    let served = match agent.bring_up_datapath(cgroup, id_is_new).await {
+        Ok(()) => serve_metrics(&agent, metrics, programs),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = served {
+        if let Some(u) = agent.node.uplink.clone() {
+            agent.datapath.detach_uplink(&u.name, u.index);
+        }
+        *lock = Some(agent.lock);
+        return Err(e);
+    }
+    let ipam = agent.endpoints.ipam();
+    info!(mode = %mode, pod_cidr = %ipam.cidr(), gateway = %ipam.gateway(),
+          node_ip = ?agent.node.node_ip, attach = ?agent.datapath.mode(), agent_id = %agent.id,
+          endpoints = agent.endpoints.all().len(), ports = agent.ports.all().len(), "agent ready");
+    Ok(agent)
+}
+
+/// The sysctls the datapath needs, each change recorded with the value before.
+fn set_sysctls(changed: &mut Vec<(&'static str, String)>) -> Result<(), AgentError> {
+    for (key, value) in plumbing::sysctl::NODE_SYSCTLS {
+        let old = plumbing::sysctl::get(key)?;
+        if old != *value {
+            plumbing::sysctl::set(key, value)?;
+            changed.push((*key, old));
+        }
+    }
+    Ok(())
+}
+
+/// Has the kernel count program runs (BPF_ENABLE_STATS) for as long as the fd lives.
+fn enable_stats() -> Result<std::os::fd::OwnedFd, AgentError> {
+    let fd = aya::sys::enable_stats(aya::sys::Stats::RunTime)
+        .map_err(|e| AgentError::BpfStats { source: e.io_error })?;
+    info!("kernel counts BPF program runs while the agent runs (--bpf-stats)");
+    Ok(fd)
+}
+
+fn serve_metrics(
+    agent: &Agent,
+    listener: Option<std::net::TcpListener>,
+    programs: metrics::ProgramIds,
+) -> Result<(), AgentError> {
+    let Some(listener) = listener else { return Ok(()) };
+    metrics::serve(
+        listener,
+        agent.paths.bpffs_dir.clone(),
+        agent.paths.state_file(),
+        programs,
+        agent.health.clone(),
+    )
+    .map_err(|source| AgentError::Listen { path: "metrics".into(), source })
+}
