@@ -20,6 +20,7 @@ macro_rules! pod {
 }
 
 pub mod conntrack;
+pub mod contract;
 pub mod endpoint;
 pub mod maps;
 pub mod reason;

@@ -1,5 +1,5 @@
-//! Names and sizes of netpath's maps, the contract between the eBPF object and user
-//! space (and what `bpftool map list` shows).
+//! Names and sizes of netpath's maps (what `bpftool map list` shows); the table that
+//! puts them together with their kinds and layouts is [`crate::contract`].
 
 /// container IPv4 -> [`crate::EndpointInfo`]; written by the agent, read per packet.
 pub const ENDPOINTS: &str = "ENDPOINTS";
@@ -60,17 +60,7 @@ pub const MAX_PORT_MAPS: u32 = 131_072;
 /// Node-local socket redirections remembered at once.
 pub const NODE_LOCAL_REV_ENTRIES: u32 = 65_536;
 
-/// Every map netpath pins, in the order `netpath map list` shows them.
-pub const ALL: [&str; 11] = [
-    ENDPOINTS,
-    ENDPOINT_STATS,
-    REASON_STATS,
-    CONNTRACK,
-    CONNTRACK_NEW,
-    SNAT_CLOSED,
-    PORT_MAPS,
-    NODE_CONFIG,
-    NODE_LOCAL_REV,
-    EVENTS,
-    TRACE_FILTER,
-];
+/// Per-CPU scratch for a running trace's packet snapshots (not pinned).
+pub const TRACE_SCRATCH: &str = "TRACE_SCRATCH";
+/// Per-CPU scratch for bpf_fib_lookup's request (not pinned).
+pub const FIB_SCRATCH: &str = "FIB_SCRATCH";

@@ -9,6 +9,7 @@ pub mod agent;
 pub mod api;
 pub mod cli;
 pub mod datapath;
+pub mod drift;
 pub mod paths;
 pub mod plumbing;
 pub mod state;

@@ -240,19 +240,7 @@ fn maps_and_nat_listings_decode_what_traffic_left() {
     assert!(lab.containers[0].ping(OUTSIDE_IP, 2));
 
     let list = lab.netpath_ok(&["map", "list"]);
-    for name in [
-        "ENDPOINTS",
-        "ENDPOINT_STATS",
-        "REASON_STATS",
-        "CONNTRACK",
-        "CONNTRACK_NEW",
-        "PORT_MAPS",
-        "NODE_CONFIG",
-        "NODE_LOCAL_REV",
-        "SNAT_CLOSED",
-        "EVENTS",
-        "TRACE_FILTER",
-    ] {
+    for name in netpath_common::contract::pinned().map(|m| m.name) {
         assert!(list.contains(name), "{name} missing from:\n{list}");
     }
     assert!(list.lines().all(|l| l.len() <= 80), "wider than 80 columns:\n{list}");

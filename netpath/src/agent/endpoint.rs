@@ -1,12 +1,13 @@
 //! Endpoint add/del: the seed's manual steps as one atomic, idempotent operation.
 use std::net::Ipv4Addr;
 
-use netpath_common::{EndpointInfo, ENDPOINT_F_BRIDGED, ENDPOINT_F_PUBLISHED};
+use netpath_common::EndpointInfo;
 use tracing::info;
 
 use super::{Agent, AgentError};
 use crate::{
     api::EndpointSpec,
+    datapath::entries,
     plumbing::{link, netns},
     state::{format_mac, parse_mac, EndpointRecord, Mode},
 };
@@ -17,38 +18,15 @@ pub(super) const MTU_RANGE: std::ops::RangeInclusive<u32> = 68..=65535;
 
 impl Agent {
     /// The mark this agent gives the host veth of `endpoint`.
-    pub(super) fn owner(&self, endpoint: &str) -> link::Owner {
+    pub(super) fn owner_mark(&self, endpoint: &str) -> link::Owner {
         link::Owner::new(self.id.as_str(), endpoint)
-    }
-
-    /// Does `l` carry this agent's mark for `endpoint` (or, on the upgrade start, the
-    /// mark of a build before agent ids)?
-    pub(super) fn marked_for(&self, l: &link::Link, endpoint: &str) -> bool {
-        match l.owner() {
-            Some(o) if o.endpoint == endpoint => match o.agent {
-                Some(a) => a == self.id.as_str(),
-                None => self.adopt_unidentified,
-            },
-            _ => false,
-        }
     }
 
     /// What the datapath needs to know about an endpoint.
     pub(super) fn endpoint_info(&self, rec: &EndpointRecord) -> Result<EndpointInfo, AgentError> {
-        let bad = |m: &str| AgentError::StoredMac { endpoint: rec.name.clone(), mac: m.into() };
-        let mut flags = match rec.mode {
-            Mode::Routed => 0,
-            Mode::Bridge => ENDPOINT_F_BRIDGED,
-        };
-        if self.ports.of_endpoint(&rec.name).next().is_some() {
-            flags |= ENDPOINT_F_PUBLISHED;
-        }
-        Ok(EndpointInfo {
-            host_ifindex: rec.host_ifindex,
-            mac: parse_mac(&rec.mac).ok_or_else(|| bad(&rec.mac))?,
-            host_mac: parse_mac(&rec.host_mac).ok_or_else(|| bad(&rec.host_mac))?,
-            flags,
-        })
+        let published = self.ports.of_endpoint(&rec.name).next().is_some();
+        entries::endpoint(rec, published)
+            .map_err(|mac| AgentError::StoredMac { endpoint: rec.name.clone(), mac })
     }
 }
 
@@ -198,7 +176,7 @@ impl Agent {
     }
 
     async fn connect(&mut self, ns: &std::fs::File, rec: &EndpointRecord) -> Result<(), AgentError> {
-        link::set_owner(&self.netlink, rec.host_ifindex, &self.owner(&rec.name), Some(&rec.host_ifname))
+        link::set_owner(&self.netlink, rec.host_ifindex, &self.owner_mark(&rec.name), Some(&rec.host_ifname))
             .await?;
         self.configure_container(ns, rec).await?;
         link::set_up(&self.netlink, rec.host_ifindex, &rec.host_ifname).await?;

@@ -18,7 +18,7 @@ use tracing::{info, warn};
 
 use super::Health;
 use crate::{
-    datapath::{DatapathError, Inspector},
+    datapath::{CtSummary, DatapathError, Inspector, ReasonCounter},
     state::{EndpointRecord, Store},
 };
 
@@ -56,11 +56,34 @@ pub fn render(
     health: &Health,
 ) -> Result<String, RenderError> {
     let inspector = Inspector::new(bpffs_dir);
-    let names = Store::<EndpointRecord>::new(state_file).load().unwrap_or_default();
     let mut registry = Registry::with_prefix("netpath");
+    endpoints(&mut registry, &inspector, state_file)?;
+    let reasons = inspector.reason_counters()?;
+    decisions(&mut registry, &reasons);
+    conntrack(&mut registry, &inspector.conntrack_summary(&reasons)?);
+    gauge(
+        &mut registry,
+        "uplink_up",
+        "1 while the uplink is there, 0 while it is gone (masquerade and published ports down)",
+        i64::from(health.uplink_up.load(std::sync::atomic::Ordering::Relaxed)),
+    );
+    if let Some(programs) = programs {
+        program_runs(&mut registry, programs);
+    }
+    let mut out = String::new();
+    encode(&mut out, &registry).map_err(RenderError::Encode)?;
+    Ok(out)
+}
 
-    let packets = counter_family(&mut registry, "endpoint_packets", "Packets per endpoint and direction");
-    let bytes = counter_family(&mut registry, "endpoint_bytes", "Bytes per endpoint and direction");
+/// Packets and bytes per endpoint and direction, named from the state file.
+fn endpoints(
+    registry: &mut Registry,
+    inspector: &Inspector,
+    state_file: PathBuf,
+) -> Result<(), DatapathError> {
+    let names = Store::<EndpointRecord>::new(state_file).load().unwrap_or_default();
+    let packets = counter_family(registry, "endpoint_packets", "Packets per endpoint and direction");
+    let bytes = counter_family(registry, "endpoint_bytes", "Bytes per endpoint and direction");
     for c in inspector.endpoint_counters()? {
         let name = names.iter().find(|n| n.ip == c.ip).map_or("-".to_string(), |n| n.name.clone());
         for (dir, p, b) in [("tx", c.tx_packets, c.tx_bytes), ("rx", c.rx_packets, c.rx_bytes)] {
@@ -73,11 +96,14 @@ pub fn render(
             bytes.get_or_create(&labels).inc_by(b);
         }
     }
+    Ok(())
+}
 
-    let reasons = inspector.reason_counters()?;
-    let decisions = counter_family(&mut registry, "datapath_packets", "Packets per datapath decision");
-    let drops = counter_family(&mut registry, "drops", "Packets dropped, by named reason");
-    for r in &reasons {
+/// Packets per datapath decision, drops on their own, NAT port allocation failures.
+fn decisions(registry: &mut Registry, reasons: &[ReasonCounter]) {
+    let decisions = counter_family(registry, "datapath_packets", "Packets per datapath decision");
+    let drops = counter_family(registry, "drops", "Packets dropped, by named reason");
+    for r in reasons {
         let labels = vec![("reason".to_string(), r.reason.to_string())];
         if r.drop {
             drops.get_or_create(&labels).inc_by(r.packets);
@@ -85,16 +111,22 @@ pub fn render(
             decisions.get_or_create(&labels).inc_by(r.packets);
         }
     }
-    let ct = inspector.conntrack_summary(&reasons)?;
-    gauge(&mut registry, "conntrack_entries", "Conntrack entries in use", ct.entries as i64);
-    gauge(&mut registry, "conntrack_capacity", "Conntrack table size", ct.capacity as i64);
+    let failures = Counter::<u64>::default();
+    failures.inc_by(reasons.iter().find(|r| r.reason == "drop-nat-ports-exhausted").map_or(0, |r| r.packets));
+    registry.register("nat_port_allocation_failures", "New flows refused for want of a NAT port", failures);
+}
+
+/// Both conntrack tables' use and size, and evictions.
+fn conntrack(registry: &mut Registry, ct: &CtSummary) {
+    gauge(registry, "conntrack_entries", "Conntrack entries in use", ct.entries as i64);
+    gauge(registry, "conntrack_capacity", "Conntrack table size", ct.capacity as i64);
     gauge(
-        &mut registry,
+        registry,
         "conntrack_new_entries",
         "Entries of flows not yet assured (handshake incomplete)",
         ct.new_entries as i64,
     );
-    gauge(&mut registry, "conntrack_new_capacity", "Size of the table of new flows", ct.new_capacity as i64);
+    gauge(registry, "conntrack_new_capacity", "Size of the table of new flows", ct.new_capacity as i64);
     let evictions = Counter::<u64>::default();
     evictions.inc_by(ct.evicted);
     registry.register(
@@ -102,39 +134,26 @@ pub fn render(
         "Conntrack entries evicted because the table was full",
         evictions,
     );
-    gauge(
-        &mut registry,
-        "uplink_up",
-        "1 while the uplink is there, 0 while it is gone (masquerade and published ports down)",
-        i64::from(health.uplink_up.load(std::sync::atomic::Ordering::Relaxed)),
-    );
-    let failures = Counter::<u64>::default();
-    failures.inc_by(reasons.iter().find(|r| r.reason == "drop-nat-ports-exhausted").map_or(0, |r| r.packets));
-    registry.register("nat_port_allocation_failures", "New flows refused for want of a NAT port", failures);
+}
 
-    if let Some(programs) = programs {
-        let runs =
-            counter_family(&mut registry, "program_runs", "Runs of each netpath program (--bpf-stats)");
-        let time = Family::<Labels, Counter<f64, AtomicU64>>::default();
-        registry.register(
-            "program_run_seconds",
-            "Time spent in each netpath program (--bpf-stats)",
-            time.clone(),
-        );
-        // One walk over the kernel's programs; ours are known by id, not by name (other
-        // agents' programs have the same names).
-        for info in aya::programs::loaded_programs().flatten() {
-            if let Some((name, _)) = programs.iter().find(|(_, id)| *id == info.id()) {
-                let labels = vec![("program".to_string(), name.to_string())];
-                runs.get_or_create(&labels).inc_by(info.run_count());
-                time.get_or_create(&labels).inc_by(info.run_time().as_secs_f64());
-            }
+/// Runs and run time of this agent's programs, from the kernel's own accounting.
+fn program_runs(registry: &mut Registry, programs: &[(&'static str, u32)]) {
+    let runs = counter_family(registry, "program_runs", "Runs of each netpath program (--bpf-stats)");
+    let time = Family::<Labels, Counter<f64, AtomicU64>>::default();
+    registry.register(
+        "program_run_seconds",
+        "Time spent in each netpath program (--bpf-stats)",
+        time.clone(),
+    );
+    // One walk over the kernel's programs; ours are known by id, not by name (other
+    // agents' programs have the same names).
+    for info in aya::programs::loaded_programs().flatten() {
+        if let Some((name, _)) = programs.iter().find(|(_, id)| *id == info.id()) {
+            let labels = vec![("program".to_string(), name.to_string())];
+            runs.get_or_create(&labels).inc_by(info.run_count());
+            time.get_or_create(&labels).inc_by(info.run_time().as_secs_f64());
         }
     }
-
-    let mut out = String::new();
-    encode(&mut out, &registry).map_err(RenderError::Encode)?;
-    Ok(out)
 }
 
 /// Serves GET /metrics on `listener` until the process ends.

@@ -2,7 +2,6 @@
 //! hash map the datapath reads per new connection (cost independent of how many).
 use std::net::Ipv4Addr;
 
-use netpath_common::{PortKey, PortTarget};
 use tracing::info;
 
 use super::{Agent, AgentError};
@@ -11,18 +10,7 @@ use crate::{
     state::{PortRecord, Proto},
 };
 
-/// The map entry for a published port.
-pub(super) fn entry(p: &PortRecord) -> (PortKey, PortTarget) {
-    let key = PortKey {
-        host_ip: p.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED).octets(),
-        port: p.host_port.to_be_bytes(),
-        proto: p.proto.number(),
-        _pad: 0,
-    };
-    let target =
-        PortTarget { ip: p.container_ip.octets(), port: p.container_port.to_be_bytes(), _pad: [0; 2] };
-    (key, target)
-}
+pub(super) use crate::datapath::entries::port as entry;
 
 impl Agent {
     pub async fn port_add(&mut self, spec: PortSpec) -> Result<PortRecord, AgentError> {

@@ -1,17 +1,18 @@
-//! Reconciliation: the desired state (the state directory) against the kernel (links,
-//! addresses, routes, map entries, attachments), drift repaired in both directions.
-//! What is missing is re-created, what netpath owns but no longer wants is removed, and
+//! Reconciliation: the agent repairs the drift between the state directory and the
+//! kernel (found by [`crate::drift`], which `doctor` shares) in both directions. What
+//! is missing is re-created, what this agent owns but no longer wants is removed, and
 //! what it does not own is left alone. Runs at agent start and on `netpath reconcile`.
-use std::{collections::HashSet, net::Ipv4Addr};
+use std::collections::HashSet;
 
 use tracing::warn;
 
-use super::{ports, Agent, AgentError};
+use super::{Agent, AgentError};
 use crate::{
     api::Repair,
-    datapath::{program, tc_programs},
-    plumbing::{link, netns, PlumbingError},
-    state::{AgentId, EndpointRecord, Mode},
+    datapath::{entries, program},
+    drift::{self, Drift},
+    plumbing::{link, netns},
+    state::{EndpointRecord, Mode},
 };
 
 /// The repairs of one pass; in a dry run only what would be done.
@@ -22,8 +23,12 @@ struct Pass {
 
 impl Pass {
     /// Records drift; true when the caller should repair it (not a dry run).
-    fn drift(&mut self, subject: &str, problem: String, fix: &str) -> bool {
-        self.repairs.push(Repair { subject: subject.into(), problem, fix: fix.into(), failed: None });
+    fn note(&mut self, drift: &Drift) -> bool {
+        self.note_as(drift.subject(), drift.problem(), fix(drift))
+    }
+
+    fn note_as(&mut self, subject: String, problem: String, fix: &str) -> bool {
+        self.repairs.push(Repair { subject, problem, fix: fix.into(), failed: None });
         !self.dry_run
     }
 
@@ -38,48 +43,31 @@ impl Pass {
     /// found nothing yet (repairs still at `before`), the check itself is reported.
     fn check_failed(&mut self, before: usize, subject: &str, error: &AgentError) {
         if self.repairs.len() == before {
-            self.repairs.push(Repair {
-                subject: subject.into(),
-                problem: "could not be checked".into(),
-                fix: "none".into(),
-                failed: None,
-            });
+            self.note_as(subject.into(), "could not be checked".into(), "none");
         }
         self.failed(error);
     }
 }
 
-/// Did this agent (`id`) make this veth, although its state may not name it? Host veths
-/// carry the owner alias with the agent's id; a veth not yet marked has the temporary
-/// name with the agent's id in it (the agent died between creating and marking it).
-/// Links marked by a build from before agent ids (`netpath:<endpoint>`), or unmarked
-/// with that build's name pattern (`np` + 10 hex digits), count as this agent's only on
-/// the start that made its id (`adopt_unidentified`: the upgrade).
-pub(super) fn owned_by(l: &link::Link, id: &AgentId, adopt_unidentified: bool) -> bool {
-    if !l.is_veth {
-        return false;
-    }
-    match l.owner() {
-        Some(o) => match &o.agent {
-            Some(agent) => agent == id.as_str(),
-            None => adopt_unidentified,
-        },
-        None if l.alias.is_some() => false,
-        None => {
-            let old_pattern = l.name.len() == 12
-                && l.name.starts_with("np")
-                && l.name[2..].bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-            id.made_temporary(&l.name) || (adopt_unidentified && old_pattern)
-        }
-    }
-}
-
-/// Is the namespace really gone (rather than, say, unreadable)?
-fn netns_gone(e: &PlumbingError) -> bool {
-    match e {
-        PlumbingError::NetnsOpen { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
-        PlumbingError::NotNetns { .. } => true,
-        _ => false,
+/// What the agent does about a drift.
+fn fix(d: &Drift) -> &'static str {
+    use Drift::*;
+    match d {
+        NamespaceGone { .. } => "forget the endpoint and its published ports",
+        HostVethGone { .. } | PeerGone { .. } => "re-create the veth pair, addresses, routes, map entry",
+        ForeignLink { .. } => "none: delete or rename that link, then run `netpath reconcile`",
+        IndexChanged { .. } => "adopt the new index",
+        ContainerSide { .. } => "configure the container side again",
+        NotMarked { .. } => "mark it (alias)",
+        HostDown { .. } => "set it up",
+        NodeRouteMissing { .. } => "add it",
+        NotOnBridge { .. } => "put it back on the bridge",
+        ProgramDetached { .. } => "attach it",
+        EndpointEntryMissing { .. } | EndpointEntryDiffers { .. } => "write it",
+        PortEntryMissing { .. } | PortEntryDiffers { .. } => "write it",
+        EndpointEntryStray { .. } | PortEntryStray { .. } => "remove it",
+        StrayLink { .. } => "delete it",
+        UplinkGone { .. } => "none here: bring back an interface of that name, the agent re-attaches to it",
     }
 }
 
@@ -89,35 +77,7 @@ impl Agent {
     /// pass goes on with the rest.
     pub async fn reconcile(&mut self, dry_run: bool) -> Result<Vec<Repair>, AgentError> {
         let mut pass = Pass { dry_run, repairs: Vec::new() };
-        let mut kept = Vec::new();
-        let mut changed = false;
-        for mut rec in self.endpoints.all().to_vec() {
-            let before = rec.clone();
-            let found = pass.repairs.len();
-            match self.endpoint(&mut pass, &mut rec).await {
-                Ok(true) => {
-                    changed |= rec != before;
-                    kept.push(rec);
-                }
-                Ok(false) => {
-                    changed = true;
-                    if !dry_run {
-                        self.forget(&rec).await;
-                    } else {
-                        kept.push(rec);
-                    }
-                }
-                Err(e) => {
-                    pass.check_failed(found, &format!("endpoint {}", before.name), &e);
-                    kept.push(before);
-                }
-            }
-        }
-        if !dry_run && changed {
-            let names: HashSet<String> = kept.iter().map(|e| e.name.clone()).collect();
-            self.endpoints.replace(kept)?;
-            self.ports.retain_endpoints(|name| names.contains(name))?;
-        }
+        self.endpoints_pass(&mut pass).await?;
         let found = pass.repairs.len();
         if let Err(e) = self.maps(&mut pass) {
             pass.check_failed(found, "datapath maps", &e);
@@ -126,23 +86,13 @@ impl Agent {
         if let Err(e) = self.stray_links(&mut pass).await {
             pass.check_failed(found, "node links", &e);
         }
-        let found = pass.repairs.len();
-        if let Err(e) = self.uplink(&mut pass).await {
-            pass.check_failed(found, "uplink", &e);
-        }
-        if let Some(cgroup) = self.datapath.node_local_detached().map(std::path::Path::to_path_buf) {
-            let problem = format!("the node-local socket hooks are not attached to {}", cgroup.display());
-            if pass.drift("node-local access", problem, "attach them") {
-                if let Err(e) = self.datapath.attach_node_local(&cgroup) {
-                    pass.failed(&e.into());
-                }
-            }
-        }
+        self.uplink(&mut pass).await;
+        self.node_local(&mut pass);
         if !dry_run {
             for pin in self.datapath.prune_links() {
                 let subject = pin.file_name().map_or(String::new(), |n| n.to_string_lossy().into_owned());
-                pass.drift(
-                    &format!("link pin {subject}"),
+                pass.note_as(
+                    format!("link pin {subject}"),
                     "attaches nothing netpath wants".into(),
                     "unpin it",
                 );
@@ -159,107 +109,115 @@ impl Agent {
         Ok(pass.repairs)
     }
 
+    /// Every endpoint checked and repaired; those whose container is gone are forgotten
+    /// with their ports.
+    async fn endpoints_pass(&mut self, pass: &mut Pass) -> Result<(), AgentError> {
+        let mut kept = Vec::new();
+        let mut changed = false;
+        for mut rec in self.endpoints.all().to_vec() {
+            let before = rec.clone();
+            let found = pass.repairs.len();
+            match self.endpoint(pass, &mut rec).await {
+                Ok(true) => {
+                    changed |= rec != before;
+                    kept.push(rec);
+                }
+                Ok(false) if !pass.dry_run => {
+                    changed = true;
+                    self.forget(&rec).await;
+                }
+                Ok(false) => kept.push(rec),
+                Err(e) => {
+                    pass.check_failed(found, &format!("endpoint {}", before.name), &e);
+                    kept.push(before);
+                }
+            }
+        }
+        if !pass.dry_run && changed {
+            let names: HashSet<String> = kept.iter().map(|e| e.name.clone()).collect();
+            self.endpoints.replace(kept)?;
+            self.ports.retain_endpoints(|name| names.contains(name))?;
+        }
+        Ok(())
+    }
+
+    /// Who owns which links, as the drift checks need it.
+    fn owner(&self) -> drift::Owner<'_> {
+        drift::Owner { id: &self.id, adopt_unidentified: self.adopt_unidentified }
+    }
+
     /// Checks and repairs one endpoint; false when its container is gone for good.
     async fn endpoint(&mut self, pass: &mut Pass, rec: &mut EndpointRecord) -> Result<bool, AgentError> {
-        let subject = format!("endpoint {}", rec.name);
-        let ns = match netns::open(&rec.netns) {
-            Ok(ns) => ns,
-            Err(e) if netns_gone(&e) => {
-                pass.drift(
-                    &subject,
-                    format!("its namespace {} is gone", rec.netns.display()),
-                    "forget the endpoint and its published ports",
-                );
+        let node = drift::Node {
+            netlink: &self.netlink,
+            owner: self.owner(),
+            attach: self.datapath.mode(),
+            bridge: self.node.bridge.as_ref(),
+            prefix: self.prefix(rec),
+        };
+        let drifts = drift::endpoint(&node, rec).await?;
+        for d in drifts {
+            if let Drift::ForeignLink { name, index, .. } = &d {
+                pass.note(&d);
+                pass.failed(&AgentError::ForeignLink { name: name.clone(), index: *index });
+                continue;
+            }
+            if matches!(d, Drift::NamespaceGone { .. }) {
+                pass.note(&d);
                 return Ok(false);
             }
-            Err(e) => return Err(e.into()),
-        };
-        let host = link::get(&self.netlink, &rec.host_ifname).await?;
-        let host = match host {
-            None => {
-                let problem = format!("host veth {} is gone", rec.host_ifname);
-                if pass.drift(&subject, problem, "re-create the veth pair, addresses, routes, map entry") {
-                    self.plumb(&ns, rec).await?;
+            if pass.note(&d) {
+                if let Err(e) = self.repair_endpoint(&d, rec).await {
+                    pass.failed(&e);
                 }
-                return Ok(true);
-            }
-            Some(l) if l.index != rec.host_ifindex && !self.marked_for(&l, &rec.name) => {
-                let error = AgentError::ForeignLink { name: l.name.clone(), index: l.index };
-                pass.drift(
-                    &subject,
-                    error.to_string(),
-                    "none: delete or rename that link, then run `netpath reconcile`",
-                );
-                pass.failed(&error);
-                return Ok(true);
-            }
-            Some(l) => l,
-        };
-        if host.index != rec.host_ifindex {
-            let problem =
-                format!("host veth {} has index {}, state says {}", host.name, host.index, rec.host_ifindex);
-            if pass.drift(&subject, problem, "adopt the new index") {
-                rec.host_ifindex = host.index;
-                rec.host_mac = crate::state::format_mac(&host.mac);
-                self.datapath.attach_endpoint(&rec.host_ifname, rec.host_ifindex)?;
-            }
-        }
-        let (ifname, ip, prefix) = (rec.ifname.clone(), rec.ip, self.prefix(rec));
-        let missing =
-            netns::run_in(&ns, &rec.netns, move |h| link::container_drift(h, ifname, ip, prefix)).await?;
-        if missing.iter().any(|m| m.starts_with("interface")) {
-            // The peer is not where it belongs: only a new pair puts it back.
-            let problem = format!("interface {} is missing in {}", rec.ifname, rec.netns.display());
-            if pass.drift(&subject, problem, "re-create the veth pair, addresses, routes, map entry") {
-                link::delete(&self.netlink, host.index).await?;
-                self.datapath.detach_endpoint(&rec.host_ifname, host.index)?;
-                self.plumb(&ns, rec).await?;
-            }
-            return Ok(true);
-        }
-        if !missing.is_empty() {
-            let problem = format!("missing in the container: {}", missing.join(", "));
-            if pass.drift(&subject, problem, "configure the container side again") {
-                self.configure_container(&ns, rec).await?;
-            }
-        }
-        if host.owner() != Some(self.owner(&rec.name)) {
-            let problem = format!("host veth {} is not marked as this agent's", host.name);
-            if pass.drift(&subject, problem, "mark it (alias)") {
-                link::set_owner(&self.netlink, host.index, &self.owner(&rec.name), None).await?;
-            }
-        }
-        if !host.up && pass.drift(&subject, format!("host veth {} is down", host.name), "set it up") {
-            link::set_up(&self.netlink, host.index, &host.name).await?;
-        }
-        match (rec.mode, &self.node.bridge) {
-            (Mode::Routed, _) if !link::has_host_route(&self.netlink, rec.ip, host.index).await? => {
-                let problem = format!("node route {}/32 dev {} is missing", rec.ip, host.name);
-                if pass.drift(&subject, problem, "add it") {
-                    link::add_host_route(&self.netlink, rec.ip, host.index).await?;
-                }
-            }
-            (Mode::Bridge, Some(bridge)) if host.controller != Some(bridge.index) => {
-                let problem = format!("host veth {} is not a port of {}", host.name, bridge.name);
-                if pass.drift(&subject, problem, "put it back on the bridge") {
-                    link::set_controller(&self.netlink, host.index, bridge.index).await?;
-                }
-            }
-            _ => {}
-        }
-        let attached = tc_programs(&self.netlink, &host.name, host.index, self.datapath.mode()).await;
-        if !attached.is_some_and(|p| p.iter().any(|p| p == program::FROM_CONTAINER)) {
-            let problem = format!("{} is not attached to {}", program::FROM_CONTAINER, host.name);
-            if pass.drift(&subject, problem, "attach it") {
-                self.datapath.reattach(program::FROM_CONTAINER, &host.name, host.index)?;
             }
         }
         Ok(true)
     }
 
+    async fn repair_endpoint(&mut self, d: &Drift, rec: &mut EndpointRecord) -> Result<(), AgentError> {
+        match d {
+            Drift::HostVethGone { .. } | Drift::PeerGone { .. } => {
+                let ns = netns::open(&rec.netns)?;
+                // The peer is not where it belongs: only a new pair puts it back.
+                if let Some(old) = link::get(&self.netlink, &rec.host_ifname).await? {
+                    link::delete(&self.netlink, old.index).await?;
+                    self.datapath.detach_endpoint(&rec.host_ifname, old.index)?;
+                }
+                self.plumb(&ns, rec).await?;
+            }
+            Drift::IndexChanged { index, .. } => {
+                let l = link::get(&self.netlink, &rec.host_ifname)
+                    .await?
+                    .ok_or_else(|| crate::plumbing::PlumbingError::LinkNotFound(rec.host_ifname.clone()))?;
+                rec.host_ifindex = *index;
+                rec.host_mac = crate::state::format_mac(&l.mac);
+                self.datapath.attach_endpoint(&rec.host_ifname, rec.host_ifindex)?;
+            }
+            Drift::ContainerSide { .. } => self.configure_container(&netns::open(&rec.netns)?, rec).await?,
+            Drift::NotMarked { .. } => {
+                link::set_owner(&self.netlink, rec.host_ifindex, &self.owner_mark(&rec.name), None).await?
+            }
+            Drift::HostDown { veth, .. } => link::set_up(&self.netlink, rec.host_ifindex, veth).await?,
+            Drift::NodeRouteMissing { ip, .. } => {
+                link::add_host_route(&self.netlink, *ip, rec.host_ifindex).await?
+            }
+            Drift::NotOnBridge { .. } => {
+                if let (Mode::Bridge, Some(bridge)) = (rec.mode, &self.node.bridge) {
+                    link::set_controller(&self.netlink, rec.host_ifindex, bridge.index).await?;
+                }
+            }
+            Drift::ProgramDetached { iface, .. } => {
+                self.datapath.reattach(program::FROM_CONTAINER, iface, rec.host_ifindex)?
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
     /// Removes everything of an endpoint whose container is gone.
     async fn forget(&mut self, rec: &EndpointRecord) {
-        let keys: Vec<_> = self.ports.of_endpoint(&rec.name).map(|p| ports::entry(p).0).collect();
+        let keys: Vec<_> = self.ports.of_endpoint(&rec.name).map(|p| entries::port(p).0).collect();
         for key in keys {
             let _ = self.datapath.remove_port(&key);
         }
@@ -276,78 +234,56 @@ impl Agent {
     /// ENDPOINTS and PORT_MAPS against the state: missing or different entries are
     /// written, entries no endpoint or port owns are removed (both maps are netpath's).
     fn maps(&mut self, pass: &mut Pass) -> Result<(), AgentError> {
-        let mut want = Vec::new();
-        for rec in self.endpoints.all() {
-            want.push((rec.ip, self.endpoint_info(rec)?));
-        }
-        let have = self.datapath.endpoint_entries()?;
-        for (ip, info) in &want {
-            let found = have.iter().find(|(i, _)| i == ip).map(|(_, v)| v);
-            if found != Some(info) {
-                let problem = match found {
-                    None => format!("ENDPOINTS has no entry for {ip}"),
-                    Some(_) => format!("ENDPOINTS entry for {ip} differs from the state"),
-                };
-                if pass.drift(&format!("endpoint at {ip}"), problem, "write it") {
-                    if let Err(e) = self.datapath.register(*ip, *info) {
-                        pass.failed(&e.into());
-                    }
+        let want = entries::endpoints(self.endpoints.all(), self.ports.all());
+        for d in drift::endpoint_entries(&want, &self.datapath.endpoint_entries()?) {
+            if !pass.note(&d) {
+                continue;
+            }
+            let result = match d {
+                Drift::EndpointEntryMissing { ip } | Drift::EndpointEntryDiffers { ip } => {
+                    let info = want.iter().find(|(w, _)| *w == ip).map(|(_, i)| *i).unwrap_or_default();
+                    self.datapath.register(ip, info)
                 }
+                Drift::EndpointEntryStray { ip } => self.datapath.unregister(ip),
+                _ => Ok(()),
+            };
+            if let Err(e) = result {
+                pass.failed(&e.into());
             }
         }
-        for (ip, _) in have.iter().filter(|(ip, _)| !want.iter().any(|(w, _)| w == ip)) {
-            let problem = format!("ENDPOINTS has an entry for {ip} that no endpoint owns");
-            if pass.drift(&format!("address {ip}"), problem, "remove it") {
-                self.datapath.unregister(*ip)?;
-            }
-        }
-        let want: Vec<_> = self.ports.all().iter().map(|p| (p.clone(), ports::entry(p))).collect();
+        let want: Vec<_> = self
+            .ports
+            .all()
+            .iter()
+            .map(|p| {
+                let (key, target) = entries::port(p);
+                (format!("{}/{}", p.proto, p.host_port), key, target)
+            })
+            .collect();
         let have = self.datapath.port_entries()?;
-        for (p, (key, target)) in &want {
-            let subject = format!("port {}/{}", p.proto, p.host_port);
-            match have.iter().find(|(k, _)| k == key) {
-                Some((_, t)) if t == target => {}
-                found => {
-                    let problem = if found.is_some() {
-                        "PORT_MAPS entry differs from the state".to_string()
-                    } else {
-                        "PORT_MAPS has no entry for it".to_string()
-                    };
-                    if pass.drift(&subject, problem, "write it") {
-                        if let Err(e) = self.datapath.set_port(*key, *target) {
-                            pass.failed(&e.into());
-                        }
-                    }
-                }
+        for d in drift::port_entries(&want, &have) {
+            if !pass.note(&d) {
+                continue;
             }
-        }
-        for (key, target) in have.iter().filter(|(k, _)| !want.iter().any(|(_, (w, _))| w == k)) {
-            let port = u16::from_be_bytes(key.port);
-            let to = format!("{}:{}", Ipv4Addr::from(target.ip), u16::from_be_bytes(target.port));
-            let problem = format!("PORT_MAPS publishes port {port} (to {to}) that no port record owns");
-            if pass.drift(&format!("port {port}"), problem, "remove it") {
-                self.datapath.remove_port(key)?;
+            let result = match &d {
+                Drift::PortEntryMissing { label } | Drift::PortEntryDiffers { label } => {
+                    let (_, key, target) = want.iter().find(|(l, ..)| l == label).expect("a wanted port");
+                    self.datapath.set_port(*key, *target)
+                }
+                Drift::PortEntryStray { key, .. } => self.datapath.remove_port(key),
+                _ => Ok(()),
+            };
+            if let Err(e) = result {
+                pass.failed(&e.into());
             }
         }
         Ok(())
     }
 
-    /// Host veths netpath created that no endpoint wants: left by an agent killed
-    /// between creating a veth and saving its state, or by a delete cut short.
+    /// Host veths this agent made that no endpoint wants.
     async fn stray_links(&mut self, pass: &mut Pass) -> Result<(), AgentError> {
-        for l in link::list(&self.netlink).await? {
-            let wanted =
-                self.endpoints.all().iter().any(|e| e.host_ifname == l.name && e.host_ifindex == l.index);
-            if wanted || !owned_by(&l, &self.id, self.adopt_unidentified) {
-                continue;
-            }
-            let problem = match l.owner() {
-                Some(owner) => {
-                    format!("created for endpoint {}, which the state does not have", owner.endpoint)
-                }
-                None => "created by this agent, which died before it was marked".into(),
-            };
-            if pass.drift(&format!("link {}", l.name), problem, "delete it") {
+        for (l, d) in drift::stray_links(&self.netlink, self.owner(), self.endpoints.all()).await? {
+            if pass.note(&d) {
                 self.datapath.detach_endpoint(&l.name, l.index)?;
                 link::delete(&self.netlink, l.index).await?;
             }
@@ -356,56 +292,34 @@ impl Agent {
     }
 
     /// uplink_in must be attached to the uplink, and the uplink must be there.
-    async fn uplink(&mut self, pass: &mut Pass) -> Result<(), AgentError> {
-        let Some(up) = self.node.uplink.clone() else {
-            if let Some(name) = self.node.uplink_name.clone() {
-                pass.drift(
-                    &format!("uplink {name}"),
-                    "is gone: masquerade and published ports are down".into(),
-                    "none here: bring back an interface of that name, the agent re-attaches to it",
-                );
-                pass.failed(&AgentError::NoUplink { name });
-            }
-            return Ok(());
+    async fn uplink(&mut self, pass: &mut Pass) {
+        let Some(name) = self.node.uplink_name.clone() else { return };
+        let link = self.node.uplink.clone();
+        let Some(d) = drift::uplink(&self.netlink, &name, link.as_ref(), self.datapath.mode()).await else {
+            return;
         };
-        let attached = tc_programs(&self.netlink, &up.name, up.index, self.datapath.mode()).await;
-        if !attached.is_some_and(|p| p.iter().any(|p| p == program::UPLINK_IN)) {
-            let problem = format!("{} is not attached to {}", program::UPLINK_IN, up.name);
-            if pass.drift(&format!("uplink {}", up.name), problem, "attach it") {
-                self.datapath.reattach(program::UPLINK_IN, &up.name, up.index)?;
+        let repair = pass.note(&d);
+        match (d, link) {
+            (Drift::UplinkGone { name }, _) => pass.failed(&AgentError::NoUplink { name }),
+            (_, Some(up)) if repair => {
+                if let Err(e) = self.datapath.reattach(program::UPLINK_IN, &up.name, up.index) {
+                    pass.failed(&e.into());
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The node-local socket hooks, when one of their pinned links was removed.
+    fn node_local(&mut self, pass: &mut Pass) {
+        let Some(cgroup) = self.datapath.node_local_detached().map(std::path::Path::to_path_buf) else {
+            return;
+        };
+        let problem = format!("the node-local socket hooks are not attached to {}", cgroup.display());
+        if pass.note_as("node-local access".into(), problem, "attach them") {
+            if let Err(e) = self.datapath.attach_node_local(&cgroup) {
+                pass.failed(&e.into());
             }
         }
-        Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_this_agents_links_are_its_own() {
-        let me = AgentId::generate();
-        let other = AgentId::generate();
-        let veth = |name: &str, alias: Option<String>| link::Link {
-            name: name.into(),
-            alias,
-            is_veth: true,
-            ..Default::default()
-        };
-        let mark = |id: &AgentId| Some(link::Owner::new(id.as_str(), "web").alias());
-        assert!(owned_by(&veth("anything", mark(&me)), &me, false));
-        assert!(!owned_by(&veth("anything", mark(&other)), &me, false), "another agent's");
-        assert!(owned_by(&veth(&me.temporary_ifname(7), None), &me, false), "not yet marked");
-        assert!(!owned_by(&veth(&other.temporary_ifname(7), None), &me, true));
-        // A build before agent ids: adopted only on the upgrade start.
-        assert!(owned_by(&veth("np0123456789", Some("netpath:web".into())), &me, true));
-        assert!(!owned_by(&veth("np0123456789", Some("netpath:web".into())), &me, false));
-        assert!(owned_by(&veth("np0123456789", None), &me, true));
-        assert!(!owned_by(&veth("np0123456789", None), &me, false));
-        assert!(!owned_by(&veth("np0123456789", Some("someone else's".into())), &me, true));
-        assert!(!owned_by(&veth("np012345678z", None), &me, true));
-        assert!(!owned_by(&veth("eth0", None), &me, true));
-        assert!(!owned_by(&link::Link { is_veth: false, ..veth("np0123456789", None) }, &me, true));
     }
 }

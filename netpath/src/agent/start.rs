@@ -11,7 +11,7 @@ use std::{
 
 use tracing::{info, warn};
 
-use super::{lock, metrics, node, reconcile, records, Agent, AgentConfig, AgentError, Health};
+use super::{lock, metrics, node, records, Agent, AgentConfig, AgentError, Health};
 use crate::{
     datapath::{Datapath, DatapathError},
     plumbing::{self, PlumbingError},
@@ -125,7 +125,7 @@ async fn survey(config: &AgentConfig, bpffs_dir: &Path) -> Result<Survey, AgentE
         plumbing::link::list(&netlink)
             .await?
             .iter()
-            .filter(|l| reconcile::owned_by(l, &id, id_is_new))
+            .filter(|l| crate::drift::Owner { id: &id, adopt_unidentified: id_is_new }.made(l))
             .map(|l| l.index),
     );
     let node_cfg = node::NodeConfig {

@@ -3,15 +3,17 @@
 //! directory, so it works whether or not the agent is up. Each finding names the fix.
 use std::net::Ipv4Addr;
 
+use netpath_common::NodeConfig;
 use serde::Serialize;
 
 use super::Format;
 use crate::{
-    api::{Reply, Request},
-    datapath::{tc_programs, AttachMode, Inspector},
+    api::{AgentStatus, Reply, Request},
+    datapath::{entries, AttachMode, Inspector},
+    drift::{self, Drift},
     paths::Paths,
     plumbing::{bpffs, link, sysctl},
-    state::{EndpointRecord, Mode, Store},
+    state::{AgentId, EndpointRecord, Mode, PortRecord, Store},
 };
 
 #[derive(Debug, Serialize)]
@@ -53,34 +55,77 @@ pub fn run(paths: &Paths, format: Format) -> anyhow::Result<bool> {
     Ok(healthy)
 }
 
+/// What the checks read once: the state, the node's settings in the datapath, netlink.
+struct Node {
+    nl: rtnetlink::Handle,
+    inspector: Inspector,
+    endpoints: Vec<EndpointRecord>,
+    ports: Vec<PortRecord>,
+    cfg: NodeConfig,
+    attach: AttachMode,
+    /// The agent's id (None before its first start): whose links are whose.
+    id: Option<AgentId>,
+}
+
 async fn check(paths: &Paths) -> anyhow::Result<Report> {
     let mut r = Report(Vec::new());
     let (conn, nl, _) = rtnetlink::new_connection()?;
     tokio::spawn(conn);
-
-    // bpffs and pins.
     let inspector = Inspector::new(&paths.bpffs_dir);
+    if !pins(&mut r, paths, &inspector) {
+        return Ok(r);
+    }
+    let status = agent(&mut r, paths);
+    forwarding(&mut r);
+    let cfg = inspector.node_config()?;
+    let attach = if cfg.flags & netpath_common::conntrack::NODE_F_CLSACT != 0 {
+        AttachMode::Clsact
+    } else {
+        AttachMode::Tcx
+    };
+    let node = Node {
+        nl,
+        endpoints: Store::<EndpointRecord>::new(paths.state_file()).load()?,
+        ports: Store::<PortRecord>::new(paths.ports_file()).load()?,
+        inspector,
+        cfg,
+        attach,
+        id: AgentId::load(&paths.state_dir)?,
+    };
+    endpoints(&mut r, &node).await?;
+    endpoint_map(&mut r, &node)?;
+    uplink(&mut r, &node, status.as_ref()).await?;
+    pod_cidr(&mut r, &node).await?;
+    conntrack(&mut r, &node)?;
+    Ok(r)
+}
+
+/// bpffs and the pins; false when there is nothing more to check without them.
+fn pins(r: &mut Report, paths: &Paths, inspector: &Inspector) -> bool {
     if !bpffs::is_bpffs(&paths.bpffs_dir) {
         r.fail(
             "bpffs",
             format!("{} is not on a BPF filesystem", paths.bpffs_dir.display()),
             "start `netpath agent`: it mounts bpffs and pins its maps",
         );
-        return Ok(r);
+        return false;
     }
     let missing = inspector.missing_maps();
-    if missing.is_empty() {
-        r.ok("pinned maps", paths.bpffs_dir.display().to_string());
-    } else {
+    if !missing.is_empty() {
         r.fail(
             "pinned maps",
             format!("missing: {}", missing.join(", ")),
             "start `netpath agent` with the same --bpffs-dir",
         );
-        return Ok(r);
+        return false;
     }
-    // The agent, and what it knows of the node.
-    let status = match super::client::call(paths, &Request::Status) {
+    r.ok("pinned maps", paths.bpffs_dir.display().to_string());
+    true
+}
+
+/// The agent, and what it knows of the node.
+fn agent(r: &mut Report, paths: &Paths) -> Option<AgentStatus> {
+    match super::client::call(paths, &Request::Status) {
         Ok(Reply::Status(st)) => {
             r.ok(
                 "agent",
@@ -100,8 +145,14 @@ async fn check(paths: &Paths) -> anyhow::Result<Report> {
             );
             None
         }
-    };
-    // Forwarding.
+    }
+}
+
+/// Forwarding and reverse-path filtering. rp_filter, strict or loose, is compatible:
+/// every container has a route back through its own veth (or the bridge), and
+/// translated traffic bypasses the stack. Shown so the operator sees it; only a value
+/// the kernel does not define fails.
+fn forwarding(r: &mut Report) {
     match sysctl::get("net/ipv4/ip_forward") {
         Ok(v) if v == "1" => r.ok("ip_forward", "net.ipv4.ip_forward = 1"),
         Ok(v) => r.fail(
@@ -111,10 +162,6 @@ async fn check(paths: &Paths) -> anyhow::Result<Report> {
         ),
         Err(e) => r.fail("ip_forward", e.to_string(), "run doctor in the node's network namespace"),
     }
-
-    // Reverse-path filtering, strict or loose, is compatible: every container has a route
-    // back through its own veth (or the bridge), and translated traffic bypasses the
-    // stack. Shown so the operator sees it; only a value the kernel does not define fails.
     match sysctl::get("net/ipv4/conf/all/rp_filter") {
         Ok(v) if ["0", "1", "2"].contains(&v.as_str()) => {
             r.ok("rp_filter", format!("net.ipv4.conf.all.rp_filter = {v}"))
@@ -122,162 +169,140 @@ async fn check(paths: &Paths) -> anyhow::Result<Report> {
         Ok(v) => r.fail("rp_filter", format!("net.ipv4.conf.all.rp_filter = {v}"), "set it to 0, 1 or 2"),
         Err(e) => r.fail("rp_filter", e.to_string(), "run doctor in the node's network namespace"),
     }
+}
 
-    let endpoints = Store::<EndpointRecord>::new(paths.state_file()).load()?;
-    let in_map = inspector.endpoints()?;
-    let cfg = inspector.node_config()?;
-    let attach = if cfg.flags & netpath_common::conntrack::NODE_F_CLSACT != 0 {
-        AttachMode::Clsact
-    } else {
-        AttachMode::Tcx
+/// What reconciliation would do about a drift, as the operator's fix.
+fn fix(d: &Drift) -> &'static str {
+    match d {
+        Drift::ForeignLink { .. } => "delete or rename that link, then run `netpath reconcile`",
+        Drift::UplinkGone { .. } => {
+            "bring back an interface of that name: the agent re-attaches to it by itself"
+        }
+        _ => "run `netpath reconcile` (the agent repairs it, and does at every start)",
+    }
+}
+
+/// Each endpoint: the same checks reconciliation makes, and the MTU against the uplink's.
+async fn endpoints(r: &mut Report, node: &Node) -> anyhow::Result<()> {
+    let unknown = AgentId::generate();
+    let owner = drift::Owner { id: node.id.as_ref().unwrap_or(&unknown), adopt_unidentified: false };
+    let uplink_mtu = match node.cfg.uplink_ifindex {
+        0 => None,
+        i => link::get_by_index(&node.nl, i).await?.map(|l| l.mtu),
     };
-
-    // Endpoints: state vs kernel vs map, and the program on each veth.
-    for e in &endpoints {
+    for e in &node.endpoints {
         let check = format!("endpoint {}", e.name);
-        let link = link::get(&nl, &e.host_ifname).await?;
-        let Some(link) = link.filter(|l| l.index == e.host_ifindex) else {
+        let prefix = if e.mode == Mode::Bridge { node.pod_prefix() } else { 32 };
+        // The bridge's name is the agent's setting, not in the pins: its ports are
+        // reconciliation's to check.
+        let view = drift::Node { netlink: &node.nl, owner, attach: node.attach, bridge: None, prefix };
+        let drifts = drift::endpoint(&view, e).await?;
+        // Marks are the agent's business (an upgrade re-marks them); not a fault.
+        if let Some(d) = drifts.iter().find(|d| !matches!(d, Drift::NotMarked { .. })) {
+            r.fail(&check, d.problem(), fix(d));
+        } else if let Some(mtu) = uplink_mtu.filter(|m| e.mtu > *m) {
             r.fail(
                 &check,
-                format!("veth {} is gone", e.host_ifname),
-                format!("netpath endpoint del {} and add it again", e.name),
+                format!("MTU {} exceeds the uplink's {mtu}", e.mtu),
+                format!("re-add {} with --mtu {mtu}", e.name),
             );
-            continue;
-        };
-        match in_map.iter().find(|(ip, _)| *ip == e.ip) {
-            Some((_, info)) if info.host_ifindex == link.index => {}
-            Some(_) => {
-                r.fail(
-                    &check,
-                    format!("map entry for {} points at another interface", e.ip),
-                    "restart the agent: it rewrites the entries from its state",
-                );
-                continue;
-            }
-            None => {
-                r.fail(
-                    &check,
-                    format!("{} is not in the ENDPOINTS map", e.ip),
-                    "restart the agent: it re-registers its endpoints",
-                );
-                continue;
-            }
+        } else {
+            r.ok(&check, format!("{} on {}, attached", e.ip, e.host_ifname));
         }
-        match tc_programs(&nl, &e.host_ifname, link.index, attach).await {
-            Some(progs) if !progs.iter().any(|p| p == "from_container") => {
-                r.fail(
-                    &check,
-                    format!("from_container is not attached to {}", e.host_ifname),
-                    "start or restart `netpath agent`",
-                );
-                continue;
-            }
-            _ => {}
-        }
-        if cfg.uplink_ifindex != 0 {
-            if let Some(up) = link::get_by_index(&nl, cfg.uplink_ifindex).await? {
-                if e.mtu > up.mtu {
-                    r.fail(
-                        &check,
-                        format!("MTU {} exceeds the uplink's {}", e.mtu, up.mtu),
-                        format!("re-add {} with --mtu {}", e.name, up.mtu),
-                    );
-                    continue;
-                }
-            }
-        }
-        r.ok(&check, format!("{} on {}, attached", e.ip, e.host_ifname));
     }
-    for (ip, info) in &in_map {
-        if !endpoints.iter().any(|e| e.ip == *ip) {
-            r.fail(
-                "endpoint map",
-                format!("{ip} (ifindex {}) is in the map but no endpoint owns it", info.host_ifindex),
-                "restart the agent: it removes entries it does not own",
-            );
-        }
+    Ok(())
+}
+
+impl Node {
+    fn pod_cidr(&self) -> Option<ipnet::Ipv4Net> {
+        ipnet::Ipv4Net::with_netmask(Ipv4Addr::from(self.cfg.pod_net), Ipv4Addr::from(self.cfg.pod_mask))
+            .map(|n| n.trunc())
+            .ok()
     }
 
-    // The uplink.
-    if let Some(st) = status.as_ref().filter(|st| !st.uplink_up) {
-        let name = st.uplink.clone().unwrap_or_default();
-        r.fail(
-            "uplink",
-            format!("{name} is gone: masquerade and published ports are down"),
-            format!("bring back an interface named {name}: the agent re-attaches to it by itself"),
-        );
-    } else if cfg.uplink_ifindex == 0 {
+    fn pod_prefix(&self) -> u8 {
+        self.pod_cidr().map_or(32, |c| c.prefix_len())
+    }
+}
+
+/// ENDPOINTS against the state.
+fn endpoint_map(r: &mut Report, node: &Node) -> anyhow::Result<()> {
+    let want = entries::endpoints(&node.endpoints, &node.ports);
+    let drifts = drift::endpoint_entries(&want, &node.inspector.endpoints()?);
+    // A gone veth's entry is the endpoint's finding, not the map's.
+    for d in drifts {
+        r.fail("endpoint map", d.problem(), fix(&d));
+    }
+    Ok(())
+}
+
+/// The uplink: there, with uplink_in attached.
+async fn uplink(r: &mut Report, node: &Node, status: Option<&AgentStatus>) -> anyhow::Result<()> {
+    let index = node.cfg.uplink_ifindex;
+    if let Some(st) = status.filter(|st| !st.uplink_up) {
+        let d = Drift::UplinkGone { name: st.uplink.clone().unwrap_or_default() };
+        r.fail("uplink", format!("{} {}", d.subject().trim_start_matches("uplink "), d.problem()), fix(&d));
+        return Ok(());
+    }
+    if index == 0 {
         r.ok("uplink", "none configured: NAT is off");
-    } else {
-        match link::get_by_index(&nl, cfg.uplink_ifindex).await? {
-            None => r.fail(
-                "uplink",
-                format!("interface {} is gone", cfg.uplink_ifindex),
-                "restart the agent (or pass --uplink)",
-            ),
-            Some(up) => match tc_programs(&nl, &up.name, up.index, attach).await {
-                Some(progs) if !progs.iter().any(|p| p == "uplink_in") => r.fail(
-                    "uplink",
-                    format!("uplink_in is not attached to {}", up.name),
-                    "start or restart `netpath agent`",
-                ),
-                _ => r.ok("uplink", format!("{} ({}), mtu {}", up.name, Ipv4Addr::from(cfg.node_ip), up.mtu)),
-            },
-        }
+        return Ok(());
     }
+    let Some(up) = link::get_by_index(&node.nl, index).await? else {
+        r.fail("uplink", format!("interface {index} is gone"), "restart the agent (or pass --uplink)");
+        return Ok(());
+    };
+    match drift::uplink(&node.nl, &up.name, Some(&up), node.attach).await {
+        Some(d) => r.fail("uplink", d.problem(), fix(&d)),
+        None => r.ok("uplink", format!("{} ({}), mtu {}", up.name, Ipv4Addr::from(node.cfg.node_ip), up.mtu)),
+    }
+    Ok(())
+}
 
-    // The pod CIDR must belong to netpath alone (the docker0 ARP pitfall).
-    let cidr = ipnet::Ipv4Net::with_netmask(Ipv4Addr::from(cfg.pod_net), Ipv4Addr::from(cfg.pod_mask))
-        .map(|n| n.trunc())
-        .ok();
-    if let Some(cidr) = cidr {
-        let gateway = cidr.hosts().next().unwrap_or(cidr.network());
-        let owned: Vec<u32> = endpoints.iter().map(|e| e.host_ifindex).collect();
-        let bridge = endpoints.iter().any(|e| e.mode == Mode::Bridge);
-        let overlaps = |n: ipnet::Ipv4Net| n.contains(&cidr.network()) || cidr.contains(&n.network());
-        let mut clash = None;
-        for route in link::main_routes(&nl).await? {
-            if route.dst.prefix_len() == 0
-                || !overlaps(route.dst)
-                || route.oif.is_some_and(|i| owned.contains(&i))
-            {
-                continue;
-            }
-            if bridge && route.dst == cidr {
-                continue;
-            }
+/// The pod CIDR must belong to netpath alone (the docker0 ARP pitfall).
+async fn pod_cidr(r: &mut Report, node: &Node) -> anyhow::Result<()> {
+    let Some(cidr) = node.pod_cidr() else { return Ok(()) };
+    let gateway = cidr.hosts().next().unwrap_or(cidr.network());
+    let owned: Vec<u32> = node.endpoints.iter().map(|e| e.host_ifindex).collect();
+    let bridge = node.endpoints.iter().any(|e| e.mode == Mode::Bridge);
+    let overlaps = |n: ipnet::Ipv4Net| n.contains(&cidr.network()) || cidr.contains(&n.network());
+    let mut clash = None;
+    for route in link::main_routes(&node.nl).await? {
+        let ours = route.oif.is_some_and(|i| owned.contains(&i)) || (bridge && route.dst == cidr);
+        if route.dst.prefix_len() != 0 && overlaps(route.dst) && !ours {
             clash = Some(format!("route {}", route.dst));
         }
-        for (index, addr) in link::addresses(&nl).await? {
-            if overlaps(addr) && addr.addr() != gateway {
-                let dev = link::get_by_index(&nl, index).await?.map_or(index.to_string(), |l| l.name);
-                clash = Some(format!("address {addr} on {dev}"));
-            }
-        }
-        match clash {
-            Some(c) => r.fail(
-                "pod CIDR",
-                format!("{cidr} overlaps {c}"),
-                "remove the overlapping route or address, or move netpath to another --pod-cidr",
-            ),
-            None => r.ok("pod CIDR", format!("{cidr} is netpath's alone")),
+    }
+    for (index, addr) in link::addresses(&node.nl).await? {
+        if overlaps(addr) && addr.addr() != gateway {
+            let dev = link::get_by_index(&node.nl, index).await?.map_or(index.to_string(), |l| l.name);
+            clash = Some(format!("address {addr} on {dev}"));
         }
     }
+    match clash {
+        Some(c) => r.fail(
+            "pod CIDR",
+            format!("{cidr} overlaps {c}"),
+            "remove the overlapping route or address, or move netpath to another --pod-cidr",
+        ),
+        None => r.ok("pod CIDR", format!("{cidr} is netpath's alone")),
+    }
+    Ok(())
+}
 
-    // Conntrack headroom.
-    let reasons = inspector.reason_counters()?;
-    let ct = inspector.conntrack_summary(&reasons)?;
+/// Conntrack headroom.
+fn conntrack(r: &mut Report, node: &Node) -> anyhow::Result<()> {
+    let reasons = node.inspector.reason_counters()?;
+    let ct = node.inspector.conntrack_summary(&reasons)?;
+    let detail = format!("{} of {} entries in use, {} evicted", ct.entries, ct.capacity, ct.evicted);
     if ct.entries * 10 >= ct.capacity as u64 * 9 {
         r.fail(
             "conntrack",
-            format!("{} of {} entries in use, {} evicted", ct.entries, ct.capacity, ct.evicted),
+            detail,
             "raise --ct-max-entries (takes effect for a new table) or lower the timeouts",
         );
     } else {
-        r.ok(
-            "conntrack",
-            format!("{} of {} entries in use, {} evicted", ct.entries, ct.capacity, ct.evicted),
-        );
+        r.ok("conntrack", detail);
     }
-    Ok(r)
+    Ok(())
 }

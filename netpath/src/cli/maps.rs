@@ -2,7 +2,7 @@
 use std::net::Ipv4Addr;
 
 use anyhow::bail;
-use netpath_common::{maps, ENDPOINT_F_BRIDGED, ENDPOINT_F_PUBLISHED};
+use netpath_common::{contract, maps, ENDPOINT_F_BRIDGED, ENDPOINT_F_PUBLISHED};
 use serde_json::{json, Value};
 
 use super::{args::MapCommand, Format};
@@ -12,7 +12,8 @@ pub fn run(paths: &Paths, cmd: MapCommand) -> anyhow::Result<()> {
     let inspector = Inspector::new(&paths.bpffs_dir);
     match cmd {
         MapCommand::List { output } => {
-            let maps: Vec<_> = maps::ALL.iter().map(|m| inspector.describe(m)).collect::<Result<_, _>>()?;
+            let maps: Vec<_> =
+                contract::pinned().map(|m| inspector.describe(m.name)).collect::<Result<_, _>>()?;
             if output == Format::Json {
                 println!("{}", json!({ "maps": maps }));
                 return Ok(());
@@ -113,7 +114,10 @@ fn dump(inspector: &Inspector, name: &str) -> anyhow::Result<Vec<Value>> {
             })
             .collect(),
         maps::EVENTS | maps::TRACE_FILTER => bail!("{name} carries trace events: use `netpath trace`"),
-        other => bail!("no map {other:?}; netpath's maps are {}", maps::ALL.join(", ")),
+        other => {
+            let names: Vec<_> = contract::pinned().map(|m| m.name).collect();
+            bail!("no map {other:?}; netpath's maps are {}", names.join(", "))
+        }
     };
     rows.sort_by_key(|r| r.to_string());
     Ok(rows)

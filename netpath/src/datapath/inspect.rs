@@ -202,7 +202,7 @@ impl Inspector {
 
     /// Is every map netpath pins present?
     pub fn missing_maps(&self) -> Vec<&'static str> {
-        maps::ALL.iter().copied().filter(|m| !self.dir.join(m).exists()).collect()
+        netpath_common::contract::pinned().map(|m| m.name).filter(|m| !self.dir.join(m).exists()).collect()
     }
 
     /// Every conntrack entry of both tables, decoded.

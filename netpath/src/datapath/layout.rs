@@ -16,14 +16,14 @@ use aya::{
     Ebpf, Pod,
 };
 use netpath_common::{
-    maps, ClosedFlow, CtEntry, CtKey, EndpointInfo, EndpointKey, NodeConfig, PortKey, PortTarget, Reason,
-    SockOrigin, SockRevKey, TraceFilter, TrafficCounters,
+    contract::{self, Capacity, MapKind},
+    maps, CtEntry, CtKey, EndpointInfo, EndpointKey, PortKey, PortTarget, SockOrigin, SockRevKey,
 };
 use tracing::{info, warn};
 
 use super::DatapathError;
 
-/// A map as this build defines it.
+/// A map as this build defines it, from the contract.
 struct Expected {
     name: &'static str,
     kind: MapType,
@@ -34,74 +34,34 @@ struct Expected {
     disposable: bool,
 }
 
-const fn size<T>() -> u32 {
-    core::mem::size_of::<T>() as u32
+/// The contract's kind as aya names it.
+fn map_type(kind: MapKind) -> MapType {
+    match kind {
+        MapKind::Hash => MapType::Hash,
+        MapKind::Array => MapType::Array,
+        MapKind::PerCpuHash => MapType::PerCpuHash,
+        MapKind::PerCpuArray => MapType::PerCpuArray,
+        MapKind::LruHash => MapType::LruHash,
+        MapKind::RingBuf => MapType::RingBuf,
+    }
 }
 
-fn expected(ct_entries: u32) -> [Expected; 11] {
-    let e = |name, kind, key, value, max_entries, disposable| Expected {
-        name,
-        kind,
-        key,
-        value,
-        max_entries,
-        disposable,
-    };
-    [
-        e(
-            maps::ENDPOINTS,
-            MapType::Hash,
-            size::<EndpointKey>(),
-            size::<EndpointInfo>(),
-            maps::MAX_ENDPOINTS,
-            false,
-        ),
-        e(
-            maps::ENDPOINT_STATS,
-            MapType::PerCpuHash,
-            size::<EndpointKey>(),
-            size::<TrafficCounters>(),
-            maps::MAX_ENDPOINTS,
-            true,
-        ),
-        e(maps::REASON_STATS, MapType::PerCpuArray, 4, size::<TrafficCounters>(), Reason::COUNT, true),
-        e(maps::CONNTRACK, MapType::LruHash, size::<CtKey>(), size::<CtEntry>(), ct_entries, false),
-        e(
-            maps::CONNTRACK_NEW,
-            MapType::LruHash,
-            size::<CtKey>(),
-            size::<CtEntry>(),
-            new_flow_entries(ct_entries),
-            false,
-        ),
-        e(
-            maps::SNAT_CLOSED,
-            MapType::LruHash,
-            size::<CtKey>(),
-            size::<ClosedFlow>(),
-            maps::SNAT_CLOSED_ENTRIES,
-            true,
-        ),
-        e(
-            maps::PORT_MAPS,
-            MapType::Hash,
-            size::<PortKey>(),
-            size::<PortTarget>(),
-            maps::MAX_PORT_MAPS,
-            false,
-        ),
-        e(maps::NODE_CONFIG, MapType::Array, 4, size::<NodeConfig>(), 1, true),
-        e(
-            maps::NODE_LOCAL_REV,
-            MapType::LruHash,
-            size::<SockRevKey>(),
-            size::<SockOrigin>(),
-            maps::NODE_LOCAL_REV_ENTRIES,
-            false,
-        ),
-        e(maps::EVENTS, MapType::RingBuf, 0, 0, maps::EVENTS_BYTES, true),
-        e(maps::TRACE_FILTER, MapType::Array, 4, size::<TraceFilter>(), 1, true),
-    ]
+/// Every pinned map as this build defines it, conntrack sized `ct_entries`.
+fn expected(ct_entries: u32) -> Vec<Expected> {
+    contract::pinned()
+        .map(|m| Expected {
+            name: m.name,
+            kind: map_type(m.kind),
+            key: m.key_size,
+            value: m.value_size,
+            max_entries: match m.capacity {
+                Capacity::Fixed(n) => n,
+                Capacity::Conntrack => ct_entries,
+                Capacity::NewFlows => new_flow_entries(ct_entries),
+            },
+            disposable: m.disposable,
+        })
+        .collect()
 }
 
 /// CONNTRACK_NEW's size on this machine (see [`maps::new_flow_entries`]).

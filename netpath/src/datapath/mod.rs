@@ -1,5 +1,7 @@
 //! The eBPF side as user space sees it: loading the embedded object, pinning its maps,
 //! attaching programs, and typed access to the maps.
+mod contract;
+pub mod entries;
 mod inspect;
 pub mod layout;
 mod links;

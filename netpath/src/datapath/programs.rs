@@ -14,12 +14,11 @@ use tracing::info;
 
 use super::DatapathError;
 
-pub(super) const FROM_CONTAINER: &str = "from_container";
-pub(super) const UPLINK_IN: &str = "uplink_in";
-/// The node-local socket hooks, attached together to one cgroup.
-pub(super) const NODE_SOCKET_HOOKS: [&str; 4] =
-    ["node_connect4", "node_sendmsg4", "node_recvmsg4", "node_getpeername4"];
-pub(super) const UPLINK_XDP: &str = "uplink_xdp";
+pub use netpath_common::contract::program;
+pub(super) use netpath_common::contract::{
+    program::{FROM_CONTAINER, UPLINK_IN, UPLINK_XDP},
+    NODE_SOCKET_HOOKS,
+};
 
 /// How tc programs are attached on this kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -115,12 +114,20 @@ impl Datapath {
         Ok(dp)
     }
 
-    pub(super) fn xdp(&mut self) -> Result<&mut Xdp, DatapathError> {
+    /// Program `name` of the object as its kind `P` (SchedClassifier, Xdp, ...).
+    fn program_as<'a, P>(&'a mut self, name: &'static str) -> Result<&'a mut P, DatapathError>
+    where
+        &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+    {
         self.ebpf
-            .program_mut(UPLINK_XDP)
-            .ok_or(DatapathError::MissingProgram(UPLINK_XDP))?
+            .program_mut(name)
+            .ok_or(DatapathError::MissingProgram(name))?
             .try_into()
-            .map_err(|source| DatapathError::Verify { prog: UPLINK_XDP, source: Box::new(source) })
+            .map_err(|source| DatapathError::Verify { prog: name, source: Box::new(source) })
+    }
+
+    pub(super) fn xdp(&mut self) -> Result<&mut Xdp, DatapathError> {
+        self.program_as(UPLINK_XDP)
     }
 
     /// Runs the uplink's XDP program once on `packet` (BPF_PROG_TEST_RUN); the returned
@@ -137,11 +144,7 @@ impl Datapath {
     }
 
     pub(super) fn sock_addr(&mut self, name: &'static str) -> Result<&mut CgroupSockAddr, DatapathError> {
-        self.ebpf
-            .program_mut(name)
-            .ok_or(DatapathError::MissingProgram(name))?
-            .try_into()
-            .map_err(|source| DatapathError::Verify { prog: name, source: Box::new(source) })
+        self.program_as(name)
     }
 
     /// Kernel ids of the programs this agent loaded, by name.
@@ -170,11 +173,7 @@ impl Datapath {
     }
 
     pub(super) fn classifier(&mut self, name: &'static str) -> Result<&mut SchedClassifier, DatapathError> {
-        self.ebpf
-            .program_mut(name)
-            .ok_or(DatapathError::MissingProgram(name))?
-            .try_into()
-            .map_err(|source| DatapathError::Verify { prog: name, source: Box::new(source) })
+        self.program_as(name)
     }
 
     /// Runs program `prog` once on `packet` with BPF_PROG_TEST_RUN, as if it arrived on
@@ -205,10 +204,4 @@ impl Datapath {
         out.truncate(res.data_size_out as usize);
         Ok(PacketRun { action: res.return_value, packet: out, duration: res.duration })
     }
-}
-
-/// Names of the programs, for [`Datapath::test_run`].
-pub mod program {
-    pub const FROM_CONTAINER: &str = super::FROM_CONTAINER;
-    pub const UPLINK_IN: &str = super::UPLINK_IN;
 }

@@ -1,0 +1,240 @@
+//! The contract between the eBPF object and user space, stated once: every map with its
+//! kind, key and value, capacity rule and what an upgrade may do with it; every program
+//! with where it attaches. The eBPF crate sizes its maps from this table, user space
+//! derives its layout checks, listings and program names from it, and a rootless test
+//! (netpath's `datapath::contract` tests) parses the embedded object and holds it
+//! against the table, so no side can drift alone.
+use core::mem::size_of;
+
+use crate::{
+    maps::*, ClosedFlow, CtEntry, CtKey, EndpointInfo, EndpointKey, NodeConfig, PortKey, PortTarget, Reason,
+    SockOrigin, SockRevKey, TraceEvent, TraceFilter, TrafficCounters,
+};
+
+/// A map's kind, as the kernel numbers it (enum bpf_map_type).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum MapKind {
+    Hash = 1,
+    Array = 2,
+    PerCpuHash = 5,
+    PerCpuArray = 6,
+    LruHash = 9,
+    RingBuf = 27,
+}
+
+/// How many entries a map holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Capacity {
+    /// A fixed number (bytes, for a ring buffer).
+    Fixed(u32),
+    /// `--ct-max-entries` (the object's default: [`CONNTRACK_ENTRIES`]).
+    Conntrack,
+    /// [`new_flow_entries`] of `--ct-max-entries` and the possible CPUs.
+    NewFlows,
+}
+
+/// One map of the object.
+#[derive(Clone, Copy, Debug)]
+pub struct MapSpec {
+    pub name: &'static str,
+    pub kind: MapKind,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub capacity: Capacity,
+    /// Pinned by name under the agent's pin directory (and so adopted on restart).
+    pub pinned: bool,
+    /// Its contents may be lost on an upgrade without breaking a connection (counters,
+    /// trace plumbing, settings the agent writes again at start).
+    pub disposable: bool,
+}
+
+const fn map(
+    name: &'static str,
+    kind: MapKind,
+    key_size: usize,
+    value_size: usize,
+    capacity: Capacity,
+    disposable: bool,
+) -> MapSpec {
+    MapSpec {
+        name,
+        kind,
+        key_size: key_size as u32,
+        value_size: value_size as u32,
+        capacity,
+        pinned: true,
+        disposable,
+    }
+}
+
+/// struct bpf_fib_lookup's size (include/uapi/linux/bpf.h): FIB_SCRATCH's value.
+const FIB_LOOKUP_SIZE: usize = 64;
+
+/// Every map of the object: the pinned ones in the order `netpath map list` shows them,
+/// then the per-CPU scratch space the programs use inside one run.
+pub const MAPS: [MapSpec; 13] = [
+    map(
+        ENDPOINTS,
+        MapKind::Hash,
+        size_of::<EndpointKey>(),
+        size_of::<EndpointInfo>(),
+        Capacity::Fixed(MAX_ENDPOINTS),
+        false,
+    ),
+    map(
+        ENDPOINT_STATS,
+        MapKind::PerCpuHash,
+        size_of::<EndpointKey>(),
+        size_of::<TrafficCounters>(),
+        Capacity::Fixed(MAX_ENDPOINTS),
+        true,
+    ),
+    map(
+        REASON_STATS,
+        MapKind::PerCpuArray,
+        4,
+        size_of::<TrafficCounters>(),
+        Capacity::Fixed(Reason::COUNT),
+        true,
+    ),
+    map(CONNTRACK, MapKind::LruHash, size_of::<CtKey>(), size_of::<CtEntry>(), Capacity::Conntrack, false),
+    map(CONNTRACK_NEW, MapKind::LruHash, size_of::<CtKey>(), size_of::<CtEntry>(), Capacity::NewFlows, false),
+    map(
+        SNAT_CLOSED,
+        MapKind::LruHash,
+        size_of::<CtKey>(),
+        size_of::<ClosedFlow>(),
+        Capacity::Fixed(SNAT_CLOSED_ENTRIES),
+        true,
+    ),
+    map(
+        PORT_MAPS,
+        MapKind::Hash,
+        size_of::<PortKey>(),
+        size_of::<PortTarget>(),
+        Capacity::Fixed(MAX_PORT_MAPS),
+        false,
+    ),
+    map(NODE_CONFIG, MapKind::Array, 4, size_of::<NodeConfig>(), Capacity::Fixed(1), true),
+    map(
+        NODE_LOCAL_REV,
+        MapKind::LruHash,
+        size_of::<SockRevKey>(),
+        size_of::<SockOrigin>(),
+        Capacity::Fixed(NODE_LOCAL_REV_ENTRIES),
+        false,
+    ),
+    map(EVENTS, MapKind::RingBuf, 0, 0, Capacity::Fixed(EVENTS_BYTES), true),
+    map(TRACE_FILTER, MapKind::Array, 4, size_of::<TraceFilter>(), Capacity::Fixed(1), true),
+    MapSpec {
+        pinned: false,
+        ..map(TRACE_SCRATCH, MapKind::PerCpuArray, 4, size_of::<TraceEvent>(), Capacity::Fixed(2), true)
+    },
+    MapSpec {
+        pinned: false,
+        ..map(FIB_SCRATCH, MapKind::PerCpuArray, 4, FIB_LOOKUP_SIZE, Capacity::Fixed(1), true)
+    },
+];
+
+/// The map called `name`. Panics (at compile time, in a const) when there is none.
+pub const fn spec(name: &str) -> &'static MapSpec {
+    let mut i = 0;
+    while i < MAPS.len() {
+        if str_eq(MAPS[i].name, name) {
+            return &MAPS[i];
+        }
+        i += 1;
+    }
+    panic!("no such map in the contract")
+}
+
+/// A map's capacity as the object declares it (the agent resizes conntrack at load).
+pub const fn object_capacity(name: &str) -> u32 {
+    match spec(name).capacity {
+        Capacity::Fixed(n) => n,
+        Capacity::Conntrack => CONNTRACK_ENTRIES,
+        Capacity::NewFlows => new_flow_entries(CONNTRACK_ENTRIES, 1),
+    }
+}
+
+const fn str_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// Where a program attaches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attach {
+    /// tc ingress (TCX from 6.6, clsact before) of the devices named.
+    TcIngress(&'static str),
+    /// XDP on the uplink.
+    Xdp,
+    /// A cgroup socket-address hook (connect4, sendmsg4, recvmsg4, getpeername4).
+    CgroupSockAddr(&'static str),
+}
+
+/// One program of the object.
+#[derive(Clone, Copy, Debug)]
+pub struct ProgramSpec {
+    pub name: &'static str,
+    pub attach: Attach,
+}
+
+/// Program names, as the object, the kernel's listings and the trace know them.
+pub mod program {
+    pub const FROM_CONTAINER: &str = "from_container";
+    pub const UPLINK_IN: &str = "uplink_in";
+    pub const UPLINK_XDP: &str = "uplink_xdp";
+    pub const NODE_CONNECT4: &str = "node_connect4";
+    pub const NODE_SENDMSG4: &str = "node_sendmsg4";
+    pub const NODE_RECVMSG4: &str = "node_recvmsg4";
+    pub const NODE_GETPEERNAME4: &str = "node_getpeername4";
+}
+
+pub const PROGRAMS: [ProgramSpec; 7] = [
+    ProgramSpec { name: program::FROM_CONTAINER, attach: Attach::TcIngress("each container's host veth") },
+    ProgramSpec { name: program::UPLINK_IN, attach: Attach::TcIngress("the uplink") },
+    ProgramSpec { name: program::UPLINK_XDP, attach: Attach::Xdp },
+    ProgramSpec { name: program::NODE_CONNECT4, attach: Attach::CgroupSockAddr("connect4") },
+    ProgramSpec { name: program::NODE_SENDMSG4, attach: Attach::CgroupSockAddr("sendmsg4") },
+    ProgramSpec { name: program::NODE_RECVMSG4, attach: Attach::CgroupSockAddr("recvmsg4") },
+    ProgramSpec { name: program::NODE_GETPEERNAME4, attach: Attach::CgroupSockAddr("getpeername4") },
+];
+
+/// The node-local socket hooks, attached together to one cgroup.
+pub const NODE_SOCKET_HOOKS: [&str; 4] =
+    [program::NODE_CONNECT4, program::NODE_SENDMSG4, program::NODE_RECVMSG4, program::NODE_GETPEERNAME4];
+
+/// The pinned maps, in the order `netpath map list` shows them.
+pub fn pinned() -> impl Iterator<Item = &'static MapSpec> {
+    MAPS.iter().filter(|m| m.pinned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_lookups_find_them() {
+        for (i, m) in MAPS.iter().enumerate() {
+            assert!(MAPS[i + 1..].iter().all(|o| o.name != m.name), "{} twice", m.name);
+            assert_eq!(spec(m.name).name, m.name);
+        }
+        for (i, p) in PROGRAMS.iter().enumerate() {
+            assert!(PROGRAMS[i + 1..].iter().all(|o| o.name != p.name), "{} twice", p.name);
+        }
+        assert_eq!(object_capacity(ENDPOINTS), MAX_ENDPOINTS);
+        assert_eq!(object_capacity(CONNTRACK), CONNTRACK_ENTRIES);
+    }
+}

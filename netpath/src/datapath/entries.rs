@@ -1,0 +1,51 @@
+//! The map entries the state's records stand for: what the agent writes, what
+//! reconciliation and `doctor` expect to find.
+use std::net::Ipv4Addr;
+
+use netpath_common::{EndpointInfo, PortKey, PortTarget, ENDPOINT_F_BRIDGED, ENDPOINT_F_PUBLISHED};
+
+use crate::state::{parse_mac, EndpointRecord, Mode, PortRecord};
+
+/// ENDPOINTS' entry for an endpoint (`published`: it has a published port); `Err` names
+/// the MAC the record holds that is not one.
+pub fn endpoint(rec: &EndpointRecord, published: bool) -> Result<EndpointInfo, String> {
+    let mut flags = match rec.mode {
+        Mode::Routed => 0,
+        Mode::Bridge => ENDPOINT_F_BRIDGED,
+    };
+    if published {
+        flags |= ENDPOINT_F_PUBLISHED;
+    }
+    let mac = |m: &String| parse_mac(m).ok_or_else(|| m.clone());
+    Ok(EndpointInfo {
+        host_ifindex: rec.host_ifindex,
+        mac: mac(&rec.mac)?,
+        host_mac: mac(&rec.host_mac)?,
+        flags,
+    })
+}
+
+/// PORT_MAPS' entry for a published port.
+pub fn port(p: &PortRecord) -> (PortKey, PortTarget) {
+    let key = PortKey {
+        host_ip: p.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED).octets(),
+        port: p.host_port.to_be_bytes(),
+        proto: p.proto.number(),
+        _pad: 0,
+    };
+    let target =
+        PortTarget { ip: p.container_ip.octets(), port: p.container_port.to_be_bytes(), _pad: [0; 2] };
+    (key, target)
+}
+
+/// Every ENDPOINTS entry the records stand for, by address; records with a bad MAC are
+/// left out (the agent refuses them when it writes).
+pub fn endpoints(records: &[EndpointRecord], ports: &[PortRecord]) -> Vec<(Ipv4Addr, EndpointInfo)> {
+    records
+        .iter()
+        .filter_map(|rec| {
+            let published = ports.iter().any(|p| p.endpoint == rec.name);
+            endpoint(rec, published).ok().map(|info| (rec.ip, info))
+        })
+        .collect()
+}

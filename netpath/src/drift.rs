@@ -1,0 +1,428 @@
+//! Drift: where the kernel differs from the state directory. Read-only: the agent's
+//! reconciliation repairs each [`Drift`] and `netpath doctor` reports each as a finding,
+//! so the two never disagree about what is wrong.
+//!
+//! The checks per endpoint run in order and stop at a drift that makes the rest
+//! meaningless (the namespace or the veth pair is gone, a foreign link holds the name):
+//! that one is repaired by re-creating everything after it.
+use std::net::Ipv4Addr;
+
+use netpath_common::{EndpointInfo, PortKey, PortTarget};
+use rtnetlink::Handle;
+
+use crate::{
+    datapath::{program, tc_programs, AttachMode},
+    plumbing::{
+        link::{self, Link},
+        netns, PlumbingError,
+    },
+    state::{AgentId, EndpointRecord, Mode},
+};
+
+/// One difference between the state and the kernel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Drift {
+    /// The endpoint's container namespace no longer exists.
+    NamespaceGone {
+        endpoint: String,
+        netns: String,
+    },
+    HostVethGone {
+        endpoint: String,
+        veth: String,
+    },
+    /// A link that is not this agent's holds the host veth's name.
+    ForeignLink {
+        endpoint: String,
+        name: String,
+        index: u32,
+    },
+    /// The host veth is there under another index (re-created by someone).
+    IndexChanged {
+        endpoint: String,
+        veth: String,
+        index: u32,
+        was: u32,
+    },
+    /// The container's end of the pair is gone: only a new pair puts it back.
+    PeerGone {
+        endpoint: String,
+        ifname: String,
+        netns: String,
+    },
+    /// Address, routes or link state inside the container.
+    ContainerSide {
+        endpoint: String,
+        missing: Vec<String>,
+    },
+    NotMarked {
+        endpoint: String,
+        veth: String,
+    },
+    HostDown {
+        endpoint: String,
+        veth: String,
+    },
+    NodeRouteMissing {
+        endpoint: String,
+        ip: Ipv4Addr,
+        veth: String,
+    },
+    NotOnBridge {
+        endpoint: String,
+        veth: String,
+        bridge: String,
+    },
+    /// A tc program is not attached where it belongs (`subject`: endpoint or uplink).
+    ProgramDetached {
+        subject: String,
+        program: &'static str,
+        iface: String,
+    },
+    EndpointEntryMissing {
+        ip: Ipv4Addr,
+    },
+    EndpointEntryDiffers {
+        ip: Ipv4Addr,
+    },
+    EndpointEntryStray {
+        ip: Ipv4Addr,
+    },
+    PortEntryMissing {
+        label: String,
+    },
+    PortEntryDiffers {
+        label: String,
+    },
+    PortEntryStray {
+        key: PortKey,
+        to: String,
+    },
+    /// A veth this agent made that no endpoint wants (`endpoint`: the one its mark names).
+    StrayLink {
+        name: String,
+        endpoint: Option<String>,
+    },
+    UplinkGone {
+        name: String,
+    },
+}
+
+impl Drift {
+    /// What drifted: an endpoint, a port, a link, a map entry.
+    pub fn subject(&self) -> String {
+        use Drift::*;
+        match self {
+            NamespaceGone { endpoint, .. }
+            | HostVethGone { endpoint, .. }
+            | ForeignLink { endpoint, .. }
+            | IndexChanged { endpoint, .. }
+            | PeerGone { endpoint, .. }
+            | ContainerSide { endpoint, .. }
+            | NotMarked { endpoint, .. }
+            | HostDown { endpoint, .. }
+            | NodeRouteMissing { endpoint, .. }
+            | NotOnBridge { endpoint, .. } => format!("endpoint {endpoint}"),
+            ProgramDetached { subject, .. } => subject.clone(),
+            EndpointEntryMissing { ip } | EndpointEntryDiffers { ip } => format!("endpoint at {ip}"),
+            EndpointEntryStray { ip } => format!("address {ip}"),
+            PortEntryMissing { label } | PortEntryDiffers { label } => format!("port {label}"),
+            PortEntryStray { key, .. } => format!("port {}", u16::from_be_bytes(key.port)),
+            StrayLink { name, .. } => format!("link {name}"),
+            UplinkGone { name } => format!("uplink {name}"),
+        }
+    }
+
+    /// What is wrong with it, in words.
+    pub fn problem(&self) -> String {
+        use Drift::*;
+        match self {
+            NamespaceGone { netns, .. } => format!("its namespace {netns} is gone"),
+            HostVethGone { veth, .. } => format!("host veth {veth} is gone"),
+            ForeignLink { name, index, .. } => {
+                format!("link {name} (index {index}) holds the host veth's name and is not netpath's")
+            }
+            IndexChanged { veth, index, was, .. } => {
+                format!("host veth {veth} has index {index}, state says {was}")
+            }
+            PeerGone { ifname, netns, .. } => format!("interface {ifname} is missing in {netns}"),
+            ContainerSide { missing, .. } => format!("missing in the container: {}", missing.join(", ")),
+            NotMarked { veth, .. } => format!("host veth {veth} is not marked as this agent's"),
+            HostDown { veth, .. } => format!("host veth {veth} is down"),
+            NodeRouteMissing { ip, veth, .. } => format!("node route {ip}/32 dev {veth} is missing"),
+            NotOnBridge { veth, bridge, .. } => format!("host veth {veth} is not a port of {bridge}"),
+            ProgramDetached { program, iface, .. } => format!("{program} is not attached to {iface}"),
+            EndpointEntryMissing { ip } => format!("ENDPOINTS has no entry for {ip}"),
+            EndpointEntryDiffers { ip } => format!("ENDPOINTS entry for {ip} differs from the state"),
+            EndpointEntryStray { ip } => format!("ENDPOINTS has an entry for {ip} that no endpoint owns"),
+            PortEntryMissing { .. } => "PORT_MAPS has no entry for it".into(),
+            PortEntryDiffers { .. } => "PORT_MAPS entry differs from the state".into(),
+            PortEntryStray { key, to } => {
+                let port = u16::from_be_bytes(key.port);
+                format!("PORT_MAPS publishes port {port} (to {to}) that no port record owns")
+            }
+            StrayLink { endpoint: Some(e), .. } => {
+                format!("created for endpoint {e}, which the state does not have")
+            }
+            StrayLink { endpoint: None, .. } => {
+                "created by this agent, which died before it was marked".into()
+            }
+            UplinkGone { .. } => "is gone: masquerade and published ports are down".into(),
+        }
+    }
+}
+
+/// Whose links are whose: the agent's id, and whether links marked by a build before
+/// agent ids count as its own (only on the start that made the id: the upgrade).
+#[derive(Clone, Copy)]
+pub struct Owner<'a> {
+    pub id: &'a AgentId,
+    pub adopt_unidentified: bool,
+}
+
+impl Owner<'_> {
+    /// Did this agent make this veth, although its state may not name it? Host veths
+    /// carry the owner alias with the agent's id; one not yet marked has the temporary
+    /// name with the agent's id in it (the agent died between creating and marking it).
+    /// Links marked by a build before agent ids (`netpath:<endpoint>`), or unmarked with
+    /// that build's name pattern (`np` + 10 hex digits), count only on the upgrade start.
+    pub fn made(&self, l: &Link) -> bool {
+        if !l.is_veth {
+            return false;
+        }
+        match l.owner() {
+            Some(o) => match &o.agent {
+                Some(agent) => agent == self.id.as_str(),
+                None => self.adopt_unidentified,
+            },
+            None if l.alias.is_some() => false,
+            None => {
+                let old_pattern = l.name.len() == 12
+                    && l.name.starts_with("np")
+                    && l.name[2..].bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+                self.id.made_temporary(&l.name) || (self.adopt_unidentified && old_pattern)
+            }
+        }
+    }
+
+    /// Does `l` carry this agent's mark for `endpoint`?
+    pub fn marked(&self, l: &Link, endpoint: &str) -> bool {
+        match l.owner() {
+            Some(o) if o.endpoint == endpoint => match o.agent {
+                Some(a) => a == self.id.as_str(),
+                None => self.adopt_unidentified,
+            },
+            _ => false,
+        }
+    }
+
+    /// Is the mark exactly this agent's current one (an upgrade re-marks the others)?
+    fn current(&self, l: &Link, endpoint: &str) -> bool {
+        l.owner() == Some(link::Owner::new(self.id.as_str(), endpoint))
+    }
+}
+
+/// What the node looks like to the endpoint checks.
+pub struct Node<'a> {
+    pub netlink: &'a Handle,
+    pub owner: Owner<'a>,
+    pub attach: AttachMode,
+    /// The bridge in bridge mode.
+    pub bridge: Option<&'a Link>,
+    /// The container address's prefix (/32 routed, the pod CIDR's in bridge mode).
+    pub prefix: u8,
+}
+
+/// Is the namespace really gone (rather than, say, unreadable)?
+fn netns_gone(e: &PlumbingError) -> bool {
+    match e {
+        PlumbingError::NetnsOpen { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
+        PlumbingError::NotNetns { .. } => true,
+        _ => false,
+    }
+}
+
+/// The drift of one endpoint, in the order the checks run; a structural drift (gone,
+/// foreign) comes alone.
+pub async fn endpoint(node: &Node<'_>, rec: &EndpointRecord) -> Result<Vec<Drift>, PlumbingError> {
+    let endpoint = rec.name.clone();
+    let ns = match netns::open(&rec.netns) {
+        Ok(ns) => ns,
+        Err(e) if netns_gone(&e) => {
+            return Ok(vec![Drift::NamespaceGone { endpoint, netns: rec.netns.display().to_string() }])
+        }
+        Err(e) => return Err(e),
+    };
+    let host = match link::get(node.netlink, &rec.host_ifname).await? {
+        None => return Ok(vec![Drift::HostVethGone { endpoint, veth: rec.host_ifname.clone() }]),
+        Some(l) if l.index != rec.host_ifindex && !node.owner.marked(&l, &rec.name) => {
+            return Ok(vec![Drift::ForeignLink { endpoint, name: l.name, index: l.index }]);
+        }
+        Some(l) => l,
+    };
+    let mut out = Vec::new();
+    if host.index != rec.host_ifindex {
+        let (veth, index, was) = (host.name.clone(), host.index, rec.host_ifindex);
+        out.push(Drift::IndexChanged { endpoint: endpoint.clone(), veth, index, was });
+    }
+    let (ifname, ip, prefix) = (rec.ifname.clone(), rec.ip, node.prefix);
+    let missing =
+        netns::run_in(&ns, &rec.netns, move |h| link::container_drift(h, ifname, ip, prefix)).await?;
+    if missing.iter().any(|m| m.starts_with("interface")) {
+        let netns = rec.netns.display().to_string();
+        return Ok(vec![Drift::PeerGone { endpoint, ifname: rec.ifname.clone(), netns }]);
+    }
+    if !missing.is_empty() {
+        out.push(Drift::ContainerSide { endpoint: endpoint.clone(), missing });
+    }
+    out.extend(host_side(node, rec, &host).await?);
+    Ok(out)
+}
+
+/// The node's side of an endpoint: the mark, the link state, the route or bridge port,
+/// the program.
+async fn host_side(node: &Node<'_>, rec: &EndpointRecord, host: &Link) -> Result<Vec<Drift>, PlumbingError> {
+    let (endpoint, veth) = (rec.name.clone(), host.name.clone());
+    let mut out = Vec::new();
+    if !node.owner.current(host, &rec.name) {
+        out.push(Drift::NotMarked { endpoint: endpoint.clone(), veth: veth.clone() });
+    }
+    if !host.up {
+        out.push(Drift::HostDown { endpoint: endpoint.clone(), veth: veth.clone() });
+    }
+    match (rec.mode, node.bridge) {
+        (Mode::Routed, _) if !link::has_host_route(node.netlink, rec.ip, host.index).await? => {
+            out.push(Drift::NodeRouteMissing { endpoint: endpoint.clone(), ip: rec.ip, veth: veth.clone() });
+        }
+        (Mode::Bridge, Some(bridge)) if host.controller != Some(bridge.index) => {
+            let bridge = bridge.name.clone();
+            out.push(Drift::NotOnBridge { endpoint: endpoint.clone(), veth: veth.clone(), bridge });
+        }
+        _ => {}
+    }
+    if !attached(node.netlink, host, node.attach, program::FROM_CONTAINER).await {
+        let subject = format!("endpoint {endpoint}");
+        out.push(Drift::ProgramDetached { subject, program: program::FROM_CONTAINER, iface: veth });
+    }
+    Ok(out)
+}
+
+/// Is program `name` attached at `link`'s tc ingress? (When the kernel cannot be asked,
+/// the answer is yes: no repair on a guess.)
+pub async fn attached(netlink: &Handle, link: &Link, attach: AttachMode, name: &str) -> bool {
+    tc_programs(netlink, &link.name, link.index, attach).await.is_none_or(|p| p.iter().any(|p| p == name))
+}
+
+/// ENDPOINTS as it is (`have`) against what the records stand for (`want`).
+pub fn endpoint_entries(want: &[(Ipv4Addr, EndpointInfo)], have: &[(Ipv4Addr, EndpointInfo)]) -> Vec<Drift> {
+    let mut out = Vec::new();
+    for (ip, info) in want {
+        match have.iter().find(|(i, _)| i == ip).map(|(_, v)| v) {
+            None => out.push(Drift::EndpointEntryMissing { ip: *ip }),
+            Some(found) if found != info => out.push(Drift::EndpointEntryDiffers { ip: *ip }),
+            Some(_) => {}
+        }
+    }
+    for (ip, _) in have.iter().filter(|(ip, _)| !want.iter().any(|(w, _)| w == ip)) {
+        out.push(Drift::EndpointEntryStray { ip: *ip });
+    }
+    out
+}
+
+/// PORT_MAPS as it is against the published ports (`want`: label, key, target).
+pub fn port_entries(want: &[(String, PortKey, PortTarget)], have: &[(PortKey, PortTarget)]) -> Vec<Drift> {
+    let mut out = Vec::new();
+    for (label, key, target) in want {
+        match have.iter().find(|(k, _)| k == key) {
+            Some((_, t)) if t == target => {}
+            Some(_) => out.push(Drift::PortEntryDiffers { label: label.clone() }),
+            None => out.push(Drift::PortEntryMissing { label: label.clone() }),
+        }
+    }
+    for (key, target) in have.iter().filter(|(k, _)| !want.iter().any(|(_, w, _)| w == k)) {
+        let to = format!("{}:{}", Ipv4Addr::from(target.ip), u16::from_be_bytes(target.port));
+        out.push(Drift::PortEntryStray { key: *key, to });
+    }
+    out
+}
+
+/// Host veths this agent made that no endpoint wants: left by an agent killed between
+/// creating a veth and saving its state, or by a delete cut short.
+pub async fn stray_links(
+    netlink: &Handle,
+    owner: Owner<'_>,
+    endpoints: &[EndpointRecord],
+) -> Result<Vec<(Link, Drift)>, PlumbingError> {
+    let mut out = Vec::new();
+    for l in link::list(netlink).await? {
+        let wanted = endpoints.iter().any(|e| e.host_ifname == l.name && e.host_ifindex == l.index);
+        if wanted || !owner.made(&l) {
+            continue;
+        }
+        let drift = Drift::StrayLink { name: l.name.clone(), endpoint: l.owner().map(|o| o.endpoint) };
+        out.push((l, drift));
+    }
+    Ok(out)
+}
+
+/// The uplink: there (`link`, as last seen) with uplink_in attached.
+pub async fn uplink(netlink: &Handle, name: &str, link: Option<&Link>, attach: AttachMode) -> Option<Drift> {
+    let Some(up) = link else { return Some(Drift::UplinkGone { name: name.into() }) };
+    if attached(netlink, up, attach, program::UPLINK_IN).await {
+        return None;
+    }
+    Some(Drift::ProgramDetached {
+        subject: format!("uplink {name}"),
+        program: program::UPLINK_IN,
+        iface: up.name.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_this_agents_links_are_its_own() {
+        let (me, other) = (AgentId::generate(), AgentId::generate());
+        let veth = |name: &str, alias: Option<String>| Link {
+            name: name.into(),
+            alias,
+            is_veth: true,
+            ..Default::default()
+        };
+        let mark = |id: &AgentId| Some(link::Owner::new(id.as_str(), "web").alias());
+        let now = Owner { id: &me, adopt_unidentified: false };
+        let upgrade = Owner { id: &me, adopt_unidentified: true };
+        assert!(now.made(&veth("anything", mark(&me))));
+        assert!(!now.made(&veth("anything", mark(&other))), "another agent's");
+        assert!(now.made(&veth(&me.temporary_ifname(7), None)), "not yet marked");
+        assert!(!upgrade.made(&veth(&other.temporary_ifname(7), None)));
+        // A build before agent ids: adopted only on the upgrade start.
+        assert!(upgrade.made(&veth("np0123456789", Some("netpath:web".into()))));
+        assert!(!now.made(&veth("np0123456789", Some("netpath:web".into()))));
+        assert!(upgrade.made(&veth("np0123456789", None)));
+        assert!(!now.made(&veth("np0123456789", None)));
+        assert!(!upgrade.made(&veth("np0123456789", Some("someone else's".into()))));
+        assert!(!upgrade.made(&veth("np012345678z", None)));
+        assert!(!upgrade.made(&veth("eth0", None)));
+        assert!(!upgrade.made(&Link { is_veth: false, ..veth("np0123456789", None) }));
+    }
+
+    #[test]
+    fn map_entries_drift_both_ways() {
+        let ip = |n| Ipv4Addr::new(10, 77, 0, n);
+        let info = |i| EndpointInfo { host_ifindex: i, ..Default::default() };
+        let got =
+            endpoint_entries(&[(ip(2), info(7)), (ip(3), info(8))], &[(ip(3), info(9)), (ip(4), info(1))]);
+        assert_eq!(
+            got,
+            [
+                Drift::EndpointEntryMissing { ip: ip(2) },
+                Drift::EndpointEntryDiffers { ip: ip(3) },
+                Drift::EndpointEntryStray { ip: ip(4) }
+            ]
+        );
+        assert_eq!(got[2].subject(), "address 10.77.0.4");
+    }
+}
