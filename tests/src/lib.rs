@@ -778,6 +778,60 @@ impl Drop for Lab {
     }
 }
 
+/// The set-up most tests start from, built in one expression: a lab, its agent started
+/// with some arguments, endpoints attached (the n-th in container n), ports published.
+///
+/// ```ignore
+/// let (lab, ips) = Lab::setup(2).agent(&["--xdp"]).endpoints(&["a", "b"]).port(&["8080", "a:80"]).build();
+/// ```
+pub struct Setup {
+    containers: usize,
+    agent: Vec<String>,
+    endpoints: Vec<String>,
+    ports: Vec<Vec<String>>,
+}
+
+impl Setup {
+    /// Arguments for `netpath agent`.
+    pub fn agent(mut self, args: &[&str]) -> Self {
+        self.agent = args.iter().map(|a| a.to_string()).collect();
+        self
+    }
+
+    /// Endpoints to attach, the n-th in container n.
+    pub fn endpoints(mut self, names: &[&str]) -> Self {
+        assert!(names.len() <= self.containers, "more endpoints than containers");
+        self.endpoints = names.iter().map(|n| n.to_string()).collect();
+        self
+    }
+
+    /// A port to publish: the arguments of `netpath port add`.
+    pub fn port(mut self, args: &[&str]) -> Self {
+        self.ports.push(args.iter().map(|a| a.to_string()).collect());
+        self
+    }
+
+    /// The lab, and the endpoints' addresses in the order given.
+    pub fn build(self) -> (Lab, Vec<Ipv4Addr>) {
+        let mut lab = Lab::new(self.containers);
+        lab.start_agent_with(&self.agent.iter().map(String::as_str).collect::<Vec<_>>());
+        let ips = self.endpoints.iter().enumerate().map(|(i, name)| lab.add_endpoint(name, i)).collect();
+        for args in &self.ports {
+            let mut full = vec!["port", "add"];
+            full.extend(args.iter().map(String::as_str));
+            lab.netpath_ok(&full);
+        }
+        (lab, ips)
+    }
+}
+
+impl Lab {
+    /// A [`Setup`] with `containers` container namespaces.
+    pub fn setup(containers: usize) -> Setup {
+        Setup { containers, agent: Vec::new(), endpoints: Vec::new(), ports: Vec::new() }
+    }
+}
+
 /// The JSON of `netpath stats`, with typed getters.
 pub struct Stats(pub Value);
 

@@ -124,10 +124,7 @@ impl Drop for OtherAgent {
 
 #[test]
 fn a_second_agent_sharing_a_directory_or_the_namespace_is_refused_and_changes_nothing() {
-    let mut lab = Lab::new(1);
-    lab.start_agent();
-    lab.add_endpoint("a", 0);
-    lab.netpath_ok(&["port", "add", "8080", "a:80"]);
+    let (lab, _) = Lab::setup(1).endpoints(&["a"]).port(&["8080", "a:80"]).build();
     let first = lab.agent_pid().unwrap().to_string();
     let elsewhere = Netns::new(format!("{}-elsewhere", lab.id));
     let cases: [(Share, &Path, &str); 4] = [
@@ -157,10 +154,8 @@ fn a_second_agent_sharing_a_directory_or_the_namespace_is_refused_and_changes_no
 
 #[test]
 fn an_agent_leaves_the_links_of_an_earlier_agent_in_its_namespace_alone() {
-    let mut lab = Lab::new(2);
-    lab.start_agent();
-    lab.add_endpoint("a", 0);
-    let b = lab.add_endpoint("b", 1);
+    let (mut lab, ips) = Lab::setup(2).endpoints(&["a", "b"]).build();
+    let b = ips[1];
     lab.stop_agent();
     let links = lab.node_links();
     // Another agent, other directories, in the node the first one left. With the same

@@ -29,10 +29,7 @@ fn ports(lab: &Lab) -> usize {
 /// kills the agent at `step` of writing `change.file` while it carries out the change;
 /// restarts it and returns the lab for the checks.
 fn crash_during(change: &Change, step: &str) -> Lab {
-    let mut lab = Lab::new(2);
-    lab.start_agent();
-    lab.add_endpoint("a", 0);
-    lab.netpath_ok(&["port", "add", "8080", "a:80"]);
+    let (mut lab, _) = Lab::setup(2).endpoints(&["a"]).port(&["8080", "a:80"]).build();
     lab.stop_agent();
     lab.agent_env = vec![("NETPATH_CRASH_AT".into(), format!("{}:{step}", change.file))];
     lab.start_agent();

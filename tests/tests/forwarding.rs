@@ -9,10 +9,8 @@ use netpath_tests::Lab;
 
 #[test]
 fn ping_between_containers_is_redirected_to_the_peer() {
-    let mut lab = Lab::new(2);
-    lab.start_agent();
-    let a = lab.add_endpoint("a", 0);
-    let b = lab.add_endpoint("b", 1);
+    let (lab, ips) = Lab::setup(2).endpoints(&["a", "b"]).build();
+    let (a, b) = (ips[0], ips[1]);
     let before = lab.stats();
     let forwarded_by_node = lab.node.snmp("Ip", "ForwDatagrams");
 
@@ -32,10 +30,8 @@ fn ping_between_containers_is_redirected_to_the_peer() {
 
 #[test]
 fn tcp_and_udp_flow_between_containers() {
-    let mut lab = Lab::new(2);
-    lab.start_agent();
-    let a = lab.add_endpoint("a", 0);
-    let b = lab.add_endpoint("b", 1);
+    let (lab, ips) = Lab::setup(2).endpoints(&["a", "b"]).build();
+    let (a, b) = (ips[0], ips[1]);
     let before = lab.stats();
 
     // TCP: 256 KiB echoed back by b.

@@ -304,10 +304,7 @@ fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
 
 #[test]
 fn a_second_trace_is_refused_and_a_killed_trace_disarms_its_filter() {
-    let mut lab = Lab::new(2);
-    lab.start_agent();
-    lab.add_endpoint("a", 0);
-    lab.add_endpoint("b", 1);
+    let (lab, _) = Lab::setup(2).endpoints(&["a", "b"]).build();
     assert!(!filter_armed(&lab));
     let mut first = spawn_trace(&lab, &["--endpoint", "a", "--port", "80"]);
     wait_for("the first trace to arm", || filter_armed(&lab));
@@ -347,10 +344,8 @@ fn a_second_trace_is_refused_and_a_killed_trace_disarms_its_filter() {
 
 #[test]
 fn sigterm_says_the_datapath_keeps_forwarding_and_it_does() {
-    let mut lab = Lab::new(2);
-    lab.start_agent();
-    lab.add_endpoint("a", 0);
-    let b = lab.add_endpoint("b", 1);
+    let (mut lab, ips) = Lab::setup(2).endpoints(&["a", "b"]).build();
+    let b = ips[1];
     lab.stop_agent();
     let log = lab.agent_log();
     // Issue 13, item 10: the log said the programs detach with the agent; they do not.
