@@ -158,25 +158,34 @@ fn start_server(
     handle
 }
 
-fn tcp_rr(target: SocketAddrV4, duration: Duration) -> Sample {
-    let Ok(mut s) = TcpStream::connect_timeout(&target.into(), Duration::from_secs(2)) else {
-        return Sample { errors: 1, ..Default::default() };
-    };
-    let _ = s.set_nodelay(true);
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+/// One-byte request/response transactions for `duration`, each timed. A failed
+/// exchange is counted; `fatal` ends the run at the first (a TCP stream cannot go on).
+fn transactions(duration: Duration, fatal: bool, mut exchange: impl FnMut(&mut [u8; 1]) -> bool) -> Sample {
     let mut lat = Vec::with_capacity(1 << 20);
     let mut b = [1u8; 1];
     let mut errors = 0;
     let start = Instant::now();
     while start.elapsed() < duration {
         let t = Instant::now();
-        if s.write_all(&b).is_err() || s.read_exact(&mut b).is_err() {
+        if !exchange(&mut b) {
             errors += 1;
-            break;
+            if fatal {
+                break;
+            }
+            continue;
         }
         lat.push(t.elapsed().as_nanos() as u32);
     }
     summarize(lat, start.elapsed(), errors)
+}
+
+fn tcp_rr(target: SocketAddrV4, duration: Duration) -> Sample {
+    let Ok(mut s) = TcpStream::connect_timeout(&target.into(), Duration::from_secs(2)) else {
+        return Sample { errors: 1, ..Default::default() };
+    };
+    let _ = s.set_nodelay(true);
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    transactions(duration, true, |b| s.write_all(b).is_ok() && s.read_exact(b).is_ok())
 }
 
 fn udp_rr(target: SocketAddrV4, duration: Duration) -> Sample {
@@ -185,20 +194,8 @@ fn udp_rr(target: SocketAddrV4, duration: Duration) -> Sample {
         return Sample { errors: 1, ..Default::default() };
     }
     let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-    let mut lat = Vec::with_capacity(1 << 20);
-    let mut b = [1u8; 1];
-    let mut errors = 0;
-    let start = Instant::now();
-    while start.elapsed() < duration {
-        let t = Instant::now();
-        if s.send(&b).is_err() || s.recv(&mut b).is_err() {
-            // A lost datagram: netperf would stall; count it and go on.
-            errors += 1;
-            continue;
-        }
-        lat.push(t.elapsed().as_nanos() as u32);
-    }
-    summarize(lat, start.elapsed(), errors)
+    // A lost datagram: netperf would stall; count it and go on.
+    transactions(duration, false, |b| s.send(b).is_ok() && s.recv(b).is_ok())
 }
 
 fn tcp_crr(target: SocketAddrV4, duration: Duration) -> Sample {

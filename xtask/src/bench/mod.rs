@@ -212,6 +212,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
 
     let report = report::Report::new(results, control, iperf3, sockperf, args.quick);
     report.write(&args.out)?;
+    charts::draw(&report, &args.out)?;
     print!("{}", report.markdown());
     step(&format!("results in {}", args.out.display()));
     if let Some(missing) = report.missing() {

@@ -115,7 +115,6 @@ impl Report {
         std::fs::create_dir_all(dir)?;
         std::fs::write(dir.join("results.json"), serde_json::to_vec_pretty(self)?)?;
         std::fs::write(dir.join("results.md"), self.markdown())?;
-        super::charts::draw(self, dir)?;
         Ok(())
     }
 
