@@ -108,7 +108,9 @@ pub fn run(args: VmArgs) -> Result<()> {
     let root = workspace_root();
     let payload = build_payload(&root)?;
     let cache = root.join("target/vm");
-    let mut matrix = String::from("| kernel | passed | failed | skipped | result |\n|---|---|---|---|---|\n");
+    let mut matrix = String::from(
+        "| kernel | tc attach | passed | failed | skipped | result |\n|---|---|---|---|---|---|\n",
+    );
     let mut all_ok = true;
     for spec in &args.kernels {
         let kernel = kernel::resolve(spec, &cache.join("kernels"))?;
@@ -120,17 +122,7 @@ pub fn run(args: VmArgs) -> Result<()> {
         let log = dir.join("console.log");
         let (text, hung) = boot(&kernel.vmlinuz, &initrd, Duration::from_secs(args.timeout), &log)?;
         let o = outcome::parse(&text);
-        let verdict = if hung {
-            format!("HUNG after {} s (killed)", args.timeout)
-        } else if let Some(p) = &o.panic {
-            format!("KERNEL PANIC:\n{p}")
-        } else if !o.finished {
-            "DID NOT FINISH (see console.log)".to_string()
-        } else if o.failed > 0 {
-            format!("FAILED: {}", o.failures.join(", "))
-        } else {
-            "ok".to_string()
-        };
+        let verdict = o.verdict(hung.then_some(args.timeout));
         let ok = verdict == "ok";
         all_ok &= ok;
         println!(
@@ -141,8 +133,9 @@ pub fn run(args: VmArgs) -> Result<()> {
             println!("    skipped: {r}");
         }
         matrix.push_str(&format!(
-            "| {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} |\n",
             kernel.label,
+            o.tc_attach(),
             o.passed,
             o.failed,
             o.skipped,
