@@ -80,6 +80,14 @@ pub fn parse(log: &str) -> Outcome {
     o
 }
 
+/// At most `n` characters of `s` (a usage text can run to a screenful).
+fn short(s: &str, n: usize) -> String {
+    match s.char_indices().nth(n) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
 impl Outcome {
     /// "ok", or what went wrong, first line the short form. `hung_after`: the guest was
     /// killed at its timeout after that many seconds.
@@ -91,7 +99,8 @@ impl Outcome {
             return format!("KERNEL PANIC:\n{p}");
         }
         if !self.module_failures.is_empty() {
-            return format!("MODULES DID NOT LOAD, no test run: {}", self.module_failures.join("; "));
+            let all: Vec<String> = self.module_failures.iter().map(|f| short(f, 160)).collect();
+            return format!("MODULES DID NOT LOAD, no test run: {}", all.join("; "));
         }
         if !self.preflight_failures.is_empty() {
             return format!(
