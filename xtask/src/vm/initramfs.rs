@@ -298,7 +298,13 @@ pub struct Payload {
 }
 
 /// Builds `dir/initramfs.gz` for `kernel`; returns its path.
-pub fn build(kernel: &Kernel, payload: &Payload, filter: Option<&str>, dir: &Path) -> Result<PathBuf> {
+pub fn build(
+    kernel: &Kernel,
+    payload: &Payload,
+    filter: Option<&str>,
+    binary_timeout: u64,
+    dir: &Path,
+) -> Result<PathBuf> {
     let root = dir.join("root");
     let _ = std::fs::remove_dir_all(&root);
     for d in ["bin", "sbin", "proc", "sys", "dev", "run", "tmp", "tests", "etc", "var/run"] {
@@ -344,7 +350,7 @@ pub fn build(kernel: &Kernel, payload: &Payload, filter: Option<&str>, dir: &Pat
         }
     }
     std::fs::write(root.join("modules.list"), list)?;
-    let init = init_script(filter);
+    let init = init_script(filter, binary_timeout);
     let init_path = root.join("init");
     std::fs::write(&init_path, init)?;
     std::fs::set_permissions(&init_path, std::fs::Permissions::from_mode(0o755))?;
@@ -369,10 +375,10 @@ pub fn build(kernel: &Kernel, payload: &Payload, filter: Option<&str>, dir: &Pat
 /// filter, iptables' nat table), each failure reported (`NETPATH-VM-PREFLIGHT-FAILED
 /// what: error`); and when anything failed, no test at all (`NETPATH-VM-NOT-RUN`):
 /// a kernel that cannot build the labs is one loud error, not 64 failed tests.
-/// Otherwise each test binary under a timeout, with markers the host parses, and
-/// power-off. `filter` is passed to every binary, quoted (quotes in it are dropped: it
-/// cannot break out of the script).
-fn init_script(filter: Option<&str>) -> String {
+/// Otherwise each test binary under `binary_timeout` seconds, with markers the host
+/// parses, and power-off. `filter` is passed to every binary, quoted (quotes in it are
+/// dropped: it cannot break out of the script).
+fn init_script(filter: Option<&str>, binary_timeout: u64) -> String {
     let filter = filter.map(|f| format!("'{}'", f.replace('\'', ""))).unwrap_or_default();
     format!(
         r#"#!/bin/busybox sh
@@ -440,7 +446,7 @@ cd /tests
 for t in *; do
   # A test binary that hangs must not take the others with it.
   # --nocapture: a test's "netpath-test-skipped" line must reach the console.
-  timeout 600 ./$t --test-threads=2 --nocapture {filter}
+  timeout {binary_timeout} ./$t --test-threads=2 --nocapture {filter}
   echo "NETPATH-VM-DONE $t $?"
 done
 echo NETPATH-VM-END
@@ -635,7 +641,7 @@ mod tests {
 
     #[test]
     fn the_init_script_loads_modules_loudly_probes_the_labs_and_runs_every_binary_bounded() {
-        let init = init_script(Some("nat'; reboot; echo '"));
+        let init = init_script(Some("nat'; reboot; echo '"), 1800);
         for needed in [
             "mount -t bpf bpf /sys/fs/bpf",
             "mount -t cgroup2",
@@ -649,7 +655,7 @@ mod tests {
             "NETPATH_CRASH_STEPS=half-written",
             "NETPATH_SOAK_SECS=20",
             "NETPATH_TEST_AGENT_TIMEOUT=",
-            "timeout 600 ./$t",
+            "timeout 1800 ./$t",
             "NETPATH-VM-BEGIN",
             "NETPATH-VM-DONE $t $?",
             "poweroff -f",
@@ -661,7 +667,7 @@ mod tests {
         // The tests start only after the preflight.
         assert!(init.find("NETPATH-VM-NOT-RUN").unwrap() < init.find("cd /tests").unwrap());
         assert!(init.contains("'nat; reboot; echo '"), "filter not quoted as one word:\n{init}");
-        assert!(!init_script(None).contains("''"));
+        assert!(!init_script(None, 1800).contains("''"));
     }
 
     /// The script as busybox runs it: a module that fails to load is reported by name
@@ -684,7 +690,7 @@ mod tests {
         for ok in ["ip", "tc", "mount", "mkdir", "uname"] {
             stub(ok, "true");
         }
-        let script = init_script(None)
+        let script = init_script(None, 1800)
             .replace("/bin/busybox --install -s /bin\n", "")
             .replace(
                 "export PATH=/usr/sbin:/usr/bin:/sbin:/bin",
