@@ -110,7 +110,10 @@ fn run_guest(
     log: &Path,
     mut on_line: impl FnMut(&str) + Send + 'static,
 ) -> Result<(String, bool)> {
-    let mut child = guest.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    // qemu's own complaints go next to the console (a pipe nobody reads could fill and
+    // stall it).
+    let stderr = std::fs::File::create(log.with_extension("stderr"))?;
+    let mut child = guest.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(stderr).spawn()?;
     let stdout = child.stdout.take().expect("piped stdout");
     let mut file = std::fs::File::create(log)?;
     let reader = std::thread::spawn(move || {
@@ -345,13 +348,14 @@ mod tests {
         assert_eq!(text, "booting\n");
         assert_eq!(std::fs::read_to_string(&log).unwrap(), "booting\n", "console not streamed to the log");
         let _ = std::fs::remove_file(&log);
+        let _ = std::fs::remove_file(log.with_extension("stderr"));
     }
 
     #[test]
     fn a_guest_that_powers_off_is_read_to_the_end() {
         let log = std::env::temp_dir().join(format!("npvm-done-{}.log", std::process::id()));
         let mut guest = Command::new("sh");
-        guest.args(["-c", "echo NETPATH-VM-BEGIN; echo NETPATH-VM-END"]);
+        guest.args(["-c", "echo NETPATH-VM-BEGIN; echo qemu: warning >&2; echo NETPATH-VM-END"]);
         let seen = Arc::new(Mutex::new(Vec::new()));
         let lines = seen.clone();
         let on_line = move |l: &str| lines.lock().unwrap().push(l.to_string());
@@ -363,6 +367,8 @@ mod tests {
             ["NETPATH-VM-BEGIN", "NETPATH-VM-END"],
             "lines not handed on as they came"
         );
+        assert_eq!(std::fs::read_to_string(log.with_extension("stderr")).unwrap(), "qemu: warning\n");
         let _ = std::fs::remove_file(&log);
+        let _ = std::fs::remove_file(log.with_extension("stderr"));
     }
 }
