@@ -34,6 +34,43 @@ impl CtKey {
         };
         CtKey { src: dst, dst: src, sport: dport, dport: sport, proto: self.proto, _pad: [0; 3] }
     }
+
+    /// The key as two words (its 16 bytes in memory order), for BPF functions that the
+    /// kernel verifies on their own: they take scalars only.
+    pub fn to_words(&self) -> [u64; 2] {
+        let mut b = [0u8; 16];
+        b[0..4].copy_from_slice(&self.src);
+        b[4..8].copy_from_slice(&self.dst);
+        b[8..10].copy_from_slice(&self.sport);
+        b[10..12].copy_from_slice(&self.dport);
+        b[12] = self.proto;
+        [
+            u64::from_ne_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]),
+            u64::from_ne_bytes([b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]]),
+        ]
+    }
+
+    /// The inverse of [`CtKey::to_words`] (padding zeroed).
+    pub fn from_words(w: [u64; 2]) -> CtKey {
+        let (a, b) = (w[0].to_ne_bytes(), w[1].to_ne_bytes());
+        CtKey {
+            src: [a[0], a[1], a[2], a[3]],
+            dst: [a[4], a[5], a[6], a[7]],
+            sport: [b[0], b[1]],
+            dport: [b[2], b[3]],
+            proto: b[4],
+            _pad: [0; 3],
+        }
+    }
+
+    /// [`CtKey::partner`] of a masquerade (an entry with `CT_F_SNAT` alone, rewriting the
+    /// source to `nat_src:nat_sport`), on keys as words: the reply tuple
+    /// `dst:dport -> nat_src:nat_sport`.
+    pub fn snat_partner_words(key: [u64; 2], nat_src: [u8; 4], nat_sport: [u8; 2]) -> [u64; 2] {
+        let k = CtKey::from_words(key);
+        let entry = CtEntry { flags: CT_F_SNAT, nat_src, nat_sport, ..Default::default() };
+        k.partner(&entry).to_words()
+    }
 }
 
 /// Rewrite the source to `nat_src:nat_sport`.
@@ -149,6 +186,28 @@ pod!(CtKey, CtEntry, ClosedFlow, PortKey, PortTarget, NodeConfig);
 mod tests {
     use super::*;
     use core::mem::{align_of, size_of};
+
+    #[test]
+    fn keys_as_words_are_their_bytes_in_memory_order_and_come_back() {
+        let k = CtKey {
+            src: [10, 77, 0, 2],
+            dst: [1, 2, 3, 4],
+            sport: [0x30, 0x39],
+            dport: [0, 80],
+            proto: 17,
+            _pad: [0; 3],
+        };
+        let w = k.to_words();
+        // SAFETY: CtKey is 16 bytes of plain data.
+        let raw: [u64; 2] = unsafe { core::mem::transmute(k) };
+        assert_eq!(w, raw);
+        assert_eq!(CtKey::from_words(w), k);
+        for (src, sport) in [([192, 168, 77, 1], [0xee, 0x48]), ([0, 0, 0, 0], [0, 0]), ([255; 4], [255; 2])]
+        {
+            let e = CtEntry { nat_src: src, nat_sport: sport, flags: CT_F_SNAT, ..Default::default() };
+            assert_eq!(CtKey::from_words(CtKey::snat_partner_words(w, src, sport)), k.partner(&e));
+        }
+    }
 
     #[test]
     fn layouts_have_no_implicit_padding() {

@@ -533,7 +533,10 @@ impl Lab {
         let wait =
             std::env::var("NETPATH_TEST_AGENT_TIMEOUT").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
         let deadline = Instant::now() + Duration::from_secs(wait);
-        while !socket.exists() {
+        // Ready when the socket takes a connection: its path appears at bind(), before
+        // listen(), and a client connecting in between is refused (seen in a guest with
+        // one vCPU under load).
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
             if let Some(status) = child.try_wait().unwrap() {
                 return Err(format!("agent exited with {status}: {}", self.agent_log()));
             }

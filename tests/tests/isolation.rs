@@ -5,6 +5,10 @@ use std::{
     os::unix::{fs::PermissionsExt as _, process::CommandExt as _},
     path::Path,
     process::Command,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
     time::{Duration, Instant},
 };
 
@@ -137,9 +141,11 @@ fn a_container_cannot_pose_as_the_node_the_outside_or_a_neighbour() {
     assert!(dropped >= 7, "spoofed SYNs not dropped as such: {dropped}");
 }
 
-/// IPv4 (source, destination) of every frame `ns` sees on any interface for `secs`,
-/// captured with an AF_PACKET socket, as tcpdump would.
-fn capture(ns: &Netns, secs: u64) -> std::thread::JoinHandle<Vec<(Ipv4Addr, Ipv4Addr)>> {
+/// IPv4 (source, destination) of every frame `ns` sees on any interface until `stop` is
+/// set (at most a minute), captured with an AF_PACKET socket, as tcpdump would. Bounded
+/// by the test's own traffic, not by a fixed time: under software emulation the pings
+/// before the watcher's own took longer than the 3 s the capture used to run.
+fn capture(ns: &Netns, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<(Ipv4Addr, Ipv4Addr)>> {
     let handle = ns.run(move || {
         // SAFETY: plain socket calls on a descriptor this closure owns.
         let fd =
@@ -158,8 +164,8 @@ fn capture(ns: &Netns, secs: u64) -> std::thread::JoinHandle<Vec<(Ipv4Addr, Ipv4
         };
         let mut seen = Vec::new();
         let mut buf = [0u8; 2048];
-        let end = Instant::now() + Duration::from_secs(secs);
-        while Instant::now() < end {
+        let end = Instant::now() + Duration::from_secs(60);
+        while !stop.load(Ordering::Relaxed) && Instant::now() < end {
             // SAFETY: buf is valid for its length.
             let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
             if n >= 34 && buf[12..14] == [0x08, 0x00] {
@@ -182,10 +188,14 @@ fn a_container_sees_only_its_own_traffic() {
     let a = lab.add_endpoint("a", 0);
     let b = lab.add_endpoint("b", 1);
     let c = lab.add_endpoint("c", 2);
-    let watcher = capture(&lab.containers[2], 3);
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = capture(&lab.containers[2], stop.clone());
     assert!(lab.containers[0].ping(b, 3));
     assert!(lab.containers[1].ping(OUTSIDE_IP, 3));
     assert!(lab.containers[0].ping(c, 2), "the watcher's own traffic must reach it");
+    // Every reply is in (ping waited for it); frames still queued on the socket are read.
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
     let seen = watcher.join().unwrap();
     let own = seen.iter().filter(|(s, d)| *s == c || *d == c).count();
     assert!(own >= 4, "the capture missed c's own traffic: {seen:?}");

@@ -5,6 +5,10 @@
 use std::{
     io::{Read as _, Write as _},
     net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
     time::Duration,
 };
 
@@ -223,30 +227,51 @@ fn conntrack_entries_are_collected_after_their_timeout() {
     let lab = lab_with_agent(&["--ct-udp-timeout", "1", "--ct-gc-interval", "1"]);
     lab.add_endpoint("a", 0);
     let before = lab.stats();
+    // The flow stays alive (a datagram and its echo every 100 ms) while its entries are
+    // looked for: with a 1 s timeout, `ct list` after a single exchange raced the
+    // collector, and lost under software emulation (the CLI alone took over a second).
+    let stop = Arc::new(AtomicBool::new(false));
     let s = lab.outside.bind_udp((OUTSIDE_IP, 9002));
     let echo = std::thread::spawn(move || {
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
         let mut buf = [0u8; 16];
-        let (n, from) = s.recv_from(&mut buf).unwrap();
-        s.send_to(&buf[..n], from).unwrap();
+        // Until the client has been quiet for 2 s.
+        while let Ok((n, from)) = s.recv_from(&mut buf) {
+            s.send_to(&buf[..n], from).unwrap();
+        }
     });
-    lab.containers[0]
-        .run(|| {
-            let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
-            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let quiet = stop.clone();
+    let client = lab.containers[0].run(move || {
+        let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut echoes = 0;
+        while !quiet.load(Ordering::Relaxed) {
             s.send_to(b"x", (OUTSIDE_IP, 9002)).unwrap();
-            s.recv(&mut [0u8; 16]).unwrap();
-        })
-        .join()
-        .unwrap();
-    echo.join().unwrap();
+            echoes += usize::from(s.recv(&mut [0u8; 16]).is_ok());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        echoes
+    });
     let udp_entries = |lab: &Lab| {
         let ct: serde_json::Value =
             serde_json::from_str(&lab.netpath_ok(&["ct", "list", "-o", "json"])).unwrap();
         ct["conntrack"].as_array().unwrap().iter().filter(|r| r["proto"] == "udp").count()
     };
-    assert_eq!(udp_entries(&lab), 2, "one flow, two entries");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    // One flow, two entries (for a moment, while the flow is assured and its entries
+    // move from the table of new flows, a reader may count them in both tables).
+    loop {
+        let n = udp_entries(&lab);
+        if n == 2 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "one flow, two entries; the live flow has {n}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop.store(true, Ordering::Relaxed);
+    assert!(client.join().unwrap() > 0, "no echo came back");
+    echo.join().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while udp_entries(&lab) > 0 {
         assert!(std::time::Instant::now() < deadline, "entries never collected");
         std::thread::sleep(Duration::from_millis(200));

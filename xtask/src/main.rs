@@ -27,7 +27,7 @@ enum Cmd {
     Test {
         /// Only run tests whose name contains this (on the host kernel only).
         filter: Option<String>,
-        /// Skip the runs on other kernels (Debian's 6.1 and 5.10 under qemu).
+        /// Skip the runs on other kernels (Debian's 6.12, 6.1 and 5.10 under qemu).
         #[arg(long)]
         host_only: bool,
     },

@@ -18,6 +18,12 @@ const APT_PACKAGES: &[&str] = &[
     "iputils-ping",
     "bpftool",
     "iptables",
+    // Kernel modules as Debian packages them (xz, zstd, gzip) and depmod: the VM
+    // runner's unit tests read them, also in `cargo xtask test --host-only`.
+    "xz-utils",
+    "zstd",
+    "gzip",
+    "kmod",
 ];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -42,10 +48,13 @@ pub fn bench_tools() -> Result<()> {
 }
 
 /// What booting other kernels needs: qemu, a static busybox for the guest's userland,
-/// cpio for the initramfs, xz and zstd for compressed kernel modules, depmod (kmod) for
-/// the modules.dep that kernel packages leave to their install.
+/// cpio for the initramfs, xz, zstd and gzip for compressed kernel modules, depmod (kmod)
+/// for the modules.dep that kernel packages leave to their install.
 pub fn vm_tools() -> Result<()> {
-    install_missing(&["qemu-system-x86", "busybox-static", "cpio", "xz-utils", "zstd", "kmod"], "VM tools")
+    install_missing(
+        &["qemu-system-x86", "busybox-static", "cpio", "xz-utils", "zstd", "gzip", "kmod"],
+        "VM tools",
+    )
 }
 
 fn installed(pkg: &str) -> bool {

@@ -87,19 +87,151 @@ fn install_stripped(bin: &Path, dst: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Module files to load, dependencies first, as paths relative to lib/modules/<ver>.
-fn module_order(modules: &Path) -> Result<Vec<String>> {
-    if !modules.join("modules.dep").exists() {
-        // The package ships no modules.dep (depmod runs at install): make it here.
-        let version = modules.file_name().and_then(|v| v.to_str()).unwrap_or_default();
-        let base =
-            modules.ancestors().nth(3).ok_or_else(|| anyhow!("odd modules path {}", modules.display()))?;
-        let status =
-            Command::new("depmod").arg("-b").arg(base).arg(version).status().context("cannot run depmod")?;
-        if !status.success() {
-            bail!("depmod -b {} {version} failed", base.display());
+/// A module's name as the kernel knows it (`kernel/net/sched/sch_ingress.ko.xz` ->
+/// `sch_ingress`; dashes in file names are underscores in module names).
+fn module_name(path: &str) -> String {
+    let f = path.rsplit('/').next().unwrap_or(path);
+    f.split(".ko").next().unwrap_or(f).replace('-', "_")
+}
+
+/// How a module file is compressed, told by its first bytes rather than its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Compression {
+    None,
+    Xz,
+    Zstd,
+    Gzip,
+}
+
+impl Compression {
+    fn of(head: &[u8]) -> Option<Self> {
+        if head.starts_with(b"\x7fELF") {
+            Some(Self::None)
+        } else if head.starts_with(b"\xfd7zXZ\x00") {
+            Some(Self::Xz)
+        } else if head.starts_with(b"\x28\xb5\x2f\xfd") {
+            Some(Self::Zstd)
+        } else if head.starts_with(b"\x1f\x8b") {
+            Some(Self::Gzip)
+        } else {
+            None
         }
     }
+
+    /// The tool that decompresses it to stdout (`-dc`), and the package it comes in.
+    fn tool(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Self::None => None,
+            Self::Xz => Some(("xz", "xz-utils")),
+            Self::Zstd => Some(("zstd", "zstd")),
+            Self::Gzip => Some(("gzip", "gzip")),
+        }
+    }
+}
+
+/// A module file's plain ELF bytes, whether it is stored plain or compressed with xz,
+/// zstd or gzip (busybox's insmod takes plain files only).
+fn decompress(src: &Path) -> Result<Vec<u8>> {
+    let raw = std::fs::read(src).with_context(|| format!("cannot read module {}", src.display()))?;
+    let kind = Compression::of(&raw)
+        .ok_or_else(|| anyhow!("module {}: neither an ELF file nor xz, zstd or gzip data", src.display()))?;
+    let Some((tool, package)) = kind.tool() else { return Ok(raw) };
+    let out = Command::new(tool)
+        .arg("-dc")
+        .arg(src)
+        .output()
+        .with_context(|| format!("cannot run {tool} for module {} (install {package})", src.display()))?;
+    if !out.status.success() {
+        bail!("{tool} -dc {} failed: {}", src.display(), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    if !out.stdout.starts_with(b"\x7fELF") {
+        bail!("module {}: {tool} did not produce an ELF file", src.display());
+    }
+    Ok(out.stdout)
+}
+
+/// Every module file under `dir`, as paths relative to it.
+fn module_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).with_context(|| format!("cannot list {}", d.display()))?.flatten() {
+            let p = e.path();
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                todo.push(p);
+            } else if p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| [".ko", ".ko.xz", ".ko.zst", ".ko.gz"].iter().any(|s| n.ends_with(s)))
+            {
+                found.push(p.strip_prefix(dir).expect("under dir").to_path_buf());
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// Writes `modules/modules.dep` when the package did not ship one (Debian's kernel
+/// packages leave it to depmod at install). depmod reads plain, xz and zstd modules
+/// here, but Debian 12's kmod is built without zlib and silently leaves gzip'd modules
+/// out of modules.dep: those are unpacked first (`modules` is our extracted copy of the
+/// package). Any module left out is an error, not a guest that lacks it.
+fn ensure_modules_dep(modules: &Path) -> Result<()> {
+    if modules.join("modules.dep").exists() {
+        return Ok(());
+    }
+    for rel in module_files(modules)? {
+        let path = modules.join(&rel);
+        if path.extension().is_some_and(|e| e == "gz") {
+            let plain = decompress(&path)?;
+            std::fs::write(path.with_extension(""), plain)?;
+            std::fs::remove_file(&path)?;
+        }
+    }
+    let version = modules
+        .file_name()
+        .and_then(|v| v.to_str())
+        .ok_or_else(|| anyhow!("odd modules path {}", modules.display()))?;
+    // depmod -b BASE looks in BASE/lib/modules/<version> (kmod up to 32) or in
+    // BASE/usr/lib/modules/<version> (kmod built for merged /usr): offer it both.
+    let modules = std::fs::canonicalize(modules)?;
+    let base = modules.with_file_name(format!(".depmod-{version}"));
+    let _ = std::fs::remove_dir_all(&base);
+    for layout in ["lib/modules", "usr/lib/modules"] {
+        std::fs::create_dir_all(base.join(layout))?;
+        std::os::unix::fs::symlink(&modules, base.join(layout).join(version))?;
+    }
+    let out = Command::new("depmod")
+        .arg("-b")
+        .arg(&base)
+        .arg(version)
+        .output()
+        .context("cannot run depmod (install kmod)");
+    let _ = std::fs::remove_dir_all(&base);
+    let out = out?;
+    if !out.status.success() {
+        bail!("depmod for {} failed: {}", modules.display(), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    let dep = std::fs::read_to_string(modules.join("modules.dep")).context("depmod wrote no modules.dep")?;
+    let listed = dep.lines().filter(|l| l.contains(':')).count();
+    let files = module_files(&modules)?.len();
+    if listed != files {
+        let _ = std::fs::remove_file(modules.join("modules.dep"));
+        bail!(
+            "depmod listed {listed} of the {files} modules in {}: it cannot read the others \
+             (`kmod --version` shows which compressions it reads)",
+            modules.display()
+        );
+    }
+    Ok(())
+}
+
+/// Module files to load, dependencies first, as paths relative to lib/modules/<ver>.
+/// Each of [`MODULES`] must be in the kernel's modules.dep or modules.builtin: one in
+/// neither is an error naming it, before any guest boots.
+fn module_order(modules: &Path) -> Result<Vec<String>> {
+    ensure_modules_dep(modules)?;
     let dep = std::fs::read_to_string(modules.join("modules.dep")).context("modules.dep")?;
     let deps: Vec<(String, Vec<String>)> = dep
         .lines()
@@ -108,10 +240,11 @@ fn module_order(modules: &Path) -> Result<Vec<String>> {
             Some((m.to_string(), d.split_whitespace().map(str::to_string).collect()))
         })
         .collect();
-    let name_of = |p: &str| {
-        let f = p.rsplit('/').next().unwrap_or(p);
-        f.split(".ko").next().unwrap_or(f).replace('-', "_")
-    };
+    let builtin: BTreeSet<String> = std::fs::read_to_string(modules.join("modules.builtin"))
+        .unwrap_or_default()
+        .lines()
+        .map(module_name)
+        .collect();
     let mut order = Vec::new();
     let mut seen = BTreeSet::new();
     fn visit(m: &str, deps: &[(String, Vec<String>)], order: &mut Vec<String>, seen: &mut BTreeSet<String>) {
@@ -125,32 +258,35 @@ fn module_order(modules: &Path) -> Result<Vec<String>> {
         }
         order.push(m.to_string());
     }
+    let mut missing = Vec::new();
     for want in MODULES {
-        // A module built into this kernel is simply not in modules.dep.
-        if let Some((m, _)) = deps.iter().find(|(k, _)| name_of(k) == *want) {
+        if let Some((m, _)) = deps.iter().find(|(k, _)| module_name(k) == *want) {
             visit(&m.clone(), &deps, &mut order, &mut seen);
+        } else if !builtin.contains(*want) {
+            missing.push(*want);
         }
+    }
+    if !missing.is_empty() {
+        bail!(
+            "kernel modules {} are neither in {dir}/modules.dep nor in {dir}/modules.builtin: \
+             this kernel cannot run the tests",
+            missing.join(", "),
+            dir = modules.display()
+        );
     }
     Ok(order)
 }
 
-/// Copies a module, decompressed (busybox's insmod takes plain .ko files).
+/// Copies a module, decompressed, to `root/lib/modules`; returns the line for the
+/// guest's /modules.list: the module's name and its file there.
 fn install_module(modules: &Path, rel: &str, root: &Path) -> Result<String> {
-    let src = modules.join(rel);
     let plain = rel.trim_end_matches(".xz").trim_end_matches(".zst").trim_end_matches(".gz").to_string();
     let dst = root.join("lib/modules").join(&plain);
     std::fs::create_dir_all(dst.parent().expect("module path has a parent"))?;
-    let bytes = match src.extension().and_then(|e| e.to_str()) {
-        Some("xz") => Command::new("xz").arg("-dc").arg(&src).output()?.stdout,
-        Some("zst") => Command::new("zstd").arg("-dc").arg(&src).output()?.stdout,
-        Some("gz") => Command::new("gzip").arg("-dc").arg(&src).output()?.stdout,
-        _ => std::fs::read(&src)?,
-    };
-    if bytes.is_empty() {
-        bail!("could not decompress {}", src.display());
-    }
+    let bytes = decompress(&modules.join(rel))
+        .with_context(|| format!("module {} (listed in modules.dep)", module_name(rel)))?;
     std::fs::write(&dst, bytes)?;
-    Ok(plain)
+    Ok(format!("{} {plain}", module_name(rel)))
 }
 
 pub struct Payload {
@@ -162,7 +298,13 @@ pub struct Payload {
 }
 
 /// Builds `dir/initramfs.gz` for `kernel`; returns its path.
-pub fn build(kernel: &Kernel, payload: &Payload, filter: Option<&str>, dir: &Path) -> Result<PathBuf> {
+pub fn build(
+    kernel: &Kernel,
+    payload: &Payload,
+    filter: Option<&str>,
+    binary_timeout: u64,
+    dir: &Path,
+) -> Result<PathBuf> {
     let root = dir.join("root");
     let _ = std::fs::remove_dir_all(&root);
     for d in ["bin", "sbin", "proc", "sys", "dev", "run", "tmp", "tests", "etc", "var/run"] {
@@ -200,14 +342,15 @@ pub fn build(kernel: &Kernel, payload: &Payload, filter: Option<&str>, dir: &Pat
         let name = t.file_name().ok_or_else(|| anyhow!("bad tool path"))?;
         install_stripped(t, &root.join("test-tools").join(name))?;
     }
-    let mut list = Vec::new();
+    let mut list = String::new();
     if let Some(modules) = &kernel.modules {
-        for rel in module_order(modules)? {
-            list.push(install_module(modules, &rel, &root)?);
+        for rel in module_order(modules).with_context(|| format!("kernel {}", kernel.label))? {
+            list.push_str(&install_module(modules, &rel, &root)?);
+            list.push('\n');
         }
     }
-    std::fs::write(root.join("modules.list"), list.join("\n"))?;
-    let init = init_script(filter);
+    std::fs::write(root.join("modules.list"), list)?;
+    let init = init_script(filter, binary_timeout);
     let init_path = root.join("init");
     std::fs::write(&init_path, init)?;
     std::fs::set_permissions(&init_path, std::fs::Permissions::from_mode(0o755))?;
@@ -226,10 +369,16 @@ pub fn build(kernel: &Kernel, payload: &Payload, filter: Option<&str>, dir: &Pat
     Ok(out)
 }
 
-/// The guest's /init: mounts, modules in dependency order, then each test binary under
-/// a timeout, with markers the host parses, and power-off. `filter` is passed to every
-/// binary, quoted (quotes in it are dropped: it cannot break out of the script).
-fn init_script(filter: Option<&str>) -> String {
+/// The guest's /init: mounts; the modules in dependency order, each failure reported
+/// (`NETPATH-VM-MODULE-FAILED name: error`); a preflight that builds, in a namespace of
+/// its own, what the labs build (veth, bridge, vxlan, macvlan, clsact with a cls_bpf
+/// filter, iptables' nat table), each failure reported (`NETPATH-VM-PREFLIGHT-FAILED
+/// what: error`); and when anything failed, no test at all (`NETPATH-VM-NOT-RUN`):
+/// a kernel that cannot build the labs is one loud error, not 64 failed tests.
+/// Otherwise each test binary under `binary_timeout` seconds, with markers the host
+/// parses, and power-off. `filter` is passed to every binary, quoted (quotes in it are
+/// dropped: it cannot break out of the script).
+fn init_script(filter: Option<&str>, binary_timeout: u64) -> String {
     let filter = filter.map(|f| format!("'{}'", f.replace('\'', ""))).unwrap_or_default();
     format!(
         r#"#!/bin/busybox sh
@@ -245,9 +394,47 @@ mkdir -p /sys/fs/bpf /sys/fs/cgroup /sys/kernel/debug /run/netns
 mount -t bpf bpf /sys/fs/bpf
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
 mount -t debugfs debugfs /sys/kernel/debug
-for m in $(cat /modules.list); do insmod /lib/modules/$m 2>/dev/null; done
-ip link set lo up
 echo "NETPATH-VM-BEGIN $(uname -r)"
+failed=
+# One "name file" line per module, dependencies first. A module the kernel already
+# loaded (as another's dependency) is no failure.
+while read -r name file; do
+  [ -n "$name" ] || continue
+  [ -d /sys/module/$name ] && continue
+  if ! err=$(insmod /lib/modules/$file 2>&1) && [ ! -d /sys/module/$name ]; then
+    echo "NETPATH-VM-MODULE-FAILED $name: $err" | tr '\n' ' '; echo
+    failed=1
+  fi
+done < /modules.list
+probe() {{
+  what=$1; shift
+  if ! err=$("$@" 2>&1); then
+    echo "NETPATH-VM-PREFLIGHT-FAILED $what: $err" | tr '\n' ' '; echo
+    failed=1
+  fi
+}}
+# Debian's busybox shell runs its own applets before PATH (its ip has no netns, no
+# veth): the preflight names the real tools, which the tests find on PATH.
+real() {{
+  for d in /usr/sbin /usr/bin; do [ -x $d/$1 ] && {{ echo $d/$1; return; }}; done
+  echo "$1-is-missing"
+}}
+IP=$(real ip) TC=$(real tc) IPT=$(real iptables)
+ip link set lo up
+$IP netns add npvmprobe
+probe veth $IP -n npvmprobe link add npv0 type veth peer name npv1
+probe bridge $IP -n npvmprobe link add npbr0 type bridge
+probe vxlan $IP -n npvmprobe link add npvx0 type vxlan id 7 dstport 4789
+probe macvlan $IP -n npvmprobe link add npmv0 link npv0 type macvlan
+probe clsact $TC -n npvmprobe qdisc add dev npv0 clsact
+probe cls_bpf $TC -n npvmprobe filter add dev npv0 ingress bpf bytecode '1,6 0 0 4294967295,'
+probe iptables-nat $IP netns exec npvmprobe $IPT -t nat -S
+$IP netns del npvmprobe
+if [ -n "$failed" ]; then
+  echo "NETPATH-VM-NOT-RUN: this kernel cannot build the test labs (see above); no test was run"
+  poweroff -f
+fi
+echo NETPATH-VM-READY
 # Software emulation is slow: give the agent minutes, not seconds, to load the datapath
 # (15-20 s per start on 5.10). The crash test walks one write step, before the rename
 # (a half-built endpoint to clean up at start), instead of all six: the state store is
@@ -259,7 +446,7 @@ cd /tests
 for t in *; do
   # A test binary that hangs must not take the others with it.
   # --nocapture: a test's "netpath-test-skipped" line must reach the console.
-  timeout 600 ./$t --test-threads=2 --nocapture {filter}
+  timeout {binary_timeout} ./$t --test-threads=2 --nocapture {filter}
   echo "NETPATH-VM-DONE $t $?"
 done
 echo NETPATH-VM-END
@@ -272,10 +459,71 @@ poweroff -f
 mod tests {
     use super::*;
 
+    fn scratch(what: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("npvm-{what}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// The smallest file depmod takes for a module: an ELF64 x86-64 relocatable object
+    /// with a section-name table and nothing else.
+    fn fake_module() -> Vec<u8> {
+        let shstrtab = b"\0.shstrtab\0";
+        let shoff = 64 + 16u64;
+        let mut elf = b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0".to_vec();
+        for (v, n) in [(1u64, 2), (62, 2), (1, 4), (0, 8), (0, 8), (shoff, 8), (0, 4)] {
+            elf.extend_from_slice(&v.to_le_bytes()[..n]);
+        }
+        // ehsize, phentsize, phnum, shentsize, shnum, shstrndx
+        for v in [64u16, 0, 0, 64, 2, 1] {
+            elf.extend_from_slice(&v.to_le_bytes());
+        }
+        elf.extend_from_slice(shstrtab);
+        elf.resize(shoff as usize + 64, 0);
+        // .shstrtab: name 1, type STRTAB, at offset 64.
+        for (v, n) in [(1u64, 4), (3, 4), (0, 8), (0, 8), (64, 8), (shstrtab.len() as u64, 8), (0, 4), (0, 4)]
+        {
+            elf.extend_from_slice(&v.to_le_bytes()[..n]);
+        }
+        elf.extend_from_slice(&1u64.to_le_bytes());
+        elf.extend_from_slice(&0u64.to_le_bytes());
+        elf
+    }
+
+    /// Writes `bytes` to `path`, compressed as its extension says (xz, zst, gz or none).
+    fn write_compressed(path: &Path, bytes: &[u8]) {
+        use std::io::Write as _;
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let tool = match path.extension().and_then(|e| e.to_str()) {
+            Some("xz") => "xz",
+            Some("zst") => "zstd",
+            Some("gz") => "gzip",
+            _ => return std::fs::write(path, bytes).unwrap(),
+        };
+        let mut child = Command::new(tool)
+            .arg("-c")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::fs::File::create(path).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{tool}: {e}"));
+        child.stdin.take().unwrap().write_all(bytes).unwrap();
+        assert!(child.wait().unwrap().success());
+    }
+
+    /// modules.builtin naming every needed module except `except`.
+    fn builtin_except(dir: &Path, except: &[&str]) {
+        let lines: Vec<String> = MODULES
+            .iter()
+            .filter(|m| !except.contains(m))
+            .map(|m| format!("kernel/net/x/{}.ko", m.replace('_', "-")))
+            .collect();
+        std::fs::write(dir.join("modules.builtin"), lines.join("\n")).unwrap();
+    }
+
     #[test]
     fn modules_load_after_their_dependencies_and_built_ins_are_skipped() {
-        let dir = std::env::temp_dir().join(format!("npvm-mods-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = scratch("order");
         std::fs::write(
             dir.join("modules.dep"),
             "kernel/net/bridge/bridge.ko.xz: kernel/net/802/stp.ko.xz kernel/net/llc/llc.ko.xz\n\
@@ -285,34 +533,194 @@ mod tests {
              kernel/drivers/net/dummy.ko.xz:\n",
         )
         .unwrap();
+        builtin_except(&dir, &["bridge", "veth"]);
         let order = module_order(&dir).unwrap();
         let at = |m: &str| {
             order.iter().position(|o| o.contains(m)).unwrap_or_else(|| panic!("{m} not in {order:?}"))
         };
         assert!(at("llc") < at("stp") && at("stp") < at("bridge"), "{order:?}");
         assert!(order.iter().any(|o| o.ends_with("veth.ko.xz")));
-        // Only what the tests need (and its dependencies), nothing else the kernel has.
-        assert!(!order.iter().any(|o| o.contains("dummy")), "{order:?}");
+        // Only what the tests need (and its dependencies), nothing else the kernel has,
+        // and nothing the kernel has built in.
+        assert_eq!(order.len(), 4, "{order:?}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
-    fn the_init_script_runs_every_binary_bounded_and_quotes_the_filter() {
-        let init = init_script(Some("nat'; reboot; echo '"));
+    fn a_module_in_neither_modules_dep_nor_modules_builtin_is_a_loud_error_naming_it() {
+        let dir = scratch("missing");
+        std::fs::write(dir.join("modules.dep"), "kernel/drivers/net/veth.ko.xz:\n").unwrap();
+        builtin_except(&dir, &["veth", "vxlan", "macvlan"]);
+        let err = format!("{:#}", module_order(&dir).unwrap_err());
+        assert!(err.contains("vxlan, macvlan"), "{err}");
+        assert!(err.contains("modules.builtin") && err.contains("modules.dep"), "{err}");
+        assert!(!err.contains("veth"), "{err}");
+        // No modules.builtin at all: every module not in modules.dep is missing.
+        std::fs::remove_file(dir.join("modules.builtin")).unwrap();
+        let err = format!("{:#}", module_order(&dir).unwrap_err());
+        assert!(err.contains("bridge") && err.contains("sch_ingress"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn modules_are_carried_plain_whatever_their_compression() {
+        let elf = fake_module();
+        let dir = scratch("compressed");
+        let root = dir.join("initramfs");
+        for (rel, name) in [
+            ("kernel/drivers/net/veth.ko.xz", "veth"),
+            ("kernel/net/sched/cls_bpf.ko.zst", "cls_bpf"),
+            ("kernel/net/sched/sch_ingress.ko.gz", "sch_ingress"),
+            ("kernel/drivers/net/mac-vlan.ko", "mac_vlan"),
+        ] {
+            write_compressed(&dir.join(rel), &elf);
+            let line = install_module(&dir, rel, &root).unwrap();
+            let plain = rel.rsplit_once(".ko").unwrap().0.to_string() + ".ko";
+            assert_eq!(line, format!("{name} {plain}"));
+            assert_eq!(std::fs::read(root.join("lib/modules").join(&plain)).unwrap(), elf, "{rel}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_module_that_does_not_decompress_is_an_error_naming_it() {
+        let dir = scratch("corrupt");
+        let rel = "kernel/drivers/net/veth.ko.xz";
+        std::fs::create_dir_all(dir.join("kernel/drivers/net")).unwrap();
+        // xz's magic, then garbage.
+        std::fs::write(dir.join(rel), b"\xfd7zXZ\x00garbage").unwrap();
+        let err = format!("{:#}", install_module(&dir, rel, &dir.join("initramfs")).unwrap_err());
+        assert!(err.contains("module veth") && err.contains("xz -dc"), "{err}");
+        // Neither ELF nor a compression we know.
+        std::fs::write(dir.join(rel), b"PK\x03\x04zip").unwrap();
+        let err = format!("{:#}", install_module(&dir, rel, &dir.join("initramfs")).unwrap_err());
+        assert!(err.contains("neither an ELF file nor xz, zstd or gzip"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A Debian 13 package: merged /usr, no modules.dep (depmod runs at install), modules
+    /// compressed; here with every compression, gzip included (which Debian 12's depmod
+    /// cannot read: unpacked first).
+    #[test]
+    fn depmod_indexes_a_merged_usr_tree_of_every_compression() {
+        let pkg = scratch("usrtree");
+        let modules = pkg.join("usr/lib/modules/6.12.9+deb13-cloud-amd64");
+        let elf = fake_module();
+        for rel in [
+            "kernel/drivers/net/veth.ko.xz",
+            "kernel/net/bridge/bridge.ko.zst",
+            "kernel/drivers/net/vxlan/vxlan.ko.gz",
+            "kernel/drivers/net/macvlan.ko",
+        ] {
+            write_compressed(&modules.join(rel), &elf);
+        }
+        builtin_except(&modules, &["veth", "bridge", "vxlan", "macvlan"]);
+        let order = module_order(&modules).unwrap();
+        let dep = std::fs::read_to_string(modules.join("modules.dep")).unwrap();
+        for m in ["veth.ko.xz:", "bridge.ko.zst:", "vxlan.ko:", "macvlan.ko:"] {
+            assert!(dep.contains(m), "{m} not in modules.dep:\n{dep}");
+        }
+        assert_eq!(order.len(), 4, "{order:?}");
+        assert!(!modules.with_file_name(".depmod-6.12.9+deb13-cloud-amd64").exists(), "staging left behind");
+        let root = pkg.join("initramfs");
+        for rel in &order {
+            install_module(&modules, rel, &root).unwrap();
+        }
+        assert_eq!(std::fs::read(root.join("lib/modules/kernel/drivers/net/vxlan/vxlan.ko")).unwrap(), elf);
+        let _ = std::fs::remove_dir_all(&pkg);
+    }
+
+    #[test]
+    fn compressions_are_told_by_their_magic() {
+        assert_eq!(Compression::of(b"\x7fELF\x02"), Some(Compression::None));
+        assert_eq!(Compression::of(b"\xfd7zXZ\x00\x00"), Some(Compression::Xz));
+        assert_eq!(Compression::of(b"\x28\xb5\x2f\xfd\x24"), Some(Compression::Zstd));
+        assert_eq!(Compression::of(b"\x1f\x8b\x08"), Some(Compression::Gzip));
+        assert_eq!(Compression::of(b""), None);
+    }
+
+    #[test]
+    fn the_init_script_loads_modules_loudly_probes_the_labs_and_runs_every_binary_bounded() {
+        let init = init_script(Some("nat'; reboot; echo '"), 1800);
         for needed in [
             "mount -t bpf bpf /sys/fs/bpf",
             "mount -t cgroup2",
-            "insmod /lib/modules/$m",
+            "insmod /lib/modules/$file 2>&1",
+            "NETPATH-VM-MODULE-FAILED $name",
+            "probe veth $IP -n npvmprobe link add",
+            "probe cls_bpf $TC -n npvmprobe filter add",
+            "NETPATH-VM-PREFLIGHT-FAILED $what",
+            "NETPATH-VM-NOT-RUN",
             "NETPATH_TEST_TOOLS=/test-tools",
             "NETPATH_CRASH_STEPS=half-written",
-            "timeout 600 ./$t",
+            "NETPATH_SOAK_SECS=20",
+            "NETPATH_TEST_AGENT_TIMEOUT=",
+            "timeout 1800 ./$t",
             "NETPATH-VM-BEGIN",
             "NETPATH-VM-DONE $t $?",
             "poweroff -f",
         ] {
             assert!(init.contains(needed), "{needed:?} missing from:\n{init}");
         }
+        // A failed insmod is never silenced again.
+        assert!(!init.contains("2>/dev/null"), "{init}");
+        // The tests start only after the preflight.
+        assert!(init.find("NETPATH-VM-NOT-RUN").unwrap() < init.find("cd /tests").unwrap());
         assert!(init.contains("'nat; reboot; echo '"), "filter not quoted as one word:\n{init}");
-        assert!(!init_script(None).contains("''"));
+        assert!(!init_script(None, 1800).contains("''"));
+    }
+
+    /// The script as busybox runs it: a module that fails to load is reported by name
+    /// with insmod's error, one already loaded is not, and nothing past the preflight
+    /// runs. (insmod, ip, tc and the rest are stand-ins on PATH; sh is the host's.)
+    #[test]
+    fn a_module_that_fails_to_load_stops_the_guest_before_any_test_with_its_name() {
+        let dir = scratch("init");
+        let bin = dir.join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let stub = |name: &str, body: &str| {
+            let p = bin.join(name);
+            std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        };
+        stub(
+            "insmod",
+            "case $1 in *veth*) echo \"insmod: can't insert '$1': unknown symbol in module\" >&2; exit 1;; esac",
+        );
+        for ok in ["ip", "tc", "mount", "mkdir", "uname"] {
+            stub(ok, "true");
+        }
+        let script = init_script(None, 1800)
+            .replace("/bin/busybox --install -s /bin\n", "")
+            .replace(
+                "export PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+                &format!("export PATH={}:$PATH", bin.display()),
+            )
+            .replace("/modules.list", &dir.join("modules.list").display().to_string())
+            .replace("/lib/modules/$file", "$file")
+            .replace("poweroff -f", "echo POWEROFF; exit 0")
+            .replace("for d in /usr/sbin /usr/bin;", &format!("for d in {};", bin.display()))
+            .replace("/sys/module/$name", &format!("{}/$name", dir.join("sys").display()));
+        std::fs::create_dir_all(dir.join("sys/llc")).unwrap();
+        std::fs::write(
+            dir.join("modules.list"),
+            "llc kernel/net/llc/llc.ko\nveth kernel/drivers/net/veth.ko\n",
+        )
+        .unwrap();
+        let out = Command::new("sh").arg("-c").arg(&script).current_dir(&dir).output().unwrap();
+        let console = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            console.contains("NETPATH-VM-MODULE-FAILED veth: insmod: can't insert 'kernel/drivers/net/veth.ko': unknown symbol in module"),
+            "{console}"
+        );
+        assert!(!console.contains("MODULE-FAILED llc"), "{console}");
+        assert!(console.contains("NETPATH-VM-NOT-RUN"), "{console}");
+        assert!(!console.contains("NETPATH-VM-READY") && !console.contains("NETPATH-VM-DONE"), "{console}");
+        // The stand-ins, not busybox's applets, were asked (they succeed: no preflight
+        // failure).
+        assert!(!console.contains("PREFLIGHT-FAILED"), "{console}");
+        let parsed = super::super::outcome::parse(&console);
+        assert_eq!(parsed.module_failures.len(), 1, "{parsed:?}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -11,7 +11,8 @@ use anyhow::{anyhow, bail, Context as _, Result};
 pub struct Kernel {
     pub label: String,
     pub vmlinuz: PathBuf,
-    /// lib/modules/<version> of the same package (None for a user's bzImage).
+    /// The modules directory of the same package, `lib/modules/<version>` or, merged
+    /// /usr (Debian 13 on), `usr/lib/modules/<version>`; None for a user's bzImage.
     pub modules: Option<PathBuf>,
 }
 
@@ -63,6 +64,13 @@ pub fn resolve(spec: &str, cache: &Path) -> Result<Kernel> {
     if let Some(k) = find(&root, spec)? {
         return Ok(k);
     }
+    // A half-extracted or older layout: start again from the package.
+    let _ = std::fs::remove_dir_all(&root);
+    for old in std::fs::read_dir(&dir).map(|d| d.flatten().collect::<Vec<_>>()).unwrap_or_default() {
+        if old.path().extension().is_some_and(|e| e == "deb") {
+            let _ = std::fs::remove_file(old.path());
+        }
+    }
     std::fs::create_dir_all(dir.join("lists/partial"))?;
     std::fs::create_dir_all(dir.join("cache/archives/partial"))?;
     std::fs::write(
@@ -88,9 +96,13 @@ pub fn resolve(spec: &str, cache: &Path) -> Result<Kernel> {
     if !status.success() {
         bail!("dpkg-deb -x {} failed", deb.display());
     }
-    find(&root, spec)?.ok_or_else(|| anyhow!("{pkg} has no vmlinuz"))
+    find(&root, spec)?.ok_or_else(|| anyhow!("{pkg} has no vmlinuz or no modules directory"))
 }
 
+/// The kernel extracted under `root`: its vmlinuz and its modules directory, which
+/// Debian's packages put in `lib/modules/<version>` (up to Debian 12) or, with merged
+/// /usr, `usr/lib/modules/<version>` (Debian 13's 6.12). None until both are there: a
+/// Debian kernel without its modules boots into "Unknown device type" for every veth.
 fn find(root: &Path, label: &str) -> Result<Option<Kernel>> {
     let Ok(boot) = std::fs::read_dir(root.join("boot")) else { return Ok(None) };
     let Some(vmlinuz) = boot
@@ -106,10 +118,53 @@ fn find(root: &Path, label: &str) -> Result<Option<Kernel>> {
         .unwrap_or_default()
         .trim_start_matches("vmlinuz-")
         .to_string();
-    let modules = root.join("lib/modules").join(&version);
-    Ok(Some(Kernel {
-        label: format!("{label} ({version})"),
-        vmlinuz,
-        modules: modules.is_dir().then_some(modules),
-    }))
+    let Some(modules) = modules_dir(root, &version) else { return Ok(None) };
+    Ok(Some(Kernel { label: format!("{label} ({version})"), vmlinuz, modules: Some(modules) }))
+}
+
+/// `lib/modules/<version>` or `usr/lib/modules/<version>` under `root`, whichever exists.
+pub fn modules_dir(root: &Path, version: &str) -> Option<PathBuf> {
+    ["lib/modules", "usr/lib/modules"].iter().map(|d| root.join(d).join(version)).find(|p| p.is_dir())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn package(layout: &str) -> PathBuf {
+        let root = std::env::temp_dir().join(format!(
+            "npvm-kpkg-{}-{}",
+            std::process::id(),
+            layout.replace('/', "_")
+        ));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("boot")).unwrap();
+        std::fs::write(root.join("boot/vmlinuz-6.12.9+deb13-cloud-amd64"), "bzImage").unwrap();
+        std::fs::create_dir_all(root.join(layout).join("6.12.9+deb13-cloud-amd64/kernel")).unwrap();
+        root
+    }
+
+    #[test]
+    fn finds_the_modules_of_a_merged_usr_package() {
+        let root = package("usr/lib/modules");
+        let k = find(&root, "6.12").unwrap().expect("kernel found");
+        assert_eq!(k.label, "6.12 (6.12.9+deb13-cloud-amd64)");
+        assert_eq!(k.modules.unwrap(), root.join("usr/lib/modules/6.12.9+deb13-cloud-amd64"));
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn finds_the_modules_of_a_classic_package() {
+        let root = package("lib/modules");
+        let k = find(&root, "6.1").unwrap().expect("kernel found");
+        assert_eq!(k.modules.unwrap(), root.join("lib/modules/6.12.9+deb13-cloud-amd64"));
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn a_package_without_modules_is_not_taken_for_a_kernel() {
+        let root = package("opt/elsewhere");
+        assert!(find(&root, "6.12").unwrap().is_none());
+        let _ = std::fs::remove_dir_all(&root);
+    }
 }

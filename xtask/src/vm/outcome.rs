@@ -1,8 +1,11 @@
-//! Reading a guest's serial console: libtest's summaries, explicit skips, the end
-//! marker, and a kernel panic if there was one.
+//! Reading a guest's serial console: libtest's summaries, explicit skips, modules that
+//! did not load, a preflight that failed, test binaries that died without a summary, the
+//! end marker, and a kernel panic if there was one.
 
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Outcome {
+    /// The guest kernel's release (`uname -r`), from the begin marker.
+    pub release: Option<String>,
     pub passed: u64,
     pub failed: u64,
     /// Tests that reported `netpath-test-skipped: kernel lacks X` (libtest counted them
@@ -10,6 +13,13 @@ pub struct Outcome {
     pub skipped: u64,
     pub skip_reasons: Vec<String>,
     pub failures: Vec<String>,
+    /// Test binaries that exited non-zero without a libtest summary (killed by their
+    /// timeout, crashed): `name (exit N)`.
+    pub binary_failures: Vec<String>,
+    /// `name: insmod's error` for each module the guest could not load.
+    pub module_failures: Vec<String>,
+    /// `what: error` for each piece of the test labs the guest could not build.
+    pub preflight_failures: Vec<String>,
     /// The guest reached the end of its test list.
     pub finished: bool,
     /// The last lines before a kernel panic.
@@ -24,9 +34,12 @@ fn count(part: &str, what: &str) -> Option<u64> {
 pub fn parse(log: &str) -> Outcome {
     let mut o = Outcome::default();
     let lines: Vec<&str> = log.lines().collect();
+    // Whether the binary running now has printed its summary.
+    let mut summary = false;
     for (i, raw) in lines.iter().enumerate() {
         let line = raw.trim_end_matches('\r');
         if let Some(rest) = line.split("test result: ").nth(1) {
+            summary = true;
             for part in rest.split(';') {
                 if let Some(n) = count(part, "passed") {
                     o.passed += n;
@@ -40,6 +53,23 @@ pub fn parse(log: &str) -> Outcome {
             o.skip_reasons.push(reason.trim().to_string());
         } else if line.starts_with("test ") && line.ends_with("... FAILED") {
             o.failures.push(line.trim_start_matches("test ").trim_end_matches(" ... FAILED").to_string());
+        } else if let Some(rest) = line.split("NETPATH-VM-DONE ").nth(1) {
+            let mut it = rest.split_whitespace();
+            let (name, code) = (it.next().unwrap_or("?"), it.next().unwrap_or("?"));
+            if code != "0" && !summary {
+                let why = match code {
+                    "124" | "143" => " (killed by its timeout)",
+                    _ => "",
+                };
+                o.binary_failures.push(format!("{name} (exit {code}{why})"));
+            }
+            summary = false;
+        } else if let Some(rest) = line.split("NETPATH-VM-MODULE-FAILED ").nth(1) {
+            o.module_failures.push(rest.trim().to_string());
+        } else if let Some(rest) = line.split("NETPATH-VM-PREFLIGHT-FAILED ").nth(1) {
+            o.preflight_failures.push(rest.trim().to_string());
+        } else if let Some(rest) = line.split("NETPATH-VM-BEGIN ").nth(1) {
+            o.release = Some(rest.trim().to_string());
         } else if line.contains("NETPATH-VM-END") {
             o.finished = true;
         } else if line.contains("Kernel panic") && o.panic.is_none() {
@@ -50,13 +80,68 @@ pub fn parse(log: &str) -> Outcome {
     o
 }
 
+/// At most `n` characters of `s` (a usage text can run to a screenful).
+fn short(s: &str, n: usize) -> String {
+    match s.char_indices().nth(n) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+impl Outcome {
+    /// "ok", or what went wrong, first line the short form. `hung_after`: the guest was
+    /// killed at its timeout after that many seconds.
+    pub fn verdict(&self, hung_after: Option<u64>) -> String {
+        if let Some(secs) = hung_after {
+            return format!("HUNG after {secs} s (killed)");
+        }
+        if let Some(p) = &self.panic {
+            return format!("KERNEL PANIC:\n{p}");
+        }
+        if !self.module_failures.is_empty() {
+            let all: Vec<String> = self.module_failures.iter().map(|f| short(f, 160)).collect();
+            return format!("MODULES DID NOT LOAD, no test run: {}", all.join("; "));
+        }
+        if !self.preflight_failures.is_empty() {
+            return format!(
+                "CANNOT BUILD THE TEST LABS, no test run: {}",
+                self.preflight_failures.join("; ")
+            );
+        }
+        if !self.finished {
+            return "DID NOT FINISH (see console.log)".to_string();
+        }
+        if self.failed > 0 || !self.binary_failures.is_empty() {
+            let all: Vec<&str> =
+                self.failures.iter().chain(&self.binary_failures).map(String::as_str).collect();
+            return format!("FAILED: {}", all.join(", "));
+        }
+        if self.passed + self.skipped == 0 {
+            return "NO TEST RAN (does the filter match any test?)".to_string();
+        }
+        "ok".to_string()
+    }
+
+    /// How the datapath attaches tc programs on this guest's kernel: the product's own
+    /// rule (`AttachMode::detect`: TCX from 6.6, clsact before).
+    pub fn tc_attach(&self) -> &'static str {
+        let Some(release) = &self.release else { return "?" };
+        let mut it = release.split(['.', '-']).filter_map(|p| p.parse::<u32>().ok());
+        if (it.next().unwrap_or(0), it.next().unwrap_or(0)) >= (6, 6) {
+            "TCX"
+        } else {
+            "clsact"
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn sums_libtest_summaries_and_takes_skips_out_of_the_passes() {
-        let log = "NETPATH-VM-BEGIN 6.1.0\n\
+        let log = "NETPATH-VM-BEGIN 6.1.0-50-cloud-amd64\n\
             running 3 tests\n\
             test a ... ok\n\
             netpath-test-skipped: kernel lacks SO_NETNS_COOKIE (5.14)\n\
@@ -65,13 +150,18 @@ mod tests {
             test result: FAILED. 2 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 1.2s\n\
             NETPATH-VM-DONE nat 101\n\
             test result: ok. 5 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.3s\r\n\
+            NETPATH-VM-DONE packet 0\n\
             NETPATH-VM-END\n";
         let o = parse(log);
         assert_eq!((o.passed, o.failed, o.skipped), (6, 1, 1));
         assert_eq!(o.failures, ["c"]);
+        assert!(o.binary_failures.is_empty(), "{o:?}");
         assert_eq!(o.skip_reasons, ["kernel lacks SO_NETNS_COOKIE (5.14)"]);
         assert!(o.finished);
         assert!(o.panic.is_none());
+        assert_eq!(o.release.as_deref(), Some("6.1.0-50-cloud-amd64"));
+        assert_eq!(o.tc_attach(), "clsact");
+        assert_eq!(o.verdict(None), "FAILED: c");
     }
 
     #[test]
@@ -80,5 +170,53 @@ mod tests {
         let o = parse(log);
         assert!(!o.finished);
         assert!(o.panic.as_deref().unwrap().contains("Unable to mount root fs"));
+        assert!(o.verdict(None).starts_with("KERNEL PANIC"));
+        assert_eq!(parse("booting\n").verdict(None), "DID NOT FINISH (see console.log)");
+        assert_eq!(parse("booting\n").verdict(Some(1800)), "HUNG after 1800 s (killed)");
+    }
+
+    #[test]
+    fn a_module_that_did_not_load_is_the_verdict_not_the_tests() {
+        let log = "NETPATH-VM-BEGIN 6.12.117+deb13-cloud-amd64\n\
+            NETPATH-VM-MODULE-FAILED veth: insmod: can't insert 'kernel/drivers/net/veth.ko': invalid module format \n\
+            NETPATH-VM-PREFLIGHT-FAILED veth: Error: Unknown device type. \n\
+            NETPATH-VM-NOT-RUN: this kernel cannot build the test labs (see above); no test was run\n";
+        let o = parse(log);
+        assert_eq!(
+            o.module_failures,
+            ["veth: insmod: can't insert 'kernel/drivers/net/veth.ko': invalid module format"]
+        );
+        assert_eq!(o.preflight_failures, ["veth: Error: Unknown device type."]);
+        let v = o.verdict(None);
+        assert!(v.starts_with("MODULES DID NOT LOAD, no test run: veth: insmod"), "{v}");
+        assert_eq!(o.tc_attach(), "TCX");
+        // Modules loaded (a user's bzImage with everything built in, say) but a lab
+        // piece missing.
+        let o = parse("NETPATH-VM-PREFLIGHT-FAILED vxlan: Error: Unknown device type.\nNETPATH-VM-NOT-RUN\n");
+        assert_eq!(
+            o.verdict(None),
+            "CANNOT BUILD THE TEST LABS, no test run: vxlan: Error: Unknown device type."
+        );
+    }
+
+    #[test]
+    fn a_binary_that_dies_without_a_summary_is_a_failure() {
+        let log = "running 2 tests\n\
+            test soak_survives ... \n\
+            NETPATH-VM-DONE soak 143\n\
+            test result: ok. 3 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 1s\n\
+            NETPATH-VM-DONE nat 0\n\
+            NETPATH-VM-END\n";
+        let o = parse(log);
+        assert_eq!(o.binary_failures, ["soak (exit 143 (killed by its timeout))"]);
+        assert_eq!(o.verdict(None), "FAILED: soak (exit 143 (killed by its timeout))");
+    }
+
+    #[test]
+    fn a_run_in_which_no_test_ran_is_not_ok() {
+        let log =
+            "test result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 12 filtered out; finished in 0s\n\
+            NETPATH-VM-DONE nat 0\nNETPATH-VM-END\n";
+        assert!(parse(log).verdict(None).starts_with("NO TEST RAN"));
     }
 }
