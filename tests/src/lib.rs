@@ -134,6 +134,16 @@ pub fn with_datapath_pins(
     prepare: &[&[&str]],
     check: impl FnOnce(&mut netpath::datapath::Datapath, &Path) + Send + 'static,
 ) {
+    with_datapath_sized(prepare, 1024, check)
+}
+
+#[cfg(feature = "datapath")]
+/// [`with_datapath_pins`] with a conntrack table of `ct_entries` (as `--ct-max-entries`).
+pub fn with_datapath_sized(
+    prepare: &[&[&str]],
+    ct_entries: u32,
+    check: impl FnOnce(&mut netpath::datapath::Datapath, &Path) + Send + 'static,
+) {
     require_root();
     let ns =
         Netns::new(format!("{TEST_PREFIX}{}p{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)));
@@ -150,7 +160,7 @@ pub fn with_datapath_pins(
             // As the agent does on a node: bpf_fib_lookup refuses to route for a
             // namespace that does not forward.
             fs::write("/proc/sys/net/ipv4/ip_forward", "1").expect("enable forwarding in the test namespace");
-            let mut dp = netpath::datapath::Datapath::load(&dir, 1024).expect("load datapath");
+            let mut dp = netpath::datapath::Datapath::load(&dir, ct_entries).expect("load datapath");
             check(&mut dp, &dir);
         })
         .join();

@@ -122,6 +122,21 @@ impl Datapath {
         Ok(out)
     }
 
+    /// `key`'s entry in CONNTRACK and in CONNTRACK_NEW, in that order. A lookup from user
+    /// space leaves the LRU's reference bits alone (kernel 5.2+), so looking changes
+    /// nothing about what is evicted next.
+    pub fn conntrack_get(&mut self, key: &CtKey) -> Result<[Option<CtEntry>; 2], DatapathError> {
+        let mut found = [None, None];
+        for (slot, name) in found.iter_mut().zip([maps::CONNTRACK, maps::CONNTRACK_NEW]) {
+            match self.conntrack(name)?.get(key, 0) {
+                Ok(e) => *slot = Some(e),
+                Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_err(name)(e)),
+            }
+        }
+        Ok(found)
+    }
+
     /// Removes `key` from whichever table holds it.
     pub fn remove_conntrack(&mut self, key: &CtKey) -> Result<bool, DatapathError> {
         let assured = self.conntrack(maps::CONNTRACK)?.remove(key).is_ok();

@@ -10,6 +10,7 @@
 //! into a regression case at the end of this file.
 mod campaign;
 mod mutate;
+mod pressure;
 mod world;
 
 use campaign::Campaign;

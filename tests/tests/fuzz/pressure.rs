@@ -1,0 +1,336 @@
+//! Fresh flows through full conntrack tables, with BPF_PROG_TEST_RUN: is a new flow's
+//! pair of entries whole when its reply comes, and after it is assured?
+//!
+//! Each flow is a masqueraded UDP exchange from container c to its own server tuple
+//! (address and port), so every flow has its own pair; requests run on one CPU and
+//! replies on another (the affinity of the calling thread is where a test run runs),
+//! as a container's packets and the uplink's are handled on different CPUs. Between
+//! a request and its reply the harness looks both entries up from user space, which
+//! leaves the LRU's reference bits alone.
+use std::{
+    net::Ipv4Addr,
+    sync::{mpsc, Mutex},
+    time::Instant,
+};
+
+use netpath::datapath::{program, Datapath};
+use netpath_common::CtKey;
+use netpath_tests::pkt::{self, UDP};
+
+use super::world::{Ep, Node, CLIENT_MAC, NAT_PORT, NODE, UPLINK_MAC};
+
+const TC_ACT_REDIRECT: u32 = 7;
+const SPORT: u16 = 40000;
+
+/// Flow `i`'s server: one of 240 addresses of the uplink's subnet, and a port.
+fn server(i: u32) -> (Ipv4Addr, u16) {
+    (Ipv4Addr::new(192, 168, 77, 10 + (i % 240) as u8), 1024 + ((i / 240) % 60000) as u16)
+}
+
+fn request(c: &Ep, i: u32) -> Vec<u8> {
+    let (dst, dport) = server(i);
+    pkt::eth(
+        c.host_mac,
+        c.mac,
+        pkt::ETH_IPV4,
+        &pkt::ipv4(c.ip, dst, UDP, 64, &[], &pkt::udp(SPORT, dport, b"q")),
+    )
+}
+
+fn reply(i: u32) -> Vec<u8> {
+    let (src, sport) = server(i);
+    pkt::eth(
+        UPLINK_MAC,
+        CLIENT_MAC,
+        pkt::ETH_IPV4,
+        &pkt::ipv4(src, NODE, UDP, 64, &[], &pkt::udp(sport, NAT_PORT, b"r")),
+    )
+}
+
+/// The flow's two keys: the container's direction, and the server's as it arrives.
+fn keys(c: &Ep, i: u32) -> (CtKey, CtKey) {
+    let (dst, dport) = server(i);
+    let orig = CtKey {
+        src: c.ip.octets(),
+        dst: dst.octets(),
+        sport: SPORT.to_be_bytes(),
+        dport: dport.to_be_bytes(),
+        proto: UDP,
+        _pad: [0; 3],
+    };
+    let reply = CtKey {
+        src: dst.octets(),
+        dst: NODE.octets(),
+        sport: dport.to_be_bytes(),
+        dport: NAT_PORT.to_be_bytes(),
+        proto: UDP,
+        _pad: [0; 3],
+    };
+    (orig, reply)
+}
+
+pub fn on_cpu(cpu: usize) {
+    let mut set = nix::sched::CpuSet::new();
+    set.set(cpu).expect("cpu index");
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).expect("sched_setaffinity");
+}
+
+/// Where a flow's entries are: (orig, reply), each 0 gone, 1 in CONNTRACK, 2 in
+/// CONNTRACK_NEW.
+fn place(dp: &mut Datapath, c: &Ep, i: u32) -> (u8, u8) {
+    let (o, r) = keys(c, i);
+    let at = |found: [Option<_>; 2]| match found {
+        [Some(_), _] => 1,
+        [None, Some(_)] => 2,
+        [None, None] => 0,
+    };
+    (at(dp.conntrack_get(&o).unwrap()), at(dp.conntrack_get(&r).unwrap()))
+}
+
+#[derive(Default, Debug)]
+pub struct Tally {
+    pub flows: u64,
+    /// The first packet was dropped (no pair created).
+    pub refused: u64,
+    /// Before the reply: both entries there, one only, none.
+    pub whole: u64,
+    pub orig_only: u64,
+    pub reply_only: u64,
+    pub gone: u64,
+    pub reply_lost: u64,
+    /// After the second request (assurance): both in CONNTRACK, both still in
+    /// CONNTRACK_NEW, anything else.
+    pub assured: u64,
+    pub still_new: u64,
+    pub split: u64,
+    pub reply2_lost: u64,
+}
+
+impl Tally {
+    pub fn half(&self) -> u64 {
+        self.orig_only + self.reply_only
+    }
+}
+
+/// A batch of packets for one program, run by the worker pinned to a CPU; the answer
+/// is whether each was redirected.
+struct Job {
+    prog: &'static str,
+    ifindex: u32,
+    packets: Vec<Vec<u8>>,
+    done: mpsc::Sender<Vec<bool>>,
+}
+
+pub struct Pressure<'a> {
+    dp: &'a Mutex<&'a mut Datapath>,
+    c: Ep,
+    next: u32,
+    /// One worker thread per CPU used, pinned once: moving a thread between CPUs can
+    /// take seconds on a loaded machine.
+    workers: [mpsc::Sender<Job>; 2],
+    /// Each phase on a CPU drawn at random (seeded xorshift), as the scheduler may
+    /// place the sender and the softirqs; else requests on one CPU, replies on another.
+    pub shuffle: Option<u64>,
+}
+
+#[derive(Clone, Copy)]
+enum Side {
+    Requests,
+    Replies,
+}
+
+/// Runs `body` with a [`Pressure`] on `dp`: the world installed, a worker on each of
+/// the first two CPUs (the same one twice on a single CPU).
+pub fn with_pressure(dp: &mut Datapath, body: impl FnOnce(&mut Pressure)) {
+    let node = Node::new();
+    let world = node.world();
+    for (ip, info) in &world.endpoints {
+        dp.register(*ip, *info).unwrap();
+    }
+    dp.set_node_config(world.config).unwrap();
+    let online = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let dp = Mutex::new(dp);
+    std::thread::scope(|scope| {
+        let workers = [0, if online > 1 { 1 } else { 0 }].map(|cpu| {
+            let (tx, rx) = mpsc::channel::<Job>();
+            let dp = &dp;
+            // Spawned from the test's namespace thread: the worker is in that namespace too.
+            scope.spawn(move || {
+                on_cpu(cpu);
+                for job in rx {
+                    let mut dp = dp.lock().unwrap();
+                    let out = job
+                        .packets
+                        .iter()
+                        .map(|p| {
+                            dp.test_run(job.prog, p, job.ifindex).expect("test run").action == TC_ACT_REDIRECT
+                        })
+                        .collect();
+                    let _ = job.done.send(out);
+                }
+            });
+            tx
+        });
+        let mut p = Pressure { dp: &dp, c: node.c, next: 0, workers, shuffle: None };
+        body(&mut p);
+    });
+}
+
+impl Pressure<'_> {
+    /// Runs `packets` through `prog` on the CPU of `side`.
+    fn phase(&mut self, side: Side, prog: &'static str, ifindex: u32, packets: Vec<Vec<u8>>) -> Vec<bool> {
+        let w = match self.shuffle.as_mut() {
+            Some(x) => {
+                *x ^= *x << 13;
+                *x ^= *x >> 7;
+                *x ^= *x << 17;
+                (*x & 1) as usize
+            }
+            None => side as usize,
+        };
+        let (done, result) = mpsc::channel();
+        self.workers[w].send(Job { prog, ifindex, packets, done }).unwrap();
+        result.recv().expect("worker gone")
+    }
+
+    fn send(&mut self, flows: &[u32]) -> Vec<bool> {
+        let packets = flows.iter().map(|&i| request(&self.c, i)).collect();
+        self.phase(Side::Requests, program::FROM_CONTAINER, self.c.ifindex, packets)
+    }
+
+    fn answer(&mut self, flows: &[u32]) -> Vec<bool> {
+        let packets = flows.iter().map(|&i| reply(i)).collect();
+        self.phase(Side::Replies, program::UPLINK_IN, 1, packets)
+    }
+
+    fn place(&self, i: u32) -> (u8, u8) {
+        place(&mut self.dp.lock().unwrap(), &self.c, i)
+    }
+
+    fn take(&mut self, n: u32) -> Vec<u32> {
+        let first = self.next;
+        self.next += n;
+        (first..first + n).collect()
+    }
+
+    /// `n` flows, `burst` at a time: requests, replies, requests again (which assure
+    /// them), replies: what fills CONNTRACK.
+    pub fn assured_flows(&mut self, n: u32, burst: u32, t: &mut Tally) {
+        let mut done = 0;
+        while done < n {
+            let k = burst.min(n - done);
+            let flows = self.take(k);
+            t.flows += k as u64;
+            let ok = self.send(&flows);
+            let sent: Vec<u32> = flows.iter().zip(ok).filter(|(_, ok)| *ok).map(|(i, _)| *i).collect();
+            t.refused += k as u64 - sent.len() as u64;
+            for &i in &sent {
+                self.classify(i, t);
+            }
+            t.reply_lost += self.answer(&sent).iter().filter(|ok| !**ok).count() as u64;
+            self.send(&sent);
+            for &i in &sent {
+                match self.place(i) {
+                    (1, 1) => t.assured += 1,
+                    (2, 2) => t.still_new += 1,
+                    _ => t.split += 1,
+                }
+            }
+            t.reply2_lost += self.answer(&sent).iter().filter(|ok| !**ok).count() as u64;
+            done += k;
+        }
+    }
+
+    /// `n` flows that are never assured (a request and its reply, as a DNS lookup),
+    /// `burst` requests before their replies: what fills CONNTRACK_NEW.
+    pub fn one_shot_flows(&mut self, n: u32, burst: u32, t: &mut Tally) {
+        let mut done = 0;
+        while done < n {
+            let k = burst.min(n - done);
+            let flows = self.take(k);
+            t.flows += k as u64;
+            let ok = self.send(&flows);
+            let sent: Vec<u32> = flows.iter().zip(ok).filter(|(_, ok)| *ok).map(|(i, _)| *i).collect();
+            t.refused += k as u64 - sent.len() as u64;
+            for &i in &sent {
+                self.classify(i, t);
+            }
+            t.reply_lost += self.answer(&sent).iter().filter(|ok| !**ok).count() as u64;
+            done += k;
+        }
+    }
+
+    fn classify(&self, i: u32, t: &mut Tally) {
+        match self.place(i) {
+            (0, 0) => t.gone += 1,
+            (_, 0) => t.orig_only += 1,
+            (0, _) => t.reply_only += 1,
+            _ => t.whole += 1,
+        }
+    }
+}
+
+fn env_u32(name: &str) -> Option<u32> {
+    std::env::var(name).ok().map(|v| v.parse().unwrap_or_else(|_| panic!("{name}={v}: not a number")))
+}
+
+fn sizes() -> Vec<u32> {
+    let list = std::env::var("NETPATH_CT_PRESSURE_SIZES")
+        .unwrap_or_else(|_| "32,64,128,256,512,1024,4096,16384,65536,262144".into());
+    list.split(',').map(|s| s.trim().parse().unwrap_or_else(|_| panic!("size {s:?}"))).collect()
+}
+
+/// How often a fresh pair is half gone by its reply, per table size: run with
+/// `NETPATH_CT_PRESSURE=1` (sizes in `NETPATH_CT_PRESSURE_SIZES`); prints a table.
+#[test]
+fn measure_fresh_pairs_under_pressure() {
+    if std::env::var_os("NETPATH_CT_PRESSURE").is_none() {
+        println!("set NETPATH_CT_PRESSURE=1 to measure");
+        return;
+    }
+    let cpus = std::fs::read_to_string("/sys/devices/system/cpu/possible").unwrap_or_default();
+    println!("kernel {}, possible CPUs {}", netpath_tests::sh(&["uname", "-r"]).trim(), cpus.trim());
+    println!("| CONNTRACK | CONNTRACK_NEW | workload | flows | refused | half by reply (orig only / reply only) | gone by reply | replies lost | assured whole / left new / split | second replies lost | s |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for size in sizes() {
+        netpath_tests::with_datapath_sized(super::world::PREPARE, size, move |dp, _| {
+            let new = netpath::datapath::layout::new_flow_entries(size);
+            with_pressure(dp, |p| {
+                let measured = env_u32("NETPATH_CT_PRESSURE_FLOWS").unwrap_or(2000);
+                let row = |name: &str, t: &Tally, secs: f64| {
+                    println!(
+                    "| {size} | {new} | {name} | {} | {} | {} ({} / {}) | {} | {} | {} / {} / {} | {} | {secs:.1} |",
+                    t.flows, t.refused, t.half(), t.orig_only, t.reply_only, t.gone, t.reply_lost,
+                    t.assured, t.still_new, t.split, t.reply2_lost
+                )
+                };
+                // Assured flows through a full CONNTRACK: fill it, then measure.
+                for (burst, shuffle) in [(1, None), (16, None), (16, Some(0x9e37_79b9_7f4a_7c15))] {
+                    p.shuffle = shuffle;
+                    let start = Instant::now();
+                    // The warm-up that fills the table goes 64 at a time: handing every packet to
+                    // a worker costs milliseconds on a loaded machine.
+                    p.assured_flows(size / 2 + 64, 64, &mut Tally::default());
+                    let mut t = Tally::default();
+                    p.assured_flows(measured, burst, &mut t);
+                    let cpus = if shuffle.is_some() { ", random CPUs" } else { "" };
+                    row(&format!("assured, {burst} at a time{cpus}"), &t, start.elapsed().as_secs_f64());
+                }
+                // Flows never assured through a full CONNTRACK_NEW: fill it, then measure.
+                for (burst, shuffle) in [(1, None), (16, Some(7)), (64, None)] {
+                    p.shuffle = shuffle;
+                    let start = Instant::now();
+                    p.one_shot_flows(new / 2 + 64, 64, &mut Tally::default());
+                    let mut t = Tally::default();
+                    p.one_shot_flows(measured, burst, &mut t);
+                    let cpus = if shuffle.is_some() { ", random CPUs" } else { "" };
+                    row(
+                        &format!("never assured, {burst} in flight{cpus}"),
+                        &t,
+                        start.elapsed().as_secs_f64(),
+                    );
+                }
+            });
+        });
+    }
+}
