@@ -42,6 +42,9 @@ pub struct MapSpec {
     pub key_size: u32,
     pub value_size: u32,
     pub capacity: Capacity,
+    /// The map flags the object declares (BPF_F_NO_COMMON_LRU for CONNTRACK_NEW); the
+    /// layout check compares them, since they change how the map behaves.
+    pub flags: u32,
     /// Pinned by name under the agent's pin directory (and so adopted on restart).
     pub pinned: bool,
     /// Its contents may be lost on an upgrade without breaking a connection (counters,
@@ -63,6 +66,7 @@ const fn map(
         key_size: key_size as u32,
         value_size: value_size as u32,
         capacity,
+        flags: 0,
         pinned: true,
         disposable,
     }
@@ -99,7 +103,10 @@ pub const MAPS: [MapSpec; 13] = [
         true,
     ),
     map(CONNTRACK, MapKind::LruHash, size_of::<CtKey>(), size_of::<CtEntry>(), Capacity::Conntrack, false),
-    map(CONNTRACK_NEW, MapKind::LruHash, size_of::<CtKey>(), size_of::<CtEntry>(), Capacity::NewFlows, false),
+    MapSpec {
+        flags: CONNTRACK_NEW_FLAGS,
+        ..map(CONNTRACK_NEW, MapKind::LruHash, size_of::<CtKey>(), size_of::<CtEntry>(), Capacity::NewFlows, false)
+    },
     map(
         SNAT_CLOSED,
         MapKind::LruHash,
@@ -147,6 +154,11 @@ pub const fn spec(name: &str) -> &'static MapSpec {
         i += 1;
     }
     panic!("no such map in the contract")
+}
+
+/// A map's flags as the object declares them.
+pub const fn object_flags(name: &str) -> u32 {
+    spec(name).flags
 }
 
 /// A map's capacity as the object declares it (the agent resizes conntrack at load).

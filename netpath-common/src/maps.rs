@@ -13,22 +13,37 @@ pub const REASON_STATS: &str = "REASON_STATS";
 pub const CONNTRACK: &str = "CONNTRACK";
 /// The same for flows not yet assured. New flows start here and move to CONNTRACK once
 /// assured, so a flood of new flows (SYNs from spoofed sources) evicts only other new
-/// flows, never an established one: netfilter's early_drop of unassured entries.
+/// flows, never an established one: netfilter's early_drop of unassured entries. A
+/// per-CPU LRU ([`CONNTRACK_NEW_FLAGS`]): each CPU has a share of its own.
 pub const CONNTRACK_NEW: &str = "CONNTRACK_NEW";
 
+/// BPF_F_NO_COMMON_LRU: CONNTRACK_NEW's entries live in the share of the CPU that
+/// created them, and a share evicts only when it is full, 4 entries at a time, least
+/// recently used first. The common LRU parks up to 128 free entries per CPU and, short
+/// of them, evicts in batches of up to 128 wherever they are, the entries just created
+/// included, well before the table is full.
+pub const CONNTRACK_NEW_FLAGS: u32 = 2;
+
+/// Entries each CPU needs in a conntrack table (see [`ct_min_entries`]).
+pub const CT_ENTRIES_PER_CPU: u32 = 256;
+
+/// The smallest CONNTRACK for a machine with `cpus` possible CPUs. The kernel's common
+/// LRU moves free entries to each CPU and evicts in batches of up to 128: measured on
+/// 6.1 and 6.18, a smaller table evicts a freshly assured flow's entries before its
+/// next packet (a third of them at 32 entries on 2 CPUs), and none at this size.
+pub const fn ct_min_entries(cpus: u32) -> u32 {
+    cpus.saturating_mul(CT_ENTRIES_PER_CPU)
+}
+
 /// Size of CONNTRACK_NEW for a CONNTRACK of `ct_entries` on a machine with `cpus`
-/// possible CPUs: a quarter, but no less than 256 per CPU. The kernel's LRU hands each
-/// CPU free entries 128 at a time and, when another CPU holds the rest, evicts live
-/// entries to make some: a table of a few hundred entries on a few CPUs loses a flow's
-/// entries while it is being set up.
+/// possible CPUs: a quarter, but no less than 256 per CPU, rounded up to a multiple of
+/// `cpus` (the kernel splits a per-CPU LRU evenly and reports the rounded size).
 pub const fn new_flow_entries(ct_entries: u32, cpus: u32) -> u32 {
+    let cpus = if cpus == 0 { 1 } else { cpus };
     let quarter = ct_entries / 4;
-    let floor = cpus.saturating_mul(256);
-    if quarter < floor {
-        floor
-    } else {
-        quarter
-    }
+    let floor = ct_min_entries(cpus);
+    let n = if quarter < floor { floor } else { quarter };
+    n.div_ceil(cpus).saturating_mul(cpus)
 }
 /// Server-side tuple of a closed masqueraded TCP flow -> [`crate::ClosedFlow`]; LRU.
 pub const SNAT_CLOSED: &str = "SNAT_CLOSED";
@@ -64,3 +79,28 @@ pub const NODE_LOCAL_REV_ENTRIES: u32 = 65_536;
 pub const TRACE_SCRATCH: &str = "TRACE_SCRATCH";
 /// Per-CPU scratch for bpf_fib_lookup's request (not pinned).
 pub const FIB_SCRATCH: &str = "FIB_SCRATCH";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conntrack_sizes_follow_the_cpus() {
+        assert_eq!(ct_min_entries(2), 512);
+        assert_eq!(ct_min_entries(64), 16_384);
+        // A quarter of CONNTRACK, at least 256 per CPU, a multiple of the CPUs.
+        assert_eq!(new_flow_entries(CONNTRACK_ENTRIES, 2), 65_536);
+        assert_eq!(new_flow_entries(512, 2), 512);
+        assert_eq!(new_flow_entries(300_000, 7), 75_005);
+        assert_eq!(new_flow_entries(300_000, 7) % 7, 0);
+        assert_eq!(new_flow_entries(1024, 0), 256);
+        // The default table fits the floor up to 1024 possible CPUs.
+        assert!(ct_min_entries(1024) <= CONNTRACK_ENTRIES);
+    }
+
+    #[test]
+    fn the_table_of_new_flows_is_a_per_cpu_lru() {
+        // BPF_F_NO_COMMON_LRU (include/uapi/linux/bpf.h).
+        assert_eq!(CONNTRACK_NEW_FLAGS, 1 << 1);
+    }
+}

@@ -47,6 +47,9 @@ pub enum Reason {
     DropNoEndpoint = 17,
     /// Trace events lost because the ring buffer was full (not a packet decision).
     TraceEventsLost = 18,
+    /// A new flow's first packet, dropped because conntrack could not hold both entries
+    /// of its pair (the new flow is refused rather than tracked by half).
+    DropCtFull = 19,
 }
 
 impl Reason {
@@ -56,7 +59,7 @@ impl Reason {
     }
 
     /// Number of reasons: the size of the per-reason counter array.
-    pub const COUNT: u32 = 19;
+    pub const COUNT: u32 = 20;
 
     pub const ALL: [Reason; Self::COUNT as usize] = [
         Reason::ForwardedToPeer,
@@ -78,6 +81,7 @@ impl Reason {
         Reason::XdpTranslated,
         Reason::DropNoEndpoint,
         Reason::TraceEventsLost,
+        Reason::DropCtFull,
     ];
 
     /// Stable name used by the CLI, metrics labels and docs.
@@ -102,6 +106,7 @@ impl Reason {
             Reason::XdpTranslated => "xdp-translated",
             Reason::DropNoEndpoint => "drop-no-endpoint",
             Reason::TraceEventsLost => "trace-events-lost",
+            Reason::DropCtFull => "drop-ct-full",
         }
     }
 
@@ -116,6 +121,7 @@ impl Reason {
                 | Reason::DropFragment
                 | Reason::DropUnsupportedProtocol
                 | Reason::DropNoEndpoint
+                | Reason::DropCtFull
         )
     }
 }
@@ -137,5 +143,14 @@ mod tests {
             assert_eq!(*r as u32, i as u32, "{} out of order", r.name());
         }
         assert_eq!(core::mem::size_of::<Reason>(), 4);
+    }
+
+    #[test]
+    fn codes_are_stable() {
+        // Counters, traces and dashboards key on these numbers: append, never renumber.
+        assert_eq!(Reason::TraceEventsLost as u32, 18);
+        assert_eq!(Reason::DropCtFull as u32, 19);
+        assert_eq!(Reason::from_code(19), Some(Reason::DropCtFull));
+        assert_eq!(Reason::DropCtFull.name(), "drop-ct-full");
     }
 }

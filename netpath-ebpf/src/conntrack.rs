@@ -23,6 +23,9 @@ use crate::{
 
 type Table = aya_ebpf::maps::LruHashMap<CtKey, CtEntry>;
 
+/// The error a NOEXIST insert returns when the key is taken.
+const EEXIST: i32 = 17;
+
 /// Ports tried before a new flow is refused for want of one. Bounded so the verifier
 /// sees a finite loop; with a random start, 32 misses mean the range is nearly full.
 const NAT_PORT_TRIES: u32 = 32;
@@ -34,15 +37,18 @@ fn now() -> u64 {
 }
 
 /// The entry for this packet's tuple, refreshed (last seen, counters, TCP state); a new
-/// flow's entries move to CONNTRACK when this packet assures it.
+/// flow's entries move to CONNTRACK when this packet assures it. An entry of assured
+/// flow returns at once; a new flow's original-direction entry whose reply entry is
+/// gone (evicted) is half a pair: it is removed and the packet is a new flow's.
 #[inline(always)]
 pub fn lookup(flow: &Flow, len: u32) -> Option<CtEntry> {
     if let Some(e) = CONNTRACK.get_ptr_mut(&flow.key) {
         return Some(refresh(e, flow, len));
     }
     let entry = refresh(CONNTRACK_NEW.get_ptr_mut(&flow.key)?, flow, len);
-    if entry.flags & CT_F_REPLY == 0 {
-        assure(&flow.key, &entry);
+    if entry.flags & CT_F_REPLY == 0 && !assure(&flow.key, &entry) {
+        let _ = CONNTRACK_NEW.remove(&flow.key);
+        return None;
     }
     Some(entry)
 }
@@ -62,31 +68,43 @@ fn refresh(e: *mut CtEntry, flow: &Flow, len: u32) -> CtEntry {
     }
 }
 
-/// The originator sent again: if a reply came before (and, for TCP, this completed the
-/// handshake), the flow is assured and both entries move to CONNTRACK.
+/// The originator of a new flow sent again: if a reply came before (and, for TCP, this
+/// completed the handshake), the flow is assured and its pair moves to CONNTRACK, whole
+/// or not at all. Returns false when the reply entry is in neither table: the pair was
+/// half evicted.
 #[inline(always)]
-fn assure(key: &CtKey, entry: &CtEntry) {
-    if key.proto == IPPROTO_TCP && entry.tcp_state != TCP_ESTABLISHED {
-        return;
-    }
+fn assure(key: &CtKey, entry: &CtEntry) -> bool {
     let reply_key = key.partner(entry);
     // Inserted straight from the map value: a copy on the stack would take 5.10's
     // verifier past its 512 bytes for the whole call chain.
-    let Some(reply) = CONNTRACK_NEW.get_ptr(&reply_key) else { return };
+    let Some(reply) = CONNTRACK_NEW.get_ptr(&reply_key) else {
+        // Another CPU may be moving this very pair: its reply entry goes to CONNTRACK
+        // before it leaves CONNTRACK_NEW.
+        return CONNTRACK.get_ptr(&reply_key).is_some();
+    };
+    if key.proto == IPPROTO_TCP && entry.tcp_state != TCP_ESTABLISHED {
+        return true;
+    }
     // SAFETY: the map value stays valid for the program's run (RCU).
     let reply = unsafe { &*reply };
     if reply.packets == 0 {
-        return;
+        return true;
     }
+    // An insert into a full LRU evicts, and the kernel frees in batches: the second
+    // insert can evict the first. The pair leaves CONNTRACK_NEW only once both entries
+    // are seen in CONNTRACK; else the flow stays new, whole, and tries again with its
+    // next packet.
     if CONNTRACK.insert(&reply_key, reply, 0).is_err() {
-        return;
+        return true;
     }
-    if CONNTRACK.insert(key, entry, 0).is_err() {
+    if CONNTRACK.insert(key, entry, 0).is_err() || CONNTRACK.get_ptr(&reply_key).is_none() {
+        let _ = CONNTRACK.remove(key);
         let _ = CONNTRACK.remove(&reply_key);
-        return;
+        return true;
     }
     let _ = CONNTRACK_NEW.remove(&reply_key);
     let _ = CONNTRACK_NEW.remove(key);
+    true
 }
 
 /// A tracked entry for `key` in either table, for ICMP errors about the flow.
@@ -130,9 +148,11 @@ fn entry(flags: u8, flow: &Flow, len: u32) -> CtEntry {
 /// Creates both entries of a flow whose original packet is `flow` and whose rewrite is
 /// `orig`, in CONNTRACK_NEW; the reply entry undoes it. The reply's tuple must be free
 /// in both tables (it is inserted with NOEXIST), so two flows can never claim the same
-/// translated tuple.
+/// translated tuple: a clash is `DropNatPortsExhausted`. The pair is created whole or
+/// not at all: when the table cannot hold both entries, the flow is refused
+/// (`DropCtFull`).
 #[inline(always)]
-fn create_pair(flow: &Flow, orig: &CtEntry, len: u32, reclaim: bool) -> Result<(), ()> {
+fn create_pair(flow: &Flow, orig: &CtEntry, len: u32, reclaim: bool) -> Result<(), Reason> {
     let reply_key = flow.key.partner(orig);
     let mut reply = entry(CT_F_REPLY, flow, len);
     reply.packets = 0;
@@ -150,17 +170,27 @@ fn create_pair(flow: &Flow, orig: &CtEntry, len: u32, reclaim: bool) -> Result<(
     // Only the last attempt of a search may take over a closed flow's tuple; doing it
     // in every iteration multiplies the verifier's work past its limit.
     if CONNTRACK.get_ptr(&reply_key).is_some() && !(reclaim && reclaim_closed(&CONNTRACK, &reply_key)) {
-        return Err(());
+        return Err(Reason::DropNatPortsExhausted);
     }
-    if CONNTRACK_NEW.insert(&reply_key, &reply, BPF_NOEXIST as u64).is_err() {
-        if !reclaim || !reclaim_closed(&CONNTRACK_NEW, &reply_key) {
-            return Err(());
+    if let Err(e) = CONNTRACK_NEW.insert(&reply_key, &reply, BPF_NOEXIST as u64) {
+        if e != -EEXIST {
+            return Err(Reason::DropCtFull);
         }
-        CONNTRACK_NEW.insert(&reply_key, &reply, BPF_NOEXIST as u64).map_err(|_| ())?;
+        if !reclaim || !reclaim_closed(&CONNTRACK_NEW, &reply_key) {
+            return Err(Reason::DropNatPortsExhausted);
+        }
+        CONNTRACK_NEW.insert(&reply_key, &reply, BPF_NOEXIST as u64).map_err(|_| Reason::DropCtFull)?;
     }
-    if CONNTRACK_NEW.insert(&flow.key, orig, 0).is_err() {
+    // The second insert may evict the first (see assure): look again. The lookups also
+    // mark both entries used, so the LRU's next pass keeps them over entries nobody has
+    // touched since they came in.
+    if CONNTRACK_NEW.insert(&flow.key, orig, 0).is_err()
+        || CONNTRACK_NEW.get_ptr(&reply_key).is_none()
+        || CONNTRACK_NEW.get_ptr(&flow.key).is_none()
+    {
+        let _ = CONNTRACK_NEW.remove(&flow.key);
         let _ = CONNTRACK_NEW.remove(&reply_key);
-        return Err(());
+        return Err(Reason::DropCtFull);
     }
     counters::count(Reason::CtCreated, 0);
     counters::count(Reason::CtCreated, 0);
@@ -233,7 +263,7 @@ pub fn create_snat(
     orig.nat_sport = chosen.to_be_bytes();
     // A port found free may have been taken by another CPU meanwhile: the flow then
     // fails like an exhausted range, and the client's retransmission tries again.
-    create_pair(flow, &orig, len, true).map_err(|_| Reason::DropNatPortsExhausted)?;
+    create_pair(flow, &orig, len, true)?;
     if syn.is_some() {
         let _ = SNAT_CLOSED.remove(&flow.key.partner(&orig));
     }
@@ -379,6 +409,6 @@ pub fn create_dnat(flow: &Flow, ip: [u8; 4], port: [u8; 2], len: u32) -> Result<
     orig.nat_dst = ip;
     orig.nat_dport = port;
     // A clash means a stale reply entry holds the tuple; the flow can't be tracked.
-    create_pair(flow, &orig, len, false).map_err(|_| Reason::DropNatPortsExhausted)?;
+    create_pair(flow, &orig, len, false)?;
     Ok(orig)
 }

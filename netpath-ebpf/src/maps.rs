@@ -6,56 +6,56 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use netpath_common::{
-    contract::object_capacity as capacity, maps as name, ClosedFlow, CtEntry, CtKey, EndpointInfo,
+    contract::{object_capacity as capacity, object_flags as flags}, maps as name, ClosedFlow, CtEntry, CtKey, EndpointInfo,
     EndpointKey, NodeConfig, PortKey, PortTarget, SockOrigin, SockRevKey, TraceEvent, TraceFilter,
     TrafficCounters,
 };
 
 #[map]
-pub static ENDPOINTS: HashMap<EndpointKey, EndpointInfo> = HashMap::pinned(capacity(name::ENDPOINTS), 0);
+pub static ENDPOINTS: HashMap<EndpointKey, EndpointInfo> = HashMap::pinned(capacity(name::ENDPOINTS), flags(name::ENDPOINTS));
 
 #[map]
 pub static ENDPOINT_STATS: PerCpuHashMap<EndpointKey, TrafficCounters> =
-    PerCpuHashMap::pinned(capacity(name::ENDPOINT_STATS), 0);
+    PerCpuHashMap::pinned(capacity(name::ENDPOINT_STATS), flags(name::ENDPOINT_STATS));
 
 #[map]
-pub static REASON_STATS: PerCpuArray<TrafficCounters> = PerCpuArray::pinned(capacity(name::REASON_STATS), 0);
+pub static REASON_STATS: PerCpuArray<TrafficCounters> = PerCpuArray::pinned(capacity(name::REASON_STATS), flags(name::REASON_STATS));
 
 #[map]
-pub static CONNTRACK: LruHashMap<CtKey, CtEntry> = LruHashMap::pinned(capacity(name::CONNTRACK), 0);
+pub static CONNTRACK: LruHashMap<CtKey, CtEntry> = LruHashMap::pinned(capacity(name::CONNTRACK), flags(name::CONNTRACK));
 
 #[map]
 pub static CONNTRACK_NEW: LruHashMap<CtKey, CtEntry> =
-    // Sized again at load for the machine's CPUs.
-    LruHashMap::pinned(capacity(name::CONNTRACK_NEW), 0);
+    // Sized again at load for the machine's CPUs; a share of the LRU per CPU.
+    LruHashMap::pinned(capacity(name::CONNTRACK_NEW), flags(name::CONNTRACK_NEW));
 
 #[map]
-pub static SNAT_CLOSED: LruHashMap<CtKey, ClosedFlow> = LruHashMap::pinned(capacity(name::SNAT_CLOSED), 0);
+pub static SNAT_CLOSED: LruHashMap<CtKey, ClosedFlow> = LruHashMap::pinned(capacity(name::SNAT_CLOSED), flags(name::SNAT_CLOSED));
 
 #[map]
-pub static PORT_MAPS: HashMap<PortKey, PortTarget> = HashMap::pinned(capacity(name::PORT_MAPS), 0);
+pub static PORT_MAPS: HashMap<PortKey, PortTarget> = HashMap::pinned(capacity(name::PORT_MAPS), flags(name::PORT_MAPS));
 
 #[map]
-pub static NODE_CONFIG: Array<NodeConfig> = Array::pinned(capacity(name::NODE_CONFIG), 0);
+pub static NODE_CONFIG: Array<NodeConfig> = Array::pinned(capacity(name::NODE_CONFIG), flags(name::NODE_CONFIG));
 
 #[map]
 pub static NODE_LOCAL_REV: LruHashMap<SockRevKey, SockOrigin> =
-    LruHashMap::pinned(capacity(name::NODE_LOCAL_REV), 0);
+    LruHashMap::pinned(capacity(name::NODE_LOCAL_REV), flags(name::NODE_LOCAL_REV));
 
 #[map]
-pub static EVENTS: RingBuf = RingBuf::pinned(capacity(name::EVENTS), 0);
+pub static EVENTS: RingBuf = RingBuf::pinned(capacity(name::EVENTS), flags(name::EVENTS));
 
 #[map]
-pub static TRACE_FILTER: Array<TraceFilter> = Array::pinned(capacity(name::TRACE_FILTER), 0);
+pub static TRACE_FILTER: Array<TraceFilter> = Array::pinned(capacity(name::TRACE_FILTER), flags(name::TRACE_FILTER));
 
 /// Per-CPU scratch for the packet snapshots of a running trace: slot 0 as the packet
 /// arrived, slot 1 as it left (see events::begin and events::egress).
 #[map]
 pub static TRACE_SCRATCH: PerCpuArray<TraceEvent> =
-    PerCpuArray::with_max_entries(capacity(name::TRACE_SCRATCH), 0);
+    PerCpuArray::with_max_entries(capacity(name::TRACE_SCRATCH), flags(name::TRACE_SCRATCH));
 
 /// Per-CPU scratch for bpf_fib_lookup's 64-byte request: on the stack it would push the
 /// program past the 512 bytes older kernels allow for a whole call chain.
 #[map]
 pub static FIB_SCRATCH: PerCpuArray<aya_ebpf::bindings::bpf_fib_lookup> =
-    PerCpuArray::with_max_entries(capacity(name::FIB_SCRATCH), 0);
+    PerCpuArray::with_max_entries(capacity(name::FIB_SCRATCH), flags(name::FIB_SCRATCH));

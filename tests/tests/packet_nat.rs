@@ -3,8 +3,8 @@
 //! counted reason (truncated headers, IP options, fragments, non-IP, VLAN, bad checksums).
 use std::net::Ipv4Addr;
 
-use netpath::datapath::{program, Datapath, PacketRun};
-use netpath_common::{EndpointInfo, NodeConfig, PortKey, PortTarget};
+use netpath::datapath::{program, Datapath, Inspector, PacketRun};
+use netpath_common::{CtKey, EndpointInfo, NodeConfig, PortKey, PortTarget, Reason};
 use netpath_tests::{
     model::{Fib, Model, World},
     pkt::{self, View, ACK, SYN, TCP, UDP},
@@ -28,6 +28,11 @@ const CLIENT_MAC: [u8; 6] = [0x0e, 0, 0, 0, 0, 0xcc];
 /// to WEB:80, WEB:53. The namespace has a veth with NODE/24, so the FIB can route
 /// replies to CLIENT.
 fn with_nat(check: impl FnOnce(&mut Datapath) + Send + 'static) {
+    with_nat_pins(move |dp, _| check(dp))
+}
+
+/// [`with_nat`], also giving the pin directory (for the counters).
+fn with_nat_pins(check: impl FnOnce(&mut Datapath, &std::path::Path) + Send + 'static) {
     let prepare: &[&[&str]] = &[
         &["link", "add", "up0", "type", "veth", "peer", "name", "up1"],
         &["addr", "add", "192.168.77.1/24", "dev", "up0"],
@@ -35,7 +40,7 @@ fn with_nat(check: impl FnOnce(&mut Datapath) + Send + 'static) {
         &["link", "set", "up1", "up"],
         &["link", "set", "lo", "up"],
     ];
-    netpath_tests::with_datapath(prepare, move |dp| {
+    netpath_tests::with_datapath_pins(prepare, move |dp, pins| {
         let world = nat_world();
         for (ip, info) in world.endpoints {
             dp.register(ip, info).unwrap();
@@ -44,7 +49,7 @@ fn with_nat(check: impl FnOnce(&mut Datapath) + Send + 'static) {
         for (key, target) in world.ports {
             dp.set_port(key, target).unwrap();
         }
-        check(dp);
+        check(dp, pins);
     })
 }
 
@@ -472,4 +477,92 @@ fn a_new_syn_gets_no_port_whose_server_would_refuse_it_from_time_wait() {
         let out = from_web_unchecked(dp, &web_tcp(3001, SYN, 100, Some(7000)));
         assert_eq!((out.action, View(&out.packet).sport()), (TC_ACT_REDIRECT, first));
     });
+}
+
+/// Where conntrack holds `key`: (in CONNTRACK, in CONNTRACK_NEW).
+fn held(dp: &mut Datapath, key: &CtKey) -> (bool, bool) {
+    let [assured, new] = dp.conntrack_get(key).unwrap();
+    (assured.is_some(), new.is_some())
+}
+
+#[test]
+fn a_new_flow_moves_to_the_assured_table_whole_and_half_a_pair_is_never_used() {
+    with_nat_pins(|dp, pins| {
+        let m = &mut Model::new(nat_world());
+        let query = |sport: u16| {
+            pkt::eth(
+                WEB_HOST_MAC,
+                WEB_MAC,
+                pkt::ETH_IPV4,
+                &pkt::ipv4(WEB, CLIENT, UDP, 64, &[], &pkt::udp(sport, 53, b"q")),
+            )
+        };
+        let answer = pkt::eth(
+            UPLINK_MAC,
+            CLIENT_MAC,
+            pkt::ETH_IPV4,
+            &pkt::ipv4(CLIENT, NODE, UDP, 64, &[], &pkt::udp(53, 61000, b"a")),
+        );
+        let key = |src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16| CtKey {
+            src: src.octets(),
+            dst: dst.octets(),
+            sport: sport.to_be_bytes(),
+            dport: dport.to_be_bytes(),
+            proto: UDP,
+            _pad: [0; 3],
+        };
+        let (orig, reply) = (key(WEB, 1111, CLIENT, 53), key(CLIENT, 53, NODE, 61000));
+        let live = |dp: &mut Datapath| {
+            let [assured, new] = dp.conntrack_tables().unwrap();
+            (assured.len(), new.len())
+        };
+
+        // A new flow's pair is created in the table of new flows, and stays there
+        // through its first reply.
+        assert_eq!(from_web(dp, m, &query(1111)).action, TC_ACT_REDIRECT);
+        assert_eq!((held(dp, &orig), held(dp, &reply)), ((false, true), (false, true)));
+        assert_eq!(uplink(dp, m, &answer).action, TC_ACT_REDIRECT);
+        assert_eq!(live(dp), (0, 2));
+        // The originator sends again: the flow is assured, and both entries move.
+        assert_eq!(from_web(dp, m, &query(1111)).action, TC_ACT_REDIRECT);
+        assert_eq!((held(dp, &orig), held(dp, &reply)), ((true, false), (true, false)));
+        assert!(m.assured.contains(&orig) && m.assured.contains(&reply));
+        assert_eq!(uplink(dp, m, &answer).action, TC_ACT_REDIRECT);
+
+        // Another flow, to a server of its own port: its reply entry is evicted before
+        // the reply (here removed, as the LRU would). Its original entry is half a pair;
+        // the next packet that finds it removes it and starts the flow again, whole.
+        let (orig2, reply2) = (key(WEB, 2222, CLIENT, 5300), key(CLIENT, 5300, NODE, 61000));
+        let query2 = pkt::eth(
+            WEB_HOST_MAC,
+            WEB_MAC,
+            pkt::ETH_IPV4,
+            &pkt::ipv4(WEB, CLIENT, UDP, 64, &[], &pkt::udp(2222, 5300, b"q")),
+        );
+        assert_eq!(from_web(dp, m, &query2).action, TC_ACT_REDIRECT);
+        assert!(dp.remove_conntrack(&reply2).unwrap());
+        m.forget_entry(&reply2);
+        let before = m.reasons[Reason::SnatNewFlow as usize].0;
+        assert_eq!(from_web(dp, m, &query2).action, TC_ACT_REDIRECT);
+        assert_eq!(m.reasons[Reason::SnatNewFlow as usize].0, before + 1, "not taken for a new flow");
+        assert_eq!((held(dp, &orig2), held(dp, &reply2)), ((false, true), (false, true)));
+        let answer2 = pkt::eth(
+            UPLINK_MAC,
+            CLIENT_MAC,
+            pkt::ETH_IPV4,
+            &pkt::ipv4(CLIENT, NODE, UDP, 64, &[], &pkt::udp(5300, 61000, b"a")),
+        );
+        assert_eq!(uplink(dp, m, &answer2).action, TC_ACT_REDIRECT);
+        // The counters add up: three pairs created; of the second one, the entry the
+        // test removed (an eviction) and the one the datapath removed as its half are
+        // gone (neither was collected); the first and third pairs are live.
+        let counters = Inspector::new(pins).reason_counters().unwrap();
+        let count = |r: Reason| counters.iter().find(|c| c.reason == r.name()).unwrap().packets;
+        assert_eq!(count(Reason::CtCreated), 6);
+        assert_eq!(count(Reason::CtCollected), 0);
+        assert_eq!(live(dp), (2, 2));
+        for r in Reason::ALL {
+            assert_eq!(count(r), m.reasons[r as usize].0, "{} differs from the model", r.name());
+        }
+    })
 }

@@ -344,10 +344,11 @@ impl From<PathArgs> for Paths {
 #[derive(Clone, Debug, clap::Args)]
 pub struct CtArgs {
     /// Size of the conntrack table (two entries per flow); when full, the least recently
-    /// used entries are evicted. A new size given to a restarted agent migrates the
-    /// pinned table: a new one of that size gets every tracked flow.
+    /// used entries are evicted. At least 256 per possible CPU. A new size given to a
+    /// restarted agent migrates the pinned table: a new one of that size gets every
+    /// tracked flow.
     #[arg(long = "ct-max-entries", env = "NETPATH_CT_MAX_ENTRIES", default_value_t = netpath_common::maps::CONNTRACK_ENTRIES,
-          value_parser = clap::value_parser!(u32).range(16..=16_777_216))]
+          value_parser = ct_max_entries)]
     pub max_entries: u32,
     /// Established TCP connections.
     #[arg(long = "ct-tcp-timeout", env = "NETPATH_CT_TCP_TIMEOUT", default_value_t = 21600, value_parser = timeout)]
@@ -384,6 +385,21 @@ impl From<CtArgs> for CtConfig {
 
 /// A conntrack timeout in seconds: at least one, at most a year (a longer one would
 /// keep a dead flow's entry, and its NAT port, for good).
+/// A conntrack size: from 256 per possible CPU (below it, the kernel's LRU evicts the
+/// entries of flows being set up, see `maps::ct_min_entries`) to 2^24.
+fn ct_max_entries(s: &str) -> Result<u32, String> {
+    const MAX: u32 = 16_777_216;
+    let min = netpath::datapath::layout::ct_min_entries();
+    match s.parse::<u32>() {
+        Ok(n) if (min..=MAX).contains(&n) => Ok(n),
+        Ok(n) if n < min => Err(format!(
+            "{n} is below the minimum of {min} entries for this machine's {} possible CPUs (256 per CPU)",
+            min / netpath_common::maps::CT_ENTRIES_PER_CPU
+        )),
+        _ => Err(format!("{s:?} is not a number of entries from {min} to {MAX}")),
+    }
+}
+
 fn timeout(s: &str) -> Result<u64, String> {
     match s.parse::<u64>() {
         Ok(n) if (1..=31_536_000).contains(&n) => Ok(n),

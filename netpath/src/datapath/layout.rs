@@ -30,6 +30,8 @@ struct Expected {
     key: u32,
     value: u32,
     max_entries: u32,
+    /// The map flags that change how it behaves (BPF_F_NO_COMMON_LRU).
+    flags: u32,
     /// Its contents can be lost without breaking a connection.
     disposable: bool,
 }
@@ -59,15 +61,29 @@ fn expected(ct_entries: u32) -> Vec<Expected> {
                 Capacity::Conntrack => ct_entries,
                 Capacity::NewFlows => new_flow_entries(ct_entries),
             },
+            flags: m.flags,
             disposable: m.disposable,
         })
         .collect()
 }
 
+/// The flags [`check`] compares: those that change how a map behaves (the kind of LRU).
+/// Others (BPF_F_RDONLY_PROG and the like, set by loaders) are not the contract's.
+const COMPARED_FLAGS: u32 = maps::CONNTRACK_NEW_FLAGS;
+
+/// The machine's possible CPUs (what per-CPU maps and LRU lists are sized by).
+pub fn possible_cpus() -> u32 {
+    aya::util::nr_cpus().map_or(1, |n| n as u32)
+}
+
 /// CONNTRACK_NEW's size on this machine (see [`maps::new_flow_entries`]).
 pub fn new_flow_entries(ct_entries: u32) -> u32 {
-    let cpus = aya::util::nr_cpus().map_or(1, |n| n as u32);
-    maps::new_flow_entries(ct_entries, cpus)
+    maps::new_flow_entries(ct_entries, possible_cpus())
+}
+
+/// The smallest `--ct-max-entries` this machine takes (see [`maps::ct_min_entries`]).
+pub fn ct_min_entries() -> u32 {
+    maps::ct_min_entries(possible_cpus())
 }
 
 /// What loading does with the pins of an older layout.
@@ -94,15 +110,21 @@ pub fn check(dir: &Path, ct_entries: u32) -> Result<Plan, DatapathError> {
         })?;
         let kind = found.map_type().ok();
         let same_entries = found.key_size() == want.key && found.value_size() == want.value;
-        if kind == Some(want.kind) && same_entries && found.max_entries() == want.max_entries {
+        let flags = found.map_flags() & COMPARED_FLAGS;
+        if kind == Some(want.kind)
+            && same_entries
+            && found.max_entries() == want.max_entries
+            && flags == want.flags
+        {
             continue;
         }
-        let describe = |kind: Option<MapType>, key: u32, value: u32, max: u32| {
+        let describe = |kind: Option<MapType>, key: u32, value: u32, max: u32, flags: u32| {
             let kind = kind.map_or("an unknown kind".to_string(), |k| format!("{k:?}"));
-            format!("{kind}, key {key} B, value {value} B, {max} entries")
+            let per_cpu = if flags & maps::CONNTRACK_NEW_FLAGS != 0 { " (per-CPU LRU)" } else { "" };
+            format!("{kind}{per_cpu}, key {key} B, value {value} B, {max} entries")
         };
-        let found_desc = describe(kind, found.key_size(), found.value_size(), found.max_entries());
-        let want_desc = describe(Some(want.kind), want.key, want.value, want.max_entries);
+        let found_desc = describe(kind, found.key_size(), found.value_size(), found.max_entries(), flags);
+        let want_desc = describe(Some(want.kind), want.key, want.value, want.max_entries, want.flags);
         let hashes = |k: Option<MapType>| matches!(k, Some(MapType::Hash | MapType::LruHash));
         if want.disposable {
             warn!(map = want.name, found = %found_desc, expected = %want_desc, "pinned map has an old layout; replacing it");
@@ -210,13 +232,33 @@ impl Migration {
 fn copy(old: &Map, pin: &Path, ebpf: &mut Ebpf, flags: u64) -> Result<usize, DatapathError> {
     let name = pin.file_name().and_then(|n| n.to_str()).unwrap_or_default();
     match name {
-        maps::CONNTRACK => copy_typed::<CtKey, CtEntry>(old, maps::CONNTRACK, ebpf, flags),
-        maps::CONNTRACK_NEW => copy_typed::<CtKey, CtEntry>(old, maps::CONNTRACK_NEW, ebpf, flags),
-        maps::ENDPOINTS => copy_typed::<EndpointKey, EndpointInfo>(old, maps::ENDPOINTS, ebpf, flags),
-        maps::PORT_MAPS => copy_typed::<PortKey, PortTarget>(old, maps::PORT_MAPS, ebpf, flags),
-        maps::NODE_LOCAL_REV => copy_typed::<SockRevKey, SockOrigin>(old, maps::NODE_LOCAL_REV, ebpf, flags),
+        maps::CONNTRACK => copy_conntrack(old, maps::CONNTRACK, ebpf, flags),
+        maps::CONNTRACK_NEW => copy_conntrack(old, maps::CONNTRACK_NEW, ebpf, flags),
+        maps::ENDPOINTS => {
+            copy_typed::<EndpointKey, EndpointInfo>(old, maps::ENDPOINTS, ebpf, flags, |_| true)
+        }
+        maps::PORT_MAPS => copy_typed::<PortKey, PortTarget>(old, maps::PORT_MAPS, ebpf, flags, |_| true),
+        maps::NODE_LOCAL_REV => {
+            copy_typed::<SockRevKey, SockOrigin>(old, maps::NODE_LOCAL_REV, ebpf, flags, |_| true)
+        }
         _ => Err(DatapathError::MissingMap("a migratable map")),
     }
+}
+
+/// A conntrack table's entries, reply entries first: the datapath takes a new flow's
+/// original-direction entry without its reply entry for half an evicted pair and
+/// removes it, so while the new programs run (the second copy), an original entry must
+/// never arrive before its partner.
+fn copy_conntrack(
+    old: &Map,
+    name: &'static str,
+    ebpf: &mut Ebpf,
+    flags: u64,
+) -> Result<usize, DatapathError> {
+    use netpath_common::conntrack::CT_F_REPLY;
+    let replies = copy_typed::<CtKey, CtEntry>(old, name, ebpf, flags, |e| e.flags & CT_F_REPLY != 0)?;
+    let originals = copy_typed::<CtKey, CtEntry>(old, name, ebpf, flags, |e| e.flags & CT_F_REPLY == 0)?;
+    Ok(replies + originals)
 }
 
 fn copy_typed<K: Pod, V: Pod>(
@@ -224,6 +266,7 @@ fn copy_typed<K: Pod, V: Pod>(
     name: &'static str,
     ebpf: &mut Ebpf,
     flags: u64,
+    wanted: impl Fn(&V) -> bool,
 ) -> Result<usize, DatapathError> {
     const EEXIST: i32 = 17;
     let err = |source| DatapathError::Map { map: name, source: Box::new(source) };
@@ -238,6 +281,9 @@ fn copy_typed<K: Pod, V: Pod>(
             Err(aya::maps::MapError::KeyNotFound) => continue,
             Err(e) => return Err(err(e)),
         };
+        if !wanted(&v) {
+            continue;
+        }
         match to.insert(k, v, flags) {
             Ok(()) => copied += 1,
             Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(EEXIST) => {}

@@ -107,12 +107,17 @@ impl Datapath {
     /// Every conntrack entry of both tables (a snapshot; the datapath keeps changing
     /// them). A flow being assured at this moment may show up twice.
     pub fn conntrack_entries(&mut self) -> Result<Vec<(CtKey, CtEntry)>, DatapathError> {
-        let mut out = Vec::new();
-        for name in [maps::CONNTRACK, maps::CONNTRACK_NEW] {
+        Ok(self.conntrack_tables()?.concat())
+    }
+
+    /// The entries of CONNTRACK (assured flows) and of CONNTRACK_NEW, in that order.
+    pub fn conntrack_tables(&mut self) -> Result<[Vec<(CtKey, CtEntry)>; 2], DatapathError> {
+        let mut out = [Vec::new(), Vec::new()];
+        for (entries, name) in out.iter_mut().zip([maps::CONNTRACK, maps::CONNTRACK_NEW]) {
             let ct = self.conntrack(name)?;
             for item in ct.iter() {
                 match item {
-                    Ok(kv) => out.push(kv),
+                    Ok(kv) => entries.push(kv),
                     // An entry deleted while we walk the table: skip it.
                     Err(aya::maps::MapError::KeyNotFound) => continue,
                     Err(e) => return Err(map_err(name)(e)),

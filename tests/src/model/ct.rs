@@ -41,7 +41,10 @@ fn new_entry(flags: u8, flow: &Flow, len: u32) -> CtEntry {
 }
 
 impl Model {
-    /// The packet's entry, refreshed as a packet of its flow refreshes it.
+    /// The packet's entry, refreshed as a packet of its flow refreshes it. A new flow's
+    /// pair moves to CONNTRACK when its originator sends again after a reply (TCP: once
+    /// established); a new flow's original entry without its reply entry (evicted) is
+    /// half a pair: removed, and the packet is a new flow's.
     pub(super) fn ct_lookup(&mut self, flow: &Flow, len: u32) -> Option<CtEntry> {
         let e = self.ct.get_mut(&flow.key)?;
         e.packets += 1;
@@ -49,7 +52,21 @@ impl Model {
         if flow.key.proto == TCP {
             e.tcp_state = next_tcp_state(e.tcp_state, flow.tcp_flags);
         }
-        Some(*e)
+        let entry = *e;
+        if self.assured.contains(&flow.key) || entry.flags & CT_F_REPLY != 0 {
+            return Some(entry);
+        }
+        let reply_key = flow.key.partner(&entry);
+        let Some(reply) = self.ct.get(&reply_key) else {
+            self.ct.remove(&flow.key);
+            return None;
+        };
+        let established = flow.key.proto != TCP || entry.tcp_state == TCP_ESTABLISHED;
+        if established && reply.packets > 0 && !self.assured.contains(&reply_key) {
+            self.assured.insert(reply_key);
+            self.assured.insert(flow.key);
+        }
+        Some(entry)
     }
 
     /// Both entries of a new flow; the reply's tuple must be free (or, when `reclaim`,
@@ -70,6 +87,9 @@ impl Model {
         if self.ct.contains_key(&reply_key) && !(reclaim && self.reclaim_closed(&reply_key)) {
             return Err(());
         }
+        // New flows start in CONNTRACK_NEW.
+        self.forget_entry(&reply_key);
+        self.forget_entry(&flow.key);
         self.ct.insert(reply_key, reply);
         self.ct.insert(flow.key, *orig);
         self.count(Reason::CtCreated, 0);
@@ -88,8 +108,8 @@ impl Model {
         if old.tcp_state != TCP_CLOSING && !partner_closing {
             return false;
         }
-        self.ct.remove(&partner);
-        self.ct.remove(key);
+        self.forget_entry(&partner);
+        self.forget_entry(key);
         self.reasons[Reason::CtCollected as usize].0 += 2;
         true
     }

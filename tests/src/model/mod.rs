@@ -9,10 +9,12 @@
 //! out of a device), the packet's bytes afterwards (MACs, addresses, ports, TTL, every
 //! checksum as the kernel's helpers update it, so a bad checksum stays exactly as bad),
 //! the reason counted, the conntrack entries and closed-flow records left behind, and the
-//! per-endpoint counters. What it does not: which port masquerade picks from a range of
-//! more than one (the datapath starts at a random one), conntrack eviction (LRU, the
-//! fuzzer stays below capacity), idle timeouts (the agent's collector), the trace
-//! events, and the cgroup socket hooks.
+//! per-endpoint counters, which of the two conntrack tables holds each entry, and what a
+//! packet does with half a pair (after an eviction the caller applies with
+//! [`Model::forget_entry`]). What it does not: which port masquerade picks from a range
+//! of more than one (the datapath starts at a random one), conntrack eviction (LRU, the
+//! fuzzer stays below capacity) and so `drop-ct-full`, idle timeouts (the agent's
+//! collector), the trace events, and the cgroup socket hooks.
 mod csum;
 mod ct;
 pub mod flow;
@@ -20,7 +22,10 @@ mod nat;
 mod tc;
 mod xdp;
 
-use std::{collections::HashMap, net::Ipv4Addr};
+use std::{
+    collections::{HashMap, HashSet},
+    net::Ipv4Addr,
+};
 
 use netpath_common::{
     CtEntry, CtKey, EndpointInfo, NodeConfig, PortKey, PortTarget, Reason, TrafficCounters,
@@ -134,8 +139,10 @@ pub struct Model {
     world: World,
     endpoints: HashMap<[u8; 4], EndpointInfo>,
     ports: HashMap<PortKey, PortTarget>,
-    /// Conntrack as the datapath should have it (timestamps left at 0).
+    /// Conntrack as the datapath should have it (timestamps left at 0), both tables.
     pub ct: HashMap<CtKey, CtEntry>,
+    /// The keys of `ct` in CONNTRACK (assured flows); the others are in CONNTRACK_NEW.
+    pub assured: HashSet<CtKey>,
     pub closed: HashMap<CtKey, Closed>,
     /// Per reason: packets, bytes.
     pub reasons: Vec<(u64, u64)>,
@@ -152,6 +159,7 @@ impl Model {
             endpoint_stats: world.endpoints.iter().map(|(ip, _)| (ip.octets(), Default::default())).collect(),
             world,
             ct: HashMap::new(),
+            assured: HashSet::new(),
             closed: HashMap::new(),
             reasons: vec![(0, 0); Reason::COUNT as usize],
             header_checks: HeaderChecks::default(),
@@ -166,6 +174,14 @@ impl Model {
     /// closed-flow records stay, as SNAT_CLOSED does).
     pub fn forget_conntrack(&mut self) {
         self.ct.clear();
+        self.assured.clear();
+    }
+
+    /// Forgets one conntrack entry, as the LRU evicting it (or the agent removing it)
+    /// does.
+    pub fn forget_entry(&mut self, key: &CtKey) {
+        self.ct.remove(key);
+        self.assured.remove(key);
     }
 
     fn count(&mut self, reason: Reason, bytes: u32) {

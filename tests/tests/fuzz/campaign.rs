@@ -287,19 +287,27 @@ impl<'a> Campaign<'a> {
         want_ports.sort_by_key(|(k, _)| (k.host_ip, k.port, k.proto));
         assert_eq!(ports, want_ports, "the datapath changed PORT_MAPS");
 
-        let ct: BTreeMap<String, _> = self
-            .dp
-            .conntrack_entries()
-            .unwrap()
-            .iter()
-            .map(|(k, e)| (format!("{k:?}"), ct_view(e)))
-            .collect();
+        let [assured, new] = self.dp.conntrack_tables().unwrap();
         let capacity = self.maps.describe(netpath_common::maps::CONNTRACK).unwrap().max_entries;
-        assert!(ct.len() <= capacity as usize, "conntrack grew past its {capacity} entries: {}", ct.len());
-        let want: BTreeMap<String, _> =
-            self.model.ct.iter().map(|(k, e)| (format!("{k:?}"), ct_view(e))).collect();
+        assert!(
+            assured.len() <= capacity as usize,
+            "conntrack grew past its {capacity} entries: {}",
+            assured.len()
+        );
+        let ct: BTreeMap<String, _> = assured
+            .iter()
+            .map(|e| (e, true))
+            .chain(new.iter().map(|e| (e, false)))
+            .map(|((k, e), assured)| (format!("{k:?}"), (ct_view(e), assured)))
+            .collect();
+        let want: BTreeMap<String, _> = self
+            .model
+            .ct
+            .iter()
+            .map(|(k, e)| (format!("{k:?}"), (ct_view(e), self.model.assured.contains(k))))
+            .collect();
         if ct != want {
-            type Table = BTreeMap<String, (CtEntry, u64, u64)>;
+            type Table = BTreeMap<String, ((CtEntry, u64, u64), bool)>;
             let only = |a: &Table, b: &Table| {
                 a.iter()
                     .filter(|(k, v)| b.get(*k) != Some(v))
@@ -307,7 +315,8 @@ impl<'a> Campaign<'a> {
                     .collect::<String>()
             };
             panic!(
-                "conntrack differs from the model by packet #{} (seed {:#x}):\n  datapath only:\n{}  model only:\n{}",
+                "conntrack differs from the model by packet #{} (seed {:#x}; true: in CONNTRACK, false: in \
+                 CONNTRACK_NEW):\n  datapath only:\n{}  model only:\n{}",
                 self.at,
                 self.seed,
                 only(&ct, &want),

@@ -13,8 +13,8 @@ use std::{
     time::Instant,
 };
 
-use netpath::datapath::{program, Datapath};
-use netpath_common::CtKey;
+use netpath::datapath::{layout, program, Datapath, Inspector};
+use netpath_common::{CtKey, Reason};
 use netpath_tests::pkt::{self, UDP};
 
 use super::world::{Ep, Node, CLIENT_MAC, NAT_PORT, NODE, UPLINK_MAC};
@@ -104,6 +104,8 @@ pub struct Tally {
     pub still_new: u64,
     pub split: u64,
     pub reply2_lost: u64,
+    /// The flows whose (first) reply was not translated.
+    pub lost: Vec<u32>,
 }
 
 impl Tally {
@@ -227,7 +229,8 @@ impl Pressure<'_> {
             for &i in &sent {
                 self.classify(i, t);
             }
-            t.reply_lost += self.answer(&sent).iter().filter(|ok| !**ok).count() as u64;
+            let answered = self.answer(&sent);
+            self.note_lost(&sent, &answered, t);
             self.send(&sent);
             for &i in &sent {
                 match self.place(i) {
@@ -255,9 +258,29 @@ impl Pressure<'_> {
             for &i in &sent {
                 self.classify(i, t);
             }
-            t.reply_lost += self.answer(&sent).iter().filter(|ok| !**ok).count() as u64;
+            let answered = self.answer(&sent);
+            self.note_lost(&sent, &answered, t);
             done += k;
         }
+    }
+
+    fn note_lost(&self, sent: &[u32], answered: &[bool], t: &mut Tally) {
+        for (&i, _) in sent.iter().zip(answered).filter(|(_, ok)| !**ok) {
+            t.reply_lost += 1;
+            t.lost.push(i);
+        }
+    }
+
+    /// The originator of each of `flows` sends again; returns how many packets were
+    /// translated and how many of their pairs are whole afterwards.
+    pub fn send_again(&mut self, flows: &[u32]) -> (usize, usize) {
+        let (mut translated, mut whole) = (0, 0);
+        // One at a time: in a full share, each new pair evicts older entries.
+        for &i in flows {
+            translated += self.send(&[i])[0] as usize;
+            whole += matches!(self.place(i), (o, r) if o == r && o != 0) as usize;
+        }
+        (translated, whole)
     }
 
     fn classify(&self, i: u32, t: &mut Tally) {
@@ -278,6 +301,87 @@ fn sizes() -> Vec<u32> {
     let list = std::env::var("NETPATH_CT_PRESSURE_SIZES")
         .unwrap_or_else(|_| "32,64,128,256,512,1024,4096,16384,65536,262144".into());
     list.split(',').map(|s| s.trim().parse().unwrap_or_else(|_| panic!("size {s:?}"))).collect()
+}
+
+/// What the datapath promises a new flow, at the smallest table the agent takes (256
+/// entries per possible CPU), through BPF_PROG_TEST_RUN with requests and replies on
+/// different CPUs:
+/// - a flow is assured whole, or stays whole in the table of new flows, whatever
+///   CONNTRACK evicts to make room (on 6.1, up to a third of the pairs were split);
+/// - a CPU's share of the table of new flows evicts nothing until it is full: a new
+///   flow's pair is there when its reply comes;
+/// - past that (a flood), every new flow completes, or is refused and counted
+///   (`drop-ct-full`), or is evicted; what an eviction leaves of a pair is never used:
+///   the flow's next packet starts it again, whole;
+/// - two entries created per new flow, and created = collected + evicted + live.
+#[test]
+fn new_flows_are_whole_or_refused_under_pressure() {
+    let size = layout::ct_min_entries();
+    // Assured flows, 16 at a time, on CPUs drawn at random, through a full CONNTRACK.
+    netpath_tests::with_datapath_sized(super::world::PREPARE, size, move |dp, pins| {
+        let mut t = Tally::default();
+        with_pressure(dp, |p| {
+            p.shuffle = Some(0x9e37_79b9_7f4a_7c15);
+            p.assured_flows(2 * size, 16, &mut t);
+        });
+        let ctx = format!("{t:?}");
+        assert_eq!((t.refused, t.half(), t.gone, t.reply_lost), (0, 0, 0, 0), "before the reply: {ctx}");
+        assert_eq!((t.split, t.reply2_lost), (0, 0), "after assurance: {ctx}");
+        assert_eq!(t.assured + t.still_new, t.flows, "{ctx}");
+        check_counters(pins, t.flows);
+    });
+    // Flows never assured, in the table of new flows: all on one CPU, 64 waiting at a
+    // time, first until that CPU's share is full, then four times past it.
+    netpath_tests::with_datapath_sized(super::world::PREPARE, size, move |dp, pins| {
+        let cpus = layout::possible_cpus();
+        let share = layout::new_flow_entries(size) / cpus;
+        let (mut room, mut flood) = (Tally::default(), Tally::default());
+        let mut again = (0, 0);
+        let mut refused_again = 0;
+        with_pressure(dp, |p| {
+            p.one_shot_flows(share / 2, 64, &mut room);
+            p.one_shot_flows(4 * share, 64, &mut flood);
+            let lost = std::mem::take(&mut flood.lost);
+            let before = Inspector::new(pins).reason_counters().unwrap();
+            again = p.send_again(&lost);
+            let after = Inspector::new(pins).reason_counters().unwrap();
+            refused_again = count(&after, Reason::DropCtFull) - count(&before, Reason::DropCtFull);
+            flood.lost = lost;
+        });
+        let ctx = format!("room: {room:?}\nflood: {flood:?}");
+        // Room in the share: nothing evicted, every reply translated.
+        assert_eq!(
+            (room.refused, room.half(), room.gone, room.reply_lost),
+            (0, 0, 0, 0),
+            "while the share had room: {ctx}"
+        );
+        // Past it: a reply is lost only with its pair evicted (gone, or the reply entry
+        // gone first), and the originator's next packet starts the flow again, whole
+        // (or is refused, counted).
+        assert_eq!(flood.reply_lost, flood.gone + flood.orig_only, "{ctx}");
+        let (translated, whole) = again;
+        assert_eq!(translated as u64 + refused_again, flood.reply_lost, "sent again: {again:?}, {ctx}");
+        assert_eq!(whole, translated, "pairs after sending again: {again:?}, {ctx}");
+        let counters = Inspector::new(pins).reason_counters().unwrap();
+        assert_eq!(count(&counters, Reason::DropCtFull), flood.refused + refused_again, "{ctx}");
+        check_counters(pins, room.flows + flood.flows - flood.refused + translated as u64);
+    });
+}
+
+fn count(counters: &[netpath::datapath::ReasonCounter], r: Reason) -> u64 {
+    counters.iter().find(|c| c.reason == r.name()).map_or(0, |c| c.packets)
+}
+
+/// Two entries created per new flow (`flows` of them), and every one of them is live,
+/// collected or evicted.
+fn check_counters(pins: &std::path::Path, flows: u64) {
+    let inspector = Inspector::new(pins);
+    let reasons = inspector.reason_counters().unwrap();
+    let ct = inspector.conntrack_summary(&reasons).unwrap();
+    assert_eq!(count(&reasons, Reason::SnatNewFlow), flows, "{ct:?}");
+    assert_eq!(ct.created, 2 * flows, "{ct:?}");
+    assert_eq!(ct.created, ct.collected + ct.evicted + ct.entries + ct.new_entries, "{ct:?}");
+    assert!(ct.entries <= u64::from(ct.capacity) && ct.new_entries <= u64::from(ct.new_capacity), "{ct:?}");
 }
 
 /// How often a fresh pair is half gone by its reply, per table size: run with
