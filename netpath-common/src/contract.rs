@@ -105,7 +105,14 @@ pub const MAPS: [MapSpec; 13] = [
     map(CONNTRACK, MapKind::LruHash, size_of::<CtKey>(), size_of::<CtEntry>(), Capacity::Conntrack, false),
     MapSpec {
         flags: CONNTRACK_NEW_FLAGS,
-        ..map(CONNTRACK_NEW, MapKind::LruHash, size_of::<CtKey>(), size_of::<CtEntry>(), Capacity::NewFlows, false)
+        ..map(
+            CONNTRACK_NEW,
+            MapKind::LruHash,
+            size_of::<CtKey>(),
+            size_of::<CtEntry>(),
+            Capacity::NewFlows,
+            false,
+        )
     },
     map(
         SNAT_CLOSED,

@@ -6,23 +6,26 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use netpath_common::{
-    contract::{object_capacity as capacity, object_flags as flags}, maps as name, ClosedFlow, CtEntry, CtKey, EndpointInfo,
-    EndpointKey, NodeConfig, PortKey, PortTarget, SockOrigin, SockRevKey, TraceEvent, TraceFilter,
-    TrafficCounters,
+    contract::{object_capacity as capacity, object_flags as flags},
+    maps as name, ClosedFlow, CtEntry, CtKey, EndpointInfo, EndpointKey, NodeConfig, PortKey, PortTarget,
+    SockOrigin, SockRevKey, TraceEvent, TraceFilter, TrafficCounters,
 };
 
 #[map]
-pub static ENDPOINTS: HashMap<EndpointKey, EndpointInfo> = HashMap::pinned(capacity(name::ENDPOINTS), flags(name::ENDPOINTS));
+pub static ENDPOINTS: HashMap<EndpointKey, EndpointInfo> =
+    HashMap::pinned(capacity(name::ENDPOINTS), flags(name::ENDPOINTS));
 
 #[map]
 pub static ENDPOINT_STATS: PerCpuHashMap<EndpointKey, TrafficCounters> =
     PerCpuHashMap::pinned(capacity(name::ENDPOINT_STATS), flags(name::ENDPOINT_STATS));
 
 #[map]
-pub static REASON_STATS: PerCpuArray<TrafficCounters> = PerCpuArray::pinned(capacity(name::REASON_STATS), flags(name::REASON_STATS));
+pub static REASON_STATS: PerCpuArray<TrafficCounters> =
+    PerCpuArray::pinned(capacity(name::REASON_STATS), flags(name::REASON_STATS));
 
 #[map]
-pub static CONNTRACK: LruHashMap<CtKey, CtEntry> = LruHashMap::pinned(capacity(name::CONNTRACK), flags(name::CONNTRACK));
+pub static CONNTRACK: LruHashMap<CtKey, CtEntry> =
+    LruHashMap::pinned(capacity(name::CONNTRACK), flags(name::CONNTRACK));
 
 #[map]
 pub static CONNTRACK_NEW: LruHashMap<CtKey, CtEntry> =
@@ -30,13 +33,16 @@ pub static CONNTRACK_NEW: LruHashMap<CtKey, CtEntry> =
     LruHashMap::pinned(capacity(name::CONNTRACK_NEW), flags(name::CONNTRACK_NEW));
 
 #[map]
-pub static SNAT_CLOSED: LruHashMap<CtKey, ClosedFlow> = LruHashMap::pinned(capacity(name::SNAT_CLOSED), flags(name::SNAT_CLOSED));
+pub static SNAT_CLOSED: LruHashMap<CtKey, ClosedFlow> =
+    LruHashMap::pinned(capacity(name::SNAT_CLOSED), flags(name::SNAT_CLOSED));
 
 #[map]
-pub static PORT_MAPS: HashMap<PortKey, PortTarget> = HashMap::pinned(capacity(name::PORT_MAPS), flags(name::PORT_MAPS));
+pub static PORT_MAPS: HashMap<PortKey, PortTarget> =
+    HashMap::pinned(capacity(name::PORT_MAPS), flags(name::PORT_MAPS));
 
 #[map]
-pub static NODE_CONFIG: Array<NodeConfig> = Array::pinned(capacity(name::NODE_CONFIG), flags(name::NODE_CONFIG));
+pub static NODE_CONFIG: Array<NodeConfig> =
+    Array::pinned(capacity(name::NODE_CONFIG), flags(name::NODE_CONFIG));
 
 #[map]
 pub static NODE_LOCAL_REV: LruHashMap<SockRevKey, SockOrigin> =
@@ -46,7 +52,8 @@ pub static NODE_LOCAL_REV: LruHashMap<SockRevKey, SockOrigin> =
 pub static EVENTS: RingBuf = RingBuf::pinned(capacity(name::EVENTS), flags(name::EVENTS));
 
 #[map]
-pub static TRACE_FILTER: Array<TraceFilter> = Array::pinned(capacity(name::TRACE_FILTER), flags(name::TRACE_FILTER));
+pub static TRACE_FILTER: Array<TraceFilter> =
+    Array::pinned(capacity(name::TRACE_FILTER), flags(name::TRACE_FILTER));
 
 /// Per-CPU scratch for the packet snapshots of a running trace: slot 0 as the packet
 /// arrived, slot 1 as it left (see events::begin and events::egress).

@@ -92,9 +92,12 @@ fn syn_flood(ns: &Netns, to: SocketAddrV4, count: u32) -> std::thread::JoinHandl
 
 #[test]
 fn a_syn_flood_fills_at_most_conntrack_and_spares_established_connections() {
-    let table = table().to_string();
-    let (lab, ips) =
-        Lab::setup(1).agent(&["--ct-max-entries", &table]).endpoints(&["a"]).port(&["8080", "a:80"]).build();
+    let table = table();
+    let (lab, ips) = Lab::setup(1)
+        .agent(&["--ct-max-entries", &table.to_string()])
+        .endpoints(&["a"])
+        .port(&["8080", "a:80"])
+        .build();
     let a = ips[0];
     echo_server(&lab.containers[0], SocketAddrV4::new(a, 80));
     echo_server(&lab.outside, SocketAddrV4::new(OUTSIDE_IP, 9200));

@@ -303,10 +303,12 @@ fn a_full_conntrack_table_evicts_old_flows_and_says_so() {
         .run(move || {
             let mut answered = 0;
             let mut last = None;
-            for _ in 0..flows {
-                // A new socket per flow: a new source port, a new conntrack pair. The
+            for i in 0..flows {
+                // A new source port per flow, a new conntrack pair. Chosen, not left to
+                // the kernel: an ephemeral port can come round again within a few
+                // hundred sockets, and its flow is then the old one, still tracked. The
                 // second datagram, after the answer, assures the flow.
-                let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+                let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 20_000 + i as u16)).unwrap();
                 s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
                 let ok = [b"x", b"y"].iter().all(|d| {
                     s.send_to(*d, (OUTSIDE_IP, 9003)).unwrap();
@@ -476,7 +478,8 @@ fn fragmentation_needed_reaches_the_container_as_a_path_mtu_update() {
         .join()
         .unwrap();
 
-    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    // A poll, not a timing: the bound only decides how long a red run waits.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let route = String::from_utf8_lossy(
             &lab.containers[0].exec(&["ip", "route", "get", &OUTSIDE_IP.to_string()]).stdout,

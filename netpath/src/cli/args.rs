@@ -389,7 +389,7 @@ impl From<CtArgs> for CtConfig {
 /// entries of flows being set up, see `maps::ct_min_entries`) to 2^24.
 fn ct_max_entries(s: &str) -> Result<u32, String> {
     const MAX: u32 = 16_777_216;
-    let min = netpath::datapath::layout::ct_min_entries();
+    let min = crate::datapath::layout::ct_min_entries();
     match s.parse::<u32>() {
         Ok(n) if (min..=MAX).contains(&n) => Ok(n),
         Ok(n) if n < min => Err(format!(

@@ -31,9 +31,19 @@ mod tests {
         let obj = object();
         for m in &MAPS {
             let found = obj.maps.get(m.name).unwrap_or_else(|| panic!("the object has no map {}", m.name));
-            let got = (found.map_type(), found.key_size(), found.value_size(), found.max_entries(), found.map_flags());
+            let got = (
+                found.map_type(),
+                found.key_size(),
+                found.value_size(),
+                found.max_entries(),
+                found.map_flags(),
+            );
             let want = (m.kind as u32, m.key_size, m.value_size, object_capacity(m.name), m.flags);
-            assert_eq!(got, want, "map {}: (kind, key, value, entries, flags) differ from the contract", m.name);
+            assert_eq!(
+                got, want,
+                "map {}: (kind, key, value, entries, flags) differ from the contract",
+                m.name
+            );
             let pinned = matches!(found.pinning(), PinningType::ByName);
             assert_eq!(pinned, m.pinned, "map {}: pinned by name in the object: {pinned}", m.name);
         }

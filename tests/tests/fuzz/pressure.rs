@@ -384,14 +384,13 @@ fn check_counters(pins: &std::path::Path, flows: u64) {
     assert!(ct.entries <= u64::from(ct.capacity) && ct.new_entries <= u64::from(ct.new_capacity), "{ct:?}");
 }
 
-/// How often a fresh pair is half gone by its reply, per table size: run with
-/// `NETPATH_CT_PRESSURE=1` (sizes in `NETPATH_CT_PRESSURE_SIZES`); prints a table.
+/// How often a fresh pair is half gone by its reply, per table size; prints a table.
+/// A measurement, not a check (it asserts nothing, and takes minutes): run it with
+/// `cargo test -p netpath-tests --test fuzz measure_fresh -- --ignored --nocapture`
+/// (sizes in `NETPATH_CT_PRESSURE_SIZES`, flows per row in `NETPATH_CT_PRESSURE_FLOWS`).
 #[test]
+#[ignore = "a measurement that asserts nothing; run it with --ignored"]
 fn measure_fresh_pairs_under_pressure() {
-    if std::env::var_os("NETPATH_CT_PRESSURE").is_none() {
-        println!("set NETPATH_CT_PRESSURE=1 to measure");
-        return;
-    }
     let cpus = std::fs::read_to_string("/sys/devices/system/cpu/possible").unwrap_or_default();
     println!("kernel {}, possible CPUs {}", netpath_tests::sh(&["uname", "-r"]).trim(), cpus.trim());
     println!("| CONNTRACK | CONNTRACK_NEW | workload | flows | refused | half by reply (orig only / reply only) | gone by reply | replies lost | assured whole / left new / split | second replies lost | s |");
