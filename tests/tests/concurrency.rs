@@ -3,6 +3,7 @@
 //! goes to exactly one caller. Clients that connect and say nothing delay no one.
 use std::{
     collections::HashSet,
+    io::Read as _,
     time::{Duration, Instant},
 };
 
@@ -74,8 +75,15 @@ fn a_client_that_sends_nothing_does_not_stall_the_agent() {
     let ns = lab.containers[0].path();
     let (out, took) = timed(&lab, &["endpoint", "add", "a", "--netns", ns.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    // A generous bound, only to catch the stall (an add takes tens of milliseconds).
-    assert!(took < Duration::from_secs(5), "endpoint add took {took:?} behind a silent client");
+    // Served one at a time, the add would have come only after the agent gave up on the
+    // silent client at its read deadline (10 s) and closed it. So the silent client must
+    // still be connected now: a check of order, not of speed (it holds as long as the add
+    // takes less than those 10 s, which even three emulated guests on two cores do
+    // several times over).
+    stuck.set_nonblocking(true).unwrap();
+    let still_open =
+        matches!((&stuck).read(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+    assert!(still_open, "the agent closed the silent client before serving the add (took {took:?})");
     drop(stuck);
 }
 
@@ -122,8 +130,13 @@ fn a_thousand_idle_connections_delay_no_one() {
         times.push((args[0..2].join(" "), took));
     }
     eprintln!("with 1000 idle connections: {times:?} (endpoint add alone: {alone:?})");
+    // The bound follows from the design it guards against: an agent serving clients one
+    // at a time would wait out its 10 s read deadline for each of the 500 half-sent
+    // requests ahead of the call, over 80 minutes. A minute is far from both that and
+    // from what the calls take (host: tens of ms; three emulated guests on two cores: up
+    // to 7 s), so the test does not time the machine.
     for (what, took) in &times {
-        assert!(*took < Duration::from_secs(5), "{what} took {took:?} with 1000 idle connections open");
+        assert!(*took < Duration::from_secs(60), "{what} took {took:?} with 1000 idle connections open");
     }
     drop(idle);
     // The agent is none the worse for it.
