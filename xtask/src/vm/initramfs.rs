@@ -297,14 +297,21 @@ pub struct Payload {
     pub tools: Vec<PathBuf>,
 }
 
+/// What the guest runs: which tests, how often, and for how long at most.
+#[derive(Clone, Debug)]
+pub struct GuestTests {
+    /// Passed to every test binary (a substring of test names).
+    pub filter: Option<String>,
+    /// Seconds a test binary may run before it is killed.
+    pub binary_timeout: u64,
+    /// Runs of each binary, one after the other (a flakiness check: `--repeat 50`).
+    pub repeat: u32,
+    /// Test binaries this guest leaves to another (announced, never counted).
+    pub elsewhere: Vec<String>,
+}
+
 /// Builds `dir/initramfs.gz` for `kernel`; returns its path.
-pub fn build(
-    kernel: &Kernel,
-    payload: &Payload,
-    filter: Option<&str>,
-    binary_timeout: u64,
-    dir: &Path,
-) -> Result<PathBuf> {
+pub fn build(kernel: &Kernel, payload: &Payload, tests: &GuestTests, dir: &Path) -> Result<PathBuf> {
     let root = dir.join("root");
     let _ = std::fs::remove_dir_all(&root);
     for d in ["bin", "sbin", "proc", "sys", "dev", "run", "tmp", "tests", "etc", "var/run"] {
@@ -350,7 +357,7 @@ pub fn build(
         }
     }
     std::fs::write(root.join("modules.list"), list)?;
-    let init = init_script(filter, binary_timeout);
+    let init = init_script(tests);
     let init_path = root.join("init");
     std::fs::write(&init_path, init)?;
     std::fs::set_permissions(&init_path, std::fs::Permissions::from_mode(0o755))?;
@@ -375,11 +382,13 @@ pub fn build(
 /// filter, iptables' nat table), each failure reported (`NETPATH-VM-PREFLIGHT-FAILED
 /// what: error`); and when anything failed, no test at all (`NETPATH-VM-NOT-RUN`):
 /// a kernel that cannot build the labs is one loud error, not 64 failed tests.
-/// Otherwise each test binary under `binary_timeout` seconds, with markers the host
-/// parses, and power-off. `filter` is passed to every binary, quoted (quotes in it are
-/// dropped: it cannot break out of the script).
-fn init_script(filter: Option<&str>, binary_timeout: u64) -> String {
-    let filter = filter.map(|f| format!("'{}'", f.replace('\'', ""))).unwrap_or_default();
+/// Otherwise each test binary, `repeat` times, each run under `binary_timeout` seconds,
+/// with markers the host parses, and power-off. `filter` is passed to every binary,
+/// quoted (quotes in it are dropped: it cannot break out of the script).
+fn init_script(tests: &GuestTests) -> String {
+    let GuestTests { filter, binary_timeout, repeat, elsewhere } = tests;
+    let elsewhere = elsewhere.iter().map(|b| format!(" {b} ")).collect::<String>();
+    let filter = filter.as_deref().map(|f| format!("'{}'", f.replace('\'', ""))).unwrap_or_default();
     format!(
         r#"#!/bin/busybox sh
 # Busybox fills in what the real tools (installed under /usr) do not provide.
@@ -444,10 +453,15 @@ export NETPATH_BIN=/bin/netpath NETPATH_TEST_TOOLS=/test-tools RUST_BACKTRACE=0 
 export NETPATH_CRASH_STEPS=half-written NETPATH_SOAK_SECS=20
 cd /tests
 for t in *; do
-  # A test binary that hangs must not take the others with it.
-  # --nocapture: a test's "netpath-test-skipped" line must reach the console.
-  timeout {binary_timeout} ./$t --test-threads=2 --nocapture {filter}
-  echo "NETPATH-VM-DONE $t $?"
+  case " {elsewhere} " in
+    *" $t "*) echo "NETPATH-VM-ELSEWHERE $t"; continue ;;
+  esac
+  for run in $(seq {repeat}); do
+    # A test binary that hangs must not take the others with it.
+    # --nocapture: a test's "netpath-test-skipped" line must reach the console.
+    timeout {binary_timeout} ./$t --test-threads=2 --nocapture {filter}
+    echo "NETPATH-VM-DONE $t $?"
+  done
 done
 echo NETPATH-VM-END
 poweroff -f
@@ -641,7 +655,7 @@ mod tests {
 
     #[test]
     fn the_init_script_loads_modules_loudly_probes_the_labs_and_runs_every_binary_bounded() {
-        let init = init_script(Some("nat'; reboot; echo '"), 1800);
+        let init = init_script(&GuestTests { filter: Some("nat'; reboot; echo '".into()), ..one_run() });
         for needed in [
             "mount -t bpf bpf /sys/fs/bpf",
             "mount -t cgroup2",
@@ -667,15 +681,16 @@ mod tests {
         // The tests start only after the preflight.
         assert!(init.find("NETPATH-VM-NOT-RUN").unwrap() < init.find("cd /tests").unwrap());
         assert!(init.contains("'nat; reboot; echo '"), "filter not quoted as one word:\n{init}");
-        assert!(!init_script(None, 1800).contains("''"));
+        assert!(!init_script(&one_run()).contains("''"));
+        assert!(init.contains("for run in $(seq 1)"), "{init}");
+        let again = init_script(&GuestTests { binary_timeout: 600, ..one_run() });
+        assert!(again.contains("timeout 600 ./$t"), "{again}");
     }
 
-    /// The script as busybox runs it: a module that fails to load is reported by name
-    /// with insmod's error, one already loaded is not, and nothing past the preflight
-    /// runs. (insmod, ip, tc and the rest are stand-ins on PATH; sh is the host's.)
-    #[test]
-    fn a_module_that_fails_to_load_stops_the_guest_before_any_test_with_its_name() {
-        let dir = scratch("init");
+    /// Runs the init script of `tests` under the host's sh in `dir`, with stand-ins on
+    /// PATH for insmod (`insmod`: its body) and for ip, tc and the rest, the modules of
+    /// `dir/modules.list`, and the test binaries in `dir/tests`. Returns the console.
+    fn run_init(dir: &Path, tests: &GuestTests, insmod: &str) -> String {
         let bin = dir.join("bin");
         std::fs::create_dir_all(&bin).unwrap();
         let stub = |name: &str, body: &str| {
@@ -683,14 +698,11 @@ mod tests {
             std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
         };
-        stub(
-            "insmod",
-            "case $1 in *veth*) echo \"insmod: can't insert '$1': unknown symbol in module\" >&2; exit 1;; esac",
-        );
+        stub("insmod", insmod);
         for ok in ["ip", "tc", "mount", "mkdir", "uname"] {
             stub(ok, "true");
         }
-        let script = init_script(None, 1800)
+        let script = init_script(tests)
             .replace("/bin/busybox --install -s /bin\n", "")
             .replace(
                 "export PATH=/usr/sbin:/usr/bin:/sbin:/bin",
@@ -700,15 +712,33 @@ mod tests {
             .replace("/lib/modules/$file", "$file")
             .replace("poweroff -f", "echo POWEROFF; exit 0")
             .replace("for d in /usr/sbin /usr/bin;", &format!("for d in {};", bin.display()))
-            .replace("/sys/module/$name", &format!("{}/$name", dir.join("sys").display()));
+            .replace("/sys/module/$name", &format!("{}/$name", dir.join("sys").display()))
+            .replace("cd /tests", &format!("cd {}", dir.join("tests").display()));
+        let out = Command::new("sh").arg("-c").arg(&script).current_dir(dir).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn one_run() -> GuestTests {
+        GuestTests { filter: None, binary_timeout: 1800, repeat: 1, elsewhere: Vec::new() }
+    }
+
+    /// The script as busybox runs it: a module that fails to load is reported by name
+    /// with insmod's error, one already loaded is not, and nothing past the preflight
+    /// runs.
+    #[test]
+    fn a_module_that_fails_to_load_stops_the_guest_before_any_test_with_its_name() {
+        let dir = scratch("init");
         std::fs::create_dir_all(dir.join("sys/llc")).unwrap();
         std::fs::write(
             dir.join("modules.list"),
             "llc kernel/net/llc/llc.ko\nveth kernel/drivers/net/veth.ko\n",
         )
         .unwrap();
-        let out = Command::new("sh").arg("-c").arg(&script).current_dir(&dir).output().unwrap();
-        let console = String::from_utf8_lossy(&out.stdout);
+        let console = run_init(
+            &dir,
+            &one_run(),
+            "case $1 in *veth*) echo \"insmod: can't insert '$1': unknown symbol in module\" >&2; exit 1;; esac",
+        );
         assert!(
             console.contains("NETPATH-VM-MODULE-FAILED veth: insmod: can't insert 'kernel/drivers/net/veth.ko': unknown symbol in module"),
             "{console}"
@@ -721,6 +751,31 @@ mod tests {
         assert!(!console.contains("PREFLIGHT-FAILED"), "{console}");
         let parsed = super::super::outcome::parse(&console);
         assert_eq!(parsed.module_failures.len(), 1, "{parsed:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Every test binary runs `repeat` times and each run is counted; a binary left to
+    /// another guest is announced and never run.
+    #[test]
+    fn each_binary_runs_repeat_times_except_those_left_to_another_guest() {
+        let dir = scratch("repeat");
+        std::fs::write(dir.join("modules.list"), "").unwrap();
+        let tests = dir.join("tests");
+        std::fs::create_dir_all(&tests).unwrap();
+        for name in ["crash", "nat"] {
+            let p = tests.join(name);
+            let summary =
+                "test result: ok. 2 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0s";
+            std::fs::write(&p, format!("#!/bin/sh\necho {name} ran\necho '{summary}'\n")).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let guest = GuestTests { repeat: 3, elsewhere: vec!["crash".into()], ..one_run() };
+        let console = run_init(&dir, &guest, "true");
+        assert_eq!(console.matches("nat ran").count(), 3, "{console}");
+        assert!(!console.contains("crash ran"), "{console}");
+        assert!(console.contains("NETPATH-VM-ELSEWHERE crash"), "{console}");
+        let parsed = super::super::outcome::parse(&console);
+        assert_eq!((parsed.passed, parsed.failed), (6, 0), "{parsed:?}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
