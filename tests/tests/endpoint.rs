@@ -147,13 +147,15 @@ fn bridge_mode_builds_the_docker0_layout() {
     if !lab.containers[0].ping(b, 3) {
         // What each hop saw, for a kernel where this fails.
         let show = |ns: &netpath_tests::Netns, cmd: &[&str]| format!("{cmd:?}: {}", out(&ns.exec(cmd)));
+        let show_with_sysfs =
+            |ns: &netpath_tests::Netns, cmd: &[&str]| format!("{cmd:?}: {}", out(&ns.exec_with_sysfs(cmd)));
         panic!(
             "a cannot reach b over the bridge\n{}\n{}\n{}\n{}\n{}\nstats: {:?}",
             show(&lab.containers[0], &["ip", "neigh"]),
             show(&lab.containers[1], &["ip", "-s", "link", "show", "eth0"]),
             show(&lab.node, &["ip", "-s", "-d", "link", "show", "master", "npbr0"]),
             show(&lab.node, &["tc", "-s", "filter", "show", "dev", "npbr0", "ingress"]),
-            format!("{:?}", lab.node.exec_with_sysfs(&["sh", "-c", "grep . /sys/class/net/npbr0/brif/*/state /sys/class/net/npbr0/bridge/stp_state /proc/sys/net/bridge/* 2>&1"])),
+            show_with_sysfs(&lab.node, &["sh", "-c", "grep . /sys/class/net/npbr0/brif/*/state /sys/class/net/npbr0/bridge/stp_state /proc/sys/net/bridge/* 2>&1"]),
             lab.stats().0,
         );
     }

@@ -151,6 +151,48 @@ fn pinned_maps_of_an_old_layout_are_replaced_or_refused() {
 }
 
 #[test]
+fn a_table_of_new_flows_of_the_common_kind_is_migrated_to_the_per_cpu_kind() {
+    // What an agent from before issue 23 left pinned: CONNTRACK_NEW as a common LRU,
+    // with a new flow's pair in it.
+    let mut lab = Lab::new(1);
+    std::fs::create_dir_all(&lab.bpffs_dir).unwrap();
+    let pin = lab.bpffs_dir.join("CONNTRACK_NEW").to_string_lossy().into_owned();
+    let entries =
+        netpath::datapath::layout::new_flow_entries(netpath_common::maps::CONNTRACK_ENTRIES).to_string();
+    let create = ["map", "create", &pin, "type", "lru_hash", "key", "16", "value", "48", "entries", &entries];
+    netpath_tests::sh(&[&["bpftool"][..], &create, &["name", "CONNTRACK_NEW"]].concat());
+    let bytes = |b: &[u8]| b.iter().map(|b| b.to_string()).collect::<Vec<_>>();
+    // 10.77.0.2:12345 -> 1.2.3.4:80 UDP, masqueraded as 192.168.77.1:61000; and its reply.
+    let orig_key = bytes(&[10, 77, 0, 2, 1, 2, 3, 4, 0x30, 0x39, 0, 80, 17, 0, 0, 0]);
+    let reply_key = bytes(&[1, 2, 3, 4, 192, 168, 77, 1, 0, 80, 0xee, 0x48, 17, 0, 0, 0]);
+    let mut orig = [0u8; 48];
+    orig[..4].copy_from_slice(&[192, 168, 77, 1]);
+    orig[8..10].copy_from_slice(&[0xee, 0x48]);
+    orig[12] = netpath_common::conntrack::CT_F_SNAT;
+    let mut reply = [0u8; 48];
+    reply[4..8].copy_from_slice(&[10, 77, 0, 2]);
+    reply[10..12].copy_from_slice(&[0x30, 0x39]);
+    reply[12] = netpath_common::conntrack::CT_F_REPLY | netpath_common::conntrack::CT_F_SNAT;
+    for (key, value) in [(orig_key, bytes(&orig)), (reply_key, bytes(&reply))] {
+        let mut args =
+            vec!["bpftool".to_string(), "map".into(), "update".into(), "pinned".into(), pin.clone()];
+        args.push("key".into());
+        args.extend(key);
+        args.push("value".into());
+        args.extend(value);
+        netpath_tests::sh(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+    lab.start_agent();
+    let log = lab.agent_log();
+    let migrated = log.lines().find(|l| l.contains("entries migrated to the new map")).unwrap_or_default();
+    assert!(migrated.contains("CONNTRACK_NEW") && migrated.contains("entries=2"), "{log}");
+    let show: serde_json::Value =
+        serde_json::from_str(&netpath_tests::sh(&["bpftool", "-j", "map", "show", "pinned", &pin])).unwrap();
+    // BPF_F_NO_COMMON_LRU.
+    assert_eq!(show["flags"].as_u64().unwrap() & 2, 2, "still a common LRU: {show}");
+}
+
+#[test]
 fn a_resized_conntrack_table_is_migrated_under_live_connections() {
     let mut lab = Lab::new(2);
     assert!(lab.node.exec(&["iptables", "-P", "FORWARD", "DROP"]).status.success());

@@ -221,16 +221,7 @@ impl Pressure<'_> {
         let mut done = 0;
         while done < n {
             let k = burst.min(n - done);
-            let flows = self.take(k);
-            t.flows += k as u64;
-            let ok = self.send(&flows);
-            let sent: Vec<u32> = flows.iter().zip(ok).filter(|(_, ok)| *ok).map(|(i, _)| *i).collect();
-            t.refused += k as u64 - sent.len() as u64;
-            for &i in &sent {
-                self.classify(i, t);
-            }
-            let answered = self.answer(&sent);
-            self.note_lost(&sent, &answered, t);
+            let sent = self.first_exchange(k, t);
             self.send(&sent);
             for &i in &sent {
                 match self.place(i) {
@@ -250,18 +241,25 @@ impl Pressure<'_> {
         let mut done = 0;
         while done < n {
             let k = burst.min(n - done);
-            let flows = self.take(k);
-            t.flows += k as u64;
-            let ok = self.send(&flows);
-            let sent: Vec<u32> = flows.iter().zip(ok).filter(|(_, ok)| *ok).map(|(i, _)| *i).collect();
-            t.refused += k as u64 - sent.len() as u64;
-            for &i in &sent {
-                self.classify(i, t);
-            }
-            let answered = self.answer(&sent);
-            self.note_lost(&sent, &answered, t);
+            self.first_exchange(k, t);
             done += k;
         }
+    }
+
+    /// `k` new flows' requests, where their pairs are before the replies, and the
+    /// replies; returns the flows whose request was not refused.
+    fn first_exchange(&mut self, k: u32, t: &mut Tally) -> Vec<u32> {
+        let flows = self.take(k);
+        t.flows += k as u64;
+        let ok = self.send(&flows);
+        let sent: Vec<u32> = flows.iter().zip(ok).filter(|(_, ok)| *ok).map(|(i, _)| *i).collect();
+        t.refused += k as u64 - sent.len() as u64;
+        for &i in &sent {
+            self.classify(i, t);
+        }
+        let answered = self.answer(&sent);
+        self.note_lost(&sent, &answered, t);
+        sent
     }
 
     fn note_lost(&self, sent: &[u32], answered: &[bool], t: &mut Tally) {
