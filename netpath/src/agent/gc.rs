@@ -4,7 +4,7 @@
 use std::{collections::HashSet, time::Duration};
 
 use netpath_common::{
-    conntrack::{TCP_CLOSING, TCP_ESTABLISHED},
+    conntrack::{CT_F_REPLY, TCP_CLOSING, TCP_ESTABLISHED},
     CtEntry, CtKey, Reason,
 };
 use tracing::debug;
@@ -27,6 +27,12 @@ pub struct CtConfig {
 
 impl CtConfig {
     /// Timeout of a flow whose entries are `a` and `b` (`b` may be gone).
+    /// Whether the flow of entries `a` and `b` has been idle past its timeout at `now`.
+    fn idle(&self, now: u64, proto: u8, a: &CtEntry, b: Option<&CtEntry>) -> bool {
+        let last = a.last_seen_ns.max(b.map_or(0, |b| b.last_seen_ns));
+        now.saturating_sub(last) >= self.of(proto, a, b).as_nanos() as u64
+    }
+
     fn of(&self, proto: u8, a: &CtEntry, b: Option<&CtEntry>) -> Duration {
         let state = a.tcp_state.max(b.map_or(0, |b| b.tcp_state));
         let secs = match proto {
@@ -60,13 +66,30 @@ impl CtConfig {
             let partner = by_key.get(&partner_key);
             done.insert(*key);
             done.insert(partner_key);
-            let last = entry.last_seen_ns.max(partner.map_or(0, |p| p.last_seen_ns));
-            if now.saturating_sub(last) < self.of(key.proto, entry, partner).as_nanos() as u64 {
+            if !self.idle(now, key.proto, entry, partner) {
                 continue;
             }
-            removed += u64::from(datapath.remove_conntrack(key)?);
-            if partner.is_some() {
-                removed += u64::from(datapath.remove_conntrack(&partner_key)?);
+            // The walk is a snapshot, and a long one on a big table: since it was taken,
+            // a packet may have brought the flow back (a client reusing its port: the
+            // entries are refreshed in place, a SYN on a closed flow's tuple). Removing
+            // it then breaks a live connection mid-stream, so both entries are read
+            // again and must be as the snapshot saw them: no packet since.
+            let [a, b] = datapath.conntrack_get(key)?;
+            let Some(fresh) = a.or(b) else { continue };
+            let [a, b] = datapath.conntrack_get(&partner_key)?;
+            let fresh_partner = a.or(b);
+            let seen = |e: Option<&CtEntry>| e.map(|e| e.last_seen_ns);
+            if fresh.last_seen_ns != entry.last_seen_ns || seen(fresh_partner.as_ref()) != seen(partner) {
+                continue;
+            }
+            // The original direction first: a packet arriving in between finds no
+            // original entry and starts a new flow, rather than a translation whose
+            // reply entry is already gone.
+            let (first, second) =
+                if fresh.flags & CT_F_REPLY != 0 { (partner_key, *key) } else { (*key, partner_key) };
+            removed += u64::from(datapath.remove_conntrack(&first)?);
+            if fresh_partner.is_some() {
+                removed += u64::from(datapath.remove_conntrack(&second)?);
             }
         }
         if removed > 0 {

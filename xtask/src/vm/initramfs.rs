@@ -448,9 +448,10 @@ echo NETPATH-VM-READY
 # (15-20 s per start on 5.10). The crash test walks one write step, before the rename
 # (a half-built endpoint to clean up at start), instead of all six: the state store is
 # plain file I/O, the same on every kernel, and the host run walks them all. The soak
-# runs 20 s.
+# runs 20 s, and its requests wait up to 20 s: with one vCPU, a guest's agent restart
+# holds the CPU in the verifier for up to half a minute.
 export NETPATH_BIN=/bin/netpath NETPATH_TEST_TOOLS=/test-tools RUST_BACKTRACE=0 TMPDIR=/tmp NETPATH_TEST_AGENT_TIMEOUT=600
-export NETPATH_CRASH_STEPS=half-written NETPATH_SOAK_SECS=20
+export NETPATH_CRASH_STEPS=half-written NETPATH_SOAK_SECS=20 NETPATH_SOAK_WAIT_SECS=20
 cd /tests
 for t in *; do
   case " {elsewhere} " in
@@ -668,6 +669,7 @@ mod tests {
             "NETPATH_TEST_TOOLS=/test-tools",
             "NETPATH_CRASH_STEPS=half-written",
             "NETPATH_SOAK_SECS=20",
+            "NETPATH_SOAK_WAIT_SECS=20",
             "NETPATH_TEST_AGENT_TIMEOUT=",
             "timeout 1800 ./$t",
             "NETPATH-VM-BEGIN",
