@@ -6,7 +6,7 @@ use aya_ebpf::{bindings::TC_ACT_SHOT, helpers::generated::bpf_redirect, programs
 use netpath_common::{EndpointInfo, EndpointKey, Reason, ENDPOINT_F_BRIDGED};
 use network_types::{arp::ArpHdr, eth::EthHdr};
 
-use crate::packet::ptr_at;
+use crate::packet::header;
 
 const ARP_REQUEST: [u8; 2] = 1u16.to_be_bytes();
 const ARP_REPLY: [u8; 2] = 2u16.to_be_bytes();
@@ -23,9 +23,9 @@ pub enum ArpOutcome {
 /// Answers a request from the endpoint behind `ifindex`, after checking it is one.
 #[inline(always)]
 pub fn respond(ctx: &TcContext, ifindex: u32) -> Result<ArpOutcome, Reason> {
-    let eth: *mut EthHdr = ptr_at(ctx, 0).map_err(|_| Reason::DropMalformed)?;
-    let arp: *mut ArpHdr = ptr_at(ctx, EthHdr::LEN).map_err(|_| Reason::DropMalformed)?;
-    // SAFETY: both pointers were bounds-checked by ptr_at.
+    let eth: *mut EthHdr = header(ctx, 0)?;
+    let arp: *mut ArpHdr = header(ctx, EthHdr::LEN)?;
+    // SAFETY: both pointers were bounds-checked by header().
     let (eth, arp) = unsafe { (&mut *eth, &mut *arp) };
     if arp.htype != HTYPE_ETHERNET || arp.ptype != PTYPE_IPV4 || arp.hlen != 6 || arp.plen != 4 {
         return Err(Reason::DropMalformed);

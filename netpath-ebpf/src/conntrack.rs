@@ -17,7 +17,8 @@ use netpath_common::{
 
 use crate::{
     counters,
-    flow::{self, Flow, TcpStamp, IPPROTO_TCP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN as F_SYN},
+    flow::{self, Flow, TcpStamp},
+    headers::{tcp, IPPROTO_TCP},
     maps::{CONNTRACK, CONNTRACK_NEW, SNAT_CLOSED},
 };
 
@@ -115,16 +116,16 @@ pub fn find(key: &CtKey) -> Option<*mut CtEntry> {
 
 #[inline(always)]
 fn next_tcp_state(state: u8, flags: u8) -> u8 {
-    if flags & (TCP_FIN | TCP_RST) != 0 {
+    if flags & (tcp::FIN | tcp::RST) != 0 {
         TCP_CLOSING
-    } else if flags & F_SYN != 0 && flags & TCP_ACK == 0 {
+    } else if flags & tcp::SYN != 0 && flags & tcp::ACK == 0 {
         // A fresh SYN on a closing tuple: the port was reused for a new connection.
         if state == TCP_CLOSING {
             TCP_SYN
         } else {
             state
         }
-    } else if state == TCP_SYN && flags & TCP_ACK != 0 && flags & F_SYN == 0 {
+    } else if state == TCP_SYN && flags & tcp::ACK != 0 && flags & tcp::SYN == 0 {
         TCP_ESTABLISHED
     } else {
         state
@@ -385,7 +386,7 @@ fn reuse(server_side: &CtKey, syn: Option<TcpStamp>) -> Reuse {
 pub fn note_closing(ctx: &TcContext, flow: &Flow, entry: &CtEntry) {
     if flow.key.proto != IPPROTO_TCP
         || entry.tcp_state != TCP_CLOSING
-        || flow.tcp_flags & TCP_RST != 0
+        || flow.tcp_flags & tcp::RST != 0
         || entry.flags & (CT_F_SNAT | CT_F_REPLY) != CT_F_SNAT
     {
         return;

@@ -7,7 +7,7 @@ use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
 use crate::{
     counters,
-    flow::{IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IP_OFF},
+    headers::{l4, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IP_OFF},
     maps::{EVENTS, TRACE_FILTER, TRACE_SCRATCH},
     packet::{ptr_at, PacketData},
 };
@@ -84,18 +84,18 @@ fn snapshot<C: PacketData>(ev: *mut TraceEvent, ctx: &C, hop: u8, ifindex: u32) 
     };
     ev.proto = proto;
     let l4_off = IP_OFF + ((vihl & 0x0f) as usize) * 4;
-    if let Ok(l4) = ptr_at::<[u8; 8], C>(ctx, l4_off) {
+    if let Ok(head) = ptr_at::<[u8; 8], C>(ctx, l4_off) {
         // SAFETY: bounds-checked by ptr_at.
-        let l4 = unsafe { *l4 };
+        let head = unsafe { *head };
         match proto {
             IPPROTO_TCP | IPPROTO_UDP => {
-                ev.sport = [l4[0], l4[1]];
-                ev.dport = [l4[2], l4[3]];
+                ev.sport = [head[l4::SPORT], head[l4::SPORT + 1]];
+                ev.dport = [head[l4::DPORT], head[l4::DPORT + 1]];
             }
             // ICMP: type and code where ports would be, for the reader.
             IPPROTO_ICMP => {
-                ev.sport = [0, l4[0]];
-                ev.dport = [0, l4[1]];
+                ev.sport = [0, head[0]];
+                ev.dport = [0, head[1]];
             }
             _ => {}
         }

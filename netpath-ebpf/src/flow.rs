@@ -1,19 +1,14 @@
 //! IPv4 + L4 parsing into the tuple conntrack and NAT work on.
 
 use netpath_common::{CtKey, Reason};
-use network_types::{eth::EthHdr, icmp::IcmpHdr, ip::Ipv4Hdr, tcp::TcpHdr, udp::UdpHdr};
+use network_types::{icmp::IcmpHdr, ip::Ipv4Hdr, tcp::TcpHdr, udp::UdpHdr};
 
 use aya_ebpf::programs::TcContext;
 
-use crate::packet::{ptr_at, PacketData};
-
-pub const IPPROTO_ICMP: u8 = 1;
-pub const IPPROTO_TCP: u8 = 6;
-pub const IPPROTO_UDP: u8 = 17;
-const ICMP_ECHO_REPLY: u8 = 0;
-const ICMP_ECHO_REQUEST: u8 = 8;
-
-pub const IP_OFF: usize = EthHdr::LEN;
+use crate::{
+    headers::{icmp, ipv4, tcp, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IPV4_TOT_LEN_OFF, IP_OFF},
+    packet::{header, PacketData},
+};
 
 /// Where a packet's translatable fields are, and what they hold.
 pub struct Flow {
@@ -23,21 +18,16 @@ pub struct Flow {
     pub tcp_flags: u8,
 }
 
-pub const TCP_FIN: u8 = 0x01;
-pub const TCP_SYN: u8 = 0x02;
-pub const TCP_RST: u8 = 0x04;
-pub const TCP_ACK: u8 = 0x10;
-
 /// Parses the packet's tuple. Errors name why it cannot be tracked: a fragment
 /// (no ports after the first), a protocol without ports, or a truncated header.
 #[inline(always)]
 pub fn parse<C: PacketData>(ctx: &C) -> Result<Flow, Reason> {
-    let ip: *const Ipv4Hdr = ptr_at(ctx, IP_OFF).map_err(|_| Reason::DropMalformed)?;
-    // SAFETY: bounds-checked by ptr_at.
+    let ip: *const Ipv4Hdr = header(ctx, IP_OFF)?;
+    // SAFETY: bounds-checked by header().
     let (vihl, frags, proto, src, dst) =
         unsafe { ((*ip).vihl, (*ip).frags, (*ip).proto as u8, (*ip).src_addr, (*ip).dst_addr) };
     let ihl = (vihl & 0x0f) as usize;
-    if ihl < 5 {
+    if ihl * 4 < ipv4::MIN_LEN {
         return Err(Reason::DropMalformed);
     }
     // More-fragments set or a non-zero offset: ports are not in every fragment.
@@ -50,30 +40,32 @@ pub fn parse<C: PacketData>(ctx: &C) -> Result<Flow, Reason> {
     let mut tcp_flags = 0;
     match proto {
         IPPROTO_TCP => {
-            let tcp: *const TcpHdr = ptr_at(ctx, l4_off).map_err(|_| Reason::DropMalformed)?;
-            // SAFETY: bounds-checked by ptr_at. Byte 13 of the TCP header holds the flags.
+            let th: *const TcpHdr = header(ctx, l4_off)?;
+            // SAFETY: bounds-checked by header().
             unsafe {
-                key.sport = (*tcp).source;
-                key.dport = (*tcp).dest;
-                tcp_flags = *(tcp as *const u8).add(13);
+                key.sport = (*th).source;
+                key.dport = (*th).dest;
+                tcp_flags = *(th as *const u8).add(tcp::FLAGS);
             }
         }
         IPPROTO_UDP => {
-            let udp: *const UdpHdr = ptr_at(ctx, l4_off).map_err(|_| Reason::DropMalformed)?;
-            // SAFETY: bounds-checked by ptr_at.
+            let udp: *const UdpHdr = header(ctx, l4_off)?;
+            // SAFETY: bounds-checked by header().
             unsafe {
                 key.sport = (*udp).src;
                 key.dport = (*udp).dst;
             }
         }
         IPPROTO_ICMP => {
-            let icmp: *const IcmpHdr = ptr_at(ctx, l4_off).map_err(|_| Reason::DropMalformed)?;
-            // SAFETY: bounds-checked by ptr_at; the identifier is bytes 4..6 of an echo.
-            let (ty, id) =
-                unsafe { ((*icmp).type_, [*(icmp as *const u8).add(4), *(icmp as *const u8).add(5)]) };
+            let ih: *const IcmpHdr = header(ctx, l4_off)?;
+            // SAFETY: bounds-checked by header(); the identifier lies inside the header.
+            let (ty, id) = unsafe {
+                let id = (ih as *const u8).add(icmp::ECHO_ID);
+                ((*ih).type_, [*id, *id.add(1)])
+            };
             match ty {
-                ICMP_ECHO_REQUEST => key.sport = id,
-                ICMP_ECHO_REPLY => key.dport = id,
+                icmp::ECHO_REQUEST => key.sport = id,
+                icmp::ECHO_REPLY => key.dport = id,
                 _ => return Err(Reason::DropUnsupportedProtocol),
             }
         }
@@ -105,18 +97,18 @@ const TCPOLEN_TIMESTAMP: u8 = 10;
 #[inline(always)]
 pub fn tcp_stamp(ctx: &TcContext, flow: &Flow) -> Option<TcpStamp> {
     let l4 = flow.l4_off;
-    let seq = u32::from_be_bytes(ctx.load::<[u8; 4]>(l4 + 4).ok()?);
-    let doff = ((ctx.load::<u8>(l4 + 12).ok()? >> 4) as usize) * 4;
-    let total = u16::from_be_bytes(ctx.load::<[u8; 2]>(IP_OFF + 2).ok()?) as usize;
+    let seq = u32::from_be_bytes(ctx.load::<[u8; 4]>(l4 + tcp::SEQ).ok()?);
+    let doff = ((ctx.load::<u8>(l4 + tcp::DOFF).ok()? >> 4) as usize) * 4;
+    let total = u16::from_be_bytes(ctx.load::<[u8; 2]>(IPV4_TOT_LEN_OFF).ok()?) as usize;
     let payload = total.saturating_sub(l4 - IP_OFF + doff) as u32;
     let flags = flow.tcp_flags;
-    let end_seq = seq.wrapping_add(payload).wrapping_add((flags & (TCP_SYN | TCP_FIN) != 0) as u32);
+    let end_seq = seq.wrapping_add(payload).wrapping_add((flags & (tcp::SYN | tcp::FIN) != 0) as u32);
     let mut ts_val = None;
     for off in TS_OFFSETS {
-        if 20 + off + TCPOLEN_TIMESTAMP as usize > doff {
+        if tcp::MIN_LEN + off + TCPOLEN_TIMESTAMP as usize > doff {
             break;
         }
-        let Ok(opt) = ctx.load::<[u8; 6]>(l4 + 20 + off) else { break };
+        let Ok(opt) = ctx.load::<[u8; 6]>(l4 + tcp::MIN_LEN + off) else { break };
         if opt[0] == TCPOPT_TIMESTAMP && opt[1] == TCPOLEN_TIMESTAMP {
             ts_val = Some(u32::from_be_bytes([opt[2], opt[3], opt[4], opt[5]]));
             break;

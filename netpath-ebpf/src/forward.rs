@@ -16,9 +16,13 @@ use netpath_common::{
 };
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
-use crate::{counters, events, flow::IP_OFF, maps::FIB_SCRATCH, packet::ptr_at};
+use crate::{
+    counters, events,
+    headers::{IPV4_CSUM_OFF, IP_OFF},
+    maps::FIB_SCRATCH,
+    packet::{header, OrMalformed},
+};
 
-const IPV4_CSUM_OFF: usize = IP_OFF + 10;
 const AF_INET: u8 = 2;
 /// skb->pkt_type of a frame for this host (linux/if_packet.h).
 const PACKET_HOST: u32 = 0;
@@ -27,19 +31,18 @@ const PACKET_HOST: u32 = 0;
 /// is left to the stack, which sends the ICMP time-exceeded.
 #[inline(always)]
 pub fn decrement_ttl(ctx: &TcContext) -> Result<bool, Reason> {
-    let ip: *mut Ipv4Hdr = ptr_at(ctx, IP_OFF).map_err(|_| Reason::DropMalformed)?;
-    // SAFETY: bounds-checked by ptr_at.
+    let ip: *mut Ipv4Hdr = header(ctx, IP_OFF)?;
+    // SAFETY: bounds-checked by header().
     let (ttl, proto) = unsafe { ((*ip).ttl, (*ip).proto as u8) };
     if ttl <= 1 {
         return Ok(false);
     }
     let old = u16::from_be_bytes([ttl, proto]);
     let new = u16::from_be_bytes([ttl - 1, proto]);
-    ctx.l3_csum_replace(IPV4_CSUM_OFF, old.to_be() as u64, new.to_be() as u64, 2)
-        .map_err(|_| Reason::DropMalformed)?;
+    ctx.l3_csum_replace(IPV4_CSUM_OFF, old.to_be() as u64, new.to_be() as u64, 2).or_malformed()?;
     // Packet pointers are invalid after a helper that may change the skb: re-derive.
-    let ip: *mut Ipv4Hdr = ptr_at(ctx, IP_OFF).map_err(|_| Reason::DropMalformed)?;
-    // SAFETY: bounds-checked by ptr_at just above.
+    let ip: *mut Ipv4Hdr = header(ctx, IP_OFF)?;
+    // SAFETY: bounds-checked by header() just above.
     unsafe { (*ip).ttl = ttl - 1 };
     Ok(true)
 }
@@ -53,8 +56,8 @@ pub fn to_container(
     rewrite_macs: bool,
 ) -> Result<(i32, Reason), Reason> {
     if rewrite_macs {
-        let eth: *mut EthHdr = ptr_at(ctx, 0).map_err(|_| Reason::DropMalformed)?;
-        // SAFETY: bounds-checked by ptr_at.
+        let eth: *mut EthHdr = header(ctx, 0)?;
+        // SAFETY: bounds-checked by header().
         unsafe {
             (*eth).dst_addr = peer.mac;
             (*eth).src_addr = peer.host_mac;
@@ -99,8 +102,8 @@ pub fn to_fib(ctx: &TcContext, ifindex: u32, src: [u8; 4], dst: [u8; 4]) -> Resu
         as u32;
     let action = match rc {
         BPF_FIB_LKUP_RET_SUCCESS => {
-            let eth: *mut EthHdr = ptr_at(ctx, 0).map_err(|_| Reason::DropMalformed)?;
-            // SAFETY: bounds-checked by ptr_at.
+            let eth: *mut EthHdr = header(ctx, 0)?;
+            // SAFETY: bounds-checked by header().
             unsafe {
                 (*eth).dst_addr = p.dmac;
                 (*eth).src_addr = p.smac;

@@ -3,13 +3,9 @@
 //! its namespace with `bpf_redirect_peer`; a packet for the outside is masqueraded
 //! (or, for a published port on the node, hairpinned) and routed out with the FIB;
 //! the node's own services get it through the stack.
-use aya_ebpf::{
-    bindings::{TC_ACT_OK, TC_ACT_SHOT},
-    macros::classifier,
-    programs::TcContext,
-};
+use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
 use netpath_common::{
-    trace::HOP_FROM_CONTAINER, EndpointKey, PortKey, Reason, ENDPOINT_F_BRIDGED, ENDPOINT_F_PUBLISHED,
+    trace::HOP_FROM_CONTAINER, EndpointKey, Reason, ENDPOINT_F_BRIDGED, ENDPOINT_F_PUBLISHED,
 };
 use network_types::{
     eth::{EthHdr, EtherType},
@@ -18,27 +14,20 @@ use network_types::{
 
 use crate::{
     arp::{self, ArpOutcome},
-    conntrack, counters, events,
-    flow::{self, IP_OFF},
+    conntrack, counters,
+    flow::{self, Flow},
     forward,
+    headers::{tcp, IPPROTO_TCP, IP_OFF},
     icmp_error::{self, Direction},
-    maps::{ENDPOINTS, NODE_CONFIG, PORT_MAPS},
+    maps::{ENDPOINTS, NODE_CONFIG},
     nat,
-    packet::{ifindex, ptr_at},
+    packet::{header, ifindex},
+    port_map, tc_entry,
 };
 
 #[classifier]
 pub fn from_container(ctx: TcContext) -> i32 {
-    let len = ctx.len();
-    let filter = events::filter();
-    events::begin(&filter, &ctx, HOP_FROM_CONTAINER, ifindex(&ctx));
-    let (action, reason) = match try_from_container(&ctx) {
-        Ok(done) => done,
-        Err(reason) => (TC_ACT_SHOT, reason),
-    };
-    counters::count(reason, len);
-    events::emit(&filter, &ctx, reason);
-    action
+    tc_entry::run(&ctx, HOP_FROM_CONTAINER, try_from_container)
 }
 
 const PASS: i32 = TC_ACT_OK as i32;
@@ -46,8 +35,8 @@ const PASS: i32 = TC_ACT_OK as i32;
 #[inline(always)]
 fn try_from_container(ctx: &TcContext) -> Result<(i32, Reason), Reason> {
     let ifindex = ifindex(ctx);
-    let eth: *mut EthHdr = ptr_at(ctx, 0).map_err(|_| Reason::DropMalformed)?;
-    // SAFETY: bounds-checked by ptr_at.
+    let eth: *mut EthHdr = header(ctx, 0)?;
+    // SAFETY: bounds-checked by header().
     let (ether_type, eth_src, eth_dst) = unsafe { ((*eth).ether_type(), (*eth).src_addr, (*eth).dst_addr) };
     match ether_type {
         Ok(EtherType::Ipv4) => {}
@@ -60,8 +49,8 @@ fn try_from_container(ctx: &TcContext) -> Result<(i32, Reason), Reason> {
         // IPv6 and the rest are the stack's until the datapath handles them.
         _ => return Ok((PASS, Reason::PassedToStack)),
     }
-    let ip: *const Ipv4Hdr = ptr_at(ctx, IP_OFF).map_err(|_| Reason::DropMalformed)?;
-    // SAFETY: bounds-checked by ptr_at; copied so later helper calls cannot invalidate it.
+    let ip: *const Ipv4Hdr = header(ctx, IP_OFF)?;
+    // SAFETY: bounds-checked by header(); copied so later helper calls cannot invalidate it.
     let (src, dst) = unsafe { ((*ip).src_addr, (*ip).dst_addr) };
 
     // Only the endpoint's own address and MAC may leave its veth.
@@ -127,8 +116,8 @@ fn to_outside(ctx: &TcContext, ifindex: u32) -> Result<(i32, Reason), Reason> {
     let Some(cfg) = NODE_CONFIG.get(0).copied() else {
         return Ok((PASS, Reason::PassedToStack));
     };
-    let ip: *const Ipv4Hdr = ptr_at(ctx, IP_OFF).map_err(|_| Reason::DropMalformed)?;
-    // SAFETY: bounds-checked by ptr_at.
+    let ip: *const Ipv4Hdr = header(ctx, IP_OFF)?;
+    // SAFETY: bounds-checked by header().
     let dst = unsafe { (*ip).dst_addr };
     // NAT off, the pod network itself, or the node: the node's stack decides (node
     // services, routes to other pod addresses), with no translation.
@@ -147,19 +136,13 @@ fn to_outside(ctx: &TcContext, ifindex: u32) -> Result<(i32, Reason), Reason> {
         // Only a connection's first packet may start a hairpin: a container's replies
         // to the node's own connections must not be taken for one.
         None if to_node && !opens_connection(&flow) => return Ok((PASS, Reason::PassedToStack)),
-        None if to_node => match published(&flow.key) {
-            // As on the uplink: a mapping to a container that is gone must not create
-            // state (each retried SYN would leave a pair of entries until they time out).
-            // SAFETY: copied out at once.
-            Some((ip, _)) if unsafe { ENDPOINTS.get(EndpointKey::new(ip)) }.is_none() => {
-                return Ok((PASS, Reason::PassedToStack))
-            }
+        None if to_node => match port_map::target(&flow.key) {
             // Hairpin: a container reaching a published port through the node address.
             Some((ip, port)) => (conntrack::create_dnat(&flow, ip, port, len)?, Reason::DnatNewFlow),
             None => return Ok((PASS, Reason::PassedToStack)),
         },
         None => {
-            let syn = if flow.key.proto == flow::IPPROTO_TCP { flow::tcp_stamp(ctx, &flow) } else { None };
+            let syn = if flow.key.proto == IPPROTO_TCP { flow::tcp_stamp(ctx, &flow) } else { None };
             (conntrack::create_snat(&flow, &cfg, len, syn)?, Reason::SnatNewFlow)
         }
     };
@@ -171,14 +154,14 @@ fn to_outside(ctx: &TcContext, ifindex: u32) -> Result<(i32, Reason), Reason> {
 fn deliver_translated(
     ctx: &TcContext,
     ifindex: u32,
-    flow: &flow::Flow,
+    flow: &Flow,
     entry: &netpath_common::CtEntry,
     reason: Reason,
 ) -> Result<(i32, Reason), Reason> {
     conntrack::note_closing(ctx, flow, entry);
     let new_dst = nat::apply(ctx, flow, entry)?;
-    let ip: *const Ipv4Hdr = ptr_at(ctx, IP_OFF).map_err(|_| Reason::DropMalformed)?;
-    // SAFETY: bounds-checked by ptr_at.
+    let ip: *const Ipv4Hdr = header(ctx, IP_OFF)?;
+    // SAFETY: bounds-checked by header().
     let new_src = unsafe { (*ip).src_addr };
     route(ctx, ifindex, new_src, new_dst, reason)
 }
@@ -222,20 +205,6 @@ fn route(
 
 /// A TCP SYN without ACK, or any packet of the connectionless protocols.
 #[inline(always)]
-fn opens_connection(flow: &flow::Flow) -> bool {
-    flow.key.proto != flow::IPPROTO_TCP
-        || (flow.tcp_flags & flow::TCP_SYN != 0 && flow.tcp_flags & flow::TCP_ACK == 0)
-}
-
-/// The container behind a published port, if `key` is addressed to one.
-#[inline(always)]
-pub fn published(key: &netpath_common::CtKey) -> Option<([u8; 4], [u8; 2])> {
-    let mut pk = PortKey { host_ip: key.dst, port: key.dport, proto: key.proto, _pad: 0 };
-    // SAFETY: copied out at once.
-    let target = unsafe { PORT_MAPS.get(pk) }.copied().or_else(|| {
-        pk.host_ip = [0; 4];
-        // SAFETY: as above.
-        unsafe { PORT_MAPS.get(pk) }.copied()
-    })?;
-    Some((target.ip, target.port))
+fn opens_connection(flow: &Flow) -> bool {
+    flow.key.proto != IPPROTO_TCP || (flow.tcp_flags & tcp::SYN != 0 && flow.tcp_flags & tcp::ACK == 0)
 }

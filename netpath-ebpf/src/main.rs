@@ -9,11 +9,14 @@ mod events;
 mod flow;
 mod forward;
 mod from_container;
+mod headers;
 mod icmp_error;
 mod maps;
 mod nat;
 mod node_local;
 mod packet;
+mod port_map;
+mod tc_entry;
 mod uplink_in;
 mod uplink_xdp;
 

@@ -17,8 +17,8 @@ use netpath_common::{CtKey, Reason, SockOrigin, SockRevKey};
 
 use crate::{
     counters,
-    from_container::published,
     maps::{NODE_CONFIG, NODE_LOCAL_REV},
+    port_map,
 };
 
 /// Let the call proceed (a cgroup sock_addr program must return 1 to allow).
@@ -79,7 +79,7 @@ fn redirect(ctx: &SockAddrContext) {
     // user_port holds the port in network order in its low 16 bits.
     let port = (port as u16).to_ne_bytes();
     let key = CtKey { dst: cfg.node_ip, dport: port, proto: proto as u8, ..Default::default() };
-    let Some((tip, tport)) = published(&key) else { return };
+    let Some((tip, tport)) = port_map::mapping(&key) else { return };
     // SAFETY: user_ip4/user_port are writable in connect4 and sendmsg4.
     unsafe {
         (*sa).user_ip4 = u32::from_ne_bytes(tip);

@@ -1,5 +1,6 @@
 //! The one bounds-checked accessor into packet data, for tc and XDP alike.
 use aya_ebpf::programs::{TcContext, XdpContext};
+use netpath_common::Reason;
 
 /// A program context with linear packet data.
 pub trait PacketData {
@@ -40,6 +41,25 @@ pub fn ptr_at<T, C: PacketData>(ctx: &C, offset: usize) -> Result<*mut T, ()> {
         return Err(());
     }
     Ok((start + offset) as *mut T)
+}
+
+/// [`ptr_at`] for a header the packet must have: a packet too short for it is malformed.
+#[inline(always)]
+pub fn header<T, C: PacketData>(ctx: &C, offset: usize) -> Result<*mut T, Reason> {
+    ptr_at(ctx, offset).map_err(|()| Reason::DropMalformed)
+}
+
+/// A load, store or checksum helper that fails on a packet whose headers were already
+/// bounds-checked means the packet is not what its headers claim: malformed.
+pub trait OrMalformed<T> {
+    fn or_malformed(self) -> Result<T, Reason>;
+}
+
+impl<T, E> OrMalformed<T> for Result<T, E> {
+    #[inline(always)]
+    fn or_malformed(self) -> Result<T, Reason> {
+        self.map_err(|_| Reason::DropMalformed)
+    }
 }
 
 /// ifindex of the device the packet is seen on.

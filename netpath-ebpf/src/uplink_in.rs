@@ -1,11 +1,7 @@
 //! tc ingress of the node's uplink: replies to masqueraded flows and new connections to
 //! published ports are translated and delivered straight into their container with
 //! `bpf_redirect_peer`; everything else is the node's and passes untouched.
-use aya_ebpf::{
-    bindings::{TC_ACT_OK, TC_ACT_SHOT},
-    macros::classifier,
-    programs::TcContext,
-};
+use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
 use netpath_common::{trace::HOP_UPLINK_IN, EndpointKey, Reason};
 use network_types::{
     eth::{EthHdr, EtherType},
@@ -13,28 +9,20 @@ use network_types::{
 };
 
 use crate::{
-    conntrack, counters, events, flow, forward,
-    from_container::published,
+    conntrack, flow, forward,
+    headers::IP_OFF,
     icmp_error::{self, Direction},
     maps::{ENDPOINTS, NODE_CONFIG},
     nat,
-    packet::{ifindex, ptr_at, translated_by_xdp},
+    packet::{header, ptr_at, translated_by_xdp},
+    port_map, tc_entry,
 };
 
 const PASS: i32 = TC_ACT_OK as i32;
 
 #[classifier]
 pub fn uplink_in(ctx: TcContext) -> i32 {
-    let len = ctx.len();
-    let filter = events::filter();
-    events::begin(&filter, &ctx, HOP_UPLINK_IN, ifindex(&ctx));
-    let (action, reason) = match try_uplink_in(&ctx) {
-        Ok(done) => done,
-        Err(reason) => (TC_ACT_SHOT, reason),
-    };
-    counters::count(reason, len);
-    events::emit(&filter, &ctx, reason);
-    action
+    tc_entry::run(&ctx, HOP_UPLINK_IN, try_uplink_in)
 }
 
 #[inline(always)]
@@ -48,8 +36,8 @@ fn try_uplink_in(ctx: &TcContext) -> Result<(i32, Reason), Reason> {
         return Ok((PASS, Reason::PassedToStack));
     }
     if translated_by_xdp(ctx) {
-        let ip: *const Ipv4Hdr = ptr_at(ctx, flow::IP_OFF).map_err(|_| Reason::DropMalformed)?;
-        // SAFETY: bounds-checked by ptr_at.
+        let ip: *const Ipv4Hdr = header(ctx, IP_OFF)?;
+        // SAFETY: bounds-checked by header().
         let dst = unsafe { (*ip).dst_addr };
         return deliver(ctx, dst, Reason::XdpTranslated);
     }
@@ -69,15 +57,8 @@ fn try_uplink_in(ctx: &TcContext) -> Result<(i32, Reason), Reason> {
     let len = ctx.len();
     let (entry, reason) = match conntrack::lookup(&flow, len) {
         Some(e) => (e, Reason::NatTranslated),
-        None => match published(&flow.key) {
-            Some((ip, port)) => {
-                // A mapping to a container that is gone must not create state.
-                // SAFETY: copied out at once.
-                if unsafe { ENDPOINTS.get(EndpointKey::new(ip)) }.is_none() {
-                    return Ok((PASS, Reason::PassedToStack));
-                }
-                (conntrack::create_dnat(&flow, ip, port, len)?, Reason::DnatNewFlow)
-            }
+        None => match port_map::target(&flow.key) {
+            Some((ip, port)) => (conntrack::create_dnat(&flow, ip, port, len)?, Reason::DnatNewFlow),
             None => return Ok((PASS, Reason::PassedToStack)),
         },
     };

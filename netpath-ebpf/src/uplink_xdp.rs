@@ -9,7 +9,7 @@ use aya_ebpf::{
 use netpath_common::{
     conntrack::{CT_F_DNAT, CT_F_SNAT},
     trace::HOP_UPLINK_XDP,
-    CtEntry, EndpointKey, Reason,
+    CtEntry, Reason,
 };
 use network_types::{
     eth::{EthHdr, EtherType},
@@ -18,10 +18,11 @@ use network_types::{
 
 use crate::{
     conntrack, events,
-    flow::{self, Flow, IPPROTO_TCP, IPPROTO_UDP, IP_OFF},
-    from_container::published,
-    maps::{ENDPOINTS, NODE_CONFIG},
+    flow::{self, Flow},
+    headers::{l4, tcp, udp, IPPROTO_TCP, IPPROTO_UDP, IP_OFF},
+    maps::NODE_CONFIG,
     packet::{ptr_at, XDP_TRANSLATED},
+    port_map,
 };
 
 #[xdp]
@@ -57,9 +58,7 @@ fn try_uplink_xdp(ctx: &XdpContext) -> Result<(), ()> {
     let entry = match conntrack::lookup(&flow, len) {
         Some(e) => e,
         None => {
-            let (ip, port) = published(&flow.key).ok_or(())?;
-            // SAFETY: copied out at once.
-            unsafe { ENDPOINTS.get(EndpointKey::new(ip)) }.ok_or(())?;
+            let (ip, port) = port_map::target(&flow.key).ok_or(())?;
             conntrack::create_dnat(&flow, ip, port, len).map_err(|_| ())?
         }
     };
@@ -104,9 +103,9 @@ fn csum_update4(csum: [u8; 2], old: [u8; 4], new: [u8; 4]) -> [u8; 2] {
 #[inline(always)]
 fn rewrite_destination(ctx: &XdpContext, flow: &Flow, entry: &CtEntry) -> Result<(), ()> {
     let ip: *mut Ipv4Hdr = ptr_at(ctx, IP_OFF)?;
-    let csum_off = if flow.key.proto == IPPROTO_TCP { flow.l4_off + 16 } else { flow.l4_off + 6 };
+    let csum_off = flow.l4_off + if flow.key.proto == IPPROTO_TCP { tcp::CHECK } else { udp::CHECK };
     let l4_csum: *mut [u8; 2] = ptr_at(ctx, csum_off)?;
-    let dport: *mut [u8; 2] = ptr_at(ctx, flow.l4_off + 2)?;
+    let dport: *mut [u8; 2] = ptr_at(ctx, flow.l4_off + l4::DPORT)?;
     // SAFETY: all three pointers were bounds-checked by ptr_at.
     unsafe {
         (*ip).check = csum_update4((*ip).check, flow.key.dst, entry.nat_dst);
