@@ -51,6 +51,12 @@ pub enum Request {
     TraceStart(TraceSpec),
     /// What the agent knows of the node now.
     Status,
+    /// Every node of the cluster (cluster mode).
+    NodeList,
+    /// Forget a stopped node and free its subnet (cluster mode).
+    NodeDel {
+        name: String,
+    },
 }
 
 /// What a trace shows; every field narrows it (None/false: no restriction).
@@ -100,6 +106,8 @@ pub enum Reply {
     Reconciled { dry_run: bool, repairs: Vec<Repair> },
     TraceStarted { session: u64 },
     Status(AgentStatus),
+    Nodes { nodes: Vec<crate::cluster::NodeStatus> },
+    NodeDeleted(crate::cluster::NodeRecord),
     Error { message: String },
 }
 

@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod api;
 pub mod cli;
+pub mod cluster;
 pub mod datapath;
 pub mod drift;
 pub mod paths;

@@ -17,6 +17,7 @@ use std::{
 
 use serde_json::Value;
 
+pub mod cluster;
 #[cfg(feature = "datapath")]
 pub mod model;
 pub mod pkt;
@@ -26,6 +27,11 @@ pub mod pkt;
 pub const TEST_PREFIX: &str = "npt";
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A fresh name for one of this process's labs: `<prefix><pid>x<n>` (see [`sweep`]).
+pub fn lab_id(prefix: &str) -> String {
+    format!("{prefix}{}x{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
 
 /// The netpath binary under test: $NETPATH_BIN (set by `cargo xtask test`), else the
 /// workspace's debug build.
@@ -443,8 +449,37 @@ impl Lab {
 
     /// A lab whose every name starts with `prefix` (see [`sweep`]).
     pub fn with_prefix(prefix: &str, containers: usize) -> Self {
+        let lab = Self::bare(prefix, containers);
+        // The uplink: created inside the node namespace, peer moved to the outside host.
+        let (n, o) = (lab.node.name.clone(), lab.outside.name.clone());
+        sh(&["ip", "-n", &n, "link", "add", "uplink0", "type", "veth", "peer", "name", "eth0", "netns", &o]);
+        sh(&["ip", "-n", &n, "addr", "add", &format!("{NODE_UPLINK_IP}/24"), "dev", "uplink0"]);
+        sh(&["ip", "-n", &o, "addr", "add", &format!("{OUTSIDE_IP}/24"), "dev", "eth0"]);
+        sh(&["ip", "-n", &o, "link", "set", "lo", "up"]);
+        sh(&["ip", "-n", &n, "link", "set", "uplink0", "up"]);
+        sh(&["ip", "-n", &o, "link", "set", "eth0", "up"]);
+        sh(&["ip", "-n", &n, "route", "add", "default", "via", &OUTSIDE_IP.to_string()]);
+        lab
+    }
+
+    /// A node of a cluster: its uplink is a port of the underlay's switch, with address
+    /// `address`/24 and the default route through the underlay's own address.
+    pub fn on_underlay(underlay: &cluster::Underlay, address: Ipv4Addr, containers: usize) -> Self {
+        let lab = Self::bare(TEST_PREFIX, containers);
+        let (n, u) = (lab.node.name.clone(), underlay.ns.name.clone());
+        let port = format!("p{}", lab.id.rsplit('x').next().unwrap_or("0"));
+        sh(&["ip", "-n", &n, "link", "add", "uplink0", "type", "veth", "peer", "name", &port, "netns", &u]);
+        sh(&["ip", "-n", &u, "link", "set", &port, "master", cluster::SWITCH, "up"]);
+        sh(&["ip", "-n", &n, "addr", "add", &format!("{address}/24"), "dev", "uplink0"]);
+        sh(&["ip", "-n", &n, "link", "set", "uplink0", "up"]);
+        sh(&["ip", "-n", &n, "route", "add", "default", "via", &cluster::UNDERLAY_IP.to_string()]);
+        lab
+    }
+
+    /// Namespaces, cgroup and work directory; no uplink yet.
+    fn bare(prefix: &str, containers: usize) -> Self {
         require_root();
-        let id = format!("{prefix}{}x{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let id = lab_id(prefix);
         let work_dir = std::env::temp_dir().join(format!("netpath-{id}"));
         fs::create_dir_all(&work_dir).unwrap();
         let node = Netns::new(format!("{id}-node"));
@@ -465,17 +500,7 @@ impl Lab {
         for i in 0..containers {
             lab.containers.push(Netns::new(format!("{}-c{i}", lab.id)));
         }
-        // The uplink: created inside the node namespace, peer moved to the outside host.
-        let (n, o) = (lab.node.name.clone(), lab.outside.name.clone());
-        sh(&["ip", "-n", &n, "link", "add", "uplink0", "type", "veth", "peer", "name", "eth0", "netns", &o]);
-        sh(&["ip", "-n", &n, "addr", "add", &format!("{NODE_UPLINK_IP}/24"), "dev", "uplink0"]);
-        sh(&["ip", "-n", &o, "addr", "add", &format!("{OUTSIDE_IP}/24"), "dev", "eth0"]);
-        for ns in [&n, &o] {
-            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
-        }
-        sh(&["ip", "-n", &n, "link", "set", "uplink0", "up"]);
-        sh(&["ip", "-n", &o, "link", "set", "eth0", "up"]);
-        sh(&["ip", "-n", &n, "route", "add", "default", "via", &OUTSIDE_IP.to_string()]);
+        sh(&["ip", "-n", &lab.node.name, "link", "set", "lo", "up"]);
         lab
     }
 

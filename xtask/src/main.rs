@@ -58,7 +58,7 @@ fn main() -> ExitCode {
 }
 
 /// The workspace root (xtask lives one level below it).
-fn workspace_root() -> PathBuf {
+pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask has a parent").to_path_buf()
 }
 

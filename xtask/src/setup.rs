@@ -24,12 +24,15 @@ const APT_PACKAGES: &[&str] = &[
     "zstd",
     "gzip",
     "kmod",
+    // etcd-client compiles etcd's protobuf definitions at build time.
+    "protobuf-compiler",
 ];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 pub fn run() -> Result<()> {
     apt()?;
+    etcd()?;
     rust_src()?;
     bpf_linker()?;
     crate::preflight::check_net()?;
@@ -91,6 +94,47 @@ fn install_missing(packages: &[&str], what: &str) -> Result<()> {
             .env("DEBIAN_FRONTEND", "noninteractive"),
         "apt-get install",
     )
+}
+
+/// Where `etcd` for the cluster tests, the demo and the benchmark is unpacked.
+pub fn etcd_dir() -> std::path::PathBuf {
+    crate::workspace_root().join("target/tools/etcd")
+}
+
+/// etcd from Debian's etcd-server package, unpacked into target/tools rather than
+/// installed: installing it would start a machine-wide etcd service on the host's
+/// network, which netpath's tests never touch. The labs start their own, inside their
+/// namespaces.
+fn etcd() -> Result<()> {
+    let dir = etcd_dir();
+    if dir.join("usr/bin/etcd").exists() {
+        step("etcd: present in target/tools/etcd");
+        return Ok(());
+    }
+    step("etcd: unpacking Debian's etcd-server into target/tools/etcd");
+    let download = dir.with_extension("download");
+    std::fs::create_dir_all(&download)?;
+    let fetch =
+        || Command::new("apt-get").args(["download", "-q", "etcd-server"]).current_dir(&download).status();
+    if !fetch().is_ok_and(|s| s.success()) {
+        // A fresh machine's package lists may not be there yet.
+        run_visible(Command::new("apt-get").args(["update", "-q"]), "apt-get update")?;
+        run_visible(
+            Command::new("apt-get").args(["download", "-q", "etcd-server"]).current_dir(&download),
+            "apt-get download etcd-server",
+        )?;
+    }
+    let deb = std::fs::read_dir(&download)?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+        .context("apt-get download etcd-server left no .deb")?;
+    let unpacked = dir.with_extension("unpacking");
+    let _ = std::fs::remove_dir_all(&unpacked);
+    run_visible(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked), "dpkg-deb -x etcd-server")?;
+    std::fs::rename(&unpacked, &dir)?;
+    std::fs::remove_dir_all(&download)?;
+    Ok(())
 }
 
 fn rust_src() -> Result<()> {

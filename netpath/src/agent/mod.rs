@@ -5,6 +5,7 @@
 //! a refused start leaves the node as it was; node set-up records what it changes in an
 //! undo list; datapath bring-up loads, attaches and reconciles. A failure in the last two
 //! takes back what the start did.
+mod cluster;
 mod endpoint;
 mod gc;
 mod lock;
@@ -121,6 +122,15 @@ pub enum AgentError {
         "a trace is already running (PID {pid}, {filter}); stop it first (Ctrl-C in its terminal), one trace at a time per node"
     )]
     TraceRunning { pid: u32, filter: String },
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
+    #[error(
+        "cluster mode needs the node's underlay address, and {}; give --uplink an interface with an IPv4 address",
+        uplink.as_ref().map_or("the node has no default route".to_string(), |u| format!("uplink {u} has no IPv4 address"))
+    )]
+    NoUnderlayAddress { uplink: Option<String> },
+    #[error("this agent runs without --store: there is no cluster to ask")]
+    NotClustered,
 }
 
 pub struct AgentConfig {
@@ -142,6 +152,8 @@ pub struct AgentConfig {
     /// Have the kernel count program runs and run time while the agent runs.
     pub bpf_stats: bool,
     pub conntrack: CtConfig,
+    /// Cluster mode: the node's pod CIDR comes from the cluster, not `pod_cidr`.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 /// What other tasks (metrics, the socket's connections) read while the agent works.
@@ -172,6 +184,8 @@ pub struct Agent {
     /// Held while the kernel should count program runs (BPF_ENABLE_STATS).
     _bpf_stats: Option<std::os::fd::OwnedFd>,
     lock: lock::InstanceLock,
+    /// The node's membership in cluster mode.
+    cluster: Option<crate::cluster::Member>,
 }
 
 impl Agent {

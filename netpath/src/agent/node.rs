@@ -185,6 +185,16 @@ pub async fn apply(
     Ok(())
 }
 
+/// The address other nodes reach this one at: the uplink's IPv4 address.
+pub async fn underlay_address(handle: &Handle, uplink: Option<&str>) -> Result<Ipv4Addr, AgentError> {
+    let link = find_uplink(handle, uplink).await?;
+    let address = match &link {
+        Some(l) => address_of(handle, l.index).await?,
+        None => None,
+    };
+    address.ok_or_else(|| AgentError::NoUnderlayAddress { uplink: link.map(|l| l.name) })
+}
+
 /// The configured uplink, or the interface of the default route.
 async fn find_uplink(handle: &Handle, name: Option<&str>) -> Result<Option<Link>, AgentError> {
     if let Some(name) = name {

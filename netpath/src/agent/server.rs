@@ -142,6 +142,8 @@ impl Agent {
                 self.trace_start(spec, peer_pid).map(|session| Reply::TraceStarted { session })
             }
             Request::Status => Ok(Reply::Status(self.status())),
+            Request::NodeList => self.node_list().await.map(|nodes| Reply::Nodes { nodes }),
+            Request::NodeDel { name } => self.node_del(&name).await.map(Reply::NodeDeleted),
         };
         match result {
             Ok(reply) => {

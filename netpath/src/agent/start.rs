@@ -13,6 +13,7 @@ use tracing::{info, warn};
 
 use super::{lock, metrics, node, records, Agent, AgentConfig, AgentError, Health};
 use crate::{
+    cluster::Member,
     datapath::{Datapath, DatapathError},
     plumbing::{self, PlumbingError},
     state::{AgentId, Ipam},
@@ -52,6 +53,7 @@ struct Survey {
     node: node::Node,
     cgroup: Option<PathBuf>,
     metrics: Option<std::net::TcpListener>,
+    cluster: Option<Member>,
 }
 
 /// Looks at everything a start depends on and takes the agent's locks; changes nothing
@@ -79,20 +81,28 @@ async fn survey(config: &AgentConfig, bpffs_dir: &Path) -> Result<Survey, AgentE
     let paths = &config.paths;
     let (conn, netlink, _) = rtnetlink::new_connection().map_err(PlumbingError::Socket)?;
     tokio::spawn(conn);
-    let endpoints = records::Endpoints::load(paths, Ipam::new(config.pod_cidr))?;
-    let ports = records::Ports::load(paths, config.nat_ports.clone())?;
     let (id, id_is_new) = match AgentId::load(&paths.state_dir)? {
         Some(id) => (id, false),
         None => (AgentId::generate(), true),
     };
+    let cluster = match &config.cluster {
+        Some(c) => {
+            let address = node::underlay_address(&netlink, config.uplink.as_deref()).await?;
+            Some(Member::start(c.clone(), id.to_string(), address, &paths.state_dir).await?)
+        }
+        None => None,
+    };
+    let pod_cidr = cluster.as_ref().map_or(config.pod_cidr, |m| m.record().pod_cidr);
+    let endpoints = records::Endpoints::load(paths, Ipam::new(pod_cidr))?;
+    let ports = records::Ports::load(paths, config.nat_ports.clone())?;
     if let Some(other) = endpoints.all().iter().find(|e| e.mode != config.mode) {
         return Err(AgentError::ModeMismatch { endpoint: other.name.clone(), was: other.mode });
     }
-    if let Some(other) = endpoints.all().iter().find(|e| !config.pod_cidr.contains(&e.ip)) {
+    if let Some(other) = endpoints.all().iter().find(|e| !pod_cidr.contains(&e.ip)) {
         return Err(AgentError::OutsidePodCidr {
             endpoint: other.name.clone(),
             ip: other.ip,
-            cidr: config.pod_cidr,
+            cidr: pod_cidr,
         });
     }
     let ephemeral = ephemeral_ports()?;
@@ -134,7 +144,7 @@ async fn survey(config: &AgentConfig, bpffs_dir: &Path) -> Result<Survey, AgentE
         uplink: config.uplink.as_deref(),
     };
     let node = node::plan(&netlink, endpoints.ipam(), &node_cfg, &owned).await?;
-    Ok(Survey { netlink, id, id_is_new, endpoints, ports, node, cgroup, metrics })
+    Ok(Survey { netlink, id, id_is_new, endpoints, ports, node, cgroup, metrics, cluster })
 }
 
 /// What a start changed, to be taken back when a later step fails.
@@ -191,7 +201,7 @@ async fn bring_up(
     undo: &mut Undo,
     lock: &mut Option<lock::InstanceLock>,
 ) -> Result<Agent, AgentError> {
-    let Survey { netlink, id, id_is_new, endpoints, ports, mut node, cgroup, metrics } = parts;
+    let Survey { netlink, id, id_is_new, endpoints, ports, mut node, cgroup, metrics, cluster } = parts;
     let AgentConfig { mut paths, mode, bridge_name, xdp, tc_attach, bpf_stats, conntrack, .. } = config;
     paths.bpffs_dir = bpffs_dir;
     node::apply(&netlink, endpoints.ipam(), &mut node, &bridge_name, &mut undo.node).await?;
@@ -215,6 +225,7 @@ async fn bring_up(
         adopt_unidentified: id_is_new,
         _bpf_stats: stats_fd,
         lock: lock.take().expect("the lock is taken once"),
+        cluster,
     };
     let served = match agent.bring_up_datapath(cgroup, id_is_new).await {
         Ok(()) => serve_metrics(&agent, metrics, programs),

@@ -1,9 +1,13 @@
 //! `netpath agent`: the node agent in the foreground, logging to stderr.
 use anyhow::Context as _;
 
-use super::{args::AgentArgs, output};
+use super::{
+    args::{AgentArgs, ClusterArgs},
+    output,
+};
 use crate::{
     agent::{self, Agent, AgentConfig},
+    cluster::ClusterConfig,
     paths::Paths,
 };
 
@@ -21,7 +25,9 @@ pub fn run(paths: Paths, args: AgentArgs) -> anyhow::Result<()> {
         tc_attach,
         bpf_stats,
         conntrack,
+        cluster,
     } = args;
+    let cluster = cluster_config(cluster)?;
     let config = AgentConfig {
         paths,
         pod_cidr,
@@ -35,6 +41,7 @@ pub fn run(paths: Paths, args: AgentArgs) -> anyhow::Result<()> {
         tc_attach,
         bpf_stats,
         conntrack: conntrack.into(),
+        cluster,
     };
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -49,4 +56,26 @@ pub fn run(paths: Paths, args: AgentArgs) -> anyhow::Result<()> {
         agent::serve(agent).await?;
         Ok(())
     })
+}
+
+/// Cluster mode's settings, checked together (clap has checked each).
+fn cluster_config(args: ClusterArgs) -> anyhow::Result<Option<ClusterConfig>> {
+    let ClusterArgs { store, node_name, cluster_cidr, node_cidr_prefix, tunnel, node_lease } = args;
+    let (Some(store), Some(node_name), Some(cluster_cidr)) = (store, node_name, cluster_cidr) else {
+        return Ok(None);
+    };
+    if node_cidr_prefix < cluster_cidr.prefix_len() {
+        anyhow::bail!(
+            "--node-cidr-prefix {node_cidr_prefix} is wider than --cluster-cidr {cluster_cidr}: give a prefix from {} to 30",
+            cluster_cidr.prefix_len()
+        );
+    }
+    Ok(Some(ClusterConfig {
+        store,
+        node_name,
+        cluster_cidr,
+        node_prefix: node_cidr_prefix,
+        tunnel,
+        lease_secs: node_lease,
+    }))
 }

@@ -7,6 +7,7 @@ use ipnet::Ipv4Net;
 
 use crate::{
     agent::CtConfig,
+    cluster::{StoreUrl, Tunnel},
     datapath::AttachMode,
     paths::Paths,
     state::{parse_mac, Mode, Proto},
@@ -66,6 +67,9 @@ pub enum Command {
         #[arg(short, long, value_enum, default_value_t = Format::Table)]
         output: Format,
     },
+    /// The cluster's nodes (cluster mode: an agent started with --store).
+    #[command(subcommand)]
+    Node(NodeCommand),
     /// Datapath counters per endpoint and per reason, read from the pinned maps.
     Stats {
         #[arg(short, long, value_enum, default_value_t = Format::Table)]
@@ -102,6 +106,20 @@ pub enum EndpointCommand {
     List {
         #[arg(short, long, value_enum, default_value_t = Format::Table)]
         output: Format,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// Every node the cluster records: name, underlay address, pod subnet, ready, tunnel.
+    List {
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+    /// Forget a node for good and free its subnet (refused while its agent runs).
+    Del {
+        #[arg(value_parser = parse_node_name)]
+        name: String,
     },
 }
 
@@ -267,6 +285,21 @@ fn parse_target(s: &str) -> Result<(String, Option<u16>), String> {
     Ok((name.to_string(), port))
 }
 
+/// A node name: what etcd keys and `netpath node del` take, 1-63 characters.
+fn parse_node_name(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 63
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && !s.starts_with('.');
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?} is not a node name: use 1-63 characters from A-Z a-z 0-9 - _ . (not starting with '.')"
+        ))
+    }
+}
+
 fn parse_mac_arg(s: &str) -> Result<[u8; 6], String> {
     parse_mac(s).ok_or_else(|| format!("{s:?} is not a MAC address like 0a:58:0a:4d:00:02"))
 }
@@ -279,8 +312,9 @@ pub struct AgentArgs {
     #[arg(long, env = "NETPATH_CONFIG")]
     pub config: Option<PathBuf>,
     /// The node's pod CIDR: containers get addresses from it, its first address is
-    /// their gateway.
-    #[arg(long, env = "NETPATH_POD_CIDR", default_value = DEFAULT_POD_CIDR, value_parser = parse_pod_cidr)]
+    /// their gateway. In cluster mode (--store) the cluster gives it instead.
+    #[arg(long, env = "NETPATH_POD_CIDR", default_value = DEFAULT_POD_CIDR, value_parser = parse_pod_cidr,
+          conflicts_with = "store")]
     pub pod_cidr: Ipv4Net,
     /// routed: no bridge, the datapath is the gateway; bridge: docker0's layout.
     #[arg(long, env = "NETPATH_MODE", value_enum, default_value_t = Mode::Routed)]
@@ -317,6 +351,34 @@ pub struct AgentArgs {
     pub bpf_stats: bool,
     #[command(flatten)]
     pub conntrack: CtArgs,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// Cluster mode: the node registers in etcd and gets its pod subnet from the cluster.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ClusterArgs {
+    /// Join the cluster kept in these etcd members: etcd://HOST:PORT[,HOST:PORT...].
+    #[arg(long, env = "NETPATH_STORE", requires_all = ["node_name", "cluster_cidr"])]
+    pub store: Option<StoreUrl>,
+    /// This node's name in the cluster (unique; a restarted agent keeps its subnet by it).
+    #[arg(long, env = "NETPATH_NODE_NAME", requires = "store", value_parser = parse_node_name)]
+    pub node_name: Option<String>,
+    /// The pod network of the whole cluster; each node gets a subnet of it.
+    #[arg(long, env = "NETPATH_CLUSTER_CIDR", requires = "store", value_parser = parse_pod_cidr)]
+    pub cluster_cidr: Option<Ipv4Net>,
+    /// Prefix length of each node's subnet.
+    #[arg(long, env = "NETPATH_NODE_CIDR_PREFIX", default_value_t = 24,
+          value_parser = clap::value_parser!(u8).range(8..=30))]
+    pub node_cidr_prefix: u8,
+    /// How pods reach pods on other nodes: vxlan (any underlay) or none (native
+    /// routing, nodes on one segment).
+    #[arg(long, env = "NETPATH_TUNNEL", value_enum, default_value_t = Tunnel::Vxlan)]
+    pub tunnel: Tunnel,
+    /// Seconds a node stays ready after its agent last reached the store.
+    #[arg(long, env = "NETPATH_NODE_LEASE", default_value_t = 15,
+          value_parser = clap::value_parser!(u64).range(2..=3600))]
+    pub node_lease: u64,
 }
 
 /// Where netpath keeps things. Every location is configurable so tests and the demo can
@@ -427,3 +489,4 @@ macro_rules! value_enum {
 value_enum!(Mode, [Mode::Routed, Mode::Bridge]);
 value_enum!(Proto, [Proto::Tcp, Proto::Udp]);
 value_enum!(AttachMode, [AttachMode::Tcx, AttachMode::Clsact]);
+value_enum!(Tunnel, [Tunnel::Vxlan, Tunnel::None]);

@@ -8,6 +8,7 @@ mod conntrack;
 mod doctor;
 mod endpoint;
 mod maps;
+mod node;
 mod output;
 mod port;
 mod reconcile;
@@ -62,6 +63,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Endpoint(cmd) => endpoint::run(paths, cmd),
         Command::Stats { output } => stats::run(paths, output),
+        Command::Node(cmd) => node::run(paths, cmd),
         Command::Reconcile { dry_run, output } => reconcile::run(paths, dry_run, output),
     }
 }
@@ -106,5 +108,6 @@ fn name_of(command: &Command) -> &'static str {
         Command::Endpoint(_) => "endpoint",
         Command::Reconcile { .. } => "reconcile",
         Command::Stats { .. } => "stats",
+        Command::Node(_) => "node",
     }
 }

@@ -154,6 +154,25 @@ pub fn ports(ports: &[PortRecord], format: Format) {
     t.print();
 }
 
+pub fn nodes(nodes: &[crate::cluster::NodeStatus], format: Format) {
+    if format == Format::Json {
+        println!("{}", json!({ "nodes": nodes }));
+        return;
+    }
+    let mut t = Table::new(&["NAME", "ADDRESS", "POD CIDR", "READY", "TUNNEL"]);
+    for n in nodes {
+        let ready = if n.ready { "yes" } else { "no" };
+        t.row(vec![
+            n.name.clone(),
+            n.address.to_string(),
+            n.pod_cidr.to_string(),
+            ready.into(),
+            n.tunnel.to_string(),
+        ]);
+    }
+    t.print();
+}
+
 pub fn conntrack(rows: &[CtRow], format: Format) {
     if format == Format::Json {
         println!("{}", json!({ "conntrack": rows }));
