@@ -6,7 +6,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use super::{
-    control::ControlPlane,
+    control::{ControlPlane, Latency},
     load::{Placement, Sample, Test},
     world::{Datapath, PathKind},
     Measurement,
@@ -211,6 +211,21 @@ impl Report {
 
     pub fn markdown(&self) -> String {
         let mut md = String::new();
+        self.md_main_table(&mut md);
+        self.md_xdp(&mut md);
+        self.md_scaling(&mut md);
+        self.md_iperf3(&mut md);
+        self.md_sockperf(&mut md);
+        self.md_control_plane(&mut md);
+        let _ = writeln!(md, "\n### Against the targets\n");
+        for line in self.targets() {
+            let _ = writeln!(md, "- {line}");
+        }
+        md
+    }
+
+    /// The heading, the environment, and every path and test on every datapath.
+    fn md_main_table(&self, md: &mut String) {
         let e = &self.env;
         let _ = writeln!(md, "## Benchmark: netpath vs bridge + iptables vs the plain-veth limit\n");
         let _ = writeln!(md, "Kernel {}, {} ({} CPUs){}. Client, server and their softirq work on one CPU unless marked split; medians of the repetitions with (min-max). TCP_STREAM in Gbit/s, the rest in transactions/s; latency p50/p99 in microseconds.\n",
@@ -223,46 +238,49 @@ impl Report {
         for path in [PathKind::C2c, PathKind::Snat, PathKind::Dnat, PathKind::Loopback] {
             for test in super::TESTS {
                 for placement in [Placement::SameCpu, Placement::SplitCpu] {
-                    let cell = |dp| {
-                        let lookup = if dp == Datapath::Limit && path != PathKind::Loopback {
-                            PathKind::C2c
-                        } else {
-                            path
-                        };
-                        if dp != Datapath::Limit && path == PathKind::Loopback {
-                            return "-".to_string();
-                        }
-                        self.stat(dp, lookup, test, placement, 0).map_or("-".into(), |s| s.show(test))
-                    };
-                    let row = [cell(Datapath::Netpath), cell(Datapath::Iptables), cell(Datapath::Limit)];
-                    if row.iter().all(|c| c == "-") {
-                        continue;
+                    if let Some(row) = self.md_main_row(path, test, placement) {
+                        let _ = writeln!(md, "{row}");
                     }
-                    let ratio = |dp| {
-                        if placement == Placement::SplitCpu || path == PathKind::Loopback {
-                            return "-".to_string();
-                        }
-                        self.ratio(path, test, dp, 0).map_or("-".into(), |r| format!("{r:.2}x"))
-                    };
-                    let split = if placement == Placement::SplitCpu { " (split)" } else { "" };
-                    let _ = writeln!(
-                        md,
-                        "| {} | {}{split} | {} | {} | {} | {} | {} |",
-                        path.name(),
-                        test.name(),
-                        row[0],
-                        row[1],
-                        if path == PathKind::Snat || path == PathKind::Dnat {
-                            "-".into()
-                        } else {
-                            row[2].clone()
-                        },
-                        ratio(Datapath::Iptables),
-                        if path == PathKind::C2c { ratio(Datapath::Limit) } else { "-".into() }
-                    );
                 }
             }
         }
+    }
+
+    /// One row of the main table, if any datapath measured it. Only the limit has a
+    /// loopback row, and it has no NAT paths: its column is empty on those.
+    fn md_main_row(&self, path: PathKind, test: Test, placement: Placement) -> Option<String> {
+        let cell = |dp| {
+            let lookup =
+                if dp == Datapath::Limit && path != PathKind::Loopback { PathKind::C2c } else { path };
+            if dp != Datapath::Limit && path == PathKind::Loopback {
+                return "-".to_string();
+            }
+            self.stat(dp, lookup, test, placement, 0).map_or("-".into(), |s| s.show(test))
+        };
+        let row = [cell(Datapath::Netpath), cell(Datapath::Iptables), cell(Datapath::Limit)];
+        if row.iter().all(|c| c == "-") {
+            return None;
+        }
+        let ratio = |dp| {
+            if placement == Placement::SplitCpu || path == PathKind::Loopback {
+                return "-".to_string();
+            }
+            self.ratio(path, test, dp, 0).map_or("-".into(), |r| format!("{r:.2}x"))
+        };
+        let split = if placement == Placement::SplitCpu { " (split)" } else { "" };
+        Some(format!(
+            "| {} | {}{split} | {} | {} | {} | {} | {} |",
+            path.name(),
+            test.name(),
+            row[0],
+            row[1],
+            if path == PathKind::Snat || path == PathKind::Dnat { "-".into() } else { row[2].clone() },
+            ratio(Datapath::Iptables),
+            if path == PathKind::C2c { ratio(Datapath::Limit) } else { "-".into() }
+        ))
+    }
+
+    fn md_xdp(&self, md: &mut String) {
         let _ = writeln!(md, "\n### XDP fast path on the uplink (--xdp) against tc alone\n");
         let _ = writeln!(md, "| path | test | netpath (tc) | netpath+xdp | xdp/tc |\n|---|---|---|---|---|");
         for path in [PathKind::Snat, PathKind::Dnat] {
@@ -283,6 +301,9 @@ impl Report {
                 );
             }
         }
+    }
+
+    fn md_scaling(&self, md: &mut String) {
         let _ = writeln!(md, "\n### Scaling: outside to mapped port with other published ports installed\n");
         let _ = writeln!(
             md,
@@ -306,6 +327,9 @@ impl Report {
                 c(Datapath::Iptables, Test::TcpRr)
             );
         }
+    }
+
+    fn md_iperf3(&self, md: &mut String) {
         let _ = writeln!(md, "\n### TCP_STREAM: our generator against iperf3 (Gbit/s, one run each)\n");
         let _ = writeln!(md, "| datapath | path | ours | iperf3 |\n|---|---|---|---|");
         for c in &self.iperf3 {
@@ -313,6 +337,9 @@ impl Report {
             let _ =
                 writeln!(md, "| {} | {} | {:.2} | {theirs} |", c.datapath.name(), c.path.name(), c.ours_gbps);
         }
+    }
+
+    fn md_sockperf(&self, md: &mut String) {
         let _ = writeln!(
             md,
             "\n### TCP_RR and UDP_RR: our generator against sockperf ping-pong (one run each)\n"
@@ -329,32 +356,22 @@ impl Report {
                 cell(&c.ours)
             );
         }
+    }
+
+    fn md_control_plane(&self, md: &mut String) {
         let cp = &self.control;
         let _ = writeln!(md, "\n### Control plane\n");
         let _ = writeln!(md, "| operation | n | p50 ms | p99 ms |\n|---|---|---|---|");
-        let _ = writeln!(
-            md,
-            "| netpath endpoint add | {} | {:.2} | {:.2} |",
-            cp.netpath_add.n, cp.netpath_add.p50_ms, cp.netpath_add.p99_ms
-        );
-        let _ = writeln!(
-            md,
-            "| netpath endpoint del | {} | {:.2} | {:.2} |",
-            cp.netpath_del.n, cp.netpath_del.p50_ms, cp.netpath_del.p99_ms
-        );
-        let _ = writeln!(
-            md,
-            "| netpath endpoint add (clsact) | {} | {:.2} | {:.2} |",
-            cp.netpath_clsact_add.n, cp.netpath_clsact_add.p50_ms, cp.netpath_clsact_add.p99_ms
-        );
-        let _ = writeln!(
-            md,
-            "| netpath endpoint del (clsact) | {} | {:.2} | {:.2} |",
-            cp.netpath_clsact_del.n, cp.netpath_clsact_del.p50_ms, cp.netpath_clsact_del.p99_ms
-        );
+        let mut row = |op: &str, l: &Latency| {
+            let _ = writeln!(md, "| {op} | {} | {:.2} | {:.2} |", l.n, l.p50_ms, l.p99_ms);
+        };
+        row("netpath endpoint add", &cp.netpath_add);
+        row("netpath endpoint del", &cp.netpath_del);
+        row("netpath endpoint add (clsact)", &cp.netpath_clsact_add);
+        row("netpath endpoint del (clsact)", &cp.netpath_clsact_del);
         if let (Some(a), Some(d)) = (&cp.cni_bridge_add, &cp.cni_bridge_del) {
-            let _ = writeln!(md, "| CNI bridge ADD | {} | {:.2} | {:.2} |", a.n, a.p50_ms, a.p99_ms);
-            let _ = writeln!(md, "| CNI bridge DEL | {} | {:.2} | {:.2} |", d.n, d.p50_ms, d.p99_ms);
+            row("CNI bridge ADD", a);
+            row("CNI bridge DEL", d);
         }
         let _ = writeln!(
             md,
@@ -362,11 +379,6 @@ impl Report {
             cp.rss_endpoints,
             cp.agent_rss_kib as f64 / 1024.0
         );
-        let _ = writeln!(md, "\n### Against the targets\n");
-        for line in self.targets() {
-            let _ = writeln!(md, "- {line}");
-        }
-        md
     }
 
     /// Each target of the suite, judged on this run's numbers.
