@@ -184,6 +184,23 @@ fn vcpus(host_cpus: usize, running: usize) -> u32 {
     (host_cpus / running.max(1)).max(1) as u32
 }
 
+/// What a console line tells the run's output, if anything: a test binary's exit, and
+/// the guest's module, preflight and ready markers (cut to 160 characters).
+fn progress(line: &str) -> Option<String> {
+    if let Some(rest) = line.split("NETPATH-VM-DONE ").nth(1) {
+        let mut it = rest.split_whitespace();
+        let (bin, code) = (it.next().unwrap_or("?"), it.next().unwrap_or("?"));
+        let how = if code == "0" { "ok".to_string() } else { format!("exit {code}") };
+        return Some(format!("{bin}: {how}"));
+    }
+    let markers = ["MODULE-FAILED", "PREFLIGHT-FAILED", "NOT-RUN", "READY"];
+    if !markers.iter().any(|m| line.contains(&format!("NETPATH-VM-{m}"))) {
+        return None;
+    }
+    let what = line.trim_start_matches("NETPATH-VM-");
+    Some(what.char_indices().nth(160).map_or(what, |(i, _)| &what[..i]).to_string())
+}
+
 /// Boots every guest, `jobs` at a time, each in a thread of its own.
 fn boot_all(guests: &mut [Guest], args: &VmArgs) -> Result<u32> {
     let jobs = args.jobs.unwrap_or(guests.len()).max(1);
@@ -211,20 +228,8 @@ fn boot_all(guests: &mut [Guest], args: &VmArgs) -> Result<u32> {
                         let t0 = Instant::now();
                         let spec = g.spec.clone();
                         let on_line = move |line: &str| {
-                            let at = mmss(started.elapsed());
-                            if let Some(rest) = line.split("NETPATH-VM-DONE ").nth(1) {
-                                let mut it = rest.split_whitespace();
-                                let (bin, code) = (it.next().unwrap_or("?"), it.next().unwrap_or("?"));
-                                let how = if code == "0" { "ok".to_string() } else { format!("exit {code}") };
-                                println!("    [{spec} {at}] {bin}: {how}");
-                            } else if line.contains("NETPATH-VM-MODULE-FAILED")
-                                || line.contains("NETPATH-VM-PREFLIGHT-FAILED")
-                                || line.contains("NETPATH-VM-NOT-RUN")
-                                || line.contains("NETPATH-VM-READY")
-                            {
-                                let what = line.trim_start_matches("NETPATH-VM-");
-                                let what = what.char_indices().nth(160).map_or(what, |(i, _)| &what[..i]);
-                                println!("    [{spec} {at}] {what}");
+                            if let Some(what) = progress(line) {
+                                println!("    [{spec} {}] {what}", mmss(started.elapsed()));
                             }
                         };
                         let timeout = Duration::from_secs(args.timeout);
@@ -258,14 +263,29 @@ pub fn run(args: VmArgs) -> Result<()> {
     let root = workspace_root();
     let payload = build_payload(&root)?;
     let cache = root.join("target/vm");
+    let mut guests = prepare_guests(&args, &payload, &cache)?;
+    let started = Instant::now();
+    let smp = boot_all(&mut guests, &args)?;
+    let wall = started.elapsed();
+    let (matrix, all_ok) = summarize(&guests, &args, smp, wall);
+    std::fs::write(cache.join("matrix.md"), &matrix)?;
+    println!("\n{matrix}");
+    step(&format!("compatibility matrix in {}", cache.join("matrix.md").display()));
+    if !all_ok {
+        bail!("some kernels failed");
+    }
+    Ok(())
+}
+
+/// Every kernel asked for (once each) fetched and its initramfs built, its modules
+/// checked, before any guest boots: a kernel that lacks a module fails here, naming it.
+fn prepare_guests(args: &VmArgs, payload: &initramfs::Payload, cache: &Path) -> Result<Vec<Guest>> {
     let mut specs: Vec<&String> = Vec::new();
     for k in &args.kernels {
         if !specs.contains(&k) {
             specs.push(k);
         }
     }
-    // Every kernel fetched and its initramfs built, its modules checked, before any
-    // guest boots: a kernel that lacks a module fails here, naming it.
     let mut guests = Vec::new();
     for (i, spec) in specs.into_iter().enumerate() {
         let kernel = kernel::resolve(spec, &cache.join("kernels"))?;
@@ -278,17 +298,7 @@ pub fn run(args: VmArgs) -> Result<()> {
                 kernel.label
             );
         }
-        let tests = initramfs::GuestTests {
-            filter: args.filter.clone(),
-            binary_timeout: args.binary_timeout,
-            repeat: args.repeat,
-            elsewhere: if i == 0 || args.all_binaries {
-                Vec::new()
-            } else {
-                KERNEL_INDEPENDENT.iter().map(|b| b.to_string()).collect()
-            },
-        };
-        let initrd = initramfs::build(&kernel, &payload, &tests, &dir)?;
+        let initrd = initramfs::build(&kernel, payload, &guest_tests(args, i == 0), &dir)?;
         guests.push(Guest {
             spec: spec.clone(),
             label: kernel.label,
@@ -298,14 +308,32 @@ pub fn run(args: VmArgs) -> Result<()> {
             result: None,
         });
     }
-    let started = Instant::now();
-    let smp = boot_all(&mut guests, &args)?;
-    let wall = started.elapsed();
+    Ok(guests)
+}
+
+/// What one guest runs; the kernel-independent binaries only in the first, unless
+/// `--all-binaries`.
+fn guest_tests(args: &VmArgs, first: bool) -> initramfs::GuestTests {
+    initramfs::GuestTests {
+        filter: args.filter.clone(),
+        binary_timeout: args.binary_timeout,
+        repeat: args.repeat,
+        elsewhere: if first || args.all_binaries {
+            Vec::new()
+        } else {
+            KERNEL_INDEPENDENT.iter().map(|b| b.to_string()).collect()
+        },
+    }
+}
+
+/// Prints each guest's outcome; the compatibility matrix, and whether every kernel
+/// passed.
+fn summarize(guests: &[Guest], args: &VmArgs, smp: u32, wall: Duration) -> (String, bool) {
     let mut matrix = String::from(
         "| kernel | tc attach | passed | failed | skipped | time | result |\n|---|---|---|---|---|---|---|\n",
     );
     let mut all_ok = true;
-    for g in &guests {
+    for g in guests {
         let (o, hung_after, took) = g.result.as_ref().expect("every guest ran");
         let verdict = o.verdict(*hung_after);
         all_ok &= verdict == "ok";
@@ -342,13 +370,7 @@ pub fn run(args: VmArgs) -> Result<()> {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         mmss(wall)
     ));
-    std::fs::write(cache.join("matrix.md"), &matrix)?;
-    println!("\n{matrix}");
-    step(&format!("compatibility matrix in {}", cache.join("matrix.md").display()));
-    if !all_ok {
-        bail!("some kernels failed");
-    }
-    Ok(())
+    (matrix, all_ok)
 }
 
 #[cfg(test)]
