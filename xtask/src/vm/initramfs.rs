@@ -386,11 +386,11 @@ pub fn build(kernel: &Kernel, payload: &Payload, tests: &GuestTests, dir: &Path)
 /// with markers the host parses, and power-off. `filter` is passed to every binary,
 /// quoted (quotes in it are dropped: it cannot break out of the script).
 fn init_script(tests: &GuestTests) -> String {
-    let GuestTests { filter, binary_timeout, repeat, elsewhere } = tests;
-    let elsewhere = elsewhere.iter().map(|b| format!(" {b} ")).collect::<String>();
-    let filter = filter.as_deref().map(|f| format!("'{}'", f.replace('\'', ""))).unwrap_or_default();
-    format!(
-        r#"#!/bin/busybox sh
+    [BOOT, PREFLIGHT, &test_runs(tests)].concat()
+}
+
+/// Mounts, then the modules in dependency order, each failure reported.
+const BOOT: &str = r#"#!/bin/busybox sh
 # Busybox fills in what the real tools (installed under /usr) do not provide.
 /bin/busybox --install -s /bin
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
@@ -415,19 +415,23 @@ while read -r name file; do
     failed=1
   fi
 done < /modules.list
-probe() {{
+"#;
+
+/// Builds in a namespace of its own what the labs build; when anything (a module
+/// included) failed, powers off before any test.
+const PREFLIGHT: &str = r#"probe() {
   what=$1; shift
   if ! err=$("$@" 2>&1); then
     echo "NETPATH-VM-PREFLIGHT-FAILED $what: $err" | tr '\n' ' '; echo
     failed=1
   fi
-}}
+}
 # Debian's busybox shell runs its own applets before PATH (its ip has no netns, no
 # veth): the preflight names the real tools, which the tests find on PATH.
-real() {{
-  for d in /usr/sbin /usr/bin; do [ -x $d/$1 ] && {{ echo $d/$1; return; }}; done
+real() {
+  for d in /usr/sbin /usr/bin; do [ -x $d/$1 ] && { echo $d/$1; return; }; done
   echo "$1-is-missing"
-}}
+}
 IP=$(real ip) TC=$(real tc) IPT=$(real iptables)
 ip link set lo up
 $IP netns add npvmprobe
@@ -444,7 +448,16 @@ if [ -n "$failed" ]; then
   poweroff -f
 fi
 echo NETPATH-VM-READY
-# Software emulation is slow: give the agent minutes, not seconds, to load the datapath
+"#;
+
+/// Each test binary, `repeat` times, bounded, with the markers the host parses; then
+/// power-off.
+fn test_runs(tests: &GuestTests) -> String {
+    let GuestTests { filter, binary_timeout, repeat, elsewhere } = tests;
+    let elsewhere = elsewhere.iter().map(|b| format!(" {b} ")).collect::<String>();
+    let filter = filter.as_deref().map(|f| format!("'{}'", f.replace('\'', ""))).unwrap_or_default();
+    format!(
+        r#"# Software emulation is slow: give the agent minutes, not seconds, to load the datapath
 # (15-20 s per start on 5.10). The crash test walks one write step, before the rename
 # (a half-built endpoint to clean up at start), instead of all six: the state store is
 # plain file I/O, the same on every kernel, and the host run walks them all. The soak
