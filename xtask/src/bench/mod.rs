@@ -4,6 +4,7 @@ mod charts;
 mod control;
 pub mod ct;
 mod load;
+mod markdown;
 mod report;
 mod world;
 
