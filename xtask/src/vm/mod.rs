@@ -27,6 +27,10 @@ pub const DEFAULT_KERNELS: [&str; 3] = ["6.12", "6.1", "5.10"];
 /// programs, maps, packets), unless `--all-binaries`.
 pub const KERNEL_INDEPENDENT: [&str; 4] = ["hostile", "isolation", "concurrency", "crash"];
 
+/// The tests' knobs a guest takes from the host's environment, when set there: the
+/// conntrack pressure measurement's table sizes and flows per row.
+pub const PASSED_ENV: [&str; 2] = ["NETPATH_CT_PRESSURE_SIZES", "NETPATH_CT_PRESSURE_FLOWS"];
+
 #[derive(Debug, clap::Args)]
 pub struct VmArgs {
     /// 5.10, 6.1, 6.12 (Debian's cloud kernels) or the path of a bzImage; repeatable.
@@ -52,6 +56,11 @@ pub struct VmArgs {
     /// crash) in every guest, not in the first kernel's only.
     #[arg(long)]
     pub all_binaries: bool,
+    /// Run the tests marked #[ignore] instead (libtest's --ignored; with --filter, those
+    /// it names), and show everything they print in this run's output as it comes, not
+    /// only in the console log: the measurements are ignored tests that print a table.
+    #[arg(long)]
+    pub ignored: bool,
     /// How many guests run at once (default: all of them).
     #[arg(long)]
     pub jobs: Option<usize>,
@@ -74,6 +83,7 @@ impl VmArgs {
             binary_timeout: 900,
             repeat: 1,
             all_binaries: false,
+            ignored: false,
             jobs: None,
             smp: None,
             memory: 2048,
@@ -184,9 +194,32 @@ fn vcpus(host_cpus: usize, running: usize) -> u32 {
     (host_cpus / running.max(1)).max(1) as u32
 }
 
-/// What a console line tells the run's output, if anything: a test binary's exit, and
-/// the guest's module, preflight and ready markers (cut to 160 characters).
-fn progress(line: &str) -> Option<String> {
+/// What a guest's console tells this run's output, line by line as it comes.
+struct Progress {
+    /// Everything the tests print, not only the markers (`--ignored`).
+    tests_output: bool,
+    /// Past the preflight: what the guest prints now comes from the tests.
+    testing: bool,
+}
+
+impl Progress {
+    fn new(tests_output: bool) -> Self {
+        Progress { tests_output, testing: false }
+    }
+
+    fn line(&mut self, line: &str) -> Option<String> {
+        let shown = marker(line).or_else(|| {
+            let tests = self.tests_output && self.testing;
+            (tests && !line.trim().is_empty() && !line.contains("NETPATH-VM-")).then(|| format!("| {line}"))
+        });
+        self.testing |= line.contains("NETPATH-VM-READY");
+        shown
+    }
+}
+
+/// What a marker line tells the run's output: a test binary's exit, and the guest's
+/// module, preflight and ready markers (cut to 160 characters).
+fn marker(line: &str) -> Option<String> {
     if let Some(rest) = line.split("NETPATH-VM-DONE ").nth(1) {
         let mut it = rest.split_whitespace();
         let (bin, code) = (it.next().unwrap_or("?"), it.next().unwrap_or("?"));
@@ -227,8 +260,9 @@ fn boot_all(guests: &mut [Guest], args: &VmArgs) -> Result<u32> {
                         ));
                         let t0 = Instant::now();
                         let spec = g.spec.clone();
+                        let mut progress = Progress::new(args.ignored);
                         let on_line = move |line: &str| {
-                            if let Some(what) = progress(line) {
+                            if let Some(what) = progress.line(line) {
                                 println!("    [{spec} {}] {what}", mmss(started.elapsed()));
                             }
                         };
@@ -298,7 +332,8 @@ fn prepare_guests(args: &VmArgs, payload: &initramfs::Payload, cache: &Path) -> 
                 kernel.label
             );
         }
-        let initrd = initramfs::build(&kernel, payload, &guest_tests(args, i == 0), &dir)?;
+        let tests = guest_tests(args, i == 0, |k| std::env::var(k).ok());
+        let initrd = initramfs::build(&kernel, payload, &tests, &dir)?;
         guests.push(Guest {
             spec: spec.clone(),
             label: kernel.label,
@@ -312,10 +347,15 @@ fn prepare_guests(args: &VmArgs, payload: &initramfs::Payload, cache: &Path) -> 
 }
 
 /// What one guest runs; the kernel-independent binaries only in the first, unless
-/// `--all-binaries`.
-fn guest_tests(args: &VmArgs, first: bool) -> initramfs::GuestTests {
+/// `--all-binaries`. `host_env` reads the host's environment (for [`PASSED_ENV`]).
+fn guest_tests(
+    args: &VmArgs,
+    first: bool,
+    host_env: impl Fn(&str) -> Option<String>,
+) -> initramfs::GuestTests {
     initramfs::GuestTests {
         filter: args.filter.clone(),
+        ignored: args.ignored,
         binary_timeout: args.binary_timeout,
         repeat: args.repeat,
         elsewhere: if first || args.all_binaries {
@@ -323,6 +363,7 @@ fn guest_tests(args: &VmArgs, first: bool) -> initramfs::GuestTests {
         } else {
             KERNEL_INDEPENDENT.iter().map(|b| b.to_string()).collect()
         },
+        env: PASSED_ENV.iter().filter_map(|k| Some((k.to_string(), host_env(k)?))).collect(),
     }
 }
 
@@ -384,6 +425,55 @@ mod tests {
         assert_eq!(vcpus(2, 1), 2);
         assert_eq!(vcpus(8, 3), 2);
         assert_eq!(vcpus(1, 0), 1);
+    }
+
+    fn parse(args: &[&str]) -> VmArgs {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            vm: VmArgs,
+        }
+        <Cli as clap::Parser>::try_parse_from([&["vm-test"], args].concat()).unwrap().vm
+    }
+
+    #[test]
+    fn ignored_runs_the_ignored_tests_with_the_pressure_knobs_of_the_host() {
+        let host = |k: &str| (k == "NETPATH_CT_PRESSURE_SIZES").then(|| "256,128".to_string());
+        let args = parse(&["--kernel", "6.1", "--kernel", "5.10", "--filter", "measure_fresh", "--ignored"]);
+        assert_eq!(args.kernels, ["6.1", "5.10"]);
+        let tests = guest_tests(&args, true, host);
+        assert!(tests.ignored);
+        assert_eq!(tests.filter.as_deref(), Some("measure_fresh"));
+        // Only what the host set is passed, and only the listed knobs.
+        assert_eq!(tests.env, [("NETPATH_CT_PRESSURE_SIZES".to_string(), "256,128".to_string())]);
+        let plain = guest_tests(&parse(&[]), true, |_| None);
+        assert!(!plain.ignored && plain.env.is_empty() && plain.filter.is_none());
+        assert_eq!(parse(&[]).kernels, DEFAULT_KERNELS);
+        assert!(!VmArgs::all_kernels().ignored);
+    }
+
+    #[test]
+    fn ignored_tests_output_is_shown_as_it_comes_and_otherwise_only_the_markers() {
+        let console = [
+            "NETPATH-VM-BEGIN 6.1.0-50-cloud-amd64",
+            "some boot line",
+            "NETPATH-VM-READY",
+            "running 1 test",
+            "| 256 | 256 | assured, 1 at a time | 50 | 0 | 0 (0 / 0) | 0 | 0 | 50 / 0 / 0 | 0 | 3.1 |",
+            "",
+            "NETPATH-VM-DONE fuzz 0",
+            "NETPATH-VM-END",
+        ];
+        let shown = |tests_output| {
+            let mut p = Progress::new(tests_output);
+            console.iter().filter_map(|l| p.line(l)).collect::<Vec<_>>()
+        };
+        assert_eq!(shown(false), ["READY", "fuzz: ok"]);
+        assert_eq!(
+            shown(true),
+            ["READY", "| running 1 test", &format!("| {}", console[4]), "fuzz: ok"],
+            "the tests' lines, after the preflight, not the boot's"
+        );
     }
 
     #[test]
