@@ -5,30 +5,39 @@
 //! error, and on Ctrl-C. The root namespace is not touched.
 use std::{
     io::{Read as _, Write as _},
-    net::{SocketAddrV4, TcpListener, TcpStream},
-    process::Command,
+    net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream},
     time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context as _, Result};
 use netpath_tests::{Lab, NODE_UPLINK_IP, OUTSIDE_IP};
 
-use crate::{step, workspace_root};
+use crate::step;
 
 const DEMO_PREFIX: &str = "npdemo";
 
 pub fn run() -> Result<()> {
     crate::preflight::check()?;
     crate::setup::run()?;
-    let root = workspace_root();
-    step("building netpath");
-    let status = Command::new("cargo").current_dir(&root).args(["build", "-p", "netpath"]).status()?;
-    if !status.success() {
-        bail!("build failed");
-    }
-    // The lab fixture finds the binary through NETPATH_BIN.
-    std::env::set_var("NETPATH_BIN", root.join("target/debug/netpath"));
+    crate::build_netpath()?;
+    let lab = start_lab()?;
+    let db_ip = attach_containers(&lab)?;
+    ping(&lab, db_ip)?;
+    tcp_transfer(&lab, db_ip)?;
 
+    step("netpath stats (per-CPU counters summed, read from the pinned maps)");
+    print!("{}", lab.netpath_ok(&["stats"]));
+
+    step("removing the lab");
+    drop(lab);
+    let left = netpath_tests::sweep(DEMO_PREFIX);
+    step(&format!("done ({left} leftovers removed)"));
+    Ok(())
+}
+
+/// A fresh lab (no leftovers of an earlier demo, removed on Ctrl-C) with the agent
+/// running in its node namespace.
+fn start_lab() -> Result<Lab> {
     netpath_tests::sweep(DEMO_PREFIX);
     ctrlc::set_handler(|| {
         eprintln!("\ninterrupted: removing the lab");
@@ -48,7 +57,11 @@ pub fn run() -> Result<()> {
         lab.bpffs_dir.display()
     ));
     lab.start_agent();
+    Ok(lab)
+}
 
+/// Attaches web and db, shows what the agent and web see; db's address.
+fn attach_containers(lab: &Lab) -> Result<Ipv4Addr> {
     let mut ips = Vec::new();
     for (name, i) in [("web", 0), ("db", 1)] {
         step(&format!("netpath endpoint add {name} --netns {}", lab.containers[i].path().display()));
@@ -61,15 +74,21 @@ pub fn run() -> Result<()> {
     step(&format!("inside {}: ip addr and ip route, as the seed checks them", web.name));
     print!("{}", String::from_utf8_lossy(&web.exec(&["ip", "-br", "addr"]).stdout));
     print!("{}", String::from_utf8_lossy(&web.exec(&["ip", "route"]).stdout));
+    Ok(ips[1])
+}
 
-    let db_ip = ips[1];
+fn ping(lab: &Lab, db_ip: Ipv4Addr) -> Result<()> {
     step("web -> db: ping (ARP for the gateway answered by the datapath, echo redirected into db)");
-    let ping = web.exec(&["ping", "-n", "-c", "5", "-i", "0.2", &db_ip.to_string()]);
+    let ping = lab.containers[0].exec(&["ping", "-n", "-c", "5", "-i", "0.2", &db_ip.to_string()]);
     print!("{}", String::from_utf8_lossy(&ping.stdout));
     if !ping.status.success() {
         bail!("ping from web to db failed; agent log:\n{}", lab.agent_log());
     }
+    Ok(())
+}
 
+/// 16 MiB from web to db over TCP, timed.
+fn tcp_transfer(lab: &Lab, db_ip: Ipv4Addr) -> Result<()> {
     step("web -> db: 16 MiB over TCP");
     let listener = lab.containers[1]
         .run(move || TcpListener::bind(SocketAddrV4::new(db_ip, 5201)))
@@ -88,30 +107,23 @@ pub fn run() -> Result<()> {
         }
     });
     let started = Instant::now();
-    web.run(move || -> std::io::Result<()> {
-        let mut s =
-            TcpStream::connect_timeout(&SocketAddrV4::new(db_ip, 5201).into(), Duration::from_secs(5))?;
-        let chunk = vec![0x5au8; 1 << 16];
-        for _ in 0..256 {
-            s.write_all(&chunk)?;
-        }
-        Ok(())
-    })
-    .join()
-    .expect("client thread")?;
+    lab.containers[0]
+        .run(move || -> std::io::Result<()> {
+            let mut s =
+                TcpStream::connect_timeout(&SocketAddrV4::new(db_ip, 5201).into(), Duration::from_secs(5))?;
+            let chunk = vec![0x5au8; 1 << 16];
+            for _ in 0..256 {
+                s.write_all(&chunk)?;
+            }
+            Ok(())
+        })
+        .join()
+        .expect("client thread")?;
     let received = server.join().expect("server thread")?;
     let secs = started.elapsed().as_secs_f64();
     println!(
         "db received {received} bytes in {secs:.3} s ({:.2} Gbit/s)",
         received as f64 * 8.0 / secs / 1e9
     );
-
-    step("netpath stats (per-CPU counters summed, read from the pinned maps)");
-    print!("{}", lab.netpath_ok(&["stats"]));
-
-    step("removing the lab");
-    drop(lab);
-    let left = netpath_tests::sweep(DEMO_PREFIX);
-    step(&format!("done ({left} leftovers removed)"));
     Ok(())
 }

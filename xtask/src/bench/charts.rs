@@ -65,10 +65,7 @@ fn grouped_bars(
     legend: SeriesLabelPosition,
     value: impl Fn(Datapath, PathKind, Test) -> Option<(f64, Option<f64>)>,
 ) -> Result<()> {
-    let groups: Vec<(PathKind, Test)> = [PathKind::C2c, PathKind::Snat, PathKind::Dnat]
-        .into_iter()
-        .flat_map(|p| [Test::TcpRr, Test::UdpRr, Test::TcpCrr].map(|t| (p, t)))
-        .collect();
+    let groups = bar_groups();
     let value = |dp: Datapath, p: PathKind, t: Test| {
         if dp == Datapath::Limit && p != PathKind::C2c {
             return None;
@@ -94,20 +91,7 @@ fn grouped_bars(
         // Key points every half group; only the group centres get a name, so every group
         // is labelled, under its own bars.
         .x_labels(groups.len() * 2 + 1)
-        .x_label_formatter(&|x| {
-            if (x - x.floor() - 0.5).abs() > 1e-6 {
-                return String::new();
-            }
-            groups.get(x.floor() as usize).map_or(String::new(), |(p, t)| {
-                let p = match p {
-                    PathKind::C2c => "c2c",
-                    PathKind::Snat => "snat",
-                    PathKind::Dnat => "dnat",
-                    PathKind::Loopback => "lo",
-                };
-                format!("{p} {}", t.name())
-            })
-        })
+        .x_label_formatter(&|x| group_label(&groups, *x))
         .y_desc(y_desc)
         .draw()?;
     for (k, (dp, color)) in DATAPATHS.iter().enumerate() {
@@ -138,6 +122,30 @@ fn grouped_bars(
         .draw()?;
     root.present()?;
     Ok(())
+}
+
+/// The bar charts' groups: each path with each RR and CRR test.
+fn bar_groups() -> Vec<(PathKind, Test)> {
+    [PathKind::C2c, PathKind::Snat, PathKind::Dnat]
+        .into_iter()
+        .flat_map(|p| [Test::TcpRr, Test::UdpRr, Test::TcpCrr].map(|t| (p, t)))
+        .collect()
+}
+
+/// The name at key point `x` of the groups' axis: a group's, at its centre, else none.
+fn group_label(groups: &[(PathKind, Test)], x: f64) -> String {
+    if (x - x.floor() - 0.5).abs() > 1e-6 {
+        return String::new();
+    }
+    groups.get(x.floor() as usize).map_or(String::new(), |(p, t)| {
+        let p = match p {
+            PathKind::C2c => "c2c",
+            PathKind::Snat => "snat",
+            PathKind::Dnat => "dnat",
+            PathKind::Loopback => "lo",
+        };
+        format!("{p} {}", t.name())
+    })
 }
 
 /// The DNAT path's TCP_CRR against the number of other published ports.

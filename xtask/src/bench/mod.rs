@@ -4,6 +4,7 @@ mod charts;
 mod control;
 pub mod ct;
 mod load;
+mod markdown;
 mod report;
 mod world;
 
@@ -46,7 +47,52 @@ pub struct Measurement {
 
 const TESTS: [Test; 4] = [Test::TcpRr, Test::UdpRr, Test::TcpCrr, Test::TcpStream];
 
+/// How often and how long each measurement runs.
+#[derive(Clone, Copy)]
+struct Pace {
+    reps: usize,
+    duration: Duration,
+}
+
+/// One data-plane measurement to make: a world (by index), a path, a test, a placement.
+struct Planned {
+    world: usize,
+    path: PathKind,
+    test: Test,
+    placement: Placement,
+}
+
 pub fn run(args: BenchArgs) -> Result<()> {
+    prepare()?;
+    let (reps, secs) = if args.quick { (1, 0.5) } else { (3, 3.0) };
+    let pace = Pace { reps, duration: Duration::from_secs_f64(secs) };
+    step("building the three worlds");
+    let worlds = [World::netpath()?, World::iptables()?, World::limit()?, World::netpath_xdp()?];
+
+    let plan = data_plane_plan(&worlds, &args);
+    let mut results = data_plane(&worlds, &plan, pace, args.only.is_some());
+    if args.only.is_some() {
+        return Ok(());
+    }
+    let iperf3 = iperf3_cross_check(&worlds, pace.duration);
+    let sockperf = sockperf_cross_check(&worlds, pace.duration);
+    results.extend(scaling(&worlds, args.quick, pace)?);
+    drop(worlds);
+    let control = control_plane(args.quick);
+
+    let report = report::Report::new(results, control, iperf3, sockperf, args.quick);
+    report.write(&args.out)?;
+    charts::draw(&report, &args.out)?;
+    print!("{}", report.markdown());
+    step(&format!("results in {}", args.out.display()));
+    if let Some(missing) = report.missing() {
+        anyhow::bail!("some measurements produced no number: {missing}");
+    }
+    Ok(())
+}
+
+/// The tools, the build, and no leftovers of an interrupted run (nor any after Ctrl-C).
+fn prepare() -> Result<()> {
     crate::preflight::check()?;
     crate::setup::run()?;
     crate::setup::bench_tools()?;
@@ -56,13 +102,24 @@ pub fn run(args: BenchArgs) -> Result<()> {
     netpath_tests::sweep("nplimit");
     netpath_tests::sweep("npbxdp");
     crate::interrupt_sweeps(&["npbench", "npbase", "nplimit", "npbxdp", "npcp"]);
+    Ok(())
+}
 
-    let (reps, secs) = if args.quick { (1, 0.5) } else { (3, 3.0) };
-    let duration = Duration::from_secs_f64(secs);
-    step("building the three worlds");
-    let worlds = [World::netpath()?, World::iptables()?, World::limit()?, World::netpath_xdp()?];
+/// What `--only` matches and the progress bar shows.
+fn label(w: &World, path: PathKind, test: Test, placement: Placement) -> String {
+    format!("{} {} {} {:?}", w.datapath.name(), path.name(), test.name(), placement)
+}
 
-    let mut results: Vec<Measurement> = Vec::new();
+/// One run of `test` on `path` in `w`, from an empty conntrack table.
+fn measure(w: &World, path: PathKind, test: Test, placement: Placement, duration: Duration) -> Sample {
+    w.flush_conntrack();
+    let e = w.endpoints(path);
+    load::run(test, e.server, e.listen, e.client, e.target, duration, placement)
+}
+
+/// Every path, test and placement each world has (split CPUs neither in a quick run,
+/// nor for TCP_STREAM, nor through XDP), narrowed by `--only`.
+fn data_plane_plan(worlds: &[World], args: &BenchArgs) -> Vec<Planned> {
     let mut plan = Vec::new();
     for path in [PathKind::C2c, PathKind::Snat, PathKind::Dnat, PathKind::Loopback] {
         for test in TESTS {
@@ -70,71 +127,76 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 if placement == Placement::SplitCpu && (args.quick || test == Test::TcpStream) {
                     continue;
                 }
-                for (wi, w) in worlds.iter().enumerate() {
+                for (world, w) in worlds.iter().enumerate() {
                     let xdp_split = w.datapath == Datapath::NetpathXdp && placement == Placement::SplitCpu;
-                    let label =
-                        format!("{} {} {} {:?}", w.datapath.name(), path.name(), test.name(), placement);
+                    let label = label(w, path, test, placement);
                     let wanted = args.only.as_ref().is_none_or(|o| label.contains(o.as_str()));
                     if w.paths().contains(&path) && !xdp_split && wanted {
-                        plan.push((wi, path, test, placement));
+                        plan.push(Planned { world, path, test, placement });
                     }
                 }
             }
         }
     }
-    let bar = ProgressBar::new((plan.len() * reps) as u64);
+    plan
+}
+
+/// The planned measurements, `pace.reps` samples each. `only`: each sample is printed
+/// with the datapath's counters.
+fn data_plane(worlds: &[World], plan: &[Planned], pace: Pace, only: bool) -> Vec<Measurement> {
+    let bar = ProgressBar::new((plan.len() * pace.reps) as u64);
     bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}").expect("valid template"));
-    for (wi, path, test, placement) in &plan {
-        results.push(Measurement {
-            datapath: worlds[*wi].datapath,
-            path: *path,
-            test: *test,
-            placement: *placement,
+    let mut results: Vec<Measurement> = plan
+        .iter()
+        .map(|p| Measurement {
+            datapath: worlds[p.world].datapath,
+            path: p.path,
+            test: p.test,
+            placement: p.placement,
             mappings: 0,
             samples: Vec::new(),
-        });
-    }
+        })
+        .collect();
     // Repetitions outermost and datapaths adjacent: machine drift hits all of them alike.
-    for _ in 0..reps {
-        for (i, (wi, path, test, placement)) in plan.iter().enumerate() {
-            let w = &worlds[*wi];
-            bar.set_message(format!("{} {} {} {:?}", w.datapath.name(), path.name(), test.name(), placement));
-            w.flush_conntrack();
-            let e = w.endpoints(*path);
-            let mut s = load::run(*test, e.server, e.listen, e.client, e.target, duration, *placement);
-            if args.only.is_some() {
+    for _ in 0..pace.reps {
+        for (i, p) in plan.iter().enumerate() {
+            let w = &worlds[p.world];
+            bar.set_message(label(w, p.path, p.test, p.placement));
+            let mut s = measure(w, p.path, p.test, p.placement, pace.duration);
+            if only {
                 println!("{}: {s:?}", bar.message());
                 w.print_counters();
             }
             if s.rate.is_nan() || s.rate <= 0.0 {
                 // A run that produced nothing at all (a lost first datagram, a server not
                 // yet listening) is noise for a smoke run: once more, then it counts.
-                w.flush_conntrack();
-                s = load::run(*test, e.server, e.listen, e.client, e.target, duration, *placement);
+                s = measure(w, p.path, p.test, p.placement, pace.duration);
             }
             results[i].samples.push(s);
             bar.inc(1);
         }
     }
     bar.finish_and_clear();
-    if args.only.is_some() {
-        return Ok(());
-    }
+    results
+}
 
+/// Our TCP_STREAM against iperf3's, one run each, on a path every world has.
+fn iperf3_cross_check(worlds: &[World], duration: Duration) -> Vec<report::CrossCheck> {
     step("cross-check: TCP_STREAM with iperf3");
     let mut iperf3 = Vec::new();
-    for w in &worlds {
+    for w in worlds {
         let path = if w.datapath == Datapath::NetpathXdp { PathKind::Dnat } else { PathKind::C2c };
+        let ours = measure(w, path, Test::TcpStream, Placement::SameCpu, duration).rate;
         w.flush_conntrack();
         let e = w.endpoints(path);
-        let ours =
-            load::run(Test::TcpStream, e.server, e.listen, e.client, e.target, duration, Placement::SameCpu)
-                .rate;
-        w.flush_conntrack();
         let theirs = load::iperf3_stream(e.server, e.listen, e.client, e.target, duration);
         iperf3.push(report::CrossCheck { datapath: w.datapath, path, ours_gbps: ours, iperf3_gbps: theirs });
     }
+    iperf3
+}
 
+/// Our TCP_RR and UDP_RR against sockperf's ping-pong, container to container.
+fn sockperf_cross_check(worlds: &[World], duration: Duration) -> Vec<report::RrCrossCheck> {
     step("cross-check: TCP_RR and UDP_RR with sockperf");
     let mut sockperf = Vec::new();
     for w in worlds.iter().filter(|w| w.datapath != Datapath::NetpathXdp) {
@@ -147,8 +209,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             w.flush_conntrack();
             let theirs =
                 load::sockperf_rr(e.server, next(e.listen), e.client, next(e.target), duration, test);
-            w.flush_conntrack();
-            let ours = load::run(test, e.server, e.listen, e.client, e.target, duration, Placement::SameCpu);
+            let ours = measure(w, PathKind::C2c, test, Placement::SameCpu, duration);
             sockperf.push(report::RrCrossCheck {
                 datapath: w.datapath,
                 path: PathKind::C2c,
@@ -158,47 +219,46 @@ pub fn run(args: BenchArgs) -> Result<()> {
             });
         }
     }
+    sockperf
+}
 
+/// The DNAT path's TCP_RR and TCP_CRR with more and more other published ports, netpath
+/// against iptables.
+fn scaling(worlds: &[World], quick: bool, pace: Pace) -> Result<Vec<Measurement>> {
     step("scaling: the DNAT path with many other published ports");
-    let counts: &[u32] = if args.quick { &[0, 1_000] } else { &[0, 1_000, 10_000, 100_000] };
+    let counts: &[u32] = if quick { &[0, 1_000] } else { &[0, 1_000, 10_000, 100_000] };
+    let scaled = || worlds.iter().filter(|w| matches!(w.datapath, Datapath::Netpath | Datapath::Iptables));
+    let mut results = Vec::new();
     let mut installed = 0u32;
     for &n in counts {
-        for w in worlds.iter().filter(|w| matches!(w.datapath, Datapath::Netpath | Datapath::Iptables)) {
+        for w in scaled() {
             add_mappings(w, n - installed)?;
         }
         installed = n;
         for test in [Test::TcpRr, Test::TcpCrr] {
-            for w in worlds.iter().filter(|w| matches!(w.datapath, Datapath::Netpath | Datapath::Iptables)) {
-                let mut m = Measurement {
+            for w in scaled() {
+                let samples = (0..pace.reps)
+                    .map(|_| measure(w, PathKind::Dnat, test, Placement::SameCpu, pace.duration))
+                    .collect();
+                results.push(Measurement {
                     datapath: w.datapath,
                     path: PathKind::Dnat,
                     test,
                     placement: Placement::SameCpu,
                     mappings: n,
-                    samples: Vec::new(),
-                };
-                for _ in 0..reps {
-                    w.flush_conntrack();
-                    let e = w.endpoints(PathKind::Dnat);
-                    m.samples.push(load::run(
-                        test,
-                        e.server,
-                        e.listen,
-                        e.client,
-                        e.target,
-                        duration,
-                        Placement::SameCpu,
-                    ));
-                }
-                results.push(m);
+                    samples,
+                });
             }
         }
     }
-    drop(worlds);
+    Ok(results)
+}
 
+/// Endpoint add/del latency and agent memory; a failure here must not lose the
+/// data-plane results, so it leaves the figures empty (and the smoke check says so).
+fn control_plane(quick: bool) -> control::ControlPlane {
     step("control plane: endpoint add/del latency, agent memory");
-    // A failure here must not lose the data-plane results above.
-    let control = match std::panic::catch_unwind(|| control::run(args.quick)) {
+    match std::panic::catch_unwind(|| control::run(quick)) {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => {
             eprintln!("control-plane run failed: {e:#}");
@@ -208,17 +268,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             eprintln!("control-plane run failed (see above)");
             control::ControlPlane::default()
         }
-    };
-
-    let report = report::Report::new(results, control, iperf3, sockperf, args.quick);
-    report.write(&args.out)?;
-    charts::draw(&report, &args.out)?;
-    print!("{}", report.markdown());
-    step(&format!("results in {}", args.out.display()));
-    if let Some(missing) = report.missing() {
-        anyhow::bail!("some measurements produced no number: {missing}");
     }
-    Ok(())
 }
 
 /// `n` more published ports: netpath's map, or Docker's DNAT rules (one per port, as

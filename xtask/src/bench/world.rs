@@ -102,6 +102,72 @@ pub fn in_ns(ns: &Netns, args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// The bridge br0 on the node, each container's veth enslaved to it, addresses
+/// 10.77.0.2 and up, the bridge the default gateway.
+fn bridge_network(lab: &Lab) -> Result<()> {
+    let node = &lab.node;
+    ip(node, &["link", "add", "br0", "type", "bridge"])?;
+    ip(node, &["addr", "add", "10.77.0.1/24", "dev", "br0"])?;
+    ip(node, &["link", "set", "br0", "up"])?;
+    for (i, c) in lab.containers.iter().enumerate() {
+        let host = format!("veth{i}");
+        let addr = format!("10.77.0.{}/24", i + 2);
+        ip(node, &["link", "add", &host, "type", "veth", "peer", "name", "eth0", "netns", &c.name])?;
+        ip(node, &["link", "set", &host, "master", "br0", "up"])?;
+        ip(c, &["addr", "add", &addr, "dev", "eth0"])?;
+        ip(c, &["link", "set", "eth0", "up"])?;
+        ip(c, &["link", "set", "lo", "up"])?;
+        ip(c, &["route", "add", "default", "via", "10.77.0.1"])?;
+    }
+    Ok(())
+}
+
+/// Docker's nat table: its DOCKER chain for local destinations, MASQUERADE for the
+/// bridge's subnet, and the published port's DNAT for each protocol.
+fn docker_nat_rules() -> Vec<String> {
+    let mut rules: Vec<String> = [
+        "-t nat -N DOCKER",
+        "-t nat -A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER",
+        "-t nat -A OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j DOCKER",
+        "-t nat -A POSTROUTING -s 10.77.0.0/24 ! -o br0 -j MASQUERADE",
+        "-t nat -A DOCKER -i br0 -j RETURN",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    for proto in ["tcp", "udp"] {
+        rules.push(format!(
+            "-t nat -A DOCKER ! -i br0 -p {proto} --dport {HOST_PORT} -j DNAT --to-destination 10.77.0.3:{SERVICE_PORT}"
+        ));
+    }
+    rules
+}
+
+/// Docker's filter table: FORWARD through DOCKER-USER and DOCKER, the bridge's own
+/// traffic and replies accepted, and its per-port ACCEPT for each published protocol.
+fn docker_filter_rules() -> Vec<String> {
+    let mut rules: Vec<String> = [
+        "-N DOCKER",
+        "-N DOCKER-USER",
+        "-A DOCKER-USER -j RETURN",
+        "-P FORWARD DROP",
+        "-A FORWARD -j DOCKER-USER",
+        "-A FORWARD -o br0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+        "-A FORWARD -o br0 -j DOCKER",
+        "-A FORWARD -i br0 ! -o br0 -j ACCEPT",
+        "-A FORWARD -i br0 -o br0 -j ACCEPT",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    for proto in ["tcp", "udp"] {
+        rules.push(format!(
+            "-A DOCKER -d 10.77.0.3/32 ! -i br0 -o br0 -p {proto} --dport {SERVICE_PORT} -j ACCEPT"
+        ));
+    }
+    rules
+}
+
 impl World {
     pub fn netpath() -> Result<World> {
         Self::netpath_with("npbench", Datapath::Netpath, &[])
@@ -134,134 +200,12 @@ impl World {
     /// plus Docker's rules), with the same addresses as netpath's.
     pub fn iptables() -> Result<World> {
         let lab = lab("npbase")?;
+        bridge_network(&lab)?;
         let node = &lab.node;
-        ip(node, &["link", "add", "br0", "type", "bridge"])?;
-        ip(node, &["addr", "add", "10.77.0.1/24", "dev", "br0"])?;
-        ip(node, &["link", "set", "br0", "up"])?;
-        for (i, c) in lab.containers.iter().enumerate() {
-            let host = format!("veth{i}");
-            let addr = format!("10.77.0.{}/24", i + 2);
-            ip(node, &["link", "add", &host, "type", "veth", "peer", "name", "eth0", "netns", &c.name])?;
-            ip(node, &["link", "set", &host, "master", "br0", "up"])?;
-            ip(c, &["addr", "add", &addr, "dev", "eth0"])?;
-            ip(c, &["link", "set", "eth0", "up"])?;
-            ip(c, &["link", "set", "lo", "up"])?;
-            ip(c, &["route", "add", "default", "via", "10.77.0.1"])?;
-        }
         in_ns(node, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
-        let (svc, hp) = (SERVICE_PORT.to_string(), HOST_PORT.to_string());
-        let to = format!("10.77.0.3:{svc}");
-        let mut rules: Vec<Vec<&str>> = vec![
-            vec!["-t", "nat", "-N", "DOCKER"],
-            vec!["-t", "nat", "-A", "PREROUTING", "-m", "addrtype", "--dst-type", "LOCAL", "-j", "DOCKER"],
-            vec![
-                "-t",
-                "nat",
-                "-A",
-                "OUTPUT",
-                "!",
-                "-d",
-                "127.0.0.0/8",
-                "-m",
-                "addrtype",
-                "--dst-type",
-                "LOCAL",
-                "-j",
-                "DOCKER",
-            ],
-            vec![
-                "-t",
-                "nat",
-                "-A",
-                "POSTROUTING",
-                "-s",
-                "10.77.0.0/24",
-                "!",
-                "-o",
-                "br0",
-                "-j",
-                "MASQUERADE",
-            ],
-            vec!["-t", "nat", "-A", "DOCKER", "-i", "br0", "-j", "RETURN"],
-            vec![
-                "-t",
-                "nat",
-                "-A",
-                "DOCKER",
-                "!",
-                "-i",
-                "br0",
-                "-p",
-                "tcp",
-                "--dport",
-                &hp,
-                "-j",
-                "DNAT",
-                "--to-destination",
-                &to,
-            ],
-            vec![
-                "-t",
-                "nat",
-                "-A",
-                "DOCKER",
-                "!",
-                "-i",
-                "br0",
-                "-p",
-                "udp",
-                "--dport",
-                &hp,
-                "-j",
-                "DNAT",
-                "--to-destination",
-                &to,
-            ],
-            vec!["-N", "DOCKER"],
-            vec!["-N", "DOCKER-USER"],
-            vec!["-A", "DOCKER-USER", "-j", "RETURN"],
-            vec!["-P", "FORWARD", "DROP"],
-            vec!["-A", "FORWARD", "-j", "DOCKER-USER"],
-            vec![
-                "-A",
-                "FORWARD",
-                "-o",
-                "br0",
-                "-m",
-                "conntrack",
-                "--ctstate",
-                "RELATED,ESTABLISHED",
-                "-j",
-                "ACCEPT",
-            ],
-            vec!["-A", "FORWARD", "-o", "br0", "-j", "DOCKER"],
-            vec!["-A", "FORWARD", "-i", "br0", "!", "-o", "br0", "-j", "ACCEPT"],
-            vec!["-A", "FORWARD", "-i", "br0", "-o", "br0", "-j", "ACCEPT"],
-        ];
-        // Docker's per-port ACCEPT in its filter chain, for each published protocol.
-        for proto in ["tcp", "udp"] {
-            let r = [
-                "-A",
-                "DOCKER",
-                "-d",
-                "10.77.0.3/32",
-                "!",
-                "-i",
-                "br0",
-                "-o",
-                "br0",
-                "-p",
-                proto,
-                "--dport",
-                &svc,
-                "-j",
-                "ACCEPT",
-            ];
-            rules.push(r.to_vec());
-        }
-        for r in rules {
+        for rule in docker_nat_rules().into_iter().chain(docker_filter_rules()) {
             let mut args = vec!["iptables"];
-            args.extend(r);
+            args.extend(rule.split_whitespace());
             in_ns(node, &args).context("building the iptables baseline")?;
         }
         Ok(World { datapath: Datapath::Iptables, lab, b: "10.77.0.3".parse()? })

@@ -302,12 +302,16 @@ pub struct Payload {
 pub struct GuestTests {
     /// Passed to every test binary (a substring of test names).
     pub filter: Option<String>,
+    /// Run the ignored tests only (libtest's `--ignored`).
+    pub ignored: bool,
     /// Seconds a test binary may run before it is killed.
     pub binary_timeout: u64,
     /// Runs of each binary, one after the other (a flakiness check: `--repeat 50`).
     pub repeat: u32,
     /// Test binaries this guest leaves to another (announced, never counted).
     pub elsewhere: Vec<String>,
+    /// Variables exported to the tests (name, value), taken from the host's.
+    pub env: Vec<(String, String)>,
 }
 
 /// Builds `dir/initramfs.gz` for `kernel`; returns its path.
@@ -383,14 +387,14 @@ pub fn build(kernel: &Kernel, payload: &Payload, tests: &GuestTests, dir: &Path)
 /// what: error`); and when anything failed, no test at all (`NETPATH-VM-NOT-RUN`):
 /// a kernel that cannot build the labs is one loud error, not 64 failed tests.
 /// Otherwise each test binary, `repeat` times, each run under `binary_timeout` seconds,
-/// with markers the host parses, and power-off. `filter` is passed to every binary,
-/// quoted (quotes in it are dropped: it cannot break out of the script).
+/// with markers the host parses, and power-off. `filter` and `env`'s values are
+/// quoted (quotes in them are dropped: they cannot break out of the script).
 fn init_script(tests: &GuestTests) -> String {
-    let GuestTests { filter, binary_timeout, repeat, elsewhere } = tests;
-    let elsewhere = elsewhere.iter().map(|b| format!(" {b} ")).collect::<String>();
-    let filter = filter.as_deref().map(|f| format!("'{}'", f.replace('\'', ""))).unwrap_or_default();
-    format!(
-        r#"#!/bin/busybox sh
+    [BOOT, PREFLIGHT, &test_runs(tests)].concat()
+}
+
+/// Mounts, then the modules in dependency order, each failure reported.
+const BOOT: &str = r#"#!/bin/busybox sh
 # Busybox fills in what the real tools (installed under /usr) do not provide.
 /bin/busybox --install -s /bin
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
@@ -415,19 +419,23 @@ while read -r name file; do
     failed=1
   fi
 done < /modules.list
-probe() {{
+"#;
+
+/// Builds in a namespace of its own what the labs build; when anything (a module
+/// included) failed, powers off before any test.
+const PREFLIGHT: &str = r#"probe() {
   what=$1; shift
   if ! err=$("$@" 2>&1); then
     echo "NETPATH-VM-PREFLIGHT-FAILED $what: $err" | tr '\n' ' '; echo
     failed=1
   fi
-}}
+}
 # Debian's busybox shell runs its own applets before PATH (its ip has no netns, no
 # veth): the preflight names the real tools, which the tests find on PATH.
-real() {{
-  for d in /usr/sbin /usr/bin; do [ -x $d/$1 ] && {{ echo $d/$1; return; }}; done
+real() {
+  for d in /usr/sbin /usr/bin; do [ -x $d/$1 ] && { echo $d/$1; return; }; done
   echo "$1-is-missing"
-}}
+}
 IP=$(real ip) TC=$(real tc) IPT=$(real iptables)
 ip link set lo up
 $IP netns add npvmprobe
@@ -444,7 +452,19 @@ if [ -n "$failed" ]; then
   poweroff -f
 fi
 echo NETPATH-VM-READY
-# Software emulation is slow: give the agent minutes, not seconds, to load the datapath
+"#;
+
+/// Each test binary, `repeat` times, bounded, with the markers the host parses; then
+/// power-off.
+fn test_runs(tests: &GuestTests) -> String {
+    let GuestTests { filter, ignored, binary_timeout, repeat, elsewhere, env } = tests;
+    let elsewhere = elsewhere.iter().map(|b| format!(" {b} ")).collect::<String>();
+    let quoted = |v: &str| format!("'{}'", v.replace('\'', ""));
+    let filter = filter.as_deref().map(quoted).unwrap_or_default();
+    let ignored = if *ignored { " --ignored" } else { "" };
+    let env: String = env.iter().map(|(k, v)| format!("export {k}={}\n", quoted(v))).collect();
+    format!(
+        r#"# Software emulation is slow: give the agent minutes, not seconds, to load the datapath
 # (15-20 s per start on 5.10). The crash test walks one write step, before the rename
 # (a half-built endpoint to clean up at start), instead of all six: the state store is
 # plain file I/O, the same on every kernel, and the host run walks them all. The soak
@@ -452,7 +472,7 @@ echo NETPATH-VM-READY
 # holds the CPU in the verifier for up to half a minute.
 export NETPATH_BIN=/bin/netpath NETPATH_TEST_TOOLS=/test-tools RUST_BACKTRACE=0 TMPDIR=/tmp NETPATH_TEST_AGENT_TIMEOUT=600
 export NETPATH_CRASH_STEPS=half-written NETPATH_SOAK_SECS=20 NETPATH_SOAK_WAIT_SECS=20
-cd /tests
+{env}cd /tests
 for t in *; do
   case " {elsewhere} " in
     *" $t "*) echo "NETPATH-VM-ELSEWHERE $t"; continue ;;
@@ -460,7 +480,7 @@ for t in *; do
   for run in $(seq {repeat}); do
     # A test binary that hangs must not take the others with it.
     # --nocapture: a test's "netpath-test-skipped" line must reach the console.
-    timeout {binary_timeout} ./$t --test-threads=2 --nocapture {filter}
+    timeout {binary_timeout} ./$t --test-threads=2 --nocapture{ignored} {filter}
     echo "NETPATH-VM-DONE $t $?"
   done
 done
@@ -721,7 +741,14 @@ mod tests {
     }
 
     fn one_run() -> GuestTests {
-        GuestTests { filter: None, binary_timeout: 1800, repeat: 1, elsewhere: Vec::new() }
+        GuestTests {
+            filter: None,
+            ignored: false,
+            binary_timeout: 1800,
+            repeat: 1,
+            elsewhere: Vec::new(),
+            env: Vec::new(),
+        }
     }
 
     /// The script as busybox runs it: a module that fails to load is reported by name
@@ -753,6 +780,37 @@ mod tests {
         assert!(!console.contains("PREFLIGHT-FAILED"), "{console}");
         let parsed = super::super::outcome::parse(&console);
         assert_eq!(parsed.module_failures.len(), 1, "{parsed:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// `--ignored` reaches every binary with the filter, and the host's knobs the tests'
+    /// environment, quoted.
+    #[test]
+    fn ignored_tests_run_with_the_filter_and_the_passed_environment() {
+        let dir = scratch("ignored");
+        std::fs::write(dir.join("modules.list"), "").unwrap();
+        let tests = dir.join("tests");
+        std::fs::create_dir_all(&tests).unwrap();
+        let p = tests.join("fuzz");
+        let body =
+            "echo \"args: $*\"; echo \"sizes: $NETPATH_CT_PRESSURE_SIZES flows: $NETPATH_CT_PRESSURE_FLOWS\"";
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let guest = GuestTests {
+            filter: Some("measure_fresh".into()),
+            ignored: true,
+            env: vec![
+                ("NETPATH_CT_PRESSURE_SIZES".into(), "256,128".into()),
+                ("NETPATH_CT_PRESSURE_FLOWS".into(), "50'; reboot; '".into()),
+            ],
+            ..one_run()
+        };
+        let console = run_init(&dir, &guest, "true");
+        assert!(console.contains("args: --test-threads=2 --nocapture --ignored measure_fresh"), "{console}");
+        assert!(console.contains("sizes: 256,128 flows: 50; reboot; "), "{console}");
+        let plain = run_init(&dir, &GuestTests { filter: Some("measure_fresh".into()), ..one_run() }, "true");
+        assert!(plain.contains("args: --test-threads=2 --nocapture measure_fresh\n"), "{plain}");
+        assert!(plain.contains("sizes:  flows: \n"), "{plain}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

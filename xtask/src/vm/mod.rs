@@ -32,6 +32,10 @@ pub const KERNEL_INDEPENDENT: [&str; 4] = ["hostile", "isolation", "concurrency"
 /// they come, bring etcd into the guests and run there.
 pub const HOST_ONLY: [&str; 1] = ["cluster"];
 
+/// The tests' knobs a guest takes from the host's environment, when set there: the
+/// conntrack pressure measurement's table sizes and flows per row.
+pub const PASSED_ENV: [&str; 2] = ["NETPATH_CT_PRESSURE_SIZES", "NETPATH_CT_PRESSURE_FLOWS"];
+
 #[derive(Debug, clap::Args)]
 pub struct VmArgs {
     /// 5.10, 6.1, 6.12 (Debian's cloud kernels) or the path of a bzImage; repeatable.
@@ -57,6 +61,11 @@ pub struct VmArgs {
     /// crash) in every guest, not in the first kernel's only.
     #[arg(long)]
     pub all_binaries: bool,
+    /// Run the tests marked #[ignore] instead (libtest's --ignored; with --filter, those
+    /// it names), and show everything they print in this run's output as it comes, not
+    /// only in the console log: the measurements are ignored tests that print a table.
+    #[arg(long)]
+    pub ignored: bool,
     /// How many guests run at once (default: all of them).
     #[arg(long)]
     pub jobs: Option<usize>,
@@ -79,6 +88,7 @@ impl VmArgs {
             binary_timeout: 900,
             repeat: 1,
             all_binaries: false,
+            ignored: false,
             jobs: None,
             smp: None,
             memory: 2048,
@@ -189,6 +199,46 @@ fn vcpus(host_cpus: usize, running: usize) -> u32 {
     (host_cpus / running.max(1)).max(1) as u32
 }
 
+/// What a guest's console tells this run's output, line by line as it comes.
+struct Progress {
+    /// Everything the tests print, not only the markers (`--ignored`).
+    tests_output: bool,
+    /// Past the preflight: what the guest prints now comes from the tests.
+    testing: bool,
+}
+
+impl Progress {
+    fn new(tests_output: bool) -> Self {
+        Progress { tests_output, testing: false }
+    }
+
+    fn line(&mut self, line: &str) -> Option<String> {
+        let shown = marker(line).or_else(|| {
+            let tests = self.tests_output && self.testing;
+            (tests && !line.trim().is_empty() && !line.contains("NETPATH-VM-")).then(|| format!("| {line}"))
+        });
+        self.testing |= line.contains("NETPATH-VM-READY");
+        shown
+    }
+}
+
+/// What a marker line tells the run's output: a test binary's exit, and the guest's
+/// module, preflight and ready markers (cut to 160 characters).
+fn marker(line: &str) -> Option<String> {
+    if let Some(rest) = line.split("NETPATH-VM-DONE ").nth(1) {
+        let mut it = rest.split_whitespace();
+        let (bin, code) = (it.next().unwrap_or("?"), it.next().unwrap_or("?"));
+        let how = if code == "0" { "ok".to_string() } else { format!("exit {code}") };
+        return Some(format!("{bin}: {how}"));
+    }
+    let markers = ["MODULE-FAILED", "PREFLIGHT-FAILED", "NOT-RUN", "READY"];
+    if !markers.iter().any(|m| line.contains(&format!("NETPATH-VM-{m}"))) {
+        return None;
+    }
+    let what = line.trim_start_matches("NETPATH-VM-");
+    Some(what.char_indices().nth(160).map_or(what, |(i, _)| &what[..i]).to_string())
+}
+
 /// Boots every guest, `jobs` at a time, each in a thread of its own.
 fn boot_all(guests: &mut [Guest], args: &VmArgs) -> Result<u32> {
     let jobs = args.jobs.unwrap_or(guests.len()).max(1);
@@ -215,21 +265,10 @@ fn boot_all(guests: &mut [Guest], args: &VmArgs) -> Result<u32> {
                         ));
                         let t0 = Instant::now();
                         let spec = g.spec.clone();
+                        let mut progress = Progress::new(args.ignored);
                         let on_line = move |line: &str| {
-                            let at = mmss(started.elapsed());
-                            if let Some(rest) = line.split("NETPATH-VM-DONE ").nth(1) {
-                                let mut it = rest.split_whitespace();
-                                let (bin, code) = (it.next().unwrap_or("?"), it.next().unwrap_or("?"));
-                                let how = if code == "0" { "ok".to_string() } else { format!("exit {code}") };
-                                println!("    [{spec} {at}] {bin}: {how}");
-                            } else if line.contains("NETPATH-VM-MODULE-FAILED")
-                                || line.contains("NETPATH-VM-PREFLIGHT-FAILED")
-                                || line.contains("NETPATH-VM-NOT-RUN")
-                                || line.contains("NETPATH-VM-READY")
-                            {
-                                let what = line.trim_start_matches("NETPATH-VM-");
-                                let what = what.char_indices().nth(160).map_or(what, |(i, _)| &what[..i]);
-                                println!("    [{spec} {at}] {what}");
+                            if let Some(what) = progress.line(line) {
+                                println!("    [{spec} {}] {what}", mmss(started.elapsed()));
                             }
                         };
                         let timeout = Duration::from_secs(args.timeout);
@@ -263,14 +302,29 @@ pub fn run(args: VmArgs) -> Result<()> {
     let root = workspace_root();
     let payload = build_payload(&root)?;
     let cache = root.join("target/vm");
+    let mut guests = prepare_guests(&args, &payload, &cache)?;
+    let started = Instant::now();
+    let smp = boot_all(&mut guests, &args)?;
+    let wall = started.elapsed();
+    let (matrix, all_ok) = summarize(&guests, &args, smp, wall);
+    std::fs::write(cache.join("matrix.md"), &matrix)?;
+    println!("\n{matrix}");
+    step(&format!("compatibility matrix in {}", cache.join("matrix.md").display()));
+    if !all_ok {
+        bail!("some kernels failed");
+    }
+    Ok(())
+}
+
+/// Every kernel asked for (once each) fetched and its initramfs built, its modules
+/// checked, before any guest boots: a kernel that lacks a module fails here, naming it.
+fn prepare_guests(args: &VmArgs, payload: &initramfs::Payload, cache: &Path) -> Result<Vec<Guest>> {
     let mut specs: Vec<&String> = Vec::new();
     for k in &args.kernels {
         if !specs.contains(&k) {
             specs.push(k);
         }
     }
-    // Every kernel fetched and its initramfs built, its modules checked, before any
-    // guest boots: a kernel that lacks a module fails here, naming it.
     let mut guests = Vec::new();
     for (i, spec) in specs.into_iter().enumerate() {
         let kernel = kernel::resolve(spec, &cache.join("kernels"))?;
@@ -283,17 +337,8 @@ pub fn run(args: VmArgs) -> Result<()> {
                 kernel.label
             );
         }
-        let tests = initramfs::GuestTests {
-            filter: args.filter.clone(),
-            binary_timeout: args.binary_timeout,
-            repeat: args.repeat,
-            elsewhere: HOST_ONLY
-                .iter()
-                .chain(if i == 0 || args.all_binaries { &[][..] } else { &KERNEL_INDEPENDENT[..] })
-                .map(|b| b.to_string())
-                .collect(),
-        };
-        let initrd = initramfs::build(&kernel, &payload, &tests, &dir)?;
+        let tests = guest_tests(args, i == 0, |k| std::env::var(k).ok());
+        let initrd = initramfs::build(&kernel, payload, &tests, &dir)?;
         guests.push(Guest {
             spec: spec.clone(),
             label: kernel.label,
@@ -303,14 +348,38 @@ pub fn run(args: VmArgs) -> Result<()> {
             result: None,
         });
     }
-    let started = Instant::now();
-    let smp = boot_all(&mut guests, &args)?;
-    let wall = started.elapsed();
+    Ok(guests)
+}
+
+/// What one guest runs: never the host-only binaries; the kernel-independent ones only
+/// in the first, unless `--all-binaries`. `host_env` reads the host's environment (for [`PASSED_ENV`]).
+fn guest_tests(
+    args: &VmArgs,
+    first: bool,
+    host_env: impl Fn(&str) -> Option<String>,
+) -> initramfs::GuestTests {
+    initramfs::GuestTests {
+        filter: args.filter.clone(),
+        ignored: args.ignored,
+        binary_timeout: args.binary_timeout,
+        repeat: args.repeat,
+        elsewhere: HOST_ONLY
+            .iter()
+            .chain(if first || args.all_binaries { &[][..] } else { &KERNEL_INDEPENDENT[..] })
+            .map(|b| b.to_string())
+            .collect(),
+        env: PASSED_ENV.iter().filter_map(|k| Some((k.to_string(), host_env(k)?))).collect(),
+    }
+}
+
+/// Prints each guest's outcome; the compatibility matrix, and whether every kernel
+/// passed.
+fn summarize(guests: &[Guest], args: &VmArgs, smp: u32, wall: Duration) -> (String, bool) {
     let mut matrix = String::from(
         "| kernel | tc attach | passed | failed | skipped | time | result |\n|---|---|---|---|---|---|---|\n",
     );
     let mut all_ok = true;
-    for g in &guests {
+    for g in guests {
         let (o, hung_after, took) = g.result.as_ref().expect("every guest ran");
         let verdict = o.verdict(*hung_after);
         all_ok &= verdict == "ok";
@@ -347,13 +416,7 @@ pub fn run(args: VmArgs) -> Result<()> {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         mmss(wall)
     ));
-    std::fs::write(cache.join("matrix.md"), &matrix)?;
-    println!("\n{matrix}");
-    step(&format!("compatibility matrix in {}", cache.join("matrix.md").display()));
-    if !all_ok {
-        bail!("some kernels failed");
-    }
-    Ok(())
+    (matrix, all_ok)
 }
 
 #[cfg(test)]
@@ -367,6 +430,55 @@ mod tests {
         assert_eq!(vcpus(2, 1), 2);
         assert_eq!(vcpus(8, 3), 2);
         assert_eq!(vcpus(1, 0), 1);
+    }
+
+    fn parse(args: &[&str]) -> VmArgs {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            vm: VmArgs,
+        }
+        <Cli as clap::Parser>::try_parse_from([&["vm-test"], args].concat()).unwrap().vm
+    }
+
+    #[test]
+    fn ignored_runs_the_ignored_tests_with_the_pressure_knobs_of_the_host() {
+        let host = |k: &str| (k == "NETPATH_CT_PRESSURE_SIZES").then(|| "256,128".to_string());
+        let args = parse(&["--kernel", "6.1", "--kernel", "5.10", "--filter", "measure_fresh", "--ignored"]);
+        assert_eq!(args.kernels, ["6.1", "5.10"]);
+        let tests = guest_tests(&args, true, host);
+        assert!(tests.ignored);
+        assert_eq!(tests.filter.as_deref(), Some("measure_fresh"));
+        // Only what the host set is passed, and only the listed knobs.
+        assert_eq!(tests.env, [("NETPATH_CT_PRESSURE_SIZES".to_string(), "256,128".to_string())]);
+        let plain = guest_tests(&parse(&[]), true, |_| None);
+        assert!(!plain.ignored && plain.env.is_empty() && plain.filter.is_none());
+        assert_eq!(parse(&[]).kernels, DEFAULT_KERNELS);
+        assert!(!VmArgs::all_kernels().ignored);
+    }
+
+    #[test]
+    fn ignored_tests_output_is_shown_as_it_comes_and_otherwise_only_the_markers() {
+        let console = [
+            "NETPATH-VM-BEGIN 6.1.0-50-cloud-amd64",
+            "some boot line",
+            "NETPATH-VM-READY",
+            "running 1 test",
+            "| 256 | 256 | assured, 1 at a time | 50 | 0 | 0 (0 / 0) | 0 | 0 | 50 / 0 / 0 | 0 | 3.1 |",
+            "",
+            "NETPATH-VM-DONE fuzz 0",
+            "NETPATH-VM-END",
+        ];
+        let shown = |tests_output| {
+            let mut p = Progress::new(tests_output);
+            console.iter().filter_map(|l| p.line(l)).collect::<Vec<_>>()
+        };
+        assert_eq!(shown(false), ["READY", "fuzz: ok"]);
+        assert_eq!(
+            shown(true),
+            ["READY", "| running 1 test", &format!("| {}", console[4]), "fuzz: ok"],
+            "the tests' lines, after the preflight, not the boot's"
+        );
     }
 
     #[test]

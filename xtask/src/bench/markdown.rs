@@ -1,0 +1,291 @@
+//! The run's Markdown summary: one table per question, medians (min-max), ratios
+//! computed pair by pair, and the targets judged plainly.
+use std::fmt::Write as _;
+
+use super::{
+    control::Latency,
+    load::{Placement, Sample, Test},
+    report::{Report, Stat},
+    world::{Datapath, PathKind},
+};
+
+/// One sample as a table cell: rate and p50/p99 round trip.
+fn cell(s: &Sample) -> String {
+    let us = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0}"));
+    format!("{:.0} {}/{}us", s.rate, us(s.p50_us), us(s.p99_us))
+}
+
+/// A figure against its goal (at least `goal`), or that it was not measured.
+fn judge(name: &str, value: Option<f64>, goal: f64, unit: &str) -> String {
+    match value {
+        Some(v) if v >= goal => format!("met: {name} {v:.2}{unit} (goal >= {goal}{unit})"),
+        Some(v) => format!("SHORT: {name} {v:.2}{unit} (goal >= {goal}{unit})"),
+        None => format!("not measured: {name}"),
+    }
+}
+
+impl Report {
+    pub fn markdown(&self) -> String {
+        let mut md = String::new();
+        self.md_main_table(&mut md);
+        self.md_xdp(&mut md);
+        self.md_scaling(&mut md);
+        self.md_iperf3(&mut md);
+        self.md_sockperf(&mut md);
+        self.md_control_plane(&mut md);
+        let _ = writeln!(md, "\n### Against the targets\n");
+        for line in self.targets() {
+            let _ = writeln!(md, "- {line}");
+        }
+        md
+    }
+
+    /// The heading, the environment, and every path and test on every datapath.
+    fn md_main_table(&self, md: &mut String) {
+        let e = &self.env;
+        let _ = writeln!(md, "## Benchmark: netpath vs bridge + iptables vs the plain-veth limit\n");
+        let _ = writeln!(md, "Kernel {}, {} ({} CPUs){}. Client, server and their softirq work on one CPU unless marked split; medians of the repetitions with (min-max). TCP_STREAM in Gbit/s, the rest in transactions/s; latency p50/p99 in microseconds.\n",
+            e.kernel, e.cpu, e.cpus, if e.quick { ", quick run (one short repetition: not for conclusions)" } else { "" });
+        let _ = writeln!(
+            md,
+            "| path | test | netpath | bridge+iptables | limit | netpath/iptables | netpath/limit |"
+        );
+        let _ = writeln!(md, "|---|---|---|---|---|---|---|");
+        for path in [PathKind::C2c, PathKind::Snat, PathKind::Dnat, PathKind::Loopback] {
+            for test in super::TESTS {
+                for placement in [Placement::SameCpu, Placement::SplitCpu] {
+                    if let Some(row) = self.md_main_row(path, test, placement) {
+                        let _ = writeln!(md, "{row}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// One row of the main table, if any datapath measured it. Only the limit has a
+    /// loopback row, and it has no NAT paths: its column is empty on those.
+    fn md_main_row(&self, path: PathKind, test: Test, placement: Placement) -> Option<String> {
+        let cell = |dp| {
+            let lookup =
+                if dp == Datapath::Limit && path != PathKind::Loopback { PathKind::C2c } else { path };
+            if dp != Datapath::Limit && path == PathKind::Loopback {
+                return "-".to_string();
+            }
+            self.stat(dp, lookup, test, placement, 0).map_or("-".into(), |s| s.show(test))
+        };
+        let row = [cell(Datapath::Netpath), cell(Datapath::Iptables), cell(Datapath::Limit)];
+        if row.iter().all(|c| c == "-") {
+            return None;
+        }
+        let ratio = |dp| {
+            if placement == Placement::SplitCpu || path == PathKind::Loopback {
+                return "-".to_string();
+            }
+            self.ratio(path, test, dp, 0).map_or("-".into(), |r| format!("{r:.2}x"))
+        };
+        let split = if placement == Placement::SplitCpu { " (split)" } else { "" };
+        Some(format!(
+            "| {} | {}{split} | {} | {} | {} | {} | {} |",
+            path.name(),
+            test.name(),
+            row[0],
+            row[1],
+            if path == PathKind::Snat || path == PathKind::Dnat { "-".into() } else { row[2].clone() },
+            ratio(Datapath::Iptables),
+            if path == PathKind::C2c { ratio(Datapath::Limit) } else { "-".into() }
+        ))
+    }
+
+    fn md_xdp(&self, md: &mut String) {
+        let _ = writeln!(md, "\n### XDP fast path on the uplink (--xdp) against tc alone\n");
+        let _ = writeln!(md, "| path | test | netpath (tc) | netpath+xdp | xdp/tc |\n|---|---|---|---|---|");
+        for path in [PathKind::Snat, PathKind::Dnat] {
+            for test in super::TESTS {
+                let tc = self.stat(Datapath::Netpath, path, test, Placement::SameCpu, 0);
+                let xdp = self.stat(Datapath::NetpathXdp, path, test, Placement::SameCpu, 0);
+                let (Some(tc), Some(xdp)) = (tc, xdp) else { continue };
+                let ratio = self
+                    .pair_ratio(Datapath::NetpathXdp, Datapath::Netpath, path, test)
+                    .map_or("-".into(), |r| format!("{r:.2}x"));
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {} | {} | {ratio} |",
+                    path.name(),
+                    test.name(),
+                    tc.show(test),
+                    xdp.show(test)
+                );
+            }
+        }
+    }
+
+    fn md_scaling(&self, md: &mut String) {
+        let _ = writeln!(md, "\n### Scaling: outside to mapped port with other published ports installed\n");
+        let _ = writeln!(
+            md,
+            "| mappings | netpath TCP_CRR | iptables TCP_CRR | netpath TCP_RR | iptables TCP_RR |"
+        );
+        let _ = writeln!(md, "|---|---|---|---|---|");
+        let mut counts: Vec<u32> =
+            self.measurements.iter().filter(|m| m.mappings > 0).map(|m| m.mappings).collect();
+        counts.insert(0, 0);
+        counts.dedup();
+        for n in counts {
+            let c = |dp, t| {
+                self.stat(dp, PathKind::Dnat, t, Placement::SameCpu, n).map_or("-".into(), |s| s.show(t))
+            };
+            let _ = writeln!(
+                md,
+                "| {n} | {} | {} | {} | {} |",
+                c(Datapath::Netpath, Test::TcpCrr),
+                c(Datapath::Iptables, Test::TcpCrr),
+                c(Datapath::Netpath, Test::TcpRr),
+                c(Datapath::Iptables, Test::TcpRr)
+            );
+        }
+    }
+
+    fn md_iperf3(&self, md: &mut String) {
+        let _ = writeln!(md, "\n### TCP_STREAM: our generator against iperf3 (Gbit/s, one run each)\n");
+        let _ = writeln!(md, "| datapath | path | ours | iperf3 |\n|---|---|---|---|");
+        for c in &self.iperf3 {
+            let theirs = c.iperf3_gbps.map_or("not run".to_string(), |g| format!("{g:.2}"));
+            let _ =
+                writeln!(md, "| {} | {} | {:.2} | {theirs} |", c.datapath.name(), c.path.name(), c.ours_gbps);
+        }
+    }
+
+    fn md_sockperf(&self, md: &mut String) {
+        let _ = writeln!(
+            md,
+            "\n### TCP_RR and UDP_RR: our generator against sockperf ping-pong (one run each)\n"
+        );
+        let _ = writeln!(md, "| datapath | path | test | ours | sockperf |\n|---|---|---|---|---|");
+        for c in &self.sockperf {
+            let theirs = c.sockperf.as_ref().map_or("not run".to_string(), cell);
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {theirs} |",
+                c.datapath.name(),
+                c.path.name(),
+                c.test.name(),
+                cell(&c.ours)
+            );
+        }
+    }
+
+    fn md_control_plane(&self, md: &mut String) {
+        let cp = &self.control;
+        let _ = writeln!(md, "\n### Control plane\n");
+        let _ = writeln!(md, "| operation | n | p50 ms | p99 ms |\n|---|---|---|---|");
+        let mut row = |op: &str, l: &Latency| {
+            let _ = writeln!(md, "| {op} | {} | {:.2} | {:.2} |", l.n, l.p50_ms, l.p99_ms);
+        };
+        row("netpath endpoint add", &cp.netpath_add);
+        row("netpath endpoint del", &cp.netpath_del);
+        row("netpath endpoint add (clsact)", &cp.netpath_clsact_add);
+        row("netpath endpoint del (clsact)", &cp.netpath_clsact_del);
+        if let (Some(a), Some(d)) = (&cp.cni_bridge_add, &cp.cni_bridge_del) {
+            row("CNI bridge ADD", a);
+            row("CNI bridge DEL", d);
+        }
+        let _ = writeln!(
+            md,
+            "\nAgent resident memory with {} endpoints: {:.1} MiB.",
+            cp.rss_endpoints,
+            cp.agent_rss_kib as f64 / 1024.0
+        );
+    }
+
+    /// Each target of the suite, judged on this run's numbers.
+    fn targets(&self) -> Vec<String> {
+        [self.data_plane_targets(), self.control_plane_targets()].concat()
+    }
+
+    fn data_plane_targets(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for t in [Test::TcpRr, Test::UdpRr] {
+            out.push(judge(
+                &format!("container-to-container {} vs limit", t.name()),
+                self.ratio(PathKind::C2c, t, Datapath::Limit, 0),
+                0.95,
+                "x",
+            ));
+            out.push(judge(
+                &format!("container-to-container {} vs iptables", t.name()),
+                self.ratio(PathKind::C2c, t, Datapath::Iptables, 0),
+                1.25,
+                "x",
+            ));
+        }
+        out.push(judge(
+            "DNAT TCP_CRR vs iptables",
+            self.ratio(PathKind::Dnat, Test::TcpCrr, Datapath::Iptables, 0),
+            1.5,
+            "x",
+        ));
+        let max_n = self.measurements.iter().map(|m| m.mappings).max().unwrap_or(0);
+        if max_n > 0 {
+            let base = self
+                .stat(Datapath::Netpath, PathKind::Dnat, Test::TcpCrr, Placement::SameCpu, 0)
+                .map(|s| s.rate);
+            let big = self
+                .stat(Datapath::Netpath, PathKind::Dnat, Test::TcpCrr, Placement::SameCpu, max_n)
+                .map(|s| s.rate);
+            out.push(judge(
+                &format!("DNAT TCP_CRR at {max_n} mappings vs 0"),
+                big.zip(base).map(|(b, a)| b / a),
+                0.95,
+                "x",
+            ));
+        }
+        out.push(judge(
+            "SNAT TCP_CRR vs iptables MASQUERADE",
+            self.ratio(PathKind::Snat, Test::TcpCrr, Datapath::Iptables, 0),
+            1.0,
+            "x",
+        ));
+        out.push(judge(
+            "container-to-container TCP_STREAM vs limit",
+            self.ratio(PathKind::C2c, Test::TcpStream, Datapath::Limit, 0),
+            0.95,
+            "x",
+        ));
+        out
+    }
+
+    fn control_plane_targets(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let cp = &self.control;
+        out.push(if cp.netpath_add.p50_ms < 10.0 {
+            format!("met: endpoint add p50 {:.2} ms (goal < 10 ms)", cp.netpath_add.p50_ms)
+        } else {
+            format!("SHORT: endpoint add p50 {:.2} ms (goal < 10 ms)", cp.netpath_add.p50_ms)
+        });
+        if let Some(c) = &cp.cni_bridge_add {
+            out.push(judge(
+                "endpoint add speed vs CNI bridge ADD",
+                Some(c.p50_ms / cp.netpath_add.p50_ms),
+                10.0,
+                "x",
+            ));
+        }
+        let rss = cp.agent_rss_kib as f64 / 1024.0;
+        out.push(format!(
+            "{}: agent RSS {rss:.1} MiB at {} endpoints (goal < 30 MiB at 1000)",
+            if rss < 30.0 { "met" } else { "SHORT" },
+            cp.rss_endpoints
+        ));
+        out
+    }
+}
+
+impl Stat {
+    fn show(&self, test: Test) -> String {
+        let err = if self.errors > 0 { format!(" [{} errors]", self.errors) } else { String::new() };
+        if test == Test::TcpStream {
+            return format!("{:.2} ({:.2}-{:.2}){err}", self.rate, self.min, self.max);
+        }
+        format!("{:.0} ({:.0}-{:.0}) {:.0}/{:.0}us{err}", self.rate, self.min, self.max, self.p50, self.p99)
+    }
+}
