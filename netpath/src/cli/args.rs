@@ -9,7 +9,7 @@ use crate::{
     agent::CtConfig,
     datapath::AttachMode,
     paths::Paths,
-    state::{parse_mac, Mode, Proto},
+    state::{parse_mac, Device, Mode, Proto},
 };
 
 /// Default pod CIDR: clear of Docker's 172.17.0.0/16 and Podman's 10.88.0.0/16.
@@ -87,7 +87,8 @@ pub enum EndpointCommand {
         /// Address inside the pod CIDR; allocated when omitted.
         #[arg(long)]
         ip: Option<Ipv4Addr>,
-        /// MAC of the container's interface; derived from the address when omitted.
+        /// MAC of the container's interface; derived from the address when omitted
+        /// (netkit endpoints take the kernel's: refused with --device netkit).
         #[arg(long, value_parser = parse_mac_arg)]
         mac: Option<[u8; 6]>,
         #[arg(long)]
@@ -285,6 +286,10 @@ pub struct AgentArgs {
     /// routed: no bridge, the datapath is the gateway; bridge: docker0's layout.
     #[arg(long, env = "NETPATH_MODE", value_enum, default_value_t = Mode::Routed)]
     pub mode: Mode,
+    /// The device pair that connects each new container: veth, or netkit (Linux 6.7+,
+    /// routed mode only; from_container runs as a netkit link on the host side).
+    #[arg(long, env = "NETPATH_DEVICE", value_enum, default_value_t = Device::Veth)]
+    pub device: Device,
     /// Name of the bridge in bridge mode.
     #[arg(long, env = "NETPATH_BRIDGE", default_value = "npbr0", value_parser = parse_ifname)]
     pub bridge: String,
@@ -425,5 +430,6 @@ macro_rules! value_enum {
 }
 
 value_enum!(Mode, [Mode::Routed, Mode::Bridge]);
+value_enum!(Device, [Device::Veth, Device::Netkit]);
 value_enum!(Proto, [Proto::Tcp, Proto::Udp]);
 value_enum!(AttachMode, [AttachMode::Tcx, AttachMode::Clsact]);
