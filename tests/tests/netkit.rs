@@ -73,6 +73,9 @@ fn netkit_endpoints_are_added_and_deleted_with_everything_they_hold() {
     let eth0 = link_json(&lab.containers[0], "eth0");
     assert_eq!(eth0["linkinfo"]["info_kind"], "netkit", "{eth0}");
     assert_eq!(eth0["address"], rec["mac"], "{eth0} {rec}");
+    let o = ips[0].octets();
+    let derived = format!("0a:58:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3]);
+    assert_eq!(rec["mac"], derived.as_str(), "the container's MAC is derived from its address, as on a veth");
     assert_eq!(host_link["address"], rec["host_mac"], "{host_link} {rec}");
     // from_container is a pinned link on the host side, and doctor (which asks the
     // kernel for the device's netkit programs) finds everything in place.

@@ -102,9 +102,6 @@ impl Agent {
                 ip: rec.ip,
             });
         }
-        if self.device == Device::Netkit && spec.mac.is_some() {
-            return Err(AgentError::NetkitMac);
-        }
         let ns = netns::open(&spec.netns)?;
         // The node's own namespace as a "container" would lose the node its default route.
         if let Some(what) = netns::node_namespace(&ns) {
@@ -139,8 +136,8 @@ impl Agent {
     }
 
     /// Builds what `rec` describes in the kernel: the veth or netkit pair (filling in the
-    /// host side's index and MAC, and for netkit the container's MAC, which the kernel
-    /// picks), addresses, routes, datapath entry and attachment. On failure removes
+    /// host side's index and MAC, and for netkit the container's MAC as the kernel set
+    /// it), addresses, routes, datapath entry and attachment. On failure removes
     /// everything it made.
     pub(super) async fn plumb(
         &mut self,
@@ -165,7 +162,9 @@ impl Agent {
             Device::Veth => {
                 link::add_veth(&self.netlink, &temporary, &rec.ifname, ns, mac, rec.mtu, bridge).await?
             }
-            Device::Netkit => link::add_netkit(&self.netlink, &temporary, &rec.ifname, ns, rec.mtu).await?,
+            Device::Netkit => {
+                link::add_netkit(&self.netlink, &temporary, &rec.ifname, ns, mac, rec.mtu).await?
+            }
         };
         rec.host_ifindex = host.index;
         rec.host_mac = format_mac(&host.mac);

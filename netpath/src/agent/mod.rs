@@ -105,10 +105,6 @@ pub enum AgentError {
     #[error("--device netkit works in routed mode only; drop --mode bridge or use --device veth")]
     NetkitBridge,
     #[error(
-        "--mac cannot be chosen for a netkit endpoint: the kernel gives netkit devices their MACs; omit --mac"
-    )]
-    NetkitMac,
-    #[error(
         "endpoint {endpoint} has address {ip} outside --pod-cidr {cidr}; keep the old pod CIDR or delete the endpoints first"
     )]
     OutsidePodCidr { endpoint: String, ip: Ipv4Addr, cidr: Ipv4Net },

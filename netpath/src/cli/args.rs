@@ -87,8 +87,7 @@ pub enum EndpointCommand {
         /// Address inside the pod CIDR; allocated when omitted.
         #[arg(long)]
         ip: Option<Ipv4Addr>,
-        /// MAC of the container's interface; derived from the address when omitted
-        /// (netkit endpoints take the kernel's: refused with --device netkit).
+        /// MAC of the container's interface; derived from the address when omitted.
         #[arg(long, value_parser = parse_mac_arg)]
         mac: Option<[u8; 6]>,
         #[arg(long)]

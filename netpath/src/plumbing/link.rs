@@ -240,17 +240,19 @@ pub async fn add_veth(
 /// final name and MTU. L2 mode: the datapath parses Ethernet headers and answers the
 /// container's ARP as on a veth. Both policies stay "forward" (the kernel's default),
 /// so without a program the container's packets reach the node's stack, as they do on
-/// a veth without one. The kernel picks both MACs (netkit of 6.7-6.12 refuses a chosen
-/// address): the caller reads the container's back.
+/// a veth without one. The container's end gets `peer_mac` (6.12 takes it; the caller
+/// reads the MAC back in case a kernel keeps its own), the host's a random one.
 pub async fn add_netkit(
     handle: &Handle,
     host: &str,
     peer: &str,
     ns: &File,
+    peer_mac: [u8; 6],
     mtu: u32,
 ) -> Result<Link, PlumbingError> {
     let peer_msg = LinkMessageBuilder::<LinkUnspec>::new()
         .name(peer.to_string())
+        .address(peer_mac.to_vec())
         .mtu(mtu)
         .setns_by_fd(ns.as_raw_fd())
         .build();
@@ -267,9 +269,6 @@ pub async fn add_netkit(
                 name: format!("{host} or {peer}"),
                 place: "on the node or in the container namespace".into(),
             });
-        }
-        if errno(&e) == Some(libc::EOPNOTSUPP) {
-            return Err(PlumbingError::NoNetkit { kernel: kernel_release() });
         }
         return Err(PlumbingError::netlink(format!("failed to create netkit pair {host}/{peer}"))(e));
     }
