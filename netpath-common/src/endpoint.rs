@@ -40,6 +40,13 @@ pub const ENDPOINT_F_BRIDGED: u32 = 1;
 /// against conntrack, so replies to hairpinned connections get the node address back.
 pub const ENDPOINT_F_PUBLISHED: u32 = 2;
 
+/// The endpoint's host device is a netkit primary (`--device netkit`): from_container
+/// runs for it inside netkit's transmit path, not at a tc ingress hook, where the kernel
+/// refuses `bpf_redirect_peer` (skb_do_redirect drops a peer redirect that is not at
+/// ingress). Its packets for local containers leave by `bpf_redirect` to the target's
+/// host device instead, whose transmit hands them to the container's end.
+pub const ENDPOINT_F_NETKIT: u32 = 4;
+
 /// Packet and byte counters, kept per CPU by the kernel and summed by user space.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]

@@ -28,7 +28,9 @@ pub mod sock;
 pub mod trace;
 
 pub use conntrack::{ClosedFlow, CtEntry, CtKey, NodeConfig, PortKey, PortTarget};
-pub use endpoint::{EndpointInfo, EndpointKey, TrafficCounters, ENDPOINT_F_BRIDGED, ENDPOINT_F_PUBLISHED};
+pub use endpoint::{
+    EndpointInfo, EndpointKey, TrafficCounters, ENDPOINT_F_BRIDGED, ENDPOINT_F_NETKIT, ENDPOINT_F_PUBLISHED,
+};
 pub use reason::Reason;
 pub use sock::{SockOrigin, SockRevKey};
 pub use trace::{TraceEvent, TraceFilter};

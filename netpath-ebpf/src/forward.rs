@@ -47,10 +47,24 @@ pub fn decrement_ttl(ctx: &TcContext) -> Result<bool, Reason> {
     Ok(true)
 }
 
+/// Where the running program sits, which decides how it can hand a packet into a
+/// container.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    /// A tc ingress hook (TCX or clsact): `bpf_redirect_peer` switches the packet
+    /// straight into the target's namespace, ingress to ingress, no backlog queue.
+    TcIngress,
+    /// netkit's transmit path (a netkit endpoint's from_container): the kernel drops a
+    /// peer redirect that is not at tc ingress, so the packet goes out of the target's
+    /// host device (`bpf_redirect`), whose transmit delivers it to the container's end.
+    NetkitXmit,
+}
+
 /// Speaks L2 as `peer`'s gateway and hands the packet to its eth0.
 #[inline(always)]
 pub fn to_container(
     ctx: &TcContext,
+    hook: Hook,
     peer: &EndpointInfo,
     key: &EndpointKey,
     rewrite_macs: bool,
@@ -69,8 +83,11 @@ pub fn to_container(
         // SAFETY: plain helper call on our skb.
         unsafe { bpf_skb_change_type(ctx.skb.skb, PACKET_HOST) };
     }
-    // SAFETY: plain helper call; the kernel validates the ifindex when it acts.
-    let action = unsafe { bpf_redirect_peer(peer.host_ifindex, 0) } as i32;
+    // SAFETY: plain helper calls; the kernel validates the ifindex when it acts.
+    let action = match hook {
+        Hook::TcIngress => unsafe { bpf_redirect_peer(peer.host_ifindex, 0) },
+        Hook::NetkitXmit => unsafe { bpf_redirect(peer.host_ifindex, 0) },
+    } as i32;
     if action == TC_ACT_SHOT {
         return Err(Reason::DropRedirectFailed);
     }

@@ -1,11 +1,17 @@
 //! tc ingress of each container's host-side veth: everything a container sends.
+//! For a netkit endpoint (`--device netkit`) the same program is a netkit link on the
+//! host device (BPF_NETKIT_PEER), run in netkit's transmit path for what the container
+//! sends: same context, same verdicts (TC_ACT_OK/SHOT/REDIRECT are netkit's PASS, DROP
+//! and REDIRECT).
 //! Source validation; a packet for another local container is delivered straight into
-//! its namespace with `bpf_redirect_peer`; a packet for the outside is masqueraded
+//! its namespace with `bpf_redirect_peer` (`bpf_redirect` from netkit, see
+//! [`forward::Hook`]); a packet for the outside is masqueraded
 //! (or, for a published port on the node, hairpinned) and routed out with the FIB;
 //! the node's own services get it through the stack.
 use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
 use netpath_common::{
-    trace::HOP_FROM_CONTAINER, EndpointKey, Reason, ENDPOINT_F_BRIDGED, ENDPOINT_F_PUBLISHED,
+    trace::HOP_FROM_CONTAINER, EndpointKey, Reason, ENDPOINT_F_BRIDGED, ENDPOINT_F_NETKIT,
+    ENDPOINT_F_PUBLISHED,
 };
 use network_types::{
     eth::{EthHdr, EtherType},
@@ -16,7 +22,7 @@ use crate::{
     arp::{self, ArpOutcome},
     conntrack, counters,
     flow::{self, Flow},
-    forward,
+    forward::{self, Hook},
     headers::{tcp, IPPROTO_TCP, IP_OFF},
     icmp_error::{self, Direction},
     maps::{ENDPOINTS, NODE_CONFIG},
@@ -61,6 +67,10 @@ fn try_from_container(ctx: &TcContext) -> Result<(i32, Reason), Reason> {
     let len = ctx.len();
     counters::endpoint_tx(&EndpointKey::new(src), len);
     let bridged = sender.flags & ENDPOINT_F_BRIDGED != 0;
+    let at = Sender {
+        ifindex,
+        hook: if sender.flags & ENDPOINT_F_NETKIT != 0 { Hook::NetkitXmit } else { Hook::TcIngress },
+    };
 
     let dst_key = EndpointKey::new(dst);
     // SAFETY: copied out at once; the agent only replaces whole entries.
@@ -71,7 +81,7 @@ fn try_from_container(ctx: &TcContext) -> Result<(i32, Reason), Reason> {
             if eth_dst != peer.mac {
                 return Ok((PASS, Reason::PassedToStack));
             }
-            return forward::to_container(ctx, &peer, &dst_key, false);
+            return forward::to_container(ctx, at.hook, &peer, &dst_key, false);
         }
         // A container with published ports may be answering a hairpinned connection: its
         // reply must get the node address back. Only such containers pay the lookup.
@@ -79,12 +89,12 @@ fn try_from_container(ctx: &TcContext) -> Result<(i32, Reason), Reason> {
             match flow::parse(ctx) {
                 Ok(flow) => {
                     if let Some(entry) = conntrack::lookup(&flow, len) {
-                        return deliver_translated(ctx, ifindex, &flow, &entry, Reason::NatTranslated);
+                        return deliver_translated(ctx, at, &flow, &entry, Reason::NatTranslated);
                     }
                 }
                 Err(_) => {
                     if let Some(cfg) = NODE_CONFIG.get(0).copied() {
-                        if let Some(done) = translate_icmp_error(ctx, ifindex, &cfg) {
+                        if let Some(done) = translate_icmp_error(ctx, at, &cfg) {
                             return done;
                         }
                     }
@@ -95,7 +105,7 @@ fn try_from_container(ctx: &TcContext) -> Result<(i32, Reason), Reason> {
         if !forward::decrement_ttl(ctx)? {
             return Ok((PASS, Reason::PassedToStack));
         }
-        return forward::to_container(ctx, &peer, &dst_key, true);
+        return forward::to_container(ctx, at.hook, &peer, &dst_key, true);
     }
     if !bridged {
         if let Some(cfg) = NODE_CONFIG.get(0) {
@@ -107,12 +117,20 @@ fn try_from_container(ctx: &TcContext) -> Result<(i32, Reason), Reason> {
             }
         }
     }
-    to_outside(ctx, ifindex)
+    to_outside(ctx, at)
+}
+
+/// Where the packet came from: the endpoint's host device, and the hook this program
+/// runs at for it.
+#[derive(Clone, Copy)]
+struct Sender {
+    ifindex: u32,
+    hook: Hook,
 }
 
 /// A packet for an address that is not a local container.
 #[inline(always)]
-fn to_outside(ctx: &TcContext, ifindex: u32) -> Result<(i32, Reason), Reason> {
+fn to_outside(ctx: &TcContext, at: Sender) -> Result<(i32, Reason), Reason> {
     let Some(cfg) = NODE_CONFIG.get(0).copied() else {
         return Ok((PASS, Reason::PassedToStack));
     };
@@ -128,7 +146,7 @@ fn to_outside(ctx: &TcContext, ifindex: u32) -> Result<(i32, Reason), Reason> {
     let flow = match flow::parse(ctx) {
         Ok(f) => f,
         Err(_) if to_node => return Ok((PASS, Reason::PassedToStack)),
-        Err(reason) => return translate_icmp_error(ctx, ifindex, &cfg).unwrap_or(Err(reason)),
+        Err(reason) => return translate_icmp_error(ctx, at, &cfg).unwrap_or(Err(reason)),
     };
     let len = ctx.len();
     let (entry, reason) = match conntrack::lookup(&flow, len) {
@@ -146,14 +164,14 @@ fn to_outside(ctx: &TcContext, ifindex: u32) -> Result<(i32, Reason), Reason> {
             (conntrack::create_snat(&flow, &cfg, len, syn)?, Reason::SnatNewFlow)
         }
     };
-    deliver_translated(ctx, ifindex, &flow, &entry, reason)
+    deliver_translated(ctx, at, &flow, &entry, reason)
 }
 
 /// Applies a conntrack entry's rewrite and hands the packet on.
 #[inline(always)]
 fn deliver_translated(
     ctx: &TcContext,
-    ifindex: u32,
+    at: Sender,
     flow: &Flow,
     entry: &netpath_common::CtEntry,
     reason: Reason,
@@ -163,7 +181,7 @@ fn deliver_translated(
     let ip: *const Ipv4Hdr = header(ctx, IP_OFF)?;
     // SAFETY: bounds-checked by header().
     let new_src = unsafe { (*ip).src_addr };
-    route(ctx, ifindex, new_src, new_dst, reason)
+    route(ctx, at, new_src, new_dst, reason)
 }
 
 /// An ICMP error the container sends about a packet it received through the NAT,
@@ -171,11 +189,11 @@ fn deliver_translated(
 #[inline(always)]
 fn translate_icmp_error(
     ctx: &TcContext,
-    ifindex: u32,
+    at: Sender,
     cfg: &netpath_common::NodeConfig,
 ) -> Option<Result<(i32, Reason), Reason>> {
     match icmp_error::translate(ctx, cfg, Direction::FromContainer) {
-        Ok(Some((src, dst))) => Some(route(ctx, ifindex, src, dst, Reason::NatTranslated)),
+        Ok(Some((src, dst))) => Some(route(ctx, at, src, dst, Reason::NatTranslated)),
         Ok(None) => None,
         Err(reason) => Some(Err(reason)),
     }
@@ -186,7 +204,7 @@ fn translate_icmp_error(
 #[inline(always)]
 fn route(
     ctx: &TcContext,
-    ifindex: u32,
+    at: Sender,
     src: [u8; 4],
     new_dst: [u8; 4],
     reason: Reason,
@@ -197,10 +215,10 @@ fn route(
     let new_key = EndpointKey::new(new_dst);
     // SAFETY: copied out at once.
     if let Some(peer) = unsafe { ENDPOINTS.get(new_key) }.copied() {
-        let (action, _) = forward::to_container(ctx, &peer, &new_key, true)?;
+        let (action, _) = forward::to_container(ctx, at.hook, &peer, &new_key, true)?;
         return Ok((action, reason));
     }
-    Ok((forward::to_fib(ctx, ifindex, src, new_dst)?, reason))
+    Ok((forward::to_fib(ctx, at.ifindex, src, new_dst)?, reason))
 }
 
 /// A TCP SYN without ACK, or any packet of the connectionless protocols.

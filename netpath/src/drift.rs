@@ -11,7 +11,7 @@ use netpath_common::{EndpointInfo, PortKey, PortTarget};
 use rtnetlink::Handle;
 
 use crate::{
-    datapath::{program, tc_programs, AttachMode},
+    datapath::{endpoint_programs, program, tc_programs, AttachMode},
     plumbing::{
         link::{self, Link},
         netns, PlumbingError,
@@ -187,7 +187,7 @@ impl Owner<'_> {
     /// Links marked by a build before agent ids (`netpath:<endpoint>`), or unmarked with
     /// that build's name pattern (`np` + 10 hex digits), count only on the upgrade start.
     pub fn made(&self, l: &Link) -> bool {
-        if !l.is_veth {
+        if !l.is_veth && !l.is_netkit {
             return false;
         }
         match l.owner() {
@@ -300,7 +300,9 @@ async fn host_side(node: &Node<'_>, rec: &EndpointRecord, host: &Link) -> Result
         }
         _ => {}
     }
-    if !attached(node.netlink, host, node.attach, program::FROM_CONTAINER).await {
+    let programs = endpoint_programs(node.netlink, &host.name, host.index, node.attach, rec.device).await;
+    // When the kernel cannot be asked, no repair on a guess.
+    if !programs.is_none_or(|p| p.iter().any(|p| p == program::FROM_CONTAINER)) {
         let subject = format!("endpoint {endpoint}");
         out.push(Drift::ProgramDetached { subject, program: program::FROM_CONTAINER, iface: veth });
     }
@@ -407,6 +409,8 @@ mod tests {
         assert!(!upgrade.made(&veth("np012345678z", None)));
         assert!(!upgrade.made(&veth("eth0", None)));
         assert!(!upgrade.made(&Link { is_veth: false, ..veth("np0123456789", None) }));
+        let netkit = Link { is_veth: false, is_netkit: true, ..veth("anything", mark(&me)) };
+        assert!(now.made(&netkit), "a netkit device is made as a veth is");
     }
 
     #[test]

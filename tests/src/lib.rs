@@ -230,6 +230,34 @@ pub fn kernel_has(major: u32, minor: u32, what: &str) -> bool {
     false
 }
 
+/// Whether the running kernel has netkit devices (6.7+, CONFIG_NETKIT). When it has
+/// not, prints the runner's skip line as [`kernel_has`] does. Told by the kernel's own
+/// symbols (the driver's transmit function), not by netpath's probe: a wrong probe in
+/// the product then fails the netkit tests instead of skipping them.
+pub fn kernel_has_netkit() -> bool {
+    if netkit_in_kernel() {
+        return true;
+    }
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    println!(
+        "netpath-test-skipped: kernel lacks netkit devices (6.7+ with CONFIG_NETKIT, running {})",
+        release.trim()
+    );
+    false
+}
+
+/// Does the kernel have the netkit driver, built in or as a loaded module? (A module
+/// not yet loaded counts as absent; Debian's 6.12 builds it in.)
+pub fn netkit_in_kernel() -> bool {
+    use std::io::BufRead as _;
+    let Ok(f) = fs::File::open("/proc/kallsyms") else { return false };
+    std::io::BufReader::new(f).lines().map_while(Result::ok).any(|l| {
+        let mut f = l.split_whitespace();
+        let (_, _, name) = (f.next(), f.next(), f.next());
+        name == Some("netkit_xmit")
+    })
+}
+
 /// Is the running kernel at least `major.minor`?
 pub fn kernel_at_least(major: u32, minor: u32) -> bool {
     let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();

@@ -9,7 +9,7 @@ use crate::{
     api::EndpointSpec,
     datapath::entries,
     plumbing::{link, netns},
-    state::{format_mac, parse_mac, EndpointRecord, Mode},
+    state::{format_mac, parse_mac, Device, EndpointRecord, Mode},
 };
 
 const DEFAULT_MTU: u32 = 1500;
@@ -114,6 +114,7 @@ impl Agent {
         let mut rec = EndpointRecord {
             name: spec.name.clone(),
             mode: self.node.mode,
+            device: self.device,
             netns: spec.netns.clone(),
             ifname: spec.ifname.clone(),
             ip,
@@ -134,9 +135,10 @@ impl Agent {
         Ok(rec)
     }
 
-    /// Builds what `rec` describes in the kernel: the veth pair (filling in the host
-    /// side's index and MAC), addresses, routes, datapath entry and attachment. On
-    /// failure removes everything it made.
+    /// Builds what `rec` describes in the kernel: the veth or netkit pair (filling in the
+    /// host side's index and MAC, and for netkit the container's MAC as the kernel set
+    /// it), addresses, routes, datapath entry and attachment. On failure removes
+    /// everything it made.
     pub(super) async fn plumb(
         &mut self,
         ns: &std::fs::File,
@@ -156,9 +158,32 @@ impl Agent {
         // is marked: a veth whose agent died in between is still known as its own.
         let temporary = self.id.temporary_ifname(self.next_temporary);
         self.next_temporary = self.next_temporary.wrapping_add(1);
-        let host = link::add_veth(&self.netlink, &temporary, &rec.ifname, ns, mac, rec.mtu, bridge).await?;
+        let host = match rec.device {
+            Device::Veth => {
+                link::add_veth(&self.netlink, &temporary, &rec.ifname, ns, mac, rec.mtu, bridge).await?
+            }
+            Device::Netkit => {
+                link::add_netkit(&self.netlink, &temporary, &rec.ifname, ns, mac, rec.mtu).await?
+            }
+        };
         rec.host_ifindex = host.index;
         rec.host_mac = format_mac(&host.mac);
+        if rec.device == Device::Netkit {
+            let ifname = rec.ifname.clone();
+            let peer =
+                netns::run_in(ns, &rec.netns, move |h| async move { link::get(&h, &ifname).await }).await;
+            match peer {
+                Ok(Some(peer)) => rec.mac = format_mac(&peer.mac),
+                Ok(None) => {
+                    let _ = link::delete(&self.netlink, host.index).await;
+                    return Err(crate::plumbing::PlumbingError::LinkNotFound(rec.ifname.clone()).into());
+                }
+                Err(e) => {
+                    let _ = link::delete(&self.netlink, host.index).await;
+                    return Err(e.into());
+                }
+            }
+        }
         // From here on every failure undoes everything: deleting the host veth removes
         // its peer, the container's address and routes, and the node route with it.
         if let Err(e) = self.connect(ns, rec).await {
@@ -185,7 +210,7 @@ impl Agent {
             link::add_host_route(&self.netlink, rec.ip, rec.host_ifindex).await?;
         }
         self.datapath.register(rec.ip, self.endpoint_info(rec)?)?;
-        self.datapath.attach_endpoint(&rec.host_ifname, rec.host_ifindex)?;
+        self.datapath.attach_endpoint(&rec.host_ifname, rec.host_ifindex, rec.device)?;
         Ok(())
     }
 

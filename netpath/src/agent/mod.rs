@@ -34,7 +34,7 @@ use crate::{
     datapath::{Datapath, DatapathError},
     paths::Paths,
     plumbing::{self, PlumbingError},
-    state::{AgentId, Mode, StateError},
+    state::{AgentId, Device, Mode, StateError},
 };
 
 pub use gc::CtConfig;
@@ -100,6 +100,12 @@ pub enum AgentError {
     )]
     ModeMismatch { endpoint: String, was: Mode },
     #[error(
+        "endpoint {endpoint} was attached with a {was} device; start the agent with --device {was} or delete the endpoints first"
+    )]
+    DeviceMismatch { endpoint: String, was: Device },
+    #[error("--device netkit works in routed mode only; drop --mode bridge or use --device veth")]
+    NetkitBridge,
+    #[error(
         "endpoint {endpoint} has address {ip} outside --pod-cidr {cidr}; keep the old pod CIDR or delete the endpoints first"
     )]
     OutsidePodCidr { endpoint: String, ip: Ipv4Addr, cidr: Ipv4Net },
@@ -137,6 +143,8 @@ pub struct AgentConfig {
     pub paths: Paths,
     pub pod_cidr: Ipv4Net,
     pub mode: Mode,
+    /// The device pair new endpoints get.
+    pub device: Device,
     pub bridge_name: String,
     pub uplink: Option<String>,
     /// Source ports for masquerade.
@@ -167,6 +175,8 @@ pub struct Agent {
     paths: Paths,
     id: AgentId,
     node: node::Node,
+    /// The device pair new endpoints get (`--device`).
+    device: Device,
     datapath: Datapath,
     endpoints: records::Endpoints,
     ports: records::Ports,
@@ -264,7 +274,7 @@ impl Agent {
         for rec in self.endpoints.all().to_vec() {
             if let Some(l) = plumbing::link::get(&self.netlink, &rec.host_ifname).await? {
                 if l.index == rec.host_ifindex {
-                    self.datapath.attach_endpoint(&rec.host_ifname, rec.host_ifindex)?;
+                    self.datapath.attach_endpoint(&rec.host_ifname, rec.host_ifindex, rec.device)?;
                 }
             }
         }

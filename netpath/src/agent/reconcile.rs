@@ -192,7 +192,7 @@ impl Agent {
                     .ok_or_else(|| crate::plumbing::PlumbingError::LinkNotFound(rec.host_ifname.clone()))?;
                 rec.host_ifindex = *index;
                 rec.host_mac = crate::state::format_mac(&l.mac);
-                self.datapath.attach_endpoint(&rec.host_ifname, rec.host_ifindex)?;
+                self.datapath.attach_endpoint(&rec.host_ifname, rec.host_ifindex, rec.device)?;
             }
             Drift::ContainerSide { .. } => self.configure_container(&netns::open(&rec.netns)?, rec).await?,
             Drift::NotMarked { .. } => {
@@ -208,7 +208,7 @@ impl Agent {
                 }
             }
             Drift::ProgramDetached { iface, .. } => {
-                self.datapath.reattach(program::FROM_CONTAINER, iface, rec.host_ifindex)?
+                self.datapath.reattach_endpoint(iface, rec.host_ifindex, rec.device)?
             }
             _ => {}
         }

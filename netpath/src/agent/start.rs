@@ -16,7 +16,7 @@ use crate::{
     cluster::Member,
     datapath::{Datapath, DatapathError},
     plumbing::{self, PlumbingError},
-    state::{AgentId, Ipam},
+    state::{AgentId, Device, Ipam, Mode},
 };
 
 /// The node's ephemeral port range: masquerade must not hand out a port the node's own
@@ -59,6 +59,10 @@ struct Survey {
 /// Looks at everything a start depends on and takes the agent's locks; changes nothing
 /// on the node but netpath's own (empty) directories, which a failed start removes.
 async fn preflight(config: &AgentConfig) -> Result<Preflight, AgentError> {
+    if config.device == Device::Netkit && config.mode == Mode::Bridge {
+        // netkit has no bridge port semantics netpath's bridge mode could keep.
+        return Err(AgentError::NetkitBridge);
+    }
     let paths = &config.paths;
     let bpffs_dir = plumbing::bpffs::locate(&paths.bpffs_dir);
     if bpffs_dir != paths.bpffs_dir {
@@ -97,6 +101,12 @@ async fn survey(config: &AgentConfig, bpffs_dir: &Path) -> Result<Survey, AgentE
     let ports = records::Ports::load(paths, config.nat_ports.clone())?;
     if let Some(other) = endpoints.all().iter().find(|e| e.mode != config.mode) {
         return Err(AgentError::ModeMismatch { endpoint: other.name.clone(), was: other.mode });
+    }
+    if let Some(other) = endpoints.all().iter().find(|e| e.device != config.device) {
+        return Err(AgentError::DeviceMismatch { endpoint: other.name.clone(), was: other.device });
+    }
+    if config.device == Device::Netkit && !plumbing::link::netkit_supported(&netlink).await? {
+        return Err(PlumbingError::NoNetkit { kernel: plumbing::link::kernel_release() }.into());
     }
     if let Some(other) = endpoints.all().iter().find(|e| !pod_cidr.contains(&e.ip)) {
         return Err(AgentError::OutsidePodCidr {
@@ -202,7 +212,8 @@ async fn bring_up(
     lock: &mut Option<lock::InstanceLock>,
 ) -> Result<Agent, AgentError> {
     let Survey { netlink, id, id_is_new, endpoints, ports, mut node, cgroup, metrics, cluster } = parts;
-    let AgentConfig { mut paths, mode, bridge_name, xdp, tc_attach, bpf_stats, conntrack, .. } = config;
+    let AgentConfig { mut paths, mode, device, bridge_name, xdp, tc_attach, bpf_stats, conntrack, .. } =
+        config;
     paths.bpffs_dir = bpffs_dir;
     node::apply(&netlink, endpoints.ipam(), &mut node, &bridge_name, &mut undo.node).await?;
     set_sysctls(&mut undo.sysctls)?;
@@ -213,6 +224,7 @@ async fn bring_up(
         paths,
         id,
         node,
+        device,
         datapath,
         endpoints,
         ports,
@@ -239,7 +251,7 @@ async fn bring_up(
         return Err(e);
     }
     let ipam = agent.endpoints.ipam();
-    info!(mode = %mode, pod_cidr = %ipam.cidr(), gateway = %ipam.gateway(),
+    info!(mode = %mode, device = %device, pod_cidr = %ipam.cidr(), gateway = %ipam.gateway(),
           node_ip = ?agent.node.node_ip, attach = ?agent.datapath.mode(), agent_id = %agent.id,
           endpoints = agent.endpoints.all().len(), ports = agent.ports.all().len(), "agent ready");
     Ok(agent)

@@ -10,7 +10,7 @@ use crate::{
     cluster::{StoreUrl, Tunnel},
     datapath::AttachMode,
     paths::Paths,
-    state::{parse_mac, Mode, Proto},
+    state::{parse_mac, Device, Mode, Proto},
 };
 
 /// Default pod CIDR: clear of Docker's 172.17.0.0/16 and Podman's 10.88.0.0/16.
@@ -319,6 +319,10 @@ pub struct AgentArgs {
     /// routed: no bridge, the datapath is the gateway; bridge: docker0's layout.
     #[arg(long, env = "NETPATH_MODE", value_enum, default_value_t = Mode::Routed)]
     pub mode: Mode,
+    /// The device pair that connects each new container: veth, or netkit (Linux 6.7+,
+    /// routed mode only; from_container runs as a netkit link on the host side).
+    #[arg(long, env = "NETPATH_DEVICE", value_enum, default_value_t = Device::Veth)]
+    pub device: Device,
     /// Name of the bridge in bridge mode.
     #[arg(long, env = "NETPATH_BRIDGE", default_value = "npbr0", value_parser = parse_ifname)]
     pub bridge: String,
@@ -487,6 +491,7 @@ macro_rules! value_enum {
 }
 
 value_enum!(Mode, [Mode::Routed, Mode::Bridge]);
+value_enum!(Device, [Device::Veth, Device::Netkit]);
 value_enum!(Proto, [Proto::Tcp, Proto::Udp]);
 value_enum!(AttachMode, [AttachMode::Tcx, AttachMode::Clsact]);
 value_enum!(Tunnel, [Tunnel::Vxlan, Tunnel::None]);

@@ -99,10 +99,20 @@ mod tests {
 
     #[test]
     fn settings_become_flags_unless_the_command_line_sets_them() {
-        let body = "pod-cidr = \"10.99.0.0/24\"\nxdp = true\nct-max-entries = 4096\nstate-dir = \"/tmp/s\"\n";
+        let body = "pod-cidr = \"10.99.0.0/24\"\nxdp = true\nct-max-entries = 4096\nstate-dir = \"/tmp/s\"\n\
+                    device = \"netkit\"\n";
         let mut got = with_file(body, &[]).unwrap();
         got.sort();
-        assert_eq!(got, ["--ct-max-entries=4096", "--pod-cidr=10.99.0.0/24", "--state-dir=/tmp/s", "--xdp"]);
+        assert_eq!(
+            got,
+            [
+                "--ct-max-entries=4096",
+                "--device=netkit",
+                "--pod-cidr=10.99.0.0/24",
+                "--state-dir=/tmp/s",
+                "--xdp"
+            ]
+        );
         let got = with_file(body, &["--pod-cidr", "10.98.0.0/24", "--xdp"]).unwrap();
         assert!(!got.iter().any(|a| a.starts_with("--pod-cidr") || a == "--xdp"), "{got:?}");
     }
@@ -115,6 +125,7 @@ mod tests {
             ("ct-max-entries = \"many\"\n", &["`ct-max-entries`", "many"]),
             ("pod-cidr = \"10.99.0.0/31\"\n", &["`pod-cidr`", "/30 or larger"]),
             ("mode = [\"routed\"]\n", &["`mode` must be a string"]),
+            ("device = \"macvlan\"\n", &["`device`", "macvlan"]),
             ("pod-cidr = \n", &["line 1"]),
         ] {
             let err = with_file(body, &[]).unwrap_err();

@@ -2,7 +2,7 @@
 use std::net::Ipv4Addr;
 
 use anyhow::bail;
-use netpath_common::{contract, maps, ENDPOINT_F_BRIDGED, ENDPOINT_F_PUBLISHED};
+use netpath_common::{contract, maps, ENDPOINT_F_BRIDGED, ENDPOINT_F_NETKIT, ENDPOINT_F_PUBLISHED};
 use serde_json::{json, Value};
 
 use super::{args::MapCommand, Format};
@@ -57,6 +57,9 @@ fn dump(inspector: &Inspector, name: &str) -> anyhow::Result<Vec<Value>> {
                 }
                 if e.flags & ENDPOINT_F_PUBLISHED != 0 {
                     flags.push("published");
+                }
+                if e.flags & ENDPOINT_F_NETKIT != 0 {
+                    flags.push("netkit");
                 }
                 json!({ "ip": ip, "host_ifindex": e.host_ifindex, "mac": format_mac(&e.mac),
                         "host_mac": format_mac(&e.host_mac), "flags": flags.join(",") })

@@ -2,9 +2,11 @@
 //! reconciliation and `doctor` expect to find.
 use std::net::Ipv4Addr;
 
-use netpath_common::{EndpointInfo, PortKey, PortTarget, ENDPOINT_F_BRIDGED, ENDPOINT_F_PUBLISHED};
+use netpath_common::{
+    EndpointInfo, PortKey, PortTarget, ENDPOINT_F_BRIDGED, ENDPOINT_F_NETKIT, ENDPOINT_F_PUBLISHED,
+};
 
-use crate::state::{parse_mac, EndpointRecord, Mode, PortRecord};
+use crate::state::{parse_mac, Device, EndpointRecord, Mode, PortRecord};
 
 /// ENDPOINTS' entry for an endpoint (`published`: it has a published port); `Err` names
 /// the MAC the record holds that is not one.
@@ -15,6 +17,9 @@ pub fn endpoint(rec: &EndpointRecord, published: bool) -> Result<EndpointInfo, S
     };
     if published {
         flags |= ENDPOINT_F_PUBLISHED;
+    }
+    if rec.device == Device::Netkit {
+        flags |= ENDPOINT_F_NETKIT;
     }
     let mac = |m: &String| parse_mac(m).ok_or_else(|| m.clone());
     Ok(EndpointInfo {

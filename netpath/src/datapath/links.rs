@@ -7,15 +7,17 @@
 use std::path::{Path, PathBuf};
 
 use aya::programs::{
-    links::{CgroupAttachMode, FdLink, PinnedLink},
+    links::{CgroupAttachMode, FdLink, LinkType, PinnedLink},
     tc, TcAttachType, XdpMode,
 };
 use tracing::{debug, warn};
 
 use super::{
+    netkit,
     programs::{AttachMode, FROM_CONTAINER, NODE_SOCKET_HOOKS, UPLINK_IN, UPLINK_XDP},
     Datapath, DatapathError,
 };
+use crate::state::Device;
 
 fn attach_err<'a>(
     prog: &'static str,
@@ -151,9 +153,55 @@ impl Datapath {
         }
     }
 
-    /// Attaches from_container to the ingress of a container's host-side veth.
-    pub fn attach_endpoint(&mut self, iface: &str, ifindex: u32) -> Result<(), DatapathError> {
-        self.attach_tc(FROM_CONTAINER, iface, ifindex)
+    /// Attaches from_container where a container's packets arrive: the ingress of its
+    /// host-side veth, or the netkit link of its host-side netkit device.
+    pub fn attach_endpoint(
+        &mut self,
+        iface: &str,
+        ifindex: u32,
+        device: Device,
+    ) -> Result<(), DatapathError> {
+        match device {
+            Device::Veth => self.attach_tc(FROM_CONTAINER, iface, ifindex),
+            Device::Netkit => self.attach_netkit(FROM_CONTAINER, iface, ifindex),
+        }
+    }
+
+    /// Attaches from_container afresh to an endpoint whose attachment is gone.
+    pub fn reattach_endpoint(
+        &mut self,
+        iface: &str,
+        ifindex: u32,
+        device: Device,
+    ) -> Result<(), DatapathError> {
+        self.detach_tc(FROM_CONTAINER, iface, ifindex);
+        self.attach_endpoint(iface, ifindex, device)
+    }
+
+    /// `prog` as the peer program of the netkit primary `iface`, through a pinned netkit
+    /// link under the same pin name a TCX link would have: a link pinned by an earlier
+    /// agent gets this agent's program in place (BPF_LINK_UPDATE), as TCX links do.
+    fn attach_netkit(&mut self, prog: &'static str, iface: &str, ifindex: u32) -> Result<(), DatapathError> {
+        use std::os::fd::AsFd as _;
+        let pin = self.pin(format!("{prog}-{ifindex}"));
+        let err = |source| DatapathError::NetkitAttach { prog, iface: iface.into(), source };
+        if let Ok(old) = PinnedLink::from_pin(&pin) {
+            let kind = FdLink::from(old).info().and_then(|i| i.link_type());
+            if !matches!(kind, Ok(LinkType::Netkit)) {
+                let found = format!("{kind:?}");
+                return Err(DatapathError::LinkKind { prog, iface: iface.into(), pin, found });
+            }
+            let link = netkit::open_pin(&pin).map_err(err)?;
+            let prog_fd = self.classifier(prog)?.fd().map_err(attach_err(prog, iface))?.as_fd();
+            netkit::replace_program(link.as_fd(), prog_fd).map_err(err)?;
+            debug!(prog, iface, "adopted pinned netkit link");
+            return Ok(());
+        }
+        let prog_fd = self.classifier(prog)?.fd().map_err(attach_err(prog, iface))?.as_fd();
+        let link = netkit::attach_peer(prog_fd, ifindex).map_err(err)?;
+        // Dropped unpinned, the link would detach: a failed pin leaves nothing attached.
+        netkit::pin(link.as_fd(), &pin).map_err(err)?;
+        Ok(())
     }
 
     /// Detaches from a container's veth; nothing to do when it was not attached.
@@ -277,6 +325,21 @@ impl Datapath {
             }
         }
         pruned
+    }
+}
+
+/// The programs that see what the container of a host device sends, by name: at its tc
+/// ingress for a veth ([`tc_programs`]), its netkit peer programs for a netkit device.
+pub async fn endpoint_programs(
+    nl: &rtnetlink::Handle,
+    iface: &str,
+    index: u32,
+    mode: AttachMode,
+    device: Device,
+) -> Option<Vec<String>> {
+    match device {
+        Device::Veth => tc_programs(nl, iface, index, mode).await,
+        Device::Netkit => netkit::peer_programs(index).ok(),
     }
 }
 

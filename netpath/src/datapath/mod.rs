@@ -5,13 +5,14 @@ pub mod entries;
 mod inspect;
 pub mod layout;
 mod links;
+mod netkit;
 mod programs;
 mod tables;
 
 use std::path::PathBuf;
 
 pub use inspect::{CtRow, CtSummary, EndpointCounters, Inspector, MapSummary, ReasonCounter};
-pub use links::tc_programs;
+pub use links::{endpoint_programs, tc_programs};
 pub use programs::{program, AttachMode, Datapath, PacketRun};
 
 /// CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns (conntrack's timestamps).
@@ -33,6 +34,8 @@ pub enum DatapathError {
     Verify { prog: &'static str, source: Box<aya::programs::ProgramError> },
     #[error("failed to attach {prog} to {iface}: {source}")]
     Attach { prog: &'static str, iface: String, source: Box<aya::programs::ProgramError> },
+    #[error("failed to attach {prog} to netkit device {iface} (BPF_NETKIT_PEER link): {source}")]
+    NetkitAttach { prog: &'static str, iface: String, source: std::io::Error },
     #[error("failed to add the clsact qdisc to {iface}: {source}")]
     Clsact { iface: String, source: std::io::Error },
     #[error("failed to update map {map}: {source}")]

@@ -39,6 +39,11 @@ pub enum PlumbingError {
     PrivateMountNs { path: PathBuf },
     #[error("cannot create {path}: {source}")]
     Dir { path: PathBuf, source: std::io::Error },
+    #[error(
+        "--device netkit: kernel {kernel} has no netkit devices (netkit needs Linux 6.7+ built with \
+         CONFIG_NETKIT); use --device veth"
+    )]
+    NoNetkit { kernel: String },
     #[error("cannot work inside network namespace {path}: {what}")]
     NetnsWorker { path: PathBuf, what: String },
 }

@@ -63,6 +63,7 @@ mod tests {
         EndpointRecord {
             name: name.into(),
             mode: super::super::Mode::Routed,
+            device: super::super::Device::Veth,
             netns: "/x".into(),
             ifname: "eth0".into(),
             ip,

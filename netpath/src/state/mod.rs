@@ -111,12 +111,42 @@ impl std::fmt::Display for Mode {
     }
 }
 
+/// The kind of device pair that connects a container (`--device`, node-wide).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Device {
+    /// A veth pair; from_container at the host veth's tc ingress (default).
+    #[default]
+    Veth,
+    /// A netkit pair in L2 mode (Linux 6.7+, routed mode only); from_container as a
+    /// netkit link on the host-side (primary) device, run as the container transmits.
+    Netkit,
+}
+
+impl Device {
+    pub fn name(self) -> &'static str {
+        match self {
+            Device::Veth => "veth",
+            Device::Netkit => "netkit",
+        }
+    }
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// One attached container, as the agent built it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EndpointRecord {
     pub name: String,
     #[serde(default)]
     pub mode: Mode,
+    /// Records from before `--device` have none: they are veths.
+    #[serde(default)]
+    pub device: Device,
     pub netns: PathBuf,
     pub ifname: String,
     pub ip: Ipv4Addr,

@@ -100,6 +100,7 @@ mod tests {
         let rec = EndpointRecord {
             name: "web".into(),
             mode: super::super::Mode::Routed,
+            device: super::super::Device::Veth,
             netns: "/run/netns/web".into(),
             ifname: "eth0".into(),
             ip: "10.77.0.2".parse().unwrap(),
