@@ -84,6 +84,19 @@ pub struct AgentStatus {
     pub ports: usize,
     /// The running trace: its client's PID and filter.
     pub trace: Option<String>,
+    /// Cluster mode: the node's membership.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterStatus>,
+}
+
+/// What [`AgentStatus`] says of the node's cluster membership.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    pub node_name: String,
+    pub store: String,
+    pub pod_cidr: ipnet::Ipv4Net,
+    /// Is the agent in touch with the store now?
+    pub store_connected: bool,
 }
 
 /// One drift found by reconciliation, and what was (or would be) done about it.

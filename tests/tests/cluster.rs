@@ -159,6 +159,11 @@ fn a_stopped_node_goes_not_ready_keeps_its_subnet_and_node_del_frees_it() {
         !unknown.status.success() && String::from_utf8_lossy(&unknown.stderr).contains("no node \"nobody\"")
     );
 
+    // doctor says so, naming the node and the way out.
+    let doctor = a.netpath_in_node(&["doctor"]);
+    let text = String::from_utf8_lossy(&doctor.stdout);
+    assert!(!doctor.status.success() && text.contains("not ready: b") && text.contains("node del"), "{text}");
+
     let out = a.netpath_ok(&["node", "del", "b"]);
     assert!(out.contains("deleted"), "{out}");
     let list = nodes(&a);
@@ -176,7 +181,20 @@ fn with_the_store_down_a_known_node_restarts_and_a_new_one_is_refused() {
     let subnet = node(&nodes(&a), "a")["pod_cidr"].clone();
     let ip = a.add_endpoint("web", 0);
 
+    let connected = |lab: &Lab| {
+        netpath_tests::metric_value(&lab.metrics().unwrap_or_default(), "netpath_store_connected ")
+    };
+    assert_eq!(connected(&a), Some(1));
     u.kill_etcd();
+    // The running agent notices, says so in its metrics and doctor, and goes on.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while connected(&a) != Some(0) {
+        assert!(Instant::now() < deadline, "store_connected stayed 1\n{}", a.agent_log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let doctor = a.netpath_in_node(&["doctor"]);
+    let text = String::from_utf8_lossy(&doctor.stdout);
+    assert!(!doctor.status.success() && text.contains("not in touch with etcd://10.99.0.1:2379"), "{text}");
     a.kill_agent();
     // The node starts from the subnet it had; its container keeps its network.
     start(&mut a, &u, "a");
@@ -192,6 +210,7 @@ fn with_the_store_down_a_known_node_restarts_and_a_new_one_is_refused() {
     u.start_etcd();
     wait_for(&a, "a ready again", |l| l.len() == 1 && l[0]["ready"] == true);
     assert_eq!(nodes(&a)[0]["pod_cidr"], subnet);
+    assert_eq!(connected(&a), Some(1));
 }
 
 #[test]

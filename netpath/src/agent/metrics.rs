@@ -67,6 +67,15 @@ pub fn render(
         "1 while the uplink is there, 0 while it is gone (masquerade and published ports down)",
         i64::from(health.uplink_up.load(std::sync::atomic::Ordering::Relaxed)),
     );
+    if let Some(connected) = &health.store_connected {
+        gauge(
+            &mut registry,
+            "store_connected",
+            "cluster mode: 1 while the agent is in touch with the cluster store (etcd), 0 while not \
+             (forwarding goes on; cluster changes wait)",
+            i64::from(connected.load(std::sync::atomic::Ordering::Relaxed)),
+        );
+    }
     if let Some(programs) = programs {
         program_runs(&mut registry, programs);
     }

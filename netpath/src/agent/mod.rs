@@ -169,6 +169,8 @@ pub struct AgentConfig {
 pub struct Health {
     /// Is the uplink there? False from the moment it is deleted until it is back.
     pub uplink_up: AtomicBool,
+    /// Cluster mode: is the agent in touch with the store?
+    pub store_connected: Option<Arc<AtomicBool>>,
 }
 
 pub struct Agent {

@@ -231,7 +231,10 @@ async fn bring_up(
         conntrack,
         xdp,
         netlink,
-        health: Arc::new(Health::default()),
+        health: Arc::new(Health {
+            store_connected: cluster.as_ref().map(Member::connected_flag),
+            ..Health::default()
+        }),
         trace: None,
         next_temporary: 0,
         adopt_unidentified: id_is_new,

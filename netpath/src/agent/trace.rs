@@ -101,6 +101,12 @@ impl Agent {
             endpoints: self.endpoints.all().len(),
             ports: self.ports.all().len(),
             trace: self.trace.as_ref().map(|t| format!("PID {}, {}", t.pid, t.filter)),
+            cluster: self.cluster.as_ref().map(|m| crate::api::ClusterStatus {
+                node_name: m.record().name.clone(),
+                store: m.store().to_string(),
+                pod_cidr: m.record().pod_cidr,
+                store_connected: m.connected(),
+            }),
         }
     }
 }

@@ -97,7 +97,44 @@ async fn check(paths: &Paths) -> anyhow::Result<Report> {
     uplink(&mut r, &node, status.as_ref()).await?;
     pod_cidr(&mut r, &node).await?;
     conntrack(&mut r, &node)?;
+    if let Some(cluster) = status.as_ref().and_then(|s| s.cluster.as_ref()) {
+        store(&mut r, paths, cluster);
+    }
     Ok(r)
+}
+
+/// Cluster mode: the agent's line to the store, and the nodes it knows.
+fn store(r: &mut Report, paths: &Paths, c: &crate::api::ClusterStatus) {
+    if !c.store_connected {
+        r.fail(
+            "cluster store",
+            format!(
+                "the agent is not in touch with {} (node {}); forwarding goes on with the routes it has",
+                c.store, c.node_name
+            ),
+            "check that etcd runs there and the node can reach it; the agent keeps retrying",
+        );
+        return;
+    }
+    match super::client::call(paths, &Request::NodeList) {
+        Ok(Reply::Nodes { nodes }) => {
+            let down: Vec<&str> = nodes.iter().filter(|n| !n.ready).map(|n| n.name.as_str()).collect();
+            let what = format!("{} as node {} ({}), {} nodes", c.store, c.node_name, c.pod_cidr, nodes.len());
+            if down.is_empty() {
+                r.ok("cluster store", what);
+            } else {
+                r.fail(
+                    "cluster store",
+                    format!("{what}; not ready: {}", down.join(", ")),
+                    "start their agents, or `netpath node del NAME` for nodes that are gone for good",
+                );
+            }
+        }
+        Ok(other) => {
+            r.fail("cluster store", format!("unexpected answer {other:?}"), "restart `netpath agent`")
+        }
+        Err(e) => r.fail("cluster store", e.to_string(), "check that etcd runs and the node can reach it"),
+    }
 }
 
 /// bpffs and the pins; false when there is nothing more to check without them.

@@ -118,6 +118,11 @@ impl Member {
     pub fn connected(&self) -> bool {
         self.connected.load(Ordering::Relaxed)
     }
+
+    /// The flag behind [`Member::connected`], for readers on other tasks (metrics).
+    pub fn connected_flag(&self) -> Arc<AtomicBool> {
+        self.connected.clone()
+    }
 }
 
 impl Drop for Member {
