@@ -399,3 +399,60 @@ fn netkit_with_bridge_mode_is_refused_by_flag_and_by_config_file() {
     std::fs::write(&file, "device = \"netkit\"\nmode = \"bridge\"\n").unwrap();
     assert_refused(&lab, &["--config", file.to_str().unwrap()], &["--device netkit", "routed mode only"]);
 }
+
+/// netkit against veth on the same kernel, for the README: TCP request/response
+/// transactions per second between two containers of one node (one connection, one byte
+/// each way, netperf's TCP_RR in miniature), 5 runs of 3 s per device, alternating.
+/// A measurement that asserts nothing; in the VM runs it is an emulated CPU's figure,
+/// to be read as a ratio only:
+/// `cargo xtask vm-test --kernel 6.12 --filter measure_netkit --ignored`.
+#[test]
+#[ignore = "a measurement that asserts nothing; run it with --ignored"]
+fn measure_netkit_against_veth_request_response() {
+    if !netpath_tests::kernel_has_netkit() {
+        return;
+    }
+    let labs: Vec<(&str, Lab, Vec<Ipv4Addr>)> = ["veth", "netkit"]
+        .into_iter()
+        .map(|device| {
+            let (lab, ips) = Lab::setup(2).agent(&["--device", device]).endpoints(&["a", "b"]).build();
+            (device, lab, ips)
+        })
+        .collect();
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); labs.len()];
+    for (_, lab, ips) in &labs {
+        netpath_tests::echo_server(&lab.containers[1], SocketAddrV4::new(ips[1], 7300));
+    }
+    for _ in 0..5 {
+        for (i, (_, lab, ips)) in labs.iter().enumerate() {
+            let target = SocketAddrV4::new(ips[1], 7300);
+            let rate = lab.containers[0]
+                .run(move || {
+                    let mut s = TcpStream::connect_timeout(&target.into(), Duration::from_secs(5)).unwrap();
+                    s.set_nodelay(true).unwrap();
+                    let (start, mut n, mut b) = (std::time::Instant::now(), 0u64, [0u8; 1]);
+                    while start.elapsed() < Duration::from_secs(3) {
+                        s.write_all(&b).unwrap();
+                        s.read_exact(&mut b).unwrap();
+                        n += 1;
+                    }
+                    n as f64 / start.elapsed().as_secs_f64()
+                })
+                .join()
+                .unwrap();
+            rates[i].push(rate);
+        }
+    }
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    println!("kernel {}: TCP request/response between two containers, transactions/s", release.trim());
+    println!("| device | median | runs |");
+    println!("|---|---|---|");
+    let mut medians = Vec::new();
+    for ((device, _, _), r) in labs.iter().zip(&mut rates) {
+        r.sort_by(f64::total_cmp);
+        medians.push(r[r.len() / 2]);
+        let runs: Vec<String> = r.iter().map(|x| format!("{x:.0}")).collect();
+        println!("| {device} | {:.0} | {} |", r[r.len() / 2], runs.join(", "));
+    }
+    println!("netkit / veth: {:.2}x", medians[1] / medians[0]);
+}
