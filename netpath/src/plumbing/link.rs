@@ -222,7 +222,18 @@ pub async fn add_veth(
     if let Some(bridge) = bridge {
         msg = msg.controller(bridge);
     }
-    let msg = msg.build();
+    add_pair(handle, msg.build(), "veth", host, peer).await
+}
+
+/// Sends one request that creates a device pair (`host` here, `peer` in the container)
+/// and returns the host end; a name taken on either side is its own error.
+async fn add_pair(
+    handle: &Handle,
+    msg: LinkMessage,
+    kind: &str,
+    host: &str,
+    peer: &str,
+) -> Result<Link, PlumbingError> {
     if let Err(e) = handle.link().add(msg).execute().await {
         if errno(&e) == Some(libc::EEXIST) {
             return Err(PlumbingError::LinkExists {
@@ -230,7 +241,7 @@ pub async fn add_veth(
                 place: "on the node or in the container namespace".into(),
             });
         }
-        return Err(PlumbingError::netlink(format!("failed to create veth pair {host}/{peer}"))(e));
+        return Err(PlumbingError::netlink(format!("failed to create {kind} pair {host}/{peer}"))(e));
     }
     get(handle, host).await?.ok_or_else(|| PlumbingError::LinkNotFound(host.into()))
 }
@@ -263,16 +274,7 @@ pub async fn add_netkit(
         .mtu(mtu)
         .set_info_data(InfoData::Netkit(vec![InfoNetkit::Mode(NetkitMode::L2), InfoNetkit::Peer(peer_msg)]))
         .build();
-    if let Err(e) = handle.link().add(msg).execute().await {
-        if errno(&e) == Some(libc::EEXIST) {
-            return Err(PlumbingError::LinkExists {
-                name: format!("{host} or {peer}"),
-                place: "on the node or in the container namespace".into(),
-            });
-        }
-        return Err(PlumbingError::netlink(format!("failed to create netkit pair {host}/{peer}"))(e));
-    }
-    get(handle, host).await?.ok_or_else(|| PlumbingError::LinkNotFound(host.into()))
+    add_pair(handle, msg, "netkit", host, peer).await
 }
 
 /// The running kernel's release (`uname -r`), for messages.
