@@ -217,6 +217,11 @@ impl Datapath {
 
     /// Attaches from_tunnel to the cluster's VXLAN device.
     pub fn attach_tunnel(&mut self, iface: &str, ifindex: u32) -> Result<(), DatapathError> {
+        let prog = self.classifier(FROM_TUNNEL)?;
+        if prog.fd().is_err() {
+            prog.load()
+                .map_err(|source| DatapathError::Verify { prog: FROM_TUNNEL, source: Box::new(source) })?;
+        }
         self.attach_tc(FROM_TUNNEL, iface, ifindex)
     }
 

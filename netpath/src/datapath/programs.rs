@@ -96,7 +96,9 @@ impl Datapath {
             .map_err(|source| DatapathError::PinDir { path: links_dir.clone(), source })?;
         let mut dp =
             Self { ebpf, mode, links_dir, touched: HashSet::new(), node_local: None, migration: None };
-        for name in [FROM_CONTAINER, UPLINK_IN, FROM_TUNNEL] {
+        // from_tunnel is verified when a cluster node attaches it (`attach_tunnel`): every
+        // other agent start would pay for it, many seconds under emulation.
+        for name in [FROM_CONTAINER, UPLINK_IN] {
             dp.classifier(name)?
                 .load()
                 .map_err(|source| DatapathError::Verify { prog: name, source: Box::new(source) })?;
