@@ -329,6 +329,35 @@ fn a_deleted_node_loses_its_route_everywhere_and_a_new_one_gains_it() {
     assert!(stats.reason("drop-no-node-route") > 0, "{:?}", stats.0);
 }
 
+#[test]
+fn cross_node_connections_survive_agent_kills_and_the_store_going_away() {
+    let mut u = Underlay::new();
+    let (mut labs, ips) = pods(&u, 2, "vxlan");
+    wait_for_routes(&labs[0], 1);
+    let target = std::net::SocketAddrV4::new(ips[1], 7100);
+    let mut conn =
+        netpath_tests::EchoConn::open(&labs[1].containers[0], target, &labs[0].containers[0], target);
+    conn.exchange("before");
+    // kill -9 of both agents, one after the other, restarted: the pinned maps and links
+    // carry the connection meanwhile, byte for byte.
+    for i in 0..2 {
+        labs[i].kill_agent();
+        conn.exchange(&format!("agent {i} killed"));
+        start(&mut labs[i], &u, &format!("n{i}"));
+        conn.exchange(&format!("agent {i} restarted"));
+    }
+    // etcd gone: the routes stand.
+    u.kill_etcd();
+    conn.exchange("store down");
+    labs[0].kill_agent();
+    start(&mut labs[0], &u, "n0");
+    conn.exchange("store down, agent restarted");
+    u.start_etcd();
+    wait_for(&labs[0], "both ready", |l| l.len() == 2 && l.iter().all(|n| n["ready"] == true));
+    conn.exchange("store back");
+    assert_eq!(conn.sent(), 8 * 64 * 1024);
+}
+
 /// Waits until `lab`'s NODE_ROUTES holds `n` routes.
 fn wait_for_routes(lab: &Lab, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(30);
