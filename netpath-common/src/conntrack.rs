@@ -168,19 +168,55 @@ pub struct NodeConfig {
     /// The node namespace's cookie: the socket hooks act only on sockets of this
     /// namespace, though their cgroup may hold processes of others.
     pub netns_cookie: u64,
+    /// Cluster mode: the pod network of the whole cluster (never masqueraded), and the
+    /// mask of one node's subnet (the key of `NODE_ROUTES`). Zero masks: one node.
+    pub cluster_net: [u8; 4],
+    pub cluster_mask: [u8; 4],
+    pub node_mask: [u8; 4],
+    /// The collect-metadata VXLAN device packets to other nodes leave by; 0: none.
+    pub tunnel_ifindex: u32,
+    /// The VXLAN network identifier of the cluster's overlay.
+    pub vni: u32,
+    pub _pad: [u8; 4],
 }
 
 impl NodeConfig {
     pub fn in_pod_cidr(&self, addr: [u8; 4]) -> bool {
-        let a = u32::from_be_bytes(addr);
-        let n = u32::from_be_bytes(self.pod_net);
-        let m = u32::from_be_bytes(self.pod_mask);
-        a & m == n & m
+        in_net(addr, self.pod_net, self.pod_mask)
+    }
+
+    /// Is `addr` a pod address of the cluster (cluster mode only)?
+    pub fn in_cluster_cidr(&self, addr: [u8; 4]) -> bool {
+        self.cluster_mask != [0; 4] && in_net(addr, self.cluster_net, self.cluster_mask)
+    }
+
+    /// The subnet of the node `addr` belongs to: `NODE_ROUTES`'s key.
+    pub fn node_subnet(&self, addr: [u8; 4]) -> [u8; 4] {
+        (u32::from_be_bytes(addr) & u32::from_be_bytes(self.node_mask)).to_be_bytes()
     }
 }
 
+fn in_net(addr: [u8; 4], net: [u8; 4], mask: [u8; 4]) -> bool {
+    let m = u32::from_be_bytes(mask);
+    u32::from_be_bytes(addr) & m == u32::from_be_bytes(net) & m
+}
+
+/// Another node of the cluster: where its pods' packets go.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct NodeRoute {
+    /// The node's underlay address: the outer destination in VXLAN mode, the next hop
+    /// in native routing.
+    pub underlay: [u8; 4],
+    /// `ROUTE_F_*` bits.
+    pub flags: u32,
+}
+
+/// Native routing: forward with the FIB (the agent installs the route), no tunnel.
+pub const ROUTE_F_NATIVE: u32 = 1;
+
 #[cfg(feature = "user")]
-pod!(CtKey, CtEntry, ClosedFlow, PortKey, PortTarget, NodeConfig);
+pod!(CtKey, CtEntry, ClosedFlow, PortKey, PortTarget, NodeConfig, NodeRoute);
 
 #[cfg(test)]
 mod tests {
@@ -216,7 +252,7 @@ mod tests {
         assert_eq!((size_of::<ClosedFlow>(), align_of::<ClosedFlow>()), (24, 8));
         assert_eq!((size_of::<PortKey>(), align_of::<PortKey>()), (8, 1));
         assert_eq!((size_of::<PortTarget>(), align_of::<PortTarget>()), (8, 1));
-        assert_eq!((size_of::<NodeConfig>(), align_of::<NodeConfig>()), (32, 8));
+        assert_eq!((size_of::<NodeConfig>(), align_of::<NodeConfig>()), (56, 8));
     }
 
     #[test]

@@ -7,8 +7,8 @@
 use core::mem::size_of;
 
 use crate::{
-    maps::*, ClosedFlow, CtEntry, CtKey, EndpointInfo, EndpointKey, NodeConfig, PortKey, PortTarget, Reason,
-    SockOrigin, SockRevKey, TraceEvent, TraceFilter, TrafficCounters,
+    maps::*, ClosedFlow, CtEntry, CtKey, EndpointInfo, EndpointKey, NodeConfig, NodeRoute, PortKey,
+    PortTarget, Reason, SockOrigin, SockRevKey, TraceEvent, TraceFilter, TrafficCounters,
 };
 
 /// A map's kind, as the kernel numbers it (enum bpf_map_type).
@@ -77,7 +77,7 @@ const FIB_LOOKUP_SIZE: usize = 64;
 
 /// Every map of the object: the pinned ones in the order `netpath map list` shows them,
 /// then the per-CPU scratch space the programs use inside one run.
-pub const MAPS: [MapSpec; 13] = [
+pub const MAPS: [MapSpec; 14] = [
     map(
         ENDPOINTS,
         MapKind::Hash,
@@ -131,6 +131,15 @@ pub const MAPS: [MapSpec; 13] = [
         false,
     ),
     map(NODE_CONFIG, MapKind::Array, 4, size_of::<NodeConfig>(), Capacity::Fixed(1), true),
+    // Not disposable: cross-node connections ride on it while an agent restarts.
+    map(
+        NODE_ROUTES,
+        MapKind::Hash,
+        size_of::<EndpointKey>(),
+        size_of::<NodeRoute>(),
+        Capacity::Fixed(MAX_NODES),
+        false,
+    ),
     map(
         NODE_LOCAL_REV,
         MapKind::LruHash,
@@ -215,16 +224,18 @@ pub mod program {
     pub const FROM_CONTAINER: &str = "from_container";
     pub const UPLINK_IN: &str = "uplink_in";
     pub const UPLINK_XDP: &str = "uplink_xdp";
+    pub const FROM_TUNNEL: &str = "from_tunnel";
     pub const NODE_CONNECT4: &str = "node_connect4";
     pub const NODE_SENDMSG4: &str = "node_sendmsg4";
     pub const NODE_RECVMSG4: &str = "node_recvmsg4";
     pub const NODE_GETPEERNAME4: &str = "node_getpeername4";
 }
 
-pub const PROGRAMS: [ProgramSpec; 7] = [
+pub const PROGRAMS: [ProgramSpec; 8] = [
     ProgramSpec { name: program::FROM_CONTAINER, attach: Attach::TcIngress("each container's host veth") },
     ProgramSpec { name: program::UPLINK_IN, attach: Attach::TcIngress("the uplink") },
     ProgramSpec { name: program::UPLINK_XDP, attach: Attach::Xdp },
+    ProgramSpec { name: program::FROM_TUNNEL, attach: Attach::TcIngress("the VXLAN device (cluster mode)") },
     ProgramSpec { name: program::NODE_CONNECT4, attach: Attach::CgroupSockAddr("connect4") },
     ProgramSpec { name: program::NODE_SENDMSG4, attach: Attach::CgroupSockAddr("sendmsg4") },
     ProgramSpec { name: program::NODE_RECVMSG4, attach: Attach::CgroupSockAddr("recvmsg4") },

@@ -27,7 +27,7 @@ pub mod reason;
 pub mod sock;
 pub mod trace;
 
-pub use conntrack::{ClosedFlow, CtEntry, CtKey, NodeConfig, PortKey, PortTarget};
+pub use conntrack::{ClosedFlow, CtEntry, CtKey, NodeConfig, NodeRoute, PortKey, PortTarget};
 pub use endpoint::{
     EndpointInfo, EndpointKey, TrafficCounters, ENDPOINT_F_BRIDGED, ENDPOINT_F_NETKIT, ENDPOINT_F_PUBLISHED,
 };

@@ -53,6 +53,11 @@ pub const SNAT_CLOSED_ENTRIES: u32 = 65_536;
 pub const PORT_MAPS: &str = "PORT_MAPS";
 /// Single entry: [`crate::NodeConfig`].
 pub const NODE_CONFIG: &str = "NODE_CONFIG";
+/// Cluster mode: another node's pod subnet (network address, the destination masked
+/// with the node prefix) -> [`crate::NodeRoute`]. Written from the cluster store.
+pub const NODE_ROUTES: &str = "NODE_ROUTES";
+/// Nodes a cluster may have.
+pub const MAX_NODES: u32 = 16_384;
 
 /// [`crate::SockRevKey`] -> [`crate::SockOrigin`]: what a node-local socket asked for;
 /// LRU, so sockets that are gone age out.

@@ -50,6 +50,10 @@ pub enum Reason {
     /// A new flow's first packet, dropped because conntrack could not hold both entries
     /// of its pair (the new flow is refused rather than tracked by half).
     DropCtFull = 19,
+    /// Sent to another node's pod through the overlay (VXLAN) or the node's routes.
+    ToOtherNode = 20,
+    /// For the cluster's pod network, but no node holds the subnet.
+    DropNoNodeRoute = 21,
 }
 
 impl Reason {
@@ -59,7 +63,7 @@ impl Reason {
     }
 
     /// Number of reasons: the size of the per-reason counter array.
-    pub const COUNT: u32 = 20;
+    pub const COUNT: u32 = 22;
 
     pub const ALL: [Reason; Self::COUNT as usize] = [
         Reason::ForwardedToPeer,
@@ -82,6 +86,8 @@ impl Reason {
         Reason::DropNoEndpoint,
         Reason::TraceEventsLost,
         Reason::DropCtFull,
+        Reason::ToOtherNode,
+        Reason::DropNoNodeRoute,
     ];
 
     /// Stable name used by the CLI, metrics labels and docs.
@@ -107,6 +113,8 @@ impl Reason {
             Reason::DropNoEndpoint => "drop-no-endpoint",
             Reason::TraceEventsLost => "trace-events-lost",
             Reason::DropCtFull => "drop-ct-full",
+            Reason::ToOtherNode => "to-other-node",
+            Reason::DropNoNodeRoute => "drop-no-node-route",
         }
     }
 
@@ -119,6 +127,7 @@ impl Reason {
                 | Reason::DropNatPortsExhausted
                 | Reason::DropFibFailed
                 | Reason::DropFragment
+                | Reason::DropNoNodeRoute
                 | Reason::DropUnsupportedProtocol
                 | Reason::DropNoEndpoint
                 | Reason::DropCtFull

@@ -8,6 +8,10 @@ pub const HOP_UPLINK_XDP: u8 = 3;
 pub const HOP_TO_CONTAINER: u8 = 4;
 /// Sent out of a node device chosen by the FIB (the uplink), after NAT.
 pub const HOP_UPLINK_OUT: u8 = 5;
+/// Into the overlay, for another node (the event's ifindex is the VXLAN device).
+pub const HOP_TO_TUNNEL: u8 = 6;
+/// Out of the overlay, from another node.
+pub const HOP_FROM_TUNNEL: u8 = 7;
 
 pub fn hop_name(hop: u8) -> &'static str {
     match hop {
@@ -16,6 +20,8 @@ pub fn hop_name(hop: u8) -> &'static str {
         HOP_UPLINK_XDP => "xdp",
         HOP_TO_CONTAINER => "to-container",
         HOP_UPLINK_OUT => "uplink-out",
+        HOP_TO_TUNNEL => "to-tunnel",
+        HOP_FROM_TUNNEL => "from-tunnel",
         _ => "unknown",
     }
 }

@@ -28,7 +28,7 @@ use crate::{
     maps::{ENDPOINTS, NODE_CONFIG},
     nat,
     packet::{header, ifindex},
-    port_map, tc_entry,
+    port_map, tc_entry, tunnel,
 };
 
 #[classifier]
@@ -109,6 +109,10 @@ fn try_from_container(ctx: &TcContext) -> Result<(i32, Reason), Reason> {
     }
     if !bridged {
         if let Some(cfg) = NODE_CONFIG.get(0) {
+            // Cluster mode: a pod on another node, addresses kept.
+            if cfg.in_cluster_cidr(dst) && !cfg.in_pod_cidr(dst) {
+                return tunnel::to_other_node(ctx, cfg, ifindex, src, dst);
+            }
             // Routed mode: the pod CIDR lives on this node; an address in it that is no
             // endpoint (and not the gateway) reaches no one.
             let gateway = (u32::from_be_bytes(cfg.pod_net) + 1).to_be_bytes();
@@ -140,7 +144,7 @@ fn to_outside(ctx: &TcContext, at: Sender) -> Result<(i32, Reason), Reason> {
     // NAT off, the pod network itself, or the node: the node's stack decides (node
     // services, routes to other pod addresses), with no translation.
     let to_node = dst == cfg.node_ip;
-    if cfg.node_ip == [0; 4] || cfg.in_pod_cidr(dst) {
+    if cfg.node_ip == [0; 4] || cfg.in_pod_cidr(dst) || cfg.in_cluster_cidr(dst) {
         return Ok((PASS, Reason::PassedToStack));
     }
     let flow = match flow::parse(ctx) {

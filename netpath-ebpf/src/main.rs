@@ -9,6 +9,7 @@ mod events;
 mod flow;
 mod forward;
 mod from_container;
+mod from_tunnel;
 mod headers;
 mod icmp_error;
 mod maps;
@@ -17,6 +18,7 @@ mod node_local;
 mod packet;
 mod port_map;
 mod tc_entry;
+mod tunnel;
 mod uplink_in;
 mod uplink_xdp;
 

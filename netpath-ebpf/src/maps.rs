@@ -7,8 +7,8 @@ use aya_ebpf::{
 };
 use netpath_common::{
     contract::{object_capacity as capacity, object_flags as flags},
-    maps as name, ClosedFlow, CtEntry, CtKey, EndpointInfo, EndpointKey, NodeConfig, PortKey, PortTarget,
-    SockOrigin, SockRevKey, TraceEvent, TraceFilter, TrafficCounters,
+    maps as name, ClosedFlow, CtEntry, CtKey, EndpointInfo, EndpointKey, NodeConfig, NodeRoute, PortKey,
+    PortTarget, SockOrigin, SockRevKey, TraceEvent, TraceFilter, TrafficCounters,
 };
 
 #[map]
@@ -43,6 +43,10 @@ pub static PORT_MAPS: HashMap<PortKey, PortTarget> =
 #[map]
 pub static NODE_CONFIG: Array<NodeConfig> =
     Array::pinned(capacity(name::NODE_CONFIG), flags(name::NODE_CONFIG));
+
+#[map]
+pub static NODE_ROUTES: HashMap<EndpointKey, NodeRoute> =
+    HashMap::pinned(capacity(name::NODE_ROUTES), flags(name::NODE_ROUTES));
 
 #[map]
 pub static NODE_LOCAL_REV: LruHashMap<SockRevKey, SockOrigin> =

@@ -44,6 +44,16 @@ fn try_uplink_in(ctx: &TcContext) -> Result<(i32, Reason), Reason> {
     let Some(cfg) = NODE_CONFIG.get(0).copied() else {
         return Ok((PASS, Reason::PassedToStack));
     };
+    // Cluster mode, native routing: from a pod on another node to one of ours, with both
+    // addresses kept; into the container as its gateway, past the node's stack.
+    if cfg.cluster_mask != [0; 4] {
+        let ip: *const Ipv4Hdr = header(ctx, IP_OFF)?;
+        // SAFETY: bounds-checked by header().
+        let (src, dst) = unsafe { ((*ip).src_addr, (*ip).dst_addr) };
+        if cfg.in_cluster_cidr(src) && cfg.in_pod_cidr(dst) {
+            return deliver(ctx, dst, Reason::ForwardedToPeer);
+        }
+    }
     // Whatever netpath cannot or need not translate is the node's own traffic.
     let Ok(flow) = flow::parse(ctx) else {
         if let Some((_, ip)) = icmp_error::translate(ctx, &cfg, Direction::ToContainer)? {

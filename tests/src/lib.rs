@@ -28,6 +28,14 @@ pub const TEST_PREFIX: &str = "npt";
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
+/// How long a test waits for an agent to start: 60 s, or NETPATH_TEST_AGENT_TIMEOUT
+/// (the VM runs raise it: under emulation, with guests sharing the host's CPUs, the
+/// verifier alone can take most of a minute). Only a hang waits that long.
+pub fn agent_start_timeout() -> Duration {
+    let secs = std::env::var("NETPATH_TEST_AGENT_TIMEOUT").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
+    Duration::from_secs(secs)
+}
+
 /// A fresh name for one of this process's labs: `<prefix><pid>x<n>` (see [`sweep`]).
 pub fn lab_id(prefix: &str) -> String {
     format!("{prefix}{}x{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
@@ -608,9 +616,7 @@ impl Lab {
         // machine (a parallel test run beside VM runs saw 20 s) and under software
         // emulation (the VM runs): NETPATH_TEST_AGENT_TIMEOUT stretches the wait. A start
         // that fails says so at once; the wait only bounds a hang.
-        let wait =
-            std::env::var("NETPATH_TEST_AGENT_TIMEOUT").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
-        let deadline = Instant::now() + Duration::from_secs(wait);
+        let deadline = Instant::now() + agent_start_timeout();
         // Ready when the socket takes a connection: its path appears at bind(), before
         // listen(), and a client connecting in between is refused (seen in a guest with
         // one vCPU under load).

@@ -88,6 +88,7 @@ fn dp_config() -> NodeConfig {
         nat_port_max: 61000,
         flags: 0,
         netns_cookie: 0,
+        ..NodeConfig::default()
     }
 }
 

@@ -12,7 +12,7 @@ use crate::{
     state::{format_mac, parse_mac, Device, EndpointRecord, Mode},
 };
 
-const DEFAULT_MTU: u32 = 1500;
+pub(super) const DEFAULT_MTU: u32 = 1500;
 /// IPv4 requires 68 (RFC 791); veth accepts up to 65535.
 pub(super) const MTU_RANGE: std::ops::RangeInclusive<u32> = 68..=65535;
 
@@ -110,7 +110,7 @@ impl Agent {
         let ip = self.endpoints.assign(spec.ip)?;
         let mac = spec.mac.unwrap_or_else(|| mac_for(ip));
         // Same MTU as the uplink by default, so containers never send what it cannot carry.
-        let mtu = spec.mtu.unwrap_or(self.node.uplink.as_ref().map_or(DEFAULT_MTU, |u| u.mtu));
+        let mtu = spec.mtu.unwrap_or(self.default_mtu());
         let mut rec = EndpointRecord {
             name: spec.name.clone(),
             mode: self.node.mode,

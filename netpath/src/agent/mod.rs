@@ -219,6 +219,9 @@ impl Agent {
         if let Some(uplink) = self.node.uplink.clone() {
             self.attach_uplink(&uplink)?;
         }
+        if let Some(tunnel) = self.node.tunnel.clone() {
+            self.datapath.attach_tunnel(&tunnel.name, tunnel.index)?;
+        }
         self.health.uplink_up.store(self.node.uplink.is_some(), std::sync::atomic::Ordering::Relaxed);
         match cgroup {
             Some(cg) => {
@@ -254,6 +257,18 @@ impl Agent {
                 0
             },
             netns_cookie: plumbing::netns::current_cookie().unwrap_or(0),
+            ..NodeConfig::default()
+        };
+        let cfg = match &self.cluster {
+            Some(m) => NodeConfig {
+                cluster_net: m.cluster_cidr().network().octets(),
+                cluster_mask: m.cluster_cidr().netmask().octets(),
+                node_mask: m.record().pod_cidr.netmask().octets(),
+                tunnel_ifindex: self.node.tunnel.as_ref().map_or(0, |t| t.index),
+                vni: crate::cluster::VNI,
+                ..cfg
+            },
+            None => cfg,
         };
         Ok(self.datapath.set_node_config(cfg)?)
     }

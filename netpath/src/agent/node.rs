@@ -26,6 +26,8 @@ pub struct Node {
     pub node_ip: Option<Ipv4Addr>,
     /// The bridge in bridge mode.
     pub bridge: Option<Link>,
+    /// Cluster mode with VXLAN: the overlay device.
+    pub tunnel: Option<Link>,
 }
 
 pub struct NodeConfig<'a> {
@@ -110,6 +112,7 @@ pub async fn plan(
         uplink,
         node_ip,
         bridge: None,
+        tunnel: None,
     })
 }
 
@@ -125,6 +128,8 @@ pub struct Undo {
     addresses: Vec<(u32, Ipv4Addr, u8)>,
     /// The bridge, when this start created it.
     bridge: Option<u32>,
+    /// The VXLAN device, when this start created it.
+    tunnel: Option<u32>,
 }
 
 impl Undo {
@@ -134,7 +139,7 @@ impl Undo {
                 warn!("undoing node set-up: {e}");
             }
         }
-        if let Some(index) = self.bridge {
+        for index in self.bridge.into_iter().chain(self.tunnel) {
             if let Err(e) = link::delete(handle, index).await {
                 warn!("undoing node set-up: {e}");
             }
@@ -184,6 +189,21 @@ pub async fn apply(
     }
     Ok(())
 }
+
+/// The cluster's overlay device, recorded in `undo` when this start creates it.
+pub async fn ensure_tunnel(handle: &Handle, undo: &mut Undo) -> Result<Link, AgentError> {
+    let existed = link::get(handle, TUNNEL_DEVICE).await?.is_some();
+    let dev = link::ensure_vxlan(handle, TUNNEL_DEVICE).await?;
+    if !existed {
+        undo.tunnel = Some(dev.index);
+    }
+    link::set_up(handle, dev.index, &dev.name).await?;
+    info!(device = %dev.name, mtu = dev.mtu, "VXLAN overlay to the other nodes");
+    Ok(dev)
+}
+
+/// The overlay device's name.
+pub const TUNNEL_DEVICE: &str = "npvx0";
 
 /// The address other nodes reach this one at: the uplink's IPv4 address.
 pub async fn underlay_address(handle: &Handle, uplink: Option<&str>) -> Result<Ipv4Addr, AgentError> {

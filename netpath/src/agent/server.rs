@@ -50,6 +50,8 @@ pub enum Job {
         session: u64,
     },
     Link(LinkEvent),
+    /// Every node of the cluster, as the store has them now.
+    Nodes(Vec<crate::cluster::NodeRecord>),
 }
 
 pub async fn serve(mut agent: Agent) -> Result<(), AgentError> {
@@ -71,6 +73,18 @@ pub async fn serve(mut agent: Agent) -> Result<(), AgentError> {
         if let Err(e) = super::uplink::watch(name, jobs_tx.clone()) {
             warn!("cannot watch the uplink's link events: {e}");
         }
+    }
+    if let Some(m) = &agent.cluster {
+        let (tx, mut rx) = mpsc::channel(16);
+        crate::cluster::watch_nodes(m.store().clone(), tx);
+        let jobs = jobs_tx.clone();
+        tokio::spawn(async move {
+            while let Some(nodes) = rx.recv().await {
+                if jobs.send(Job::Nodes(nodes)).await.is_err() {
+                    return;
+                }
+            }
+        });
     }
     drop(jobs_tx);
 
@@ -122,6 +136,7 @@ impl Agent {
             }
             Job::TraceEnded { session } => self.trace_end(session),
             Job::Link(event) => self.on_link_event(event).await,
+            Job::Nodes(nodes) => self.on_nodes(nodes).await,
         }
     }
 

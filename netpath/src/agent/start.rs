@@ -216,6 +216,9 @@ async fn bring_up(
         config;
     paths.bpffs_dir = bpffs_dir;
     node::apply(&netlink, endpoints.ipam(), &mut node, &bridge_name, &mut undo.node).await?;
+    if cluster.as_ref().is_some_and(|m| m.record().tunnel == crate::cluster::Tunnel::Vxlan) {
+        node.tunnel = Some(node::ensure_tunnel(&netlink, &mut undo.node).await?);
+    }
     set_sysctls(&mut undo.sysctls)?;
     let datapath = Datapath::load_with(&paths.bpffs_dir, conntrack.max_entries, tc_attach)?;
     let stats_fd = if bpf_stats { Some(enable_stats()?) } else { None };

@@ -91,8 +91,20 @@ fn dump(inspector: &Inspector, name: &str) -> anyhow::Result<Vec<Value>> {
             vec![json!({ "node_ip": Ipv4Addr::from(c.node_ip), "pod_net": Ipv4Addr::from(c.pod_net),
                          "pod_mask": Ipv4Addr::from(c.pod_mask), "uplink_ifindex": c.uplink_ifindex,
                          "nat_ports": format!("{}-{}", c.nat_port_min, c.nat_port_max),
-                         "netns_cookie": c.netns_cookie })]
+                         "netns_cookie": c.netns_cookie,
+                         "cluster_net": Ipv4Addr::from(c.cluster_net), "cluster_mask": Ipv4Addr::from(c.cluster_mask),
+                         "node_mask": Ipv4Addr::from(c.node_mask), "tunnel_ifindex": c.tunnel_ifindex,
+                         "vni": c.vni })]
         }
+        maps::NODE_ROUTES => inspector
+            .node_routes()?
+            .into_iter()
+            .map(|(k, r)| {
+                let via =
+                    if r.flags & netpath_common::conntrack::ROUTE_F_NATIVE != 0 { "native" } else { "vxlan" };
+                json!({ "subnet": Ipv4Addr::from(k.addr), "node": Ipv4Addr::from(r.underlay), "via": via })
+            })
+            .collect(),
         maps::SNAT_CLOSED => {
             let now = crate::datapath::monotonic_ns();
             inspector

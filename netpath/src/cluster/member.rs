@@ -15,7 +15,8 @@ use std::{
 };
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
+    WatchOptions,
 };
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
@@ -66,6 +67,7 @@ fn corrupt(key: &str, reason: impl std::fmt::Display) -> ClusterError {
 /// lease alive, reconnecting with backoff while the store is away.
 pub struct Member {
     store: StoreUrl,
+    cluster_cidr: Ipv4Net,
     record: NodeRecord,
     connected: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
@@ -101,13 +103,17 @@ impl Member {
         info!(node = %record.name, subnet = %record.pod_cidr, address = %record.address,
               tunnel = %record.tunnel, store = %cfg.store, "cluster member");
         let connected = Arc::new(AtomicBool::new(lease.is_some()));
-        let store = cfg.store.clone();
+        let (store, cluster_cidr) = (cfg.store.clone(), cfg.cluster_cidr);
         let task = tokio::spawn(keep_alive(cfg, agent_id, address, lease, connected.clone()));
-        Ok(Member { store, record, connected, task })
+        Ok(Member { store, cluster_cidr, record, connected, task })
     }
 
     pub fn store(&self) -> &StoreUrl {
         &self.store
+    }
+
+    pub fn cluster_cidr(&self) -> Ipv4Net {
+        self.cluster_cidr
     }
 
     pub fn record(&self) -> &NodeRecord {
@@ -396,4 +402,75 @@ pub async fn delete_node(store: &StoreUrl, name: &str) -> Result<NodeRecord, Clu
     }
     info!(node = %name, subnet = %record.pod_cidr, "node deleted, subnet freed");
     Ok(record)
+}
+
+/// Sends every node's record, whole, to `tx` whenever one changes: after listing them,
+/// then after each change the store reports (a watch from the listed revision, so none
+/// is missed). While the store is away the last list stands; after it, the task lists
+/// again. Ends when `tx` closes.
+pub fn watch_nodes(
+    store: StoreUrl,
+    tx: tokio::sync::mpsc::Sender<Vec<NodeRecord>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut backoff = Duration::from_millis(250);
+        loop {
+            match watch_session(&store, &tx, &mut backoff).await {
+                Ok(()) => return,
+                Err(e) => warn!("watching the cluster's nodes: {e}; retrying"),
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    })
+}
+
+/// One list and watch; Ok when the receiver is gone.
+async fn watch_session(
+    store: &StoreUrl,
+    tx: &tokio::sync::mpsc::Sender<Vec<NodeRecord>>,
+    backoff: &mut Duration,
+) -> Result<(), ClusterError> {
+    let mut client = connect(store).await?;
+    let listed = call(store, client.get(keys::NODES, Some(GetOptions::new().with_prefix()))).await?;
+    let revision = listed.header().map_or(0, |h| h.revision());
+    let mut nodes = std::collections::BTreeMap::new();
+    for kv in listed.kvs() {
+        let key = kv.key_str().unwrap_or_default().to_string();
+        nodes.insert(
+            key.clone(),
+            serde_json::from_slice::<NodeRecord>(kv.value()).map_err(|e| corrupt(&key, e))?,
+        );
+    }
+    if tx.send(nodes.values().cloned().collect()).await.is_err() {
+        return Ok(());
+    }
+    let opts = WatchOptions::new().with_prefix().with_start_revision(revision + 1);
+    let mut stream = call(store, client.watch(keys::NODES, Some(opts))).await?;
+    *backoff = Duration::from_millis(250);
+    loop {
+        let resp = stream
+            .message()
+            .await
+            .map_err(|e| ClusterError::Store { store: store.clone(), reason: e.to_string() })?
+            .ok_or_else(|| ClusterError::Store { store: store.clone(), reason: "the watch ended".into() })?;
+        for ev in resp.events() {
+            let Some(kv) = ev.kv() else { continue };
+            let key = kv.key_str().unwrap_or_default().to_string();
+            match ev.event_type() {
+                EventType::Put => match serde_json::from_slice::<NodeRecord>(kv.value()) {
+                    Ok(r) => {
+                        nodes.insert(key, r);
+                    }
+                    Err(e) => warn!("{}", corrupt(&key, e)),
+                },
+                EventType::Delete => {
+                    nodes.remove(&key);
+                }
+            }
+        }
+        if tx.send(nodes.values().cloned().collect()).await.is_err() {
+            return Ok(());
+        }
+    }
 }

@@ -13,7 +13,10 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
-pub use member::{delete_node, list_nodes, Member};
+pub use member::{delete_node, list_nodes, watch_nodes, Member};
+
+/// The VXLAN network identifier of the overlay (one per cluster).
+pub const VNI: u32 = 1;
 pub use subnet::free_subnet;
 
 /// How pods on different nodes reach each other.

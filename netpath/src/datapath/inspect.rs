@@ -152,6 +152,17 @@ impl Inspector {
     }
 
     /// What node-local sockets were redirected to, and what they asked for.
+    /// Cluster mode: the other nodes' subnets and where they are.
+    pub fn node_routes(
+        &self,
+    ) -> Result<Vec<(netpath_common::EndpointKey, netpath_common::NodeRoute)>, DatapathError> {
+        let map = self.open(maps::NODE_ROUTES)?;
+        let routes: BpfHashMap<_, netpath_common::EndpointKey, netpath_common::NodeRoute> =
+            BpfHashMap::try_from(map)
+                .map_err(|source| DatapathError::Map { map: maps::NODE_ROUTES, source: Box::new(source) })?;
+        Ok(routes.iter().filter_map(Result::ok).collect())
+    }
+
     pub fn node_local_redirects(
         &self,
     ) -> Result<Vec<(netpath_common::SockRevKey, netpath_common::SockOrigin)>, DatapathError> {

@@ -14,7 +14,7 @@ use tracing::{debug, warn};
 
 use super::{
     netkit,
-    programs::{AttachMode, FROM_CONTAINER, NODE_SOCKET_HOOKS, UPLINK_IN, UPLINK_XDP},
+    programs::{AttachMode, FROM_CONTAINER, FROM_TUNNEL, NODE_SOCKET_HOOKS, UPLINK_IN, UPLINK_XDP},
     Datapath, DatapathError,
 };
 use crate::state::Device;
@@ -213,6 +213,16 @@ impl Datapath {
     /// Attaches uplink_in to the node's uplink.
     pub fn attach_uplink(&mut self, iface: &str, ifindex: u32) -> Result<(), DatapathError> {
         self.attach_tc(UPLINK_IN, iface, ifindex)
+    }
+
+    /// Attaches from_tunnel to the cluster's VXLAN device.
+    pub fn attach_tunnel(&mut self, iface: &str, ifindex: u32) -> Result<(), DatapathError> {
+        let prog = self.classifier(FROM_TUNNEL)?;
+        if prog.fd().is_err() {
+            prog.load()
+                .map_err(|source| DatapathError::Verify { prog: FROM_TUNNEL, source: Box::new(source) })?;
+        }
+        self.attach_tc(FROM_TUNNEL, iface, ifindex)
     }
 
     /// Detaches uplink_in and the XDP fast path from an uplink (which may be gone).

@@ -16,7 +16,7 @@ use super::DatapathError;
 
 pub use netpath_common::contract::program;
 pub(super) use netpath_common::contract::{
-    program::{FROM_CONTAINER, UPLINK_IN, UPLINK_XDP},
+    program::{FROM_CONTAINER, FROM_TUNNEL, UPLINK_IN, UPLINK_XDP},
     NODE_SOCKET_HOOKS,
 };
 
@@ -96,6 +96,8 @@ impl Datapath {
             .map_err(|source| DatapathError::PinDir { path: links_dir.clone(), source })?;
         let mut dp =
             Self { ebpf, mode, links_dir, touched: HashSet::new(), node_local: None, migration: None };
+        // from_tunnel is verified when a cluster node attaches it (`attach_tunnel`): every
+        // other agent start would pay for it, many seconds under emulation.
         for name in [FROM_CONTAINER, UPLINK_IN] {
             dp.classifier(name)?
                 .load()
@@ -149,7 +151,7 @@ impl Datapath {
 
     /// Kernel ids of the programs this agent loaded, by name.
     pub fn program_ids(&self) -> Vec<(&'static str, u32)> {
-        let names = [FROM_CONTAINER, UPLINK_IN, UPLINK_XDP].into_iter().chain(NODE_SOCKET_HOOKS);
+        let names = [FROM_CONTAINER, UPLINK_IN, UPLINK_XDP, FROM_TUNNEL].into_iter().chain(NODE_SOCKET_HOOKS);
         names
             .filter_map(|name| {
                 let prog = self.ebpf.program(name)?;

@@ -4,7 +4,8 @@ use std::net::Ipv4Addr;
 
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues};
 use netpath_common::{
-    maps, CtEntry, CtKey, EndpointInfo, EndpointKey, NodeConfig, PortKey, PortTarget, Reason, TrafficCounters,
+    maps, CtEntry, CtKey, EndpointInfo, EndpointKey, NodeConfig, NodeRoute, PortKey, PortTarget, Reason,
+    TrafficCounters,
 };
 
 use super::{Datapath, DatapathError};
@@ -72,6 +73,24 @@ impl Datapath {
         let mut arr: Array<_, NodeConfig> =
             Array::try_from(self.map_data(maps::NODE_CONFIG)?).map_err(map_err(maps::NODE_CONFIG))?;
         arr.set(0, cfg, 0).map_err(map_err(maps::NODE_CONFIG))
+    }
+
+    /// Makes NODE_ROUTES hold exactly `routes` (another node's subnet network address ->
+    /// where it is): new and changed entries first, then the ones no longer wanted, so
+    /// a node that stays never loses its route in between.
+    pub fn set_node_routes(&mut self, routes: &[(Ipv4Addr, NodeRoute)]) -> Result<(), DatapathError> {
+        let mut map: BpfHashMap<_, EndpointKey, NodeRoute> =
+            BpfHashMap::try_from(self.map_data(maps::NODE_ROUTES)?).map_err(map_err(maps::NODE_ROUTES))?;
+        for (net, route) in routes {
+            map.insert(EndpointKey::new(net.octets()), *route, 0).map_err(map_err(maps::NODE_ROUTES))?;
+        }
+        let present: Vec<EndpointKey> = map.keys().filter_map(Result::ok).collect();
+        for key in present {
+            if !routes.iter().any(|(net, _)| net.octets() == key.addr) {
+                let _ = map.remove(&key);
+            }
+        }
+        Ok(())
     }
 
     /// Arms (or, with the default filter, disarms) the datapath's trace filter.

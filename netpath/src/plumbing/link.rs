@@ -7,7 +7,7 @@ use rtnetlink::{
         link::{InfoData, InfoKind, InfoNetkit, InfoVeth, LinkAttribute, LinkMessage, NetkitMode},
         route::RouteScope,
     },
-    Handle, LinkBridge, LinkMessageBuilder, LinkNetkit, LinkUnspec, LinkVeth, RouteMessageBuilder,
+    Handle, LinkBridge, LinkMessageBuilder, LinkNetkit, LinkUnspec, LinkVeth, LinkVxlan, RouteMessageBuilder,
 };
 
 use super::{errno, PlumbingError};
@@ -166,6 +166,25 @@ pub async fn ensure_bridge(handle: &Handle, name: &str) -> Result<Link, Plumbing
         .execute()
         .await
         .map_err(PlumbingError::netlink(format!("failed to create bridge {name}")))?;
+    get(handle, name).await?.ok_or_else(|| PlumbingError::LinkNotFound(name.into()))
+}
+
+/// The VXLAN port IANA assigned (RFC 7348).
+pub const VXLAN_PORT: u16 = 4789;
+
+/// The cluster's VXLAN device in collect-metadata mode (`external`): one device for
+/// every other node, the outer destination and VNI set per packet by the datapath. No
+/// learning: the datapath knows where every pod subnet is. Existing is fine.
+pub async fn ensure_vxlan(handle: &Handle, name: &str) -> Result<Link, PlumbingError> {
+    if let Some(link) = get(handle, name).await? {
+        return Ok(link);
+    }
+    handle
+        .link()
+        .add(LinkVxlan::new(name, 0).port(VXLAN_PORT).collect_metadata(true).learning(false).build())
+        .execute()
+        .await
+        .map_err(PlumbingError::netlink(format!("failed to create VXLAN device {name}")))?;
     get(handle, name).await?.ok_or_else(|| PlumbingError::LinkNotFound(name.into()))
 }
 
@@ -428,6 +447,72 @@ pub async fn add_host_route(handle: &Handle, ip: Ipv4Addr, index: u32) -> Result
         .execute()
         .await
         .map_err(PlumbingError::netlink(format!("failed to add node route to {ip}")))
+}
+
+/// The routing protocol number netpath's cluster routes carry (`ip route` shows
+/// "proto 78"), so the agent finds its own among the node's routes.
+const RTPROT_NETPATH: u8 = 78;
+
+/// Native routing: `net` via the node at `gateway`. Replaces what was there.
+pub async fn add_node_route(
+    handle: &Handle,
+    net: ipnet::Ipv4Net,
+    gateway: Ipv4Addr,
+) -> Result<(), PlumbingError> {
+    let route = RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(net.network(), net.prefix_len())
+        .gateway(gateway)
+        .protocol(rtnetlink::packet_route::route::RouteProtocol::Other(RTPROT_NETPATH))
+        .build();
+    handle
+        .route()
+        .add(route)
+        .replace()
+        .execute()
+        .await
+        .map_err(PlumbingError::netlink(format!("failed to add the route to {net} via {gateway}")))
+}
+
+/// netpath's cluster routes now in the main table: (subnet, gateway).
+pub async fn node_routes(handle: &Handle) -> Result<Vec<(ipnet::Ipv4Net, Ipv4Addr)>, PlumbingError> {
+    use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteProtocol};
+    let mut out = Vec::new();
+    let mut routes = handle.route().get(RouteMessageBuilder::<Ipv4Addr>::new().build()).execute();
+    while let Some(msg) = routes.try_next().await.map_err(PlumbingError::netlink("failed to list routes"))? {
+        if msg.header.protocol != RouteProtocol::Other(RTPROT_NETPATH) {
+            continue;
+        }
+        let (mut dst, mut gw) = (Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED);
+        for attr in &msg.attributes {
+            match attr {
+                RouteAttribute::Destination(RouteAddress::Inet(a)) => dst = *a,
+                RouteAttribute::Gateway(RouteAddress::Inet(a)) => gw = *a,
+                _ => {}
+            }
+        }
+        if let Ok(net) = ipnet::Ipv4Net::new(dst, msg.header.destination_prefix_length) {
+            out.push((net, gw));
+        }
+    }
+    Ok(out)
+}
+
+/// Removes netpath's cluster route to `net`; already gone is fine.
+pub async fn del_node_route(
+    handle: &Handle,
+    net: ipnet::Ipv4Net,
+    gateway: Ipv4Addr,
+) -> Result<(), PlumbingError> {
+    let route = RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(net.network(), net.prefix_len())
+        .gateway(gateway)
+        .protocol(rtnetlink::packet_route::route::RouteProtocol::Other(RTPROT_NETPATH))
+        .build();
+    match handle.route().del(route).execute().await {
+        Ok(()) => Ok(()),
+        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ESRCH => Ok(()),
+        Err(e) => Err(PlumbingError::netlink(format!("failed to remove the route to {net}"))(e)),
+    }
 }
 
 /// An IPv4 route of the main table, as the overlap check needs it.

@@ -134,6 +134,7 @@ impl Node {
                 nat_port_max: NAT_PORT,
                 flags: 0,
                 netns_cookie: 0,
+                ..NodeConfig::default()
             },
             fib: Fib {
                 subnets: vec![(Ipv4Addr::new(192, 168, 77, 0), 24, self.uplink)],
