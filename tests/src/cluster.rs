@@ -9,6 +9,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use serde_json::Value;
+
 use crate::{in_netns, lab_id, sh, Lab, Netns, TEST_PREFIX};
 
 /// The switch's name inside the underlay namespace.
@@ -127,5 +129,104 @@ impl Drop for Underlay {
 impl Default for Underlay {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// The cluster CIDR of every test cluster.
+pub const CLUSTER: &str = "10.244.0.0/16";
+
+/// The agent flags of node `name` in `u`'s cluster (a 2 s lease: tests see expiry soon).
+pub fn agent_args(u: &Underlay, name: &str) -> Vec<String> {
+    ["--store", &u.store(), "--node-name", name, "--cluster-cidr", CLUSTER, "--node-lease", "2"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+/// Starts `lab`'s agent as node `name`.
+pub fn start(lab: &mut Lab, u: &Underlay, name: &str) {
+    let args = agent_args(u, name);
+    lab.start_agent_with(&args.iter().map(String::as_str).collect::<Vec<_>>());
+}
+
+/// `netpath node list -o json` through `lab`'s agent: name -> node.
+pub fn nodes(lab: &Lab) -> Vec<Value> {
+    let out: Value = serde_json::from_str(&lab.netpath_ok(&["node", "list", "-o", "json"])).unwrap();
+    out["nodes"].as_array().unwrap().clone()
+}
+
+/// The node `name` in `list`.
+pub fn node<'a>(list: &'a [Value], name: &str) -> &'a Value {
+    list.iter().find(|n| n["name"] == name).unwrap_or_else(|| panic!("no node {name} in {list:?}"))
+}
+
+/// Waits (30 s at most, only a red run waits that long) for `check` on the node list.
+pub fn wait_for(lab: &Lab, what: &str, check: impl Fn(&[Value]) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let list = nodes(lab);
+        if check(&list) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: {list:?}\n{}", lab.agent_log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `n` nodes with `--tunnel tunnel`, one pod each: the nodes and the pods' addresses.
+pub fn pods(u: &Underlay, n: usize, tunnel: &str) -> (Vec<Lab>, Vec<std::net::Ipv4Addr>) {
+    let mut labs: Vec<Lab> = (0..n as u8).map(|i| u.node(i, 1)).collect();
+    for (i, lab) in labs.iter_mut().enumerate() {
+        let mut args = agent_args(u, &format!("n{i}"));
+        args.extend(["--tunnel".to_string(), tunnel.to_string()]);
+        lab.start_agent_with(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        // Containers everywhere, the node's firewall closed: only the datapath forwards.
+        lab.node.exec(&["iptables", "-P", "FORWARD", "DROP"]);
+    }
+    let ips = labs.iter().map(|lab| lab.add_endpoint("pod", 0)).collect();
+    (labs, ips)
+}
+
+/// Waits until `lab`'s NODE_ROUTES holds `n` routes.
+pub fn wait_for_routes(lab: &Lab, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while lab.map_len("NODE_ROUTES") != n {
+        assert!(Instant::now() < deadline, "NODE_ROUTES never held {n} routes\n{}", lab.agent_log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Just enough IPv4 prefix arithmetic for the checks above (the tests crate does not
+/// depend on ipnet).
+pub mod ipnet_lite {
+    use std::net::Ipv4Addr;
+
+    #[derive(Debug, Clone, Copy)]
+    pub struct Net {
+        pub addr: Ipv4Addr,
+        pub len: u32,
+    }
+
+    impl std::str::FromStr for Net {
+        type Err = String;
+        fn from_str(s: &str) -> Result<Self, String> {
+            let (a, l) = s.split_once('/').ok_or(s.to_string())?;
+            Ok(Net {
+                addr: a.parse().map_err(|_| s.to_string())?,
+                len: l.parse().map_err(|_| s.to_string())?,
+            })
+        }
+    }
+
+    impl Net {
+        pub fn contains(&self, ip: Ipv4Addr) -> bool {
+            let mask = u32::MAX.checked_shl(32 - self.len).unwrap_or(0);
+            u32::from(ip) & mask == u32::from(self.addr) & mask
+        }
+
+        /// The first address: the pods' gateway.
+        pub fn gateway(&self) -> Ipv4Addr {
+            Ipv4Addr::from(u32::from(self.addr) + 1)
+        }
     }
 }

@@ -295,6 +295,9 @@ pub struct Payload {
     /// The tests' helper programs (netpath-tests' src/bin), found through
     /// $NETPATH_TEST_TOOLS in the guest.
     pub tools: Vec<PathBuf>,
+    /// The cross-node tests' store, installed as /usr/bin/etcd (the tests find it on
+    /// the PATH).
+    pub etcd: PathBuf,
 }
 
 /// What the guest runs: which tests, how often, and for how long at most.
@@ -338,6 +341,9 @@ pub fn build(kernel: &Kernel, payload: &Payload, tests: &GuestTests, dir: &Path)
             install_with_libs(&root, &e.path())?;
         }
     }
+    std::fs::create_dir_all(root.join("usr/bin"))?;
+    install_libs(&root, &payload.etcd)?;
+    std::fs::copy(&payload.etcd, root.join("usr/bin/etcd")).context("copy etcd")?;
     install_libs(&root, &payload.netpath)?;
     install_stripped(&payload.netpath, &root.join("bin/netpath"))?;
     for t in &payload.tests {

@@ -28,8 +28,8 @@ pub const DEFAULT_KERNELS: [&str; 3] = ["6.12", "6.1", "5.10"];
 pub const KERNEL_INDEPENDENT: [&str; 4] = ["hostile", "isolation", "concurrency", "crash"];
 
 /// Test binaries only the host runs: the cluster's control plane (user space talking to
-/// a real etcd, which the guests do not carry). The cross-node datapath tests, when
-/// they come, bring etcd into the guests and run there.
+/// etcd, the same on every kernel). The cross-node datapath (`cross_node`) runs in
+/// every guest, with the etcd that `cargo xtask setup` unpacked carried in.
 pub const HOST_ONLY: [&str; 1] = ["cluster"];
 
 /// The tests' knobs a guest takes from the host's environment, when set there: the
@@ -118,7 +118,11 @@ fn build_payload(root: &Path) -> Result<initramfs::Payload> {
             _ => {}
         }
     }
-    Ok(initramfs::Payload { netpath: root.join("target/debug/netpath"), tests, tools })
+    let etcd = crate::setup::etcd_dir().join("usr/bin/etcd");
+    if !etcd.exists() {
+        bail!("{} missing: run `cargo xtask setup`", etcd.display());
+    }
+    Ok(initramfs::Payload { netpath: root.join("target/debug/netpath"), tests, tools, etcd })
 }
 
 /// The qemu command that boots `vmlinuz` with `initrd`; its stdout is the console.
