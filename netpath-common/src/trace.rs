@@ -43,6 +43,10 @@ pub struct TraceEvent {
     /// [`crate::Reason`] code: the decision, or the named drop reason.
     pub reason: u8,
     pub _pad: u8,
+    /// Tunnel hops: the underlay address of the other node (where `to-tunnel` sends
+    /// the packet, where `from-tunnel`'s came from); zero elsewhere.
+    pub node: [u8; 4],
+    pub _pad2: [u8; 4],
 }
 
 /// What `netpath trace` wants to see. All-zero fields match anything; `enabled` 0 makes
@@ -84,7 +88,7 @@ mod tests {
 
     #[test]
     fn layouts_have_no_implicit_padding() {
-        assert_eq!((size_of::<TraceEvent>(), align_of::<TraceEvent>()), (32, 8));
+        assert_eq!((size_of::<TraceEvent>(), align_of::<TraceEvent>()), (40, 8));
         assert_eq!((size_of::<TraceFilter>(), align_of::<TraceFilter>()), (20, 4));
     }
 

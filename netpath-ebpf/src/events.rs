@@ -32,11 +32,21 @@ pub fn begin<C: PacketData>(filter: &TraceFilter, ctx: &C, hop: u8, ifindex: u32
     }
     if let Some(slot) = TRACE_SCRATCH.get_ptr_mut(0) {
         snapshot(slot, ctx, hop, ifindex);
+        // SAFETY: per-CPU slot, no other writer while this program runs on this CPU.
+        unsafe { (*slot).node = [0; 4] };
     }
     if let Some(out) = TRACE_SCRATCH.get_ptr_mut(1) {
-        // SAFETY: per-CPU slot, no other writer while this program runs on this CPU.
-        // No egress recorded yet for this packet.
+        // SAFETY: as above. No egress recorded yet for this packet.
         unsafe { (*out).hop = 0 };
+    }
+}
+
+/// Notes the other node of a packet that arrived through the overlay (`from-tunnel`).
+#[inline(always)]
+pub fn arrived_from_node(node: [u8; 4]) {
+    if let Some(slot) = TRACE_SCRATCH.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot, no other writer while this program runs on this CPU.
+        unsafe { (*slot).node = node };
     }
 }
 
@@ -46,11 +56,18 @@ pub fn begin<C: PacketData>(filter: &TraceFilter, ctx: &C, hop: u8, ifindex: u32
 /// forwarding paths, where each inlined copy would cost stack and verifier work.
 #[inline(always)]
 pub fn egress(hop: u8, ifindex: u32) {
+    egress_to_node(hop, ifindex, [0; 4]);
+}
+
+/// [`egress`] into the overlay, towards the node at `node` on the underlay.
+#[inline(always)]
+pub fn egress_to_node(hop: u8, ifindex: u32, node: [u8; 4]) {
     if let Some(out) = TRACE_SCRATCH.get_ptr_mut(1) {
         // SAFETY: per-CPU slot, no other writer while this program runs on this CPU.
         unsafe {
             (*out).hop = hop;
             (*out).ifindex = ifindex;
+            (*out).node = node;
         }
     }
 }

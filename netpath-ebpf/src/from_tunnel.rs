@@ -1,9 +1,13 @@
 //! tc ingress of the cluster's VXLAN device: packets from pods on other nodes, already
 //! decapsulated, are delivered straight into their container with `bpf_redirect_peer`.
-//! Only sources in the cluster's pod network are taken: the overlay carries nothing
-//! else.
+//! Only sources in the cluster's pod network are taken, and only from the node that owns
+//! the source's subnet: any host on the underlay can send VXLAN to the port, so the
+//! outer source must match the store's record of the inner source's node.
 use aya_ebpf::{
-    bindings::TC_ACT_OK, helpers::generated::bpf_skb_change_type, macros::classifier, programs::TcContext,
+    bindings::{bpf_tunnel_key, TC_ACT_OK},
+    helpers::generated::{bpf_skb_change_type, bpf_skb_get_tunnel_key},
+    macros::classifier,
+    programs::TcContext,
 };
 use netpath_common::{trace::HOP_FROM_TUNNEL, EndpointKey, Reason};
 use network_types::{
@@ -12,11 +16,12 @@ use network_types::{
 };
 
 use crate::{
+    events,
     forward::{self, Hook},
     headers::IP_OFF,
-    maps::{ENDPOINTS, NODE_CONFIG},
+    maps::{ENDPOINTS, NODE_CONFIG, NODE_ROUTES},
     packet::header,
-    tc_entry,
+    tc_entry, tunnel,
 };
 
 const PASS: i32 = TC_ACT_OK as i32;
@@ -42,6 +47,13 @@ fn try_from_tunnel(ctx: &TcContext) -> Result<(i32, Reason), Reason> {
     if !cfg.in_cluster_cidr(src) {
         return Err(Reason::DropSpoofedSource);
     }
+    let sender = sending_node(ctx)?;
+    events::arrived_from_node(sender);
+    // SAFETY: copied out at once; the agent only replaces whole entries.
+    let owner = unsafe { NODE_ROUTES.get(EndpointKey::new(cfg.node_subnet(src))) }.map(|r| r.underlay);
+    if owner != Some(sender) {
+        return Err(Reason::DropSpoofedSource);
+    }
     let key = EndpointKey::new(dst);
     // SAFETY: copied out at once.
     let Some(peer) = (unsafe { ENDPOINTS.get(key) }).copied() else {
@@ -60,4 +72,17 @@ fn try_from_tunnel(ctx: &TcContext) -> Result<(i32, Reason), Reason> {
     // SAFETY: plain helper call on our skb.
     unsafe { bpf_skb_change_type(ctx.skb.skb, PACKET_HOST) };
     forward::to_container(ctx, Hook::TcIngress, &peer, &key, true)
+}
+
+/// The outer source of the packet: the node that sent it through the overlay.
+#[inline(always)]
+fn sending_node(ctx: &TcContext) -> Result<[u8; 4], Reason> {
+    // SAFETY: plain data, filled by the helper.
+    let mut tk: bpf_tunnel_key = unsafe { core::mem::zeroed() };
+    // SAFETY: tk is writable and of the size given; the skb is the program's.
+    if unsafe { bpf_skb_get_tunnel_key(ctx.skb.skb, &mut tk, tunnel::TUNNEL_KEY_SIZE, 0) } != 0 {
+        return Err(Reason::DropMalformed);
+    }
+    // SAFETY: an IPv4 tunnel's key; the helper gives the address in host order.
+    Ok(unsafe { tk.__bindgen_anon_1.remote_ipv4 }.to_be_bytes())
 }

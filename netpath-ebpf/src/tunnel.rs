@@ -13,7 +13,7 @@ use crate::{events, forward, maps::NODE_ROUTES};
 
 /// The key's size up to the local-address fields: what every kernel since 4.x accepts
 /// (5.10's struct ends there; newer kernels take this size as the older layout).
-const TUNNEL_KEY_SIZE: u32 = core::mem::offset_of!(bpf_tunnel_key, __bindgen_anon_3) as u32;
+pub const TUNNEL_KEY_SIZE: u32 = core::mem::offset_of!(bpf_tunnel_key, __bindgen_anon_3) as u32;
 const _: () = assert!(TUNNEL_KEY_SIZE == 28);
 /// The outer header's TTL: the underlay is a few hops at most.
 const OUTER_TTL: u8 = 64;
@@ -54,6 +54,6 @@ pub fn to_other_node(
     if action == TC_ACT_SHOT {
         return Err(Reason::DropRedirectFailed);
     }
-    events::egress(HOP_TO_TUNNEL, cfg.tunnel_ifindex);
+    events::egress_to_node(HOP_TO_TUNNEL, cfg.tunnel_ifindex, route.underlay);
     Ok((action, Reason::ToOtherNode))
 }

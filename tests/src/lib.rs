@@ -21,6 +21,7 @@ pub mod cluster;
 #[cfg(feature = "datapath")]
 pub mod model;
 pub mod pkt;
+pub mod trace;
 
 /// Prefix of every namespace and bpffs directory the tests create; `cargo xtask test`
 /// sweeps leftovers of an interrupted run by it.

@@ -2,9 +2,13 @@
 //! overlay and native routing in BPF, with their own addresses, past the nodes' stacks;
 //! a node's routes follow the store; live connections ride out agent kills and the store
 //! going away. The guests run it too (their initramfs carries etcd).
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use netpath_tests::cluster::{node, pods, start, wait_for, wait_for_routes, Underlay};
+use netpath_tests::{
+    cluster::{node, nodes, pods, start, wait_for, wait_for_routes, Underlay},
+    trace::{events, start_trace},
+};
+use serde_json::Value;
 
 #[test]
 fn pods_on_different_nodes_reach_each_other_through_the_overlay_with_their_own_addresses() {
@@ -134,4 +138,148 @@ fn cross_node_connections_survive_agent_kills_and_the_store_going_away() {
     wait_for(&labs[0], "both ready", |l| l.len() == 2 && l.iter().all(|n| n["ready"] == true));
     conn.exchange("store back");
     assert_eq!(conn.sent(), 8 * 64 * 1024);
+}
+
+#[test]
+fn trace_shows_the_tunnel_hops_with_the_other_node() {
+    let u = Underlay::new();
+    let (labs, ips) = pods(&u, 2, "vxlan");
+    wait_for_routes(&labs[0], 1);
+    wait_for_routes(&labs[1], 1);
+    let host = ips[1].to_string();
+    let args = ["--host", &host, "--proto", "icmp", "--count", "4", "--duration", "20"];
+    let (t0, t1) = (start_trace(&labs[0], &args), start_trace(&labs[1], &args));
+    assert!(labs[0].containers[0].ping(ips[1], 1), "{}", labs[0].agent_log());
+    let (sent, received) = (events(t0), events(t1));
+    let hops = |evs: &[Value]| {
+        evs.iter().map(|e| (e["hop"].as_str().unwrap().to_string(), e["node"].clone())).collect::<Vec<_>>()
+    };
+    let (a, b) = (Value::from("10.99.0.10"), Value::from("10.99.0.11"));
+    let hop = |h: &str, n: &Value| (h.to_string(), n.clone());
+    // The request leaves node 0 into the overlay towards node 1; the reply comes back
+    // out of it from node 1 and into the container.
+    assert_eq!(
+        hops(&sent),
+        [
+            hop("from-container", &Value::Null),
+            hop("to-tunnel", &b),
+            hop("from-tunnel", &b),
+            hop("to-container", &Value::Null)
+        ],
+        "{sent:?}"
+    );
+    assert_eq!(
+        hops(&received),
+        [
+            hop("from-tunnel", &a),
+            hop("to-container", &Value::Null),
+            hop("from-container", &Value::Null),
+            hop("to-tunnel", &a)
+        ],
+        "{received:?}"
+    );
+    assert!(sent.iter().chain(&received).all(|e| e["drop"] == false), "{sent:?} {received:?}");
+    assert_eq!(sent[1]["decision"], "to-other-node");
+}
+
+#[test]
+fn overlay_packets_from_a_host_that_does_not_own_the_source_are_dropped() {
+    let u = Underlay::new();
+    let (labs, ips) = pods(&u, 2, "vxlan");
+    wait_for_routes(&labs[1], 1);
+    // The switch's own namespace speaks VXLAN to node 1, claiming pod 0's address:
+    // any host on the underlay can reach the port, only node 0 owns that subnet.
+    let ns = &u.ns.name;
+    let (pod0, pod1) = (ips[0].to_string(), ips[1].to_string());
+    for cmd in [
+        &["link", "add", "vx", "type", "vxlan", "id", "1", "remote", "10.99.0.11", "dstport", "4789"][..],
+        &["addr", "add", &format!("{pod0}/32"), "dev", "vx"],
+        &["link", "set", "vx", "up"],
+        &["route", "add", &format!("{pod1}/32"), "dev", "vx"],
+        &["neigh", "add", &pod1, "lladdr", "02:00:00:00:00:01", "dev", "vx"],
+    ] {
+        netpath_tests::sh(&[&["ip", "-n", ns][..], cmd].concat());
+    }
+    let before = labs[1].stats().reason("drop-spoofed-source");
+    let out = u.ns.exec(&["ping", "-c", "3", "-i", "0.2", "-W", "1", &pod1]);
+    assert!(!out.status.success(), "a forged overlay packet was answered");
+    let dropped = labs[1].stats().reason("drop-spoofed-source") - before;
+    assert!(dropped >= 3, "{dropped} forged packets counted\n{}", labs[1].agent_log());
+    // The real owner still gets through.
+    assert!(labs[0].containers[0].ping(ips[1], 1), "{}", labs[1].agent_log());
+}
+
+#[test]
+fn a_fourth_node_joins_and_every_node_reaches_it() {
+    let u = Underlay::new();
+    let (labs, ips) = pods(&u, 3, "vxlan");
+    for lab in &labs {
+        wait_for_routes(lab, 2);
+    }
+    let mut fourth = u.node(3, 1);
+    // Watch node 0 while node 3 starts: when the cluster first lists it (its
+    // registration), and when node 0's datapath first has its route.
+    let (registered, routed) = std::thread::scope(|s| {
+        let watcher = s.spawn(|| {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            let (mut registered, mut routed) = (None, None);
+            while routed.is_none() || registered.is_none() {
+                assert!(Instant::now() < deadline, "node 3 never appeared\n{}", labs[0].agent_log());
+                if registered.is_none() && nodes(&labs[0]).iter().any(|n| n["name"] == "n3") {
+                    registered = Some(Instant::now());
+                }
+                if routed.is_none() && labs[0].map_len("NODE_ROUTES") == 3 {
+                    routed = Some(Instant::now());
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            (registered.unwrap(), routed.unwrap())
+        });
+        start(&mut fourth, &u, "n3");
+        watcher.join().unwrap()
+    });
+    let lag = routed.saturating_duration_since(registered);
+    eprintln!("join: node 0 had node 3's route {} ms after the cluster first listed it", lag.as_millis());
+    let ip = fourth.add_endpoint("pod", 0);
+    for (i, lab) in labs.iter().enumerate() {
+        wait_for_routes(lab, 3);
+        assert!(lab.containers[0].ping(ip, 1), "node {i} cannot reach the new node\n{}", lab.agent_log());
+        assert!(fourth.containers[0].ping(ips[i], 1), "the new node cannot reach node {i}");
+    }
+}
+
+#[test]
+fn a_port_published_on_one_node_is_reached_from_a_pod_on_another() {
+    let u = Underlay::new();
+    let (labs, ips) = pods(&u, 2, "vxlan");
+    wait_for_routes(&labs[0], 1);
+    labs[1].netpath_ok(&["port", "add", "8080", "pod:80"]);
+    let b = ips[1];
+    let listener =
+        labs[1].containers[0].run(move || std::net::TcpListener::bind((b, 80))).join().unwrap().unwrap();
+    let server = std::thread::spawn(move || {
+        use std::io::{Read as _, Write as _};
+        let (mut s, peer) = listener.accept().unwrap();
+        let mut buf = [0u8; 5];
+        s.read_exact(&mut buf).unwrap();
+        s.write_all(&buf).unwrap();
+        peer
+    });
+    let echoed = labs[0].containers[0]
+        .run(|| {
+            use std::io::{Read as _, Write as _};
+            let node1 = std::net::SocketAddr::from(([10, 99, 0, 11], 8080));
+            let mut s = std::net::TcpStream::connect_timeout(&node1, Duration::from_secs(5)).unwrap();
+            s.write_all(b"hello").unwrap();
+            let mut back = [0u8; 5];
+            s.read_exact(&mut back).unwrap();
+            back
+        })
+        .join()
+        .unwrap();
+    assert_eq!(&echoed, b"hello");
+    // The pod left its node masqueraded (the node's address is not a pod address) and
+    // came in through node 1's published port.
+    assert_eq!(server.join().unwrap().ip(), std::net::IpAddr::from([10, 99, 0, 10]));
+    assert!(labs[1].stats().reason("dnat-new-flow") > 0, "{:?}", labs[1].stats().0);
 }

@@ -1,43 +1,11 @@
 //! The operator's tools against a live lab: trace with named drop reasons, listings.
-use std::{
-    io::{BufRead as _, BufReader},
-    process::{Command, Stdio},
-    time::Duration,
+use std::{process::Command, time::Duration};
+
+use netpath_tests::{
+    metric_value,
+    trace::{events, start_trace},
+    Lab, OUTSIDE_IP,
 };
-
-use netpath_tests::{metric_value, Lab, OUTSIDE_IP};
-
-struct Trace {
-    child: std::process::Child,
-    out: BufReader<std::process::ChildStdout>,
-    err: BufReader<std::process::ChildStderr>,
-}
-
-/// Starts `netpath trace ARGS -o json` and waits until it has armed the filter.
-fn start_trace(lab: &Lab, args: &[&str]) -> Trace {
-    let mut cmd = Command::new(netpath_tests::netpath_bin());
-    cmd.arg("trace").args(args).args(["-o", "json"]).stdout(Stdio::piped()).stderr(Stdio::piped());
-    lab.env_for(&mut cmd);
-    let mut child = cmd.spawn().unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    err.read_line(&mut line).unwrap();
-    assert!(line.contains("tracing"), "trace did not start: {line}");
-    let out = BufReader::new(child.stdout.take().unwrap());
-    Trace { child, out, err }
-}
-
-/// Waits for the trace to stop; its events, and checks its summary line.
-fn events(t: Trace) -> Vec<serde_json::Value> {
-    let Trace { mut child, out, err } = t;
-    let evs: Vec<serde_json::Value> =
-        out.lines().map(|l| serde_json::from_str(&l.unwrap()).unwrap()).collect();
-    let summary: Vec<String> = err.lines().map(Result::unwrap).collect();
-    let status = child.wait().unwrap();
-    assert!(status.success(), "trace failed: {summary:?}");
-    assert!(summary.iter().any(|l| l.contains(" lost")), "no summary: {summary:?}");
-    evs
-}
 
 #[test]
 fn trace_names_the_hop_and_the_drop_reason() {

@@ -168,23 +168,24 @@ fn print_event(ev: &TraceEvent, names: &[EndpointRecord], format: Format) {
     let (src, dst) = (Ipv4Addr::from(ev.src), Ipv4Addr::from(ev.dst));
     let (sport, dport) = (u16::from_be_bytes(ev.sport), u16::from_be_bytes(ev.dport));
     let name = |ip: Ipv4Addr| names.iter().find(|e| e.ip == ip).map(|e| e.name.as_str());
+    let node = (ev.node != [0; 4]).then(|| Ipv4Addr::from(ev.node));
     if format == Format::Json {
         let line = json!({
             "ts_ns": ev.ts_ns, "hop": hop_name(ev.hop), "ifindex": ev.ifindex, "len": ev.len,
             "proto": proto, "src": src, "sport": sport, "dst": dst, "dport": dport,
             "src_endpoint": name(src), "dst_endpoint": name(dst),
-            "decision": reason_name, "drop": reason.is_some_and(|r| r.is_drop()),
+            "decision": reason_name, "drop": reason.is_some_and(|r| r.is_drop()), "node": node,
         });
         println!("{line}");
         return;
     }
     let secs = ev.ts_ns as f64 / 1e9;
+    let via = node.map(|n| format!(" node {n}")).unwrap_or_default();
     println!(
-        "{secs:>14.6} {:<14} {:<4} {:>21} -> {:<21} {}",
+        "{secs:>14.6} {:<14} {:<4} {:>21} -> {:<21} {reason_name}{via}",
         hop_name(ev.hop),
         proto,
         format!("{src}:{sport}"),
         format!("{dst}:{dport}"),
-        reason_name
     );
 }
