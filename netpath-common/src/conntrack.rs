@@ -177,7 +177,10 @@ pub struct NodeConfig {
     pub tunnel_ifindex: u32,
     /// The VXLAN network identifier of the cluster's overlay.
     pub vni: u32,
-    pub _pad: [u8; 4],
+    /// The largest IP packet that reaches another node unfragmented: the uplink's MTU,
+    /// less the encapsulation in VXLAN mode. 0: no check.
+    pub path_mtu: u16,
+    pub _pad: [u8; 2],
 }
 
 impl NodeConfig {

@@ -54,6 +54,9 @@ pub enum Reason {
     ToOtherNode = 20,
     /// For the cluster's pod network, but no node holds the subnet.
     DropNoNodeRoute = 21,
+    /// Too big for the path to another node and not to be fragmented (DF): dropped, and
+    /// the sender told the path's MTU (ICMP fragmentation needed, from its gateway).
+    DropFragNeeded = 22,
 }
 
 impl Reason {
@@ -63,7 +66,7 @@ impl Reason {
     }
 
     /// Number of reasons: the size of the per-reason counter array.
-    pub const COUNT: u32 = 22;
+    pub const COUNT: u32 = 23;
 
     pub const ALL: [Reason; Self::COUNT as usize] = [
         Reason::ForwardedToPeer,
@@ -88,6 +91,7 @@ impl Reason {
         Reason::DropCtFull,
         Reason::ToOtherNode,
         Reason::DropNoNodeRoute,
+        Reason::DropFragNeeded,
     ];
 
     /// Stable name used by the CLI, metrics labels and docs.
@@ -115,6 +119,7 @@ impl Reason {
             Reason::DropCtFull => "drop-ct-full",
             Reason::ToOtherNode => "to-other-node",
             Reason::DropNoNodeRoute => "drop-no-node-route",
+            Reason::DropFragNeeded => "drop-frag-needed",
         }
     }
 
@@ -128,6 +133,7 @@ impl Reason {
                 | Reason::DropFibFailed
                 | Reason::DropFragment
                 | Reason::DropNoNodeRoute
+                | Reason::DropFragNeeded
                 | Reason::DropUnsupportedProtocol
                 | Reason::DropNoEndpoint
                 | Reason::DropCtFull

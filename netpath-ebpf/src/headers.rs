@@ -27,6 +27,8 @@ pub mod ipv4 {
     /// A header without options; `ihl` counts 32-bit words.
     pub const MIN_LEN: usize = Ipv4Hdr::LEN;
     pub const TOT_LEN: usize = offset_of!(Ipv4Hdr, tot_len);
+    /// Flags (DF, MF) and the fragment offset.
+    pub const FRAG_OFF: usize = offset_of!(Ipv4Hdr, frags);
     pub const CHECK: usize = offset_of!(Ipv4Hdr, check);
     pub const SRC: usize = offset_of!(Ipv4Hdr, src_addr);
     pub const DST: usize = offset_of!(Ipv4Hdr, dst_addr);

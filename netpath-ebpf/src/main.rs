@@ -8,6 +8,7 @@ mod counters;
 mod events;
 mod flow;
 mod forward;
+mod frag_needed;
 mod from_container;
 mod from_tunnel;
 mod headers;

@@ -9,7 +9,7 @@ use aya_ebpf::{
 };
 use netpath_common::{conntrack::ROUTE_F_NATIVE, trace::HOP_TO_TUNNEL, EndpointKey, NodeConfig, Reason};
 
-use crate::{events, forward, maps::NODE_ROUTES};
+use crate::{events, forward, frag_needed, maps::NODE_ROUTES};
 
 /// The key's size up to the local-address fields: what every kernel since 4.x accepts
 /// (5.10's struct ends there; newer kernels take this size as the older layout).
@@ -30,6 +30,9 @@ pub fn to_other_node(
     let key = EndpointKey::new(cfg.node_subnet(dst));
     // SAFETY: copied out at once; the agent only replaces whole entries.
     let route = unsafe { NODE_ROUTES.get(key) }.copied().ok_or(Reason::DropNoNodeRoute)?;
+    if frag_needed::too_big(ctx, cfg) {
+        return frag_needed::reply(ctx, cfg, ifindex);
+    }
     if !forward::decrement_ttl(ctx)? {
         return Ok((aya_ebpf::bindings::TC_ACT_OK as i32, Reason::PassedToStack));
     }

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use netpath_tests::{
-    cluster::{node, nodes, pods, start, wait_for, wait_for_routes, Underlay},
+    cluster::{agent_args, node, nodes, pods, start, wait_for, wait_for_routes, Underlay},
     trace::{events, start_trace},
 };
 use serde_json::Value;
@@ -282,4 +282,107 @@ fn a_port_published_on_one_node_is_reached_from_a_pod_on_another() {
     // came in through node 1's published port.
     assert_eq!(server.join().unwrap().ip(), std::net::IpAddr::from([10, 99, 0, 10]));
     assert!(labs[1].stats().reason("dnat-new-flow") > 0, "{:?}", labs[1].stats().0);
+}
+
+#[test]
+fn a_pod_learns_the_overlays_path_mtu_from_its_gateway() {
+    path_mtu_is_learned("vxlan", 1450);
+}
+
+#[test]
+fn a_pod_learns_the_uplinks_path_mtu_in_native_routing() {
+    path_mtu_is_learned("none", 1400);
+}
+
+/// Node 0's pod has MTU 1500, more than the path to node 1 carries (`path`): the VXLAN
+/// overhead, or node 0's uplink lowered to 1400. A datagram with DF set that does not
+/// fit gets "fragmentation needed" back, and the socket learns the path MTU.
+fn path_mtu_is_learned(tunnel: &str, path: u32) {
+    let u = Underlay::new();
+    let mut labs: Vec<_> = (0..2).map(|i| u.node(i, 1)).collect();
+    if tunnel == "none" {
+        labs[0].node.exec(&["ip", "link", "set", "uplink0", "mtu", "1400"]);
+    }
+    for (i, lab) in labs.iter_mut().enumerate() {
+        let mut args = agent_args(&u, &format!("n{i}"));
+        args.extend(["--tunnel".to_string(), tunnel.to_string()]);
+        lab.start_agent_with(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+    let netns = labs[0].containers[0].path();
+    labs[0].netpath_ok(&["endpoint", "add", "big", "--netns", netns.to_str().unwrap(), "--mtu", "1500"]);
+    let to = labs[1].add_endpoint("pod", 0);
+    wait_for_routes(&labs[0], 1);
+    assert!(labs[0].containers[0].ping(to, 1), "{}", labs[0].agent_log());
+    let sock = labs[1].containers[0].bind_udp((to, 7003));
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let learned = labs[0].containers[0]
+        .run(move || {
+            let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+            s.connect((to, 7003)).unwrap();
+            set_pmtu_discovery(&s);
+            // 1500 bytes of IP: fits the pod's link, not the path.
+            let big = [7u8; 1472];
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let mut mtu = ip_mtu(&s);
+            while mtu == 1500 && Instant::now() < deadline {
+                let _ = s.send(&big);
+                std::thread::sleep(Duration::from_millis(100));
+                mtu = ip_mtu(&s);
+            }
+            let refused = s.send(&big).map_err(|e| e.raw_os_error());
+            // The error the ICMP left pending on the connected socket, if still there.
+            let _ = s.take_error();
+            let fits = vec![9u8; mtu as usize - 28];
+            s.send(&fits).unwrap();
+            (mtu, refused)
+        })
+        .join()
+        .unwrap();
+    assert_eq!(learned.0, path, "the socket never learned the path MTU\n{}", labs[0].agent_log());
+    assert_eq!(learned.1, Err(Some(libc::EMSGSIZE)), "a too-big datagram was still sent");
+    // A datagram that fits the learned MTU arrives whole.
+    let mut buf = [0u8; 2048];
+    let n = loop {
+        let n = sock.recv(&mut buf).expect("the datagram that fits never arrived");
+        if buf[0] == 9 {
+            break n;
+        }
+    };
+    assert_eq!(n, path as usize - 28);
+    assert!(labs[0].stats().reason("drop-frag-needed") > 0, "{:?}", labs[0].stats().0);
+}
+
+fn set_pmtu_discovery(s: &std::net::UdpSocket) {
+    use std::os::fd::AsRawFd as _;
+    let on: libc::c_int = libc::IP_PMTUDISC_DO;
+    // SAFETY: a valid socket and option buffer of the size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "IP_MTU_DISCOVER: {}", std::io::Error::last_os_error());
+}
+
+/// The path MTU the kernel holds for a connected socket's destination.
+fn ip_mtu(s: &std::net::UdpSocket) -> u32 {
+    use std::os::fd::AsRawFd as _;
+    let mut mtu: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: a valid socket and option buffer of the size given.
+    let rc = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_MTU,
+            (&mut mtu as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0, "IP_MTU: {}", std::io::Error::last_os_error());
+    mtu as u32
 }

@@ -266,6 +266,7 @@ impl Agent {
                 node_mask: m.record().pod_cidr.netmask().octets(),
                 tunnel_ifindex: self.node.tunnel.as_ref().map_or(0, |t| t.index),
                 vni: crate::cluster::VNI,
+                path_mtu: u16::try_from(self.default_mtu()).unwrap_or(u16::MAX),
                 ..cfg
             },
             None => cfg,
