@@ -183,7 +183,7 @@ fn trace_shows_the_tunnel_hops_with_the_other_node() {
 }
 
 #[test]
-fn overlay_packets_from_a_host_that_does_not_own_the_source_are_dropped() {
+fn overlay_packets_claiming_another_nodes_pod_are_dropped() {
     let u = Underlay::new();
     let (labs, ips) = pods(&u, 2, "vxlan");
     wait_for_routes(&labs[1], 1);
@@ -285,12 +285,12 @@ fn a_port_published_on_one_node_is_reached_from_a_pod_on_another() {
 }
 
 #[test]
-fn a_pod_learns_the_overlays_path_mtu_from_its_gateway() {
+fn a_pod_learns_the_path_mtu_to_another_node_through_the_overlay() {
     path_mtu_is_learned("vxlan", 1450);
 }
 
 #[test]
-fn a_pod_learns_the_uplinks_path_mtu_in_native_routing() {
+fn a_pod_learns_the_path_mtu_to_another_node_by_native_routing() {
     path_mtu_is_learned("none", 1400);
 }
 
