@@ -501,7 +501,7 @@ impl Lab {
     /// A node of a cluster: its uplink is a port of the underlay's switch, with address
     /// `address`/24 and the default route through the underlay's own address.
     pub fn on_underlay(underlay: &cluster::Underlay, address: Ipv4Addr, containers: usize) -> Self {
-        let lab = Self::bare(TEST_PREFIX, containers);
+        let lab = Self::bare(&underlay.prefix, containers);
         let (n, u) = (lab.node.name.clone(), underlay.ns.name.clone());
         let port = format!("p{}", lab.id.rsplit('x').next().unwrap_or("0"));
         sh(&["ip", "-n", &n, "link", "add", "uplink0", "type", "veth", "peer", "name", &port, "netns", &u]);
