@@ -119,8 +119,13 @@ fn finish(report: &report::Report, args: &BenchArgs, missing: Vec<String>) -> Re
 /// leaves its figures empty (the smoke check then says so): the rest stands.
 fn cross_node(quick: bool, pace: Pace) -> cross_report::CrossNode {
     step("cross-node: building netpath vxlan, netpath native, flannel vxlan and the underlay limit");
-    let worlds: Result<Vec<_>> =
-        cluster::CrossPath::ALL.into_iter().map(cluster::CrossWorld::build).collect();
+    // The lab fixture panics on a failed step (an agent that does not start): caught, so
+    // the single-node results already measured are still written.
+    let build = |dp: cluster::CrossPath| {
+        std::panic::catch_unwind(|| cluster::CrossWorld::build(dp))
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("building {} panicked (see above)", dp.name())))
+    };
+    let worlds: Result<Vec<_>> = cluster::CrossPath::ALL.into_iter().map(build).collect();
     let measurements = match worlds {
         Ok(worlds) => cluster::measure_all(&worlds, pace),
         Err(e) => {
