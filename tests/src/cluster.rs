@@ -35,13 +35,23 @@ pub fn etcd_bin() -> PathBuf {
 pub struct Underlay {
     pub ns: Netns,
     pub work_dir: PathBuf,
+    /// What the names of the underlay and of its nodes start with (see [`crate::sweep`]).
+    pub prefix: String,
     etcd: Option<Child>,
 }
 
 impl Underlay {
     /// The switch, with etcd running on it.
     pub fn new() -> Self {
-        let id = lab_id(TEST_PREFIX);
+        let mut u = Self::switch(TEST_PREFIX);
+        u.start_etcd();
+        u
+    }
+
+    /// The switch alone, every name starting with `prefix` (the benchmark's baselines
+    /// need no store, and its runs are swept apart from the tests').
+    pub fn switch(prefix: &str) -> Self {
+        let id = lab_id(prefix);
         let work_dir = std::env::temp_dir().join(format!("netpath-{id}"));
         fs::create_dir_all(&work_dir).unwrap();
         let ns = Netns::new(format!("{id}-ul"));
@@ -49,9 +59,7 @@ impl Underlay {
         sh(&["ip", "-n", &ns.name, "link", "add", SWITCH, "type", "bridge"]);
         sh(&["ip", "-n", &ns.name, "addr", "add", &format!("{UNDERLAY_IP}/24"), "dev", SWITCH]);
         sh(&["ip", "-n", &ns.name, "link", "set", SWITCH, "up"]);
-        let mut u = Underlay { ns, work_dir, etcd: None };
-        u.start_etcd();
-        u
+        Underlay { ns, work_dir, prefix: prefix.to_string(), etcd: None }
     }
 
     /// `--store` for the nodes' agents.

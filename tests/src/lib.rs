@@ -198,6 +198,7 @@ pub fn sweep(prefix: &str) -> usize {
         |p: &Path, prefix: &str| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| leftover(n, prefix));
     for p in entries("/run/netns").into_iter().filter(|p| ours(p, prefix)) {
         let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        kill_inside(&name);
         if Command::new("ip").args(["netns", "del", &name]).status().is_ok_and(|s| s.success()) {
             removed += 1;
         }
@@ -214,6 +215,19 @@ pub fn sweep(prefix: &str) -> usize {
         removed += usize::from(fs::remove_dir_all(&p).is_ok());
     }
     removed
+}
+
+/// Kills what still runs in the lab namespace `name` (an agent, etcd): after Ctrl-C
+/// nothing else stops them, and deleting the namespace's name would leave them running
+/// in it, unreachable.
+fn kill_inside(name: &str) {
+    let Ok(out) = Command::new("ip").args(["netns", "pids", name]).output() else { return };
+    for pid in String::from_utf8_lossy(&out.stdout).split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+        if pid as u32 != std::process::id() {
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
 }
 
 /// Is `name` one of `prefix`'s labs whose creating process is gone (or this process)?
@@ -502,7 +516,7 @@ impl Lab {
     /// A node of a cluster: its uplink is a port of the underlay's switch, with address
     /// `address`/24 and the default route through the underlay's own address.
     pub fn on_underlay(underlay: &cluster::Underlay, address: Ipv4Addr, containers: usize) -> Self {
-        let lab = Self::bare(TEST_PREFIX, containers);
+        let lab = Self::bare(&underlay.prefix, containers);
         let (n, u) = (lab.node.name.clone(), underlay.ns.name.clone());
         let port = format!("p{}", lab.id.rsplit('x').next().unwrap_or("0"));
         sh(&["ip", "-n", &n, "link", "add", "uplink0", "type", "veth", "peer", "name", &port, "netns", &u]);

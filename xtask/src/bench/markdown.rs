@@ -16,7 +16,7 @@ fn cell(s: &Sample) -> String {
 }
 
 /// A figure against its goal (at least `goal`), or that it was not measured.
-fn judge(name: &str, value: Option<f64>, goal: f64, unit: &str) -> String {
+pub(super) fn judge(name: &str, value: Option<f64>, goal: f64, unit: &str) -> String {
     match value {
         Some(v) if v >= goal => format!("met: {name} {v:.2}{unit} (goal >= {goal}{unit})"),
         Some(v) => format!("SHORT: {name} {v:.2}{unit} (goal >= {goal}{unit})"),
@@ -27,17 +27,36 @@ fn judge(name: &str, value: Option<f64>, goal: f64, unit: &str) -> String {
 impl Report {
     pub fn markdown(&self) -> String {
         let mut md = String::new();
-        self.md_main_table(&mut md);
-        self.md_xdp(&mut md);
-        self.md_scaling(&mut md);
-        self.md_iperf3(&mut md);
-        self.md_sockperf(&mut md);
-        self.md_control_plane(&mut md);
+        // `--cross-node` runs that section alone.
+        let single_node = !self.measurements.is_empty();
+        if single_node {
+            self.md_main_table(&mut md);
+            self.md_xdp(&mut md);
+            self.md_scaling(&mut md);
+            self.md_iperf3(&mut md);
+            self.md_sockperf(&mut md);
+            self.md_control_plane(&mut md);
+        } else {
+            self.md_env(&mut md);
+        }
+        self.cross_node.markdown(&mut md);
         let _ = writeln!(md, "\n### Against the targets\n");
-        for line in self.targets() {
+        let targets = if single_node { self.targets() } else { Vec::new() };
+        for line in targets.into_iter().chain(self.cross_node.targets()) {
             let _ = writeln!(md, "- {line}");
         }
         md
+    }
+
+    /// The environment alone (a cross-node-only run).
+    fn md_env(&self, md: &mut String) {
+        let e = &self.env;
+        let quick = if e.quick { ", quick run (one short repetition: not for conclusions)" } else { "" };
+        let _ = writeln!(
+            md,
+            "## Benchmark: cross-node\n\nKernel {}, {} ({} CPUs){quick}.",
+            e.kernel, e.cpu, e.cpus
+        );
     }
 
     /// The heading, the environment, and every path and test on every datapath.
@@ -281,7 +300,7 @@ impl Report {
 }
 
 impl Stat {
-    fn show(&self, test: Test) -> String {
+    pub(super) fn show(&self, test: Test) -> String {
         let err = if self.errors > 0 { format!(" [{} errors]", self.errors) } else { String::new() };
         if test == Test::TcpStream {
             return format!("{:.2} ({:.2}-{:.2}){err}", self.rate, self.min, self.max);

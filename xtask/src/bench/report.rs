@@ -67,6 +67,7 @@ pub struct Report {
     pub control: ControlPlane,
     pub iperf3: Vec<CrossCheck>,
     pub sockperf: Vec<RrCrossCheck>,
+    pub cross_node: super::cross_report::CrossNode,
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -84,6 +85,7 @@ impl Report {
         control: ControlPlane,
         iperf3: Vec<CrossCheck>,
         sockperf: Vec<RrCrossCheck>,
+        cross_node: super::cross_report::CrossNode,
         quick: bool,
     ) -> Self {
         let kernel =
@@ -102,6 +104,7 @@ impl Report {
             control,
             iperf3,
             sockperf,
+            cross_node,
         }
     }
 
@@ -165,20 +168,7 @@ impl Report {
         placement: Placement,
         mappings: u32,
     ) -> Option<Stat> {
-        let m = self.find(dp, path, test, placement, mappings)?;
-        let mut rates: Vec<f64> = m.samples.iter().map(|s| s.rate).collect();
-        let (min, max) = rates.iter().fold((f64::MAX, f64::MIN), |(a, b), r| (a.min(*r), b.max(*r)));
-        let mut p50: Vec<f64> = m.samples.iter().filter_map(|s| s.p50_us).collect();
-        let mut p99: Vec<f64> = m.samples.iter().filter_map(|s| s.p99_us).collect();
-        let errors = m.samples.iter().map(|s| s.errors).sum();
-        Some(Stat {
-            rate: median(&mut rates),
-            min,
-            max,
-            p50: median(&mut p50),
-            p99: median(&mut p99),
-            errors,
-        })
+        self.find(dp, path, test, placement, mappings).map(|m| Stat::of(&m.samples))
     }
 
     /// The median of a/b computed repetition by repetition, same path, same CPU.
@@ -204,7 +194,7 @@ impl Report {
     }
 
     /// Measurements that produced no number (the smoke check of `--quick`).
-    pub fn missing(&self) -> Option<String> {
+    pub fn missing(&self) -> Vec<String> {
         let bad: Vec<String> = self
             .measurements
             .iter()
@@ -219,7 +209,8 @@ impl Report {
         if cp.agent_rss_kib == 0 {
             bad.push("control plane: agent memory".into());
         }
-        (!bad.is_empty()).then(|| bad.join(", "))
+        bad.extend(self.cross_node.missing());
+        bad
     }
 }
 
@@ -231,4 +222,21 @@ pub(super) struct Stat {
     pub p50: f64,
     pub p99: f64,
     pub errors: u64,
+}
+
+impl Stat {
+    pub(super) fn of(samples: &[Sample]) -> Stat {
+        let mut rates: Vec<f64> = samples.iter().map(|s| s.rate).collect();
+        let (min, max) = rates.iter().fold((f64::MAX, f64::MIN), |(a, b), r| (a.min(*r), b.max(*r)));
+        let mut p50: Vec<f64> = samples.iter().filter_map(|s| s.p50_us).collect();
+        let mut p99: Vec<f64> = samples.iter().filter_map(|s| s.p99_us).collect();
+        let errors = samples.iter().map(|s| s.errors).sum();
+        Stat { rate: median(&mut rates), min, max, p50: median(&mut p50), p99: median(&mut p99), errors }
+    }
+}
+
+/// The median of a/b computed repetition by repetition (drift hits both alike).
+pub(super) fn pair_median(a: &[Sample], b: &[Sample]) -> f64 {
+    let mut r: Vec<f64> = a.iter().zip(b).map(|(x, y)| x.rate / y.rate).collect();
+    median(&mut r)
 }
