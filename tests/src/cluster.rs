@@ -143,9 +143,12 @@ impl Default for Underlay {
 /// The cluster CIDR of every test cluster.
 pub const CLUSTER: &str = "10.244.0.0/16";
 
-/// The agent flags of node `name` in `u`'s cluster (a 2 s lease: tests see expiry soon).
+/// The agent flags of node `name` in `u`'s cluster. A short lease, so tests see expiry
+/// soon: 2 s, or $NETPATH_TEST_NODE_LEASE (the emulated guests, whose agents can be
+/// starved of their one CPU for longer than that, use more).
 pub fn agent_args(u: &Underlay, name: &str) -> Vec<String> {
-    ["--store", &u.store(), "--node-name", name, "--cluster-cidr", CLUSTER, "--node-lease", "2"]
+    let lease = std::env::var("NETPATH_TEST_NODE_LEASE").unwrap_or_else(|_| "2".into());
+    ["--store", &u.store(), "--node-name", name, "--cluster-cidr", CLUSTER, "--node-lease", &lease]
         .iter()
         .map(|s| s.to_string())
         .collect()

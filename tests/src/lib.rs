@@ -253,6 +253,18 @@ pub fn kernel_has(major: u32, minor: u32, what: &str) -> bool {
     false
 }
 
+/// False in the emulated guests ($NETPATH_TEST_GUEST), after the runner's skip line:
+/// for tests whose subject (`what`) is the agents' user space and the control plane,
+/// the same on every kernel, which the host run covers; the guests' minutes go to
+/// what the kernel does.
+pub fn on_the_host(what: &str) -> bool {
+    if std::env::var_os("NETPATH_TEST_GUEST").is_none() {
+        return true;
+    }
+    println!("netpath-test-skipped: {what} is user space, run on the host");
+    false
+}
+
 /// Whether the running kernel has netkit devices (6.7+, CONFIG_NETKIT). When it has
 /// not, prints the runner's skip line as [`kernel_has`] does. Told by the kernel's own
 /// symbols (the driver's transmit function), not by netpath's probe: a wrong probe in

@@ -15,8 +15,13 @@ pub struct Trace {
 
 /// Starts `netpath trace ARGS -o json` and waits until it has armed the filter.
 pub fn start_trace(lab: &Lab, args: &[&str]) -> Trace {
+    start(lab, &[args, &["-o", "json"][..]].concat())
+}
+
+/// Starts `netpath trace ARGS` and waits until it has armed the filter.
+pub fn start(lab: &Lab, args: &[&str]) -> Trace {
     let mut cmd = Command::new(crate::netpath_bin());
-    cmd.arg("trace").args(args).args(["-o", "json"]).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.arg("trace").args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
     lab.env_for(&mut cmd);
     let mut child = cmd.spawn().unwrap();
     let mut err = BufReader::new(child.stderr.take().unwrap());
@@ -29,9 +34,13 @@ pub fn start_trace(lab: &Lab, args: &[&str]) -> Trace {
 
 /// Waits for the trace to stop; its events, and checks its summary line.
 pub fn events(t: Trace) -> Vec<serde_json::Value> {
+    lines(t).iter().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// Waits for the trace to stop; its output lines, and checks its summary line.
+pub fn lines(t: Trace) -> Vec<String> {
     let Trace { mut child, out, err } = t;
-    let evs: Vec<serde_json::Value> =
-        out.lines().map(|l| serde_json::from_str(&l.unwrap()).unwrap()).collect();
+    let evs: Vec<String> = out.lines().map(Result::unwrap).collect();
     let summary: Vec<String> = err.lines().map(Result::unwrap).collect();
     let status = child.wait().unwrap();
     assert!(status.success(), "trace failed: {summary:?}");

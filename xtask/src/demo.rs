@@ -1,7 +1,8 @@
 //! `cargo xtask demo`: a throw-away lab (node namespace with an uplink to an outside
 //! host, two container namespaces), the agent running in the node namespace, two
-//! containers attached, traffic between them, and what the datapath counted.
-//! Everything lives in namespaces the demo creates and is removed at the end, on
+//! containers attached, traffic between them, and what the datapath counted. Then
+//! cluster mode: two nodes on an underlay switch with etcd, a pod on each, reaching
+//! each other through the VXLAN overlay, traced across the tunnel. Everything lives in namespaces the demo creates and is removed at the end, on
 //! error, and on Ctrl-C. The root namespace is not touched.
 use std::{
     io::{Read as _, Write as _},
@@ -10,7 +11,10 @@ use std::{
 };
 
 use anyhow::{bail, Context as _, Result};
-use netpath_tests::{Lab, NODE_UPLINK_IP, OUTSIDE_IP};
+use netpath_tests::{
+    cluster::{self as lab_cluster, Underlay},
+    trace, Lab, NODE_UPLINK_IP, OUTSIDE_IP,
+};
 
 use crate::step;
 
@@ -30,6 +34,7 @@ pub fn run() -> Result<()> {
 
     step("removing the lab");
     drop(lab);
+    cluster()?;
     let left = netpath_tests::sweep(DEMO_PREFIX);
     step(&format!("done ({left} leftovers removed)"));
     Ok(())
@@ -125,5 +130,50 @@ fn tcp_transfer(lab: &Lab, db_ip: Ipv4Addr) -> Result<()> {
         "db received {received} bytes in {secs:.3} s ({:.2} Gbit/s)",
         received as f64 * 8.0 / secs / 1e9
     );
+    Ok(())
+}
+
+/// Cluster mode: two nodes, a pod on each, across the overlay, traced.
+fn cluster() -> Result<()> {
+    let mut u = Underlay::switch(DEMO_PREFIX);
+    u.start_etcd();
+    step(&format!(
+        "cluster mode: underlay switch {} in {} with etcd at {}, two nodes on it",
+        lab_cluster::SWITCH,
+        u.ns.name,
+        u.store()
+    ));
+    let mut nodes = [u.node(0, 1), u.node(1, 1)];
+    for (i, node) in nodes.iter_mut().enumerate() {
+        let name = format!("n{i}");
+        step(&format!(
+            "netpath agent --node-name {name} --store {} --cluster-cidr {} (tunnel vxlan) in {}",
+            u.store(),
+            lab_cluster::CLUSTER,
+            node.node.name
+        ));
+        lab_cluster::start(node, &u, &name);
+    }
+    step("netpath node list: each node got a subnet of its own from etcd");
+    print!("{}", nodes[0].netpath_ok(&["node", "list"]));
+    let ips: Vec<Ipv4Addr> = nodes.iter().map(|n| n.add_endpoint("pod", 0)).collect();
+    for node in &nodes {
+        lab_cluster::wait_for_routes(node, 1);
+    }
+    step(&format!(
+        "pod on n0 ({}) -> pod on n1 ({}): ping, traced on n0 (to-tunnel towards n1, from-tunnel back)",
+        ips[0], ips[1]
+    ));
+    let host = ips[1].to_string();
+    let t =
+        trace::start(&nodes[0], &["--host", &host, "--proto", "icmp", "--count", "4", "--duration", "10"]);
+    let ok = nodes[0].containers[0].ping(ips[1], 1);
+    for line in trace::lines(t) {
+        println!("{line}");
+    }
+    if !ok {
+        bail!("the pods on n0 and n1 cannot reach each other; agent log:\n{}", nodes[0].agent_log());
+    }
+    step("removing the cluster");
     Ok(())
 }

@@ -198,6 +198,8 @@ pub struct Agent {
     lock: lock::InstanceLock,
     /// The node's membership in cluster mode.
     cluster: Option<crate::cluster::Member>,
+    /// The routes to the other nodes as last written; None until the first full sync.
+    node_routes: Option<cluster::Routes>,
 }
 
 impl Agent {

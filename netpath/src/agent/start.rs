@@ -244,6 +244,7 @@ async fn bring_up(
         _bpf_stats: stats_fd,
         lock: lock.take().expect("the lock is taken once"),
         cluster,
+        node_routes: None,
     };
     let served = match agent.bring_up_datapath(cgroup, id_is_new).await {
         Ok(()) => serve_metrics(&agent, metrics, programs),

@@ -79,18 +79,32 @@ impl Datapath {
     /// where it is): new and changed entries first, then the ones no longer wanted, so
     /// a node that stays never loses its route in between.
     pub fn set_node_routes(&mut self, routes: &[(Ipv4Addr, NodeRoute)]) -> Result<(), DatapathError> {
-        let mut map: BpfHashMap<_, EndpointKey, NodeRoute> =
-            BpfHashMap::try_from(self.map_data(maps::NODE_ROUTES)?).map_err(map_err(maps::NODE_ROUTES))?;
-        for (net, route) in routes {
+        let wanted: std::collections::HashSet<[u8; 4]> = routes.iter().map(|(net, _)| net.octets()).collect();
+        let present: Vec<EndpointKey> = self.node_routes_map()?.keys().filter_map(Result::ok).collect();
+        let gone: Vec<Ipv4Addr> =
+            present.iter().filter(|k| !wanted.contains(&k.addr)).map(|k| Ipv4Addr::from(k.addr)).collect();
+        self.update_node_routes(routes, &gone)
+    }
+
+    /// Writes `upsert` into NODE_ROUTES, then removes `remove`: what a change of the
+    /// node list changed, and nothing else.
+    pub fn update_node_routes(
+        &mut self,
+        upsert: &[(Ipv4Addr, NodeRoute)],
+        remove: &[Ipv4Addr],
+    ) -> Result<(), DatapathError> {
+        let mut map = self.node_routes_map()?;
+        for (net, route) in upsert {
             map.insert(EndpointKey::new(net.octets()), *route, 0).map_err(map_err(maps::NODE_ROUTES))?;
         }
-        let present: Vec<EndpointKey> = map.keys().filter_map(Result::ok).collect();
-        for key in present {
-            if !routes.iter().any(|(net, _)| net.octets() == key.addr) {
-                let _ = map.remove(&key);
-            }
+        for net in remove {
+            let _ = map.remove(&EndpointKey::new(net.octets()));
         }
         Ok(())
+    }
+
+    fn node_routes_map(&mut self) -> Result<BpfHashMap<&mut MapData, EndpointKey, NodeRoute>, DatapathError> {
+        BpfHashMap::try_from(self.map_data(maps::NODE_ROUTES)?).map_err(map_err(maps::NODE_ROUTES))
     }
 
     /// Arms (or, with the default filter, disarms) the datapath's trace filter.

@@ -28,9 +28,14 @@ pub const DEFAULT_KERNELS: [&str; 3] = ["6.12", "6.1", "5.10"];
 pub const KERNEL_INDEPENDENT: [&str; 4] = ["hostile", "isolation", "concurrency", "crash"];
 
 /// Test binaries only the host runs: the cluster's control plane (user space talking to
-/// etcd, the same on every kernel). The cross-node datapath (`cross_node`) runs in
-/// every guest, with the etcd that `cargo xtask setup` unpacked carried in.
+/// etcd, the same on every kernel).
 pub const HOST_ONLY: [&str; 1] = ["cluster"];
+
+/// Test binaries the first guest leaves to the others: the cross-node datapath, with
+/// etcd carried in, on the clsact kernels (6.1, 5.10); the host runs it on TCX. The
+/// first guest already runs the kernel-independent binaries, and the guests run at
+/// once: the run takes as long as its longest guest.
+pub const NOT_FIRST: [&str; 1] = ["cross_node"];
 
 /// The tests' knobs a guest takes from the host's environment, when set there: the
 /// conntrack pressure measurement's table sizes and flows per row.
@@ -341,7 +346,7 @@ fn prepare_guests(args: &VmArgs, payload: &initramfs::Payload, cache: &Path) -> 
                 kernel.label
             );
         }
-        let tests = guest_tests(args, i == 0, |k| std::env::var(k).ok());
+        let tests = guest_tests(args, (i, args.kernels.len()), |k| std::env::var(k).ok());
         let initrd = initramfs::build(&kernel, payload, &tests, &dir)?;
         guests.push(Guest {
             spec: spec.clone(),
@@ -355,11 +360,13 @@ fn prepare_guests(args: &VmArgs, payload: &initramfs::Payload, cache: &Path) -> 
     Ok(guests)
 }
 
-/// What one guest runs: never the host-only binaries; the kernel-independent ones only
-/// in the first, unless `--all-binaries`. `host_env` reads the host's environment (for [`PASSED_ENV`]).
+/// What guest `position.0` of `position.1` runs: never the host-only binaries; the
+/// kernel-independent ones only in the first, and [`NOT_FIRST`] in all but the first
+/// when there are several, unless `--all-binaries`. `host_env` reads the host's
+/// environment (for [`PASSED_ENV`]).
 fn guest_tests(
     args: &VmArgs,
-    first: bool,
+    (index, of): (usize, usize),
     host_env: impl Fn(&str) -> Option<String>,
 ) -> initramfs::GuestTests {
     initramfs::GuestTests {
@@ -369,7 +376,12 @@ fn guest_tests(
         repeat: args.repeat,
         elsewhere: HOST_ONLY
             .iter()
-            .chain(if first || args.all_binaries { &[][..] } else { &KERNEL_INDEPENDENT[..] })
+            .chain(match (index, args.all_binaries) {
+                (_, true) => &[][..],
+                (0, false) if of > 1 => &NOT_FIRST[..],
+                (0, false) => &[][..],
+                (_, false) => &KERNEL_INDEPENDENT[..],
+            })
             .map(|b| b.to_string())
             .collect(),
         env: PASSED_ENV.iter().filter_map(|k| Some((k.to_string(), host_env(k)?))).collect(),
@@ -450,15 +462,24 @@ mod tests {
         let host = |k: &str| (k == "NETPATH_CT_PRESSURE_SIZES").then(|| "256,128".to_string());
         let args = parse(&["--kernel", "6.1", "--kernel", "5.10", "--filter", "measure_fresh", "--ignored"]);
         assert_eq!(args.kernels, ["6.1", "5.10"]);
-        let tests = guest_tests(&args, true, host);
+        let tests = guest_tests(&args, (0, 2), host);
         assert!(tests.ignored);
         assert_eq!(tests.filter.as_deref(), Some("measure_fresh"));
         // Only what the host set is passed, and only the listed knobs.
         assert_eq!(tests.env, [("NETPATH_CT_PRESSURE_SIZES".to_string(), "256,128".to_string())]);
-        let plain = guest_tests(&parse(&[]), true, |_| None);
+        let plain = guest_tests(&parse(&[]), (0, 3), |_| None);
         assert!(!plain.ignored && plain.env.is_empty() && plain.filter.is_none());
         assert_eq!(parse(&[]).kernels, DEFAULT_KERNELS);
         assert!(!VmArgs::all_kernels().ignored);
+    }
+
+    #[test]
+    fn the_cross_node_tests_go_to_the_guests_after_the_first_or_to_a_lone_one() {
+        let args = parse(&[]);
+        let skipped = |i, of| guest_tests(&args, (i, of), |_| None).elsewhere;
+        assert_eq!(skipped(0, 3), ["cluster", "cross_node"]);
+        assert_eq!(skipped(1, 3), ["cluster", "hostile", "isolation", "concurrency", "crash"]);
+        assert_eq!(skipped(0, 1), ["cluster"]);
     }
 
     #[test]
