@@ -383,6 +383,10 @@ pub struct ClusterArgs {
     #[arg(long, env = "NETPATH_NODE_LEASE", default_value_t = 15,
           value_parser = clap::value_parser!(u64).range(2..=3600))]
     pub node_lease: u64,
+    /// How long a node whose agent is gone keeps its record and subnet before it ages
+    /// out of the cluster: 90s, 10m, 24h or plain seconds; longer than --node-lease.
+    #[arg(long, env = "NETPATH_NODE_GC_AFTER", default_value = "24h", value_parser = gc_after)]
+    pub node_gc_after: u64,
 }
 
 /// Where netpath keeps things. Every location is configurable so tests and the demo can
@@ -463,6 +467,34 @@ fn ct_max_entries(s: &str) -> Result<u32, String> {
             min / netpath_common::maps::CT_ENTRIES_PER_CPU
         )),
         _ => Err(format!("{s:?} is not a number of entries from {min} to {MAX}")),
+    }
+}
+
+/// The longest lease etcd grants (its MaxLeaseTTL): the record's lease carries it.
+const MAX_GC_AFTER: u64 = 9_000_000_000;
+
+/// `--node-gc-after`: seconds, from `90s`, `10m`, `24h`, `7d` or plain seconds.
+fn gc_after(s: &str) -> Result<u64, String> {
+    let bad =
+        || format!("{s:?} is not a duration: give seconds, or a number with s, m, h or d (90s, 10m, 24h)");
+    let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(bad()),
+    };
+    let secs = digits.parse::<u64>().ok().and_then(|n| n.checked_mul(scale)).ok_or_else(bad)?;
+    match secs {
+        0 => Err(format!(
+            "{s:?} is no time at all: a node would age out at once; give at least more than --node-lease"
+        )),
+        n if n > MAX_GC_AFTER => Err(format!("{s:?} is longer than etcd's longest lease ({MAX_GC_AFTER}s)")),
+        n => Ok(n),
     }
 }
 
