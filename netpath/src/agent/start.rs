@@ -265,6 +265,7 @@ async fn bring_up(
         netlink,
         health: Arc::new(Health {
             store_connected: cluster.as_ref().map(Member::connected_flag),
+            store: cluster.as_ref().map(|m| m.store().clone()),
             ..Health::default()
         }),
         trace: None,
