@@ -491,7 +491,7 @@ fn gc_after(s: &str) -> Result<u64, String> {
     let secs = digits.parse::<u64>().ok().and_then(|n| n.checked_mul(scale)).ok_or_else(bad)?;
     match secs {
         0 => Err(format!(
-            "{s:?} is no time at all: a node would age out at once; give at least more than --node-lease"
+            "{s:?} is no time at all: a node would age out at once; give a duration longer than --node-lease"
         )),
         n if n > MAX_GC_AFTER => Err(format!("{s:?} is longer than etcd's longest lease ({MAX_GC_AFTER}s)")),
         n => Ok(n),
@@ -527,3 +527,23 @@ value_enum!(Device, [Device::Veth, Device::Netkit]);
 value_enum!(Proto, [Proto::Tcp, Proto::Udp]);
 value_enum!(AttachMode, [AttachMode::Tcx, AttachMode::Clsact]);
 value_enum!(Tunnel, [Tunnel::Vxlan, Tunnel::None]);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gc_after_takes_units_and_plain_seconds_and_names_bad_values() {
+        assert_eq!(gc_after("90s"), Ok(90));
+        assert_eq!(gc_after("10m"), Ok(600));
+        assert_eq!(gc_after("24h"), Ok(86_400));
+        assert_eq!(gc_after("2d"), Ok(172_800));
+        assert_eq!(gc_after("45"), Ok(45));
+        for bad in ["", "h", "10x", "1.5h", "-3", "10 m", "99999999999999999999"] {
+            let err = gc_after(bad).unwrap_err();
+            assert!(err.contains(&format!("{bad:?}")), "{bad}: {err}");
+        }
+        assert!(gc_after("0s").unwrap_err().contains("no time"));
+        assert!(gc_after("9000000001").unwrap_err().contains("longest lease"));
+    }
+}
