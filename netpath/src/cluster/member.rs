@@ -487,6 +487,8 @@ impl Keeper {
         let (record, leases) =
             join_with(client, cfg, &self.agent_id, self.address, Some(self.pod_cidr)).await?;
         self.held.store(leases.alive, Ordering::SeqCst);
+        // In touch again from here: the node shows ready in the store already.
+        self.connected.store(true, Ordering::Relaxed);
         if record.pod_cidr == self.pod_cidr {
             info!(store = %cfg.store, "in touch with the store again: node {} is ready", cfg.node_name);
         } else {
