@@ -9,9 +9,21 @@ use std::{
 };
 
 use netpath_tests::{
-    cluster::{agent_args, ipnet_lite, node, nodes, start, wait_for, Underlay, CLUSTER},
-    Lab,
+    cluster::{agent_args, ipnet_lite, node, nodes, start, wait_for, wait_for_routes, Underlay, CLUSTER},
+    metric_value, Lab,
 };
+
+/// `lab`'s metric `name` (with its labels, as exposed), if it has it.
+fn metric(lab: &Lab, name: &str) -> Option<u64> {
+    metric_value(&lab.metrics().unwrap_or_default(), &format!("{name} "))
+}
+
+/// Starts `lab`'s agent as node `name`, ageing out after `gc_after` unused.
+fn start_gc(lab: &mut Lab, u: &Underlay, name: &str, gc_after: &str) -> Result<(), String> {
+    let mut args = agent_args(u, name);
+    args.extend(["--node-gc-after".to_string(), gc_after.to_string()]);
+    lab.try_start_agent(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
 
 #[test]
 fn nodes_get_distinct_subnets_from_the_cluster_and_keep_them_across_restarts() {
@@ -116,6 +128,10 @@ fn a_stopped_node_goes_not_ready_keeps_its_subnet_and_node_del_frees_it() {
     // Not ready once its lease (2 s) has run out; its record and subnet stay.
     wait_for(&a, "b not ready", |l| node(l, "b")["ready"] == false);
     assert_eq!(node(&nodes(&a), "b")["pod_cidr"], b_subnet);
+    // The metrics count it as not ready, and its route stays (its pods stay reachable).
+    assert_eq!(metric(&a, r#"netpath_cluster_nodes{ready="true"}"#), Some(1), "{:?}", a.metrics());
+    assert_eq!(metric(&a, r#"netpath_cluster_nodes{ready="false"}"#), Some(1), "{:?}", a.metrics());
+    assert_eq!(metric(&a, "netpath_node_routes"), Some(1), "{:?}", a.metrics());
 
     let refused = a.netpath(&["node", "del", "a"]);
     let msg = String::from_utf8_lossy(&refused.stderr);
@@ -176,7 +192,13 @@ fn with_the_store_down_a_known_node_restarts_and_a_new_one_is_refused() {
     u.start_etcd();
     wait_for(&a, "a ready again", |l| l.len() == 1 && l[0]["ready"] == true);
     assert_eq!(nodes(&a)[0]["pod_cidr"], subnet);
-    assert_eq!(connected(&a), Some(1));
+    // The store's view and the agent's flag are two observers: the flag follows within
+    // one exchange.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while connected(&a) != Some(1) {
+        assert!(Instant::now() < deadline, "store_connected stayed 0\n{}", a.agent_log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]
@@ -217,9 +239,42 @@ fn cluster_flags_are_checked_in_one_line_each() {
             "--node-cidr-prefix 12",
         ),
         (&["--node-name", "a"], "--store"),
+        (
+            &[
+                "--store",
+                "etcd://h:1",
+                "--node-name",
+                "a",
+                "--cluster-cidr",
+                CLUSTER,
+                "--node-gc-after",
+                "10x",
+            ],
+            "\"10x\" is not a duration",
+        ),
+        (
+            &["--store", "etcd://h:1", "--node-name", "a", "--cluster-cidr", CLUSTER, "--node-gc-after", "0"],
+            "\"0\" is no time",
+        ),
+        (
+            &[
+                "--store",
+                "etcd://h:1",
+                "--node-name",
+                "a",
+                "--cluster-cidr",
+                CLUSTER,
+                "--node-lease",
+                "60",
+                "--node-gc-after",
+                "1m",
+            ],
+            "--node-gc-after 60s is not longer than --node-lease 60s",
+        ),
     ] {
         let err = lab.try_start_agent(args).unwrap_err();
         assert!(err.contains(want), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
     }
     // An agent without a store has no cluster to list.
     lab.start_agent();
@@ -227,4 +282,97 @@ fn cluster_flags_are_checked_in_one_line_each() {
     let msg = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && msg.contains("without --store"), "{msg}");
     assert_eq!(msg.trim().lines().count(), 1, "{msg}");
+}
+
+#[test]
+fn an_unused_node_ages_out_after_node_gc_after_its_route_goes_and_its_subnet_is_free() {
+    let u = Underlay::new();
+    let (mut a, mut b, mut c) = (u.node(0, 0), u.node(1, 0), u.node(2, 0));
+    // 6 s: a window of some 4 s between not ready and gone, wide enough to see on a
+    // loaded machine.
+    start_gc(&mut a, &u, "a", "6s").unwrap();
+    start_gc(&mut b, &u, "b", "6s").unwrap();
+    wait_for_routes(&a, 1);
+    let b_subnet = node(&nodes(&a), "b")["pod_cidr"].clone();
+    assert_eq!(metric(&a, r#"netpath_cluster_nodes{ready="true"}"#), Some(2), "{:?}", a.metrics());
+    assert_eq!(metric(&a, r#"netpath_cluster_nodes{ready="false"}"#), Some(0), "{:?}", a.metrics());
+    assert_eq!(metric(&a, "netpath_node_routes"), Some(1), "{:?}", a.metrics());
+    // Running agents keep their records well past --node-gc-after.
+    std::thread::sleep(Duration::from_secs(8));
+    let list = nodes(&a);
+    assert_eq!(list.len(), 2, "{list:?}");
+    assert!(list.iter().all(|n| n["ready"] == true), "{list:?}");
+
+    b.stop_agent();
+    let stopped = Instant::now();
+    wait_for(&a, "b not ready", |l| l.iter().any(|n| n["name"] == "b" && n["ready"] == false));
+    wait_for(&a, "b aged out", |l| l.iter().all(|n| n["name"] != "b"));
+    // Not before its time: the lease (2 s) and then the record's (6 s) ran out.
+    assert!(stopped.elapsed() >= Duration::from_secs(5), "aged out after {:?}", stopped.elapsed());
+    wait_for_routes(&a, 0);
+    assert_eq!(metric(&a, r#"netpath_cluster_nodes{ready="true"}"#), Some(1), "{:?}", a.metrics());
+    assert_eq!(metric(&a, r#"netpath_cluster_nodes{ready="false"}"#), Some(0), "{:?}", a.metrics());
+    assert_eq!(metric(&a, "netpath_node_routes"), Some(0), "{:?}", a.metrics());
+    let doctor = a.netpath_in_node(&["doctor"]);
+    let text = String::from_utf8_lossy(&doctor.stdout);
+    assert!(doctor.status.success() && !text.contains("not ready"), "{text}");
+    // Its subnet is free: the next node gets it.
+    start(&mut c, &u, "c");
+    assert_eq!(node(&nodes(&a), "c")["pod_cidr"], b_subnet);
+    wait_for_routes(&a, 1);
+}
+
+#[test]
+fn a_restart_within_node_gc_after_keeps_the_subnet_and_one_after_it_rejoins() {
+    let u = Underlay::new();
+    let (mut a, mut b, mut c) = (u.node(0, 0), u.node(1, 0), u.node(2, 0));
+    start_gc(&mut a, &u, "a", "4s").unwrap();
+    start_gc(&mut b, &u, "b", "4s").unwrap();
+    let b_subnet = node(&nodes(&a), "b")["pod_cidr"].clone();
+    b.stop_agent();
+    std::thread::sleep(Duration::from_secs(1));
+    start_gc(&mut b, &u, "b", "4s").unwrap();
+    assert_eq!(node(&nodes(&a), "b")["pod_cidr"], b_subnet);
+    // The record now lives on the restarted agent's lease: the stopped one's running
+    // out must not take it away.
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(node(&nodes(&a), "b")["ready"], true, "{:?}", nodes(&a));
+
+    // Aged out, then back: the same subnet, as nobody took it.
+    b.stop_agent();
+    wait_for(&a, "b aged out", |l| l.iter().all(|n| n["name"] != "b"));
+    start_gc(&mut b, &u, "b", "4s").unwrap();
+    assert_eq!(node(&nodes(&a), "b")["pod_cidr"], b_subnet);
+    assert!(b.agent_log().contains("re-joined with its subnet"), "{}", b.agent_log());
+    wait_for_routes(&a, 1);
+
+    // Aged out, its subnet taken meanwhile: a new one, and the log says so.
+    b.stop_agent();
+    wait_for(&a, "b aged out", |l| l.iter().all(|n| n["name"] != "b"));
+    start(&mut c, &u, "c");
+    assert_eq!(node(&nodes(&a), "c")["pod_cidr"], b_subnet);
+    start_gc(&mut b, &u, "b", "4s").unwrap();
+    let list = nodes(&a);
+    assert!(node(&list, "b")["pod_cidr"] != b_subnet, "{list:?}");
+    assert!(b.agent_log().contains("its subnet went to another node"), "{}", b.agent_log());
+    wait_for_routes(&a, 2);
+}
+
+#[test]
+fn a_start_that_fails_after_joining_gives_the_name_back_and_a_retry_succeeds_at_once() {
+    let u = Underlay::new();
+    let mut a = u.node(0, 0);
+    let store = u.store();
+    // A long lease: without giving the name back, the retry would be refused for 30 s.
+    let args = ["--store", &store, "--node-name", "a", "--cluster-cidr", CLUSTER, "--node-lease", "30"];
+    // Refused after joining: the NAT range is checked against the node's ephemeral ports
+    // once the node's subnet is known.
+    let bad: Vec<&str> = args.iter().copied().chain(["--nat-ports", "32768-40000"]).collect();
+    let err = a.try_start_agent(&bad).unwrap_err();
+    assert!(err.contains("ephemeral"), "{err}");
+    a.try_start_agent(&args).unwrap_or_else(|e| panic!("the retry was refused: {e}"));
+    assert!(err.contains("gave the node name back"), "{err}");
+    let list = nodes(&a);
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["ready"], true, "{list:?}");
 }

@@ -75,6 +75,8 @@ const AGENT_CASES: &[Case] = &[
     config("xdp = 1\n", &["`xdp` must be true or false"]),
     config("nat-ports = [1, 2]\n", &["`nat-ports` must be a string or a number"]),
     config("pod-cidr = \n", &["line 1"]),
+    config("node-gc-after = \"10x\"\n", &["`node-gc-after`", "\"10x\" is not a duration"]),
+    case(&["agent", "--node-gc-after", "soon"], &["--node-gc-after", "\"soon\" is not a duration"]),
 ];
 
 /// Every other verb, against a running agent with endpoints a (container 0) and b

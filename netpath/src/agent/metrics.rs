@@ -2,7 +2,11 @@
 //! small HTTP endpoint (loopback by default).
 use std::{
     path::PathBuf,
-    sync::{atomic::AtomicU64, Arc},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
 };
 
 use prometheus_client::{
@@ -18,6 +22,7 @@ use tracing::{info, warn};
 
 use super::Health;
 use crate::{
+    cluster::NodeStatus,
     datapath::{CtSummary, DatapathError, Inspector, ReasonCounter},
     state::{EndpointRecord, Store},
 };
@@ -54,6 +59,7 @@ pub fn render(
     state_file: PathBuf,
     programs: &ProgramIds,
     health: &Health,
+    nodes: Option<&[NodeStatus]>,
 ) -> Result<String, RenderError> {
     let inspector = Inspector::new(bpffs_dir);
     let mut registry = Registry::with_prefix("netpath");
@@ -73,8 +79,9 @@ pub fn render(
             "store_connected",
             "cluster mode: 1 while the agent is in touch with the cluster store (etcd), 0 while not \
              (forwarding goes on; cluster changes wait)",
-            i64::from(connected.load(std::sync::atomic::Ordering::Relaxed)),
+            i64::from(connected.load(Ordering::Relaxed)),
         );
+        cluster(&mut registry, &inspector, nodes)?;
     }
     if let Some(programs) = programs {
         program_runs(&mut registry, programs);
@@ -82,6 +89,44 @@ pub fn render(
     let mut out = String::new();
     encode(&mut out, &registry).map_err(RenderError::Encode)?;
     Ok(out)
+}
+
+/// Cluster mode: the nodes by readiness (left out when the store did not answer: then
+/// `store_connected` says why) and the routes to other nodes the datapath holds.
+fn cluster(
+    registry: &mut Registry,
+    inspector: &Inspector,
+    nodes: Option<&[NodeStatus]>,
+) -> Result<(), DatapathError> {
+    if let Some(nodes) = nodes {
+        let family = Family::<Labels, Gauge<i64>>::default();
+        registry.register(
+            "cluster_nodes",
+            "Nodes the cluster store records, by readiness (ready: the node's agent holds its lease)",
+            family.clone(),
+        );
+        for ready in [true, false] {
+            let n = nodes.iter().filter(|n| n.ready == ready).count();
+            family.get_or_create(&vec![("ready".to_string(), ready.to_string())]).set(n as i64);
+        }
+    }
+    gauge(
+        registry,
+        "node_routes",
+        "Routes to other nodes' pod subnets in the datapath (NODE_ROUTES)",
+        inspector.node_routes()?.len() as i64,
+    );
+    Ok(())
+}
+
+/// The cluster's nodes for a scrape: asked of the store only while the agent is in
+/// touch with it, and briefly, so a scrape never waits out the store's timeouts.
+async fn cluster_nodes(health: &Health) -> Option<Vec<NodeStatus>> {
+    let store = health.store.as_ref()?;
+    if !health.store_connected.as_ref()?.load(Ordering::Relaxed) {
+        return None;
+    }
+    tokio::time::timeout(Duration::from_secs(2), crate::cluster::list_nodes(store)).await.ok()?.ok()
 }
 
 /// Packets and bytes per endpoint and direction, named from the state file.
@@ -188,7 +233,8 @@ pub fn serve(
                 let Ok(n) = conn.read(&mut buf).await else { return };
                 let request = String::from_utf8_lossy(&buf[..n]);
                 let response = if request.starts_with("GET /metrics ") {
-                    match render(&dir, state, &programs, &health) {
+                    let nodes = cluster_nodes(&health).await;
+                    match render(&dir, state, &programs, &health, nodes.as_deref()) {
                         Ok(body) => format!(
                             "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                             body.len()

@@ -171,6 +171,8 @@ pub struct Health {
     pub uplink_up: AtomicBool,
     /// Cluster mode: is the agent in touch with the store?
     pub store_connected: Option<Arc<AtomicBool>>,
+    /// Cluster mode: the store, asked for the node counts at each scrape.
+    pub store: Option<crate::cluster::StoreUrl>,
 }
 
 pub struct Agent {

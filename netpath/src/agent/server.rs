@@ -21,7 +21,7 @@ use std::{
 use tokio::{
     io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
     net::{UnixListener, UnixStream},
-    signal::unix::{signal, SignalKind},
+    signal::unix::{signal, Signal, SignalKind},
     sync::{mpsc, oneshot},
 };
 use tracing::{error, info, warn};
@@ -54,7 +54,8 @@ pub enum Job {
     Nodes(Vec<crate::cluster::NodeRecord>),
 }
 
-pub async fn serve(mut agent: Agent) -> Result<(), AgentError> {
+/// The agent's socket, and the signals that stop it: the last steps of a start.
+fn listen(agent: &Agent) -> Result<(UnixListener, Signal, Signal), AgentError> {
     let path = agent.paths().socket();
     let listen_err = |source| AgentError::Listen { path: path.clone(), source };
     crate::paths::create_private_dir(&agent.paths().run_dir).map_err(listen_err)?;
@@ -64,6 +65,23 @@ pub async fn serve(mut agent: Agent) -> Result<(), AgentError> {
     let listener = UnixListener::bind(&path).map_err(listen_err)?;
     // Only root may change the node's networking.
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(listen_err)?;
+    let term = signal(SignalKind::terminate()).map_err(listen_err)?;
+    let int = signal(SignalKind::interrupt()).map_err(listen_err)?;
+    Ok((listener, term, int))
+}
+
+pub async fn serve(mut agent: Agent) -> Result<(), AgentError> {
+    let path = agent.paths().socket();
+    let (listener, mut term, mut int) = match listen(&agent) {
+        Ok(listening) => listening,
+        Err(e) => {
+            // A start that fails here must not keep the node name taken.
+            if let Some(l) = agent.cluster.as_ref().map(crate::cluster::Member::leaver) {
+                l.leave().await;
+            }
+            return Err(e);
+        }
+    };
     raise_fd_limit();
     info!(socket = %path.display(), "listening");
 
@@ -88,8 +106,6 @@ pub async fn serve(mut agent: Agent) -> Result<(), AgentError> {
     }
     drop(jobs_tx);
 
-    let mut term = signal(SignalKind::terminate()).map_err(listen_err)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(listen_err)?;
     let mut gc = tokio::time::interval(agent.conntrack.gc_interval());
     loop {
         tokio::select! {

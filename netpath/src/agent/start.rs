@@ -80,7 +80,8 @@ async fn preflight(config: &AgentConfig) -> Result<Preflight, AgentError> {
 }
 
 /// The looking part of [`preflight`], once the locks are held. Its result still lacks
-/// the lock (filled in by the caller).
+/// the lock (filled in by the caller). In cluster mode the node joins first (the pod
+/// CIDR comes from it); a later refusal gives the node name back.
 async fn survey(config: &AgentConfig, bpffs_dir: &Path) -> Result<Survey, AgentError> {
     let paths = &config.paths;
     let (conn, netlink, _) = rtnetlink::new_connection().map_err(PlumbingError::Socket)?;
@@ -96,6 +97,32 @@ async fn survey(config: &AgentConfig, bpffs_dir: &Path) -> Result<Survey, AgentE
         }
         None => None,
     };
+    let leaver = cluster.as_ref().map(Member::leaver);
+    let surveyed = survey_node(config, bpffs_dir, Joined { netlink, id, id_is_new, cluster }).await;
+    if surveyed.is_err() {
+        leave(leaver).await;
+    }
+    surveyed
+}
+
+/// What [`survey`] has before it looks at the node.
+struct Joined {
+    netlink: rtnetlink::Handle,
+    id: AgentId,
+    id_is_new: bool,
+    cluster: Option<Member>,
+}
+
+async fn leave(leaver: Option<crate::cluster::Leaver>) {
+    if let Some(l) = leaver {
+        l.leave().await;
+    }
+}
+
+/// The rest of [`survey`]: the node's state, its settings and the datapath's pins.
+async fn survey_node(config: &AgentConfig, bpffs_dir: &Path, joined: Joined) -> Result<Survey, AgentError> {
+    let Joined { netlink, id, id_is_new, cluster } = joined;
+    let paths = &config.paths;
     let pod_cidr = cluster.as_ref().map_or(config.pod_cidr, |m| m.record().pod_cidr);
     let endpoints = records::Endpoints::load(paths, Ipam::new(pod_cidr))?;
     let ports = records::Ports::load(paths, config.nat_ports.clone())?;
@@ -183,6 +210,7 @@ impl Undo {
 /// Node set-up and datapath load. Must run inside a tokio runtime (netlink).
 pub async fn start(config: AgentConfig) -> Result<Agent, AgentError> {
     let Preflight { lock, bpffs_dir, parts } = preflight(&config).await?;
+    let leaver = parts.cluster.as_ref().map(Member::leaver);
     let mut undo = Undo {
         netlink: parts.netlink.clone(),
         node: node::Undo::default(),
@@ -197,6 +225,7 @@ pub async fn start(config: AgentConfig) -> Result<Agent, AgentError> {
             if let Some(lock) = lock {
                 undo.run(lock).await;
             }
+            leave(leaver).await;
             Err(e)
         }
     }
@@ -236,6 +265,7 @@ async fn bring_up(
         netlink,
         health: Arc::new(Health {
             store_connected: cluster.as_ref().map(Member::connected_flag),
+            store: cluster.as_ref().map(|m| m.store().clone()),
             ..Health::default()
         }),
         trace: None,

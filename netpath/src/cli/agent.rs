@@ -62,7 +62,8 @@ pub fn run(paths: Paths, args: AgentArgs) -> anyhow::Result<()> {
 
 /// Cluster mode's settings, checked together (clap has checked each).
 fn cluster_config(args: ClusterArgs) -> anyhow::Result<Option<ClusterConfig>> {
-    let ClusterArgs { store, node_name, cluster_cidr, node_cidr_prefix, tunnel, node_lease } = args;
+    let ClusterArgs { store, node_name, cluster_cidr, node_cidr_prefix, tunnel, node_lease, node_gc_after } =
+        args;
     let (Some(store), Some(node_name), Some(cluster_cidr)) = (store, node_name, cluster_cidr) else {
         return Ok(None);
     };
@@ -72,6 +73,12 @@ fn cluster_config(args: ClusterArgs) -> anyhow::Result<Option<ClusterConfig>> {
             cluster_cidr.prefix_len()
         );
     }
+    if node_gc_after <= node_lease {
+        anyhow::bail!(
+            "--node-gc-after {node_gc_after}s is not longer than --node-lease {node_lease}s: a node would age out \
+             while its agent still counts as alive; give a longer --node-gc-after (the default is 24h)"
+        );
+    }
     Ok(Some(ClusterConfig {
         store,
         node_name,
@@ -79,5 +86,6 @@ fn cluster_config(args: ClusterArgs) -> anyhow::Result<Option<ClusterConfig>> {
         node_prefix: node_cidr_prefix,
         tunnel,
         lease_secs: node_lease,
+        gc_after_secs: node_gc_after,
     }))
 }

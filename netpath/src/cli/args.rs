@@ -383,6 +383,10 @@ pub struct ClusterArgs {
     #[arg(long, env = "NETPATH_NODE_LEASE", default_value_t = 15,
           value_parser = clap::value_parser!(u64).range(2..=3600))]
     pub node_lease: u64,
+    /// How long a node whose agent is gone keeps its record and subnet before it ages
+    /// out of the cluster: 90s, 10m, 24h or plain seconds; longer than --node-lease.
+    #[arg(long, env = "NETPATH_NODE_GC_AFTER", default_value = "24h", value_parser = gc_after)]
+    pub node_gc_after: u64,
 }
 
 /// Where netpath keeps things. Every location is configurable so tests and the demo can
@@ -466,6 +470,34 @@ fn ct_max_entries(s: &str) -> Result<u32, String> {
     }
 }
 
+/// The longest lease etcd grants (its MaxLeaseTTL): the record's lease carries it.
+const MAX_GC_AFTER: u64 = 9_000_000_000;
+
+/// `--node-gc-after`: seconds, from `90s`, `10m`, `24h`, `7d` or plain seconds.
+fn gc_after(s: &str) -> Result<u64, String> {
+    let bad =
+        || format!("{s:?} is not a duration: give seconds, or a number with s, m, h or d (90s, 10m, 24h)");
+    let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(bad()),
+    };
+    let secs = digits.parse::<u64>().ok().and_then(|n| n.checked_mul(scale)).ok_or_else(bad)?;
+    match secs {
+        0 => Err(format!(
+            "{s:?} is no time at all: a node would age out at once; give a duration longer than --node-lease"
+        )),
+        n if n > MAX_GC_AFTER => Err(format!("{s:?} is longer than etcd's longest lease ({MAX_GC_AFTER}s)")),
+        n => Ok(n),
+    }
+}
+
 fn timeout(s: &str) -> Result<u64, String> {
     match s.parse::<u64>() {
         Ok(n) if (1..=31_536_000).contains(&n) => Ok(n),
@@ -495,3 +527,23 @@ value_enum!(Device, [Device::Veth, Device::Netkit]);
 value_enum!(Proto, [Proto::Tcp, Proto::Udp]);
 value_enum!(AttachMode, [AttachMode::Tcx, AttachMode::Clsact]);
 value_enum!(Tunnel, [Tunnel::Vxlan, Tunnel::None]);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gc_after_takes_units_and_plain_seconds_and_names_bad_values() {
+        assert_eq!(gc_after("90s"), Ok(90));
+        assert_eq!(gc_after("10m"), Ok(600));
+        assert_eq!(gc_after("24h"), Ok(86_400));
+        assert_eq!(gc_after("2d"), Ok(172_800));
+        assert_eq!(gc_after("45"), Ok(45));
+        for bad in ["", "h", "10x", "1.5h", "-3", "10 m", "99999999999999999999"] {
+            let err = gc_after(bad).unwrap_err();
+            assert!(err.contains(&format!("{bad:?}")), "{bad}: {err}");
+        }
+        assert!(gc_after("0s").unwrap_err().contains("no time"));
+        assert!(gc_after("9000000001").unwrap_err().contains("longest lease"));
+    }
+}

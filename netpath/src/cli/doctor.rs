@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::Format;
 use crate::{
     api::{AgentStatus, Reply, Request},
+    cluster::NodeStatus,
     datapath::{entries, AttachMode, Inspector},
     drift::{self, Drift},
     paths::Paths,
@@ -98,13 +99,13 @@ async fn check(paths: &Paths) -> anyhow::Result<Report> {
     pod_cidr(&mut r, &node).await?;
     conntrack(&mut r, &node)?;
     if let Some(cluster) = status.as_ref().and_then(|s| s.cluster.as_ref()) {
-        store(&mut r, paths, cluster);
+        store(&mut r, paths, cluster, &node.inspector);
     }
     Ok(r)
 }
 
 /// Cluster mode: the agent's line to the store, and the nodes it knows.
-fn store(r: &mut Report, paths: &Paths, c: &crate::api::ClusterStatus) {
+fn store(r: &mut Report, paths: &Paths, c: &crate::api::ClusterStatus, inspector: &Inspector) {
     if !c.store_connected {
         r.fail(
             "cluster store",
@@ -126,15 +127,52 @@ fn store(r: &mut Report, paths: &Paths, c: &crate::api::ClusterStatus) {
                 r.fail(
                     "cluster store",
                     format!("{what}; not ready: {}", down.join(", ")),
-                    "start their agents, or `netpath node del NAME` for nodes that are gone for good",
+                    "start their agents, or `netpath node del NAME` for nodes that are gone for good \
+                     (an unused node ages out by itself after --node-gc-after)",
                 );
             }
+            node_routes(r, c, &nodes, inspector);
         }
         Ok(other) => {
             r.fail("cluster store", format!("unexpected answer {other:?}"), "restart `netpath agent`")
         }
         Err(e) => r.fail("cluster store", e.to_string(), "check that etcd runs and the node can reach it"),
     }
+}
+
+/// The datapath's routes against the store's nodes: one per other node, none to a node
+/// the store no longer has (deleted or aged out).
+fn node_routes(r: &mut Report, c: &crate::api::ClusterStatus, nodes: &[NodeStatus], inspector: &Inspector) {
+    let routes: Vec<(Ipv4Addr, Ipv4Addr)> = match inspector.node_routes() {
+        Ok(rs) => rs.iter().map(|(k, v)| (Ipv4Addr::from(k.addr), Ipv4Addr::from(v.underlay))).collect(),
+        Err(e) => return r.fail("node routes", e.to_string(), "restart `netpath agent`"),
+    };
+    let others: Vec<&NodeStatus> = nodes.iter().filter(|n| n.name != c.node_name).collect();
+    let missing: Vec<&str> = others
+        .iter()
+        .filter(|n| !routes.contains(&(n.pod_cidr.network(), n.address)))
+        .map(|n| n.name.as_str())
+        .collect();
+    let stale: Vec<String> = routes
+        .iter()
+        .filter(|(net, _)| !others.iter().any(|n| n.pod_cidr.network() == *net))
+        .map(|(net, via)| format!("{net} via {via}"))
+        .collect();
+    if missing.is_empty() && stale.is_empty() {
+        return r.ok("node routes", format!("{} to the other nodes", routes.len()));
+    }
+    let mut what = Vec::new();
+    if !missing.is_empty() {
+        what.push(format!("no route to node {}", missing.join(", ")));
+    }
+    if !stale.is_empty() {
+        what.push(format!("routes to subnets no node holds (deleted or aged out): {}", stale.join(", ")));
+    }
+    r.fail(
+        "node routes",
+        what.join("; "),
+        "the agent follows the store within a second; if this stays, restart `netpath agent`",
+    );
 }
 
 /// bpffs and the pins; false when there is nothing more to check without them.

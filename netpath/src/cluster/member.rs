@@ -1,6 +1,17 @@
 //! One node's membership: joining (claim the name, get the subnet), staying alive (the
-//! lease, claimed again whenever the store comes back), and the operator's view of
-//! every node (list, delete).
+//! lease, claimed again whenever the store comes back), ageing out, and the operator's
+//! view of every node (list, delete).
+//!
+//! Ageing out is flannel's design: the node's record and its subnet claim sit under a
+//! second, long lease (TTL `--node-gc-after`) that the running agent keeps alive with
+//! the short one. When no agent has refreshed it for that long, etcd itself deletes
+//! both keys, in one revision, so every watcher sees the node go (and drops its route)
+//! and the subnet is free in the same instant. No sweeper is needed, so none can race
+//! an agent coming back: a restart within the window moves the record onto its own new
+//! lease in a transaction that only succeeds while the record is unchanged. The lease
+//! clock is etcd's, and etcd renews every lease when a leader takes over, so a store
+//! outage never ages a node out. etcd bounds a TTL to [its minimum, about 2 s on
+//! default settings, .. 9e9 s]; the flag checks keep inside that.
 use std::{
     collections::HashSet,
     convert::Infallible,
@@ -8,7 +19,7 @@ use std::{
     net::Ipv4Addr,
     path::{Path, PathBuf},
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicI64, Ordering},
         Arc,
     },
     time::Duration,
@@ -20,7 +31,7 @@ use etcd_client::{
 };
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::{keys, subnet::free_subnet, ClusterConfig, ClusterError, NodeRecord, NodeStatus, StoreUrl};
 
@@ -63,14 +74,54 @@ fn corrupt(key: &str, reason: impl std::fmt::Display) -> ClusterError {
     ClusterError::Corrupt { key: key.to_string(), reason: reason.to_string() }
 }
 
+/// The two leases a running agent keeps alive: the name's (`--node-lease`) and the
+/// record's (`--node-gc-after`).
+#[derive(Clone, Copy)]
+struct Leases {
+    alive: i64,
+    record: i64,
+}
+
 /// The node's membership while the agent runs: its record and a task that keeps its
-/// lease alive, reconnecting with backoff while the store is away.
+/// leases alive, reconnecting with backoff while the store is away.
 pub struct Member {
     store: StoreUrl,
     cluster_cidr: Ipv4Net,
     record: NodeRecord,
     connected: Arc<AtomicBool>,
+    /// The name's lease held now (0: none yet), for [`Leaver`].
+    held: Arc<AtomicI64>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// Gives the node name back at once, for a start that fails after joining: without it
+/// the name stays held by a lease nobody keeps alive, and the retry (with a new agent
+/// id, the failed start's is forgotten) is refused as "name taken" until it runs out.
+pub struct Leaver {
+    store: StoreUrl,
+    held: Arc<AtomicI64>,
+    task: tokio::task::AbortHandle,
+}
+
+impl Leaver {
+    /// Stops keeping the name alive and revokes its lease. The record's lease is left
+    /// alone: the node keeps its subnet as a stopped node does.
+    pub async fn leave(&self) {
+        // First the keeper, or it would claim the name again under a new lease.
+        self.task.abort();
+        let id = self.held.swap(0, Ordering::SeqCst);
+        if id == 0 {
+            return;
+        }
+        let revoked = async {
+            let mut client = connect(&self.store).await?;
+            call(&self.store, client.lease_revoke(id)).await
+        };
+        match revoked.await {
+            Ok(_) => info!("gave the node name back to the cluster"),
+            Err(e) => warn!("{e}; the node name stays taken until its lease runs out"),
+        }
+    }
 }
 
 impl Member {
@@ -85,12 +136,14 @@ impl Member {
         state_dir: &Path,
     ) -> Result<Member, ClusterError> {
         let cache = state_dir.join(CACHE_FILE);
-        let (record, lease) = match join(&cfg, &agent_id, address).await {
-            Ok((record, lease)) => {
+        let cached = load_cache(&cache, &cfg);
+        let (record, leases) = match join(&cfg, &agent_id, address, cached.as_ref().map(|r| r.pod_cidr)).await
+        {
+            Ok((record, leases)) => {
                 save_cache(&cache, &record);
-                (record, Some(lease))
+                (record, Some(leases))
             }
-            Err(e @ ClusterError::Store { .. }) => match load_cache(&cache, &cfg) {
+            Err(e @ ClusterError::Store { .. }) => match cached {
                 Some(record) => {
                     warn!(store = %cfg.store, subnet = %record.pod_cidr,
                           "{e}; starting with the subnet this node had, joining when the store is back");
@@ -102,10 +155,24 @@ impl Member {
         };
         info!(node = %record.name, subnet = %record.pod_cidr, address = %record.address,
               tunnel = %record.tunnel, store = %cfg.store, "cluster member");
-        let connected = Arc::new(AtomicBool::new(lease.is_some()));
+        let connected = Arc::new(AtomicBool::new(leases.is_some()));
+        let held = Arc::new(AtomicI64::new(leases.map_or(0, |l| l.alive)));
         let (store, cluster_cidr) = (cfg.store.clone(), cfg.cluster_cidr);
-        let task = tokio::spawn(keep_alive(cfg, agent_id, address, lease, connected.clone()));
-        Ok(Member { store, cluster_cidr, record, connected, task })
+        let keeper = Keeper {
+            cfg,
+            agent_id,
+            address,
+            pod_cidr: record.pod_cidr,
+            connected: connected.clone(),
+            held: held.clone(),
+        };
+        let task = tokio::spawn(keeper.run(leases));
+        Ok(Member { store, cluster_cidr, record, connected, held, task })
+    }
+
+    /// What gives the name back if the start fails after this join.
+    pub fn leaver(&self) -> Leaver {
+        Leaver { store: self.store.clone(), held: self.held.clone(), task: self.task.abort_handle() }
     }
 
     pub fn store(&self) -> &StoreUrl {
@@ -158,19 +225,40 @@ fn fits(cfg: &ClusterConfig, net: Ipv4Net) -> bool {
     net.prefix_len() == cfg.node_prefix && cfg.cluster_cidr.contains(&net)
 }
 
-/// Claims the name and gets the subnet; returns the record and the lease. A refused
-/// subnet gives the name back, so a failed join leaves nothing behind.
 async fn join(
     cfg: &ClusterConfig,
     agent_id: &str,
     address: Ipv4Addr,
-) -> Result<(NodeRecord, i64), ClusterError> {
+    preferred: Option<Ipv4Net>,
+) -> Result<(NodeRecord, Leases), ClusterError> {
     let mut client = connect(&cfg.store).await?;
-    let lease = claim(&mut client, cfg, agent_id, address).await?;
-    match subnet_for(&mut client, cfg, address).await {
-        Ok(record) => Ok((record, lease)),
+    join_with(&mut client, cfg, agent_id, address, preferred).await
+}
+
+/// Claims the name and gets the subnet (`preferred`, the one the node had, if its
+/// record aged out and nobody took it since); returns the record and its leases. A
+/// refused subnet gives the name back, so a failed join leaves nothing behind.
+async fn join_with(
+    client: &mut Client,
+    cfg: &ClusterConfig,
+    agent_id: &str,
+    address: Ipv4Addr,
+    preferred: Option<Ipv4Net>,
+) -> Result<(NodeRecord, Leases), ClusterError> {
+    let store = &cfg.store;
+    let alive = claim(client, cfg, agent_id, address).await?;
+    let record = match call(store, client.lease_grant(cfg.gc_after_secs as i64, None)).await {
+        Ok(granted) => granted.id(),
         Err(e) => {
-            let _ = call(&cfg.store, client.lease_revoke(lease)).await;
+            let _ = call(store, client.lease_revoke(alive)).await;
+            return Err(e);
+        }
+    };
+    match subnet_for(client, cfg, address, preferred, record).await {
+        Ok(found) => Ok((found, Leases { alive, record })),
+        Err(e) => {
+            let _ = call(store, client.lease_revoke(alive)).await;
+            let _ = call(store, client.lease_revoke(record)).await;
             Err(e)
         }
     }
@@ -227,126 +315,202 @@ fn first_value(responses: &[TxnOpResponse]) -> Option<Vec<u8>> {
     })
 }
 
-/// The node's subnet: the recorded one, or the lowest free one, taken in a transaction
-/// that fails if another node took it (or registered this name) meanwhile.
+/// The node's subnet: the recorded one, or a free one, taken in a transaction that
+/// fails if another node took it (or registered this name) meanwhile. Either way the
+/// record and its subnet claim end up under `gc`, this start's record lease.
 async fn subnet_for(
     client: &mut Client,
     cfg: &ClusterConfig,
     address: Ipv4Addr,
+    preferred: Option<Ipv4Net>,
+    gc: i64,
 ) -> Result<NodeRecord, ClusterError> {
-    let store = &cfg.store;
-    let name = &cfg.node_name;
-    let node_key = keys::node(name);
+    let node_key = keys::node(&cfg.node_name);
     for _ in 0..64 {
-        let found = call(store, client.get(node_key.clone(), None)).await?;
-        if let Some(kv) = found.kvs().first() {
-            let mut record: NodeRecord =
-                serde_json::from_slice(kv.value()).map_err(|e| corrupt(&node_key, e))?;
-            if !fits(cfg, record.pod_cidr) {
-                return Err(ClusterError::SubnetMismatch {
-                    name: name.clone(),
-                    recorded: record.pod_cidr,
-                    cidr: cfg.cluster_cidr,
-                    prefix: cfg.node_prefix,
-                });
-            }
-            if record.address == address && record.tunnel == cfg.tunnel {
-                return Ok(record);
-            }
-            // The node moved (a new underlay address) or changed its tunnel mode.
-            record.address = address;
-            record.tunnel = cfg.tunnel;
-            let update = Txn::new()
-                .when([Compare::mod_revision(node_key.clone(), CompareOp::Equal, kv.mod_revision())])
-                .and_then([TxnOp::put(node_key.clone(), to_json(&record), None)]);
-            if call(store, client.txn(update)).await?.succeeded() {
-                return Ok(record);
-            }
-            continue;
-        }
-        let listed =
-            call(store, client.get(keys::SUBNETS, Some(GetOptions::new().with_prefix().with_keys_only())))
-                .await?;
-        let taken: HashSet<Ipv4Net> =
-            listed.kvs().iter().filter_map(|kv| keys::parse_subnet(kv.key_str().ok()?)).collect();
-        let net = free_subnet(cfg.cluster_cidr, cfg.node_prefix, &taken)
-            .ok_or(ClusterError::Full { cidr: cfg.cluster_cidr, prefix: cfg.node_prefix })?;
-        let record = NodeRecord { name: name.clone(), address, pod_cidr: net, tunnel: cfg.tunnel };
-        let take = Txn::new()
-            .when([
-                Compare::create_revision(keys::subnet(net), CompareOp::Equal, 0),
-                Compare::create_revision(node_key.clone(), CompareOp::Equal, 0),
-            ])
-            .and_then([
-                TxnOp::put(keys::subnet(net), name.as_bytes(), None),
-                TxnOp::put(node_key.clone(), to_json(&record), None),
-            ]);
-        if call(store, client.txn(take)).await?.succeeded() {
-            info!(node = %name, subnet = %net, "subnet allocated");
+        let found = call(&cfg.store, client.get(node_key.clone(), None)).await?;
+        let done = match found.kvs().first() {
+            Some(kv) => renew(client, cfg, address, kv, gc).await?,
+            None => allocate(client, cfg, address, preferred, gc).await?,
+        };
+        if let Some(record) = done {
             return Ok(record);
         }
     }
     Err(ClusterError::Contended)
 }
 
+/// The node is registered: its record (with this start's address and tunnel mode) and
+/// subnet claim move to lease `gc`, unless the record changed since it was read (None).
+/// The previous agent's record lease would otherwise age them out under this one.
+async fn renew(
+    client: &mut Client,
+    cfg: &ClusterConfig,
+    address: Ipv4Addr,
+    kv: &etcd_client::KeyValue,
+    gc: i64,
+) -> Result<Option<NodeRecord>, ClusterError> {
+    let (store, name) = (&cfg.store, &cfg.node_name);
+    let node_key = keys::node(name);
+    let mut record: NodeRecord = serde_json::from_slice(kv.value()).map_err(|e| corrupt(&node_key, e))?;
+    if !fits(cfg, record.pod_cidr) {
+        return Err(ClusterError::SubnetMismatch {
+            name: name.clone(),
+            recorded: record.pod_cidr,
+            cidr: cfg.cluster_cidr,
+            prefix: cfg.node_prefix,
+        });
+    }
+    record.address = address;
+    record.tunnel = cfg.tunnel;
+    let under_gc = || Some(PutOptions::new().with_lease(gc));
+    let update = Txn::new()
+        .when([Compare::mod_revision(node_key.clone(), CompareOp::Equal, kv.mod_revision())])
+        .and_then([
+            TxnOp::put(node_key, to_json(&record), under_gc()),
+            TxnOp::put(keys::subnet(record.pod_cidr), name.as_bytes(), under_gc()),
+        ]);
+    if !call(store, client.txn(update)).await?.succeeded() {
+        return Ok(None);
+    }
+    if kv.lease() != 0 && kv.lease() != gc {
+        // Holds nothing now; revoked so etcd need not carry it for a day.
+        let _ = call(store, client.lease_revoke(kv.lease())).await;
+    }
+    Ok(Some(record))
+}
+
+/// The node is not registered (new, deleted or aged out): takes `preferred` if it is
+/// still free, else the lowest free subnet; None when another node won the race.
+async fn allocate(
+    client: &mut Client,
+    cfg: &ClusterConfig,
+    address: Ipv4Addr,
+    preferred: Option<Ipv4Net>,
+    gc: i64,
+) -> Result<Option<NodeRecord>, ClusterError> {
+    let (store, name) = (&cfg.store, &cfg.node_name);
+    let node_key = keys::node(name);
+    let listed =
+        call(store, client.get(keys::SUBNETS, Some(GetOptions::new().with_prefix().with_keys_only())))
+            .await?;
+    let taken: HashSet<Ipv4Net> =
+        listed.kvs().iter().filter_map(|kv| keys::parse_subnet(kv.key_str().ok()?)).collect();
+    let net = match preferred.filter(|p| fits(cfg, *p) && !taken.contains(p)) {
+        Some(p) => p,
+        None => free_subnet(cfg.cluster_cidr, cfg.node_prefix, &taken)
+            .ok_or(ClusterError::Full { cidr: cfg.cluster_cidr, prefix: cfg.node_prefix })?,
+    };
+    let record = NodeRecord { name: name.clone(), address, pod_cidr: net, tunnel: cfg.tunnel };
+    let under_gc = || Some(PutOptions::new().with_lease(gc));
+    let take = Txn::new()
+        .when([
+            Compare::create_revision(keys::subnet(net), CompareOp::Equal, 0),
+            Compare::create_revision(node_key.clone(), CompareOp::Equal, 0),
+        ])
+        .and_then([
+            TxnOp::put(keys::subnet(net), name.as_bytes(), under_gc()),
+            TxnOp::put(node_key, to_json(&record), under_gc()),
+        ]);
+    if !call(store, client.txn(take)).await?.succeeded() {
+        return Ok(None);
+    }
+    match preferred {
+        Some(had) if had != net => warn!(node = %name, had = %had, subnet = %net,
+            "this node's record had aged out of the cluster and its subnet went to another node: it gets a new one"),
+        Some(_) => {
+            info!(node = %name, subnet = %net, "this node's record had aged out: it re-joined with its subnet")
+        }
+        None => info!(node = %name, subnet = %net, "subnet allocated"),
+    }
+    Ok(Some(record))
+}
+
 fn to_json(record: &NodeRecord) -> Vec<u8> {
     serde_json::to_vec(record).expect("plain data")
 }
 
-/// Keeps the node's lease alive for as long as the agent runs. When the store goes
-/// away, forwarding goes on (nothing here touches the datapath); the task reconnects
-/// with backoff and claims the name again under a new lease.
-async fn keep_alive(
+/// Keeps the node's leases alive for as long as the agent runs. When the store goes
+/// away, forwarding goes on (nothing here touches the datapath); the keeper reconnects
+/// with backoff and joins again (the name under a new lease, the record refreshed).
+struct Keeper {
     cfg: ClusterConfig,
     agent_id: String,
     address: Ipv4Addr,
-    mut lease: Option<i64>,
+    /// The subnet the running datapath serves: the one to keep or get back.
+    pod_cidr: Ipv4Net,
     connected: Arc<AtomicBool>,
-) {
-    let mut backoff = Duration::from_millis(250);
-    loop {
-        let Err(e) = session(&cfg, &agent_id, address, &mut lease, &connected, &mut backoff).await;
-        if connected.swap(false, Ordering::Relaxed) {
-            warn!("{e}; forwarding goes on with the routes it has, retrying");
+    held: Arc<AtomicI64>,
+}
+
+impl Keeper {
+    async fn run(self, mut leases: Option<Leases>) {
+        let mut backoff = Duration::from_millis(250);
+        loop {
+            let Err(e) = self.session(&mut leases, &mut backoff).await;
+            if self.connected.swap(false, Ordering::Relaxed) {
+                warn!("{e}; forwarding goes on with the routes it has, retrying");
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+
+    /// One connection's worth of keep-alives; returns only when it breaks.
+    async fn session(
+        &self,
+        leases: &mut Option<Leases>,
+        backoff: &mut Duration,
+    ) -> Result<Infallible, ClusterError> {
+        let store = &self.cfg.store;
+        let period = Duration::from_millis((self.cfg.lease_secs * 1000 / 3).max(200));
+        let mut client = connect(store).await?;
+        let ids = match leases.take() {
+            Some(ids) => ids,
+            None => self.rejoin(&mut client).await?,
+        };
+        let (mut alive, mut alive_acks) = call(store, client.lease_keep_alive(ids.alive)).await?;
+        let (mut record, mut record_acks) = call(store, client.lease_keep_alive(ids.record)).await?;
+        loop {
+            refresh(store, &mut alive, &mut alive_acks, "the node's lease expired").await?;
+            refresh(store, &mut record, &mut record_acks, "the node's record aged out").await?;
+            self.connected.store(true, Ordering::Relaxed);
+            *backoff = Duration::from_millis(250);
+            tokio::time::sleep(period).await;
+        }
+    }
+
+    /// Joins again after losing the store. The record normally is still there; if it
+    /// aged out meanwhile (the agent was cut off longer than --node-gc-after), the
+    /// node asks for its subnet back, and says so if another node has it.
+    async fn rejoin(&self, client: &mut Client) -> Result<Leases, ClusterError> {
+        let cfg = &self.cfg;
+        let (record, leases) =
+            join_with(client, cfg, &self.agent_id, self.address, Some(self.pod_cidr)).await?;
+        self.held.store(leases.alive, Ordering::SeqCst);
+        // In touch again from here: the node shows ready in the store already.
+        self.connected.store(true, Ordering::Relaxed);
+        if record.pod_cidr == self.pod_cidr {
+            info!(store = %cfg.store, "in touch with the store again: node {} is ready", cfg.node_name);
+        } else {
+            error!(node = %cfg.node_name, serving = %self.pod_cidr, registered = %record.pod_cidr,
+                   "the node aged out while away from the store and its subnet went to another node; \
+                    restart the agent to move its pods to the new subnet");
+        }
+        Ok(leases)
     }
 }
 
-/// One connection's worth of keep-alives; returns only when it breaks.
-async fn session(
-    cfg: &ClusterConfig,
-    agent_id: &str,
-    address: Ipv4Addr,
-    lease: &mut Option<i64>,
-    connected: &AtomicBool,
-    backoff: &mut Duration,
-) -> Result<Infallible, ClusterError> {
-    let period = Duration::from_millis((cfg.lease_secs * 1000 / 3).max(200));
-    let mut client = connect(&cfg.store).await?;
-    let id = match lease.take() {
-        Some(id) => id,
-        None => {
-            let id = claim(&mut client, cfg, agent_id, address).await?;
-            info!(store = %cfg.store, "in touch with the store again: node {} is ready", cfg.node_name);
-            id
-        }
-    };
-    let (mut keeper, mut stream) = call(&cfg.store, client.lease_keep_alive(id)).await?;
-    loop {
-        call(&cfg.store, keeper.keep_alive()).await?;
-        match call(&cfg.store, stream.message()).await? {
-            Some(r) if r.ttl() > 0 => connected.store(true, Ordering::Relaxed),
-            _ => {
-                return Err(ClusterError::Store {
-                    store: cfg.store.clone(),
-                    reason: "the node's lease expired".into(),
-                })
-            }
-        }
-        *backoff = Duration::from_millis(250);
-        tokio::time::sleep(period).await;
+/// One keep-alive of one lease; Err when the store is gone or the lease is.
+async fn refresh(
+    store: &StoreUrl,
+    keeper: &mut etcd_client::LeaseKeeper,
+    acks: &mut etcd_client::LeaseKeepAliveStream,
+    expired: &str,
+) -> Result<(), ClusterError> {
+    call(store, keeper.keep_alive()).await?;
+    match call(store, acks.message()).await? {
+        Some(r) if r.ttl() > 0 => Ok(()),
+        _ => Err(ClusterError::Store { store: store.clone(), reason: expired.into() }),
     }
 }
 
@@ -399,6 +563,10 @@ pub async fn delete_node(store: &StoreUrl, name: &str) -> Result<NodeRecord, Clu
         .and_then([TxnOp::delete(node_key, None), TxnOp::delete(keys::subnet(record.pod_cidr), None)]);
     if !call(store, client.txn(forget)).await?.succeeded() {
         return Err(ClusterError::Contended);
+    }
+    if kv.lease() != 0 {
+        // The record's lease holds nothing now.
+        let _ = call(store, client.lease_revoke(kv.lease())).await;
     }
     info!(node = %name, subnet = %record.pod_cidr, "node deleted, subnet freed");
     Ok(record)

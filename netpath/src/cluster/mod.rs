@@ -2,8 +2,9 @@
 //! registers under its name, gets a pod subnet of its own from the cluster CIDR (in a
 //! transaction, so racing nodes never share one; keyed by name, so a restarted agent
 //! keeps it), and shows it is alive under a lease its agent keeps alive. The subnet
-//! record is persistent: a stopped node is "not ready", never forgotten, until
-//! `netpath node del`.
+//! record outlives its agent: a stopped node is "not ready", not forgotten, until
+//! `netpath node del` or until it has been unused for `--node-gc-after` (see
+//! `member.rs` for how it ages out).
 mod keys;
 mod member;
 mod subnet;
@@ -13,7 +14,7 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
-pub use member::{delete_node, list_nodes, watch_nodes, Member};
+pub use member::{delete_node, list_nodes, watch_nodes, Leaver, Member};
 
 /// The VXLAN network identifier of the overlay (one per cluster).
 pub const VNI: u32 = 1;
@@ -92,9 +93,11 @@ pub struct ClusterConfig {
     pub tunnel: Tunnel,
     /// Seconds a node stays ready after its agent last reached the store.
     pub lease_secs: u64,
+    /// Seconds a node's record and subnet outlive its agent before they age out.
+    pub gc_after_secs: u64,
 }
 
-/// A node as the cluster records it: persistent until `netpath node del`.
+/// A node as the cluster records it: until `netpath node del`, or until it ages out.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeRecord {
     pub name: String,
