@@ -312,6 +312,40 @@ pub fn cgroup2_root() -> PathBuf {
         .expect("no cgroup v2 mount on this machine")
 }
 
+/// One TCP exchange: a server bound to `bind` in `server` echoes what a client in
+/// `client` sends to `connect` (`len` patterned bytes); asserts the echo came back
+/// whole, and returns the client's address as the server saw it.
+pub fn tcp_echo_once(
+    server: &Netns,
+    bind: std::net::SocketAddrV4,
+    client: &Netns,
+    connect: std::net::SocketAddr,
+    len: usize,
+) -> std::net::SocketAddr {
+    use std::io::{Read as _, Write as _};
+    let listener = server.run(move || std::net::TcpListener::bind(bind)).join().unwrap().expect("bind");
+    let echo = std::thread::spawn(move || {
+        let (mut s, peer) = listener.accept().unwrap();
+        let mut buf = vec![0u8; len];
+        s.read_exact(&mut buf).unwrap();
+        s.write_all(&buf).unwrap();
+        peer
+    });
+    let echoed = client
+        .run(move || {
+            let mut s = std::net::TcpStream::connect_timeout(&connect, Duration::from_secs(5)).unwrap();
+            let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            s.write_all(&data).unwrap();
+            let mut back = vec![0u8; len];
+            s.read_exact(&mut back).unwrap();
+            back == data
+        })
+        .join()
+        .unwrap();
+    assert!(echoed, "the echo of {len} bytes through {connect} came back corrupted");
+    echo.join().unwrap()
+}
+
 /// A TCP echo server on `addr` in `ns`, one thread per connection, for as long as the
 /// test runs.
 pub fn echo_server(ns: &Netns, addr: std::net::SocketAddrV4) {

@@ -2,31 +2,67 @@
 //! overlay and native routing in BPF, with their own addresses, past the nodes' stacks;
 //! a node's routes follow the store; live connections ride out agent kills and the store
 //! going away. The guests run it too (their initramfs carries etcd).
-use std::time::{Duration, Instant};
+use std::{
+    net::Ipv4Addr,
+    time::{Duration, Instant},
+};
 
 use netpath_tests::{
     cluster::{agent_args, node, pods, start, wait_for, wait_for_routes, Underlay},
     trace::{events, start_trace},
+    Lab,
 };
 use serde_json::Value;
 
+/// Three nodes in the overlay, each case of the datapath on the same cluster: agent
+/// starts are what a cluster test costs, in an emulated guest above all (a minute each
+/// on 5.10), so the cases share one.
 #[test]
 fn pods_on_different_nodes_reach_each_other_through_the_overlay_with_their_own_addresses() {
-    pods_reach_each_other("vxlan");
+    let u = Underlay::new();
+    let (labs, ips) = cluster(&u, "vxlan");
+    pods_reach_each_other(&labs, &ips);
+    trace_shows_the_tunnel_hops_with_the_other_node(&labs, &ips);
+    a_port_published_on_one_node_is_reached_from_a_pod_on_another(&labs, &ips);
+    overlay_packets_claiming_another_nodes_pod_are_dropped(&u, &labs, &ips);
+    a_pod_learns_the_path_mtu_to_another_node(&labs, ips[1], 1450);
 }
 
+/// Three nodes routed natively, node 0's uplink at MTU 1400.
 #[test]
 fn pods_on_different_nodes_reach_each_other_by_native_routing_with_their_own_addresses() {
-    pods_reach_each_other("none");
+    let u = Underlay::new();
+    let (labs, ips) = cluster(&u, "none");
+    pods_reach_each_other(&labs, &ips);
+    a_pod_learns_the_path_mtu_to_another_node(&labs, ips[1], 1400);
 }
 
-fn pods_reach_each_other(tunnel: &str) {
-    let u = Underlay::new();
-    let (labs, ips) = pods(&u, 3, tunnel);
+/// Three nodes with `--tunnel tunnel`, FORWARD DROP everywhere; a pod on each ("pod"),
+/// and on node 0 a second one ("big") whose MTU, 1500, is more than the path to the
+/// other nodes carries: the VXLAN overhead, or in native routing node 0's uplink,
+/// lowered to 1400 before its agent starts. The nodes, and the pods' addresses.
+fn cluster(u: &Underlay, tunnel: &str) -> (Vec<Lab>, Vec<Ipv4Addr>) {
+    let mut labs: Vec<Lab> = (0..3).map(|i| u.node(i, if i == 0 { 2 } else { 1 })).collect();
+    if tunnel == "none" {
+        labs[0].node.exec(&["ip", "link", "set", "uplink0", "mtu", "1400"]);
+    }
+    for (i, lab) in labs.iter_mut().enumerate() {
+        let mut args = agent_args(u, &format!("n{i}"));
+        args.extend(["--tunnel".to_string(), tunnel.to_string()]);
+        lab.start_agent_with(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        lab.node.exec(&["iptables", "-P", "FORWARD", "DROP"]);
+    }
+    let ips = labs.iter().map(|lab| lab.add_endpoint("pod", 0)).collect();
+    let big = labs[0].containers[1].path();
+    labs[0].netpath_ok(&["endpoint", "add", "big", "--netns", big.to_str().unwrap(), "--mtu", "1500"]);
     // Every node has learned every other node's subnet from the store.
     for lab in &labs {
         wait_for_routes(lab, 2);
     }
+    (labs, ips)
+}
+
+fn pods_reach_each_other(labs: &[Lab], ips: &[Ipv4Addr]) {
     let forwarded: Vec<u64> = labs.iter().map(|l| l.node.snmp("Ip", "ForwDatagrams")).collect();
     for (i, from) in labs.iter().enumerate() {
         for (j, &to) in ips.iter().enumerate() {
@@ -41,30 +77,15 @@ fn pods_reach_each_other(tunnel: &str) {
     }
     // TCP: 4 MiB each way between nodes 0 and 2, and the server sees the pod's own address.
     let (a, c) = (ips[0], ips[2]);
-    let listener =
-        labs[2].containers[0].run(move || std::net::TcpListener::bind((c, 7000))).join().unwrap().unwrap();
-    let server = std::thread::spawn(move || {
-        use std::io::{Read as _, Write as _};
-        let (mut s, peer) = listener.accept().unwrap();
-        let mut buf = vec![0u8; 4 << 20];
-        s.read_exact(&mut buf).unwrap();
-        s.write_all(&buf).unwrap();
-        peer
-    });
-    let echoed = labs[0].containers[0]
-        .run(move || {
-            use std::io::{Read as _, Write as _};
-            let mut s = std::net::TcpStream::connect((c, 7000)).unwrap();
-            let data: Vec<u8> = (0..4u32 << 20).map(|i| (i % 251) as u8).collect();
-            s.write_all(&data).unwrap();
-            let mut back = vec![0u8; data.len()];
-            s.read_exact(&mut back).unwrap();
-            back == data
-        })
-        .join()
-        .unwrap();
-    assert!(echoed, "the transfer came back corrupted");
-    assert_eq!(server.join().unwrap().ip(), std::net::IpAddr::V4(a), "the server saw a translated source");
+    let target = std::net::SocketAddrV4::new(c, 7000);
+    let peer = netpath_tests::tcp_echo_once(
+        &labs[2].containers[0],
+        target,
+        &labs[0].containers[0],
+        target.into(),
+        4 << 20,
+    );
+    assert_eq!(peer.ip(), std::net::IpAddr::V4(a), "the server saw a translated source");
     // UDP, answered to the pod's own address.
     let sock = labs[1].containers[0].bind_udp((ips[1], 7001));
     let answer = std::thread::spawn(move || {
@@ -146,12 +167,7 @@ fn cross_node_connections_survive_agent_kills_and_the_store_going_away() {
     assert_eq!(conn.sent(), 8 * 64 * 1024);
 }
 
-#[test]
-fn trace_shows_the_tunnel_hops_with_the_other_node() {
-    let u = Underlay::new();
-    let (labs, ips) = pods(&u, 2, "vxlan");
-    wait_for_routes(&labs[0], 1);
-    wait_for_routes(&labs[1], 1);
+fn trace_shows_the_tunnel_hops_with_the_other_node(labs: &[Lab], ips: &[Ipv4Addr]) {
     let host = ips[1].to_string();
     let args = ["--host", &host, "--proto", "icmp", "--count", "4", "--duration", "20"];
     let (t0, t1) = (start_trace(&labs[0], &args), start_trace(&labs[1], &args));
@@ -188,11 +204,7 @@ fn trace_shows_the_tunnel_hops_with_the_other_node() {
     assert_eq!(sent[1]["decision"], "to-other-node");
 }
 
-#[test]
-fn overlay_packets_claiming_another_nodes_pod_are_dropped() {
-    let u = Underlay::new();
-    let (labs, ips) = pods(&u, 2, "vxlan");
-    wait_for_routes(&labs[1], 1);
+fn overlay_packets_claiming_another_nodes_pod_are_dropped(u: &Underlay, labs: &[Lab], ips: &[Ipv4Addr]) {
     // The switch's own namespace speaks VXLAN to node 1, claiming pod 0's address:
     // any host on the underlay can reach the port, only node 0 owns that subnet.
     let ns = &u.ns.name;
@@ -260,74 +272,24 @@ fn a_fourth_node_joins_and_every_node_reaches_it() {
     }
 }
 
-#[test]
-fn a_port_published_on_one_node_is_reached_from_a_pod_on_another() {
-    let u = Underlay::new();
-    let (labs, ips) = pods(&u, 2, "vxlan");
-    wait_for_routes(&labs[0], 1);
+fn a_port_published_on_one_node_is_reached_from_a_pod_on_another(labs: &[Lab], ips: &[Ipv4Addr]) {
     labs[1].netpath_ok(&["port", "add", "8080", "pod:80"]);
-    let b = ips[1];
-    let listener =
-        labs[1].containers[0].run(move || std::net::TcpListener::bind((b, 80))).join().unwrap().unwrap();
-    let server = std::thread::spawn(move || {
-        use std::io::{Read as _, Write as _};
-        let (mut s, peer) = listener.accept().unwrap();
-        let mut buf = [0u8; 5];
-        s.read_exact(&mut buf).unwrap();
-        s.write_all(&buf).unwrap();
-        peer
-    });
-    let echoed = labs[0].containers[0]
-        .run(|| {
-            use std::io::{Read as _, Write as _};
-            let node1 = std::net::SocketAddr::from(([10, 99, 0, 11], 8080));
-            let mut s = std::net::TcpStream::connect_timeout(&node1, Duration::from_secs(5)).unwrap();
-            s.write_all(b"hello").unwrap();
-            let mut back = [0u8; 5];
-            s.read_exact(&mut back).unwrap();
-            back
-        })
-        .join()
-        .unwrap();
-    assert_eq!(&echoed, b"hello");
+    let bind = std::net::SocketAddrV4::new(ips[1], 80);
+    let node1 = std::net::SocketAddr::from(([10, 99, 0, 11], 8080));
+    let peer = netpath_tests::tcp_echo_once(&labs[1].containers[0], bind, &labs[0].containers[0], node1, 5);
     // The pod left its node masqueraded (the node's address is not a pod address) and
     // came in through node 1's published port.
-    assert_eq!(server.join().unwrap().ip(), std::net::IpAddr::from([10, 99, 0, 10]));
+    assert_eq!(peer.ip(), std::net::IpAddr::from([10, 99, 0, 10]));
     assert!(labs[1].stats().reason("dnat-new-flow") > 0, "{:?}", labs[1].stats().0);
 }
 
-#[test]
-fn a_pod_learns_the_path_mtu_to_another_node_through_the_overlay() {
-    path_mtu_is_learned("vxlan", 1450);
-}
-
-#[test]
-fn a_pod_learns_the_path_mtu_to_another_node_by_native_routing() {
-    path_mtu_is_learned("none", 1400);
-}
-
-/// Node 0's pod has MTU 1500, more than the path to node 1 carries (`path`): the VXLAN
-/// overhead, or node 0's uplink lowered to 1400. A datagram with DF set that does not
-/// fit gets "fragmentation needed" back, and the socket learns the path MTU.
-fn path_mtu_is_learned(tunnel: &str, path: u32) {
-    let u = Underlay::new();
-    let mut labs: Vec<_> = (0..2).map(|i| u.node(i, 1)).collect();
-    if tunnel == "none" {
-        labs[0].node.exec(&["ip", "link", "set", "uplink0", "mtu", "1400"]);
-    }
-    for (i, lab) in labs.iter_mut().enumerate() {
-        let mut args = agent_args(&u, &format!("n{i}"));
-        args.extend(["--tunnel".to_string(), tunnel.to_string()]);
-        lab.start_agent_with(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    }
-    let netns = labs[0].containers[0].path();
-    labs[0].netpath_ok(&["endpoint", "add", "big", "--netns", netns.to_str().unwrap(), "--mtu", "1500"]);
-    let to = labs[1].add_endpoint("pod", 0);
-    wait_for_routes(&labs[0], 1);
-    assert!(labs[0].containers[0].ping(to, 1), "{}", labs[0].agent_log());
+/// Node 0's "big" pod has MTU 1500, more than the path to node 1 carries (`path`). A
+/// datagram with DF set that does not fit gets "fragmentation needed" back, and the
+/// socket learns the path MTU.
+fn a_pod_learns_the_path_mtu_to_another_node(labs: &[Lab], to: Ipv4Addr, path: u32) {
     let sock = labs[1].containers[0].bind_udp((to, 7003));
     sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let learned = labs[0].containers[0]
+    let learned = labs[0].containers[1]
         .run(move || {
             let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
             s.connect((to, 7003)).unwrap();
