@@ -95,7 +95,7 @@ impl Underlay {
             panic!("cannot start {} ({e}): run `cargo xtask setup`", etcd_bin().display())
         });
         // etcd answers on its client port once it is the leader of its one-member cluster.
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + patience();
         while !self.etcd_ready() {
             if let Some(status) = child.try_wait().unwrap() {
                 panic!("etcd exited with {status}: {}", self.etcd_log());
@@ -106,10 +106,23 @@ impl Underlay {
         self.etcd = Some(child);
     }
 
+    /// etcd answers its health check: it has a leader and serves requests. (It accepts
+    /// connections before that; an agent asking then waits, and in an emulated guest
+    /// longer than its store calls wait.)
     fn etcd_ready(&self) -> bool {
+        use std::io::{Read as _, Write as _};
         let addr = SocketAddrV4::new(UNDERLAY_IP, ETCD_PORT);
         self.ns
-            .run(move || TcpStream::connect_timeout(&addr.into(), Duration::from_millis(200)).is_ok())
+            .run(move || {
+                let Ok(mut s) = TcpStream::connect_timeout(&addr.into(), Duration::from_millis(200)) else {
+                    return false;
+                };
+                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut answer = String::new();
+                s.write_all(b"GET /health HTTP/1.0\r\n\r\n").is_ok()
+                    && s.read_to_string(&mut answer).is_ok()
+                    && answer.contains("\"health\":\"true\"")
+            })
             .join()
             .unwrap_or(false)
     }
@@ -143,6 +156,12 @@ impl Default for Underlay {
 /// The cluster CIDR of every test cluster.
 pub const CLUSTER: &str = "10.244.0.0/16";
 
+/// How long the cluster's waits wait at most (only a red run waits that long): 30 s, and
+/// in the emulated guests, where etcd and the agents share one slow CPU, 2 minutes.
+pub fn patience() -> Duration {
+    Duration::from_secs(if std::env::var_os("NETPATH_TEST_GUEST").is_some() { 120 } else { 30 })
+}
+
 /// The agent flags of node `name` in `u`'s cluster. A short lease, so tests see expiry
 /// soon: 2 s, or $NETPATH_TEST_NODE_LEASE (the emulated guests, whose agents can be
 /// starved of their one CPU for longer than that, use more).
@@ -171,9 +190,9 @@ pub fn node<'a>(list: &'a [Value], name: &str) -> &'a Value {
     list.iter().find(|n| n["name"] == name).unwrap_or_else(|| panic!("no node {name} in {list:?}"))
 }
 
-/// Waits (30 s at most, only a red run waits that long) for `check` on the node list.
+/// Waits (at most [`patience`]) for `check` on the node list.
 pub fn wait_for(lab: &Lab, what: &str, check: impl Fn(&[Value]) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + patience();
     loop {
         let list = nodes(lab);
         if check(&list) {
@@ -200,7 +219,7 @@ pub fn pods(u: &Underlay, n: usize, tunnel: &str) -> (Vec<Lab>, Vec<std::net::Ip
 
 /// Waits until `lab`'s NODE_ROUTES holds `n` routes.
 pub fn wait_for_routes(lab: &Lab, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + patience();
     while lab.map_len("NODE_ROUTES") != n {
         assert!(Instant::now() < deadline, "NODE_ROUTES never held {n} routes\n{}", lab.agent_log());
         std::thread::sleep(Duration::from_millis(100));
