@@ -20,8 +20,8 @@ use serde_json::Value;
 #[test]
 fn pods_on_different_nodes_reach_each_other_through_the_overlay_with_their_own_addresses() {
     let u = Underlay::new();
-    let (labs, ips) = cluster(&u, "vxlan");
-    pods_reach_each_other(&labs, &ips);
+    let (labs, ips, ips2) = cluster(&u, "vxlan");
+    pods_reach_each_other(&labs, &ips, &ips2);
     trace_shows_the_tunnel_hops_with_the_other_node(&labs, &ips);
     a_port_published_on_one_node_is_reached_from_a_pod_on_another(&labs, &ips);
     overlay_packets_claiming_another_nodes_pod_are_dropped(&u, &labs, &ips);
@@ -32,17 +32,18 @@ fn pods_on_different_nodes_reach_each_other_through_the_overlay_with_their_own_a
 #[test]
 fn pods_on_different_nodes_reach_each_other_by_native_routing_with_their_own_addresses() {
     let u = Underlay::new();
-    let (labs, ips) = cluster(&u, "none");
-    pods_reach_each_other(&labs, &ips);
+    let (labs, ips, ips2) = cluster(&u, "none");
+    pods_reach_each_other(&labs, &ips, &ips2);
     a_pod_learns_the_path_mtu_to_another_node(&labs, ips[1], 1400);
 }
 
-/// Three nodes with `--tunnel tunnel`, FORWARD DROP everywhere; a pod on each ("pod"),
-/// and on node 0 a second one ("big") whose MTU, 1500, is more than the path to the
-/// other nodes carries: the VXLAN overhead, or in native routing node 0's uplink,
-/// lowered to 1400 before its agent starts. The nodes, and the pods' addresses.
-fn cluster(u: &Underlay, tunnel: &str) -> (Vec<Lab>, Vec<Ipv4Addr>) {
-    let mut labs: Vec<Lab> = (0..3).map(|i| u.node(i, if i == 0 { 2 } else { 1 })).collect();
+/// Three nodes with `--tunnel tunnel`, FORWARD DROP everywhere; two pods on each
+/// ("pod" and "pod2", containers 0 and 1), and on node 0 a third one ("big", container
+/// 2) whose MTU, 1500, is more than the path to the other nodes carries: the VXLAN
+/// overhead, or in native routing node 0's uplink, lowered to 1400 before its agent
+/// starts. The nodes, and the addresses of each node's "pod" and "pod2".
+fn cluster(u: &Underlay, tunnel: &str) -> (Vec<Lab>, Vec<Ipv4Addr>, Vec<Ipv4Addr>) {
+    let mut labs: Vec<Lab> = (0..3).map(|i| u.node(i, if i == 0 { 3 } else { 2 })).collect();
     if tunnel == "none" {
         labs[0].node.exec(&["ip", "link", "set", "uplink0", "mtu", "1400"]);
     }
@@ -53,25 +54,26 @@ fn cluster(u: &Underlay, tunnel: &str) -> (Vec<Lab>, Vec<Ipv4Addr>) {
         lab.node.exec(&["iptables", "-P", "FORWARD", "DROP"]);
     }
     let ips = labs.iter().map(|lab| lab.add_endpoint("pod", 0)).collect();
-    let big = labs[0].containers[1].path();
+    let ips2 = labs.iter().map(|lab| lab.add_endpoint("pod2", 1)).collect();
+    let big = labs[0].containers[2].path();
     labs[0].netpath_ok(&["endpoint", "add", "big", "--netns", big.to_str().unwrap(), "--mtu", "1500"]);
     // Every node has learned every other node's subnet from the store.
     for lab in &labs {
         wait_for_routes(lab, 2);
     }
-    (labs, ips)
+    (labs, ips, ips2)
 }
 
-fn pods_reach_each_other(labs: &[Lab], ips: &[Ipv4Addr]) {
+/// ICMP between every pair of pods on different nodes; TCP and UDP between two nodes.
+fn pods_reach_each_other(labs: &[Lab], ips: &[Ipv4Addr], ips2: &[Ipv4Addr]) {
     let forwarded: Vec<u64> = labs.iter().map(|l| l.node.snmp("Ip", "ForwDatagrams")).collect();
     for (i, from) in labs.iter().enumerate() {
-        for (j, &to) in ips.iter().enumerate() {
-            if i != j {
-                assert!(
-                    from.containers[0].ping(to, 1),
-                    "pod {i} cannot ping pod {j} ({to})\n{}",
-                    from.agent_log()
-                );
+        for (j, to) in ips.iter().zip(ips2).enumerate().filter(|(j, _)| *j != i) {
+            for (c, pod) in from.containers[..2].iter().enumerate() {
+                for to in [*to.0, *to.1] {
+                    let log = || from.agent_log();
+                    assert!(pod.ping(to, 1), "node {i} pod {c} cannot ping {to} on node {j}\n{}", log());
+                }
             }
         }
     }
@@ -289,7 +291,7 @@ fn a_port_published_on_one_node_is_reached_from_a_pod_on_another(labs: &[Lab], i
 fn a_pod_learns_the_path_mtu_to_another_node(labs: &[Lab], to: Ipv4Addr, path: u32) {
     let sock = labs[1].containers[0].bind_udp((to, 7003));
     sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let learned = labs[0].containers[1]
+    let learned = labs[0].containers[2]
         .run(move || {
             let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
             s.connect((to, 7003)).unwrap();
