@@ -48,13 +48,13 @@ pub struct VmArgs {
     #[arg(long)]
     pub filter: Option<String>,
     /// A guest still running after this many seconds is killed and reported as hung.
-    /// The default (65 min) keeps a CI run (host part, some 14 min, then the guests)
+    /// The default (73 min) keeps a CI run (host part, some 14 min, then the guests)
     /// under its hard limit of 90 min even when a guest hangs.
-    #[arg(long, default_value_t = 3900)]
+    #[arg(long, default_value_t = 4400)]
     pub timeout: u64,
     /// A test binary still running after this many seconds is killed in the guest (and
     /// reported as failed), so that the others still run.
-    #[arg(long, default_value_t = 900)]
+    #[arg(long, default_value_t = 1500)]
     pub binary_timeout: u64,
     /// Runs of each test binary in each guest, one after the other (a flakiness check:
     /// every run is counted, a single failure fails the kernel).
@@ -87,8 +87,8 @@ impl VmArgs {
         VmArgs {
             kernels: DEFAULT_KERNELS.iter().map(|k| k.to_string()).collect(),
             filter: None,
-            timeout: 3900,
-            binary_timeout: 900,
+            timeout: 4400,
+            binary_timeout: 1500,
             repeat: 1,
             all_binaries: false,
             ignored: false,
