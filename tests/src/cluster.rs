@@ -206,15 +206,20 @@ pub fn wait_for(lab: &Lab, what: &str, check: impl Fn(&[Value]) -> bool) {
 /// `n` nodes with `--tunnel tunnel`, one pod each: the nodes and the pods' addresses.
 pub fn pods(u: &Underlay, n: usize, tunnel: &str) -> (Vec<Lab>, Vec<std::net::Ipv4Addr>) {
     let mut labs: Vec<Lab> = (0..n as u8).map(|i| u.node(i, 1)).collect();
+    start_nodes(u, &mut labs, tunnel);
+    let ips = labs.iter().map(|lab| lab.add_endpoint("pod", 0)).collect();
+    (labs, ips)
+}
+
+/// Starts node `i`'s agent as `n{i}` with `--tunnel tunnel`, and closes its firewall
+/// (FORWARD DROP): only the datapath forwards.
+pub fn start_nodes(u: &Underlay, labs: &mut [Lab], tunnel: &str) {
     for (i, lab) in labs.iter_mut().enumerate() {
         let mut args = agent_args(u, &format!("n{i}"));
         args.extend(["--tunnel".to_string(), tunnel.to_string()]);
         lab.start_agent_with(&args.iter().map(String::as_str).collect::<Vec<_>>());
-        // Containers everywhere, the node's firewall closed: only the datapath forwards.
         lab.node.exec(&["iptables", "-P", "FORWARD", "DROP"]);
     }
-    let ips = labs.iter().map(|lab| lab.add_endpoint("pod", 0)).collect();
-    (labs, ips)
 }
 
 /// Waits until `lab`'s NODE_ROUTES holds `n` routes.

@@ -8,7 +8,7 @@ use std::{
 };
 
 use netpath_tests::{
-    cluster::{agent_args, node, pods, start, wait_for, wait_for_routes, Underlay},
+    cluster::{node, pods, start, start_nodes, wait_for, wait_for_routes, Underlay},
     trace::{events, start_trace},
     Lab,
 };
@@ -57,12 +57,7 @@ fn cluster(u: &Underlay, tunnel: &str) -> (Vec<Lab>, Vec<Ipv4Addr>, Vec<Ipv4Addr
     if tunnel == "none" {
         labs[0].node.exec(&["ip", "link", "set", "uplink0", "mtu", "1400"]);
     }
-    for (i, lab) in labs.iter_mut().enumerate() {
-        let mut args = agent_args(u, &format!("n{i}"));
-        args.extend(["--tunnel".to_string(), tunnel.to_string()]);
-        lab.start_agent_with(&args.iter().map(String::as_str).collect::<Vec<_>>());
-        lab.node.exec(&["iptables", "-P", "FORWARD", "DROP"]);
-    }
+    start_nodes(u, &mut labs, tunnel);
     let ips = labs.iter().map(|lab| lab.add_endpoint("pod", 0)).collect();
     let ips2 = labs.iter().map(|lab| lab.add_endpoint("pod2", 1)).collect();
     let big = labs[0].containers[2].path();

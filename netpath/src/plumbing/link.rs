@@ -453,20 +453,24 @@ pub async fn add_host_route(handle: &Handle, ip: Ipv4Addr, index: u32) -> Result
 /// "proto 78"), so the agent finds its own among the node's routes.
 const RTPROT_NETPATH: u8 = 78;
 
+/// A cluster route as netpath writes it: `net` via `gateway`, marked as netpath's.
+fn node_route(net: ipnet::Ipv4Net, gateway: Ipv4Addr) -> rtnetlink::packet_route::route::RouteMessage {
+    RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(net.network(), net.prefix_len())
+        .gateway(gateway)
+        .protocol(rtnetlink::packet_route::route::RouteProtocol::Other(RTPROT_NETPATH))
+        .build()
+}
+
 /// Native routing: `net` via the node at `gateway`. Replaces what was there.
 pub async fn add_node_route(
     handle: &Handle,
     net: ipnet::Ipv4Net,
     gateway: Ipv4Addr,
 ) -> Result<(), PlumbingError> {
-    let route = RouteMessageBuilder::<Ipv4Addr>::new()
-        .destination_prefix(net.network(), net.prefix_len())
-        .gateway(gateway)
-        .protocol(rtnetlink::packet_route::route::RouteProtocol::Other(RTPROT_NETPATH))
-        .build();
     handle
         .route()
-        .add(route)
+        .add(node_route(net, gateway))
         .replace()
         .execute()
         .await
@@ -503,12 +507,7 @@ pub async fn del_node_route(
     net: ipnet::Ipv4Net,
     gateway: Ipv4Addr,
 ) -> Result<(), PlumbingError> {
-    let route = RouteMessageBuilder::<Ipv4Addr>::new()
-        .destination_prefix(net.network(), net.prefix_len())
-        .gateway(gateway)
-        .protocol(rtnetlink::packet_route::route::RouteProtocol::Other(RTPROT_NETPATH))
-        .build();
-    match handle.route().del(route).execute().await {
+    match handle.route().del(node_route(net, gateway)).execute().await {
         Ok(()) => Ok(()),
         Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ESRCH => Ok(()),
         Err(e) => Err(PlumbingError::netlink(format!("failed to remove the route to {net}"))(e)),
