@@ -17,6 +17,7 @@ use crate::{
 pub enum MapKind {
     Hash = 1,
     Array = 2,
+    ProgArray = 3,
     PerCpuHash = 5,
     PerCpuArray = 6,
     LruHash = 9,
@@ -77,7 +78,7 @@ const FIB_LOOKUP_SIZE: usize = 64;
 
 /// Every map of the object: the pinned ones in the order `netpath map list` shows them,
 /// then the per-CPU scratch space the programs use inside one run.
-pub const MAPS: [MapSpec; 14] = [
+pub const MAPS: [MapSpec; 15] = [
     map(
         ENDPOINTS,
         MapKind::Hash,
@@ -140,6 +141,8 @@ pub const MAPS: [MapSpec; 14] = [
         Capacity::Fixed(MAX_NODES),
         false,
     ),
+    // Written again at every start, before any endpoint is attached.
+    map(CLUSTER_PROGS, MapKind::ProgArray, 4, 4, Capacity::Fixed(1), true),
     map(
         NODE_LOCAL_REV,
         MapKind::LruHash,
@@ -208,6 +211,8 @@ pub enum Attach {
     TcIngress(&'static str),
     /// XDP on the uplink.
     Xdp,
+    /// Attached nowhere: tail-called by the program named, in cluster mode only.
+    TailCall(&'static str),
     /// A cgroup socket-address hook (connect4, sendmsg4, recvmsg4, getpeername4).
     CgroupSockAddr(&'static str),
 }
@@ -225,17 +230,19 @@ pub mod program {
     pub const UPLINK_IN: &str = "uplink_in";
     pub const UPLINK_XDP: &str = "uplink_xdp";
     pub const FROM_TUNNEL: &str = "from_tunnel";
+    pub const TO_OTHER_NODE: &str = "to_other_node";
     pub const NODE_CONNECT4: &str = "node_connect4";
     pub const NODE_SENDMSG4: &str = "node_sendmsg4";
     pub const NODE_RECVMSG4: &str = "node_recvmsg4";
     pub const NODE_GETPEERNAME4: &str = "node_getpeername4";
 }
 
-pub const PROGRAMS: [ProgramSpec; 8] = [
+pub const PROGRAMS: [ProgramSpec; 9] = [
     ProgramSpec { name: program::FROM_CONTAINER, attach: Attach::TcIngress("each container's host veth") },
     ProgramSpec { name: program::UPLINK_IN, attach: Attach::TcIngress("the uplink") },
     ProgramSpec { name: program::UPLINK_XDP, attach: Attach::Xdp },
     ProgramSpec { name: program::FROM_TUNNEL, attach: Attach::TcIngress("the VXLAN device (cluster mode)") },
+    ProgramSpec { name: program::TO_OTHER_NODE, attach: Attach::TailCall(program::FROM_CONTAINER) },
     ProgramSpec { name: program::NODE_CONNECT4, attach: Attach::CgroupSockAddr("connect4") },
     ProgramSpec { name: program::NODE_SENDMSG4, attach: Attach::CgroupSockAddr("sendmsg4") },
     ProgramSpec { name: program::NODE_RECVMSG4, attach: Attach::CgroupSockAddr("recvmsg4") },

@@ -58,6 +58,13 @@ pub const NODE_CONFIG: &str = "NODE_CONFIG";
 pub const NODE_ROUTES: &str = "NODE_ROUTES";
 /// Nodes a cluster may have.
 pub const MAX_NODES: u32 = 16_384;
+/// Cluster mode: the programs from_container tail-calls, by [`TAIL_TO_OTHER_NODE`] and
+/// the like. A program of their own so that a single node never verifies them (tens of
+/// thousands of instructions: minutes under emulation), and pinned so the slot outlives
+/// the agent: the kernel empties a program array when its last user reference goes.
+pub const CLUSTER_PROGS: &str = "CLUSTER_PROGS";
+/// CLUSTER_PROGS' slot of `to_other_node`.
+pub const TAIL_TO_OTHER_NODE: u32 = 0;
 
 /// [`crate::SockRevKey`] -> [`crate::SockOrigin`]: what a node-local socket asked for;
 /// LRU, so sockets that are gone age out.

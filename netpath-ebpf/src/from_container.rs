@@ -10,8 +10,8 @@
 //! the node's own services get it through the stack.
 use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
 use netpath_common::{
-    trace::HOP_FROM_CONTAINER, EndpointKey, Reason, ENDPOINT_F_BRIDGED, ENDPOINT_F_NETKIT,
-    ENDPOINT_F_PUBLISHED,
+    maps::TAIL_TO_OTHER_NODE, trace::HOP_FROM_CONTAINER, EndpointKey, Reason, ENDPOINT_F_BRIDGED,
+    ENDPOINT_F_NETKIT, ENDPOINT_F_PUBLISHED,
 };
 use network_types::{
     eth::{EthHdr, EtherType},
@@ -25,10 +25,10 @@ use crate::{
     forward::{self, Hook},
     headers::{tcp, IPPROTO_TCP, IP_OFF},
     icmp_error::{self, Direction},
-    maps::{ENDPOINTS, NODE_CONFIG},
+    maps::{CLUSTER_PROGS, ENDPOINTS, NODE_CONFIG},
     nat,
     packet::{header, ifindex},
-    port_map, tc_entry, tunnel,
+    port_map, tc_entry,
 };
 
 #[classifier]
@@ -111,7 +111,11 @@ fn try_from_container(ctx: &TcContext) -> Result<(i32, Reason), Reason> {
         if let Some(cfg) = NODE_CONFIG.get(0) {
             // Cluster mode: a pod on another node, addresses kept.
             if cfg.in_cluster_cidr(dst) && !cfg.in_pod_cidr(dst) {
-                return tunnel::to_other_node(ctx, cfg, ifindex, src, dst);
+                // SAFETY: a tail call that succeeds does not return; the packet, unchanged
+                // so far, is then to_other_node's.
+                unsafe { CLUSTER_PROGS.tail_call(ctx, TAIL_TO_OTHER_NODE) };
+                // An empty slot: an agent that has not loaded the cluster programs yet.
+                return Err(Reason::DropNoNodeRoute);
             }
             // Routed mode: the pod CIDR lives on this node; an address in it that is no
             // endpoint (and not the gateway) reaches no one.

@@ -19,6 +19,7 @@ mod node_local;
 mod packet;
 mod port_map;
 mod tc_entry;
+mod to_other_node;
 mod tunnel;
 mod uplink_in;
 mod uplink_xdp;

@@ -3,7 +3,7 @@
 //! the scratch space is pinned by name so a restarted agent adopts it.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, ProgramArray, RingBuf},
 };
 use netpath_common::{
     contract::{object_capacity as capacity, object_flags as flags},
@@ -47,6 +47,11 @@ pub static NODE_CONFIG: Array<NodeConfig> =
 #[map]
 pub static NODE_ROUTES: HashMap<EndpointKey, NodeRoute> =
     HashMap::pinned(capacity(name::NODE_ROUTES), flags(name::NODE_ROUTES));
+
+/// Cluster mode's programs, tail-called by from_container (see netpath_common::maps).
+#[map]
+pub static CLUSTER_PROGS: ProgramArray =
+    ProgramArray::pinned(capacity(name::CLUSTER_PROGS), flags(name::CLUSTER_PROGS));
 
 #[map]
 pub static NODE_LOCAL_REV: LruHashMap<SockRevKey, SockOrigin> =

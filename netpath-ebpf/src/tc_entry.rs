@@ -1,6 +1,8 @@
 //! What every tc entry point does around its own work, in one place: trace the packet as
 //! it arrives, run the program's logic, count the outcome under its reason, and trace
-//! the packet as it leaves. A drop is the logic's `Err(reason)`.
+//! the packet as it leaves. A drop is the logic's `Err(reason)`. A program tail-called
+//! to continue another's work ([`resume`]) does the same but for the arrival, which the
+//! caller traced.
 use aya_ebpf::{bindings::TC_ACT_SHOT, programs::TcContext};
 use netpath_common::Reason;
 
@@ -9,14 +11,30 @@ use crate::{counters, events, packet::ifindex};
 /// Runs `logic` on the packet seen at trace hop `hop`; returns the tc action.
 #[inline(always)]
 pub fn run(ctx: &TcContext, hop: u8, logic: impl FnOnce(&TcContext) -> Result<(i32, Reason), Reason>) -> i32 {
-    let len = ctx.len();
     let filter = events::filter();
     events::begin(&filter, ctx, hop, ifindex(ctx));
+    finish(ctx, &filter, logic)
+}
+
+/// Runs `logic` in a program tail-called by one that [`run`] started: the packet's
+/// arrival is already traced, and nothing in between has changed its length.
+#[inline(always)]
+pub fn resume(ctx: &TcContext, logic: impl FnOnce(&TcContext) -> Result<(i32, Reason), Reason>) -> i32 {
+    finish(ctx, &events::filter(), logic)
+}
+
+#[inline(always)]
+fn finish(
+    ctx: &TcContext,
+    filter: &netpath_common::TraceFilter,
+    logic: impl FnOnce(&TcContext) -> Result<(i32, Reason), Reason>,
+) -> i32 {
+    let len = ctx.len();
     let (action, reason) = match logic(ctx) {
         Ok(done) => done,
         Err(reason) => (TC_ACT_SHOT, reason),
     };
     counters::count(reason, len);
-    events::emit(&filter, ctx, reason);
+    events::emit(filter, ctx, reason);
     action
 }

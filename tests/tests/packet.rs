@@ -198,3 +198,51 @@ fn bridged_endpoints_keep_l2_semantics() {
         assert_eq!(run(dp, &spoofed).action, TC_ACT_SHOT);
     });
 }
+
+/// Cluster mode's path to another node is a program of its own, tail-called through
+/// the pinned CLUSTER_PROGS slot: empty (a single node, or an agent that has not filled
+/// it), a packet for another node's pod is dropped; filled, it is handed to the overlay
+/// with both pod addresses kept.
+#[test]
+fn a_packet_for_another_nodes_pod_goes_through_the_tail_called_program() {
+    const TUNNEL: u32 = 4343;
+    netpath_tests::with_datapath(&[], |dp| {
+        for (ip, info) in world(0).endpoints {
+            dp.register(ip, info).unwrap();
+        }
+        dp.set_node_config(netpath_common::NodeConfig {
+            node_ip: [192, 168, 77, 1],
+            pod_net: [10, 77, 0, 0],
+            pod_mask: [255, 255, 255, 0],
+            nat_port_min: 61000,
+            nat_port_max: 65535,
+            cluster_net: [10, 77, 0, 0],
+            cluster_mask: [255, 255, 0, 0],
+            node_mask: [255, 255, 255, 0],
+            tunnel_ifindex: TUNNEL,
+            vni: 1,
+            path_mtu: 1450,
+            ..Default::default()
+        })
+        .unwrap();
+        let route = netpath_common::NodeRoute { underlay: [192, 168, 77, 12], flags: 0 };
+        dp.set_node_routes(&[(Ipv4Addr::new(10, 77, 1, 0), route)]).unwrap();
+        let pod = Ipv4Addr::new(10, 77, 1, 5);
+        let packet = icmp_echo(A_MAC, A_HOST_MAC, A_IP, pod, 64);
+        let from_a = |dp: &mut Datapath| {
+            dp.test_run(netpath::datapath::program::FROM_CONTAINER, &packet, LO).expect("BPF_PROG_TEST_RUN")
+        };
+
+        assert_eq!(from_a(dp).action, TC_ACT_SHOT, "no cluster program loaded: nowhere to go");
+        dp.set_cluster_programs(true).unwrap();
+        let out = from_a(dp);
+        assert_eq!(out.action, TC_ACT_REDIRECT, "into the overlay");
+        let ip = &out.packet[14..34];
+        assert_eq!((&ip[12..16], &ip[16..20]), (&A_IP.octets()[..], &pod.octets()[..]), "no NAT");
+        assert_eq!(ip[8], 63, "TTL: the pod's gateway routed it");
+        assert_eq!(csum(ip), 0, "IP checksum after the TTL change");
+
+        dp.set_cluster_programs(false).unwrap();
+        assert_eq!(from_a(dp).action, TC_ACT_SHOT, "slot emptied: dropped again");
+    });
+}

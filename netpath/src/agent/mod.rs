@@ -196,7 +196,7 @@ pub struct Agent {
     /// identities (no agent in their alias) are taken as this agent's, once.
     adopt_unidentified: bool,
     /// Held while the kernel should count program runs (BPF_ENABLE_STATS).
-    _bpf_stats: Option<std::os::fd::OwnedFd>,
+    bpf_stats: Option<std::os::fd::OwnedFd>,
     lock: lock::InstanceLock,
     /// The node's membership in cluster mode.
     cluster: Option<crate::cluster::Member>,
@@ -218,6 +218,7 @@ impl Agent {
         id_is_new: bool,
     ) -> Result<(), AgentError> {
         self.write_node_config()?;
+        self.datapath.set_cluster_programs(self.cluster.is_some())?;
         // No trace survives an agent: its client's connection died with the old one.
         self.datapath.set_trace_filter(netpath_common::TraceFilter::default())?;
         if let Some(uplink) = self.node.uplink.clone() {

@@ -251,7 +251,6 @@ async fn bring_up(
     set_sysctls(&mut undo.sysctls)?;
     let datapath = Datapath::load_with(&paths.bpffs_dir, conntrack.max_entries, tc_attach)?;
     let stats_fd = if bpf_stats { Some(enable_stats()?) } else { None };
-    let programs = stats_fd.is_some().then(|| datapath.program_ids());
     let mut agent = Agent {
         paths,
         id,
@@ -271,13 +270,17 @@ async fn bring_up(
         trace: None,
         next_temporary: 0,
         adopt_unidentified: id_is_new,
-        _bpf_stats: stats_fd,
+        bpf_stats: stats_fd,
         lock: lock.take().expect("the lock is taken once"),
         cluster,
         node_routes: None,
     };
     let served = match agent.bring_up_datapath(cgroup, id_is_new).await {
-        Ok(()) => serve_metrics(&agent, metrics, programs),
+        // Once the programs loaded only when needed (XDP, cluster mode) are.
+        Ok(()) => {
+            let programs = agent.bpf_stats.is_some().then(|| agent.datapath.program_ids());
+            serve_metrics(&agent, metrics, programs)
+        }
         Err(e) => Err(e),
     };
     if let Err(e) = served {

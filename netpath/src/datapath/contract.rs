@@ -57,6 +57,7 @@ mod tests {
                 obj.programs.get(p.name).unwrap_or_else(|| panic!("the object has no program {}", p.name));
             let ok = match (&p.attach, &found.section) {
                 (Attach::TcIngress(_), ProgramSection::SchedClassifier) => true,
+                (Attach::TailCall(_), ProgramSection::SchedClassifier) => true,
                 (Attach::Xdp, ProgramSection::Xdp { attach_type: XdpAttachType::Interface, .. }) => true,
                 (Attach::CgroupSockAddr(hook), ProgramSection::CgroupSockAddr { attach_type }) => matches!(
                     (*hook, attach_type),

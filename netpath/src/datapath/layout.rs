@@ -41,6 +41,7 @@ fn map_type(kind: MapKind) -> MapType {
     match kind {
         MapKind::Hash => MapType::Hash,
         MapKind::Array => MapType::Array,
+        MapKind::ProgArray => MapType::ProgramArray,
         MapKind::PerCpuHash => MapType::PerCpuHash,
         MapKind::PerCpuArray => MapType::PerCpuArray,
         MapKind::LruHash => MapType::LruHash,

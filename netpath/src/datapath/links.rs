@@ -6,10 +6,14 @@
 //! agent replaces them.
 use std::path::{Path, PathBuf};
 
-use aya::programs::{
-    links::{CgroupAttachMode, FdLink, LinkType, PinnedLink},
-    tc, TcAttachType, XdpMode,
+use aya::{
+    maps::{MapData, ProgramArray},
+    programs::{
+        links::{CgroupAttachMode, FdLink, LinkType, PinnedLink},
+        tc, TcAttachType, XdpMode,
+    },
 };
+use netpath_common::{contract::program::TO_OTHER_NODE, maps};
 use tracing::{debug, warn};
 
 use super::{
@@ -223,6 +227,46 @@ impl Datapath {
                 .map_err(|source| DatapathError::Verify { prog: FROM_TUNNEL, source: Box::new(source) })?;
         }
         self.attach_tc(FROM_TUNNEL, iface, ifindex)
+    }
+
+    /// Cluster mode on (`true`): loads to_other_node and puts it in from_container's
+    /// tail-call slot; off: empties the slot, so no program of an earlier cluster agent
+    /// stays referenced. Before any endpoint is attached: the new from_container finds
+    /// the slot filled (and the old one, sharing the pinned array, keeps working).
+    pub fn set_cluster_programs(&mut self, on: bool) -> Result<(), DatapathError> {
+        let err = |source| DatapathError::Map { map: maps::CLUSTER_PROGS, source: Box::new(source) };
+        if !on {
+            let mut slots = self.cluster_progs()?;
+            return match slots.clear_index(&maps::TAIL_TO_OTHER_NODE) {
+                Err(aya::maps::MapError::SyscallError(e))
+                    if e.io_error.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    Ok(())
+                }
+                r => r.map_err(err),
+            };
+        }
+        let prog = self.classifier(TO_OTHER_NODE)?;
+        if prog.fd().is_err() {
+            prog.load()
+                .map_err(|source| DatapathError::Verify { prog: TO_OTHER_NODE, source: Box::new(source) })?;
+        }
+        let fd = prog
+            .fd()
+            .map_err(|source| DatapathError::Verify { prog: TO_OTHER_NODE, source: Box::new(source) })?
+            .try_clone()
+            .map_err(|source| DatapathError::Verify {
+                prog: TO_OTHER_NODE,
+                source: Box::new(source.into()),
+            })?;
+        self.cluster_progs()?.set(maps::TAIL_TO_OTHER_NODE, &fd, 0).map_err(err)
+    }
+
+    fn cluster_progs(&mut self) -> Result<ProgramArray<&mut MapData>, DatapathError> {
+        let map =
+            self.ebpf.map_mut(maps::CLUSTER_PROGS).ok_or(DatapathError::MissingMap(maps::CLUSTER_PROGS))?;
+        ProgramArray::try_from(map)
+            .map_err(|source| DatapathError::Map { map: maps::CLUSTER_PROGS, source: Box::new(source) })
     }
 
     /// Detaches uplink_in and the XDP fast path from an uplink (which may be gone).

@@ -96,8 +96,9 @@ impl Datapath {
             .map_err(|source| DatapathError::PinDir { path: links_dir.clone(), source })?;
         let mut dp =
             Self { ebpf, mode, links_dir, touched: HashSet::new(), node_local: None, migration: None };
-        // from_tunnel is verified when a cluster node attaches it (`attach_tunnel`): every
-        // other agent start would pay for it, many seconds under emulation.
+        // from_tunnel, to_other_node and uplink_xdp are verified when the node needs them
+        // (`attach_tunnel`, `set_cluster_programs`, `xdp`): every other agent start
+        // would pay for them, many seconds under emulation.
         for name in [FROM_CONTAINER, UPLINK_IN] {
             dp.classifier(name)?
                 .load()
@@ -108,9 +109,6 @@ impl Datapath {
                 .load()
                 .map_err(|source| DatapathError::Verify { prog: name, source: Box::new(source) })?;
         }
-        dp.xdp()?
-            .load()
-            .map_err(|source| DatapathError::Verify { prog: UPLINK_XDP, source: Box::new(source) })?;
         dp.migration = Some(aside.commit(&mut dp.ebpf)?);
         info!(?mode, pin_dir = %pin_dir.display(), "datapath loaded");
         Ok(dp)
@@ -128,8 +126,14 @@ impl Datapath {
             .map_err(|source| DatapathError::Verify { prog: name, source: Box::new(source) })
     }
 
+    /// The uplink's XDP program, verified on first use: only `--xdp` agents pay for it.
     pub(super) fn xdp(&mut self) -> Result<&mut Xdp, DatapathError> {
-        self.program_as(UPLINK_XDP)
+        let prog: &mut Xdp = self.program_as(UPLINK_XDP)?;
+        if prog.fd().is_err() {
+            prog.load()
+                .map_err(|source| DatapathError::Verify { prog: UPLINK_XDP, source: Box::new(source) })?;
+        }
+        Ok(prog)
     }
 
     /// Runs the uplink's XDP program once on `packet` (BPF_PROG_TEST_RUN); the returned
@@ -151,7 +155,9 @@ impl Datapath {
 
     /// Kernel ids of the programs this agent loaded, by name.
     pub fn program_ids(&self) -> Vec<(&'static str, u32)> {
-        let names = [FROM_CONTAINER, UPLINK_IN, UPLINK_XDP, FROM_TUNNEL].into_iter().chain(NODE_SOCKET_HOOKS);
+        let names = [FROM_CONTAINER, UPLINK_IN, UPLINK_XDP, FROM_TUNNEL, program::TO_OTHER_NODE]
+            .into_iter()
+            .chain(NODE_SOCKET_HOOKS);
         names
             .filter_map(|name| {
                 let prog = self.ebpf.program(name)?;
