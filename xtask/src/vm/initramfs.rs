@@ -487,7 +487,9 @@ for t in *; do
   for run in $(seq {repeat}); do
     # A test binary that hangs must not take the others with it.
     # --nocapture: a test's "netpath-test-skipped" line must reach the console.
-    timeout {binary_timeout} ./$t --test-threads=2 --nocapture{ignored} {filter}
+    # --report-time (unstable, hence RUSTC_BOOTSTRAP): each test's time on the console,
+    # where the CI budget goes.
+    RUSTC_BOOTSTRAP=1 timeout {binary_timeout} ./$t --test-threads=2 --nocapture -Z unstable-options --report-time{ignored} {filter}
     echo "NETPATH-VM-DONE $t $?"
   done
 done
@@ -813,10 +815,10 @@ mod tests {
             ..one_run()
         };
         let console = run_init(&dir, &guest, "true");
-        assert!(console.contains("args: --test-threads=2 --nocapture --ignored measure_fresh"), "{console}");
+        assert!(console.contains("args: --test-threads=2 --nocapture -Z unstable-options --report-time --ignored measure_fresh"), "{console}");
         assert!(console.contains("sizes: 256,128 flows: 50; reboot; "), "{console}");
         let plain = run_init(&dir, &GuestTests { filter: Some("measure_fresh".into()), ..one_run() }, "true");
-        assert!(plain.contains("args: --test-threads=2 --nocapture measure_fresh\n"), "{plain}");
+        assert!(plain.contains("args: --test-threads=2 --nocapture -Z unstable-options --report-time measure_fresh\n"), "{plain}");
         assert!(plain.contains("sizes:  flows: \n"), "{plain}");
         let _ = std::fs::remove_dir_all(&dir);
     }

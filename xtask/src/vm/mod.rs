@@ -47,6 +47,9 @@ pub struct VmArgs {
     /// Only tests whose name contains this.
     #[arg(long)]
     pub filter: Option<String>,
+    /// Only this test binary (`restart`, `nat`, ...); repeatable. Default: all.
+    #[arg(long = "binary")]
+    pub binaries: Vec<String>,
     /// A guest still running after this many seconds is killed and reported as hung.
     /// The default (73 min) keeps a CI run (host part, some 14 min, then the guests)
     /// under its hard limit of 90 min even when a guest hangs.
@@ -87,6 +90,7 @@ impl VmArgs {
         VmArgs {
             kernels: DEFAULT_KERNELS.iter().map(|k| k.to_string()).collect(),
             filter: None,
+            binaries: Vec::new(),
             timeout: 4400,
             binary_timeout: 1500,
             repeat: 1,
@@ -101,7 +105,8 @@ impl VmArgs {
 
 /// The integration test binaries (and netpath), built for the host and run as they are
 /// in the guest with their libraries carried along.
-fn build_payload(root: &Path) -> Result<initramfs::Payload> {
+/// `only`: the test binaries to carry, by name (empty: all).
+fn build_payload(root: &Path, only: &[String]) -> Result<initramfs::Payload> {
     crate::build_netpath()?;
     let out = Command::new("cargo")
         .current_dir(root)
@@ -116,10 +121,18 @@ fn build_payload(root: &Path) -> Result<initramfs::Payload> {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
         let Some(exe) = v["executable"].as_str() else { continue };
         match (v["profile"]["test"] == true, v["target"]["kind"][0].as_str()) {
-            (true, Some("test")) => tests.push(PathBuf::from(exe)),
+            (true, Some("test")) => {
+                let name = v["target"]["name"].as_str().unwrap_or_default();
+                if only.is_empty() || only.iter().any(|o| o == name) {
+                    tests.push(PathBuf::from(exe));
+                }
+            }
             (false, Some("bin")) => tools.push(PathBuf::from(exe)),
             _ => {}
         }
+    }
+    if tests.len() < only.len() {
+        bail!("--binary {}: not every name is a test binary of netpath-tests (tests/tests/*.rs)", only.join(", "));
     }
     let etcd = crate::setup::etcd_dir().join("usr/bin/etcd");
     if !etcd.exists() {
@@ -307,7 +320,7 @@ pub fn run(args: VmArgs) -> Result<()> {
     crate::setup::run()?;
     crate::setup::vm_tools()?;
     let root = workspace_root();
-    let payload = build_payload(&root)?;
+    let payload = build_payload(&root, &args.binaries)?;
     let cache = root.join("target/vm");
     let mut guests = prepare_guests(&args, &payload, &cache)?;
     let started = Instant::now();
@@ -403,6 +416,10 @@ fn summarize(guests: &[Guest], args: &VmArgs, smp: u32, wall: Duration) -> (Stri
         );
         for r in &o.skip_reasons {
             println!("    skipped: {r}");
+        }
+        let slowest: Vec<String> = o.slowest(8).iter().map(|(t, ms)| format!("{t} {}s", ms / 1000)).collect();
+        if !slowest.is_empty() {
+            println!("    slowest: {}", slowest.join(", "));
         }
         if verdict != "ok" {
             println!("    console: {}", g.log.display());

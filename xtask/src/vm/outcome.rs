@@ -24,6 +24,20 @@ pub struct Outcome {
     pub finished: bool,
     /// The last lines before a kernel panic.
     pub panic: Option<String>,
+    /// Each finished test and its milliseconds (libtest's `--report-time`), in console
+    /// order.
+    pub times: Vec<(String, u64)>,
+}
+
+/// A test's result line without libtest's `--report-time` suffix (`ok <1.234s>`), and
+/// the seconds it gives.
+fn split_time(line: &str) -> (&str, Option<f64>) {
+    let Some(open) = line.rfind(" <") else { return (line, None) };
+    let secs = line[open + 2..].strip_suffix("s>").and_then(|t| t.parse().ok());
+    match secs {
+        Some(t) => (&line[..open], Some(t)),
+        None => (line, None),
+    }
 }
 
 fn count(part: &str, what: &str) -> Option<u64> {
@@ -37,7 +51,10 @@ pub fn parse(log: &str) -> Outcome {
     // Whether the binary running now has printed its summary.
     let mut summary = false;
     for (i, raw) in lines.iter().enumerate() {
-        let line = raw.trim_end_matches('\r');
+        let (line, secs) = split_time(raw.trim_end_matches('\r'));
+        if let (Some(t), Some(name)) = (secs, line.strip_prefix("test ").and_then(|l| l.split(" ... ").next())) {
+            o.times.push((name.to_string(), (t * 1000.0) as u64));
+        }
         if let Some(rest) = line.split("test result: ").nth(1) {
             summary = true;
             for part in rest.split(';') {
@@ -89,6 +106,14 @@ fn short(s: &str, n: usize) -> String {
 }
 
 impl Outcome {
+    /// The `n` slowest tests, slowest first: where a guest's time goes.
+    pub fn slowest(&self, n: usize) -> Vec<(String, u64)> {
+        let mut all = self.times.clone();
+        all.sort_by(|a, b| b.1.cmp(&a.1));
+        all.truncate(n);
+        all
+    }
+
     /// "ok", or what went wrong, first line the short form. `hung_after`: the guest was
     /// killed at its timeout after that many seconds.
     pub fn verdict(&self, hung_after: Option<u64>) -> String {
@@ -197,6 +222,21 @@ mod tests {
             o.verdict(None),
             "CANNOT BUILD THE TEST LABS, no test run: vxlan: Error: Unknown device type."
         );
+    }
+
+    #[test]
+    fn report_time_suffixes_are_read_and_do_not_hide_a_failure() {
+        let o = parse(
+            "NETPATH-VM-BEGIN 6.1.0\n\
+            test quick ... ok <0.500s>\n\
+            test slow ... ok <61.250s>\n\
+            test broken ... FAILED <2.000s>\n\
+            test result: FAILED. 2 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 62s\n\
+            NETPATH-VM-DONE nat 101\n\
+            NETPATH-VM-END\n",
+        );
+        assert_eq!(o.verdict(None), "FAILED: broken");
+        assert_eq!(o.slowest(2), [("slow".to_string(), 61_250), ("broken".to_string(), 2_000)]);
     }
 
     #[test]
