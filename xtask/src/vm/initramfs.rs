@@ -818,7 +818,12 @@ mod tests {
         assert!(console.contains("args: --test-threads=2 --nocapture -Z unstable-options --report-time --ignored measure_fresh"), "{console}");
         assert!(console.contains("sizes: 256,128 flows: 50; reboot; "), "{console}");
         let plain = run_init(&dir, &GuestTests { filter: Some("measure_fresh".into()), ..one_run() }, "true");
-        assert!(plain.contains("args: --test-threads=2 --nocapture -Z unstable-options --report-time measure_fresh\n"), "{plain}");
+        assert!(
+            plain.contains(
+                "args: --test-threads=2 --nocapture -Z unstable-options --report-time measure_fresh\n"
+            ),
+            "{plain}"
+        );
         assert!(plain.contains("sizes:  flows: \n"), "{plain}");
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -132,7 +132,10 @@ fn build_payload(root: &Path, only: &[String]) -> Result<initramfs::Payload> {
         }
     }
     if tests.len() < only.len() {
-        bail!("--binary {}: not every name is a test binary of netpath-tests (tests/tests/*.rs)", only.join(", "));
+        bail!(
+            "--binary {}: not every name is a test binary of netpath-tests (tests/tests/*.rs)",
+            only.join(", ")
+        );
     }
     let etcd = crate::setup::etcd_dir().join("usr/bin/etcd");
     if !etcd.exists() {

@@ -52,7 +52,9 @@ pub fn parse(log: &str) -> Outcome {
     let mut summary = false;
     for (i, raw) in lines.iter().enumerate() {
         let (line, secs) = split_time(raw.trim_end_matches('\r'));
-        if let (Some(t), Some(name)) = (secs, line.strip_prefix("test ").and_then(|l| l.split(" ... ").next())) {
+        if let (Some(t), Some(name)) =
+            (secs, line.strip_prefix("test ").and_then(|l| l.split(" ... ").next()))
+        {
             o.times.push((name.to_string(), (t * 1000.0) as u64));
         }
         if let Some(rest) = line.split("test result: ").nth(1) {
