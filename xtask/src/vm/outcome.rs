@@ -111,7 +111,7 @@ impl Outcome {
     /// The `n` slowest tests, slowest first: where a guest's time goes.
     pub fn slowest(&self, n: usize) -> Vec<(String, u64)> {
         let mut all = self.times.clone();
-        all.sort_by(|a, b| b.1.cmp(&a.1));
+        all.sort_by_key(|t| std::cmp::Reverse(t.1));
         all.truncate(n);
         all
     }
