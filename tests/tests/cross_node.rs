@@ -23,7 +23,7 @@ fn pods_on_different_nodes_reach_each_other_through_the_overlay_with_their_own_a
     let (labs, ips, ips2) = cluster(&u, "vxlan");
     pods_reach_each_other(&labs, &ips, &ips2);
     trace_shows_the_tunnel_hops_with_the_other_node(&labs, &ips);
-    a_port_published_on_one_node_is_reached_from_a_pod_on_another(&labs, &ips);
+    a_published_port_is_reached_from_other_nodes_by_hairpin_and_from_the_node(&labs, &ips, &ips2);
     overlay_packets_claiming_another_nodes_pod_are_dropped(&u, &labs, &ips);
     a_pod_learns_the_path_mtu_to_another_node(&labs, ips[1], 1450);
 }
@@ -34,6 +34,7 @@ fn pods_on_different_nodes_reach_each_other_by_native_routing_with_their_own_add
     let u = Underlay::new();
     let (labs, ips, ips2) = cluster(&u, "none");
     pods_reach_each_other(&labs, &ips, &ips2);
+    a_published_port_is_reached_from_other_nodes_by_hairpin_and_from_the_node(&labs, &ips, &ips2);
     a_pod_learns_the_path_mtu_to_another_node(&labs, ips[1], 1400);
 }
 
@@ -164,7 +165,15 @@ fn cross_node_connections_survive_agent_kills_and_the_store_going_away() {
         start(lab, &u, &format!("n{i}"));
         conn.exchange(&format!("agent {i} restarted"));
     }
-    // etcd gone: the routes stand.
+    // etcd killed during traffic: a new connection every 50 ms, none may fail while the
+    // store is gone, an agent restarts without it, and the store comes back.
+    let echo = std::net::SocketAddrV4::new(ips[1], 7101);
+    netpath_tests::echo_server(&labs[1].containers[0], echo);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let traffic = {
+        let stop = stop.clone();
+        labs[0].containers[0].run(move || requests_until(echo, &stop))
+    };
     u.kill_etcd();
     conn.exchange("store down");
     labs[0].kill_agent();
@@ -173,7 +182,31 @@ fn cross_node_connections_survive_agent_kills_and_the_store_going_away() {
     u.start_etcd();
     wait_for(&labs[0], "both ready", |l| l.len() == 2 && l.iter().all(|n| n["ready"] == true));
     conn.exchange("store back");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (done, failed) = traffic.join().unwrap();
+    assert!(failed.is_empty(), "{} of {done} requests failed without the store: {failed:?}", failed.len());
+    assert!(done >= 20, "only {done} requests while the store was away");
     assert_eq!(conn.sent(), 8 * 64 * 1024);
+}
+
+/// A new TCP connection to `to` every 50 ms, one request each, until `stop`; the count
+/// and the failures.
+fn requests_until(to: std::net::SocketAddrV4, stop: &std::sync::atomic::AtomicBool) -> (u32, Vec<String>) {
+    use std::io::{Read as _, Write as _};
+    let (mut done, mut failed) = (0, Vec::new());
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let r = std::net::TcpStream::connect_timeout(&to.into(), Duration::from_secs(3)).and_then(|mut s| {
+            s.set_read_timeout(Some(Duration::from_secs(3)))?;
+            s.write_all(b"ping")?;
+            s.read_exact(&mut [0u8; 4])
+        });
+        if let Err(e) = r {
+            failed.push(format!("request {done}: {e}"));
+        }
+        done += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (done, failed)
 }
 
 fn trace_shows_the_tunnel_hops_with_the_other_node(labs: &[Lab], ips: &[Ipv4Addr]) {
@@ -281,7 +314,16 @@ fn a_fourth_node_joins_and_every_node_reaches_it() {
     }
 }
 
-fn a_port_published_on_one_node_is_reached_from_a_pod_on_another(labs: &[Lab], ips: &[Ipv4Addr]) {
+/// Node 1 publishes a port to its pod. A pod on node 0 reaches it through node 1's
+/// address (masqueraded as node 0 on the way out); node 1's other pod, through its own
+/// node's address (hairpin, its own address kept); and node 1's own processes, through
+/// the node address and loopback (the node-local socket hooks, on kernels with netns
+/// cookies: 5.14+, the single-node tests say so where they skip).
+fn a_published_port_is_reached_from_other_nodes_by_hairpin_and_from_the_node(
+    labs: &[Lab],
+    ips: &[Ipv4Addr],
+    ips2: &[Ipv4Addr],
+) {
     labs[1].netpath_ok(&["port", "add", "8080", "pod:80"]);
     let bind = std::net::SocketAddrV4::new(ips[1], 80);
     let node1 = std::net::SocketAddr::from(([10, 99, 0, 11], 8080));
@@ -290,6 +332,41 @@ fn a_port_published_on_one_node_is_reached_from_a_pod_on_another(labs: &[Lab], i
     // came in through node 1's published port.
     assert_eq!(peer.ip(), std::net::IpAddr::from([10, 99, 0, 10]));
     assert!(labs[1].stats().reason("dnat-new-flow") > 0, "{:?}", labs[1].stats().0);
+
+    let peer = netpath_tests::tcp_echo_once(&labs[1].containers[0], bind, &labs[1].containers[1], node1, 5);
+    assert_eq!(peer.ip(), std::net::IpAddr::from(ips2[1]), "hairpin in cluster mode");
+
+    if netpath_tests::kernel_at_least(5, 14) {
+        node_processes_reach_the_published_port(&labs[1], bind);
+    }
+    labs[1].netpath_ok(&["port", "del", "8080"]);
+}
+
+/// The node's own processes reach its published port 8080 (to `bind` in its pod 0)
+/// through the node address and loopback.
+fn node_processes_reach_the_published_port(lab: &Lab, bind: std::net::SocketAddrV4) {
+    let before = lab.stats().reason("node-local-connect");
+    for ip in ["10.99.0.11", "127.0.0.1"] {
+        let listener =
+            lab.containers[0].run(move || std::net::TcpListener::bind(bind)).join().unwrap().expect("bind");
+        let echo = std::thread::spawn(move || {
+            use std::io::{Read as _, Write as _};
+            let (mut s, _) = listener.accept().unwrap();
+            let mut line = [0u8; 5];
+            s.read_exact(&mut line).unwrap();
+            s.write_all(&line).unwrap();
+        });
+        let script = format!("exec 3<>/dev/tcp/{ip}/8080 && echo ping >&3 && head -c 5 <&3");
+        let out = lab.node_process(&["timeout", "10", "bash", "-c", &script]);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "ping\n",
+            "the node's process via {ip}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        echo.join().unwrap();
+    }
+    assert_eq!(lab.stats().reason("node-local-connect") - before, 2, "node-local in cluster mode");
 }
 
 /// Node 0's "big" pod has MTU 1500, more than the path to node 1 carries (`path`). A
