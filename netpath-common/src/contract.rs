@@ -43,8 +43,9 @@ pub struct MapSpec {
     pub key_size: u32,
     pub value_size: u32,
     pub capacity: Capacity,
-    /// The map flags the object declares (BPF_F_NO_COMMON_LRU for CONNTRACK_NEW); the
-    /// layout check compares them, since they change how the map behaves.
+    /// The map flags the object declares (BPF_F_NO_COMMON_LRU for CONNTRACK_NEW,
+    /// BPF_F_NO_PREALLOC for the tables only the agent writes); the layout check
+    /// compares the ones that change how the map behaves (the kind of LRU).
     pub flags: u32,
     /// Pinned by name under the agent's pin directory (and so adopted on restart).
     pub pinned: bool,
@@ -79,22 +80,28 @@ const FIB_LOOKUP_SIZE: usize = 64;
 /// Every map of the object: the pinned ones in the order `netpath map list` shows them,
 /// then the per-CPU scratch space the programs use inside one run.
 pub const MAPS: [MapSpec; 15] = [
-    map(
-        ENDPOINTS,
-        MapKind::Hash,
-        size_of::<EndpointKey>(),
-        size_of::<EndpointInfo>(),
-        Capacity::Fixed(MAX_ENDPOINTS),
-        false,
-    ),
-    map(
-        ENDPOINT_STATS,
-        MapKind::PerCpuHash,
-        size_of::<EndpointKey>(),
-        size_of::<TrafficCounters>(),
-        Capacity::Fixed(MAX_ENDPOINTS),
-        true,
-    ),
+    MapSpec {
+        flags: NO_PREALLOC,
+        ..map(
+            ENDPOINTS,
+            MapKind::Hash,
+            size_of::<EndpointKey>(),
+            size_of::<EndpointInfo>(),
+            Capacity::Fixed(MAX_ENDPOINTS),
+            false,
+        )
+    },
+    MapSpec {
+        flags: NO_PREALLOC,
+        ..map(
+            ENDPOINT_STATS,
+            MapKind::PerCpuHash,
+            size_of::<EndpointKey>(),
+            size_of::<TrafficCounters>(),
+            Capacity::Fixed(MAX_ENDPOINTS),
+            true,
+        )
+    },
     map(
         REASON_STATS,
         MapKind::PerCpuArray,
@@ -123,24 +130,30 @@ pub const MAPS: [MapSpec; 15] = [
         Capacity::Fixed(SNAT_CLOSED_ENTRIES),
         true,
     ),
-    map(
-        PORT_MAPS,
-        MapKind::Hash,
-        size_of::<PortKey>(),
-        size_of::<PortTarget>(),
-        Capacity::Fixed(MAX_PORT_MAPS),
-        false,
-    ),
+    MapSpec {
+        flags: NO_PREALLOC,
+        ..map(
+            PORT_MAPS,
+            MapKind::Hash,
+            size_of::<PortKey>(),
+            size_of::<PortTarget>(),
+            Capacity::Fixed(MAX_PORT_MAPS),
+            false,
+        )
+    },
     map(NODE_CONFIG, MapKind::Array, 4, size_of::<NodeConfig>(), Capacity::Fixed(1), true),
     // Not disposable: cross-node connections ride on it while an agent restarts.
-    map(
-        NODE_ROUTES,
-        MapKind::Hash,
-        size_of::<EndpointKey>(),
-        size_of::<NodeRoute>(),
-        Capacity::Fixed(MAX_NODES),
-        false,
-    ),
+    MapSpec {
+        flags: NO_PREALLOC,
+        ..map(
+            NODE_ROUTES,
+            MapKind::Hash,
+            size_of::<EndpointKey>(),
+            size_of::<NodeRoute>(),
+            Capacity::Fixed(MAX_NODES),
+            false,
+        )
+    },
     // Written again at every start, before any endpoint is attached.
     map(CLUSTER_PROGS, MapKind::ProgArray, 4, 4, Capacity::Fixed(1), true),
     map(

@@ -24,6 +24,14 @@ pub const CONNTRACK_NEW: &str = "CONNTRACK_NEW";
 /// included, well before the table is full.
 pub const CONNTRACK_NEW_FLAGS: u32 = 2;
 
+/// BPF_F_NO_PREALLOC: for the tables only the agent writes (endpoints, their counters,
+/// published ports, node routes). Entries are allocated as the agent adds them rather
+/// than all at load: 131,072 published ports and 16,384 endpoints' per-CPU counters are
+/// megabytes a node would otherwise hold from the start (and, per CPU, grow with the
+/// machine), and creating them dominated an agent start under emulation. The programs
+/// only look entries up, which costs the same either way.
+pub const NO_PREALLOC: u32 = 1;
+
 /// Entries each CPU needs in a conntrack table (see [`ct_min_entries`]).
 pub const CT_ENTRIES_PER_CPU: u32 = 256;
 

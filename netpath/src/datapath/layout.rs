@@ -62,7 +62,7 @@ fn expected(ct_entries: u32) -> Vec<Expected> {
                 Capacity::Conntrack => ct_entries,
                 Capacity::NewFlows => new_flow_entries(ct_entries),
             },
-            flags: m.flags,
+            flags: m.flags & COMPARED_FLAGS,
             disposable: m.disposable,
         })
         .collect()
