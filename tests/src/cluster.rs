@@ -159,7 +159,7 @@ pub const CLUSTER: &str = "10.244.0.0/16";
 /// How long the cluster's waits wait at most (only a red run waits that long): 30 s, and
 /// in the emulated guests, where etcd and the agents share one slow CPU, 2 minutes.
 pub fn patience() -> Duration {
-    Duration::from_secs(if std::env::var_os("NETPATH_TEST_GUEST").is_some() { 120 } else { 30 })
+    Duration::from_secs(if crate::in_guest() { 120 } else { 30 })
 }
 
 /// The agent flags of node `name` in `u`'s cluster. A short lease, so tests see expiry

@@ -253,12 +253,30 @@ pub fn kernel_has(major: u32, minor: u32, what: &str) -> bool {
     false
 }
 
+/// Whether the tests run in an emulated guest of the VM runs ($NETPATH_TEST_GUEST), where
+/// every agent start and netlink round trip costs tens of times what it costs on the
+/// host.
+pub fn in_guest() -> bool {
+    std::env::var_os("NETPATH_TEST_GUEST").is_some()
+}
+
+/// `host` repetitions on the host, `guest` in an emulated guest: for tests whose rounds
+/// all exercise the same kernel paths, where the guest's minutes buy nothing past the
+/// first few (the host runs them all).
+pub fn rounds(host: usize, guest: usize) -> usize {
+    if in_guest() {
+        guest
+    } else {
+        host
+    }
+}
+
 /// False in the emulated guests ($NETPATH_TEST_GUEST), after the runner's skip line:
 /// for tests whose subject (`what`) is the agents' user space and the control plane,
 /// the same on every kernel, which the host run covers; the guests' minutes go to
 /// what the kernel does.
 pub fn on_the_host(what: &str) -> bool {
-    if std::env::var_os("NETPATH_TEST_GUEST").is_none() {
+    if !in_guest() {
         return true;
     }
     println!("netpath-test-skipped: {what} is user space, run on the host");
@@ -298,6 +316,29 @@ pub fn kernel_at_least(major: u32, minor: u32) -> bool {
     let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let mut it = release.trim().split(['.', '-']).filter_map(|p| p.parse::<u32>().ok());
     (it.next().unwrap_or(0), it.next().unwrap_or(0)) >= (major, minor)
+}
+
+/// Each thread of process `pid`: its name, state, where it waits in the kernel and its
+/// kernel stack, as /proc shows them to root.
+pub fn threads_of(pid: u32) -> String {
+    let read = |p: &Path| fs::read_to_string(p).unwrap_or_default();
+    let mut out = String::new();
+    let tasks = fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten().map(|e| e.path());
+    for task in tasks {
+        let stat = read(&task.join("stat"));
+        // The state follows the parenthesised name, which may itself hold spaces.
+        let state = stat.rsplit(") ").next().and_then(|r| r.split(' ').next()).unwrap_or("?");
+        out.push_str(&format!(
+            "  {} {} state {state} wchan {}\n",
+            task.file_name().unwrap_or_default().to_string_lossy(),
+            read(&task.join("comm")).trim(),
+            read(&task.join("wchan")).trim()
+        ));
+        for frame in read(&task.join("stack")).lines().take(12) {
+            out.push_str(&format!("      {frame}\n"));
+        }
+    }
+    out
 }
 
 /// The cgroup v2 mount (the unified hierarchy on hybrid systems).
@@ -725,13 +766,32 @@ impl Lab {
     }
 
     /// Stops the agent (SIGTERM) and waits for it.
+    /// Stops the agent with SIGTERM, as systemd or an operator would. An agent that has
+    /// not exited two minutes later is a failure, reported with what each of its threads
+    /// was doing (a shutdown that hangs stalls a node's agent upgrade), and killed.
     pub fn stop_agent(&mut self) {
-        if let Some(mut child) = self.agent.take() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(child.id() as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            let _ = child.wait();
+        let Some(mut child) = self.agent.take() else { return };
+        let pid = child.id();
+        let _ =
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while let Ok(None) = child.try_wait() {
+            if Instant::now() > deadline {
+                let threads = threads_of(pid);
+                let _ = child.kill();
+                let _ = child.wait();
+                let report = format!(
+                    "the agent (pid {pid}) did not exit within 120 s of SIGTERM; its threads:\n{threads}\nits log:\n{}",
+                    self.agent_log()
+                );
+                // In a drop during a panic, a second panic would abort the test binary.
+                if std::thread::panicking() {
+                    eprintln!("{report}");
+                    return;
+                }
+                panic!("{report}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 

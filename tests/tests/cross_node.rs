@@ -41,7 +41,7 @@ fn pods_on_different_nodes_reach_each_other_by_native_routing_with_their_own_add
 /// How many nodes the datapath cases' clusters have: three, and two in the emulated
 /// guests, where each agent start costs a minute and the host's run has the three.
 fn nodes() -> u8 {
-    if std::env::var_os("NETPATH_TEST_GUEST").is_some() {
+    if netpath_tests::in_guest() {
         2
     } else {
         3
