@@ -172,7 +172,7 @@ impl Inspector {
                 map: maps::NODE_LOCAL_REV,
                 source: Box::new(source),
             })?;
-        Ok(rev.iter().filter_map(Result::ok).collect())
+        super::batch::read_all(rev.map(), maps::NODE_LOCAL_REV)
     }
 
     /// Closed masqueraded flows remembered for port reuse: server-side tuple -> record.
@@ -180,7 +180,7 @@ impl Inspector {
         let map = self.open(maps::SNAT_CLOSED)?;
         let closed: BpfHashMap<_, CtKey, netpath_common::ClosedFlow> = BpfHashMap::try_from(map)
             .map_err(|source| DatapathError::Map { map: maps::SNAT_CLOSED, source: Box::new(source) })?;
-        Ok(closed.iter().filter_map(Result::ok).collect())
+        super::batch::read_all(closed.map(), maps::SNAT_CLOSED)
     }
 
     /// Kind, sizes and entry count of a pinned map.
@@ -232,13 +232,13 @@ impl Inspector {
     /// of new flows existed have none: empty.
     fn ct_table(&self, name: &str) -> Result<(Vec<(CtKey, CtEntry)>, u32), DatapathError> {
         let Some((ct, capacity)) = self.ct_map(name)? else { return Ok((Vec::new(), 0)) };
-        Ok((ct.iter().filter_map(Result::ok).collect(), capacity))
+        Ok((super::batch::read_all(ct.map(), maps::CONNTRACK)?, capacity))
     }
 
     /// One conntrack table's entry count and size (see [`Inspector::ct_table`]).
     fn ct_count(&self, name: &str) -> Result<(u64, u32), DatapathError> {
         let Some((ct, capacity)) = self.ct_map(name)? else { return Ok((0, 0)) };
-        Ok((ct.keys().filter(Result::is_ok).count() as u64, capacity))
+        Ok((super::batch::read_all::<CtKey, CtEntry>(ct.map(), maps::CONNTRACK)?.len() as u64, capacity))
     }
 
     /// A conntrack table opened, with its size; None for a table that is not pinned.

@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 
 use aya::{
-    maps::{HashMap as BpfHashMap, Map, MapData, MapType},
+    maps::{HashMap as BpfHashMap, IterableMap as _, Map, MapData, MapType},
     Ebpf, Pod,
 };
 use netpath_common::{
@@ -275,13 +275,8 @@ fn copy_typed<K: Pod, V: Pod>(
     let to = ebpf.map_mut(name).ok_or(DatapathError::MissingMap(name))?;
     let mut to = BpfHashMap::<&mut MapData, K, V>::try_from(to).map_err(err)?;
     let mut copied = 0;
-    for entry in from.iter() {
-        let (k, v) = match entry {
-            Ok(kv) => kv,
-            // Deleted while we walk: nothing to copy.
-            Err(aya::maps::MapError::KeyNotFound) => continue,
-            Err(e) => return Err(err(e)),
-        };
+    // The old programs may still be changing the old map: a batch read always ends.
+    for (k, v) in super::batch::read_all::<K, V>(from.map(), name)? {
         if !wanted(&v) {
             continue;
         }

@@ -1,5 +1,6 @@
 //! The eBPF side as user space sees it: loading the embedded object, pinning its maps,
 //! attaching programs, and typed access to the maps.
+mod batch;
 mod contract;
 pub mod entries;
 mod inspect;

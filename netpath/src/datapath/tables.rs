@@ -2,7 +2,9 @@
 //! mappings, and conntrack housekeeping.
 use std::net::Ipv4Addr;
 
-use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues};
+use aya::maps::{
+    Array, HashMap as BpfHashMap, IterableMap as _, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues,
+};
 use netpath_common::{
     maps, CtEntry, CtKey, EndpointInfo, EndpointKey, NodeConfig, NodeRoute, PortKey, PortTarget, Reason,
     TrafficCounters,
@@ -148,14 +150,7 @@ impl Datapath {
         let mut out = [Vec::new(), Vec::new()];
         for (entries, name) in out.iter_mut().zip([maps::CONNTRACK, maps::CONNTRACK_NEW]) {
             let ct = self.conntrack(name)?;
-            for item in ct.iter() {
-                match item {
-                    Ok(kv) => entries.push(kv),
-                    // An entry deleted while we walk the table: skip it.
-                    Err(aya::maps::MapError::KeyNotFound) => continue,
-                    Err(e) => return Err(map_err(name)(e)),
-                }
-            }
+            *entries = super::batch::read_all(ct.map(), name)?;
         }
         Ok(out)
     }

@@ -1,0 +1,172 @@
+//! Reading a whole hash map while the datapath changes it. A walk key by key
+//! (BPF_MAP_GET_NEXT_KEY, what aya's iterators do) starts again from the first key
+//! whenever the key it stands on is deleted meanwhile, and the datapath deletes all the
+//! time: every new flow moves from CONNTRACK_NEW to CONNTRACK once its handshake is
+//! done, LRU maps evict. Under steady connection churn such a walk may never end (the
+//! 6.1 guest saw it: the conntrack collection kept the agent's loop, SIGTERM went
+//! unanswered for 25 minutes), and the entries it returns repeat. BPF_MAP_LOOKUP_BATCH
+//! (5.6+) reads bucket by bucket from a cursor of its own: it always ends, and each
+//! entry present for the whole read comes once.
+use std::{
+    io,
+    mem::size_of,
+    os::fd::{AsRawFd as _, BorrowedFd},
+};
+
+use aya::Pod;
+
+/// enum bpf_cmd's BPF_MAP_LOOKUP_BATCH.
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+/// Entries asked for per call; doubled when one bucket holds more.
+const CHUNK: usize = 512;
+
+/// union bpf_attr's `batch` member (include/uapi/linux/bpf.h).
+#[repr(C)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+/// Every entry of the hash map (plain or LRU, not per-CPU) behind `fd`, whose keys and
+/// values are `K` and `V` exactly.
+pub fn lookup_all<K: Pod, V: Pod>(fd: BorrowedFd<'_>) -> io::Result<Vec<(K, V)>> {
+    let mut out = Vec::new();
+    let mut chunk = CHUNK;
+    // A hash map's cursor is a bucket index.
+    let (mut cursor, mut next, mut started) = (0u32, 0u32, false);
+    loop {
+        // SAFETY: Pod types are plain data, valid for any bytes, zeroes included.
+        let mut keys: Vec<K> = vec![unsafe { std::mem::zeroed() }; chunk];
+        // SAFETY: as above.
+        let mut values: Vec<V> = vec![unsafe { std::mem::zeroed() }; chunk];
+        let mut attr = BatchAttr {
+            in_batch: if started { std::ptr::from_ref(&cursor) as u64 } else { 0 },
+            out_batch: std::ptr::from_mut(&mut next) as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count: chunk as u32,
+            map_fd: fd.as_raw_fd() as u32,
+            elem_flags: 0,
+            flags: 0,
+        };
+        // SAFETY: the attribute points at buffers of `count` keys and values of the
+        // map's sizes, and at the two cursors, all alive for the call.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_LOOKUP_BATCH,
+                std::ptr::from_mut(&mut attr),
+                size_of::<BatchAttr>(),
+            )
+        };
+        let error = (r < 0).then(io::Error::last_os_error);
+        match error.as_ref().and_then(io::Error::raw_os_error) {
+            // The last batch (ENOENT) may carry entries too.
+            None | Some(libc::ENOENT) => {
+                let n = (attr.count as usize).min(chunk);
+                out.extend(keys.into_iter().zip(values).take(n));
+                if error.is_some() {
+                    return Ok(out);
+                }
+                cursor = next;
+                started = true;
+            }
+            // One bucket holds more entries than the chunk.
+            Some(libc::ENOSPC) if chunk < 1 << 20 => chunk *= 2,
+            _ => return Err(error.unwrap_or_else(|| io::Error::other("bpf_map_lookup_batch"))),
+        }
+    }
+}
+
+/// [`lookup_all`] of `map` (called `name`), with the datapath's error.
+pub fn read_all<K: Pod, V: Pod>(
+    map: &aya::maps::MapData,
+    name: &'static str,
+) -> Result<Vec<(K, V)>, super::DatapathError> {
+    use std::os::fd::AsFd as _;
+    lookup_all(map.fd().as_fd()).map_err(|io_error| super::DatapathError::Map {
+        map: name,
+        source: Box::new(aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+            call: "bpf_map_lookup_batch",
+            io_error,
+        })),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        collections::HashSet,
+        os::fd::{AsFd as _, FromRawFd as _, OwnedFd},
+        sync::atomic::{AtomicBool, Ordering},
+    };
+
+    use super::*;
+
+    /// A fresh unpinned hash map of u64 -> u64 (needs root); closed when dropped. Not an
+    /// LRU one: churn would evict the entries the test counts on.
+    fn hash_map(entries: u32) -> OwnedFd {
+        // union bpf_attr's map-create head: type, key and value size, entries, flags.
+        let mut attr = [0u32; 32];
+        attr[..5].copy_from_slice(&[1, 8, 8, entries, 0]);
+        // SAFETY: BPF_MAP_CREATE (0) reads the attribute, of the size given.
+        let fd = unsafe { libc::syscall(libc::SYS_bpf, 0, attr.as_mut_ptr(), 128) };
+        assert!(fd >= 0, "BPF_MAP_CREATE: {}", io::Error::last_os_error());
+        // SAFETY: a new descriptor nobody else owns.
+        unsafe { OwnedFd::from_raw_fd(fd as i32) }
+    }
+
+    fn update(fd: BorrowedFd<'_>, key: u64, value: u64, delete: bool) {
+        // union bpf_attr's element head: map fd, pad, key pointer, value pointer, flags.
+        let mut attr = [0u64; 4];
+        attr[0] = fd.as_raw_fd() as u64;
+        attr[1] = std::ptr::from_ref(&key) as u64;
+        attr[2] = std::ptr::from_ref(&value) as u64;
+        let cmd = if delete { 3 } else { 2 };
+        // SAFETY: BPF_MAP_UPDATE_ELEM (2) / DELETE_ELEM (3) read the key and value given.
+        unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), 32) };
+    }
+
+    /// Every entry once, in chunks and past the chunk size; and a read ends while
+    /// another thread deletes and re-adds entries as fast as it can, each entry that
+    /// stayed put read exactly once (the key walk starts over at every deletion of the
+    /// key it stands on).
+    #[test]
+    fn a_batch_read_sees_every_entry_once_and_ends_under_churn() {
+        let map = hash_map(8192);
+        for k in 0..3000u64 {
+            update(map.as_fd(), k, k * 7, false);
+        }
+        let all: Vec<(u64, u64)> = lookup_all(map.as_fd()).unwrap();
+        assert_eq!(all.len(), 3000);
+        assert!(all.iter().all(|(k, v)| *v == k * 7));
+        assert_eq!(all.iter().map(|(k, _)| k).collect::<HashSet<_>>().len(), 3000);
+
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let churn = s.spawn(|| {
+                let mut k = 1_000_000u64;
+                while !stop.load(Ordering::Relaxed) {
+                    update(map.as_fd(), k, 0, false);
+                    update(map.as_fd(), k - 8, 0, true);
+                    k += 1;
+                }
+            });
+            let stable: Vec<usize> = (0..20)
+                .map(|_| {
+                    let read: Vec<(u64, u64)> = lookup_all(map.as_fd()).unwrap();
+                    read.iter().filter(|(k, _)| *k < 3000).count()
+                })
+                .collect();
+            stop.store(true, Ordering::Relaxed);
+            churn.join().unwrap();
+            assert!(stable.iter().all(|n| *n == 3000), "entries that stayed, per read: {stable:?}");
+        });
+    }
+}
