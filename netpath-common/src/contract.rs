@@ -74,34 +74,37 @@ const fn map(
     }
 }
 
+impl MapSpec {
+    /// The same map with the object declaring `flags`.
+    const fn with_flags(self, flags: u32) -> Self {
+        MapSpec { flags, ..self }
+    }
+}
+
 /// struct bpf_fib_lookup's size (include/uapi/linux/bpf.h): FIB_SCRATCH's value.
 const FIB_LOOKUP_SIZE: usize = 64;
 
 /// Every map of the object: the pinned ones in the order `netpath map list` shows them,
 /// then the per-CPU scratch space the programs use inside one run.
 pub const MAPS: [MapSpec; 15] = [
-    MapSpec {
-        flags: NO_PREALLOC,
-        ..map(
-            ENDPOINTS,
-            MapKind::Hash,
-            size_of::<EndpointKey>(),
-            size_of::<EndpointInfo>(),
-            Capacity::Fixed(MAX_ENDPOINTS),
-            false,
-        )
-    },
-    MapSpec {
-        flags: NO_PREALLOC,
-        ..map(
-            ENDPOINT_STATS,
-            MapKind::PerCpuHash,
-            size_of::<EndpointKey>(),
-            size_of::<TrafficCounters>(),
-            Capacity::Fixed(MAX_ENDPOINTS),
-            true,
-        )
-    },
+    map(
+        ENDPOINTS,
+        MapKind::Hash,
+        size_of::<EndpointKey>(),
+        size_of::<EndpointInfo>(),
+        Capacity::Fixed(MAX_ENDPOINTS),
+        false,
+    )
+    .with_flags(NO_PREALLOC),
+    map(
+        ENDPOINT_STATS,
+        MapKind::PerCpuHash,
+        size_of::<EndpointKey>(),
+        size_of::<TrafficCounters>(),
+        Capacity::Fixed(MAX_ENDPOINTS),
+        true,
+    )
+    .with_flags(NO_PREALLOC),
     map(
         REASON_STATS,
         MapKind::PerCpuArray,
@@ -111,17 +114,8 @@ pub const MAPS: [MapSpec; 15] = [
         true,
     ),
     map(CONNTRACK, MapKind::LruHash, size_of::<CtKey>(), size_of::<CtEntry>(), Capacity::Conntrack, false),
-    MapSpec {
-        flags: CONNTRACK_NEW_FLAGS,
-        ..map(
-            CONNTRACK_NEW,
-            MapKind::LruHash,
-            size_of::<CtKey>(),
-            size_of::<CtEntry>(),
-            Capacity::NewFlows,
-            false,
-        )
-    },
+    map(CONNTRACK_NEW, MapKind::LruHash, size_of::<CtKey>(), size_of::<CtEntry>(), Capacity::NewFlows, false)
+        .with_flags(CONNTRACK_NEW_FLAGS),
     map(
         SNAT_CLOSED,
         MapKind::LruHash,
@@ -130,30 +124,26 @@ pub const MAPS: [MapSpec; 15] = [
         Capacity::Fixed(SNAT_CLOSED_ENTRIES),
         true,
     ),
-    MapSpec {
-        flags: NO_PREALLOC,
-        ..map(
-            PORT_MAPS,
-            MapKind::Hash,
-            size_of::<PortKey>(),
-            size_of::<PortTarget>(),
-            Capacity::Fixed(MAX_PORT_MAPS),
-            false,
-        )
-    },
+    map(
+        PORT_MAPS,
+        MapKind::Hash,
+        size_of::<PortKey>(),
+        size_of::<PortTarget>(),
+        Capacity::Fixed(MAX_PORT_MAPS),
+        false,
+    )
+    .with_flags(NO_PREALLOC),
     map(NODE_CONFIG, MapKind::Array, 4, size_of::<NodeConfig>(), Capacity::Fixed(1), true),
     // Not disposable: cross-node connections ride on it while an agent restarts.
-    MapSpec {
-        flags: NO_PREALLOC,
-        ..map(
-            NODE_ROUTES,
-            MapKind::Hash,
-            size_of::<EndpointKey>(),
-            size_of::<NodeRoute>(),
-            Capacity::Fixed(MAX_NODES),
-            false,
-        )
-    },
+    map(
+        NODE_ROUTES,
+        MapKind::Hash,
+        size_of::<EndpointKey>(),
+        size_of::<NodeRoute>(),
+        Capacity::Fixed(MAX_NODES),
+        false,
+    )
+    .with_flags(NO_PREALLOC),
     // Written again at every start, before any endpoint is attached.
     map(CLUSTER_PROGS, MapKind::ProgArray, 4, 4, Capacity::Fixed(1), true),
     map(

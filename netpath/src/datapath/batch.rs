@@ -40,11 +40,10 @@ pub fn lookup_all<K: Pod, V: Pod>(fd: BorrowedFd<'_>) -> io::Result<Vec<(K, V)>>
     let mut chunk = CHUNK;
     // A hash map's cursor is a bucket index.
     let (mut cursor, mut next, mut started) = (0u32, 0u32, false);
+    // SAFETY: Pod types are plain data, valid for any bytes, zeroes included.
+    let (mut keys, mut values): (Vec<K>, Vec<V>) =
+        unsafe { (vec![std::mem::zeroed(); chunk], vec![std::mem::zeroed(); chunk]) };
     loop {
-        // SAFETY: Pod types are plain data, valid for any bytes, zeroes included.
-        let mut keys: Vec<K> = vec![unsafe { std::mem::zeroed() }; chunk];
-        // SAFETY: as above.
-        let mut values: Vec<V> = vec![unsafe { std::mem::zeroed() }; chunk];
         let mut attr = BatchAttr {
             in_batch: if started { std::ptr::from_ref(&cursor) as u64 } else { 0 },
             out_batch: std::ptr::from_mut(&mut next) as u64,
@@ -70,7 +69,7 @@ pub fn lookup_all<K: Pod, V: Pod>(fd: BorrowedFd<'_>) -> io::Result<Vec<(K, V)>>
             // The last batch (ENOENT) may carry entries too.
             None | Some(libc::ENOENT) => {
                 let n = (attr.count as usize).min(chunk);
-                out.extend(keys.into_iter().zip(values).take(n));
+                out.extend(keys[..n].iter().copied().zip(values[..n].iter().copied()));
                 if error.is_some() {
                     return Ok(out);
                 }
@@ -78,7 +77,14 @@ pub fn lookup_all<K: Pod, V: Pod>(fd: BorrowedFd<'_>) -> io::Result<Vec<(K, V)>>
                 started = true;
             }
             // One bucket holds more entries than the chunk.
-            Some(libc::ENOSPC) if chunk < 1 << 20 => chunk *= 2,
+            Some(libc::ENOSPC) if chunk < 1 << 20 => {
+                chunk *= 2;
+                // SAFETY: as above.
+                unsafe {
+                    keys.resize(chunk, std::mem::zeroed());
+                    values.resize(chunk, std::mem::zeroed());
+                }
+            }
             _ => return Err(error.unwrap_or_else(|| io::Error::other("bpf_map_lookup_batch"))),
         }
     }
