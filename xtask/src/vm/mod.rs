@@ -398,6 +398,9 @@ fn guest_tests(
     }
 }
 
+/// How much of a failed test's output the summary repeats.
+const FAILURE_LINES: usize = 120;
+
 /// Prints each guest's outcome; the compatibility matrix, and whether every kernel
 /// passed.
 fn summarize(guests: &[Guest], args: &VmArgs, smp: u32, wall: Duration) -> (String, bool) {
@@ -423,6 +426,18 @@ fn summarize(guests: &[Guest], args: &VmArgs, smp: u32, wall: Duration) -> (Stri
         let slowest: Vec<String> = o.slowest(8).iter().map(|(t, ms)| format!("{t} {}s", ms / 1000)).collect();
         if !slowest.is_empty() {
             println!("    slowest: {}", slowest.join(", "));
+        }
+        for (test, printed) in o.failure_output.iter().filter(|(t, _)| o.failures.contains(t)) {
+            // The panic message and the report a test attaches to it (an agent's log, a
+            // hung thread's stacks), bounded: the rest is in the console.
+            let lines: Vec<&str> = printed.lines().collect();
+            println!("    ---- {test} ----");
+            for l in lines.iter().take(FAILURE_LINES) {
+                println!("    | {l}");
+            }
+            if lines.len() > FAILURE_LINES {
+                println!("    | ... {} more lines in the console", lines.len() - FAILURE_LINES);
+            }
         }
         if verdict != "ok" {
             println!("    console: {}", g.log.display());

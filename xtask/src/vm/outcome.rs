@@ -13,6 +13,9 @@ pub struct Outcome {
     pub skipped: u64,
     pub skip_reasons: Vec<String>,
     pub failures: Vec<String>,
+    /// What each failed test printed (libtest's `---- name stdout ----` section), so
+    /// that a CI log says why without the guest's console.
+    pub failure_output: Vec<(String, String)>,
     /// Test binaries that exited non-zero without a libtest summary (killed by their
     /// timeout, crashed): `name (exit N)`.
     pub binary_failures: Vec<String>,
@@ -50,8 +53,44 @@ pub fn parse(log: &str) -> Outcome {
     let lines: Vec<&str> = log.lines().collect();
     // Whether the binary running now has printed its summary.
     let mut summary = false;
+    // The failed test whose printed output is being read.
+    let mut section: Option<(String, Vec<&str>)> = None;
+    // Whether that output is a captured section (it holds the panic line too).
+    let mut captured = false;
     for (i, raw) in lines.iter().enumerate() {
         let (line, secs) = split_time(raw.trim_end_matches('\r'));
+        // Captured output comes in libtest's `---- name stdout ----` sections; with
+        // --nocapture (the guests) a panic is printed where it happens, as `thread
+        // 'name' panicked at ...` and the message's lines.
+        let header = line.strip_prefix("---- ").and_then(|l| l.strip_suffix(" stdout ----"));
+        let panic = line
+            .strip_prefix("thread '")
+            .and_then(|l| l.split_once("' panicked at "))
+            .map(|(name, _)| name);
+        let ends = header.is_some()
+            || line == "failures:"
+            || line.contains("test result: ")
+            || (!captured
+                && (panic.is_some()
+                    || line.starts_with("note: run with `RUST_BACKTRACE")
+                    || line.starts_with("test ")
+                    || line.contains("NETPATH-VM-")));
+        if section.is_some() && ends {
+            let (name, body) = section.take().expect("checked");
+            o.failure_output.push((name, body.join("\n").trim().to_string()));
+        }
+        if let Some(name) = header {
+            section = Some((name.to_string(), Vec::new()));
+            captured = true;
+            continue;
+        }
+        if let (Some(name), None) = (panic, &section) {
+            section = Some((name.to_string(), Vec::new()));
+            captured = false;
+        }
+        if let Some((_, body)) = section.as_mut() {
+            body.push(line);
+        }
         if let (Some(t), Some(name)) =
             (secs, line.strip_prefix("test ").and_then(|l| l.split(" ... ").next()))
         {
@@ -165,6 +204,61 @@ impl Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keeps_what_each_failed_test_printed() {
+        let log = "running 2 tests\n\
+            test a ... FAILED\n\
+            test b ... FAILED\n\
+            \n\
+            failures:\n\
+            \n\
+            ---- a stdout ----\n\
+            thread 'a' panicked at tests/tests/endpoint.rs:117:5:\n\
+            agent did not stop\n\
+            \n\
+            ---- b stdout ----\n\
+            [  12.3] kernel line\n\
+            b's reason\n\
+            \n\
+            \n\
+            failures:\n\
+            \x20   a\n\
+            \x20   b\n\
+            \n\
+            test result: FAILED. 0 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out; finished in 1.2s\n";
+        let o = parse(log);
+        assert_eq!(o.failures, ["a", "b"]);
+        assert_eq!(
+            o.failure_output,
+            [
+                ("a".to_string(), "thread 'a' panicked at tests/tests/endpoint.rs:117:5:\nagent did not stop".to_string()),
+                ("b".to_string(), "[  12.3] kernel line\nb's reason".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn keeps_a_panic_printed_without_capture() {
+        let log = "running 2 tests\n\
+            test a ... ok <1.0s>\n\
+            thread 'b' panicked at tests/tests/endpoint.rs:117:5:\n\
+            agent did not stop within 120 s of SIGTERM\n\
+            thread 1234 (netpath): S futex_wait\n\
+            note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n\
+            test b ... FAILED <143.0s>\n\
+            \n\
+            failures:\n\
+            \x20   b\n\
+            \n\
+            test result: FAILED. 1 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 144s\n";
+        let o = parse(log);
+        assert_eq!(o.failures, ["b"]);
+        assert_eq!(o.failure_output.len(), 1, "{o:?}");
+        assert_eq!(o.failure_output[0].0, "b");
+        assert!(o.failure_output[0].1.starts_with("thread 'b' panicked at tests/tests/endpoint.rs:117:5:\nagent did not stop"));
+        assert!(o.failure_output[0].1.ends_with("S futex_wait"), "{o:?}");
+    }
 
     #[test]
     fn sums_libtest_summaries_and_takes_skips_out_of_the_passes() {
