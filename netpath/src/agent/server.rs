@@ -58,6 +58,12 @@ pub enum Job {
 fn listen(agent: &Agent) -> Result<(UnixListener, Signal, Signal), AgentError> {
     let path = agent.paths().socket();
     let listen_err = |source| AgentError::Listen { path: path.clone(), source };
+    // The signals are taken before the socket exists: a client may stop the agent as
+    // soon as it can connect. tokio installs the handler first and subscribes the
+    // stream after it, and a signal broadcast in between is lost: a SIGTERM sent right
+    // after the socket answered went unanswered (a 6.12 guest's test waited 2 min).
+    let term = signal(SignalKind::terminate()).map_err(listen_err)?;
+    let int = signal(SignalKind::interrupt()).map_err(listen_err)?;
     crate::paths::create_private_dir(&agent.paths().run_dir).map_err(listen_err)?;
     // A socket left by a killed agent would make bind fail; nobody listens on it (the
     // run directory's lock says this agent is its only user).
@@ -65,8 +71,6 @@ fn listen(agent: &Agent) -> Result<(UnixListener, Signal, Signal), AgentError> {
     let listener = UnixListener::bind(&path).map_err(listen_err)?;
     // Only root may change the node's networking.
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(listen_err)?;
-    let term = signal(SignalKind::terminate()).map_err(listen_err)?;
-    let int = signal(SignalKind::interrupt()).map_err(listen_err)?;
     Ok((listener, term, int))
 }
 
@@ -159,8 +163,8 @@ impl Agent {
     async fn dispatch(&mut self, req: Request, peer_pid: u32) -> Response {
         let result = match req {
             Request::EndpointAdd(spec) => self.endpoint_add(spec).await.map(Reply::Endpoint),
-            Request::EndpointDel { name } => {
-                self.endpoint_del(&name).await.map(|existed| Reply::Deleted { existed })
+            Request::EndpointDel { name, owner } => {
+                self.endpoint_del(&name, owner.as_deref()).await.map(|existed| Reply::Deleted { existed })
             }
             Request::PortAdd(spec) => self.port_add(spec).await.map(Reply::Port),
             Request::PortDel { proto, host_port, host_ip } => {
@@ -175,6 +179,9 @@ impl Agent {
             Request::Status => Ok(Reply::Status(self.status())),
             Request::NodeList => self.node_list().await.map(|nodes| Reply::Nodes { nodes }),
             Request::NodeDel { name } => self.node_del(&name).await.map(Reply::NodeDeleted),
+            Request::EndpointCheck { name, ports } => {
+                self.endpoint_check(&name, &ports).await.map(|drift| Reply::Checked { drift })
+            }
         };
         match result {
             Ok(reply) => {
