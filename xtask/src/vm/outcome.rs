@@ -63,9 +63,12 @@ pub fn parse(log: &str) -> Outcome {
         // --nocapture (the guests) a panic is printed where it happens, as `thread
         // 'name' panicked at ...` and the message's lines.
         let header = line.strip_prefix("---- ").and_then(|l| l.strip_suffix(" stdout ----"));
+        // `thread 'name' panicked at`, or with the thread's id: `thread 'name' (811)
+        // panicked at`.
         let panic = line
             .strip_prefix("thread '")
-            .and_then(|l| l.split_once("' panicked at "))
+            .and_then(|l| l.split_once('\''))
+            .filter(|(_, rest)| rest.contains(" panicked at "))
             .map(|(name, _)| name);
         let ends = header.is_some()
             || line == "failures:"
@@ -232,7 +235,10 @@ mod tests {
         assert_eq!(
             o.failure_output,
             [
-                ("a".to_string(), "thread 'a' panicked at tests/tests/endpoint.rs:117:5:\nagent did not stop".to_string()),
+                (
+                    "a".to_string(),
+                    "thread 'a' panicked at tests/tests/endpoint.rs:117:5:\nagent did not stop".to_string()
+                ),
                 ("b".to_string(), "[  12.3] kernel line\nb's reason".to_string()),
             ]
         );
@@ -242,7 +248,7 @@ mod tests {
     fn keeps_a_panic_printed_without_capture() {
         let log = "running 2 tests\n\
             test a ... ok <1.0s>\n\
-            thread 'b' panicked at tests/tests/endpoint.rs:117:5:\n\
+            thread 'b' (811) panicked at tests/tests/endpoint.rs:117:5:\n\
             agent did not stop within 120 s of SIGTERM\n\
             thread 1234 (netpath): S futex_wait\n\
             note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n\
@@ -256,7 +262,9 @@ mod tests {
         assert_eq!(o.failures, ["b"]);
         assert_eq!(o.failure_output.len(), 1, "{o:?}");
         assert_eq!(o.failure_output[0].0, "b");
-        assert!(o.failure_output[0].1.starts_with("thread 'b' panicked at tests/tests/endpoint.rs:117:5:\nagent did not stop"));
+        assert!(o.failure_output[0]
+            .1
+            .starts_with("thread 'b' (811) panicked at tests/tests/endpoint.rs:117:5:\nagent did not stop"));
         assert!(o.failure_output[0].1.ends_with("S futex_wait"), "{o:?}");
     }
 
