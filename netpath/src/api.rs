@@ -17,6 +17,15 @@ pub struct EndpointSpec {
     pub ip: Option<Ipv4Addr>,
     pub mac: Option<[u8; 6]>,
     pub mtu: Option<u32>,
+    /// Who asked for it: a runtime's container ID (CNI). An add of the same name by
+    /// another owner is refused; the same owner's is idempotent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Ports to publish with it, all or none: checked before anything is made, and the
+    /// endpoint is taken away again when one cannot be published (`endpoint` of each is
+    /// this endpoint).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PortSpec>,
 }
 
 /// What a user asks for when publishing a port.
@@ -36,6 +45,10 @@ pub enum Request {
     EndpointAdd(EndpointSpec),
     EndpointDel {
         name: String,
+        /// Delete only when the endpoint is this owner's (CNI: a container whose ID
+        /// shares the name's prefix must not take another's endpoint with it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        owner: Option<String>,
     },
     PortAdd(PortSpec),
     PortDel {
@@ -56,6 +69,12 @@ pub enum Request {
     /// Forget a stopped node and free its subnet (cluster mode).
     NodeDel {
         name: String,
+    },
+    /// Compare one endpoint, and the ports it should publish, with the kernel; change
+    /// nothing (CNI's CHECK).
+    EndpointCheck {
+        name: String,
+        ports: Vec<PortSpec>,
     },
 }
 
@@ -80,6 +99,9 @@ pub struct AgentStatus {
     /// False while the uplink is gone.
     pub uplink_up: bool,
     pub node_ip: Option<Ipv4Addr>,
+    /// The subnet endpoints get their addresses from (agents before this field: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_cidr: Option<ipnet::Ipv4Net>,
     pub endpoints: usize,
     pub ports: usize,
     /// The running trace: its client's PID and filter.
@@ -115,13 +137,29 @@ pub struct Repair {
 pub enum Reply {
     Endpoint(EndpointRecord),
     Port(PortRecord),
-    Deleted { existed: bool },
-    Reconciled { dry_run: bool, repairs: Vec<Repair> },
-    TraceStarted { session: u64 },
+    Deleted {
+        existed: bool,
+    },
+    Reconciled {
+        dry_run: bool,
+        repairs: Vec<Repair>,
+    },
+    TraceStarted {
+        session: u64,
+    },
     Status(AgentStatus),
-    Nodes { nodes: Vec<crate::cluster::NodeStatus> },
+    Nodes {
+        nodes: Vec<crate::cluster::NodeStatus>,
+    },
     NodeDeleted(crate::cluster::NodeRecord),
-    Error { message: String },
+    /// What differs between an endpoint and the kernel: one line each, none when it
+    /// matches.
+    Checked {
+        drift: Vec<String>,
+    },
+    Error {
+        message: String,
+    },
 }
 
 /// One reply line: the reply, and what the operator should know besides (a change that

@@ -9,6 +9,7 @@ pub mod agent;
 pub mod api;
 pub mod cli;
 pub mod cluster;
+pub mod cni;
 pub mod datapath;
 pub mod drift;
 pub mod paths;

@@ -3,6 +3,10 @@ use std::process::ExitCode;
 use clap::{error::ErrorKind, Parser};
 
 fn main() -> ExitCode {
+    // A runtime runs the plugin (a copy or link of this binary) with CNI_COMMAND set.
+    if netpath::cni::invoked() {
+        return netpath::cni::main();
+    }
     let argv = match netpath::cli::config::apply(std::env::args_os().collect()) {
         Ok(argv) => argv,
         Err(e) => {

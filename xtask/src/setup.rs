@@ -26,6 +26,12 @@ const APT_PACKAGES: &[&str] = &[
     "kmod",
     // etcd-client compiles etcd's protobuf definitions at build time.
     "protobuf-compiler",
+    // The real client of the CNI plugin: podman (its CNI backend), with runc (crun
+    // refuses this machine kind's hybrid cgroups), and a static busybox to build the
+    // tests' local image from (no registry is reachable).
+    "podman",
+    "runc",
+    "busybox-static",
 ];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const BPF_LINKER_VERSION: &str = "0.13.0";

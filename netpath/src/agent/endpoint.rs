@@ -6,7 +6,7 @@ use tracing::info;
 
 use super::{Agent, AgentError};
 use crate::{
-    api::EndpointSpec,
+    api::{EndpointSpec, PortSpec},
     datapath::entries,
     plumbing::{link, netns},
     state::{format_mac, parse_mac, Device, EndpointRecord, Mode},
@@ -87,20 +87,31 @@ fn satisfies(rec: &EndpointRecord, spec: &EndpointSpec) -> bool {
         && spec.ip.is_none_or(|ip| ip == rec.ip)
         && spec.mac.is_none_or(|m| format_mac(&m) == rec.mac)
         && spec.mtu.is_none_or(|m| m == rec.mtu)
+        && (spec.owner.is_none() || spec.owner == rec.owner)
 }
 
 impl Agent {
     pub async fn endpoint_add(&mut self, spec: EndpointSpec) -> Result<EndpointRecord, AgentError> {
         validate(&spec)?;
-        if let Some(rec) = self.endpoints.get(&spec.name) {
-            if satisfies(rec, &spec) {
-                return Ok(rec.clone());
+        if let Some(rec) = self.endpoints.get(&spec.name).cloned() {
+            if satisfies(&rec, &spec) {
+                // A repeated add (a runtime retrying): its ports too, each idempotent.
+                for p in &spec.ports {
+                    self.port_add(PortSpec { endpoint: rec.name.clone(), ..p.clone() }).await?;
+                }
+                return Ok(rec);
             }
             return Err(AgentError::EndpointExists {
                 name: rec.name.clone(),
                 netns: rec.netns.clone(),
                 ip: rec.ip,
             });
+        }
+        let mut planned = Vec::new();
+        for p in &spec.ports {
+            if let Some(rec) = self.port_plan(p, &spec.name, Ipv4Addr::UNSPECIFIED, &planned)? {
+                planned.push(rec);
+            }
         }
         let ns = netns::open(&spec.netns)?;
         // The node's own namespace as a "container" would lose the node its default route.
@@ -125,6 +136,7 @@ impl Agent {
             // Filled in by plumb.
             host_ifindex: 0,
             host_mac: String::new(),
+            owner: spec.owner.clone(),
         };
         self.plumb(&ns, &mut rec).await?;
         if let Err(e) = self.endpoints.insert(rec.clone()) {
@@ -132,6 +144,13 @@ impl Agent {
             return Err(e.into());
         }
         info!(endpoint = %rec.name, ip = %rec.ip, veth = %rec.host_ifname, "endpoint added");
+        for p in &spec.ports {
+            if let Err(e) = self.port_add(PortSpec { endpoint: rec.name.clone(), ..p.clone() }).await {
+                // Checked above; what fails here is the kernel or the disk.
+                let _ = self.endpoint_del(&rec.name, None).await;
+                return Err(e);
+            }
+        }
         Ok(rec)
     }
 
@@ -235,12 +254,16 @@ impl Agent {
         }
     }
 
-    /// Deletes an endpoint; `Ok(false)` when there was none by that name.
-    pub async fn endpoint_del(&mut self, name: &str) -> Result<bool, AgentError> {
+    /// Deletes an endpoint; `Ok(false)` when there was none by that name (of `owner`,
+    /// when given).
+    pub async fn endpoint_del(&mut self, name: &str, owner: Option<&str>) -> Result<bool, AgentError> {
         validate_name(name)?;
         let Some(rec) = self.endpoints.get(name).cloned() else {
             return Ok(false);
         };
+        if owner.is_some() && rec.owner.as_deref() != owner {
+            return Ok(false);
+        }
         // Its published ports go with it, as docker's do with the container.
         let ports: Vec<_> = self.ports.of_endpoint(name).cloned().collect();
         for p in ports {
@@ -276,6 +299,8 @@ mod tests {
             ip: None,
             mac: None,
             mtu: Some(40),
+            owner: None,
+            ports: Vec::new(),
         };
         assert!(validate(&spec).unwrap_err().to_string().contains("invalid MTU 40"));
         let spec = EndpointSpec { mtu: None, name: "we b".into(), ..spec };

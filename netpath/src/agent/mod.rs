@@ -5,6 +5,7 @@
 //! a refused start leaves the node as it was; node set-up records what it changes in an
 //! undo list; datapath bring-up loads, attaches and reconciles. A failure in the last two
 //! takes back what the start did.
+mod check;
 mod cluster;
 mod endpoint;
 mod gc;

@@ -13,14 +13,20 @@ use crate::{
 pub(super) use crate::datapath::entries::port as entry;
 
 impl Agent {
-    pub async fn port_add(&mut self, spec: PortSpec) -> Result<PortRecord, AgentError> {
+    /// The record `spec` asks for, for the endpoint `endpoint` at `container_ip`,
+    /// checked against the node and the published ports (and `also`, ports about to be
+    /// published with it) without changing anything. `None`: exactly that is published.
+    pub(super) fn port_plan(
+        &self,
+        spec: &PortSpec,
+        endpoint: &str,
+        container_ip: Ipv4Addr,
+        also: &[PortRecord],
+    ) -> Result<Option<PortRecord>, AgentError> {
         if spec.host_port == 0 || spec.container_port == Some(0) {
             return Err(AgentError::PortZero);
         }
         self.ports.check_range(spec.host_port)?;
-        let Some(ep) = self.endpoints.get(&spec.endpoint).cloned() else {
-            return Err(AgentError::NoEndpoint { name: spec.endpoint });
-        };
         if let Some(ip) = spec.host_ip {
             if Some(ip) != self.node.node_ip {
                 return Err(AgentError::HostIpNotNode { ip, node_ip: self.node.node_ip });
@@ -30,13 +36,14 @@ impl Agent {
             proto: spec.proto,
             host_ip: spec.host_ip,
             host_port: spec.host_port,
-            endpoint: ep.name.clone(),
-            container_ip: ep.ip,
+            endpoint: endpoint.to_string(),
+            container_ip,
             container_port: spec.container_port.unwrap_or(spec.host_port),
         };
-        if let Some(old) = self.ports.clash(&rec) {
+        let planned = also.iter().find(|p| p.clashes(&rec));
+        if let Some(old) = self.ports.clash(&rec).or(planned) {
             if *old == rec {
-                return Ok(rec);
+                return Ok(None);
             }
             return Err(AgentError::PortTaken {
                 proto: rec.proto,
@@ -45,6 +52,28 @@ impl Agent {
                 container_port: old.container_port,
             });
         }
+        Ok(Some(rec))
+    }
+
+    pub async fn port_add(&mut self, spec: PortSpec) -> Result<PortRecord, AgentError> {
+        // The port's own faults first, then the endpoint's (the order users have seen).
+        if spec.host_port == 0 || spec.container_port == Some(0) {
+            return Err(AgentError::PortZero);
+        }
+        self.ports.check_range(spec.host_port)?;
+        let Some(ep) = self.endpoints.get(&spec.endpoint).cloned() else {
+            return Err(AgentError::NoEndpoint { name: spec.endpoint });
+        };
+        let Some(rec) = self.port_plan(&spec, &ep.name, ep.ip, &[])? else {
+            return Ok(PortRecord {
+                proto: spec.proto,
+                host_ip: spec.host_ip,
+                host_port: spec.host_port,
+                endpoint: ep.name,
+                container_ip: ep.ip,
+                container_port: spec.container_port.unwrap_or(spec.host_port),
+            });
+        };
         self.ports.insert(rec.clone())?;
         let (key, target) = entry(&rec);
         let applied = match self.datapath.set_port(key, target) {

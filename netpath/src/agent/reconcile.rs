@@ -142,7 +142,7 @@ impl Agent {
     }
 
     /// Who owns which links, as the drift checks need it.
-    fn owner(&self) -> drift::Owner<'_> {
+    pub(super) fn owner(&self) -> drift::Owner<'_> {
         drift::Owner { id: &self.id, adopt_unidentified: self.adopt_unidentified }
     }
 

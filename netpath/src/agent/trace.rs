@@ -98,6 +98,7 @@ impl Agent {
             uplink: self.node.uplink_name.clone(),
             uplink_up: self.node.uplink.is_some(),
             node_ip: self.node.node_ip,
+            pod_cidr: Some(self.endpoints.ipam().cidr()),
             endpoints: self.endpoints.all().len(),
             ports: self.ports.all().len(),
             trace: self.trace.as_ref().map(|t| format!("PID {}, {}", t.pid, t.filter)),

@@ -70,6 +70,9 @@ pub enum Command {
     /// The cluster's nodes (cluster mode: an agent started with --store).
     #[command(subcommand)]
     Node(NodeCommand),
+    /// Container runtimes: netpath as their CNI plugin.
+    #[command(subcommand)]
+    Cni(CniCommand),
     /// Datapath counters per endpoint and per reason, read from the pinned maps.
     Stats {
         #[arg(short, long, value_enum, default_value_t = Format::Table)]
@@ -107,6 +110,27 @@ pub enum EndpointCommand {
         #[arg(short, long, value_enum, default_value_t = Format::Table)]
         output: Format,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CniCommand {
+    /// Print a CNI network configuration list for the running agent (its --run-dir),
+    /// for a runtime's CNI configuration directory.
+    Conflist {
+        /// The network's name, as runtimes refer to it (`podman run --network NAME`).
+        #[arg(long, default_value = "netpath", value_parser = parse_network_name)]
+        name: String,
+    },
+}
+
+fn parse_network_name(s: &str) -> Result<String, String> {
+    let ok =
+        !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!("{s:?} is not a network name: use 1-64 characters from A-Z a-z 0-9 - _ ."))
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -4,12 +4,25 @@ use std::{
     os::unix::net::UnixStream,
 };
 
-use anyhow::{anyhow, bail, Context as _};
+use anyhow::{bail, Context as _};
 
 use crate::{
     api::{Reply, Request, Response},
     paths::Paths,
 };
+
+/// No agent listens on the socket: a caller may wait and try again (CNI's code 11).
+#[derive(Debug, thiserror::Error)]
+#[error("no agent is listening on {} ({source}); start it with `netpath agent` (same --run-dir)", path.display())]
+pub struct NoAgent {
+    pub path: std::path::PathBuf,
+    source: std::io::Error,
+}
+
+/// The agent carried out the request and refused it, with its reason.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(pub String);
 
 /// Sends one request and returns the reply; the reply's warnings go to stderr.
 pub fn call(paths: &Paths, req: &Request) -> anyhow::Result<Reply> {
@@ -19,12 +32,7 @@ pub fn call(paths: &Paths, req: &Request) -> anyhow::Result<Reply> {
 /// [`call`], also returning the connection (a trace lasts as long as it stays open).
 pub fn call_keep(paths: &Paths, req: &Request) -> anyhow::Result<(Reply, UnixStream)> {
     let path = paths.socket();
-    let mut stream = UnixStream::connect(&path).map_err(|e| {
-        anyhow!(
-            "no agent is listening on {} ({e}); start it with `netpath agent` (same --run-dir)",
-            path.display()
-        )
-    })?;
+    let mut stream = UnixStream::connect(&path).map_err(|source| NoAgent { path: path.clone(), source })?;
     let mut line = serde_json::to_vec(req).context("failed to encode request")?;
     line.push(b'\n');
     stream.write_all(&line).context("failed to send request to the agent")?;
@@ -38,7 +46,7 @@ pub fn call_keep(paths: &Paths, req: &Request) -> anyhow::Result<(Reply, UnixStr
         eprintln!("netpath: warning: {w}");
     }
     match response.reply {
-        Reply::Error { message } => Err(anyhow!(message)),
+        Reply::Error { message } => Err(Refused(message).into()),
         ok => Ok((ok, stream)),
     }
 }

@@ -20,7 +20,7 @@ pub fn run(paths: &Paths, cmd: EndpointCommand) -> anyhow::Result<()> {
             };
             // The agent opens the path itself; make it absolute so its cwd cannot matter.
             let netns = std::path::absolute(&netns).unwrap_or(netns);
-            let spec = EndpointSpec { name, netns, ifname, ip, mac, mtu };
+            let spec = EndpointSpec { name, netns, ifname, ip, mac, mtu, owner: None, ports: Vec::new() };
             match client::call(paths, &Request::EndpointAdd(spec))? {
                 Reply::Endpoint(rec) => {
                     println!("{} {} via {} on {}", rec.name, rec.ip, rec.gateway, rec.host_ifname);
@@ -30,7 +30,7 @@ pub fn run(paths: &Paths, cmd: EndpointCommand) -> anyhow::Result<()> {
             }
         }
         EndpointCommand::Del { name } => {
-            let reply = client::call(paths, &Request::EndpointDel { name: name.clone() })?;
+            let reply = client::call(paths, &Request::EndpointDel { name: name.clone(), owner: None })?;
             client::deleted(
                 reply,
                 &format!("{name} deleted"),

@@ -2,7 +2,7 @@
 //! does what it says, reading the pins and the state or asking the agent.
 mod agent;
 mod args;
-mod client;
+pub(crate) mod client;
 pub mod config;
 mod conntrack;
 mod doctor;
@@ -64,6 +64,18 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Endpoint(cmd) => endpoint::run(paths, cmd),
         Command::Stats { output } => stats::run(paths, output),
         Command::Node(cmd) => node::run(paths, cmd),
+        Command::Cni(args::CniCommand::Conflist { name }) => {
+            // For the running agent: a conflist naming a socket nobody listens on would
+            // fail every container start later, far from here.
+            match client::call(paths, &crate::api::Request::Status)? {
+                crate::api::Reply::Status(_) => {}
+                other => return client::unexpected(other),
+            }
+            let run_dir = std::path::absolute(&paths.run_dir).unwrap_or_else(|_| paths.run_dir.clone());
+            let list = crate::cni::conflist(&name, &run_dir);
+            println!("{}", serde_json::to_string_pretty(&list)?);
+            Ok(())
+        }
         Command::Reconcile { dry_run, output } => reconcile::run(paths, dry_run, output),
     }
 }
@@ -109,5 +121,6 @@ fn name_of(command: &Command) -> &'static str {
         Command::Reconcile { .. } => "reconcile",
         Command::Stats { .. } => "stats",
         Command::Node(_) => "node",
+        Command::Cni(_) => "cni",
     }
 }

@@ -73,6 +73,7 @@ mod tests {
             host_ifname: String::new(),
             host_ifindex: 0,
             host_mac: String::new(),
+            owner: None,
         }
     }
 

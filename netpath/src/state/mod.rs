@@ -156,6 +156,9 @@ pub struct EndpointRecord {
     pub host_ifname: String,
     pub host_ifindex: u32,
     pub host_mac: String,
+    /// The runtime's container ID, for endpoints a runtime added (CNI).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 pub fn format_mac(mac: &[u8; 6]) -> String {

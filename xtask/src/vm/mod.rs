@@ -24,11 +24,14 @@ pub const DEFAULT_KERNELS: [&str; 3] = ["6.12", "6.1", "5.10"];
 /// (input validation, locks, the client socket, permissions, the state store's write
 /// steps): the same on every kernel. The host runs them; the guests spend their time on
 /// what the kernel does (links, programs, maps, packets), unless `--all-binaries`.
-pub const KERNEL_INDEPENDENT: [&str; 4] = ["hostile", "isolation", "concurrency", "crash"];
+/// `cni` is the plugin's protocol over the agent's socket; the plumbing it asks for is
+/// `endpoint`'s, which the guests run.
+pub const KERNEL_INDEPENDENT: [&str; 5] = ["hostile", "isolation", "concurrency", "crash", "cni"];
 
 /// Test binaries only the host runs: the cluster's control plane (user space talking to
-/// etcd, the same on every kernel).
-pub const HOST_ONLY: [&str; 1] = ["cluster"];
+/// etcd, the same on every kernel), and podman driving the CNI plugin (podman, runc and
+/// their libraries are not in the guests; the plumbing it asks for is `endpoint`'s).
+pub const HOST_ONLY: [&str; 2] = ["cluster", "podman"];
 
 /// Test binaries the first guest leaves to the others: the cross-node datapath, with
 /// etcd carried in, on the clsact kernels (6.1, 5.10); the host runs it on TCX. The
@@ -506,7 +509,7 @@ mod tests {
     fn the_cross_node_tests_go_to_the_guests_after_the_first_or_to_a_lone_one() {
         let args = parse(&[]);
         let skipped = |i, of| guest_tests(&args, (i, of), |_| None).elsewhere;
-        let independent = ["cluster", "hostile", "isolation", "concurrency", "crash"];
+        let independent = ["cluster", "podman", "hostile", "isolation", "concurrency", "crash", "cni"];
         assert_eq!(skipped(0, 3), [&independent[..], &["cross_node"]].concat());
         assert_eq!(skipped(1, 3), independent);
         assert_eq!(skipped(0, 1), independent);

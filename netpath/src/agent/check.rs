@@ -1,0 +1,71 @@
+//! One endpoint compared with the kernel, changing nothing: what a runtime's CNI CHECK
+//! asks. The same drift checks as reconciliation, narrowed to the endpoint, its
+//! datapath entry and the ports it should publish.
+use super::{Agent, AgentError};
+use crate::{
+    api::PortSpec,
+    datapath::entries,
+    drift::{self, Drift},
+};
+
+impl Agent {
+    /// Each difference as `subject: problem`; empty when the endpoint is as recorded
+    /// and publishes every port of `ports`.
+    pub async fn endpoint_check(
+        &mut self,
+        name: &str,
+        ports: &[PortSpec],
+    ) -> Result<Vec<String>, AgentError> {
+        let Some(rec) = self.endpoints.get(name).cloned() else {
+            return Err(AgentError::NoEndpoint { name: name.into() });
+        };
+        let node = drift::Node {
+            netlink: &self.netlink,
+            owner: self.owner(),
+            attach: self.datapath.mode(),
+            bridge: self.node.bridge.as_ref(),
+            prefix: self.prefix(&rec),
+        };
+        let mut found = drift::endpoint(&node, &rec).await?;
+
+        let want: Vec<_> = entries::endpoints(std::slice::from_ref(&rec), self.ports.all());
+        let have: Vec<_> =
+            self.datapath.endpoint_entries()?.into_iter().filter(|(ip, _)| *ip == rec.ip).collect();
+        found.extend(drift::endpoint_entries(&want, &have));
+
+        let mut missing = Vec::new();
+        for p in ports {
+            let published = self.ports.of_endpoint(name).any(|r| {
+                r.proto == p.proto
+                    && r.host_port == p.host_port
+                    && r.host_ip == p.host_ip
+                    && r.container_port == p.container_port.unwrap_or(p.host_port)
+            });
+            if !published {
+                missing.push(format!(
+                    "port {}/{}: not published to {}:{}",
+                    p.proto,
+                    p.host_port,
+                    rec.ip,
+                    p.container_port.unwrap_or(p.host_port)
+                ));
+            }
+        }
+        let want: Vec<_> = self
+            .ports
+            .of_endpoint(name)
+            .map(|p| {
+                let (key, target) = entries::port(p);
+                (format!("{}/{}", p.proto, p.host_port), key, target)
+            })
+            .collect();
+        let have = self.datapath.port_entries()?;
+        // Other endpoints' entries are theirs: only this endpoint's missing or wrong ones.
+        found.extend(
+            drift::port_entries(&want, &have)
+                .into_iter()
+                .filter(|d| matches!(d, Drift::PortEntryMissing { .. } | Drift::PortEntryDiffers { .. })),
+        );
+        Ok(found.iter().map(|d| format!("{}: {}", d.subject(), d.problem())).chain(missing).collect())
+    }
+}
