@@ -5,6 +5,8 @@
 //! and getpeername4 then show the process the address it asked for, not the
 //! container's (an unconnected UDP client checks where the reply comes from).
 //!
+//! A port published on a loopback address only is reached this way alone.
+//!
 //! The hooks see every socket in their cgroup, so they act only inside the node's
 //! network namespace (netns cookie).
 use aya_ebpf::{
@@ -79,7 +81,11 @@ fn redirect(ctx: &SockAddrContext) {
     // user_port holds the port in network order in its low 16 bits.
     let port = (port as u16).to_ne_bytes();
     let key = CtKey { dst: cfg.node_ip, dport: port, proto: proto as u8, ..Default::default() };
-    let Some((tip, tport)) = port_map::mapping(&key) else { return };
+    // A port published on a loopback address (`--host-ip 127.0.0.1`, docker's
+    // `-p 127.0.0.1:8080:80`) is for node processes only: no packet from outside or from
+    // a container is addressed to it, so only this hook ever finds it.
+    let loopback_only = if ip[0] == 127 { port_map::exact(&CtKey { dst: ip, ..key }) } else { None };
+    let Some((tip, tport)) = loopback_only.or_else(|| port_map::mapping(&key)) else { return };
     // SAFETY: user_ip4/user_port are writable in connect4 and sendmsg4.
     unsafe {
         (*sa).user_ip4 = u32::from_ne_bytes(tip);

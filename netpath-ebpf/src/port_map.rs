@@ -16,6 +16,15 @@ pub fn target(key: &CtKey) -> Option<([u8; 4], [u8; 2])> {
     Some((ip, port))
 }
 
+/// The mapping for exactly `key`'s host address (a loopback-only one, for instance).
+#[inline(always)]
+pub fn exact(key: &CtKey) -> Option<([u8; 4], [u8; 2])> {
+    let pk = PortKey { host_ip: key.dst, port: key.dport, proto: key.proto, _pad: 0 };
+    // SAFETY: copied out at once.
+    let target = unsafe { PORT_MAPS.get(pk) }.copied()?;
+    Some((target.ip, target.port))
+}
+
 /// The mapping for `key`: for the exact host address first, then one for any.
 #[inline(always)]
 pub fn mapping(key: &CtKey) -> Option<([u8; 4], [u8; 2])> {

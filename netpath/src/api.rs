@@ -50,7 +50,12 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         owner: Option<String>,
     },
+    /// `host_port` 0: a free one from 30000-32767.
     PortAdd(PortSpec),
+    /// Several mappings, all or none (a range of docker's -p).
+    PortsAdd {
+        ports: Vec<PortSpec>,
+    },
     PortDel {
         proto: Proto,
         host_port: u16,
@@ -137,6 +142,9 @@ pub struct Repair {
 pub enum Reply {
     Endpoint(EndpointRecord),
     Port(PortRecord),
+    Ports {
+        ports: Vec<PortRecord>,
+    },
     Deleted {
         existed: bool,
     },

@@ -407,6 +407,24 @@ pub fn echo_server(ns: &Netns, addr: std::net::SocketAddrV4) {
     });
 }
 
+/// One exchange with an echo service at `connect`, from namespace `client`: fails the
+/// test unless the bytes come back.
+pub fn tcp_echo_once_to(client: &Netns, connect: std::net::SocketAddr) {
+    use std::io::{Read as _, Write as _};
+    let echoed = client
+        .run(move || {
+            let mut s = std::net::TcpStream::connect_timeout(&connect, Duration::from_secs(5))
+                .unwrap_or_else(|e| panic!("connect {connect}: {e}"));
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            s.write_all(b"netpath").unwrap();
+            let mut back = [0u8; 7];
+            s.read_exact(&mut back).is_ok() && &back == b"netpath"
+        })
+        .join()
+        .unwrap();
+    assert!(echoed, "no echo through {connect}");
+}
+
 /// A long-lived echo connection from `client` to `target` (served in `server` on
 /// `listen`, one connection), checked byte for byte at every exchange.
 pub struct EchoConn {

@@ -152,7 +152,7 @@ const CLI_CASES: &[Case] = &[
     case(&["port", "add", "--proto", "sctp", "8080", "a"], &["sctp"]),
     // Issue 13, item 13: a host port masquerade may hand out.
     case(&["port", "add", "62000", "a"], &["62000", "--nat-ports"]),
-    case(&["port", "add", "8080", "a", "--host-ip", "192.0.2.1"], &["192.0.2.1", "not the node's"]),
+    case(&["port", "add", "8080", "a", "--host-ip", "192.0.2.1"], &["192.0.2.1", "neither the node's"]),
     case(&["port", "add", "8080", "a", "--host-ip", "node"], &["node"]),
     case(&["port", "add", "8081", "a:80"], &["8081", "already published for b"]),
     case(&["port", "del", "0"], &["0"]),

@@ -538,6 +538,47 @@ fn node_processes_reach_published_ports_via_node_address_and_loopback() {
     assert_eq!(lab.stats().reason("node-local-connect") - before.reason("node-local-connect"), 2);
 }
 
+/// Docker's `-p 127.0.0.1:8081:80`: node processes reach it on loopback; nobody reaches
+/// it on the node address, from outside or from the node.
+#[test]
+fn a_port_published_on_loopback_is_for_node_processes_only() {
+    if !netpath_tests::kernel_has(5, 14, "SO_NETNS_COOKIE") {
+        return;
+    }
+    let lab = lab_with_agent(&[]);
+    let a = lab.add_endpoint("web", 0);
+    lab.netpath_ok(&["port", "add", "8081", "web:80", "--host-ip", "127.0.0.1"]);
+    let listener = lab.containers[0].run(move || TcpListener::bind((a, 80))).join().unwrap().unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let out = node_client(&lab, "127.0.0.1", 8081);
+    let mut accepted = None;
+    for _ in 0..100 {
+        if let Ok((mut s, _)) = listener.accept() {
+            s.set_nonblocking(false).unwrap();
+            let mut line = [0u8; 5];
+            s.read_exact(&mut line).unwrap();
+            accepted = Some(s);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        accepted.is_some(),
+        "127.0.0.1:8081 did not reach the container: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Not on the node address: neither from the node nor from outside.
+    assert!(!node_client(&lab, &NODE_UPLINK_IP.to_string(), 8081).status.success());
+    let outside = lab
+        .outside
+        .run(|| TcpStream::connect_timeout(&(NODE_UPLINK_IP, 8081).into(), Duration::from_secs(2)));
+    assert!(outside.join().unwrap().is_err(), "the outside reached a loopback-only port");
+    assert!(listener.accept().is_err(), "a connection arrived that should not have");
+    let list: serde_json::Value =
+        serde_json::from_str(&lab.netpath_ok(&["port", "list", "-o", "json"])).unwrap();
+    assert!(list["ports"].as_array().unwrap().iter().any(|p| p["host_ip"] == "127.0.0.1"), "{list}");
+}
+
 #[test]
 fn node_udp_clients_reach_published_ports_and_see_the_address_they_asked_for() {
     if !netpath_tests::kernel_has(5, 14, "SO_NETNS_COOKIE") {
@@ -608,4 +649,52 @@ fn xdp_fast_path_carries_published_ports_and_masquerade_replies() {
     let after = lab.stats();
     let xdp = after.reason_bytes("xdp-translated") - before.reason_bytes("xdp-translated");
     assert!(xdp >= 4 * MIB as u64, "only {xdp} bytes came through XDP");
+}
+
+/// Docker's -p forms: a range, a free host port chosen by netpath, TCP and UDP on one
+/// port; a range is published all or not at all.
+#[test]
+fn port_ranges_free_host_ports_and_both_protocols_on_one_port() {
+    let lab = lab_with_agent(&[]);
+    let a = lab.add_endpoint("web", 0);
+    let out = lab.netpath_ok(&["port", "add", "8000-8002", "web:80-82"]);
+    assert_eq!(out.lines().count(), 3, "{out}");
+    let list = |lab: &Lab| -> Vec<(String, u64, u64)> {
+        let v: serde_json::Value =
+            serde_json::from_str(&lab.netpath_ok(&["port", "list", "-o", "json"])).unwrap();
+        v["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                let proto = p["proto"].as_str().unwrap().to_string();
+                (proto, p["host_port"].as_u64().unwrap(), p["container_port"].as_u64().unwrap())
+            })
+            .collect()
+    };
+    let tcp = |h, c| ("tcp".to_string(), h, c);
+    assert_eq!(list(&lab), [tcp(8000, 80), tcp(8001, 81), tcp(8002, 82)]);
+    netpath_tests::echo_server(&lab.containers[0], SocketAddrV4::new(a, 81));
+    netpath_tests::tcp_echo_once_to(&lab.outside, SocketAddr::from((NODE_UPLINK_IP, 8001)));
+
+    // All or none: 8002 is taken, so 8003 and 8004 are not published either.
+    let o = lab.netpath(&["port", "add", "8002-8004", "web:90-92"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("8002"), "{o:?}");
+    assert_eq!(list(&lab).len(), 3);
+    let o = lab.netpath(&["port", "add", "8010-8012", "web:80-81"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("differ in length"), "{o:?}");
+
+    // No host port: netpath chooses one from 30000-32767 and says which.
+    let out = lab.netpath_ok(&["port", "add", "web:80"]);
+    let chosen: u16 =
+        out.split(['*', ':']).nth(2).and_then(|p| p.split_whitespace().next()?.parse().ok()).unwrap();
+    assert!((30000..=32767).contains(&chosen), "{out}");
+    assert!(list(&lab).contains(&tcp(chosen as u64, 80)), "{out}");
+    netpath_tests::echo_server(&lab.containers[0], SocketAddrV4::new(a, 80));
+    netpath_tests::tcp_echo_once_to(&lab.outside, SocketAddr::from((NODE_UPLINK_IP, chosen)));
+
+    // UDP beside TCP on the same host port; a range deleted leaves it.
+    lab.netpath_ok(&["port", "add", "--proto", "udp", "8000", "web:80"]);
+    lab.netpath_ok(&["port", "del", "8000-8002"]);
+    assert_eq!(list(&lab), [tcp(chosen as u64, 80), ("udp".to_string(), 8000, 80)]);
 }

@@ -170,8 +170,15 @@ fn podman_containers_are_published_reach_each_other_and_the_outside() {
     let mut lab = Lab::new(0);
     lab.start_agent();
     let podman = Podman::new(&lab);
-    podman.web("web", &["-p", "8080:80"]);
+    podman.web("web", &["-p", "8080:80", "-p", "127.0.0.1:8085:80"]);
     assert!(served(&lab, 8080), "node:8080 does not reach the container; agent log:\n{}", lab.agent_log());
+    // `-p 127.0.0.1:...`: the node's processes only (5.14+: the hooks need the netns cookie).
+    if netpath_tests::kernel_has(5, 14, "SO_NETNS_COOKIE") {
+        let get = "exec 3<>/dev/tcp/127.0.0.1/8085 && printf 'GET / HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3";
+        let page = lab.node_process(&["timeout", "5", "bash", "-c", get]);
+        assert!(String::from_utf8_lossy(&page.stdout).contains("hello from podman"), "{page:?}");
+        assert!(!served(&lab, 8085), "a loopback-only port is reached from outside");
+    }
     // The server saw the client's own address (no masquerade on the way in).
     let logs = podman.ok(&["logs", "web"]) + &String::from_utf8_lossy(&podman.run(&["logs", "web"]).stderr);
     assert!(logs.contains(&OUTSIDE_IP.to_string()), "httpd's log: {logs}");

@@ -107,7 +107,7 @@ impl Agent {
                 ip: rec.ip,
             });
         }
-        let mut planned = Vec::new();
+        let mut planned: Vec<crate::state::PortRecord> = Vec::new();
         for p in &spec.ports {
             if let Some(rec) = self.port_plan(p, &spec.name, Ipv4Addr::UNSPECIFIED, &planned)? {
                 planned.push(rec);
@@ -144,8 +144,15 @@ impl Agent {
             return Err(e.into());
         }
         info!(endpoint = %rec.name, ip = %rec.ip, veth = %rec.host_ifname, "endpoint added");
-        for p in &spec.ports {
-            if let Err(e) = self.port_add(PortSpec { endpoint: rec.name.clone(), ..p.clone() }).await {
+        for p in &planned {
+            let publish = PortSpec {
+                proto: p.proto,
+                host_port: p.host_port,
+                host_ip: p.host_ip,
+                endpoint: rec.name.clone(),
+                container_port: Some(p.container_port),
+            };
+            if let Err(e) = self.port_add(publish).await {
                 // Checked above; what fails here is the kernel or the disk.
                 let _ = self.endpoint_del(&rec.name, None).await;
                 return Err(e);

@@ -73,10 +73,21 @@ pub enum AgentError {
     #[error("port 0 cannot be published: use 1-65535")]
     PortZero,
     #[error(
-        "--host-ip {ip} is not the node's uplink address ({}); omit it to publish on the node address",
+        "--host-ip {ip} is neither the node's uplink address ({}) nor a loopback address; omit it to \
+         publish on the node address, or give 127.0.0.1 to publish for the node's processes only",
         node_ip.map_or("none".to_string(), |a| a.to_string())
     )]
     HostIpNotNode { ip: Ipv4Addr, node_ip: Option<Ipv4Addr> },
+    #[error(
+        "--host-ip {ip} publishes for the node's own processes only, which needs kernel 5.14+ \
+         (SO_NETNS_COOKIE) and this kernel lacks it; omit --host-ip to publish on the node address"
+    )]
+    LoopbackNeedsCookie { ip: Ipv4Addr },
+    #[error(
+        "no free host port for {proto} in {}-{}: every one is published or reserved; give a host port",
+        range.start(), range.end()
+    )]
+    NoFreeHostPort { proto: crate::state::Proto, range: std::ops::RangeInclusive<u16> },
     #[error(
         "host port {proto}/{port} is already published for {endpoint}:{container_port}; delete it first \
          (netpath port del --proto {proto} {port})"

@@ -12,6 +12,9 @@ use crate::{
 
 pub(super) use crate::datapath::entries::port as entry;
 
+/// Where a port published without a host port lands (see `free_host_port`).
+pub const FREE_PORTS: std::ops::RangeInclusive<u16> = 30000..=32767;
+
 impl Agent {
     /// The record `spec` asks for, for the endpoint `endpoint` at `container_ip`,
     /// checked against the node and the published ports (and `also`, ports about to be
@@ -23,22 +26,36 @@ impl Agent {
         container_ip: Ipv4Addr,
         also: &[PortRecord],
     ) -> Result<Option<PortRecord>, AgentError> {
-        if spec.host_port == 0 || spec.container_port == Some(0) {
+        if spec.container_port == Some(0) || (spec.host_port == 0 && spec.container_port.is_none()) {
             return Err(AgentError::PortZero);
         }
-        self.ports.check_range(spec.host_port)?;
-        if let Some(ip) = spec.host_ip {
-            if Some(ip) != self.node.node_ip {
+        let host_port = match spec.host_port {
+            0 => self.free_host_port(spec.proto, spec.host_ip, also)?,
+            port => {
+                self.ports.check_range(port)?;
+                port
+            }
+        };
+        match spec.host_ip {
+            // Loopback: for the node's own processes only, through the socket hooks,
+            // which act only where the kernel tells the node's namespace by its cookie.
+            Some(ip) if ip.is_loopback() => {
+                if crate::plumbing::netns::current_cookie().is_none() {
+                    return Err(AgentError::LoopbackNeedsCookie { ip });
+                }
+            }
+            Some(ip) if Some(ip) != self.node.node_ip => {
                 return Err(AgentError::HostIpNotNode { ip, node_ip: self.node.node_ip });
             }
+            _ => {}
         }
         let rec = PortRecord {
             proto: spec.proto,
             host_ip: spec.host_ip,
-            host_port: spec.host_port,
+            host_port,
             endpoint: endpoint.to_string(),
             container_ip,
-            container_port: spec.container_port.unwrap_or(spec.host_port),
+            container_port: spec.container_port.unwrap_or(host_port),
         };
         let planned = also.iter().find(|p| p.clashes(&rec));
         if let Some(old) = self.ports.clash(&rec).or(planned) {
@@ -55,9 +72,78 @@ impl Agent {
         Ok(Some(rec))
     }
 
+    /// A host port nobody publishes for `proto` on `host_ip`: docker's -p without a
+    /// host port. From Kubernetes' NodePort range, below the default ephemeral ports,
+    /// skipping the node's ephemeral range (a reply to a node socket must not be taken
+    /// for a published port) and the NAT range; from a random start, so that a port just
+    /// freed is not handed out again at once.
+    fn free_host_port(
+        &self,
+        proto: Proto,
+        host_ip: Option<Ipv4Addr>,
+        also: &[PortRecord],
+    ) -> Result<u16, AgentError> {
+        let ephemeral = super::start::ephemeral_ports().ok();
+        let (first, count) = (*FREE_PORTS.start(), FREE_PORTS.len());
+        let start = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos() as usize);
+        for i in 0..count {
+            let port = first + ((start + i) % count) as u16;
+            let probe = PortRecord {
+                proto,
+                host_ip,
+                host_port: port,
+                endpoint: String::new(),
+                container_ip: Ipv4Addr::UNSPECIFIED,
+                container_port: 0,
+            };
+            let taken = self.ports.clash(&probe).is_some() || also.iter().any(|p| p.clashes(&probe));
+            let reserved = self.ports.check_range(port).is_err()
+                || ephemeral.as_ref().is_some_and(|e| e.contains(&port));
+            if !taken && !reserved {
+                return Ok(port);
+            }
+        }
+        Err(AgentError::NoFreeHostPort { proto, range: FREE_PORTS })
+    }
+
+    /// Several mappings, all or none: checked together before any is published, and
+    /// those this call published are taken back when a later one fails.
+    pub async fn ports_add(&mut self, specs: Vec<PortSpec>) -> Result<Vec<PortRecord>, AgentError> {
+        let mut planned: Vec<PortRecord> = Vec::new();
+        let mut todo = Vec::new();
+        for spec in specs {
+            let Some(ep) = self.endpoints.get(&spec.endpoint).cloned() else {
+                return Err(AgentError::NoEndpoint { name: spec.endpoint });
+            };
+            match self.port_plan(&spec, &ep.name, ep.ip, &planned)? {
+                // The host port as planned (a free one chosen once).
+                Some(rec) => {
+                    todo.push((PortSpec { host_port: rec.host_port, ..spec }, true));
+                    planned.push(rec);
+                }
+                None => todo.push((spec, false)),
+            }
+        }
+        let mut out = Vec::new();
+        for (spec, new) in todo {
+            match self.port_add(spec).await {
+                Ok(rec) => out.push((rec, new)),
+                Err(e) => {
+                    for (rec, _) in out.iter().filter(|(_, new)| *new) {
+                        let _ = self.port_del(rec.proto, rec.host_port, rec.host_ip);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(out.into_iter().map(|(rec, _)| rec).collect())
+    }
+
     pub async fn port_add(&mut self, spec: PortSpec) -> Result<PortRecord, AgentError> {
         // The port's own faults first, then the endpoint's (the order users have seen).
-        if spec.host_port == 0 || spec.container_port == Some(0) {
+        if spec.container_port == Some(0) || (spec.host_port == 0 && spec.container_port.is_none()) {
             return Err(AgentError::PortZero);
         }
         self.ports.check_range(spec.host_port)?;
@@ -65,6 +151,7 @@ impl Agent {
             return Err(AgentError::NoEndpoint { name: spec.endpoint });
         };
         let Some(rec) = self.port_plan(&spec, &ep.name, ep.ip, &[])? else {
+            // Published already, exactly so (a host port of 0 never lands here).
             return Ok(PortRecord {
                 proto: spec.proto,
                 host_ip: spec.host_ip,

@@ -167,6 +167,7 @@ impl Agent {
                 self.endpoint_del(&name, owner.as_deref()).await.map(|existed| Reply::Deleted { existed })
             }
             Request::PortAdd(spec) => self.port_add(spec).await.map(Reply::Port),
+            Request::PortsAdd { ports } => self.ports_add(ports).await.map(|ports| Reply::Ports { ports }),
             Request::PortDel { proto, host_port, host_ip } => {
                 self.port_del(proto, host_port, host_ip).map(|existed| Reply::Deleted { existed })
             }
@@ -186,7 +187,7 @@ impl Agent {
         match result {
             Ok(reply) => {
                 let warnings = match reply {
-                    Reply::Endpoint(_) | Reply::Port(_) => self.warnings(),
+                    Reply::Endpoint(_) | Reply::Port(_) | Reply::Ports { .. } => self.warnings(),
                     _ => Vec::new(),
                 };
                 Response { reply, warnings }

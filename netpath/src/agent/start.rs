@@ -21,7 +21,7 @@ use crate::{
 
 /// The node's ephemeral port range: masquerade must not hand out a port the node's own
 /// sockets may pick, or replies to one would be taken for the other.
-fn ephemeral_ports() -> Result<RangeInclusive<u16>, AgentError> {
+pub(super) fn ephemeral_ports() -> Result<RangeInclusive<u16>, AgentError> {
     let text = plumbing::sysctl::get("net/ipv4/ip_local_port_range")?;
     let mut it = text.split_whitespace().filter_map(|p| p.parse::<u16>().ok());
     match (it.next(), it.next()) {

@@ -149,25 +149,26 @@ pub enum NodeCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum PortCommand {
-    /// Publish HOST_PORT on the node for CONTAINER[:PORT] (PORT defaults to HOST_PORT).
+    /// Publish HOST_PORT on the node for ENDPOINT[:PORT] (PORT defaults to HOST_PORT), as
+    /// docker's -p: `8080 web:80`, a range `8000-8010 web:80-90`, or `web:80` alone for
+    /// a free host port from 30000-32767 (printed). All or none are published.
     Add {
         #[arg(long, value_enum, default_value_t = Proto::Tcp)]
         proto: Proto,
-        #[arg(value_parser = clap::value_parser!(u16).range(1..))]
-        host_port: u16,
-        /// Endpoint name, optionally with the container port: web or web:80.
-        #[arg(value_parser = parse_target)]
-        target: (String, Option<u16>),
-        /// Publish on this node address only (default: the node address).
+        /// [HOST_PORT[-END]] ENDPOINT[:PORT[-END]]
+        #[arg(num_args = 1..=2, required = true, value_name = "PORTS")]
+        ports: Vec<String>,
+        /// Publish on this node address only (default: the node address); a loopback
+        /// address (127.0.0.1) publishes for the node's own processes only.
         #[arg(long)]
         host_ip: Option<Ipv4Addr>,
     },
-    /// Unpublish a port; succeeds when it is not published.
+    /// Unpublish a port or a range (8000-8010); succeeds when it is not published.
     Del {
         #[arg(long, value_enum, default_value_t = Proto::Tcp)]
         proto: Proto,
-        #[arg(value_parser = clap::value_parser!(u16).range(1..))]
-        host_port: u16,
+        #[arg(value_parser = parse_host_ports, value_name = "HOST_PORT[-END]")]
+        host_port: std::ops::RangeInclusive<u16>,
         #[arg(long)]
         host_ip: Option<Ipv4Addr>,
     },
@@ -290,12 +291,48 @@ fn parse_metrics_addr(s: &str) -> Result<MetricsAddr, String> {
         .map_err(|_| format!("{s:?} is not an address:port like 127.0.0.1:9464 (or \"off\")"))
 }
 
-fn parse_target(s: &str) -> Result<(String, Option<u16>), String> {
+/// Most ports one `port add` publishes: a range is a list of mappings, each a record.
+pub const MAX_PORT_RANGE: usize = 1024;
+
+/// `8080` or `8000-8010`.
+pub fn parse_host_ports(s: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
+    parse_ports(s)
+        .map_err(|()| format!("host port {s:?} is not a port: use 1-65535 or a range such as 8000-8010"))
+}
+
+fn parse_ports(s: &str) -> Result<std::ops::RangeInclusive<u16>, ()> {
+    let one = |p: &str| p.parse::<u16>().ok().filter(|p| *p > 0).ok_or(());
+    let range = match s.split_once('-') {
+        None => one(s).map(|p| p..=p)?,
+        Some((a, b)) => one(a)?..=one(b)?,
+    };
+    if range.is_empty() || range.len() > MAX_PORT_RANGE {
+        return Err(());
+    }
+    Ok(range)
+}
+
+/// `port add`'s positionals as (host port or range, None: a free one), endpoint, and
+/// container port or range (None: the host's).
+#[allow(clippy::type_complexity)]
+pub fn parse_publish(
+    ports: &[String],
+) -> Result<(Option<std::ops::RangeInclusive<u16>>, String, Option<std::ops::RangeInclusive<u16>>), String> {
+    let (host, target) = match ports {
+        [target] => (None, target),
+        [host, target] => (Some(parse_host_ports(host)?), target),
+        _ => return Err("give [HOST_PORT[-END]] ENDPOINT[:PORT[-END]], e.g. 8080 web:80".into()),
+    };
+    let (name, container) = parse_target(target)?;
+    Ok((host, name, container))
+}
+
+fn parse_target(s: &str) -> Result<(String, Option<std::ops::RangeInclusive<u16>>), String> {
     let (name, port) = match s.split_once(':') {
         None => (s, None),
-        Some((name, port)) => match port.parse::<u16>() {
-            Ok(p) if p > 0 => (name, Some(p)),
-            _ => return Err(format!("{port:?} in {s:?} is not a port (1-65535)")),
+        Some((name, port)) => match parse_ports(port) {
+            Ok(p) => (name, Some(p)),
+            _ => return Err(format!("{port:?} in {s:?} is not a port (1-65535) or a range such as 80-90")),
         },
     };
     let name_ok = !name.is_empty()

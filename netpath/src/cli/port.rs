@@ -1,35 +1,92 @@
 //! `netpath port add|del|list`.
-use super::{args::PortCommand, client, output};
+use std::{net::Ipv4Addr, ops::RangeInclusive};
+
+use anyhow::bail;
+
+use super::{
+    args::{parse_publish, PortCommand},
+    client, output,
+};
 use crate::{
     api::{PortSpec, Reply, Request},
     paths::Paths,
-    state::{PortRecord, Store},
+    state::{PortRecord, Proto, Store},
 };
+
+/// The mappings `port add` asks for: one per port of the ranges, paired in order. A host
+/// port of 0 asks the agent for a free one.
+fn specs(
+    proto: Proto,
+    host: Option<RangeInclusive<u16>>,
+    endpoint: &str,
+    container: Option<RangeInclusive<u16>>,
+    host_ip: Option<Ipv4Addr>,
+) -> anyhow::Result<Vec<PortSpec>> {
+    let spec = |host_port, container_port| PortSpec {
+        proto,
+        host_port,
+        host_ip,
+        endpoint: endpoint.to_string(),
+        container_port: Some(container_port),
+    };
+    let shown = |r: &RangeInclusive<u16>| format!("{}-{}", r.start(), r.end());
+    match (host, container) {
+        (None, Some(c)) if c.len() == 1 => Ok(vec![spec(0, *c.start())]),
+        (None, Some(c)) => bail!(
+            "container ports {} need host ports: give a host range of the same length, e.g. {} {endpoint}:{}",
+            shown(&c),
+            shown(&(8000..=8000 + (c.len() as u16 - 1))),
+            shown(&c)
+        ),
+        (None, None) => bail!("give the container port ({endpoint}:80) when netpath is to choose the host port"),
+        (Some(h), None) => Ok(h.map(|p| spec(p, p)).collect()),
+        (Some(h), Some(c)) if c.len() == 1 && h.len() == 1 => Ok(vec![spec(*h.start(), *c.start())]),
+        (Some(h), Some(c)) if h.len() == c.len() => Ok(h.zip(c).map(|(a, b)| spec(a, b)).collect()),
+        (Some(h), Some(c)) => bail!(
+            "host ports {} and container ports {} differ in length ({} and {}); give ranges of the same length",
+            shown(&h),
+            shown(&c),
+            h.len(),
+            c.len()
+        ),
+    }
+}
 
 pub fn run(paths: &Paths, cmd: PortCommand) -> anyhow::Result<()> {
     match cmd {
-        PortCommand::Add { proto, host_port, target: (endpoint, container_port), host_ip } => {
-            let spec = PortSpec { proto, host_port, host_ip, endpoint, container_port };
-            match client::call(paths, &Request::PortAdd(spec))? {
-                Reply::Port(p) => {
-                    let host = p.host_ip.map_or("*".to_string(), |a| a.to_string());
-                    println!(
-                        "{} {host}:{} -> {} {}:{}",
-                        p.proto, p.host_port, p.endpoint, p.container_ip, p.container_port
-                    );
-                    Ok(())
-                }
-                other => client::unexpected(other),
+        PortCommand::Add { proto, ports, host_ip } => {
+            let (host, endpoint, container) = parse_publish(&ports).map_err(anyhow::Error::msg)?;
+            let specs = specs(proto, host, &endpoint, container, host_ip)?;
+            let published = match &specs[..] {
+                [one] => match client::call(paths, &Request::PortAdd(one.clone()))? {
+                    Reply::Port(p) => vec![p],
+                    other => return client::unexpected(other),
+                },
+                _ => match client::call(paths, &Request::PortsAdd { ports: specs })? {
+                    Reply::Ports { ports } => ports,
+                    other => return client::unexpected(other),
+                },
+            };
+            for p in published {
+                let host = p.host_ip.map_or("*".to_string(), |a| a.to_string());
+                println!(
+                    "{} {host}:{} -> {} {}:{}",
+                    p.proto, p.host_port, p.endpoint, p.container_ip, p.container_port
+                );
             }
+            Ok(())
         }
         PortCommand::Del { proto, host_port, host_ip } => {
-            let reply = client::call(paths, &Request::PortDel { proto, host_port, host_ip })?;
-            let what = format!("{proto}/{host_port}");
-            client::deleted(
-                reply,
-                &format!("{what} unpublished"),
-                &format!("{what} is not published; nothing to do"),
-            )
+            for port in host_port {
+                let reply = client::call(paths, &Request::PortDel { proto, host_port: port, host_ip })?;
+                let what = format!("{proto}/{port}");
+                client::deleted(
+                    reply,
+                    &format!("{what} unpublished"),
+                    &format!("{what} is not published; nothing to do"),
+                )?;
+            }
+            Ok(())
         }
         PortCommand::List { output } => {
             let ports = Store::<PortRecord>::new(paths.ports_file()).load()?;
