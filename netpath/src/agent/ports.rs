@@ -39,12 +39,10 @@ impl Agent {
         match spec.host_ip {
             // Loopback: for the node's own processes only, through the socket hooks,
             // which act only where the kernel tells the node's namespace by its cookie.
-            Some(ip) if ip.is_loopback() => {
-                if crate::plumbing::netns::current_cookie().is_none() {
-                    return Err(AgentError::LoopbackNeedsCookie { ip });
-                }
+            Some(ip) if ip.is_loopback() && crate::plumbing::netns::current_cookie().is_none() => {
+                return Err(AgentError::LoopbackNeedsCookie { ip });
             }
-            Some(ip) if Some(ip) != self.node.node_ip => {
+            Some(ip) if !ip.is_loopback() && Some(ip) != self.node.node_ip => {
                 return Err(AgentError::HostIpNotNode { ip, node_ip: self.node.node_ip });
             }
             _ => {}
