@@ -3,6 +3,7 @@
 //! `cargo xtask demo` (a throw-away lab showing the datapath at work).
 mod bench;
 mod demo;
+mod install;
 mod preflight;
 mod setup;
 mod test;
@@ -37,6 +38,9 @@ enum Cmd {
     Bench(bench::BenchArgs),
     /// Run the integration tests on other kernels under qemu.
     VmTest(vm::VmArgs),
+    /// Install netpath on this machine: the binary, the CNI plugin, a systemd unit, a
+    /// default config, completions and the man page (or --uninstall them).
+    Install(install::InstallArgs),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +51,7 @@ fn main() -> ExitCode {
         Cmd::Demo => demo::run(),
         Cmd::Bench(args) => bench::run(args),
         Cmd::VmTest(args) => vm::run(args),
+        Cmd::Install(args) => install::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

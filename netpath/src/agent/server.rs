@@ -88,6 +88,11 @@ pub async fn serve(mut agent: Agent) -> Result<(), AgentError> {
     };
     raise_fd_limit();
     info!(socket = %path.display(), "listening");
+    // systemd's Type=notify: ready only now, with the datapath attached and the socket
+    // taking connections (a no-op without $NOTIFY_SOCKET).
+    if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
+        warn!("cannot tell the service manager that the agent is ready: {e}");
+    }
 
     let (jobs_tx, mut jobs) = mpsc::channel::<Job>(1024);
     tokio::spawn(Listener::new(listener, jobs_tx.clone()).run());
@@ -123,6 +128,7 @@ pub async fn serve(mut agent: Agent) -> Result<(), AgentError> {
             _ = int.recv() => break,
         }
     }
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     agent.trace_stop_all();
     let _ = std::fs::remove_file(&path);
     info!(

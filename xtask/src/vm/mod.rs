@@ -24,9 +24,9 @@ pub const DEFAULT_KERNELS: [&str; 3] = ["6.12", "6.1", "5.10"];
 /// (input validation, locks, the client socket, permissions, the state store's write
 /// steps): the same on every kernel. The host runs them; the guests spend their time on
 /// what the kernel does (links, programs, maps, packets), unless `--all-binaries`.
-/// `cni` is the plugin's protocol over the agent's socket; the plumbing it asks for is
-/// `endpoint`'s, which the guests run.
-pub const KERNEL_INDEPENDENT: [&str; 5] = ["hostile", "isolation", "concurrency", "crash", "cni"];
+/// `cni` is the plugin's protocol over the agent's socket (the plumbing it asks for is
+/// `endpoint`'s, which the guests run); `service` the install and the notify protocol.
+pub const KERNEL_INDEPENDENT: [&str; 6] = ["hostile", "isolation", "concurrency", "crash", "cni", "service"];
 
 /// Test binaries only the host runs: the cluster's control plane (user space talking to
 /// etcd, the same on every kernel), and podman driving the CNI plugin (podman, runc and
@@ -509,7 +509,8 @@ mod tests {
     fn the_cross_node_tests_go_to_the_guests_after_the_first_or_to_a_lone_one() {
         let args = parse(&[]);
         let skipped = |i, of| guest_tests(&args, (i, of), |_| None).elsewhere;
-        let independent = ["cluster", "podman", "hostile", "isolation", "concurrency", "crash", "cni"];
+        let independent =
+            ["cluster", "podman", "hostile", "isolation", "concurrency", "crash", "cni", "service"];
         assert_eq!(skipped(0, 3), [&independent[..], &["cross_node"]].concat());
         assert_eq!(skipped(1, 3), independent);
         assert_eq!(skipped(0, 1), independent);
