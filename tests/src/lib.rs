@@ -867,7 +867,7 @@ impl Lab {
         self.node
             .run(|| {
                 let mut s = std::net::TcpStream::connect(("127.0.0.1", 9464)).ok()?;
-                s.write_all(b"GET /metrics HTTP/1.1\r\nhost: localhost\r\n\r\n").ok()?;
+                s.write_all(b"GET /metrics HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n").ok()?;
                 let mut body = String::new();
                 s.read_to_string(&mut body).ok()?;
                 Some(body)

@@ -101,6 +101,28 @@ fn metrics_move_with_traffic() {
     let b = lab.add_endpoint("b", 1);
     let before = scrape(&lab);
     assert!(before.starts_with("HTTP/1.1 200 OK"), "{before}");
+    // The format prometheus-client writes, said so: OpenMetrics, ending in # EOF.
+    assert!(
+        before
+            .to_ascii_lowercase()
+            .contains("\r\ncontent-type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\n"),
+        "{before}"
+    );
+    assert!(before.trim_end().ends_with("# EOF"), "{before}");
+    // Anything but GET /metrics is not found.
+    let other = lab
+        .node
+        .run(|| {
+            use std::io::{Read as _, Write as _};
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", 9464)).unwrap();
+            s.write_all(b"GET /other HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n").unwrap();
+            let mut reply = String::new();
+            s.read_to_string(&mut reply).unwrap();
+            reply
+        })
+        .join()
+        .unwrap();
+    assert!(other.starts_with("HTTP/1.1 404"), "{other}");
     let tx = r#"netpath_endpoint_packets_total{endpoint="a",ip="10.77.0.2",direction="tx"}"#;
     let fwd = r#"netpath_datapath_packets_total{reason="forwarded-to-peer"}"#;
     assert!(lab.containers[0].ping(b, 3));

@@ -1,6 +1,8 @@
 //! `cargo xtask demo`: a throw-away lab (node namespace with an uplink to an outside
 //! host, two container namespaces), the agent running in the node namespace, two
-//! containers attached, traffic between them, and what the datapath counted. Then
+//! containers attached, traffic between them, a container reaching the outside through
+//! SNAT, a published port reached from outside (traced hop by hop), and what the
+//! datapath counted. Then
 //! cluster mode: two nodes on an underlay switch with etcd, a pod on each, reaching
 //! each other through the VXLAN overlay, traced across the tunnel. Everything lives in namespaces the demo creates and is removed at the end, on
 //! error, and on Ctrl-C. The root namespace is not touched.
@@ -28,6 +30,8 @@ pub fn run() -> Result<()> {
     let db_ip = attach_containers(&lab)?;
     ping(&lab, db_ip)?;
     tcp_transfer(&lab, db_ip)?;
+    to_the_outside(&lab)?;
+    published_port(&lab)?;
 
     step("netpath stats (per-CPU counters summed, read from the pinned maps)");
     print!("{}", lab.netpath_ok(&["stats"]));
@@ -129,6 +133,79 @@ fn tcp_transfer(lab: &Lab, db_ip: Ipv4Addr) -> Result<()> {
     println!(
         "db received {received} bytes in {secs:.3} s ({:.2} Gbit/s)",
         received as f64 * 8.0 / secs / 1e9
+    );
+    Ok(())
+}
+
+/// One TCP connection from `client` to `to`, served in `server` on `listen`: the address
+/// the server saw the client come from.
+fn connection(
+    server: &netpath_tests::Netns,
+    listen: SocketAddrV4,
+    client: &netpath_tests::Netns,
+    to: SocketAddrV4,
+) -> Result<std::net::SocketAddr> {
+    let listener = server.run(move || TcpListener::bind(listen)).join().expect("listener thread")?;
+    let accepted = std::thread::spawn(move || -> std::io::Result<std::net::SocketAddr> {
+        let (mut s, peer) = listener.accept()?;
+        s.write_all(b"hello\n")?;
+        Ok(peer)
+    });
+    client
+        .run(move || -> std::io::Result<()> {
+            let mut s = TcpStream::connect_timeout(&to.into(), Duration::from_secs(5))?;
+            let mut hello = [0u8; 6];
+            s.read_exact(&mut hello)
+        })
+        .join()
+        .expect("client thread")?;
+    Ok(accepted.join().expect("server thread")?)
+}
+
+/// The seed's masquerade: web reaches a host outside the node, which sees the node.
+fn to_the_outside(lab: &Lab) -> Result<()> {
+    step(&format!(
+        "web -> outside host {OUTSIDE_IP}:8000: masqueraded (SNAT) by the datapath, no iptables rule"
+    ));
+    let to = SocketAddrV4::new(OUTSIDE_IP, 8000);
+    let seen = connection(&lab.outside, to, &lab.containers[0], to)?;
+    println!(
+        "the outside host saw the connection come from {seen} (the node's address, a port of the NAT range)"
+    );
+    step("netpath nat list: which container flow holds which node port");
+    print!("{}", lab.netpath_ok(&["nat", "list"]));
+    Ok(())
+}
+
+/// The seed's `-p 8080:80`: the outside host reaches web through the node, and web sees
+/// the client's own address; traced hop by hop.
+fn published_port(lab: &Lab) -> Result<()> {
+    step("netpath port add 8080 web:80 (docker's -p 8080:80, DNAT in the datapath)");
+    print!("{}", lab.netpath_ok(&["port", "add", "8080", "web:80"]));
+    let web: Ipv4Addr = lab.netpath_ok(&["endpoint", "list", "-o", "json"]).parse::<serde_json::Value>()?
+        ["endpoints"]
+        .as_array()
+        .and_then(|a| a.iter().find(|e| e["name"] == "web"))
+        .and_then(|e| e["ip"].as_str()?.parse().ok())
+        .context("web's address")?;
+    step(&format!(
+        "outside host -> {NODE_UPLINK_IP}:8080, traced: uplink-in (DNAT) and to-container, from-container and uplink-out (reply)"
+    ));
+    let t = trace::start(
+        lab,
+        &["--host", &OUTSIDE_IP.to_string(), "--proto", "tcp", "--count", "4", "--duration", "10"],
+    );
+    let seen = connection(
+        &lab.containers[0],
+        SocketAddrV4::new(web, 80),
+        &lab.outside,
+        SocketAddrV4::new(NODE_UPLINK_IP, 8080),
+    )?;
+    for line in trace::lines(t) {
+        println!("{line}");
+    }
+    println!(
+        "web saw the connection come from {seen} (the client's own address: no masquerade on the way in)"
     );
     Ok(())
 }

@@ -1,5 +1,6 @@
-//! Prometheus metrics, read from the pinned maps at each scrape and served as text on a
-//! small HTTP endpoint (loopback by default).
+//! Prometheus metrics, read from the pinned maps at each scrape and served in the
+//! OpenMetrics text format (what prometheus-client's encoder writes, `# EOF` included)
+//! on a small HTTP endpoint (loopback by default), by axum.
 use std::{
     path::PathBuf,
     sync::{
@@ -14,10 +15,7 @@ use prometheus_client::{
     metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
-use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
-    net::TcpListener,
-};
+use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 use super::Health;
@@ -210,6 +208,17 @@ fn program_runs(registry: &mut Registry, programs: &[(&'static str, u32)]) {
     }
 }
 
+/// The content type of what [`render`] writes (prometheus-client encodes OpenMetrics).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// What a scrape reads.
+struct Scrape {
+    bpffs_dir: PathBuf,
+    state_file: PathBuf,
+    programs: ProgramIds,
+    health: Arc<Health>,
+}
+
 /// Serves GET /metrics on `listener` until the process ends.
 pub fn serve(
     listener: std::net::TcpListener,
@@ -218,38 +227,30 @@ pub fn serve(
     programs: ProgramIds,
     health: Arc<Health>,
 ) -> std::io::Result<()> {
-    let programs = Arc::new(programs);
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     let listener = TcpListener::from_std(listener)?;
     info!(%addr, "metrics at http://{addr}/metrics");
+    let scrape = Arc::new(Scrape { bpffs_dir, state_file, programs, health });
+    let app = axum::Router::new().route("/metrics", axum::routing::get(scrape_metrics)).with_state(scrape);
     tokio::spawn(async move {
-        loop {
-            let Ok((mut conn, _)) = listener.accept().await else { continue };
-            let (dir, state, programs, health) =
-                (bpffs_dir.clone(), state_file.clone(), programs.clone(), health.clone());
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                let Ok(n) = conn.read(&mut buf).await else { return };
-                let request = String::from_utf8_lossy(&buf[..n]);
-                let response = if request.starts_with("GET /metrics ") {
-                    let nodes = cluster_nodes(&health).await;
-                    match render(&dir, state, &programs, &health, nodes.as_deref()) {
-                        Ok(body) => format!(
-                            "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                            body.len()
-                        ),
-                        Err(e) => {
-                            warn!("metrics: {e}");
-                            "HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".into()
-                        }
-                    }
-                } else {
-                    "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".into()
-                };
-                let _ = conn.write_all(response.as_bytes()).await;
-            });
+        if let Err(e) = axum::serve(listener, app).await {
+            warn!("the metrics endpoint stopped: {e}");
         }
     });
     Ok(())
+}
+
+async fn scrape_metrics(
+    axum::extract::State(s): axum::extract::State<Arc<Scrape>>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let nodes = cluster_nodes(&s.health).await;
+    match render(&s.bpffs_dir, s.state_file.clone(), &s.programs, &s.health, nodes.as_deref()) {
+        Ok(body) => ([(axum::http::header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response(),
+        Err(e) => {
+            warn!("metrics: {e}");
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
 }
