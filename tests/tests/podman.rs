@@ -170,8 +170,17 @@ fn podman_containers_are_published_reach_each_other_and_the_outside() {
     let mut lab = Lab::new(0);
     lab.start_agent();
     let podman = Podman::new(&lab);
-    podman.web("web", &["-p", "8080:80", "-p", "127.0.0.1:8085:80"]);
+    podman.web("web", &["-p", "8080:80", "-p", "127.0.0.1:8085:80", "-p", "8090-8091:80-81", "-p", "8092:80/udp"]);
     assert!(served(&lab, 8080), "node:8080 does not reach the container; agent log:\n{}", lab.agent_log());
+    // A range is a mapping per port; UDP beside TCP.
+    assert!(served(&lab, 8090), "node:8090 (of -p 8090-8091:80-81)");
+    let published: Vec<(String, u64)> = ports(&lab)
+        .iter()
+        .map(|p| (p["proto"].as_str().unwrap().to_string(), p["host_port"].as_u64().unwrap()))
+        .collect();
+    for want in [("tcp", 8091), ("udp", 8092)] {
+        assert!(published.contains(&(want.0.to_string(), want.1)), "{want:?} not in {published:?}");
+    }
     // `-p 127.0.0.1:...`: the node's processes only (5.14+: the hooks need the netns cookie).
     if netpath_tests::kernel_has(5, 14, "SO_NETNS_COOKIE") {
         let get = "exec 3<>/dev/tcp/127.0.0.1/8085 && printf 'GET / HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3";
