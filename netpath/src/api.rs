@@ -79,8 +79,22 @@ pub enum Request {
     /// nothing (CNI's CHECK).
     EndpointCheck {
         name: String,
+        /// Exactly the ports it should publish (others of its own are drift too).
         ports: Vec<PortSpec>,
+        /// What the runtime knows of it: any that differs is drift.
+        #[serde(default)]
+        expect: CheckExpect,
     },
+}
+
+/// What a runtime's CHECK expects of an endpoint, as its ADD left it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckExpect {
+    pub owner: Option<String>,
+    pub netns: Option<PathBuf>,
+    pub ifname: Option<String>,
+    pub ip: Option<Ipv4Addr>,
+    pub mac: Option<String>,
 }
 
 /// What a trace shows; every field narrows it (None/false: no restriction).

@@ -4,7 +4,9 @@ use clap::{error::ErrorKind, Parser};
 
 fn main() -> ExitCode {
     // A runtime runs the plugin (a copy or link of this binary) with CNI_COMMAND set.
-    if netpath::cni::invoked() {
+    // Runtimes pass no arguments; a CNI_COMMAND left in a shell must not turn
+    // `netpath agent` into a plugin waiting on stdin.
+    if std::env::args_os().len() == 1 && netpath::cni::invoked() {
         return netpath::cni::main();
     }
     let argv = match netpath::cli::config::apply(std::env::args_os().collect()) {

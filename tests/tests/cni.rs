@@ -148,6 +148,18 @@ fn check_names_the_drift_and_del_is_idempotent_and_takes_only_its_owners_endpoin
     let check = netconf(&lab, "1.0.0", json!({ "runtimeConfig": ports, "prevResult": added }));
     assert_eq!(ok(&lab, "CHECK", ID_A, &ns0, &check), Value::Null);
 
+    // What the runtime holds differs: another address in prevResult, a port it did not
+    // ask for.
+    let mut other = added.clone();
+    other["ips"][0]["address"] = json!("10.77.0.200/32");
+    let stale = netconf(&lab, "1.0.0", json!({ "runtimeConfig": ports, "prevResult": other }));
+    let (o, v) = cni(&lab, "CHECK", ID_A, Some(&ns0), &stale.to_string());
+    assert!(error(&o, &v, 101).contains("address is 10.77.0."), "{v}");
+    lab.netpath_ok(&["port", "add", "8099", "cni-a1b2c3d4e5f6:80"]);
+    let (o, v) = cni(&lab, "CHECK", ID_A, Some(&ns0), &check.to_string());
+    assert!(error(&o, &v, 101).contains("port tcp/8099: published to"), "{v}");
+    lab.netpath_ok(&["port", "del", "8099"]);
+
     // The published port removed behind the runtime's back.
     lab.netpath_ok(&["port", "del", "8081", "--proto", "udp"]);
     let (o, v) = cni(&lab, "CHECK", ID_A, Some(&ns0), &check.to_string());
@@ -179,6 +191,15 @@ fn check_names_the_drift_and_del_is_idempotent_and_takes_only_its_owners_endpoin
     assert!(endpoints(&lab).is_empty());
     ok(&lab, "DEL", ID_A, &ns0, &conf);
 
+    // The same container in a new sandbox (a DEL the agent missed): the old endpoint makes
+    // way.
+    let first = ok(&lab, "ADD", ID_A, &ns0, &conf);
+    let again = ok(&lab, "ADD", ID_A, &ns1, &conf);
+    assert_eq!(again["interfaces"][1]["sandbox"], ns1.as_str());
+    assert!(out(&lab.containers[0].exec(&["ip", "-o", "link"])).lines().all(|l| !l.contains("eth0")));
+    assert_eq!(endpoints(&lab).len(), 1, "{first} {again}");
+    ok(&lab, "DEL", ID_A, &ns1, &conf);
+
     // DEL after the container's namespace is gone, and without CNI_NETNS.
     ok(&lab, "ADD", ID_B, &ns1, &conf);
     lab.containers.pop();
@@ -197,6 +218,13 @@ fn errors_are_the_specs_objects_and_a_failed_add_leaves_nothing() {
     let (o, v) = cni(&lab, "VERSION", ID_A, None, r#"{"cniVersion":"1.0.0"}"#);
     assert!(o.status.success());
     assert_eq!(v["supportedVersions"], json!(["0.4.0", "1.0.0"]));
+    // Asked in a version it does not speak, it answers in one it does.
+    let (_, v) = cni(&lab, "VERSION", ID_A, None, r#"{"cniVersion":"0.3.1"}"#);
+    assert_eq!(v["cniVersion"], "1.0.0");
+    // A command it does not know is named, before anything else is looked at.
+    let (o, v) =
+        cni_env(&lab, &[("CNI_COMMAND", "GC")], None, &netconf(&lab, "1.0.0", json!({})).to_string());
+    assert!(error(&o, &v, 4).contains("\"GC\""), "{v}");
 
     let (o, v) = cni(&lab, "ADD", ID_A, Some(&ns0), &netconf(&lab, "0.2.0", json!({})).to_string());
     assert!(error(&o, &v, 1).contains("\"0.2.0\""));

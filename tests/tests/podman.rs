@@ -170,7 +170,10 @@ fn podman_containers_are_published_reach_each_other_and_the_outside() {
     let mut lab = Lab::new(0);
     lab.start_agent();
     let podman = Podman::new(&lab);
-    podman.web("web", &["-p", "8080:80", "-p", "127.0.0.1:8085:80", "-p", "8090-8091:80-81", "-p", "8092:80/udp"]);
+    podman.web(
+        "web",
+        &["-p", "8080:80", "-p", "127.0.0.1:8085:80", "-p", "8090-8091:80-81", "-p", "8092:80/udp"],
+    );
     assert!(served(&lab, 8080), "node:8080 does not reach the container; agent log:\n{}", lab.agent_log());
     // A range is a mapping per port; UDP beside TCP.
     assert!(served(&lab, 8090), "node:8090 (of -p 8090-8091:80-81)");

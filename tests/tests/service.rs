@@ -14,9 +14,13 @@ use netpath_tests::{agent_start_timeout, in_netns, netpath_bin, Lab};
 fn xtask_install(destdir: &Path, extra: &[&str]) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let bin = netpath_bin();
+    // The test's build, not a release build; an uninstall needs no binary.
+    let binary =
+        if extra.contains(&"--uninstall") { vec![] } else { vec!["--binary", bin.to_str().unwrap()] };
     let out = Command::new("cargo")
         .current_dir(root)
-        .args(["xtask", "install", "--destdir", destdir.to_str().unwrap(), "--binary", bin.to_str().unwrap()])
+        .args(["xtask", "install", "--destdir", destdir.to_str().unwrap()])
+        .args(binary)
         .args(extra)
         .output()
         .expect("cargo xtask install");
@@ -99,6 +103,8 @@ fn install_verify_run_as_a_notify_service_and_uninstall() {
     // and so does a config the admin changed.
     fs::write(staged("/opt/cni/bin/bridge"), "another plugin").unwrap();
     fs::write(&config, "pod-cidr = \"10.99.0.0/24\"\n").unwrap();
+    // Without the binary it was installed with (gone first, as a package manager may).
+    fs::remove_file(&bin).unwrap();
     xtask_install(&dest, &["--uninstall"]);
     let mut left: Vec<String> = Vec::new();
     let mut dirs = vec![dest.clone()];

@@ -3,22 +3,40 @@
 //! datapath entry and the ports it should publish.
 use super::{Agent, AgentError};
 use crate::{
-    api::PortSpec,
+    api::{CheckExpect, PortSpec},
     datapath::entries,
     drift::{self, Drift},
 };
 
 impl Agent {
-    /// Each difference as `subject: problem`; empty when the endpoint is as recorded
-    /// and publishes every port of `ports`.
+    /// Each difference as `subject: problem`; empty when the endpoint is as recorded,
+    /// as `expect` says, and publishes exactly the ports of `ports`.
     pub async fn endpoint_check(
         &mut self,
         name: &str,
         ports: &[PortSpec],
+        expect: &CheckExpect,
     ) -> Result<Vec<String>, AgentError> {
         let Some(rec) = self.endpoints.get(name).cloned() else {
-            return Err(AgentError::NoEndpoint { name: name.into() });
+            return Ok(vec![format!(
+                "endpoint {name}: netpath has no such endpoint (the container's ADD was undone)"
+            )]);
         };
+        let mut differs = Vec::new();
+        let mut compare = |what: &str, want: Option<String>, have: String| {
+            if let Some(want) = want.filter(|w| *w != have) {
+                differs.push(format!("endpoint {name}: {what} is {have}, the runtime's is {want}"));
+            }
+        };
+        compare("owner", expect.owner.clone(), rec.owner.clone().unwrap_or_default());
+        compare(
+            "namespace",
+            expect.netns.as_ref().map(|n| n.display().to_string()),
+            rec.netns.display().to_string(),
+        );
+        compare("interface", expect.ifname.clone(), rec.ifname.clone());
+        compare("address", expect.ip.map(|i| i.to_string()), rec.ip.to_string());
+        compare("mac", expect.mac.clone(), rec.mac.clone());
         let node = drift::Node {
             netlink: &self.netlink,
             owner: self.owner(),
@@ -33,7 +51,7 @@ impl Agent {
             self.datapath.endpoint_entries()?.into_iter().filter(|(ip, _)| *ip == rec.ip).collect();
         found.extend(drift::endpoint_entries(&want, &have));
 
-        let mut missing = Vec::new();
+        let mut missing = differs;
         for p in ports {
             let published = self.ports.of_endpoint(name).any(|r| {
                 r.proto == p.proto
@@ -48,6 +66,20 @@ impl Agent {
                     p.host_port,
                     rec.ip,
                     p.container_port.unwrap_or(p.host_port)
+                ));
+            }
+        }
+        for r in self.ports.of_endpoint(name) {
+            let asked = ports.iter().any(|p| {
+                r.proto == p.proto
+                    && r.host_port == p.host_port
+                    && r.host_ip == p.host_ip
+                    && r.container_port == p.container_port.unwrap_or(p.host_port)
+            });
+            if !asked {
+                missing.push(format!(
+                    "port {}/{}: published to {}:{}, which the runtime did not ask for",
+                    r.proto, r.host_port, r.container_ip, r.container_port
                 ));
             }
         }

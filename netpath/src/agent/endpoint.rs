@@ -95,17 +95,24 @@ impl Agent {
         validate(&spec)?;
         if let Some(rec) = self.endpoints.get(&spec.name).cloned() {
             if satisfies(&rec, &spec) {
-                // A repeated add (a runtime retrying): its ports too, each idempotent.
-                for p in &spec.ports {
-                    self.port_add(PortSpec { endpoint: rec.name.clone(), ..p.clone() }).await?;
-                }
+                // A repeated add (a runtime retrying): its ports too, all or none.
+                let ports =
+                    spec.ports.iter().map(|p| PortSpec { endpoint: rec.name.clone(), ..p.clone() }).collect();
+                self.ports_add(ports).await?;
                 return Ok(rec);
             }
-            return Err(AgentError::EndpointExists {
-                name: rec.name.clone(),
-                netns: rec.netns.clone(),
-                ip: rec.ip,
-            });
+            if spec.owner.is_none() || spec.owner != rec.owner {
+                return Err(AgentError::EndpointExists {
+                    name: rec.name.clone(),
+                    netns: rec.netns.clone(),
+                    ip: rec.ip,
+                });
+            }
+            // The same container in a new sandbox (a DEL missed while the agent was down,
+            // a reboot): the old endpoint is dead; it makes way, ports and address too.
+            info!(endpoint = %rec.name, old = %rec.netns.display(), new = %spec.netns.display(),
+                  "endpoint re-added by its owner in a new namespace");
+            self.endpoint_del(&rec.name, None).await?;
         }
         let mut planned: Vec<crate::state::PortRecord> = Vec::new();
         for p in &spec.ports {

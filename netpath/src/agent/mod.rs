@@ -40,7 +40,7 @@ use crate::{
 
 pub use gc::CtConfig;
 pub use lock::Held;
-pub use server::serve;
+pub use server::{serve, Stop};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -70,6 +70,8 @@ pub enum AgentError {
     EndpointExists { name: String, netns: PathBuf, ip: Ipv4Addr },
     #[error("no endpoint {name:?}; add it with `netpath endpoint add` first (see `netpath endpoint list`)")]
     NoEndpoint { name: String },
+    #[error("cannot take SIGTERM and SIGINT: {0}")]
+    Signals(std::io::Error),
     #[error("port 0 cannot be published: use 1-65535")]
     PortZero,
     #[error(

@@ -54,16 +54,35 @@ pub enum Job {
     Nodes(Vec<crate::cluster::NodeRecord>),
 }
 
-/// The agent's socket, and the signals that stop it: the last steps of a start.
-fn listen(agent: &Agent) -> Result<(UnixListener, Signal, Signal), AgentError> {
+/// SIGTERM and SIGINT, taken when the process starts. tokio installs a signal's
+/// handler and then subscribes the stream, and a signal broadcast in between has no
+/// listener and is lost: taken any later (once the socket was bound), a SIGTERM sent the
+/// moment the socket answered went unanswered (a 6.12 guest's test waited 2 min).
+pub struct Stop {
+    term: Signal,
+    int: Signal,
+}
+
+impl Stop {
+    pub fn new() -> Result<Stop, AgentError> {
+        let term = signal(SignalKind::terminate()).map_err(AgentError::Signals)?;
+        let int = signal(SignalKind::interrupt()).map_err(AgentError::Signals)?;
+        Ok(Stop { term, int })
+    }
+
+    /// Until one of them comes.
+    pub async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
+}
+
+/// The agent's socket: the last step of a start.
+fn listen(agent: &Agent) -> Result<UnixListener, AgentError> {
     let path = agent.paths().socket();
     let listen_err = |source| AgentError::Listen { path: path.clone(), source };
-    // The signals are taken before the socket exists: a client may stop the agent as
-    // soon as it can connect. tokio installs the handler first and subscribes the
-    // stream after it, and a signal broadcast in between is lost: a SIGTERM sent right
-    // after the socket answered went unanswered (a 6.12 guest's test waited 2 min).
-    let term = signal(SignalKind::terminate()).map_err(listen_err)?;
-    let int = signal(SignalKind::interrupt()).map_err(listen_err)?;
     crate::paths::create_private_dir(&agent.paths().run_dir).map_err(listen_err)?;
     // A socket left by a killed agent would make bind fail; nobody listens on it (the
     // run directory's lock says this agent is its only user).
@@ -71,12 +90,12 @@ fn listen(agent: &Agent) -> Result<(UnixListener, Signal, Signal), AgentError> {
     let listener = UnixListener::bind(&path).map_err(listen_err)?;
     // Only root may change the node's networking.
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(listen_err)?;
-    Ok((listener, term, int))
+    Ok(listener)
 }
 
-pub async fn serve(mut agent: Agent) -> Result<(), AgentError> {
+pub async fn serve(mut agent: Agent, mut stop: Stop) -> Result<(), AgentError> {
     let path = agent.paths().socket();
-    let (listener, mut term, mut int) = match listen(&agent) {
+    let listener = match listen(&agent) {
         Ok(listening) => listening,
         Err(e) => {
             // A start that fails here must not keep the node name taken.
@@ -124,8 +143,7 @@ pub async fn serve(mut agent: Agent) -> Result<(), AgentError> {
                 }
             }
             Some(job) = jobs.recv() => agent.run_job(job).await,
-            _ = term.recv() => break,
-            _ = int.recv() => break,
+            () = stop.recv() => break,
         }
     }
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
@@ -186,8 +204,8 @@ impl Agent {
             Request::Status => Ok(Reply::Status(self.status())),
             Request::NodeList => self.node_list().await.map(|nodes| Reply::Nodes { nodes }),
             Request::NodeDel { name } => self.node_del(&name).await.map(Reply::NodeDeleted),
-            Request::EndpointCheck { name, ports } => {
-                self.endpoint_check(&name, &ports).await.map(|drift| Reply::Checked { drift })
+            Request::EndpointCheck { name, ports, expect } => {
+                self.endpoint_check(&name, &ports, &expect).await.map(|drift| Reply::Checked { drift })
             }
         };
         match result {

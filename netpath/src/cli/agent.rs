@@ -54,8 +54,17 @@ pub fn run(paths: Paths, args: AgentArgs) -> anyhow::Result<()> {
         .init();
     let rt = tokio::runtime::Runtime::new().context("failed to start the async runtime")?;
     rt.block_on(async {
-        let agent = Agent::start(config).await?;
-        agent::serve(agent).await?;
+        let mut stop = agent::Stop::new()?;
+        // A stop during the start ends it where it stands, as a kill would (every step
+        // of a start is safe to cut); the next start takes over.
+        let agent = tokio::select! {
+            agent = Agent::start(config) => agent?,
+            () = stop.recv() => {
+                tracing::info!("stopped by a signal before the start finished");
+                return Ok(());
+            }
+        };
+        agent::serve(agent, stop).await?;
         Ok(())
     })
 }

@@ -19,6 +19,12 @@ pub struct NoAgent {
     source: std::io::Error,
 }
 
+impl NoAgent {
+    pub fn kind(&self) -> std::io::ErrorKind {
+        self.source.kind()
+    }
+}
+
 /// The agent carried out the request and refused it, with its reason.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -29,10 +35,26 @@ pub fn call(paths: &Paths, req: &Request) -> anyhow::Result<Reply> {
     call_keep(paths, req).map(|(reply, _)| reply)
 }
 
+/// [`call`], failing when the agent has not answered within `timeout` (its error then
+/// holds the io::Error of the read).
+pub fn call_within(paths: &Paths, req: &Request, timeout: std::time::Duration) -> anyhow::Result<Reply> {
+    exchange(paths, req, Some(timeout)).map(|(reply, _)| reply)
+}
+
 /// [`call`], also returning the connection (a trace lasts as long as it stays open).
 pub fn call_keep(paths: &Paths, req: &Request) -> anyhow::Result<(Reply, UnixStream)> {
+    exchange(paths, req, None)
+}
+
+fn exchange(
+    paths: &Paths,
+    req: &Request,
+    timeout: Option<std::time::Duration>,
+) -> anyhow::Result<(Reply, UnixStream)> {
     let path = paths.socket();
     let mut stream = UnixStream::connect(&path).map_err(|source| NoAgent { path: path.clone(), source })?;
+    stream.set_read_timeout(timeout)?;
+    stream.set_write_timeout(timeout)?;
     let mut line = serde_json::to_vec(req).context("failed to encode request")?;
     line.push(b'\n');
     stream.write_all(&line).context("failed to send request to the agent")?;

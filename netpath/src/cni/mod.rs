@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 
 use self::spec::{code, Added, CniError, NetConf, PortMapping};
 use crate::{
-    api::{EndpointSpec, PortSpec, Reply, Request},
+    api::{CheckExpect, EndpointSpec, PortSpec, Reply, Request},
     cli::client::{self, NoAgent, Refused},
     paths::Paths,
     state::{parse_mac, Mode, Proto},
@@ -64,8 +64,18 @@ fn run() -> Result<Option<Value>, CniError> {
     })?;
     if command == "VERSION" {
         let asked = serde_json::from_str::<Value>(&stdin).ok();
-        let version = asked.as_ref().and_then(|v| v["cniVersion"].as_str()).unwrap_or(spec::SUPPORTED[1]);
+        let version = asked
+            .as_ref()
+            .and_then(|v| v["cniVersion"].as_str())
+            .filter(|v| spec::SUPPORTED.contains(v))
+            .unwrap_or(spec::SUPPORTED[1]);
         return Ok(Some(json!({ "cniVersion": version, "supportedVersions": spec::SUPPORTED })));
+    }
+    if !["ADD", "DEL", "CHECK"].contains(&command.as_str()) {
+        return Err(CniError::new(
+            code::INVALID_ENVIRONMENT,
+            format!("CNI_COMMAND {command:?} is not a command: use ADD, DEL, CHECK or VERSION"),
+        ));
     }
     let conf: NetConf = serde_json::from_str(&stdin).map_err(|e| {
         CniError::new(code::DECODE_FAILURE, format!("the network configuration on stdin is not valid: {e}"))
@@ -85,15 +95,12 @@ fn run() -> Result<Option<Value>, CniError> {
         e
     };
     let call = Call { paths: paths(&conf.run_dir) };
-    let container = Container::from_env()?;
+    let container = Container::from_env();
+    let container = container.map_err(with_version)?;
     match command.as_str() {
         "ADD" => add(&call, &conf, &container).map(Some),
         "DEL" => del(&call, &container).map(|()| None),
-        "CHECK" => check(&call, &conf, &container).map(|()| None),
-        other => Err(CniError::new(
-            code::INVALID_ENVIRONMENT,
-            format!("CNI_COMMAND {other:?} is not a command: use ADD, DEL, CHECK or VERSION"),
-        )),
+        _ => check(&call, &conf, &container).map(|()| None),
     }
     .map_err(with_version)
 }
@@ -147,6 +154,10 @@ impl Container {
     }
 }
 
+/// How long the plugin waits for the agent's answer: it carries out one request at a
+/// time, and a node starting many containers at once queues them.
+const AGENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// Requests to the agent, with its failures as the spec's errors.
 struct Call {
     paths: Paths,
@@ -154,13 +165,25 @@ struct Call {
 
 impl Call {
     fn send(&self, req: &Request) -> Result<Reply, CniError> {
-        client::call(&self.paths, req).map_err(|e| {
+        client::call_within(&self.paths, req, AGENT_TIMEOUT).map_err(|e| {
+            let io = e.downcast_ref::<std::io::Error>().map(std::io::Error::kind);
             if let Some(no) = e.downcast_ref::<NoAgent>() {
+                // Absent or not listening: a runtime retries. Anything else (a socket it
+                // may not open) retried would fail the same way for ever.
+                let (code, what) = match no.kind() {
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+                        (code::TRY_AGAIN_LATER, "the netpath agent is not running: nothing listens on")
+                    }
+                    _ => (code::IO_FAILURE, "cannot reach the netpath agent at"),
+                };
+                CniError::new(code, format!("{what} {}", no.path.display()))
+                    .details(format!("{e:#}; start `netpath agent` (its --run-dir is the netconf's runDir)"))
+            } else if matches!(io, Some(std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)) {
                 CniError::new(
                     code::TRY_AGAIN_LATER,
-                    format!("the netpath agent is not running: nothing listens on {}", no.path.display()),
+                    format!("the netpath agent did not answer within {} s", AGENT_TIMEOUT.as_secs()),
                 )
-                .details(format!("{e:#}; start `netpath agent` (its --run-dir is the netconf's runDir)"))
+                .details(format!("{e:#}"))
             } else if let Some(Refused(why)) = e.downcast_ref::<Refused>() {
                 CniError::new(code::AGENT_REFUSED, why.clone())
             } else {
@@ -179,6 +202,13 @@ fn add(call: &Call, conf: &NetConf, c: &Container) -> Result<Value, CniError> {
         conf.runtime_config.port_mappings.iter().map(|m| port_spec(m, &name)).collect::<Result<_, _>>()?;
     // Read before the add: nothing to undo when it fails.
     let pod_cidr = match call.send(&Request::Status)? {
+        // An agent older than this plugin would drop the owner and the ports unread.
+        Reply::Status(s) if s.pod_cidr.is_none() => {
+            return Err(CniError::new(
+                code::TRY_AGAIN_LATER,
+                format!("the running agent (PID {}) is older than this plugin; restart it (systemctl restart netpath)", s.pid),
+            ))
+        }
         Reply::Status(s) => s.pod_cidr,
         other => return Err(unexpected(other)),
     };
@@ -231,7 +261,22 @@ fn check(call: &Call, conf: &NetConf, c: &Container) -> Result<(), CniError> {
     let name = c.endpoint();
     let ports: Vec<PortSpec> =
         conf.runtime_config.port_mappings.iter().map(|m| port_spec(m, &name)).collect::<Result<_, _>>()?;
-    let drift = match call.send(&Request::EndpointCheck { name: name.clone(), ports })? {
+    // What the runtime knows: the container, and what ADD returned (prevResult).
+    let prev = conf.prev_result.as_ref();
+    let ip =
+        prev.and_then(|p| p["ips"][0]["address"].as_str()).and_then(|a| a.split('/').next()?.parse().ok());
+    let mac = prev
+        .and_then(|p| p["interfaces"].as_array())
+        .and_then(|i| i.iter().find(|i| i.get("sandbox").is_some()))
+        .and_then(|i| i["mac"].as_str().map(str::to_ascii_lowercase));
+    let expect = CheckExpect {
+        owner: Some(c.id.clone()),
+        netns: c.netns.as_ref().map(PathBuf::from),
+        ifname: Some(c.ifname.clone()),
+        ip,
+        mac,
+    };
+    let drift = match call.send(&Request::EndpointCheck { name: name.clone(), ports, expect })? {
         Reply::Checked { drift } => drift,
         other => return Err(unexpected(other)),
     };
