@@ -53,13 +53,7 @@ impl Agent {
 
         let mut missing = differs;
         for p in ports {
-            let published = self.ports.of_endpoint(name).any(|r| {
-                r.proto == p.proto
-                    && r.host_port == p.host_port
-                    && r.host_ip == p.host_ip
-                    && r.container_port == p.container_port.unwrap_or(p.host_port)
-            });
-            if !published {
+            if !self.ports.of_endpoint(name).any(|r| publishes(r, p)) {
                 missing.push(format!(
                     "port {}/{}: not published to {}:{}",
                     p.proto,
@@ -70,13 +64,7 @@ impl Agent {
             }
         }
         for r in self.ports.of_endpoint(name) {
-            let asked = ports.iter().any(|p| {
-                r.proto == p.proto
-                    && r.host_port == p.host_port
-                    && r.host_ip == p.host_ip
-                    && r.container_port == p.container_port.unwrap_or(p.host_port)
-            });
-            if !asked {
+            if !ports.iter().any(|p| publishes(r, p)) {
                 missing.push(format!(
                     "port {}/{}: published to {}:{}, which the runtime did not ask for",
                     r.proto, r.host_port, r.container_ip, r.container_port
@@ -100,4 +88,12 @@ impl Agent {
         );
         Ok(found.iter().map(|d| format!("{}: {}", d.subject(), d.problem())).chain(missing).collect())
     }
+}
+
+/// Does the published port `r` carry out the mapping `p` asks for?
+fn publishes(r: &crate::state::PortRecord, p: &PortSpec) -> bool {
+    r.proto == p.proto
+        && r.host_port == p.host_port
+        && r.host_ip == p.host_ip
+        && r.container_port == p.container_port.unwrap_or(p.host_port)
 }
