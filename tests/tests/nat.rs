@@ -698,3 +698,24 @@ fn port_ranges_free_host_ports_and_both_protocols_on_one_port() {
     lab.netpath_ok(&["port", "del", "8000-8002"]);
     assert_eq!(list(&lab), [tcp(chosen as u64, 80), ("udp".to_string(), 8000, 80)]);
 }
+
+/// A host port netpath chooses is none the node's own sockets hold, and none of its
+/// ephemeral range: with the node's ephemeral range covering all of 30000-32767 but
+/// 32767, a node service listening there leaves nothing to choose.
+#[test]
+fn a_chosen_host_port_is_not_one_a_node_socket_holds() {
+    let lab = lab_with_agent(&[]);
+    lab.add_endpoint("web", 0);
+    let set = lab.node.exec(&["sysctl", "-w", "net.ipv4.ip_local_port_range=30000 32766"]);
+    assert!(set.status.success(), "{}", String::from_utf8_lossy(&set.stderr));
+    let service = lab.node.run(|| TcpListener::bind((Ipv4Addr::UNSPECIFIED, 32767)).unwrap()).join().unwrap();
+    let o = lab.netpath(&["port", "add", "web:80"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no free host port for tcp in 30000-32767"), "{o:?}");
+    drop(service);
+    let out = lab.netpath_ok(&["port", "add", "web:80"]);
+    assert!(out.contains("*:32767 -> web"), "{out}");
+    // UDP has its own ports: a TCP listener does not hold them.
+    let _tcp = lab.node.run(|| TcpListener::bind((Ipv4Addr::UNSPECIFIED, 32767)).unwrap()).join().unwrap();
+    let out = lab.netpath_ok(&["port", "add", "--proto", "udp", "web:53"]);
+    assert!(out.contains("udp *:32767 -> web"), "{out}");
+}

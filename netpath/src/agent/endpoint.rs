@@ -2,7 +2,7 @@
 use std::net::Ipv4Addr;
 
 use netpath_common::EndpointInfo;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::{Agent, AgentError};
 use crate::{
@@ -161,7 +161,10 @@ impl Agent {
             };
             if let Err(e) = self.port_add(publish).await {
                 // Checked above; what fails here is the kernel or the disk.
-                let _ = self.endpoint_del(&rec.name, None).await;
+                if let Err(undo) = self.endpoint_del(&rec.name, None).await {
+                    warn!(endpoint = %rec.name, "cannot take the endpoint back after its port failed: {undo}; \
+                           `netpath reconcile` or `netpath endpoint del` removes it");
+                }
                 return Err(e);
             }
         }

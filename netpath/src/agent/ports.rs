@@ -2,7 +2,7 @@
 //! hash map the datapath reads per new connection (cost independent of how many).
 use std::net::Ipv4Addr;
 
-use tracing::info;
+use tracing::{info, warn};
 
 use super::{Agent, AgentError};
 use crate::{
@@ -73,8 +73,8 @@ impl Agent {
     /// A host port nobody publishes for `proto` on `host_ip`: docker's -p without a
     /// host port. From Kubernetes' NodePort range, below the default ephemeral ports,
     /// skipping the node's ephemeral range (a reply to a node socket must not be taken
-    /// for a published port) and the NAT range; from a random start, so that a port just
-    /// freed is not handed out again at once.
+    /// for a published port), the NAT range and ports the node's own sockets hold; from
+    /// a random start, so that a port just freed is not handed out again at once.
     fn free_host_port(
         &self,
         proto: Proto,
@@ -82,6 +82,7 @@ impl Agent {
         also: &[PortRecord],
     ) -> Result<u16, AgentError> {
         let ephemeral = super::start::ephemeral_ports().ok();
+        let in_use = crate::plumbing::sockets::bound_ports(proto);
         let (first, count) = (*FREE_PORTS.start(), FREE_PORTS.len());
         let start = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -98,7 +99,8 @@ impl Agent {
             };
             let taken = self.ports.clash(&probe).is_some() || also.iter().any(|p| p.clashes(&probe));
             let reserved = self.ports.check_range(port).is_err()
-                || ephemeral.as_ref().is_some_and(|e| e.contains(&port));
+                || ephemeral.as_ref().is_some_and(|e| e.contains(&port))
+                || in_use.contains(&port);
             if !taken && !reserved {
                 return Ok(port);
             }
@@ -130,7 +132,10 @@ impl Agent {
                 Ok(rec) => out.push((rec, new)),
                 Err(e) => {
                     for (rec, _) in out.iter().filter(|(_, new)| *new) {
-                        let _ = self.port_del(rec.proto, rec.host_port, rec.host_ip);
+                        if let Err(undo) = self.port_del(rec.proto, rec.host_port, rec.host_ip) {
+                            warn!(proto = %rec.proto, host_port = rec.host_port,
+                                  "cannot unpublish after a later port failed: {undo}; `netpath port del` removes it");
+                        }
                     }
                     return Err(e);
                 }

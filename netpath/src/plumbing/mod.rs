@@ -5,6 +5,7 @@ pub mod bpffs;
 pub mod cgroup;
 pub mod link;
 pub mod netns;
+pub mod sockets;
 pub mod sysctl;
 
 use std::path::PathBuf;
