@@ -27,6 +27,17 @@ fn xtask_install(destdir: &Path, extra: &[&str]) {
     assert!(out.status.success(), "cargo xtask install {extra:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// The installed agent, killed when the test ends however it ends (a failed assertion
+/// must not leave it running).
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// What systemd would tell the service manager's socket: the next datagram, or None
 /// when none came within `wait`.
 fn next_notification(sock: &UnixDatagram, wait: Duration) -> Option<String> {
@@ -84,7 +95,7 @@ fn install_verify_run_as_a_notify_service_and_uninstall() {
         .stdout(fs::File::create(lab.work_dir.join("service.log")).unwrap())
         .stderr(fs::File::create(lab.work_dir.join("service.err")).unwrap());
     lab.env_for(&mut cmd);
-    let mut agent = in_netns(&mut cmd, &lab.node.path()).spawn().unwrap();
+    let mut agent = Running(in_netns(&mut cmd, &lab.node.path()).spawn().unwrap());
     let deadline = Instant::now() + agent_start_timeout();
     let ready = next_notification(&notify, deadline - Instant::now());
     let log = || fs::read_to_string(lab.work_dir.join("service.err")).unwrap_or_default();
@@ -93,10 +104,13 @@ fn install_verify_run_as_a_notify_service_and_uninstall() {
         UnixStream::connect(lab.work_dir.join("run/agent.sock")).is_ok(),
         "ready, but the socket refuses"
     );
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(agent.id() as i32), nix::sys::signal::Signal::SIGTERM)
-        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent.0.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
     assert_eq!(next_notification(&notify, Duration::from_secs(30)).as_deref(), Some("STOPPING=1"));
-    assert!(agent.wait().unwrap().success(), "{}", log());
+    assert!(agent.0.wait().unwrap().success(), "{}", log());
     lab.stop_agent();
 
     // Uninstall: exactly what the install put there. A plugin of another vendor stays,
