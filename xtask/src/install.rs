@@ -197,7 +197,7 @@ fn build_release() -> Result<PathBuf> {
     let root = workspace_root();
     step("building netpath (release)");
     let status =
-        Command::new("cargo").current_dir(&root).args(["build", "--release", "-p", "netpath"]).status()?;
+        Command::new("cargo").current_dir(&root).args(["build", "--release", "--bin", "netpath"]).status()?;
     if !status.success() {
         bail!("release build failed");
     }

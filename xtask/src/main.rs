@@ -71,8 +71,13 @@ pub fn workspace_root() -> PathBuf {
 fn build_netpath() -> anyhow::Result<()> {
     let root = workspace_root();
     step("building netpath");
-    let status =
-        std::process::Command::new("cargo").current_dir(&root).args(["build", "-p", "netpath"]).status()?;
+    // `--bin`, not `-p`: features are unified over the same packages as the workspace's
+    // own build, so this reuses that build instead of making a second netpath library
+    // (and, through it, a second copy of every test binary: gigabytes, and minutes).
+    let status = std::process::Command::new("cargo")
+        .current_dir(&root)
+        .args(["build", "--bin", "netpath"])
+        .status()?;
     if !status.success() {
         anyhow::bail!("build failed");
     }

@@ -113,16 +113,23 @@ fn build_payload(root: &Path, only: &[String]) -> Result<initramfs::Payload> {
     crate::build_netpath()?;
     let out = Command::new("cargo")
         .current_dir(root)
-        .args(["test", "-p", "netpath-tests", "--no-run", "--message-format=json"])
+        // The whole workspace's selection, as the host's test run builds it, so the
+        // binaries are the ones already built rather than a second set (see
+        // build_netpath); only netpath-tests' own are carried.
+        .args(["test", "--no-run", "--message-format=json"])
         .stderr(Stdio::inherit())
         .output()?;
     if !out.status.success() {
         bail!("building the test binaries failed");
     }
+    let manifest = root.join("tests/Cargo.toml").to_string_lossy().into_owned();
     let (mut tests, mut tools) = (Vec::new(), Vec::new());
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
         let Some(exe) = v["executable"].as_str() else { continue };
+        if v["manifest_path"].as_str() != Some(&*manifest) {
+            continue;
+        }
         match (v["profile"]["test"] == true, v["target"]["kind"][0].as_str()) {
             (true, Some("test")) => {
                 let name = v["target"]["name"].as_str().unwrap_or_default();
