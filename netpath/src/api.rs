@@ -37,6 +37,10 @@ pub struct PortSpec {
     pub endpoint: String,
     /// Defaults to the host port.
     pub container_port: Option<u16>,
+    /// With `host_port` 0, the host ports to choose the free one from, first free first
+    /// (docker's `-p 8000-8010:80`); `None`: one of `FREE_PORTS`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_port_from: Option<std::ops::RangeInclusive<u16>>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

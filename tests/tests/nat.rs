@@ -684,6 +684,20 @@ fn port_ranges_free_host_ports_and_both_protocols_on_one_port() {
     let o = lab.netpath(&["port", "add", "8010-8012", "web:80-81"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("differ in length"), "{o:?}");
 
+    // A host range for one container port: the first free port of the range, until
+    // none is left (8021 is published already, 8022 held by a node socket).
+    lab.netpath_ok(&["port", "add", "8021", "web:81"]);
+    let _held = lab.node.run(|| TcpListener::bind((Ipv4Addr::UNSPECIFIED, 8022)).unwrap()).join().unwrap();
+    let out = lab.netpath_ok(&["port", "add", "8020-8023", "web:82"]);
+    assert!(out.contains("*:8020 -> web"), "{out}");
+    let out = lab.netpath_ok(&["port", "add", "8020-8023", "web:82"]);
+    assert!(out.contains("*:8023 -> web"), "{out}");
+    netpath_tests::echo_server(&lab.containers[0], SocketAddrV4::new(a, 82));
+    netpath_tests::tcp_echo_once_to(&lab.outside, SocketAddr::from((NODE_UPLINK_IP, 8023)));
+    let o = lab.netpath(&["port", "add", "8020-8023", "web:82"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no free host port for tcp in 8020-8023"), "{o:?}");
+    lab.netpath_ok(&["port", "del", "8020-8023"]);
+
     // No host port: netpath chooses one from 30000-32767 and says which.
     let out = lab.netpath_ok(&["port", "add", "web:80"]);
     let chosen: u16 =

@@ -158,6 +158,7 @@ impl Agent {
                 host_ip: p.host_ip,
                 endpoint: rec.name.clone(),
                 container_port: Some(p.container_port),
+                host_port_from: None,
             };
             if let Err(e) = self.port_add(publish).await {
                 // Checked above; what fails here is the kernel or the disk.

@@ -30,7 +30,7 @@ impl Agent {
             return Err(AgentError::PortZero);
         }
         let host_port = match spec.host_port {
-            0 => self.free_host_port(spec.proto, spec.host_ip, also)?,
+            0 => self.free_host_port(spec.proto, spec.host_ip, spec.host_port_from.clone(), also)?,
             port => {
                 self.ports.check_range(port)?;
                 port
@@ -70,25 +70,34 @@ impl Agent {
         Ok(Some(rec))
     }
 
-    /// A host port nobody publishes for `proto` on `host_ip`: docker's -p without a
-    /// host port. From Kubernetes' NodePort range, below the default ephemeral ports,
-    /// skipping the node's ephemeral range (a reply to a node socket must not be taken
-    /// for a published port), the NAT range and ports the node's own sockets hold; from
-    /// a random start, so that a port just freed is not handed out again at once.
+    /// A host port nobody publishes for `proto` on `host_ip`, skipping the NAT range
+    /// and ports the node's own sockets hold.
+    /// - `from`: docker's `-p 8000-8010:80`, the first free one of the user's range.
+    /// - None: docker's -p without a host port. From Kubernetes' NodePort range, below
+    ///   the default ephemeral ports, also skipping the node's ephemeral range (a reply
+    ///   to a node socket must not be taken for a published port); from a random start,
+    ///   so that a port just freed is not handed out again at once.
     fn free_host_port(
         &self,
         proto: Proto,
         host_ip: Option<Ipv4Addr>,
+        from: Option<std::ops::RangeInclusive<u16>>,
         also: &[PortRecord],
     ) -> Result<u16, AgentError> {
-        let ephemeral = super::start::ephemeral_ports().ok();
         let in_use = crate::plumbing::sockets::bound_ports(proto);
-        let (first, count) = (*FREE_PORTS.start(), FREE_PORTS.len());
-        let start = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos() as usize);
-        for i in 0..count {
-            let port = first + ((start + i) % count) as u16;
+        let (range, ephemeral, start) = match from {
+            Some(r) if *r.start() == 0 || r.is_empty() => return Err(AgentError::PortZero),
+            Some(r) => (r, None, 0),
+            None => {
+                let start = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.subsec_nanos() as usize);
+                (FREE_PORTS, super::start::ephemeral_ports().ok(), start)
+            }
+        };
+        let (first, count) = (*range.start(), range.end() - range.start() + 1);
+        for i in 0..count as usize {
+            let port = first + ((start + i) % count as usize) as u16;
             let probe = PortRecord {
                 proto,
                 host_ip,
@@ -105,7 +114,7 @@ impl Agent {
                 return Ok(port);
             }
         }
-        Err(AgentError::NoFreeHostPort { proto, range: FREE_PORTS })
+        Err(AgentError::NoFreeHostPort { proto, range })
     }
 
     /// Several mappings, all or none: checked together before any is published, and

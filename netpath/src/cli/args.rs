@@ -150,8 +150,9 @@ pub enum NodeCommand {
 #[derive(Debug, Subcommand)]
 pub enum PortCommand {
     /// Publish HOST_PORT on the node for ENDPOINT[:PORT] (PORT defaults to HOST_PORT), as
-    /// docker's -p: `8080 web:80`, a range `8000-8010 web:80-90`, or `web:80` alone for
-    /// a free host port from 30000-32767 (printed). All or none are published.
+    /// docker's -p: `8080 web:80`, a range `8000-8010 web:80-90`, `8000-8010 web:80` for
+    /// the first free host port of the range, or `web:80` alone for a free host port from
+    /// 30000-32767 (the chosen port is printed). All or none are published.
     Add {
         #[arg(long, value_enum, default_value_t = Proto::Tcp)]
         proto: Proto,

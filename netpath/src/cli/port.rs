@@ -28,6 +28,7 @@ fn specs(
         host_ip,
         endpoint: endpoint.to_string(),
         container_port: Some(container_port),
+        host_port_from: None,
     };
     let shown = |r: &RangeInclusive<u16>| format!("{}-{}", r.start(), r.end());
     match (host, container) {
@@ -41,9 +42,13 @@ fn specs(
         (None, None) => bail!("give the container port ({endpoint}:80) when netpath is to choose the host port"),
         (Some(h), None) => Ok(h.map(|p| spec(p, p)).collect()),
         (Some(h), Some(c)) if c.len() == 1 && h.len() == 1 => Ok(vec![spec(*h.start(), *c.start())]),
+        // docker's `-p 8000-8010:80`: one mapping, on the first free port of the range.
+        (Some(h), Some(c)) if c.len() == 1 => {
+            Ok(vec![PortSpec { host_port_from: Some(h), ..spec(0, *c.start()) }])
+        }
         (Some(h), Some(c)) if h.len() == c.len() => Ok(h.zip(c).map(|(a, b)| spec(a, b)).collect()),
         (Some(h), Some(c)) => bail!(
-            "host ports {} and container ports {} differ in length ({} and {}); give ranges of the same length",
+            "host ports {} and container ports {} differ in length ({} and {}); give ranges of the same length, or one container port to publish on the first free host port of the range",
             shown(&h),
             shown(&c),
             h.len(),

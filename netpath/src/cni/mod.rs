@@ -322,6 +322,7 @@ fn port_spec(m: &PortMapping, endpoint: &str) -> Result<PortSpec, CniError> {
         host_ip,
         endpoint: endpoint.to_string(),
         container_port: Some(port(m.container_port, "containerPort")?),
+        host_port_from: None,
     })
 }
 
