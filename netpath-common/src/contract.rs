@@ -7,7 +7,7 @@
 use core::mem::size_of;
 
 use crate::{
-    maps::*, ClosedFlow, CtEntry, CtKey, EndpointInfo, EndpointKey, NodeConfig, NodeRoute, PortKey,
+    maps::*, ClosedFlow, CtEntry, CtKey, EndpointInfo, EndpointKey, LogLimit, NodeConfig, NodeRoute, PortKey,
     PortTarget, Reason, SockOrigin, SockRevKey, TraceEvent, TraceFilter, TrafficCounters,
 };
 
@@ -86,7 +86,7 @@ const FIB_LOOKUP_SIZE: usize = 64;
 
 /// Every map of the object: the pinned ones in the order `netpath map list` shows them,
 /// then the per-CPU scratch space the programs use inside one run.
-pub const MAPS: [MapSpec; 15] = [
+pub const MAPS: [MapSpec; 17] = [
     map(
         ENDPOINTS,
         MapKind::Hash,
@@ -164,6 +164,11 @@ pub const MAPS: [MapSpec; 15] = [
         pinned: false,
         ..map(FIB_SCRATCH, MapKind::PerCpuArray, 4, FIB_LOOKUP_SIZE, Capacity::Fixed(1), true)
     },
+    MapSpec {
+        pinned: false,
+        ..map(LOG_LIMIT, MapKind::PerCpuArray, 4, size_of::<LogLimit>(), Capacity::Fixed(Reason::COUNT), true)
+    },
+    MapSpec { pinned: false, ..map(AYA_LOGS, MapKind::RingBuf, 0, 0, Capacity::Fixed(AYA_LOGS_BYTES), true) },
 ];
 
 /// The map called `name`. Panics (at compile time, in a const) when there is none.

@@ -47,6 +47,16 @@ pub const ENDPOINT_F_PUBLISHED: u32 = 2;
 /// host device instead, whose transmit hands them to the container's end.
 pub const ENDPOINT_F_NETKIT: u32 = 4;
 
+/// When a rare event of one reason was last logged on a CPU, how many went unlogged
+/// since, and the last one's detail (bpf_fib_lookup's code, for instance).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct LogLimit {
+    pub last_ns: u64,
+    pub suppressed: u32,
+    pub detail: u32,
+}
+
 /// Packet and byte counters, kept per CPU by the kernel and summed by user space.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]

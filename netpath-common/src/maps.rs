@@ -99,6 +99,12 @@ pub const NODE_LOCAL_REV_ENTRIES: u32 = 65_536;
 pub const TRACE_SCRATCH: &str = "TRACE_SCRATCH";
 /// Per-CPU scratch for bpf_fib_lookup's request (not pinned).
 pub const FIB_SCRATCH: &str = "FIB_SCRATCH";
+/// Per CPU and reason, when a rare event was last logged (not pinned).
+pub const LOG_LIMIT: &str = "LOG_LIMIT";
+/// aya-log's ring buffer, named and sized by aya-log-ebpf (not pinned: the agent that
+/// loaded the programs reads it).
+pub const AYA_LOGS: &str = "AYA_LOGS";
+pub const AYA_LOGS_BYTES: u32 = 1 << 17;
 
 #[cfg(test)]
 mod tests {

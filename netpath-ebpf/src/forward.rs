@@ -130,7 +130,10 @@ pub fn to_fib(ctx: &TcContext, ifindex: u32, src: [u8; 4], dst: [u8; 4]) -> Resu
         }
         // SAFETY: plain helper call; no explicit next hop: the kernel uses the route's.
         BPF_FIB_LKUP_RET_NO_NEIGH => unsafe { bpf_redirect_neigh(p.ifindex, core::ptr::null_mut(), 0, 0) },
-        _ => return Err(Reason::DropFibFailed),
+        rc => {
+            crate::rare::detail(Reason::DropFibFailed, rc);
+            return Err(Reason::DropFibFailed);
+        }
     } as i32;
     if action == TC_ACT_SHOT {
         return Err(Reason::DropRedirectFailed);

@@ -32,6 +32,7 @@ pub mod ipv4 {
     pub const CHECK: usize = offset_of!(Ipv4Hdr, check);
     pub const SRC: usize = offset_of!(Ipv4Hdr, src_addr);
     pub const DST: usize = offset_of!(Ipv4Hdr, dst_addr);
+    pub const PROTO: usize = offset_of!(Ipv4Hdr, proto);
 }
 
 /// Inside a TCP or UDP header: the ports sit in the same place in both, which is what

@@ -18,6 +18,7 @@ mod nat;
 mod node_local;
 mod packet;
 mod port_map;
+mod rare;
 mod tc_entry;
 mod to_other_node;
 mod tunnel;

@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use netpath_common::{
     contract::{object_capacity as capacity, object_flags as flags},
-    maps as name, ClosedFlow, CtEntry, CtKey, EndpointInfo, EndpointKey, NodeConfig, NodeRoute, PortKey,
+    maps as name, ClosedFlow, CtEntry, CtKey, EndpointInfo, EndpointKey, LogLimit, NodeConfig, NodeRoute, PortKey,
     PortTarget, SockOrigin, SockRevKey, TraceEvent, TraceFilter, TrafficCounters,
 };
 
@@ -75,3 +75,8 @@ pub static TRACE_SCRATCH: PerCpuArray<TraceEvent> =
 #[map]
 pub static FIB_SCRATCH: PerCpuArray<aya_ebpf::bindings::bpf_fib_lookup> =
     PerCpuArray::with_max_entries(capacity(name::FIB_SCRATCH), flags(name::FIB_SCRATCH));
+
+/// Per CPU and reason, when a rare event was last logged (see `rare`).
+#[map]
+pub static LOG_LIMIT: PerCpuArray<LogLimit> =
+    PerCpuArray::with_max_entries(capacity(name::LOG_LIMIT), flags(name::LOG_LIMIT));

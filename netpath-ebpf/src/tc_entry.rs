@@ -6,7 +6,7 @@
 use aya_ebpf::{bindings::TC_ACT_SHOT, programs::TcContext};
 use netpath_common::Reason;
 
-use crate::{counters, events, packet::ifindex};
+use crate::{counters, events, packet::ifindex, rare};
 
 /// Runs `logic` on the packet seen at trace hop `hop`; returns the tc action.
 #[inline(always)]
@@ -36,5 +36,6 @@ fn finish(
     };
     counters::count(reason, len);
     events::emit(filter, ctx, reason);
+    rare::note(ctx, reason);
     action
 }

@@ -733,3 +733,41 @@ fn a_chosen_host_port_is_not_one_a_node_socket_holds() {
     let out = lab.netpath_ok(&["port", "add", "--proto", "udp", "web:53"]);
     assert!(out.contains("udp *:32767 -> web"), "{out}");
 }
+
+/// The datapath's rare events reach the agent's log with the packet's tuple (aya-log),
+/// at most one line per reason, CPU and second however many there are: with one NAT
+/// source port, every new flow to the same destination after the first is refused.
+#[test]
+fn rare_datapath_events_are_logged_with_their_tuple_and_rate_limited() {
+    let lab = lab_with_agent(&["--nat-ports", "61000-61000"]);
+    let a = lab.add_endpoint("web", 0);
+    let flows = 40u16;
+    lab.containers[0]
+        .run(move || {
+            // The first flow takes the one port; the others find none. Kept open, so
+            // each new socket is a new flow.
+            let socks: Vec<_> =
+                (0..=flows).map(|i| UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 20_000 + i)).unwrap()).collect();
+            for s in &socks {
+                s.send_to(b"x", (OUTSIDE_IP, 9005)).unwrap();
+            }
+        })
+        .join()
+        .unwrap();
+    let refused = |lab: &Lab| lab.stats().reason("drop-nat-ports-exhausted");
+    let tuple = format!("proto 17 {a}:200");
+    let lines = |log: &str| {
+        log.lines().filter(|l| l.contains("no free NAT source port") && l.contains(&tuple)).count()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while lines(&lab.agent_log()) == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = lab.agent_log();
+    let logged = lines(&log);
+    assert_eq!(refused(&lab), flows as u64, "{log}");
+    assert!(logged >= 1, "no log line for the refused flows:\n{log}");
+    assert!(log.contains(&format!("-> {OUTSIDE_IP}:9005")), "{log}");
+    // A handful of CPUs, each logging at most once a second: never one line per packet.
+    assert!(logged <= 4, "{logged} lines for {flows} refused flows:\n{log}");
+}

@@ -249,7 +249,8 @@ async fn bring_up(
         node.tunnel = Some(node::ensure_tunnel(&netlink, &mut undo.node).await?);
     }
     set_sysctls(&mut undo.sysctls)?;
-    let datapath = Datapath::load_with(&paths.bpffs_dir, conntrack.max_entries, tc_attach)?;
+    let mut datapath = Datapath::load_with(&paths.bpffs_dir, conntrack.max_entries, tc_attach)?;
+    datapath.forward_logs()?;
     let stats_fd = if bpf_stats { Some(enable_stats()?) } else { None };
     let mut agent = Agent {
         paths,

@@ -6,6 +6,7 @@ pub mod entries;
 mod inspect;
 pub mod layout;
 mod links;
+mod logs;
 mod netkit;
 mod programs;
 mod tables;
@@ -31,6 +32,8 @@ pub enum DatapathError {
     MissingProgram(&'static str),
     #[error("the eBPF object has no map {0}; the binary was built wrongly")]
     MissingMap(&'static str),
+    #[error("cannot watch the datapath's log ring buffer: {source}")]
+    Logs { source: std::io::Error },
     #[error("failed to load program {prog} into the kernel: {source}")]
     Verify { prog: &'static str, source: Box<aya::programs::ProgramError> },
     #[error("failed to attach {prog} to {iface}: {source}")]
