@@ -89,6 +89,9 @@ pub enum Request {
         #[serde(default)]
         expect: CheckExpect,
     },
+    /// Every endpoint, as the agent holds it (CNI's GC: the state file is the agent's;
+    /// the plugin knows only the socket).
+    EndpointList,
 }
 
 /// What a runtime's CHECK expects of an endpoint, as its ADD left it.
@@ -182,6 +185,9 @@ pub enum Reply {
     /// matches.
     Checked {
         drift: Vec<String>,
+    },
+    Endpoints {
+        endpoints: Vec<EndpointRecord>,
     },
     Error {
         message: String,

@@ -207,6 +207,7 @@ impl Agent {
             Request::EndpointCheck { name, ports, expect } => {
                 self.endpoint_check(&name, &ports, &expect).await.map(|drift| Reply::Checked { drift })
             }
+            Request::EndpointList => Ok(Reply::Endpoints { endpoints: self.endpoints.all().to_vec() }),
         };
         match result {
             Ok(reply) => {
