@@ -217,14 +217,17 @@ fn errors_are_the_specs_objects_and_a_failed_add_leaves_nothing() {
 
     let (o, v) = cni(&lab, "VERSION", ID_A, None, r#"{"cniVersion":"1.0.0"}"#);
     assert!(o.status.success());
-    assert_eq!(v["supportedVersions"], json!(["0.4.0", "1.0.0"]));
+    assert_eq!(v["supportedVersions"], json!(["0.4.0", "1.0.0", "1.1.0"]));
+    let (_, v) = cni(&lab, "VERSION", ID_A, None, r#"{"cniVersion":"1.1.0"}"#);
+    assert_eq!(v["cniVersion"], "1.1.0");
     // Asked in a version it does not speak, it answers in one it does.
     let (_, v) = cni(&lab, "VERSION", ID_A, None, r#"{"cniVersion":"0.3.1"}"#);
     assert_eq!(v["cniVersion"], "1.0.0");
     // A command it does not know is named, before anything else is looked at.
     let (o, v) =
-        cni_env(&lab, &[("CNI_COMMAND", "GC")], None, &netconf(&lab, "1.0.0", json!({})).to_string());
-    assert!(error(&o, &v, 4).contains("\"GC\""), "{v}");
+        cni_env(&lab, &[("CNI_COMMAND", "FROB")], None, &netconf(&lab, "1.0.0", json!({})).to_string());
+    let msg = error(&o, &v, 4);
+    assert!(msg.contains("\"FROB\"") && msg.contains("STATUS"), "{v}");
 
     let (o, v) = cni(&lab, "ADD", ID_A, Some(&ns0), &netconf(&lab, "0.2.0", json!({})).to_string());
     assert!(error(&o, &v, 1).contains("\"0.2.0\""));
@@ -301,4 +304,79 @@ fn conflist_is_printed_for_the_running_agent_only() {
     assert_eq!(plugin["capabilities"], json!({"portMappings": true, "ips": true, "mac": true}));
     let o = lab.netpath(&["cni", "conflist", "--name", "bad name"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("\"bad name\" is not a network name"));
+}
+
+/// Runs a command that names no container (STATUS): the netconf is all it gets.
+fn cni_netconf_only(lab: &Lab, command: &str, conf: &Value) -> (Output, Value) {
+    cni_env(lab, &[("CNI_COMMAND", command)], None, &conf.to_string())
+}
+
+#[test]
+fn status_is_ready_with_a_usable_agent_and_not_available_without_one() {
+    let mut lab = Lab::new(0);
+    lab.start_agent();
+    let conf = netconf(&lab, "1.1.0", json!({}));
+    let (o, v) = cni_netconf_only(&lab, "STATUS", &conf);
+    assert!(o.status.success(), "STATUS failed: {v}\nagent log:\n{}", lab.agent_log());
+    assert!(o.stdout.is_empty(), "STATUS printed {}", out(&o));
+
+    // A runDir where no agent runs.
+    let elsewhere = lab.work_dir.join("no-agent");
+    let mut other = conf.clone();
+    other["runDir"] = json!(elsewhere);
+    let (o, v) = cni_netconf_only(&lab, "STATUS", &other);
+    let msg = error(&o, &v, 50);
+    assert!(msg.contains(&elsewhere.join("agent.sock").display().to_string()), "{msg}");
+    assert!(msg.contains("start `netpath agent --run-dir"), "{msg}");
+    assert_eq!(v["cniVersion"], "1.1.0", "{v}");
+
+    // An agent that answers but is older than the plugin: ADD would refuse it, so it is
+    // not available either, and says why.
+    let fake = FakeAgent::old(&lab.work_dir.join("old-agent"));
+    other["runDir"] = json!(fake.dir);
+    let (o, v) = cni_netconf_only(&lab, "STATUS", &other);
+    assert!(error(&o, &v, 50).contains("older than this plugin"), "{v}");
+
+    // The lab's own agent stopped.
+    lab.stop_agent();
+    let (o, v) = cni_netconf_only(&lab, "STATUS", &conf);
+    let msg = error(&o, &v, 50);
+    assert!(msg.contains(&lab.work_dir.join("run/agent.sock").display().to_string()), "{msg}");
+}
+
+/// A socket that answers every request with the Status of an agent from before pod_cidr.
+struct FakeAgent {
+    dir: std::path::PathBuf,
+}
+
+impl FakeAgent {
+    fn old(dir: &std::path::Path) -> FakeAgent {
+        use std::io::{BufRead as _, BufReader};
+        std::fs::create_dir_all(dir).unwrap();
+        let listener = std::os::unix::net::UnixListener::bind(dir.join("agent.sock")).unwrap();
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().map_while(Result::ok) {
+                let mut line = String::new();
+                let _ = BufReader::new(&stream).read_line(&mut line);
+                let reply = json!({"result": "status", "pid": 4242, "agent_id": "0123456789abcdef",
+                    "uplink": null, "uplink_up": true, "node_ip": null, "endpoints": 0, "ports": 0,
+                    "trace": null});
+                let _ = writeln!(stream, "{reply}");
+            }
+        });
+        FakeAgent { dir: dir.to_path_buf() }
+    }
+}
+
+#[test]
+fn add_in_cni_1_1_answers_in_1_1() {
+    let mut lab = Lab::new(1);
+    lab.start_agent();
+    let ns0 = lab.containers[0].path().display().to_string();
+    let added = ok(&lab, "ADD", ID_A, &ns0, &netconf(&lab, "1.1.0", json!({})));
+    assert_eq!(added["cniVersion"], "1.1.0");
+    assert!(added["ips"][0].get("version").is_none(), "{added}");
+    assert!(added["ips"][0]["address"].as_str().unwrap().starts_with("10.77.0."), "{added}");
+    ok(&lab, "DEL", ID_A, &ns0, &netconf(&lab, "1.1.0", json!({})));
+    assert!(endpoints(&lab).is_empty());
 }

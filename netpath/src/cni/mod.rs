@@ -68,13 +68,13 @@ fn run() -> Result<Option<Value>, CniError> {
             .as_ref()
             .and_then(|v| v["cniVersion"].as_str())
             .filter(|v| spec::SUPPORTED.contains(v))
-            .unwrap_or(spec::SUPPORTED[1]);
+            .unwrap_or(spec::DEFAULT);
         return Ok(Some(json!({ "cniVersion": version, "supportedVersions": spec::SUPPORTED })));
     }
-    if !["ADD", "DEL", "CHECK"].contains(&command.as_str()) {
+    if !["ADD", "DEL", "CHECK", "STATUS"].contains(&command.as_str()) {
         return Err(CniError::new(
             code::INVALID_ENVIRONMENT,
-            format!("CNI_COMMAND {command:?} is not a command: use ADD, DEL, CHECK or VERSION"),
+            format!("CNI_COMMAND {command:?} is not a command: use ADD, DEL, CHECK, STATUS or VERSION"),
         ));
     }
     let conf: NetConf = serde_json::from_str(&stdin).map_err(|e| {
@@ -86,7 +86,7 @@ fn run() -> Result<Option<Value>, CniError> {
             format!(
                 "cniVersion {:?} is not supported: netpath speaks {}",
                 conf.cni_version,
-                spec::SUPPORTED.join(" and ")
+                spec::SUPPORTED.join(", ")
             ),
         ));
     }
@@ -95,6 +95,10 @@ fn run() -> Result<Option<Value>, CniError> {
         e
     };
     let call = Call { paths: paths(&conf.run_dir) };
+    // Not about one container: the netconf is all it gets.
+    if command == "STATUS" {
+        return status(&call).map(|()| None).map_err(with_version);
+    }
     let container = Container::from_env();
     let container = container.map_err(with_version)?;
     match command.as_str() {
@@ -170,14 +174,19 @@ impl Call {
             if let Some(no) = e.downcast_ref::<NoAgent>() {
                 // Absent or not listening: a runtime retries. Anything else (a socket it
                 // may not open) retried would fail the same way for ever.
-                let (code, what) = match no.kind() {
-                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
-                        (code::TRY_AGAIN_LATER, "the netpath agent is not running: nothing listens on")
-                    }
-                    _ => (code::IO_FAILURE, "cannot reach the netpath agent at"),
+                let socket = no.path.display();
+                let (code, msg) = match no.kind() {
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => (
+                        code::TRY_AGAIN_LATER,
+                        format!(
+                            "the netpath agent is not running: nothing listens on {socket}; start `netpath agent --run-dir {}` (the netconf's runDir)",
+                            self.paths.run_dir.display()
+                        ),
+                    ),
+                    _ => (code::IO_FAILURE, format!("cannot reach the netpath agent at {socket}")),
                 };
-                CniError::new(code, format!("{what} {}", no.path.display()))
-                    .details(format!("{e:#}; start `netpath agent` (its --run-dir is the netconf's runDir)"))
+                let cause = std::error::Error::source(no).map(ToString::to_string).unwrap_or_default();
+                CniError::new(code, msg).details(cause)
             } else if matches!(io, Some(std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)) {
                 CniError::new(
                     code::TRY_AGAIN_LATER,
@@ -201,17 +210,7 @@ fn add(call: &Call, conf: &NetConf, c: &Container) -> Result<Value, CniError> {
     let ports: Vec<PortSpec> =
         conf.runtime_config.port_mappings.iter().map(|m| port_spec(m, &name)).collect::<Result<_, _>>()?;
     // Read before the add: nothing to undo when it fails.
-    let pod_cidr = match call.send(&Request::Status)? {
-        // An agent older than this plugin would drop the owner and the ports unread.
-        Reply::Status(s) if s.pod_cidr.is_none() => {
-            return Err(CniError::new(
-                code::TRY_AGAIN_LATER,
-                format!("the running agent (PID {}) is older than this plugin; restart it (systemctl restart netpath)", s.pid),
-            ))
-        }
-        Reply::Status(s) => s.pod_cidr,
-        other => return Err(unexpected(other)),
-    };
+    let pod_cidr = usable_agent(call)?;
     // One request, all or nothing: the agent checks the ports before it makes anything
     // and takes the endpoint away again when one cannot be published.
     let spec = EndpointSpec {
@@ -228,11 +227,11 @@ fn add(call: &Call, conf: &NetConf, c: &Container) -> Result<Value, CniError> {
         Reply::Endpoint(rec) => rec,
         other => return Err(unexpected(other)),
     };
-    let prefix = match (rec.mode, pod_cidr) {
+    let prefix = match rec.mode {
         // Bridge: the pod CIDR's prefix, as docker0's containers have.
-        (Mode::Bridge, Some(cidr)) => cidr.prefix_len(),
+        Mode::Bridge => pod_cidr.prefix_len(),
         // Routed: a /32, everything goes to the gateway (the datapath).
-        _ => 32,
+        Mode::Routed => 32,
     };
     let added = Added {
         version: &conf.cni_version,
@@ -246,6 +245,26 @@ fn add(call: &Call, conf: &NetConf, c: &Container) -> Result<Value, CniError> {
         dns: conf.dns.as_ref(),
     };
     Ok(added.to_json())
+}
+
+/// The pod CIDR of an agent that can take containers: one that answers, and is not older
+/// than this plugin (it would drop the owner and the ports unread).
+fn usable_agent(call: &Call) -> Result<ipnet::Ipv4Net, CniError> {
+    match call.send(&Request::Status)? {
+        Reply::Status(s) => s.pod_cidr.ok_or_else(|| {
+            CniError::new(
+                code::TRY_AGAIN_LATER,
+                format!("the running agent (PID {}) is older than this plugin; restart it (systemctl restart netpath)", s.pid),
+            )
+        }),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// Ready when an ADD would find an agent to serve it; whatever stands in the way is the
+/// spec's "not available", with the reason ADD would give.
+fn status(call: &Call) -> Result<(), CniError> {
+    usable_agent(call).map(drop).map_err(|e| CniError { code: code::NOT_AVAILABLE, ..e })
 }
 
 /// Succeeds when there is nothing left to delete: the container, its namespace or the
@@ -354,7 +373,7 @@ fn requested_mac(conf: &NetConf) -> Result<Option<[u8; 6]>, CniError> {
 /// capabilities whose runtime configuration it reads.
 pub fn conflist(name: &str, run_dir: &Path) -> Value {
     json!({
-        "cniVersion": spec::SUPPORTED[1],
+        "cniVersion": spec::DEFAULT,
         "name": name,
         "plugins": [{
             "type": "netpath",

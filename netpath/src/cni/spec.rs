@@ -6,8 +6,14 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-/// The versions this plugin speaks, as VERSION reports them.
-pub const SUPPORTED: [&str; 2] = ["0.4.0", "1.0.0"];
+/// The versions this plugin speaks, as VERSION reports them. 1.1.0's result is 1.0.0's;
+/// it adds the STATUS and GC commands.
+pub const SUPPORTED: [&str; 3] = ["0.4.0", "1.0.0", "1.1.0"];
+
+/// The version of an answer when the runtime's is unknown (an error before the netconf is
+/// read), and of the conflist netpath prints: podman 4.3's libcni refuses a conflist of
+/// 1.1.0, which it does not know.
+pub const DEFAULT: &str = "1.0.0";
 
 /// Well-known error codes (spec, "Error").
 pub mod code {
@@ -18,6 +24,8 @@ pub mod code {
     pub const DECODE_FAILURE: u32 = 6;
     pub const INVALID_CONFIG: u32 = 7;
     pub const TRY_AGAIN_LATER: u32 = 11;
+    /// STATUS: the plugin cannot serve ADD now (the agent is not there or not usable).
+    pub const NOT_AVAILABLE: u32 = 50;
     /// Plugin-specific (100+): the agent refused the request; `msg` is its reason.
     pub const AGENT_REFUSED: u32 = 100;
     /// Plugin-specific: CHECK found the container's network not as it was added.
@@ -85,7 +93,7 @@ pub struct CniError {
 
 impl CniError {
     pub fn new(code: u32, msg: impl Into<String>) -> Self {
-        CniError { cni_version: SUPPORTED[1].into(), code, msg: msg.into(), details: String::new() }
+        CniError { cni_version: DEFAULT.into(), code, msg: msg.into(), details: String::new() }
     }
 
     pub fn details(mut self, details: impl Into<String>) -> Self {
