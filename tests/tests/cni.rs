@@ -16,6 +16,7 @@ fn out(o: &Output) -> String {
 
 const ID_A: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90";
 const ID_B: &str = "b0b0b0b0b0b0aaaa293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90";
+const ID_C: &str = "c0ffeec0ffee0718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90";
 
 /// The network configuration a runtime passes: version, the lab's socket directory,
 /// and whatever `extra` adds (dns, runtimeConfig, prevResult).
@@ -227,7 +228,7 @@ fn errors_are_the_specs_objects_and_a_failed_add_leaves_nothing() {
     let (o, v) =
         cni_env(&lab, &[("CNI_COMMAND", "FROB")], None, &netconf(&lab, "1.0.0", json!({})).to_string());
     let msg = error(&o, &v, 4);
-    assert!(msg.contains("\"FROB\"") && msg.contains("STATUS"), "{v}");
+    assert!(msg.contains("\"FROB\"") && msg.contains("STATUS, GC"), "{v}");
 
     let (o, v) = cni(&lab, "ADD", ID_A, Some(&ns0), &netconf(&lab, "0.2.0", json!({})).to_string());
     assert!(error(&o, &v, 1).contains("\"0.2.0\""));
@@ -306,7 +307,7 @@ fn conflist_is_printed_for_the_running_agent_only() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("\"bad name\" is not a network name"));
 }
 
-/// Runs a command that names no container (STATUS): the netconf is all it gets.
+/// Runs a command that names no container (STATUS, GC): the netconf is all it gets.
 fn cni_netconf_only(lab: &Lab, command: &str, conf: &Value) -> (Output, Value) {
     cni_env(lab, &[("CNI_COMMAND", command)], None, &conf.to_string())
 }
@@ -379,4 +380,80 @@ fn add_in_cni_1_1_answers_in_1_1() {
     assert!(added["ips"][0]["address"].as_str().unwrap().starts_with("10.77.0."), "{added}");
     ok(&lab, "DEL", ID_A, &ns0, &netconf(&lab, "1.1.0", json!({})));
     assert!(endpoints(&lab).is_empty());
+}
+
+fn names(lab: &Lab) -> Vec<String> {
+    let mut names: Vec<String> =
+        endpoints(lab).iter().map(|e| e["name"].as_str().unwrap().to_string()).collect();
+    names.sort();
+    names
+}
+
+fn host_ports(lab: &Lab) -> Vec<u64> {
+    let list: Value = serde_json::from_str(&lab.netpath_ok(&["port", "list", "-o", "json"])).unwrap();
+    let mut ports: Vec<u64> =
+        list["ports"].as_array().unwrap().iter().map(|p| p["host_port"].as_u64().unwrap()).collect();
+    ports.sort();
+    ports
+}
+
+#[test]
+fn gc_takes_the_endpoints_of_attachments_no_longer_valid_and_never_the_clis() {
+    let mut lab = Lab::new(4);
+    lab.start_agent();
+    let ns: Vec<String> = lab.containers.iter().map(|c| c.path().display().to_string()).collect();
+    let with_port = |port: u16| {
+        netconf(
+            &lab,
+            "1.1.0",
+            json!({"runtimeConfig": {"portMappings": [{"hostPort": port, "containerPort": 80}]}}),
+        )
+    };
+    ok(&lab, "ADD", ID_A, &ns[0], &with_port(8080));
+    let added_b = ok(&lab, "ADD", ID_B, &ns[1], &with_port(8081));
+    ok(&lab, "ADD", ID_C, &ns[2], &netconf(&lab, "1.1.0", json!({})));
+    lab.add_endpoint("web", 3);
+    lab.netpath_ok(&["port", "add", "8090", "web:80"]);
+    assert_eq!(host_ports(&lab), [8080, 8081, 8090]);
+    let veth_b = added_b["interfaces"][0]["name"].as_str().unwrap().to_string();
+
+    let gc = |key: &str, valid: Value| {
+        let conf = netconf(&lab, "1.1.0", json!({ key: valid }));
+        let (o, v) = cni_netconf_only(&lab, "GC", &conf);
+        assert!(o.status.success(), "GC failed: {v}\nagent log:\n{}", lab.agent_log());
+        assert!(o.stdout.is_empty(), "GC printed {}", out(&o));
+    };
+    let valid = json!([{"containerID": ID_A, "ifname": "eth0"}, {"containerID": ID_C, "ifname": "eth0"}]);
+    gc("cni.dev/valid-attachments", valid.clone());
+    assert_eq!(names(&lab), ["cni-a1b2c3d4e5f6", "cni-c0ffeec0ffee", "web"]);
+    assert!(!lab.node_links().contains(&veth_b), "{veth_b} left behind");
+    assert_eq!(host_ports(&lab), [8080, 8090]);
+    assert!(lab.containers[1].exec(&["ip", "link", "show", "eth0"]).stdout.is_empty());
+
+    // Nothing stale any more: a no-op.
+    let before = lab.residue();
+    gc("cni.dev/valid-attachments", valid);
+    assert_eq!(lab.residue(), before);
+
+    // No attachment valid (under the key's other name): every CNI endpoint goes, the
+    // CLI's stays with its port.
+    gc("cni.dev/attachments", json!([]));
+    assert_eq!(names(&lab), ["web"]);
+    assert_eq!(host_ports(&lab), [8090]);
+
+    // A list it cannot read changes nothing.
+    ok(&lab, "ADD", ID_A, &ns[0], &netconf(&lab, "1.1.0", json!({})));
+    let before = lab.residue();
+    let bad = netconf(&lab, "1.1.0", json!({"cni.dev/valid-attachments": [{"containerID": ID_A}]}));
+    let (o, v) = cni_netconf_only(&lab, "GC", &bad);
+    assert!(error(&o, &v, 6).contains("ifname"), "{v}");
+    let (o, v) = cni_netconf_only(&lab, "GC", &netconf(&lab, "1.1.0", json!({})));
+    assert!(error(&o, &v, 7).contains("cni.dev/valid-attachments"), "{v}");
+    assert_eq!(lab.residue(), before);
+
+    // No agent: try again later.
+    lab.stop_agent();
+    let (o, v) =
+        cni_netconf_only(&lab, "GC", &netconf(&lab, "1.1.0", json!({"cni.dev/valid-attachments": []})));
+    assert!(error(&o, &v, 11).contains("agent.sock"), "{v}");
 }

@@ -6,6 +6,7 @@
 //! characters, as `docker ps` shortens it) and records the full ID as its owner: an add
 //! repeated by the same container is idempotent, one by another container whose ID
 //! shares the prefix is refused, and a delete takes only the owner's endpoint.
+mod gc;
 pub mod spec;
 
 use std::{
@@ -71,10 +72,10 @@ fn run() -> Result<Option<Value>, CniError> {
             .unwrap_or(spec::DEFAULT);
         return Ok(Some(json!({ "cniVersion": version, "supportedVersions": spec::SUPPORTED })));
     }
-    if !["ADD", "DEL", "CHECK", "STATUS"].contains(&command.as_str()) {
+    if !["ADD", "DEL", "CHECK", "STATUS", "GC"].contains(&command.as_str()) {
         return Err(CniError::new(
             code::INVALID_ENVIRONMENT,
-            format!("CNI_COMMAND {command:?} is not a command: use ADD, DEL, CHECK, STATUS or VERSION"),
+            format!("CNI_COMMAND {command:?} is not a command: use ADD, DEL, CHECK, STATUS, GC or VERSION"),
         ));
     }
     let conf: NetConf = serde_json::from_str(&stdin).map_err(|e| {
@@ -95,9 +96,11 @@ fn run() -> Result<Option<Value>, CniError> {
         e
     };
     let call = Call { paths: paths(&conf.run_dir) };
-    // Not about one container: the netconf is all it gets.
-    if command == "STATUS" {
-        return status(&call).map(|()| None).map_err(with_version);
+    // Neither is about one container: the netconf is all they get.
+    match command.as_str() {
+        "STATUS" => return status(&call).map(|()| None).map_err(with_version),
+        "GC" => return gc::gc(&call, &conf).map(|()| None).map_err(with_version),
+        _ => {}
     }
     let container = Container::from_env();
     let container = container.map_err(with_version)?;
@@ -143,19 +146,23 @@ impl Container {
         Ok(Container { id, ifname: required("CNI_IFNAME")?, netns: env("CNI_NETNS"), args_ip })
     }
 
-    /// The endpoint's name: the ID shortened, and the interface when it is not eth0.
     fn endpoint(&self) -> String {
-        let short: String = self.id.chars().take(12).collect();
-        if self.ifname == "eth0" {
-            return format!("cni-{short}");
-        }
-        let ifname: String = self
-            .ifname
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' })
-            .collect();
-        format!("cni-{short}-{ifname}")
+        endpoint_name(&self.id, &self.ifname)
     }
+}
+
+/// The name of container `id`'s endpoint for interface `ifname`: the ID shortened, and
+/// the interface when it is not eth0. GC tells the plugin's endpoints by it.
+fn endpoint_name(id: &str, ifname: &str) -> String {
+    let short: String = id.chars().take(12).collect();
+    if ifname == "eth0" {
+        return format!("cni-{short}");
+    }
+    let ifname: String = ifname
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' })
+        .collect();
+    format!("cni-{short}-{ifname}")
 }
 
 /// How long the plugin waits for the agent's answer: it carries out one request at a

@@ -1,6 +1,6 @@
-//! The CNI specification's data (1.0.0, and 0.4.0 where it differs): the network
-//! configuration a runtime passes on stdin, the result and the error object the plugin
-//! prints. <https://github.com/containernetworking/cni/blob/main/SPEC.md>
+//! The CNI specification's data (1.0.0, 1.1.0's GC list, and 0.4.0 where it differs):
+//! the network configuration a runtime passes on stdin, the result and the error object
+//! the plugin prints. <https://github.com/containernetworking/cni/blob/main/SPEC.md>
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -49,6 +49,70 @@ pub struct NetConf {
     pub runtime_config: RuntimeConfig,
     #[serde(default)]
     pub prev_result: Option<Value>,
+    /// GC: the attachments still valid. Read as they came, so that a bad shape is named
+    /// by [`NetConf::valid_attachments`], and a `null` (libcni's empty list) is told from
+    /// an absent key.
+    #[serde(default, rename = "cni.dev/valid-attachments", deserialize_with = "present")]
+    pub valid_attachments: Option<Value>,
+    /// The same list under the name the 1.1.0 text first gave it; libcni sends both.
+    #[serde(default, rename = "cni.dev/attachments", deserialize_with = "present")]
+    pub attachments: Option<Value>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
+/// An attachment a runtime still holds: GC keeps its endpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct Attachment {
+    #[serde(rename = "containerID")]
+    pub container_id: String,
+    pub ifname: String,
+}
+
+impl NetConf {
+    /// GC's list of the attachments still valid. An absent list is refused rather than
+    /// read as empty: GC would then take every container's network.
+    pub fn valid_attachments(&self) -> Result<Vec<Attachment>, CniError> {
+        let (key, list) = match (&self.valid_attachments, &self.attachments) {
+            (Some(list), _) => ("cni.dev/valid-attachments", list),
+            (None, Some(list)) => ("cni.dev/attachments", list),
+            (None, None) => {
+                return Err(CniError::new(
+                    code::INVALID_CONFIG,
+                    "GC needs cni.dev/valid-attachments, the attachments still valid \
+                     (an empty list to remove them all); a runtime of CNI 1.1 sends it",
+                ))
+            }
+        };
+        let entries = match list {
+            Value::Null => return Ok(Vec::new()),
+            Value::Array(entries) => entries,
+            other => {
+                return Err(CniError::new(
+                    code::DECODE_FAILURE,
+                    format!(
+                        "{key} is {other}, not a list: give [{{\"containerID\": ID, \"ifname\": NAME}}, ...]"
+                    ),
+                ))
+            }
+        };
+        entries
+            .iter()
+            .enumerate()
+            .map(|(i, entry)| {
+                Attachment::deserialize(entry).map_err(|e| {
+                    CniError::new(
+                        code::DECODE_FAILURE,
+                        format!(
+                            "{key} entry {i}, {entry}, is not an attachment ({e}): give {{\"containerID\": ID, \"ifname\": NAME}}"
+                        ),
+                    )
+                })
+            })
+            .collect()
+    }
 }
 
 fn default_run_dir() -> PathBuf {
@@ -156,6 +220,50 @@ mod tests {
         let bare: NetConf =
             serde_json::from_str(r#"{"cniVersion":"0.4.0","name":"np","type":"netpath"}"#).unwrap();
         assert_eq!(bare.run_dir, PathBuf::from("/run/netpath"));
+    }
+
+    fn gc_conf(extra: &str) -> NetConf {
+        serde_json::from_str(&format!(r#"{{"cniVersion":"1.1.0","name":"np","type":"netpath"{extra}}}"#))
+            .unwrap()
+    }
+
+    #[test]
+    fn gc_reads_the_valid_attachments_under_either_name() {
+        let a = |id: &str, ifname: &str| Attachment { container_id: id.into(), ifname: ifname.into() };
+        let conf = gc_conf(
+            r#","cni.dev/valid-attachments":[{"containerID":"c1","ifname":"eth0"},{"containerID":"c2","ifname":"net1"}]"#,
+        );
+        assert_eq!(conf.valid_attachments().unwrap(), [a("c1", "eth0"), a("c2", "net1")]);
+        let older = gc_conf(r#","cni.dev/attachments":[{"containerID":"c1","ifname":"eth0"}]"#);
+        assert_eq!(older.valid_attachments().unwrap(), [a("c1", "eth0")]);
+        // libcni sends both; the spec's name is the one read.
+        let both = gc_conf(
+            r#","cni.dev/valid-attachments":[{"containerID":"c1","ifname":"eth0"}],"cni.dev/attachments":[]"#,
+        );
+        assert_eq!(both.valid_attachments().unwrap(), [a("c1", "eth0")]);
+        // Go's nil list is null: no attachment is valid.
+        assert!(gc_conf(r#","cni.dev/valid-attachments":null"#).valid_attachments().unwrap().is_empty());
+        assert!(gc_conf(r#","cni.dev/valid-attachments":[]"#).valid_attachments().unwrap().is_empty());
+    }
+
+    #[test]
+    fn gc_refuses_a_missing_or_misshapen_list_naming_it() {
+        let missing = gc_conf("").valid_attachments().unwrap_err();
+        assert_eq!(missing.code, code::INVALID_CONFIG);
+        assert!(missing.msg.contains("cni.dev/valid-attachments"), "{}", missing.msg);
+        let bad = |extra: &str| gc_conf(extra).valid_attachments().unwrap_err();
+        let e = bad(r#","cni.dev/valid-attachments":{"containerID":"c1","ifname":"eth0"}"#);
+        assert_eq!(e.code, code::DECODE_FAILURE);
+        assert!(e.msg.contains("not a list"), "{}", e.msg);
+        let e = bad(
+            r#","cni.dev/valid-attachments":[{"containerID":"c1","ifname":"eth0"},{"containerID":"c2"}]"#,
+        );
+        assert_eq!(e.code, code::DECODE_FAILURE);
+        assert!(e.msg.contains("entry 1") && e.msg.contains("ifname"), "{}", e.msg);
+        let e = bad(r#","cni.dev/attachments":["c1"]"#);
+        assert!(e.msg.contains("cni.dev/attachments entry 0, \"c1\""), "{}", e.msg);
+        let e = bad(r#","cni.dev/valid-attachments":[{"containerID":7,"ifname":"eth0"}]"#);
+        assert_eq!(e.code, code::DECODE_FAILURE);
     }
 
     #[test]
