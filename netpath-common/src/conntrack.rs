@@ -150,6 +150,9 @@ pub struct PortTarget {
 
 /// The agent attached its tc programs through netlink (clsact) rather than TCX links.
 pub const NODE_F_CLSACT: u32 = 1;
+/// Some port is published on an address of the uplink other than the node address
+/// (`--host-ip`): the programs look such addresses up; without it, they need not.
+pub const NODE_F_ADDRESS_PORTS: u32 = 2;
 
 /// Node-wide settings the agent gives the datapath (single-entry array).
 #[repr(C)]

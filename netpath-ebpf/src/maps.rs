@@ -7,8 +7,8 @@ use aya_ebpf::{
 };
 use netpath_common::{
     contract::{object_capacity as capacity, object_flags as flags},
-    maps as name, ClosedFlow, CtEntry, CtKey, EndpointInfo, EndpointKey, LogLimit, NodeConfig, NodeRoute, PortKey,
-    PortTarget, SockOrigin, SockRevKey, TraceEvent, TraceFilter, TrafficCounters,
+    maps as name, ClosedFlow, CtEntry, CtKey, EndpointInfo, EndpointKey, LogLimit, NodeConfig, NodeRoute,
+    PortKey, PortTarget, SockOrigin, SockRevKey, TraceEvent, TraceFilter, TrafficCounters,
 };
 
 #[map]

@@ -15,7 +15,7 @@ use aya_ebpf::{
     macros::cgroup_sock_addr,
     programs::SockAddrContext,
 };
-use netpath_common::{CtKey, Reason, SockOrigin, SockRevKey};
+use netpath_common::{conntrack::NODE_F_ADDRESS_PORTS, CtKey, Reason, SockOrigin, SockRevKey};
 
 use crate::{
     counters,
@@ -74,18 +74,21 @@ fn redirect(ctx: &SockAddrContext) {
     // SAFETY: sock_addr is valid for the program's run; these fields are readable.
     let (ip, port, proto) = unsafe { ((*sa).user_ip4, (*sa).user_port, (*sa).protocol) };
     let ip = ip.to_ne_bytes();
-    // Loopback and the node address both mean "this node".
-    if ip != cfg.node_ip && ip[0] != 127 {
-        return;
-    }
     // user_port holds the port in network order in its low 16 bits.
     let port = (port as u16).to_ne_bytes();
     let key = CtKey { dst: cfg.node_ip, dport: port, proto: proto as u8, ..Default::default() };
-    // A port published on a loopback address (`--host-ip 127.0.0.1`, docker's
-    // `-p 127.0.0.1:8080:80`) is for node processes only: no packet from outside or from
-    // a container is addressed to it, so only this hook ever finds it.
-    let loopback_only = if ip[0] == 127 { port_map::exact(&CtKey { dst: ip, ..key }) } else { None };
-    let Some((tip, tport)) = loopback_only.or_else(|| port_map::mapping(&key)) else { return };
+    // A port published on one address alone: on a loopback one (`--host-ip 127.0.0.1`,
+    // docker's `-p 127.0.0.1:8080:80`) it is for node processes only (no packet from
+    // outside or from a container is addressed to it, so only this hook finds it); on
+    // another address of the uplink, for whoever connects to that address.
+    let elsewhere = ip[0] == 127 || (ip != cfg.node_ip && cfg.flags & NODE_F_ADDRESS_PORTS != 0);
+    let specific = if elsewhere { port_map::exact(&CtKey { dst: ip, ..key }) } else { None };
+    // Loopback and the node address both mean "this node": its ports for any address.
+    let this_node = ip == cfg.node_ip || ip[0] == 127;
+    let Some((tip, tport)) = specific.or_else(|| if this_node { port_map::mapping(&key) } else { None })
+    else {
+        return;
+    };
     // SAFETY: user_ip4/user_port are writable in connect4 and sendmsg4.
     unsafe {
         (*sa).user_ip4 = u32::from_ne_bytes(tip);

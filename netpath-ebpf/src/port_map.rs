@@ -16,6 +16,15 @@ pub fn target(key: &CtKey) -> Option<([u8; 4], [u8; 2])> {
     Some((ip, port))
 }
 
+/// [`target`] for a mapping published on exactly `key`'s host address.
+#[inline(always)]
+pub fn exact_target(key: &CtKey) -> Option<([u8; 4], [u8; 2])> {
+    let (ip, port) = exact(key)?;
+    // SAFETY: only checked for presence.
+    unsafe { ENDPOINTS.get(EndpointKey::new(ip)) }?;
+    Some((ip, port))
+}
+
 /// The mapping for exactly `key`'s host address (a loopback-only one, for instance).
 #[inline(always)]
 pub fn exact(key: &CtKey) -> Option<([u8; 4], [u8; 2])> {

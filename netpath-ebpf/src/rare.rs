@@ -36,7 +36,10 @@ pub fn detail(reason: Reason, detail: u32) {
 pub fn note(ctx: &TcContext, reason: Reason) {
     if matches!(
         reason,
-        Reason::DropRedirectFailed | Reason::DropFibFailed | Reason::DropNatPortsExhausted | Reason::DropCtFull
+        Reason::DropRedirectFailed
+            | Reason::DropFibFailed
+            | Reason::DropNatPortsExhausted
+            | Reason::DropCtFull
     ) {
         log(ctx.skb.skb, reason as u32);
     }

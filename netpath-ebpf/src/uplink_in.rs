@@ -2,7 +2,7 @@
 //! published ports are translated and delivered straight into their container with
 //! `bpf_redirect_peer`; everything else is the node's and passes untouched.
 use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
-use netpath_common::{trace::HOP_UPLINK_IN, EndpointKey, Reason};
+use netpath_common::{conntrack::NODE_F_ADDRESS_PORTS, trace::HOP_UPLINK_IN, EndpointKey, Reason};
 use network_types::{
     eth::{EthHdr, EtherType},
     ip::Ipv4Hdr,
@@ -61,16 +61,22 @@ fn try_uplink_in(ctx: &TcContext) -> Result<(i32, Reason), Reason> {
         }
         return Ok((PASS, Reason::PassedToStack));
     };
-    if cfg.node_ip == [0; 4] || flow.key.dst != cfg.node_ip {
+    // The node address takes published ports for any address and its own; another
+    // address of the uplink only those published for it alone (`--host-ip`), whose
+    // flows conntrack then knows by that address.
+    let to_node_ip = flow.key.dst == cfg.node_ip;
+    if cfg.node_ip == [0; 4] || !(to_node_ip || cfg.flags & NODE_F_ADDRESS_PORTS != 0) {
         return Ok((PASS, Reason::PassedToStack));
     }
     let len = ctx.len();
     let (entry, reason) = match conntrack::lookup(&flow, len) {
         Some(e) => (e, Reason::NatTranslated),
-        None => match port_map::target(&flow.key) {
-            Some((ip, port)) => (conntrack::create_dnat(&flow, ip, port, len)?, Reason::DnatNewFlow),
-            None => return Ok((PASS, Reason::PassedToStack)),
-        },
+        None => {
+            match if to_node_ip { port_map::target(&flow.key) } else { port_map::exact_target(&flow.key) } {
+                Some((ip, port)) => (conntrack::create_dnat(&flow, ip, port, len)?, Reason::DnatNewFlow),
+                None => return Ok((PASS, Reason::PassedToStack)),
+            }
+        }
     };
     let new_dst = nat::apply(ctx, &flow, &entry)?;
     deliver(ctx, new_dst, reason)

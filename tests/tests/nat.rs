@@ -771,3 +771,50 @@ fn rare_datapath_events_are_logged_with_their_tuple_and_rate_limited() {
     // A handful of CPUs, each logging at most once a second: never one line per packet.
     assert!(logged <= 4, "{logged} lines for {flows} refused flows:\n{log}");
 }
+
+/// Docker's `-p 192.168.77.10:8090:80`: a port published on a second address of the
+/// uplink is reached there, from outside (the container sees the client) and from the
+/// node, and not on the node address; an address the uplink lacks is refused.
+#[test]
+fn a_port_published_on_another_uplink_address_is_reached_there_only() {
+    let lab = lab_with_agent(&[]);
+    let a = lab.add_endpoint("web", 0);
+    let second = Ipv4Addr::new(192, 168, 77, 10);
+    let o = lab.netpath(&["port", "add", "8090", "web:80", "--host-ip", &second.to_string()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("192.168.77.10") && err.contains(&NODE_UPLINK_IP.to_string()),
+        "{o:?}"
+    );
+    let add = lab.node.exec(&["ip", "addr", "add", "192.168.77.10/24", "dev", "uplink0"]);
+    assert!(add.status.success(), "{}", String::from_utf8_lossy(&add.stderr));
+    // The agent hears of the address from the kernel.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !lab.netpath(&["port", "add", "8090", "web:80", "--host-ip", "192.168.77.10"]).status.success() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the agent never took 192.168.77.10\n{}",
+            lab.agent_log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let server = echo_server(&lab.containers[0], SocketAddrV4::new(a, 80), 1000);
+    let client =
+        echo_client(&lab.outside, SocketAddrV4::new(second, 8090), 1000).expect("outside via 192.168.77.10");
+    assert_eq!(server.join().unwrap(), client, "the container saw another client address");
+    let on_node_ip = lab
+        .outside
+        .run(|| TcpStream::connect_timeout(&(NODE_UPLINK_IP, 8090).into(), Duration::from_secs(2)));
+    assert!(on_node_ip.join().unwrap().is_err(), "8090 answered on the node address too");
+    if netpath_tests::kernel_has(5, 14, "SO_NETNS_COOKIE") {
+        let server = echo_server(&lab.containers[0], SocketAddrV4::new(a, 80), 5);
+        let out = node_client(&lab, "192.168.77.10", 8090);
+        assert!(out.status.success(), "the node did not reach 192.168.77.10:8090: {out:?}");
+        server.join().unwrap();
+    }
+    // Unpublished, the address is the node's own again.
+    lab.netpath_ok(&["port", "del", "8090", "--host-ip", "192.168.77.10"]);
+    let gone =
+        lab.outside.run(move || TcpStream::connect_timeout(&(second, 8090).into(), Duration::from_secs(2)));
+    assert!(gone.join().unwrap().is_err(), "192.168.77.10:8090 still answered");
+}

@@ -35,7 +35,7 @@ use crate::{
     datapath::{Datapath, DatapathError},
     paths::Paths,
     plumbing::{self, PlumbingError},
-    state::{AgentId, Device, Mode, StateError},
+    state::{AgentId, Device, Mode, PortRecord, StateError},
 };
 
 pub use gc::CtConfig;
@@ -75,11 +75,14 @@ pub enum AgentError {
     #[error("port 0 cannot be published: use 1-65535")]
     PortZero,
     #[error(
-        "--host-ip {ip} is neither the node's uplink address ({}) nor a loopback address; omit it to \
-         publish on the node address, or give 127.0.0.1 to publish for the node's processes only",
-        node_ip.map_or("none".to_string(), |a| a.to_string())
+        "--host-ip {ip} is neither the node's address on the uplink {uplink} ({}) nor a loopback address; \
+         publish on one of those (omit --host-ip for the node address, 127.0.0.1 for the node's \
+         processes only), or add {ip} to {uplink}, where netpath's programs see its packets",
+        if addresses.is_empty() { "none".to_string() } else {
+            addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ")
+        }
     )]
-    HostIpNotNode { ip: Ipv4Addr, node_ip: Option<Ipv4Addr> },
+    HostIpNotNode { ip: Ipv4Addr, uplink: String, addresses: Vec<Ipv4Addr> },
     #[error(
         "--host-ip {ip} publishes for the node's own processes only, which needs kernel 5.14+ \
          (SO_NETNS_COOKIE) and this kernel lacks it; omit --host-ip to publish on the node address"
@@ -259,6 +262,11 @@ impl Agent {
         Ok(())
     }
 
+    /// Is `port` published on an address of the uplink other than the node address?
+    fn on_other_address(&self, port: &PortRecord) -> bool {
+        port.host_ip.is_some_and(|ip| !ip.is_loopback() && Some(ip) != self.node.node_ip)
+    }
+
     /// NODE_CONFIG from what the agent knows of the node now.
     fn write_node_config(&mut self) -> Result<(), AgentError> {
         let pod_cidr = self.endpoints.ipam().cidr();
@@ -272,6 +280,10 @@ impl Agent {
             nat_port_max: *nat.end(),
             flags: if self.datapath.mode() == crate::datapath::AttachMode::Clsact {
                 netpath_common::conntrack::NODE_F_CLSACT
+            } else {
+                0
+            } | if self.ports.all().iter().any(|p| self.on_other_address(p)) {
+                netpath_common::conntrack::NODE_F_ADDRESS_PORTS
             } else {
                 0
             },

@@ -24,6 +24,9 @@ pub struct Node {
     /// The uplink's first IPv4 address: source of masqueraded traffic, destination of
     /// published ports.
     pub node_ip: Option<Ipv4Addr>,
+    /// Every IPv4 address of the uplink, the node address first: those a port can be
+    /// published on alone (`--host-ip`, CNI `hostIP`).
+    pub uplink_ips: Vec<Ipv4Addr>,
     /// The bridge in bridge mode.
     pub bridge: Option<Link>,
     /// Cluster mode with VXLAN: the overlay device.
@@ -95,10 +98,11 @@ pub async fn plan(
 ) -> Result<Node, AgentError> {
     check_overlap(handle, ipam, cfg, owned).await?;
     let uplink = find_uplink(handle, cfg.uplink).await?;
-    let node_ip = match &uplink {
-        Some(u) => address_of(handle, u.index).await?,
-        None => None,
+    let uplink_ips = match &uplink {
+        Some(u) => addresses_of(handle, u.index).await?,
+        None => Vec::new(),
     };
+    let node_ip = uplink_ips.first().copied();
     match &uplink {
         Some(u) => info!(uplink = %u.name, mtu = u.mtu, node_ip = ?node_ip, "uplink"),
         None => info!("no uplink: the node has no default route and none was configured; NAT is off"),
@@ -111,6 +115,7 @@ pub async fn plan(
         uplink_name: uplink.as_ref().map(|u| u.name.clone()),
         uplink,
         node_ip,
+        uplink_ips,
         bridge: None,
         tunnel: None,
     })
@@ -118,7 +123,17 @@ pub async fn plan(
 
 /// The first IPv4 address of link `index`.
 pub async fn address_of(handle: &Handle, index: u32) -> Result<Option<Ipv4Addr>, AgentError> {
-    Ok(link::addresses(handle).await?.into_iter().find(|(i, _)| *i == index).map(|(_, a)| a.addr()))
+    Ok(addresses_of(handle, index).await?.first().copied())
+}
+
+/// The IPv4 addresses of link `index`, in the kernel's order (the primary first).
+pub async fn addresses_of(handle: &Handle, index: u32) -> Result<Vec<Ipv4Addr>, AgentError> {
+    Ok(link::addresses(handle)
+        .await?
+        .into_iter()
+        .filter(|(i, _)| *i == index)
+        .map(|(_, a)| a.addr())
+        .collect())
 }
 
 /// What [`apply`] changed, to be taken back if the start fails later.

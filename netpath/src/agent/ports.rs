@@ -42,8 +42,13 @@ impl Agent {
             Some(ip) if ip.is_loopback() && crate::plumbing::netns::current_cookie().is_none() => {
                 return Err(AgentError::LoopbackNeedsCookie { ip });
             }
-            Some(ip) if !ip.is_loopback() && Some(ip) != self.node.node_ip => {
-                return Err(AgentError::HostIpNotNode { ip, node_ip: self.node.node_ip });
+            // Any address of the uplink, where the programs see the packets for it.
+            Some(ip) if !ip.is_loopback() && !self.node.uplink_ips.contains(&ip) => {
+                return Err(AgentError::HostIpNotNode {
+                    ip,
+                    uplink: self.node.uplink_name.clone().unwrap_or_default(),
+                    addresses: self.node.uplink_ips.clone(),
+                });
             }
             _ => {}
         }
@@ -179,6 +184,11 @@ impl Agent {
             Ok(()) => self.endpoint_info(&ep).and_then(|info| Ok(self.datapath.register(ep.ip, info)?)),
             Err(e) => Err(e.into()),
         };
+        // The programs look at other addresses of the uplink only once told to.
+        let applied = applied.and_then(|()| match self.on_other_address(&rec) {
+            true => self.write_node_config(),
+            false => Ok(()),
+        });
         if let Err(e) = applied {
             let _ = self.ports.remove(rec.proto, rec.host_port, rec.host_ip);
             let _ = self.datapath.remove_port(&key);
@@ -200,6 +210,9 @@ impl Agent {
             return Ok(false);
         };
         self.datapath.remove_port(&entry(&rec).0)?;
+        if self.on_other_address(&rec) {
+            self.write_node_config()?;
+        }
         // The endpoint may have no published port left: drop its flag.
         if let Some(ep) = self.endpoints.get(&rec.endpoint).cloned() {
             let info = self.endpoint_info(&ep)?;

@@ -85,7 +85,8 @@ impl Agent {
                 if let Some(old) = current {
                     self.datapath.detach_uplink(&name, old);
                 }
-                self.node.node_ip = node::address_of(&self.netlink, index).await?;
+                self.node.uplink_ips = node::addresses_of(&self.netlink, index).await?;
+                self.node.node_ip = self.node.uplink_ips.first().copied();
                 self.node.uplink = Some(link.clone());
                 self.write_node_config()?;
                 self.attach_uplink(&link)?;
@@ -93,7 +94,8 @@ impl Agent {
                 info!(uplink = %name, index, node_ip = ?self.node.node_ip, "the uplink is back; programs attached");
             }
             LinkEvent::Address { index } if current == Some(index) => {
-                let ip = node::address_of(&self.netlink, index).await?;
+                self.node.uplink_ips = node::addresses_of(&self.netlink, index).await?;
+                let ip = self.node.uplink_ips.first().copied();
                 if ip != self.node.node_ip {
                     info!(uplink = %name, old = ?self.node.node_ip, new = ?ip, "the uplink's address changed");
                     self.node.node_ip = ip;

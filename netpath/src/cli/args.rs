@@ -159,8 +159,9 @@ pub enum PortCommand {
         /// [HOST_PORT[-END]] ENDPOINT[:PORT[-END]]
         #[arg(num_args = 1..=2, required = true, value_name = "PORTS")]
         ports: Vec<String>,
-        /// Publish on this node address only (default: the node address); a loopback
-        /// address (127.0.0.1) publishes for the node's own processes only.
+        /// Publish on this address only: any address of the uplink (default: the node
+        /// address, and loopback for node processes); a loopback address (127.0.0.1)
+        /// publishes for the node's own processes only.
         #[arg(long)]
         host_ip: Option<Ipv4Addr>,
     },
