@@ -170,15 +170,24 @@ fn cross_node_connections_survive_agent_kills_and_the_store_going_away() {
     let echo = std::net::SocketAddrV4::new(ips[1], 7101);
     netpath_tests::echo_server(&labs[1].containers[0], echo);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
     let traffic = {
-        let stop = stop.clone();
-        labs[0].containers[0].run(move || requests_until(echo, &stop))
+        let (stop, count) = (stop.clone(), count.clone());
+        labs[0].containers[0].run(move || requests_until(echo, &stop, &count))
     };
     u.kill_etcd();
+    let killed_at = count.load(std::sync::atomic::Ordering::Relaxed);
     conn.exchange("store down");
     labs[0].kill_agent();
     start(&mut labs[0], &u, "n0");
     conn.exchange("store down, agent restarted");
+    // At least 20 new connections (a second) without the store, however fast the
+    // restart was.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while count.load(std::sync::atomic::Ordering::Relaxed) < killed_at + 20 {
+        assert!(std::time::Instant::now() < deadline, "the requests stalled without the store");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     u.start_etcd();
     wait_for(&labs[0], "both ready", |l| l.len() == 2 && l.iter().all(|n| n["ready"] == true));
     conn.exchange("store back");
@@ -190,8 +199,12 @@ fn cross_node_connections_survive_agent_kills_and_the_store_going_away() {
 }
 
 /// A new TCP connection to `to` every 50 ms, one request each, until `stop`; the count
-/// and the failures.
-fn requests_until(to: std::net::SocketAddrV4, stop: &std::sync::atomic::AtomicBool) -> (u32, Vec<String>) {
+/// (also kept in `count` as it goes) and the failures.
+fn requests_until(
+    to: std::net::SocketAddrV4,
+    stop: &std::sync::atomic::AtomicBool,
+    count: &std::sync::atomic::AtomicU32,
+) -> (u32, Vec<String>) {
     use std::io::{Read as _, Write as _};
     let (mut done, mut failed) = (0, Vec::new());
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -204,6 +217,7 @@ fn requests_until(to: std::net::SocketAddrV4, stop: &std::sync::atomic::AtomicBo
             failed.push(format!("request {done}: {e}"));
         }
         done += 1;
+        count.store(done, std::sync::atomic::Ordering::Relaxed);
         std::thread::sleep(Duration::from_millis(50));
     }
     (done, failed)
