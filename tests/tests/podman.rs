@@ -130,7 +130,23 @@ fn http_get(ns: &netpath_tests::Netns, addr: SocketAddr) -> Option<String> {
     .unwrap()
 }
 
+/// Does node:`port` serve the page to the outside host, within 5 s? `podman start`
+/// returns once the container's process runs, a moment before httpd listens.
 fn served(lab: &Lab, port: u16) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if answered(lab, port) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Does node:`port` serve the page to the outside host now (one try)?
+fn answered(lab: &Lab, port: u16) -> bool {
     http_get(&lab.outside, SocketAddr::from((NODE_UPLINK_IP, port)))
         .is_some_and(|r| r.contains("hello from podman"))
 }
@@ -189,7 +205,7 @@ fn podman_containers_are_published_reach_each_other_and_the_outside() {
         let get = "exec 3<>/dev/tcp/127.0.0.1/8085 && printf 'GET / HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3";
         let page = lab.node_process(&["timeout", "5", "bash", "-c", get]);
         assert!(String::from_utf8_lossy(&page.stdout).contains("hello from podman"), "{page:?}");
-        assert!(!served(&lab, 8085), "a loopback-only port is reached from outside");
+        assert!(!answered(&lab, 8085), "a loopback-only port is reached from outside");
     }
     // The server saw the client's own address (no masquerade on the way in).
     let logs = podman.ok(&["logs", "web"]) + &String::from_utf8_lossy(&podman.run(&["logs", "web"]).stderr);
@@ -231,7 +247,7 @@ fn stop_start_restart_kill_and_rm_leave_nothing_behind() {
 
     podman.ok(&["kill", "-s", "KILL", "web"]);
     assert!(nothing_left(&lab), "after kill: {:?} {:?}", endpoints(&lab), ports(&lab));
-    assert!(!served(&lab, 8081));
+    assert!(!answered(&lab, 8081));
     podman.ok(&["start", "web"]);
     assert!(served(&lab, 8081));
     podman.ok(&["rm", "-f", "-t", "0", "web"]);
