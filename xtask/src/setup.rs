@@ -24,8 +24,11 @@ const APT_PACKAGES: &[&str] = &[
     "zstd",
     "gzip",
     "kmod",
-    // etcd-client compiles etcd's protobuf definitions at build time.
+    // etcd-client compiles etcd's protobuf definitions at build time, which import
+    // protobuf's well-known types (google/protobuf/*.proto, in libprotobuf-dev: only a
+    // recommendation of protobuf-compiler, which this install leaves out).
     "protobuf-compiler",
+    "libprotobuf-dev",
     // The real client of the CNI plugin: podman (its CNI backend), with runc (crun
     // refuses this machine kind's hybrid cgroups), and a static busybox to build the
     // tests' local image from (no registry is reachable).
