@@ -86,7 +86,7 @@ const FIB_LOOKUP_SIZE: usize = 64;
 
 /// Every map of the object: the pinned ones in the order `netpath map list` shows them,
 /// then the per-CPU scratch space the programs use inside one run.
-pub const MAPS: [MapSpec; 17] = [
+pub const MAPS: [MapSpec; 18] = [
     map(
         ENDPOINTS,
         MapKind::Hash,
@@ -168,6 +168,7 @@ pub const MAPS: [MapSpec; 17] = [
         pinned: false,
         ..map(LOG_LIMIT, MapKind::PerCpuArray, 4, size_of::<LogLimit>(), Capacity::Fixed(Reason::COUNT), true)
     },
+    MapSpec { pinned: false, ..map(RARE_PROGS, MapKind::ProgArray, 4, 4, Capacity::Fixed(1), true) },
     MapSpec { pinned: false, ..map(AYA_LOGS, MapKind::RingBuf, 0, 0, Capacity::Fixed(AYA_LOGS_BYTES), true) },
 ];
 
@@ -219,7 +220,7 @@ pub enum Attach {
     TcIngress(&'static str),
     /// XDP on the uplink.
     Xdp,
-    /// Attached nowhere: tail-called by the program named, in cluster mode only.
+    /// Attached nowhere: tail-called by the programs named.
     TailCall(&'static str),
     /// A cgroup socket-address hook (connect4, sendmsg4, recvmsg4, getpeername4).
     CgroupSockAddr(&'static str),
@@ -239,18 +240,20 @@ pub mod program {
     pub const UPLINK_XDP: &str = "uplink_xdp";
     pub const FROM_TUNNEL: &str = "from_tunnel";
     pub const TO_OTHER_NODE: &str = "to_other_node";
+    pub const LOG_RARE: &str = "log_rare";
     pub const NODE_CONNECT4: &str = "node_connect4";
     pub const NODE_SENDMSG4: &str = "node_sendmsg4";
     pub const NODE_RECVMSG4: &str = "node_recvmsg4";
     pub const NODE_GETPEERNAME4: &str = "node_getpeername4";
 }
 
-pub const PROGRAMS: [ProgramSpec; 9] = [
+pub const PROGRAMS: [ProgramSpec; 10] = [
     ProgramSpec { name: program::FROM_CONTAINER, attach: Attach::TcIngress("each container's host veth") },
     ProgramSpec { name: program::UPLINK_IN, attach: Attach::TcIngress("the uplink") },
     ProgramSpec { name: program::UPLINK_XDP, attach: Attach::Xdp },
     ProgramSpec { name: program::FROM_TUNNEL, attach: Attach::TcIngress("the VXLAN device (cluster mode)") },
-    ProgramSpec { name: program::TO_OTHER_NODE, attach: Attach::TailCall(program::FROM_CONTAINER) },
+    ProgramSpec { name: program::TO_OTHER_NODE, attach: Attach::TailCall("from_container, in cluster mode") },
+    ProgramSpec { name: program::LOG_RARE, attach: Attach::TailCall("every tc program, on a rare drop") },
     ProgramSpec { name: program::NODE_CONNECT4, attach: Attach::CgroupSockAddr("connect4") },
     ProgramSpec { name: program::NODE_SENDMSG4, attach: Attach::CgroupSockAddr("sendmsg4") },
     ProgramSpec { name: program::NODE_RECVMSG4, attach: Attach::CgroupSockAddr("recvmsg4") },

@@ -101,6 +101,14 @@ pub const TRACE_SCRATCH: &str = "TRACE_SCRATCH";
 pub const FIB_SCRATCH: &str = "FIB_SCRATCH";
 /// Per CPU and reason, when a rare event was last logged (not pinned).
 pub const LOG_LIMIT: &str = "LOG_LIMIT";
+/// The rare-event logger (`log_rare`), tail-called by every tc program. A program of its
+/// own, not a function call: old kernels verify a called function again on every path
+/// that reaches it, which cost every agent start seconds under emulation. Not pinned: the
+/// kernel empties it when the agent that filled it exits, and the programs then drop the
+/// packet as they would have, unlogged, since no one reads the log.
+pub const RARE_PROGS: &str = "RARE_PROGS";
+/// RARE_PROGS' slot of `log_rare`.
+pub const TAIL_LOG_RARE: u32 = 0;
 /// aya-log's ring buffer, named and sized by aya-log-ebpf (not pinned: the agent that
 /// loaded the programs reads it).
 pub const AYA_LOGS: &str = "AYA_LOGS";

@@ -77,6 +77,11 @@ pub static FIB_SCRATCH: PerCpuArray<aya_ebpf::bindings::bpf_fib_lookup> =
     PerCpuArray::with_max_entries(capacity(name::FIB_SCRATCH), flags(name::FIB_SCRATCH));
 
 /// Per CPU and reason, when a rare event was last logged (see `rare`).
+/// The rare-event logger's slot (see netpath_common::maps::RARE_PROGS).
+#[map]
+pub static RARE_PROGS: ProgramArray =
+    ProgramArray::with_max_entries(capacity(name::RARE_PROGS), flags(name::RARE_PROGS));
+
 #[map]
 pub static LOG_LIMIT: PerCpuArray<LogLimit> =
     PerCpuArray::with_max_entries(capacity(name::LOG_LIMIT), flags(name::LOG_LIMIT));

@@ -6,13 +6,21 @@
 //! so a flood of them costs a counter update each, not a log record each. The decision
 //! is made once per packet on its reason, after the program's work: the fast path's
 //! reasons leave at the first comparison.
-use aya_ebpf::{helpers::generated::bpf_ktime_get_ns, programs::TcContext};
+//!
+//! The logging itself is a program of its own, `log_rare`, tail-called with the packet:
+//! inlined, its log record pushed `from_container` past the 512-byte stack old kernels
+//! allow; as a called function, those kernels verified it again on every path reaching
+//! it (a third of the agent's load time under emulation). A tail call is verified once
+//! and has a stack of its own. Every rare reason is a drop, so `log_rare` drops.
+use aya_ebpf::{
+    bindings::TC_ACT_SHOT, helpers::generated::bpf_ktime_get_ns, macros::classifier, programs::TcContext,
+};
 use aya_log_ebpf::warn;
-use netpath_common::Reason;
+use netpath_common::{maps::TAIL_LOG_RARE, Reason};
 
 use crate::{
     headers::{ipv4, IPPROTO_TCP, IPPROTO_UDP, IP_OFF},
-    maps::LOG_LIMIT,
+    maps::{LOG_LIMIT, RARE_PROGS},
     packet::ifindex,
 };
 
@@ -27,11 +35,8 @@ pub fn detail(reason: Reason, detail: u32) {
     }
 }
 
-/// Logs the packet that ended with `reason` when the reason is a rare one and its
-/// budget allows. Only the comparison is inlined into the programs: the rest runs as a
-/// function of its own (a BPF-to-BPF call), so its stack does not add to every
-/// program's frame, which with the deepest call chain must stay within the 512 bytes
-/// the verifier allows (inlined, the log record pushed `from_container` past them).
+/// Hands the packet that ended with `reason` to `log_rare` when the reason is a rare
+/// one. Returns only when it is not, or when no agent filled the slot.
 #[inline(always)]
 pub fn note(ctx: &TcContext, reason: Reason) {
     if matches!(
@@ -41,18 +46,25 @@ pub fn note(ctx: &TcContext, reason: Reason) {
             | Reason::DropNatPortsExhausted
             | Reason::DropCtFull
     ) {
-        log(ctx.skb.skb, reason as u32);
+        // skb->cb is the programs' own scratch, carried across a tail call.
+        // SAFETY: the context's skb, valid for the program's run; tc programs may write cb.
+        unsafe { (*ctx.skb.skb).cb[0] = reason as u32 };
+        // SAFETY: a tail call that succeeds does not return; the packet is then dropped
+        // by log_rare, as the caller would have.
+        let _ = unsafe { RARE_PROGS.tail_call(ctx, TAIL_LOG_RARE) };
     }
 }
 
-#[inline(never)]
-fn log(skb: *mut aya_ebpf::bindings::__sk_buff, reason: u32) {
-    let what = match reason {
-        r if r == Reason::DropRedirectFailed as u32 => "redirect refused by the kernel (device gone or down)",
-        r if r == Reason::DropFibFailed as u32 => "no route for the packet (bpf_fib_lookup failed)",
-        r if r == Reason::DropNatPortsExhausted as u32 => "no free NAT source port for this destination",
-        _ => "conntrack could not take the new flow",
-    };
+#[classifier]
+pub fn log_rare(ctx: TcContext) -> i32 {
+    // SAFETY: as in `note`.
+    let reason = unsafe { (*ctx.skb.skb).cb[0] };
+    log(&ctx, reason);
+    TC_ACT_SHOT
+}
+
+#[inline(always)]
+fn log(ctx: &TcContext, reason: u32) {
     let Some(slot) = LOG_LIMIT.get_ptr_mut(reason) else { return };
     // SAFETY: this CPU's slot, as above.
     let slot = unsafe { &mut *slot };
@@ -65,7 +77,6 @@ fn log(skb: *mut aya_ebpf::bindings::__sk_buff, reason: u32) {
     let (suppressed, code) = (slot.suppressed, slot.detail);
     slot.last_ns = now;
     slot.suppressed = 0;
-    let ctx = &TcContext::new(skb);
     let (Ok(src), Ok(dst), Ok(proto)) = (
         ctx.load::<[u8; 4]>(IP_OFF + ipv4::SRC),
         ctx.load::<[u8; 4]>(IP_OFF + ipv4::DST),
@@ -81,18 +92,25 @@ fn log(skb: *mut aya_ebpf::bindings::__sk_buff, reason: u32) {
             dport = u16::from_be_bytes([p[2], p[3]]);
         }
     }
+    let at = ifindex(ctx);
+    if reason == Reason::DropFibFailed as u32 {
+        warn!(
+            ctx,
+            target: "netpath::datapath",
+            "no route for the packet (bpf_fib_lookup code {}): proto {} {:i}:{} -> {:i}:{} at ifindex {} ({} more since the last report on this CPU)",
+            code, proto, src, sport, dst, dport, at, suppressed
+        );
+        return;
+    }
+    let what = match reason {
+        r if r == Reason::DropRedirectFailed as u32 => "redirect refused by the kernel (device gone or down)",
+        r if r == Reason::DropNatPortsExhausted as u32 => "no free NAT source port for this destination",
+        _ => "conntrack could not take the new flow",
+    };
     warn!(
         ctx,
         target: "netpath::datapath",
-        "{}: proto {} {:i}:{} -> {:i}:{} at ifindex {} (code {}; {} more since the last report on this CPU)",
-        what,
-        proto,
-        src,
-        sport,
-        dst,
-        dport,
-        ifindex(ctx),
-        code,
-        suppressed
+        "{}: proto {} {:i}:{} -> {:i}:{} at ifindex {} ({} more since the last report on this CPU)",
+        what, proto, src, sport, dst, dport, at, suppressed
     );
 }

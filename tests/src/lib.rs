@@ -130,6 +130,13 @@ pub fn sh(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A directory of the tests' own on the host's bpffs, mounting one at /sys/fs/bpf as the
+/// agent does when a fresh machine has none yet (tests may run before any agent).
+#[cfg(feature = "datapath")]
+pub fn bpffs_dir(name: &str) -> PathBuf {
+    netpath::plumbing::bpffs::ensure(Path::new(&format!("/sys/fs/bpf/{name}"))).expect("bpffs directory")
+}
+
 #[cfg(feature = "datapath")]
 /// Loads netpath's datapath inside a fresh namespace (pins in a bpffs directory of its
 /// own), runs `prepare` there first (`ip` commands that build the namespace's devices
@@ -167,8 +174,7 @@ pub fn with_datapath_sized(
         full.extend_from_slice(args);
         sh(&full);
     }
-    let pins = PathBuf::from(format!("/sys/fs/bpf/{}", ns.name));
-    fs::create_dir_all(&pins).unwrap();
+    let pins = bpffs_dir(&ns.name);
     let dir = pins.clone();
     let result = ns
         .run(move || {

@@ -17,9 +17,9 @@ fn old_counters_come_back_when_the_load_fails_and_go_when_it_succeeds() {
             let _ = std::fs::remove_dir_all(&self.0);
         }
     }
-    let guard = Dir(format!("/sys/fs/bpf/{}layout{}", netpath_tests::TEST_PREFIX, std::process::id()).into());
+    let guard =
+        Dir(netpath_tests::bpffs_dir(&format!("{}layout{}", netpath_tests::TEST_PREFIX, std::process::id())));
     let dir = guard.0.clone();
-    std::fs::create_dir_all(&dir).unwrap();
     let pin = dir.join("REASON_STATS");
     let p = pin.to_str().unwrap();
     netpath_tests::sh(&[
