@@ -17,10 +17,17 @@ impl Paths {
         self.run_dir.join("agent.sock")
     }
 
+    /// The endpoints and published ports (see `state::Db`).
+    pub fn state_db(&self) -> PathBuf {
+        self.state_dir.join("state.db")
+    }
+
+    /// Where agents before the database kept their endpoints (migrated, then renamed).
     pub fn state_file(&self) -> PathBuf {
         self.state_dir.join("endpoints.json")
     }
 
+    /// Where agents before the database kept their published ports.
     pub fn ports_file(&self) -> PathBuf {
         self.state_dir.join("ports.json")
     }

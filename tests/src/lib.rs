@@ -677,8 +677,15 @@ impl Lab {
             .env("NETPATH_STATE_DIR", self.work_dir.join("state"));
     }
 
-    pub fn state_file(&self) -> PathBuf {
-        self.work_dir.join("state/endpoints.json")
+    /// The agent's state directory (the database, the agent's id).
+    pub fn state_dir(&self) -> PathBuf {
+        self.work_dir.join("state")
+    }
+
+    /// What the node's state holds, as the CLI shows it: the endpoint and port lists.
+    pub fn state(&self) -> String {
+        self.netpath_ok(&["endpoint", "list", "-o", "json"])
+            + &self.netpath_ok(&["port", "list", "-o", "json"])
     }
 
     /// The agent's id (made at its first start, kept in the state directory).

@@ -37,9 +37,14 @@ fn parallel_cli_calls_neither_lose_updates_nor_double_allocate() {
     assert_eq!(eps.len(), N, "{list}");
     let ips: HashSet<&str> = eps.iter().map(|e| e["ip"].as_str().unwrap()).collect();
     assert_eq!(ips.len(), N, "an address was handed out twice: {list}");
-    // The state file, read back by a restarted agent, has every one of them.
-    let state: Value = serde_json::from_str(&std::fs::read_to_string(lab.state_file()).unwrap()).unwrap();
-    assert_eq!(state.as_array().map(Vec::len), Some(N), "{state}");
+    // The state database, as a restarted agent reads it, has every one of them.
+    let paths = netpath::paths::Paths {
+        bpffs_dir: lab.bpffs_dir.clone(),
+        run_dir: lab.work_dir.join("run"),
+        state_dir: lab.state_dir(),
+    };
+    let (stored, _) = netpath::state::read(&paths).expect("state database");
+    assert_eq!(stored.len(), N, "{list}");
 
     // One host port wanted by every container at once: exactly one gets it.
     let outs: Vec<_> = std::thread::scope(|s| {

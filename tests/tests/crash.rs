@@ -1,14 +1,15 @@
-//! Crash safety of the state directory: the agent is killed (SIGKILL, as abruptly as a
-//! power cut stops it) at every step of a state write, in the middle of each kind of
-//! change. The restarted agent finds either the old or the new state, never a corrupt
-//! file, and makes the kernel match whichever it finds.
-use netpath::state::SAVE_STEPS;
+//! Crash safety of the state database: the agent is killed (SIGKILL, as abruptly as a
+//! power cut stops it) at every step of a state transaction, in the middle of each kind
+//! of change, and of the migration from an older agent's JSON files. The restarted agent
+//! finds either the old or the new state, never a mix, and makes the kernel match
+//! whichever it finds.
+use netpath::state::TX_STEPS;
 use netpath_tests::Lab;
 use serde_json::Value;
 
 /// A change made through the CLI while the agent is set to die in a state write.
 struct Change {
-    /// The state file the change writes (its stem, as NETPATH_CRASH_AT names it).
+    /// What the transaction changes, as NETPATH_CRASH_AT names it.
     file: &'static str,
     args: &'static [&'static str],
 }
@@ -50,18 +51,17 @@ fn crash_during(change: &Change, step: &str) -> Lab {
 /// The write steps to crash at: all of them, or the subset in NETPATH_CRASH_STEPS (the
 /// VM runs, where every agent start costs seconds of verifier time under emulation).
 fn steps() -> Vec<&'static str> {
-    let Ok(only) = std::env::var("NETPATH_CRASH_STEPS") else { return SAVE_STEPS.to_vec() };
+    let Ok(only) = std::env::var("NETPATH_CRASH_STEPS") else { return TX_STEPS.to_vec() };
     let steps: Vec<&'static str> =
-        SAVE_STEPS.iter().copied().filter(|s| only.split(',').any(|o| o == *s)).collect();
-    assert!(!steps.is_empty(), "NETPATH_CRASH_STEPS={only} names none of {SAVE_STEPS:?}");
-    eprintln!("crash steps: {steps:?} of {SAVE_STEPS:?}");
+        TX_STEPS.iter().copied().filter(|s| only.split(',').any(|o| o == *s)).collect();
+    assert!(!steps.is_empty(), "NETPATH_CRASH_STEPS={only} names none of {TX_STEPS:?}");
+    eprintln!("crash steps: {steps:?} of {TX_STEPS:?}");
     steps
 }
 
 /// True when the crash came after the new state was in place.
 fn committed(step: &str) -> bool {
-    let renamed = SAVE_STEPS.iter().position(|s| *s == "renamed").unwrap();
-    SAVE_STEPS.iter().position(|s| *s == step).unwrap() >= renamed
+    step == "committed"
 }
 
 #[test]
@@ -110,5 +110,47 @@ fn a_crash_while_publishing_a_port_keeps_old_or_new_state() {
         let want = if committed(step) { 2 } else { 1 };
         assert_eq!(ports(&lab), want, "at {step}");
         assert_eq!(lab.map_len("PORT_MAPS"), want, "at {step}");
+    }
+}
+
+/// An older agent's JSON files, taken over by the first agent with the database: killed
+/// at every step of the migration, the next start still finds the same endpoints and
+/// ports, the kernel matches them, and the files are renamed once it is done.
+#[test]
+fn a_crash_while_migrating_the_json_files_keeps_the_state() {
+    let (mut lab, _) = Lab::setup(1).endpoints(&["a"]).port(&["8080", "a:80"]).build();
+    lab.stop_agent();
+    // Turn the lab's state back into what an older agent left: the two JSON files.
+    let state = lab.state_dir();
+    let paths = netpath::paths::Paths {
+        bpffs_dir: lab.bpffs_dir.clone(),
+        run_dir: lab.work_dir.join("run"),
+        state_dir: state.clone(),
+    };
+    let (eps, published) = netpath::state::read(&paths).unwrap();
+    for f in ["state.db", "state.db-wal", "state.db-shm"] {
+        let _ = std::fs::remove_file(state.join(f));
+    }
+    std::fs::write(paths.state_file(), serde_json::to_vec_pretty(&eps).unwrap()).unwrap();
+    std::fs::write(paths.ports_file(), serde_json::to_vec_pretty(&published).unwrap()).unwrap();
+    for step in steps() {
+        lab.agent_env = vec![("NETPATH_CRASH_AT".into(), format!("migrate:{step}"))];
+        assert!(lab.try_start_agent(&[]).is_err(), "at {step}: the agent did not die");
+        lab.kill_agent();
+        lab.agent_env.clear();
+        lab.start_agent();
+        assert_eq!(endpoints(&lab), ["a"], "at {step}");
+        assert_eq!(ports(&lab), 1, "at {step}");
+        assert!(!paths.state_file().exists() && !paths.ports_file().exists(), "at {step}: JSON files left");
+        let drift = lab.netpath(&["reconcile", "--dry-run"]);
+        assert!(drift.status.success(), "at {step}: drift after restart: {drift:?}");
+        // The next step starts from the JSON files again.
+        lab.stop_agent();
+        for f in ["endpoints.json", "ports.json"] {
+            std::fs::rename(state.join(format!("{f}.migrated")), state.join(f)).unwrap();
+        }
+        for f in ["state.db", "state.db-wal", "state.db-shm"] {
+            let _ = std::fs::remove_file(state.join(f));
+        }
     }
 }

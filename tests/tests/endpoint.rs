@@ -195,7 +195,7 @@ fn add_is_idempotent_and_del_removes_everything() {
     assert!(!lab.stats().has_endpoint("web"));
     let eth0 = lab.containers[0].exec(&["ip", "link", "show", "eth0"]);
     assert!(!eth0.status.success(), "eth0 left in the container");
-    assert!(!std::fs::read_to_string(lab.state_file()).unwrap().contains("web"));
+    assert!(!lab.state().contains("\"web\""), "{}", lab.state());
     // Deleting what is not there succeeds.
     lab.netpath_ok(&["endpoint", "del", "web"]);
 }
@@ -206,7 +206,7 @@ fn failed_adds_leave_nothing_behind_and_name_the_bad_value() {
     lab.start_agent();
     let ip = lab.add_endpoint("web", 0);
     let links = lab.node_links();
-    let state = std::fs::read_to_string(lab.state_file()).unwrap();
+    let state = lab.state();
     let c1 = lab.containers[1].path();
     let c1 = c1.to_str().unwrap();
     let cases: [(&[&str], &str); 5] = [
@@ -223,7 +223,7 @@ fn failed_adds_leave_nothing_behind_and_name_the_bad_value() {
         assert_eq!(err.trim().lines().count(), 1, "not one line: {err}");
         assert!(err.contains(value), "{args:?}: error does not name {value}: {err}");
         assert_eq!(lab.node_links(), links, "{args:?} left a link");
-        assert_eq!(std::fs::read_to_string(lab.state_file()).unwrap(), state, "{args:?} changed state");
+        assert_eq!(lab.state(), state, "{args:?} changed state");
     }
     // eth0 already taken inside the container: the veth creation is refused whole.
     assert!(lab.containers[1]

@@ -66,7 +66,7 @@ fn only_root_drives_the_agent_or_reads_its_socket_state_and_pins() {
     for f in kept.iter().filter(|f| !f.is_dir()) {
         assert_eq!(mode(f), 0o600, "{}", f.display());
     }
-    for path in [lab.state_file(), lab.bpffs_dir.join("ENDPOINTS")] {
+    for path in [lab.state_dir().join("state.db"), lab.bpffs_dir.join("ENDPOINTS")] {
         let out = Command::new("cat").arg(&path).uid(NOBODY).gid(NOBODY).output().unwrap();
         assert!(!out.status.success(), "nobody read {}", path.display());
     }

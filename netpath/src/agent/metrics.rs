@@ -22,7 +22,6 @@ use super::Health;
 use crate::{
     cluster::NodeStatus,
     datapath::{CtSummary, DatapathError, Inspector, ReasonCounter},
-    state::{EndpointRecord, Store},
 };
 
 type Labels = Vec<(String, String)>;
@@ -54,14 +53,14 @@ pub type ProgramIds = Option<Vec<(&'static str, u32)>>;
 /// The metrics text for the node whose maps are pinned in `bpffs_dir`.
 pub fn render(
     bpffs_dir: &std::path::Path,
-    state_file: PathBuf,
+    paths: &crate::paths::Paths,
     programs: &ProgramIds,
     health: &Health,
     nodes: Option<&[NodeStatus]>,
 ) -> Result<String, RenderError> {
     let inspector = Inspector::new(bpffs_dir);
     let mut registry = Registry::with_prefix("netpath");
-    endpoints(&mut registry, &inspector, state_file)?;
+    endpoints(&mut registry, &inspector, paths)?;
     let reasons = inspector.reason_counters()?;
     decisions(&mut registry, &reasons);
     conntrack(&mut registry, &inspector.conntrack_summary(&reasons)?);
@@ -127,13 +126,13 @@ async fn cluster_nodes(health: &Health) -> Option<Vec<NodeStatus>> {
     tokio::time::timeout(Duration::from_secs(2), crate::cluster::list_nodes(store)).await.ok()?.ok()
 }
 
-/// Packets and bytes per endpoint and direction, named from the state file.
+/// Packets and bytes per endpoint and direction, named from the node's state.
 fn endpoints(
     registry: &mut Registry,
     inspector: &Inspector,
-    state_file: PathBuf,
+    paths: &crate::paths::Paths,
 ) -> Result<(), DatapathError> {
-    let names = Store::<EndpointRecord>::new(state_file).load().unwrap_or_default();
+    let names = crate::state::read(paths).map(|(e, _)| e).unwrap_or_default();
     let packets = counter_family(registry, "endpoint_packets", "Packets per endpoint and direction");
     let bytes = counter_family(registry, "endpoint_bytes", "Bytes per endpoint and direction");
     for c in inspector.endpoint_counters()? {
@@ -214,7 +213,7 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 /// What a scrape reads.
 struct Scrape {
     bpffs_dir: PathBuf,
-    state_file: PathBuf,
+    paths: crate::paths::Paths,
     programs: ProgramIds,
     health: Arc<Health>,
 }
@@ -223,7 +222,7 @@ struct Scrape {
 pub fn serve(
     listener: std::net::TcpListener,
     bpffs_dir: PathBuf,
-    state_file: PathBuf,
+    paths: crate::paths::Paths,
     programs: ProgramIds,
     health: Arc<Health>,
 ) -> std::io::Result<()> {
@@ -231,7 +230,7 @@ pub fn serve(
     let addr = listener.local_addr()?;
     let listener = TcpListener::from_std(listener)?;
     info!(%addr, "metrics at http://{addr}/metrics");
-    let scrape = Arc::new(Scrape { bpffs_dir, state_file, programs, health });
+    let scrape = Arc::new(Scrape { bpffs_dir, paths, programs, health });
     let app = axum::Router::new().route("/metrics", axum::routing::get(scrape_metrics)).with_state(scrape);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
@@ -246,7 +245,7 @@ async fn scrape_metrics(
 ) -> axum::response::Response {
     use axum::response::IntoResponse as _;
     let nodes = cluster_nodes(&s.health).await;
-    match render(&s.bpffs_dir, s.state_file.clone(), &s.programs, &s.health, nodes.as_deref()) {
+    match render(&s.bpffs_dir, &s.paths, &s.programs, &s.health, nodes.as_deref()) {
         Ok(body) => ([(axum::http::header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response(),
         Err(e) => {
             warn!("metrics: {e}");

@@ -1,30 +1,30 @@
-//! The agent's desired state as owned collections: the endpoints with their file and
-//! the addresses they hold, the published ports with theirs. Each change is written to
-//! disk before it is kept in memory, so the two never disagree.
-use std::{net::Ipv4Addr, ops::RangeInclusive};
+//! The agent's desired state as owned collections: the endpoints and the addresses they
+//! hold, the published ports. Each change is committed to the state database before it
+//! is kept in memory, so the two never disagree.
+use std::{net::Ipv4Addr, ops::RangeInclusive, sync::Arc};
 
 use super::AgentError;
-use crate::{
-    paths::Paths,
-    state::{EndpointRecord, Ipam, PortRecord, Proto, StateError, Store},
-};
+use crate::state::{Db, EndpointRecord, Ipam, PortRecord, Proto, StateError};
 
 /// The endpoints the agent owns and the pod CIDR they take addresses from.
 pub struct Endpoints {
-    store: Store<EndpointRecord>,
+    db: Arc<Db>,
     records: Vec<EndpointRecord>,
     ipam: Ipam,
 }
 
 impl Endpoints {
-    pub fn load(paths: &Paths, ipam: Ipam) -> Result<Self, StateError> {
-        let store = Store::new(paths.state_file());
-        let records = store.load()?;
-        Ok(Endpoints { store, records, ipam })
+    pub fn load(db: Arc<Db>, ipam: Ipam) -> Result<Self, StateError> {
+        let records = db.endpoints()?;
+        Ok(Endpoints { db, records, ipam })
     }
 
     pub fn all(&self) -> &[EndpointRecord] {
         &self.records
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
     }
 
     pub fn get(&self, name: &str) -> Option<&EndpointRecord> {
@@ -41,23 +41,33 @@ impl Endpoints {
     }
 
     pub fn insert(&mut self, rec: EndpointRecord) -> Result<(), StateError> {
-        let mut next = self.records.clone();
-        next.push(rec);
-        self.replace(next)
+        self.db.write("endpoints", |tx| tx.put_endpoint(&rec))?;
+        match self.records.iter_mut().find(|e| e.name == rec.name) {
+            Some(old) => *old = rec,
+            None => self.records.push(rec),
+        }
+        Ok(())
     }
 
     /// Removes the endpoint `name`; None when there is none.
     pub fn remove(&mut self, name: &str) -> Result<Option<EndpointRecord>, StateError> {
         let Some(pos) = self.records.iter().position(|e| e.name == name) else { return Ok(None) };
-        let mut next = self.records.clone();
-        let rec = next.remove(pos);
-        self.replace(next)?;
-        Ok(Some(rec))
+        self.db.write("endpoints", |tx| tx.del_endpoint(name))?;
+        Ok(Some(self.records.remove(pos)))
     }
 
-    /// The whole list, saved then kept.
+    /// The whole list, as reconciliation found it: the endpoints that changed or went,
+    /// written in one transaction, then kept.
     pub fn replace(&mut self, records: Vec<EndpointRecord>) -> Result<(), StateError> {
-        self.store.save(&records)?;
+        self.db.write("endpoints", |tx| {
+            for old in self.records.iter().filter(|o| !records.iter().any(|r| r.name == o.name)) {
+                tx.del_endpoint(&old.name)?;
+            }
+            for rec in records.iter().filter(|r| !self.records.contains(r)) {
+                tx.put_endpoint(rec)?;
+            }
+            Ok(())
+        })?;
         self.records = records;
         Ok(())
     }
@@ -65,16 +75,15 @@ impl Endpoints {
 
 /// The published ports and the masquerade range they must stay out of.
 pub struct Ports {
-    store: Store<PortRecord>,
+    db: Arc<Db>,
     records: Vec<PortRecord>,
     nat: RangeInclusive<u16>,
 }
 
 impl Ports {
-    pub fn load(paths: &Paths, nat: RangeInclusive<u16>) -> Result<Self, StateError> {
-        let store = Store::new(paths.ports_file());
-        let records = store.load()?;
-        Ok(Ports { store, records, nat })
+    pub fn load(db: Arc<Db>, nat: RangeInclusive<u16>) -> Result<Self, StateError> {
+        let records = db.ports()?;
+        Ok(Ports { db, records, nat })
     }
 
     pub fn all(&self) -> &[PortRecord] {
@@ -102,45 +111,41 @@ impl Ports {
         self.records.iter().find(|p| p.clashes(rec))
     }
 
-    pub fn insert(&mut self, rec: PortRecord) -> Result<(), StateError> {
-        let mut next = self.records.clone();
-        next.push(rec);
-        self.save(next)
+    /// Publishes `recs` in one transaction.
+    pub fn insert_many(&mut self, recs: &[PortRecord]) -> Result<(), StateError> {
+        self.db.write("ports", |tx| recs.iter().try_for_each(|r| tx.put_port(r)))?;
+        self.records.extend_from_slice(recs);
+        Ok(())
     }
 
-    /// Unpublishes `proto host_ip:host_port`; None when it is not published.
-    pub fn remove(
+    /// Unpublishes those of `keys` that are published, in one transaction; returns them.
+    pub fn remove_many(
         &mut self,
-        proto: Proto,
-        host_port: u16,
-        host_ip: Option<Ipv4Addr>,
-    ) -> Result<Option<PortRecord>, StateError> {
-        let Some(pos) = self
-            .records
-            .iter()
-            .position(|p| p.proto == proto && p.host_port == host_port && p.host_ip == host_ip)
-        else {
-            return Ok(None);
-        };
-        let mut next = self.records.clone();
-        let rec = next.remove(pos);
-        self.save(next)?;
-        Ok(Some(rec))
+        keys: &[(Proto, u16, Option<Ipv4Addr>)],
+    ) -> Result<Vec<PortRecord>, StateError> {
+        let wanted: std::collections::HashSet<_> = keys.iter().copied().collect();
+        let is_gone = |p: &PortRecord| wanted.contains(&(p.proto, p.host_port, p.host_ip));
+        let gone: Vec<PortRecord> = self.records.iter().filter(|p| is_gone(p)).cloned().collect();
+        if gone.is_empty() {
+            return Ok(gone);
+        }
+        self.db.write("ports", |tx| {
+            gone.iter().try_for_each(|p| tx.del_port(p.proto, p.host_port, p.host_ip))
+        })?;
+        self.records.retain(|p| !is_gone(p));
+        Ok(gone)
     }
 
     /// Keeps the ports of the endpoints `keep` says yes to; true when any went.
     pub fn retain_endpoints(&mut self, keep: impl Fn(&str) -> bool) -> Result<bool, StateError> {
-        let next: Vec<_> = self.records.iter().filter(|p| keep(&p.endpoint)).cloned().collect();
-        if next.len() == self.records.len() {
+        let gone: Vec<&PortRecord> = self.records.iter().filter(|p| !keep(&p.endpoint)).collect();
+        if gone.is_empty() {
             return Ok(false);
         }
-        self.save(next)?;
+        self.db.write("ports", |tx| {
+            gone.iter().try_for_each(|p| tx.del_port(p.proto, p.host_port, p.host_ip))
+        })?;
+        self.records.retain(|p| keep(&p.endpoint));
         Ok(true)
-    }
-
-    fn save(&mut self, records: Vec<PortRecord>) -> Result<(), StateError> {
-        self.store.save(&records)?;
-        self.records = records;
-        Ok(())
     }
 }

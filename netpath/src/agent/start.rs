@@ -124,8 +124,9 @@ async fn survey_node(config: &AgentConfig, bpffs_dir: &Path, joined: Joined) -> 
     let Joined { netlink, id, id_is_new, cluster } = joined;
     let paths = &config.paths;
     let pod_cidr = cluster.as_ref().map_or(config.pod_cidr, |m| m.record().pod_cidr);
-    let endpoints = records::Endpoints::load(paths, Ipam::new(pod_cidr))?;
-    let ports = records::Ports::load(paths, config.nat_ports.clone())?;
+    let db = crate::state::Db::open(paths)?;
+    let endpoints = records::Endpoints::load(db.clone(), Ipam::new(pod_cidr))?;
+    let ports = records::Ports::load(db, config.nat_ports.clone())?;
     if let Some(other) = endpoints.all().iter().find(|e| e.mode != config.mode) {
         return Err(AgentError::ModeMismatch { endpoint: other.name.clone(), was: other.mode });
     }
@@ -209,7 +210,15 @@ impl Undo {
 
 /// Node set-up and datapath load. Must run inside a tokio runtime (netlink).
 pub async fn start(config: AgentConfig) -> Result<Agent, AgentError> {
-    let Preflight { lock, bpffs_dir, parts } = preflight(&config).await?;
+    // A refused first start leaves no state database behind.
+    let fresh_db = !config.paths.state_db().exists();
+    let discard = |e| {
+        if fresh_db {
+            crate::state::Db::discard(&config.paths);
+        }
+        e
+    };
+    let Preflight { lock, bpffs_dir, parts } = preflight(&config).await.map_err(discard)?;
     let leaver = parts.cluster.as_ref().map(Member::leaver);
     let mut undo = Undo {
         netlink: parts.netlink.clone(),
@@ -218,14 +227,23 @@ pub async fn start(config: AgentConfig) -> Result<Agent, AgentError> {
         new_id: parts.id_is_new.then(|| config.paths.state_dir.clone()),
     };
     let mut lock = Some(lock);
+    let paths = config.paths.clone();
     match bring_up(config, bpffs_dir, parts, &mut undo, &mut lock).await {
-        Ok(agent) => Ok(agent),
+        Ok(agent) => {
+            if let Err(e) = agent.endpoints.db().finish_migration(&paths) {
+                warn!("{e}; the JSON files will be read again at the next start");
+            }
+            Ok(agent)
+        }
         Err(e) => {
             warn!("start failed, taking back what it changed: {e}");
             if let Some(lock) = lock {
                 undo.run(lock).await;
             }
             leave(leaver).await;
+            if fresh_db {
+                crate::state::Db::discard(&paths);
+            }
             Err(e)
         }
     }
@@ -327,7 +345,7 @@ fn serve_metrics(
     metrics::serve(
         listener,
         agent.paths.bpffs_dir.clone(),
-        agent.paths.state_file(),
+        agent.paths.clone(),
         programs,
         agent.health.clone(),
     )

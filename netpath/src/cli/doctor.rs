@@ -14,7 +14,7 @@ use crate::{
     drift::{self, Drift},
     paths::Paths,
     plumbing::{bpffs, link, sysctl},
-    state::{AgentId, EndpointRecord, Mode, PortRecord, Store},
+    state::{AgentId, EndpointRecord, Mode, PortRecord},
 };
 
 #[derive(Debug, Serialize)]
@@ -84,15 +84,9 @@ async fn check(paths: &Paths) -> anyhow::Result<Report> {
     } else {
         AttachMode::Tcx
     };
-    let node = Node {
-        nl,
-        endpoints: Store::<EndpointRecord>::new(paths.state_file()).load()?,
-        ports: Store::<PortRecord>::new(paths.ports_file()).load()?,
-        inspector,
-        cfg,
-        attach,
-        id: AgentId::load(&paths.state_dir)?,
-    };
+    let (eps, ports) = crate::state::read(paths)?;
+    let node =
+        Node { nl, endpoints: eps, ports, inspector, cfg, attach, id: AgentId::load(&paths.state_dir)? };
     endpoints(&mut r, &node).await?;
     endpoint_map(&mut r, &node)?;
     uplink(&mut r, &node, status.as_ref()).await?;

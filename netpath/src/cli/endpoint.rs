@@ -7,7 +7,6 @@ use super::{args::EndpointCommand, client, output};
 use crate::{
     api::{EndpointSpec, Reply, Request},
     paths::Paths,
-    state::{EndpointRecord, Store},
 };
 
 pub fn run(paths: &Paths, cmd: EndpointCommand) -> anyhow::Result<()> {
@@ -38,7 +37,7 @@ pub fn run(paths: &Paths, cmd: EndpointCommand) -> anyhow::Result<()> {
             )
         }
         EndpointCommand::List { output } => {
-            let endpoints = Store::<EndpointRecord>::new(paths.state_file()).load()?;
+            let endpoints = crate::state::read(paths)?.0;
             output::endpoints(&endpoints, output);
             Ok(())
         }

@@ -20,7 +20,7 @@ use crate::{
     api::{Reply, Request, TraceSpec},
     datapath::Inspector,
     paths::Paths,
-    state::{EndpointRecord, Store},
+    state::EndpointRecord,
 };
 
 #[derive(Debug, clap::Args)]
@@ -84,7 +84,7 @@ pub fn run(paths: &Paths, args: TraceArgs) -> anyhow::Result<()> {
     let mut ring = RingBuf::try_from(open(paths, maps::EVENTS)?)?;
     let inspector = Inspector::new(&paths.bpffs_dir);
     let lost_before = lost(&inspector);
-    let names = Store::<EndpointRecord>::new(paths.state_file()).load().unwrap_or_default();
+    let names = crate::state::read(paths).map(|(e, _)| e).unwrap_or_default();
 
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();

@@ -49,7 +49,7 @@ impl AgentId {
 
     /// Writes the identity crash-safely (see `store::write_atomically`).
     pub fn save(&self, state_dir: &Path) -> Result<(), StateError> {
-        super::store::write_atomically(&Self::path(state_dir), format!("{}\n", self.0).as_bytes(), |_| {})
+        super::store::write_atomically(&Self::path(state_dir), format!("{}\n", self.0).as_bytes())
     }
 
     /// Removes a saved identity (a start that made it failed before using it).

@@ -1,5 +1,6 @@
 //! Desired state: the endpoints the agent owns and the addresses they hold, persisted
 //! crash-safely so a restarted agent never hands out an address in use.
+mod db;
 mod identity;
 mod ipam;
 mod store;
@@ -8,9 +9,9 @@ use std::{net::Ipv4Addr, path::PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use db::{read, Db, Tx, TX_STEPS};
 pub use identity::AgentId;
 pub use ipam::Ipam;
-pub use store::{Store, SAVE_STEPS};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -20,6 +21,8 @@ pub enum StateError {
     Corrupt { path: PathBuf, source: serde_json::Error },
     #[error("failed to write state file {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
+    #[error("state database {path}: {source}")]
+    Db { path: PathBuf, source: rusqlite::Error },
     #[error("address {ip} is outside the pod CIDR {cidr}; pick one inside it or omit --ip")]
     OutsideCidr { ip: Ipv4Addr, cidr: ipnet::Ipv4Net },
     #[error("address {ip} is reserved in {cidr} (network, gateway or broadcast); pick another")]

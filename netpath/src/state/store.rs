@@ -1,6 +1,6 @@
-//! Records on disk (endpoints, port mappings), one JSON list per file. Writes go to a
-//! temporary file that is fsynced and then renamed over the old one, so a crash leaves
-//! either the old or the new state.
+//! The JSON files agents kept their records in before the database (see `db`), one list
+//! per file, read once to migrate them; and the crash-safe whole-file write that small
+//! files (the agent's identity) still use.
 use std::{
     fs,
     io::Write as _,
@@ -23,10 +23,6 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         Self { path, _t: PhantomData }
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// The stored records; none when the file does not exist yet.
     pub fn load(&self) -> Result<Vec<T>, StateError> {
         let bytes = match fs::read(&self.path) {
@@ -38,28 +34,19 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             .map_err(|source| StateError::Corrupt { path: self.path.clone(), source })
     }
 
+    /// Writes the records as an older agent did (the migration's tests).
+    #[cfg(test)]
     pub fn save(&self, records: &[T]) -> Result<(), StateError> {
         let body = serde_json::to_vec_pretty(records)
             .map_err(|e| StateError::Write { path: self.path.clone(), source: e.into() })?;
-        write_atomically(&self.path, &body, |step| self.crash_point(step))
-    }
-
-    /// Test hook for the crash-safety test, which kills the agent at every step of a
-    /// save: with `NETPATH_CRASH_AT=<file stem>:<step>` in its environment the process
-    /// sends itself SIGKILL there, as abruptly as a power cut stops it.
-    fn crash_point(&self, step: &str) {
-        let Some(want) = std::env::var_os("NETPATH_CRASH_AT") else { return };
-        let stem = self.path.file_stem().map(|s| s.to_string_lossy()).unwrap_or_default();
-        if want.to_string_lossy() == format!("{stem}:{step}") {
-            let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
-        }
+        write_atomically(&self.path, &body)
     }
 }
 
 /// Writes `path` so that a crash at any step leaves the old content or the new one: a
 /// temporary file, fsynced, renamed over `path`, the directory fsynced. Root only, like
-/// everything netpath keeps. `step` is called after each step (the crash test's hook).
-pub(super) fn write_atomically(path: &Path, body: &[u8], step: impl Fn(&str)) -> Result<(), StateError> {
+/// everything netpath keeps.
+pub(super) fn write_atomically(path: &Path, body: &[u8]) -> Result<(), StateError> {
     let err = |source| StateError::Write { path: path.into(), source };
     let dir = path.parent().unwrap_or(Path::new("."));
     crate::paths::create_private_dir(dir).map_err(err)?;
@@ -68,24 +55,13 @@ pub(super) fn write_atomically(path: &Path, body: &[u8], step: impl Fn(&str)) ->
     let tmp = path.with_file_name(tmp_name);
     let mut f =
         fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(err)?;
-    step("created");
-    let (head, tail) = body.split_at(body.len() / 2);
-    f.write_all(head).map_err(err)?;
-    step("half-written");
-    f.write_all(tail).map_err(err)?;
-    step("written");
+    f.write_all(body).map_err(err)?;
     f.sync_all().map_err(err)?;
-    step("synced");
     fs::rename(&tmp, path).map_err(err)?;
-    step("renamed");
     // The rename is only durable once the directory entry is on disk.
     fs::File::open(dir).and_then(|d| d.sync_all()).map_err(err)?;
-    step("dir-synced");
     Ok(())
 }
-
-/// The steps of [`Store::save`] that `NETPATH_CRASH_AT` can stop at, in order.
-pub const SAVE_STEPS: [&str; 6] = ["created", "half-written", "written", "synced", "renamed", "dir-synced"];
 
 #[cfg(test)]
 mod tests {
@@ -114,7 +90,7 @@ mod tests {
         };
         store.save(std::slice::from_ref(&rec)).unwrap();
         assert_eq!(store.load().unwrap(), vec![rec]);
-        fs::write(store.path(), b"{not json").unwrap();
+        fs::write(&store.path, b"{not json").unwrap();
         let err = store.load().unwrap_err();
         assert!(err.to_string().contains("corrupt"), "{err}");
         fs::remove_dir_all(dir).unwrap();
