@@ -65,6 +65,12 @@ pub enum Request {
         host_port: u16,
         host_ip: Option<Ipv4Addr>,
     },
+    /// Several ports, in one transaction; the reply says which were published.
+    PortsDel {
+        proto: Proto,
+        host_ports: Vec<u16>,
+        host_ip: Option<Ipv4Addr>,
+    },
     /// Compare the state with the kernel and repair the drift (or only report it).
     Reconcile {
         dry_run: bool,
@@ -168,6 +174,10 @@ pub enum Reply {
     },
     Deleted {
         existed: bool,
+    },
+    /// For each port of a `PortsDel`, in order: was it published?
+    PortsDeleted {
+        existed: Vec<bool>,
     },
     Reconciled {
         dry_run: bool,

@@ -818,3 +818,46 @@ fn a_port_published_on_another_uplink_address_is_reached_there_only() {
         lab.outside.run(move || TcpStream::connect_timeout(&(second, 8090).into(), Duration::from_secs(2)));
     assert!(gone.join().unwrap().is_err(), "192.168.77.10:8090 still answered");
 }
+
+/// Ten thousand mappings in one `port add` call: one state transaction and one map
+/// batch. Every one is in the map, and connections through several of them reach the
+/// container; several mappings in a row go in one call too, all or none; one `port del`
+/// takes them all back.
+#[test]
+fn ten_thousand_ports_in_one_call_are_all_served_and_deleted_in_one_call() {
+    let lab = lab_with_agent(&[]);
+    let a = lab.add_endpoint("web", 0);
+    let out = lab.netpath_ok(&["port", "add", "20000-29999", "web:40000-49999"]);
+    assert_eq!(out.lines().count(), 10_000);
+    assert_eq!(lab.map_len("PORT_MAPS"), 10_000);
+    for (host, container) in [(20000, 40000), (24321, 44321), (29999, 49999)] {
+        netpath_tests::echo_server(&lab.containers[0], SocketAddrV4::new(a, container));
+        netpath_tests::tcp_echo_once_to(&lab.outside, SocketAddr::from((NODE_UPLINK_IP, host)));
+    }
+
+    // Several mappings in a row: one call, all or none (8080 is taken by the first).
+    let out = lab.netpath_ok(&["port", "add", "8080", "web:80", "8443", "web:443", "web:81"]);
+    assert_eq!(out.lines().count(), 3, "{out}");
+    let o = lab.netpath(&["port", "add", "9000", "web:90", "8080", "web:82"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("8080") && err.trim().lines().count() == 1, "{o:?}");
+    let list: serde_json::Value =
+        serde_json::from_str(&lab.netpath_ok(&["port", "list", "-o", "json"])).unwrap();
+    let ports = list["ports"].as_array().unwrap();
+    assert_eq!(ports.len(), 10_003);
+    assert!(!ports.iter().any(|p| p["host_port"] == 9000), "a refused batch left 9000 published");
+    assert_eq!(lab.map_len("PORT_MAPS"), 10_003);
+
+    lab.netpath_ok(&["port", "del", "20000-29999", "8080", "8443"]);
+    assert_eq!(lab.map_len("PORT_MAPS"), 1);
+    let left: serde_json::Value =
+        serde_json::from_str(&lab.netpath_ok(&["port", "list", "-o", "json"])).unwrap();
+    assert_eq!(left["ports"].as_array().unwrap().len(), 1, "{left}");
+    let gone = lab.outside.run(|| {
+        std::net::TcpStream::connect_timeout(
+            &SocketAddr::from((NODE_UPLINK_IP, 24321)),
+            Duration::from_secs(1),
+        )
+    });
+    assert!(gone.join().unwrap().is_err(), "an unpublished port still reaches the container");
+}

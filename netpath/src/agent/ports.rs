@@ -122,81 +122,114 @@ impl Agent {
         Err(AgentError::NoFreeHostPort { proto, range })
     }
 
-    /// Several mappings, all or none: checked together before any is published, and
-    /// those this call published are taken back when a later one fails.
+    /// Several mappings, all or none: checked together, then published in one state
+    /// transaction and one map batch, so ten thousand cost about what one does. Asking
+    /// for what is published already, exactly so, is a success that changes nothing.
     pub async fn ports_add(&mut self, specs: Vec<PortSpec>) -> Result<Vec<PortRecord>, AgentError> {
         let mut planned: Vec<PortRecord> = Vec::new();
-        let mut todo = Vec::new();
+        let mut out = Vec::with_capacity(specs.len());
         for spec in specs {
-            let Some(ep) = self.endpoints.get(&spec.endpoint).cloned() else {
+            // The port's own faults first, then the endpoint's (the order users have seen).
+            if spec.container_port == Some(0) || (spec.host_port == 0 && spec.container_port.is_none()) {
+                return Err(AgentError::PortZero);
+            }
+            self.ports.check_range(spec.host_port)?;
+            let Some(ep) = self.endpoints.get(&spec.endpoint) else {
                 return Err(AgentError::NoEndpoint { name: spec.endpoint });
             };
-            match self.port_plan(&spec, &ep.name, ep.ip, &planned)? {
-                // The host port as planned (a free one chosen once).
+            let (name, ip) = (ep.name.clone(), ep.ip);
+            match self.port_plan(&spec, &name, ip, &planned)? {
                 Some(rec) => {
-                    todo.push((PortSpec { host_port: rec.host_port, ..spec }, true));
+                    out.push(rec.clone());
                     planned.push(rec);
                 }
-                None => todo.push((spec, false)),
+                // Published already, exactly so (a host port of 0 never lands here).
+                None => out.push(PortRecord {
+                    proto: spec.proto,
+                    host_ip: spec.host_ip,
+                    host_port: spec.host_port,
+                    endpoint: name,
+                    container_ip: ip,
+                    container_port: spec.container_port.unwrap_or(spec.host_port),
+                }),
             }
         }
-        let mut out = Vec::new();
-        for (spec, new) in todo {
-            match self.port_add(spec).await {
-                Ok(rec) => out.push((rec, new)),
-                Err(e) => {
-                    for (rec, _) in out.iter().filter(|(_, new)| *new) {
-                        if let Err(undo) = self.port_del(rec.proto, rec.host_port, rec.host_ip) {
-                            warn!(proto = %rec.proto, host_port = rec.host_port,
-                                  "cannot unpublish after a later port failed: {undo}; `netpath port del` removes it");
-                        }
-                    }
-                    return Err(e);
-                }
-            }
-        }
-        Ok(out.into_iter().map(|(rec, _)| rec).collect())
+        self.publish(&planned)?;
+        Ok(out)
     }
 
     pub async fn port_add(&mut self, spec: PortSpec) -> Result<PortRecord, AgentError> {
-        // The port's own faults first, then the endpoint's (the order users have seen).
-        if spec.container_port == Some(0) || (spec.host_port == 0 && spec.container_port.is_none()) {
-            return Err(AgentError::PortZero);
+        let mut recs = self.ports_add(vec![spec]).await?;
+        Ok(recs.remove(0))
+    }
+
+    /// Records `recs` and writes them to the datapath; on any failure neither keeps them.
+    fn publish(&mut self, recs: &[PortRecord]) -> Result<(), AgentError> {
+        if recs.is_empty() {
+            return Ok(());
         }
-        self.ports.check_range(spec.host_port)?;
-        let Some(ep) = self.endpoints.get(&spec.endpoint).cloned() else {
-            return Err(AgentError::NoEndpoint { name: spec.endpoint });
-        };
-        let Some(rec) = self.port_plan(&spec, &ep.name, ep.ip, &[])? else {
-            // Published already, exactly so (a host port of 0 never lands here).
-            return Ok(PortRecord {
-                proto: spec.proto,
-                host_ip: spec.host_ip,
-                host_port: spec.host_port,
-                endpoint: ep.name,
-                container_ip: ep.ip,
-                container_port: spec.container_port.unwrap_or(spec.host_port),
-            });
-        };
-        self.ports.insert(rec.clone())?;
-        let (key, target) = entry(&rec);
-        let applied = match self.datapath.set_port(key, target) {
-            Ok(()) => self.endpoint_info(&ep).and_then(|info| Ok(self.datapath.register(ep.ip, info)?)),
-            Err(e) => Err(e.into()),
-        };
-        // The programs look at other addresses of the uplink only once told to.
-        let applied = applied.and_then(|()| match self.on_other_address(&rec) {
-            true => self.write_node_config(),
-            false => Ok(()),
+        let entries: Vec<_> = recs.iter().map(entry).collect();
+        self.ports.insert_many(recs)?;
+        let applied = self.datapath.set_ports(&entries).map_err(AgentError::from).and_then(|()| {
+            // The endpoints' "has published ports" flag.
+            self.reregister(recs)?;
+            // The programs look at other addresses of the uplink only once told to.
+            match recs.iter().any(|r| self.on_other_address(r)) {
+                true => self.write_node_config(),
+                false => Ok(()),
+            }
         });
         if let Err(e) = applied {
-            let _ = self.ports.remove(rec.proto, rec.host_port, rec.host_ip);
-            let _ = self.datapath.remove_port(&key);
+            let keys: Vec<_> = recs.iter().map(|r| (r.proto, r.host_port, r.host_ip)).collect();
+            if let Err(undo) = self.ports.remove_many(&keys) {
+                warn!(
+                    "cannot take back the ports of a failed publish: {undo}; `netpath reconcile` repairs it"
+                );
+            }
+            let _ = self.datapath.remove_ports(&entries.iter().map(|(k, _)| *k).collect::<Vec<_>>());
+            let _ = self.reregister(recs);
             return Err(e);
         }
-        info!(proto = %rec.proto, host_port = rec.host_port, endpoint = %rec.endpoint,
-              container_port = rec.container_port, "port published");
-        Ok(rec)
+        match recs {
+            [rec] => info!(proto = %rec.proto, host_port = rec.host_port, endpoint = %rec.endpoint,
+                           container_port = rec.container_port, "port published"),
+            _ => info!(count = recs.len(), "ports published"),
+        }
+        Ok(())
+    }
+
+    /// Writes the datapath's entry of every endpoint `recs` name again (once each).
+    fn reregister(&mut self, recs: &[PortRecord]) -> Result<(), AgentError> {
+        let names: std::collections::BTreeSet<&str> = recs.iter().map(|r| r.endpoint.as_str()).collect();
+        for name in names {
+            if let Some(ep) = self.endpoints.get(name).cloned() {
+                let info = self.endpoint_info(&ep)?;
+                self.datapath.register(ep.ip, info)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Unpublishes several ports in one state transaction and one map batch; returns, for
+    /// each, whether it was published.
+    pub fn ports_del(&mut self, keys: &[(Proto, u16, Option<Ipv4Addr>)]) -> Result<Vec<bool>, AgentError> {
+        let gone = self.ports.remove_many(keys)?;
+        let existed =
+            keys.iter().map(|k| gone.iter().any(|p| (p.proto, p.host_port, p.host_ip) == *k)).collect();
+        if gone.is_empty() {
+            return Ok(existed);
+        }
+        self.datapath.remove_ports(&gone.iter().map(|r| entry(r).0).collect::<Vec<_>>())?;
+        if gone.iter().any(|r| self.on_other_address(r)) {
+            self.write_node_config()?;
+        }
+        // An endpoint may have no published port left: drop its flag.
+        self.reregister(&gone)?;
+        match &gone[..] {
+            [rec] => info!(proto = %rec.proto, host_port = rec.host_port, "port unpublished"),
+            _ => info!(count = gone.len(), "ports unpublished"),
+        }
+        Ok(existed)
     }
 
     /// Unpublishes a port; `Ok(false)` when it was not published.
@@ -206,19 +239,6 @@ impl Agent {
         host_port: u16,
         host_ip: Option<Ipv4Addr>,
     ) -> Result<bool, AgentError> {
-        let Some(rec) = self.ports.remove(proto, host_port, host_ip)? else {
-            return Ok(false);
-        };
-        self.datapath.remove_port(&entry(&rec).0)?;
-        if self.on_other_address(&rec) {
-            self.write_node_config()?;
-        }
-        // The endpoint may have no published port left: drop its flag.
-        if let Some(ep) = self.endpoints.get(&rec.endpoint).cloned() {
-            let info = self.endpoint_info(&ep)?;
-            self.datapath.register(ep.ip, info)?;
-        }
-        info!(proto = %rec.proto, host_port = rec.host_port, "port unpublished");
-        Ok(true)
+        Ok(self.ports_del(&[(proto, host_port, host_ip)])?[0])
     }
 }

@@ -33,8 +33,9 @@ use crate::api::{Reply, Request, Response};
 const CLIENT_IDLE: Duration = Duration::from_secs(10);
 /// How long a client may take to read its reply.
 const CLIENT_WRITE: Duration = Duration::from_secs(10);
-/// Longest request line: the largest real one is a few hundred bytes.
-const MAX_REQUEST: usize = 64 * 1024;
+/// Longest request line: a batch of every port of one protocol (65,535 mappings of about
+/// a hundred bytes) fits; a line that never ends does not take the agent's memory.
+const MAX_REQUEST: usize = 8 << 20;
 /// Open connections at most; beyond it the longest-idle one is closed.
 const MAX_CONNECTIONS: usize = 1024;
 
@@ -194,6 +195,10 @@ impl Agent {
             Request::PortsAdd { ports } => self.ports_add(ports).await.map(|ports| Reply::Ports { ports }),
             Request::PortDel { proto, host_port, host_ip } => {
                 self.port_del(proto, host_port, host_ip).map(|existed| Reply::Deleted { existed })
+            }
+            Request::PortsDel { proto, host_ports, host_ip } => {
+                let keys: Vec<_> = host_ports.iter().map(|p| (proto, *p, host_ip)).collect();
+                self.ports_del(&keys).map(|existed| Reply::PortsDeleted { existed })
             }
             Request::Reconcile { dry_run } => {
                 self.reconcile(dry_run).await.map(|repairs| Reply::Reconciled { dry_run, repairs })

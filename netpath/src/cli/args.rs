@@ -152,12 +152,13 @@ pub enum PortCommand {
     /// Publish HOST_PORT on the node for ENDPOINT[:PORT] (PORT defaults to HOST_PORT), as
     /// docker's -p: `8080 web:80`, a range `8000-8010 web:80-90`, `8000-8010 web:80` for
     /// the first free host port of the range, or `web:80` alone for a free host port from
-    /// 30000-32767 (the chosen port is printed). All or none are published.
+    /// 30000-32767 (the chosen port is printed). Several mappings in a row (`8080 web:80
+    /// 8443 web:443`) go in one call. All or none are published.
     Add {
         #[arg(long, value_enum, default_value_t = Proto::Tcp)]
         proto: Proto,
-        /// [HOST_PORT[-END]] ENDPOINT[:PORT[-END]]
-        #[arg(num_args = 1..=2, required = true, value_name = "PORTS")]
+        /// [HOST_PORT[-END]] ENDPOINT[:PORT[-END]] ...
+        #[arg(num_args = 1.., required = true, value_name = "PORTS")]
         ports: Vec<String>,
         /// Publish on this address only: any address of the uplink (default: the node
         /// address, and loopback for node processes); a loopback address (127.0.0.1)
@@ -165,12 +166,13 @@ pub enum PortCommand {
         #[arg(long)]
         host_ip: Option<Ipv4Addr>,
     },
-    /// Unpublish a port or a range (8000-8010); succeeds when it is not published.
+    /// Unpublish ports or ranges (8000-8010), all in one call; succeeds for those that
+    /// are not published.
     Del {
         #[arg(long, value_enum, default_value_t = Proto::Tcp)]
         proto: Proto,
-        #[arg(value_parser = parse_host_ports, value_name = "HOST_PORT[-END]")]
-        host_port: std::ops::RangeInclusive<u16>,
+        #[arg(value_parser = parse_host_ports, value_name = "HOST_PORT[-END]", num_args = 1.., required = true)]
+        host_port: Vec<std::ops::RangeInclusive<u16>>,
         #[arg(long)]
         host_ip: Option<Ipv4Addr>,
     },
@@ -293,9 +295,6 @@ fn parse_metrics_addr(s: &str) -> Result<MetricsAddr, String> {
         .map_err(|_| format!("{s:?} is not an address:port like 127.0.0.1:9464 (or \"off\")"))
 }
 
-/// Most ports one `port add` publishes: a range is a list of mappings, each a record.
-pub const MAX_PORT_RANGE: usize = 1024;
-
 /// `8080` or `8000-8010`.
 pub fn parse_host_ports(s: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
     parse_ports(s)
@@ -308,25 +307,40 @@ fn parse_ports(s: &str) -> Result<std::ops::RangeInclusive<u16>, ()> {
         None => one(s).map(|p| p..=p)?,
         Some((a, b)) => one(a)?..=one(b)?,
     };
-    if range.is_empty() || range.len() > MAX_PORT_RANGE {
+    if range.is_empty() {
         return Err(());
     }
     Ok(range)
 }
 
-/// `port add`'s positionals as (host port or range, None: a free one), endpoint, and
+/// One mapping of `port add`: host port or range (None: a free one), endpoint, and
 /// container port or range (None: the host's).
-#[allow(clippy::type_complexity)]
-pub fn parse_publish(
-    ports: &[String],
-) -> Result<(Option<std::ops::RangeInclusive<u16>>, String, Option<std::ops::RangeInclusive<u16>>), String> {
-    let (host, target) = match ports {
-        [target] => (None, target),
-        [host, target] => (Some(parse_host_ports(host)?), target),
-        _ => return Err("give [HOST_PORT[-END]] ENDPOINT[:PORT[-END]], e.g. 8080 web:80".into()),
-    };
-    let (name, container) = parse_target(target)?;
-    Ok((host, name, container))
+pub type Publish = (Option<std::ops::RangeInclusive<u16>>, String, Option<std::ops::RangeInclusive<u16>>);
+
+/// `port add`'s positionals, one or more mappings `[HOST_PORT[-END]] ENDPOINT[:PORT[-END]]`
+/// in a row: a port (or range) followed by another word is that mapping's host part.
+pub fn parse_publish(ports: &[String]) -> Result<Vec<Publish>, String> {
+    let mut out = Vec::new();
+    let mut words = ports.iter().peekable();
+    while let Some(word) = words.next() {
+        let is_port = !word.is_empty() && word.chars().all(|c| c.is_ascii_digit() || c == '-');
+        let host = match (is_port, words.peek()) {
+            (true, Some(_)) => Some(parse_host_ports(word)?),
+            (true, None) => {
+                return Err(format!(
+                    "{word:?} is a host port without an endpoint; give [HOST_PORT[-END]] ENDPOINT[:PORT[-END]], e.g. {word} web:80"
+                ))
+            }
+            (false, _) => None,
+        };
+        let target = if host.is_some() { words.next().unwrap_or(word) } else { word };
+        let (name, container) = parse_target(target)?;
+        out.push((host, name, container));
+    }
+    if out.is_empty() {
+        return Err("give [HOST_PORT[-END]] ENDPOINT[:PORT[-END]], e.g. 8080 web:80".into());
+    }
+    Ok(out)
 }
 
 fn parse_target(s: &str) -> Result<(String, Option<std::ops::RangeInclusive<u16>>), String> {

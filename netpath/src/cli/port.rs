@@ -10,7 +10,7 @@ use super::{
 use crate::{
     api::{PortSpec, Reply, Request},
     paths::Paths,
-    state::{PortRecord, Proto, Store},
+    state::Proto,
 };
 
 /// The mappings `port add` asks for: one per port of the ranges, paired in order. A host
@@ -60,8 +60,10 @@ fn specs(
 pub fn run(paths: &Paths, cmd: PortCommand) -> anyhow::Result<()> {
     match cmd {
         PortCommand::Add { proto, ports, host_ip } => {
-            let (host, endpoint, container) = parse_publish(&ports).map_err(anyhow::Error::msg)?;
-            let specs = specs(proto, host, &endpoint, container, host_ip)?;
+            let mut specs = Vec::new();
+            for (host, endpoint, container) in parse_publish(&ports).map_err(anyhow::Error::msg)? {
+                specs.extend(self::specs(proto, host, &endpoint, container, host_ip)?);
+            }
             let published = match &specs[..] {
                 [one] => match client::call(paths, &Request::PortAdd(one.clone()))? {
                     Reply::Port(p) => vec![p],
@@ -82,19 +84,29 @@ pub fn run(paths: &Paths, cmd: PortCommand) -> anyhow::Result<()> {
             Ok(())
         }
         PortCommand::Del { proto, host_port, host_ip } => {
-            for port in host_port {
+            let host_ports: Vec<u16> = host_port.into_iter().flatten().collect();
+            if let [port] = host_ports[..] {
                 let reply = client::call(paths, &Request::PortDel { proto, host_port: port, host_ip })?;
                 let what = format!("{proto}/{port}");
-                client::deleted(
+                return client::deleted(
                     reply,
                     &format!("{what} unpublished"),
                     &format!("{what} is not published; nothing to do"),
-                )?;
+                );
+            }
+            let reply =
+                client::call(paths, &Request::PortsDel { proto, host_ports: host_ports.clone(), host_ip })?;
+            let Reply::PortsDeleted { existed } = reply else { return client::unexpected(reply) };
+            for (port, existed) in host_ports.iter().zip(existed) {
+                match existed {
+                    true => println!("{proto}/{port} unpublished"),
+                    false => println!("{proto}/{port} is not published; nothing to do"),
+                }
             }
             Ok(())
         }
         PortCommand::List { output } => {
-            let ports = Store::<PortRecord>::new(paths.ports_file()).load()?;
+            let ports = crate::state::read(paths)?.1;
             output::ports(&ports, output);
             Ok(())
         }

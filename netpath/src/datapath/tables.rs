@@ -16,6 +16,13 @@ fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> DatapathError {
     move |source| DatapathError::Map { map, source: Box::new(source) }
 }
 
+fn syscall_err(map: &'static str, call: &'static str, io_error: std::io::Error) -> DatapathError {
+    DatapathError::Map {
+        map,
+        source: Box::new(aya::maps::MapError::SyscallError(aya::sys::SyscallError { call, io_error })),
+    }
+}
+
 fn cpus() -> Result<usize, DatapathError> {
     aya::util::nr_cpus().map_err(|(what, source)| DatapathError::Cpus { what, source })
 }
@@ -123,6 +130,32 @@ impl Datapath {
     pub fn remove_port(&mut self, key: &PortKey) -> Result<(), DatapathError> {
         let _ = self.port_maps()?.remove(key);
         Ok(())
+    }
+
+    /// Publishes many ports in one batch, all or none: those written before a failure
+    /// are taken out again.
+    pub fn set_ports(&mut self, entries: &[(PortKey, PortTarget)]) -> Result<(), DatapathError> {
+        use std::os::fd::AsFd as _;
+        let (keys, targets): (Vec<PortKey>, Vec<PortTarget>) = entries.iter().copied().unzip();
+        let aya::maps::Map::HashMap(data) = self.map_data(maps::PORT_MAPS)? else {
+            return Err(DatapathError::MissingMap(maps::PORT_MAPS));
+        };
+        let fd = data.fd().as_fd();
+        if let Err((done, io_error)) = super::batch::update_all(fd, &keys, &targets) {
+            let _ = super::batch::delete_all(fd, &keys[..done]);
+            return Err(syscall_err(maps::PORT_MAPS, "bpf_map_update_batch", io_error));
+        }
+        Ok(())
+    }
+
+    /// Unpublishes many ports in one batch; absent ones are fine.
+    pub fn remove_ports(&mut self, keys: &[PortKey]) -> Result<(), DatapathError> {
+        use std::os::fd::AsFd as _;
+        let aya::maps::Map::HashMap(data) = self.map_data(maps::PORT_MAPS)? else {
+            return Err(DatapathError::MissingMap(maps::PORT_MAPS));
+        };
+        super::batch::delete_all(data.fd().as_fd(), keys)
+            .map_err(|e| syscall_err(maps::PORT_MAPS, "bpf_map_delete_batch", e))
     }
 
     /// The ENDPOINTS map as it is in the kernel.
