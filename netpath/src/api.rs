@@ -43,6 +43,101 @@ pub struct PortSpec {
     pub host_port_from: Option<std::ops::RangeInclusive<u16>>,
 }
 
+/// What a node should have (`netpath apply -f`, `netpath export`): the endpoints an
+/// operator declares and their published ports. Endpoints a runtime added (CNI) are the
+/// runtime's and not part of it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSpec {
+    #[serde(default)]
+    pub endpoints: Vec<EndpointDecl>,
+    #[serde(default)]
+    pub ports: Vec<PortDecl>,
+}
+
+/// One declared endpoint; what it leaves out the agent chooses, as `endpoint add` does.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointDecl {
+    pub name: String,
+    pub netns: PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<Ipv4Addr>,
+    /// Default `eth0`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ifname: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+}
+
+/// One declared published port.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortDecl {
+    #[serde(default = "tcp")]
+    pub proto: Proto,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_ip: Option<Ipv4Addr>,
+    pub host_port: u16,
+    pub endpoint: String,
+    /// Default: the host port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_port: Option<u16>,
+}
+
+fn tcp() -> Proto {
+    Proto::Tcp
+}
+
+impl NodeSpec {
+    /// The node's state as an apply file declares it (`netpath export`): the endpoints no
+    /// runtime added, with everything the agent chose for them, and their ports.
+    pub fn of_state(endpoints: &[EndpointRecord], ports: &[PortRecord]) -> NodeSpec {
+        let declared: Vec<&EndpointRecord> = endpoints.iter().filter(|e| e.owner.is_none()).collect();
+        NodeSpec {
+            endpoints: declared
+                .iter()
+                .map(|e| EndpointDecl {
+                    name: e.name.clone(),
+                    netns: e.netns.clone(),
+                    ip: Some(e.ip),
+                    ifname: Some(e.ifname.clone()),
+                    mtu: Some(e.mtu),
+                })
+                .collect(),
+            ports: ports
+                .iter()
+                .filter(|p| declared.iter().any(|e| e.name == p.endpoint))
+                .map(|p| PortDecl {
+                    proto: p.proto,
+                    host_ip: p.host_ip,
+                    host_port: p.host_port,
+                    endpoint: p.endpoint.clone(),
+                    container_port: Some(p.container_port),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// One change `apply` made (or would make).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    /// `add`, `del` or `replace`.
+    pub op: String,
+    /// `endpoint web`, `port tcp *:8080`.
+    pub subject: String,
+    pub detail: String,
+}
+
+/// The declared entry an `apply` refusal is about, for the CLI to name its line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeclRef {
+    Endpoint(usize),
+    Port(usize),
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum Request {
@@ -71,6 +166,13 @@ pub enum Request {
         host_ports: Vec<u16>,
         host_ip: Option<Ipv4Addr>,
     },
+    /// Make the node's declared endpoints and ports exactly `spec` (or only say what
+    /// that would change).
+    Apply {
+        spec: NodeSpec,
+        dry_run: bool,
+    },
+
     /// Compare the state with the kernel and repair the drift (or only report it).
     Reconcile {
         dry_run: bool,
@@ -198,6 +300,16 @@ pub enum Reply {
     },
     Endpoints {
         endpoints: Vec<EndpointRecord>,
+    },
+    Applied {
+        dry_run: bool,
+        changes: Vec<Change>,
+    },
+
+    /// An `apply` refused, naming the declared entry at fault; nothing was changed.
+    ApplyRefused {
+        entry: DeclRef,
+        message: String,
     },
     Error {
         message: String,

@@ -59,7 +59,7 @@ fn validate_name(name: &str) -> Result<(), AgentError> {
     Ok(())
 }
 
-fn validate(spec: &EndpointSpec) -> Result<(), AgentError> {
+pub(super) fn validate(spec: &EndpointSpec) -> Result<(), AgentError> {
     validate_name(&spec.name)?;
     let ifname_ok = !spec.ifname.is_empty()
         && spec.ifname.len() <= 15
@@ -283,10 +283,8 @@ impl Agent {
             return Ok(false);
         }
         // Its published ports go with it, as docker's do with the container.
-        let ports: Vec<_> = self.ports.of_endpoint(name).cloned().collect();
-        for p in ports {
-            self.port_del(p.proto, p.host_port, p.host_ip)?;
-        }
+        let ports: Vec<_> = self.ports.of_endpoint(name).map(|p| (p.proto, p.host_port, p.host_ip)).collect();
+        self.ports_del(&ports)?;
         self.endpoints.remove(name)?;
         self.datapath.detach_endpoint(&rec.host_ifname, rec.host_ifindex)?;
         self.datapath.unregister(rec.ip)?;

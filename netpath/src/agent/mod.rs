@@ -5,6 +5,7 @@
 //! a refused start leaves the node as it was; node set-up records what it changes in an
 //! undo list; datapath bring-up loads, attaches and reconciles. A failure in the last two
 //! takes back what the start did.
+mod apply;
 mod check;
 mod cluster;
 mod endpoint;
@@ -70,6 +71,12 @@ pub enum AgentError {
     EndpointExists { name: String, netns: PathBuf, ip: Ipv4Addr },
     #[error("no endpoint {name:?}; add it with `netpath endpoint add` first (see `netpath endpoint list`)")]
     NoEndpoint { name: String },
+    #[error("a port of endpoint {name:?}, which the file does not declare; declare it under endpoints")]
+    UndeclaredEndpoint { name: String },
+    #[error("{what} is declared twice; keep one")]
+    DeclaredTwice { what: String },
+    #[error("endpoint {name} belongs to the runtime's container {owner}; apply manages only endpoints no runtime added, rename it in the file")]
+    RuntimeOwned { name: String, owner: String },
     #[error("cannot take SIGTERM and SIGINT: {0}")]
     Signals(std::io::Error),
     #[error("port 0 cannot be published: use 1-65535")]

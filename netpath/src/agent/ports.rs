@@ -36,22 +36,7 @@ impl Agent {
                 port
             }
         };
-        match spec.host_ip {
-            // Loopback: for the node's own processes only, through the socket hooks,
-            // which act only where the kernel tells the node's namespace by its cookie.
-            Some(ip) if ip.is_loopback() && crate::plumbing::netns::current_cookie().is_none() => {
-                return Err(AgentError::LoopbackNeedsCookie { ip });
-            }
-            // Any address of the uplink, where the programs see the packets for it.
-            Some(ip) if !ip.is_loopback() && !self.node.uplink_ips.contains(&ip) => {
-                return Err(AgentError::HostIpNotNode {
-                    ip,
-                    uplink: self.node.uplink_name.clone().unwrap_or_default(),
-                    addresses: self.node.uplink_ips.clone(),
-                });
-            }
-            _ => {}
-        }
+        self.check_host_ip(spec.host_ip)?;
         let rec = PortRecord {
             proto: spec.proto,
             host_ip: spec.host_ip,
@@ -73,6 +58,26 @@ impl Agent {
             });
         }
         Ok(Some(rec))
+    }
+
+    /// Can a port be published on `host_ip` (None: every node address)?
+    pub(super) fn check_host_ip(&self, host_ip: Option<Ipv4Addr>) -> Result<(), AgentError> {
+        match host_ip {
+            // Loopback: for the node's own processes only, through the socket hooks,
+            // which act only where the kernel tells the node's namespace by its cookie.
+            Some(ip) if ip.is_loopback() && crate::plumbing::netns::current_cookie().is_none() => {
+                Err(AgentError::LoopbackNeedsCookie { ip })
+            }
+            // Any address of the uplink, where the programs see the packets for it.
+            Some(ip) if !ip.is_loopback() && !self.node.uplink_ips.contains(&ip) => {
+                Err(AgentError::HostIpNotNode {
+                    ip,
+                    uplink: self.node.uplink_name.clone().unwrap_or_default(),
+                    addresses: self.node.uplink_ips.clone(),
+                })
+            }
+            _ => Ok(()),
+        }
     }
 
     /// A host port nobody publishes for `proto` on `host_ip`, skipping the NAT range

@@ -200,6 +200,13 @@ impl Agent {
                 let keys: Vec<_> = host_ports.iter().map(|p| (proto, *p, host_ip)).collect();
                 self.ports_del(&keys).map(|existed| Reply::PortsDeleted { existed })
             }
+            Request::Apply { spec, dry_run } => match self.apply(spec, dry_run).await {
+                Ok(changes) => Ok(Reply::Applied { dry_run, changes }),
+                Err(super::apply::ApplyError { entry: Some(entry), error }) => {
+                    Ok(Reply::ApplyRefused { entry, message: error.to_string() })
+                }
+                Err(super::apply::ApplyError { entry: None, error }) => Err(error),
+            },
             Request::Reconcile { dry_run } => {
                 self.reconcile(dry_run).await.map(|repairs| Reply::Reconciled { dry_run, repairs })
             }

@@ -67,6 +67,25 @@ pub enum Command {
         #[arg(short, long, value_enum, default_value_t = Format::Table)]
         output: Format,
     },
+    /// Make the node's endpoints and published ports exactly what FILE declares (TOML or
+    /// JSON, as `netpath export` prints it): prints the difference and applies it, all
+    /// or nothing. Endpoints a runtime added (CNI) are left alone.
+    Apply {
+        /// The file (`-` for standard input).
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: std::path::PathBuf,
+        /// Only print the difference; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+    /// Print the node's endpoints and published ports as `netpath apply -f` takes them
+    /// (from the state directory; works without the agent).
+    Export {
+        #[arg(short, long, value_enum, default_value_t = FileFormat::Toml)]
+        output: FileFormat,
+    },
     /// The cluster's nodes (cluster mode: an agent started with --store).
     #[command(subcommand)]
     Node(NodeCommand),
@@ -229,6 +248,13 @@ pub enum CtCommand {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     Table,
+    Json,
+}
+
+/// The formats of `apply`'s and `export`'s files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum FileFormat {
+    Toml,
     Json,
 }
 

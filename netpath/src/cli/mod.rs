@@ -1,6 +1,7 @@
 //! Command-line interface: the clap definitions (`args`) and one file per verb that
 //! does what it says, reading the pins and the state or asking the agent.
 mod agent;
+mod apply;
 mod args;
 pub(crate) mod client;
 pub mod config;
@@ -77,6 +78,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Reconcile { dry_run, output } => reconcile::run(paths, dry_run, output),
+        Command::Apply { file, dry_run, output } => apply::apply(paths, &file, dry_run, output),
+        Command::Export { output } => apply::export(paths, output),
     }
 }
 
@@ -119,6 +122,8 @@ fn name_of(command: &Command) -> &'static str {
         Command::Doctor { .. } => "doctor",
         Command::Endpoint(_) => "endpoint",
         Command::Reconcile { .. } => "reconcile",
+        Command::Apply { .. } => "apply",
+        Command::Export { .. } => "export",
         Command::Stats { .. } => "stats",
         Command::Node(_) => "node",
         Command::Cni(_) => "cni",

@@ -1,0 +1,136 @@
+//! `netpath apply -f` and `netpath export`: a node driven by a file, as an orchestrator
+//! or a config-management tool drives it. Applied twice the file changes nothing the
+//! second time; a file with an error changes nothing at all and names its line; drift
+//! between the file and the node shows in --dry-run.
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+
+use netpath_tests::{Lab, NODE_UPLINK_IP};
+
+fn write(lab: &Lab, name: &str, text: &str) -> String {
+    let path = lab.work_dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+fn declared(lab: &Lab, db_ns: usize, db_port: u16) -> String {
+    format!(
+        r#"# the node's containers
+[[endpoints]]
+name = "web"
+netns = "{c0}"
+ip = "10.77.0.10"
+
+[[endpoints]]
+name = "db"
+netns = "{db}"
+
+[[ports]]
+host_port = 8080
+endpoint = "web"
+container_port = 80
+
+[[ports]]
+proto = "udp"
+host_port = {db_port}
+endpoint = "db"
+"#,
+        c0 = lab.containers[0].path().display(),
+        db = lab.containers[db_ns].path().display(),
+    )
+}
+
+fn refused(lab: &Lab, args: &[&str]) -> String {
+    let o = lab.netpath(args);
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(!o.status.success(), "{args:?} succeeded: {}", String::from_utf8_lossy(&o.stdout));
+    assert_eq!(err.trim().lines().count(), 1, "not one line: {err}");
+    err
+}
+
+#[test]
+fn a_file_applied_twice_changes_nothing_the_second_time_and_a_bad_one_nothing_at_all() {
+    let mut lab = Lab::new(3);
+    lab.start_agent();
+    let file = write(&lab, "node.toml", &declared(&lab, 1, 5432));
+    let out = lab.netpath_ok(&["apply", "-f", &file]);
+    for want in
+        ["+ endpoint web", "+ endpoint db", "+ port tcp *:8080 -> web:80", "+ port udp *:5432 -> db:5432"]
+    {
+        assert!(out.contains(want), "{want:?} not in:\n{out}");
+    }
+    let web = Ipv4Addr::new(10, 77, 0, 10);
+    netpath_tests::echo_server(&lab.containers[0], SocketAddrV4::new(web, 80));
+    netpath_tests::tcp_echo_once_to(&lab.outside, SocketAddr::from((NODE_UPLINK_IP, 8080)));
+
+    // Again: nothing to do, nothing changes.
+    let (state, links) = (lab.state(), lab.node_links());
+    let out = lab.netpath_ok(&["apply", "-f", &file]);
+    assert!(out.contains("nothing to do") && !out.contains("+ ") && !out.contains("- "), "{out}");
+    assert_eq!((lab.state(), lab.node_links()), (state.clone(), links.clone()));
+
+    // What export prints is what apply takes, in both formats: nothing to do.
+    for (fmt, name) in [("toml", "export.toml"), ("json", "export.json")] {
+        let exported = write(&lab, name, &lab.netpath_ok(&["export", "-o", fmt]));
+        let out = lab.netpath_ok(&["apply", "-f", &exported]);
+        assert!(out.contains("nothing to do"), "{fmt}: {out}");
+    }
+
+    // Bad files: refused naming the line of the fault, and nothing at all changed,
+    // although the same file also changes valid things (db's port).
+    let good = declared(&lab, 1, 5433);
+    let undeclared = good.clone() + "\n[[ports]]\nhost_port = 9090\nendpoint = \"nope\"\n";
+    let line = undeclared.lines().count() - 2;
+    let err = refused(&lab, &["apply", "-f", &write(&lab, "bad1.toml", &undeclared)]);
+    assert!(err.contains(&format!("bad1.toml:{line}:")) && err.contains("\"nope\""), "{err}");
+    let twice = good.replace("name = \"db\"", "name = \"web\"");
+    let err = refused(&lab, &["apply", "-f", &write(&lab, "bad2.toml", &twice)]);
+    assert!(err.contains("bad2.toml:7:") && err.contains("declared twice"), "{err}");
+    let taken_ip = good.replace("name = \"db\"", "name = \"db\"\nip = \"10.77.0.10\"");
+    let err = refused(&lab, &["apply", "-f", &write(&lab, "bad3.toml", &taken_ip)]);
+    assert!(err.contains("bad3.toml:7:") && err.contains("10.77.0.10"), "{err}");
+    let no_ns = good.replace(&lab.containers[1].path().display().to_string(), "/run/netns/no-such-ns");
+    let err = refused(&lab, &["apply", "-f", &write(&lab, "bad4.toml", &no_ns)]);
+    assert!(err.contains("bad4.toml:7:") && err.contains("/run/netns/no-such-ns"), "{err}");
+    let json = "{\n  \"endpoints\": [\n    {\"name\": \"web\",\n     \"netns\": 7}\n  ]\n}\n";
+    let err = refused(&lab, &["apply", "-f", &write(&lab, "bad5.json", json)]);
+    assert!(err.contains("bad5.json:4:") && err.contains("invalid type"), "{err}");
+    let err = refused(
+        &lab,
+        &["apply", "-f", &write(&lab, "bad6.toml", "[[endpoints]]\nname = \"x\"\nnetnz = 1\n")],
+    );
+    assert!(err.contains("bad6.toml:") && err.contains("netnz"), "{err}");
+    assert_eq!((lab.state(), lab.node_links()), (state, links), "a refused file changed the node");
+
+    // Drift: an endpoint added by hand, a port changed. --dry-run shows it and changes
+    // nothing; apply puts the file's state back.
+    lab.netpath_ok(&["endpoint", "add", "extra", "--netns", lab.containers[2].path().to_str().unwrap()]);
+    lab.netpath_ok(&["port", "del", "8080"]);
+    lab.netpath_ok(&["port", "add", "8080", "web:81"]);
+    let drift = lab.state();
+    let out = lab.netpath_ok(&["apply", "--dry-run", "-f", &file]);
+    for want in ["- endpoint extra", "- port tcp *:8080 -> web:81", "+ port tcp *:8080 -> web:80", "dry run"]
+    {
+        assert!(out.contains(want), "{want:?} not in:\n{out}");
+    }
+    assert_eq!(lab.state(), drift, "--dry-run changed the node");
+    lab.netpath_ok(&["apply", "-f", &file]);
+    assert!(!lab.state().contains("\"extra\""), "{}", lab.state());
+    netpath_tests::tcp_echo_once_to(&lab.outside, SocketAddr::from((NODE_UPLINK_IP, 8080)));
+
+    // db moves to another namespace: replaced, keeping its address and its port.
+    let before: serde_json::Value =
+        serde_json::from_str(&lab.netpath_ok(&["endpoint", "list", "-o", "json"])).unwrap();
+    let db_ip = |v: &serde_json::Value| {
+        v["endpoints"].as_array().unwrap().iter().find(|e| e["name"] == "db").unwrap()["ip"].clone()
+    };
+    let moved = write(&lab, "moved.toml", &declared(&lab, 2, 5432));
+    let out = lab.netpath_ok(&["apply", "-f", &moved]);
+    assert!(out.contains("~ endpoint db") && !out.contains("port udp"), "{out}");
+    let after: serde_json::Value =
+        serde_json::from_str(&lab.netpath_ok(&["endpoint", "list", "-o", "json"])).unwrap();
+    assert_eq!(db_ip(&before), db_ip(&after));
+    let addr = lab.containers[2].exec(&["ip", "-4", "-o", "addr", "show", "eth0"]);
+    assert!(String::from_utf8_lossy(&addr.stdout).contains(db_ip(&after).as_str().unwrap()), "{addr:?}");
+    assert!(lab.netpath_ok(&["port", "list"]).contains("5432"));
+    lab.stop_agent();
+}
