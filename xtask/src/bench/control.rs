@@ -35,6 +35,28 @@ pub struct ControlPlane {
     pub cni_bridge_del: Option<Latency>,
     pub rss_endpoints: usize,
     pub agent_rss_kib: u64,
+    /// `port add` one mapping per call, on one endpoint, from none to many.
+    pub port_calls: Vec<PortCalls>,
+    /// One `port add` call with this many mappings, and its time.
+    pub port_batch: usize,
+    pub port_batch_ms: f64,
+    /// With `rss_endpoints` endpoints and `restart_ports` published ports: the agent's
+    /// memory, and how long a restart takes until it answers (datapath adopted, drift
+    /// checked).
+    pub restart_ports: usize,
+    pub restart_rss_kib: u64,
+    pub restart_ms: f64,
+}
+
+/// The port adds that took the node's published ports to `calls`.
+#[derive(Debug, Default, Serialize)]
+pub struct PortCalls {
+    pub calls: usize,
+    /// All `calls` calls, one after the other.
+    pub total_s: f64,
+    /// The mean of the last hundred calls before `calls`: the cost of one more port at
+    /// that size.
+    pub per_call_ms: f64,
 }
 
 const CNI_BRIDGE: &str = "/usr/lib/cni/bridge";
@@ -54,6 +76,7 @@ pub fn run(quick: bool) -> Result<ControlPlane> {
         cp.cni_bridge_add = Some(a);
         cp.cni_bridge_del = Some(d);
     }
+    ports(&lab, quick, &mut cp);
     drop(lab);
 
     // Memory with many endpoints attached.
@@ -64,15 +87,67 @@ pub fn run(quick: bool) -> Result<ControlPlane> {
     for i in 0..m {
         lab.add_endpoint(&format!("ep{i}"), i);
     }
-    let pid = lab.agent_pid().expect("agent running");
+    cp.agent_rss_kib = rss_kib(lab.agent_pid().expect("agent running"))?;
+    cp.rss_endpoints = m;
+
+    // The same node with ten thousand published ports, restarted.
+    let ports = if quick { 1000 } else { 10_000 };
+    lab.netpath_ok(&["port", "add", &format!("40000-{}", 40000 + ports - 1), &format!("ep0:1-{ports}")]);
+    cp.restart_ports = ports;
+    cp.restart_rss_kib = rss_kib(lab.agent_pid().expect("agent running"))?;
+    lab.stop_agent();
+    let t = Instant::now();
+    lab.start_agent_with(&["--pod-cidr", "10.64.0.0/20"]);
+    cp.restart_ms = t.elapsed().as_secs_f64() * 1e3;
+    Ok(cp)
+}
+
+fn rss_kib(pid: u32) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    cp.agent_rss_kib = status
+    Ok(status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0);
-    cp.rss_endpoints = m;
-    Ok(cp)
+        .unwrap_or(0))
+}
+
+/// `port add` one mapping per call up to 10,000 (1,000 quick), timing every call, then
+/// the same number in one call. The agent of `lab` runs, with endpoint ep0.
+fn ports(lab: &Lab, quick: bool, cp: &mut ControlPlane) {
+    let n = if quick { 1000 } else { 10_000 };
+    lab.netpath_ok(&[
+        "endpoint",
+        "add",
+        "ep0",
+        "--netns",
+        lab.containers[0].path().to_str().expect("utf-8 path"),
+    ]);
+    let mut ms = Vec::with_capacity(n);
+    for i in 0..n {
+        let t = Instant::now();
+        lab.netpath_ok(&["port", "add", &(20_000 + i).to_string(), "ep0:80"]);
+        ms.push(t.elapsed().as_secs_f64() * 1e3);
+        let calls = i + 1;
+        if [100, 1000, 10_000].contains(&calls) {
+            let last = &ms[calls - 100..calls];
+            cp.port_calls.push(PortCalls {
+                calls,
+                total_s: ms.iter().sum::<f64>() / 1e3,
+                per_call_ms: last.iter().sum::<f64>() / last.len() as f64,
+            });
+        }
+    }
+    lab.netpath_ok(&["port", "del", &format!("20000-{}", 20_000 + n - 1)]);
+    let t = Instant::now();
+    lab.netpath_ok(&[
+        "port",
+        "add",
+        &format!("20000-{}", 20_000 + n - 1),
+        &format!("ep0:20000-{}", 20_000 + n - 1),
+    ]);
+    cp.port_batch_ms = t.elapsed().as_secs_f64() * 1e3;
+    cp.port_batch = n;
+    lab.netpath_ok(&["endpoint", "del", "ep0"]);
 }
 
 /// Starts the agent with `args`, adds an endpoint in each namespace, deletes them all;

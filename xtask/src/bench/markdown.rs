@@ -39,10 +39,21 @@ impl Report {
         } else {
             self.md_env(&mut md);
         }
-        self.cross_node.markdown(&mut md);
+        // `--control-plane` runs that section alone.
+        let control_only = !single_node && self.control.netpath_add.n > 0;
+        if control_only {
+            self.md_control_plane(&mut md);
+        } else {
+            self.cross_node.markdown(&mut md);
+        }
         let _ = writeln!(md, "\n### Against the targets\n");
-        let targets = if single_node { self.targets() } else { Vec::new() };
-        for line in targets.into_iter().chain(self.cross_node.targets()) {
+        let targets = match (single_node, control_only) {
+            (true, _) => self.targets(),
+            (false, true) => self.control_plane_targets(),
+            _ => Vec::new(),
+        };
+        let cross = if control_only { Vec::new() } else { self.cross_node.targets() };
+        for line in targets.into_iter().chain(cross) {
             let _ = writeln!(md, "- {line}");
         }
         md
@@ -214,6 +225,24 @@ impl Report {
             cp.rss_endpoints,
             cp.agent_rss_kib as f64 / 1024.0
         );
+        let _ = writeln!(
+            md,
+            "\n| `port add` calls, one mapping each | total s | ms per call at that size |\n|---|---|---|"
+        );
+        for c in &cp.port_calls {
+            let _ = writeln!(md, "| {} | {:.2} | {:.2} |", c.calls, c.total_s, c.per_call_ms);
+        }
+        let _ = writeln!(
+            md,
+            "\nOne `port add` call with {} mappings: {:.0} ms. With {} endpoints and {} published ports the \
+             agent holds {:.1} MiB and restarts in {:.0} ms (until it answers).",
+            cp.port_batch,
+            cp.port_batch_ms,
+            cp.rss_endpoints,
+            cp.restart_ports,
+            cp.restart_rss_kib as f64 / 1024.0,
+            cp.restart_ms
+        );
     }
 
     /// Each target of the suite, judged on this run's numbers.
@@ -289,6 +318,22 @@ impl Report {
                 "x",
             ));
         }
+        if let (Some(first), Some(last)) = (cp.port_calls.first(), cp.port_calls.last()) {
+            let r = last.per_call_ms / first.per_call_ms;
+            out.push(format!(
+                "{}: port add per call at {} ports {r:.2}x its cost at {} (goal <= 1.5x)",
+                if r <= 1.5 { "met" } else { "SHORT" },
+                last.calls,
+                first.calls
+            ));
+        }
+        out.push(format!(
+            "{}: agent restart {:.0} ms with {} endpoints and {} ports (goal < 2000 ms)",
+            if cp.restart_ms < 2000.0 { "met" } else { "SHORT" },
+            cp.restart_ms,
+            cp.rss_endpoints,
+            cp.restart_ports
+        ));
         let rss = cp.agent_rss_kib as f64 / 1024.0;
         out.push(format!(
             "{}: agent RSS {rss:.1} MiB at {} endpoints (goal < 30 MiB at 1000)",

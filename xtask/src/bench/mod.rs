@@ -40,6 +40,10 @@ pub struct BenchArgs {
     /// plane with simulated nodes), written to --out like a full run.
     #[arg(long, conflicts_with = "only")]
     pub cross_node: bool,
+    /// Only the single-node control plane (endpoint add/del, port adds from none to
+    /// 10,000, a batch, restart and memory), written to --out like a full run.
+    #[arg(long, conflicts_with_all = ["only", "cross_node"])]
+    pub control_plane: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -79,6 +83,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
         let report =
             report::Report::new(Vec::new(), Default::default(), Vec::new(), Vec::new(), cross, args.quick);
         return finish(&report, &args, report.cross_node.missing());
+    }
+    if args.control_plane {
+        let control = control_plane(args.quick);
+        let report =
+            report::Report::new(Vec::new(), control, Vec::new(), Vec::new(), Default::default(), args.quick);
+        let missing = report.missing().into_iter().filter(|m| m.starts_with("control plane")).collect();
+        return finish(&report, &args, missing);
     }
     step("building the single-node worlds");
     let worlds = [World::netpath()?, World::iptables()?, World::limit()?, World::netpath_xdp()?];

@@ -209,6 +209,12 @@ impl Report {
         if cp.agent_rss_kib == 0 {
             bad.push("control plane: agent memory".into());
         }
+        if cp.port_calls.is_empty() || cp.port_batch_ms == 0.0 {
+            bad.push("control plane: port adds".into());
+        }
+        if cp.restart_ms == 0.0 {
+            bad.push("control plane: agent restart".into());
+        }
         bad.extend(self.cross_node.missing());
         bad
     }
