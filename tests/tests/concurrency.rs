@@ -177,7 +177,14 @@ fn fifty_clients_mixing_endpoint_and_port_changes_leave_state_maps_and_kernel_ag
                     // Ports of endpoints that may not be there yet, or any more: refused
                     // cleanly or published; half of them taken back again.
                     let port = (10_000 + i).to_string();
-                    let add = lab.netpath(&["port", "add", &port, &format!("{e}:81"), &(11_000 + i).to_string(), &e]);
+                    let add = lab.netpath(&[
+                        "port",
+                        "add",
+                        &port,
+                        &format!("{e}:81"),
+                        &(11_000 + i).to_string(),
+                        &e,
+                    ]);
                     if add.status.success() && i % 2 == 0 {
                         lab.netpath_ok(&["port", "del", &port, &(11_000 + i).to_string()]);
                     }

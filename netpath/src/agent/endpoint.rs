@@ -92,6 +92,7 @@ fn satisfies(rec: &EndpointRecord, spec: &EndpointSpec) -> bool {
 
 impl Agent {
     pub async fn endpoint_add(&mut self, spec: EndpointSpec) -> Result<EndpointRecord, AgentError> {
+        self.steps.restart();
         validate(&spec)?;
         if let Some(rec) = self.endpoints.get(&spec.name).cloned() {
             if satisfies(&rec, &spec) {
@@ -126,6 +127,7 @@ impl Agent {
             return Err(AgentError::NodeNamespace { path: spec.netns.clone(), what });
         }
         let ip = self.endpoints.assign(spec.ip)?;
+        self.steps.mark("check");
         let mac = spec.mac.unwrap_or_else(|| mac_for(ip));
         // Same MTU as the uplink by default, so containers never send what it cannot carry.
         let mtu = spec.mtu.unwrap_or(self.default_mtu());
@@ -150,7 +152,7 @@ impl Agent {
             self.unplumb(&rec).await;
             return Err(e.into());
         }
-        info!(endpoint = %rec.name, ip = %rec.ip, veth = %rec.host_ifname, "endpoint added");
+        self.steps.mark("state");
         for p in &planned {
             let publish = PortSpec {
                 proto: p.proto,
@@ -169,6 +171,10 @@ impl Agent {
                 return Err(e);
             }
         }
+        if !planned.is_empty() {
+            self.steps.mark("ports");
+        }
+        info!(endpoint = %rec.name, ip = %rec.ip, veth = %rec.host_ifname, steps = %self.steps, "endpoint added");
         Ok(rec)
     }
 
@@ -203,6 +209,7 @@ impl Agent {
                 link::add_netkit(&self.netlink, &temporary, &rec.ifname, ns, mac, rec.mtu).await?
             }
         };
+        self.steps.mark("pair");
         rec.host_ifindex = host.index;
         rec.host_mac = format_mac(&host.mac);
         if rec.device == Device::Netkit {
@@ -240,14 +247,19 @@ impl Agent {
     async fn connect(&mut self, ns: &std::fs::File, rec: &EndpointRecord) -> Result<(), AgentError> {
         link::set_owner(&self.netlink, rec.host_ifindex, &self.owner_mark(&rec.name), Some(&rec.host_ifname))
             .await?;
+        self.steps.mark("mark");
         self.configure_container(ns, rec).await?;
+        self.steps.mark("container");
         link::set_up(&self.netlink, rec.host_ifindex, &rec.host_ifname).await?;
         // In bridge mode the bridge's own prefix route reaches the container.
         if rec.mode == Mode::Routed {
             link::add_host_route(&self.netlink, rec.ip, rec.host_ifindex).await?;
         }
+        self.steps.mark("up-route");
         self.datapath.register(rec.ip, self.endpoint_info(rec)?)?;
+        self.steps.mark("maps");
         self.datapath.attach_endpoint(&rec.host_ifname, rec.host_ifindex, rec.device)?;
+        self.steps.mark("attach");
         Ok(())
     }
 
@@ -275,6 +287,7 @@ impl Agent {
     /// Deletes an endpoint; `Ok(false)` when there was none by that name (of `owner`,
     /// when given).
     pub async fn endpoint_del(&mut self, name: &str, owner: Option<&str>) -> Result<bool, AgentError> {
+        self.steps.restart();
         validate_name(name)?;
         let Some(rec) = self.endpoints.get(name).cloned() else {
             return Ok(false);
@@ -284,12 +297,19 @@ impl Agent {
         }
         // Its published ports go with it, as docker's do with the container.
         let ports: Vec<_> = self.ports.of_endpoint(name).map(|p| (p.proto, p.host_port, p.host_ip)).collect();
-        self.ports_del(&ports)?;
+        if !ports.is_empty() {
+            self.ports_del(&ports)?;
+            self.steps.mark("ports");
+        }
         self.endpoints.remove(name)?;
+        self.steps.mark("state");
         self.datapath.detach_endpoint(&rec.host_ifname, rec.host_ifindex)?;
+        self.steps.mark("detach");
         self.datapath.unregister(rec.ip)?;
+        self.steps.mark("maps");
         link::delete(&self.netlink, rec.host_ifindex).await?;
-        info!(endpoint = %rec.name, ip = %rec.ip, "endpoint deleted");
+        self.steps.mark("veth");
+        info!(endpoint = %rec.name, ip = %rec.ip, steps = %self.steps, "endpoint deleted");
         Ok(true)
     }
 }

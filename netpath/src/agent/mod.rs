@@ -18,6 +18,7 @@ mod reconcile;
 mod records;
 mod server;
 mod start;
+mod steps;
 mod trace;
 mod uplink;
 
@@ -216,6 +217,8 @@ pub struct Agent {
     trace: Option<trace::Session>,
     /// Sequence for host veths' temporary names.
     next_temporary: u16,
+    /// The steps of the endpoint change in progress, timed.
+    steps: steps::Steps,
     /// This start made the agent's identity: links marked by a build from before
     /// identities (no agent in their alias) are taken as this agent's, once.
     adopt_unidentified: bool,

@@ -28,6 +28,10 @@ fn latency(mut ms: Vec<f64>) -> Latency {
 pub struct ControlPlane {
     pub netpath_add: Latency,
     pub netpath_del: Latency,
+    /// Median milliseconds per step of the default mode's adds and deletes, as the
+    /// agent logs them, in the order the steps run.
+    pub add_steps: Vec<(String, f64)>,
+    pub del_steps: Vec<(String, f64)>,
     /// The same with the programs attached through netlink clsact instead of TCX links.
     pub netpath_clsact_add: Latency,
     pub netpath_clsact_del: Latency,
@@ -70,6 +74,9 @@ pub fn run(quick: bool) -> Result<ControlPlane> {
     lab.stop_agent();
     let _ = std::fs::remove_dir_all(&lab.bpffs_dir);
     (cp.netpath_add, cp.netpath_del) = add_del(&mut lab, n, &[]);
+    let log = lab.agent_log();
+    cp.add_steps = steps(&log, "endpoint added");
+    cp.del_steps = steps(&log, "endpoint deleted");
 
     if Path::new(CNI_BRIDGE).exists() {
         let (a, d) = cni(&lab, n)?;
@@ -100,6 +107,32 @@ pub fn run(quick: bool) -> Result<ControlPlane> {
     lab.start_agent_with(&["--pod-cidr", "10.64.0.0/20"]);
     cp.restart_ms = t.elapsed().as_secs_f64() * 1e3;
     Ok(cp)
+}
+
+/// The median of each step over the agent's log lines `what` (`steps=check:0.10,...`).
+fn steps(log: &str, what: &str) -> Vec<(String, f64)> {
+    let mut order: Vec<String> = Vec::new();
+    let mut times: std::collections::HashMap<String, Vec<f64>> = Default::default();
+    for line in log.lines().filter(|l| l.contains(what)) {
+        let Some(list) = line.split("steps=").nth(1) else { continue };
+        for step in list.split_whitespace().next().unwrap_or("").split(',') {
+            let Some((name, ms)) = step.split_once(':') else { continue };
+            let Ok(ms) = ms.parse::<f64>() else { continue };
+            if !order.iter().any(|o| o == name) {
+                order.push(name.to_string());
+            }
+            times.entry(name.to_string()).or_default().push(ms);
+        }
+    }
+    order
+        .into_iter()
+        .map(|name| {
+            let mut v = times.remove(&name).unwrap_or_default();
+            v.sort_by(f64::total_cmp);
+            let median = v.get(v.len() / 2).copied().unwrap_or(f64::NAN);
+            (name, median)
+        })
+        .collect()
 }
 
 fn rss_kib(pid: u32) -> Result<u64> {

@@ -219,6 +219,15 @@ impl Report {
             row("CNI bridge ADD", a);
             row("CNI bridge DEL", d);
         }
+        let shown = |steps: &[(String, f64)]| {
+            steps.iter().map(|(n, ms)| format!("{n} {ms:.2}")).collect::<Vec<_>>().join(", ")
+        };
+        let _ = writeln!(
+            md,
+            "\nWhere an add goes (median ms per step, as the agent logs it): {}.\nWhere a delete goes: {}.",
+            shown(&cp.add_steps),
+            shown(&cp.del_steps)
+        );
         let _ = writeln!(
             md,
             "\nAgent resident memory with {} endpoints: {:.1} MiB.",
