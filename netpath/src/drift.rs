@@ -231,6 +231,9 @@ pub struct Node<'a> {
     pub bridge: Option<&'a Link>,
     /// The container address's prefix (/32 routed, the pod CIDR's in bridge mode).
     pub prefix: u8,
+    /// The node's main routing table, read once for a pass over many endpoints (dumped
+    /// per endpoint, a thousand endpoints cost a million routes parsed); None: read it.
+    pub routes: Option<&'a [link::Route]>,
 }
 
 /// Is the namespace really gone (rather than, say, unreadable)?
@@ -291,7 +294,7 @@ async fn host_side(node: &Node<'_>, rec: &EndpointRecord, host: &Link) -> Result
         out.push(Drift::HostDown { endpoint: endpoint.clone(), veth: veth.clone() });
     }
     match (rec.mode, node.bridge) {
-        (Mode::Routed, _) if !link::has_host_route(node.netlink, rec.ip, host.index).await? => {
+        (Mode::Routed, _) if !has_host_route(node, rec.ip, host.index).await? => {
             out.push(Drift::NodeRouteMissing { endpoint: endpoint.clone(), ip: rec.ip, veth: veth.clone() });
         }
         (Mode::Bridge, Some(bridge)) if host.controller != Some(bridge.index) => {
@@ -307,6 +310,13 @@ async fn host_side(node: &Node<'_>, rec: &EndpointRecord, host: &Link) -> Result
         out.push(Drift::ProgramDetached { subject, program: program::FROM_CONTAINER, iface: veth });
     }
     Ok(out)
+}
+
+async fn has_host_route(node: &Node<'_>, ip: Ipv4Addr, index: u32) -> Result<bool, PlumbingError> {
+    match node.routes {
+        Some(routes) => Ok(link::is_host_route(routes, ip, index)),
+        None => link::has_host_route(node.netlink, ip, index).await,
+    }
 }
 
 /// Is program `name` attached at `link`'s tc ingress? (When the kernel cannot be asked,

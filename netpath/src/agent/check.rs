@@ -43,6 +43,7 @@ impl Agent {
             attach: self.datapath.mode(),
             bridge: self.node.bridge.as_ref(),
             prefix: self.prefix(&rec),
+            routes: None,
         };
         let mut found = drift::endpoint(&node, &rec).await?;
 

@@ -15,6 +15,9 @@ use crate::{
     state::{EndpointRecord, Mode},
 };
 
+/// Endpoint checks in flight at once in a pass.
+const CHECKS_AT_ONCE: usize = 32;
+
 /// The repairs of one pass; in a dry run only what would be done.
 struct Pass {
     dry_run: bool,
@@ -110,14 +113,41 @@ impl Agent {
     }
 
     /// Every endpoint checked and repaired; those whose container is gone are forgotten
-    /// with their ports.
+    /// with their ports. The checks only read, and each waits mostly on the kernel (a
+    /// thread entering the container's namespace, netlink round trips): they run
+    /// [`CHECKS_AT_ONCE`] at a time, so a restart with a thousand endpoints takes a
+    /// fraction of a thousand checks' time. The repairs then run one after the other.
     async fn endpoints_pass(&mut self, pass: &mut Pass) -> Result<(), AgentError> {
+        use futures::StreamExt as _;
+        let records = self.endpoints.all().to_vec();
+        let routes = link::main_routes(&self.netlink).await?;
+        let nodes: Vec<drift::Node<'_>> = records
+            .iter()
+            .map(|rec| drift::Node {
+                netlink: &self.netlink,
+                owner: self.owner(),
+                attach: self.datapath.mode(),
+                bridge: self.node.bridge.as_ref(),
+                prefix: self.prefix(rec),
+                routes: Some(&routes),
+            })
+            .collect();
+        let checks: Vec<_> = futures::stream::iter(records.iter().zip(&nodes))
+            .map(|(rec, node)| drift::endpoint(node, rec))
+            .buffered(CHECKS_AT_ONCE)
+            .collect()
+            .await;
+        drop(nodes);
         let mut kept = Vec::new();
         let mut changed = false;
-        for mut rec in self.endpoints.all().to_vec() {
+        for (mut rec, check) in records.into_iter().zip(checks) {
             let before = rec.clone();
             let found = pass.repairs.len();
-            match self.endpoint(pass, &mut rec).await {
+            let outcome = match check {
+                Ok(drifts) => self.endpoint(pass, &mut rec, drifts).await,
+                Err(e) => Err(e.into()),
+            };
+            match outcome {
                 Ok(true) => {
                     changed |= rec != before;
                     kept.push(rec);
@@ -146,16 +176,14 @@ impl Agent {
         drift::Owner { id: &self.id, adopt_unidentified: self.adopt_unidentified }
     }
 
-    /// Checks and repairs one endpoint; false when its container is gone for good.
-    async fn endpoint(&mut self, pass: &mut Pass, rec: &mut EndpointRecord) -> Result<bool, AgentError> {
-        let node = drift::Node {
-            netlink: &self.netlink,
-            owner: self.owner(),
-            attach: self.datapath.mode(),
-            bridge: self.node.bridge.as_ref(),
-            prefix: self.prefix(rec),
-        };
-        let drifts = drift::endpoint(&node, rec).await?;
+    /// Repairs what the check found of one endpoint; false when its container is gone
+    /// for good.
+    async fn endpoint(
+        &mut self,
+        pass: &mut Pass,
+        rec: &mut EndpointRecord,
+        drifts: Vec<Drift>,
+    ) -> Result<bool, AgentError> {
         for d in drifts {
             if let Drift::ForeignLink { name, index, .. } = &d {
                 pass.note(&d);

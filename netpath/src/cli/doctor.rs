@@ -259,12 +259,20 @@ async fn endpoints(r: &mut Report, node: &Node) -> anyhow::Result<()> {
         0 => None,
         i => link::get_by_index(&node.nl, i).await?.map(|l| l.mtu),
     };
+    let routes = link::main_routes(&node.nl).await?;
     for e in &node.endpoints {
         let check = format!("endpoint {}", e.name);
         let prefix = if e.mode == Mode::Bridge { node.pod_prefix() } else { 32 };
         // The bridge's name is the agent's setting, not in the pins: its ports are
         // reconciliation's to check.
-        let view = drift::Node { netlink: &node.nl, owner, attach: node.attach, bridge: None, prefix };
+        let view = drift::Node {
+            netlink: &node.nl,
+            owner,
+            attach: node.attach,
+            bridge: None,
+            prefix,
+            routes: Some(&routes),
+        };
         let drifts = drift::endpoint(&view, e).await?;
         // Marks are the agent's business (an upgrade re-marks them); not a fault.
         if let Some(d) = drifts.iter().find(|d| !matches!(d, Drift::NotMarked { .. })) {

@@ -419,8 +419,13 @@ pub async fn container_drift(
 
 /// Is the node's route to a container (`ip/32 dev index`) in place?
 pub async fn has_host_route(handle: &Handle, ip: Ipv4Addr, index: u32) -> Result<bool, PlumbingError> {
+    Ok(is_host_route(&main_routes(handle).await?, ip, index))
+}
+
+/// Is the node's route to a container (`ip/32` through link `index`) among `routes`?
+pub fn is_host_route(routes: &[Route], ip: Ipv4Addr, index: u32) -> bool {
     let want = ipnet::Ipv4Net::new(ip, 32).expect("/32 is a valid prefix");
-    Ok(main_routes(handle).await?.iter().any(|r| r.dst == want && r.oif == Some(index)))
+    routes.iter().any(|r| r.dst == want && r.oif == Some(index))
 }
 
 /// Makes a link a port of `bridge`.

@@ -477,7 +477,7 @@ fn test_runs(tests: &GuestTests) -> String {
 # runs 20 s, and its requests wait up to 20 s: with one vCPU, a guest's agent restart
 # holds the CPU in the verifier for up to half a minute.
 export NETPATH_BIN=/bin/netpath NETPATH_TEST_TOOLS=/test-tools RUST_BACKTRACE=0 TMPDIR=/tmp NETPATH_TEST_AGENT_TIMEOUT=600
-export NETPATH_CRASH_STEPS=half-written NETPATH_SOAK_SECS=20 NETPATH_SOAK_WAIT_SECS=20
+export NETPATH_CRASH_STEPS=written NETPATH_SOAK_SECS=20 NETPATH_SOAK_WAIT_SECS=20
 export NETPATH_TEST_NODE_LEASE=10 NETPATH_TEST_GUEST=1
 {env}cd /tests
 for t in *; do
@@ -696,7 +696,7 @@ mod tests {
             "NETPATH-VM-PREFLIGHT-FAILED $what",
             "NETPATH-VM-NOT-RUN",
             "NETPATH_TEST_TOOLS=/test-tools",
-            "NETPATH_CRASH_STEPS=half-written",
+            "NETPATH_CRASH_STEPS=written",
             "NETPATH_SOAK_SECS=20",
             "NETPATH_SOAK_WAIT_SECS=20",
             "NETPATH_TEST_AGENT_TIMEOUT=",

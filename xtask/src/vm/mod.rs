@@ -25,8 +25,10 @@ pub const DEFAULT_KERNELS: [&str; 3] = ["6.12", "6.1", "5.10"];
 /// steps): the same on every kernel. The host runs them; the guests spend their time on
 /// what the kernel does (links, programs, maps, packets), unless `--all-binaries`.
 /// `cni` is the plugin's protocol over the agent's socket (the plumbing it asks for is
-/// `endpoint`'s, which the guests run); `service` the install and the notify protocol.
-pub const KERNEL_INDEPENDENT: [&str; 6] = ["hostile", "isolation", "concurrency", "crash", "cni", "service"];
+/// `endpoint`'s, which the guests run); `service` the install and the notify protocol;
+/// `apply` the declared file's parsing and difference (its plumbing is `endpoint`'s too).
+pub const KERNEL_INDEPENDENT: [&str; 7] =
+    ["hostile", "isolation", "concurrency", "crash", "cni", "service", "apply"];
 
 /// Test binaries only the host runs: the cluster's control plane (user space talking to
 /// etcd, the same on every kernel), and podman driving the CNI plugin (podman, runc and
@@ -517,7 +519,7 @@ mod tests {
         let args = parse(&[]);
         let skipped = |i, of| guest_tests(&args, (i, of), |_| None).elsewhere;
         let independent =
-            ["cluster", "podman", "hostile", "isolation", "concurrency", "crash", "cni", "service"];
+            ["cluster", "podman", "hostile", "isolation", "concurrency", "crash", "cni", "service", "apply"];
         assert_eq!(skipped(0, 3), [&independent[..], &["cross_node"]].concat());
         assert_eq!(skipped(1, 3), independent);
         assert_eq!(skipped(0, 1), independent);
