@@ -5,7 +5,10 @@
 //! The checks per endpoint run in order and stop at a drift that makes the rest
 //! meaningless (the namespace or the veth pair is gone, a foreign link holds the name):
 //! that one is repaired by re-creating everything after it.
-use std::net::Ipv4Addr;
+use std::{
+    collections::{HashMap, HashSet},
+    net::Ipv4Addr,
+};
 
 use netpath_common::{EndpointInfo, PortKey, PortTarget};
 use rtnetlink::Handle;
@@ -325,17 +328,20 @@ pub async fn attached(netlink: &Handle, link: &Link, attach: AttachMode, name: &
     tc_programs(netlink, &link.name, link.index, attach).await.is_none_or(|p| p.iter().any(|p| p == name))
 }
 
-/// ENDPOINTS as it is (`have`) against what the records stand for (`want`).
+/// ENDPOINTS as it is (`have`) against what the records stand for (`want`). Hashed on
+/// both sides: a node's thousands of entries, not their square.
 pub fn endpoint_entries(want: &[(Ipv4Addr, EndpointInfo)], have: &[(Ipv4Addr, EndpointInfo)]) -> Vec<Drift> {
+    let have_by_ip: HashMap<&Ipv4Addr, &EndpointInfo> = have.iter().map(|(ip, v)| (ip, v)).collect();
+    let wanted: HashSet<&Ipv4Addr> = want.iter().map(|(ip, _)| ip).collect();
     let mut out = Vec::new();
     for (ip, info) in want {
-        match have.iter().find(|(i, _)| i == ip).map(|(_, v)| v) {
+        match have_by_ip.get(ip) {
             None => out.push(Drift::EndpointEntryMissing { ip: *ip }),
-            Some(found) if found != info => out.push(Drift::EndpointEntryDiffers { ip: *ip }),
+            Some(found) if *found != info => out.push(Drift::EndpointEntryDiffers { ip: *ip }),
             Some(_) => {}
         }
     }
-    for (ip, _) in have.iter().filter(|(ip, _)| !want.iter().any(|(w, _)| w == ip)) {
+    for (ip, _) in have.iter().filter(|(ip, _)| !wanted.contains(ip)) {
         out.push(Drift::EndpointEntryStray { ip: *ip });
     }
     out
@@ -343,15 +349,17 @@ pub fn endpoint_entries(want: &[(Ipv4Addr, EndpointInfo)], have: &[(Ipv4Addr, En
 
 /// PORT_MAPS as it is against the published ports (`want`: label, key, target).
 pub fn port_entries(want: &[(String, PortKey, PortTarget)], have: &[(PortKey, PortTarget)]) -> Vec<Drift> {
+    let have_by_key: HashMap<&PortKey, &PortTarget> = have.iter().map(|(k, t)| (k, t)).collect();
+    let wanted: HashSet<&PortKey> = want.iter().map(|(_, k, _)| k).collect();
     let mut out = Vec::new();
     for (label, key, target) in want {
-        match have.iter().find(|(k, _)| k == key) {
-            Some((_, t)) if t == target => {}
+        match have_by_key.get(key) {
+            Some(t) if *t == target => {}
             Some(_) => out.push(Drift::PortEntryDiffers { label: label.clone() }),
             None => out.push(Drift::PortEntryMissing { label: label.clone() }),
         }
     }
-    for (key, target) in have.iter().filter(|(k, _)| !want.iter().any(|(_, w, _)| w == k)) {
+    for (key, target) in have.iter().filter(|(k, _)| !wanted.contains(k)) {
         let to = format!("{}:{}", Ipv4Addr::from(target.ip), u16::from_be_bytes(target.port));
         out.push(Drift::PortEntryStray { key: *key, to });
     }
@@ -365,9 +373,11 @@ pub async fn stray_links(
     owner: Owner<'_>,
     endpoints: &[EndpointRecord],
 ) -> Result<Vec<(Link, Drift)>, PlumbingError> {
+    let wanted: HashSet<(&str, u32)> =
+        endpoints.iter().map(|e| (e.host_ifname.as_str(), e.host_ifindex)).collect();
     let mut out = Vec::new();
     for l in link::list(netlink).await? {
-        let wanted = endpoints.iter().any(|e| e.host_ifname == l.name && e.host_ifindex == l.index);
+        let wanted = wanted.contains(&(l.name.as_str(), l.index));
         if wanted || !owner.made(&l) {
             continue;
         }

@@ -330,6 +330,7 @@ impl Agent {
     /// old one in place, so forwarding never stops, and the pins count as wanted when
     /// reconciliation prunes the rest.
     async fn adopt(&mut self) -> Result<(), AgentError> {
+        let start = std::time::Instant::now();
         for rec in self.endpoints.all().to_vec() {
             if let Some(l) = plumbing::link::get(&self.netlink, &rec.host_ifname).await? {
                 if l.index == rec.host_ifindex {
@@ -337,9 +338,16 @@ impl Agent {
                 }
             }
         }
+        let attached = start.elapsed();
         self.reconcile(false).await?;
         // Unidentified links left now are someone else's.
         self.adopt_unidentified = false;
+        info!(
+            endpoints = self.endpoints.all().len(),
+            attach_ms = attached.as_millis() as u64,
+            reconcile_ms = (start.elapsed() - attached).as_millis() as u64,
+            "endpoints adopted"
+        );
         Ok(())
     }
 

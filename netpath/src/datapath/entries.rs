@@ -46,10 +46,11 @@ pub fn port(p: &PortRecord) -> (PortKey, PortTarget) {
 /// Every ENDPOINTS entry the records stand for, by address; records with a bad MAC are
 /// left out (the agent refuses them when it writes).
 pub fn endpoints(records: &[EndpointRecord], ports: &[PortRecord]) -> Vec<(Ipv4Addr, EndpointInfo)> {
+    let publishing: std::collections::HashSet<&str> = ports.iter().map(|p| p.endpoint.as_str()).collect();
     records
         .iter()
         .filter_map(|rec| {
-            let published = ports.iter().any(|p| p.endpoint == rec.name);
+            let published = publishing.contains(rec.name.as_str());
             endpoint(rec, published).ok().map(|info| (rec.ip, info))
         })
         .collect()

@@ -106,6 +106,11 @@ pub fn run(quick: bool) -> Result<ControlPlane> {
     let t = Instant::now();
     lab.start_agent_with(&["--pod-cidr", "10.64.0.0/20"]);
     cp.restart_ms = t.elapsed().as_secs_f64() * 1e3;
+    let log = lab.agent_log();
+    let lines: Vec<&str> = log.lines().collect();
+    for line in &lines[lines.len().saturating_sub(12)..] {
+        eprintln!("restart: {line}");
+    }
     Ok(cp)
 }
 
