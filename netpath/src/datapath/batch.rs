@@ -92,6 +92,33 @@ pub fn lookup_all<K: Pod, V: Pod>(fd: BorrowedFd<'_>) -> io::Result<Vec<(K, V)>>
     }
 }
 
+/// One BPF_MAP_UPDATE_BATCH or BPF_MAP_DELETE_BATCH call on `count` keys (and values,
+/// for an update) at the given addresses: how many the kernel processed, which it says
+/// also when the call failed part way, and its error.
+fn write_batch(
+    cmd: libc::c_long,
+    fd: BorrowedFd<'_>,
+    keys: u64,
+    values: u64,
+    count: usize,
+) -> (usize, Option<io::Error>) {
+    let mut attr = BatchAttr {
+        in_batch: 0,
+        out_batch: 0,
+        keys,
+        values,
+        count: count as u32,
+        map_fd: fd.as_raw_fd() as u32,
+        elem_flags: 0,
+        flags: 0,
+    };
+    // SAFETY: the caller's addresses hold `count` keys (and values) of the map's sizes,
+    // alive for the call.
+    let r =
+        unsafe { libc::syscall(libc::SYS_bpf, cmd, std::ptr::from_mut(&mut attr), size_of::<BatchAttr>()) };
+    ((attr.count as usize).min(count), (r < 0).then(io::Error::last_os_error))
+}
+
 /// Writes `keys[i] -> values[i]` into the hash map behind `fd` in as few calls as the
 /// kernel takes (BPF_MAP_UPDATE_BATCH, 5.6+): ten thousand published ports in one call,
 /// not ten thousand. On an error the entries before `Err`'s count are in the map.
@@ -103,29 +130,11 @@ pub fn update_all<K: Pod, V: Pod>(
     assert_eq!(keys.len(), values.len());
     let mut done = 0;
     while done < keys.len() {
-        let mut attr = BatchAttr {
-            in_batch: 0,
-            out_batch: 0,
-            keys: keys[done..].as_ptr() as u64,
-            values: values[done..].as_ptr() as u64,
-            count: (keys.len() - done) as u32,
-            map_fd: fd.as_raw_fd() as u32,
-            elem_flags: 0,
-            flags: 0,
-        };
-        // SAFETY: the attribute points at `count` keys and values of the map's sizes.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_UPDATE_BATCH,
-                std::ptr::from_mut(&mut attr),
-                size_of::<BatchAttr>(),
-            )
-        };
-        // `count` says how many went in, also when the call failed part way.
-        done += (attr.count as usize).min(keys.len() - done);
-        if r < 0 {
-            return Err((done, io::Error::last_os_error()));
+        let (keys_at, values_at) = (keys[done..].as_ptr() as u64, values[done..].as_ptr() as u64);
+        let (n, error) = write_batch(BPF_MAP_UPDATE_BATCH, fd, keys_at, values_at, keys.len() - done);
+        done += n;
+        if let Some(e) = error {
+            return Err((done, e));
         }
     }
     Ok(())
@@ -136,33 +145,14 @@ pub fn update_all<K: Pod, V: Pod>(
 pub fn delete_all<K: Pod>(fd: BorrowedFd<'_>, keys: &[K]) -> io::Result<()> {
     let mut done = 0;
     while done < keys.len() {
-        let mut attr = BatchAttr {
-            in_batch: 0,
-            out_batch: 0,
-            keys: keys[done..].as_ptr() as u64,
-            values: 0,
-            count: (keys.len() - done) as u32,
-            map_fd: fd.as_raw_fd() as u32,
-            elem_flags: 0,
-            flags: 0,
-        };
-        // SAFETY: the attribute points at `count` keys of the map's key size.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_DELETE_BATCH,
-                std::ptr::from_mut(&mut attr),
-                size_of::<BatchAttr>(),
-            )
-        };
-        done += (attr.count as usize).min(keys.len() - done);
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() != Some(libc::ENOENT) {
-                return Err(e);
-            }
+        let (n, error) =
+            write_batch(BPF_MAP_DELETE_BATCH, fd, keys[done..].as_ptr() as u64, 0, keys.len() - done);
+        done += n;
+        match error {
+            None => {}
             // The key at `done` is absent: step over it.
-            done += 1;
+            Some(e) if e.raw_os_error() == Some(libc::ENOENT) => done += 1,
+            Some(e) => return Err(e),
         }
     }
     Ok(())
