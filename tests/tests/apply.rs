@@ -132,5 +132,33 @@ fn a_file_applied_twice_changes_nothing_the_second_time_and_a_bad_one_nothing_at
     let addr = lab.containers[2].exec(&["ip", "-4", "-o", "addr", "show", "eth0"]);
     assert!(String::from_utf8_lossy(&addr.stdout).contains(db_ip(&after).as_str().unwrap()), "{addr:?}");
     assert!(lab.netpath_ok(&["port", "list"]).contains("5432"));
+
+    // A runtime's endpoint (added through the CNI path, with an owner) publishing 9443:
+    // apply neither lists nor removes it, and a file that declares 9443 for one of its
+    // own endpoints is refused on that line.
+    let req = serde_json::json!({
+        "op": "endpoint-add", "name": "cni-c", "netns": lab.containers[1].path(), "ifname": "eth1",
+        "ip": null, "mac": null, "mtu": null, "owner": "4f1c0ffee",
+        "ports": [{"proto": "tcp", "host_port": 9443, "host_ip": null, "endpoint": "cni-c", "container_port": 443}],
+    });
+    let reply = agent_request(&lab, &req);
+    assert!(reply.contains("\"endpoint\""), "{reply}");
+    let out = lab.netpath_ok(&["apply", "-f", &moved]);
+    assert!(out.contains("nothing to do"), "{out}");
+    assert!(lab.state().contains("cni-c"));
+    let clash = declared(&lab, 2, 5432) + "\n[[ports]]\nhost_port = 9443\nendpoint = \"web\"\n";
+    let line = clash.lines().count() - 2;
+    let err = refused(&lab, &["apply", "-f", &write(&lab, "bad7.toml", &clash)]);
+    assert!(err.contains(&format!("bad7.toml:{line}:")) && err.contains("9443"), "{err}");
     lab.stop_agent();
+}
+
+/// One request line to the lab's agent, as the CNI plugin sends it; the reply line.
+fn agent_request(lab: &Lab, req: &serde_json::Value) -> String {
+    use std::io::{BufRead as _, Write as _};
+    let mut s = std::os::unix::net::UnixStream::connect(lab.work_dir.join("run/agent.sock")).unwrap();
+    s.write_all(format!("{req}\n").as_bytes()).unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(s).read_line(&mut line).unwrap();
+    line
 }

@@ -199,7 +199,9 @@ impl Agent {
         let staying_ports: Vec<&PortRecord> =
             self.ports.all().iter().filter(|p| !plan.del_ports.iter().any(|d| key(d) == key(p))).collect();
         for (i, d) in spec.ports.iter().enumerate() {
-            if staying_ports.iter().any(|p| key(p) == decl_key(d)) {
+            // Published exactly so and staying: nothing to do. The same host port held
+            // otherwise (by a runtime's endpoint) is the clash below.
+            if staying_ports.iter().any(|p| key(p) == decl_key(d) && port_same(p, d)) {
                 continue;
             }
             let probe = PortRecord {
