@@ -41,6 +41,8 @@ struct Preflight {
     /// Where the pins really go (see `plumbing::bpffs::locate`).
     bpffs_dir: PathBuf,
     parts: Survey,
+    /// This start created the state database: a refused start removes it again.
+    fresh_db: bool,
 }
 
 /// What [`survey`] found.
@@ -70,9 +72,14 @@ async fn preflight(config: &AgentConfig) -> Result<Preflight, AgentError> {
               "this process has a mount namespace of its own (ip netns exec?): pinning into the host's bpffs");
     }
     let lock = lock::InstanceLock::acquire(&paths.run_dir, &paths.state_dir, &bpffs_dir)?;
+    // Only under the lock: the database of a running agent is not a fresh one.
+    let fresh_db = !paths.state_db().exists();
     match survey(config, &bpffs_dir).await {
-        Ok(parts) => Ok(Preflight { lock, bpffs_dir, parts }),
+        Ok(parts) => Ok(Preflight { lock, bpffs_dir, parts, fresh_db }),
         Err(e) => {
+            if fresh_db {
+                crate::state::Db::discard(paths);
+            }
             lock.abandon();
             Err(e)
         }
@@ -210,15 +217,7 @@ impl Undo {
 
 /// Node set-up and datapath load. Must run inside a tokio runtime (netlink).
 pub async fn start(config: AgentConfig) -> Result<Agent, AgentError> {
-    // A refused first start leaves no state database behind.
-    let fresh_db = !config.paths.state_db().exists();
-    let discard = |e| {
-        if fresh_db {
-            crate::state::Db::discard(&config.paths);
-        }
-        e
-    };
-    let Preflight { lock, bpffs_dir, parts } = preflight(&config).await.map_err(discard)?;
+    let Preflight { lock, bpffs_dir, parts, fresh_db } = preflight(&config).await?;
     let leaver = parts.cluster.as_ref().map(Member::leaver);
     let mut undo = Undo {
         netlink: parts.netlink.clone(),
@@ -231,19 +230,23 @@ pub async fn start(config: AgentConfig) -> Result<Agent, AgentError> {
     match bring_up(config, bpffs_dir, parts, &mut undo, &mut lock).await {
         Ok(agent) => {
             if let Err(e) = agent.endpoints.db().finish_migration(&paths) {
-                warn!("{e}; the JSON files will be read again at the next start");
+                // The database knows the files it took in: they are not read again
+                // unless something rewrites them.
+                warn!("{e}; the migrated JSON files stay where they are");
             }
             Ok(agent)
         }
         Err(e) => {
             warn!("start failed, taking back what it changed: {e}");
+            // A refused first start leaves no state database behind; removed while the
+            // lock still keeps another agent from creating its own.
+            if fresh_db {
+                crate::state::Db::discard(&paths);
+            }
             if let Some(lock) = lock {
                 undo.run(lock).await;
             }
             leave(leaver).await;
-            if fresh_db {
-                crate::state::Db::discard(&paths);
-            }
             Err(e)
         }
     }

@@ -106,19 +106,37 @@ impl Db {
     /// they are renamed `*.migrated` once the agent has started ([`Db::finish_migration`]).
     /// Files still there are always newer than the database (an older agent wrote them
     /// after the last migration, or the start that read them failed or crashed): each
-    /// replaces its table.
+    /// replaces its table. The one exception is a file this database already took in,
+    /// byte for byte the same file (its fingerprint is kept in `meta`): its rename failed
+    /// after that start, and reading it again would undo every change made since.
     fn migrate(&self, paths: &Paths) -> Result<(), StateError> {
         let legacy = [paths.state_file(), paths.ports_file()];
-        if !legacy.iter().any(|f| f.exists()) {
+        let mut fresh = [None, None];
+        for (file, print) in legacy.iter().zip(fresh.iter_mut()) {
+            if let Some(p) = fingerprint(file) {
+                if self.meta(&meta_key(file))?.as_deref() != Some(p.as_str()) {
+                    *print = Some(p);
+                } else {
+                    tracing::warn!(file = %file.display(), "already migrated (its rename failed): not read again");
+                }
+            }
+        }
+        if fresh.iter().all(Option::is_none) {
             return Ok(());
         }
-        let endpoints = store::Store::<EndpointRecord>::new(legacy[0].clone()).load()?;
-        let ports = store::Store::<PortRecord>::new(legacy[1].clone()).load()?;
+        let endpoints = match fresh[0] {
+            Some(_) => store::Store::<EndpointRecord>::new(legacy[0].clone()).load()?,
+            None => Vec::new(),
+        };
+        let ports = match fresh[1] {
+            Some(_) => store::Store::<PortRecord>::new(legacy[1].clone()).load()?,
+            None => Vec::new(),
+        };
         self.write("migrate", |tx| {
-            if legacy[0].exists() {
+            if fresh[0].is_some() {
                 tx.exec("DELETE FROM endpoints", [])?;
             }
-            if legacy[1].exists() {
+            if fresh[1].is_some() {
                 tx.exec("DELETE FROM ports", [])?;
             }
             for e in &endpoints {
@@ -127,11 +145,28 @@ impl Db {
             for p in &ports {
                 tx.put_port(p)?;
             }
+            for (file, print) in legacy.iter().zip(&fresh) {
+                if let Some(print) = print {
+                    tx.exec(
+                        "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                        params![meta_key(file), print],
+                    )?;
+                }
+            }
             Ok(())
         })?;
         tracing::info!(endpoints = endpoints.len(), ports = ports.len(), db = %self.path.display(),
                        "state migrated from the JSON files");
         Ok(())
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<String>, StateError> {
+        use rusqlite::OptionalExtension as _;
+        self.conn()
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()
+            .map_err(db_err(&self.path))
     }
 
     /// Sets the migrated JSON files aside (kept for the operator, read never again).
@@ -216,6 +251,19 @@ pub fn read(paths: &Paths) -> Result<(Vec<EndpointRecord>, Vec<PortRecord>), Sta
     let endpoints = rows(&tx, &path, "SELECT record FROM endpoints ORDER BY rowid")?;
     let ports = rows(&tx, &path, "SELECT record FROM ports ORDER BY rowid")?;
     Ok((endpoints, ports))
+}
+
+/// Which file a migration took in, as `meta` keeps it.
+fn meta_key(file: &Path) -> String {
+    format!("migrated:{}", file.file_name().map(|n| n.to_string_lossy()).unwrap_or_default())
+}
+
+/// Names one version of a file: a state file is replaced by a rename on every write, so
+/// a rewritten file has another inode (and, mostly, another size and time).
+fn fingerprint(file: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt as _;
+    let m = std::fs::metadata(file).ok()?;
+    Some(format!("ino={} size={} mtime={}.{:09}", m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
 }
 
 fn port_key(proto: Proto, host_port: u16, host_ip: Option<Ipv4Addr>) -> String {
@@ -342,6 +390,24 @@ mod tests {
         db.finish_migration(&paths).unwrap();
         assert_eq!(db.endpoints().unwrap(), vec![endpoint("old", 9)]);
         assert_eq!(db.ports().unwrap(), vec![port("web", 8080)], "a table without a file is kept");
+        drop(db);
+        let _ = std::fs::remove_dir_all(paths.state_dir.parent().unwrap());
+    }
+
+    #[test]
+    fn a_migrated_file_whose_rename_failed_is_not_read_again() {
+        let paths = paths("rename-failed");
+        store::Store::new(paths.state_file()).save(&[endpoint("web", 2)]).unwrap();
+        let db = Db::open(&paths).unwrap();
+        // finish_migration failed: the file stays; the agent goes on changing the state.
+        db.write("endpoints", |tx| tx.put_endpoint(&endpoint("db", 3))).unwrap();
+        drop(db);
+        let db = Db::open(&paths).unwrap();
+        assert_eq!(db.endpoints().unwrap(), vec![endpoint("web", 2), endpoint("db", 3)]);
+        drop(db);
+        // Rewritten by an older agent (a new file by rename): newer than the database.
+        store::Store::new(paths.state_file()).save(&[endpoint("old", 9)]).unwrap();
+        assert_eq!(Db::open(&paths).unwrap().endpoints().unwrap(), vec![endpoint("old", 9)]);
         let _ = std::fs::remove_dir_all(paths.state_dir.parent().unwrap());
     }
 }
