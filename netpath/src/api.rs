@@ -311,6 +311,14 @@ pub enum Reply {
         entry: DeclRef,
         message: String,
     },
+    /// An `apply` that failed part way (the kernel or the disk refused a change the
+    /// checks allowed), at the declared entry when there is one; `restored` says whether
+    /// what it had changed was all taken back.
+    ApplyFailed {
+        entry: Option<DeclRef>,
+        message: String,
+        restored: bool,
+    },
     Error {
         message: String,
     },

@@ -153,6 +153,76 @@ fn a_file_applied_twice_changes_nothing_the_second_time_and_a_bad_one_nothing_at
     lab.stop_agent();
 }
 
+/// Three faults a first review found: an endpoint left to choose its address was built
+/// before one naming the address it would take; a port for every address declared
+/// beside the same port for one address passed the checks and failed half way; and a
+/// failure half way said "nothing was changed".
+#[test]
+fn addresses_chosen_are_kept_overlapping_ports_are_refused_and_a_failure_half_way_is_undone() {
+    let mut lab = Lab::new(3);
+    lab.start_agent();
+    let ns = |i: usize| lab.containers[i].path().display().to_string();
+    // The first free address is 10.77.0.2 (.1 is the gateway): "a", first in the file
+    // and free to choose, must not take it from "b".
+    let two = format!(
+        "[[endpoints]]\nname = \"a\"\nnetns = \"{}\"\n\n[[endpoints]]\nname = \"b\"\nnetns = \"{}\"\nip = \"10.77.0.2\"\n",
+        ns(0),
+        ns(1)
+    );
+    let out = lab.netpath_ok(&["apply", "-f", &write(&lab, "two.toml", &two)]);
+    assert!(out.contains("2 change(s) applied"), "{out}");
+    let list: serde_json::Value =
+        serde_json::from_str(&lab.netpath_ok(&["endpoint", "list", "-o", "json"])).unwrap();
+    let ip_of = |v: &serde_json::Value, n: &str| {
+        v["endpoints"].as_array().unwrap().iter().find(|e| e["name"] == n).map(|e| e["ip"].clone())
+    };
+    assert_eq!(ip_of(&list, "b"), Some(serde_json::json!("10.77.0.2")), "{list}");
+    assert!(ip_of(&list, "a").is_some_and(|ip| ip != "10.77.0.2"), "{list}");
+
+    // 8080 for every address and 8080 on the node address claim the same packets.
+    let overlap = format!(
+        "{two}\n[[ports]]\nhost_port = 8080\nendpoint = \"a\"\n\n[[ports]]\nhost_ip = \"{NODE_UPLINK_IP}\"\nhost_port = 8080\nendpoint = \"b\"\n"
+    );
+    let line = overlap.lines().count() - 3;
+    let (state, links) = (lab.state(), lab.node_links());
+    let err = refused(&lab, &["apply", "-f", &write(&lab, "overlap.toml", &overlap)]);
+    assert!(
+        err.contains(&format!("overlap.toml:{line}:"))
+            && err.contains("declared twice")
+            && err.contains("*:8080"),
+        "{err}"
+    );
+    assert_eq!((lab.state(), lab.node_links()), (state.clone(), links.clone()));
+
+    // The kernel refuses what the checks allowed: "c" is to be eth1 in a namespace that
+    // has an eth1 already. "a" goes first (the file drops it), then "c" fails: "a" comes
+    // back, and the error says the node was put back, on c's line.
+    let busy =
+        lab.containers[2].exec(&["ip", "link", "add", "eth1", "type", "veth", "peer", "name", "eth1-peer"]);
+    assert!(busy.status.success(), "{busy:?}");
+    let failing = format!(
+        "[[endpoints]]\nname = \"b\"\nnetns = \"{}\"\nip = \"10.77.0.2\"\n\n[[endpoints]]\nname = \"c\"\nnetns = \"{}\"\nifname = \"eth1\"\n",
+        ns(1),
+        ns(2)
+    );
+    let err = refused(&lab, &["apply", "-f", &write(&lab, "failing.toml", &failing)]);
+    assert!(
+        err.contains("failing.toml:6:")
+            && err.contains("eth1")
+            && err.contains("put the node back as it was"),
+        "{err}"
+    );
+    assert!(!err.contains("nothing was changed"), "{err}");
+    let after: serde_json::Value =
+        serde_json::from_str(&lab.netpath_ok(&["endpoint", "list", "-o", "json"])).unwrap();
+    assert_eq!(ip_of(&after, "a"), ip_of(&list, "a"), "a was not built again: {after}");
+    assert_eq!(ip_of(&after, "c"), None, "{after}");
+    let drift: serde_json::Value =
+        serde_json::from_str(&lab.netpath_ok(&["reconcile", "--dry-run", "-o", "json"])).unwrap();
+    assert_eq!(lab.node_links().len(), links.len(), "{drift}");
+    lab.stop_agent();
+}
+
 /// One request line to the lab's agent, as the CNI plugin sends it; the reply line.
 fn agent_request(lab: &Lab, req: &serde_json::Value) -> String {
     use std::io::{BufRead as _, Write as _};

@@ -4,7 +4,10 @@
 //! file with an error changes nothing; then ports and endpoints that go are removed,
 //! and those that come are added. Endpoints a runtime added (CNI) are the runtime's:
 //! apply neither lists nor touches them.
-use std::{collections::HashSet, net::Ipv4Addr};
+use std::{
+    collections::{HashMap, HashSet},
+    net::Ipv4Addr,
+};
 
 use tracing::{info, warn};
 
@@ -14,15 +17,19 @@ use crate::{
     state::{EndpointRecord, PortRecord, Proto},
 };
 
-/// A refused apply: the error, and the declared entry it is about when there is one.
+/// A refused or failed apply: the error, and the declared entry it is about when there
+/// is one.
 pub struct ApplyError {
     pub entry: Option<DeclRef>,
-    pub error: AgentError,
+    pub error: Box<AgentError>,
+    /// `None` when the checks refused the file and nothing changed; after a failure part
+    /// way, whether what had changed was all taken back.
+    pub restored: Option<bool>,
 }
 
 impl From<AgentError> for ApplyError {
     fn from(error: AgentError) -> Self {
-        ApplyError { entry: None, error }
+        ApplyError { entry: None, error: Box::new(error), restored: None }
     }
 }
 
@@ -80,7 +87,7 @@ struct Plan {
     /// Endpoints removed (also those replaced), with their ports.
     del_endpoints: Vec<EndpointRecord>,
     /// Declared endpoints to build (also those replaced), by index, with the address
-    /// each keeps (a replaced endpoint keeps its own unless the file names another).
+    /// each gets: the file's, else a replaced endpoint's own, else one the plan chose.
     add_endpoints: Vec<(usize, Option<Ipv4Addr>)>,
     del_ports: Vec<PortRecord>,
     add_ports: Vec<usize>,
@@ -98,8 +105,16 @@ impl Agent {
     }
 
     fn plan(&self, spec: &NodeSpec) -> Result<Plan, ApplyError> {
-        let at_endpoint = |i: usize| move |error| ApplyError { entry: Some(DeclRef::Endpoint(i)), error };
-        let at_port = |i: usize| move |error| ApplyError { entry: Some(DeclRef::Port(i)), error };
+        let at_endpoint = |i: usize| {
+            move |error| ApplyError {
+                entry: Some(DeclRef::Endpoint(i)),
+                error: Box::new(error),
+                restored: None,
+            }
+        };
+        let at_port = |i: usize| {
+            move |error| ApplyError { entry: Some(DeclRef::Port(i)), error: Box::new(error), restored: None }
+        };
         let mut plan = Plan::default();
 
         // Endpoints: each declared once, valid, not a runtime's.
@@ -145,11 +160,18 @@ impl Agent {
         let mut staying: Vec<EndpointRecord> =
             self.endpoints.all().iter().filter(|e| !gone.contains(e.name.as_str())).cloned().collect();
         // Fixed addresses first, then free ones for the rest (stand-ins, so that two
-        // declarations cannot take the same address and the pool is not overdrawn).
-        let fixed = plan.add_endpoints.iter().filter(|(_, ip)| ip.is_some());
-        for (i, ip) in fixed.chain(plan.add_endpoints.iter().filter(|(_, ip)| ip.is_none())) {
-            let ip = self.endpoints.ipam().assign(*ip, &staying).map_err(|e| at_endpoint(*i)(e.into()))?;
-            staying.push(EndpointRecord { name: spec.endpoints[*i].name.clone(), ip, ..staying_stub() });
+        // declarations cannot take the same address and the pool is not overdrawn). The
+        // chosen address is the one built: endpoints are added in file order, and one
+        // left to choose its own could take an address a later one names.
+        let fixed_first = (0..plan.add_endpoints.len())
+            .filter(|&k| plan.add_endpoints[k].1.is_some())
+            .chain((0..plan.add_endpoints.len()).filter(|&k| plan.add_endpoints[k].1.is_none()))
+            .collect::<Vec<_>>();
+        for k in fixed_first {
+            let (i, want) = plan.add_endpoints[k];
+            let ip = self.endpoints.ipam().assign(want, &staying).map_err(|e| at_endpoint(i)(e.into()))?;
+            plan.add_endpoints[k].1 = Some(ip);
+            staying.push(EndpointRecord { name: spec.endpoints[i].name.clone(), ip, ..staying_stub() });
         }
         // Their namespaces exist, and none is the node's.
         for (i, _) in &plan.add_endpoints {
@@ -160,12 +182,23 @@ impl Agent {
             }
         }
 
-        // Ports: each declared once, for a declared endpoint, valid on this node.
-        let mut keys = HashSet::new();
+        // Ports: each declared once (a port for every address and one for an address of
+        // the node claim the same packets), for a declared endpoint, valid on this node.
+        let mut keys: HashMap<(Proto, u16), Vec<Option<Ipv4Addr>>> = HashMap::new();
         for (i, p) in spec.ports.iter().enumerate() {
-            if !keys.insert(decl_key(p)) {
-                return Err(at_port(i)(AgentError::DeclaredTwice { what: shown(&decl_key(p)) }));
+            let same_port = keys.entry((p.proto, p.host_port)).or_default();
+            if let Some(other) =
+                same_port.iter().find(|ip| ip.is_none() || p.host_ip.is_none() || **ip == p.host_ip)
+            {
+                let what = match *other == p.host_ip {
+                    true => shown(&decl_key(p)),
+                    false => {
+                        format!("{} (as {})", shown(&decl_key(p)), shown(&(p.proto, p.host_port, *other)))
+                    }
+                };
+                return Err(at_port(i)(AgentError::DeclaredTwice { what }));
             }
+            same_port.push(p.host_ip);
             if !names.contains(p.endpoint.as_str()) {
                 return Err(at_port(i)(AgentError::UndeclaredEndpoint { name: p.endpoint.clone() }));
             }
@@ -235,12 +268,17 @@ impl Agent {
     /// added is taken back and what was removed is built again, as far as they allow.
     async fn execute(&mut self, spec: &NodeSpec, plan: &Plan) -> Result<(), ApplyError> {
         let del_ports: Vec<PortKey> = plan.del_ports.iter().map(key).collect();
-        self.ports_del(&del_ports)?;
+        // One transaction and one map batch: refused whole.
+        self.ports_del(&del_ports).map_err(|error| ApplyError {
+            entry: None,
+            error: Box::new(error),
+            restored: Some(true),
+        })?;
         let mut removed = Vec::new();
         for rec in &plan.del_endpoints {
-            if let Err(e) = self.endpoint_del(&rec.name, None).await {
-                self.restore(&removed, &plan.del_ports, &[]).await;
-                return Err(e.into());
+            if let Err(error) = self.endpoint_del(&rec.name, None).await {
+                let restored = self.restore(&removed, &plan.del_ports, &[]).await;
+                return Err(ApplyError { entry: None, error: Box::new(error), restored: Some(restored) });
             }
             removed.push(rec.clone());
         }
@@ -248,25 +286,31 @@ impl Agent {
         for (i, ip) in &plan.add_endpoints {
             let d = &spec.endpoints[*i];
             if let Err(error) = self.endpoint_add(spec_of(d, *ip)).await {
-                self.restore(&removed, &plan.del_ports, &added).await;
-                return Err(ApplyError { entry: Some(DeclRef::Endpoint(*i)), error });
+                let restored = self.restore(&removed, &plan.del_ports, &added).await;
+                return Err(ApplyError {
+                    entry: Some(DeclRef::Endpoint(*i)),
+                    error: Box::new(error),
+                    restored: Some(restored),
+                });
             }
             added.push(d.name.clone());
         }
         let ports: Vec<PortSpec> = plan.add_ports.iter().map(|i| port_spec(&spec.ports[*i])).collect();
-        if let Err(e) = self.ports_add(ports).await {
-            self.restore(&removed, &plan.del_ports, &added).await;
-            return Err(e.into());
+        if let Err(error) = self.ports_add(ports).await {
+            let restored = self.restore(&removed, &plan.del_ports, &added).await;
+            return Err(ApplyError { entry: None, error: Box::new(error), restored: Some(restored) });
         }
         Ok(())
     }
 
     /// Best effort back to where apply started: the endpoints it added go, those it
-    /// removed and their ports come back.
-    async fn restore(&mut self, removed: &[EndpointRecord], ports: &[PortRecord], added: &[String]) {
+    /// removed and their ports come back. True when all of it did.
+    async fn restore(&mut self, removed: &[EndpointRecord], ports: &[PortRecord], added: &[String]) -> bool {
+        let mut all = true;
         for name in added {
             if let Err(e) = self.endpoint_del(name, None).await {
                 warn!(endpoint = %name, "apply failed and cannot take back the endpoint it added: {e}");
+                all = false;
             }
         }
         for rec in removed {
@@ -282,6 +326,7 @@ impl Agent {
             };
             if let Err(e) = self.endpoint_add(spec).await {
                 warn!(endpoint = %rec.name, "apply failed and cannot build the endpoint it removed again: {e}");
+                all = false;
             }
         }
         let specs: Vec<PortSpec> = ports
@@ -297,7 +342,9 @@ impl Agent {
             .collect();
         if let Err(e) = self.ports_add(specs).await {
             warn!("apply failed and cannot publish the ports it removed again: {e}");
+            all = false;
         }
+        all
     }
 }
 

@@ -224,7 +224,15 @@ impl Agent {
         if gone.is_empty() {
             return Ok(existed);
         }
-        self.datapath.remove_ports(&gone.iter().map(|r| entry(r).0).collect::<Vec<_>>())?;
+        if let Err(e) = self.datapath.remove_ports(&gone.iter().map(|r| entry(r).0).collect::<Vec<_>>()) {
+            // The state said gone while the maps still served them: put both back (a
+            // batch may have stopped part way).
+            if let Err(undo) = self.ports.insert_many(&gone) {
+                warn!("cannot take back the ports of a failed unpublish: {undo}; `netpath reconcile` repairs it");
+            }
+            let _ = self.datapath.set_ports(&gone.iter().map(entry).collect::<Vec<_>>());
+            return Err(e.into());
+        }
         if gone.iter().any(|r| self.on_other_address(r)) {
             self.write_node_config()?;
         }

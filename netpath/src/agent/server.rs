@@ -202,10 +202,13 @@ impl Agent {
             }
             Request::Apply { spec, dry_run } => match self.apply(spec, dry_run).await {
                 Ok(changes) => Ok(Reply::Applied { dry_run, changes }),
-                Err(super::apply::ApplyError { entry: Some(entry), error }) => {
+                Err(super::apply::ApplyError { entry, error, restored: Some(restored) }) => {
+                    Ok(Reply::ApplyFailed { entry, message: error.to_string(), restored })
+                }
+                Err(super::apply::ApplyError { entry: Some(entry), error, restored: None }) => {
                     Ok(Reply::ApplyRefused { entry, message: error.to_string() })
                 }
-                Err(super::apply::ApplyError { entry: None, error }) => Err(error),
+                Err(super::apply::ApplyError { entry: None, error, restored: None }) => Err(*error),
             },
             Request::Reconcile { dry_run } => {
                 self.reconcile(dry_run).await.map(|repairs| Reply::Reconciled { dry_run, repairs })

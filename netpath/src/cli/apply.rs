@@ -145,6 +145,16 @@ pub fn apply(paths: &Paths, file: &Path, dry_run: bool, output: Format) -> anyho
         Reply::ApplyRefused { entry, message } => {
             bail!("{name}:{}: {message}; nothing was changed", located.line(entry))
         }
+        Reply::ApplyFailed { entry, message, restored } => {
+            let at = entry.map_or(String::new(), |e| format!("{}:", located.line(e)));
+            if restored {
+                bail!("{name}:{at} {message}; apply stopped there and put the node back as it was")
+            }
+            bail!(
+                "{name}:{at} {message}; apply stopped there and could not put everything back \
+                 (the agent's log says what): `netpath apply --dry-run -f {name}` shows where the node stands"
+            )
+        }
         other => client::unexpected(other),
     }
 }
