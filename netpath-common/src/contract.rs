@@ -86,7 +86,7 @@ const FIB_LOOKUP_SIZE: usize = 64;
 
 /// Every map of the object: the pinned ones in the order `netpath map list` shows them,
 /// then the per-CPU scratch space the programs use inside one run.
-pub const MAPS: [MapSpec; 18] = [
+pub const MAPS: [MapSpec; 19] = [
     map(
         ENDPOINTS,
         MapKind::Hash,
@@ -146,6 +146,8 @@ pub const MAPS: [MapSpec; 18] = [
     .with_flags(NO_PREALLOC),
     // Written again at every start, before any endpoint is attached.
     map(CLUSTER_PROGS, MapKind::ProgArray, 4, 4, Capacity::Fixed(1), true),
+    // Written again at every load; a new one has every endpoint attached again.
+    map(ENDPOINT_PROGS, MapKind::ProgArray, 4, 4, Capacity::Fixed(1), true),
     map(
         NODE_LOCAL_REV,
         MapKind::LruHash,
@@ -236,6 +238,7 @@ pub struct ProgramSpec {
 /// Program names, as the object, the kernel's listings and the trace know them.
 pub mod program {
     pub const FROM_CONTAINER: &str = "from_container";
+    pub const CONTAINER_PATH: &str = "container_path";
     pub const UPLINK_IN: &str = "uplink_in";
     pub const UPLINK_XDP: &str = "uplink_xdp";
     pub const FROM_TUNNEL: &str = "from_tunnel";
@@ -247,8 +250,12 @@ pub mod program {
     pub const NODE_GETPEERNAME4: &str = "node_getpeername4";
 }
 
-pub const PROGRAMS: [ProgramSpec; 10] = [
+pub const PROGRAMS: [ProgramSpec; 11] = [
     ProgramSpec { name: program::FROM_CONTAINER, attach: Attach::TcIngress("each container's host veth") },
+    ProgramSpec {
+        name: program::CONTAINER_PATH,
+        attach: Attach::TailCall("from_container, on every packet"),
+    },
     ProgramSpec { name: program::UPLINK_IN, attach: Attach::TcIngress("the uplink") },
     ProgramSpec { name: program::UPLINK_XDP, attach: Attach::Xdp },
     ProgramSpec { name: program::FROM_TUNNEL, attach: Attach::TcIngress("the VXLAN device (cluster mode)") },

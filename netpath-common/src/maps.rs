@@ -64,6 +64,15 @@ pub const NODE_CONFIG: &str = "NODE_CONFIG";
 /// Cluster mode: another node's pod subnet (network address, the destination masked
 /// with the node prefix) -> [`crate::NodeRoute`]. Written from the cluster store.
 pub const NODE_ROUTES: &str = "NODE_ROUTES";
+/// What every endpoint's host device runs: `from_container`, attached there, only
+/// tail-calls the container path through this slot ([`TAIL_CONTAINER_PATH`]). Pinned,
+/// so the slot outlives the agent; a restarted or upgraded agent puts its own program in
+/// it and every endpoint runs that at once, whatever attached it. An endpoint costs an
+/// attachment once, when it is made, and never again.
+pub const ENDPOINT_PROGS: &str = "ENDPOINT_PROGS";
+/// ENDPOINT_PROGS' slot of `container_path`.
+pub const TAIL_CONTAINER_PATH: u32 = 0;
+
 /// Nodes a cluster may have.
 pub const MAX_NODES: u32 = 16_384;
 /// Cluster mode: the programs from_container tail-calls, by [`TAIL_TO_OTHER_NODE`] and

@@ -1,4 +1,6 @@
 //! tc ingress of each container's host-side veth: everything a container sends.
+//! `from_container`, attached there, tail-calls `container_path` (the work below)
+//! through a pinned slot, so that no endpoint is attached again when an agent restarts.
 //! For a netkit endpoint (`--device netkit`) the same program is a netkit link on the
 //! host device (BPF_NETKIT_PEER), run in netkit's transmit path for what the container
 //! sends: same context, same verdicts (TC_ACT_OK/SHOT/REDIRECT are netkit's PASS, DROP
@@ -8,10 +10,15 @@
 //! [`forward::Hook`]); a packet for the outside is masqueraded
 //! (or, for a published port on the node, hairpinned) and routed out with the FIB;
 //! the node's own services get it through the stack.
-use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
+use aya_ebpf::{
+    bindings::{TC_ACT_OK, TC_ACT_SHOT},
+    macros::classifier,
+    programs::TcContext,
+};
 use netpath_common::{
-    maps::TAIL_TO_OTHER_NODE, trace::HOP_FROM_CONTAINER, EndpointKey, Reason, ENDPOINT_F_BRIDGED,
-    ENDPOINT_F_NETKIT, ENDPOINT_F_PUBLISHED,
+    maps::{TAIL_CONTAINER_PATH, TAIL_TO_OTHER_NODE},
+    trace::HOP_FROM_CONTAINER,
+    EndpointKey, Reason, ENDPOINT_F_BRIDGED, ENDPOINT_F_NETKIT, ENDPOINT_F_PUBLISHED,
 };
 use network_types::{
     eth::{EthHdr, EtherType},
@@ -25,14 +32,26 @@ use crate::{
     forward::{self, Hook},
     headers::{tcp, IPPROTO_TCP, IP_OFF},
     icmp_error::{self, Direction},
-    maps::{CLUSTER_PROGS, ENDPOINTS, NODE_CONFIG},
+    maps::{CLUSTER_PROGS, ENDPOINTS, ENDPOINT_PROGS, NODE_CONFIG},
     nat,
     packet::{header, ifindex},
     port_map, tc_entry,
 };
 
+/// What an endpoint's host device runs: the container path, through the pinned slot
+/// every agent fills with its own (see netpath_common::maps::ENDPOINT_PROGS). Its run
+/// time, as the kernel counts it, includes the tail-called program's.
 #[classifier]
 pub fn from_container(ctx: TcContext) -> i32 {
+    // SAFETY: a tail call that succeeds does not return; the packet is container_path's.
+    let _ = unsafe { ENDPOINT_PROGS.tail_call(&ctx, TAIL_CONTAINER_PATH) };
+    // An empty slot: no agent has loaded since the pins were made; the next one attaches
+    // every endpoint again.
+    TC_ACT_SHOT
+}
+
+#[classifier]
+pub fn container_path(ctx: TcContext) -> i32 {
     tc_entry::run(&ctx, HOP_FROM_CONTAINER, try_from_container)
 }
 

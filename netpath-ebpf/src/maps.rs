@@ -48,6 +48,11 @@ pub static NODE_CONFIG: Array<NodeConfig> =
 pub static NODE_ROUTES: HashMap<EndpointKey, NodeRoute> =
     HashMap::pinned(capacity(name::NODE_ROUTES), flags(name::NODE_ROUTES));
 
+/// The container path's slot, tail-called by from_container (see netpath_common::maps).
+#[map]
+pub static ENDPOINT_PROGS: ProgramArray =
+    ProgramArray::pinned(capacity(name::ENDPOINT_PROGS), flags(name::ENDPOINT_PROGS));
+
 /// Cluster mode's programs, tail-called by from_container (see netpath_common::maps).
 #[map]
 pub static CLUSTER_PROGS: ProgramArray =

@@ -38,6 +38,7 @@ fn connections_survive_an_agent_killed_and_restarted() {
     for (what, conn) in conns.iter_mut() {
         conn.exchange(what);
     }
+    let filters_before = endpoint_filters(&lab);
 
     // SIGKILL: no chance to clean up anything.
     let pid = lab.agent_pid().expect("agent running");
@@ -58,36 +59,62 @@ fn connections_survive_an_agent_killed_and_restarted() {
     }
     fresh.exchange("new connection, agent restarted");
     // The restarted agent took over the attachments rather than stacking new ones: one
-    // program per interface, as pinned TCX links or (before 6.6) clsact filters.
+    // program per interface. The uplink's is a pinned TCX link (before 6.6 a clsact
+    // filter); an endpoint's is the filter its creation put there, untouched: it runs
+    // whatever program the pinned slot holds, the new agent's now.
     let links: Vec<String> = std::fs::read_dir(lab.bpffs_dir.join("links"))
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
+    assert_eq!(links.iter().filter(|l| l.starts_with("from_container-")).count(), 0, "{links:?}");
     if netpath_tests::kernel_at_least(6, 6) {
-        assert_eq!(links.iter().filter(|l| l.starts_with("from_container-")).count(), 2, "{links:?}");
         assert_eq!(links.iter().filter(|l| l.starts_with("uplink_in-")).count(), 1, "{links:?}");
-    } else {
-        for dev in lab.node_links().iter().filter(|l| l.starts_with("np") || *l == "uplink0") {
-            let out = lab.node.exec(&["tc", "filter", "show", "dev", dev, "ingress"]);
-            let copies =
-                String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains(" name ")).count();
-            assert_eq!(copies, 1, "{dev}: {out:?}");
-        }
     }
+    assert_eq!(endpoint_filters(&lab), filters_before, "the endpoints' filters changed");
+    for dev in lab.node_links().iter().filter(|l| !netpath_tests::kernel_at_least(6, 6) && *l == "uplink0") {
+        let out = lab.node.exec(&["tc", "filter", "show", "dev", dev, "ingress"]);
+        let copies = String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains(" name ")).count();
+        assert_eq!(copies, 1, "{dev}: {out:?}");
+    }
+
+    // The slot's pin gone while no agent runs (someone cleaned the pin directory): the
+    // kernel empties the slot once the agent's references go, and the endpoints' filters
+    // drop everything. The next agent makes a new slot and attaches every endpoint again.
+    lab.kill_agent();
+    std::fs::remove_file(lab.bpffs_dir.join("ENDPOINT_PROGS")).unwrap();
+    lab.start_agent();
+    let mut again =
+        open(&lab.containers[1], SocketAddrV4::new(b, 7003), &lab.containers[0], SocketAddrV4::new(b, 7003));
+    again.exchange("new connection, new slot");
+    let after = endpoint_filters(&lab);
+    assert_eq!(after.len(), 2, "{after:?}");
+    assert!(after.iter().all(|f| !filters_before.contains(f)), "{after:?} not attached again");
 
     // And the restarted agent still manages the node: a deleted endpoint goes, with its
     // attachment.
     lab.netpath_ok(&["endpoint", "del", "a"]);
-    if netpath_tests::kernel_at_least(6, 6) {
-        let left = std::fs::read_dir(lab.bpffs_dir.join("links"))
-            .unwrap()
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().starts_with("from_container-"))
-            .count();
-        assert_eq!(left, 1);
-    }
     assert_eq!(lab.node_links().iter().filter(|l| l.starts_with("np")).count(), 1);
+    assert_eq!(endpoint_filters(&lab).len(), 1);
+}
+
+/// Each endpoint veth's ingress filters, as `tc` lists them (program id and tag), one
+/// string per veth: one filter each, or the test fails here.
+fn endpoint_filters(lab: &Lab) -> Vec<String> {
+    let mut out = Vec::new();
+    for dev in lab.node_links().iter().filter(|l| l.starts_with("np")) {
+        let show = lab.node.exec(&["tc", "filter", "show", "dev", dev, "ingress"]);
+        let text = String::from_utf8_lossy(&show.stdout).into_owned();
+        let filters: Vec<&str> = text.lines().filter(|l| l.contains(" name ")).collect();
+        assert_eq!(filters.len(), 1, "{dev}: {text}");
+        assert!(
+            filters[0].contains("from_container")
+                && (filters[0].contains("pref 2048") || filters[0].contains("pref 2049")),
+            "{dev}: {text}"
+        );
+        out.push(filters[0].to_string());
+    }
+    out
 }
 
 #[test]

@@ -334,7 +334,7 @@ impl Agent {
         for rec in self.endpoints.all().to_vec() {
             if let Some(l) = plumbing::link::get(&self.netlink, &rec.host_ifname).await? {
                 if l.index == rec.host_ifindex {
-                    self.datapath.attach_endpoint(&rec.host_ifname, rec.host_ifindex, rec.device)?;
+                    self.datapath.adopt_endpoint(&rec.host_ifname, rec.host_ifindex, rec.device)?;
                 }
             }
         }

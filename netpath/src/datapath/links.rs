@@ -23,6 +23,15 @@ use super::{
 };
 use crate::state::Device;
 
+/// The two priorities a tc program's cls_bpf filter alternates between, so that a new
+/// filter goes in while the old one still runs (see `attach_clsact`).
+const TC_PRIORITIES: [u16; 2] = [0x1000, 0x1001];
+/// The kernel's default priority, where builds before the two priorities put filters.
+const LEGACY_PRIORITY: u16 = 0xc000;
+/// Where from_container's filter sits on an endpoint's host veth: ahead of the others
+/// (a lower number runs first), so that during a swap the new one decides.
+const ENDPOINT_PRIORITIES: [u16; 2] = [0x0800, 0x0801];
+
 fn attach_err<'a>(
     prog: &'static str,
     target: &'a str,
@@ -58,16 +67,8 @@ impl Datapath {
     fn attach_tc(&mut self, prog: &'static str, iface: &str, ifindex: u32) -> Result<(), DatapathError> {
         let pin = self.pin(format!("{prog}-{ifindex}"));
         if self.mode == AttachMode::Clsact {
-            if let Err(e) = tc::qdisc_add_clsact(iface) {
-                // EEXIST comes back as "File exists" or, with extended acks, as
-                // "Exclusivity flag on, cannot modify": either way the qdisc is there.
-                let msg = e.to_string();
-                if !msg.contains("exists") && !msg.contains("Exclusivity flag on") {
-                    let source = std::io::Error::other(msg);
-                    return Err(DatapathError::Clsact { iface: iface.into(), source });
-                }
-            }
-            return self.attach_clsact(prog, iface);
+            add_clsact(iface)?;
+            return self.attach_clsact(prog, iface, TC_PRIORITIES, &[LEGACY_PRIORITY]);
         }
         if let Ok(old) = PinnedLink::from_pin(&pin) {
             let link = FdLink::from(old).try_into().map_err(kind_err(prog, iface, &pin))?;
@@ -91,12 +92,17 @@ impl Datapath {
     /// while the old one still runs, then the old one is deleted. (Deleting first, as
     /// before, left a moment in which published-port SYNs met the node's stack and were
     /// refused.)
-    fn attach_clsact(&mut self, prog: &'static str, iface: &str) -> Result<(), DatapathError> {
-        const PRIORITIES: [u16; 2] = [0x1000, 0x1001];
+    fn attach_clsact(
+        &mut self,
+        prog: &'static str,
+        iface: &str,
+        priorities: [u16; 2],
+        legacy: &[u16],
+    ) -> Result<(), DatapathError> {
         let handle = tc::TcHandle::new(0, 1);
         let mut placed = None;
         let mut last_err = None;
-        for (i, priority) in PRIORITIES.into_iter().enumerate() {
+        for (i, priority) in priorities.into_iter().enumerate() {
             let opts = tc::TcAttachOptions::Netlink(tc::NlOptions { priority, handle, ..Default::default() });
             match self.classifier(prog)?.attach_with_options(iface, TcAttachType::Ingress, opts) {
                 Ok(id) => {
@@ -109,31 +115,35 @@ impl Datapath {
                 Err(e) => last_err = Some(e),
             }
         }
-        let Some(i) = placed else {
-            // Both taken (an agent died mid-swap): the second is replaced while the
-            // first serves.
-            let err = last_err.map_or_else(|| "no priority free".to_string(), |e| e.to_string());
-            let detached = Self::detach_filter(iface, PRIORITIES[1], handle);
-            if !detached {
-                let source = std::io::Error::other(err);
-                return Err(DatapathError::Clsact { iface: iface.into(), source });
+        match placed {
+            Some(i) => {
+                Self::detach_filter(iface, priorities[1 - i], handle);
             }
-            let opts = tc::TcAttachOptions::Netlink(tc::NlOptions {
-                priority: PRIORITIES[1],
-                handle,
-                ..Default::default()
-            });
-            let id = self
-                .classifier(prog)?
-                .attach_with_options(iface, TcAttachType::Ingress, opts)
-                .map_err(attach_err(prog, iface))?;
-            std::mem::forget(self.classifier(prog)?.take_link(id).map_err(attach_err(prog, iface))?);
-            Self::detach_filter(iface, PRIORITIES[0], handle);
-            return Ok(());
-        };
-        Self::detach_filter(iface, PRIORITIES[1 - i], handle);
-        // A filter of a build from before the two priorities (the kernel's default).
-        Self::detach_filter(iface, 0xc000, handle);
+            None => {
+                // Both taken (an agent died mid-swap): the second is replaced while the
+                // first serves.
+                let err = last_err.map_or_else(|| "no priority free".to_string(), |e| e.to_string());
+                if !Self::detach_filter(iface, priorities[1], handle) {
+                    let source = std::io::Error::other(err);
+                    return Err(DatapathError::Clsact { iface: iface.into(), source });
+                }
+                let opts = tc::TcAttachOptions::Netlink(tc::NlOptions {
+                    priority: priorities[1],
+                    handle,
+                    ..Default::default()
+                });
+                let id = self
+                    .classifier(prog)?
+                    .attach_with_options(iface, TcAttachType::Ingress, opts)
+                    .map_err(attach_err(prog, iface))?;
+                std::mem::forget(self.classifier(prog)?.take_link(id).map_err(attach_err(prog, iface))?);
+                Self::detach_filter(iface, priorities[0], handle);
+            }
+        }
+        // Filters of earlier builds.
+        for &priority in legacy {
+            Self::detach_filter(iface, priority, handle);
+        }
         Ok(())
     }
 
@@ -159,6 +169,15 @@ impl Datapath {
 
     /// Attaches from_container where a container's packets arrive: the ingress of its
     /// host-side veth, or the netkit link of its host-side netkit device.
+    ///
+    /// A veth gets a cls_bpf filter under clsact on every kernel, TCX or not: a TCX link
+    /// costs an RCU grace period when made and another when it goes, which the kernel
+    /// waits for under the RTNL lock (about 13 ms each here, most of an endpoint's
+    /// cost), where a filter costs two netlink messages and goes with the veth. TCX's
+    /// advantage, swapping the program in place when an agent restarts, the endpoint
+    /// does not need: from_container only tail-calls the agent's container path through
+    /// a pinned slot, and a new agent fills the slot instead. Endpoints an earlier build
+    /// attached with TCX links keep them (see `adopt_endpoint`).
     pub fn attach_endpoint(
         &mut self,
         iface: &str,
@@ -166,7 +185,35 @@ impl Datapath {
         device: Device,
     ) -> Result<(), DatapathError> {
         match device {
-            Device::Veth => self.attach_tc(FROM_CONTAINER, iface, ifindex),
+            Device::Veth => {
+                add_clsact(iface)?;
+                self.attach_clsact(FROM_CONTAINER, iface, ENDPOINT_PRIORITIES, &[])
+            }
+            Device::Netkit => self.attach_netkit(FROM_CONTAINER, iface, ifindex),
+        }
+    }
+
+    /// Takes over an endpoint attached by an earlier agent. Its filter already runs
+    /// whatever fills the slot, which this agent did at load: nothing to do, unless the
+    /// slot is new (its pin was gone, or the build before had none), when the filter
+    /// is replaced, together with the filters of earlier builds. A TCX link of an
+    /// earlier build gets this agent's from_container in place, and stays a TCX link.
+    pub fn adopt_endpoint(&mut self, iface: &str, ifindex: u32, device: Device) -> Result<(), DatapathError> {
+        let tcx_pin = self.links_dir.join(format!("{FROM_CONTAINER}-{ifindex}"));
+        match device {
+            Device::Veth if tcx_pin.exists() && self.mode == AttachMode::Tcx => {
+                self.attach_tc(FROM_CONTAINER, iface, ifindex)
+            }
+            Device::Veth if self.new_endpoint_slot => {
+                add_clsact(iface)?;
+                self.attach_clsact(
+                    FROM_CONTAINER,
+                    iface,
+                    ENDPOINT_PRIORITIES,
+                    &[TC_PRIORITIES[0], TC_PRIORITIES[1], LEGACY_PRIORITY],
+                )
+            }
+            Device::Veth => Ok(()),
             Device::Netkit => self.attach_netkit(FROM_CONTAINER, iface, ifindex),
         }
     }
@@ -178,7 +225,7 @@ impl Datapath {
         ifindex: u32,
         device: Device,
     ) -> Result<(), DatapathError> {
-        self.detach_tc(FROM_CONTAINER, iface, ifindex);
+        self.detach_endpoint(iface, ifindex)?;
         self.attach_endpoint(iface, ifindex, device)
     }
 
@@ -208,9 +255,15 @@ impl Datapath {
         Ok(())
     }
 
-    /// Detaches from a container's veth; nothing to do when it was not attached.
-    pub fn detach_endpoint(&mut self, iface: &str, ifindex: u32) -> Result<(), DatapathError> {
-        self.detach_tc(FROM_CONTAINER, iface, ifindex);
+    /// Detaches from a container's veth or netkit device, which is about to go or has
+    /// gone: its pinned link (netkit, or TCX of an earlier build) is unpinned; a filter
+    /// goes with the veth, at no cost of its own.
+    pub fn detach_endpoint(&mut self, _iface: &str, ifindex: u32) -> Result<(), DatapathError> {
+        let pin = self.links_dir.join(format!("{FROM_CONTAINER}-{ifindex}"));
+        self.touched.remove(&pin);
+        if let Ok(link) = PinnedLink::from_pin(&pin) {
+            let _ = link.unpin();
+        }
         Ok(())
     }
 
@@ -383,7 +436,8 @@ impl Datapath {
 }
 
 /// The programs that see what the container of a host device sends, by name: at its tc
-/// ingress for a veth ([`tc_programs`]), its netkit peer programs for a netkit device.
+/// ingress for a veth (filters, and on TCX kernels the links of earlier builds too), its
+/// netkit peer programs for a netkit device.
 pub async fn endpoint_programs(
     nl: &rtnetlink::Handle,
     iface: &str,
@@ -392,9 +446,29 @@ pub async fn endpoint_programs(
     device: Device,
 ) -> Option<Vec<String>> {
     match device {
-        Device::Veth => tc_programs(nl, iface, index, mode).await,
+        Device::Veth => {
+            let mut progs = tc_programs(nl, iface, index, AttachMode::Clsact).await?;
+            if mode == AttachMode::Tcx && !progs.iter().any(|p| p == FROM_CONTAINER) {
+                progs.extend(tc_programs(nl, iface, index, AttachMode::Tcx).await?);
+            }
+            Some(progs)
+        }
         Device::Netkit => netkit::peer_programs(index).ok(),
     }
+}
+
+/// A clsact qdisc on `iface`, there already or added.
+fn add_clsact(iface: &str) -> Result<(), DatapathError> {
+    if let Err(e) = tc::qdisc_add_clsact(iface) {
+        // EEXIST comes back as "File exists" or, with extended acks, as "Exclusivity
+        // flag on, cannot modify": either way the qdisc is there.
+        let msg = e.to_string();
+        if !msg.contains("exists") && !msg.contains("Exclusivity flag on") {
+            let source = std::io::Error::other(msg);
+            return Err(DatapathError::Clsact { iface: iface.into(), source });
+        }
+    }
+    Ok(())
 }
 
 /// Programs attached at an interface's tc ingress, by name: TCX links, or cls_bpf

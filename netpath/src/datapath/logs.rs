@@ -1,7 +1,6 @@
 //! The datapath's log records (aya-log: rare events only, see netpath-ebpf's `rare`),
 //! read from their ring buffer as they come and written to the agent's log through the
 //! `log` facade, which tracing-subscriber forwards to the agent's output.
-use aya::maps::ProgramArray;
 use netpath_common::{contract::program::LOG_RARE, maps};
 use tokio::io::{unix::AsyncFd, Interest};
 use tracing::warn;
@@ -15,13 +14,10 @@ impl Datapath {
     /// Also loads `log_rare` into the programs' tail-call slot: until then they drop
     /// their rare packets unlogged.
     pub fn forward_logs(&mut self) -> Result<(), DatapathError> {
-        let verify = |source| DatapathError::Verify { prog: LOG_RARE, source: Box::new(source) };
-        let prog = self.classifier(LOG_RARE)?;
-        prog.load().map_err(verify)?;
-        let fd = prog.fd().map_err(verify)?.try_clone().map_err(|e| verify(e.into()))?;
-        let map = self.ebpf.map_mut(maps::RARE_PROGS).ok_or(DatapathError::MissingMap(maps::RARE_PROGS))?;
-        let map_err = |source| DatapathError::Map { map: maps::RARE_PROGS, source: Box::new(source) };
-        ProgramArray::try_from(map).map_err(map_err)?.set(maps::TAIL_LOG_RARE, &fd, 0).map_err(map_err)?;
+        self.classifier(LOG_RARE)?
+            .load()
+            .map_err(|source| DatapathError::Verify { prog: LOG_RARE, source: Box::new(source) })?;
+        self.fill_slot(maps::RARE_PROGS, maps::TAIL_LOG_RARE, LOG_RARE)?;
         let logger = aya_log::EbpfLogger::init(&mut self.ebpf)
             .map_err(|_| DatapathError::MissingMap(netpath_common::maps::AYA_LOGS))?;
         // SAFETY: the logger owns the ring buffer's fd and keeps it, unchanged, until it

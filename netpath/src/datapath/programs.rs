@@ -65,6 +65,9 @@ pub struct Datapath {
     pub(super) node_local: Option<PathBuf>,
     /// Old maps whose entries this load copied, until [`Datapath::finish_migration`].
     migration: Option<super::layout::Migration>,
+    /// ENDPOINT_PROGS was made by this load: the endpoints' filters of earlier agents
+    /// run another slot (or none), and are replaced (see `adopt_endpoint`).
+    pub(super) new_endpoint_slot: bool,
 }
 
 impl Datapath {
@@ -83,6 +86,7 @@ impl Datapath {
         attach: Option<AttachMode>,
     ) -> Result<Self, DatapathError> {
         let aside = super::layout::set_aside(&super::layout::check(pin_dir, ct_entries)?)?;
+        let new_endpoint_slot = !pin_dir.join(netpath_common::maps::ENDPOINT_PROGS).exists();
         let object = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netpath"));
         let ebpf = EbpfLoader::new()
             .default_map_pin_directory(pin_dir)
@@ -94,16 +98,30 @@ impl Datapath {
         let links_dir = pin_dir.join("links");
         crate::paths::create_private_dir(&links_dir)
             .map_err(|source| DatapathError::PinDir { path: links_dir.clone(), source })?;
-        let mut dp =
-            Self { ebpf, mode, links_dir, touched: HashSet::new(), node_local: None, migration: None };
+        let mut dp = Self {
+            ebpf,
+            mode,
+            links_dir,
+            touched: HashSet::new(),
+            node_local: None,
+            migration: None,
+            new_endpoint_slot,
+        };
         // from_tunnel, to_other_node and uplink_xdp are verified when the node needs them
         // (`attach_tunnel`, `set_cluster_programs`, `xdp`): every other agent start
         // would pay for them, many seconds under emulation.
-        for name in [FROM_CONTAINER, UPLINK_IN] {
+        for name in [FROM_CONTAINER, program::CONTAINER_PATH, UPLINK_IN] {
             dp.classifier(name)?
                 .load()
                 .map_err(|source| DatapathError::Verify { prog: name, source: Box::new(source) })?;
         }
+        // Before any endpoint is attached; endpoints of an earlier agent run this one's
+        // container path from here on.
+        dp.fill_slot(
+            netpath_common::maps::ENDPOINT_PROGS,
+            netpath_common::maps::TAIL_CONTAINER_PATH,
+            program::CONTAINER_PATH,
+        )?;
         for name in NODE_SOCKET_HOOKS {
             dp.sock_addr(name)?
                 .load()
@@ -112,6 +130,20 @@ impl Datapath {
         dp.migration = Some(aside.commit(&mut dp.ebpf)?);
         info!(?mode, pin_dir = %pin_dir.display(), "datapath loaded");
         Ok(dp)
+    }
+
+    /// Puts the loaded tc program `prog` in slot `slot` of program array `map`.
+    pub(super) fn fill_slot(
+        &mut self,
+        map: &'static str,
+        slot: u32,
+        prog: &'static str,
+    ) -> Result<(), DatapathError> {
+        let verify = |source| DatapathError::Verify { prog, source: Box::new(source) };
+        let fd = self.classifier(prog)?.fd().map_err(verify)?.try_clone().map_err(|e| verify(e.into()))?;
+        let array = self.ebpf.map_mut(map).ok_or(DatapathError::MissingMap(map))?;
+        let map_err = |source| DatapathError::Map { map, source: Box::new(source) };
+        aya::maps::ProgramArray::try_from(array).map_err(map_err)?.set(slot, &fd, 0).map_err(map_err)
     }
 
     /// Program `name` of the object as its kind `P` (SchedClassifier, Xdp, ...).
