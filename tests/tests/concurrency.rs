@@ -212,3 +212,62 @@ fn fifty_clients_mixing_endpoint_and_port_changes_leave_state_maps_and_kernel_ag
     let drift = lab.netpath(&["reconcile", "--dry-run"]);
     assert!(drift.status.success(), "drift: {}", String::from_utf8_lossy(&drift.stdout));
 }
+
+/// Issue 17: the agent serves requests beside an endpoint's kernel work. With the pair's
+/// creation made slow (a test hook), a `port add` for another endpoint is answered while
+/// the add is in flight; another add in flight at the same time gets another address; a
+/// delete of the endpoint being added waits for the add, then finds and removes it.
+#[test]
+fn a_slow_endpoint_add_holds_up_no_other_request_and_its_own_wait_for_it() {
+    const SLOW: Duration = Duration::from_millis(2000);
+    let mut lab = Lab::new(3);
+    lab.agent_env = vec![("NETPATH_SLOW_STEP".into(), format!("pair:{}", SLOW.as_millis()))];
+    lab.start_agent();
+    let ns = |i: usize| lab.containers[i].path().to_str().unwrap().to_string();
+    lab.netpath_ok(&["endpoint", "add", "web", "--netns", &ns(0)]);
+    let lab = &lab;
+    let ns = &ns;
+    let started = Instant::now();
+    let (add, add_done, other, port_done, del) = std::thread::scope(|s| {
+        let slow = s.spawn(|| {
+            let o = lab.netpath(&["endpoint", "add", "slow", "--netns", &ns(1)]);
+            (o, started.elapsed())
+        });
+        let other = s.spawn(|| lab.netpath(&["endpoint", "add", "other", "--netns", &ns(2)]));
+        std::thread::sleep(Duration::from_millis(300));
+        let del = s.spawn(|| lab.netpath(&["endpoint", "del", "slow"]));
+        std::thread::sleep(Duration::from_millis(100));
+        let port = lab.netpath(&["port", "add", "8080", "web:80"]);
+        assert!(port.status.success(), "{}", String::from_utf8_lossy(&port.stderr));
+        let port_done = started.elapsed();
+        let (add, add_done) = slow.join().unwrap();
+        (add, add_done, other.join().unwrap(), port_done, del.join().unwrap())
+    });
+    for o in [&add, &other, &del] {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    assert!(add_done >= SLOW, "the hook did not slow the add: {add_done:?}");
+    assert!(
+        port_done < add_done,
+        "port add answered at {port_done:?}, after the add in flight ({add_done:?})"
+    );
+    // "NAME IP via GATEWAY on VETH"
+    let ip = |o: &std::process::Output| {
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        out.split_whitespace().nth(1).map(str::to_string).unwrap_or_else(|| panic!("{out}"))
+    };
+    assert_ne!(ip(&add), ip(&other), "two adds in flight got one address");
+    assert!(
+        String::from_utf8_lossy(&del.stdout).contains("deleted"),
+        "{}",
+        String::from_utf8_lossy(&del.stdout)
+    );
+    // What is left agrees with the kernel: web and other, no "slow", no stray veth.
+    let list: Value = serde_json::from_str(&lab.netpath_ok(&["endpoint", "list", "-o", "json"])).unwrap();
+    let names: Vec<&str> =
+        list["endpoints"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["web", "other"], "{list}");
+    assert_eq!(lab.node_links().iter().filter(|l| l.starts_with("np")).count(), 2, "{:?}", lab.node_links());
+    let drift = lab.netpath(&["reconcile", "--dry-run"]);
+    assert!(drift.status.success(), "{}", String::from_utf8_lossy(&drift.stdout));
+}

@@ -4,7 +4,7 @@ use std::net::Ipv4Addr;
 use netpath_common::EndpointInfo;
 use tracing::{info, warn};
 
-use super::{Agent, AgentError};
+use super::{steps::Steps, Agent, AgentError};
 use crate::{
     api::{EndpointSpec, PortSpec},
     datapath::entries,
@@ -90,9 +90,146 @@ fn satisfies(rec: &EndpointRecord, spec: &EndpointSpec) -> bool {
         && (spec.owner.is_none() || spec.owner == rec.owner)
 }
 
+/// An endpoint add, checked and given its address, before the kernel work: the
+/// [`Builder`] and the record it fills in, and the ports to publish once it is built.
+pub(super) struct AddPlan {
+    pub builder: Builder,
+    pub ns: std::fs::File,
+    pub rec: EndpointRecord,
+    pub planned: Vec<crate::state::PortRecord>,
+}
+
+/// How an add starts: already done (a repeated add), or with kernel work to do.
+pub(super) enum AddStart {
+    Done(EndpointRecord),
+    Build(Box<AddPlan>),
+}
+
+/// An endpoint delete once the state, the ports and the datapath let it go: what is
+/// left is the veth pair, whose deletion waits out RCU in the kernel.
+pub(super) struct DelPlan {
+    netlink: rtnetlink::Handle,
+    rec: EndpointRecord,
+    steps: Steps,
+}
+
+/// The kernel work of making an endpoint's pair, marking it and configuring both sides:
+/// nothing of the agent's but a netlink handle, so it runs outside the agent's task and
+/// holds up no other request (see `inflight`).
+pub(super) struct Builder {
+    netlink: rtnetlink::Handle,
+    mark: link::Owner,
+    bridge: Option<u32>,
+    temporary: String,
+    prefix: u8,
+    pub steps: Steps,
+}
+
+impl Builder {
+    /// Builds what `rec` describes, up to the datapath: the veth or netkit pair (filling
+    /// in the host side's index and MAC, and for netkit the container's MAC as the
+    /// kernel set it), the mark, addresses and routes. On failure deletes what it made.
+    pub async fn build(&mut self, ns: &std::fs::File, rec: &mut EndpointRecord) -> Result<(), AgentError> {
+        let mac = parse_mac(&rec.mac)
+            .ok_or_else(|| AgentError::StoredMac { endpoint: rec.name.clone(), mac: rec.mac.clone() })?;
+        if let Some(l) = link::get(&self.netlink, &rec.host_ifname).await? {
+            return Err(crate::plumbing::PlumbingError::LinkExists {
+                name: l.name,
+                place: format!("on the node (index {}) and it is not this endpoint's", l.index),
+            }
+            .into());
+        }
+        let host = match rec.device {
+            Device::Veth => {
+                link::add_veth(&self.netlink, &self.temporary, &rec.ifname, ns, mac, rec.mtu, self.bridge)
+                    .await?
+            }
+            Device::Netkit => {
+                link::add_netkit(&self.netlink, &self.temporary, &rec.ifname, ns, mac, rec.mtu).await?
+            }
+        };
+        self.steps.mark("pair");
+        super::steps::slow_step("pair").await;
+        rec.host_ifindex = host.index;
+        rec.host_mac = format_mac(&host.mac);
+        // From here on every failure undoes everything: deleting the host veth removes
+        // its peer, the container's address and routes, and the node route with it.
+        if let Err(e) = self.connect(ns, rec).await {
+            let _ = link::delete(&self.netlink, rec.host_ifindex).await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    async fn connect(&mut self, ns: &std::fs::File, rec: &mut EndpointRecord) -> Result<(), AgentError> {
+        if rec.device == Device::Netkit {
+            let ifname = rec.ifname.clone();
+            let peer =
+                netns::run_in(ns, &rec.netns, move |h| async move { link::get(&h, &ifname).await }).await?;
+            let peer =
+                peer.ok_or_else(|| crate::plumbing::PlumbingError::LinkNotFound(rec.ifname.clone()))?;
+            rec.mac = format_mac(&peer.mac);
+        }
+        // Created under a temporary name that carries the agent's id, renamed when it is
+        // marked: a veth whose agent died in between is still known as its own.
+        link::set_owner(&self.netlink, rec.host_ifindex, &self.mark, Some(&rec.host_ifname)).await?;
+        self.steps.mark("mark");
+        configure_container(ns, rec, self.prefix).await?;
+        self.steps.mark("container");
+        link::set_up(&self.netlink, rec.host_ifindex, &rec.host_ifname).await?;
+        // In bridge mode the bridge's own prefix route reaches the container.
+        if rec.mode == Mode::Routed {
+            link::add_host_route(&self.netlink, rec.ip, rec.host_ifindex).await?;
+        }
+        self.steps.mark("up-route");
+        Ok(())
+    }
+}
+
+impl DelPlan {
+    /// The address the endpoint had, whose route goes with the pair.
+    pub fn ip(&self) -> Ipv4Addr {
+        self.rec.ip
+    }
+
+    /// Deletes the pair, which takes the container's side, its addresses and routes, and
+    /// the node's route to it.
+    pub async fn run(mut self) -> Result<(), AgentError> {
+        link::delete(&self.netlink, self.rec.host_ifindex).await?;
+        self.steps.mark("veth");
+        info!(endpoint = %self.rec.name, ip = %self.rec.ip, steps = %self.steps, "endpoint deleted");
+        Ok(())
+    }
+}
+
+/// The container's side: interface up, address, routes (idempotent).
+async fn configure_container(ns: &std::fs::File, rec: &EndpointRecord, prefix: u8) -> Result<(), AgentError> {
+    let (ifname, ip, gateway) = (rec.ifname.clone(), rec.ip, rec.gateway);
+    netns::run_in(ns, &rec.netns, move |h| link::configure_container(h, ifname, ip, prefix, gateway)).await?;
+    Ok(())
+}
+
 impl Agent {
+    /// Adds an endpoint, start to end, in the agent's task (apply, and every caller but
+    /// the socket's, which runs the kernel work beside other requests).
     pub async fn endpoint_add(&mut self, spec: EndpointSpec) -> Result<EndpointRecord, AgentError> {
-        self.steps.restart();
+        match self.add_begin(spec, &[]).await? {
+            AddStart::Done(rec) => Ok(rec),
+            AddStart::Build(mut plan) => {
+                let built = plan.builder.build(&plan.ns, &mut plan.rec).await;
+                self.add_finish(*plan, built).await
+            }
+        }
+    }
+
+    /// The checks of an add and the address it gets, none of `held` (the addresses of
+    /// changes in flight). A repeated add is done here.
+    pub(super) async fn add_begin(
+        &mut self,
+        spec: EndpointSpec,
+        held: &[Ipv4Addr],
+    ) -> Result<AddStart, AgentError> {
+        let mut steps = Steps::default();
         validate(&spec)?;
         if let Some(rec) = self.endpoints.get(&spec.name).cloned() {
             if satisfies(&rec, &spec) {
@@ -100,7 +237,7 @@ impl Agent {
                 let ports =
                     spec.ports.iter().map(|p| PortSpec { endpoint: rec.name.clone(), ..p.clone() }).collect();
                 self.ports_add(ports).await?;
-                return Ok(rec);
+                return Ok(AddStart::Done(rec));
             }
             if spec.owner.is_none() || spec.owner != rec.owner {
                 return Err(AgentError::EndpointExists {
@@ -126,12 +263,12 @@ impl Agent {
         if let Some(what) = netns::node_namespace(&ns) {
             return Err(AgentError::NodeNamespace { path: spec.netns.clone(), what });
         }
-        let ip = self.endpoints.assign(spec.ip)?;
-        self.steps.mark("check");
+        let ip = self.endpoints.assign(spec.ip, held)?;
+        steps.mark("check");
         let mac = spec.mac.unwrap_or_else(|| mac_for(ip));
         // Same MTU as the uplink by default, so containers never send what it cannot carry.
         let mtu = spec.mtu.unwrap_or(self.default_mtu());
-        let mut rec = EndpointRecord {
+        let rec = EndpointRecord {
             name: spec.name.clone(),
             mode: self.node.mode,
             device: self.device,
@@ -142,17 +279,48 @@ impl Agent {
             mac: format_mac(&mac),
             mtu,
             host_ifname: host_ifname(&spec.name),
-            // Filled in by plumb.
+            // Filled in by the builder.
             host_ifindex: 0,
             host_mac: String::new(),
             owner: spec.owner.clone(),
         };
-        self.plumb(&ns, &mut rec).await?;
+        let builder = self.builder(&rec, steps);
+        Ok(AddStart::Build(Box::new(AddPlan { builder, ns, rec, planned })))
+    }
+
+    /// What builds `rec`'s pair, timing on from `steps`.
+    fn builder(&mut self, rec: &EndpointRecord, steps: Steps) -> Builder {
+        let temporary = self.id.temporary_ifname(self.next_temporary);
+        self.next_temporary = self.next_temporary.wrapping_add(1);
+        Builder {
+            netlink: self.netlink.clone(),
+            mark: self.owner_mark(&rec.name),
+            bridge: self.node.bridge.as_ref().map(|b| b.index),
+            temporary,
+            prefix: self.prefix(rec),
+            steps,
+        }
+    }
+
+    /// The rest of an add once the builder is done (`built`): the datapath's entry and
+    /// attachment, the state, the ports. Undoes the pair when any of it fails.
+    pub(super) async fn add_finish(
+        &mut self,
+        plan: AddPlan,
+        built: Result<(), AgentError>,
+    ) -> Result<EndpointRecord, AgentError> {
+        let AddPlan { builder, rec, planned, .. } = plan;
+        built?;
+        let mut steps = builder.steps;
+        if let Err(e) = self.wire(&rec, &mut steps) {
+            self.unplumb(&rec).await;
+            return Err(e);
+        }
         if let Err(e) = self.endpoints.insert(rec.clone()) {
             self.unplumb(&rec).await;
             return Err(e.into());
         }
-        self.steps.mark("state");
+        steps.mark("state");
         for p in &planned {
             let publish = PortSpec {
                 proto: p.proto,
@@ -163,7 +331,8 @@ impl Agent {
                 host_port_from: None,
             };
             if let Err(e) = self.port_add(publish).await {
-                // Checked above; what fails here is the kernel or the disk.
+                // Checked when the add began; what fails here is the kernel, the disk,
+                // or a port another request took meanwhile.
                 if let Err(undo) = self.endpoint_del(&rec.name, None).await {
                     warn!(endpoint = %rec.name, "cannot take the endpoint back after its port failed: {undo}; \
                            `netpath reconcile` or `netpath endpoint del` removes it");
@@ -172,68 +341,35 @@ impl Agent {
             }
         }
         if !planned.is_empty() {
-            self.steps.mark("ports");
+            steps.mark("ports");
         }
-        info!(endpoint = %rec.name, ip = %rec.ip, veth = %rec.host_ifname, steps = %self.steps, "endpoint added");
+        info!(endpoint = %rec.name, ip = %rec.ip, veth = %rec.host_ifname, steps = %steps, "endpoint added");
         Ok(rec)
     }
 
-    /// Builds what `rec` describes in the kernel: the veth or netkit pair (filling in the
-    /// host side's index and MAC, and for netkit the container's MAC as the kernel set
-    /// it), addresses, routes, datapath entry and attachment. On failure removes
-    /// everything it made.
+    /// Builds an endpoint `rec` describes again (reconciliation), datapath included. On
+    /// failure removes everything it made.
     pub(super) async fn plumb(
         &mut self,
         ns: &std::fs::File,
         rec: &mut EndpointRecord,
     ) -> Result<(), AgentError> {
-        let mac = parse_mac(&rec.mac)
-            .ok_or_else(|| AgentError::StoredMac { endpoint: rec.name.clone(), mac: rec.mac.clone() })?;
-        let bridge = self.node.bridge.as_ref().map(|b| b.index);
-        if let Some(l) = link::get(&self.netlink, &rec.host_ifname).await? {
-            return Err(crate::plumbing::PlumbingError::LinkExists {
-                name: l.name,
-                place: format!("on the node (index {}) and it is not this endpoint's", l.index),
-            }
-            .into());
-        }
-        // Created under a temporary name that carries this agent's id, renamed when it
-        // is marked: a veth whose agent died in between is still known as its own.
-        let temporary = self.id.temporary_ifname(self.next_temporary);
-        self.next_temporary = self.next_temporary.wrapping_add(1);
-        let host = match rec.device {
-            Device::Veth => {
-                link::add_veth(&self.netlink, &temporary, &rec.ifname, ns, mac, rec.mtu, bridge).await?
-            }
-            Device::Netkit => {
-                link::add_netkit(&self.netlink, &temporary, &rec.ifname, ns, mac, rec.mtu).await?
-            }
-        };
-        self.steps.mark("pair");
-        rec.host_ifindex = host.index;
-        rec.host_mac = format_mac(&host.mac);
-        if rec.device == Device::Netkit {
-            let ifname = rec.ifname.clone();
-            let peer =
-                netns::run_in(ns, &rec.netns, move |h| async move { link::get(&h, &ifname).await }).await;
-            match peer {
-                Ok(Some(peer)) => rec.mac = format_mac(&peer.mac),
-                Ok(None) => {
-                    let _ = link::delete(&self.netlink, host.index).await;
-                    return Err(crate::plumbing::PlumbingError::LinkNotFound(rec.ifname.clone()).into());
-                }
-                Err(e) => {
-                    let _ = link::delete(&self.netlink, host.index).await;
-                    return Err(e.into());
-                }
-            }
-        }
-        // From here on every failure undoes everything: deleting the host veth removes
-        // its peer, the container's address and routes, and the node route with it.
-        if let Err(e) = self.connect(ns, rec).await {
+        let mut builder = self.builder(rec, Steps::default());
+        builder.build(ns, rec).await?;
+        let mut steps = builder.steps;
+        if let Err(e) = self.wire(rec, &mut steps) {
             self.unplumb(rec).await;
             return Err(e);
         }
+        Ok(())
+    }
+
+    /// The datapath's part of an endpoint: its entry, then from_container on its device.
+    fn wire(&mut self, rec: &EndpointRecord, steps: &mut Steps) -> Result<(), AgentError> {
+        self.datapath.register(rec.ip, self.endpoint_info(rec)?)?;
+        steps.mark("maps");
+        self.datapath.attach_endpoint(&rec.host_ifname, rec.host_ifindex, rec.device)?;
+        steps.mark("attach");
         Ok(())
     }
 
@@ -244,35 +380,13 @@ impl Agent {
         let _ = link::delete(&self.netlink, rec.host_ifindex).await;
     }
 
-    async fn connect(&mut self, ns: &std::fs::File, rec: &EndpointRecord) -> Result<(), AgentError> {
-        link::set_owner(&self.netlink, rec.host_ifindex, &self.owner_mark(&rec.name), Some(&rec.host_ifname))
-            .await?;
-        self.steps.mark("mark");
-        self.configure_container(ns, rec).await?;
-        self.steps.mark("container");
-        link::set_up(&self.netlink, rec.host_ifindex, &rec.host_ifname).await?;
-        // In bridge mode the bridge's own prefix route reaches the container.
-        if rec.mode == Mode::Routed {
-            link::add_host_route(&self.netlink, rec.ip, rec.host_ifindex).await?;
-        }
-        self.steps.mark("up-route");
-        self.datapath.register(rec.ip, self.endpoint_info(rec)?)?;
-        self.steps.mark("maps");
-        self.datapath.attach_endpoint(&rec.host_ifname, rec.host_ifindex, rec.device)?;
-        self.steps.mark("attach");
-        Ok(())
-    }
-
     /// The container's side: interface up, address, routes (idempotent).
     pub(super) async fn configure_container(
         &self,
         ns: &std::fs::File,
         rec: &EndpointRecord,
     ) -> Result<(), AgentError> {
-        let (ifname, ip, gateway, prefix) = (rec.ifname.clone(), rec.ip, rec.gateway, self.prefix(rec));
-        netns::run_in(ns, &rec.netns, move |h| link::configure_container(h, ifname, ip, prefix, gateway))
-            .await?;
-        Ok(())
+        configure_container(ns, rec, self.prefix(rec)).await
     }
 
     /// The container address's prefix: /32 when routed (every packet goes to the
@@ -287,30 +401,40 @@ impl Agent {
     /// Deletes an endpoint; `Ok(false)` when there was none by that name (of `owner`,
     /// when given).
     pub async fn endpoint_del(&mut self, name: &str, owner: Option<&str>) -> Result<bool, AgentError> {
-        self.steps.restart();
+        match self.del_begin(name, owner)? {
+            None => Ok(false),
+            Some(plan) => plan.run().await.map(|()| true),
+        }
+    }
+
+    /// Everything of a delete but the veth pair: the ports, the state, the datapath.
+    /// None when there is no endpoint by that name (of `owner`, when given).
+    pub(super) fn del_begin(
+        &mut self,
+        name: &str,
+        owner: Option<&str>,
+    ) -> Result<Option<DelPlan>, AgentError> {
+        let mut steps = Steps::default();
         validate_name(name)?;
         let Some(rec) = self.endpoints.get(name).cloned() else {
-            return Ok(false);
+            return Ok(None);
         };
         if owner.is_some() && rec.owner.as_deref() != owner {
-            return Ok(false);
+            return Ok(None);
         }
         // Its published ports go with it, as docker's do with the container.
         let ports: Vec<_> = self.ports.of_endpoint(name).map(|p| (p.proto, p.host_port, p.host_ip)).collect();
         if !ports.is_empty() {
             self.ports_del(&ports)?;
-            self.steps.mark("ports");
+            steps.mark("ports");
         }
         self.endpoints.remove(name)?;
-        self.steps.mark("state");
+        steps.mark("state");
         self.datapath.detach_endpoint(&rec.host_ifname, rec.host_ifindex)?;
-        self.steps.mark("detach");
+        steps.mark("detach");
         self.datapath.unregister(rec.ip)?;
-        self.steps.mark("maps");
-        link::delete(&self.netlink, rec.host_ifindex).await?;
-        self.steps.mark("veth");
-        info!(endpoint = %rec.name, ip = %rec.ip, steps = %self.steps, "endpoint deleted");
-        Ok(true)
+        steps.mark("maps");
+        Ok(Some(DelPlan { netlink: self.netlink.clone(), rec, steps }))
     }
 }
 

@@ -10,6 +10,7 @@ mod check;
 mod cluster;
 mod endpoint;
 mod gc;
+mod inflight;
 mod lock;
 mod metrics;
 mod node;
@@ -217,8 +218,9 @@ pub struct Agent {
     trace: Option<trace::Session>,
     /// Sequence for host veths' temporary names.
     next_temporary: u16,
-    /// The steps of the endpoint change in progress, timed.
-    steps: steps::Steps,
+    /// Endpoint changes whose kernel work runs beside other requests, and the requests
+    /// that wait for them.
+    inflight: inflight::InFlight,
     /// This start made the agent's identity: links marked by a build from before
     /// identities (no agent in their alias) are taken as this agent's, once.
     adopt_unidentified: bool,

@@ -35,9 +35,13 @@ impl Endpoints {
         &self.ipam
     }
 
-    /// A requested address checked, or the lowest free one.
-    pub fn assign(&self, requested: Option<Ipv4Addr>) -> Result<Ipv4Addr, StateError> {
-        self.ipam.assign(requested, &self.records)
+    /// A requested address checked, or the lowest free one; none of `held` either (the
+    /// addresses of endpoint changes in flight, not in the records yet or any more).
+    pub fn assign(&self, requested: Option<Ipv4Addr>, held: &[Ipv4Addr]) -> Result<Ipv4Addr, StateError> {
+        let mut owners: std::collections::HashMap<Ipv4Addr, &str> =
+            self.records.iter().map(|e| (e.ip, e.name.as_str())).collect();
+        owners.extend(held.iter().map(|ip| (*ip, "an endpoint change in progress")));
+        self.ipam.assign_with(requested, |ip| owners.get(&ip).map(|n| n.to_string()))
     }
 
     pub fn insert(&mut self, rec: EndpointRecord) -> Result<(), StateError> {

@@ -26,7 +26,7 @@ use tokio::{
 };
 use tracing::{error, info, warn};
 
-use super::{uplink::LinkEvent, Agent, AgentError};
+use super::{endpoint::AddStart, inflight::Route, uplink::LinkEvent, Agent, AgentError};
 use crate::api::{Reply, Request, Response};
 
 /// How long a client may keep its connection open without sending a whole request line.
@@ -53,6 +53,18 @@ pub enum Job {
     Link(LinkEvent),
     /// Every node of the cluster, as the store has them now.
     Nodes(Vec<crate::cluster::NodeRecord>),
+    /// An endpoint add's kernel work ended (see `inflight`).
+    Built {
+        plan: Box<super::endpoint::AddPlan>,
+        built: Result<(), AgentError>,
+        reply: oneshot::Sender<Response>,
+    },
+    /// An endpoint delete's pair is gone, or could not be deleted.
+    Unplumbed {
+        name: String,
+        outcome: Result<(), AgentError>,
+        reply: oneshot::Sender<Response>,
+    },
 }
 
 /// SIGTERM and SIGINT, taken when the process starts. tokio installs a signal's
@@ -133,7 +145,7 @@ pub async fn serve(mut agent: Agent, mut stop: Stop) -> Result<(), AgentError> {
             }
         });
     }
-    drop(jobs_tx);
+    agent.inflight.serve(jobs_tx);
 
     let mut gc = tokio::time::interval(agent.conntrack.gc_interval());
     loop {
@@ -143,10 +155,16 @@ pub async fn serve(mut agent: Agent, mut stop: Stop) -> Result<(), AgentError> {
                     warn!("conntrack collection: {e}");
                 }
             }
-            Some(job) = jobs.recv() => agent.run_job(job).await,
+            Some(job) = jobs.recv() => {
+                agent.take(job).await;
+                while let Some(job) = agent.inflight.next_ready() {
+                    agent.take(job).await;
+                }
+            }
             () = stop.recv() => break,
         }
     }
+    agent.finish_inflight(&mut jobs).await;
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     agent.trace_stop_all();
     let _ = std::fs::remove_file(&path);
@@ -171,17 +189,120 @@ fn raise_fd_limit() {
     }
 }
 
+/// How long a stopping agent waits for the endpoint changes in flight to end.
+const STOP_WAIT: Duration = Duration::from_secs(30);
+
 impl Agent {
+    /// Runs `job` now, or queues it behind the endpoint changes in flight it must follow.
+    async fn take(&mut self, job: Job) {
+        match self.inflight.route(&job) {
+            Route::Now => self.run_job(job).await,
+            later => self.inflight.wait(later, job),
+        }
+    }
+
     async fn run_job(&mut self, job: Job) {
+        // The client may be gone; its request was carried out all the same.
         match job {
+            Job::Request { request: Request::EndpointAdd(spec), reply, .. }
+                if self.inflight.sender().is_some() =>
+            {
+                self.start_add(spec, reply).await
+            }
+            Job::Request { request: Request::EndpointDel { name, owner }, reply, .. }
+                if self.inflight.sender().is_some() =>
+            {
+                self.start_del(&name, owner.as_deref(), reply)
+            }
             Job::Request { request, peer_pid, reply } => {
                 let response = self.dispatch(request, peer_pid).await;
-                // The client may be gone; its request was carried out all the same.
                 let _ = reply.send(response);
             }
             Job::TraceEnded { session } => self.trace_end(session),
             Job::Link(event) => self.on_link_event(event).await,
             Job::Nodes(nodes) => self.on_nodes(nodes).await,
+            Job::Built { plan, built, reply } => {
+                let name = plan.rec.name.clone();
+                let result = self.add_finish(*plan, built).await.map(Reply::Endpoint);
+                self.inflight.release(&name);
+                let _ = reply.send(self.respond(result));
+            }
+            Job::Unplumbed { name, outcome, reply } => {
+                self.inflight.release(&name);
+                let _ = reply.send(self.respond(outcome.map(|()| Reply::Deleted { existed: true })));
+            }
+        }
+    }
+
+    /// An endpoint add from the socket: checked and claimed here, built beside other
+    /// requests, finished by [`Job::Built`].
+    async fn start_add(&mut self, spec: crate::api::EndpointSpec, reply: oneshot::Sender<Response>) {
+        let held = self.inflight.held();
+        match self.add_begin(spec, &held).await {
+            Err(e) => {
+                let _ = reply.send(self.respond(Err(e)));
+            }
+            Ok(AddStart::Done(rec)) => {
+                let _ = reply.send(self.respond(Ok(Reply::Endpoint(rec))));
+            }
+            Ok(AddStart::Build(mut plan)) => {
+                let Some(done) = self.inflight.sender() else { return };
+                self.inflight.hold(&plan.rec.name, plan.rec.ip);
+                tokio::spawn(async move {
+                    let built = plan.builder.build(&plan.ns, &mut plan.rec).await;
+                    // A stopped agent leaves a pair it never recorded: marked as its own,
+                    // the next one's reconciliation removes it.
+                    let _ = done.send(Job::Built { plan, built, reply }).await;
+                });
+            }
+        }
+    }
+
+    /// An endpoint delete from the socket: all but the pair's deletion here, which runs
+    /// beside other requests and ends in [`Job::Unplumbed`].
+    fn start_del(&mut self, name: &str, owner: Option<&str>, reply: oneshot::Sender<Response>) {
+        match self.del_begin(name, owner) {
+            Err(e) => {
+                let _ = reply.send(self.respond(Err(e)));
+            }
+            Ok(None) => {
+                let _ = reply.send(self.respond(Ok(Reply::Deleted { existed: false })));
+            }
+            Ok(Some(plan)) => {
+                let Some(done) = self.inflight.sender() else { return };
+                self.inflight.hold(name, plan.ip());
+                let name = name.to_string();
+                tokio::spawn(async move {
+                    let outcome = plan.run().await;
+                    let _ = done.send(Job::Unplumbed { name, outcome, reply }).await;
+                });
+            }
+        }
+    }
+
+    /// A stopping agent finishes the endpoint changes in flight (for so long at most),
+    /// refusing what waited for them: a client gets its answer, and no change stops half
+    /// done in the agent's records.
+    async fn finish_inflight(&mut self, jobs: &mut mpsc::Receiver<Job>) {
+        let deadline = tokio::time::Instant::now() + STOP_WAIT;
+        let refuse = |job: Job| {
+            if let Job::Request { reply, .. } = job {
+                let _ =
+                    reply.send(Response::error("the agent is stopping; try again once it is back".into()));
+            }
+        };
+        while !self.inflight.is_idle() {
+            match tokio::time::timeout_at(deadline, jobs.recv()).await {
+                Ok(Some(job @ (Job::Built { .. } | Job::Unplumbed { .. }))) => self.run_job(job).await,
+                Ok(Some(job)) => refuse(job),
+                _ => {
+                    warn!("stopping with endpoint changes in flight; the next start reconciles them");
+                    break;
+                }
+            }
+            while let Some(job) = self.inflight.next_ready() {
+                refuse(job);
+            }
         }
     }
 
@@ -224,6 +345,11 @@ impl Agent {
             }
             Request::EndpointList => Ok(Reply::Endpoints { endpoints: self.endpoints.all().to_vec() }),
         };
+        self.respond(result)
+    }
+
+    /// A request's outcome as its reply line, with what the operator should know.
+    fn respond(&self, result: Result<Reply, AgentError>) -> Response {
         match result {
             Ok(reply) => {
                 let warnings = match reply {

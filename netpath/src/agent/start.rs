@@ -291,7 +291,7 @@ async fn bring_up(
         }),
         trace: None,
         next_temporary: 0,
-        steps: Default::default(),
+        inflight: Default::default(),
         adopt_unidentified: id_is_new,
         bpf_stats: stats_fd,
         lock: lock.take().expect("the lock is taken once"),

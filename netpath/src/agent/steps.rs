@@ -15,11 +15,6 @@ impl Default for Steps {
 }
 
 impl Steps {
-    /// Starts timing a new change.
-    pub fn restart(&mut self) {
-        *self = Steps::default();
-    }
-
     /// The step `name` ended now.
     pub fn mark(&mut self, name: &'static str) {
         let now = Instant::now();
@@ -36,5 +31,16 @@ impl std::fmt::Display for Steps {
             write!(f, "{sep}{name}:{:.2}", d.as_secs_f64() * 1e3)?;
         }
         Ok(())
+    }
+}
+
+/// Test hook for the concurrency test, which needs one endpoint's kernel work to be
+/// slow: with `NETPATH_SLOW_STEP=<step>:<ms>` in the agent's environment, step `step`
+/// takes that much longer (an async sleep in the work's own task).
+pub async fn slow_step(step: &str) {
+    let Some(want) = std::env::var_os("NETPATH_SLOW_STEP") else { return };
+    let want = want.to_string_lossy();
+    if let Some(ms) = want.strip_prefix(step).and_then(|r| r.strip_prefix(':')).and_then(|m| m.parse().ok()) {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
     }
 }

@@ -31,7 +31,19 @@ impl Ipam {
         requested: Option<Ipv4Addr>,
         taken: &[EndpointRecord],
     ) -> Result<Ipv4Addr, StateError> {
-        let owner = |ip: Ipv4Addr| taken.iter().find(|e| e.ip == ip).map(|e| e.name.clone());
+        let owners: std::collections::HashMap<Ipv4Addr, &str> =
+            taken.iter().map(|e| (e.ip, e.name.as_str())).collect();
+        self.assign_with(requested, |ip| owners.get(&ip).map(|n| n.to_string()))
+    }
+
+    /// [`Ipam::assign`] with the addresses taken as `owner` says (the name of who holds
+    /// one): a hashed lookup, so the lowest free address of a full node costs a pass over
+    /// the CIDR, not its square.
+    pub fn assign_with(
+        &self,
+        requested: Option<Ipv4Addr>,
+        owner: impl Fn(Ipv4Addr) -> Option<String>,
+    ) -> Result<Ipv4Addr, StateError> {
         match requested {
             Some(ip) => {
                 if !self.cidr.contains(&ip) {

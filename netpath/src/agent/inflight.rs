@@ -1,0 +1,138 @@
+//! Endpoint changes in flight. Most of an endpoint add is kernel work that needs nothing
+//! of the agent's (creating the veth pair, configuring the container's side), and most of
+//! a delete is the kernel deleting the pair, waiting out RCU. The agent task checks and
+//! claims (name, address), hands that work to a task of its own, and goes on with other
+//! requests; the work's end comes back as a job, and the agent finishes the change
+//! (datapath, state) and replies. A slow endpoint holds up no `port add` of another.
+//!
+//! Order is kept where it matters: a request about an endpoint with a change in flight
+//! waits for it (in arrival order); requests that look at the whole node (reconcile,
+//! apply, link events) wait until nothing is in flight, and everything that changes the
+//! node after them waits behind them.
+use std::{
+    collections::{HashMap, VecDeque},
+    net::Ipv4Addr,
+};
+
+use tokio::sync::mpsc;
+
+use super::server::Job;
+use crate::api::Request;
+
+#[derive(Default)]
+pub struct InFlight {
+    /// Endpoints with a change in flight, and the address each holds: an add's is not
+    /// in the records yet, a delete's still has its route until the pair is gone.
+    held: HashMap<String, Ipv4Addr>,
+    /// Jobs about an endpoint in flight, per endpoint, in arrival order.
+    waiting: HashMap<String, VecDeque<Job>>,
+    /// Jobs that need nothing in flight, and those that came after them.
+    barrier: VecDeque<Job>,
+    /// Jobs free to run again, in order.
+    ready: VecDeque<Job>,
+    /// Where the work's ends are sent; None runs every change in the agent's task.
+    done: Option<mpsc::Sender<Job>>,
+}
+
+/// Where a job goes.
+pub enum Route {
+    Now,
+    /// After the change in flight of this endpoint.
+    After(String),
+    /// Once nothing is in flight.
+    Barrier,
+}
+
+impl InFlight {
+    pub fn serve(&mut self, done: mpsc::Sender<Job>) {
+        self.done = Some(done);
+    }
+
+    /// The sender for a change's end, when changes run beside other requests.
+    pub fn sender(&self) -> Option<mpsc::Sender<Job>> {
+        self.done.clone()
+    }
+
+    pub fn held(&self) -> Vec<Ipv4Addr> {
+        self.held.values().copied().collect()
+    }
+
+    pub fn is_idle(&self) -> bool {
+        self.held.is_empty()
+    }
+
+    pub fn hold(&mut self, name: &str, ip: Ipv4Addr) {
+        self.held.insert(name.to_string(), ip);
+    }
+
+    /// The change of `name` is done: what waited for it may run, and when nothing is in
+    /// flight any more, what waited for that.
+    pub fn release(&mut self, name: &str) {
+        self.held.remove(name);
+        if let Some(jobs) = self.waiting.remove(name) {
+            self.ready.extend(jobs);
+        }
+        if self.held.is_empty() {
+            self.ready.extend(self.barrier.drain(..));
+        }
+    }
+
+    pub fn next_ready(&mut self) -> Option<Job> {
+        self.ready.pop_front()
+    }
+
+    /// Where `job` goes now.
+    pub fn route(&self, job: &Job) -> Route {
+        let busy = |name: &str| self.held.contains_key(name);
+        let request = match job {
+            Job::Request { request, .. } => request,
+            // A change's end, a trace's end: always now. The store's node list writes
+            // routes to other nodes only.
+            Job::Built { .. } | Job::Unplumbed { .. } | Job::TraceEnded { .. } | Job::Nodes(_) => {
+                return Route::Now
+            }
+            Job::Link(_) if self.held.is_empty() && self.barrier.is_empty() => return Route::Now,
+            Job::Link(_) => return Route::Barrier,
+        };
+        let about = match request {
+            // Reading what is committed.
+            Request::Status | Request::EndpointList | Request::NodeList | Request::TraceStart(_) => {
+                return Route::Now
+            }
+            Request::EndpointCheck { name, .. } => {
+                return if busy(name) { Route::After(name.clone()) } else { Route::Now };
+            }
+            Request::EndpointAdd(spec) => Some(spec.name.as_str()),
+            Request::EndpointDel { name, .. } => Some(name.as_str()),
+            Request::PortAdd(spec) => Some(spec.endpoint.as_str()),
+            Request::PortsAdd { ports } => ports
+                .iter()
+                .map(|p| p.endpoint.as_str())
+                .find(|n| busy(n))
+                .or(ports.first().map(|p| p.endpoint.as_str())),
+            Request::PortDel { .. } | Request::PortsDel { .. } => None,
+            Request::Apply { .. } | Request::Reconcile { .. } | Request::NodeDel { .. } => {
+                return if self.held.is_empty() && self.barrier.is_empty() {
+                    Route::Now
+                } else {
+                    Route::Barrier
+                };
+            }
+        };
+        if !self.barrier.is_empty() {
+            return Route::Barrier;
+        }
+        match about {
+            Some(name) if busy(name) => Route::After(name.to_string()),
+            _ => Route::Now,
+        }
+    }
+
+    pub fn wait(&mut self, route: Route, job: Job) {
+        match route {
+            Route::After(name) => self.waiting.entry(name).or_default().push_back(job),
+            Route::Barrier => self.barrier.push_back(job),
+            Route::Now => self.ready.push_back(job),
+        }
+    }
+}
