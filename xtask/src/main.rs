@@ -69,19 +69,27 @@ pub fn workspace_root() -> PathBuf {
 
 /// Builds the netpath binary (the eBPF object with it) and points the lab fixture at it.
 fn build_netpath() -> anyhow::Result<()> {
+    build_netpath_as(false)
+}
+
+/// [`build_netpath`], the release build when `release` (what a node runs: the
+/// benchmark's control-plane figures are a user's).
+fn build_netpath_as(release: bool) -> anyhow::Result<()> {
     let root = workspace_root();
-    step("building netpath");
+    step(if release { "building netpath (release)" } else { "building netpath" });
     // `--bin`, not `-p`: features are unified over the same packages as the workspace's
     // own build, so this reuses that build instead of making a second netpath library
     // (and, through it, a second copy of every test binary: gigabytes, and minutes).
-    let status = std::process::Command::new("cargo")
-        .current_dir(&root)
-        .args(["build", "--bin", "netpath"])
-        .status()?;
-    if !status.success() {
+    let mut cmd = std::process::Command::new("cargo");
+    cmd.current_dir(&root).args(["build", "--bin", "netpath"]);
+    if release {
+        cmd.arg("--release");
+    }
+    if !cmd.status()?.success() {
         anyhow::bail!("build failed");
     }
-    std::env::set_var("NETPATH_BIN", root.join("target/debug/netpath"));
+    let profile = if release { "release" } else { "debug" };
+    std::env::set_var("NETPATH_BIN", root.join("target").join(profile).join("netpath"));
     Ok(())
 }
 

@@ -207,6 +207,9 @@ impl Report {
     fn md_control_plane(&self, md: &mut String) {
         let cp = &self.control;
         let _ = writeln!(md, "\n### Control plane\n");
+        let build = std::env::var("NETPATH_BIN").unwrap_or_default();
+        let build = if build.contains("/release/") { "release" } else { "debug" };
+        let _ = writeln!(md, "The agent and the CLI are the {build} build, each call a `netpath` process as a user or script runs it.\n");
         let _ = writeln!(md, "| operation | n | p50 ms | p99 ms |\n|---|---|---|---|");
         let mut row = |op: &str, l: &Latency| {
             let _ = writeln!(md, "| {op} | {} | {:.2} | {:.2} |", l.n, l.p50_ms, l.p99_ms);

@@ -75,7 +75,7 @@ struct Planned {
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
-    prepare()?;
+    prepare(!args.quick)?;
     let (reps, secs) = if args.quick { (1, 0.5) } else { (3, 3.0) };
     let pace = Pace { reps, duration: Duration::from_secs_f64(secs) };
     if args.cross_node {
@@ -162,12 +162,13 @@ fn cross_node(quick: bool, pace: Pace) -> cross_report::CrossNode {
     cross_report::CrossNode { measurements, scale }
 }
 
-/// The tools, the build, and no leftovers of an interrupted run (nor any after Ctrl-C).
-fn prepare() -> Result<()> {
+/// The tools, the build (release but for the smoke run), and no leftovers of an
+/// interrupted run (nor any after Ctrl-C).
+fn prepare(release: bool) -> Result<()> {
     crate::preflight::check()?;
     crate::setup::run()?;
     crate::setup::bench_tools()?;
-    crate::build_netpath()?;
+    crate::build_netpath_as(release)?;
     netpath_tests::sweep("npbench");
     netpath_tests::sweep("npbase");
     netpath_tests::sweep("nplimit");
