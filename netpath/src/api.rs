@@ -148,6 +148,11 @@ pub enum Request {
         /// shares the name's prefix must not take another's endpoint with it).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         owner: Option<String>,
+        /// Answer once the endpoint is out of the state and the datapath, before its
+        /// pair is gone (the kernel's deletion waits out RCU, ~20 ms); a later change of
+        /// the same endpoint waits for it.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        no_wait: bool,
     },
     /// `host_port` 0: a free one from 30000-32767.
     PortAdd(PortSpec),

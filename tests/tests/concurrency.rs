@@ -271,3 +271,36 @@ fn a_slow_endpoint_add_holds_up_no_other_request_and_its_own_wait_for_it() {
     let drift = lab.netpath(&["reconcile", "--dry-run"]);
     assert!(drift.status.success(), "{}", String::from_utf8_lossy(&drift.stdout));
 }
+
+/// `endpoint del --no-wait` answers once the endpoint is out of the state and the
+/// datapath, before its pair is gone (made slow here by a test hook); an add of the same
+/// endpoint right after waits for the deletion, and gets a pair of its own.
+#[test]
+fn a_delete_that_does_not_wait_ends_before_the_same_endpoint_comes_back() {
+    const SLOW: Duration = Duration::from_millis(2000);
+    let mut lab = Lab::new(1);
+    lab.agent_env = vec![("NETPATH_SLOW_STEP".into(), format!("veth:{}", SLOW.as_millis()))];
+    lab.start_agent();
+    let ns = lab.containers[0].path().to_str().unwrap().to_string();
+    lab.netpath_ok(&["endpoint", "add", "web", "--netns", &ns]);
+    let index = |lab: &Lab| {
+        let list: Value = serde_json::from_str(&lab.netpath_ok(&["endpoint", "list", "-o", "json"])).unwrap();
+        list["endpoints"][0]["host_ifindex"].as_u64().unwrap_or_else(|| panic!("{list}"))
+    };
+    let old = index(&lab);
+    let started = Instant::now();
+    let out = lab.netpath_ok(&["endpoint", "del", "web", "--no-wait"]);
+    assert!(out.contains("web deleted"), "{out}");
+    assert!(started.elapsed() < SLOW, "--no-wait waited for the pair: {:?}", started.elapsed());
+    assert!(!lab.state().contains("\"web\""), "still in the state: {}", lab.state());
+    // The old pair is still there; the add waits for its deletion instead of failing on it.
+    lab.netpath_ok(&["endpoint", "add", "web", "--netns", &ns]);
+    assert!(started.elapsed() >= SLOW, "the add did not wait for the deletion");
+    assert_ne!(index(&lab), old, "the old pair was kept");
+    assert_eq!(lab.node_links().iter().filter(|l| l.starts_with("np")).count(), 1, "{:?}", lab.node_links());
+    // Without --no-wait the caller waits for the pair.
+    let started = Instant::now();
+    lab.netpath_ok(&["endpoint", "del", "web"]);
+    assert!(started.elapsed() >= SLOW, "del answered before its pair was gone");
+    assert!(lab.node_links().iter().all(|l| !l.starts_with("np")), "{:?}", lab.node_links());
+}

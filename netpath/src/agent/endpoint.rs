@@ -195,6 +195,7 @@ impl DelPlan {
     /// Deletes the pair, which takes the container's side, its addresses and routes, and
     /// the node's route to it.
     pub async fn run(mut self) -> Result<(), AgentError> {
+        super::steps::slow_step("veth").await;
         link::delete(&self.netlink, self.rec.host_ifindex).await?;
         self.steps.mark("veth");
         info!(endpoint = %self.rec.name, ip = %self.rec.ip, steps = %self.steps, "endpoint deleted");

@@ -59,11 +59,12 @@ pub enum Job {
         built: Result<(), AgentError>,
         reply: oneshot::Sender<Response>,
     },
-    /// An endpoint delete's pair is gone, or could not be deleted.
+    /// An endpoint delete's pair is gone, or could not be deleted; `reply` is None
+    /// when the caller was answered already (`--no-wait`).
     Unplumbed {
         name: String,
         outcome: Result<(), AgentError>,
-        reply: oneshot::Sender<Response>,
+        reply: Option<oneshot::Sender<Response>>,
     },
 }
 
@@ -209,10 +210,10 @@ impl Agent {
             {
                 self.start_add(spec, reply).await
             }
-            Job::Request { request: Request::EndpointDel { name, owner }, reply, .. }
+            Job::Request { request: Request::EndpointDel { name, owner, no_wait }, reply, .. }
                 if self.inflight.sender().is_some() =>
             {
-                self.start_del(&name, owner.as_deref(), reply)
+                self.start_del(&name, owner.as_deref(), no_wait, reply)
             }
             Job::Request { request, peer_pid, reply } => {
                 let response = self.dispatch(request, peer_pid).await;
@@ -229,7 +230,14 @@ impl Agent {
             }
             Job::Unplumbed { name, outcome, reply } => {
                 self.inflight.release(&name);
-                let _ = reply.send(self.respond(outcome.map(|()| Reply::Deleted { existed: true })));
+                match (reply, outcome) {
+                    (Some(reply), outcome) => {
+                        let _ = reply.send(self.respond(outcome.map(|()| Reply::Deleted { existed: true })));
+                    }
+                    (None, Err(e)) => warn!(endpoint = %name,
+                        "the pair of a deleted endpoint could not be deleted: {e}; reconciliation removes it"),
+                    (None, Ok(())) => {}
+                }
             }
         }
     }
@@ -259,8 +267,15 @@ impl Agent {
     }
 
     /// An endpoint delete from the socket: all but the pair's deletion here, which runs
-    /// beside other requests and ends in [`Job::Unplumbed`].
-    fn start_del(&mut self, name: &str, owner: Option<&str>, reply: oneshot::Sender<Response>) {
+    /// beside other requests and ends in [`Job::Unplumbed`]; with `no_wait` the caller
+    /// is answered before it.
+    fn start_del(
+        &mut self,
+        name: &str,
+        owner: Option<&str>,
+        no_wait: bool,
+        reply: oneshot::Sender<Response>,
+    ) {
         match self.del_begin(name, owner) {
             Err(e) => {
                 let _ = reply.send(self.respond(Err(e)));
@@ -272,6 +287,13 @@ impl Agent {
                 let Some(done) = self.inflight.sender() else { return };
                 self.inflight.hold(name, plan.ip());
                 let name = name.to_string();
+                let reply = match no_wait {
+                    true => {
+                        let _ = reply.send(self.respond(Ok(Reply::Deleted { existed: true })));
+                        None
+                    }
+                    false => Some(reply),
+                };
                 tokio::spawn(async move {
                     let outcome = plan.run().await;
                     let _ = done.send(Job::Unplumbed { name, outcome, reply }).await;
@@ -309,7 +331,7 @@ impl Agent {
     async fn dispatch(&mut self, req: Request, peer_pid: u32) -> Response {
         let result = match req {
             Request::EndpointAdd(spec) => self.endpoint_add(spec).await.map(Reply::Endpoint),
-            Request::EndpointDel { name, owner } => {
+            Request::EndpointDel { name, owner, .. } => {
                 self.endpoint_del(&name, owner.as_deref()).await.map(|existed| Reply::Deleted { existed })
             }
             Request::PortAdd(spec) => self.port_add(spec).await.map(Reply::Port),

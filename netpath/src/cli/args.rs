@@ -123,7 +123,14 @@ pub enum EndpointCommand {
         ifname: String,
     },
     /// Remove a container's network; succeeds when there is none.
-    Del { name: String },
+    Del {
+        name: String,
+        /// Return once the endpoint is out of the state and the datapath (its container
+        /// cut off); the veth pair is deleted in the background, and a later change of
+        /// the same endpoint waits for that.
+        #[arg(long)]
+        no_wait: bool,
+    },
     /// List endpoints (from the state directory; works without the agent).
     List {
         #[arg(short, long, value_enum, default_value_t = Format::Table)]

@@ -28,8 +28,9 @@ pub fn run(paths: &Paths, cmd: EndpointCommand) -> anyhow::Result<()> {
                 other => client::unexpected(other),
             }
         }
-        EndpointCommand::Del { name } => {
-            let reply = client::call(paths, &Request::EndpointDel { name: name.clone(), owner: None })?;
+        EndpointCommand::Del { name, no_wait } => {
+            let reply =
+                client::call(paths, &Request::EndpointDel { name: name.clone(), owner: None, no_wait })?;
             client::deleted(
                 reply,
                 &format!("{name} deleted"),

@@ -36,7 +36,7 @@ pub(super) fn gc(call: &Call, conf: &NetConf) -> Result<(), CniError> {
     for rec in stale(&endpoints, &valid) {
         // With the owner, as DEL sends it: an endpoint re-made meanwhile for another
         // container of the same short ID stays.
-        let del = Request::EndpointDel { name: rec.name.clone(), owner: rec.owner.clone() };
+        let del = Request::EndpointDel { name: rec.name.clone(), owner: rec.owner.clone(), no_wait: false };
         match call.send(&del) {
             Ok(Reply::Deleted { .. }) => {}
             Ok(other) => failed.push((rec.name.clone(), unexpected(other))),

@@ -277,7 +277,11 @@ fn status(call: &Call) -> Result<(), CniError> {
 /// Succeeds when there is nothing left to delete: the container, its namespace or the
 /// agent's record already gone (the spec asks DEL to be idempotent).
 fn del(call: &Call, c: &Container) -> Result<(), CniError> {
-    match call.send(&Request::EndpointDel { name: c.endpoint(), owner: Some(c.id.clone()) })? {
+    match call.send(&Request::EndpointDel {
+        name: c.endpoint(),
+        owner: Some(c.id.clone()),
+        no_wait: false,
+    })? {
         Reply::Deleted { .. } => Ok(()),
         other => Err(unexpected(other)),
     }

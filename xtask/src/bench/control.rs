@@ -32,9 +32,8 @@ pub struct ControlPlane {
     /// agent logs them, in the order the steps run.
     pub add_steps: Vec<(String, f64)>,
     pub del_steps: Vec<(String, f64)>,
-    /// The same with the programs attached through netlink clsact instead of TCX links.
-    pub netpath_clsact_add: Latency,
-    pub netpath_clsact_del: Latency,
+    /// `endpoint del --no-wait`: answered before the pair is gone.
+    pub netpath_del_no_wait: Latency,
     pub cni_bridge_add: Option<Latency>,
     pub cni_bridge_del: Option<Latency>,
     pub rss_endpoints: usize,
@@ -70,7 +69,7 @@ pub fn run(quick: bool) -> Result<ControlPlane> {
     let mut cp = ControlPlane::default();
 
     let mut lab = Lab::with_prefix("npcp", n);
-    (cp.netpath_clsact_add, cp.netpath_clsact_del) = add_del(&mut lab, n, &["--tc-attach", "clsact"]);
+    (_, cp.netpath_del_no_wait) = add_del(&mut lab, n, &["--no-wait"]);
     lab.stop_agent();
     let _ = std::fs::remove_dir_all(&lab.bpffs_dir);
     (cp.netpath_add, cp.netpath_del) = add_del(&mut lab, n, &[]);
@@ -188,10 +187,10 @@ fn ports(lab: &Lab, quick: bool, cp: &mut ControlPlane) {
     lab.netpath_ok(&["endpoint", "del", "ep0"]);
 }
 
-/// Starts the agent with `args`, adds an endpoint in each namespace, deletes them all;
-/// the latencies of both, as the CLI sees them.
-fn add_del(lab: &mut Lab, n: usize, args: &[&str]) -> (Latency, Latency) {
-    lab.start_agent_with(args);
+/// Starts the agent, adds an endpoint in each namespace, deletes them all (`del_args`
+/// added to each delete); the latencies of both, as the CLI sees them.
+fn add_del(lab: &mut Lab, n: usize, del_args: &[&str]) -> (Latency, Latency) {
+    lab.start_agent();
     let (mut add, mut del) = (Vec::new(), Vec::new());
     for i in 0..n {
         let path = lab.containers[i].path();
@@ -207,7 +206,8 @@ fn add_del(lab: &mut Lab, n: usize, args: &[&str]) -> (Latency, Latency) {
     }
     for i in 0..n {
         let t = Instant::now();
-        lab.netpath_ok(&["endpoint", "del", &format!("ep{i}")]);
+        let name = format!("ep{i}");
+        lab.netpath_ok(&[&["endpoint", "del", name.as_str()][..], del_args].concat());
         del.push(t.elapsed().as_secs_f64() * 1e3);
     }
     (latency(add), latency(del))

@@ -216,8 +216,7 @@ impl Report {
         };
         row("netpath endpoint add", &cp.netpath_add);
         row("netpath endpoint del", &cp.netpath_del);
-        row("netpath endpoint add (clsact)", &cp.netpath_clsact_add);
-        row("netpath endpoint del (clsact)", &cp.netpath_clsact_del);
+        row("netpath endpoint del --no-wait", &cp.netpath_del_no_wait);
         if let (Some(a), Some(d)) = (&cp.cni_bridge_add, &cp.cni_bridge_del) {
             row("CNI bridge ADD", a);
             row("CNI bridge DEL", d);
@@ -322,6 +321,12 @@ impl Report {
         } else {
             format!("SHORT: endpoint add p50 {:.2} ms (goal < 10 ms)", cp.netpath_add.p50_ms)
         });
+        for (what, l) in
+            [("endpoint del", &cp.netpath_del), ("endpoint del --no-wait", &cp.netpath_del_no_wait)]
+        {
+            let verdict = if l.p50_ms < 20.0 { "met" } else { "SHORT" };
+            out.push(format!("{verdict}: {what} p50 {:.2} ms (goal < 20 ms)", l.p50_ms));
+        }
         if let Some(c) = &cp.cni_bridge_add {
             out.push(judge(
                 "endpoint add speed vs CNI bridge ADD",

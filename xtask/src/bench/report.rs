@@ -203,7 +203,7 @@ impl Report {
             .collect::<Vec<_>>();
         let mut bad = bad;
         let cp = &self.control;
-        if cp.netpath_add.n == 0 || cp.netpath_clsact_add.n == 0 {
+        if cp.netpath_add.n == 0 || cp.netpath_del_no_wait.n == 0 {
             bad.push("control plane: endpoint add/del".into());
         }
         if cp.agent_rss_kib == 0 {
