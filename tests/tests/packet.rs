@@ -246,3 +246,49 @@ fn a_packet_for_another_nodes_pod_goes_through_the_tail_called_program() {
         assert_eq!(from_a(dp).action, TC_ACT_SHOT, "slot emptied: dropped again");
     });
 }
+
+/// from_container is the endpoints' entry: it runs the container path through the
+/// pinned slot, and drops everything when the slot is empty (no agent ever filled it).
+#[test]
+fn from_container_runs_the_container_path_through_its_slot() {
+    with_datapath(|c| {
+        let packet = icmp_echo(A_MAC, A_HOST_MAC, A_IP, B_IP, 64);
+        let entry = netpath::datapath::program::FROM_CONTAINER;
+        let path = netpath::datapath::program::CONTAINER_PATH;
+        let through_entry = c.dp.test_run(entry, &packet, LO).unwrap();
+        assert_eq!(through_entry.action, TC_ACT_REDIRECT, "to b");
+        let direct = c.dp.test_run(path, &packet, LO).unwrap();
+        assert_eq!((through_entry.action, &through_entry.packet), (direct.action, &direct.packet));
+        c.dp.set_endpoint_slot(false).unwrap();
+        assert_eq!(c.dp.test_run(entry, &packet, LO).unwrap().action, TC_ACT_SHOT, "an empty slot drops");
+        c.dp.set_endpoint_slot(true).unwrap();
+        assert_eq!(c.dp.test_run(entry, &packet, LO).unwrap().action, TC_ACT_REDIRECT, "refilled");
+    });
+}
+
+/// What the entry's tail call costs per packet: the kernel's mean time per run of the
+/// container path through from_container and on its own, on an established packet for
+/// another local container, 2 million runs a round, 15 rounds interleaved. Prints
+/// medians; asserts nothing (a measurement).
+#[test]
+#[ignore = "a measurement that asserts nothing; run it with --ignored"]
+fn the_entrys_tail_call_costs_this_much_per_packet() {
+    with_datapath(|c| {
+        let packet = icmp_echo(A_MAC, A_HOST_MAC, A_IP, B_IP, 64);
+        let (mut entry, mut direct) = (Vec::new(), Vec::new());
+        for _ in 0..15 {
+            for (prog, out) in [
+                (netpath::datapath::program::FROM_CONTAINER, &mut entry),
+                (netpath::datapath::program::CONTAINER_PATH, &mut direct),
+            ] {
+                out.push(c.dp.time_run(prog, &packet, LO, 2_000_000).unwrap().as_nanos() as u64);
+            }
+        }
+        entry.sort();
+        direct.sort();
+        println!(
+            "ns per run, median (min-max) of 15 rounds: through from_container {} ({}-{}), container_path alone {} ({}-{})",
+            entry[7], entry[0], entry[14], direct[7], direct[0], direct[14]
+        );
+    });
+}

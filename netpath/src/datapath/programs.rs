@@ -146,6 +146,40 @@ impl Datapath {
         aya::maps::ProgramArray::try_from(array).map_err(map_err)?.set(slot, &fd, 0).map_err(map_err)
     }
 
+    /// Fills from_container's slot with this agent's container path (as every load
+    /// does), or empties it: every endpoint then drops what its container sends.
+    pub fn set_endpoint_slot(&mut self, filled: bool) -> Result<(), DatapathError> {
+        use netpath_common::maps::{ENDPOINT_PROGS, TAIL_CONTAINER_PATH};
+        if filled {
+            return self.fill_slot(ENDPOINT_PROGS, TAIL_CONTAINER_PATH, program::CONTAINER_PATH);
+        }
+        let map = self.ebpf.map_mut(ENDPOINT_PROGS).ok_or(DatapathError::MissingMap(ENDPOINT_PROGS))?;
+        let map_err = |source| DatapathError::Map { map: ENDPOINT_PROGS, source: Box::new(source) };
+        aya::maps::ProgramArray::try_from(map)
+            .map_err(map_err)?
+            .clear_index(&TAIL_CONTAINER_PATH)
+            .map_err(map_err)
+    }
+
+    /// Runs tc program `prog` `repeat` times on `packet` in the kernel (one
+    /// BPF_PROG_TEST_RUN); the kernel's mean time per run.
+    pub fn time_run(
+        &mut self,
+        prog: &'static str,
+        packet: &[u8],
+        ifindex: u32,
+        repeat: u32,
+    ) -> Result<std::time::Duration, DatapathError> {
+        let mut ctx = [0u8; 44];
+        ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
+        let opts = TestRunOptions { data_in: Some(packet), ctx_in: Some(&ctx), repeat, ..Default::default() };
+        let res = self
+            .classifier(prog)?
+            .test_run(opts)
+            .map_err(|source| DatapathError::Verify { prog, source: Box::new(source) })?;
+        Ok(res.duration)
+    }
+
     /// Program `name` of the object as its kind `P` (SchedClassifier, Xdp, ...).
     fn program_as<'a, P>(&'a mut self, name: &'static str) -> Result<&'a mut P, DatapathError>
     where
