@@ -59,15 +59,12 @@ impl Report {
         md
     }
 
-    /// The environment alone (a cross-node-only run).
+    /// The environment alone (a cross-node-only or control-plane-only run).
     fn md_env(&self, md: &mut String) {
         let e = &self.env;
         let quick = if e.quick { ", quick run (one short repetition: not for conclusions)" } else { "" };
-        let _ = writeln!(
-            md,
-            "## Benchmark: cross-node\n\nKernel {}, {} ({} CPUs){quick}.",
-            e.kernel, e.cpu, e.cpus
-        );
+        let section = if self.control.netpath_add.n > 0 { "control plane" } else { "cross-node" };
+        let _ = writeln!(md, "## Benchmark: {section}\n\nKernel {}, {} ({} CPUs){quick}.", e.kernel, e.cpu, e.cpus);
     }
 
     /// The heading, the environment, and every path and test on every datapath.
