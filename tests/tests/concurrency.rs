@@ -298,6 +298,17 @@ fn a_delete_that_does_not_wait_ends_before_the_same_endpoint_comes_back() {
     assert!(started.elapsed() >= SLOW, "the add did not wait for the deletion");
     assert_ne!(index(&lab), old, "the old pair was kept");
     assert_eq!(lab.node_links().iter().filter(|l| l.starts_with("np")).count(), 1, "{:?}", lab.node_links());
+    // Its address, asked for by another endpoint right after a delete that does not
+    // wait: that add waits for the deletion too, instead of finding the address taken.
+    let ip = String::from_utf8_lossy(&lab.netpath(&["endpoint", "list", "-o", "json"]).stdout).into_owned();
+    let ip: Value = serde_json::from_str(&ip).unwrap();
+    let ip = ip["endpoints"][0]["ip"].as_str().unwrap().to_string();
+    let started = Instant::now();
+    lab.netpath_ok(&["endpoint", "del", "web", "--no-wait"]);
+    lab.netpath_ok(&["endpoint", "add", "web2", "--netns", &ns, "--ifname", "eth1", "--ip", &ip]);
+    assert!(started.elapsed() >= SLOW, "the add did not wait for the deletion holding its address");
+    lab.netpath_ok(&["endpoint", "del", "web2"]);
+    lab.netpath_ok(&["endpoint", "add", "web", "--netns", &ns]);
     // Without --no-wait the caller waits for the pair.
     let started = Instant::now();
     lab.netpath_ok(&["endpoint", "del", "web"]);

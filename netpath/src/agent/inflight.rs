@@ -102,7 +102,15 @@ impl InFlight {
             Request::EndpointCheck { name, .. } => {
                 return if busy(name) { Route::After(name.clone()) } else { Route::Now };
             }
-            Request::EndpointAdd(spec) => Some(spec.name.as_str()),
+            Request::EndpointAdd(spec) => {
+                // An address asked for that a change in flight holds (a delete whose
+                // pair is still going): after that change, not refused.
+                let holder = spec.ip.and_then(|ip| self.held.iter().find(|(_, h)| **h == ip));
+                match holder {
+                    Some((name, _)) if !busy(&spec.name) => Some(name.as_str()),
+                    _ => Some(spec.name.as_str()),
+                }
+            }
             Request::EndpointDel { name, .. } => Some(name.as_str()),
             Request::PortAdd(spec) => Some(spec.endpoint.as_str()),
             Request::PortsAdd { ports } => ports

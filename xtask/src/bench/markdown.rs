@@ -64,7 +64,11 @@ impl Report {
         let e = &self.env;
         let quick = if e.quick { ", quick run (one short repetition: not for conclusions)" } else { "" };
         let section = if self.control.netpath_add.n > 0 { "control plane" } else { "cross-node" };
-        let _ = writeln!(md, "## Benchmark: {section}\n\nKernel {}, {} ({} CPUs){quick}.", e.kernel, e.cpu, e.cpus);
+        let _ = writeln!(
+            md,
+            "## Benchmark: {section}\n\nKernel {}, {} ({} CPUs){quick}.",
+            e.kernel, e.cpu, e.cpus
+        );
     }
 
     /// The heading, the environment, and every path and test on every datapath.
