@@ -182,6 +182,8 @@ pub fn with_datapath_sized(
             // namespace that does not forward.
             fs::write("/proc/sys/net/ipv4/ip_forward", "1").expect("enable forwarding in the test namespace");
             let mut dp = netpath::datapath::Datapath::load(&dir, ct_entries).expect("load datapath");
+            // As the agent does once it takes over the endpoints.
+            dp.set_endpoint_slot(true).expect("fill the endpoints' slot");
             check(&mut dp, &dir);
         })
         .join();
@@ -683,6 +685,16 @@ impl Lab {
     }
 
     /// What the node's state holds, as the CLI shows it: the endpoint and port lists.
+    /// One request line to the agent, as the CNI plugin sends it; the reply line.
+    pub fn request(&self, req: &serde_json::Value) -> String {
+        use std::io::{BufRead as _, Write as _};
+        let mut s = std::os::unix::net::UnixStream::connect(self.work_dir.join("run/agent.sock")).unwrap();
+        s.write_all(format!("{req}\n").as_bytes()).unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(s).read_line(&mut line).unwrap();
+        line
+    }
+
     pub fn state(&self) -> String {
         self.netpath_ok(&["endpoint", "list", "-o", "json"])
             + &self.netpath_ok(&["port", "list", "-o", "json"])

@@ -141,7 +141,7 @@ fn a_file_applied_twice_changes_nothing_the_second_time_and_a_bad_one_nothing_at
         "ip": null, "mac": null, "mtu": null, "owner": "4f1c0ffee",
         "ports": [{"proto": "tcp", "host_port": 9443, "host_ip": null, "endpoint": "cni-c", "container_port": 443}],
     });
-    let reply = agent_request(&lab, &req);
+    let reply = lab.request(&req);
     assert!(reply.contains("\"endpoint\""), "{reply}");
     let out = lab.netpath_ok(&["apply", "-f", &moved]);
     assert!(out.contains("nothing to do"), "{out}");
@@ -221,14 +221,4 @@ fn addresses_chosen_are_kept_overlapping_ports_are_refused_and_a_failure_half_wa
         serde_json::from_str(&lab.netpath_ok(&["reconcile", "--dry-run", "-o", "json"])).unwrap();
     assert_eq!(lab.node_links().len(), links.len(), "{drift}");
     lab.stop_agent();
-}
-
-/// One request line to the lab's agent, as the CNI plugin sends it; the reply line.
-fn agent_request(lab: &Lab, req: &serde_json::Value) -> String {
-    use std::io::{BufRead as _, Write as _};
-    let mut s = std::os::unix::net::UnixStream::connect(lab.work_dir.join("run/agent.sock")).unwrap();
-    s.write_all(format!("{req}\n").as_bytes()).unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(s).read_line(&mut line).unwrap();
-    line
 }

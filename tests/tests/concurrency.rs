@@ -315,3 +315,39 @@ fn a_delete_that_does_not_wait_ends_before_the_same_endpoint_comes_back() {
     assert!(started.elapsed() >= SLOW, "del answered before its pair was gone");
     assert!(lab.node_links().iter().all(|l| !l.starts_with("np")), "{:?}", lab.node_links());
 }
+
+/// Two adds in flight at once, each publishing a free port of one range (docker's
+/// `-p 9000-9010:80`, as a runtime sends it): the second add counts the port the first
+/// will publish as taken, and both get one.
+#[test]
+fn adds_in_flight_at_once_choose_different_free_ports() {
+    let mut lab = Lab::new(2);
+    lab.agent_env = vec![("NETPATH_SLOW_STEP".into(), "pair:1500".into())];
+    lab.start_agent();
+    let lab = &lab;
+    let add = |i: usize| {
+        let name = format!("c{i}");
+        let req = serde_json::json!({
+            "op": "endpoint-add", "name": name, "netns": lab.containers[i].path(), "ifname": "eth0",
+            "ip": null, "mac": null, "mtu": null, "owner": format!("owner{i}"),
+            "ports": [{"proto": "tcp", "host_port": 0, "host_ip": null, "endpoint": name,
+                       "container_port": 80, "host_port_from": {"start": 9000, "end": 9010}}],
+        });
+        lab.request(&req)
+    };
+    let replies: Vec<String> = std::thread::scope(|s| {
+        let a = s.spawn(|| add(0));
+        std::thread::sleep(Duration::from_millis(200));
+        let b = s.spawn(|| add(1));
+        vec![a.join().unwrap(), b.join().unwrap()]
+    });
+    for r in &replies {
+        assert!(r.contains("\"endpoint\""), "{r}");
+    }
+    let ports = lab.netpath_ok(&["port", "list", "-o", "json"]);
+    let ports: Value = serde_json::from_str(&ports).unwrap();
+    let mut host: Vec<u64> =
+        ports["ports"].as_array().unwrap().iter().map(|p| p["host_port"].as_u64().unwrap()).collect();
+    host.sort();
+    assert_eq!(host, [9000, 9001], "{ports}");
+}

@@ -214,7 +214,7 @@ impl Agent {
     /// Adds an endpoint, start to end, in the agent's task (apply, and every caller but
     /// the socket's, which runs the kernel work beside other requests).
     pub async fn endpoint_add(&mut self, spec: EndpointSpec) -> Result<EndpointRecord, AgentError> {
-        match self.add_begin(spec, &[]).await? {
+        match self.add_begin(spec, &[], &[]).await? {
             AddStart::Done(rec) => Ok(rec),
             AddStart::Build(mut plan) => {
                 let built = plan.builder.build(&plan.ns, &mut plan.rec).await;
@@ -224,11 +224,13 @@ impl Agent {
     }
 
     /// The checks of an add and the address it gets, none of `held` (the addresses of
-    /// changes in flight). A repeated add is done here.
+    /// changes in flight), and its ports, none of `held_ports` (those adds in flight
+    /// will publish). A repeated add is done here.
     pub(super) async fn add_begin(
         &mut self,
         spec: EndpointSpec,
         held: &[Ipv4Addr],
+        held_ports: &[crate::state::PortRecord],
     ) -> Result<AddStart, AgentError> {
         let mut steps = Steps::default();
         validate(&spec)?;
@@ -254,8 +256,10 @@ impl Agent {
             self.endpoint_del(&rec.name, None).await?;
         }
         let mut planned: Vec<crate::state::PortRecord> = Vec::new();
+        let mut taken = held_ports.to_vec();
         for p in &spec.ports {
-            if let Some(rec) = self.port_plan(p, &spec.name, Ipv4Addr::UNSPECIFIED, &planned)? {
+            if let Some(rec) = self.port_plan(p, &spec.name, Ipv4Addr::UNSPECIFIED, &taken)? {
+                taken.push(rec.clone());
                 planned.push(rec);
             }
         }

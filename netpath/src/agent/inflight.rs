@@ -17,13 +17,18 @@ use std::{
 use tokio::sync::mpsc;
 
 use super::server::Job;
-use crate::api::Request;
+use crate::{api::Request, state::PortRecord};
 
 #[derive(Default)]
 pub struct InFlight {
-    /// Endpoints with a change in flight, and the address each holds: an add's is not
-    /// in the records yet, a delete's still has its route until the pair is gone.
-    held: HashMap<String, Ipv4Addr>,
+    /// Endpoints with a change in flight, and what each holds: its address (an add's is
+    /// not in the records yet, a delete's still has its route until the pair is gone)
+    /// and the host ports an add will publish once built.
+    held: HashMap<String, Held>,
+    /// Adds parked behind the change of another endpoint (whose address they asked
+    /// for): endpoint -> the endpoint it waits for. Requests about a parked endpoint wait
+    /// for it as for one in flight.
+    parked: HashMap<String, String>,
     /// Jobs about an endpoint in flight, per endpoint, in arrival order.
     waiting: HashMap<String, VecDeque<Job>>,
     /// Jobs that need nothing in flight, and those that came after them.
@@ -32,6 +37,11 @@ pub struct InFlight {
     ready: VecDeque<Job>,
     /// Where the work's ends are sent; None runs every change in the agent's task.
     done: Option<mpsc::Sender<Job>>,
+}
+
+struct Held {
+    ip: Ipv4Addr,
+    ports: Vec<PortRecord>,
 }
 
 /// Where a job goes.
@@ -53,22 +63,36 @@ impl InFlight {
         self.done.clone()
     }
 
+    /// The addresses held by changes in flight.
     pub fn held(&self) -> Vec<Ipv4Addr> {
-        self.held.values().copied().collect()
+        self.held.values().map(|h| h.ip).collect()
+    }
+
+    /// The host ports adds in flight will publish.
+    pub fn held_ports(&self) -> Vec<PortRecord> {
+        self.held.values().flat_map(|h| h.ports.iter().cloned()).collect()
     }
 
     pub fn is_idle(&self) -> bool {
         self.held.is_empty()
     }
 
-    pub fn hold(&mut self, name: &str, ip: Ipv4Addr) {
-        self.held.insert(name.to_string(), ip);
+    pub fn hold(&mut self, name: &str, ip: Ipv4Addr, ports: Vec<PortRecord>) {
+        self.held.insert(name.to_string(), Held { ip, ports });
+    }
+
+    /// The ports of `name`'s add are being published: no longer held apart.
+    pub fn publishing(&mut self, name: &str) {
+        if let Some(h) = self.held.get_mut(name) {
+            h.ports.clear();
+        }
     }
 
     /// The change of `name` is done: what waited for it may run, and when nothing is in
     /// flight any more, what waited for that.
     pub fn release(&mut self, name: &str) {
         self.held.remove(name);
+        self.parked.retain(|_, behind| behind != name);
         if let Some(jobs) = self.waiting.remove(name) {
             self.ready.extend(jobs);
         }
@@ -77,20 +101,44 @@ impl InFlight {
         }
     }
 
+    /// The next job free to run. Jobs that wait for an endpoint nothing holds any more
+    /// (a parked add that ended without a change in flight) are freed here.
     pub fn next_ready(&mut self) -> Option<Job> {
+        if self.ready.is_empty() {
+            let orphans: Vec<String> = self
+                .waiting
+                .keys()
+                .filter(|n| !self.held.contains_key(*n) && !self.parked.contains_key(*n))
+                .cloned()
+                .collect();
+            for name in orphans {
+                if let Some(jobs) = self.waiting.remove(&name) {
+                    self.ready.extend(jobs);
+                }
+            }
+        }
         self.ready.pop_front()
+    }
+
+    /// Every job still waiting, in no particular order (a stopping agent refuses them).
+    pub fn drain(&mut self) -> Vec<Job> {
+        let mut jobs: Vec<Job> = self.ready.drain(..).chain(self.barrier.drain(..)).collect();
+        jobs.extend(self.waiting.drain().flat_map(|(_, q)| q));
+        jobs
     }
 
     /// Where `job` goes now.
     pub fn route(&self, job: &Job) -> Route {
-        let busy = |name: &str| self.held.contains_key(name);
+        let busy = |name: &str| self.held.contains_key(name) || self.parked.contains_key(name);
         let request = match job {
             Job::Request { request, .. } => request,
             // A change's end, a trace's end: always now. The store's node list writes
             // routes to other nodes only.
-            Job::Built { .. } | Job::Unplumbed { .. } | Job::TraceEnded { .. } | Job::Nodes(_) => {
-                return Route::Now
-            }
+            Job::Built { .. }
+            | Job::Unplumbed { .. }
+            | Job::Lost { .. }
+            | Job::TraceEnded { .. }
+            | Job::Nodes(_) => return Route::Now,
             Job::Link(_) if self.held.is_empty() && self.barrier.is_empty() => return Route::Now,
             Job::Link(_) => return Route::Barrier,
         };
@@ -105,7 +153,7 @@ impl InFlight {
             Request::EndpointAdd(spec) => {
                 // An address asked for that a change in flight holds (a delete whose
                 // pair is still going): after that change, not refused.
-                let holder = spec.ip.and_then(|ip| self.held.iter().find(|(_, h)| **h == ip));
+                let holder = spec.ip.and_then(|ip| self.held.iter().find(|(_, h)| h.ip == ip));
                 match holder {
                     Some((name, _)) if !busy(&spec.name) => Some(name.as_str()),
                     _ => Some(spec.name.as_str()),
@@ -138,7 +186,16 @@ impl InFlight {
 
     pub fn wait(&mut self, route: Route, job: Job) {
         match route {
-            Route::After(name) => self.waiting.entry(name).or_default().push_back(job),
+            Route::After(name) => {
+                // An add parked behind another endpoint's change: its own endpoint waits
+                // for it from now on.
+                if let Job::Request { request: Request::EndpointAdd(spec), .. } = &job {
+                    if spec.name != name {
+                        self.parked.insert(spec.name.clone(), name.clone());
+                    }
+                }
+                self.waiting.entry(name).or_default().push_back(job)
+            }
             Route::Barrier => self.barrier.push_back(job),
             Route::Now => self.ready.push_back(job),
         }

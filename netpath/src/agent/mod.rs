@@ -333,12 +333,24 @@ impl Agent {
     /// reconciliation prunes the rest.
     async fn adopt(&mut self) -> Result<(), AgentError> {
         let start = std::time::Instant::now();
+        // Endpoints attached with this very slot keep their filters; any other case
+        // (first start of a build with the slot, its pin removed, a start that failed
+        // before it had taken over every endpoint) attaches them again.
+        const SLOT_KEY: &str = "endpoint_slot_map_id";
+        let slot = self.datapath.endpoint_slot_id().map(|id| id.to_string());
+        let same_slot = slot.is_some() && self.endpoints.db().meta(SLOT_KEY)? == slot;
+        self.datapath.set_reattach_endpoints(!same_slot);
+        // From here on, endpoints' filters run this agent's container path.
+        self.datapath.set_endpoint_slot(true)?;
         for rec in self.endpoints.all().to_vec() {
             if let Some(l) = plumbing::link::get(&self.netlink, &rec.host_ifname).await? {
                 if l.index == rec.host_ifindex {
                     self.datapath.adopt_endpoint(&rec.host_ifname, rec.host_ifindex, rec.device)?;
                 }
             }
+        }
+        if let (false, Some(slot)) = (same_slot, &slot) {
+            self.endpoints.db().set_meta(SLOT_KEY, slot)?;
         }
         let attached = start.elapsed();
         self.reconcile(false).await?;

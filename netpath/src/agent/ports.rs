@@ -131,7 +131,9 @@ impl Agent {
     /// transaction and one map batch, so ten thousand cost about what one does. Asking
     /// for what is published already, exactly so, is a success that changes nothing.
     pub async fn ports_add(&mut self, specs: Vec<PortSpec>) -> Result<Vec<PortRecord>, AgentError> {
-        let mut planned: Vec<PortRecord> = Vec::new();
+        // The ports adds in flight will publish count as taken.
+        let mut planned: Vec<PortRecord> = self.inflight.held_ports();
+        let held = planned.len();
         let mut out = Vec::with_capacity(specs.len());
         for spec in specs {
             // The port's own faults first, then the endpoint's (the order users have seen).
@@ -159,7 +161,7 @@ impl Agent {
                 }),
             }
         }
-        self.publish(&planned)?;
+        self.publish(&planned[held..])?;
         Ok(out)
     }
 

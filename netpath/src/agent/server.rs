@@ -59,6 +59,12 @@ pub enum Job {
         built: Result<(), AgentError>,
         reply: oneshot::Sender<Response>,
     },
+    /// The task of an endpoint change ended without its end (it panicked).
+    Lost {
+        name: String,
+        reply: Option<oneshot::Sender<Response>>,
+        error: String,
+    },
     /// An endpoint delete's pair is gone, or could not be deleted; `reply` is None
     /// when the caller was answered already (`--no-wait`).
     Unplumbed {
@@ -222,8 +228,18 @@ impl Agent {
             Job::TraceEnded { session } => self.trace_end(session),
             Job::Link(event) => self.on_link_event(event).await,
             Job::Nodes(nodes) => self.on_nodes(nodes).await,
+            Job::Lost { name, reply, error } => {
+                self.inflight.release(&name);
+                warn!(endpoint = %name, "an endpoint change failed: {error}; `netpath reconcile` repairs what it left");
+                if let Some(reply) = reply {
+                    let _ = reply.send(Response::error(format!(
+                        "the change of endpoint {name} failed ({error}); `netpath reconcile` repairs what it left"
+                    )));
+                }
+            }
             Job::Built { plan, built, reply } => {
                 let name = plan.rec.name.clone();
+                self.inflight.publishing(&name);
                 let result = self.add_finish(*plan, built).await.map(Reply::Endpoint);
                 self.inflight.release(&name);
                 let _ = reply.send(self.respond(result));
@@ -245,8 +261,8 @@ impl Agent {
     /// An endpoint add from the socket: checked and claimed here, built beside other
     /// requests, finished by [`Job::Built`].
     async fn start_add(&mut self, spec: crate::api::EndpointSpec, reply: oneshot::Sender<Response>) {
-        let held = self.inflight.held();
-        match self.add_begin(spec, &held).await {
+        let (held, held_ports) = (self.inflight.held(), self.inflight.held_ports());
+        match self.add_begin(spec, &held, &held_ports).await {
             Err(e) => {
                 let _ = reply.send(self.respond(Err(e)));
             }
@@ -255,12 +271,20 @@ impl Agent {
             }
             Ok(AddStart::Build(mut plan)) => {
                 let Some(done) = self.inflight.sender() else { return };
-                self.inflight.hold(&plan.rec.name, plan.rec.ip);
+                self.inflight.hold(&plan.rec.name, plan.rec.ip, plan.planned.clone());
+                let name = plan.rec.name.clone();
                 tokio::spawn(async move {
-                    let built = plan.builder.build(&plan.ns, &mut plan.rec).await;
+                    let work = tokio::spawn(async move {
+                        let built = plan.builder.build(&plan.ns, &mut plan.rec).await;
+                        (plan, built)
+                    });
                     // A stopped agent leaves a pair it never recorded: marked as its own,
                     // the next one's reconciliation removes it.
-                    let _ = done.send(Job::Built { plan, built, reply }).await;
+                    let job = match work.await {
+                        Ok((plan, built)) => Job::Built { plan, built, reply },
+                        Err(e) => Job::Lost { name, reply: Some(reply), error: e.to_string() },
+                    };
+                    let _ = done.send(job).await;
                 });
             }
         }
@@ -285,7 +309,7 @@ impl Agent {
             }
             Ok(Some(plan)) => {
                 let Some(done) = self.inflight.sender() else { return };
-                self.inflight.hold(name, plan.ip());
+                self.inflight.hold(name, plan.ip(), Vec::new());
                 let name = name.to_string();
                 let reply = match no_wait {
                     true => {
@@ -295,8 +319,11 @@ impl Agent {
                     false => Some(reply),
                 };
                 tokio::spawn(async move {
-                    let outcome = plan.run().await;
-                    let _ = done.send(Job::Unplumbed { name, outcome, reply }).await;
+                    let job = match tokio::spawn(plan.run()).await {
+                        Ok(outcome) => Job::Unplumbed { name, outcome, reply },
+                        Err(e) => Job::Lost { name, reply, error: e.to_string() },
+                    };
+                    let _ = done.send(job).await;
                 });
             }
         }
@@ -315,10 +342,13 @@ impl Agent {
         };
         while !self.inflight.is_idle() {
             match tokio::time::timeout_at(deadline, jobs.recv()).await {
-                Ok(Some(job @ (Job::Built { .. } | Job::Unplumbed { .. }))) => self.run_job(job).await,
+                Ok(Some(job @ (Job::Built { .. } | Job::Unplumbed { .. } | Job::Lost { .. }))) => {
+                    self.run_job(job).await
+                }
                 Ok(Some(job)) => refuse(job),
                 _ => {
                     warn!("stopping with endpoint changes in flight; the next start reconciles them");
+                    self.inflight.drain().into_iter().for_each(refuse);
                     break;
                 }
             }

@@ -194,9 +194,10 @@ impl Datapath {
     }
 
     /// Takes over an endpoint attached by an earlier agent. Its filter already runs
-    /// whatever fills the slot, which this agent did at load: nothing to do, unless the
-    /// slot is new (its pin was gone, or the build before had none), when the filter
-    /// is replaced, together with the filters of earlier builds. A TCX link of an
+    /// whatever fills the slot, which this agent did: nothing to do, unless the agent
+    /// asked for endpoints to be attached again (the slot is not the one they were
+    /// attached with), when the filter is replaced, together with the filters of
+    /// earlier builds. A TCX link of an
     /// earlier build gets this agent's from_container in place, and stays a TCX link.
     pub fn adopt_endpoint(&mut self, iface: &str, ifindex: u32, device: Device) -> Result<(), DatapathError> {
         let tcx_pin = self.links_dir.join(format!("{FROM_CONTAINER}-{ifindex}"));
@@ -204,7 +205,7 @@ impl Datapath {
             Device::Veth if tcx_pin.exists() && self.mode == AttachMode::Tcx => {
                 self.attach_tc(FROM_CONTAINER, iface, ifindex)
             }
-            Device::Veth if self.new_endpoint_slot => {
+            Device::Veth if self.reattach_endpoints => {
                 add_clsact(iface)?;
                 self.attach_clsact(
                     FROM_CONTAINER,

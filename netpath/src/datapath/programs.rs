@@ -65,9 +65,9 @@ pub struct Datapath {
     pub(super) node_local: Option<PathBuf>,
     /// Old maps whose entries this load copied, until [`Datapath::finish_migration`].
     migration: Option<super::layout::Migration>,
-    /// ENDPOINT_PROGS was made by this load: the endpoints' filters of earlier agents
-    /// run another slot (or none), and are replaced (see `adopt_endpoint`).
-    pub(super) new_endpoint_slot: bool,
+    /// The endpoints' filters of earlier agents run another slot (or a program of a
+    /// build before the slot), and are replaced (see `adopt_endpoint`).
+    pub(super) reattach_endpoints: bool,
 }
 
 impl Datapath {
@@ -86,7 +86,6 @@ impl Datapath {
         attach: Option<AttachMode>,
     ) -> Result<Self, DatapathError> {
         let aside = super::layout::set_aside(&super::layout::check(pin_dir, ct_entries)?)?;
-        let new_endpoint_slot = !pin_dir.join(netpath_common::maps::ENDPOINT_PROGS).exists();
         let object = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netpath"));
         let ebpf = EbpfLoader::new()
             .default_map_pin_directory(pin_dir)
@@ -105,7 +104,7 @@ impl Datapath {
             touched: HashSet::new(),
             node_local: None,
             migration: None,
-            new_endpoint_slot,
+            reattach_endpoints: true,
         };
         // from_tunnel, to_other_node and uplink_xdp are verified when the node needs them
         // (`attach_tunnel`, `set_cluster_programs`, `xdp`): every other agent start
@@ -115,13 +114,6 @@ impl Datapath {
                 .load()
                 .map_err(|source| DatapathError::Verify { prog: name, source: Box::new(source) })?;
         }
-        // Before any endpoint is attached; endpoints of an earlier agent run this one's
-        // container path from here on.
-        dp.fill_slot(
-            netpath_common::maps::ENDPOINT_PROGS,
-            netpath_common::maps::TAIL_CONTAINER_PATH,
-            program::CONTAINER_PATH,
-        )?;
         for name in NODE_SOCKET_HOOKS {
             dp.sock_addr(name)?
                 .load()
@@ -146,8 +138,25 @@ impl Datapath {
         aya::maps::ProgramArray::try_from(array).map_err(map_err)?.set(slot, &fd, 0).map_err(map_err)
     }
 
-    /// Fills from_container's slot with this agent's container path (as every load
-    /// does), or empties it: every endpoint then drops what its container sends.
+    /// The kernel's id of the endpoints' slot (ENDPOINT_PROGS): another id than the one
+    /// an earlier agent's endpoints were attached with means their filters run another
+    /// slot, a pin someone removed or a build before it.
+    pub fn endpoint_slot_id(&self) -> Option<u32> {
+        let map = self.ebpf.map(netpath_common::maps::ENDPOINT_PROGS)?;
+        let aya::maps::Map::ProgramArray(data) = map else { return None };
+        data.info().ok().map(|i| i.id())
+    }
+
+    /// Whether [`Datapath::adopt_endpoint`] attaches endpoints again (the default) or
+    /// leaves their filters, which already run this slot.
+    pub fn set_reattach_endpoints(&mut self, reattach: bool) {
+        self.reattach_endpoints = reattach;
+    }
+
+    /// Fills from_container's slot with this agent's container path, or empties it:
+    /// every endpoint then drops what its container sends. The agent fills it when it
+    /// takes over the endpoints (once the maps are migrated and the node's settings
+    /// written: their filters run the new program from that moment).
     pub fn set_endpoint_slot(&mut self, filled: bool) -> Result<(), DatapathError> {
         use netpath_common::maps::{ENDPOINT_PROGS, TAIL_CONTAINER_PATH};
         if filled {

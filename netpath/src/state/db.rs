@@ -161,12 +161,23 @@ impl Db {
         Ok(())
     }
 
-    fn meta(&self, key: &str) -> Result<Option<String>, StateError> {
+    /// A value the agent keeps about the node besides its records (`meta`).
+    pub fn meta(&self, key: &str) -> Result<Option<String>, StateError> {
         use rusqlite::OptionalExtension as _;
         self.conn()
             .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
             .optional()
             .map_err(db_err(&self.path))
+    }
+
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StateError> {
+        self.write("meta", |tx| {
+            tx.exec(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![key, value],
+            )
+        })
     }
 
     /// Sets the migrated JSON files aside (kept for the operator, read never again).
