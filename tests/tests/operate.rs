@@ -154,6 +154,14 @@ fn program_runs_are_counted_on_request() {
     assert!(sample(&after, runs) - sample(&before, runs) >= 6, "{after}");
     assert!(after.contains(r#"netpath_program_runs_total{program="uplink_in"}"#), "{after}");
     assert!(after.contains(r#"netpath_program_run_seconds_total{program="from_container"}"#), "{after}");
+    // Restarted, the agent leaves the endpoints' filters (and their from_container
+    // instances) alone; their runs are still counted.
+    lab.stop_agent();
+    lab.start_agent_with(&["--bpf-stats"]);
+    let before = scrape(&lab);
+    assert!(lab.containers[0].ping(b, 3));
+    let after = scrape(&lab);
+    assert!(sample(&after, runs) - sample(&before, runs) >= 6, "after a restart: {after}");
 }
 
 /// `netpath doctor -o json` in the node: (healthy, failed check names).

@@ -81,7 +81,7 @@ pub fn render(
         cluster(&mut registry, &inspector, nodes)?;
     }
     if let Some(programs) = programs {
-        program_runs(&mut registry, programs);
+        program_runs(&mut registry, programs, bpffs_dir);
     }
     let mut out = String::new();
     encode(&mut out, &registry).map_err(RenderError::Encode)?;
@@ -187,8 +187,13 @@ fn conntrack(registry: &mut Registry, ct: &CtSummary) {
     );
 }
 
-/// Runs and run time of this agent's programs, from the kernel's own accounting.
-fn program_runs(registry: &mut Registry, programs: &[(&'static str, u32)]) {
+/// Runs and run time of this agent's programs, from the kernel's own accounting. An
+/// endpoint's from_container may be an earlier agent's instance (the filter stays, only
+/// the slot it tail-calls through changes): every from_container whose slot is this
+/// node's counts.
+fn program_runs(registry: &mut Registry, programs: &[(&'static str, u32)], bpffs_dir: &std::path::Path) {
+    use netpath_common::{contract::program::FROM_CONTAINER, maps::ENDPOINT_PROGS};
+    let slot = aya::maps::MapInfo::from_pin(bpffs_dir.join(ENDPOINT_PROGS)).ok().map(|m| m.id());
     let runs = counter_family(registry, "program_runs", "Runs of each netpath program (--bpf-stats)");
     let time = Family::<Labels, Counter<f64, AtomicU64>>::default();
     registry.register(
@@ -199,7 +204,12 @@ fn program_runs(registry: &mut Registry, programs: &[(&'static str, u32)]) {
     // One walk over the kernel's programs; ours are known by id, not by name (other
     // agents' programs have the same names).
     for info in aya::programs::loaded_programs().flatten() {
-        if let Some((name, _)) = programs.iter().find(|(_, id)| *id == info.id()) {
+        let ours = programs.iter().find(|(_, id)| *id == info.id()).map(|(name, _)| *name);
+        let an_entry = || {
+            info.name_as_str() == Some(FROM_CONTAINER)
+                && slot.is_some_and(|s| info.map_ids().ok().flatten().is_some_and(|ids| ids.contains(&s)))
+        };
+        if let Some(name) = ours.or_else(|| an_entry().then_some(FROM_CONTAINER)) {
             let labels = vec![("program".to_string(), name.to_string())];
             runs.get_or_create(&labels).inc_by(info.run_count());
             time.get_or_create(&labels).inc_by(info.run_time().as_secs_f64());
