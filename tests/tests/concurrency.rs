@@ -308,6 +308,13 @@ fn a_delete_that_does_not_wait_ends_before_the_same_endpoint_comes_back() {
     lab.netpath_ok(&["endpoint", "add", "web2", "--netns", &ns, "--ifname", "eth1", "--ip", &ip]);
     assert!(started.elapsed() >= SLOW, "the add did not wait for the deletion holding its address");
     lab.netpath_ok(&["endpoint", "del", "web2"]);
+    // Another endpoint as the same interface of the same container: waits for the pair.
+    lab.netpath_ok(&["endpoint", "add", "web", "--netns", &ns]);
+    let started = Instant::now();
+    lab.netpath_ok(&["endpoint", "del", "web", "--no-wait"]);
+    lab.netpath_ok(&["endpoint", "add", "web3", "--netns", &ns]);
+    assert!(started.elapsed() >= SLOW, "the add did not wait for the pair holding its interface");
+    lab.netpath_ok(&["endpoint", "del", "web3"]);
     lab.netpath_ok(&["endpoint", "add", "web", "--netns", &ns]);
     // Without --no-wait the caller waits for the pair.
     let started = Instant::now();

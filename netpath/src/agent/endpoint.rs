@@ -187,9 +187,10 @@ impl Builder {
 }
 
 impl DelPlan {
-    /// The address the endpoint had, whose route goes with the pair.
-    pub fn ip(&self) -> Ipv4Addr {
-        self.rec.ip
+    /// The endpoint going: its address's route and its container's interface go with
+    /// the pair.
+    pub fn record(&self) -> &EndpointRecord {
+        &self.rec
     }
 
     /// Deletes the pair, which takes the container's side, its addresses and routes, and

@@ -42,6 +42,9 @@ pub struct InFlight {
 struct Held {
     ip: Ipv4Addr,
     ports: Vec<PortRecord>,
+    /// The container's namespace and interface name: a delete's peer is still there
+    /// until the pair is gone.
+    place: (std::path::PathBuf, String),
 }
 
 /// Where a job goes.
@@ -77,8 +80,9 @@ impl InFlight {
         self.held.is_empty()
     }
 
-    pub fn hold(&mut self, name: &str, ip: Ipv4Addr, ports: Vec<PortRecord>) {
-        self.held.insert(name.to_string(), Held { ip, ports });
+    pub fn hold(&mut self, rec: &crate::state::EndpointRecord, ports: Vec<PortRecord>) {
+        let place = (rec.netns.clone(), rec.ifname.clone());
+        self.held.insert(rec.name.clone(), Held { ip: rec.ip, ports, place });
     }
 
     /// The ports of `name`'s add are being published: no longer held apart.
@@ -151,9 +155,11 @@ impl InFlight {
                 return if busy(name) { Route::After(name.clone()) } else { Route::Now };
             }
             Request::EndpointAdd(spec) => {
-                // An address asked for that a change in flight holds (a delete whose
-                // pair is still going): after that change, not refused.
-                let holder = spec.ip.and_then(|ip| self.held.iter().find(|(_, h)| h.ip == ip));
+                // An address asked for that a change in flight holds, or the interface
+                // of a delete whose pair is still going: after that change, not refused.
+                let holder = self.held.iter().find(|(_, h)| {
+                    spec.ip == Some(h.ip) || (h.place.0 == spec.netns && h.place.1 == spec.ifname)
+                });
                 match holder {
                     Some((name, _)) if !busy(&spec.name) => Some(name.as_str()),
                     _ => Some(spec.name.as_str()),

@@ -271,7 +271,7 @@ impl Agent {
             }
             Ok(AddStart::Build(mut plan)) => {
                 let Some(done) = self.inflight.sender() else { return };
-                self.inflight.hold(&plan.rec.name, plan.rec.ip, plan.planned.clone());
+                self.inflight.hold(&plan.rec, plan.planned.clone());
                 let name = plan.rec.name.clone();
                 tokio::spawn(async move {
                     let work = tokio::spawn(async move {
@@ -309,7 +309,7 @@ impl Agent {
             }
             Ok(Some(plan)) => {
                 let Some(done) = self.inflight.sender() else { return };
-                self.inflight.hold(name, plan.ip(), Vec::new());
+                self.inflight.hold(plan.record(), Vec::new());
                 let name = name.to_string();
                 let reply = match no_wait {
                     true => {
