@@ -343,6 +343,9 @@ impl Agent {
         // From here on, endpoints' filters run this agent's container path.
         self.datapath.set_endpoint_slot(true)?;
         for rec in self.endpoints.all().to_vec() {
+            if !self.datapath.adopts_endpoint(rec.host_ifindex, rec.device) {
+                continue;
+            }
             if let Some(l) = plumbing::link::get(&self.netlink, &rec.host_ifname).await? {
                 if l.index == rec.host_ifindex {
                     self.datapath.adopt_endpoint(&rec.host_ifname, rec.host_ifindex, rec.device)?;

@@ -199,6 +199,16 @@ impl Datapath {
     /// attached with), when the filter is replaced, together with the filters of
     /// earlier builds. A TCX link of an
     /// earlier build gets this agent's from_container in place, and stays a TCX link.
+    /// Whether [`Datapath::adopt_endpoint`] has anything to do for this endpoint: not
+    /// for a veth whose filter already runs this slot (a restart's usual case, where
+    /// the agent need not even look the veth up).
+    pub fn adopts_endpoint(&self, ifindex: u32, device: Device) -> bool {
+        let tcx_pin = self.links_dir.join(format!("{FROM_CONTAINER}-{ifindex}"));
+        device == Device::Netkit
+            || self.reattach_endpoints
+            || (self.mode == AttachMode::Tcx && tcx_pin.exists())
+    }
+
     pub fn adopt_endpoint(&mut self, iface: &str, ifindex: u32, device: Device) -> Result<(), DatapathError> {
         let tcx_pin = self.links_dir.join(format!("{FROM_CONTAINER}-{ifindex}"));
         match device {
