@@ -73,6 +73,7 @@ pub fn run(filter: Option<&str>, host_only: bool) -> Result<()> {
             only: None,
             cross_node: false,
             control_plane: false,
+            observe: false,
         })?;
         if !host_only {
             // The same integration suite on the kernels users run (TCX only from 6.6,

@@ -6,7 +6,7 @@ use anyhow::{anyhow, Result};
 use plotters::prelude::*;
 
 use super::{
-    load::{Placement, Test},
+    load::{Histogram, Placement, Test},
     report::Report,
     world::{Datapath, PathKind},
 };
@@ -31,6 +31,54 @@ pub fn draw(report: &Report, dir: &Path) -> Result<()> {
     rates(report, &dir.join("rates.png"))?;
     latency(report, &dir.join("latency.png"))?;
     scaling(report, &dir.join("scaling.png"))?;
+    for (test, file) in [(Test::TcpRr, "histogram-tcp-rr.png"), (Test::UdpRr, "histogram-udp-rr.png")] {
+        histogram(report, test, &dir.join(file))?;
+    }
+    Ok(())
+}
+
+/// Every round trip of a container-to-container RR test, all repetitions, per datapath:
+/// the share of transactions in each microsecond up to the datapaths' p99.9, on a log
+/// scale so the tail shows.
+fn histogram(report: &Report, test: Test, file: &Path) -> Result<()> {
+    let of = |dp: Datapath| {
+        let m = report.measurement(dp, PathKind::C2c, test)?;
+        let h = Histogram::merged(m.samples.iter().map(|s| &s.histogram));
+        let total: u64 = h.0.iter().map(|(_, n)| n).sum();
+        (total > 0).then(|| {
+            h.0.iter().map(|(us, n)| (*us as f64, *n as f64 * 100.0 / total as f64)).collect::<Vec<_>>()
+        })
+    };
+    type Series = (Datapath, RGBColor, Vec<(f64, f64)>);
+    let series: Vec<Series> = DATAPATHS.iter().filter_map(|(dp, c)| Some((*dp, *c, of(*dp)?))).collect();
+    let xmax = DATAPATHS
+        .iter()
+        .filter_map(|(dp, _)| report.stat(*dp, PathKind::C2c, test, Placement::SameCpu, 0))
+        .map(|s| s.p999)
+        .filter(|v| v.is_finite())
+        .fold(10.0f64, f64::max)
+        * 1.3;
+    let root = BitMapBackend::new(file, (1000, 500)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!("container to container {}: round trips per microsecond (one CPU)", test.name()),
+            ("sans-serif", 20),
+        )
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(80)
+        .build_cartesian_2d(0f64..xmax, (0.001f64..100f64).log_scale())?;
+    chart.configure_mesh().x_desc("round trip, microseconds").y_desc("% of transactions").draw()?;
+    for (dp, color, pts) in series {
+        let pts: Vec<(f64, f64)> = pts.into_iter().filter(|(x, _)| *x <= xmax).collect();
+        chart
+            .draw_series(LineSeries::new(pts, color.stroke_width(2)))?
+            .label(dp.name())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], color.stroke_width(2)));
+    }
+    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+    root.present()?;
     Ok(())
 }
 

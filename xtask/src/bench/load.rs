@@ -45,6 +45,11 @@ pub struct Sample {
     pub rate: f64,
     pub p50_us: Option<f64>,
     pub p99_us: Option<f64>,
+    /// The tail the users of low-latency clusters feel: one transaction in a thousand.
+    pub p999_us: Option<f64>,
+    /// Every transaction's round trip, binned (see [`Histogram`]); empty for TCP_STREAM.
+    #[serde(skip_serializing_if = "Histogram::is_empty")]
+    pub histogram: Histogram,
     /// Operations that failed (refused, timed out); a run with errors is reported as such.
     pub errors: u64,
 }
@@ -259,7 +264,61 @@ fn tcp_stream(target: SocketAddrV4, duration: Duration) -> Sample {
 fn summarize(mut lat: Vec<u32>, elapsed: Duration, errors: u64) -> Sample {
     let rate = lat.len() as f64 / elapsed.as_secs_f64();
     lat.sort_unstable();
-    Sample { rate, p50_us: percentile(&lat, 0.50), p99_us: percentile(&lat, 0.99), errors }
+    Sample {
+        rate,
+        p50_us: percentile(&lat, 0.50),
+        p99_us: percentile(&lat, 0.99),
+        p999_us: percentile(&lat, 0.999),
+        histogram: Histogram::of(&lat),
+        errors,
+    }
+}
+
+/// Round trips binned: 1 us wide up to 200 us, where nearly all of them fall, then
+/// 10 us wide up to 2 ms, then one bin for the rest. Only non-empty bins are kept, as
+/// `[lower bound in us, count]`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Histogram(pub Vec<(u32, u64)>);
+
+impl Histogram {
+    const FINE_US: u32 = 200;
+    const COARSE_US: u32 = 2_000;
+
+    fn bin(us: u32) -> u32 {
+        match us {
+            u if u < Self::FINE_US => u,
+            u if u < Self::COARSE_US => u - u % 10,
+            _ => Self::COARSE_US,
+        }
+    }
+
+    /// Bins `sorted_ns` (ascending, nanoseconds).
+    fn of(sorted_ns: &[u32]) -> Histogram {
+        let mut bins: Vec<(u32, u64)> = Vec::new();
+        for ns in sorted_ns {
+            let b = Self::bin(ns / 1000);
+            match bins.last_mut() {
+                Some((last, n)) if *last == b => *n += 1,
+                _ => bins.push((b, 1)),
+            }
+        }
+        Histogram(bins)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The bins of several runs added up.
+    pub fn merged<'a>(all: impl IntoIterator<Item = &'a Histogram>) -> Histogram {
+        let mut sum = std::collections::BTreeMap::new();
+        for h in all {
+            for (b, n) in &h.0 {
+                *sum.entry(*b).or_insert(0u64) += n;
+            }
+        }
+        Histogram(sum.into_iter().collect())
+    }
 }
 
 /// Runs an established tool's server in `server_ns` and its client in `client_ns`, both
@@ -345,7 +404,8 @@ fn parse_sockperf(text: &str) -> Option<Sample> {
         rate: received / secs,
         p50_us: pct("50.000").map(|v| 2.0 * v),
         p99_us: pct("99.000").map(|v| 2.0 * v),
-        errors: 0,
+        p999_us: pct("99.900").map(|v| 2.0 * v),
+        ..Default::default()
     })
 }
 
@@ -367,5 +427,17 @@ sockperf: ---> percentile 50.000 =    6.409
         assert_eq!(s.p50_us, Some(12.818));
         assert_eq!(s.p99_us, Some(18.496));
         assert!(parse_sockperf("sockperf: connection refused").is_none());
+    }
+
+    #[test]
+    fn round_trips_are_binned_finely_where_they_fall_and_coarsely_in_the_tail() {
+        let ns = [900, 1_100, 1_900, 150_000, 250_000, 255_000, 5_000_000];
+        let h = Histogram::of(&ns);
+        assert_eq!(h.0, vec![(0, 1), (1, 2), (150, 1), (250, 2), (2_000, 1)]);
+        let twice = Histogram::merged([&h, &Histogram::of(&[1_500])]);
+        assert_eq!(twice.0[1], (1, 3));
+        let s = summarize(ns.to_vec(), Duration::from_secs(1), 0);
+        assert_eq!(s.p999_us, Some(5_000.0));
+        assert_eq!(s.p50_us, Some(150.0));
     }
 }

@@ -9,10 +9,10 @@ use super::{
     world::{Datapath, PathKind},
 };
 
-/// One sample as a table cell: rate and p50/p99 round trip.
+/// One sample as a table cell: rate and p50/p99/p99.9 round trip.
 fn cell(s: &Sample) -> String {
     let us = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0}"));
-    format!("{:.0} {}/{}us", s.rate, us(s.p50_us), us(s.p99_us))
+    format!("{:.0} {}/{}/{}us", s.rate, us(s.p50_us), us(s.p99_us), us(s.p999_us))
 }
 
 /// A figure against its goal (at least `goal`), or that it was not measured.
@@ -20,6 +20,15 @@ pub(super) fn judge(name: &str, value: Option<f64>, goal: f64, unit: &str) -> St
     match value {
         Some(v) if v >= goal => format!("met: {name} {v:.2}{unit} (goal >= {goal}{unit})"),
         Some(v) => format!("SHORT: {name} {v:.2}{unit} (goal >= {goal}{unit})"),
+        None => format!("not measured: {name}"),
+    }
+}
+
+/// A figure against its ceiling (at most `goal`).
+pub(super) fn judge_at_most(name: &str, value: Option<f64>, goal: f64, unit: &str) -> String {
+    match value {
+        Some(v) if v <= goal => format!("met: {name} {v:.2}{unit} (goal <= {goal}{unit})"),
+        Some(v) => format!("SHORT: {name} {v:.2}{unit} (goal <= {goal}{unit})"),
         None => format!("not measured: {name}"),
     }
 }
@@ -35,14 +44,19 @@ impl Report {
             self.md_scaling(&mut md);
             self.md_iperf3(&mut md);
             self.md_sockperf(&mut md);
+            self.observability.markdown(&mut md);
             self.md_control_plane(&mut md);
         } else {
             self.md_env(&mut md);
         }
-        // `--control-plane` runs that section alone.
+        // `--control-plane` and `--observe` run their section alone.
         let control_only = !single_node && self.control.netpath_add.n > 0;
+        let observe_only = !single_node && !self.observability.is_empty();
         if control_only {
             self.md_control_plane(&mut md);
+        } else if observe_only {
+            self.observability.markdown(&mut md);
+            return md;
         } else {
             self.cross_node.markdown(&mut md);
         }
@@ -63,7 +77,13 @@ impl Report {
     fn md_env(&self, md: &mut String) {
         let e = &self.env;
         let quick = if e.quick { ", quick run (one short repetition: not for conclusions)" } else { "" };
-        let section = if self.control.netpath_add.n > 0 { "control plane" } else { "cross-node" };
+        let section = if self.control.netpath_add.n > 0 {
+            "control plane"
+        } else if !self.observability.is_empty() {
+            "observability"
+        } else {
+            "cross-node"
+        };
         let _ = writeln!(
             md,
             "## Benchmark: {section}\n\nKernel {}, {} ({} CPUs){quick}.",
@@ -75,7 +95,7 @@ impl Report {
     fn md_main_table(&self, md: &mut String) {
         let e = &self.env;
         let _ = writeln!(md, "## Benchmark: netpath vs bridge + iptables vs the plain-veth limit\n");
-        let _ = writeln!(md, "Kernel {}, {} ({} CPUs){}. Client, server and their softirq work on one CPU unless marked split; medians of the repetitions with (min-max). TCP_STREAM in Gbit/s, the rest in transactions/s; latency p50/p99 in microseconds.\n",
+        let _ = writeln!(md, "Kernel {}, {} ({} CPUs){}. Client, server and their softirq work on one CPU unless marked split; medians of the repetitions with (min-max). TCP_STREAM in Gbit/s, the rest in transactions/s; round-trip latency p50/p99/p99.9 in microseconds.\n",
             e.kernel, e.cpu, e.cpus, if e.quick { ", quick run (one short repetition: not for conclusions)" } else { "" });
         let _ = writeln!(
             md,
@@ -277,7 +297,20 @@ impl Report {
                 1.25,
                 "x",
             ));
+            // The tail, against the limit's own: p99 over p99, repetition by repetition.
+            out.push(judge_at_most(
+                &format!("container-to-container {} p99 vs the limit's p99", t.name()),
+                self.p99_ratio(PathKind::C2c, t, Datapath::Limit),
+                1.1,
+                "x",
+            ));
         }
+        out.push(judge(
+            "container-to-container TCP_CRR vs limit",
+            self.ratio(PathKind::C2c, Test::TcpCrr, Datapath::Limit, 0),
+            0.93,
+            "x",
+        ));
         out.push(judge(
             "DNAT TCP_CRR vs iptables",
             self.ratio(PathKind::Dnat, Test::TcpCrr, Datapath::Iptables, 0),
@@ -368,6 +401,9 @@ impl Stat {
         if test == Test::TcpStream {
             return format!("{:.2} ({:.2}-{:.2}){err}", self.rate, self.min, self.max);
         }
-        format!("{:.0} ({:.0}-{:.0}) {:.0}/{:.0}us{err}", self.rate, self.min, self.max, self.p50, self.p99)
+        format!(
+            "{:.0} ({:.0}-{:.0}) {:.0}/{:.0}/{:.0}us{err}",
+            self.rate, self.min, self.max, self.p50, self.p99, self.p999
+        )
     }
 }

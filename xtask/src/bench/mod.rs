@@ -8,6 +8,7 @@ pub mod ct;
 mod flannel;
 mod load;
 mod markdown;
+mod observe;
 mod report;
 mod scale;
 mod world;
@@ -44,6 +45,10 @@ pub struct BenchArgs {
     /// 10,000, a batch, restart and memory), written to --out like a full run.
     #[arg(long, conflicts_with_all = ["only", "cross_node"])]
     pub control_plane: bool,
+    /// Only what netpath's instruments (--bpf-stats, trace) cost container to container,
+    /// and its programs' run time per packet, written to --out like a full run.
+    #[arg(long, conflicts_with_all = ["only", "cross_node", "control_plane"])]
+    pub observe: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -91,8 +96,24 @@ pub fn run(args: BenchArgs) -> Result<()> {
         let missing = report.missing().into_iter().filter(|m| m.starts_with("control plane")).collect();
         return finish(&report, &args, missing);
     }
+    if args.observe {
+        step("observability: netpath's instruments, container to container");
+        let mut w = World::netpath()?;
+        let mut report = report::Report::new(
+            Vec::new(),
+            Default::default(),
+            Vec::new(),
+            Vec::new(),
+            Default::default(),
+            args.quick,
+        );
+        report.observability = observe::run(&mut w, pace);
+        drop(w);
+        let missing = report.observability.missing();
+        return finish(&report, &args, missing);
+    }
     step("building the single-node worlds");
-    let worlds = [World::netpath()?, World::iptables()?, World::limit()?, World::netpath_xdp()?];
+    let mut worlds = [World::netpath()?, World::iptables()?, World::limit()?, World::netpath_xdp()?];
 
     let plan = data_plane_plan(&worlds, &args);
     let mut results = data_plane(&worlds, &plan, pace, args.only.is_some());
@@ -101,12 +122,15 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     let iperf3 = iperf3_cross_check(&worlds, pace.duration);
     let sockperf = sockperf_cross_check(&worlds, pace.duration);
+    step("observability: netpath's instruments, container to container");
+    let observability = observe::run(&mut worlds[0], pace);
     results.extend(scaling(&worlds, args.quick, pace)?);
     drop(worlds);
     let control = control_plane(args.quick);
     let cross = cross_node(args.quick, pace);
 
-    let report = report::Report::new(results, control, iperf3, sockperf, cross, args.quick);
+    let mut report = report::Report::new(results, control, iperf3, sockperf, cross, args.quick);
+    report.observability = observability;
     let missing = report.missing();
     finish(&report, &args, missing)
 }

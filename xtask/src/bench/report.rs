@@ -68,6 +68,8 @@ pub struct Report {
     pub iperf3: Vec<CrossCheck>,
     pub sockperf: Vec<RrCrossCheck>,
     pub cross_node: super::cross_report::CrossNode,
+    /// What trace and --bpf-stats cost, and the programs' run time per packet.
+    pub observability: super::observe::Observability,
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -105,6 +107,7 @@ impl Report {
             iperf3,
             sockperf,
             cross_node,
+            observability: Default::default(),
         }
     }
 
@@ -130,6 +133,11 @@ impl Report {
                 && m.placement == placement
                 && m.mappings == mappings
         })
+    }
+
+    /// One measurement, same CPU, no extra mappings, if it was made.
+    pub fn measurement(&self, dp: Datapath, path: PathKind, test: Test) -> Option<&Measurement> {
+        self.find(dp, path, test, Placement::SameCpu, 0)
     }
 
     /// The median rate of one measurement, if it was made.
@@ -193,6 +201,16 @@ impl Report {
         Some(median(&mut r))
     }
 
+    /// netpath's p99 over `other`'s, the median of the repetitions' ratios.
+    pub(super) fn p99_ratio(&self, path: PathKind, test: Test, other: Datapath) -> Option<f64> {
+        let a = self.find(Datapath::Netpath, path, test, Placement::SameCpu, 0)?;
+        let b = self.find(other, path, test, Placement::SameCpu, 0)?;
+        let mut r: Vec<f64> =
+            a.samples.iter().zip(&b.samples).filter_map(|(x, y)| Some(x.p99_us? / y.p99_us?)).collect();
+        let m = median(&mut r);
+        m.is_finite().then_some(m)
+    }
+
     /// Measurements that produced no number (the smoke check of `--quick`).
     pub fn missing(&self) -> Vec<String> {
         let bad: Vec<String> = self
@@ -216,6 +234,9 @@ impl Report {
             bad.push("control plane: agent restart".into());
         }
         bad.extend(self.cross_node.missing());
+        if !self.measurements.is_empty() {
+            bad.extend(self.observability.missing());
+        }
         bad
     }
 }
@@ -227,6 +248,7 @@ pub(super) struct Stat {
     pub max: f64,
     pub p50: f64,
     pub p99: f64,
+    pub p999: f64,
     pub errors: u64,
 }
 
@@ -236,8 +258,17 @@ impl Stat {
         let (min, max) = rates.iter().fold((f64::MAX, f64::MIN), |(a, b), r| (a.min(*r), b.max(*r)));
         let mut p50: Vec<f64> = samples.iter().filter_map(|s| s.p50_us).collect();
         let mut p99: Vec<f64> = samples.iter().filter_map(|s| s.p99_us).collect();
+        let mut p999: Vec<f64> = samples.iter().filter_map(|s| s.p999_us).collect();
         let errors = samples.iter().map(|s| s.errors).sum();
-        Stat { rate: median(&mut rates), min, max, p50: median(&mut p50), p99: median(&mut p99), errors }
+        Stat {
+            rate: median(&mut rates),
+            min,
+            max,
+            p50: median(&mut p50),
+            p99: median(&mut p99),
+            p999: median(&mut p999),
+            errors,
+        }
     }
 }
 
