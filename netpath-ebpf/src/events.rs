@@ -12,12 +12,11 @@ use crate::{
     packet::{ptr_at, PacketData},
 };
 
-/// The filter; `enabled` is 0 when no trace runs. A plain value rather than an Option:
-/// LLVM leaves the payload of a `None` uninitialised, and the verifier rejects the
-/// spill of an uninitialised register.
+/// The filter of the trace that runs, if one does. A reference into the map rather
+/// than a copy: off, a packet pays the lookup (inlined for an array) and one load.
 #[inline(always)]
-pub fn filter() -> TraceFilter {
-    TRACE_FILTER.get(0).copied().unwrap_or_default()
+pub fn filter() -> Option<&'static TraceFilter> {
+    TRACE_FILTER.get(0).filter(|f| f.enabled != 0)
 }
 
 /// When tracing, snapshots the packet into this CPU's scratch slot. The snapshot lives
@@ -26,8 +25,8 @@ pub fn filter() -> TraceFilter {
 /// written and sent in place, never copied through the stack (older kernels allow
 /// 512 bytes of stack for the whole call chain, and struct copies become calls).
 #[inline(always)]
-pub fn begin<C: PacketData>(filter: &TraceFilter, ctx: &C, hop: u8, ifindex: u32) {
-    if filter.enabled == 0 {
+pub fn begin<C: PacketData>(filter: Option<&TraceFilter>, ctx: &C, hop: u8, ifindex: u32) {
+    if filter.is_none() {
         return;
     }
     if let Some(slot) = TRACE_SCRATCH.get_ptr_mut(0) {
@@ -51,8 +50,9 @@ pub fn arrived_from_node(node: [u8; 4]) {
 }
 
 /// Notes that the packet leaves through `hop` (`ifindex`). Two stores, traced or not:
-/// the snapshot of the packet as it leaves is taken by [`emit`] at the end of the
-/// program, from the packet as it then is (after NAT), rather than here, deep in the
+/// asking whether a trace runs, in every inlined copy, grew container_path past what
+/// LLVM inlines into the entry. The snapshot of the packet as it leaves is taken by
+/// [`emit`] at the end of the program, from the packet as it then is (after NAT), rather than here, deep in the
 /// forwarding paths, where each inlined copy would cost stack and verifier work.
 #[inline(always)]
 pub fn egress(hop: u8, ifindex: u32) {
@@ -123,10 +123,8 @@ fn snapshot<C: PacketData>(ev: *mut TraceEvent, ctx: &C, hop: u8, ifindex: u32) 
 /// ([`egress`]), one of the packet as it leaves, if the filter wants them; a full ring
 /// buffer is counted, not fatal.
 #[inline(always)]
-pub fn emit<C: PacketData>(filter: &TraceFilter, ctx: &C, reason: Reason) {
-    if filter.enabled == 0 {
-        return;
-    }
+pub fn emit<C: PacketData>(filter: Option<&TraceFilter>, ctx: &C, reason: Reason) {
+    let Some(filter) = filter else { return };
     let (Some(ev), Some(out)) = (TRACE_SCRATCH.get_ptr_mut(0), TRACE_SCRATCH.get_ptr_mut(1)) else { return };
     // SAFETY: per-CPU slots written by begin() and egress() in this same program run.
     let (hop, ifindex) = unsafe { ((*out).hop, (*out).ifindex) };

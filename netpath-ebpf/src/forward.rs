@@ -16,34 +16,29 @@ use netpath_common::{
 };
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
-use crate::{
-    counters, events,
-    headers::{IPV4_CSUM_OFF, IP_OFF},
-    maps::FIB_SCRATCH,
-    packet::{header, OrMalformed},
-};
+use crate::{counters, events, headers::IP_OFF, maps::FIB_SCRATCH, packet::header};
 
 const AF_INET: u8 = 2;
 /// skb->pkt_type of a frame for this host (linux/if_packet.h).
 const PACKET_HOST: u32 = 0;
 
 /// Acts as a router hop: TTL - 1 with the checksum fixed. A packet that would expire
-/// is left to the stack, which sends the ICMP time-exceeded.
+/// is left to the stack, which sends the ICMP time-exceeded. The checksum is updated
+/// in place as the kernel's own ip_decrease_ttl does (RFC 1624: the TTL is the high
+/// byte of its 16-bit word, so the stored complement grows by 0x0100, end-around
+/// carry): on every forwarded packet, a helper call and the re-derived packet pointers
+/// after it cost more than the arithmetic.
 #[inline(always)]
 pub fn decrement_ttl(ctx: &TcContext) -> Result<bool, Reason> {
     let ip: *mut Ipv4Hdr = header(ctx, IP_OFF)?;
-    // SAFETY: bounds-checked by header().
-    let (ttl, proto) = unsafe { ((*ip).ttl, (*ip).proto as u8) };
-    if ttl <= 1 {
+    // SAFETY: bounds-checked by header(); no helper runs while the pointer is used.
+    let ip = unsafe { &mut *ip };
+    if ip.ttl <= 1 {
         return Ok(false);
     }
-    let old = u16::from_be_bytes([ttl, proto]);
-    let new = u16::from_be_bytes([ttl - 1, proto]);
-    ctx.l3_csum_replace(IPV4_CSUM_OFF, old.to_be() as u64, new.to_be() as u64, 2).or_malformed()?;
-    // Packet pointers are invalid after a helper that may change the skb: re-derive.
-    let ip: *mut Ipv4Hdr = header(ctx, IP_OFF)?;
-    // SAFETY: bounds-checked by header() just above.
-    unsafe { (*ip).ttl = ttl - 1 };
+    let sum = u16::from_be_bytes(ip.check) as u32 + 0x0100;
+    ip.check = ((sum + (sum >= 0xffff) as u32) as u16).to_be_bytes();
+    ip.ttl -= 1;
     Ok(true)
 }
 

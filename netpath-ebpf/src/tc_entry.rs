@@ -12,21 +12,21 @@ use crate::{counters, events, packet::ifindex, rare};
 #[inline(always)]
 pub fn run(ctx: &TcContext, hop: u8, logic: impl FnOnce(&TcContext) -> Result<(i32, Reason), Reason>) -> i32 {
     let filter = events::filter();
-    events::begin(&filter, ctx, hop, ifindex(ctx));
-    finish(ctx, &filter, logic)
+    events::begin(filter, ctx, hop, ifindex(ctx));
+    finish(ctx, filter, logic)
 }
 
 /// Runs `logic` in a program tail-called by one that [`run`] started: the packet's
 /// arrival is already traced, and nothing in between has changed its length.
 #[inline(always)]
 pub fn resume(ctx: &TcContext, logic: impl FnOnce(&TcContext) -> Result<(i32, Reason), Reason>) -> i32 {
-    finish(ctx, &events::filter(), logic)
+    finish(ctx, events::filter(), logic)
 }
 
 #[inline(always)]
 fn finish(
     ctx: &TcContext,
-    filter: &netpath_common::TraceFilter,
+    filter: Option<&netpath_common::TraceFilter>,
     logic: impl FnOnce(&TcContext) -> Result<(i32, Reason), Reason>,
 ) -> i32 {
     let len = ctx.len();

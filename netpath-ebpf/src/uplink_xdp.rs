@@ -29,11 +29,11 @@ use crate::{
 pub fn uplink_xdp(ctx: XdpContext) -> u32 {
     let filter = events::filter();
     // SAFETY: the context pointer is the kernel's.
-    events::begin(&filter, &ctx, HOP_UPLINK_XDP, unsafe { (*ctx.ctx).ingress_ifindex });
+    events::begin(filter, &ctx, HOP_UPLINK_XDP, unsafe { (*ctx.ctx).ingress_ifindex });
     // Whatever goes wrong here, tc sees the packet as it came and decides.
     // (Counted once, by uplink_in when it delivers the marked packet.)
     if try_uplink_xdp(&ctx).is_ok() {
-        events::emit(&filter, &ctx, Reason::XdpTranslated);
+        events::emit(filter, &ctx, Reason::XdpTranslated);
     }
     XDP_PASS
 }

@@ -33,8 +33,9 @@ pub struct BenchArgs {
     #[arg(long, default_value = "target/bench")]
     pub out: PathBuf,
     /// Only the data-plane runs whose "datapath path test placement" label contains
-    /// this text (e.g. "SNAT) TCP_CRR"), printed and not written to --out: for chasing
-    /// one figure. The cross-check, scaling and control-plane runs are skipped.
+    /// this text (e.g. "SNAT) TCP_CRR"), each printed with netpath's counters, and their
+    /// tables written to --out: for chasing one figure. The cross-checks, scaling,
+    /// observability and control-plane runs are skipped (their targets: "not measured").
     #[arg(long)]
     pub only: Option<String>,
     /// Only the cross-node section (four datapaths across two nodes, and the control
@@ -118,7 +119,16 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let plan = data_plane_plan(&worlds, &args);
     let mut results = data_plane(&worlds, &plan, pace, args.only.is_some());
     if args.only.is_some() {
-        return Ok(());
+        // What was measured, as a full run's tables show it.
+        let report = report::Report::new(
+            results,
+            Default::default(),
+            Vec::new(),
+            Vec::new(),
+            Default::default(),
+            args.quick,
+        );
+        return finish(&report, &args, Vec::new());
     }
     let iperf3 = iperf3_cross_check(&worlds, pace.duration);
     let sockperf = sockperf_cross_check(&worlds, pace.duration);
@@ -265,7 +275,16 @@ fn data_plane(worlds: &[World], plan: &[Planned], pace: Pace, only: bool) -> Vec
             bar.set_message(label(w, p.path, p.test, p.placement));
             let mut s = measure(w, p.path, p.test, p.placement, pace.duration);
             if only {
-                println!("{}: {s:?}", bar.message());
+                let us = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.1}"));
+                println!(
+                    "{}: {:.0}/s p50 {} p99 {} p99.9 {} us, {} errors",
+                    bar.message(),
+                    s.rate,
+                    us(s.p50_us),
+                    us(s.p99_us),
+                    us(s.p999_us),
+                    s.errors
+                );
                 w.print_counters();
             }
             if s.rate.is_nan() || s.rate <= 0.0 {
