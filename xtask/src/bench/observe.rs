@@ -165,33 +165,25 @@ pub fn run(w: &mut World, pace: Pace) -> Observability {
     out
 }
 
-/// The lab's programs as `bpftool prog show` reports them: those using a map pinned in
-/// the lab's directory (other labs' programs have the same names).
+/// The lab's programs as the kernel reports them: those using a map pinned in the
+/// lab's directory (other labs' programs have the same names).
 fn program_sizes(w: &World) -> Vec<ProgramSize> {
-    let json = |args: &[&str]| -> Option<serde_json::Value> {
-        let out = Command::new("bpftool").arg("-j").args(args).output().ok()?;
-        serde_json::from_slice(&out.stdout).ok()
-    };
     let pins = std::fs::read_dir(&w.lab.bpffs_dir).map(|d| d.flatten().map(|e| e.path()).collect::<Vec<_>>());
-    let ours: Vec<u64> = pins
+    let ours: Vec<u32> = pins
         .unwrap_or_default()
         .iter()
-        .filter_map(|p| json(&["map", "show", "pinned", p.to_str()?])?["id"].as_u64())
+        .filter_map(|p| aya::maps::MapInfo::from_pin(p).ok())
+        .map(|m| m.id())
         .collect();
-    let Some(serde_json::Value::Array(progs)) = json(&["prog", "show"]) else { return Vec::new() };
-    let mut sizes: Vec<ProgramSize> = progs
-        .iter()
-        .filter(|p| {
-            p["map_ids"]
-                .as_array()
-                .is_some_and(|ids| ids.iter().any(|i| i.as_u64().is_some_and(|i| ours.contains(&i))))
-        })
+    let mut sizes: Vec<ProgramSize> = aya::programs::loaded_programs()
+        .flatten()
+        .filter(|p| p.map_ids().ok().flatten().is_some_and(|ids| ids.iter().any(|i| ours.contains(i))))
         .filter_map(|p| {
             Some(ProgramSize {
-                program: p["name"].as_str()?.to_string(),
-                verified_insns: p["verified_insns"].as_u64().unwrap_or(0),
-                xlated_bytes: p["bytes_xlated"].as_u64().unwrap_or(0),
-                jited_bytes: p["bytes_jited"].as_u64().unwrap_or(0),
+                program: p.name_as_str()?.to_string(),
+                verified_insns: p.verified_instruction_count().unwrap_or(0).into(),
+                xlated_bytes: p.size_translated().unwrap_or(0).into(),
+                jited_bytes: p.size_jitted().into(),
             })
         })
         .collect();
