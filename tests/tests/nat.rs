@@ -649,6 +649,8 @@ fn xdp_fast_path_carries_published_ports_and_masquerade_replies() {
     let after = lab.stats();
     let xdp = after.reason_bytes("xdp-translated") - before.reason_bytes("xdp-translated");
     assert!(xdp >= 4 * MIB as u64, "only {xdp} bytes came through XDP");
+    // The lab's uplink is a veth, where XDP costs the peer its GSO: the operator is told.
+    assert!(lab.agent_log().contains("--xdp on a veth uplink turns off GSO"), "{}", lab.agent_log());
 }
 
 /// Docker's -p forms: a range, a free host port chosen by netpath, TCP and UDP on one
