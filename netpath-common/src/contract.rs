@@ -98,13 +98,12 @@ pub const MAPS: [MapSpec; 19] = [
     .with_flags(NO_PREALLOC),
     map(
         ENDPOINT_STATS,
-        MapKind::PerCpuHash,
-        size_of::<EndpointKey>(),
+        MapKind::PerCpuArray,
+        4,
         size_of::<TrafficCounters>(),
-        Capacity::Fixed(MAX_ENDPOINTS),
+        Capacity::Fixed(ENDPOINT_STATS_SLOTS),
         true,
-    )
-    .with_flags(NO_PREALLOC),
+    ),
     map(
         REASON_STATS,
         MapKind::PerCpuArray,

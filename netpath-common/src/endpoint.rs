@@ -28,24 +28,37 @@ pub struct EndpointInfo {
     /// source MAC on delivery and in the ARP replies for the gateway.
     pub host_mac: [u8; 6],
     /// `ENDPOINT_F_*` bits.
-    pub flags: u32,
+    pub flags: u16,
+    /// The endpoint's index in ENDPOINT_STATS, chosen by the agent: a per-CPU array
+    /// indexed from here costs the packet no hash lookup. 0 is no slot (an entry an
+    /// older build wrote as a u32 of flags, read here as those flags and slot 0, until
+    /// the agent gives it one); slot 0 of the array absorbs such counts unreported.
+    pub counter_slot: u16,
+}
+
+impl EndpointInfo {
+    /// The entry without its counter slot: what the agent's records determine (the slot
+    /// is the datapath's bookkeeping, kept across rewrites of the entry).
+    pub const fn without_slot(self) -> Self {
+        Self { counter_slot: 0, ..self }
+    }
 }
 
 /// The endpoint's host veth is a port of the node's bridge (bridge mode): the container
 /// speaks L2 to its neighbours, so the datapath neither answers its ARP nor rewrites
 /// MACs; it only short-cuts unicast already addressed to a local container's MAC.
-pub const ENDPOINT_F_BRIDGED: u32 = 1;
+pub const ENDPOINT_F_BRIDGED: u16 = 1;
 
 /// A published port leads to this endpoint: its packets to local peers are checked
 /// against conntrack, so replies to hairpinned connections get the node address back.
-pub const ENDPOINT_F_PUBLISHED: u32 = 2;
+pub const ENDPOINT_F_PUBLISHED: u16 = 2;
 
 /// The endpoint's host device is a netkit primary (`--device netkit`): from_container
 /// runs for it inside netkit's transmit path, not at a tc ingress hook, where the kernel
 /// refuses `bpf_redirect_peer` (skb_do_redirect drops a peer redirect that is not at
 /// ingress). Its packets for local containers leave by `bpf_redirect` to the target's
 /// host device instead, whose transmit hands them to the container's end.
-pub const ENDPOINT_F_NETKIT: u32 = 4;
+pub const ENDPOINT_F_NETKIT: u16 = 4;
 
 /// When a rare event of one reason was last logged on a CPU, how many went unlogged
 /// since, and the last one's detail (bpf_fib_lookup's code, for instance).
@@ -97,6 +110,20 @@ mod tests {
     fn endpoint_info_layout_has_no_padding() {
         assert_eq!(size_of::<EndpointInfo>(), 20);
         assert_eq!(align_of::<EndpointInfo>(), 4);
+    }
+
+    #[test]
+    fn an_older_builds_u32_flags_read_as_the_same_flags_and_no_counter_slot() {
+        // Earlier builds wrote `flags: u32` where `flags: u16, counter_slot: u16` sit now.
+        let old_flags: u32 = (ENDPOINT_F_BRIDGED | ENDPOINT_F_PUBLISHED | ENDPOINT_F_NETKIT) as u32;
+        let mut raw = [0u8; 20];
+        raw[16..].copy_from_slice(&old_flags.to_ne_bytes());
+        // SAFETY: EndpointInfo is repr(C) plain data of exactly these 20 bytes.
+        let info: EndpointInfo = unsafe { core::ptr::read_unaligned(raw.as_ptr().cast()) };
+        if cfg!(target_endian = "little") {
+            assert_eq!(info.flags as u32, old_flags);
+            assert_eq!(info.counter_slot, 0);
+        }
     }
 
     #[test]

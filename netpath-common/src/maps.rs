@@ -3,7 +3,8 @@
 
 /// container IPv4 -> [`crate::EndpointInfo`]; written by the agent, read per packet.
 pub const ENDPOINTS: &str = "ENDPOINTS";
-/// container IPv4 -> per-CPU [`crate::TrafficCounters`].
+/// An endpoint's counter slot ([`crate::EndpointInfo::counter_slot`]) -> per-CPU
+/// [`crate::TrafficCounters`]. Slot 0 belongs to no endpoint.
 pub const ENDPOINT_STATS: &str = "ENDPOINT_STATS";
 /// [`crate::Reason`] as index -> per-CPU [`crate::TrafficCounters`] (tx fields used).
 pub const REASON_STATS: &str = "REASON_STATS";
@@ -96,6 +97,12 @@ pub const EVENTS_BYTES: u32 = 1 << 20;
 
 /// Upper bound on endpoints per node; sizes both endpoint maps.
 pub const MAX_ENDPOINTS: u32 = 16_384;
+/// ENDPOINT_STATS' slots: one per endpoint, and slot 0 for none. A per-CPU array is
+/// allocated whole: 32 B per slot and possible CPU, 512 KiB per CPU (Cilium's metrics
+/// map, a preallocated per-CPU hash, is 1 MiB per CPU).
+pub const ENDPOINT_STATS_SLOTS: u32 = MAX_ENDPOINTS + 1;
+// Slots are `u16` in the endpoint entry.
+const _: () = assert!(ENDPOINT_STATS_SLOTS <= u16::MAX as u32 + 1);
 /// Conntrack entries (two per flow).
 pub const CONNTRACK_ENTRIES: u32 = 262_144;
 /// Published ports per node.

@@ -1,6 +1,7 @@
-//! Per-CPU counters: one slot per reason, one entry per endpoint. The agent creates the
-//! endpoint entries, so the datapath never inserts and the maps never grow from traffic.
-use netpath_common::{EndpointKey, Reason};
+//! Per-CPU counters: one slot per reason, one per endpoint (the endpoint entry names
+//! it). Both are arrays: the kernel inlines their lookups (6.10+ for per-CPU arrays), no
+//! hash is computed per packet, and the maps never grow from traffic.
+use netpath_common::Reason;
 
 use crate::maps::{ENDPOINT_STATS, REASON_STATS};
 
@@ -25,8 +26,8 @@ pub fn count_entries(reason: Reason, n: u64) {
 }
 
 #[inline(always)]
-pub fn endpoint_tx(key: &EndpointKey, bytes: u32) {
-    if let Some(c) = ENDPOINT_STATS.get_ptr_mut(key) {
+pub fn endpoint_tx(slot: u16, bytes: u32) {
+    if let Some(c) = ENDPOINT_STATS.get_ptr_mut(slot as u32) {
         // SAFETY: as above, per-CPU value.
         unsafe {
             (*c).tx_packets += 1;
@@ -36,8 +37,8 @@ pub fn endpoint_tx(key: &EndpointKey, bytes: u32) {
 }
 
 #[inline(always)]
-pub fn endpoint_rx(key: &EndpointKey, bytes: u32) {
-    if let Some(c) = ENDPOINT_STATS.get_ptr_mut(key) {
+pub fn endpoint_rx(slot: u16, bytes: u32) {
+    if let Some(c) = ENDPOINT_STATS.get_ptr_mut(slot as u32) {
         // SAFETY: as above, per-CPU value.
         unsafe {
             (*c).rx_packets += 1;

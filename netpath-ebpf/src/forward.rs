@@ -12,7 +12,7 @@ use aya_ebpf::{
 };
 use netpath_common::{
     trace::{HOP_TO_CONTAINER, HOP_UPLINK_OUT},
-    EndpointInfo, EndpointKey, Reason,
+    EndpointInfo, Reason,
 };
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
@@ -61,7 +61,6 @@ pub fn to_container(
     ctx: &TcContext,
     hook: Hook,
     peer: &EndpointInfo,
-    key: &EndpointKey,
     rewrite_macs: bool,
 ) -> Result<(i32, Reason), Reason> {
     if rewrite_macs {
@@ -87,7 +86,7 @@ pub fn to_container(
         return Err(Reason::DropRedirectFailed);
     }
     events::egress(HOP_TO_CONTAINER, peer.host_ifindex);
-    counters::endpoint_rx(key, ctx.len());
+    counters::endpoint_rx(peer.counter_slot, ctx.len());
     Ok((action, Reason::ForwardedToPeer))
 }
 

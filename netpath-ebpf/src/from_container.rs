@@ -84,7 +84,7 @@ fn try_from_container(ctx: &TcContext) -> Result<(i32, Reason), Reason> {
         return Err(Reason::DropSpoofedSource);
     }
     let len = ctx.len();
-    counters::endpoint_tx(&EndpointKey::new(src), len);
+    counters::endpoint_tx(sender.counter_slot, len);
     let bridged = sender.flags & ENDPOINT_F_BRIDGED != 0;
     let at = Sender {
         ifindex,
@@ -100,7 +100,7 @@ fn try_from_container(ctx: &TcContext) -> Result<(i32, Reason), Reason> {
             if eth_dst != peer.mac {
                 return Ok((PASS, Reason::PassedToStack));
             }
-            return forward::to_container(ctx, at.hook, &peer, &dst_key, false);
+            return forward::to_container(ctx, at.hook, &peer, false);
         }
         // A container with published ports may be answering a hairpinned connection: its
         // reply must get the node address back. Only such containers pay the lookup.
@@ -124,7 +124,7 @@ fn try_from_container(ctx: &TcContext) -> Result<(i32, Reason), Reason> {
         if !forward::decrement_ttl(ctx)? {
             return Ok((PASS, Reason::PassedToStack));
         }
-        return forward::to_container(ctx, at.hook, &peer, &dst_key, true);
+        return forward::to_container(ctx, at.hook, &peer, true);
     }
     if !bridged {
         if let Some(cfg) = NODE_CONFIG.get(0) {
@@ -242,7 +242,7 @@ fn route(
     let new_key = EndpointKey::new(new_dst);
     // SAFETY: copied out at once.
     if let Some(peer) = unsafe { ENDPOINTS.get(new_key) }.copied() {
-        let (action, _) = forward::to_container(ctx, at.hook, &peer, &new_key, true)?;
+        let (action, _) = forward::to_container(ctx, at.hook, &peer, true)?;
         return Ok((action, reason));
     }
     Ok((forward::to_fib(ctx, at.ifindex, src, new_dst)?, reason))

@@ -71,7 +71,7 @@ fn try_from_tunnel(ctx: &TcContext) -> Result<(i32, Reason), Reason> {
     // bpf_redirect_peer and the container's stack would drop the packet.
     // SAFETY: plain helper call on our skb.
     unsafe { bpf_skb_change_type(ctx.skb.skb, PACKET_HOST) };
-    forward::to_container(ctx, Hook::TcIngress, &peer, &key, true)
+    forward::to_container(ctx, Hook::TcIngress, &peer, true)
 }
 
 /// The outer source of the packet: the node that sent it through the overlay.

@@ -3,7 +3,7 @@
 //! the scratch space is pinned by name so a restarted agent adopts it.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, ProgramArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use netpath_common::{
     contract::{object_capacity as capacity, object_flags as flags},
@@ -16,8 +16,8 @@ pub static ENDPOINTS: HashMap<EndpointKey, EndpointInfo> =
     HashMap::pinned(capacity(name::ENDPOINTS), flags(name::ENDPOINTS));
 
 #[map]
-pub static ENDPOINT_STATS: PerCpuHashMap<EndpointKey, TrafficCounters> =
-    PerCpuHashMap::pinned(capacity(name::ENDPOINT_STATS), flags(name::ENDPOINT_STATS));
+pub static ENDPOINT_STATS: PerCpuArray<TrafficCounters> =
+    PerCpuArray::pinned(capacity(name::ENDPOINT_STATS), flags(name::ENDPOINT_STATS));
 
 #[map]
 pub static REASON_STATS: PerCpuArray<TrafficCounters> =

@@ -93,6 +93,6 @@ fn deliver(ctx: &TcContext, dst: [u8; 4], reason: Reason) -> Result<(i32, Reason
     if !forward::decrement_ttl(ctx)? {
         return Ok((PASS, Reason::PassedToStack));
     }
-    let (action, _) = forward::to_container(ctx, forward::Hook::TcIngress, &peer, &key, true)?;
+    let (action, _) = forward::to_container(ctx, forward::Hook::TcIngress, &peer, true)?;
     Ok((action, reason))
 }

@@ -22,11 +22,17 @@ const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 
 /// The datapath with endpoints a (behind lo) and b (behind an ifindex the redirect is
 /// never executed to), each registered with `flags`.
-fn world(flags: u32) -> World {
+fn world(flags: u16) -> World {
     World {
         endpoints: vec![
-            (A_IP, EndpointInfo { host_ifindex: LO, mac: A_MAC, host_mac: A_HOST_MAC, flags }),
-            (B_IP, EndpointInfo { host_ifindex: 4242, mac: B_MAC, host_mac: B_HOST_MAC, flags }),
+            (
+                A_IP,
+                EndpointInfo { host_ifindex: LO, mac: A_MAC, host_mac: A_HOST_MAC, flags, counter_slot: 0 },
+            ),
+            (
+                B_IP,
+                EndpointInfo { host_ifindex: 4242, mac: B_MAC, host_mac: B_HOST_MAC, flags, counter_slot: 0 },
+            ),
         ],
         ..Default::default()
     }
@@ -39,7 +45,7 @@ struct Checked<'a> {
     model: Model,
 }
 
-fn with_datapath_flags(flags: u32, check: impl FnOnce(&mut Checked) + Send + 'static) {
+fn with_datapath_flags(flags: u16, check: impl FnOnce(&mut Checked) + Send + 'static) {
     netpath_tests::with_datapath(&[], move |dp| {
         for (ip, info) in world(flags).endpoints {
             dp.register(ip, info).unwrap();
@@ -244,6 +250,72 @@ fn a_packet_for_another_nodes_pod_goes_through_the_tail_called_program() {
 
         dp.set_cluster_programs(false).unwrap();
         assert_eq!(from_a(dp).action, TC_ACT_SHOT, "slot emptied: dropped again");
+    });
+}
+
+/// Per-endpoint counters live in the slot each endpoint's entry names: a's packet to b
+/// counts as a's tx and b's rx, and nothing else; a slot given to a new endpoint starts
+/// from zero; an entry an older build wrote (flags as a u32, no slot) gets a slot when
+/// the agent takes over, and counts from then on.
+#[test]
+fn endpoint_counters_count_in_the_slots_the_entries_name() {
+    netpath_tests::with_datapath_pins(&[], |dp, dir| {
+        let c_ip = Ipv4Addr::new(10, 77, 0, 4);
+        let c_mac = [0x0a, 0x58, 10, 77, 0, 4];
+        // c as an older build left it: its entry's last 4 bytes are flags as a u32.
+        let mut args = vec!["bpftool".to_string(), "map".into(), "update".into(), "pinned".into()];
+        args.push(dir.join("ENDPOINTS").to_string_lossy().into_owned());
+        args.push("key".into());
+        args.extend(c_ip.octets().iter().map(|b| b.to_string()));
+        args.push("value".into());
+        let mut value = LO.to_ne_bytes().to_vec();
+        value.extend_from_slice(&c_mac);
+        value.extend_from_slice(&[0x0e, 0, 0, 0, 0, 4]);
+        value.extend_from_slice(&0u32.to_ne_bytes());
+        args.extend(value.iter().map(|b| b.to_string()));
+        netpath_tests::sh(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(dp.adopt_counter_slots().unwrap(), 1, "c had no slot");
+
+        for (ip, info) in world(0).endpoints {
+            dp.register(ip, info).unwrap();
+        }
+        let inspector = netpath::datapath::Inspector::new(dir);
+        let slot = |ip: Ipv4Addr| {
+            inspector.endpoints().unwrap().into_iter().find(|e| e.0 == ip).unwrap().1.counter_slot
+        };
+        let count = |ip: Ipv4Addr| {
+            let c = inspector.endpoint_counters().unwrap().into_iter().find(|c| c.ip == ip).unwrap();
+            (c.tx_packets, c.tx_bytes, c.rx_packets, c.rx_bytes)
+        };
+        let slots = [slot(A_IP), slot(B_IP), slot(c_ip)];
+        assert!(!slots.contains(&0) && slots[0] != slots[1] && slots[1] != slots[2] && slots[0] != slots[2]);
+
+        let from_container = netpath::datapath::program::FROM_CONTAINER;
+        let a_to_b = icmp_echo(A_MAC, A_HOST_MAC, A_IP, B_IP, 64);
+        let len = a_to_b.len() as u64;
+        for _ in 0..3 {
+            assert_eq!(dp.test_run(from_container, &a_to_b, LO).unwrap().action, TC_ACT_REDIRECT);
+        }
+        assert_eq!(count(A_IP), (3, 3 * len, 0, 0), "a sent 3");
+        assert_eq!(count(B_IP), (0, 0, 3, 3 * len), "b received 3");
+        let c_to_a = icmp_echo(c_mac, [0x0e, 0, 0, 0, 0, 4], c_ip, A_IP, 64);
+        assert_eq!(dp.test_run(from_container, &c_to_a, LO).unwrap().action, TC_ACT_REDIRECT);
+        assert_eq!(count(c_ip), (1, len, 0, 0), "c, adopted, counts");
+        assert_eq!(count(A_IP), (3, 3 * len, 1, len), "a received c's");
+
+        // a leaves; its slot goes round to new endpoints last, and then starts from zero.
+        dp.unregister(A_IP).unwrap();
+        let d_ip = Ipv4Addr::new(10, 77, 0, 5);
+        let d = EndpointInfo { host_ifindex: LO, mac: [0x0a, 0x58, 10, 77, 0, 5], ..Default::default() };
+        loop {
+            dp.register(d_ip, d).unwrap();
+            if slot(d_ip) == slots[0] {
+                break;
+            }
+            assert_ne!(slot(d_ip), 0);
+            dp.unregister(d_ip).unwrap();
+        }
+        assert_eq!(count(d_ip), (0, 0, 0, 0), "d inherits nothing of a's");
     });
 }
 

@@ -66,7 +66,13 @@ fn nat_world() -> World {
     World {
         endpoints: vec![(
             WEB,
-            EndpointInfo { host_ifindex: LO, mac: WEB_MAC, host_mac: WEB_HOST_MAC, flags: 2 },
+            EndpointInfo {
+                host_ifindex: LO,
+                mac: WEB_MAC,
+                host_mac: WEB_HOST_MAC,
+                flags: 2,
+                counter_slot: 0,
+            },
         )],
         ports: vec![port(TCP, 8080, 80), port(UDP, 5353, 53)],
         config: dp_config(),

@@ -350,6 +350,10 @@ impl Agent {
         let slot = self.datapath.endpoint_slot_id().map(|id| id.to_string());
         let same_slot = slot.is_some() && self.endpoints.db().meta(SLOT_KEY)? == slot;
         self.datapath.set_reattach_endpoints(!same_slot);
+        let slotted = self.datapath.adopt_counter_slots()?;
+        if slotted > 0 {
+            info!(endpoints = slotted, "endpoints of an earlier build given counter slots");
+        }
         // From here on, endpoints' filters run this agent's container path.
         self.datapath.set_endpoint_slot(true)?;
         for rec in self.endpoints.all().to_vec() {

@@ -62,7 +62,8 @@ fn dump(inspector: &Inspector, name: &str) -> anyhow::Result<Vec<Value>> {
                     flags.push("netkit");
                 }
                 json!({ "ip": ip, "host_ifindex": e.host_ifindex, "mac": format_mac(&e.mac),
-                        "host_mac": format_mac(&e.host_mac), "flags": flags.join(",") })
+                        "host_mac": format_mac(&e.host_mac), "flags": flags.join(","),
+                        "counter_slot": e.counter_slot })
             })
             .collect(),
         maps::ENDPOINT_STATS => inspector.endpoint_counters()?.into_iter().map(|c| json!(c)).collect(),

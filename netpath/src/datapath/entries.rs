@@ -27,6 +27,8 @@ pub fn endpoint(rec: &EndpointRecord, published: bool) -> Result<EndpointInfo, S
         mac: mac(&rec.mac)?,
         host_mac: mac(&rec.host_mac)?,
         flags,
+        // Chosen when the entry is written (Datapath::register), not by the records.
+        counter_slot: 0,
     })
 }
 

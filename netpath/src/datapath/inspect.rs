@@ -4,7 +4,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use aya::maps::{HashMap as BpfHashMap, IterableMap as _, Map, MapData, PerCpuArray, PerCpuHashMap};
+use aya::maps::{HashMap as BpfHashMap, IterableMap as _, Map, MapData, PerCpuArray};
 use netpath_common::{
     conntrack::{CT_F_DNAT, CT_F_REPLY, CT_F_SNAT, TCP_CLOSING, TCP_ESTABLISHED, TCP_SYN},
     maps, CtEntry, CtKey, EndpointKey, Reason, TrafficCounters,
@@ -268,21 +268,21 @@ impl Inspector {
         Map::from_map_data(self.map_data(name)?).map_err(|source| self.pinned_err(name, source))
     }
 
-    /// Per-endpoint counters summed over CPUs.
+    /// Per-endpoint counters summed over CPUs, read from the slot each endpoint's entry
+    /// names (an endpoint without one yet shows zeros).
     pub fn endpoint_counters(&self) -> Result<Vec<EndpointCounters>, DatapathError> {
+        let endpoints = self.endpoints()?;
         let map = self.open(maps::ENDPOINT_STATS)?;
-        let stats: PerCpuHashMap<_, EndpointKey, TrafficCounters> = PerCpuHashMap::try_from(map)
-            .map_err(|source| DatapathError::Map { map: maps::ENDPOINT_STATS, source: Box::new(source) })?;
-        let mut out = Vec::new();
-        for entry in stats.iter() {
-            let (key, per_cpu) = entry.map_err(|source| DatapathError::Map {
-                map: maps::ENDPOINT_STATS,
-                source: Box::new(source),
-            })?;
+        let err = |source| DatapathError::Map { map: maps::ENDPOINT_STATS, source: Box::new(source) };
+        let stats: PerCpuArray<_, TrafficCounters> = PerCpuArray::try_from(map).map_err(err)?;
+        let mut out = Vec::with_capacity(endpoints.len());
+        for (ip, info) in endpoints {
             let mut sum = TrafficCounters::default();
-            per_cpu.iter().for_each(|c| sum.merge(c));
+            if info.counter_slot != 0 && u32::from(info.counter_slot) < stats.len() {
+                stats.get(&u32::from(info.counter_slot), 0).map_err(err)?.iter().for_each(|c| sum.merge(c));
+            }
             out.push(EndpointCounters {
-                ip: Ipv4Addr::from(key.addr),
+                ip,
                 tx_packets: sum.tx_packets,
                 tx_bytes: sum.tx_bytes,
                 rx_packets: sum.rx_packets,

@@ -9,6 +9,7 @@ mod links;
 mod logs;
 mod netkit;
 mod programs;
+mod slots;
 mod tables;
 
 use std::path::PathBuf;
@@ -55,6 +56,8 @@ pub enum DatapathError {
          live flows depend on it, so the agent will not replace it: drain the node, remove the pin, then start again"
     )]
     Layout { map: &'static str, pin: PathBuf, found: String, expected: String },
+    #[error("{map} is full: this node has {max} {what} already; remove some before adding more")]
+    Full { map: &'static str, what: &'static str, max: u32 },
     #[error("cannot count CPUs ({what}): {source}")]
     Cpus { what: &'static str, source: std::io::Error },
     #[error("per-CPU values for {map} do not match the CPU count: {source}")]

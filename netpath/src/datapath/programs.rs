@@ -68,6 +68,8 @@ pub struct Datapath {
     /// The endpoints' filters of earlier agents run another slot (or a program of a
     /// build before the slot), and are replaced (see `adopt_endpoint`).
     pub(super) reattach_endpoints: bool,
+    /// The endpoints' counter slots, read from ENDPOINTS at first use.
+    pub(super) counter_slots: Option<super::slots::CounterSlots>,
 }
 
 impl Datapath {
@@ -105,6 +107,7 @@ impl Datapath {
             node_local: None,
             migration: None,
             reattach_endpoints: true,
+            counter_slots: None,
         };
         // from_tunnel, to_other_node and uplink_xdp are verified when the node needs them
         // (`attach_tunnel`, `set_cluster_programs`, `xdp`): every other agent start

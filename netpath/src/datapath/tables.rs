@@ -2,9 +2,7 @@
 //! mappings, and conntrack housekeeping.
 use std::net::Ipv4Addr;
 
-use aya::maps::{
-    Array, HashMap as BpfHashMap, IterableMap as _, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues,
-};
+use aya::maps::{Array, HashMap as BpfHashMap, IterableMap as _, MapData, PerCpuArray, PerCpuValues};
 use netpath_common::{
     maps, CtEntry, CtKey, EndpointInfo, EndpointKey, NodeConfig, NodeRoute, PortKey, PortTarget, Reason,
     TrafficCounters,
@@ -36,10 +34,8 @@ impl Datapath {
         BpfHashMap::try_from(self.map_data(maps::ENDPOINTS)?).map_err(map_err(maps::ENDPOINTS))
     }
 
-    fn endpoint_stats(
-        &mut self,
-    ) -> Result<PerCpuHashMap<&mut MapData, EndpointKey, TrafficCounters>, DatapathError> {
-        PerCpuHashMap::try_from(self.map_data(maps::ENDPOINT_STATS)?).map_err(map_err(maps::ENDPOINT_STATS))
+    fn endpoint_stats(&mut self) -> Result<PerCpuArray<&mut MapData, TrafficCounters>, DatapathError> {
+        PerCpuArray::try_from(self.map_data(maps::ENDPOINT_STATS)?).map_err(map_err(maps::ENDPOINT_STATS))
     }
 
     fn port_maps(&mut self) -> Result<BpfHashMap<&mut MapData, PortKey, PortTarget>, DatapathError> {
@@ -54,28 +50,69 @@ impl Datapath {
         BpfHashMap::try_from(self.map_data(name)?).map_err(map_err(name))
     }
 
-    /// Makes `ip` a local endpoint. The counters entry is created first, so the datapath
-    /// never sees an endpoint without one (it does not insert from the packet path).
+    /// Makes `ip` a local endpoint, counting in a slot of its own: the one its entry
+    /// already names, or a free one, zeroed before the entry points the datapath at it.
     pub fn register(&mut self, ip: Ipv4Addr, info: EndpointInfo) -> Result<(), DatapathError> {
-        let key = EndpointKey::new(ip.octets());
-        let zero = PerCpuValues::try_from(vec![TrafficCounters::default(); cpus()?])
-            .map_err(|source| DatapathError::PerCpu { map: maps::ENDPOINT_STATS, source })?;
-        if self.endpoint_stats()?.get(&key, 0).is_err() {
-            self.endpoint_stats()?.insert(key, zero, 0).map_err(map_err(maps::ENDPOINT_STATS))?;
+        let (slot, fresh) = self.counter_slots()?.assign(ip).ok_or(DatapathError::Full {
+            map: maps::ENDPOINT_STATS,
+            what: "endpoints",
+            max: maps::MAX_ENDPOINTS,
+        })?;
+        let written = self.zero_counters(slot, fresh).and_then(|()| {
+            let info = EndpointInfo { counter_slot: slot, ..info };
+            self.endpoints()?.insert(EndpointKey::new(ip.octets()), info, 0).map_err(map_err(maps::ENDPOINTS))
+        });
+        if written.is_err() && fresh {
+            self.counter_slots()?.release(ip);
         }
-        if let Err(source) = self.endpoints()?.insert(key, info, 0) {
-            let _ = self.endpoint_stats()?.remove(&key);
-            return Err(map_err(maps::ENDPOINTS)(source));
-        }
+        written
+    }
+
+    /// Removes `ip` from the maps and frees its counter slot; an absent entry is fine.
+    pub fn unregister(&mut self, ip: Ipv4Addr) -> Result<(), DatapathError> {
+        let _ = self.endpoints()?.remove(&EndpointKey::new(ip.octets()));
+        self.counter_slots()?.release(ip);
         Ok(())
     }
 
-    /// Removes `ip` from the maps; absent entries are fine.
-    pub fn unregister(&mut self, ip: Ipv4Addr) -> Result<(), DatapathError> {
-        let key = EndpointKey::new(ip.octets());
-        let _ = self.endpoints()?.remove(&key);
-        let _ = self.endpoint_stats()?.remove(&key);
-        Ok(())
+    /// Gives every ENDPOINTS entry without a counter slot of its own (written by a build
+    /// before slots, or corrupt) one; returns how many. Until then such an endpoint
+    /// counts in slot 0, which nothing reports.
+    pub fn adopt_counter_slots(&mut self) -> Result<usize, DatapathError> {
+        if self.counter_slots.is_some() {
+            return Ok(0);
+        }
+        let entries: Vec<(Ipv4Addr, EndpointInfo)> = self
+            .endpoints()?
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(k, v)| (Ipv4Addr::from(k.addr), v))
+            .collect();
+        let (table, without) = super::slots::CounterSlots::scan(&entries);
+        self.counter_slots = Some(table);
+        let by_ip: std::collections::HashMap<Ipv4Addr, EndpointInfo> = entries.into_iter().collect();
+        for ip in &without {
+            self.register(*ip, by_ip[ip])?;
+        }
+        Ok(without.len())
+    }
+
+    fn counter_slots(&mut self) -> Result<&mut super::slots::CounterSlots, DatapathError> {
+        if self.counter_slots.is_none() {
+            self.adopt_counter_slots()?;
+        }
+        Ok(self.counter_slots.as_mut().expect("set by adopt_counter_slots"))
+    }
+
+    /// Zeroes `slot`'s counters on every CPU when it was `fresh`ly given out (it may
+    /// hold a deleted endpoint's counts).
+    fn zero_counters(&mut self, slot: u16, fresh: bool) -> Result<(), DatapathError> {
+        if !fresh {
+            return Ok(());
+        }
+        let zero = PerCpuValues::try_from(vec![TrafficCounters::default(); cpus()?])
+            .map_err(|source| DatapathError::PerCpu { map: maps::ENDPOINT_STATS, source })?;
+        self.endpoint_stats()?.set(slot as u32, zero, 0).map_err(map_err(maps::ENDPOINT_STATS))
     }
 
     pub fn set_node_config(&mut self, cfg: NodeConfig) -> Result<(), DatapathError> {

@@ -55,11 +55,11 @@ pub struct Ep {
     pub mac: [u8; 6],
     pub host_mac: [u8; 6],
     pub ifindex: u32,
-    pub flags: u32,
+    pub flags: u16,
 }
 
 impl Ep {
-    fn new(last: u8, ifindex: u32, flags: u32) -> Self {
+    fn new(last: u8, ifindex: u32, flags: u16) -> Self {
         Self {
             ip: Ipv4Addr::new(10, 77, 0, last),
             mac: [0x0a, 0x58, 10, 77, 0, last],
@@ -70,7 +70,13 @@ impl Ep {
     }
 
     fn info(&self) -> EndpointInfo {
-        EndpointInfo { host_ifindex: self.ifindex, mac: self.mac, host_mac: self.host_mac, flags: self.flags }
+        EndpointInfo {
+            host_ifindex: self.ifindex,
+            mac: self.mac,
+            host_mac: self.host_mac,
+            flags: self.flags,
+            counter_slot: 0,
+        }
     }
 }
 
