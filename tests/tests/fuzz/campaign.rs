@@ -276,7 +276,9 @@ impl<'a> Campaign<'a> {
     /// flows, counters; checks the agent's maps are untouched and conntrack bounded.
     pub fn checkpoint(&mut self) {
         let world = self.model.world().clone();
-        let mut eps = self.maps.endpoints().unwrap();
+        // The counter slots are the agent's choice, not the model's.
+        let mut eps: Vec<_> =
+            self.maps.endpoints().unwrap().into_iter().map(|(ip, e)| (ip, e.without_slot())).collect();
         eps.sort_by_key(|(ip, _)| *ip);
         let mut want_eps = world.endpoints.clone();
         want_eps.sort_by_key(|(ip, _)| *ip);
