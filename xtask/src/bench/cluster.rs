@@ -1,7 +1,8 @@
-//! The cross-node section: a pod on node A to a pod on node B through four datapaths,
+//! The cross-node section: a pod on node A to a pod on node B through five datapaths,
 //! each in an underlay of its own (a switch namespace, two node namespaces on it):
-//! netpath's VXLAN overlay, netpath's native routing, flannel's kernel VXLAN path, and
-//! the limit (the two nodes talking over the switch, no pods, no overlay).
+//! netpath's VXLAN overlay, netpath's native routing, flannel's kernel VXLAN path, the
+//! kernel routing between pods with nothing else (native routing's layout at no cost),
+//! and the limit (the two nodes talking over the switch, no pods, no overlay).
 use std::{
     net::{Ipv4Addr, SocketAddrV4},
     time::Duration,
@@ -22,7 +23,7 @@ use super::{
 };
 
 /// Name prefixes of the cross-node worlds (swept on start and on Ctrl-C).
-pub const PREFIXES: [&str; 4] = ["npxvx", "npxnat", "npxfl", "npxlim"];
+pub const PREFIXES: [&str; 5] = ["npxvx", "npxnat", "npxfl", "npxlim", "npxkr"];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum CrossPath {
@@ -32,20 +33,29 @@ pub enum CrossPath {
     NetpathNative,
     #[serde(rename = "flannel vxlan")]
     Flannel,
+    /// Pods behind veths, routed by the nodes' kernels: no BPF, no rules, no overlay.
+    #[serde(rename = "kernel routing")]
+    KernelRouted,
     /// The node namespaces themselves over the underlay: what any datapath adds to.
     #[serde(rename = "underlay limit")]
     Limit,
 }
 
 impl CrossPath {
-    pub const ALL: [CrossPath; 4] =
-        [CrossPath::NetpathVxlan, CrossPath::NetpathNative, CrossPath::Flannel, CrossPath::Limit];
+    pub const ALL: [CrossPath; 5] = [
+        CrossPath::NetpathVxlan,
+        CrossPath::NetpathNative,
+        CrossPath::Flannel,
+        CrossPath::KernelRouted,
+        CrossPath::Limit,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             CrossPath::NetpathVxlan => "netpath vxlan",
             CrossPath::NetpathNative => "netpath native",
             CrossPath::Flannel => "flannel vxlan",
+            CrossPath::KernelRouted => "kernel routing",
             CrossPath::Limit => "underlay limit",
         }
     }
@@ -72,7 +82,10 @@ impl CrossWorld {
         let (nodes, underlay, server_ip) = match datapath {
             CrossPath::NetpathVxlan => netpath(PREFIXES[0], "vxlan"),
             CrossPath::NetpathNative => netpath(PREFIXES[1], "none"),
-            CrossPath::Flannel => flannel()?,
+            CrossPath::Flannel => by_hand(PREFIXES[2], super::flannel::build_node, "flannel's path")?,
+            CrossPath::KernelRouted => {
+                by_hand(PREFIXES[4], super::routed::build_node, "the kernel's routes")?
+            }
             CrossPath::Limit => {
                 let u = Underlay::switch(PREFIXES[3]);
                 let nodes = vec![u.node(0, 0), u.node(1, 0)];
@@ -99,7 +112,7 @@ impl CrossWorld {
                 CrossPath::NetpathVxlan | CrossPath::NetpathNative => {
                     let _ = super::ct::flush(&lab.bpffs_dir);
                 }
-                CrossPath::Flannel => {
+                CrossPath::Flannel | CrossPath::KernelRouted => {
                     let _ = lab.node.exec(&["conntrack", "-F"]);
                 }
                 CrossPath::Limit => {}
@@ -126,13 +139,18 @@ fn netpath(prefix: &str, tunnel: &str) -> (Vec<Lab>, Underlay, Ipv4Addr) {
     (nodes, u, ips[1])
 }
 
-/// Two nodes with flannel's VXLAN path built by hand, one pod each.
-fn flannel() -> Result<(Vec<Lab>, Underlay, Ipv4Addr)> {
-    let u = Underlay::switch(PREFIXES[2]);
+/// Two nodes with a datapath built by hand (`build`: flannel's VXLAN path, or the
+/// kernel's routes), one pod each.
+fn by_hand(
+    prefix: &str,
+    build: fn(&Lab, usize, &[Ipv4Addr]) -> Result<()>,
+    what: &str,
+) -> Result<(Vec<Lab>, Underlay, Ipv4Addr)> {
+    let u = Underlay::switch(prefix);
     let nodes = vec![u.node(0, 1), u.node(1, 1)];
     let addrs = [Ipv4Addr::new(10, 99, 0, 10), Ipv4Addr::new(10, 99, 0, 11)];
     for (i, lab) in nodes.iter().enumerate() {
-        super::flannel::build_node(lab, i, &addrs).context("building flannel's path")?;
+        build(lab, i, &addrs).with_context(|| format!("building {what}"))?;
     }
     Ok((nodes, u, super::flannel::pod_ip(1)))
 }

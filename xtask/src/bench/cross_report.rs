@@ -35,23 +35,26 @@ impl CrossNode {
 
     pub fn markdown(&self, md: &mut String) {
         let _ = writeln!(md, "\n### Cross-node: a pod on node A to a pod on node B\n");
-        let _ = writeln!(md, "Both nodes are namespaces of this one machine on a bridge acting as the switch: the client's and the server's kernel work share the CPU. The limit is the two node namespaces themselves, no pods.\n");
-        let _ = writeln!(md, "| test | netpath vxlan | netpath native | flannel vxlan | underlay limit | vxlan/flannel | native/limit | vxlan/limit |");
-        let _ = writeln!(md, "|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(md, "Both nodes are namespaces of this one machine on a bridge acting as the switch: the client's and the server's kernel work share the CPU. The limit is the two node namespaces themselves, no pods. Kernel routing is pods behind veths routed by the nodes' kernels alone (no BPF, no iptables rule): native routing's layout, one veth pair more each way than the limit, with programs that cost nothing.\n");
+        let _ = writeln!(md, "| test | netpath vxlan | netpath native | flannel vxlan | kernel routing | underlay limit | vxlan/flannel | native/limit | native/kernel routing | kernel routing/limit | vxlan/limit |");
+        let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|");
         for test in TESTS {
             let cell = |dp| self.find(dp, test).map_or("-".into(), |m| Stat::of(&m.samples).show(test));
             let ratio = |a, b| self.ratio(a, b, test).map_or("-".into(), |r| format!("{r:.2}x"));
             let cells: Vec<String> = CrossPath::ALL.iter().map(|&dp| cell(dp)).collect();
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 test.name(),
                 cells[0],
                 cells[1],
                 cells[2],
                 cells[3],
+                cells[4],
                 ratio(CrossPath::NetpathVxlan, CrossPath::Flannel),
                 ratio(CrossPath::NetpathNative, CrossPath::Limit),
+                ratio(CrossPath::NetpathNative, CrossPath::KernelRouted),
+                ratio(CrossPath::KernelRouted, CrossPath::Limit),
                 ratio(CrossPath::NetpathVxlan, CrossPath::Limit),
             );
         }

@@ -30,7 +30,7 @@ fn vtep_mac(i: usize) -> String {
     format!("0a:f1:00:00:00:{:02x}", i + 1)
 }
 
-fn ip(ns: &Netns, args: &[&str]) -> Result<()> {
+pub(super) fn ip(ns: &Netns, args: &[&str]) -> Result<()> {
     let out = std::process::Command::new("ip").args(["-n", &ns.name]).args(args).output()?;
     if !out.status.success() {
         bail!("ip -n {} {}: {}", ns.name, args.join(" "), String::from_utf8_lossy(&out.stderr).trim());

@@ -10,6 +10,7 @@ mod load;
 mod markdown;
 mod observe;
 mod report;
+mod routed;
 mod scale;
 mod world;
 
@@ -38,7 +39,7 @@ pub struct BenchArgs {
     /// observability and control-plane runs are skipped (their targets: "not measured").
     #[arg(long)]
     pub only: Option<String>,
-    /// Only the cross-node section (four datapaths across two nodes, and the control
+    /// Only the cross-node section (five datapaths across two nodes, and the control
     /// plane with simulated nodes), written to --out like a full run.
     #[arg(long, conflicts_with = "only")]
     pub cross_node: bool,
@@ -163,11 +164,11 @@ fn finish(report: &report::Report, args: &BenchArgs, missing: Vec<String>) -> Re
     Ok(())
 }
 
-/// The cross-node section: the four datapaths across two nodes, then the control plane
+/// The cross-node section: the five datapaths across two nodes, then the control plane
 /// with simulated nodes. A failure to build a world or to converge is reported and
 /// leaves its figures empty (the smoke check then says so): the rest stands.
 fn cross_node(quick: bool, pace: Pace) -> cross_report::CrossNode {
-    step("cross-node: building netpath vxlan, netpath native, flannel vxlan and the underlay limit");
+    step("cross-node: building netpath vxlan, netpath native, flannel vxlan, kernel routing and the underlay limit");
     // The lab fixture panics on a failed step (an agent that does not start): caught, so
     // the single-node results already measured are still written.
     let build = |dp: cluster::CrossPath| {
