@@ -19,7 +19,7 @@ fn cell(s: &Sample) -> String {
 pub(super) fn judge(name: &str, value: Option<f64>, goal: f64, unit: &str) -> String {
     match value {
         Some(v) if v >= goal => format!("met: {name} {v:.2}{unit} (goal >= {goal}{unit})"),
-        Some(v) => format!("SHORT: {name} {v:.2}{unit} (goal >= {goal}{unit})"),
+        Some(v) => format!("SHORT: {name} {}{unit} (goal >= {goal}{unit})", against(v, goal)),
         None => format!("not measured: {name}"),
     }
 }
@@ -28,9 +28,18 @@ pub(super) fn judge(name: &str, value: Option<f64>, goal: f64, unit: &str) -> St
 pub(super) fn judge_at_most(name: &str, value: Option<f64>, goal: f64, unit: &str) -> String {
     match value {
         Some(v) if v <= goal => format!("met: {name} {v:.2}{unit} (goal <= {goal}{unit})"),
-        Some(v) => format!("SHORT: {name} {v:.2}{unit} (goal <= {goal}{unit})"),
+        Some(v) => format!("SHORT: {name} {}{unit} (goal <= {goal}{unit})", against(v, goal)),
         None => format!("not measured: {name}"),
     }
+}
+
+/// A figure that missed its goal, with two decimals or as many more as it takes not to
+/// print the goal itself: "SHORT: 1.30x (goal >= 1.3x)" reads as a mistake.
+fn against(v: f64, goal: f64) -> String {
+    (2..=4)
+        .map(|digits| format!("{v:.digits$}"))
+        .find(|shown| shown.parse::<f64>() != Ok(goal))
+        .unwrap_or_else(|| format!("{v}"))
 }
 
 impl Report {
@@ -407,5 +416,20 @@ impl Stat {
             "{:.0} ({:.0}-{:.0}) {:.0}/{:.0}/{:.0}us{err}",
             self.rate, self.min, self.max, self.p50, self.p99, self.p999
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_figure_a_hair_from_its_goal_is_not_printed_as_the_goal() {
+        assert_eq!(judge("r", Some(1.2997), 1.3, "x"), "SHORT: r 1.2997x (goal >= 1.3x)");
+        assert_eq!(judge("r", Some(1.304), 1.3, "x"), "met: r 1.30x (goal >= 1.3x)");
+        assert_eq!(judge("r", Some(1.3), 1.3, "x"), "met: r 1.30x (goal >= 1.3x)");
+        assert_eq!(judge_at_most("p", Some(1.1042), 1.1, "x"), "SHORT: p 1.104x (goal <= 1.1x)");
+        assert_eq!(judge("r", Some(0.91), 0.95, "x"), "SHORT: r 0.91x (goal >= 0.95x)");
+        assert_eq!(judge("r", None, 0.95, "x"), "not measured: r");
     }
 }
