@@ -80,10 +80,15 @@ fn bridge_and_pod(lab: &Lab, i: usize) -> Result<()> {
         &["link", "add", "veth0", "mtu", MTU, "type", "veth", "peer", "name", "eth0", "netns", &pod.name],
     )?;
     ip(node, &["link", "set", "veth0", "master", "cni0", "up"])?;
+    pod_side(pod, i, &gw)
+}
+
+/// Node `i`'s pod inside: its address on eth0, and the default route via `gw`.
+pub(super) fn pod_side(pod: &Netns, i: usize, gw: &str) -> Result<()> {
     ip(pod, &["addr", "add", &format!("{}/24", pod_ip(i)), "dev", "eth0"])?;
     ip(pod, &["link", "set", "eth0", "up"])?;
     ip(pod, &["link", "set", "lo", "up"])?;
-    ip(pod, &["route", "add", "default", "via", &gw])
+    ip(pod, &["route", "add", "default", "via", gw])
 }
 
 /// What flanneld writes for a remote node `j`: the VTEP's neighbour entry, its FDB

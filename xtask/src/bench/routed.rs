@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 use anyhow::Result;
 use netpath_tests::Lab;
 
-use super::flannel::{ip, pod_ip, subnet};
+use super::flannel::{ip, pod_side, subnet};
 
 /// Builds node `i` of `nodes` (their underlay addresses, in order): its pod, the host
 /// side as the pod's gateway, and a route to every other node's pod subnet.
@@ -20,10 +20,7 @@ pub fn build_node(lab: &Lab, i: usize, nodes: &[Ipv4Addr]) -> Result<()> {
     ip(node, &["link", "add", "veth0", "type", "veth", "peer", "name", "eth0", "netns", &pod.name])?;
     ip(node, &["addr", "add", &format!("{gw}/24"), "dev", "veth0"])?;
     ip(node, &["link", "set", "veth0", "up"])?;
-    ip(pod, &["addr", "add", &format!("{}/24", pod_ip(i)), "dev", "eth0"])?;
-    ip(pod, &["link", "set", "eth0", "up"])?;
-    ip(pod, &["link", "set", "lo", "up"])?;
-    ip(pod, &["route", "add", "default", "via", &gw])?;
+    pod_side(pod, i, &gw)?;
     for (j, addr) in nodes.iter().enumerate().filter(|(j, _)| *j != i) {
         ip(node, &["route", "add", &subnet(j), "via", &addr.to_string()])?;
     }
