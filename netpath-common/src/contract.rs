@@ -225,6 +225,9 @@ pub enum Attach {
     TailCall(&'static str),
     /// A cgroup socket-address hook (connect4, sendmsg4, recvmsg4, getpeername4).
     CgroupSockAddr(&'static str),
+    /// Never attached by the agent: a reference program `cargo xtask bench` attaches in
+    /// a world of its own (tc ingress), to measure against.
+    Benchmark(&'static str),
 }
 
 /// One program of the object.
@@ -247,9 +250,10 @@ pub mod program {
     pub const NODE_SENDMSG4: &str = "node_sendmsg4";
     pub const NODE_RECVMSG4: &str = "node_recvmsg4";
     pub const NODE_GETPEERNAME4: &str = "node_getpeername4";
+    pub const LAYOUT_FLOOR: &str = "layout_floor";
 }
 
-pub const PROGRAMS: [ProgramSpec; 11] = [
+pub const PROGRAMS: [ProgramSpec; 12] = [
     ProgramSpec { name: program::FROM_CONTAINER, attach: Attach::TcIngress("each container's host veth") },
     ProgramSpec {
         name: program::CONTAINER_PATH,
@@ -264,6 +268,10 @@ pub const PROGRAMS: [ProgramSpec; 11] = [
     ProgramSpec { name: program::NODE_SENDMSG4, attach: Attach::CgroupSockAddr("sendmsg4") },
     ProgramSpec { name: program::NODE_RECVMSG4, attach: Attach::CgroupSockAddr("recvmsg4") },
     ProgramSpec { name: program::NODE_GETPEERNAME4, attach: Attach::CgroupSockAddr("getpeername4") },
+    ProgramSpec {
+        name: program::LAYOUT_FLOOR,
+        attach: Attach::Benchmark("the container-to-container layout's floor (cargo xtask bench)"),
+    },
 ];
 
 /// The node-local socket hooks, attached together to one cgroup.

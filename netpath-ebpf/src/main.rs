@@ -13,6 +13,7 @@ mod from_container;
 mod from_tunnel;
 mod headers;
 mod icmp_error;
+mod layout_floor;
 mod maps;
 mod nat;
 mod node_local;

@@ -80,17 +80,34 @@ fn build_netpath_as(release: bool) -> anyhow::Result<()> {
     // `--bin`, not `-p`: features are unified over the same packages as the workspace's
     // own build, so this reuses that build instead of making a second netpath library
     // (and, through it, a second copy of every test binary: gigabytes, and minutes).
+    // JSON messages on stdout (diagnostics still rendered on stderr): the build script's
+    // output directory holds the eBPF object the benchmark's layout floor loads.
     let mut cmd = std::process::Command::new("cargo");
-    cmd.current_dir(&root).args(["build", "--bin", "netpath"]);
+    cmd.current_dir(&root).args(["build", "--bin", "netpath", "--message-format=json-render-diagnostics"]);
     if release {
         cmd.arg("--release");
     }
-    if !cmd.status()?.success() {
+    let out = cmd.stderr(std::process::Stdio::inherit()).output()?;
+    if !out.status.success() {
         anyhow::bail!("build failed");
     }
     let profile = if release { "release" } else { "debug" };
     std::env::set_var("NETPATH_BIN", root.join("target").join(profile).join("netpath"));
+    if let Some(dir) = build_script_out_dir(&String::from_utf8_lossy(&out.stdout), "netpath") {
+        std::env::set_var(bench::FLOOR_OBJECT_ENV, std::path::Path::new(&dir).join("netpath"));
+    }
     Ok(())
+}
+
+/// The OUT_DIR of package `name`'s build script, from cargo's JSON messages.
+fn build_script_out_dir(messages: &str, name: &str) -> Option<String> {
+    messages.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).find_map(|m| {
+        let id = m["package_id"].as_str()?;
+        // "path+file:///…/netpath#0.1.0" (or the older "netpath 0.1.0 (path+file:///…)").
+        let ours = id.split('#').next().is_some_and(|p| p.ends_with(&format!("/{name}")))
+            || id.starts_with(&format!("{name} "));
+        (m["reason"] == "build-script-executed" && ours).then(|| m["out_dir"].as_str().map(String::from))?
+    })
 }
 
 /// On Ctrl-C, removes the labs named with these prefixes, then exits.

@@ -58,6 +58,7 @@ mod tests {
             let ok = match (&p.attach, &found.section) {
                 (Attach::TcIngress(_), ProgramSection::SchedClassifier) => true,
                 (Attach::TailCall(_), ProgramSection::SchedClassifier) => true,
+                (Attach::Benchmark(_), ProgramSection::SchedClassifier) => true,
                 (Attach::Xdp, ProgramSection::Xdp { attach_type: XdpAttachType::Interface, .. }) => true,
                 (Attach::CgroupSockAddr(hook), ProgramSection::CgroupSockAddr { attach_type }) => matches!(
                     (*hook, attach_type),

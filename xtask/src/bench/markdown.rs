@@ -49,6 +49,7 @@ impl Report {
         let single_node = !self.measurements.is_empty();
         if single_node {
             self.md_main_table(&mut md);
+            self.md_floor(&mut md);
             self.md_xdp(&mut md);
             self.md_scaling(&mut md);
             self.md_iperf3(&mut md);
@@ -134,7 +135,10 @@ impl Report {
             self.stat(dp, lookup, test, placement, 0).map_or("-".into(), |s| s.show(test))
         };
         let row = [cell(Datapath::Netpath), cell(Datapath::Iptables), cell(Datapath::Limit)];
-        if row.iter().all(|c| c == "-") {
+        // The limit has no NAT paths (its cell there is the container-to-container one):
+        // a NAT row is empty when neither netpath nor iptables measured it (`--only`).
+        let nat = path == PathKind::Snat || path == PathKind::Dnat;
+        if row.iter().take(if nat { 2 } else { 3 }).all(|c| c == "-") {
             return None;
         }
         let ratio = |dp| {
@@ -150,10 +154,47 @@ impl Report {
             test.name(),
             row[0],
             row[1],
-            if path == PathKind::Snat || path == PathKind::Dnat { "-".into() } else { row[2].clone() },
+            if nat { "-".into() } else { row[2].clone() },
             ratio(Datapath::Iptables),
             if path == PathKind::C2c { ratio(Datapath::Limit) } else { "-".into() }
         ))
+    }
+
+    /// Container to container against the layout's floor (netpath's layout with a
+    /// program that only looks up the destination and redirects): floor/limit is what
+    /// the layout costs, netpath/floor what netpath's own work costs.
+    fn md_floor(&self, md: &mut String) {
+        let rows: Vec<String> = super::TESTS
+            .into_iter()
+            .filter_map(|test| {
+                let stat = |dp| self.stat(dp, PathKind::C2c, test, Placement::SameCpu, 0);
+                let floor = stat(Datapath::Floor)?;
+                let show = |s: Option<Stat>| s.map_or("-".into(), |s| s.show(test));
+                let x = |r: Option<f64>| r.map_or("-".into(), |r| format!("{r:.3}x"));
+                let (np, lim) = (Datapath::Netpath, Datapath::Limit);
+                Some(format!(
+                    "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                    test.name(),
+                    show(stat(np)),
+                    floor.show(test),
+                    show(stat(lim)),
+                    x(self.pair_ratio(Datapath::Floor, lim, PathKind::C2c, test)),
+                    x(self.pair_ratio(np, Datapath::Floor, PathKind::C2c, test)),
+                    x(self.pair_ratio(np, lim, PathKind::C2c, test)),
+                    x(self.pair_p99_ratio(Datapath::Floor, lim, PathKind::C2c, test)),
+                ))
+            })
+            .collect();
+        if rows.is_empty() {
+            return;
+        }
+        let _ = writeln!(md, "\n### Container to container: netpath, its layout's floor, the limit\n");
+        let _ = writeln!(md, "The floor is netpath's layout (host veth, tc ingress, `bpf_redirect_peer`) with a program that only reads the destination, looks it up in ENDPOINTS and redirects (`layout_floor`). floor/limit is the layout's own cost, which no program on it removes; netpath/floor is netpath's own work. Ratios repetition by repetition, same CPU.\n");
+        let _ = writeln!(md, "| test | netpath | layout floor | limit | floor/limit | netpath/floor | netpath/limit | floor p99/limit p99 |");
+        let _ = writeln!(md, "|---|---|---|---|---|---|---|---|");
+        for row in rows {
+            let _ = writeln!(md, "{row}");
+        }
     }
 
     fn md_xdp(&self, md: &mut String) {

@@ -6,6 +6,7 @@ mod control;
 mod cross_report;
 pub mod ct;
 mod flannel;
+mod floor;
 mod load;
 mod markdown;
 mod observe;
@@ -13,6 +14,8 @@ mod report;
 mod routed;
 mod scale;
 mod world;
+
+pub use floor::OBJECT_ENV as FLOOR_OBJECT_ENV;
 
 use std::{path::PathBuf, time::Duration};
 
@@ -115,7 +118,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
         return finish(&report, &args, missing);
     }
     step("building the single-node worlds");
-    let mut worlds = [World::netpath()?, World::iptables()?, World::limit()?, World::netpath_xdp()?];
+    let mut worlds =
+        [World::netpath()?, World::iptables()?, World::limit()?, World::netpath_xdp()?, World::floor()?];
 
     let plan = data_plane_plan(&worlds, &args);
     let mut results = data_plane(&worlds, &plan, pace, args.only.is_some());
@@ -212,11 +216,13 @@ fn prepare(release: bool) -> Result<()> {
     netpath_tests::sweep("npbase");
     netpath_tests::sweep("nplimit");
     netpath_tests::sweep("npbxdp");
+    netpath_tests::sweep("npfloor");
     for p in cluster::PREFIXES.iter().chain([&scale::PREFIX]) {
         netpath_tests::sweep(p);
     }
     crate::interrupt_sweeps(&[
-        "npbench", "npbase", "nplimit", "npbxdp", "npcp", "npxvx", "npxnat", "npxfl", "npxlim", "npxscale",
+        "npbench", "npbase", "nplimit", "npbxdp", "npfloor", "npcp", "npxvx", "npxnat", "npxfl", "npxlim",
+        "npxscale",
     ]);
     Ok(())
 }
@@ -423,6 +429,6 @@ fn add_mappings(w: &World, n: u32) -> Result<()> {
             let _ = std::fs::remove_file(&file);
             r
         }
-        Datapath::Limit | Datapath::NetpathXdp => Ok(()),
+        Datapath::Limit | Datapath::NetpathXdp | Datapath::Floor => Ok(()),
     }
 }

@@ -203,8 +203,13 @@ impl Report {
 
     /// netpath's p99 over `other`'s, the median of the repetitions' ratios.
     pub(super) fn p99_ratio(&self, path: PathKind, test: Test, other: Datapath) -> Option<f64> {
-        let a = self.find(Datapath::Netpath, path, test, Placement::SameCpu, 0)?;
-        let b = self.find(other, path, test, Placement::SameCpu, 0)?;
+        self.pair_p99_ratio(Datapath::Netpath, other, path, test)
+    }
+
+    /// `a`'s p99 over `b`'s, the median of the repetitions' ratios.
+    pub(super) fn pair_p99_ratio(&self, a: Datapath, b: Datapath, path: PathKind, test: Test) -> Option<f64> {
+        let a = self.find(a, path, test, Placement::SameCpu, 0)?;
+        let b = self.find(b, path, test, Placement::SameCpu, 0)?;
         let mut r: Vec<f64> =
             a.samples.iter().zip(&b.samples).filter_map(|(x, y)| Some(x.p99_us? / y.p99_us?)).collect();
         let m = median(&mut r);

@@ -23,6 +23,10 @@ pub enum Datapath {
     /// netpath with the XDP fast path on the uplink (--xdp), for the NAT paths.
     #[serde(rename = "netpath+xdp")]
     NetpathXdp,
+    /// netpath's container-to-container layout with a program that only looks up the
+    /// destination and redirects (see bench::floor): the floor of that layout.
+    #[serde(rename = "layout floor")]
+    Floor,
 }
 
 impl Datapath {
@@ -32,6 +36,7 @@ impl Datapath {
             Datapath::Iptables => "bridge+iptables",
             Datapath::Limit => "limit",
             Datapath::NetpathXdp => "netpath+xdp",
+            Datapath::Floor => "layout floor",
         }
     }
 }
@@ -76,6 +81,8 @@ pub struct World {
     pub datapath: Datapath,
     pub lab: Lab,
     b: std::net::Ipv4Addr,
+    /// The floor's programs, attached while this is held.
+    _floor: Option<aya::Ebpf>,
 }
 
 /// Who serves and who asks on one path.
@@ -86,7 +93,7 @@ pub struct Endpoints<'w> {
     pub target: SocketAddrV4,
 }
 
-fn ip(ns: &Netns, args: &[&str]) -> Result<()> {
+pub(super) fn ip(ns: &Netns, args: &[&str]) -> Result<()> {
     let o = Command::new("ip").args(["-n", &ns.name]).args(args).output()?;
     if !o.status.success() {
         bail!("ip -n {} {}: {}", ns.name, args.join(" "), String::from_utf8_lossy(&o.stderr).trim());
@@ -193,7 +200,7 @@ impl World {
                 &format!("b:{SERVICE_PORT}"),
             ]);
         }
-        Ok(World { datapath, lab, b })
+        Ok(World { datapath, lab, b, _floor: None })
     }
 
     /// Docker's bridge network as its bridge driver builds it (the seed's manual set-up
@@ -208,7 +215,7 @@ impl World {
             args.extend(rule.split_whitespace());
             in_ns(node, &args).context("building the iptables baseline")?;
         }
-        Ok(World { datapath: Datapath::Iptables, lab, b: "10.77.0.3".parse()? })
+        Ok(World { datapath: Datapath::Iptables, lab, b: "10.77.0.3".parse()?, _floor: None })
     }
 
     /// The two endpoints joined by one veth pair, nothing in between.
@@ -221,13 +228,21 @@ impl World {
             ip(c, &["link", "set", "eth0", "up"])?;
             ip(c, &["link", "set", "lo", "up"])?;
         }
-        Ok(World { datapath: Datapath::Limit, lab, b: "10.99.0.2".parse()? })
+        Ok(World { datapath: Datapath::Limit, lab, b: "10.99.0.2".parse()?, _floor: None })
+    }
+
+    /// netpath's layout, its one lookup and the redirect, nothing else (bench::floor).
+    pub fn floor() -> Result<World> {
+        let lab = lab("npfloor")?;
+        let ebpf = super::floor::build(&lab).context("building the layout floor")?;
+        Ok(World { datapath: Datapath::Floor, lab, b: super::floor::B, _floor: Some(ebpf) })
     }
 
     /// The paths this datapath has.
     pub fn paths(&self) -> Vec<PathKind> {
         match self.datapath {
             Datapath::Limit => vec![PathKind::C2c, PathKind::Loopback],
+            Datapath::Floor => vec![PathKind::C2c],
             // XDP sits on the uplink: only the NAT paths go through it.
             Datapath::NetpathXdp => vec![PathKind::Snat, PathKind::Dnat],
             _ => vec![PathKind::C2c, PathKind::Snat, PathKind::Dnat],
@@ -276,7 +291,7 @@ impl World {
             Datapath::Iptables => {
                 let _ = self.lab.node.exec(&["conntrack", "-F"]);
             }
-            Datapath::Limit => {}
+            Datapath::Limit | Datapath::Floor => {}
         }
     }
 }

@@ -1,0 +1,95 @@
+//! The container-to-container layout's floor: two containers behind veths as netpath
+//! puts them, and on each host veth's tc ingress netpath's `layout_floor` (netpath-ebpf),
+//! which reads the destination, looks it up in ENDPOINTS and redirects into the peer's
+//! namespace: netpath's layout and its one unavoidable lookup, none of its other work.
+//! The containers reach each other through a static gateway neighbour, so no ARP is
+//! answered on the path. The object is netpath's own build (its build script's output),
+//! loaded here with aya, its maps pinned in the lab's bpffs directory.
+use std::{net::Ipv4Addr, path::PathBuf};
+
+use anyhow::{anyhow, Context as _, Result};
+use aya::{
+    maps::HashMap,
+    programs::{tc, SchedClassifier, TcAttachType},
+    Ebpf, EbpfLoader,
+};
+use netpath_common::{contract::program::LAYOUT_FLOOR, maps::ENDPOINTS, EndpointInfo, EndpointKey};
+use netpath_tests::Lab;
+
+use super::world::ip;
+
+/// The containers' addresses, and their gateway (answered by no one: a static neighbour).
+pub const A: Ipv4Addr = Ipv4Addr::new(10, 98, 0, 2);
+pub const B: Ipv4Addr = Ipv4Addr::new(10, 98, 0, 3);
+const GATEWAY: &str = "169.254.1.1";
+
+/// Where `cargo xtask bench` finds netpath's eBPF object (set when it builds netpath).
+pub const OBJECT_ENV: &str = "NETPATH_EBPF_OBJECT";
+
+/// Builds the layout in `lab` and attaches the floor program; the returned object holds
+/// the program's links (dropping it detaches them).
+pub fn build(lab: &Lab) -> Result<Ebpf> {
+    let mut hosts = Vec::new();
+    for (i, (c, addr)) in lab.containers.iter().zip([A, B]).enumerate() {
+        let host = format!("fl{i}");
+        ip(&lab.node, &["link", "add", &host, "type", "veth", "peer", "name", "eth0", "netns", &c.name])?;
+        ip(&lab.node, &["link", "set", &host, "up"])?;
+        ip(c, &["addr", "add", &format!("{addr}/32"), "dev", "eth0"])?;
+        ip(c, &["link", "set", "eth0", "up"])?;
+        ip(c, &["link", "set", "lo", "up"])?;
+        ip(c, &["route", "add", "default", "via", GATEWAY, "dev", "eth0", "onlink"])?;
+        let mac = host_mac(lab, &host)?;
+        ip(c, &["neigh", "add", GATEWAY, "lladdr", &mac, "dev", "eth0", "nud", "permanent"])?;
+        hosts.push((host, addr));
+    }
+    let object = PathBuf::from(std::env::var(OBJECT_ENV).with_context(|| format!("{OBJECT_ENV} unset"))?);
+    let pins = lab.bpffs_dir.join("floor");
+    std::fs::create_dir_all(&pins).with_context(|| format!("creating {}", pins.display()))?;
+    lab.node
+        .run(move || attach(&object, &pins, &hosts))
+        .join()
+        .map_err(|_| anyhow!("the floor's loader panicked"))?
+}
+
+/// The MAC of the node's device `dev`, read in the node namespace.
+fn host_mac(lab: &Lab, dev: &str) -> Result<String> {
+    let out = lab.node.exec(&["ip", "-br", "link", "show", dev]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace().nth(2).map(str::to_string).ok_or_else(|| anyhow!("no MAC for {dev}: {text}"))
+}
+
+/// In the node namespace: loads the object, registers each container behind its host
+/// veth, and attaches the floor to each host veth's ingress.
+fn attach(object: &std::path::Path, pins: &std::path::Path, hosts: &[(String, Ipv4Addr)]) -> Result<Ebpf> {
+    let mut ebpf = EbpfLoader::new()
+        .default_map_pin_directory(pins)
+        .load_file(object)
+        .with_context(|| format!("loading {}", object.display()))?;
+    let mut endpoints: HashMap<_, EndpointKey, EndpointInfo> =
+        HashMap::try_from(ebpf.map_mut(ENDPOINTS).ok_or_else(|| anyhow!("no {ENDPOINTS} map"))?)?;
+    for (host, addr) in hosts {
+        let c_name = std::ffi::CString::new(host.as_str())?;
+        // SAFETY: a NUL-terminated name; if_nametoindex only reads it.
+        let host_ifindex = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
+        anyhow::ensure!(host_ifindex != 0, "no device {host} in the node namespace");
+        endpoints.insert(
+            EndpointKey::new(addr.octets()),
+            EndpointInfo { host_ifindex, ..Default::default() },
+            0,
+        )?;
+    }
+    let prog: &mut SchedClassifier = ebpf
+        .program_mut(LAYOUT_FLOOR)
+        .ok_or_else(|| anyhow!("no {LAYOUT_FLOOR} program in the object"))?
+        .try_into()?;
+    prog.load().context("verifying layout_floor")?;
+    for (host, _) in hosts {
+        // TCX where the kernel has it; before 6.6 aya attaches through clsact, which
+        // the device must have first.
+        if prog.attach(host, TcAttachType::Ingress).is_err() {
+            let _ = tc::qdisc_add_clsact(host);
+            prog.attach(host, TcAttachType::Ingress).with_context(|| format!("attaching to {host}"))?;
+        }
+    }
+    Ok(ebpf)
+}
