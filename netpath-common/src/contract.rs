@@ -7,8 +7,8 @@
 use core::mem::size_of;
 
 use crate::{
-    maps::*, ClosedFlow, CtEntry, CtKey, EndpointInfo, EndpointKey, LogLimit, NodeConfig, NodeRoute, PortKey,
-    PortTarget, Reason, SockOrigin, SockRevKey, TraceEvent, TraceFilter, TrafficCounters,
+    maps::*, ClosedFlow, CtEntry, CtKey, Endpoint6Key, EndpointInfo, EndpointKey, LogLimit, NodeConfig,
+    NodeRoute, PortKey, PortTarget, Reason, SockOrigin, SockRevKey, TraceEvent, TraceFilter, TrafficCounters,
 };
 
 /// A map's kind, as the kernel numbers it (enum bpf_map_type).
@@ -86,13 +86,22 @@ const FIB_LOOKUP_SIZE: usize = 64;
 
 /// Every map of the object: the pinned ones in the order `netpath map list` shows them,
 /// then the per-CPU scratch space the programs use inside one run.
-pub const MAPS: [MapSpec; 19] = [
+pub const MAPS: [MapSpec; 20] = [
     map(
         ENDPOINTS,
         MapKind::Hash,
         size_of::<EndpointKey>(),
         size_of::<EndpointInfo>(),
         Capacity::Fixed(MAX_ENDPOINTS),
+        false,
+    )
+    .with_flags(NO_PREALLOC),
+    map(
+        ENDPOINTS6,
+        MapKind::Hash,
+        size_of::<Endpoint6Key>(),
+        size_of::<EndpointInfo>(),
+        Capacity::Fixed(MAX_ENDPOINTS6),
         false,
     )
     .with_flags(NO_PREALLOC),
@@ -146,7 +155,7 @@ pub const MAPS: [MapSpec; 19] = [
     // Written again at every start, before any endpoint is attached.
     map(CLUSTER_PROGS, MapKind::ProgArray, 4, 4, Capacity::Fixed(1), true),
     // Written again at every load; a new one has every endpoint attached again.
-    map(ENDPOINT_PROGS, MapKind::ProgArray, 4, 4, Capacity::Fixed(1), true),
+    map(ENDPOINT_PROGS, MapKind::ProgArray, 4, 4, Capacity::Fixed(2), true),
     map(
         NODE_LOCAL_REV,
         MapKind::LruHash,
@@ -241,6 +250,7 @@ pub struct ProgramSpec {
 pub mod program {
     pub const FROM_CONTAINER: &str = "from_container";
     pub const CONTAINER_PATH: &str = "container_path";
+    pub const CONTAINER_PATH6: &str = "container_path6";
     pub const UPLINK_IN: &str = "uplink_in";
     pub const UPLINK_XDP: &str = "uplink_xdp";
     pub const FROM_TUNNEL: &str = "from_tunnel";
@@ -253,11 +263,15 @@ pub mod program {
     pub const LAYOUT_FLOOR: &str = "layout_floor";
 }
 
-pub const PROGRAMS: [ProgramSpec; 12] = [
+pub const PROGRAMS: [ProgramSpec; 13] = [
     ProgramSpec { name: program::FROM_CONTAINER, attach: Attach::TcIngress("each container's host veth") },
     ProgramSpec {
         name: program::CONTAINER_PATH,
         attach: Attach::TailCall("from_container, on every packet"),
+    },
+    ProgramSpec {
+        name: program::CONTAINER_PATH6,
+        attach: Attach::TailCall("container_path, on every IPv6 packet"),
     },
     ProgramSpec { name: program::UPLINK_IN, attach: Attach::TcIngress("the uplink") },
     ProgramSpec { name: program::UPLINK_XDP, attach: Attach::Xdp },

@@ -1,4 +1,4 @@
-//! The endpoint map: which container owns an IPv4 address, and how to reach it.
+//! The endpoint maps: which container owns an address, and how to reach it.
 
 /// Key of the endpoint maps: a container's IPv4 address in network byte order,
 /// exactly as it sits in the IP header, so the datapath looks it up without swapping.
@@ -13,6 +13,26 @@ impl EndpointKey {
         Self { addr }
     }
 }
+
+/// Key of ENDPOINTS6: a container's IPv6 address as it sits in the IPv6 header. Each
+/// IPv6 endpoint has two entries with the same value: its address, and the link-local
+/// address its interface sends neighbour solicitations from.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct Endpoint6Key {
+    pub addr: [u8; 16],
+}
+
+impl Endpoint6Key {
+    pub const fn new(addr: [u8; 16]) -> Self {
+        Self { addr }
+    }
+}
+
+/// Every endpoint's IPv6 gateway, fe80::1 as Docker and Cilium use: a link-local
+/// address, the same behind every host veth, answered by the datapath's neighbour
+/// discovery. Containers need no router advertisement to route through it.
+pub const GATEWAY6: [u8; 16] = [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
 
 /// What the datapath needs to deliver a packet into a container and to answer for
 /// its gateway.
@@ -93,7 +113,7 @@ impl TrafficCounters {
 }
 
 #[cfg(feature = "user")]
-pod!(EndpointKey, EndpointInfo, TrafficCounters);
+pod!(EndpointKey, Endpoint6Key, EndpointInfo, TrafficCounters);
 
 #[cfg(test)]
 mod tests {
@@ -104,6 +124,12 @@ mod tests {
     fn endpoint_key_layout_matches_ipv4_address() {
         assert_eq!(size_of::<EndpointKey>(), 4);
         assert_eq!(align_of::<EndpointKey>(), 1);
+    }
+
+    #[test]
+    fn endpoint6_key_layout_matches_ipv6_address() {
+        assert_eq!(size_of::<Endpoint6Key>(), 16);
+        assert_eq!(align_of::<Endpoint6Key>(), 1);
     }
 
     #[test]

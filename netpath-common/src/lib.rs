@@ -29,8 +29,8 @@ pub mod trace;
 
 pub use conntrack::{ClosedFlow, CtEntry, CtKey, NodeConfig, NodeRoute, PortKey, PortTarget};
 pub use endpoint::{
-    EndpointInfo, EndpointKey, LogLimit, TrafficCounters, ENDPOINT_F_BRIDGED, ENDPOINT_F_NETKIT,
-    ENDPOINT_F_PUBLISHED,
+    Endpoint6Key, EndpointInfo, EndpointKey, LogLimit, TrafficCounters, ENDPOINT_F_BRIDGED,
+    ENDPOINT_F_NETKIT, ENDPOINT_F_PUBLISHED, GATEWAY6,
 };
 pub use reason::Reason;
 pub use sock::{SockOrigin, SockRevKey};

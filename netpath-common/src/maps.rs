@@ -73,6 +73,16 @@ pub const NODE_ROUTES: &str = "NODE_ROUTES";
 pub const ENDPOINT_PROGS: &str = "ENDPOINT_PROGS";
 /// ENDPOINT_PROGS' slot of `container_path`.
 pub const TAIL_CONTAINER_PATH: u32 = 0;
+/// ENDPOINT_PROGS' slot of `container_path6`: container_path tail-calls it first thing
+/// for an IPv6 packet (by the skb's protocol), so the IPv4 work (its verifier budget,
+/// its stack) never sees IPv6 and IPv4 pays one comparison for it.
+pub const TAIL_CONTAINER_PATH6: u32 = 1;
+/// [`crate::Endpoint6Key`] -> [`crate::EndpointInfo`]: the IPv6 addresses of local
+/// containers (their own and their link-local one), with the same value, counter slot
+/// included, as the endpoint's IPv4 entry.
+pub const ENDPOINTS6: &str = "ENDPOINTS6";
+/// Two entries per endpoint: its address and its link-local address.
+pub const MAX_ENDPOINTS6: u32 = 2 * MAX_ENDPOINTS;
 
 /// Nodes a cluster may have.
 pub const MAX_NODES: u32 = 16_384;

@@ -57,6 +57,9 @@ pub enum Reason {
     /// Too big for the path to another node and not to be fragmented (DF): dropped, and
     /// the sender told the path's MTU (ICMP fragmentation needed, from its gateway).
     DropFragNeeded = 22,
+    /// IPv6 neighbour solicitation from a container for its gateway (fe80::1) answered
+    /// by the datapath with a neighbour advertisement (the IPv6 twin of arp-replied).
+    NdAnswered = 23,
 }
 
 impl Reason {
@@ -66,7 +69,7 @@ impl Reason {
     }
 
     /// Number of reasons: the size of the per-reason counter array.
-    pub const COUNT: u32 = 23;
+    pub const COUNT: u32 = 24;
 
     pub const ALL: [Reason; Self::COUNT as usize] = [
         Reason::ForwardedToPeer,
@@ -92,6 +95,7 @@ impl Reason {
         Reason::ToOtherNode,
         Reason::DropNoNodeRoute,
         Reason::DropFragNeeded,
+        Reason::NdAnswered,
     ];
 
     /// Stable name used by the CLI, metrics labels and docs.
@@ -120,6 +124,7 @@ impl Reason {
             Reason::ToOtherNode => "to-other-node",
             Reason::DropNoNodeRoute => "drop-no-node-route",
             Reason::DropFragNeeded => "drop-frag-needed",
+            Reason::NdAnswered => "nd-answered",
         }
     }
 

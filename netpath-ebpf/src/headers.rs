@@ -82,6 +82,23 @@ pub mod icmp {
     pub const TIME_EXCEEDED: u8 = 11;
 }
 
+/// Inside an IPv6 header (its fixed 40 bytes; extension headers follow it).
+pub mod ipv6 {
+    use super::*;
+    use network_types::ip::Ipv6Hdr;
+    pub const LEN: usize = Ipv6Hdr::LEN;
+    pub const PAYLOAD_LEN: usize = offset_of!(Ipv6Hdr, payload_len);
+    pub const NEXT_HDR: usize = offset_of!(Ipv6Hdr, next_hdr);
+    pub const HOP_LIMIT: usize = offset_of!(Ipv6Hdr, hop_limit);
+    pub const SRC: usize = offset_of!(Ipv6Hdr, src_addr);
+    pub const DST: usize = offset_of!(Ipv6Hdr, dst_addr);
+    pub const IPPROTO_ICMPV6: u8 = 58;
+    const _: () = assert!(LEN == 40 && NEXT_HDR == 6 && HOP_LIMIT == 7 && SRC == 8 && DST == 24);
+}
+
+/// Where the first header after a plain IPv6 header sits.
+pub const IPV6_L4_OFF: usize = IP_OFF + ipv6::LEN;
+
 pub const IPV4_CSUM_OFF: usize = IP_OFF + ipv4::CHECK;
 pub const IPV4_SRC_OFF: usize = IP_OFF + ipv4::SRC;
 pub const IPV4_DST_OFF: usize = IP_OFF + ipv4::DST;

@@ -4,6 +4,7 @@
 
 mod arp;
 mod conntrack;
+mod container_path6;
 mod counters;
 mod events;
 mod flow;
@@ -16,6 +17,7 @@ mod icmp_error;
 mod layout_floor;
 mod maps;
 mod nat;
+mod nd;
 mod node_local;
 mod packet;
 mod port_map;

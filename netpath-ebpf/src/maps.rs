@@ -7,13 +7,17 @@ use aya_ebpf::{
 };
 use netpath_common::{
     contract::{object_capacity as capacity, object_flags as flags},
-    maps as name, ClosedFlow, CtEntry, CtKey, EndpointInfo, EndpointKey, LogLimit, NodeConfig, NodeRoute,
-    PortKey, PortTarget, SockOrigin, SockRevKey, TraceEvent, TraceFilter, TrafficCounters,
+    maps as name, ClosedFlow, CtEntry, CtKey, Endpoint6Key, EndpointInfo, EndpointKey, LogLimit, NodeConfig,
+    NodeRoute, PortKey, PortTarget, SockOrigin, SockRevKey, TraceEvent, TraceFilter, TrafficCounters,
 };
 
 #[map]
 pub static ENDPOINTS: HashMap<EndpointKey, EndpointInfo> =
     HashMap::pinned(capacity(name::ENDPOINTS), flags(name::ENDPOINTS));
+
+#[map]
+pub static ENDPOINTS6: HashMap<Endpoint6Key, EndpointInfo> =
+    HashMap::pinned(capacity(name::ENDPOINTS6), flags(name::ENDPOINTS6));
 
 #[map]
 pub static ENDPOINT_STATS: PerCpuArray<TrafficCounters> =

@@ -74,6 +74,7 @@ fn nat_world() -> World {
                 counter_slot: 0,
             },
         )],
+        endpoints6: Vec::new(),
         ports: vec![port(TCP, 8080, 80), port(UDP, 5353, 53)],
         config: dp_config(),
         fib: Fib {

@@ -1,5 +1,5 @@
 //! `netpath map list` and `netpath map dump NAME`: every map netpath pins, decoded.
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use anyhow::bail;
 use netpath_common::{contract, maps, ENDPOINT_F_BRIDGED, ENDPOINT_F_NETKIT, ENDPOINT_F_PUBLISHED};
@@ -45,27 +45,31 @@ pub fn run(paths: &Paths, cmd: MapCommand) -> anyhow::Result<()> {
     }
 }
 
+/// One ENDPOINTS or ENDPOINTS6 entry, the same fields for both families.
+fn endpoint_row(ip: IpAddr, e: &netpath_common::EndpointInfo) -> Value {
+    let mut flags = Vec::new();
+    if e.flags & ENDPOINT_F_BRIDGED != 0 {
+        flags.push("bridged");
+    }
+    if e.flags & ENDPOINT_F_PUBLISHED != 0 {
+        flags.push("published");
+    }
+    if e.flags & ENDPOINT_F_NETKIT != 0 {
+        flags.push("netkit");
+    }
+    json!({ "ip": ip, "host_ifindex": e.host_ifindex, "mac": format_mac(&e.mac),
+            "host_mac": format_mac(&e.host_mac), "flags": flags.join(","),
+            "counter_slot": e.counter_slot })
+}
+
 fn dump(inspector: &Inspector, name: &str) -> anyhow::Result<Vec<Value>> {
     let mut rows: Vec<Value> = match name {
-        maps::ENDPOINTS => inspector
-            .endpoints()?
-            .into_iter()
-            .map(|(ip, e)| {
-                let mut flags = Vec::new();
-                if e.flags & ENDPOINT_F_BRIDGED != 0 {
-                    flags.push("bridged");
-                }
-                if e.flags & ENDPOINT_F_PUBLISHED != 0 {
-                    flags.push("published");
-                }
-                if e.flags & ENDPOINT_F_NETKIT != 0 {
-                    flags.push("netkit");
-                }
-                json!({ "ip": ip, "host_ifindex": e.host_ifindex, "mac": format_mac(&e.mac),
-                        "host_mac": format_mac(&e.host_mac), "flags": flags.join(","),
-                        "counter_slot": e.counter_slot })
-            })
-            .collect(),
+        maps::ENDPOINTS => {
+            inspector.endpoints()?.into_iter().map(|(ip, e)| endpoint_row(IpAddr::V4(ip), &e)).collect()
+        }
+        maps::ENDPOINTS6 => {
+            inspector.endpoints6()?.into_iter().map(|(ip, e)| endpoint_row(IpAddr::V6(ip), &e)).collect()
+        }
         maps::ENDPOINT_STATS => inspector.endpoint_counters()?.into_iter().map(|c| json!(c)).collect(),
         maps::REASON_STATS => inspector.reason_counters()?.into_iter().map(|c| json!(c)).collect(),
         maps::CONNTRACK | maps::CONNTRACK_NEW => {

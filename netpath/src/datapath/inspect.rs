@@ -1,6 +1,6 @@
 //! Read-only access to the pinned maps, for the CLI: works whether or not the agent runs.
 use std::{
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     path::{Path, PathBuf},
 };
 
@@ -131,6 +131,16 @@ impl Inspector {
         Ok(eps.iter().filter_map(Result::ok).map(|(k, v)| (Ipv4Addr::from(k.addr), v)).collect())
     }
 
+    /// The IPv6 endpoint map: address (an endpoint's own or its link-local one) -> the
+    /// same entry as its IPv4 address has.
+    pub fn endpoints6(&self) -> Result<Vec<(Ipv6Addr, netpath_common::EndpointInfo)>, DatapathError> {
+        let map = self.open(maps::ENDPOINTS6)?;
+        let eps: BpfHashMap<_, netpath_common::Endpoint6Key, netpath_common::EndpointInfo> =
+            BpfHashMap::try_from(map)
+                .map_err(|source| DatapathError::Map { map: maps::ENDPOINTS6, source: Box::new(source) })?;
+        Ok(eps.iter().filter_map(Result::ok).map(|(k, v)| (Ipv6Addr::from(k.addr), v)).collect())
+    }
+
     /// The node settings the agent gave the datapath.
     pub fn node_config(&self) -> Result<netpath_common::NodeConfig, DatapathError> {
         let map = self.open(maps::NODE_CONFIG)?;
@@ -193,6 +203,7 @@ impl Inspector {
         drop(data);
         let entries = match name {
             maps::ENDPOINTS => Some(self.endpoints()?.len() as u64),
+            maps::ENDPOINTS6 => Some(self.endpoints6()?.len() as u64),
             maps::ENDPOINT_STATS => Some(self.endpoint_counters()?.len() as u64),
             maps::CONNTRACK | maps::CONNTRACK_NEW => Some(self.ct_count(name)?.0),
             maps::PORT_MAPS => Some(self.port_maps()?.len() as u64),

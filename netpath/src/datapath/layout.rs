@@ -17,7 +17,8 @@ use aya::{
 };
 use netpath_common::{
     contract::{self, Capacity, MapKind},
-    maps, CtEntry, CtKey, EndpointInfo, EndpointKey, PortKey, PortTarget, SockOrigin, SockRevKey,
+    maps, CtEntry, CtKey, Endpoint6Key, EndpointInfo, EndpointKey, PortKey, PortTarget, SockOrigin,
+    SockRevKey,
 };
 use tracing::{info, warn};
 
@@ -237,6 +238,9 @@ fn copy(old: &Map, pin: &Path, ebpf: &mut Ebpf, flags: u64) -> Result<usize, Dat
         maps::CONNTRACK_NEW => copy_conntrack(old, maps::CONNTRACK_NEW, ebpf, flags),
         maps::ENDPOINTS => {
             copy_typed::<EndpointKey, EndpointInfo>(old, maps::ENDPOINTS, ebpf, flags, |_| true)
+        }
+        maps::ENDPOINTS6 => {
+            copy_typed::<Endpoint6Key, EndpointInfo>(old, maps::ENDPOINTS6, ebpf, flags, |_| true)
         }
         maps::PORT_MAPS => copy_typed::<PortKey, PortTarget>(old, maps::PORT_MAPS, ebpf, flags, |_| true),
         maps::NODE_LOCAL_REV => {

@@ -58,6 +58,8 @@ pub enum DatapathError {
     Layout { map: &'static str, pin: PathBuf, found: String, expected: String },
     #[error("{map} is full: this node has {max} {what} already; remove some before adding more")]
     Full { map: &'static str, what: &'static str, max: u32 },
+    #[error("IPv6 address {ip6} names {owner} as its endpoint, which is not registered; register its IPv4 address first")]
+    NoOwner { ip6: std::net::Ipv6Addr, owner: std::net::Ipv4Addr },
     #[error("cannot count CPUs ({what}): {source}")]
     Cpus { what: &'static str, source: std::io::Error },
     #[error("per-CPU values for {map} do not match the CPU count: {source}")]

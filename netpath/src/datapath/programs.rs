@@ -112,7 +112,7 @@ impl Datapath {
         // from_tunnel, to_other_node and uplink_xdp are verified when the node needs them
         // (`attach_tunnel`, `set_cluster_programs`, `xdp`): every other agent start
         // would pay for them, many seconds under emulation.
-        for name in [FROM_CONTAINER, program::CONTAINER_PATH, UPLINK_IN] {
+        for name in [FROM_CONTAINER, program::CONTAINER_PATH, program::CONTAINER_PATH6, UPLINK_IN] {
             dp.classifier(name)?
                 .load()
                 .map_err(|source| DatapathError::Verify { prog: name, source: Box::new(source) })?;
@@ -161,16 +161,18 @@ impl Datapath {
     /// takes over the endpoints (once the maps are migrated and the node's settings
     /// written: their filters run the new program from that moment).
     pub fn set_endpoint_slot(&mut self, filled: bool) -> Result<(), DatapathError> {
-        use netpath_common::maps::{ENDPOINT_PROGS, TAIL_CONTAINER_PATH};
+        use netpath_common::maps::{ENDPOINT_PROGS, TAIL_CONTAINER_PATH, TAIL_CONTAINER_PATH6};
         if filled {
+            // IPv6's slot first: container_path tail-calls it, so from the moment the
+            // new container_path runs, its IPv6 program is there.
+            self.fill_slot(ENDPOINT_PROGS, TAIL_CONTAINER_PATH6, program::CONTAINER_PATH6)?;
             return self.fill_slot(ENDPOINT_PROGS, TAIL_CONTAINER_PATH, program::CONTAINER_PATH);
         }
         let map = self.ebpf.map_mut(ENDPOINT_PROGS).ok_or(DatapathError::MissingMap(ENDPOINT_PROGS))?;
         let map_err = |source| DatapathError::Map { map: ENDPOINT_PROGS, source: Box::new(source) };
-        aya::maps::ProgramArray::try_from(map)
-            .map_err(map_err)?
-            .clear_index(&TAIL_CONTAINER_PATH)
-            .map_err(map_err)
+        let mut slots = aya::maps::ProgramArray::try_from(map).map_err(map_err)?;
+        slots.clear_index(&TAIL_CONTAINER_PATH).map_err(map_err)?;
+        slots.clear_index(&TAIL_CONTAINER_PATH6).map_err(map_err)
     }
 
     /// Runs tc program `prog` `repeat` times on `packet` in the kernel (one

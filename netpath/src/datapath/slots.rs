@@ -58,6 +58,11 @@ impl CounterSlots {
         Some((slot, true))
     }
 
+    /// The slot `ip` holds, if any.
+    pub(super) fn slot_of(&self, ip: Ipv4Addr) -> Option<u16> {
+        self.by_ip.get(&ip).copied()
+    }
+
     /// Gives `ip`'s slot back, if it had one.
     pub(super) fn release(&mut self, ip: Ipv4Addr) {
         if let Some(slot) = self.by_ip.remove(&ip) {

@@ -1,11 +1,11 @@
 //! Typed writes to the datapath's maps by the agent: endpoints, node settings, port
 //! mappings, and conntrack housekeeping.
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use aya::maps::{Array, HashMap as BpfHashMap, IterableMap as _, MapData, PerCpuArray, PerCpuValues};
 use netpath_common::{
-    maps, CtEntry, CtKey, EndpointInfo, EndpointKey, NodeConfig, NodeRoute, PortKey, PortTarget, Reason,
-    TrafficCounters,
+    maps, CtEntry, CtKey, Endpoint6Key, EndpointInfo, EndpointKey, NodeConfig, NodeRoute, PortKey,
+    PortTarget, Reason, TrafficCounters,
 };
 
 use super::{Datapath, DatapathError};
@@ -32,6 +32,10 @@ impl Datapath {
 
     fn endpoints(&mut self) -> Result<BpfHashMap<&mut MapData, EndpointKey, EndpointInfo>, DatapathError> {
         BpfHashMap::try_from(self.map_data(maps::ENDPOINTS)?).map_err(map_err(maps::ENDPOINTS))
+    }
+
+    fn endpoints6(&mut self) -> Result<BpfHashMap<&mut MapData, Endpoint6Key, EndpointInfo>, DatapathError> {
+        BpfHashMap::try_from(self.map_data(maps::ENDPOINTS6)?).map_err(map_err(maps::ENDPOINTS6))
     }
 
     fn endpoint_stats(&mut self) -> Result<PerCpuArray<&mut MapData, TrafficCounters>, DatapathError> {
@@ -66,6 +70,27 @@ impl Datapath {
             self.counter_slots()?.release(ip);
         }
         written
+    }
+
+    /// Makes IPv6 address `ip6` (an endpoint's own, or its link-local one) lead to the
+    /// endpoint registered as `owner`: the same entry, counter slot included, so both
+    /// families count as one endpoint. `owner` must be registered first.
+    pub fn register6(
+        &mut self,
+        ip6: Ipv6Addr,
+        owner: Ipv4Addr,
+        info: EndpointInfo,
+    ) -> Result<(), DatapathError> {
+        let slot = self.counter_slots()?.slot_of(owner).ok_or(DatapathError::NoOwner { ip6, owner })?;
+        let info = EndpointInfo { counter_slot: slot, ..info };
+        self.endpoints6()?.insert(Endpoint6Key::new(ip6.octets()), info, 0).map_err(map_err(maps::ENDPOINTS6))
+    }
+
+    /// Removes IPv6 address `ip6` from the maps; an absent entry is fine. The counter
+    /// slot is its owner's, freed with the owner's IPv4 address.
+    pub fn unregister6(&mut self, ip6: Ipv6Addr) -> Result<(), DatapathError> {
+        let _ = self.endpoints6()?.remove(&Endpoint6Key::new(ip6.octets()));
+        Ok(())
     }
 
     /// Removes `ip` from the maps and frees its counter slot; an absent entry is fine.

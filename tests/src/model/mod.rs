@@ -20,11 +20,12 @@ mod ct;
 pub mod flow;
 mod nat;
 mod tc;
+mod tc6;
 mod xdp;
 
 use std::{
     collections::{HashMap, HashSet},
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
 };
 
 use netpath_common::{
@@ -123,6 +124,9 @@ impl Fib {
 #[derive(Clone, Debug, Default)]
 pub struct World {
     pub endpoints: Vec<(Ipv4Addr, EndpointInfo)>,
+    /// IPv6 addresses (an endpoint's own, its link-local one) and the IPv4 address of
+    /// the endpoint they lead to: the same entry, counting in the same counters.
+    pub endpoints6: Vec<(Ipv6Addr, Ipv4Addr)>,
     pub ports: Vec<(PortKey, PortTarget)>,
     pub config: NodeConfig,
     pub fib: Fib,
@@ -138,6 +142,7 @@ pub struct Closed {
 pub struct Model {
     world: World,
     endpoints: HashMap<[u8; 4], EndpointInfo>,
+    endpoints6: HashMap<[u8; 16], [u8; 4]>,
     ports: HashMap<PortKey, PortTarget>,
     /// Conntrack as the datapath should have it (timestamps left at 0), both tables.
     pub ct: HashMap<CtKey, CtEntry>,
@@ -155,6 +160,7 @@ impl Model {
     pub fn new(world: World) -> Self {
         Self {
             endpoints: world.endpoints.iter().map(|(ip, e)| (ip.octets(), *e)).collect(),
+            endpoints6: world.endpoints6.iter().map(|(ip6, ip)| (ip6.octets(), ip.octets())).collect(),
             ports: world.ports.iter().copied().collect(),
             endpoint_stats: world.endpoints.iter().map(|(ip, _)| (ip.octets(), Default::default())).collect(),
             world,

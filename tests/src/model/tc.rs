@@ -10,11 +10,12 @@ use super::{
 };
 use netpath_common::CtEntry;
 
-type Step = Result<(Verdict, Reason), Reason>;
+pub(super) type Step = Result<(Verdict, Reason), Reason>;
 
-const PASS: (Verdict, Reason) = (Verdict::Pass, Reason::PassedToStack);
+pub(super) const PASS: (Verdict, Reason) = (Verdict::Pass, Reason::PassedToStack);
 const ETH_IPV4: [u8; 2] = [0x08, 0x00];
 const ETH_ARP: [u8; 2] = [0x08, 0x06];
+const ETH_IPV6: [u8; 2] = [0x86, 0xdd];
 
 /// Acts as a router hop: TTL - 1 with the header checksum updated. A packet that would
 /// expire is the stack's, which sends the time-exceeded.
@@ -63,7 +64,8 @@ impl Model {
         match be16(p, 12) {
             ETH_IPV4 => {}
             ETH_ARP => return self.arp(p, ifindex),
-            // IPv6, VLAN-tagged and the rest are the stack's.
+            ETH_IPV6 => return self.container6_step(p, ifindex),
+            // VLAN-tagged and the rest are the stack's.
             _ => return Ok(PASS),
         }
         if p.len() < IP + 20 {
@@ -182,7 +184,7 @@ impl Model {
     }
 
     /// Into `peer`'s namespace, speaking L2 as its gateway unless bridged.
-    fn deliver_to_peer(
+    pub(super) fn deliver_to_peer(
         &mut self,
         p: &mut [u8],
         ip: [u8; 4],

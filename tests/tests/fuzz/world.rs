@@ -124,6 +124,8 @@ impl Node {
         let any = Ipv4Addr::UNSPECIFIED;
         World {
             endpoints: self.endpoints().iter().map(|e| (e.ip, e.info())).collect(),
+            // IPv6 packets (a mutated ethertype) meet no IPv6 endpoint here.
+            endpoints6: Vec::new(),
             ports: vec![
                 port(TCP, any, 8080, self.web.ip, 80),
                 port(UDP, any, 5353, self.web.ip, 53),

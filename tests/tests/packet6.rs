@@ -1,0 +1,284 @@
+//! IPv6 through from_container with BPF_PROG_TEST_RUN (container_path6, tail-called by
+//! the container path for every IPv6 packet): the gateway's neighbour discovery, source
+//! validation, delivery to a local container, and what stays the stack's. Every output
+//! is also checked against the reference model. Each test runs in its own namespace,
+//! where the loopback device (ifindex 1) plays endpoint a's host veth.
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use netpath::datapath::{program, Datapath, PacketRun};
+use netpath_common::{EndpointInfo, GATEWAY6};
+use netpath_tests::model::{Model, World};
+
+const TC_ACT_OK: u32 = 0;
+const TC_ACT_SHOT: u32 = 2;
+const TC_ACT_REDIRECT: u32 = 7;
+const LO: u32 = 1;
+
+const A_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
+const A_MAC: [u8; 6] = [0x0a, 0x58, 10, 77, 0, 2];
+const A_HOST_MAC: [u8; 6] = [0x0e, 0, 0, 0, 0, 2];
+const B_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 3);
+const B_MAC: [u8; 6] = [0x0a, 0x58, 10, 77, 0, 3];
+const B_HOST_MAC: [u8; 6] = [0x0e, 0, 0, 0, 0, 3];
+
+const A6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 2);
+const B6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 3);
+/// The link-local addresses the kernel derives from the containers' MACs (EUI-64).
+const A_LL: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0x0858, 0x0aff, 0xfe4d, 2);
+const B_LL: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0x0858, 0x0aff, 0xfe4d, 3);
+const OUTSIDE6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+
+const ICMPV6: u8 = 58;
+const UDP: u8 = 17;
+const HOP_BY_HOP: u8 = 0;
+
+fn info(host_ifindex: u32, mac: [u8; 6], host_mac: [u8; 6]) -> EndpointInfo {
+    EndpointInfo { host_ifindex, mac, host_mac, flags: 0, counter_slot: 0 }
+}
+
+/// a behind lo, b behind an ifindex the redirect is never executed to; both dual-stack.
+fn world() -> World {
+    World {
+        endpoints: vec![(A_IP, info(LO, A_MAC, A_HOST_MAC)), (B_IP, info(4242, B_MAC, B_HOST_MAC))],
+        endpoints6: vec![(A6, A_IP), (A_LL, A_IP), (B6, B_IP), (B_LL, B_IP)],
+        ..Default::default()
+    }
+}
+
+struct Checked<'a> {
+    dp: &'a mut Datapath,
+    model: Model,
+}
+
+fn with_datapath(check: impl FnOnce(&mut Checked, &std::path::Path) + Send + 'static) {
+    netpath_tests::with_datapath_pins(&[], move |dp, dir| {
+        let w = world();
+        for (ip, info) in &w.endpoints {
+            dp.register(*ip, *info).unwrap();
+        }
+        for (ip6, owner) in &w.endpoints6 {
+            let info = w.endpoints.iter().find(|(ip, _)| ip == owner).unwrap().1;
+            dp.register6(*ip6, *owner, info).unwrap();
+        }
+        check(&mut Checked { dp, model: Model::new(w) }, dir);
+    })
+}
+
+/// from_container on `packet` from a's veth; the model must agree on action and bytes.
+fn run(c: &mut Checked, packet: &[u8]) -> PacketRun {
+    let out = c.dp.test_run(program::FROM_CONTAINER, packet, LO).expect("BPF_PROG_TEST_RUN");
+    c.model.from_container(packet, LO).assert_matches(out.action, &out.packet);
+    out
+}
+
+/// Ethernet + IPv6 header + `payload` (next header `next`).
+fn ipv6(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    next: u8,
+    hop: u8,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut p = Vec::new();
+    p.extend_from_slice(&dst_mac);
+    p.extend_from_slice(&src_mac);
+    p.extend_from_slice(&0x86ddu16.to_be_bytes());
+    p.extend_from_slice(&[0x60, 0, 0, 0]);
+    p.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    p.extend_from_slice(&[next, hop]);
+    p.extend_from_slice(&src.octets());
+    p.extend_from_slice(&dst.octets());
+    p.extend_from_slice(payload);
+    p
+}
+
+/// The ICMPv6 checksum over the pseudo-header and the message at offset 54 (0 when the
+/// message carries a correct one).
+fn icmp6_sum(p: &[u8]) -> u16 {
+    let len = u16::from_be_bytes([p[18], p[19]]) as usize;
+    let mut data = p[22..54].to_vec();
+    data.extend_from_slice(&(len as u32).to_be_bytes());
+    data.extend_from_slice(&[0, 0, 0, ICMPV6]);
+    data.extend_from_slice(&p[54..54 + len]);
+    let mut sum: u32 =
+        data.chunks(2).map(|c| u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32).sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// A neighbour solicitation for fe80::1 from `src` (to its solicited-node group), with
+/// a source link-layer address option naming `slla` if given; checksum correct.
+fn solicitation(eth_src: [u8; 6], src: Ipv6Addr, slla: Option<[u8; 6]>, hop: u8) -> Vec<u8> {
+    let mut msg = vec![135, 0, 0, 0, 0, 0, 0, 0];
+    msg.extend_from_slice(&GATEWAY6);
+    if let Some(mac) = slla {
+        msg.extend_from_slice(&[1, 1]);
+        msg.extend_from_slice(&mac);
+    }
+    let group = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 1, 0xff00, 1);
+    let mut p = ipv6(eth_src, [0x33, 0x33, 0xff, 0, 0, 1], src, group, ICMPV6, hop, &msg);
+    let c = icmp6_sum(&p);
+    p[56..58].copy_from_slice(&c.to_be_bytes());
+    assert_eq!(icmp6_sum(&p), 0);
+    p
+}
+
+fn udp6(src_mac: [u8; 6], dst_mac: [u8; 6], src: Ipv6Addr, dst: Ipv6Addr, hop: u8) -> Vec<u8> {
+    let mut udp = vec![0x30, 0x39, 0x13, 0x89, 0, 24, 0, 0];
+    udp.extend_from_slice(b"netpath-payload!");
+    ipv6(src_mac, dst_mac, src, dst, UDP, hop, &udp)
+}
+
+#[test]
+fn a_solicitation_for_the_gateway_is_answered_with_the_host_veth_mac() {
+    with_datapath(|c, _| {
+        for (src, slla) in [(A_LL, Some(A_MAC)), (A_LL, None), (A6, Some(A_MAC))] {
+            let out = run(c, &solicitation(A_MAC, src, slla, 255));
+            assert_eq!(out.action, TC_ACT_REDIRECT, "the advertisement goes back out of the veth");
+            let p = &out.packet;
+            assert_eq!((&p[0..6], &p[6..12]), (&A_MAC[..], &A_HOST_MAC[..]), "eth dst, src");
+            assert_eq!(&p[22..38], &GATEWAY6, "from the gateway");
+            assert_eq!(&p[38..54], &src.octets(), "to the solicitor");
+            assert_eq!(p[21], 255, "hop limit");
+            assert_eq!((p[54], p[55]), (136, 0), "neighbour advertisement");
+            assert_eq!(&p[58..62], &[0xe0, 0, 0, 0], "router, solicited, override");
+            assert_eq!(&p[62..78], &GATEWAY6, "target");
+            match slla {
+                Some(_) => assert_eq!(&p[78..86], &[2, 1, 0x0e, 0, 0, 0, 0, 2], "target link-layer address"),
+                None => assert_eq!(p.len(), 78, "no option asked, none given"),
+            }
+            assert_eq!(icmp6_sum(p), 0, "ICMPv6 checksum of the advertisement");
+        }
+    });
+}
+
+#[test]
+fn address_probes_and_spoofed_solicitations_get_no_answer() {
+    with_datapath(|c, _| {
+        // Duplicate address detection (from ::) must see silence.
+        let probe = solicitation(A_MAC, Ipv6Addr::UNSPECIFIED, None, 255);
+        let out = run(c, &probe);
+        assert_eq!((out.action, out.packet), (TC_ACT_OK, probe));
+        // a asking in b's name, with a's MAC in the frame, with a MAC not its own, or
+        // naming another link-layer address in its option: dropped.
+        assert_eq!(run(c, &solicitation(A_MAC, B_LL, Some(A_MAC), 255)).action, TC_ACT_SHOT);
+        assert_eq!(run(c, &solicitation([0x0a, 0, 0, 0, 0, 9], A_LL, None, 255)).action, TC_ACT_SHOT);
+        assert_eq!(run(c, &solicitation(A_MAC, A_LL, Some([0x0a, 0, 0, 0, 0, 9]), 255)).action, TC_ACT_SHOT);
+        // A solicitation that crossed a router (hop limit below 255) is invalid.
+        assert_eq!(run(c, &solicitation(A_MAC, A_LL, Some(A_MAC), 64)).action, TC_ACT_SHOT);
+    });
+}
+
+#[test]
+fn an_ipv6_packet_to_a_local_container_is_rewritten_and_redirected() {
+    with_datapath(|c, _| {
+        let sent = udp6(A_MAC, A_HOST_MAC, A6, B6, 64);
+        let out = run(c, &sent);
+        assert_eq!(out.action, TC_ACT_REDIRECT);
+        let p = &out.packet;
+        assert_eq!((&p[0..6], &p[6..12]), (&B_MAC[..], &B_HOST_MAC[..]), "to b's MAC from b's gateway");
+        assert_eq!(p[21], 63, "hop limit decremented");
+        assert_eq!(&p[12..21], &sent[12..21], "the rest of the header untouched");
+        assert_eq!(&p[22..], &sent[22..], "addresses and payload untouched");
+
+        // Extension headers are carried, never parsed: a hop-by-hop header (PadN) in
+        // front of UDP arrives byte for byte.
+        let mut hbh = vec![UDP, 0, 1, 4, 0, 0, 0, 0];
+        hbh.extend_from_slice(&udp6(A_MAC, A_HOST_MAC, A6, B6, 64)[54..]);
+        let sent = ipv6(A_MAC, A_HOST_MAC, A6, B6, HOP_BY_HOP, 64, &hbh);
+        let out = run(c, &sent);
+        assert_eq!(out.action, TC_ACT_REDIRECT);
+        assert_eq!(&out.packet[54..], &sent[54..], "extension header and payload untouched");
+    });
+}
+
+#[test]
+fn spoofed_ipv6_is_dropped_and_what_is_not_a_local_containers_goes_to_the_stack() {
+    with_datapath(|c, _| {
+        let spoofed = [
+            udp6(A_MAC, A_HOST_MAC, Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 0x99), B6, 64),
+            // b's address from a's veth (lo here, b lives behind 4242).
+            udp6(B_MAC, B_HOST_MAC, B6, A6, 64),
+            // a's address, another MAC.
+            udp6([0x0a, 0, 0, 0, 0, 9], A_HOST_MAC, A6, B6, 64),
+        ];
+        for p in spoofed {
+            assert_eq!(run(c, &p).action, TC_ACT_SHOT);
+        }
+        let to_stack = [
+            // Link-local traffic is never routed, not even to another container's.
+            udp6(A_MAC, A_HOST_MAC, A_LL, B_LL, 64),
+            udp6(A_MAC, A_HOST_MAC, A6, B_LL, 64),
+            // A router solicitation, multicast.
+            ipv6(
+                A_MAC,
+                [0x33, 0x33, 0, 0, 0, 2],
+                A_LL,
+                "ff02::2".parse().unwrap(),
+                ICMPV6,
+                255,
+                &[133, 0, 0, 0, 0, 0, 0, 0],
+            ),
+            // The outside: the stack's until NAT66.
+            udp6(A_MAC, A_HOST_MAC, A6, OUTSIDE6, 64),
+            // About to expire: the stack sends the time-exceeded.
+            udp6(A_MAC, A_HOST_MAC, A6, B6, 1),
+        ];
+        for p in to_stack {
+            let out = run(c, &p);
+            assert_eq!((out.action, &out.packet), (TC_ACT_OK, &p));
+        }
+        // Not IPv6 after all (version 4 in an IPv6 frame): malformed.
+        let mut bad = udp6(A_MAC, A_HOST_MAC, A6, B6, 64);
+        bad[14] = 0x40;
+        assert_eq!(run(c, &bad).action, TC_ACT_SHOT);
+    });
+}
+
+/// An endpoint's IPv6 traffic counts in its one counter slot, next to its IPv4 traffic.
+#[test]
+fn ipv6_counts_in_the_endpoints_own_counters() {
+    with_datapath(|c, dir| {
+        let inspector = netpath::datapath::Inspector::new(dir);
+        let count = |ip: Ipv4Addr| {
+            let e = inspector.endpoint_counters().unwrap().into_iter().find(|e| e.ip == ip).unwrap();
+            (e.tx_packets, e.rx_packets)
+        };
+        let six = inspector.endpoints6().unwrap();
+        let v4 = inspector.endpoints().unwrap();
+        for (ip6, owner) in world().endpoints6 {
+            let slot6 = six.iter().find(|(a, _)| *a == ip6).unwrap().1.counter_slot;
+            let slot4 = v4.iter().find(|(a, _)| *a == owner).unwrap().1.counter_slot;
+            assert_eq!(slot6, slot4, "{ip6} counts with {owner}");
+        }
+        for _ in 0..2 {
+            assert_eq!(run(c, &udp6(A_MAC, A_HOST_MAC, A6, B6, 64)).action, TC_ACT_REDIRECT);
+        }
+        assert_eq!((count(A_IP), count(B_IP)), ((2, 0), (0, 2)));
+        c.dp.unregister6(B6).unwrap();
+        // (The model's world keeps b6: run the program alone.)
+        let out = c.dp.test_run(program::FROM_CONTAINER, &udp6(A_MAC, A_HOST_MAC, A6, B6, 64), LO).unwrap();
+        assert_eq!(out.action, TC_ACT_OK, "b's IPv6 address gone: no longer a local container");
+    });
+}
+
+/// The container path hands IPv6 to its own program through the pinned slot: an empty
+/// slot drops IPv6 (and only IPv6), as an empty container path slot drops everything.
+#[test]
+fn ipv6_runs_its_own_program_through_the_endpoints_slot() {
+    with_datapath(|c, _| {
+        let packet = udp6(A_MAC, A_HOST_MAC, A6, B6, 64);
+        let through = c.dp.test_run(program::FROM_CONTAINER, &packet, LO).unwrap();
+        let direct = c.dp.test_run(program::CONTAINER_PATH6, &packet, LO).unwrap();
+        assert_eq!((through.action, &through.packet), (direct.action, &direct.packet));
+        assert_eq!(through.action, TC_ACT_REDIRECT);
+        c.dp.set_endpoint_slot(false).unwrap();
+        assert_eq!(c.dp.test_run(program::FROM_CONTAINER, &packet, LO).unwrap().action, TC_ACT_SHOT);
+        c.dp.set_endpoint_slot(true).unwrap();
+        assert_eq!(c.dp.test_run(program::FROM_CONTAINER, &packet, LO).unwrap().action, TC_ACT_REDIRECT);
+    });
+}
