@@ -15,6 +15,10 @@ pub struct EndpointSpec {
     /// Interface name inside the container.
     pub ifname: String,
     pub ip: Option<Ipv4Addr>,
+    /// The IPv6 address, inside the agent's --pod-cidr6; allocated when omitted (an
+    /// agent with an IPv6 pod CIDR gives every endpoint both families).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<std::net::Ipv6Addr>,
     pub mac: Option<[u8; 6]>,
     pub mtu: Option<u32>,
     /// Who asked for it: a runtime's container ID (CNI). An add of the same name by

@@ -7,7 +7,7 @@
 //! that one is repaired by re-creating everything after it.
 use std::{
     collections::{HashMap, HashSet},
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
 use netpath_common::{EndpointInfo, PortKey, PortTarget};
@@ -82,14 +82,15 @@ pub enum Drift {
         program: &'static str,
         iface: String,
     },
+    /// An entry of ENDPOINTS, or of ENDPOINTS6 for an IPv6 address.
     EndpointEntryMissing {
-        ip: Ipv4Addr,
+        ip: IpAddr,
     },
     EndpointEntryDiffers {
-        ip: Ipv4Addr,
+        ip: IpAddr,
     },
     EndpointEntryStray {
-        ip: Ipv4Addr,
+        ip: IpAddr,
     },
     PortEntryMissing {
         label: String,
@@ -155,9 +156,13 @@ impl Drift {
             NodeRouteMissing { ip, veth, .. } => format!("node route {ip}/32 dev {veth} is missing"),
             NotOnBridge { veth, bridge, .. } => format!("host veth {veth} is not a port of {bridge}"),
             ProgramDetached { program, iface, .. } => format!("{program} is not attached to {iface}"),
-            EndpointEntryMissing { ip } => format!("ENDPOINTS has no entry for {ip}"),
-            EndpointEntryDiffers { ip } => format!("ENDPOINTS entry for {ip} differs from the state"),
-            EndpointEntryStray { ip } => format!("ENDPOINTS has an entry for {ip} that no endpoint owns"),
+            EndpointEntryMissing { ip } => format!("{} has no entry for {ip}", endpoint_map(ip)),
+            EndpointEntryDiffers { ip } => {
+                format!("{} entry for {ip} differs from the state", endpoint_map(ip))
+            }
+            EndpointEntryStray { ip } => {
+                format!("{} has an entry for {ip} that no endpoint owns", endpoint_map(ip))
+            }
             PortEntryMissing { .. } => "PORT_MAPS has no entry for it".into(),
             PortEntryDiffers { .. } => "PORT_MAPS entry differs from the state".into(),
             PortEntryStray { key, to } => {
@@ -328,24 +333,52 @@ pub async fn attached(netlink: &Handle, link: &Link, attach: AttachMode, name: &
     tc_programs(netlink, &link.name, link.index, attach).await.is_none_or(|p| p.iter().any(|p| p == name))
 }
 
+/// The map an endpoint address's entry lives in.
+fn endpoint_map(ip: &IpAddr) -> &'static str {
+    if ip.is_ipv4() {
+        netpath_common::maps::ENDPOINTS
+    } else {
+        netpath_common::maps::ENDPOINTS6
+    }
+}
+
 /// ENDPOINTS as it is (`have`) against what the records stand for (`want`). Hashed on
-/// both sides: a node's thousands of entries, not their square.
+/// both sides: a node's thousands of entries, not their square. The counter slot is
+/// the datapath's own bookkeeping, not the records': any slot but 0 (none) will do.
 pub fn endpoint_entries(want: &[(Ipv4Addr, EndpointInfo)], have: &[(Ipv4Addr, EndpointInfo)]) -> Vec<Drift> {
-    let have_by_ip: HashMap<&Ipv4Addr, &EndpointInfo> = have.iter().map(|(ip, v)| (ip, v)).collect();
-    let wanted: HashSet<&Ipv4Addr> = want.iter().map(|(ip, _)| ip).collect();
+    entries_drift(want, have, |found, want| {
+        found.without_slot() == want.without_slot() && found.counter_slot != 0
+    })
+}
+
+/// ENDPOINTS6 as it is against what the records stand for: each IPv6 address's entry
+/// is its endpoint's IPv4 entry, counter slot included (`want` carries the slot the
+/// IPv4 entry has; 0 when it has none yet, and then any slot but 0 will do).
+pub fn endpoint_entries6(want: &[(Ipv6Addr, EndpointInfo)], have: &[(Ipv6Addr, EndpointInfo)]) -> Vec<Drift> {
+    entries_drift(want, have, |found, want| {
+        found.without_slot() == want.without_slot()
+            && found.counter_slot != 0
+            && (want.counter_slot == 0 || found.counter_slot == want.counter_slot)
+    })
+}
+
+fn entries_drift<A: Copy + Eq + std::hash::Hash + Into<IpAddr>>(
+    want: &[(A, EndpointInfo)],
+    have: &[(A, EndpointInfo)],
+    same: impl Fn(&EndpointInfo, &EndpointInfo) -> bool,
+) -> Vec<Drift> {
+    let have_by_ip: HashMap<&A, &EndpointInfo> = have.iter().map(|(ip, v)| (ip, v)).collect();
+    let wanted: HashSet<&A> = want.iter().map(|(ip, _)| ip).collect();
     let mut out = Vec::new();
     for (ip, info) in want {
         match have_by_ip.get(ip) {
-            None => out.push(Drift::EndpointEntryMissing { ip: *ip }),
-            // The counter slot is the datapath's own bookkeeping, not the records'.
-            Some(found) if found.without_slot() != info.without_slot() => {
-                out.push(Drift::EndpointEntryDiffers { ip: *ip })
-            }
+            None => out.push(Drift::EndpointEntryMissing { ip: (*ip).into() }),
+            Some(found) if !same(found, info) => out.push(Drift::EndpointEntryDiffers { ip: (*ip).into() }),
             Some(_) => {}
         }
     }
     for (ip, _) in have.iter().filter(|(ip, _)| !wanted.contains(ip)) {
-        out.push(Drift::EndpointEntryStray { ip: *ip });
+        out.push(Drift::EndpointEntryStray { ip: (*ip).into() });
     }
     out
 }
@@ -439,17 +472,34 @@ mod tests {
     #[test]
     fn map_entries_drift_both_ways() {
         let ip = |n| Ipv4Addr::new(10, 77, 0, n);
-        let info = |i| EndpointInfo { host_ifindex: i, ..Default::default() };
-        let got =
-            endpoint_entries(&[(ip(2), info(7)), (ip(3), info(8))], &[(ip(3), info(9)), (ip(4), info(1))]);
+        let info = |i| EndpointInfo { host_ifindex: i, counter_slot: 1, ..Default::default() };
+        let got = endpoint_entries(
+            &[(ip(2), info(7)), (ip(3), info(8)), (ip(5), info(5))],
+            &[(ip(3), info(9)), (ip(4), info(1)), (ip(5), EndpointInfo { counter_slot: 0, ..info(5) })],
+        );
         assert_eq!(
             got,
             [
-                Drift::EndpointEntryMissing { ip: ip(2) },
-                Drift::EndpointEntryDiffers { ip: ip(3) },
-                Drift::EndpointEntryStray { ip: ip(4) }
+                Drift::EndpointEntryMissing { ip: ip(2).into() },
+                Drift::EndpointEntryDiffers { ip: ip(3).into() },
+                // An entry without a counter slot counts nowhere anyone reads.
+                Drift::EndpointEntryDiffers { ip: ip(5).into() },
+                Drift::EndpointEntryStray { ip: ip(4).into() }
             ]
         );
-        assert_eq!(got[2].subject(), "address 10.77.0.4");
+        assert_eq!(got[3].subject(), "address 10.77.0.4");
+        assert_eq!(got[0].problem(), "ENDPOINTS has no entry for 10.77.0.2");
+    }
+
+    #[test]
+    fn ipv6_entries_drift_with_their_owners_counter_slot() {
+        let ip6 = |n: u16| Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, n);
+        let info = |slot| EndpointInfo { host_ifindex: 7, counter_slot: slot, ..Default::default() };
+        let got = endpoint_entries6(
+            &[(ip6(2), info(3)), (ip6(3), info(4))],
+            &[(ip6(2), info(3)), (ip6(3), info(5))],
+        );
+        assert_eq!(got, [Drift::EndpointEntryDiffers { ip: ip6(3).into() }]);
+        assert_eq!(got[0].problem(), "ENDPOINTS6 entry for fd00:77::3 differs from the state");
     }
 }

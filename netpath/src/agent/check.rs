@@ -51,6 +51,17 @@ impl Agent {
         let have: Vec<_> =
             self.datapath.endpoint_entries()?.into_iter().filter(|(ip, _)| *ip == rec.ip).collect();
         found.extend(drift::endpoint_entries(&want, &have));
+        let want6: Vec<_> = entries::endpoints6(std::slice::from_ref(&rec), self.ports.all(), &have)
+            .into_iter()
+            .map(|(ip6, _, info)| (ip6, info))
+            .collect();
+        let have6: Vec<_> = self
+            .datapath
+            .endpoint_entries6()?
+            .into_iter()
+            .filter(|(ip6, _)| want6.iter().any(|(w, _)| w == ip6))
+            .collect();
+        found.extend(drift::endpoint_entries6(&want6, &have6));
 
         let mut missing = differs;
         for p in ports {

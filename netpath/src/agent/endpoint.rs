@@ -1,5 +1,5 @@
 //! Endpoint add/del: the seed's manual steps as one atomic, idempotent operation.
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use netpath_common::EndpointInfo;
 use tracing::{info, warn};
@@ -85,6 +85,7 @@ fn satisfies(rec: &EndpointRecord, spec: &EndpointSpec) -> bool {
     rec.netns == spec.netns
         && rec.ifname == spec.ifname
         && spec.ip.is_none_or(|ip| ip == rec.ip)
+        && spec.ip6.is_none_or(|ip6| Some(ip6) == rec.ip6)
         && spec.mac.is_none_or(|m| format_mac(&m) == rec.mac)
         && spec.mtu.is_none_or(|m| m == rec.mtu)
         && (spec.owner.is_none() || spec.owner == rec.owner)
@@ -155,6 +156,8 @@ impl Builder {
         // From here on every failure undoes everything: deleting the host veth removes
         // its peer, the container's address and routes, and the node route with it.
         if let Err(e) = self.connect(ns, rec).await {
+            // (The container's IPv6 sysctls stay as set: they belong to its interface,
+            // which goes with the pair.)
             let _ = link::delete(&self.netlink, rec.host_ifindex).await;
             return Err(e);
         }
@@ -180,6 +183,9 @@ impl Builder {
         // In bridge mode the bridge's own prefix route reaches the container.
         if rec.mode == Mode::Routed {
             link::add_host_route(&self.netlink, rec.ip, rec.host_ifindex).await?;
+            if let Some(ip6) = rec.ip6 {
+                link::add_host_route6(&self.netlink, ip6, rec.host_ifindex).await?;
+            }
         }
         self.steps.mark("up-route");
         Ok(())
@@ -204,11 +210,27 @@ impl DelPlan {
     }
 }
 
-/// The container's side: interface up, address, routes (idempotent).
+/// The container's side: interface up, addresses, routes (idempotent). IPv6 first:
+/// its settings must be in place before the interface first comes up.
 async fn configure_container(ns: &std::fs::File, rec: &EndpointRecord, prefix: u8) -> Result<(), AgentError> {
+    if let Some(ip6) = rec.ip6 {
+        let mac = parse_mac(&rec.mac)
+            .ok_or_else(|| AgentError::StoredMac { endpoint: rec.name.clone(), mac: rec.mac.clone() })?;
+        let (ifname, ll) = (rec.ifname.clone(), crate::state::link_local(&mac));
+        netns::run_in(ns, &rec.netns, move |h| link::configure_container6(h, ifname, ip6, ll)).await?;
+    }
     let (ifname, ip, gateway) = (rec.ifname.clone(), rec.ip, rec.gateway);
     netns::run_in(ns, &rec.netns, move |h| link::configure_container(h, ifname, ip, prefix, gateway)).await?;
     Ok(())
+}
+
+/// An endpoint's IPv6 addresses as the datapath knows them: its own, and the
+/// link-local one its neighbour solicitations come from. Empty without IPv6.
+fn addresses6(rec: &EndpointRecord) -> Vec<Ipv6Addr> {
+    match (rec.ip6, parse_mac(&rec.mac)) {
+        (Some(ip6), Some(mac)) => vec![ip6, crate::state::link_local(&mac)],
+        _ => Vec::new(),
+    }
 }
 
 impl Agent {
@@ -230,7 +252,7 @@ impl Agent {
     pub(super) async fn add_begin(
         &mut self,
         spec: EndpointSpec,
-        held: &[Ipv4Addr],
+        held: &[IpAddr],
         held_ports: &[crate::state::PortRecord],
     ) -> Result<AddStart, AgentError> {
         let mut steps = Steps::default();
@@ -269,7 +291,12 @@ impl Agent {
         if let Some(what) = netns::node_namespace(&ns) {
             return Err(AgentError::NodeNamespace { path: spec.netns.clone(), what });
         }
-        let ip = self.endpoints.assign(spec.ip, held)?;
+        let held4: Vec<Ipv4Addr> =
+            held.iter().filter_map(|a| if let IpAddr::V4(a) = a { Some(*a) } else { None }).collect();
+        let held6: Vec<Ipv6Addr> =
+            held.iter().filter_map(|a| if let IpAddr::V6(a) = a { Some(*a) } else { None }).collect();
+        let ip = self.endpoints.assign(spec.ip, &held4)?;
+        let ip6 = self.endpoints.assign6(spec.ip6, &held6)?;
         steps.mark("check");
         let mac = spec.mac.unwrap_or_else(|| mac_for(ip));
         // Same MTU as the uplink by default, so containers never send what it cannot carry.
@@ -282,6 +309,7 @@ impl Agent {
             ifname: spec.ifname.clone(),
             ip,
             gateway: self.endpoints.ipam().gateway(),
+            ip6,
             mac: format_mac(&mac),
             mtu,
             host_ifname: host_ifname(&spec.name),
@@ -372,7 +400,11 @@ impl Agent {
 
     /// The datapath's part of an endpoint: its entry, then from_container on its device.
     fn wire(&mut self, rec: &EndpointRecord, steps: &mut Steps) -> Result<(), AgentError> {
-        self.datapath.register(rec.ip, self.endpoint_info(rec)?)?;
+        let info = self.endpoint_info(rec)?;
+        self.datapath.register(rec.ip, info)?;
+        for ip6 in addresses6(rec) {
+            self.datapath.register6(ip6, rec.ip, info)?;
+        }
         steps.mark("maps");
         self.datapath.attach_endpoint(&rec.host_ifname, rec.host_ifindex, rec.device)?;
         steps.mark("attach");
@@ -382,6 +414,9 @@ impl Agent {
     /// Removes an endpoint's attachment, datapath entry and veth pair; best effort.
     async fn unplumb(&mut self, rec: &EndpointRecord) {
         let _ = self.datapath.detach_endpoint(&rec.host_ifname, rec.host_ifindex);
+        for ip6 in addresses6(rec) {
+            let _ = self.datapath.unregister6(ip6);
+        }
         let _ = self.datapath.unregister(rec.ip);
         let _ = link::delete(&self.netlink, rec.host_ifindex).await;
     }
@@ -438,6 +473,9 @@ impl Agent {
         steps.mark("state");
         self.datapath.detach_endpoint(&rec.host_ifname, rec.host_ifindex)?;
         steps.mark("detach");
+        for ip6 in addresses6(&rec) {
+            self.datapath.unregister6(ip6)?;
+        }
         self.datapath.unregister(rec.ip)?;
         steps.mark("maps");
         Ok(Some(DelPlan { netlink: self.netlink.clone(), rec, steps }))
@@ -463,6 +501,7 @@ mod tests {
             netns: "/run/netns/web".into(),
             ifname: "eth0".into(),
             ip: None,
+            ip6: None,
             mac: None,
             mtu: Some(40),
             owner: None,

@@ -41,6 +41,7 @@ pub struct InFlight {
 
 struct Held {
     ip: Ipv4Addr,
+    ip6: Option<std::net::Ipv6Addr>,
     ports: Vec<PortRecord>,
     /// The container's namespace and interface name: a delete's peer is still there
     /// until the pair is gone.
@@ -66,9 +67,9 @@ impl InFlight {
         self.done.clone()
     }
 
-    /// The addresses held by changes in flight.
-    pub fn held(&self) -> Vec<Ipv4Addr> {
-        self.held.values().map(|h| h.ip).collect()
+    /// The addresses held by changes in flight, of both families.
+    pub fn held(&self) -> Vec<std::net::IpAddr> {
+        self.held.values().flat_map(|h| [Some(h.ip.into()), h.ip6.map(Into::into)]).flatten().collect()
     }
 
     /// The host ports adds in flight will publish.
@@ -82,7 +83,7 @@ impl InFlight {
 
     pub fn hold(&mut self, rec: &crate::state::EndpointRecord, ports: Vec<PortRecord>) {
         let place = (rec.netns.clone(), rec.ifname.clone());
-        self.held.insert(rec.name.clone(), Held { ip: rec.ip, ports, place });
+        self.held.insert(rec.name.clone(), Held { ip: rec.ip, ip6: rec.ip6, ports, place });
     }
 
     /// The ports of `name`'s add are being published: no longer held apart.
@@ -158,7 +159,9 @@ impl InFlight {
                 // An address asked for that a change in flight holds, or the interface
                 // of a delete whose pair is still going: after that change, not refused.
                 let holder = self.held.iter().find(|(_, h)| {
-                    spec.ip == Some(h.ip) || (h.place.0 == spec.netns && h.place.1 == spec.ifname)
+                    spec.ip == Some(h.ip)
+                        || (spec.ip6.is_some() && spec.ip6 == h.ip6)
+                        || (h.place.0 == spec.netns && h.place.1 == spec.ifname)
                 });
                 match holder {
                     Some((name, _)) if !busy(&spec.name) => Some(name.as_str()),

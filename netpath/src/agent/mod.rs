@@ -163,11 +163,21 @@ pub enum AgentError {
     NoUnderlayAddress { uplink: Option<String> },
     #[error("this agent runs without --store: there is no cluster to ask")]
     NotClustered,
+    #[error("--pod-cidr6 needs --mode routed for now: in bridge mode the bridge, not the datapath, is the gateway")]
+    Ipv6NeedsRouted,
+    #[error(
+        "endpoint {endpoint} has IPv6 address {ip} outside --pod-cidr6 ({cidr}); keep the old IPv6 pod CIDR or delete the endpoints first"
+    )]
+    OutsidePodCidr6 { endpoint: String, ip: std::net::Ipv6Addr, cidr: String },
+    #[error("this agent has no IPv6 pod CIDR, so there is no IPv6 address to give: start it with --pod-cidr6, or omit --ip6")]
+    NoPodCidr6,
 }
 
 pub struct AgentConfig {
     pub paths: Paths,
     pub pod_cidr: Ipv4Net,
+    /// The IPv6 pod CIDR; None: endpoints get IPv4 only.
+    pub pod_cidr6: Option<ipnet::Ipv6Net>,
     pub mode: Mode,
     /// The device pair new endpoints get.
     pub device: Device,

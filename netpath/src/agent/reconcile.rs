@@ -2,7 +2,7 @@
 //! kernel (found by [`crate::drift`], which `doctor` shares) in both directions. What
 //! is missing is re-created, what this agent owns but no longer wants is removed, and
 //! what it does not own is left alone. Runs at agent start and on `netpath reconcile`.
-use std::collections::HashSet;
+use std::{collections::HashSet, net::IpAddr};
 
 use tracing::warn;
 
@@ -250,6 +250,9 @@ impl Agent {
             let _ = self.datapath.remove_port(&key);
         }
         let _ = self.datapath.detach_endpoint(&rec.host_ifname, rec.host_ifindex);
+        for (ip6, ..) in entries::endpoints6(std::slice::from_ref(rec), &[], &[]) {
+            let _ = self.datapath.unregister6(ip6);
+        }
         let _ = self.datapath.unregister(rec.ip);
         // The veth died with the namespace, unless something still holds it.
         if let Ok(Some(l)) = link::get_by_index(&self.netlink, rec.host_ifindex).await {
@@ -268,11 +271,35 @@ impl Agent {
                 continue;
             }
             let result = match d {
-                Drift::EndpointEntryMissing { ip } | Drift::EndpointEntryDiffers { ip } => {
+                Drift::EndpointEntryMissing { ip: IpAddr::V4(ip) }
+                | Drift::EndpointEntryDiffers { ip: IpAddr::V4(ip) } => {
                     let info = want.iter().find(|(w, _)| *w == ip).map(|(_, i)| *i).unwrap_or_default();
                     self.datapath.register(ip, info)
                 }
-                Drift::EndpointEntryStray { ip } => self.datapath.unregister(ip),
+                Drift::EndpointEntryStray { ip: IpAddr::V4(ip) } => self.datapath.unregister(ip),
+                _ => Ok(()),
+            };
+            if let Err(e) = result {
+                pass.failed(&e.into());
+            }
+        }
+        // IPv6 after IPv4: an address's entry carries its IPv4 entry's counter slot.
+        let want6 =
+            entries::endpoints6(self.endpoints.all(), self.ports.all(), &self.datapath.endpoint_entries()?);
+        let pairs: Vec<_> = want6.iter().map(|(ip6, _, info)| (*ip6, *info)).collect();
+        for d in drift::endpoint_entries6(&pairs, &self.datapath.endpoint_entries6()?) {
+            if !pass.note(&d) {
+                continue;
+            }
+            let result = match d {
+                Drift::EndpointEntryMissing { ip: IpAddr::V6(ip6) }
+                | Drift::EndpointEntryDiffers { ip: IpAddr::V6(ip6) } => {
+                    match want6.iter().find(|(w, ..)| *w == ip6) {
+                        Some((_, owner, info)) => self.datapath.register6(ip6, *owner, *info),
+                        None => Ok(()),
+                    }
+                }
+                Drift::EndpointEntryStray { ip: IpAddr::V6(ip6) } => self.datapath.unregister6(ip6),
                 _ => Ok(()),
             };
             if let Err(e) = result {

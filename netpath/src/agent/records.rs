@@ -1,22 +1,28 @@
 //! The agent's desired state as owned collections: the endpoints and the addresses they
 //! hold, the published ports. Each change is committed to the state database before it
 //! is kept in memory, so the two never disagree.
-use std::{net::Ipv4Addr, ops::RangeInclusive, sync::Arc};
+use std::{
+    net::{Ipv4Addr, Ipv6Addr},
+    ops::RangeInclusive,
+    sync::Arc,
+};
 
 use super::AgentError;
-use crate::state::{Db, EndpointRecord, Ipam, PortRecord, Proto, StateError};
+use crate::state::{Db, EndpointRecord, Ipam, Ipam6, PortRecord, Proto, StateError};
 
 /// The endpoints the agent owns and the pod CIDR they take addresses from.
 pub struct Endpoints {
     db: Arc<Db>,
     records: Vec<EndpointRecord>,
     ipam: Ipam,
+    /// None: no IPv6 pod CIDR, endpoints are IPv4 only.
+    ipam6: Option<Ipam6>,
 }
 
 impl Endpoints {
-    pub fn load(db: Arc<Db>, ipam: Ipam) -> Result<Self, StateError> {
+    pub fn load(db: Arc<Db>, ipam: Ipam, ipam6: Option<Ipam6>) -> Result<Self, StateError> {
         let records = db.endpoints()?;
-        Ok(Endpoints { db, records, ipam })
+        Ok(Endpoints { db, records, ipam, ipam6 })
     }
 
     pub fn all(&self) -> &[EndpointRecord] {
@@ -33,6 +39,29 @@ impl Endpoints {
 
     pub fn ipam(&self) -> &Ipam {
         &self.ipam
+    }
+
+    pub fn ipam6(&self) -> Option<&Ipam6> {
+        self.ipam6.as_ref()
+    }
+
+    /// [`Endpoints::assign`] for IPv6: None without an IPv6 pod CIDR (and then asking
+    /// for an address is an error).
+    pub fn assign6(
+        &self,
+        requested: Option<Ipv6Addr>,
+        held: &[Ipv6Addr],
+    ) -> Result<Option<Ipv6Addr>, super::AgentError> {
+        let Some(ipam6) = &self.ipam6 else {
+            return match requested {
+                Some(_) => Err(super::AgentError::NoPodCidr6),
+                None => Ok(None),
+            };
+        };
+        let mut owners: std::collections::HashMap<Ipv6Addr, &str> =
+            self.records.iter().filter_map(|e| Some((e.ip6?, e.name.as_str()))).collect();
+        owners.extend(held.iter().map(|ip| (*ip, "an endpoint change in progress")));
+        Ok(Some(ipam6.assign_with(requested, |ip| owners.get(&ip).map(|n| n.to_string()))?))
     }
 
     /// A requested address checked, or the lowest free one; none of `held` either (the

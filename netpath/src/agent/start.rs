@@ -16,7 +16,7 @@ use crate::{
     cluster::Member,
     datapath::{Datapath, DatapathError},
     plumbing::{self, PlumbingError},
-    state::{AgentId, Device, Ipam, Mode},
+    state::{AgentId, Device, Ipam, Ipam6, Mode},
 };
 
 /// The node's ephemeral port range: masquerade must not hand out a port the node's own
@@ -132,7 +132,8 @@ async fn survey_node(config: &AgentConfig, bpffs_dir: &Path, joined: Joined) -> 
     let paths = &config.paths;
     let pod_cidr = cluster.as_ref().map_or(config.pod_cidr, |m| m.record().pod_cidr);
     let db = crate::state::Db::open(paths)?;
-    let endpoints = records::Endpoints::load(db.clone(), Ipam::new(pod_cidr))?;
+    let endpoints =
+        records::Endpoints::load(db.clone(), Ipam::new(pod_cidr), config.pod_cidr6.map(Ipam6::new))?;
     let ports = records::Ports::load(db, config.nat_ports.clone())?;
     if let Some(other) = endpoints.all().iter().find(|e| e.mode != config.mode) {
         return Err(AgentError::ModeMismatch { endpoint: other.name.clone(), was: other.mode });
@@ -148,6 +149,20 @@ async fn survey_node(config: &AgentConfig, bpffs_dir: &Path, joined: Joined) -> 
             endpoint: other.name.clone(),
             ip: other.ip,
             cidr: pod_cidr,
+        });
+    }
+    if config.pod_cidr6.is_some() && config.mode == Mode::Bridge {
+        return Err(AgentError::Ipv6NeedsRouted);
+    }
+    if let Some(other) = endpoints
+        .all()
+        .iter()
+        .find(|e| e.ip6.is_some_and(|ip6| !config.pod_cidr6.is_some_and(|c| c.contains(&ip6))))
+    {
+        return Err(AgentError::OutsidePodCidr6 {
+            endpoint: other.name.clone(),
+            ip: other.ip6.expect("found by its address"),
+            cidr: config.pod_cidr6.map_or("off".to_string(), |c| c.to_string()),
         });
     }
     let ephemeral = ephemeral_ports()?;
@@ -269,7 +284,7 @@ async fn bring_up(
     if cluster.as_ref().is_some_and(|m| m.record().tunnel == crate::cluster::Tunnel::Vxlan) {
         node.tunnel = Some(node::ensure_tunnel(&netlink, &mut undo.node).await?);
     }
-    set_sysctls(&mut undo.sysctls)?;
+    set_sysctls(&mut undo.sysctls, endpoints.ipam6().is_some())?;
     let mut datapath = Datapath::load_with(&paths.bpffs_dir, conntrack.max_entries, tc_attach)?;
     datapath.forward_logs()?;
     let stats_fd = if bpf_stats { Some(enable_stats()?) } else { None };
@@ -314,15 +329,17 @@ async fn bring_up(
         return Err(e);
     }
     let ipam = agent.endpoints.ipam();
-    info!(mode = %mode, device = %device, pod_cidr = %ipam.cidr(), gateway = %ipam.gateway(),
+    let pod_cidr6 = agent.endpoints.ipam6().map(|i| i.cidr().to_string());
+    info!(mode = %mode, device = %device, pod_cidr = %ipam.cidr(), gateway = %ipam.gateway(), pod_cidr6 = ?pod_cidr6,
           node_ip = ?agent.node.node_ip, attach = ?agent.datapath.mode(), agent_id = %agent.id,
           endpoints = agent.endpoints.all().len(), ports = agent.ports.all().len(), "agent ready");
     Ok(agent)
 }
 
 /// The sysctls the datapath needs, each change recorded with the value before.
-fn set_sysctls(changed: &mut Vec<(&'static str, String)>) -> Result<(), AgentError> {
-    for (key, value) in plumbing::sysctl::NODE_SYSCTLS {
+fn set_sysctls(changed: &mut Vec<(&'static str, String)>, ipv6: bool) -> Result<(), AgentError> {
+    let v6 = if ipv6 { plumbing::sysctl::NODE_SYSCTLS6 } else { &[] };
+    for (key, value) in plumbing::sysctl::NODE_SYSCTLS.iter().chain(v6) {
         let old = plumbing::sysctl::get(key)?;
         if old != *value {
             plumbing::sysctl::set(key, value)?;

@@ -15,6 +15,7 @@ pub fn run(paths: Paths, args: AgentArgs) -> anyhow::Result<()> {
     let AgentArgs {
         config: _,
         pod_cidr,
+        pod_cidr6,
         mode,
         device,
         bridge,
@@ -32,6 +33,7 @@ pub fn run(paths: Paths, args: AgentArgs) -> anyhow::Result<()> {
     let config = AgentConfig {
         paths,
         pod_cidr,
+        pod_cidr6,
         mode,
         device,
         bridge_name: bridge,

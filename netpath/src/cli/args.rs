@@ -3,7 +3,7 @@
 use std::{net::Ipv4Addr, path::PathBuf};
 
 use clap::{builder::PossibleValue, Parser, Subcommand, ValueEnum};
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 
 use crate::{
     agent::CtConfig,
@@ -113,6 +113,9 @@ pub enum EndpointCommand {
         /// Address inside the pod CIDR; allocated when omitted.
         #[arg(long)]
         ip: Option<Ipv4Addr>,
+        /// IPv6 address inside the agent's --pod-cidr6; allocated when omitted.
+        #[arg(long)]
+        ip6: Option<std::net::Ipv6Addr>,
         /// MAC of the container's interface; derived from the address when omitted.
         #[arg(long, value_parser = parse_mac_arg)]
         mac: Option<[u8; 6]>,
@@ -292,6 +295,32 @@ fn parse_pod_cidr(s: &str) -> Result<Ipv4Net, String> {
     Ok(net)
 }
 
+/// IPv6 ranges no pod network may overlap, and why.
+const SPECIAL_RANGES6: [(&str, &str); 5] = [
+    ("::/8", "reserved (unspecified, loopback, IPv4-mapped)"),
+    ("fe80::/10", "link-local (the containers' gateway is fe80::1)"),
+    ("ff00::/8", "multicast"),
+    ("2001:db8::/32", "documentation"),
+    ("64:ff9b::/96", "NAT64"),
+];
+
+fn parse_pod_cidr6(s: &str) -> Result<Ipv6Net, String> {
+    let net: Ipv6Net = s.parse().map_err(|_| format!("{s:?} is not an IPv6 CIDR like fd00:77::/64"))?;
+    if !(48..=120).contains(&net.prefix_len()) {
+        return Err(format!("{s}: use a prefix from /48 to /120 (a /64 is usual)"));
+    }
+    let net = net.trunc();
+    for (range, what) in SPECIAL_RANGES6 {
+        let range: Ipv6Net = range.parse().expect("a valid CIDR");
+        if range.contains(&net.network()) || net.contains(&range.network()) {
+            return Err(format!(
+                "{s} overlaps {range}, the {what} range: containers cannot use it; choose a unique local range such as fd00:77::/64"
+            ));
+        }
+    }
+    Ok(net)
+}
+
 /// An interface name the kernel takes: 1-15 printable characters, no '/', ':' or space.
 fn parse_ifname(s: &str) -> Result<String, String> {
     let ok =
@@ -426,6 +455,11 @@ pub struct AgentArgs {
     #[arg(long, env = "NETPATH_POD_CIDR", default_value = DEFAULT_POD_CIDR, value_parser = parse_pod_cidr,
           conflicts_with = "store")]
     pub pod_cidr: Ipv4Net,
+    /// The node's IPv6 pod CIDR (a ULA /64 such as fd00:77::/64): every container also
+    /// gets an IPv6 address from it, with fe80::1 as its gateway (answered by the
+    /// datapath). Off when not given. Routed mode, single node for now.
+    #[arg(long, env = "NETPATH_POD_CIDR6", value_parser = parse_pod_cidr6, conflicts_with = "store")]
+    pub pod_cidr6: Option<Ipv6Net>,
     /// routed: no bridge, the datapath is the gateway; bridge: docker0's layout.
     #[arg(long, env = "NETPATH_MODE", value_enum, default_value_t = Mode::Routed)]
     pub mode: Mode,

@@ -305,7 +305,13 @@ impl Node {
 /// ENDPOINTS against the state.
 fn endpoint_map(r: &mut Report, node: &Node) -> anyhow::Result<()> {
     let want = entries::endpoints(&node.endpoints, &node.ports);
-    let drifts = drift::endpoint_entries(&want, &node.inspector.endpoints()?);
+    let have = node.inspector.endpoints()?;
+    let mut drifts = drift::endpoint_entries(&want, &have);
+    let want6: Vec<_> = entries::endpoints6(&node.endpoints, &node.ports, &have)
+        .into_iter()
+        .map(|(ip6, _, i)| (ip6, i))
+        .collect();
+    drifts.extend(drift::endpoint_entries6(&want6, &node.inspector.endpoints6()?));
     // A gone veth's entry is the endpoint's finding, not the map's.
     for d in drifts {
         r.fail("endpoint map", d.problem(), fix(&d));

@@ -11,7 +11,7 @@ use crate::{
 
 pub fn run(paths: &Paths, cmd: EndpointCommand) -> anyhow::Result<()> {
     match cmd {
-        EndpointCommand::Add { name, netns, pid, ip, mac, mtu, ifname } => {
+        EndpointCommand::Add { name, netns, pid, ip, ip6, mac, mtu, ifname } => {
             let netns = match (netns, pid) {
                 (Some(p), _) => p,
                 (None, Some(pid)) => PathBuf::from(format!("/proc/{pid}/ns/net")),
@@ -19,10 +19,23 @@ pub fn run(paths: &Paths, cmd: EndpointCommand) -> anyhow::Result<()> {
             };
             // The agent opens the path itself; make it absolute so its cwd cannot matter.
             let netns = std::path::absolute(&netns).unwrap_or(netns);
-            let spec = EndpointSpec { name, netns, ifname, ip, mac, mtu, owner: None, ports: Vec::new() };
+            let spec =
+                EndpointSpec { name, netns, ifname, ip, ip6, mac, mtu, owner: None, ports: Vec::new() };
             match client::call(paths, &Request::EndpointAdd(spec))? {
                 Reply::Endpoint(rec) => {
-                    println!("{} {} via {} on {}", rec.name, rec.ip, rec.gateway, rec.host_ifname);
+                    match rec.ip6 {
+                        Some(ip6) => println!(
+                            "{} {} via {}, {ip6} via {} on {}",
+                            rec.name,
+                            rec.ip,
+                            rec.gateway,
+                            std::net::Ipv6Addr::from(netpath_common::GATEWAY6),
+                            rec.host_ifname
+                        ),
+                        None => {
+                            println!("{} {} via {} on {}", rec.name, rec.ip, rec.gateway, rec.host_ifname)
+                        }
+                    }
                     Ok(())
                 }
                 other => client::unexpected(other),

@@ -57,16 +57,20 @@ pub fn endpoints(endpoints: &[EndpointRecord], format: Format) {
         println!("{}", json!({ "endpoints": endpoints }));
         return;
     }
-    let mut t = Table::new(&["NAME", "IP", "MAC", "HOST-VETH", ">MTU", "NETNS"]);
+    // An IPv6 column only on a node that has IPv6 endpoints.
+    let v6 = endpoints.iter().any(|e| e.ip6.is_some());
+    let mut t = if v6 {
+        Table::new(&["NAME", "IP", "IPV6", "MAC", "HOST-VETH", ">MTU", "NETNS"])
+    } else {
+        Table::new(&["NAME", "IP", "MAC", "HOST-VETH", ">MTU", "NETNS"])
+    };
     for e in endpoints {
-        t.row(vec![
-            e.name.clone(),
-            e.ip.to_string(),
-            e.mac.clone(),
-            e.host_ifname.clone(),
-            e.mtu.to_string(),
-            e.netns.display().to_string(),
-        ]);
+        let mut row = vec![e.name.clone(), e.ip.to_string()];
+        if v6 {
+            row.push(e.ip6.map_or("-".to_string(), |ip| ip.to_string()));
+        }
+        row.extend([e.mac.clone(), e.host_ifname.clone(), e.mtu.to_string(), e.netns.display().to_string()]);
+        t.row(row);
     }
     t.print();
 }

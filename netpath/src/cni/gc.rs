@@ -82,6 +82,7 @@ mod tests {
             ifname: ifname.into(),
             ip: "10.77.0.2".parse().unwrap(),
             gateway: "10.77.0.1".parse().unwrap(),
+            ip6: None,
             mac: "0a:58:0a:4d:00:02".into(),
             mtu: 1500,
             host_ifname: "np0".into(),

@@ -225,6 +225,7 @@ fn add(call: &Call, conf: &NetConf, c: &Container) -> Result<Value, CniError> {
         netns: PathBuf::from(&netns),
         ifname: c.ifname.clone(),
         ip: requested_ip(conf, c)?,
+        ip6: None,
         mac: requested_mac(conf)?,
         mtu: None,
         owner: Some(c.id.clone()),

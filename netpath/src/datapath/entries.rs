@@ -1,6 +1,6 @@
 //! The map entries the state's records stand for: what the agent writes, what
 //! reconciliation and `doctor` expect to find.
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use netpath_common::{
     EndpointInfo, PortKey, PortTarget, ENDPOINT_F_BRIDGED, ENDPOINT_F_NETKIT, ENDPOINT_F_PUBLISHED,
@@ -43,6 +43,32 @@ pub fn port(p: &PortRecord) -> (PortKey, PortTarget) {
     let target =
         PortTarget { ip: p.container_ip.octets(), port: p.container_port.to_be_bytes(), _pad: [0; 2] };
     (key, target)
+}
+
+/// Every ENDPOINTS6 entry the records stand for: each IPv6 endpoint's address and its
+/// link-local address, with its IPv4 entry (`v4`, as written, counter slot included;
+/// when the IPv4 entry is not there, the records' entry and slot 0), and the IPv4
+/// address that owns them.
+pub fn endpoints6(
+    records: &[EndpointRecord],
+    ports: &[PortRecord],
+    v4: &[(Ipv4Addr, EndpointInfo)],
+) -> Vec<(Ipv6Addr, Ipv4Addr, EndpointInfo)> {
+    let written: std::collections::HashMap<Ipv4Addr, EndpointInfo> = v4.iter().copied().collect();
+    let want4 = endpoints(records, ports);
+    let mut out = Vec::new();
+    for rec in records {
+        let (Some(ip6), Some(mac)) = (rec.ip6, parse_mac(&rec.mac)) else { continue };
+        let Some((_, info)) = want4.iter().find(|(ip, _)| *ip == rec.ip) else { continue };
+        let slot = written
+            .get(&rec.ip)
+            .filter(|w| w.without_slot() == info.without_slot())
+            .map_or(0, |w| w.counter_slot);
+        let info = EndpointInfo { counter_slot: slot, ..*info };
+        out.push((ip6, rec.ip, info));
+        out.push((crate::state::link_local(&mac), rec.ip, info));
+    }
+    out
 }
 
 /// Every ENDPOINTS entry the records stand for, by address; records with a bad MAC are

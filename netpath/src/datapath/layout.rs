@@ -223,6 +223,12 @@ impl Migration {
     pub fn finish(self, ebpf: &mut Ebpf) -> Result<(), DatapathError> {
         const BPF_NOEXIST: u64 = 1;
         for (pin, map) in &self.old {
+            // The programs never write the endpoint maps: a second copy could only bring
+            // back entries the agent removed since the first (naming released slots).
+            let name = pin.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            if name == maps::ENDPOINTS || name == maps::ENDPOINTS6 {
+                continue;
+            }
             let n = copy(map, pin, ebpf, BPF_NOEXIST)?;
             info!(pin = %pin.display(), entries = n, "migration finished; old map released");
         }

@@ -95,7 +95,14 @@ impl Datapath {
 
     /// Removes `ip` from the maps and frees its counter slot; an absent entry is fine.
     pub fn unregister(&mut self, ip: Ipv4Addr) -> Result<(), DatapathError> {
-        let _ = self.endpoints()?.remove(&EndpointKey::new(ip.octets()));
+        match self.endpoints()?.remove(&EndpointKey::new(ip.octets())) {
+            Ok(()) => {}
+            Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
+            // The entry still names its slot: giving the slot out again would have two
+            // endpoints count in it.
+            Err(e) => return Err(map_err(maps::ENDPOINTS)(e)),
+        }
         self.counter_slots()?.release(ip);
         Ok(())
     }
@@ -107,12 +114,13 @@ impl Datapath {
         if self.counter_slots.is_some() {
             return Ok(0);
         }
+        // Every entry, or none: a skipped one's slot would be given out twice.
         let entries: Vec<(Ipv4Addr, EndpointInfo)> = self
             .endpoints()?
             .iter()
-            .filter_map(Result::ok)
-            .map(|(k, v)| (Ipv4Addr::from(k.addr), v))
-            .collect();
+            .map(|r| r.map(|(k, v)| (Ipv4Addr::from(k.addr), v)))
+            .collect::<Result<_, _>>()
+            .map_err(map_err(maps::ENDPOINTS))?;
         let (table, without) = super::slots::CounterSlots::scan(&entries);
         self.counter_slots = Some(table);
         let by_ip: std::collections::HashMap<Ipv4Addr, EndpointInfo> = entries.into_iter().collect();
@@ -226,6 +234,13 @@ impl Datapath {
         let entries: Result<Vec<_>, _> = map.iter().collect();
         let entries = entries.map_err(map_err(maps::ENDPOINTS))?;
         Ok(entries.into_iter().map(|(k, v)| (Ipv4Addr::from(k.addr), v)).collect())
+    }
+
+    /// The ENDPOINTS6 map as it is in the kernel.
+    pub fn endpoint_entries6(&mut self) -> Result<Vec<(Ipv6Addr, EndpointInfo)>, DatapathError> {
+        let entries: Result<Vec<_>, _> = self.endpoints6()?.iter().collect();
+        let entries = entries.map_err(map_err(maps::ENDPOINTS6))?;
+        Ok(entries.into_iter().map(|(k, v)| (Ipv6Addr::from(k.addr), v)).collect())
     }
 
     /// The PORT_MAPS map as it is in the kernel.

@@ -1,5 +1,9 @@
 //! Links, addresses and routes, one small typed function per netlink operation.
-use std::{fs::File, net::Ipv4Addr, os::fd::AsRawFd};
+use std::{
+    fs::File,
+    net::{Ipv4Addr, Ipv6Addr},
+    os::fd::AsRawFd,
+};
 
 use futures::TryStreamExt as _;
 use rtnetlink::{
@@ -391,6 +395,60 @@ pub async fn configure_container(
         .map_err(PlumbingError::netlink(format!("failed to add default route via {gateway}")))
 }
 
+/// The container's IPv6 side, before its interface comes up: no address the kernel
+/// makes itself (addr_gen_mode none) and no duplicate address detection (accept_dad 0,
+/// and every address added "nodad"): its link-local address is the EUI-64 one of its
+/// MAC, which the datapath knows it by, and neither address waits a second or more as
+/// tentative, nor can another container's probe stall it. Then its address (a /128,
+/// everything goes to the gateway) and the default route through fe80::1.
+pub async fn configure_container6(
+    handle: Handle,
+    ifname: String,
+    ip6: Ipv6Addr,
+    link_local: Ipv6Addr,
+) -> Result<(), PlumbingError> {
+    let conf = |key: &str| format!("net/ipv6/conf/{ifname}/{key}");
+    if super::sysctl::get(&conf("disable_ipv6")).is_err() {
+        return Err(PlumbingError::NoIpv6 { ifname: ifname.clone() });
+    }
+    for (key, value) in [("disable_ipv6", "0"), ("addr_gen_mode", "1"), ("accept_dad", "0")] {
+        super::sysctl::set(&conf(key), value)?;
+    }
+    let eth = get(&handle, &ifname).await?.ok_or_else(|| PlumbingError::LinkNotFound(ifname.clone()))?;
+    add_address6(&handle, eth.index, &ifname, link_local, 64).await?;
+    add_address6(&handle, eth.index, &ifname, ip6, 128).await?;
+    set_up(&handle, eth.index, &ifname).await?;
+    let gateway = Ipv6Addr::from(netpath_common::GATEWAY6);
+    let default = RouteMessageBuilder::<Ipv6Addr>::new()
+        .destination_prefix(Ipv6Addr::UNSPECIFIED, 0)
+        .gateway(gateway)
+        .output_interface(eth.index)
+        .build();
+    handle
+        .route()
+        .add(default)
+        .replace()
+        .execute()
+        .await
+        .map_err(PlumbingError::netlink(format!("failed to add IPv6 default route via {gateway}")))
+}
+
+/// An IPv6 address without duplicate address detection (IFA_F_NODAD).
+async fn add_address6(
+    handle: &Handle,
+    index: u32,
+    name: &str,
+    ip: Ipv6Addr,
+    prefix: u8,
+) -> Result<(), PlumbingError> {
+    use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags};
+    let mut req = handle.address().add(index, ip.into(), prefix).replace();
+    let msg = req.message_mut();
+    msg.header.flags |= AddressHeaderFlags::Nodad;
+    msg.attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
+    req.execute().await.map_err(PlumbingError::netlink(format!("failed to add {ip}/{prefix} to {name}")))
+}
+
 /// What is missing inside a container of [`configure_container`]'s work; empty when
 /// nothing is. Only what netpath put there is checked.
 pub async fn container_drift(
@@ -445,6 +503,19 @@ pub async fn add_host_route(handle: &Handle, ip: Ipv4Addr, index: u32) -> Result
         .output_interface(index)
         .scope(RouteScope::Link)
         .build();
+    handle
+        .route()
+        .add(route)
+        .replace()
+        .execute()
+        .await
+        .map_err(PlumbingError::netlink(format!("failed to add node route to {ip}")))
+}
+
+/// The node's route to a container's IPv6 address, through its host veth.
+pub async fn add_host_route6(handle: &Handle, ip: Ipv6Addr, index: u32) -> Result<(), PlumbingError> {
+    let route =
+        RouteMessageBuilder::<Ipv6Addr>::new().destination_prefix(ip, 128).output_interface(index).build();
     handle
         .route()
         .add(route)

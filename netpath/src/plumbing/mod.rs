@@ -28,6 +28,8 @@ pub enum PlumbingError {
     LinkNotFound(String),
     #[error("cannot set sysctl {key}: {source}")]
     Sysctl { key: String, source: std::io::Error },
+    #[error("the container's namespace has no IPv6 on {ifname} (IPv6 disabled in its kernel or namespace); start the agent without --pod-cidr6, or give the container IPv6")]
+    NoIpv6 { ifname: String },
     #[error("cannot mount bpffs at {path}: {source}")]
     Mount { path: PathBuf, source: nix::Error },
     #[error("{path} is not on a BPF filesystem; give a --bpffs-dir under a bpffs mount such as /sys/fs/bpf")]

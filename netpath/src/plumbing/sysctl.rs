@@ -9,6 +9,14 @@ pub const NODE_SYSCTLS: &[(&str, &str)] = &[
     ("net/ipv4/ip_forward", "1"),
 ];
 
+/// The same for IPv6, set when the node has an IPv6 pod CIDR. With forwarding on, the
+/// kernel stops taking router advertisements on interfaces whose accept_ra is 1: a node
+/// whose uplink is configured by them needs accept_ra=2 there (README, IPv6).
+pub const NODE_SYSCTLS6: &[(&str, &str)] = &[
+    // What the datapath hands the stack (the node, the outside) is routed by it.
+    ("net/ipv6/conf/all/forwarding", "1"),
+];
+
 pub fn set(key: &str, value: &str) -> Result<(), PlumbingError> {
     let path = format!("/proc/sys/{key}");
     fs::write(&path, value).map_err(|source| PlumbingError::Sysctl { key: key.replace('/', "."), source })

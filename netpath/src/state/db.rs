@@ -333,6 +333,7 @@ mod tests {
             ifname: "eth0".into(),
             ip: Ipv4Addr::new(10, 77, 0, last),
             gateway: "10.77.0.1".parse().unwrap(),
+            ip6: None,
             mac: "0a:58:0a:4d:00:02".into(),
             mtu: 1500,
             host_ifname: format!("np{name}"),

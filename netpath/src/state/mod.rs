@@ -5,13 +5,16 @@ mod identity;
 mod ipam;
 mod store;
 
-use std::{net::Ipv4Addr, path::PathBuf};
+use std::{
+    net::{Ipv4Addr, Ipv6Addr},
+    path::PathBuf,
+};
 
 use serde::{Deserialize, Serialize};
 
 pub use db::{read, Db, Tx, TX_STEPS};
 pub use identity::AgentId;
-pub use ipam::Ipam;
+pub use ipam::{Ipam, Ipam6};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -31,6 +34,14 @@ pub enum StateError {
     InUse { ip: Ipv4Addr, owner: String },
     #[error("pod CIDR {cidr} has no free address; delete endpoints or use a larger CIDR")]
     Exhausted { cidr: ipnet::Ipv4Net },
+    #[error("IPv6 address {ip} is outside the IPv6 pod CIDR {cidr}; pick one inside it or omit --ip6")]
+    OutsideCidr6 { ip: Ipv6Addr, cidr: ipnet::Ipv6Net },
+    #[error("IPv6 address {ip} is reserved in {cidr} (its first two addresses); pick another")]
+    Reserved6 { ip: Ipv6Addr, cidr: ipnet::Ipv6Net },
+    #[error("IPv6 address {ip} is already used by endpoint {owner}; pick another or omit --ip6")]
+    InUse6 { ip: Ipv6Addr, owner: String },
+    #[error("IPv6 pod CIDR {cidr} has no free address; delete endpoints or use a larger CIDR")]
+    Exhausted6 { cidr: ipnet::Ipv6Net },
     #[error("{path} holds {found:?}, not an agent id (16 hex digits); move it away to get a new one")]
     BadIdentity { path: PathBuf, found: String },
 }
@@ -154,6 +165,10 @@ pub struct EndpointRecord {
     pub ifname: String,
     pub ip: Ipv4Addr,
     pub gateway: Ipv4Addr,
+    /// The endpoint's IPv6 address, from --pod-cidr6 (its gateway is fe80::1); records
+    /// from before IPv6, and endpoints of an agent without --pod-cidr6, have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<Ipv6Addr>,
     pub mac: String,
     pub mtu: u32,
     pub host_ifname: String,
@@ -167,6 +182,13 @@ pub struct EndpointRecord {
 pub fn format_mac(mac: &[u8; 6]) -> String {
     let m = mac;
     format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+}
+
+/// The link-local address the kernel derives from `mac` (modified EUI-64, RFC 4291):
+/// what a container's interface is given, and what the datapath knows it by.
+pub fn link_local(mac: &[u8; 6]) -> Ipv6Addr {
+    let m = mac;
+    Ipv6Addr::from([0xfe, 0x80, 0, 0, 0, 0, 0, 0, m[0] ^ 2, m[1], m[2], 0xff, 0xfe, m[3], m[4], m[5]])
 }
 
 /// Parses `aa:bb:cc:dd:ee:ff`; `None` when it is not six hex octets.
@@ -185,6 +207,13 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn link_local_is_the_kernels_eui64() {
+        // What the kernel gives 0a:58:0a:4d:00:02 (addr_gen_mode eui64).
+        let want: Ipv6Addr = "fe80::858:aff:fe4d:2".parse().unwrap();
+        assert_eq!(super::link_local(&[0x0a, 0x58, 10, 77, 0, 2]), want);
+    }
+
     use super::*;
 
     #[test]

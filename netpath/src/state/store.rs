@@ -81,6 +81,7 @@ mod tests {
             ifname: "eth0".into(),
             ip: "10.77.0.2".parse().unwrap(),
             gateway: "10.77.0.1".parse().unwrap(),
+            ip6: None,
             mac: "0a:58:0a:4d:00:02".into(),
             mtu: 1500,
             host_ifname: "npabc".into(),

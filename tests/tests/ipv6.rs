@@ -1,0 +1,250 @@
+//! IPv6 with an IPv6 pod CIDR (`--pod-cidr6`), with real packets: every endpoint gets
+//! both families; its gateway fe80::1 is answered by the datapath's neighbour discovery;
+//! container to container goes through the datapath (bpf_redirect_peer), never the
+//! node's stack; a spoofed source is dropped and counted.
+use std::{
+    io::{Read as _, Write as _},
+    net::{Ipv6Addr, SocketAddrV6, TcpListener, TcpStream},
+    time::Duration,
+};
+
+use netpath_tests::{Lab, Netns};
+use serde_json::Value;
+
+const POD_CIDR6: &str = "fd00:77::/64";
+
+/// Each endpoint's IPv6 address, from `netpath endpoint list -o json`.
+fn ip6_of(lab: &Lab, name: &str) -> Ipv6Addr {
+    let list: Value = serde_json::from_str(&lab.netpath_ok(&["endpoint", "list", "-o", "json"])).unwrap();
+    let ep = list["endpoints"].as_array().unwrap().iter().find(|e| e["name"] == name).unwrap();
+    ep["ip6"].as_str().unwrap_or_else(|| panic!("{name} has no ip6: {ep}")).parse().unwrap()
+}
+
+fn ping6(ns: &Netns, dst: Ipv6Addr, src: Option<Ipv6Addr>) -> bool {
+    let (dst, src) = (dst.to_string(), src.map(|s| s.to_string()));
+    let mut args = vec!["ping", "-6", "-n", "-q", "-c", "3", "-i", "0.2", "-W", "1"];
+    if let Some(s) = &src {
+        args.extend(["-I", s]);
+    }
+    args.push(&dst);
+    ns.exec(&args).status.success()
+}
+
+fn out(ns: &Netns, args: &[&str]) -> String {
+    String::from_utf8_lossy(&ns.exec(args).stdout).into_owned()
+}
+
+/// The node's IPv6 stack counters (/proc/net/snmp6).
+fn snmp6(ns: &Netns, field: &str) -> u64 {
+    let text = out(ns, &["cat", "/proc/net/snmp6"]);
+    let line = text.lines().find(|l| l.split_whitespace().next() == Some(field)).expect("snmp6 field");
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn ipv6_between_containers_goes_through_the_datapath_with_its_gateway_answered_there() {
+    let (lab, _) = Lab::setup(2).agent(&["--pod-cidr6", POD_CIDR6]).endpoints(&["a", "b"]).build();
+    let (a6, b6) = (ip6_of(&lab, "a"), ip6_of(&lab, "b"));
+    assert_eq!((a6.to_string().as_str(), b6.to_string().as_str()), ("fd00:77::2", "fd00:77::3"));
+
+    // The container: its address (a /128) and its EUI-64 link-local address, neither
+    // tentative (no duplicate address detection), and the default route via fe80::1.
+    let a = &lab.containers[0];
+    let addrs = out(a, &["ip", "-6", "addr", "show", "dev", "eth0"]);
+    assert!(addrs.contains("fd00:77::2/128"), "{addrs}");
+    assert!(addrs.contains("fe80::858:aff:fe4d:2/64"), "{addrs}");
+    assert!(!addrs.contains("tentative"), "{addrs}");
+    let routes = out(a, &["ip", "-6", "route", "show", "default"]);
+    assert!(routes.contains("via fe80::1 dev eth0"), "{routes}");
+    // The node routes to it through its host veth.
+    let node_routes = out(&lab.node, &["ip", "-6", "route", "show", "fd00:77::2"]);
+    assert!(node_routes.contains("fd00:77::2 dev np"), "{node_routes}");
+
+    let before = lab.stats();
+    let forwarded = snmp6(&lab.node, "Ip6OutForwDatagrams");
+    assert!(ping6(a, b6, None), "a cannot ping6 b\n{}", lab.agent_log());
+    let after = lab.stats();
+    for (name, field) in [("a", "tx_packets"), ("b", "rx_packets"), ("b", "tx_packets"), ("a", "rx_packets")]
+    {
+        assert_eq!(after.endpoint(name, field) - before.endpoint(name, field), 3, "{name} {field}");
+    }
+    assert!(after.reason("forwarded-to-peer") - before.reason("forwarded-to-peer") >= 6);
+    assert!(after.reason("nd-answered") >= 2, "both containers asked for fe80::1: {}", after.0);
+    assert_eq!(snmp6(&lab.node, "Ip6OutForwDatagrams"), forwarded, "the node's stack forwarded IPv6");
+
+    // TCP over IPv6: b sees a's own address.
+    let listener = lab.containers[1]
+        .run(move || TcpListener::bind(SocketAddrV6::new(b6, 7000, 0, 0)))
+        .join()
+        .unwrap()
+        .unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut s, peer) = listener.accept().unwrap();
+        let mut buf = [0u8; 7];
+        s.read_exact(&mut buf).unwrap();
+        s.write_all(&buf).unwrap();
+        peer
+    });
+    let echoed = a
+        .run(move || {
+            let mut s = TcpStream::connect_timeout(
+                &SocketAddrV6::new(b6, 7000, 0, 0).into(),
+                Duration::from_secs(5),
+            )?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            s.write_all(b"netpath")?;
+            let mut back = [0u8; 7];
+            s.read_exact(&mut back)?;
+            Ok::<_, std::io::Error>(back)
+        })
+        .join()
+        .unwrap()
+        .expect("tcp over ipv6");
+    assert_eq!(&echoed, b"netpath");
+    assert_eq!(server.join().unwrap().ip(), std::net::IpAddr::V6(a6));
+
+    // `endpoint del` takes b's IPv6 entries and route with it.
+    lab.netpath_ok(&["endpoint", "del", "b"]);
+    let six = lab.netpath_ok(&["map", "dump", "ENDPOINTS6", "-o", "json"]);
+    let six: Value = serde_json::from_str(&six).unwrap();
+    let left: Vec<&str> =
+        six["entries"].as_array().unwrap().iter().map(|e| e["ip"].as_str().unwrap()).collect();
+    assert_eq!(left.len(), 2, "a's address and link-local address only: {left:?}");
+    assert!(left.contains(&"fd00:77::2") && !left.contains(&"fd00:77::3"), "{left:?}");
+    assert!(out(&lab.node, &["ip", "-6", "route", "show", "fd00:77::3"]).trim().is_empty());
+}
+
+#[test]
+fn a_spoofed_ipv6_source_is_dropped_and_counted() {
+    let (lab, _) = Lab::setup(2).agent(&["--pod-cidr6", POD_CIDR6]).endpoints(&["a", "b"]).build();
+    let b6 = ip6_of(&lab, "b");
+    let a = &lab.containers[0];
+    assert!(ping6(a, b6, None), "a cannot ping6 b\n{}", lab.agent_log());
+    // An address a gives itself: its packets never reach b.
+    let fake: Ipv6Addr = "fd00:77::99".parse().unwrap();
+    assert!(a.exec(&["ip", "-6", "addr", "add", "fd00:77::99/128", "dev", "eth0", "nodad"]).status.success());
+    let before = lab.stats().reason("drop-spoofed-source");
+    assert!(!ping6(a, b6, Some(fake)), "a spoofed source got through");
+    assert!(lab.stats().reason("drop-spoofed-source") - before >= 3);
+}
+
+#[test]
+fn bad_ipv6_requests_get_one_clear_error_and_change_nothing() {
+    let mut lab = Lab::new(2);
+    // The agent refuses an IPv6 pod CIDR no container may use.
+    for (cidr, says) in
+        [("fe80::/64", "link-local"), ("fd00:77::/40", "/48 to /120"), ("10.0.0.0/24", "not an IPv6 CIDR")]
+    {
+        let o = lab.netpath(&["agent", "--pod-cidr6", cidr]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(cidr) && err.contains(says), "{cidr}: {err}");
+    }
+    lab.start_agent_with(&["--pod-cidr6", POD_CIDR6]);
+    lab.add_endpoint("a", 0);
+    let before = lab.residue();
+    let path = lab.containers[1].path();
+    let netns = path.to_str().unwrap();
+    for (ip6, says) in [
+        ("fd00:78::5", "outside the IPv6 pod CIDR fd00:77::/64"),
+        ("fd00:77::1", "reserved"),
+        ("fd00:77::2", "already used by endpoint a"),
+    ] {
+        let o = lab.netpath(&["endpoint", "add", "b", "--netns", netns, "--ip6", ip6]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(ip6) && err.contains(says), "{ip6}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        assert_eq!(lab.residue(), before, "a refused add left something behind");
+    }
+    // A chosen address is taken as given.
+    lab.netpath_ok(&["endpoint", "add", "b", "--netns", netns, "--ip6", "fd00:77::beef"]);
+    assert_eq!(ip6_of(&lab, "b").to_string(), "fd00:77::beef");
+    assert!(ping6(&lab.containers[1], ip6_of(&lab, "a"), None));
+}
+
+#[test]
+fn ipv6_endpoints_survive_a_restart_and_pin_the_ipv6_pod_cidr() {
+    let (mut lab, _) = Lab::setup(2).agent(&["--pod-cidr6", POD_CIDR6]).endpoints(&["a", "b"]).build();
+    let b6 = ip6_of(&lab, "b");
+    lab.stop_agent();
+    // Without its IPv6 pod CIDR the agent would strand the endpoints' addresses.
+    let err = lab.try_start_agent(&[]).unwrap_err();
+    assert!(err.contains("outside --pod-cidr6 (off)"), "{err}");
+    lab.start_agent_with(&["--pod-cidr6", POD_CIDR6]);
+    assert!(ping6(&lab.containers[0], b6, None), "after the restart\n{}", lab.agent_log());
+    // An agent without IPv6 refuses --ip6 with a way out.
+    let (lab4, _) = Lab::setup(2).endpoints(&["a"]).build();
+    let path = lab4.containers[1].path();
+    let o = lab4.netpath(&["endpoint", "add", "b", "--netns", path.to_str().unwrap(), "--ip6", "fd00:77::5"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("--pod-cidr6"), "{err}");
+}
+
+/// Bytes as bpftool takes them.
+fn bytes(b: &[u8]) -> Vec<String> {
+    b.iter().map(|x| x.to_string()).collect()
+}
+
+#[test]
+fn reconcile_and_doctor_hold_the_ipv6_entries_to_the_state() {
+    let (lab, _) = Lab::setup(2).agent(&["--pod-cidr6", POD_CIDR6]).endpoints(&["a", "b"]).build();
+    let (a6, b6) = (ip6_of(&lab, "a"), ip6_of(&lab, "b"));
+    let entry = |ip: &str| -> Option<Value> {
+        let six: Value =
+            serde_json::from_str(&lab.netpath_ok(&["map", "dump", "ENDPOINTS6", "-o", "json"])).unwrap();
+        six["entries"].as_array().unwrap().iter().find(|e| e["ip"] == ip).cloned()
+    };
+    let slot4 = |ip: &str| -> u64 {
+        let four: Value =
+            serde_json::from_str(&lab.netpath_ok(&["map", "dump", "ENDPOINTS", "-o", "json"])).unwrap();
+        four["entries"].as_array().unwrap().iter().find(|e| e["ip"] == ip).unwrap()["counter_slot"]
+            .as_u64()
+            .unwrap()
+    };
+    let b_ip = lab.netpath_ok(&["endpoint", "list", "-o", "json"]);
+    let b_ip: Value = serde_json::from_str(&b_ip).unwrap();
+    let b_ip = b_ip["endpoints"].as_array().unwrap().iter().find(|e| e["name"] == "b").unwrap()["ip"].clone();
+    let b_ip = b_ip.as_str().unwrap().to_string();
+    assert_eq!(
+        entry(&b6.to_string()).unwrap()["counter_slot"].as_u64(),
+        Some(slot4(&b_ip)),
+        "b6 counts with b"
+    );
+
+    // b's IPv6 entry gone, and one for an address nobody has.
+    let pin = lab.bpffs_dir.join("ENDPOINTS6");
+    let pin = pin.to_str().unwrap();
+    let key = bytes(&b6.octets());
+    let mut args = vec!["bpftool", "map", "delete", "pinned", pin, "key"];
+    args.extend(key.iter().map(String::as_str));
+    netpath_tests::sh(&args);
+    let stray: Ipv6Addr = "fd00:77::99".parse().unwrap();
+    let a = entry(&a6.to_string()).unwrap();
+    let mut value = (a["host_ifindex"].as_u64().unwrap() as u32).to_le_bytes().to_vec();
+    value.extend_from_slice(&[0x0a, 0, 0, 0, 0, 0x99]);
+    value.extend_from_slice(&[0x0e, 0, 0, 0, 0, 0x99]);
+    value.extend_from_slice(&[0, 0, 1, 0]);
+    let (key, value) = (bytes(&stray.octets()), bytes(&value));
+    let mut args = vec!["bpftool", "map", "update", "pinned", pin, "key"];
+    args.extend(key.iter().map(String::as_str));
+    args.push("value");
+    args.extend(value.iter().map(String::as_str));
+    netpath_tests::sh(&args);
+    assert!(!ping6(&lab.containers[0], b6, None), "a reaches b6 without its entry");
+
+    let doctor = lab.netpath(&["doctor"]);
+    let report = String::from_utf8_lossy(&doctor.stdout);
+    assert!(!doctor.status.success(), "{report}");
+    assert!(report.contains(&format!("ENDPOINTS6 has no entry for {b6}")), "{report}");
+    assert!(report.contains(&format!("ENDPOINTS6 has an entry for {stray}")), "{report}");
+
+    lab.netpath_ok(&["reconcile"]);
+    assert_eq!(
+        entry(&b6.to_string()).unwrap()["counter_slot"].as_u64(),
+        Some(slot4(&b_ip)),
+        "written back, same slot"
+    );
+    assert!(entry(&stray.to_string()).is_none(), "the stray entry is gone");
+    assert!(ping6(&lab.containers[0], b6, None), "after reconcile\n{}", lab.agent_log());
+    let again = lab.netpath(&["reconcile", "--dry-run"]);
+    assert!(again.status.success(), "drift left: {}", String::from_utf8_lossy(&again.stdout));
+}
