@@ -5,6 +5,8 @@ use std::net::Ipv4Addr;
 pub const ETH_IPV4: u16 = 0x0800;
 pub const ETH_ARP: u16 = 0x0806;
 pub const ETH_VLAN: u16 = 0x8100;
+pub const ETH_IPV6: u16 = 0x86dd;
+pub const ICMPV6: u8 = 58;
 pub const TCP: u8 = 6;
 pub const UDP: u8 = 17;
 pub const ICMP: u8 = 1;
@@ -32,6 +34,32 @@ fn pseudo(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, l4: &[u8]) -> Vec<u8> {
     p.extend_from_slice(&(l4.len() as u16).to_be_bytes());
     p.extend_from_slice(l4);
     p
+}
+
+/// An IPv6 header (its payload length from `payload`) and `payload`.
+pub fn ipv6(src: std::net::Ipv6Addr, dst: std::net::Ipv6Addr, next: u8, hop: u8, payload: &[u8]) -> Vec<u8> {
+    let mut p = vec![0x60, 0, 0, 0];
+    p.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    p.extend_from_slice(&[next, hop]);
+    p.extend_from_slice(&src.octets());
+    p.extend_from_slice(&dst.octets());
+    p.extend_from_slice(payload);
+    p
+}
+
+/// An ICMPv6 message (`msg`: type, code, two checksum bytes, the rest) with its
+/// checksum over the pseudo-header of `src` to `dst` computed in place.
+pub fn icmp6(src: std::net::Ipv6Addr, dst: std::net::Ipv6Addr, msg: &[u8]) -> Vec<u8> {
+    let mut m = msg.to_vec();
+    m[2..4].fill(0);
+    let mut data = src.octets().to_vec();
+    data.extend_from_slice(&dst.octets());
+    data.extend_from_slice(&(m.len() as u32).to_be_bytes());
+    data.extend_from_slice(&[0, 0, 0, ICMPV6]);
+    data.extend_from_slice(&m);
+    let c = csum(&data);
+    m[2..4].copy_from_slice(&c.to_be_bytes());
+    m
 }
 
 pub fn eth(dst: [u8; 6], src: [u8; 6], ethertype: u16, payload: &[u8]) -> Vec<u8> {

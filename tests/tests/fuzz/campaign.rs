@@ -98,6 +98,10 @@ impl<'a> Campaign<'a> {
         for (ip, info) in &world.endpoints {
             dp.register(*ip, *info).unwrap();
         }
+        for (ip6, owner) in &world.endpoints6 {
+            let info = world.endpoints.iter().find(|(ip, _)| ip == owner).expect("an owner").1;
+            dp.register6(*ip6, *owner, info).unwrap();
+        }
         for (k, t) in &world.ports {
             dp.set_port(*k, *t).unwrap();
         }
@@ -283,6 +287,16 @@ impl<'a> Campaign<'a> {
         let mut want_eps = world.endpoints.clone();
         want_eps.sort_by_key(|(ip, _)| *ip);
         assert_eq!(eps, want_eps, "the datapath changed ENDPOINTS");
+        let mut eps6: Vec<_> =
+            self.maps.endpoints6().unwrap().into_iter().map(|(ip, e)| (ip, e.without_slot())).collect();
+        eps6.sort_by_key(|(ip, _)| *ip);
+        let mut want_eps6: Vec<_> = world
+            .endpoints6
+            .iter()
+            .map(|(ip6, owner)| (*ip6, world.endpoints.iter().find(|(ip, _)| ip == owner).unwrap().1))
+            .collect();
+        want_eps6.sort_by_key(|(ip, _)| *ip);
+        assert_eq!(eps6, want_eps6, "the datapath changed ENDPOINTS6");
         let mut ports = self.maps.port_maps().unwrap();
         let mut want_ports = world.ports.clone();
         ports.sort_by_key(|(k, _)| (k.host_ip, k.port, k.proto));

@@ -129,11 +129,48 @@ fn mutate_once(rng: &mut StdRng, node: &Node, p: &mut Vec<u8>) {
     }
 }
 
+/// One mutation of an IPv6 packet's fields: the version, next header, hop limit and
+/// payload length, an address, an ICMPv6 type, an option.
+fn mutate6_once(rng: &mut StdRng, node: &Node, p: &mut Vec<u8>) {
+    const L4: usize = IP + 40;
+    match rng.gen_range(0..8) {
+        0 => set(p, IP, &[rng.gen_range(0..16u8) << 4]),
+        1 => set(p, IP + 6, &[*[0u8, 6, 17, 43, 44, 58, 59, 60, 255].choose(rng).unwrap()]),
+        2 => set(p, IP + 7, &[*[0u8, 1, 2, 64, 254, 255].choose(rng).unwrap()]),
+        3 => {
+            let len: u16 = match rng.gen_range(0..3) {
+                0 => rng.gen(),
+                1 => (p.len().saturating_sub(L4)) as u16,
+                _ => *[0u16, 8, 24, 32, 40].choose(rng).unwrap(),
+            };
+            set(p, IP + 4, &len.to_be_bytes());
+        }
+        4 => {
+            let a = *node.addresses6().choose(rng).unwrap();
+            set(p, IP + 8 + 16 * rng.gen_range(0..2), &a.octets());
+        }
+        5 => set(p, L4, &[*[1u8, 2, 3, 128, 129, 133, 134, 135, 136, 137].choose(rng).unwrap()]),
+        6 => {
+            // The solicitation's target, or its option's type, length or address.
+            match rng.gen_range(0..3) {
+                0 => set(p, L4 + 8, &node.addresses6().choose(rng).unwrap().octets()),
+                1 => set(p, L4 + 24, &[rng.gen_range(0..4u8), rng.gen_range(0..3u8)]),
+                _ => set(p, L4 + 26, node.macs().choose(rng).unwrap()),
+            }
+        }
+        _ => p.truncate(rng.gen_range(IP..=p.len().max(IP))),
+    }
+}
+
 /// A mutant of `seed`: one to three mutations, the IPv4 checksum fixed half the time.
 pub fn mutate(rng: &mut StdRng, node: &Node, seed: &[u8]) -> Vec<u8> {
     let mut p = seed.to_vec();
     for _ in 0..rng.gen_range(1..=3) {
-        mutate_once(rng, node, &mut p);
+        if p.get(12..14) == Some(&[0x86, 0xdd][..]) && rng.gen_bool(0.6) {
+            mutate6_once(rng, node, &mut p);
+        } else {
+            mutate_once(rng, node, &mut p);
+        }
     }
     if rng.gen_bool(0.5) {
         fix_ip_csum(&mut p);

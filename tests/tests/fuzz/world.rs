@@ -1,14 +1,18 @@
 //! The fuzzed node: containers of every kind, published ports, a node address with a
 //! connected subnet, and one valid packet for every path the datapath has.
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use netpath_common::{
     EndpointInfo, NodeConfig, PortKey, PortTarget, ENDPOINT_F_BRIDGED, ENDPOINT_F_PUBLISHED,
 };
 use netpath_tests::{
     model::{Fib, World},
-    pkt::{self, ACK, FIN, ICMP, RST, SYN, TCP, UDP},
+    pkt::{self, ACK, FIN, ICMP, ICMPV6, RST, SYN, TCP, UDP},
 };
+
+/// The containers' gateway over IPv6, and an address outside the node.
+pub const GATEWAY6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
+pub const OUTSIDE6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0xcc);
 
 pub const LO: u32 = 1;
 pub const NODE: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 1);
@@ -48,7 +52,7 @@ fn local_table() -> Vec<Ipv4Addr> {
     table.lines().filter_map(|l| l.split_whitespace().nth(1)?.parse().ok()).collect()
 }
 
-/// A container: its address, MACs, host veth.
+/// A container: its addresses, MACs, host veth.
 #[derive(Clone, Copy)]
 pub struct Ep {
     pub ip: Ipv4Addr,
@@ -69,7 +73,18 @@ impl Ep {
         }
     }
 
-    fn info(&self) -> EndpointInfo {
+    /// Its IPv6 address (every container here is dual-stack).
+    pub fn ip6(&self) -> Ipv6Addr {
+        let o = self.ip.octets();
+        Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, o[3] as u16)
+    }
+
+    /// Its link-local address (EUI-64 of its MAC).
+    pub fn ll(&self) -> Ipv6Addr {
+        netpath::state::link_local(&self.mac)
+    }
+
+    pub fn info(&self) -> EndpointInfo {
         EndpointInfo {
             host_ifindex: self.ifindex,
             mac: self.mac,
@@ -124,8 +139,7 @@ impl Node {
         let any = Ipv4Addr::UNSPECIFIED;
         World {
             endpoints: self.endpoints().iter().map(|e| (e.ip, e.info())).collect(),
-            // IPv6 packets (a mutated ethertype) meet no IPv6 endpoint here.
-            endpoints6: Vec::new(),
+            endpoints6: self.endpoints().iter().flat_map(|e| [(e.ip6(), e.ip), (e.ll(), e.ip)]).collect(),
             ports: vec![
                 port(TCP, any, 8080, self.web.ip, 80),
                 port(UDP, any, 5353, self.web.ip, 53),
@@ -169,6 +183,21 @@ impl Node {
         a
     }
 
+    /// Every IPv6 address worth aiming a mutated field at.
+    pub fn addresses6(&self) -> Vec<Ipv6Addr> {
+        let mut a: Vec<Ipv6Addr> = self.endpoints().iter().flat_map(|e| [e.ip6(), e.ll()]).collect();
+        a.extend([
+            GATEWAY6,
+            OUTSIDE6,
+            Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 0x99),
+            Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 2),
+            Ipv6Addr::new(0xff02, 0, 0, 0, 0, 1, 0xff00, 1),
+            Ipv6Addr::LOCALHOST,
+            Ipv6Addr::UNSPECIFIED,
+        ]);
+        a
+    }
+
     pub fn macs(&self) -> Vec<[u8; 6]> {
         let mut m: Vec<[u8; 6]> = self.endpoints().iter().flat_map(|e| [e.mac, e.host_mac]).collect();
         m.extend([UPLINK_MAC, CLIENT_MAC, [0xff; 6], [0; 6]]);
@@ -193,6 +222,24 @@ pub struct Seed {
 
 fn from(ep: &Ep, dst_mac: [u8; 6], dst: Ipv4Addr, proto: u8, ttl: u8, opts: &[u8], l4: &[u8]) -> Vec<u8> {
     pkt::eth(dst_mac, ep.mac, pkt::ETH_IPV4, &pkt::ipv4(ep.ip, dst, proto, ttl, opts, l4))
+}
+
+fn from6(ep: &Ep, dst_mac: [u8; 6], src: Ipv6Addr, dst: Ipv6Addr, next: u8, hop: u8, payload: &[u8]) -> Vec<u8> {
+    pkt::eth(dst_mac, ep.mac, pkt::ETH_IPV6, &pkt::ipv6(src, dst, next, hop, payload))
+}
+
+/// A neighbour solicitation from `src` for `target`, with a source link-layer address
+/// option naming `slla` if given.
+fn solicitation(ep: &Ep, src: Ipv6Addr, target: Ipv6Addr, slla: Option<[u8; 6]>) -> Vec<u8> {
+    let mut msg = vec![135, 0, 0, 0, 0, 0, 0, 0];
+    msg.extend_from_slice(&target.octets());
+    if let Some(mac) = slla {
+        msg.extend_from_slice(&[1, 1]);
+        msg.extend_from_slice(&mac);
+    }
+    let group = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 1, 0xff00, 1);
+    let msg = pkt::icmp6(src, group, &msg);
+    pkt::eth([0x33, 0x33, 0xff, 0, 0, 1], ep.mac, pkt::ETH_IPV6, &pkt::ipv6(src, group, ICMPV6, 255, &msg))
 }
 
 fn outside(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, opts: &[u8], l4: &[u8]) -> Vec<u8> {
@@ -231,6 +278,21 @@ impl Node {
         let mut ipv6 = pkt::eth(c.host_mac, c.mac, 0x86dd, &[0x60, 0, 0, 0, 0, 8, 17, 64]);
         ipv6.extend_from_slice(&[0xfd; 32]);
         ipv6.extend_from_slice(&pkt::udp(1, 2, b""));
+        // Hop-by-hop (PadN), routing (type 0, no addresses left), fragment, destination
+        // options: each in front of UDP.
+        let ext = |kind: u8| -> Vec<u8> {
+            let mut h = match kind {
+                0 | 60 => vec![UDP, 0, 1, 4, 0, 0, 0, 0],
+                43 => vec![UDP, 0, 0, 0, 0, 0, 0, 0],
+                _ => vec![UDP, 0, 0, 1, 0, 0, 0x12, 0x34],
+            };
+            h.extend_from_slice(&pkt::udp(4000, 53, b"ext"));
+            h
+        };
+        let mut seeds6 = Vec::new();
+        for kind in [0u8, 43, 44, 60] {
+            seeds6.push(from6(&c, c.host_mac, c.ip6(), d.ip6(), kind, 64, &ext(kind)));
+        }
         vec![
             Seed {
                 name: "container to container (icmp echo)",
@@ -346,6 +408,77 @@ impl Node {
                 packet: from(&br1, br1.host_mac, br2.ip, UDP, 64, &[], &pkt::udp(9, 9, b"l2")),
             },
             Seed { name: "ipv6 from a container", hook: fc(&c), packet: ipv6 },
+            Seed {
+                name: "ipv6 container to container",
+                hook: fc(&c),
+                packet: from6(&c, c.host_mac, c.ip6(), d.ip6(), UDP, 64, &pkt::udp(1, 2, b"six")),
+            },
+            Seed {
+                name: "ipv6 published container to container",
+                hook: fc(&web),
+                packet: from6(&web, web.host_mac, web.ip6(), c.ip6(), TCP, 64, &pkt::tcp(80, 4444, SYN | ACK, b"")),
+            },
+            Seed {
+                name: "ipv6 container to container, expiring",
+                hook: fc(&c),
+                packet: from6(&c, c.host_mac, c.ip6(), d.ip6(), UDP, 1, &pkt::udp(1, 2, b"")),
+            },
+            Seed {
+                name: "ipv6 to the outside",
+                hook: fc(&c),
+                packet: from6(&c, c.host_mac, c.ip6(), OUTSIDE6, UDP, 64, &pkt::udp(1, 53, b"")),
+            },
+            Seed {
+                name: "ipv6 link-local to a peer's link-local",
+                hook: fc(&c),
+                packet: from6(&c, c.host_mac, c.ll(), d.ll(), UDP, 64, &pkt::udp(1, 2, b"")),
+            },
+            Seed {
+                name: "ipv6 bridged to a peer",
+                hook: fc(&br1),
+                packet: from6(&br1, br2.mac, br1.ip6(), br2.ip6(), UDP, 64, &pkt::udp(9, 9, b"l2")),
+            },
+            Seed {
+                name: "ipv6 with a hop-by-hop header",
+                hook: fc(&c),
+                packet: seeds6[0].clone(),
+            },
+            Seed { name: "ipv6 with a routing header", hook: fc(&c), packet: seeds6[1].clone() },
+            Seed { name: "ipv6 fragment", hook: fc(&c), packet: seeds6[2].clone() },
+            Seed { name: "ipv6 with destination options", hook: fc(&c), packet: seeds6[3].clone() },
+            Seed {
+                name: "neighbour solicitation for the gateway",
+                hook: fc(&c),
+                packet: solicitation(&c, c.ll(), GATEWAY6, Some(c.mac)),
+            },
+            Seed {
+                name: "neighbour solicitation without an option",
+                hook: fc(&c),
+                packet: solicitation(&c, c.ip6(), GATEWAY6, None),
+            },
+            Seed {
+                name: "duplicate address detection",
+                hook: fc(&c),
+                packet: solicitation(&c, Ipv6Addr::UNSPECIFIED, c.ll(), None),
+            },
+            Seed {
+                name: "neighbour solicitation in bridge mode",
+                hook: fc(&br1),
+                packet: solicitation(&br1, br1.ll(), GATEWAY6, Some(br1.mac)),
+            },
+            Seed {
+                name: "router solicitation",
+                hook: fc(&c),
+                packet: from6(
+                    &c,
+                    [0x33, 0x33, 0, 0, 0, 2],
+                    c.ll(),
+                    Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 2),
+                    ICMPV6,
+                    255,
+                    &pkt::icmp6(c.ll(), Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 2), &[133, 0, 0, 0, 0, 0, 0, 0]),
+                ),
+            },
             Seed {
                 name: "published tcp syn",
                 hook: Hook::Uplink,
