@@ -457,3 +457,24 @@ fn gc_takes_the_endpoints_of_attachments_no_longer_valid_and_never_the_clis() {
         cni_netconf_only(&lab, "GC", &netconf(&lab, "1.1.0", json!({"cni.dev/valid-attachments": []})));
     assert!(error(&o, &v, 11).contains("agent.sock"), "{v}");
 }
+
+/// An agent with an IPv6 pod CIDR: ADD reports both addresses and both default routes,
+/// in each result form, and the container has the IPv6 address it was told.
+#[test]
+fn add_reports_the_ipv6_address_of_a_dual_stack_agent() {
+    let mut lab = Lab::new(2);
+    lab.start_agent_with(&["--pod-cidr6", "fd00:77::/64"]);
+    let ns0 = lab.containers[0].path().display().to_string();
+    let added = ok(&lab, "ADD", ID_A, &ns0, &netconf(&lab, "1.0.0", json!({})));
+    assert_eq!(
+        added["ips"][1],
+        json!({"address": "fd00:77::2/128", "gateway": "fe80::1", "interface": 1}),
+        "{added}"
+    );
+    assert_eq!(added["routes"][1], json!({"dst": "::/0", "gw": "fe80::1"}), "{added}");
+    let eth0 = out(&lab.containers[0].exec(&["ip", "-6", "-o", "addr", "show", "dev", "eth0"]));
+    assert!(eth0.contains("fd00:77::2/128"), "{eth0}");
+    let ns1 = lab.containers[1].path().display().to_string();
+    let added_b = ok(&lab, "ADD", ID_B, &ns1, &netconf(&lab, "0.4.0", json!({})));
+    assert_eq!(added_b["ips"][1]["version"], "6", "{added_b}");
+}

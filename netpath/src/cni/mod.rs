@@ -250,6 +250,7 @@ fn add(call: &Call, conf: &NetConf, c: &Container) -> Result<Value, CniError> {
         sandbox: &netns,
         address: format!("{}/{prefix}", rec.ip),
         gateway: rec.gateway.to_string(),
+        address6: rec.ip6.map(|ip6| format!("{ip6}/128")),
         dns: conf.dns.as_ref(),
     };
     Ok(added.to_json())

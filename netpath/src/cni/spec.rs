@@ -177,15 +177,27 @@ pub struct Added<'a> {
     pub sandbox: &'a str,
     pub address: String,
     pub gateway: String,
+    /// The IPv6 address (a /128, gateway fe80::1), when the agent has an IPv6 pod CIDR.
+    pub address6: Option<String>,
     pub dns: Option<&'a Value>,
 }
 
 impl Added<'_> {
     pub fn to_json(&self) -> Value {
         let mut ip = json!({ "address": self.address, "gateway": self.gateway, "interface": 1 });
+        let gateway6 = std::net::Ipv6Addr::from(netpath_common::GATEWAY6).to_string();
+        let mut ip6 =
+            self.address6.as_ref().map(|a| json!({ "address": a, "gateway": gateway6, "interface": 1 }));
         // 0.4.0 tags each address with its family; 1.0.0 dropped the key.
         if self.version.starts_with("0.") {
             ip["version"] = json!("4");
+            if let Some(ip6) = &mut ip6 {
+                ip6["version"] = json!("6");
+            }
+        }
+        let mut routes = vec![json!({ "dst": "0.0.0.0/0", "gw": self.gateway })];
+        if ip6.is_some() {
+            routes.push(json!({ "dst": "::/0", "gw": gateway6 }));
         }
         json!({
             "cniVersion": self.version,
@@ -193,8 +205,8 @@ impl Added<'_> {
                 { "name": self.host_ifname, "mac": self.host_mac },
                 { "name": self.ifname, "mac": self.mac, "sandbox": self.sandbox },
             ],
-            "ips": [ip],
-            "routes": [{ "dst": "0.0.0.0/0", "gw": self.gateway }],
+            "ips": std::iter::once(ip).chain(ip6).collect::<Vec<_>>(),
+            "routes": routes,
             "dns": self.dns.cloned().unwrap_or_else(|| json!({})),
         })
     }
@@ -278,10 +290,17 @@ mod tests {
             sandbox: "/run/netns/c",
             address: "10.77.0.2/32".into(),
             gateway: "10.77.0.1".into(),
+            address6: None,
             dns: Some(&dns),
         };
         let v = added.to_json();
         assert_eq!(v["ips"][0], json!({"address": "10.77.0.2/32", "gateway": "10.77.0.1", "interface": 1}));
+        assert_eq!(v["ips"].as_array().unwrap().len(), 1);
+        added.address6 = Some("fd00:77::2/128".into());
+        let v = added.to_json();
+        assert_eq!(v["ips"][1], json!({"address": "fd00:77::2/128", "gateway": "fe80::1", "interface": 1}));
+        assert_eq!(v["routes"][1], json!({"dst": "::/0", "gw": "fe80::1"}));
+        added.address6 = None;
         assert_eq!(v["interfaces"][1]["sandbox"], "/run/netns/c");
         assert_eq!(v["dns"], dns);
         added.version = "0.4.0";

@@ -224,7 +224,15 @@ fn from(ep: &Ep, dst_mac: [u8; 6], dst: Ipv4Addr, proto: u8, ttl: u8, opts: &[u8
     pkt::eth(dst_mac, ep.mac, pkt::ETH_IPV4, &pkt::ipv4(ep.ip, dst, proto, ttl, opts, l4))
 }
 
-fn from6(ep: &Ep, dst_mac: [u8; 6], src: Ipv6Addr, dst: Ipv6Addr, next: u8, hop: u8, payload: &[u8]) -> Vec<u8> {
+fn from6(
+    ep: &Ep,
+    dst_mac: [u8; 6],
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    next: u8,
+    hop: u8,
+    payload: &[u8],
+) -> Vec<u8> {
     pkt::eth(dst_mac, ep.mac, pkt::ETH_IPV6, &pkt::ipv6(src, dst, next, hop, payload))
 }
 
@@ -416,7 +424,15 @@ impl Node {
             Seed {
                 name: "ipv6 published container to container",
                 hook: fc(&web),
-                packet: from6(&web, web.host_mac, web.ip6(), c.ip6(), TCP, 64, &pkt::tcp(80, 4444, SYN | ACK, b"")),
+                packet: from6(
+                    &web,
+                    web.host_mac,
+                    web.ip6(),
+                    c.ip6(),
+                    TCP,
+                    64,
+                    &pkt::tcp(80, 4444, SYN | ACK, b""),
+                ),
             },
             Seed {
                 name: "ipv6 container to container, expiring",
@@ -438,11 +454,7 @@ impl Node {
                 hook: fc(&br1),
                 packet: from6(&br1, br2.mac, br1.ip6(), br2.ip6(), UDP, 64, &pkt::udp(9, 9, b"l2")),
             },
-            Seed {
-                name: "ipv6 with a hop-by-hop header",
-                hook: fc(&c),
-                packet: seeds6[0].clone(),
-            },
+            Seed { name: "ipv6 with a hop-by-hop header", hook: fc(&c), packet: seeds6[0].clone() },
             Seed { name: "ipv6 with a routing header", hook: fc(&c), packet: seeds6[1].clone() },
             Seed { name: "ipv6 fragment", hook: fc(&c), packet: seeds6[2].clone() },
             Seed { name: "ipv6 with destination options", hook: fc(&c), packet: seeds6[3].clone() },
@@ -476,7 +488,11 @@ impl Node {
                     Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 2),
                     ICMPV6,
                     255,
-                    &pkt::icmp6(c.ll(), Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 2), &[133, 0, 0, 0, 0, 0, 0, 0]),
+                    &pkt::icmp6(
+                        c.ll(),
+                        Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 2),
+                        &[133, 0, 0, 0, 0, 0, 0, 0],
+                    ),
                 ),
             },
             Seed {
