@@ -231,11 +231,18 @@ fn reconcile_and_doctor_hold_the_ipv6_entries_to_the_state() {
     netpath_tests::sh(&args);
     assert!(!ping6(&lab.containers[0], b6, None), "a reaches b6 without its entry");
 
-    let doctor = lab.netpath(&["doctor"]);
+    // And b's address gone from its interface, and the node's IPv6 forwarding off.
+    let b = &lab.containers[1];
+    assert!(b.exec(&["ip", "-6", "addr", "del", &format!("{b6}/128"), "dev", "eth0"]).status.success());
+    assert!(lab.node.exec(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=0"]).status.success());
+    let doctor = lab.netpath_in_node(&["doctor"]);
     let report = String::from_utf8_lossy(&doctor.stdout);
     assert!(!doctor.status.success(), "{report}");
     assert!(report.contains(&format!("ENDPOINTS6 has no entry for {b6}")), "{report}");
     assert!(report.contains(&format!("ENDPOINTS6 has an entry for {stray}")), "{report}");
+    assert!(report.contains(&format!("address {b6}/128")), "{report}");
+    assert!(report.contains("net.ipv6.conf.all.forwarding = 0"), "{report}");
+    assert!(lab.node.exec(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]).status.success());
 
     lab.netpath_ok(&["reconcile"]);
     assert_eq!(

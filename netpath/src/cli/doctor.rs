@@ -85,6 +85,9 @@ async fn check(paths: &Paths) -> anyhow::Result<Report> {
         AttachMode::Tcx
     };
     let (eps, ports) = crate::state::read(paths)?;
+    if eps.iter().any(|e| e.ip6.is_some()) {
+        forwarding6(&mut r);
+    }
     let node =
         Node { nl, endpoints: eps, ports, inspector, cfg, attach, id: AgentId::load(&paths.state_dir)? };
     endpoints(&mut r, &node).await?;
@@ -237,6 +240,21 @@ fn forwarding(r: &mut Report) {
         }
         Ok(v) => r.fail("rp_filter", format!("net.ipv4.conf.all.rp_filter = {v}"), "set it to 0, 1 or 2"),
         Err(e) => r.fail("rp_filter", e.to_string(), "run doctor in the node's network namespace"),
+    }
+}
+
+/// IPv6 forwarding, on a node with IPv6 endpoints: what the datapath hands the stack
+/// (the node, the outside) is routed by it. (The containers' duplicate address
+/// detection is each endpoint's check.)
+fn forwarding6(r: &mut Report) {
+    match sysctl::get("net/ipv6/conf/all/forwarding") {
+        Ok(v) if v == "1" => r.ok("ipv6 forwarding", "net.ipv6.conf.all.forwarding = 1"),
+        Ok(v) => r.fail(
+            "ipv6 forwarding",
+            format!("net.ipv6.conf.all.forwarding = {v}: containers' IPv6 to the node and beyond is not routed"),
+            "sysctl -w net.ipv6.conf.all.forwarding=1 (the agent sets it at start with --pod-cidr6)",
+        ),
+        Err(e) => r.fail("ipv6 forwarding", e.to_string(), "run doctor in the node's network namespace"),
     }
 }
 

@@ -456,6 +456,7 @@ pub async fn container_drift(
     ifname: String,
     ip: Ipv4Addr,
     prefix: u8,
+    ip6: Option<(Ipv6Addr, Ipv6Addr)>,
 ) -> Result<Vec<String>, PlumbingError> {
     let Some(eth) = get(&handle, &ifname).await? else {
         return Ok(vec![format!("interface {ifname}")]);
@@ -472,7 +473,67 @@ pub async fn container_drift(
     if !routes.iter().any(|r| r.dst.prefix_len() == 0 && r.oif == Some(eth.index)) {
         missing.push(format!("default route on {ifname}"));
     }
+    if let Some((ip6, link_local)) = ip6 {
+        let addrs6 = addresses6(&handle).await?;
+        for (addr, prefix) in [(ip6, 128), (link_local, 64)] {
+            match addrs6.iter().find(|a| a.index == eth.index && a.net.addr() == addr && a.net.prefix_len() == prefix) {
+                None => missing.push(format!("address {addr}/{prefix}")),
+                // Duplicate address detection is off for netpath's addresses: one still
+                // tentative, or failed, was not made by netpath's configuration.
+                Some(a) if a.tentative => missing.push(format!("address {addr}/{prefix} usable (it is tentative or failed DAD)")),
+                Some(_) => {}
+            }
+        }
+        if !default6(&handle, eth.index).await? {
+            missing.push(format!("IPv6 default route on {ifname}"));
+        }
+    }
     Ok(missing)
+}
+
+/// An IPv6 address on an interface, and whether it is unusable yet or for good
+/// (tentative, or duplicate address detection failed).
+pub struct Address6 {
+    pub index: u32,
+    pub net: ipnet::Ipv6Net,
+    pub tentative: bool,
+}
+
+/// Every IPv6 address in the namespace.
+pub async fn addresses6(handle: &Handle) -> Result<Vec<Address6>, PlumbingError> {
+    use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags};
+    let mut out = Vec::new();
+    let mut addrs = handle.address().get().execute();
+    while let Some(msg) = addrs.try_next().await.map_err(PlumbingError::netlink("failed to list addresses"))? {
+        let mut tentative = msg.header.flags.intersects(AddressHeaderFlags::Tentative | AddressHeaderFlags::Dadfailed);
+        let mut addr = None;
+        for attr in &msg.attributes {
+            match attr {
+                AddressAttribute::Address(std::net::IpAddr::V6(a)) => addr = Some(*a),
+                AddressAttribute::Flags(f) => {
+                    tentative |= f.intersects(AddressFlags::Tentative | AddressFlags::Dadfailed)
+                }
+                _ => {}
+            }
+        }
+        if let Some(net) = addr.and_then(|a| ipnet::Ipv6Net::new(a, msg.header.prefix_len).ok()) {
+            out.push(Address6 { index: msg.header.index, net, tentative });
+        }
+    }
+    Ok(out)
+}
+
+/// Is there an IPv6 default route through interface `index` in the main table?
+async fn default6(handle: &Handle, index: u32) -> Result<bool, PlumbingError> {
+    use rtnetlink::packet_route::route::RouteAttribute;
+    let mut routes = handle.route().get(RouteMessageBuilder::<Ipv6Addr>::new().build()).execute();
+    while let Some(msg) = routes.try_next().await.map_err(PlumbingError::netlink("failed to list routes"))? {
+        let oif = msg.attributes.iter().find_map(|a| if let RouteAttribute::Oif(i) = a { Some(*i) } else { None });
+        if msg.header.destination_prefix_length == 0 && oif == Some(index) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Is the node's route to a container (`ip/32 dev index`) in place?
