@@ -277,7 +277,10 @@ pub async fn endpoint(node: &Node<'_>, rec: &EndpointRecord) -> Result<Vec<Drift
         out.push(Drift::IndexChanged { endpoint: endpoint.clone(), veth, index, was });
     }
     let (ifname, ip, prefix) = (rec.ifname.clone(), rec.ip, node.prefix);
-    let ip6 = rec.ip6.zip(crate::state::parse_mac(&rec.mac)).map(|(ip6, mac)| (ip6, crate::state::link_local(&mac)));
+    let ip6 = rec
+        .ip6
+        .zip(crate::state::parse_mac(&rec.mac))
+        .map(|(ip6, mac)| (ip6, crate::state::link_local(&mac)));
     let missing =
         netns::run_in(&ns, &rec.netns, move |h| link::container_drift(h, ifname, ip, prefix, ip6)).await?;
     if missing.iter().any(|m| m.starts_with("interface")) {

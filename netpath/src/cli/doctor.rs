@@ -251,7 +251,9 @@ fn forwarding6(r: &mut Report) {
         Ok(v) if v == "1" => r.ok("ipv6 forwarding", "net.ipv6.conf.all.forwarding = 1"),
         Ok(v) => r.fail(
             "ipv6 forwarding",
-            format!("net.ipv6.conf.all.forwarding = {v}: containers' IPv6 to the node and beyond is not routed"),
+            format!(
+                "net.ipv6.conf.all.forwarding = {v}: containers' IPv6 to the node and beyond is not routed"
+            ),
             "sysctl -w net.ipv6.conf.all.forwarding=1 (the agent sets it at start with --pod-cidr6)",
         ),
         Err(e) => r.fail("ipv6 forwarding", e.to_string(), "run doctor in the node's network namespace"),

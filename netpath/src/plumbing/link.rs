@@ -476,11 +476,16 @@ pub async fn container_drift(
     if let Some((ip6, link_local)) = ip6 {
         let addrs6 = addresses6(&handle).await?;
         for (addr, prefix) in [(ip6, 128), (link_local, 64)] {
-            match addrs6.iter().find(|a| a.index == eth.index && a.net.addr() == addr && a.net.prefix_len() == prefix) {
+            match addrs6
+                .iter()
+                .find(|a| a.index == eth.index && a.net.addr() == addr && a.net.prefix_len() == prefix)
+            {
                 None => missing.push(format!("address {addr}/{prefix}")),
                 // Duplicate address detection is off for netpath's addresses: one still
                 // tentative, or failed, was not made by netpath's configuration.
-                Some(a) if a.tentative => missing.push(format!("address {addr}/{prefix} usable (it is tentative or failed DAD)")),
+                Some(a) if a.tentative => {
+                    missing.push(format!("address {addr}/{prefix} usable (it is tentative or failed DAD)"))
+                }
                 Some(_) => {}
             }
         }
@@ -504,8 +509,11 @@ pub async fn addresses6(handle: &Handle) -> Result<Vec<Address6>, PlumbingError>
     use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags};
     let mut out = Vec::new();
     let mut addrs = handle.address().get().execute();
-    while let Some(msg) = addrs.try_next().await.map_err(PlumbingError::netlink("failed to list addresses"))? {
-        let mut tentative = msg.header.flags.intersects(AddressHeaderFlags::Tentative | AddressHeaderFlags::Dadfailed);
+    while let Some(msg) =
+        addrs.try_next().await.map_err(PlumbingError::netlink("failed to list addresses"))?
+    {
+        let mut tentative =
+            msg.header.flags.intersects(AddressHeaderFlags::Tentative | AddressHeaderFlags::Dadfailed);
         let mut addr = None;
         for attr in &msg.attributes {
             match attr {
@@ -528,7 +536,8 @@ async fn default6(handle: &Handle, index: u32) -> Result<bool, PlumbingError> {
     use rtnetlink::packet_route::route::RouteAttribute;
     let mut routes = handle.route().get(RouteMessageBuilder::<Ipv6Addr>::new().build()).execute();
     while let Some(msg) = routes.try_next().await.map_err(PlumbingError::netlink("failed to list routes"))? {
-        let oif = msg.attributes.iter().find_map(|a| if let RouteAttribute::Oif(i) = a { Some(*i) } else { None });
+        let oif =
+            msg.attributes.iter().find_map(|a| if let RouteAttribute::Oif(i) = a { Some(*i) } else { None });
         if msg.header.destination_prefix_length == 0 && oif == Some(index) {
             return Ok(true);
         }

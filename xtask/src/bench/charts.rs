@@ -188,6 +188,7 @@ fn group_label(groups: &[(PathKind, Test)], x: f64) -> String {
     groups.get(x.floor() as usize).map_or(String::new(), |(p, t)| {
         let p = match p {
             PathKind::C2c => "c2c",
+            PathKind::C2c6 => "c2c6",
             PathKind::Snat => "snat",
             PathKind::Dnat => "dnat",
             PathKind::Loopback => "lo",

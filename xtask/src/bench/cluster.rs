@@ -124,7 +124,7 @@ impl CrossWorld {
     pub fn measure(&self, test: Test, duration: Duration) -> Sample {
         self.flush_conntrack();
         let at = SocketAddrV4::new(self.server_ip, SERVICE_PORT);
-        load::run(test, self.server(), at, self.client(), at, duration, Placement::SameCpu)
+        load::run(test, self.server(), at.into(), self.client(), at.into(), duration, Placement::SameCpu)
     }
 }
 

@@ -4,7 +4,7 @@
 //! sockperf does TCP_CRR; TCP_STREAM is checked against iperf3 where it is installed.
 use std::{
     io::{Read as _, Write as _},
-    net::{Shutdown, SocketAddrV4, TcpListener, TcpStream, UdpSocket},
+    net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket},
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -83,9 +83,9 @@ fn percentile(sorted: &[u32], p: f64) -> Option<f64> {
 pub fn run(
     test: Test,
     server_ns: &Netns,
-    listen: SocketAddrV4,
+    listen: SocketAddr,
     client_ns: &Netns,
-    target: SocketAddrV4,
+    target: SocketAddr,
     duration: Duration,
     placement: Placement,
 ) -> Sample {
@@ -106,8 +106,7 @@ pub fn run(
         .unwrap_or_default();
     stop.store(true, Ordering::SeqCst);
     // Wake an accept() that may still be waiting.
-    let _ =
-        client_ns.run(move || TcpStream::connect_timeout(&target.into(), Duration::from_millis(200))).join();
+    let _ = client_ns.run(move || TcpStream::connect_timeout(&target, Duration::from_millis(200))).join();
     let _ = server.join();
     result
 }
@@ -115,7 +114,7 @@ pub fn run(
 fn start_server(
     test: Test,
     ns: &Netns,
-    listen: SocketAddrV4,
+    listen: SocketAddr,
     stop: Arc<AtomicBool>,
     cpu: usize,
 ) -> std::thread::JoinHandle<()> {
@@ -184,8 +183,8 @@ fn transactions(duration: Duration, fatal: bool, mut exchange: impl FnMut(&mut [
     summarize(lat, start.elapsed(), errors)
 }
 
-fn tcp_rr(target: SocketAddrV4, duration: Duration) -> Sample {
-    let Ok(mut s) = TcpStream::connect_timeout(&target.into(), Duration::from_secs(2)) else {
+fn tcp_rr(target: SocketAddr, duration: Duration) -> Sample {
+    let Ok(mut s) = TcpStream::connect_timeout(&target, Duration::from_secs(2)) else {
         return Sample { errors: 1, ..Default::default() };
     };
     let _ = s.set_nodelay(true);
@@ -193,8 +192,9 @@ fn tcp_rr(target: SocketAddrV4, duration: Duration) -> Sample {
     transactions(duration, true, |b| s.write_all(b).is_ok() && s.read_exact(b).is_ok())
 }
 
-fn udp_rr(target: SocketAddrV4, duration: Duration) -> Sample {
-    let s = UdpSocket::bind(("0.0.0.0", 0)).expect("udp client");
+fn udp_rr(target: SocketAddr, duration: Duration) -> Sample {
+    let any: SocketAddr = if target.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }.parse().expect("an address");
+    let s = UdpSocket::bind(any).expect("udp client");
     if s.connect(target).is_err() {
         return Sample { errors: 1, ..Default::default() };
     }
@@ -203,7 +203,7 @@ fn udp_rr(target: SocketAddrV4, duration: Duration) -> Sample {
     transactions(duration, false, |b| s.send(b).is_ok() && s.recv(b).is_ok())
 }
 
-fn tcp_crr(target: SocketAddrV4, duration: Duration) -> Sample {
+fn tcp_crr(target: SocketAddr, duration: Duration) -> Sample {
     let mut lat = Vec::with_capacity(1 << 18);
     let mut errors = 0;
     let mut b = [1u8; 1];
@@ -211,7 +211,7 @@ fn tcp_crr(target: SocketAddrV4, duration: Duration) -> Sample {
     while start.elapsed() < duration {
         let t = Instant::now();
         let ok = (|| -> std::io::Result<()> {
-            let mut s = TcpStream::connect_timeout(&target.into(), Duration::from_secs(1))?;
+            let mut s = TcpStream::connect_timeout(&target, Duration::from_secs(1))?;
             s.set_nodelay(true)?;
             s.set_read_timeout(Some(Duration::from_secs(1)))?;
             // Close with RST, as no TIME_WAIT: 28k ephemeral ports would run out in
@@ -244,8 +244,8 @@ fn socket_linger_zero(s: &TcpStream) {
     }
 }
 
-fn tcp_stream(target: SocketAddrV4, duration: Duration) -> Sample {
-    let Ok(mut s) = TcpStream::connect_timeout(&target.into(), Duration::from_secs(2)) else {
+fn tcp_stream(target: SocketAddr, duration: Duration) -> Sample {
+    let Ok(mut s) = TcpStream::connect_timeout(&target, Duration::from_secs(2)) else {
         return Sample { errors: 1, ..Default::default() };
     };
     let buf = vec![0x5au8; 1 << 16];
@@ -347,9 +347,9 @@ fn tool_run(
 /// established tool on a path both measure.
 pub fn iperf3_stream(
     server_ns: &Netns,
-    listen: SocketAddrV4,
+    listen: SocketAddr,
     client_ns: &Netns,
-    target: SocketAddrV4,
+    target: SocketAddr,
     duration: Duration,
 ) -> Option<f64> {
     let (ip, port) = (listen.ip().to_string(), listen.port().to_string());
@@ -370,9 +370,9 @@ pub fn iperf3_stream(
 /// trip): doubled here to compare with our p50/p99.
 pub fn sockperf_rr(
     server_ns: &Netns,
-    listen: SocketAddrV4,
+    listen: SocketAddr,
     client_ns: &Netns,
-    target: SocketAddrV4,
+    target: SocketAddr,
     duration: Duration,
     test: Test,
 ) -> Option<Sample> {

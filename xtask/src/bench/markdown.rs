@@ -112,7 +112,7 @@ impl Report {
             "| path | test | netpath | bridge+iptables | limit | netpath/iptables | netpath/limit |"
         );
         let _ = writeln!(md, "|---|---|---|---|---|---|---|");
-        for path in [PathKind::C2c, PathKind::Snat, PathKind::Dnat, PathKind::Loopback] {
+        for path in [PathKind::C2c, PathKind::C2c6, PathKind::Snat, PathKind::Dnat, PathKind::Loopback] {
             for test in super::TESTS {
                 for placement in [Placement::SameCpu, Placement::SplitCpu] {
                     if let Some(row) = self.md_main_row(path, test, placement) {
@@ -127,8 +127,11 @@ impl Report {
     /// loopback row, and it has no NAT paths: its column is empty on those.
     fn md_main_row(&self, path: PathKind, test: Test, placement: Placement) -> Option<String> {
         let cell = |dp| {
-            let lookup =
-                if dp == Datapath::Limit && path != PathKind::Loopback { PathKind::C2c } else { path };
+            let lookup = if dp == Datapath::Limit && matches!(path, PathKind::Snat | PathKind::Dnat) {
+                PathKind::C2c
+            } else {
+                path
+            };
             if dp != Datapath::Limit && path == PathKind::Loopback {
                 return "-".to_string();
             }
@@ -156,7 +159,7 @@ impl Report {
             row[1],
             if nat { "-".into() } else { row[2].clone() },
             ratio(Datapath::Iptables),
-            if path == PathKind::C2c { ratio(Datapath::Limit) } else { "-".into() }
+            if matches!(path, PathKind::C2c | PathKind::C2c6) { ratio(Datapath::Limit) } else { "-".into() }
         ))
     }
 
@@ -354,6 +357,21 @@ impl Report {
                 &format!("container-to-container {} p99 vs the limit's p99", t.name()),
                 self.p99_ratio(PathKind::C2c, t, Datapath::Limit),
                 1.1,
+                "x",
+            ));
+        }
+        // IPv6: the same targets as IPv4 (issue 19).
+        for t in [Test::TcpRr, Test::UdpRr] {
+            out.push(judge(
+                &format!("container-to-container (IPv6) {} vs limit", t.name()),
+                self.ratio(PathKind::C2c6, t, Datapath::Limit, 0),
+                0.95,
+                "x",
+            ));
+            out.push(judge(
+                &format!("container-to-container (IPv6) {} vs ip6tables", t.name()),
+                self.ratio(PathKind::C2c6, t, Datapath::Iptables, 0),
+                1.25,
                 "x",
             ));
         }

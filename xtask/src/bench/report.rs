@@ -192,7 +192,11 @@ impl Report {
         let a = self.find(Datapath::Netpath, path, test, Placement::SameCpu, mappings)?;
         let b = self.find(
             other,
-            if other == Datapath::Limit { PathKind::C2c } else { path },
+            if other == Datapath::Limit && matches!(path, PathKind::Snat | PathKind::Dnat) {
+                PathKind::C2c
+            } else {
+                path
+            },
             test,
             Placement::SameCpu,
             mappings,

@@ -1,6 +1,9 @@
 //! The three datapaths, each built in namespaces of its own around the same workload:
 //! two containers (a, b) on a node with an uplink to an outside host.
-use std::{net::SocketAddrV4, process::Command};
+use std::{
+    net::{Ipv6Addr, SocketAddr, SocketAddrV4},
+    process::Command,
+};
 
 use anyhow::{bail, Context as _, Result};
 use netpath_tests::{Lab, Netns, NODE_UPLINK_IP, OUTSIDE_IP};
@@ -45,6 +48,8 @@ impl Datapath {
 pub enum PathKind {
     #[serde(rename = "container-to-container")]
     C2c,
+    #[serde(rename = "container-to-container (IPv6)")]
+    C2c6,
     #[serde(rename = "container-to-outside (SNAT)")]
     Snat,
     #[serde(rename = "outside-to-mapped-port (DNAT)")]
@@ -57,6 +62,7 @@ impl PathKind {
     pub fn name(self) -> &'static str {
         match self {
             PathKind::C2c => "container-to-container",
+            PathKind::C2c6 => "container-to-container (IPv6)",
             PathKind::Snat => "container-to-outside (SNAT)",
             PathKind::Dnat => "outside-to-mapped-port (DNAT)",
             PathKind::Loopback => "loopback",
@@ -81,6 +87,8 @@ pub struct World {
     pub datapath: Datapath,
     pub lab: Lab,
     b: std::net::Ipv4Addr,
+    /// b's IPv6 address, in the worlds with an IPv6 path.
+    b6: Option<Ipv6Addr>,
     /// The floor's programs, attached while this is held.
     _floor: Option<aya::Ebpf>,
 }
@@ -88,9 +96,9 @@ pub struct World {
 /// Who serves and who asks on one path.
 pub struct Endpoints<'w> {
     pub server: &'w Netns,
-    pub listen: SocketAddrV4,
+    pub listen: SocketAddr,
     pub client: &'w Netns,
-    pub target: SocketAddrV4,
+    pub target: SocketAddr,
 }
 
 pub(super) fn ip(ns: &Netns, args: &[&str]) -> Result<()> {
@@ -110,11 +118,14 @@ pub fn in_ns(ns: &Netns, args: &[&str]) -> Result<()> {
 }
 
 /// The bridge br0 on the node, each container's veth enslaved to it, addresses
-/// 10.77.0.2 and up, the bridge the default gateway.
+/// 10.77.0.2 and up (fd00:77::2 and up), the bridge the default gateway, as Docker's
+/// bridge with IPv6 enabled (addresses without duplicate address detection, as
+/// netpath's).
 fn bridge_network(lab: &Lab) -> Result<()> {
     let node = &lab.node;
     ip(node, &["link", "add", "br0", "type", "bridge"])?;
     ip(node, &["addr", "add", "10.77.0.1/24", "dev", "br0"])?;
+    ip(node, &["-6", "addr", "add", "fd00:77::1/64", "dev", "br0", "nodad"])?;
     ip(node, &["link", "set", "br0", "up"])?;
     for (i, c) in lab.containers.iter().enumerate() {
         let host = format!("veth{i}");
@@ -122,11 +133,23 @@ fn bridge_network(lab: &Lab) -> Result<()> {
         ip(node, &["link", "add", &host, "type", "veth", "peer", "name", "eth0", "netns", &c.name])?;
         ip(node, &["link", "set", &host, "master", "br0", "up"])?;
         ip(c, &["addr", "add", &addr, "dev", "eth0"])?;
+        ip(c, &["-6", "addr", "add", &format!("fd00:77::{}/64", i + 2), "dev", "eth0", "nodad"])?;
         ip(c, &["link", "set", "eth0", "up"])?;
         ip(c, &["link", "set", "lo", "up"])?;
         ip(c, &["route", "add", "default", "via", "10.77.0.1"])?;
+        ip(c, &["-6", "route", "add", "default", "via", "fd00:77::1"])?;
     }
     Ok(())
+}
+
+/// An endpoint's IPv6 address, as `netpath endpoint list` gives it.
+fn endpoint_ip6(lab: &Lab, name: &str) -> Result<Ipv6Addr> {
+    let list: serde_json::Value = serde_json::from_str(&lab.netpath_ok(&["endpoint", "list", "-o", "json"]))?;
+    let ep = list["endpoints"].as_array().into_iter().flatten().find(|e| e["name"] == name);
+    ep.and_then(|e| e["ip6"].as_str())
+        .context("the endpoint has no IPv6 address")?
+        .parse()
+        .context("its IPv6 address")
 }
 
 /// Docker's nat table: its DOCKER chain for local destinations, MASQUERADE for the
@@ -177,7 +200,8 @@ fn docker_filter_rules() -> Vec<String> {
 
 impl World {
     pub fn netpath() -> Result<World> {
-        Self::netpath_with("npbench", Datapath::Netpath, &[])
+        // Dual-stack, for the IPv6 path (its IPv4 paths are the same with or without).
+        Self::netpath_with("npbench", Datapath::Netpath, &["--pod-cidr6", "fd00:77::/64"])
     }
 
     /// netpath with the uplink's XDP fast path.
@@ -200,7 +224,8 @@ impl World {
                 &format!("b:{SERVICE_PORT}"),
             ]);
         }
-        Ok(World { datapath, lab, b, _floor: None })
+        let b6 = if datapath == Datapath::Netpath { Some(endpoint_ip6(&lab, "b")?) } else { None };
+        Ok(World { datapath, lab, b, b6, _floor: None })
     }
 
     /// Docker's bridge network as its bridge driver builds it (the seed's manual set-up
@@ -210,12 +235,26 @@ impl World {
         bridge_network(&lab)?;
         let node = &lab.node;
         in_ns(node, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+        in_ns(node, &["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])?;
         for rule in docker_nat_rules().into_iter().chain(docker_filter_rules()) {
             let mut args = vec!["iptables"];
             args.extend(rule.split_whitespace());
             in_ns(node, &args).context("building the iptables baseline")?;
         }
-        Ok(World { datapath: Datapath::Iptables, lab, b: "10.77.0.3".parse()?, _floor: None })
+        // Docker's filter rules again in ip6tables, for its IPv6 bridge network.
+        for rule in docker_filter_rules() {
+            let rule = rule.replace("10.77.0.3/32", "fd00:77::3/128");
+            let mut args = vec!["ip6tables"];
+            args.extend(rule.split_whitespace());
+            in_ns(node, &args).context("building the ip6tables baseline")?;
+        }
+        Ok(World {
+            datapath: Datapath::Iptables,
+            lab,
+            b: "10.77.0.3".parse()?,
+            b6: Some("fd00:77::3".parse()?),
+            _floor: None,
+        })
     }
 
     /// The two endpoints joined by one veth pair, nothing in between.
@@ -223,38 +262,52 @@ impl World {
         let lab = lab("nplimit")?;
         let (c0, c1) = (&lab.containers[0], &lab.containers[1]);
         ip(c0, &["link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", &c1.name])?;
-        for (c, addr) in [(c0, "10.99.0.1/24"), (c1, "10.99.0.2/24")] {
+        for (c, addr, addr6) in [(c0, "10.99.0.1/24", "fd00:99::1/64"), (c1, "10.99.0.2/24", "fd00:99::2/64")]
+        {
             ip(c, &["addr", "add", addr, "dev", "eth0"])?;
+            ip(c, &["-6", "addr", "add", addr6, "dev", "eth0", "nodad"])?;
             ip(c, &["link", "set", "eth0", "up"])?;
             ip(c, &["link", "set", "lo", "up"])?;
         }
-        Ok(World { datapath: Datapath::Limit, lab, b: "10.99.0.2".parse()?, _floor: None })
+        Ok(World {
+            datapath: Datapath::Limit,
+            lab,
+            b: "10.99.0.2".parse()?,
+            b6: Some("fd00:99::2".parse()?),
+            _floor: None,
+        })
     }
 
     /// netpath's layout, its one lookup and the redirect, nothing else (bench::floor).
     pub fn floor() -> Result<World> {
         let lab = lab("npfloor")?;
         let ebpf = super::floor::build(&lab).context("building the layout floor")?;
-        Ok(World { datapath: Datapath::Floor, lab, b: super::floor::B, _floor: Some(ebpf) })
+        Ok(World { datapath: Datapath::Floor, lab, b: super::floor::B, b6: None, _floor: Some(ebpf) })
     }
 
     /// The paths this datapath has.
     pub fn paths(&self) -> Vec<PathKind> {
         match self.datapath {
-            Datapath::Limit => vec![PathKind::C2c, PathKind::Loopback],
+            Datapath::Limit => vec![PathKind::C2c, PathKind::C2c6, PathKind::Loopback],
             Datapath::Floor => vec![PathKind::C2c],
+            Datapath::Netpath | Datapath::Iptables => {
+                vec![PathKind::C2c, PathKind::C2c6, PathKind::Snat, PathKind::Dnat]
+            }
             // XDP sits on the uplink: only the NAT paths go through it.
             Datapath::NetpathXdp => vec![PathKind::Snat, PathKind::Dnat],
-            _ => vec![PathKind::C2c, PathKind::Snat, PathKind::Dnat],
         }
     }
 
     pub fn endpoints(&self, path: PathKind) -> Endpoints<'_> {
         let c = &self.lab.containers;
-        let svc = |ip| SocketAddrV4::new(ip, SERVICE_PORT);
+        let svc = |ip| SocketAddr::V4(SocketAddrV4::new(ip, SERVICE_PORT));
         match path {
             PathKind::C2c => {
                 Endpoints { server: &c[1], listen: svc(self.b), client: &c[0], target: svc(self.b) }
+            }
+            PathKind::C2c6 => {
+                let b6 = SocketAddr::new(self.b6.expect("a world with IPv6").into(), SERVICE_PORT);
+                Endpoints { server: &c[1], listen: b6, client: &c[0], target: b6 }
             }
             PathKind::Snat => Endpoints {
                 server: &self.lab.outside,
@@ -266,7 +319,7 @@ impl World {
                 server: &c[1],
                 listen: svc(self.b),
                 client: &self.lab.outside,
-                target: SocketAddrV4::new(NODE_UPLINK_IP, HOST_PORT),
+                target: SocketAddr::V4(SocketAddrV4::new(NODE_UPLINK_IP, HOST_PORT)),
             },
             PathKind::Loopback => {
                 let lo = svc("127.0.0.1".parse().expect("loopback"));
