@@ -443,11 +443,12 @@ pub struct EchoConn {
 impl EchoConn {
     pub fn open(
         server: &Netns,
-        listen: std::net::SocketAddrV4,
+        listen: impl Into<std::net::SocketAddr>,
         client: &Netns,
-        target: std::net::SocketAddrV4,
+        target: impl Into<std::net::SocketAddr>,
     ) -> Self {
         use std::io::{Read as _, Write as _};
+        let (listen, target): (std::net::SocketAddr, std::net::SocketAddr) = (listen.into(), target.into());
         let listener = server.run(move || std::net::TcpListener::bind(listen)).join().unwrap().expect("bind");
         std::thread::spawn(move || {
             let (mut s, _) = listener.accept().unwrap();
@@ -464,7 +465,7 @@ impl EchoConn {
             }
         });
         let stream = client
-            .run(move || std::net::TcpStream::connect_timeout(&target.into(), Duration::from_secs(3)))
+            .run(move || std::net::TcpStream::connect_timeout(&target, Duration::from_secs(3)))
             .join()
             .unwrap()
             .expect("connect");
@@ -921,6 +922,14 @@ impl Lab {
             serde_json::from_str(&self.netpath_ok(&["endpoint", "list", "-o", "json"])).unwrap();
         let ep = list["endpoints"].as_array().unwrap().iter().find(|e| e["name"] == name).unwrap();
         ep["ip"].as_str().unwrap().parse().unwrap()
+    }
+
+    /// Endpoint `name`'s IPv6 address (an agent with --pod-cidr6), from `endpoint list`.
+    pub fn endpoint_ip6(&self, name: &str) -> std::net::Ipv6Addr {
+        let list: Value =
+            serde_json::from_str(&self.netpath_ok(&["endpoint", "list", "-o", "json"])).unwrap();
+        let ep = list["endpoints"].as_array().unwrap().iter().find(|e| e["name"] == name).unwrap();
+        ep["ip6"].as_str().unwrap_or_else(|| panic!("{name} has no ip6: {ep}")).parse().unwrap()
     }
 
     /// `netpath stats -o json`.

@@ -8,7 +8,12 @@ use std::{
 
 use netpath_tests::{EchoConn, Lab, Netns, NODE_UPLINK_IP, OUTSIDE_IP};
 
-fn open(server: &Netns, listen: SocketAddrV4, client: &Netns, target: SocketAddrV4) -> EchoConn {
+fn open(
+    server: &Netns,
+    listen: impl Into<std::net::SocketAddr>,
+    client: &Netns,
+    target: impl Into<std::net::SocketAddr>,
+) -> EchoConn {
     EchoConn::open(server, listen, client, target)
 }
 
@@ -16,9 +21,14 @@ fn open(server: &Netns, listen: SocketAddrV4, client: &Netns, target: SocketAddr
 fn connections_survive_an_agent_killed_and_restarted() {
     let mut lab = Lab::new(2);
     assert!(lab.node.exec(&["iptables", "-P", "FORWARD", "DROP"]).status.success());
-    lab.start_agent();
+    assert!(lab.node.exec(&["ip6tables", "-P", "FORWARD", "DROP"]).status.success());
+    // Dual-stack: IPv6 rides through the restart next to IPv4.
+    const AGENT: &[&str] = &["--pod-cidr6", "fd00:77::/64"];
+    lab.start_agent_with(AGENT);
     lab.add_endpoint("a", 0);
     let b = lab.add_endpoint("b", 1);
+    let b6 = lab.endpoint_ip6("b");
+    let v6 = |port| std::net::SocketAddrV6::new(b6, port, 0, 0);
     lab.netpath_ok(&["port", "add", "8080", "b:7100"]);
     let (c, o) = (&lab.containers, &lab.outside);
     let mut conns = [
@@ -26,6 +36,7 @@ fn connections_survive_an_agent_killed_and_restarted() {
             "container to container",
             open(&c[1], SocketAddrV4::new(b, 7000), &c[0], SocketAddrV4::new(b, 7000)),
         ),
+        ("container to container over IPv6", open(&c[1], v6(7010), &c[0], v6(7010))),
         (
             "container to outside",
             open(o, SocketAddrV4::new(OUTSIDE_IP, 7001), &c[0], SocketAddrV4::new(OUTSIDE_IP, 7001)),
@@ -51,13 +62,16 @@ fn connections_survive_an_agent_killed_and_restarted() {
     // A new connection works too while no agent runs.
     let mut fresh = open(&c[1], SocketAddrV4::new(b, 7002), &c[0], SocketAddrV4::new(b, 7002));
     fresh.exchange("new connection, agent dead");
+    let mut fresh6 = open(&c[1], v6(7012), &c[0], v6(7012));
+    fresh6.exchange("new IPv6 connection, agent dead");
 
     lab.kill_agent(); // reap the dead process
-    lab.start_agent();
+    lab.start_agent_with(AGENT);
     for (what, conn) in conns.iter_mut() {
         conn.exchange(&format!("{what}, agent restarted"));
     }
     fresh.exchange("new connection, agent restarted");
+    fresh6.exchange("new IPv6 connection, agent restarted");
     // The restarted agent took over the attachments rather than stacking new ones: one
     // program per interface. The uplink's is a pinned TCX link (before 6.6 a clsact
     // filter); an endpoint's is the filter its creation put there, untouched: it runs
@@ -83,10 +97,12 @@ fn connections_survive_an_agent_killed_and_restarted() {
     // drop everything. The next agent makes a new slot and attaches every endpoint again.
     lab.kill_agent();
     std::fs::remove_file(lab.bpffs_dir.join("ENDPOINT_PROGS")).unwrap();
-    lab.start_agent();
+    lab.start_agent_with(AGENT);
     let mut again =
         open(&lab.containers[1], SocketAddrV4::new(b, 7003), &lab.containers[0], SocketAddrV4::new(b, 7003));
     again.exchange("new connection, new slot");
+    let mut again6 = open(&lab.containers[1], v6(7013), &lab.containers[0], v6(7013));
+    again6.exchange("new IPv6 connection, new slot");
     let after = endpoint_filters(&lab);
     assert_eq!(after.len(), 2, "{after:?}");
     assert!(after.iter().all(|f| !filters_before.contains(f)), "{after:?} not attached again");
