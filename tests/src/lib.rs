@@ -397,8 +397,9 @@ pub fn tcp_echo_once(
 
 /// A TCP echo server on `addr` in `ns`, one thread per connection, for as long as the
 /// test runs.
-pub fn echo_server(ns: &Netns, addr: std::net::SocketAddrV4) {
+pub fn echo_server(ns: &Netns, addr: impl Into<std::net::SocketAddr>) {
     use std::io::{Read as _, Write as _};
+    let addr: std::net::SocketAddr = addr.into();
     let listener = ns.run(move || std::net::TcpListener::bind(addr)).join().unwrap().expect("bind");
     std::thread::spawn(move || {
         for s in listener.incoming() {

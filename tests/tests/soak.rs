@@ -7,7 +7,7 @@
 //! machine runs it for longer.
 use std::{
     io::{Read as _, Write as _},
-    net::{SocketAddrV4, TcpStream},
+    net::{SocketAddr, SocketAddrV4, SocketAddrV6, TcpStream},
     path::PathBuf,
     process::Command,
     sync::{
@@ -40,7 +40,7 @@ fn wait() -> Duration {
 }
 
 /// One request: connect, send, read the echo.
-fn request(to: SocketAddrV4, keep: Option<&mut TcpStream>) -> std::io::Result<()> {
+fn request(to: SocketAddr, keep: Option<&mut TcpStream>) -> std::io::Result<()> {
     let data = [0x5au8; 200];
     let mut back = [0u8; 200];
     match keep {
@@ -49,7 +49,7 @@ fn request(to: SocketAddrV4, keep: Option<&mut TcpStream>) -> std::io::Result<()
             s.read_exact(&mut back)?;
         }
         None => {
-            let mut s = TcpStream::connect_timeout(&to.into(), wait())?;
+            let mut s = TcpStream::connect_timeout(&to, wait())?;
             s.set_read_timeout(Some(wait()))?;
             s.write_all(&data)?;
             s.read_exact(&mut back)?;
@@ -63,13 +63,9 @@ fn request(to: SocketAddrV4, keep: Option<&mut TcpStream>) -> std::io::Result<()
 
 /// Traffic on one path until `stop`: a new connection per request plus one long-lived
 /// connection, every 20 ms. Returns (requests, failures as text).
-fn traffic(
-    ns: &Netns,
-    to: SocketAddrV4,
-    stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<(u64, Vec<String>)> {
+fn traffic(ns: &Netns, to: SocketAddr, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(u64, Vec<String>)> {
     ns.run(move || {
-        let mut long = TcpStream::connect_timeout(&to.into(), wait()).expect("long-lived connect");
+        let mut long = TcpStream::connect_timeout(&to, wait()).expect("long-lived connect");
         long.set_read_timeout(Some(wait())).unwrap();
         let (mut done, mut failed) = (0, Vec::new());
         let start = Instant::now();
@@ -149,19 +145,25 @@ fn pins(lab: &Lab, prefix: &str) -> usize {
 fn traffic_survives_churn_and_restarts_and_nothing_leaks() {
     let secs: u64 = std::env::var("NETPATH_SOAK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(40);
     let mut lab = Lab::new(STABLE + CHURN);
-    lab.start_agent();
+    // Dual-stack: every endpoint, churned ones included, has IPv6 entries too.
+    const AGENT: &[&str] = &["--pod-cidr6", "fd00:77::/64"];
+    lab.start_agent_with(AGENT);
     lab.add_endpoint("s0", 0);
     let s1 = lab.add_endpoint("s1", 1);
+    let s1_6 = SocketAddrV6::new(lab.endpoint_ip6("s1"), 81, 0, 0);
     lab.netpath_ok(&["port", "add", "8080", "s1:80"]);
     echo_server(&lab.containers[1], SocketAddrV4::new(s1, 80));
+    echo_server(&lab.containers[1], s1_6);
     echo_server(&lab.outside, SocketAddrV4::new(OUTSIDE_IP, 9300));
     let links_before = lab.node_links();
 
     let stop = Arc::new(AtomicBool::new(false));
+    let v4 = |ip, port| SocketAddr::V4(SocketAddrV4::new(ip, port));
     let paths = [
-        ("container to container", &lab.containers[0], SocketAddrV4::new(s1, 80)),
-        ("masquerade", &lab.containers[0], SocketAddrV4::new(OUTSIDE_IP, 9300)),
-        ("published port", &lab.outside, SocketAddrV4::new(NODE_UPLINK_IP, 8080)),
+        ("container to container", &lab.containers[0], v4(s1, 80)),
+        ("container to container over IPv6", &lab.containers[0], SocketAddr::V6(s1_6)),
+        ("masquerade", &lab.containers[0], v4(OUTSIDE_IP, 9300)),
+        ("published port", &lab.outside, v4(NODE_UPLINK_IP, 8080)),
     ];
     let flows: Vec<_> = paths.iter().map(|(what, ns, to)| (*what, traffic(ns, *to, stop.clone()))).collect();
 
@@ -207,7 +209,7 @@ fn traffic_survives_churn_and_restarts_and_nothing_leaks() {
             lab.stop_agent();
         }
         std::thread::sleep(Duration::from_millis(300));
-        lab.start_agent();
+        lab.start_agent_with(AGENT);
     }
     std::thread::sleep(Duration::from_secs(1));
     let pid = lab.agent_pid().unwrap();
@@ -252,6 +254,13 @@ fn traffic_survives_churn_and_restarts_and_nothing_leaks() {
     let slots: std::collections::HashSet<u64> =
         entries["entries"].as_array().unwrap().iter().filter_map(|e| e["counter_slot"].as_u64()).collect();
     assert!(slots.len() == STABLE && !slots.contains(&0), "counter slots after the soak: {dump}");
+    // Each endpoint's address and link-local address, counting in its IPv4 entry's slot.
+    assert_eq!(lab.map_len("ENDPOINTS6"), 2 * STABLE, "ENDPOINTS6 entries leaked");
+    let dump6 = lab.netpath_ok(&["map", "dump", "ENDPOINTS6", "-o", "json"]);
+    let entries6: serde_json::Value = serde_json::from_str(&dump6).unwrap();
+    let slots6: std::collections::HashSet<u64> =
+        entries6["entries"].as_array().unwrap().iter().filter_map(|e| e["counter_slot"].as_u64()).collect();
+    assert_eq!(slots6, slots, "IPv6 entries' counter slots after the soak: {dump6}");
     assert_eq!(lab.map_len("PORT_MAPS"), 1, "PORT_MAPS entries leaked");
     // Endpoints are attached with filters that go with their veths: no pins at all.
     assert_eq!(pins(&lab, "from_container-"), 0, "link pins leaked");
