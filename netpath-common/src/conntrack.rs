@@ -153,6 +153,10 @@ pub const NODE_F_CLSACT: u32 = 1;
 /// Some port is published on an address of the uplink other than the node address
 /// (`--host-ip`): the programs look such addresses up; without it, they need not.
 pub const NODE_F_ADDRESS_PORTS: u32 = 2;
+/// The node has an IPv6 pod CIDR (`--pod-cidr6`): container_path6 handles containers'
+/// IPv6. Without it their IPv6 is the node stack's, as before IPv6 support (a bridge
+/// mode node's containers may speak IPv6 among themselves over the bridge).
+pub const NODE_F_IPV6: u32 = 4;
 
 /// Node-wide settings the agent gives the datapath (single-entry array).
 #[repr(C)]

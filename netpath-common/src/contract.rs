@@ -86,7 +86,7 @@ const FIB_LOOKUP_SIZE: usize = 64;
 
 /// Every map of the object: the pinned ones in the order `netpath map list` shows them,
 /// then the per-CPU scratch space the programs use inside one run.
-pub const MAPS: [MapSpec; 20] = [
+pub const MAPS: [MapSpec; 21] = [
     map(
         ENDPOINTS,
         MapKind::Hash,
@@ -155,7 +155,9 @@ pub const MAPS: [MapSpec; 20] = [
     // Written again at every start, before any endpoint is attached.
     map(CLUSTER_PROGS, MapKind::ProgArray, 4, 4, Capacity::Fixed(1), true),
     // Written again at every load; a new one has every endpoint attached again.
-    map(ENDPOINT_PROGS, MapKind::ProgArray, 4, 4, Capacity::Fixed(2), true),
+    map(ENDPOINT_PROGS, MapKind::ProgArray, 4, 4, Capacity::Fixed(1), true),
+    // Written again at every load, before ENDPOINT_PROGS.
+    map(ENDPOINT_PROGS6, MapKind::ProgArray, 4, 4, Capacity::Fixed(1), true),
     map(
         NODE_LOCAL_REV,
         MapKind::LruHash,

@@ -73,10 +73,15 @@ pub const NODE_ROUTES: &str = "NODE_ROUTES";
 pub const ENDPOINT_PROGS: &str = "ENDPOINT_PROGS";
 /// ENDPOINT_PROGS' slot of `container_path`.
 pub const TAIL_CONTAINER_PATH: u32 = 0;
-/// ENDPOINT_PROGS' slot of `container_path6`: container_path tail-calls it first thing
-/// for an IPv6 packet (by the skb's protocol), so the IPv4 work (its verifier budget,
-/// its stack) never sees IPv6 and IPv4 pays one comparison for it.
-pub const TAIL_CONTAINER_PATH6: u32 = 1;
+/// The IPv6 container path's slot: container_path tail-calls `container_path6` through
+/// it first thing for an IPv6 packet (by the skb's protocol), so the IPv4 work (its
+/// verifier budget, its stack) never sees IPv6 and IPv4 pays one comparison for it. A
+/// map of its own, not a second slot of ENDPOINT_PROGS: that map, which every
+/// endpoint's attached program holds, stays as earlier builds made it, and an upgrade
+/// keeps every endpoint forwarding (hitless) instead of attaching them all again.
+pub const ENDPOINT_PROGS6: &str = "ENDPOINT_PROGS6";
+/// ENDPOINT_PROGS6's slot of `container_path6`.
+pub const TAIL_CONTAINER_PATH6: u32 = 0;
 /// [`crate::Endpoint6Key`] -> [`crate::EndpointInfo`]: the IPv6 addresses of local
 /// containers (their own and their link-local one), with the same value, counter slot
 /// included, as the endpoint's IPv4 entry.

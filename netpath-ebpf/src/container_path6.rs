@@ -8,11 +8,18 @@
 //!
 //! Only the fixed header is read: the path never looks past it for a packet it
 //! forwards, so extension headers are carried, never parsed (and never misparsed).
-//! Link-local traffic is never routed: a packet from or to fe80::/10 is the stack's,
-//! as is multicast (router solicitations, MLD, other solicitations).
+//! Every packet's source is checked first, link-local and multicast ones too (a
+//! container's link-local address is in ENDPOINTS6); only ICMPv6 from the unspecified
+//! address (duplicate address detection, MLD while an address is being configured)
+//! passes unchecked. Link-local traffic is never routed: a packet from or to fe80::/10
+//! is then the stack's, as is multicast (router solicitations, MLD).
+//!
+//! On a node without an IPv6 pod CIDR (`NODE_F_IPV6` off) containers' IPv6 is the
+//! stack's, untouched, as before IPv6 support.
 use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
 use netpath_common::{
-    trace::HOP_FROM_CONTAINER, Endpoint6Key, Reason, ENDPOINT_F_BRIDGED, ENDPOINT_F_NETKIT,
+    conntrack::NODE_F_IPV6, trace::HOP_FROM_CONTAINER, Endpoint6Key, Reason, ENDPOINT_F_BRIDGED,
+    ENDPOINT_F_NETKIT,
 };
 use network_types::eth::EthHdr;
 
@@ -20,7 +27,7 @@ use crate::{
     counters,
     forward::{self, Hook},
     headers::{ipv6, IP_OFF},
-    maps::ENDPOINTS6,
+    maps::{ENDPOINTS6, NODE_CONFIG},
     nd::{self, NdOutcome},
     packet::{header, ifindex},
     tc_entry,
@@ -36,6 +43,9 @@ pub fn container_path6(ctx: TcContext) -> i32 {
 
 #[inline(always)]
 fn try_container_path6(ctx: &TcContext) -> Result<(i32, Reason), Reason> {
+    if NODE_CONFIG.get(0).is_none_or(|c| c.flags & NODE_F_IPV6 == 0) {
+        return Ok((PASS, Reason::PassedToStack));
+    }
     let ifindex = ifindex(ctx);
     let eth: *const EthHdr = header(ctx, 0)?;
     let ip: *const [u8; ipv6::LEN] = header(ctx, IP_OFF)?;
@@ -56,16 +66,20 @@ fn try_container_path6(ctx: &TcContext) -> Result<(i32, Reason), Reason> {
             NdOutcome::NotOurs => {}
         }
     }
-    if dst[0] == 0xff || link_local(&src) || link_local(&dst) {
-        return Ok((PASS, Reason::PassedToStack));
+    if src == [0; 16] {
+        return if ip[ipv6::NEXT_HDR] == ipv6::IPPROTO_ICMPV6 {
+            Ok((PASS, Reason::PassedToStack))
+        } else {
+            Err(Reason::DropSpoofedSource)
+        };
     }
-    // Only the endpoint's own address and MAC may leave its veth.
+    // Only the endpoint's own addresses and MAC may leave its veth.
     let sender = nd::lookup_sender(&src, ifindex).ok_or(Reason::DropSpoofedSource)?;
     if eth_src != sender.mac {
         return Err(Reason::DropSpoofedSource);
     }
     counters::endpoint_tx(sender.counter_slot, ctx.len());
-    if sender.flags & ENDPOINT_F_BRIDGED != 0 {
+    if sender.flags & ENDPOINT_F_BRIDGED != 0 || dst[0] == 0xff || link_local(&src) || link_local(&dst) {
         return Ok((PASS, Reason::PassedToStack));
     }
     let hook = if sender.flags & ENDPOINT_F_NETKIT != 0 { Hook::NetkitXmit } else { Hook::TcIngress };

@@ -32,7 +32,7 @@ use crate::{
     forward::{self, Hook},
     headers::{tcp, IPPROTO_TCP, IP_OFF},
     icmp_error::{self, Direction},
-    maps::{CLUSTER_PROGS, ENDPOINTS, ENDPOINT_PROGS, NODE_CONFIG},
+    maps::{CLUSTER_PROGS, ENDPOINTS, ENDPOINT_PROGS, ENDPOINT_PROGS6, NODE_CONFIG},
     nat,
     packet::{header, ifindex},
     port_map, tc_entry,
@@ -59,7 +59,7 @@ pub fn container_path(ctx: TcContext) -> i32 {
     // at run time would be an indirect one).
     if ctx.skb.protocol() == ETH_P_IPV6_BE {
         // SAFETY: as above; the packet is container_path6's.
-        let _ = unsafe { ENDPOINT_PROGS.tail_call(&ctx, TAIL_CONTAINER_PATH6) };
+        let _ = unsafe { ENDPOINT_PROGS6.tail_call(&ctx, TAIL_CONTAINER_PATH6) };
         return TC_ACT_SHOT as i32;
     }
     tc_entry::run(&ctx, HOP_FROM_CONTAINER, try_from_container)

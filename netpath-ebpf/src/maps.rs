@@ -57,6 +57,11 @@ pub static NODE_ROUTES: HashMap<EndpointKey, NodeRoute> =
 pub static ENDPOINT_PROGS: ProgramArray =
     ProgramArray::pinned(capacity(name::ENDPOINT_PROGS), flags(name::ENDPOINT_PROGS));
 
+/// The IPv6 container path's slot, tail-called by container_path (see netpath_common::maps).
+#[map]
+pub static ENDPOINT_PROGS6: ProgramArray =
+    ProgramArray::pinned(capacity(name::ENDPOINT_PROGS6), flags(name::ENDPOINT_PROGS6));
+
 /// Cluster mode's programs, tail-called by from_container (see netpath_common::maps).
 #[map]
 pub static CLUSTER_PROGS: ProgramArray =

@@ -4,10 +4,13 @@
 //! all of the container's IPv6 traffic reaches the datapath at L3.
 //!
 //! Answered: a solicitation (hop limit 255, as RFC 4861 requires) from a registered
-//! endpoint's address behind its own host veth, for fe80::1, with no option or exactly
-//! one source link-layer address option naming the endpoint's MAC. Address probes (from
-//! ::) get no answer: netpath's containers run without duplicate address detection.
-//! Anything else is not ours and goes on as an ordinary packet.
+//! endpoint's address behind its own host veth, for fe80::1, with exactly one source
+//! link-layer address option naming the endpoint's MAC, or, sent unicast, with none
+//! (the advertisement then has none either; a multicast solicitation must carry the
+//! option, RFC 4861 4.3, and its answer must carry the target's, 7.2.4: without one
+//! it is left unanswered). Address probes (from ::) get no answer: netpath's containers
+//! run without duplicate address detection. Anything else is not ours and goes on as
+//! an ordinary packet.
 use aya_ebpf::{bindings::TC_ACT_SHOT, helpers::generated::bpf_redirect, programs::TcContext};
 use netpath_common::{Endpoint6Key, EndpointInfo, Reason, ENDPOINT_F_BRIDGED, GATEWAY6};
 use network_types::eth::EthHdr;
@@ -81,6 +84,7 @@ pub fn respond(ctx: &TcContext, ifindex: u32) -> Result<NdOutcome, Reason> {
         return Ok(NdOutcome::Ignored);
     }
     let with_lladdr = match u16::from_be_bytes([ip[ipv6::PAYLOAD_LEN], ip[ipv6::PAYLOAD_LEN + 1]]) {
+        NS_LEN if ip[ipv6::DST] == 0xff => return Ok(NdOutcome::Ignored),
         NS_LEN => false,
         NS_WITH_LLADDR_LEN => true,
         _ => return Ok(NdOutcome::Ignored),

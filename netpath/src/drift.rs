@@ -68,7 +68,7 @@ pub enum Drift {
     },
     NodeRouteMissing {
         endpoint: String,
-        ip: Ipv4Addr,
+        ip: IpAddr,
         veth: String,
     },
     NotOnBridge {
@@ -153,7 +153,10 @@ impl Drift {
             ContainerSide { missing, .. } => format!("missing in the container: {}", missing.join(", ")),
             NotMarked { veth, .. } => format!("host veth {veth} is not marked as this agent's"),
             HostDown { veth, .. } => format!("host veth {veth} is down"),
-            NodeRouteMissing { ip, veth, .. } => format!("node route {ip}/32 dev {veth} is missing"),
+            NodeRouteMissing { ip, veth, .. } => {
+                let len = if ip.is_ipv4() { 32 } else { 128 };
+                format!("node route {ip}/{len} dev {veth} is missing")
+            }
             NotOnBridge { veth, bridge, .. } => format!("host veth {veth} is not a port of {bridge}"),
             ProgramDetached { program, iface, .. } => format!("{program} is not attached to {iface}"),
             EndpointEntryMissing { ip } => format!("{} has no entry for {ip}", endpoint_map(ip)),
@@ -307,13 +310,26 @@ async fn host_side(node: &Node<'_>, rec: &EndpointRecord, host: &Link) -> Result
     }
     match (rec.mode, node.bridge) {
         (Mode::Routed, _) if !has_host_route(node, rec.ip, host.index).await? => {
-            out.push(Drift::NodeRouteMissing { endpoint: endpoint.clone(), ip: rec.ip, veth: veth.clone() });
+            out.push(Drift::NodeRouteMissing {
+                endpoint: endpoint.clone(),
+                ip: rec.ip.into(),
+                veth: veth.clone(),
+            });
         }
         (Mode::Bridge, Some(bridge)) if host.controller != Some(bridge.index) => {
             let bridge = bridge.name.clone();
             out.push(Drift::NotOnBridge { endpoint: endpoint.clone(), veth: veth.clone(), bridge });
         }
         _ => {}
+    }
+    if let (Mode::Routed, Some(ip6)) = (rec.mode, rec.ip6) {
+        if !link::has_host_route6(node.netlink, ip6, host.index).await? {
+            out.push(Drift::NodeRouteMissing {
+                endpoint: endpoint.clone(),
+                ip: ip6.into(),
+                veth: veth.clone(),
+            });
+        }
     }
     let programs = endpoint_programs(node.netlink, &host.name, host.index, node.attach, rec.device).await;
     // When the kernel cannot be asked, no repair on a guess.

@@ -6,7 +6,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use netpath::datapath::{program, Datapath, PacketRun};
-use netpath_common::{EndpointInfo, GATEWAY6};
+use netpath_common::{conntrack::NODE_F_IPV6, EndpointInfo, GATEWAY6};
 use netpath_tests::model::{Model, World};
 
 const TC_ACT_OK: u32 = 0;
@@ -36,11 +36,13 @@ fn info(host_ifindex: u32, mac: [u8; 6], host_mac: [u8; 6]) -> EndpointInfo {
     EndpointInfo { host_ifindex, mac, host_mac, flags: 0, counter_slot: 0 }
 }
 
-/// a behind lo, b behind an ifindex the redirect is never executed to; both dual-stack.
+/// a behind lo, b behind an ifindex the redirect is never executed to; both dual-stack,
+/// on a node with an IPv6 pod CIDR.
 fn world() -> World {
     World {
         endpoints: vec![(A_IP, info(LO, A_MAC, A_HOST_MAC)), (B_IP, info(4242, B_MAC, B_HOST_MAC))],
         endpoints6: vec![(A6, A_IP), (A_LL, A_IP), (B6, B_IP), (B_LL, B_IP)],
+        config: netpath_common::NodeConfig { flags: NODE_F_IPV6, ..Default::default() },
         ..Default::default()
     }
 }
@@ -60,6 +62,7 @@ fn with_datapath(check: impl FnOnce(&mut Checked, &std::path::Path) + Send + 'st
             let info = w.endpoints.iter().find(|(ip, _)| ip == owner).unwrap().1;
             dp.register6(*ip6, *owner, info).unwrap();
         }
+        dp.set_node_config(w.config).unwrap();
         check(&mut Checked { dp, model: Model::new(w) }, dir);
     })
 }
@@ -113,14 +116,25 @@ fn icmp6_sum(p: &[u8]) -> u16 {
 /// A neighbour solicitation for fe80::1 from `src` (to its solicited-node group), with
 /// a source link-layer address option naming `slla` if given; checksum correct.
 fn solicitation(eth_src: [u8; 6], src: Ipv6Addr, slla: Option<[u8; 6]>, hop: u8) -> Vec<u8> {
+    solicitation_to(eth_src, src, Ipv6Addr::new(0xff02, 0, 0, 0, 0, 1, 0xff00, 1), slla, hop)
+}
+
+/// The same, sent to `dst` (fe80::1 itself: a unicast one, as reachability checks are).
+fn solicitation_to(
+    eth_src: [u8; 6],
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    slla: Option<[u8; 6]>,
+    hop: u8,
+) -> Vec<u8> {
     let mut msg = vec![135, 0, 0, 0, 0, 0, 0, 0];
     msg.extend_from_slice(&GATEWAY6);
     if let Some(mac) = slla {
         msg.extend_from_slice(&[1, 1]);
         msg.extend_from_slice(&mac);
     }
-    let group = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 1, 0xff00, 1);
-    let mut p = ipv6(eth_src, [0x33, 0x33, 0xff, 0, 0, 1], src, group, ICMPV6, hop, &msg);
+    let eth_dst = if dst.octets()[0] == 0xff { [0x33, 0x33, 0xff, 0, 0, 1] } else { A_HOST_MAC };
+    let mut p = ipv6(eth_src, eth_dst, src, dst, ICMPV6, hop, &msg);
     let c = icmp6_sum(&p);
     p[56..58].copy_from_slice(&c.to_be_bytes());
     assert_eq!(icmp6_sum(&p), 0);
@@ -136,8 +150,11 @@ fn udp6(src_mac: [u8; 6], dst_mac: [u8; 6], src: Ipv6Addr, dst: Ipv6Addr, hop: u
 #[test]
 fn a_solicitation_for_the_gateway_is_answered_with_the_host_veth_mac() {
     with_datapath(|c, _| {
-        for (src, slla) in [(A_LL, Some(A_MAC)), (A_LL, None), (A6, Some(A_MAC))] {
-            let out = run(c, &solicitation(A_MAC, src, slla, 255));
+        let gateway = Ipv6Addr::from(GATEWAY6);
+        let group = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 1, 0xff00, 1);
+        for (src, dst, slla) in [(A_LL, group, Some(A_MAC)), (A_LL, gateway, None), (A6, group, Some(A_MAC))]
+        {
+            let out = run(c, &solicitation_to(A_MAC, src, dst, slla, 255));
             assert_eq!(out.action, TC_ACT_REDIRECT, "the advertisement goes back out of the veth");
             let p = &out.packet;
             assert_eq!((&p[0..6], &p[6..12]), (&A_MAC[..], &A_HOST_MAC[..]), "eth dst, src");
@@ -149,10 +166,15 @@ fn a_solicitation_for_the_gateway_is_answered_with_the_host_veth_mac() {
             assert_eq!(&p[62..78], &GATEWAY6, "target");
             match slla {
                 Some(_) => assert_eq!(&p[78..86], &[2, 1, 0x0e, 0, 0, 0, 0, 2], "target link-layer address"),
-                None => assert_eq!(p.len(), 78, "no option asked, none given"),
+                None => assert_eq!(p.len(), 78, "unicast, no option asked: none given"),
             }
             assert_eq!(icmp6_sum(p), 0, "ICMPv6 checksum of the advertisement");
         }
+        // A multicast solicitation must name its sender's link-layer address (RFC 4861
+        // 4.3): one without is left to the stack, unanswered.
+        let bare = solicitation(A_MAC, A_LL, None, 255);
+        let out = run(c, &bare);
+        assert_eq!((out.action, out.packet), (TC_ACT_OK, bare));
     });
 }
 
@@ -201,6 +223,20 @@ fn spoofed_ipv6_is_dropped_and_what_is_not_a_local_containers_goes_to_the_stack(
     with_datapath(|c, _| {
         let spoofed = [
             udp6(A_MAC, A_HOST_MAC, Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 0x99), B6, 64),
+            // b's address to all nodes (whose echo replies would go to b), and b's
+            // link-local address to a's gateway's: multicast and link-local are checked too.
+            ipv6(
+                A_MAC,
+                [0x33, 0x33, 0, 0, 0, 1],
+                B6,
+                "ff02::1".parse().unwrap(),
+                ICMPV6,
+                64,
+                &[128, 0, 0, 0, 0, 1, 0, 1],
+            ),
+            udp6(A_MAC, A_HOST_MAC, B_LL, "fe80::1:2".parse().unwrap(), 64),
+            // Only ICMPv6 may come from :: (address configuration).
+            udp6(A_MAC, A_HOST_MAC, Ipv6Addr::UNSPECIFIED, B6, 64),
             // b's address from a's veth (lo here, b lives behind 4242).
             udp6(B_MAC, B_HOST_MAC, B6, A6, 64),
             // a's address, another MAC.
@@ -266,19 +302,67 @@ fn ipv6_counts_in_the_endpoints_own_counters() {
     });
 }
 
-/// The container path hands IPv6 to its own program through the pinned slot: an empty
-/// slot drops IPv6 (and only IPv6), as an empty container path slot drops everything.
+/// The container path hands IPv6 to its own program through its pinned slot
+/// (ENDPOINT_PROGS6): an empty one drops IPv6, and only IPv6.
 #[test]
 fn ipv6_runs_its_own_program_through_the_endpoints_slot() {
-    with_datapath(|c, _| {
+    with_datapath(|c, dir| {
         let packet = udp6(A_MAC, A_HOST_MAC, A6, B6, 64);
         let through = c.dp.test_run(program::FROM_CONTAINER, &packet, LO).unwrap();
         let direct = c.dp.test_run(program::CONTAINER_PATH6, &packet, LO).unwrap();
         assert_eq!((through.action, &through.packet), (direct.action, &direct.packet));
         assert_eq!(through.action, TC_ACT_REDIRECT);
-        c.dp.set_endpoint_slot(false).unwrap();
+        // The IPv6 slot emptied (bpftool, the test's tool): IPv6 drops, IPv4 still flows.
+        let pin = dir.join("ENDPOINT_PROGS6");
+        netpath_tests::sh(&[
+            "bpftool",
+            "map",
+            "delete",
+            "pinned",
+            pin.to_str().unwrap(),
+            "key",
+            "0",
+            "0",
+            "0",
+            "0",
+        ]);
         assert_eq!(c.dp.test_run(program::FROM_CONTAINER, &packet, LO).unwrap().action, TC_ACT_SHOT);
+        let v4 = ipv4_udp(A_MAC, A_HOST_MAC, A_IP, B_IP);
+        assert_eq!(c.dp.test_run(program::FROM_CONTAINER, &v4, LO).unwrap().action, TC_ACT_REDIRECT);
         c.dp.set_endpoint_slot(true).unwrap();
         assert_eq!(c.dp.test_run(program::FROM_CONTAINER, &packet, LO).unwrap().action, TC_ACT_REDIRECT);
+    });
+}
+
+/// Ethernet + IPv4 + UDP (checksum 0: none), header checksum correct.
+fn ipv4_udp(src_mac: [u8; 6], dst_mac: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
+    let mut p = Vec::new();
+    p.extend_from_slice(&dst_mac);
+    p.extend_from_slice(&src_mac);
+    p.extend_from_slice(&0x0800u16.to_be_bytes());
+    let mut ip = vec![0x45, 0, 0, 28, 0, 1, 0x40, 0, 64, UDP, 0, 0];
+    ip.extend_from_slice(&src.octets());
+    ip.extend_from_slice(&dst.octets());
+    let mut sum: u32 = ip.chunks(2).map(|c| u16::from_be_bytes([c[0], c[1]]) as u32).sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    ip[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    p.extend(ip);
+    p.extend_from_slice(&[0x30, 0x39, 0x13, 0x89, 0, 8, 0, 0]);
+    p
+}
+
+/// On a node without an IPv6 pod CIDR, containers' IPv6 is the stack's, untouched and
+/// unchecked, as it was before IPv6 support (bridged containers may speak it among
+/// themselves).
+#[test]
+fn without_an_ipv6_pod_cidr_ipv6_is_the_stacks() {
+    with_datapath(|c, _| {
+        c.dp.set_node_config(netpath_common::NodeConfig::default()).unwrap();
+        for p in [udp6(A_MAC, A_HOST_MAC, A6, B6, 64), solicitation(A_MAC, A_LL, Some(A_MAC), 255)] {
+            let out = c.dp.test_run(program::FROM_CONTAINER, &p, LO).unwrap();
+            assert_eq!((out.action, out.packet), (TC_ACT_OK, p));
+        }
     });
 }

@@ -299,6 +299,12 @@ impl Agent {
         let ip6 = self.endpoints.assign6(spec.ip6, &held6)?;
         steps.mark("check");
         let mac = spec.mac.unwrap_or_else(|| mac_for(ip));
+        // The IPv6 link-local address (an ENDPOINTS6 key) is derived from the MAC.
+        if ip6.is_some() {
+            if let Some(other) = self.endpoints.all().iter().find(|e| parse_mac(&e.mac) == Some(mac)) {
+                return Err(AgentError::MacInUse { mac: format_mac(&mac), owner: other.name.clone() });
+            }
+        }
         // Same MTU as the uplink by default, so containers never send what it cannot carry.
         let mtu = spec.mtu.unwrap_or(self.default_mtu());
         let rec = EndpointRecord {

@@ -67,6 +67,8 @@ pub enum AgentError {
     BadMtu { mtu: u32 },
     #[error("invalid MAC {mac}: use a unicast, non-zero address")]
     BadMac { mac: String },
+    #[error("MAC {mac} is already used by endpoint {owner}; with --pod-cidr6 an endpoint's link-local address comes from its MAC, so each needs its own: pick another or omit --mac")]
+    MacInUse { mac: String, owner: String },
     #[error("state file has a bad MAC {mac} for endpoint {endpoint}; delete the endpoint and add it again")]
     StoredMac { endpoint: String, mac: String },
     #[error("endpoint {name} already exists with other settings (netns {}, ip {ip}); delete it first", netns.display())]
@@ -306,6 +308,10 @@ impl Agent {
                 0
             } | if self.ports.all().iter().any(|p| self.on_other_address(p)) {
                 netpath_common::conntrack::NODE_F_ADDRESS_PORTS
+            } else {
+                0
+            } | if self.endpoints.ipam6().is_some() {
+                netpath_common::conntrack::NODE_F_IPV6
             } else {
                 0
             },

@@ -227,8 +227,11 @@ impl Agent {
                 link::set_owner(&self.netlink, rec.host_ifindex, &self.owner_mark(&rec.name), None).await?
             }
             Drift::HostDown { veth, .. } => link::set_up(&self.netlink, rec.host_ifindex, veth).await?,
-            Drift::NodeRouteMissing { ip, .. } => {
+            Drift::NodeRouteMissing { ip: IpAddr::V4(ip), .. } => {
                 link::add_host_route(&self.netlink, *ip, rec.host_ifindex).await?
+            }
+            Drift::NodeRouteMissing { ip: IpAddr::V6(ip), .. } => {
+                link::add_host_route6(&self.netlink, *ip, rec.host_ifindex).await?
             }
             Drift::NotOnBridge { .. } => {
                 if let (Mode::Bridge, Some(bridge)) = (rec.mode, &self.node.bridge) {

@@ -161,18 +161,21 @@ impl Datapath {
     /// takes over the endpoints (once the maps are migrated and the node's settings
     /// written: their filters run the new program from that moment).
     pub fn set_endpoint_slot(&mut self, filled: bool) -> Result<(), DatapathError> {
-        use netpath_common::maps::{ENDPOINT_PROGS, TAIL_CONTAINER_PATH, TAIL_CONTAINER_PATH6};
+        use netpath_common::maps::{
+            ENDPOINT_PROGS, ENDPOINT_PROGS6, TAIL_CONTAINER_PATH, TAIL_CONTAINER_PATH6,
+        };
         if filled {
             // IPv6's slot first: container_path tail-calls it, so from the moment the
             // new container_path runs, its IPv6 program is there.
-            self.fill_slot(ENDPOINT_PROGS, TAIL_CONTAINER_PATH6, program::CONTAINER_PATH6)?;
+            self.fill_slot(ENDPOINT_PROGS6, TAIL_CONTAINER_PATH6, program::CONTAINER_PATH6)?;
             return self.fill_slot(ENDPOINT_PROGS, TAIL_CONTAINER_PATH, program::CONTAINER_PATH);
         }
-        let map = self.ebpf.map_mut(ENDPOINT_PROGS).ok_or(DatapathError::MissingMap(ENDPOINT_PROGS))?;
-        let map_err = |source| DatapathError::Map { map: ENDPOINT_PROGS, source: Box::new(source) };
-        let mut slots = aya::maps::ProgramArray::try_from(map).map_err(map_err)?;
-        slots.clear_index(&TAIL_CONTAINER_PATH).map_err(map_err)?;
-        slots.clear_index(&TAIL_CONTAINER_PATH6).map_err(map_err)
+        for (name, slot) in [(ENDPOINT_PROGS, TAIL_CONTAINER_PATH), (ENDPOINT_PROGS6, TAIL_CONTAINER_PATH6)] {
+            let map = self.ebpf.map_mut(name).ok_or(DatapathError::MissingMap(name))?;
+            let map_err = |source| DatapathError::Map { map: name, source: Box::new(source) };
+            aya::maps::ProgramArray::try_from(map).map_err(map_err)?.clear_index(&slot).map_err(map_err)?;
+        }
+        Ok(())
     }
 
     /// Runs tc program `prog` `repeat` times on `packet` in the kernel (one

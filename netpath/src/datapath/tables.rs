@@ -89,8 +89,14 @@ impl Datapath {
     /// Removes IPv6 address `ip6` from the maps; an absent entry is fine. The counter
     /// slot is its owner's, freed with the owner's IPv4 address.
     pub fn unregister6(&mut self, ip6: Ipv6Addr) -> Result<(), DatapathError> {
-        let _ = self.endpoints6()?.remove(&Endpoint6Key::new(ip6.octets()));
-        Ok(())
+        match self.endpoints6()?.remove(&Endpoint6Key::new(ip6.octets())) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
+                Ok(())
+            }
+            // Still there, still naming its owner's slot: the caller must not free it.
+            Err(e) => Err(map_err(maps::ENDPOINTS6)(e)),
+        }
     }
 
     /// Removes `ip` from the maps and frees its counter slot; an absent entry is fine.

@@ -411,7 +411,9 @@ pub async fn configure_container6(
     if super::sysctl::get(&conf("disable_ipv6")).is_err() {
         return Err(PlumbingError::NoIpv6 { ifname: ifname.clone() });
     }
-    for (key, value) in [("disable_ipv6", "0"), ("addr_gen_mode", "1"), ("accept_dad", "0")] {
+    // addr_gen_mode first: enabling IPv6 on an interface already up would otherwise let
+    // the namespace's own mode (stable-privacy, say) add a link-local address of its own.
+    for (key, value) in [("addr_gen_mode", "1"), ("accept_dad", "0"), ("disable_ipv6", "0")] {
         super::sysctl::set(&conf(key), value)?;
     }
     let eth = get(&handle, &ifname).await?.ok_or_else(|| PlumbingError::LinkNotFound(ifname.clone()))?;
@@ -593,6 +595,27 @@ pub async fn add_host_route6(handle: &Handle, ip: Ipv6Addr, index: u32) -> Resul
         .execute()
         .await
         .map_err(PlumbingError::netlink(format!("failed to add node route to {ip}")))
+}
+
+/// Is the node's route to a container's IPv6 address (`ip/128` through link `index`)
+/// in the main table?
+pub async fn has_host_route6(handle: &Handle, ip: Ipv6Addr, index: u32) -> Result<bool, PlumbingError> {
+    use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
+    let mut routes = handle.route().get(RouteMessageBuilder::<Ipv6Addr>::new().build()).execute();
+    while let Some(msg) = routes.try_next().await.map_err(PlumbingError::netlink("failed to list routes"))? {
+        let (mut dst, mut oif) = (None, None);
+        for attr in &msg.attributes {
+            match attr {
+                RouteAttribute::Destination(RouteAddress::Inet6(a)) => dst = Some(*a),
+                RouteAttribute::Oif(i) => oif = Some(*i),
+                _ => {}
+            }
+        }
+        if msg.header.destination_prefix_length == 128 && dst == Some(ip) && oif == Some(index) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// The routing protocol number netpath's cluster routes carry (`ip route` shows

@@ -1,6 +1,6 @@
 //! from_container for IPv6 (container_path6): the gateway's neighbour discovery, source
 //! validation, and delivery to local containers; everything else is the stack's.
-use netpath_common::{EndpointInfo, Reason, ENDPOINT_F_BRIDGED, GATEWAY6};
+use netpath_common::{conntrack::NODE_F_IPV6, EndpointInfo, Reason, ENDPOINT_F_BRIDGED, GATEWAY6};
 
 use super::{
     flow::be16,
@@ -55,6 +55,10 @@ impl Model {
     }
 
     pub(super) fn container6_step(&mut self, p: &mut [u8], ifindex: u32) -> Step {
+        // A node without an IPv6 pod CIDR leaves its containers' IPv6 to the stack.
+        if self.world.config.flags & NODE_F_IPV6 == 0 {
+            return Ok(PASS);
+        }
         let len = p.len() as u32;
         if p.len() < L4 || p[IP6] >> 4 != 6 {
             return Err(Reason::DropMalformed);
@@ -65,16 +69,17 @@ impl Model {
                 return Ok(done);
             }
         }
-        // Multicast and link-local traffic is the link's, never routed.
-        if dst[0] == 0xff || link_local(&src) || link_local(&dst) {
-            return Ok(PASS);
+        // Address configuration (DAD, MLD) speaks from ::; nothing else may.
+        if src == [0; 16] {
+            return if p[IP6 + 6] == ICMPV6 { Ok(PASS) } else { Err(Reason::DropSpoofedSource) };
         }
         let (owner, sender) = self.sender6(src, ifindex).ok_or(Reason::DropSpoofedSource)?;
         if p[6..12] != sender.mac {
             return Err(Reason::DropSpoofedSource);
         }
         self.endpoint_tx(owner, len);
-        if sender.flags & ENDPOINT_F_BRIDGED != 0 {
+        // Multicast and link-local traffic is the link's, never routed.
+        if sender.flags & ENDPOINT_F_BRIDGED != 0 || dst[0] == 0xff || link_local(&src) || link_local(&dst) {
             return Ok(PASS);
         }
         let Some((peer_owner, peer)) = self.endpoint6(dst) else { return Ok(PASS) };
@@ -111,6 +116,9 @@ impl Model {
             return Ok(Some(PASS));
         }
         let msg_len = match be16(p, IP6 + 4) {
+            // A multicast solicitation without the option is not answered (RFC 4861
+            // 4.3: it must carry one; 7.2.4: the answer must carry the target's).
+            [0, 24] if p[DST] == 0xff => return Ok(Some(PASS)),
             [0, 24] => 24,
             [0, 32] => 32,
             _ => return Ok(Some(PASS)),

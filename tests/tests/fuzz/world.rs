@@ -154,7 +154,7 @@ impl Node {
                 uplink_ifindex: self.uplink,
                 nat_port_min: NAT_PORT,
                 nat_port_max: NAT_PORT,
-                flags: 0,
+                flags: netpath_common::conntrack::NODE_F_IPV6,
                 netns_cookie: 0,
                 ..NodeConfig::default()
             },
