@@ -245,6 +245,9 @@ pub struct Node<'a> {
     /// The node's main routing table, read once for a pass over many endpoints (dumped
     /// per endpoint, a thousand endpoints cost a million routes parsed); None: read it.
     pub routes: Option<&'a [link::Route]>,
+    /// The same for the node's IPv6 host routes (address, device), read once a pass:
+    /// dumps on one netlink socket must not overlap (EBUSY), and the checks run at once.
+    pub routes6: Option<&'a [(Ipv6Addr, u32)]>,
 }
 
 /// Is the namespace really gone (rather than, say, unreadable)?
@@ -323,7 +326,11 @@ async fn host_side(node: &Node<'_>, rec: &EndpointRecord, host: &Link) -> Result
         _ => {}
     }
     if let (Mode::Routed, Some(ip6)) = (rec.mode, rec.ip6) {
-        if !link::has_host_route6(node.netlink, ip6, host.index).await? {
+        let present = match node.routes6 {
+            Some(routes6) => routes6.contains(&(ip6, host.index)),
+            None => link::host_routes6(node.netlink).await?.contains(&(ip6, host.index)),
+        };
+        if !present {
             out.push(Drift::NodeRouteMissing {
                 endpoint: endpoint.clone(),
                 ip: ip6.into(),

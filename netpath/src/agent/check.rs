@@ -44,6 +44,7 @@ impl Agent {
             bridge: self.node.bridge.as_ref(),
             prefix: self.prefix(&rec),
             routes: None,
+            routes6: None,
         };
         let mut found = drift::endpoint(&node, &rec).await?;
 

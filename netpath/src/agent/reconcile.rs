@@ -121,6 +121,7 @@ impl Agent {
         use futures::StreamExt as _;
         let records = self.endpoints.all().to_vec();
         let routes = link::main_routes(&self.netlink).await?;
+        let routes6 = link::host_routes6(&self.netlink).await?;
         let nodes: Vec<drift::Node<'_>> = records
             .iter()
             .map(|rec| drift::Node {
@@ -130,6 +131,7 @@ impl Agent {
                 bridge: self.node.bridge.as_ref(),
                 prefix: self.prefix(rec),
                 routes: Some(&routes),
+                routes6: Some(&routes6),
             })
             .collect();
         let checks: Vec<_> = futures::stream::iter(records.iter().zip(&nodes))

@@ -280,6 +280,7 @@ async fn endpoints(r: &mut Report, node: &Node) -> anyhow::Result<()> {
         i => link::get_by_index(&node.nl, i).await?.map(|l| l.mtu),
     };
     let routes = link::main_routes(&node.nl).await?;
+    let routes6 = link::host_routes6(&node.nl).await?;
     for e in &node.endpoints {
         let check = format!("endpoint {}", e.name);
         let prefix = if e.mode == Mode::Bridge { node.pod_prefix() } else { 32 };
@@ -292,6 +293,7 @@ async fn endpoints(r: &mut Report, node: &Node) -> anyhow::Result<()> {
             bridge: None,
             prefix,
             routes: Some(&routes),
+            routes6: Some(&routes6),
         };
         let drifts = drift::endpoint(&view, e).await?;
         // Marks are the agent's business (an upgrade re-marks them); not a fault.

@@ -597,10 +597,10 @@ pub async fn add_host_route6(handle: &Handle, ip: Ipv6Addr, index: u32) -> Resul
         .map_err(PlumbingError::netlink(format!("failed to add node route to {ip}")))
 }
 
-/// Is the node's route to a container's IPv6 address (`ip/128` through link `index`)
-/// in the main table?
-pub async fn has_host_route6(handle: &Handle, ip: Ipv6Addr, index: u32) -> Result<bool, PlumbingError> {
+/// The node's IPv6 host routes (`ip/128` through a device): (address, device index).
+pub async fn host_routes6(handle: &Handle) -> Result<Vec<(Ipv6Addr, u32)>, PlumbingError> {
     use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
+    let mut out = Vec::new();
     let mut routes = handle.route().get(RouteMessageBuilder::<Ipv6Addr>::new().build()).execute();
     while let Some(msg) = routes.try_next().await.map_err(PlumbingError::netlink("failed to list routes"))? {
         let (mut dst, mut oif) = (None, None);
@@ -611,11 +611,11 @@ pub async fn has_host_route6(handle: &Handle, ip: Ipv6Addr, index: u32) -> Resul
                 _ => {}
             }
         }
-        if msg.header.destination_prefix_length == 128 && dst == Some(ip) && oif == Some(index) {
-            return Ok(true);
+        if let (128, Some(dst), Some(oif)) = (msg.header.destination_prefix_length, dst, oif) {
+            out.push((dst, oif));
         }
     }
-    Ok(false)
+    Ok(out)
 }
 
 /// The routing protocol number netpath's cluster routes carry (`ip route` shows

@@ -14,8 +14,18 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use super::kernel::Kernel;
 
 /// Tools the tests run inside their labs.
-const TOOLS: &[&str] =
-    &["bash", "ip", "tc", "ping", "bpftool", "timeout", "sysctl", "iptables", "xtables-nft-multi"];
+const TOOLS: &[&str] = &[
+    "bash",
+    "ip",
+    "tc",
+    "ping",
+    "bpftool",
+    "timeout",
+    "sysctl",
+    "iptables",
+    "ip6tables",
+    "xtables-nft-multi",
+];
 
 /// Modules the datapath and the labs need, loaded with their dependencies.
 pub const MODULES: &[&str] = &[
