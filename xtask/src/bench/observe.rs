@@ -193,10 +193,13 @@ fn program_sizes(w: &World) -> Vec<ProgramSize> {
     sizes
 }
 
-/// The agent stopped and started again with `args` (a hitless restart).
+/// The agent stopped and started again with the world's own arguments and `args` (a
+/// hitless restart).
 fn restart(w: &mut World, args: &[&str]) {
+    let own = w.agent_args.clone();
+    let all: Vec<&str> = own.iter().map(String::as_str).chain(args.iter().copied()).collect();
     w.lab.stop_agent();
-    w.lab.start_agent_with(args);
+    w.lab.start_agent_with(&all);
 }
 
 /// Each program's runs and run time so far, from the agent's metrics.

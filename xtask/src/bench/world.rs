@@ -89,6 +89,8 @@ pub struct World {
     b: std::net::Ipv4Addr,
     /// b's IPv6 address, in the worlds with an IPv6 path.
     b6: Option<Ipv6Addr>,
+    /// What its agent was started with (netpath's worlds): a restart keeps them.
+    pub agent_args: Vec<String>,
     /// The floor's programs, attached while this is held.
     _floor: Option<aya::Ebpf>,
 }
@@ -225,7 +227,8 @@ impl World {
             ]);
         }
         let b6 = if datapath == Datapath::Netpath { Some(endpoint_ip6(&lab, "b")?) } else { None };
-        Ok(World { datapath, lab, b, b6, _floor: None })
+        let agent_args = args.iter().map(|a| a.to_string()).collect();
+        Ok(World { datapath, lab, b, b6, agent_args, _floor: None })
     }
 
     /// Docker's bridge network as its bridge driver builds it (the seed's manual set-up
@@ -253,6 +256,7 @@ impl World {
             lab,
             b: "10.77.0.3".parse()?,
             b6: Some("fd00:77::3".parse()?),
+            agent_args: Vec::new(),
             _floor: None,
         })
     }
@@ -274,6 +278,7 @@ impl World {
             lab,
             b: "10.99.0.2".parse()?,
             b6: Some("fd00:99::2".parse()?),
+            agent_args: Vec::new(),
             _floor: None,
         })
     }
@@ -282,7 +287,14 @@ impl World {
     pub fn floor() -> Result<World> {
         let lab = lab("npfloor")?;
         let ebpf = super::floor::build(&lab).context("building the layout floor")?;
-        Ok(World { datapath: Datapath::Floor, lab, b: super::floor::B, b6: None, _floor: Some(ebpf) })
+        Ok(World {
+            datapath: Datapath::Floor,
+            lab,
+            b: super::floor::B,
+            b6: None,
+            agent_args: Vec::new(),
+            _floor: Some(ebpf),
+        })
     }
 
     /// The paths this datapath has.
