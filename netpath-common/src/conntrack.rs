@@ -5,23 +5,37 @@
 //! an entry's rewritten tuple is the key of its partner; the agent's garbage collector
 //! uses that to expire both at once.
 
-/// A packet's 5-tuple as seen on the wire (addresses and ports in network byte order).
-/// For ICMP echo the identifier is the source "port" of requests and the destination
-/// "port" of replies, so a request's reversed tuple is its reply's key.
+/// A packet's 5-tuple as seen on the wire (addresses and ports in network byte order),
+/// for either family: `A` is the address, `[u8; 4]` ([`CtKey`]) or `[u8; 16]`
+/// ([`CtKey6`]). For ICMP echo (and ICMPv6 echo) the identifier is the source "port" of
+/// requests and the destination "port" of replies, so a request's reversed tuple is its
+/// reply's key.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub struct CtKey {
-    pub src: [u8; 4],
-    pub dst: [u8; 4],
+pub struct Tuple<A> {
+    pub src: A,
+    pub dst: A,
     pub sport: [u8; 2],
     pub dport: [u8; 2],
     pub proto: u8,
     pub _pad: [u8; 3],
 }
 
-impl CtKey {
+/// An IPv4 flow's key (16 bytes).
+pub type CtKey = Tuple<[u8; 4]>;
+/// An IPv6 flow's key (40 bytes).
+pub type CtKey6 = Tuple<Ip6>;
+
+/// An IPv6 address in a flow's key or entry (network byte order), aligned to 4 bytes:
+/// the datapath copies keys and entries as words rather than byte by byte, which on
+/// eBPF spills a register per byte into the 512-byte stack.
+#[repr(C, align(4))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct Ip6(pub [u8; 16]);
+
+impl<A: Copy> Tuple<A> {
     /// The tuple a packet has after `entry`'s rewrite, reversed: its partner's key.
-    pub fn partner(&self, entry: &CtEntry) -> CtKey {
+    pub fn partner(&self, entry: &NatEntry<A>) -> Tuple<A> {
         let (src, sport) = if entry.flags & CT_F_SNAT != 0 {
             (entry.nat_src, entry.nat_sport)
         } else {
@@ -32,9 +46,11 @@ impl CtKey {
         } else {
             (self.dst, self.dport)
         };
-        CtKey { src: dst, dst: src, sport: dport, dport: sport, proto: self.proto, _pad: [0; 3] }
+        Tuple { src: dst, dst: src, sport: dport, dport: sport, proto: self.proto, _pad: [0; 3] }
     }
+}
 
+impl CtKey {
     /// The key as two words (its 16 bytes in memory order), for BPF functions that the
     /// kernel verifies on their own: they take scalars only.
     pub fn to_words(&self) -> [u64; 2] {
@@ -86,11 +102,13 @@ pub const TCP_ESTABLISHED: u8 = 2;
 /// FIN or RST seen.
 pub const TCP_CLOSING: u8 = 3;
 
+/// How to rewrite one direction of a flow, and what conntrack knows of it; `A` as in
+/// [`Tuple`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct CtEntry {
-    pub nat_src: [u8; 4],
-    pub nat_dst: [u8; 4],
+pub struct NatEntry<A> {
+    pub nat_src: A,
+    pub nat_dst: A,
     pub nat_sport: [u8; 2],
     pub nat_dport: [u8; 2],
     /// `CT_F_*` bits.
@@ -104,6 +122,11 @@ pub struct CtEntry {
     pub packets: u64,
     pub bytes: u64,
 }
+
+/// An IPv4 flow's entry (48 bytes).
+pub type CtEntry = NatEntry<[u8; 4]>;
+/// An IPv6 flow's entry (72 bytes).
+pub type CtEntry6 = NatEntry<Ip6>;
 
 /// The end of a masqueraded TCP flow as the server saw it, kept per translated tuple
 /// (the server's side: `dst:dport -> node:nat_port`) after the container closed it.
@@ -211,6 +234,50 @@ fn in_net(addr: [u8; 4], net: [u8; 4], mask: [u8; 4]) -> bool {
     u32::from_be_bytes(addr) & m == u32::from_be_bytes(net) & m
 }
 
+/// IPv6 masquerade (NAT66) to the node's address: the IPv4 SNAT's rules for IPv6 ([`NodeConfig6::flags`]).
+/// Off: the node has a routed prefix; containers' IPv6 leaves and arrives with their own
+/// addresses, forwarded by the datapath both ways.
+pub const NODE6_F_MASQUERADE: u32 = 1;
+
+/// The IPv6 half of the node's settings (single-entry array `NODE_CONFIG6`; the port
+/// range and the rest are [`NodeConfig`]'s). Only read when `NODE_F_IPV6` is set.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct NodeConfig6 {
+    /// The node's global IPv6 address on the uplink: the masquerade source. All zero:
+    /// the uplink has none, and containers' IPv6 to the outside is the stack's.
+    pub node_ip: [u8; 16],
+    /// The node's IPv6 pod CIDR and its prefix length.
+    pub pod_net: [u8; 16],
+    pub pod_prefix: u8,
+    pub _pad: [u8; 3],
+    /// `NODE6_F_*` bits.
+    pub flags: u32,
+}
+
+impl NodeConfig6 {
+    pub fn in_pod_cidr(&self, addr: &[u8; 16]) -> bool {
+        in_prefix(addr, &self.pod_net, self.pod_prefix)
+    }
+}
+
+/// Do the first `len` bits of `a` and `net` agree?
+pub fn in_prefix(a: &[u8; 16], net: &[u8; 16], len: u8) -> bool {
+    let (hi_a, lo_a) = halves(a);
+    let (hi_n, lo_n) = halves(net);
+    let len = len.min(128) as u32;
+    let mask = |bits: u32| if bits == 0 { 0 } else { u64::MAX << (64 - bits.min(64)) };
+    let (mh, ml) = (mask(len), mask(len.saturating_sub(64)));
+    hi_a & mh == hi_n & mh && lo_a & ml == lo_n & ml
+}
+
+fn halves(a: &[u8; 16]) -> (u64, u64) {
+    // SAFETY: same size, every bit pattern valid (by value: no alignment needed). Byte
+    // by byte, the eBPF assembly spills a register per byte.
+    let w = unsafe { core::mem::transmute::<[u8; 16], [u64; 2]>(*a) };
+    (u64::from_be(w[0]), u64::from_be(w[1]))
+}
+
 /// Another node of the cluster: where its pods' packets go.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -226,7 +293,7 @@ pub struct NodeRoute {
 pub const ROUTE_F_NATIVE: u32 = 1;
 
 #[cfg(feature = "user")]
-pod!(CtKey, CtEntry, ClosedFlow, PortKey, PortTarget, NodeConfig, NodeRoute);
+pod!(CtKey, CtKey6, CtEntry, CtEntry6, ClosedFlow, PortKey, PortTarget, NodeConfig, NodeConfig6, NodeRoute);
 
 #[cfg(test)]
 mod tests {
@@ -263,6 +330,9 @@ mod tests {
         assert_eq!((size_of::<PortKey>(), align_of::<PortKey>()), (8, 1));
         assert_eq!((size_of::<PortTarget>(), align_of::<PortTarget>()), (8, 1));
         assert_eq!((size_of::<NodeConfig>(), align_of::<NodeConfig>()), (56, 8));
+        assert_eq!((size_of::<CtKey6>(), align_of::<CtKey6>()), (40, 4));
+        assert_eq!((size_of::<CtEntry6>(), align_of::<CtEntry6>()), (72, 8));
+        assert_eq!((size_of::<NodeConfig6>(), align_of::<NodeConfig6>()), (40, 4));
     }
 
     #[test]
@@ -300,6 +370,25 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(reply.partner(&r), orig);
+    }
+
+    #[test]
+    fn ipv6_prefix_membership() {
+        let net = [0xfd, 0, 0, 0x77, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        let mut a = net;
+        a[15] = 9;
+        let c = NodeConfig6 { pod_net: net, pod_prefix: 64, ..Default::default() };
+        assert!(c.in_pod_cidr(&a));
+        a[7] = 1;
+        assert!(!c.in_pod_cidr(&a));
+        assert!(in_prefix(&a, &net, 56));
+        assert!(!in_prefix(&a, &net, 64));
+        assert!(in_prefix(&a, &[0; 16], 0));
+        let mut b = a;
+        b[15] = 8;
+        assert!(in_prefix(&a, &b, 127));
+        assert!(!in_prefix(&a, &b, 128));
+        assert!(in_prefix(&a, &a, 128));
     }
 
     #[test]

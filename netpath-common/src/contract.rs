@@ -7,8 +7,9 @@
 use core::mem::size_of;
 
 use crate::{
-    maps::*, ClosedFlow, CtEntry, CtKey, Endpoint6Key, EndpointInfo, EndpointKey, LogLimit, NodeConfig,
-    NodeRoute, PortKey, PortTarget, Reason, SockOrigin, SockRevKey, TraceEvent, TraceFilter, TrafficCounters,
+    maps::*, ClosedFlow, CtEntry, CtEntry6, CtKey, CtKey6, Endpoint6Key, EndpointInfo, EndpointKey, LogLimit,
+    NodeConfig, NodeConfig6, NodeRoute, PortKey, PortTarget, Reason, SockOrigin, SockRevKey, TraceEvent,
+    TraceFilter, TrafficCounters,
 };
 
 /// A map's kind, as the kernel numbers it (enum bpf_map_type).
@@ -33,6 +34,14 @@ pub enum Capacity {
     Conntrack,
     /// [`new_flow_entries`] of `--ct-max-entries` and the possible CPUs.
     NewFlows,
+    /// The IPv6 tables: as [`Capacity::Conntrack`], [`Capacity::NewFlows`] and
+    /// [`Capacity::Fixed`] on a node with IPv6 (`--pod-cidr6`); otherwise the smallest an
+    /// LRU table takes on the machine ([`ct_min_entries`]), so that a node without
+    /// IPv6 does not preallocate tens of megabytes it never uses (LRU tables cannot be
+    /// allocated lazily). Turning IPv6 on later migrates them at the next start.
+    Conntrack6,
+    NewFlows6,
+    Fixed6(u32),
 }
 
 /// One map of the object.
@@ -86,7 +95,7 @@ const FIB_LOOKUP_SIZE: usize = 64;
 
 /// Every map of the object: the pinned ones in the order `netpath map list` shows them,
 /// then the per-CPU scratch space the programs use inside one run.
-pub const MAPS: [MapSpec; 21] = [
+pub const MAPS: [MapSpec; 27] = [
     map(
         ENDPOINTS,
         MapKind::Hash,
@@ -133,6 +142,31 @@ pub const MAPS: [MapSpec; 21] = [
         true,
     ),
     map(
+        CONNTRACK6,
+        MapKind::LruHash,
+        size_of::<CtKey6>(),
+        size_of::<CtEntry6>(),
+        Capacity::Conntrack6,
+        false,
+    ),
+    map(
+        CONNTRACK6_NEW,
+        MapKind::LruHash,
+        size_of::<CtKey6>(),
+        size_of::<CtEntry6>(),
+        Capacity::NewFlows6,
+        false,
+    )
+    .with_flags(CONNTRACK_NEW_FLAGS),
+    map(
+        SNAT_CLOSED6,
+        MapKind::LruHash,
+        size_of::<CtKey6>(),
+        size_of::<ClosedFlow>(),
+        Capacity::Fixed6(SNAT_CLOSED_ENTRIES),
+        true,
+    ),
+    map(
         PORT_MAPS,
         MapKind::Hash,
         size_of::<PortKey>(),
@@ -142,6 +176,7 @@ pub const MAPS: [MapSpec; 21] = [
     )
     .with_flags(NO_PREALLOC),
     map(NODE_CONFIG, MapKind::Array, 4, size_of::<NodeConfig>(), Capacity::Fixed(1), true),
+    map(NODE_CONFIG6, MapKind::Array, 4, size_of::<NodeConfig6>(), Capacity::Fixed(1), true),
     // Not disposable: cross-node connections ride on it while an agent restarts.
     map(
         NODE_ROUTES,
@@ -180,7 +215,12 @@ pub const MAPS: [MapSpec; 21] = [
         pinned: false,
         ..map(LOG_LIMIT, MapKind::PerCpuArray, 4, size_of::<LogLimit>(), Capacity::Fixed(Reason::COUNT), true)
     },
+    MapSpec {
+        pinned: false,
+        ..map(CT6_SCRATCH, MapKind::PerCpuArray, 4, size_of::<CtKey6>(), Capacity::Fixed(4), true)
+    },
     MapSpec { pinned: false, ..map(RARE_PROGS, MapKind::ProgArray, 4, 4, Capacity::Fixed(1), true) },
+    MapSpec { pinned: false, ..map(PROGS6, MapKind::ProgArray, 4, 4, Capacity::Fixed(4), true) },
     MapSpec { pinned: false, ..map(AYA_LOGS, MapKind::RingBuf, 0, 0, Capacity::Fixed(AYA_LOGS_BYTES), true) },
 ];
 
@@ -204,9 +244,9 @@ pub const fn object_flags(name: &str) -> u32 {
 /// A map's capacity as the object declares it (the agent resizes conntrack at load).
 pub const fn object_capacity(name: &str) -> u32 {
     match spec(name).capacity {
-        Capacity::Fixed(n) => n,
-        Capacity::Conntrack => CONNTRACK_ENTRIES,
-        Capacity::NewFlows => new_flow_entries(CONNTRACK_ENTRIES, 1),
+        Capacity::Fixed(n) | Capacity::Fixed6(n) => n,
+        Capacity::Conntrack | Capacity::Conntrack6 => CONNTRACK_ENTRIES,
+        Capacity::NewFlows | Capacity::NewFlows6 => new_flow_entries(CONNTRACK_ENTRIES, 1),
     }
 }
 
@@ -254,6 +294,10 @@ pub mod program {
     pub const CONTAINER_PATH: &str = "container_path";
     pub const CONTAINER_PATH6: &str = "container_path6";
     pub const UPLINK_IN: &str = "uplink_in";
+    pub const UPLINK_IN6: &str = "uplink_in6";
+    pub const CONTAINER_NAT6: &str = "container_nat6";
+    pub const CONTAINER_SNAT6: &str = "container_snat6";
+    pub const CONTAINER_PAIR6: &str = "container_pair6";
     pub const UPLINK_XDP: &str = "uplink_xdp";
     pub const FROM_TUNNEL: &str = "from_tunnel";
     pub const TO_OTHER_NODE: &str = "to_other_node";
@@ -265,7 +309,7 @@ pub mod program {
     pub const LAYOUT_FLOOR: &str = "layout_floor";
 }
 
-pub const PROGRAMS: [ProgramSpec; 13] = [
+pub const PROGRAMS: [ProgramSpec; 17] = [
     ProgramSpec { name: program::FROM_CONTAINER, attach: Attach::TcIngress("each container's host veth") },
     ProgramSpec {
         name: program::CONTAINER_PATH,
@@ -276,6 +320,19 @@ pub const PROGRAMS: [ProgramSpec; 13] = [
         attach: Attach::TailCall("container_path, on every IPv6 packet"),
     },
     ProgramSpec { name: program::UPLINK_IN, attach: Attach::TcIngress("the uplink") },
+    ProgramSpec {
+        name: program::CONTAINER_NAT6,
+        attach: Attach::TailCall("container_path6, for what it masquerades (NAT66)"),
+    },
+    ProgramSpec {
+        name: program::CONTAINER_SNAT6,
+        attach: Attach::TailCall("container_nat6, for a new flow's port"),
+    },
+    ProgramSpec {
+        name: program::CONTAINER_PAIR6,
+        attach: Attach::TailCall("container_snat6, for a new flow's entries"),
+    },
+    ProgramSpec { name: program::UPLINK_IN6, attach: Attach::TailCall("uplink_in, on every IPv6 packet") },
     ProgramSpec { name: program::UPLINK_XDP, attach: Attach::Xdp },
     ProgramSpec { name: program::FROM_TUNNEL, attach: Attach::TcIngress("the VXLAN device (cluster mode)") },
     ProgramSpec { name: program::TO_OTHER_NODE, attach: Attach::TailCall("from_container, in cluster mode") },

@@ -27,7 +27,10 @@ pub mod reason;
 pub mod sock;
 pub mod trace;
 
-pub use conntrack::{ClosedFlow, CtEntry, CtKey, NodeConfig, NodeRoute, PortKey, PortTarget};
+pub use conntrack::{
+    ClosedFlow, CtEntry, CtEntry6, CtKey, CtKey6, Ip6, NodeConfig, NodeConfig6, NodeRoute, PortKey,
+    PortTarget,
+};
 pub use endpoint::{
     Endpoint6Key, EndpointInfo, EndpointKey, LogLimit, TrafficCounters, ENDPOINT_F_BRIDGED,
     ENDPOINT_F_NETKIT, ENDPOINT_F_PUBLISHED, GATEWAY6,

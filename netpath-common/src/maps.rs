@@ -56,6 +56,27 @@ pub const fn new_flow_entries(ct_entries: u32, cpus: u32) -> u32 {
 }
 /// Server-side tuple of a closed masqueraded TCP flow -> [`crate::ClosedFlow`]; LRU.
 pub const SNAT_CLOSED: &str = "SNAT_CLOSED";
+/// [`CONNTRACK`] for IPv6: [`crate::CtKey6`] -> [`crate::CtEntry6`] (NAT66).
+pub const CONNTRACK6: &str = "CONNTRACK6";
+/// [`CONNTRACK_NEW`] for IPv6 (same flags).
+pub const CONNTRACK6_NEW: &str = "CONNTRACK6_NEW";
+/// [`SNAT_CLOSED`] for IPv6: [`crate::CtKey6`] -> [`crate::ClosedFlow`].
+pub const SNAT_CLOSED6: &str = "SNAT_CLOSED6";
+/// The IPv6 half of the node's settings ([`crate::NodeConfig6`], one entry).
+pub const NODE_CONFIG6: &str = "NODE_CONFIG6";
+/// Per-CPU scratch of the IPv6 masquerade (four [`crate::CtKey6`], see the eBPF crate's
+/// family module).
+pub const CT6_SCRATCH: &str = "CT6_SCRATCH";
+/// IPv6's programs that IPv4's entry points and container_path6 tail-call: uplink_in6
+/// (from uplink_in, for every IPv6 packet) container_nat6 (from container_path6, for
+/// what it masquerades) container_snat6 and container_pair6 (a new flow's port search and
+/// pair of entries). Filled by the agent at load, before anything is attached; not
+/// pinned, so each load's programs call their own.
+pub const PROGS6: &str = "PROGS6";
+pub const TAIL_UPLINK_IN6: u32 = 0;
+pub const TAIL_CONTAINER_NAT6: u32 = 1;
+pub const TAIL_CONTAINER_SNAT6: u32 = 2;
+pub const TAIL_CONTAINER_PAIR6: u32 = 3;
 /// Closed flows remembered for port reuse.
 pub const SNAT_CLOSED_ENTRIES: u32 = 65_536;
 /// [`crate::PortKey`] -> [`crate::PortTarget`]: published container ports.

@@ -60,6 +60,14 @@ pub enum Reason {
     /// IPv6 neighbour solicitation from a container for its gateway (fe80::1) answered
     /// by the datapath with a neighbour advertisement (the IPv6 twin of arp-replied).
     NdAnswered = 23,
+    /// An IPv6 packet to be translated (NAT66) whose transport header sits behind an
+    /// extension header (hop-by-hop, routing, destination options): NAT66 does not walk
+    /// them, so it never rewrites a field it misread. Fragments count as drop-fragment.
+    DropExtensionHeader = 24,
+    /// Forwarded out through the node's routes with the container's own address (IPv6
+    /// on a node with a routed prefix, `--masquerade6 false`), or into a container from
+    /// the uplink the same way.
+    Routed = 25,
 }
 
 impl Reason {
@@ -69,7 +77,7 @@ impl Reason {
     }
 
     /// Number of reasons: the size of the per-reason counter array.
-    pub const COUNT: u32 = 24;
+    pub const COUNT: u32 = 26;
 
     pub const ALL: [Reason; Self::COUNT as usize] = [
         Reason::ForwardedToPeer,
@@ -96,6 +104,8 @@ impl Reason {
         Reason::DropNoNodeRoute,
         Reason::DropFragNeeded,
         Reason::NdAnswered,
+        Reason::DropExtensionHeader,
+        Reason::Routed,
     ];
 
     /// Stable name used by the CLI, metrics labels and docs.
@@ -125,6 +135,8 @@ impl Reason {
             Reason::DropNoNodeRoute => "drop-no-node-route",
             Reason::DropFragNeeded => "drop-frag-needed",
             Reason::NdAnswered => "nd-answered",
+            Reason::DropExtensionHeader => "drop-extension-header",
+            Reason::Routed => "routed",
         }
     }
 
@@ -142,6 +154,7 @@ impl Reason {
                 | Reason::DropUnsupportedProtocol
                 | Reason::DropNoEndpoint
                 | Reason::DropCtFull
+                | Reason::DropExtensionHeader
         )
     }
 }

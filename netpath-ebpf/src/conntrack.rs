@@ -11,18 +11,20 @@ use aya_ebpf::{
     helpers::generated::{bpf_get_prandom_u32, bpf_ktime_get_ns},
 };
 use netpath_common::{
-    conntrack::{CT_F_DNAT, CT_F_REPLY, CT_F_SNAT, TCP_CLOSING, TCP_ESTABLISHED, TCP_SYN, TIME_WAIT_NS},
-    ClosedFlow, CtEntry, CtKey, NodeConfig, Reason,
+    conntrack::NatEntry,
+    conntrack::{
+        Tuple, CT_F_DNAT, CT_F_REPLY, CT_F_SNAT, TCP_CLOSING, TCP_ESTABLISHED, TCP_SYN, TIME_WAIT_NS,
+    },
+    ClosedFlow, CtKey, CtKey6, Reason,
 };
 
 use crate::{
     counters,
+    family::{Addr, Table, SCRATCH_CANDIDATE, SCRATCH_FLOW, SCRATCH_SOURCE},
     flow::{self, Flow, TcpStamp},
     headers::{tcp, IPPROTO_TCP},
-    maps::{CONNTRACK, CONNTRACK_NEW, SNAT_CLOSED},
+    maps::{CONNTRACK, CONNTRACK_NEW, CT6_SCRATCH},
 };
-
-type Table = aya_ebpf::maps::LruHashMap<CtKey, CtEntry>;
 
 /// The error a NOEXIST insert returns when the key is taken.
 const EEXIST: i32 = 17;
@@ -42,20 +44,20 @@ fn now() -> u64 {
 /// flow returns at once; a new flow's original-direction entry whose reply entry is
 /// gone (evicted) is half a pair: it is removed and the packet is a new flow's.
 #[inline(always)]
-pub fn lookup(flow: &Flow, len: u32) -> Option<CtEntry> {
-    if let Some(e) = CONNTRACK.get_ptr_mut(&flow.key) {
+pub fn lookup<A: Addr>(flow: &Flow<A>, len: u32) -> Option<NatEntry<A>> {
+    if let Some(e) = A::assured().get_ptr_mut(&flow.key) {
         return Some(refresh(e, flow, len));
     }
-    let entry = refresh(CONNTRACK_NEW.get_ptr_mut(&flow.key)?, flow, len);
+    let entry = refresh(A::new_flows().get_ptr_mut(&flow.key)?, flow, len);
     if entry.flags & CT_F_REPLY == 0 && !assure(&flow.key, &entry) {
-        let _ = CONNTRACK_NEW.remove(&flow.key);
+        let _ = A::new_flows().remove(&flow.key);
         return None;
     }
     Some(entry)
 }
 
 #[inline(always)]
-fn refresh(e: *mut CtEntry, flow: &Flow, len: u32) -> CtEntry {
+fn refresh<A: Addr>(e: *mut NatEntry<A>, flow: &Flow<A>, len: u32) -> NatEntry<A> {
     // SAFETY: the map value stays valid for the program's run (RCU); racing updates of
     // these statistics fields from other CPUs are harmless.
     unsafe {
@@ -74,14 +76,15 @@ fn refresh(e: *mut CtEntry, flow: &Flow, len: u32) -> CtEntry {
 /// or not at all. Returns false when the reply entry is in neither table: the pair was
 /// half evicted.
 #[inline(always)]
-fn assure(key: &CtKey, entry: &CtEntry) -> bool {
+fn assure<A: Addr>(key: &Tuple<A>, entry: &NatEntry<A>) -> bool {
+    let (assured, new_flows) = (A::assured(), A::new_flows());
     let reply_key = key.partner(entry);
     // Inserted straight from the map value: a copy on the stack would take 5.10's
     // verifier past its 512 bytes for the whole call chain.
-    let Some(reply) = CONNTRACK_NEW.get_ptr(&reply_key) else {
+    let Some(reply) = new_flows.get_ptr(&reply_key) else {
         // Another CPU may be moving this very pair: its reply entry goes to CONNTRACK
         // before it leaves CONNTRACK_NEW.
-        return CONNTRACK.get_ptr(&reply_key).is_some();
+        return assured.get_ptr(&reply_key).is_some();
     };
     if key.proto == IPPROTO_TCP && entry.tcp_state != TCP_ESTABLISHED {
         return true;
@@ -95,22 +98,22 @@ fn assure(key: &CtKey, entry: &CtEntry) -> bool {
     // insert can evict the first. The pair leaves CONNTRACK_NEW only once both entries
     // are seen in CONNTRACK; else the flow stays new, whole, and tries again with its
     // next packet.
-    if CONNTRACK.insert(&reply_key, reply, 0).is_err() {
+    if assured.insert(&reply_key, reply, 0).is_err() {
         return true;
     }
-    if CONNTRACK.insert(key, entry, 0).is_err() || CONNTRACK.get_ptr(&reply_key).is_none() {
-        let _ = CONNTRACK.remove(key);
-        let _ = CONNTRACK.remove(&reply_key);
+    if assured.insert(key, entry, 0).is_err() || assured.get_ptr(&reply_key).is_none() {
+        let _ = assured.remove(key);
+        let _ = assured.remove(&reply_key);
         return true;
     }
-    let _ = CONNTRACK_NEW.remove(&reply_key);
-    let _ = CONNTRACK_NEW.remove(key);
+    let _ = new_flows.remove(&reply_key);
+    let _ = new_flows.remove(key);
     true
 }
 
 /// A tracked entry for `key` in either table, for ICMP errors about the flow.
 #[inline(always)]
-pub fn find(key: &CtKey) -> Option<*mut CtEntry> {
+pub fn find(key: &CtKey) -> Option<*mut netpath_common::CtEntry> {
     CONNTRACK.get_ptr_mut(key).or_else(|| CONNTRACK_NEW.get_ptr_mut(key))
 }
 
@@ -133,9 +136,9 @@ fn next_tcp_state(state: u8, flags: u8) -> u8 {
 }
 
 #[inline(always)]
-fn entry(flags: u8, flow: &Flow, len: u32) -> CtEntry {
+fn entry<A: Addr>(flags: u8, flow: &Flow<A>, len: u32) -> NatEntry<A> {
     let t = now();
-    CtEntry {
+    NatEntry {
         flags,
         tcp_state: if flow.key.proto == IPPROTO_TCP { TCP_SYN } else { 0 },
         created_ns: t,
@@ -153,7 +156,8 @@ fn entry(flags: u8, flow: &Flow, len: u32) -> CtEntry {
 /// not at all: when the table cannot hold both entries, the flow is refused
 /// (`DropCtFull`).
 #[inline(always)]
-fn create_pair(flow: &Flow, orig: &CtEntry, len: u32, reclaim: bool) -> Result<(), Reason> {
+fn create_pair<A: Addr>(flow: &Flow<A>, orig: &NatEntry<A>, len: u32, reclaim: bool) -> Result<(), Reason> {
+    let (assured, new_flows) = (A::assured(), A::new_flows());
     let reply_key = flow.key.partner(orig);
     let mut reply = entry(CT_F_REPLY, flow, len);
     reply.packets = 0;
@@ -170,27 +174,27 @@ fn create_pair(flow: &Flow, orig: &CtEntry, len: u32, reclaim: bool) -> Result<(
     }
     // Only the last attempt of a search may take over a closed flow's tuple; doing it
     // in every iteration multiplies the verifier's work past its limit.
-    if CONNTRACK.get_ptr(&reply_key).is_some() && !(reclaim && reclaim_closed(&CONNTRACK, &reply_key)) {
+    if assured.get_ptr(&reply_key).is_some() && !(reclaim && reclaim_closed(assured, &reply_key)) {
         return Err(Reason::DropNatPortsExhausted);
     }
-    if let Err(e) = CONNTRACK_NEW.insert(&reply_key, &reply, BPF_NOEXIST as u64) {
+    if let Err(e) = new_flows.insert(&reply_key, &reply, BPF_NOEXIST as u64) {
         if e != -EEXIST {
             return Err(Reason::DropCtFull);
         }
-        if !reclaim || !reclaim_closed(&CONNTRACK_NEW, &reply_key) {
+        if !reclaim || !reclaim_closed(new_flows, &reply_key) {
             return Err(Reason::DropNatPortsExhausted);
         }
-        CONNTRACK_NEW.insert(&reply_key, &reply, BPF_NOEXIST as u64).map_err(|_| Reason::DropCtFull)?;
+        new_flows.insert(&reply_key, &reply, BPF_NOEXIST as u64).map_err(|_| Reason::DropCtFull)?;
     }
     // The second insert may evict the first (see assure): look again. The lookups also
     // mark both entries used, so the LRU's next pass keeps them over entries nobody has
     // touched since they came in.
-    if CONNTRACK_NEW.insert(&flow.key, orig, 0).is_err()
-        || CONNTRACK_NEW.get_ptr(&reply_key).is_none()
-        || CONNTRACK_NEW.get_ptr(&flow.key).is_none()
+    if new_flows.insert(&flow.key, orig, 0).is_err()
+        || new_flows.get_ptr(&reply_key).is_none()
+        || new_flows.get_ptr(&flow.key).is_none()
     {
-        let _ = CONNTRACK_NEW.remove(&flow.key);
-        let _ = CONNTRACK_NEW.remove(&reply_key);
+        let _ = new_flows.remove(&flow.key);
+        let _ = new_flows.remove(&reply_key);
         return Err(Reason::DropCtFull);
     }
     counters::count(Reason::CtCreated, 0);
@@ -204,7 +208,7 @@ fn create_pair(flow: &Flow, orig: &CtEntry, len: u32, reclaim: bool) -> Result<(
 /// timeout. Without this, a burst of short connections to one server exhausts the NAT
 /// range within the timeout.
 #[inline(always)]
-fn reclaim_closed(table: &Table, key: &CtKey) -> bool {
+fn reclaim_closed<A: Addr>(table: &Table<A>, key: &Tuple<A>) -> bool {
     // SAFETY: copied out at once.
     let Some(old) = (unsafe { table.get(key) }).copied() else { return false };
     if key.proto != IPPROTO_TCP {
@@ -230,43 +234,67 @@ fn reclaim_closed(table: &Table, key: &CtKey) -> bool {
 /// closed are taken only if the server will accept the SYN over that flow's TIME_WAIT
 /// (see [`ClosedFlow`]); a port it would refuse is used only when nothing else is left.
 #[inline(always)]
-pub fn create_snat(
-    flow: &Flow,
-    cfg: &NodeConfig,
+pub fn create_snat<A: Addr>(
+    flow: &Flow<A>,
+    nat_src: A,
+    ports: (u16, u16),
     len: u32,
     syn: Option<TcpStamp>,
-) -> Result<CtEntry, Reason> {
-    let min = cfg.nat_port_min as u32;
-    let span = (cfg.nat_port_max as u32).saturating_sub(min) + 1;
+) -> Result<NatEntry<A>, Reason> {
+    let port = snat_port(flow, nat_src, ports, syn)?;
+    create_snat_on(flow, nat_src, port, len, syn, true)
+}
+
+/// The masquerade port search of [`create_snat`]: the first usable port of up to
+/// [`NAT_PORT_TRIES`] from a random start (a BPF function of its own, snat_pick_port, that
+/// only reads): a free one, or one whose flow has closed (taken over when the pair is
+/// created), either way one whose server will take the SYN; else the first one tried.
+#[inline(always)]
+pub fn snat_port<A: Addr>(
+    flow: &Flow<A>,
+    nat_src: A,
+    ports: (u16, u16),
+    syn: Option<TcpStamp>,
+) -> Result<u16, Reason> {
+    let min = ports.0 as u32;
+    let span = (ports.1 as u32).saturating_sub(min) + 1;
     if min == 0 || span == 0 {
         return Err(Reason::DropNatPortsExhausted);
     }
     // SAFETY: helper without arguments.
     let start = unsafe { bpf_get_prandom_u32() };
-    let mut orig = entry(CT_F_SNAT, flow, len);
-    orig.nat_src = cfg.node_ip;
-    // The search (a BPF function of its own, snat_pick_port) only reads, and stops at
-    // the first usable port: a free one, or one whose flow has closed (taken over below),
-    // either way one whose server will take the SYN. The single insert after it keeps
-    // the verifier's work small.
-    let [lo, hi] = flow.key.to_words();
-    let range = min as u64 | (cfg.nat_port_max as u64) << 16 | (start as u64) << 32;
+    let range = min as u64 | (ports.1 as u64) << 16 | (start as u64) << 32;
     let (syn_seq, syn_ts) = syn_words(syn);
-    let ip_ts = u32::from_ne_bytes(cfg.node_ip) as u64 | syn_ts << 32;
-    let mut chosen = match snat_pick_port(lo, hi, range, syn_seq, ip_ts) {
-        0 => 0,
-        tried => (min + (start.wrapping_add(tried - 1)) % span) as u16,
-    };
-    if chosen == 0 {
+    Ok(match A::pick_port(&flow.key, nat_src, range, syn_seq, syn_ts) {
         // Nothing usable among the ports tried: the first one, if its flow has closed.
-        chosen = (min + start % span) as u16;
+        0 => (min + start % span) as u16,
+        tried => (min + (start.wrapping_add(tried - 1)) % span) as u16,
+    })
+}
+
+/// The masquerade pair of [`create_snat`] on source port `port`. `count`: the packet is
+/// counted in the new entry (false when the caller's lookup of it will count it).
+#[inline(always)]
+pub fn create_snat_on<A: Addr>(
+    flow: &Flow<A>,
+    nat_src: A,
+    port: u16,
+    len: u32,
+    syn: Option<TcpStamp>,
+    count: bool,
+) -> Result<NatEntry<A>, Reason> {
+    let mut orig = entry(CT_F_SNAT, flow, len);
+    if !count {
+        orig.packets = 0;
+        orig.bytes = 0;
     }
-    orig.nat_sport = chosen.to_be_bytes();
+    orig.nat_src = nat_src;
+    orig.nat_sport = port.to_be_bytes();
     // A port found free may have been taken by another CPU meanwhile: the flow then
     // fails like an exhausted range, and the client's retransmission tries again.
     create_pair(flow, &orig, len, true)?;
     if syn.is_some() {
-        let _ = SNAT_CLOSED.remove(&flow.key.partner(&orig));
+        let _ = A::closed().remove(&flow.key.partner(&orig));
     }
     Ok(orig)
 }
@@ -330,19 +358,72 @@ pub extern "C" fn snat_port_usable(lo: u64, hi: u64, syn_seq: u64, syn_ts: u64) 
     // bytes (CtKey::to_words, padding zero). Used in place: a key built field by field
     // would cost a memset call, a fifth stack frame in 5.10's count.
     let server_side = unsafe { &*words.as_ptr().cast::<CtKey>() };
+    port_usable(server_side, syn_seq, syn_ts) as u32
+}
+
+/// [`snat_pick_port`] for IPv6: the same search, with the flow's key and the
+/// masquerade source in this CPU's CT6_SCRATCH slots (a 40-byte key does not fit five
+/// scalar arguments, and 5.10's BPF functions take nothing else).
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn snat6_pick_port(range: u64, syn_seq: u64, syn_ts: u64) -> u32 {
+    let min = (range & 0xffff) as u32;
+    let span = (((range >> 16) & 0xffff) as u32).saturating_sub(min) + 1;
+    let start = (range >> 32) as u32;
+    if min == 0 || span == 0 {
+        return 0;
+    }
+    let (Some(key), Some(source), Some(cand)) = (
+        CT6_SCRATCH.get_ptr(SCRATCH_FLOW),
+        CT6_SCRATCH.get_ptr(SCRATCH_SOURCE),
+        CT6_SCRATCH.get_ptr_mut(SCRATCH_CANDIDATE),
+    ) else {
+        return 0;
+    };
+    for i in 0..NAT_PORT_TRIES {
+        let port = (min + (start.wrapping_add(i)) % span) as u16;
+        // SAFETY: this CPU's slots, valid for the program's run, written by the caller
+        // (family::Addr::pick_port) before the call; nobody else writes them meanwhile.
+        unsafe {
+            (*cand).src = (*key).dst;
+            (*cand).dst = (*source).src;
+            (*cand).sport = (*key).dport;
+            (*cand).dport = port.to_be_bytes();
+            (*cand).proto = (*key).proto;
+            (*cand)._pad = [0; 3];
+        }
+        if snat6_port_usable(syn_seq, syn_ts) != 0 {
+            return i + 1;
+        }
+    }
+    0
+}
+
+/// [`snat_port_usable`] for IPv6, on the candidate tuple in CT6_SCRATCH.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn snat6_port_usable(syn_seq: u64, syn_ts: u64) -> u32 {
+    let Some(cand) = CT6_SCRATCH.get_ptr(SCRATCH_CANDIDATE) else { return 0 };
+    // SAFETY: this CPU's slot, valid for the program's run.
+    let server_side: &CtKey6 = unsafe { &*cand };
+    port_usable(server_side, syn_seq, syn_ts) as u32
+}
+
+/// The check of [`snat_port_usable`], for either family.
+#[inline(always)]
+fn port_usable<A: Addr>(server_side: &Tuple<A>, syn_seq: u64, syn_ts: u64) -> bool {
     let syn = (syn_seq & 1 << 32 != 0).then(|| TcpStamp {
         end_seq: 0,
         seq: syn_seq as u32,
         ts_val: (syn_seq & 1 << 33 != 0).then_some(syn_ts as u32),
     });
-    let usable = match reuse(server_side, syn) {
+    match reuse(server_side, syn) {
         Reuse::Refused => false,
         Reuse::AfterClose => true,
         Reuse::Fresh => {
-            CONNTRACK.get_ptr(server_side).is_none() && CONNTRACK_NEW.get_ptr(server_side).is_none()
+            A::assured().get_ptr(server_side).is_none() && A::new_flows().get_ptr(server_side).is_none()
         }
-    };
-    usable as u32
+    }
 }
 
 #[derive(PartialEq, Eq)]
@@ -359,10 +440,10 @@ enum Reuse {
 /// replies arrive)? The rule of tcp_timewait_state_process: a newer timestamp when both
 /// segments carry one, else a higher sequence number.
 #[inline(always)]
-fn reuse(server_side: &CtKey, syn: Option<TcpStamp>) -> Reuse {
+fn reuse<A: Addr>(server_side: &Tuple<A>, syn: Option<TcpStamp>) -> Reuse {
     let Some(syn) = syn else { return Reuse::Fresh };
     // SAFETY: copied out at once.
-    let Some(closed) = (unsafe { SNAT_CLOSED.get(server_side) }).copied() else { return Reuse::Fresh };
+    let Some(closed) = (unsafe { A::closed().get(server_side) }).copied() else { return Reuse::Fresh };
     if now().saturating_sub(closed.closed_ns) > TIME_WAIT_NS {
         return Reuse::AfterClose;
     }
@@ -383,7 +464,7 @@ fn reuse(server_side: &CtKey, syn: Option<TcpStamp>) -> Reuse {
 /// TIME_WAIT keeps the last one it had), and a RST the server accepts leaves it no
 /// TIME_WAIT at all.
 #[inline(always)]
-pub fn note_closing(ctx: &TcContext, flow: &Flow, entry: &CtEntry) {
+pub fn note_closing<A: Addr>(ctx: &TcContext, flow: &Flow<A>, entry: &NatEntry<A>) {
     if flow.key.proto != IPPROTO_TCP
         || entry.tcp_state != TCP_CLOSING
         || flow.tcp_flags & tcp::RST != 0
@@ -399,13 +480,13 @@ pub fn note_closing(ctx: &TcContext, flow: &Flow, entry: &CtEntry) {
         _pad: [0; 7],
         closed_ns: now(),
     };
-    let _ = SNAT_CLOSED.insert(&flow.key.partner(entry), &record, 0);
+    let _ = A::closed().insert(&flow.key.partner(entry), &record, 0);
 }
 
 /// Port mapping: a new connection to a published port is sent to `ip:port`, keeping the
 /// client's address; replies get the node's address and the published port back.
 #[inline(always)]
-pub fn create_dnat(flow: &Flow, ip: [u8; 4], port: [u8; 2], len: u32) -> Result<CtEntry, Reason> {
+pub fn create_dnat<A: Addr>(flow: &Flow<A>, ip: A, port: [u8; 2], len: u32) -> Result<NatEntry<A>, Reason> {
     let mut orig = entry(CT_F_DNAT, flow, len);
     orig.nat_dst = ip;
     orig.nat_dport = port;

@@ -3,11 +3,15 @@
 //! IPv4: the gateway's neighbour discovery is answered here, only the endpoint's own
 //! addresses and MAC may leave its veth, and a packet for another local container is
 //! delivered into its namespace with `bpf_redirect_peer`, as its router (MACs rewritten,
-//! hop limit - 1). What is not for a local container (the node, the outside) is the
-//! node stack's, untranslated.
+//! hop limit - 1). A packet for the outside is masqueraded to the node's global address
+//! (NAT66, with the IPv4 masquerade's conntrack and port choice) or, on a node with a
+//! routed prefix (`--masquerade6 false`), forwarded with the container's own address;
+//! either way out through the node's routes (bpf_fib_lookup), past the stack's
+//! netfilter. What is for the node itself is the node stack's, untranslated.
 //!
-//! Only the fixed header is read: the path never looks past it for a packet it
-//! forwards, so extension headers are carried, never parsed (and never misparsed).
+//! A packet forwarded untranslated is read only as far as its fixed header: extension
+//! headers are carried, never parsed (and never misparsed). One to be translated must
+//! have its transport header right after the fixed one (see flow::parse6).
 //! Every packet's source is checked first, link-local and multicast ones too (a
 //! container's link-local address is in ENDPOINTS6); only ICMPv6 from the unspecified
 //! address (duplicate address detection, MLD while an address is being configured)
@@ -18,8 +22,10 @@
 //! stack's, untouched, as before IPv6 support.
 use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
 use netpath_common::{
-    conntrack::NODE_F_IPV6, trace::HOP_FROM_CONTAINER, Endpoint6Key, Reason, ENDPOINT_F_BRIDGED,
-    ENDPOINT_F_NETKIT,
+    conntrack::{NODE6_F_MASQUERADE, NODE_F_IPV6},
+    maps::TAIL_CONTAINER_NAT6,
+    trace::HOP_FROM_CONTAINER,
+    Endpoint6Key, Ip6, Reason, ENDPOINT_F_BRIDGED, ENDPOINT_F_NETKIT,
 };
 use network_types::eth::EthHdr;
 
@@ -27,7 +33,7 @@ use crate::{
     counters,
     forward::{self, Hook},
     headers::{ipv6, IP_OFF},
-    maps::{ENDPOINTS6, NODE_CONFIG},
+    maps::{ENDPOINTS6, NODE_CONFIG, NODE_CONFIG6, PROGS6},
     nd::{self, NdOutcome},
     packet::{header, ifindex},
     tc_entry,
@@ -82,20 +88,61 @@ fn try_container_path6(ctx: &TcContext) -> Result<(i32, Reason), Reason> {
     if sender.flags & ENDPOINT_F_BRIDGED != 0 || dst[0] == 0xff || link_local(&src) || link_local(&dst) {
         return Ok((PASS, Reason::PassedToStack));
     }
-    let hook = if sender.flags & ENDPOINT_F_NETKIT != 0 { Hook::NetkitXmit } else { Hook::TcIngress };
-    // SAFETY: copied out at once; the agent only replaces whole entries.
-    let Some(peer) = unsafe { ENDPOINTS6.get(Endpoint6Key::new(dst)) }.copied() else {
-        return Ok((PASS, Reason::PassedToStack));
-    };
     // We are the container's router: hop limit - 1 (IPv6 has no header checksum); a
-    // packet that would expire is the stack's, which sends the time-exceeded.
+    // packet that would expire is the stack's, which sends the time-exceeded (before
+    // any translation, so that it reaches the container).
     if ip[ipv6::HOP_LIMIT] <= 1 {
         return Ok((PASS, Reason::PassedToStack));
     }
+    // SAFETY: copied out at once; the agent only replaces whole entries.
+    let Some(peer) = unsafe { ENDPOINTS6.get(Endpoint6Key::new(dst)) }.copied() else {
+        return to_outside(ctx, ifindex, src, dst, ip[ipv6::HOP_LIMIT]);
+    };
+    decrement_hop_limit(ctx, ip[ipv6::HOP_LIMIT])?;
+    let hook = if sender.flags & ENDPOINT_F_NETKIT != 0 { Hook::NetkitXmit } else { Hook::TcIngress };
+    forward::to_container(ctx, hook, &peer, true)
+}
+
+/// A packet for an address that is no local container: the node's own are the stack's;
+/// the rest leave through the node's routes, masqueraded or (routed prefix) not.
+#[inline(always)]
+fn to_outside(
+    ctx: &TcContext,
+    ifindex: u32,
+    src: [u8; 16],
+    dst: [u8; 16],
+    hops: u8,
+) -> Result<(i32, Reason), Reason> {
+    let Some(cfg6) = NODE_CONFIG6.get(0).copied() else {
+        return Ok((PASS, Reason::PassedToStack));
+    };
+    // The node's IPv6 pod prefix is all on this node: an address of it that is no
+    // endpoint reaches no one.
+    if cfg6.pod_prefix != 0 && cfg6.in_pod_cidr(&dst) {
+        return Err(Reason::DropNoEndpoint);
+    }
+    if cfg6.node_ip == [0; 16] || dst == cfg6.node_ip {
+        return Ok((PASS, Reason::PassedToStack));
+    }
+    if cfg6.flags & NODE6_F_MASQUERADE == 0 {
+        decrement_hop_limit(ctx, hops)?;
+        return Ok((forward::to_fib(ctx, ifindex, Ip6(src), Ip6(dst))?, Reason::Routed));
+    }
+    // SAFETY: a tail call that succeeds does not return; the packet, unchanged so far,
+    // is then container_nat6's (a program of its own: IPv6's conntrack state does not
+    // fit this one's 512-byte stack).
+    let _ = unsafe { PROGS6.tail_call(ctx, TAIL_CONTAINER_NAT6) };
+    // An empty slot: an agent still loading. Untranslated, the packet must not leave.
+    Err(Reason::DropRedirectFailed)
+}
+
+/// Writes `hops - 1` (checked above to be more than 1) as the packet's hop limit.
+#[inline(always)]
+pub fn decrement_hop_limit(ctx: &TcContext, hops: u8) -> Result<(), Reason> {
     let hop: *mut u8 = header(ctx, IP_OFF + ipv6::HOP_LIMIT)?;
     // SAFETY: bounds-checked by header().
-    unsafe { *hop = ip[ipv6::HOP_LIMIT] - 1 };
-    forward::to_container(ctx, hook, &peer, true)
+    unsafe { *hop = hops - 1 };
+    Ok(())
 }
 
 #[inline(always)]

@@ -16,9 +16,7 @@ use netpath_common::{
 };
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
-use crate::{counters, events, headers::IP_OFF, maps::FIB_SCRATCH, packet::header};
-
-const AF_INET: u8 = 2;
+use crate::{counters, events, family::Addr, headers::IP_OFF, maps::FIB_SCRATCH, packet::header};
 /// skb->pkt_type of a frame for this host (linux/if_packet.h).
 const PACKET_HOST: u32 = 0;
 
@@ -93,20 +91,20 @@ pub fn to_container(
 /// Routes the packet with the node's FIB, as if it had arrived on `ifindex`, and sends it
 /// out of the chosen device; the kernel resolves the neighbour when the FIB has none.
 #[inline(always)]
-pub fn to_fib(ctx: &TcContext, ifindex: u32, src: [u8; 4], dst: [u8; 4]) -> Result<i32, Reason> {
+pub fn to_fib<A: Addr>(ctx: &TcContext, ifindex: u32, src: A, dst: A) -> Result<i32, Reason> {
     let p = FIB_SCRATCH.get_ptr_mut(0).ok_or(Reason::DropFibFailed)?;
     // SAFETY: this CPU's scratch slot, valid for the program's run, no other writer
     // meanwhile. Every input field is set: the slot holds the previous lookup's answer.
     let p: &mut FibParams = unsafe { &mut *p };
-    p.family = AF_INET;
+    p.family = A::AF;
     p.l4_protocol = 0;
     p.sport = 0;
     p.dport = 0;
     p.__bindgen_anon_1.tot_len = 0;
     p.ifindex = ifindex;
     p.__bindgen_anon_2.rt_metric = 0;
-    p.__bindgen_anon_3.ipv6_src = [u32::from_ne_bytes(src), 0, 0, 0];
-    p.__bindgen_anon_4.ipv6_dst = [u32::from_ne_bytes(dst), 0, 0, 0];
+    p.__bindgen_anon_3.ipv6_src = src.fib_words();
+    p.__bindgen_anon_4.ipv6_dst = dst.fib_words();
     p.__bindgen_anon_5.tbid = 0;
     // SAFETY: p is a valid, fully initialised request of the size given.
     let rc = unsafe { bpf_fib_lookup(ctx.skb.skb as *mut _, p, core::mem::size_of::<FibParams>() as i32, 0) }

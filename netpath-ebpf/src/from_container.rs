@@ -202,7 +202,10 @@ fn to_outside(ctx: &TcContext, at: Sender) -> Result<(i32, Reason), Reason> {
         },
         None => {
             let syn = if flow.key.proto == IPPROTO_TCP { flow::tcp_stamp(ctx, &flow) } else { None };
-            (conntrack::create_snat(&flow, &cfg, len, syn)?, Reason::SnatNewFlow)
+            (
+                conntrack::create_snat(&flow, cfg.node_ip, (cfg.nat_port_min, cfg.nat_port_max), len, syn)?,
+                Reason::SnatNewFlow,
+            )
         }
     };
     deliver_translated(ctx, at, &flow, &entry, reason)

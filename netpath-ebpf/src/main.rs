@@ -4,9 +4,11 @@
 
 mod arp;
 mod conntrack;
+mod container_nat6;
 mod container_path6;
 mod counters;
 mod events;
+mod family;
 mod flow;
 mod forward;
 mod frag_needed;
@@ -26,6 +28,7 @@ mod tc_entry;
 mod to_other_node;
 mod tunnel;
 mod uplink_in;
+mod uplink_in6;
 mod uplink_xdp;
 
 #[cfg(not(test))]

@@ -7,8 +7,9 @@ use aya_ebpf::{
 };
 use netpath_common::{
     contract::{object_capacity as capacity, object_flags as flags},
-    maps as name, ClosedFlow, CtEntry, CtKey, Endpoint6Key, EndpointInfo, EndpointKey, LogLimit, NodeConfig,
-    NodeRoute, PortKey, PortTarget, SockOrigin, SockRevKey, TraceEvent, TraceFilter, TrafficCounters,
+    maps as name, ClosedFlow, CtEntry, CtEntry6, CtKey, CtKey6, Endpoint6Key, EndpointInfo, EndpointKey,
+    LogLimit, NodeConfig, NodeConfig6, NodeRoute, PortKey, PortTarget, SockOrigin, SockRevKey, TraceEvent,
+    TraceFilter, TrafficCounters,
 };
 
 #[map]
@@ -41,12 +42,28 @@ pub static SNAT_CLOSED: LruHashMap<CtKey, ClosedFlow> =
     LruHashMap::pinned(capacity(name::SNAT_CLOSED), flags(name::SNAT_CLOSED));
 
 #[map]
+pub static CONNTRACK6: LruHashMap<CtKey6, CtEntry6> =
+    LruHashMap::pinned(capacity(name::CONNTRACK6), flags(name::CONNTRACK6));
+
+#[map]
+pub static CONNTRACK6_NEW: LruHashMap<CtKey6, CtEntry6> =
+    LruHashMap::pinned(capacity(name::CONNTRACK6_NEW), flags(name::CONNTRACK6_NEW));
+
+#[map]
+pub static SNAT_CLOSED6: LruHashMap<CtKey6, ClosedFlow> =
+    LruHashMap::pinned(capacity(name::SNAT_CLOSED6), flags(name::SNAT_CLOSED6));
+
+#[map]
 pub static PORT_MAPS: HashMap<PortKey, PortTarget> =
     HashMap::pinned(capacity(name::PORT_MAPS), flags(name::PORT_MAPS));
 
 #[map]
 pub static NODE_CONFIG: Array<NodeConfig> =
     Array::pinned(capacity(name::NODE_CONFIG), flags(name::NODE_CONFIG));
+
+#[map]
+pub static NODE_CONFIG6: Array<NodeConfig6> =
+    Array::pinned(capacity(name::NODE_CONFIG6), flags(name::NODE_CONFIG6));
 
 #[map]
 pub static NODE_ROUTES: HashMap<EndpointKey, NodeRoute> =
@@ -89,6 +106,17 @@ pub static TRACE_SCRATCH: PerCpuArray<TraceEvent> =
 #[map]
 pub static FIB_SCRATCH: PerCpuArray<aya_ebpf::bindings::bpf_fib_lookup> =
     PerCpuArray::with_max_entries(capacity(name::FIB_SCRATCH), flags(name::FIB_SCRATCH));
+
+/// Per-CPU scratch for the IPv6 masquerade port search (see family::SCRATCH_FLOW):
+/// BPF functions verified on their own take scalars only on older kernels.
+#[map]
+pub static CT6_SCRATCH: PerCpuArray<CtKey6> =
+    PerCpuArray::with_max_entries(capacity(name::CT6_SCRATCH), flags(name::CT6_SCRATCH));
+
+/// uplink_in6 and container_nat6 (see netpath_common::maps::PROGS6). Not pinned: each
+/// load's programs call their own.
+#[map]
+pub static PROGS6: ProgramArray = ProgramArray::with_max_entries(capacity(name::PROGS6), flags(name::PROGS6));
 
 /// Per CPU and reason, when a rare event was last logged (see `rare`).
 /// The rare-event logger's slot (see netpath_common::maps::RARE_PROGS).

@@ -2,7 +2,9 @@
 //! published ports are translated and delivered straight into their container with
 //! `bpf_redirect_peer`; everything else is the node's and passes untouched.
 use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
-use netpath_common::{conntrack::NODE_F_ADDRESS_PORTS, trace::HOP_UPLINK_IN, EndpointKey, Reason};
+use netpath_common::{
+    conntrack::NODE_F_ADDRESS_PORTS, maps::TAIL_UPLINK_IN6, trace::HOP_UPLINK_IN, EndpointKey, Reason,
+};
 use network_types::{
     eth::{EthHdr, EtherType},
     ip::Ipv4Hdr,
@@ -12,7 +14,7 @@ use crate::{
     conntrack, flow, forward,
     headers::IP_OFF,
     icmp_error::{self, Direction},
-    maps::{ENDPOINTS, NODE_CONFIG},
+    maps::{ENDPOINTS, NODE_CONFIG, PROGS6},
     nat,
     packet::{header, ptr_at, translated_by_xdp},
     port_map, tc_entry,
@@ -32,8 +34,15 @@ fn try_uplink_in(ctx: &TcContext) -> Result<(i32, Reason), Reason> {
         Err(()) => return Ok((PASS, Reason::PassedToStack)),
     };
     // SAFETY: bounds-checked by ptr_at.
-    if unsafe { (*eth).ether_type() } != Ok(EtherType::Ipv4) {
-        return Ok((PASS, Reason::PassedToStack));
+    match unsafe { (*eth).ether_type() } {
+        Ok(EtherType::Ipv4) => {}
+        Ok(EtherType::Ipv6) => {
+            // SAFETY: a tail call that succeeds does not return; the packet is uplink_in6's.
+            let _ = unsafe { PROGS6.tail_call(ctx, TAIL_UPLINK_IN6) };
+            // An empty slot (an agent still loading): the node's, as before IPv6.
+            return Ok((PASS, Reason::PassedToStack));
+        }
+        _ => return Ok((PASS, Reason::PassedToStack)),
     }
     if translated_by_xdp(ctx) {
         let ip: *const Ipv4Hdr = header(ctx, IP_OFF)?;

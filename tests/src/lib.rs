@@ -138,6 +138,59 @@ pub fn bpffs_dir(name: &str) -> PathBuf {
 }
 
 #[cfg(feature = "datapath")]
+/// Writes `key -> value` into the map pinned at `pin` (bpftool), laid out as netpath's
+/// types are: an entry crafted by the test rather than made by traffic.
+pub fn map_update<K: bytemuck::Pod, V: bytemuck::Pod>(pin: &Path, key: &K, value: &V) {
+    let mut args: Vec<String> = ["bpftool", "map", "update", "pinned"].map(String::from).into();
+    args.push(pin.to_string_lossy().into_owned());
+    args.push("key".into());
+    args.extend(bytemuck::bytes_of(key).iter().map(u8::to_string));
+    args.push("value".into());
+    args.extend(bytemuck::bytes_of(value).iter().map(u8::to_string));
+    sh(&args.iter().map(String::as_str).collect::<Vec<_>>());
+}
+
+#[cfg(feature = "datapath")]
+/// A masqueraded flow's two conntrack entries as the datapath creates them, of either
+/// family (`A`: the address): `client` (a container's address and port) to `server`, its
+/// source rewritten to `node`; the reply entry keyed by the translated tuple reversed,
+/// rewriting the destination back. Both in `tcp_state`, last seen at `last_seen_ns`.
+pub fn snat_pair<A: Copy + Default>(
+    proto: u8,
+    client: (A, u16),
+    server: (A, u16),
+    node: (A, u16),
+    tcp_state: u8,
+    last_seen_ns: u64,
+) -> [(netpath_common::conntrack::Tuple<A>, netpath_common::conntrack::NatEntry<A>); 2] {
+    use netpath_common::conntrack::{NatEntry, Tuple, CT_F_DNAT, CT_F_REPLY, CT_F_SNAT};
+    let seen = NatEntry { tcp_state, created_ns: last_seen_ns, last_seen_ns, ..Default::default() };
+    let key = Tuple {
+        src: client.0,
+        dst: server.0,
+        sport: client.1.to_be_bytes(),
+        dport: server.1.to_be_bytes(),
+        proto,
+        _pad: [0; 3],
+    };
+    let orig = NatEntry {
+        nat_src: node.0,
+        nat_sport: node.1.to_be_bytes(),
+        flags: CT_F_SNAT,
+        packets: 1,
+        bytes: 60,
+        ..seen
+    };
+    let reply = NatEntry {
+        nat_dst: client.0,
+        nat_dport: client.1.to_be_bytes(),
+        flags: CT_F_DNAT | CT_F_REPLY,
+        ..seen
+    };
+    [(key, orig), (key.partner(&orig), reply)]
+}
+
+#[cfg(feature = "datapath")]
 /// Loads netpath's datapath inside a fresh namespace (pins in a bpffs directory of its
 /// own), runs `prepare` there first (`ip` commands that build the namespace's devices
 /// and routes, without the leading `ip`), then `check` with the loaded datapath.

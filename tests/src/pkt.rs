@@ -47,6 +47,28 @@ pub fn ipv6(src: std::net::Ipv6Addr, dst: std::net::Ipv6Addr, next: u8, hop: u8,
     p
 }
 
+/// An IPv6 packet carrying transport header and payload `l4` (TCP, UDP or ICMPv6) with
+/// its checksum over the IPv6 pseudo-header computed in place.
+pub fn ipv6_l4(src: std::net::Ipv6Addr, dst: std::net::Ipv6Addr, proto: u8, hop: u8, l4: &[u8]) -> Vec<u8> {
+    let mut l4 = l4.to_vec();
+    let at = match proto {
+        TCP => 16,
+        UDP => 6,
+        ICMPV6 => 2,
+        _ => return ipv6(src, dst, proto, hop, &l4),
+    };
+    l4[at..at + 2].fill(0);
+    let mut data = src.octets().to_vec();
+    data.extend_from_slice(&dst.octets());
+    data.extend_from_slice(&(l4.len() as u32).to_be_bytes());
+    data.extend_from_slice(&[0, 0, 0, proto]);
+    data.extend_from_slice(&l4);
+    let c = csum(&data);
+    let c = if proto == UDP && c == 0 { 0xffff } else { c };
+    l4[at..at + 2].copy_from_slice(&c.to_be_bytes());
+    ipv6(src, dst, proto, hop, &l4)
+}
+
 /// An ICMPv6 message (`msg`: type, code, two checksum bytes, the rest) with its
 /// checksum over the pseudo-header of `src` to `dst` computed in place.
 pub fn icmp6(src: std::net::Ipv6Addr, dst: std::net::Ipv6Addr, msg: &[u8]) -> Vec<u8> {

@@ -268,3 +268,102 @@ fn reconcile_and_doctor_hold_the_ipv6_entries_to_the_state() {
     let again = lab.netpath(&["reconcile", "--dry-run"]);
     assert!(again.status.success(), "drift left: {}", String::from_utf8_lossy(&again.stdout));
 }
+
+/// The node's and the outside host's IPv6 addresses on the uplink.
+const NODE_UPLINK_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x99, 0, 0, 0, 0, 0, 1);
+const OUTSIDE_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x99, 0, 0, 0, 0, 0, 2);
+
+/// A lab whose uplink has IPv6 too, whose node forwards no IPv6 itself (ip6tables
+/// FORWARD DROP, no NAT rule), with an agent started with `args` and endpoint "a".
+fn lab_with_uplink6(args: &[&str]) -> Lab {
+    let mut lab = Lab::new(1);
+    let cmds: [(&Netns, &[&str]); 4] = [
+        (&lab.node, &["ip", "-6", "addr", "add", "fd00:99::1/64", "dev", "uplink0", "nodad"]),
+        (&lab.outside, &["ip", "-6", "addr", "add", "fd00:99::2/64", "dev", "eth0", "nodad"]),
+        (&lab.node, &["ip6tables", "-P", "FORWARD", "DROP"]),
+        (&lab.node, &["ip6tables", "-t", "nat", "-F"]),
+    ];
+    for (ns, cmd) in cmds {
+        let o = ns.exec(cmd);
+        assert!(o.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    lab.start_agent_with(args);
+    lab.add_endpoint("a", 0);
+    lab
+}
+
+/// A TCP server on `addr` in `ns` that echoes one message and returns its peer.
+fn echo_once(ns: &Netns, addr: SocketAddrV6) -> std::thread::JoinHandle<std::net::SocketAddr> {
+    let listener = ns.run(move || TcpListener::bind(addr)).join().unwrap().expect("bind");
+    std::thread::spawn(move || {
+        let (mut s, peer) = listener.accept().unwrap();
+        let mut buf = [0u8; 5];
+        s.read_exact(&mut buf).unwrap();
+        s.write_all(&buf).unwrap();
+        peer
+    })
+}
+
+fn echo_from(ns: &Netns, to: SocketAddrV6) -> std::io::Result<()> {
+    ns.run(move || {
+        let mut s = TcpStream::connect_timeout(&to.into(), Duration::from_secs(3))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        s.write_all(b"hello")?;
+        let mut buf = [0u8; 5];
+        s.read_exact(&mut buf)?;
+        assert_eq!(&buf, b"hello");
+        Ok(())
+    })
+    .join()
+    .unwrap()
+}
+
+#[test]
+fn ipv6_to_the_outside_is_masqueraded_to_the_node_address() {
+    let lab = lab_with_uplink6(&["--pod-cidr6", POD_CIDR6]);
+    let before = snmp6(&lab.node, "Ip6OutForwDatagrams");
+    let server = echo_once(&lab.outside, SocketAddrV6::new(OUTSIDE_IP6, 9000, 0, 0));
+    echo_from(&lab.containers[0], SocketAddrV6::new(OUTSIDE_IP6, 9000, 0, 0))
+        .unwrap_or_else(|e| panic!("TCP to the outside over IPv6: {e}\n{}", lab.agent_log()));
+    let peer = server.join().unwrap();
+    assert_eq!(peer.ip(), std::net::IpAddr::V6(NODE_UPLINK_IP6), "the outside saw a pod address");
+    assert!((61000..=65535).contains(&peer.port()), "source port {} not from the NAT range", peer.port());
+    assert!(ping6(&lab.containers[0], OUTSIDE_IP6, None), "ping6 to the outside\n{}", lab.agent_log());
+    // The datapath did it: the node's stack forwarded nothing (and its policy is DROP).
+    assert_eq!(snmp6(&lab.node, "Ip6OutForwDatagrams"), before);
+    let stats: Value = serde_json::from_str(&lab.netpath_ok(&["stats", "-o", "json"])).unwrap();
+    let reasons = stats.to_string();
+    assert!(reasons.contains("snat-new-flow"), "{reasons}");
+    // The uplink's address changes: new flows follow it.
+    let moved = Ipv6Addr::new(0xfd00, 0x99, 0, 0, 0, 0, 0, 5);
+    for cmd in [
+        &["ip", "-6", "addr", "add", "fd00:99::5/64", "dev", "uplink0", "nodad"][..],
+        &["ip", "-6", "addr", "del", "fd00:99::1/64", "dev", "uplink0"],
+    ] {
+        assert!(lab.node.exec(cmd).status.success(), "{cmd:?}");
+    }
+    let server = echo_once(&lab.outside, SocketAddrV6::new(OUTSIDE_IP6, 9002, 0, 0));
+    let mut tries = 0;
+    while let Err(e) = echo_from(&lab.containers[0], SocketAddrV6::new(OUTSIDE_IP6, 9002, 0, 0)) {
+        tries += 1;
+        assert!(tries < 10, "TCP after the uplink's address changed: {e}\n{}", lab.agent_log());
+    }
+    assert_eq!(server.join().unwrap().ip(), std::net::IpAddr::V6(moved), "the old address is gone");
+}
+
+#[test]
+fn ipv6_on_a_routed_prefix_leaves_and_arrives_with_the_container_address() {
+    let lab = lab_with_uplink6(&["--pod-cidr6", POD_CIDR6, "--masquerade6", "false"]);
+    let a = ip6_of(&lab, "a");
+    // Without a route back to the pod prefix, the outside cannot answer: nothing is
+    // translated.
+    let server = echo_once(&lab.outside, SocketAddrV6::new(OUTSIDE_IP6, 9001, 0, 0));
+    assert!(echo_from(&lab.containers[0], SocketAddrV6::new(OUTSIDE_IP6, 9001, 0, 0)).is_err());
+    let o = lab.outside.exec(&["ip", "-6", "route", "add", POD_CIDR6, "via", "fd00:99::1"]);
+    assert!(o.status.success());
+    echo_from(&lab.containers[0], SocketAddrV6::new(OUTSIDE_IP6, 9001, 0, 0))
+        .unwrap_or_else(|e| panic!("TCP on a routed prefix: {e}\n{}", lab.agent_log()));
+    assert_eq!(server.join().unwrap().ip(), std::net::IpAddr::V6(a), "the address was translated");
+    // And the outside reaches the container by its address, past ip6tables' DROP.
+    assert!(ping6(&lab.outside, a, None), "ping6 from the outside\n{}", lab.agent_log());
+}

@@ -284,9 +284,100 @@ fn maps_and_nat_listings_decode_what_traffic_left() {
     assert!(rows[0]["node"].as_str().unwrap().starts_with("192.168.77.1:"), "{closed}");
     assert!(rows[0]["ts_val"].is_u64(), "Linux sends timestamps: {closed}");
 
+    // IPv6's tables (crafted entries: a masqueraded TCP flow and a closed one) are listed
+    // with IPv4's, the same fields, the addresses as IPv6 text; IPv4's rows stay as they
+    // were.
+    let ct_list = || -> Vec<serde_json::Value> {
+        let v: serde_json::Value =
+            serde_json::from_str(&lab.netpath_ok(&["ct", "list", "-o", "json"])).unwrap();
+        v["conntrack"].as_array().unwrap().clone()
+    };
+    let is_v6 = |r: &serde_json::Value| r["src"].as_str().unwrap().contains(':');
+    let v4_rows = ct_list();
+    assert!(!v4_rows.is_empty() && !v4_rows.iter().any(is_v6), "{v4_rows:?}");
+    add_ipv6_flows(&lab);
+    let rows = ct_list();
+    let (v6, v4): (Vec<_>, Vec<_>) = rows.into_iter().partition(is_v6);
+    assert_eq!(v4.len(), v4_rows.len(), "IPv4's rows changed: {v4:?}");
+    assert_eq!(v6.len(), 2, "{v6:?}");
+    let orig = v6.iter().find(|r| r["reply"] == false).unwrap();
+    assert_eq!(orig["src"], "fd00:77::2");
+    assert_eq!(
+        (&orig["sport"], &orig["dst"], &orig["dport"]),
+        (&40000.into(), &"2001:db8::1".into(), &443.into())
+    );
+    assert_eq!(orig["rewrite"], "snat [2001:db8::77]:61000");
+    assert_eq!(
+        (&orig["proto"], &orig["state"], &orig["assured"]),
+        (&"tcp".into(), &"established".into(), &true.into())
+    );
+    let reply = v6.iter().find(|r| r["reply"] == true).unwrap();
+    assert_eq!((&reply["src"], &reply["dst"]), (&"2001:db8::1".into(), &"2001:db8::77".into()));
+    assert_eq!(reply["rewrite"], "dnat [fd00:77::2]:40000");
+    let table = lab.netpath_ok(&["ct", "list"]);
+    assert!(
+        table.contains("[fd00:77::2]:40000 -> [2001:db8::1]:443")
+            && table.contains("snat [2001:db8::77]:61000"),
+        "{table}"
+    );
+
+    let nat: serde_json::Value =
+        serde_json::from_str(&lab.netpath_ok(&["nat", "list", "-o", "json"])).unwrap();
+    let nat6: Vec<_> = nat["conntrack"].as_array().unwrap().iter().filter(|r| is_v6(r)).cloned().collect();
+    assert_eq!(nat6, std::slice::from_ref(orig), "{nat}");
+    let ct6 = dump("CONNTRACK6");
+    assert_eq!(ct6["entries"].as_array().unwrap().len(), 2, "{ct6}");
+    assert!(ct6["entries"].as_array().unwrap().iter().all(is_v6), "{ct6}");
+    assert_eq!(dump("CONNTRACK6_NEW")["entries"].as_array().unwrap().len(), 0);
+    let ct4 = dump("CONNTRACK");
+    assert!(!ct4["entries"].as_array().unwrap().iter().any(is_v6), "IPv6 in CONNTRACK: {ct4}");
+    let closed6 = dump("SNAT_CLOSED6");
+    let rows = closed6["entries"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{closed6}");
+    assert_eq!(
+        (&rows[0]["server"], &rows[0]["node"]),
+        (&"[2001:db8::1]:443".into(), &"[2001:db8::77]:61002".into())
+    );
+    assert_eq!((&rows[0]["end_seq"], &rows[0]["ts_val"]), (&7.into(), &serde_json::Value::Null));
+    let maps: serde_json::Value =
+        serde_json::from_str(&lab.netpath_ok(&["map", "list", "-o", "json"])).unwrap();
+    let entries = |name: &str| {
+        maps["maps"].as_array().unwrap().iter().find(|m| m["name"] == name).unwrap()["entries"].clone()
+    };
+    assert_eq!((entries("CONNTRACK6"), entries("SNAT_CLOSED6")), (2.into(), 1.into()), "{maps}");
+    let stats = lab.stats();
+    assert_eq!(stats.0["conntrack"]["entries6"], 2, "{}", stats.0);
+    assert_eq!(stats.0["conntrack"]["entries"].as_u64().unwrap(), entries("CONNTRACK").as_u64().unwrap());
+    assert_eq!(sample(&scrape(&lab), "netpath_conntrack6_entries "), 2);
+
     let o = lab.netpath(&["map", "dump", "NOPE"]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("no map \"NOPE\""));
+}
+
+/// Writes a masqueraded IPv6 TCP flow (fd00:77::2:40000 -> [2001:db8::1]:443, as
+/// [2001:db8::77]:61000), just used, into the lab's CONNTRACK6, and a closed one into its
+/// SNAT_CLOSED6: what NAT66 traffic leaves, whether or not the node has IPv6.
+fn add_ipv6_flows(lab: &Lab) {
+    use netpath_common::{conntrack::TCP_ESTABLISHED, ClosedFlow, CtKey6, Ip6};
+    let ip6 = |s: &str| Ip6(s.parse::<std::net::Ipv6Addr>().unwrap().octets());
+    let (client, server, node) = (ip6("fd00:77::2"), ip6("2001:db8::1"), ip6("2001:db8::77"));
+    let now = netpath::datapath::monotonic_ns();
+    let pair =
+        netpath_tests::snat_pair(6, (client, 40000), (server, 443), (node, 61000), TCP_ESTABLISHED, now);
+    for (key, entry) in &pair {
+        netpath_tests::map_update(&lab.bpffs_dir.join("CONNTRACK6"), key, entry);
+    }
+    let closed = CtKey6 {
+        src: server,
+        dst: node,
+        sport: 443u16.to_be_bytes(),
+        dport: 61002u16.to_be_bytes(),
+        proto: 6,
+        _pad: [0; 3],
+    };
+    let record = ClosedFlow { end_seq: 7, closed_ns: now, ..Default::default() };
+    netpath_tests::map_update(&lab.bpffs_dir.join("SNAT_CLOSED6"), &closed, &record);
 }
 
 #[test]

@@ -3,7 +3,10 @@
 //! counted reason (truncated headers, IP options, fragments, non-IP, VLAN, bad checksums).
 use std::net::Ipv4Addr;
 
-use netpath::datapath::{program, Datapath, Inspector, PacketRun};
+use netpath::datapath::{
+    family::{Ipv4, Ipv6},
+    program, Datapath, Inspector, PacketRun,
+};
 use netpath_common::{CtKey, EndpointInfo, NodeConfig, PortKey, PortTarget, Reason};
 use netpath_tests::{
     model::{Fib, Model, World},
@@ -452,7 +455,7 @@ fn a_new_syn_gets_no_port_whose_server_would_refuse_it_from_time_wait() {
         cfg.nat_port_max = 61001;
         dp.set_node_config(cfg).unwrap();
         let forget_flows = |dp: &mut Datapath| {
-            for (k, _) in dp.conntrack_entries().unwrap() {
+            for (k, _) in dp.conntrack_entries::<Ipv4>().unwrap() {
                 dp.remove_conntrack(&k).unwrap();
             }
         };
@@ -521,7 +524,7 @@ fn a_new_flow_moves_to_the_assured_table_whole_and_half_a_pair_is_never_used() {
         };
         let (orig, reply) = (key(WEB, 1111, CLIENT, 53), key(CLIENT, 53, NODE, 61000));
         let live = |dp: &mut Datapath| {
-            let [assured, new] = dp.conntrack_tables().unwrap();
+            let [assured, new] = dp.conntrack_tables::<Ipv4>().unwrap();
             (assured.len(), new.len())
         };
 
@@ -572,5 +575,95 @@ fn a_new_flow_moves_to_the_assured_table_whole_and_half_a_pair_is_never_used() {
         for r in Reason::ALL {
             assert_eq!(count(r), m.reasons[r as usize].0, "{} differs from the model", r.name());
         }
+    })
+}
+
+/// The agent's collection pass (`CtConfig::collect`) over crafted entries of both
+/// families: a pair expires whole once idle past the timeout of its protocol and state,
+/// counted from the last packet either way; half a pair expires alone; IPv6's tables,
+/// new flows' included, are collected as IPv4's are, in the same pass.
+#[test]
+fn collection_expires_idle_pairs_whole_in_both_families() {
+    use netpath_common::{conntrack::TCP_ESTABLISHED, maps, Ip6};
+    netpath_tests::with_datapath_pins(&[], |dp, pins| {
+        let ct = netpath::agent::CtConfig {
+            max_entries: 1024,
+            tcp_established: 3600,
+            tcp_syn: 60,
+            tcp_closing: 10,
+            udp: 30,
+            icmp: 30,
+            gc_interval: 1,
+        };
+        let now = netpath::datapath::monotonic_ns();
+        let idle = now - 60 * 1_000_000_000;
+        let ip6 = |last: u16| {
+            let mut a = [0xfd, 0, 0, 0x77, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+            a[14..].copy_from_slice(&last.to_be_bytes());
+            Ip6(a)
+        };
+        let (server, node) = (ip6(0x100), ip6(0x1));
+        let pair6 = |proto: u8, sport: u16, state: u8, seen: u64| {
+            netpath_tests::snat_pair(
+                proto,
+                (ip6(2), sport),
+                (server, 53),
+                (node, sport + 20_000),
+                state,
+                seen,
+            )
+        };
+        const ICMPV6: u8 = 58;
+        let gone = [
+            // Idle past the UDP timeout, in the assured table and in the new flows'.
+            (maps::CONNTRACK6, pair6(UDP, 1000, 0, idle)),
+            (maps::CONNTRACK6_NEW, pair6(ICMPV6, 1001, 0, idle)),
+        ];
+        let mut stays = vec![
+            // Just used; idle, but within the established TCP timeout.
+            (maps::CONNTRACK6, pair6(UDP, 2000, 0, now)),
+            (maps::CONNTRACK6, pair6(TCP, 2001, TCP_ESTABLISHED, idle)),
+        ];
+        // Its reply came just now, its request long ago: the flow is alive.
+        let mut answered = pair6(UDP, 2002, 0, idle);
+        answered[1].1.last_seen_ns = now;
+        stays.push((maps::CONNTRACK6, answered));
+        // Half a pair (its reply entry evicted), idle: goes alone.
+        let half = pair6(UDP, 3000, 0, idle)[0];
+        // IPv4, idle: the same pass takes it.
+        let pair4 = netpath_tests::snat_pair(
+            UDP,
+            (WEB.octets(), 1000),
+            (CLIENT.octets(), 53),
+            (NODE.octets(), 61000),
+            0,
+            idle,
+        );
+        for (table, pair) in gone.iter().chain(&stays) {
+            for (key, entry) in pair {
+                netpath_tests::map_update(&pins.join(table), key, entry);
+            }
+        }
+        netpath_tests::map_update(&pins.join(maps::CONNTRACK6), &half.0, &half.1);
+        for (key, entry) in &pair4 {
+            netpath_tests::map_update(&pins.join(maps::CONNTRACK), key, entry);
+        }
+
+        assert_eq!(ct.collect(dp).unwrap(), 2 + 2 + 1 + 2, "entries removed");
+        let left = |dp: &mut Datapath| {
+            let [assured, new] = dp.conntrack_tables::<Ipv6>().unwrap();
+            let mut keys: Vec<_> = assured.iter().map(|(k, _)| *k).collect();
+            keys.sort_by_key(|k| (k.sport, k.dport));
+            (keys, new.len())
+        };
+        let mut want: Vec<_> = stays.iter().flat_map(|(_, pair)| pair.map(|(k, _)| k)).collect();
+        want.sort_by_key(|k| (k.sport, k.dport));
+        assert_eq!(left(dp), (want, 0), "IPv6 entries left (assured, count of new)");
+        assert!(dp.conntrack_entries::<Ipv4>().unwrap().is_empty(), "IPv4's idle pair");
+        let counters = Inspector::new(pins).reason_counters().unwrap();
+        let collected = counters.iter().find(|c| c.reason == Reason::CtCollected.name()).unwrap().packets;
+        assert_eq!(collected, 7, "counted as collected");
+        // A second pass finds nothing more to do.
+        assert_eq!(ct.collect(dp).unwrap(), 0);
     })
 }

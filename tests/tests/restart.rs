@@ -280,6 +280,56 @@ fn a_resized_conntrack_table_is_migrated_under_live_connections() {
     assert_eq!(ct["max_entries"], 4096, "{ct}");
 }
 
+/// The agent sizes the IPv6 conntrack tables by `--pod-cidr6`: as small as the machine
+/// allows without it, as IPv4's with it. Turning IPv6 on is a migration: the IPv6 flows
+/// the tables held are still there.
+#[test]
+fn the_ipv6_conntrack_tables_grow_when_the_node_gets_ipv6() {
+    use netpath::datapath::layout;
+    use netpath_common::{conntrack::TCP_ESTABLISHED, Ip6};
+    let mut lab = Lab::new(0);
+    let ct_entries = layout::ct_min_entries() * 8;
+    let ct_arg = ["--ct-max-entries".to_string(), ct_entries.to_string()];
+    let ct_arg: Vec<&str> = ct_arg.iter().map(String::as_str).collect();
+    lab.start_agent_with(&ct_arg);
+    let sizes = |lab: &Lab| {
+        let maps: serde_json::Value =
+            serde_json::from_str(&lab.netpath_ok(&["map", "list", "-o", "json"])).unwrap();
+        ["CONNTRACK", "CONNTRACK6", "CONNTRACK6_NEW", "SNAT_CLOSED6"].map(|name| {
+            let m = maps["maps"].as_array().unwrap().iter().find(|m| m["name"] == name).unwrap();
+            m["max_entries"].as_u64().unwrap() as u32
+        })
+    };
+    let small = layout::ct_min_entries();
+    assert_eq!(sizes(&lab), [ct_entries, small, small, small]);
+    let ip6 = |s: &str| Ip6(s.parse::<std::net::Ipv6Addr>().unwrap().octets());
+    let now = netpath::datapath::monotonic_ns();
+    let (client, server, node) = (ip6("fd00:77::2"), ip6("2001:db8::1"), ip6("2001:db8::77"));
+    let pair =
+        netpath_tests::snat_pair(6, (client, 40000), (server, 443), (node, 61000), TCP_ESTABLISHED, now);
+    for (key, entry) in &pair {
+        netpath_tests::map_update(&lab.bpffs_dir.join("CONNTRACK6"), key, entry);
+    }
+
+    lab.kill_agent();
+    lab.start_agent_with(&[&ct_arg[..], &["--pod-cidr6", "fd00:77::/64"]].concat());
+    let log = lab.agent_log();
+    assert!(
+        log.lines().any(|l| l.contains("migrating its entries") && l.contains("map=\"CONNTRACK6\"")),
+        "no migration of CONNTRACK6 logged:\n{log}"
+    );
+    let new_flows = layout::new_flow_entries(ct_entries);
+    assert_eq!(sizes(&lab), [ct_entries, ct_entries, new_flows, netpath_common::maps::SNAT_CLOSED_ENTRIES]);
+    let ct: serde_json::Value = serde_json::from_str(&lab.netpath_ok(&["ct", "list", "-o", "json"])).unwrap();
+    let v6: Vec<_> = ct["conntrack"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["dport"] == 443 || r["sport"] == 443)
+        .collect();
+    assert_eq!(v6.len(), 2, "the IPv6 flow did not come along: {ct}");
+}
+
 #[test]
 fn clsact_filters_are_swapped_without_a_gap() {
     use std::sync::{

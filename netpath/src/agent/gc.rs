@@ -1,15 +1,19 @@
 //! Conntrack upkeep: a flow's two entries expire together, after the timeout of its
-//! protocol and TCP state, counted from the last packet either way. The agent runs a
-//! pass every `gc_interval`.
+//! protocol and TCP state, counted from the last packet either way, in the IPv4 and the
+//! IPv6 tables alike. The agent runs a pass every `gc_interval`.
 use std::{collections::HashSet, time::Duration};
 
+use aya::Pod;
 use netpath_common::{
-    conntrack::{CT_F_REPLY, TCP_CLOSING, TCP_ESTABLISHED},
-    CtEntry, CtKey, Reason,
+    conntrack::{NatEntry, Tuple, CT_F_REPLY, TCP_CLOSING, TCP_ESTABLISHED},
+    Reason,
 };
 use tracing::debug;
 
-use crate::datapath::{monotonic_ns, Datapath, DatapathError};
+use crate::datapath::{
+    family::{Family, Ipv4, Ipv6},
+    monotonic_ns, Datapath, DatapathError,
+};
 
 /// Connection tracking's size and idle timeouts (seconds), and how often the agent
 /// collects idle entries.
@@ -26,14 +30,16 @@ pub struct CtConfig {
 }
 
 impl CtConfig {
-    /// Timeout of a flow whose entries are `a` and `b` (`b` may be gone).
-    /// Whether the flow of entries `a` and `b` has been idle past its timeout at `now`.
-    fn idle(&self, now: u64, proto: u8, a: &CtEntry, b: Option<&CtEntry>) -> bool {
+    /// Whether the flow of entries `a` and `b` (`b` may be gone) has been idle past its
+    /// timeout at `now`.
+    fn idle<A>(&self, now: u64, proto: u8, a: &NatEntry<A>, b: Option<&NatEntry<A>>) -> bool {
         let last = a.last_seen_ns.max(b.map_or(0, |b| b.last_seen_ns));
         now.saturating_sub(last) >= self.of(proto, a, b).as_nanos() as u64
     }
 
-    fn of(&self, proto: u8, a: &CtEntry, b: Option<&CtEntry>) -> Duration {
+    /// Timeout of a flow whose entries are `a` and `b` (`b` may be gone). ICMPv6 echo
+    /// (58) times out as ICMP echo does.
+    fn of<A>(&self, proto: u8, a: &NatEntry<A>, b: Option<&NatEntry<A>>) -> Duration {
         let state = a.tcp_state.max(b.map_or(0, |b| b.tcp_state));
         let secs = match proto {
             6 if state == TCP_CLOSING => self.tcp_closing,
@@ -51,11 +57,27 @@ impl CtConfig {
         Duration::from_secs(self.gc_interval.max(1))
     }
 
-    /// One collection pass over both tables; returns how many entries were removed.
+    /// One collection pass over every conntrack table, both families; returns how many
+    /// entries were removed.
     pub fn collect(&self, datapath: &mut Datapath) -> Result<u64, DatapathError> {
         let now = monotonic_ns();
-        let entries = datapath.conntrack_entries()?;
-        let by_key: std::collections::HashMap<CtKey, CtEntry> = entries.iter().copied().collect();
+        let removed =
+            self.collect_family::<Ipv4>(datapath, now)? + self.collect_family::<Ipv6>(datapath, now)?;
+        if removed > 0 {
+            datapath.add_to_reason(Reason::CtCollected, removed)?;
+            debug!(removed, "conntrack entries collected");
+        }
+        Ok(removed)
+    }
+
+    /// [`CtConfig::collect`] of family `A`'s two tables.
+    fn collect_family<A: Family>(&self, datapath: &mut Datapath, now: u64) -> Result<u64, DatapathError>
+    where
+        Tuple<A>: Pod,
+        NatEntry<A>: Pod,
+    {
+        let entries = datapath.conntrack_entries::<A>()?;
+        let by_key: std::collections::HashMap<Tuple<A>, NatEntry<A>> = entries.iter().copied().collect();
         let mut done = HashSet::new();
         let mut removed = 0;
         for (key, entry) in &entries {
@@ -78,7 +100,7 @@ impl CtConfig {
             let Some(fresh) = a.or(b) else { continue };
             let [a, b] = datapath.conntrack_get(&partner_key)?;
             let fresh_partner = a.or(b);
-            let seen = |e: Option<&CtEntry>| e.map(|e| e.last_seen_ns);
+            let seen = |e: Option<&NatEntry<A>>| e.map(|e| e.last_seen_ns);
             if fresh.last_seen_ns != entry.last_seen_ns || seen(fresh_partner.as_ref()) != seen(partner) {
                 continue;
             }
@@ -91,10 +113,6 @@ impl CtConfig {
             if fresh_partner.is_some() {
                 removed += u64::from(datapath.remove_conntrack(&second)?);
             }
-        }
-        if removed > 0 {
-            datapath.add_to_reason(Reason::CtCollected, removed)?;
-            debug!(removed, "conntrack entries collected");
         }
         Ok(removed)
     }

@@ -167,7 +167,9 @@ fn decisions(registry: &mut Registry, reasons: &[ReasonCounter]) {
     registry.register("nat_port_allocation_failures", "New flows refused for want of a NAT port", failures);
 }
 
-/// Both conntrack tables' use and size, and evictions.
+/// Every conntrack table's use and size, and evictions (both families). IPv6's tables
+/// have gauges of their own rather than a label on IPv4's: those names are scraped as
+/// they are.
 fn conntrack(registry: &mut Registry, ct: &CtSummary) {
     gauge(registry, "conntrack_entries", "Conntrack entries in use", ct.entries as i64);
     gauge(registry, "conntrack_capacity", "Conntrack table size", ct.capacity as i64);
@@ -178,6 +180,20 @@ fn conntrack(registry: &mut Registry, ct: &CtSummary) {
         ct.new_entries as i64,
     );
     gauge(registry, "conntrack_new_capacity", "Size of the table of new flows", ct.new_capacity as i64);
+    gauge(registry, "conntrack6_entries", "IPv6 conntrack entries in use", ct.entries6 as i64);
+    gauge(registry, "conntrack6_capacity", "IPv6 conntrack table size", ct.capacity6 as i64);
+    gauge(
+        registry,
+        "conntrack6_new_entries",
+        "Entries of IPv6 flows not yet assured (handshake incomplete)",
+        ct.new_entries6 as i64,
+    );
+    gauge(
+        registry,
+        "conntrack6_new_capacity",
+        "Size of the table of new IPv6 flows",
+        ct.new_capacity6 as i64,
+    );
     let evictions = Counter::<u64>::default();
     evictions.inc_by(ct.evicted);
     registry.register(

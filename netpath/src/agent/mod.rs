@@ -180,6 +180,8 @@ pub struct AgentConfig {
     pub pod_cidr: Ipv4Net,
     /// The IPv6 pod CIDR; None: endpoints get IPv4 only.
     pub pod_cidr6: Option<ipnet::Ipv6Net>,
+    /// Masquerade containers' IPv6 to the outside (NAT66); false: a routed prefix.
+    pub masquerade6: bool,
     pub mode: Mode,
     /// The device pair new endpoints get.
     pub device: Device,
@@ -224,6 +226,8 @@ pub struct Agent {
     ports: records::Ports,
     conntrack: CtConfig,
     xdp: bool,
+    /// `--masquerade6`.
+    masquerade6: bool,
     netlink: rtnetlink::Handle,
     health: Arc<Health>,
     /// The running trace, if any (one per node).
@@ -330,7 +334,18 @@ impl Agent {
             },
             None => cfg,
         };
-        Ok(self.datapath.set_node_config(cfg)?)
+        self.datapath.set_node_config(cfg)?;
+        if let Some(ipam6) = self.endpoints.ipam6() {
+            let cidr = ipam6.cidr();
+            self.datapath.set_node_config6(netpath_common::NodeConfig6 {
+                node_ip: self.node.node_ip6.unwrap_or(std::net::Ipv6Addr::UNSPECIFIED).octets(),
+                pod_net: cidr.network().octets(),
+                pod_prefix: cidr.prefix_len(),
+                flags: if self.masquerade6 { netpath_common::conntrack::NODE6_F_MASQUERADE } else { 0 },
+                ..Default::default()
+            })?;
+        }
+        Ok(())
     }
 
     /// uplink_in (and XDP when asked for) on the uplink.

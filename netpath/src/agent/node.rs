@@ -27,6 +27,9 @@ pub struct Node {
     /// Every IPv4 address of the uplink, the node address first: those a port can be
     /// published on alone (`--host-ip`, CNI `hostIP`).
     pub uplink_ips: Vec<Ipv4Addr>,
+    /// The uplink's first usable IPv6 address that is not link-local: the source of
+    /// masqueraded (NAT66) IPv6.
+    pub node_ip6: Option<std::net::Ipv6Addr>,
     /// The bridge in bridge mode.
     pub bridge: Option<Link>,
     /// Cluster mode with VXLAN: the overlay device.
@@ -103,6 +106,10 @@ pub async fn plan(
         None => Vec::new(),
     };
     let node_ip = uplink_ips.first().copied();
+    let node_ip6 = match &uplink {
+        Some(u) => address6_of(handle, u.index).await?,
+        None => None,
+    };
     match &uplink {
         Some(u) => info!(uplink = %u.name, mtu = u.mtu, node_ip = ?node_ip, "uplink"),
         None => info!("no uplink: the node has no default route and none was configured; NAT is off"),
@@ -116,6 +123,7 @@ pub async fn plan(
         uplink,
         node_ip,
         uplink_ips,
+        node_ip6,
         bridge: None,
         tunnel: None,
     })
@@ -134,6 +142,17 @@ pub async fn addresses_of(handle: &Handle, index: u32) -> Result<Vec<Ipv4Addr>, 
         .filter(|(i, _)| *i == index)
         .map(|(_, a)| a.addr())
         .collect())
+}
+
+/// The first usable IPv6 address of link `index` that is not link-local (global or
+/// unique local): what NAT66 masquerades to.
+pub async fn address6_of(handle: &Handle, index: u32) -> Result<Option<std::net::Ipv6Addr>, AgentError> {
+    Ok(link::addresses6(handle)
+        .await?
+        .into_iter()
+        .filter(|a| a.index == index && !a.tentative)
+        .map(|a| a.net.addr())
+        .find(|a| a.segments()[0] & 0xffc0 != 0xfe80 && !a.is_loopback() && !a.is_multicast()))
 }
 
 /// What [`apply`] changed, to be taken back if the start fails later.

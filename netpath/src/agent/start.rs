@@ -173,7 +173,7 @@ async fn survey_node(config: &AgentConfig, bpffs_dir: &Path, joined: Joined) -> 
         ports.check_range(p.host_port)?;
     }
     // A pinned map this build cannot adopt is refused before anything changes.
-    crate::datapath::layout::check(bpffs_dir, config.conntrack.max_entries)?;
+    crate::datapath::layout::check(bpffs_dir, config.conntrack.max_entries, config.pod_cidr6.is_some())?;
     let cgroup = match &config.cgroup {
         Some(dir) => Some(plumbing::cgroup::locate(dir)),
         None => plumbing::cgroup::cgroup2_root(),
@@ -277,16 +277,30 @@ async fn bring_up(
     lock: &mut Option<lock::InstanceLock>,
 ) -> Result<Agent, AgentError> {
     let Survey { netlink, id, id_is_new, endpoints, ports, mut node, cgroup, metrics, cluster } = parts;
-    let AgentConfig { mut paths, mode, device, bridge_name, xdp, tc_attach, bpf_stats, conntrack, .. } =
-        config;
+    let AgentConfig {
+        mut paths,
+        mode,
+        device,
+        bridge_name,
+        xdp,
+        tc_attach,
+        bpf_stats,
+        conntrack,
+        masquerade6,
+        ..
+    } = config;
     paths.bpffs_dir = bpffs_dir;
     node::apply(&netlink, endpoints.ipam(), &mut node, &bridge_name, &mut undo.node).await?;
     if cluster.as_ref().is_some_and(|m| m.record().tunnel == crate::cluster::Tunnel::Vxlan) {
         node.tunnel = Some(node::ensure_tunnel(&netlink, &mut undo.node).await?);
     }
     set_sysctls(&mut undo.sysctls, endpoints.ipam6().is_some())?;
-    let mut datapath = Datapath::load_with(&paths.bpffs_dir, conntrack.max_entries, tc_attach)?;
+    let mut datapath =
+        Datapath::load_with(&paths.bpffs_dir, conntrack.max_entries, endpoints.ipam6().is_some(), tc_attach)?;
     datapath.forward_logs()?;
+    if endpoints.ipam6().is_some() {
+        datapath.load_ipv6_programs()?;
+    }
     let stats_fd = if bpf_stats { Some(enable_stats()?) } else { None };
     let mut agent = Agent {
         paths,
@@ -298,6 +312,7 @@ async fn bring_up(
         ports,
         conntrack,
         xdp,
+        masquerade6,
         netlink,
         health: Arc::new(Health {
             store_connected: cluster.as_ref().map(Member::connected_flag),

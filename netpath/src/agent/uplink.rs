@@ -18,12 +18,13 @@ pub enum LinkEvent {
     Gone { index: u32 },
     /// A link of the uplink's name exists (new, or changed).
     Present { index: u32 },
-    /// An IPv4 address was added to or removed from link `index`.
+    /// An address was added to or removed from link `index`.
     Address { index: u32 },
 }
 
-/// RTMGRP_LINK | RTMGRP_IPV4_IFADDR (include/uapi/linux/rtnetlink.h).
-const GROUPS: u32 = 0x1 | 0x10;
+/// RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR (include/uapi/linux/rtnetlink.h):
+/// the IPv6 address is NAT66's source.
+const GROUPS: u32 = 0x1 | 0x10 | 0x100;
 
 /// Subscribes to the node's link and address events and turns those about `name` into
 /// jobs for the agent.
@@ -87,6 +88,7 @@ impl Agent {
                 }
                 self.node.uplink_ips = node::addresses_of(&self.netlink, index).await?;
                 self.node.node_ip = self.node.uplink_ips.first().copied();
+                self.node.node_ip6 = node::address6_of(&self.netlink, index).await?;
                 self.node.uplink = Some(link.clone());
                 self.write_node_config()?;
                 self.attach_uplink(&link)?;
@@ -96,9 +98,12 @@ impl Agent {
             LinkEvent::Address { index } if current == Some(index) => {
                 self.node.uplink_ips = node::addresses_of(&self.netlink, index).await?;
                 let ip = self.node.uplink_ips.first().copied();
-                if ip != self.node.node_ip {
-                    info!(uplink = %name, old = ?self.node.node_ip, new = ?ip, "the uplink's address changed");
+                let ip6 = node::address6_of(&self.netlink, index).await?;
+                if ip != self.node.node_ip || ip6 != self.node.node_ip6 {
+                    info!(uplink = %name, old = ?self.node.node_ip, new = ?ip, old6 = ?self.node.node_ip6, new6 = ?ip6,
+                          "the uplink's address changed");
                     self.node.node_ip = ip;
+                    self.node.node_ip6 = ip6;
                     self.write_node_config()?;
                 }
             }

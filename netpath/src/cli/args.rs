@@ -460,6 +460,12 @@ pub struct AgentArgs {
     /// datapath). Off when not given. Routed mode, single node for now.
     #[arg(long, env = "NETPATH_POD_CIDR6", value_parser = parse_pod_cidr6, conflicts_with = "store")]
     pub pod_cidr6: Option<Ipv6Net>,
+    /// IPv6 to the outside: true masquerades it to the uplink's global IPv6 address
+    /// (NAT66, with IPv4's connection tracking); false forwards it with the containers'
+    /// own addresses (a routed prefix: the network must route --pod-cidr6 to this node).
+    #[arg(long, env = "NETPATH_MASQUERADE6", default_value_t = true, action = clap::ArgAction::Set,
+          requires = "pod_cidr6")]
+    pub masquerade6: bool,
     /// routed: no bridge, the datapath is the gateway; bridge: docker0's layout.
     #[arg(long, env = "NETPATH_MODE", value_enum, default_value_t = Mode::Routed)]
     pub mode: Mode,

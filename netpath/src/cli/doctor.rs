@@ -399,8 +399,13 @@ async fn pod_cidr(r: &mut Report, node: &Node) -> anyhow::Result<()> {
 fn conntrack(r: &mut Report, node: &Node) -> anyhow::Result<()> {
     let reasons = node.inspector.reason_counters()?;
     let ct = node.inspector.conntrack_summary(&reasons)?;
-    let detail = format!("{} of {} entries in use, {} evicted", ct.entries, ct.capacity, ct.evicted);
-    if ct.entries * 10 >= ct.capacity as u64 * 9 {
+    let detail = format!(
+        "{} of {} entries in use, IPv6 {} of {}, {} evicted",
+        ct.entries, ct.capacity, ct.entries6, ct.capacity6, ct.evicted
+    );
+    // A table an older agent did not pin reads as size 0: not full.
+    let nearly_full = |entries: u64, capacity: u32| capacity > 0 && entries * 10 >= capacity as u64 * 9;
+    if nearly_full(ct.entries, ct.capacity) || nearly_full(ct.entries6, ct.capacity6) {
         r.fail(
             "conntrack",
             detail,

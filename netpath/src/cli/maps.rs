@@ -1,12 +1,22 @@
 //! `netpath map list` and `netpath map dump NAME`: every map netpath pins, decoded.
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use anyhow::bail;
-use netpath_common::{contract, maps, ENDPOINT_F_BRIDGED, ENDPOINT_F_NETKIT, ENDPOINT_F_PUBLISHED};
+use aya::Pod;
+use netpath_common::{
+    conntrack::Tuple, contract, maps, ENDPOINT_F_BRIDGED, ENDPOINT_F_NETKIT, ENDPOINT_F_PUBLISHED,
+};
 use serde_json::{json, Value};
 
 use super::{args::MapCommand, Format};
-use crate::{datapath::Inspector, paths::Paths, state::format_mac};
+use crate::{
+    datapath::{
+        family::{Family, Ipv4, Ipv6},
+        Inspector,
+    },
+    paths::Paths,
+    state::format_mac,
+};
 
 pub fn run(paths: &Paths, cmd: MapCommand) -> anyhow::Result<()> {
     let inspector = Inspector::new(&paths.bpffs_dir);
@@ -74,7 +84,13 @@ fn dump(inspector: &Inspector, name: &str) -> anyhow::Result<Vec<Value>> {
         maps::REASON_STATS => inspector.reason_counters()?.into_iter().map(|c| json!(c)).collect(),
         maps::CONNTRACK | maps::CONNTRACK_NEW => {
             let assured = name == maps::CONNTRACK;
-            inspector.conntrack()?.into_iter().filter(|c| c.assured == assured).map(|c| json!(c)).collect()
+            let rows = inspector.conntrack_of::<Ipv4>()?.into_iter();
+            rows.filter(|c| c.assured == assured).map(|c| json!(c)).collect()
+        }
+        maps::CONNTRACK6 | maps::CONNTRACK6_NEW => {
+            let assured = name == maps::CONNTRACK6;
+            let rows = inspector.conntrack_of::<Ipv6>()?.into_iter();
+            rows.filter(|c| c.assured == assured).map(|c| json!(c)).collect()
         }
         maps::PORT_MAPS => inspector
             .port_maps()?
@@ -110,20 +126,15 @@ fn dump(inspector: &Inspector, name: &str) -> anyhow::Result<Vec<Value>> {
                 json!({ "subnet": Ipv4Addr::from(k.addr), "node": Ipv4Addr::from(r.underlay), "via": via })
             })
             .collect(),
-        maps::SNAT_CLOSED => {
-            let now = crate::datapath::monotonic_ns();
-            inspector
-                .snat_closed()?
-                .into_iter()
-                .map(|(k, c)| {
-                    json!({ "server": format!("{}:{}", Ipv4Addr::from(k.src), u16::from_be_bytes(k.sport)),
-                            "node": format!("{}:{}", Ipv4Addr::from(k.dst), u16::from_be_bytes(k.dport)),
-                            "end_seq": c.end_seq,
-                            "ts_val": if c.has_ts != 0 { json!(c.ts_val) } else { Value::Null },
-                            "closed_secs_ago": now.saturating_sub(c.closed_ns) / 1_000_000_000 })
-                })
-                .collect()
+        maps::NODE_CONFIG6 => {
+            let c = inspector.node_config6()?;
+            let masquerade = c.flags & netpath_common::conntrack::NODE6_F_MASQUERADE != 0;
+            vec![json!({ "node_ip": Ipv6Addr::from(c.node_ip),
+                         "pod_net": format!("{}/{}", Ipv6Addr::from(c.pod_net), c.pod_prefix),
+                         "masquerade": masquerade })]
         }
+        maps::SNAT_CLOSED => snat_closed::<Ipv4>(inspector)?,
+        maps::SNAT_CLOSED6 => snat_closed::<Ipv6>(inspector)?,
         maps::NODE_LOCAL_REV => inspector
             .node_local_redirects()?
             .into_iter()
@@ -141,6 +152,21 @@ fn dump(inspector: &Inspector, name: &str) -> anyhow::Result<Vec<Value>> {
     };
     rows.sort_by_key(|r| r.to_string());
     Ok(rows)
+}
+
+/// One family's closed masqueraded flows, the same fields for both.
+fn snat_closed<A: Family>(inspector: &Inspector) -> anyhow::Result<Vec<Value>>
+where
+    Tuple<A>: Pod,
+{
+    let now = crate::datapath::monotonic_ns();
+    let at = |ip: A, port: [u8; 2]| SocketAddr::new(ip.ip(), u16::from_be_bytes(port)).to_string();
+    let rows = inspector.snat_closed::<A>()?.into_iter().map(|(k, c)| {
+        json!({ "server": at(k.src, k.sport), "node": at(k.dst, k.dport), "end_seq": c.end_seq,
+                "ts_val": if c.has_ts != 0 { json!(c.ts_val) } else { Value::Null },
+                "closed_secs_ago": now.saturating_sub(c.closed_ns) / 1_000_000_000 })
+    });
+    Ok(rows.collect())
 }
 
 /// An aligned table with the rows' keys as headers.

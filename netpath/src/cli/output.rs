@@ -1,5 +1,7 @@
 //! Tables for people, JSON for programs, from the same data. Every table is built by
 //! [`Table`]: columns line up under their headers whatever the values' widths.
+use std::net::SocketAddr;
+
 use comfy_table::{presets::NOTHING, CellAlignment};
 use serde_json::json;
 
@@ -142,6 +144,10 @@ pub fn stats(
         "conntrack: {} of {} entries of assured flows, {} of {} of new flows; {} created, {} removed by netpath (timeout or reuse), {} evicted (table full)",
         ct.entries, ct.capacity, ct.new_entries, ct.new_capacity, ct.created, ct.collected, ct.evicted
     );
+    println!(
+        "conntrack, IPv6: {} of {} entries of assured flows, {} of {} of new flows (created, removed and evicted above count both families)",
+        ct.entries6, ct.capacity6, ct.new_entries6, ct.new_capacity6
+    );
 }
 
 pub fn ports(ports: &[PortRecord], format: Format) {
@@ -184,7 +190,8 @@ pub fn conntrack(rows: &[CtRow], format: Format) {
     }
     let mut t = Table::new(&["PROTO", "TUPLE", "REWRITE", "STATE", "ASSURED", ">AGE(s)", ">PACKETS"]);
     for r in rows {
-        let tuple = format!("{}:{} -> {}:{}", r.src, r.sport, r.dst, r.dport);
+        let (src, dst) = (SocketAddr::new(r.src, r.sport), SocketAddr::new(r.dst, r.dport));
+        let tuple = format!("{src} -> {dst}");
         let assured = if r.assured { "yes" } else { "no" };
         t.row(vec![
             r.proto.to_string(),

@@ -1,17 +1,23 @@
 //! Read-only access to the pinned maps, for the CLI: works whether or not the agent runs.
 use std::{
-    net::{Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     path::{Path, PathBuf},
 };
 
-use aya::maps::{HashMap as BpfHashMap, IterableMap as _, Map, MapData, PerCpuArray};
+use aya::{
+    maps::{HashMap as BpfHashMap, IterableMap as _, Map, MapData, PerCpuArray},
+    Pod,
+};
 use netpath_common::{
-    conntrack::{CT_F_DNAT, CT_F_REPLY, CT_F_SNAT, TCP_CLOSING, TCP_ESTABLISHED, TCP_SYN},
-    maps, CtEntry, CtKey, EndpointKey, Reason, TrafficCounters,
+    conntrack::{NatEntry, Tuple, CT_F_DNAT, CT_F_REPLY, CT_F_SNAT, TCP_CLOSING, TCP_ESTABLISHED, TCP_SYN},
+    maps, ClosedFlow, EndpointKey, Reason, TrafficCounters,
 };
 use serde::Serialize;
 
-use super::DatapathError;
+use super::{
+    family::{Entries, Family, Ipv4, Ipv6},
+    DatapathError,
+};
 
 pub struct Inspector {
     dir: PathBuf,
@@ -35,8 +41,8 @@ pub struct ReasonCounter {
 }
 
 /// The conntrack tables in numbers. `evicted` is derived: every entry the datapath
-/// created is live (in either table), collected by the agent after its timeout, or was
-/// evicted by an LRU.
+/// created is live (in any table, either family), collected by the agent after its
+/// timeout, or was evicted by an LRU.
 #[derive(Clone, Debug, Serialize)]
 pub struct CtSummary {
     /// Entries of assured flows (CONNTRACK) and its size.
@@ -45,6 +51,12 @@ pub struct CtSummary {
     /// Entries of flows not yet assured (CONNTRACK_NEW) and its size.
     pub new_entries: u64,
     pub new_capacity: u32,
+    /// The same for IPv6 (CONNTRACK6, CONNTRACK6_NEW): counted apart, since each family
+    /// has tables of its own to fill, and IPv4's figures keep their meaning.
+    pub entries6: u64,
+    pub capacity6: u32,
+    pub new_entries6: u64,
+    pub new_capacity6: u32,
     pub created: u64,
     pub collected: u64,
     pub evicted: u64,
@@ -63,18 +75,19 @@ pub struct MapSummary {
     pub pin: PathBuf,
 }
 
-/// One conntrack entry, decoded.
+/// One conntrack entry of either family, decoded.
 #[derive(Clone, Debug, Serialize)]
 pub struct CtRow {
     pub proto: &'static str,
-    pub src: Ipv4Addr,
+    pub src: IpAddr,
     pub sport: u16,
-    pub dst: Ipv4Addr,
+    pub dst: IpAddr,
     pub dport: u16,
-    /// "snat 192.168.77.1:61234", "dnat 10.77.0.2:80", or "-".
+    /// "snat 192.168.77.1:61234", "dnat 10.77.0.2:80", "snat [2001:db8::1]:61234", or "-".
     pub rewrite: String,
     pub reply: bool,
-    /// In CONNTRACK (assured) rather than CONNTRACK_NEW.
+    /// In its family's table of assured flows (CONNTRACK, CONNTRACK6) rather than that
+    /// of new flows.
     pub assured: bool,
     pub state: &'static str,
     pub age_secs: u64,
@@ -83,19 +96,22 @@ pub struct CtRow {
     pub bytes: u64,
 }
 
-fn ct_row(k: &CtKey, e: &CtEntry, assured: bool, now_ns: u64) -> CtRow {
+fn ct_row<A: Family>(k: &Tuple<A>, e: &NatEntry<A>, assured: bool, now_ns: u64) -> CtRow {
     let proto = match k.proto {
         6 => "tcp",
         17 => "udp",
-        1 => "icmp",
+        // ICMP echo, and ICMPv6 echo: the addresses tell the family, and `--proto icmp`
+        // finds both, as `--proto tcp` does.
+        1 | 58 => "icmp",
         _ => "other",
     };
+    let at = |ip: A, port: [u8; 2]| SocketAddr::new(ip.ip(), u16::from_be_bytes(port));
     let mut rewrite = Vec::new();
     if e.flags & CT_F_SNAT != 0 {
-        rewrite.push(format!("snat {}:{}", Ipv4Addr::from(e.nat_src), u16::from_be_bytes(e.nat_sport)));
+        rewrite.push(format!("snat {}", at(e.nat_src, e.nat_sport)));
     }
     if e.flags & CT_F_DNAT != 0 {
-        rewrite.push(format!("dnat {}:{}", Ipv4Addr::from(e.nat_dst), u16::from_be_bytes(e.nat_dport)));
+        rewrite.push(format!("dnat {}", at(e.nat_dst, e.nat_dport)));
     }
     let state = match (k.proto, e.tcp_state) {
         (6, TCP_SYN) => "syn",
@@ -105,9 +121,9 @@ fn ct_row(k: &CtKey, e: &CtEntry, assured: bool, now_ns: u64) -> CtRow {
     };
     CtRow {
         proto,
-        src: Ipv4Addr::from(k.src),
+        src: k.src.ip(),
         sport: u16::from_be_bytes(k.sport),
-        dst: Ipv4Addr::from(k.dst),
+        dst: k.dst.ip(),
         dport: u16::from_be_bytes(k.dport),
         rewrite: if rewrite.is_empty() { "-".into() } else { rewrite.join(" ") },
         reply: e.flags & CT_F_REPLY != 0,
@@ -120,7 +136,7 @@ fn ct_row(k: &CtKey, e: &CtEntry, assured: bool, now_ns: u64) -> CtRow {
     }
 }
 
-type CtMap = BpfHashMap<MapData, CtKey, CtEntry>;
+type CtMap<A> = BpfHashMap<MapData, Tuple<A>, NatEntry<A>>;
 
 impl Inspector {
     /// The endpoint map: address -> what the datapath knows of it.
@@ -185,12 +201,25 @@ impl Inspector {
         super::batch::read_all(rev.map(), maps::NODE_LOCAL_REV)
     }
 
-    /// Closed masqueraded flows remembered for port reuse: server-side tuple -> record.
-    pub fn snat_closed(&self) -> Result<Vec<(CtKey, netpath_common::ClosedFlow)>, DatapathError> {
-        let map = self.open(maps::SNAT_CLOSED)?;
-        let closed: BpfHashMap<_, CtKey, netpath_common::ClosedFlow> = BpfHashMap::try_from(map)
-            .map_err(|source| DatapathError::Map { map: maps::SNAT_CLOSED, source: Box::new(source) })?;
-        super::batch::read_all(closed.map(), maps::SNAT_CLOSED)
+    /// Closed masqueraded flows of family `A` remembered for port reuse: server-side
+    /// tuple -> record.
+    pub fn snat_closed<A: Family>(&self) -> Result<Vec<(Tuple<A>, ClosedFlow)>, DatapathError>
+    where
+        Tuple<A>: Pod,
+    {
+        let map = self.open(A::CLOSED)?;
+        let closed: BpfHashMap<_, Tuple<A>, ClosedFlow> = BpfHashMap::try_from(map)
+            .map_err(|source| DatapathError::Map { map: A::CLOSED, source: Box::new(source) })?;
+        super::batch::read_all(closed.map(), A::CLOSED)
+    }
+
+    /// The IPv6 half of the node settings (meaningful with `NODE_F_IPV6` set).
+    pub fn node_config6(&self) -> Result<netpath_common::NodeConfig6, DatapathError> {
+        let map = self.open(maps::NODE_CONFIG6)?;
+        let err = |source| DatapathError::Map { map: maps::NODE_CONFIG6, source: Box::new(source) };
+        let arr: aya::maps::Array<_, netpath_common::NodeConfig6> =
+            aya::maps::Array::try_from(map).map_err(err)?;
+        arr.get(&0, 0).map_err(err)
     }
 
     /// Kind, sizes and entry count of a pinned map.
@@ -205,10 +234,14 @@ impl Inspector {
             maps::ENDPOINTS => Some(self.endpoints()?.len() as u64),
             maps::ENDPOINTS6 => Some(self.endpoints6()?.len() as u64),
             maps::ENDPOINT_STATS => Some(self.endpoint_counters()?.len() as u64),
-            maps::CONNTRACK | maps::CONNTRACK_NEW => Some(self.ct_count(name)?.0),
+            maps::CONNTRACK => Some(self.ct_count::<Ipv4>(maps::CONNTRACK)?.0),
+            maps::CONNTRACK_NEW => Some(self.ct_count::<Ipv4>(maps::CONNTRACK_NEW)?.0),
+            maps::CONNTRACK6 => Some(self.ct_count::<Ipv6>(maps::CONNTRACK6)?.0),
+            maps::CONNTRACK6_NEW => Some(self.ct_count::<Ipv6>(maps::CONNTRACK6_NEW)?.0),
             maps::PORT_MAPS => Some(self.port_maps()?.len() as u64),
             maps::NODE_LOCAL_REV => Some(self.node_local_redirects()?.len() as u64),
-            maps::SNAT_CLOSED => Some(self.snat_closed()?.len() as u64),
+            maps::SNAT_CLOSED => Some(self.snat_closed::<Ipv4>()?.len() as u64),
+            maps::SNAT_CLOSED6 => Some(self.snat_closed::<Ipv6>()?.len() as u64),
             _ => None,
         };
         Ok(MapSummary {
@@ -227,12 +260,24 @@ impl Inspector {
         netpath_common::contract::pinned().map(|m| m.name).filter(|m| !self.dir.join(m).exists()).collect()
     }
 
-    /// Every conntrack entry of both tables, decoded.
+    /// Every conntrack entry of every table, both families, decoded.
     pub fn conntrack(&self) -> Result<Vec<CtRow>, DatapathError> {
+        let mut rows = self.conntrack_of::<Ipv4>()?;
+        rows.extend(self.conntrack_of::<Ipv6>()?);
+        rows.sort_by_key(|r| (r.proto, r.src, r.sport, r.dst, r.dport));
+        Ok(rows)
+    }
+
+    /// Every conntrack entry of family `A`'s two tables, decoded.
+    pub fn conntrack_of<A: Family>(&self) -> Result<Vec<CtRow>, DatapathError>
+    where
+        Tuple<A>: Pod,
+        NatEntry<A>: Pod,
+    {
         let now = super::monotonic_ns();
         let mut rows = Vec::new();
-        for (name, assured) in [(maps::CONNTRACK, true), (maps::CONNTRACK_NEW, false)] {
-            let (entries, _) = self.ct_table(name)?;
+        for (name, assured) in A::TABLES.into_iter().zip([true, false]) {
+            let (entries, _) = self.ct_table::<A>(name)?;
             rows.extend(entries.iter().map(|(k, e)| ct_row(k, e, assured, now)));
         }
         rows.sort_by_key(|r| (r.proto, r.src, r.sport, r.dst, r.dport));
@@ -240,25 +285,48 @@ impl Inspector {
     }
 
     /// One conntrack table's entries and size. Pins of an agent from before the table
-    /// of new flows existed have none: empty.
-    fn ct_table(&self, name: &str) -> Result<(Vec<(CtKey, CtEntry)>, u32), DatapathError> {
-        let Some((ct, capacity)) = self.ct_map(name)? else { return Ok((Vec::new(), 0)) };
-        Ok((super::batch::read_all(ct.map(), maps::CONNTRACK)?, capacity))
+    /// existed (CONNTRACK_NEW, the IPv6 ones) have none: empty.
+    fn ct_table<A>(&self, name: &'static str) -> Result<(Entries<A>, u32), DatapathError>
+    where
+        Tuple<A>: Pod,
+        NatEntry<A>: Pod,
+    {
+        let Some((ct, capacity)) = self.ct_map::<A>(name)? else { return Ok((Vec::new(), 0)) };
+        Ok((super::batch::read_all(ct.map(), name)?, capacity))
     }
 
     /// One conntrack table's entry count and size (see [`Inspector::ct_table`]).
-    fn ct_count(&self, name: &str) -> Result<(u64, u32), DatapathError> {
-        let Some((ct, capacity)) = self.ct_map(name)? else { return Ok((0, 0)) };
-        Ok((super::batch::read_all::<CtKey, CtEntry>(ct.map(), maps::CONNTRACK)?.len() as u64, capacity))
+    fn ct_count<A>(&self, name: &'static str) -> Result<(u64, u32), DatapathError>
+    where
+        Tuple<A>: Pod,
+        NatEntry<A>: Pod,
+    {
+        let (entries, capacity) = self.ct_table::<A>(name)?;
+        Ok((entries.len() as u64, capacity))
     }
 
-    /// A conntrack table opened, with its size; None for a table that is not pinned.
-    fn ct_map(&self, name: &str) -> Result<Option<(CtMap, u32)>, DatapathError> {
-        if name == maps::CONNTRACK_NEW && !self.dir.join(name).exists() {
+    /// [`Inspector::ct_count`] of family `A`'s table of assured flows and of its table of
+    /// new flows.
+    fn ct_counts<A: Family>(&self) -> Result<[(u64, u32); 2], DatapathError>
+    where
+        Tuple<A>: Pod,
+        NatEntry<A>: Pod,
+    {
+        Ok([self.ct_count::<A>(A::ASSURED)?, self.ct_count::<A>(A::NEW)?])
+    }
+
+    /// A conntrack table opened, with its size; None for a table that is not pinned
+    /// (CONNTRACK itself must be).
+    fn ct_map<A>(&self, name: &'static str) -> Result<Option<(CtMap<A>, u32)>, DatapathError>
+    where
+        Tuple<A>: Pod,
+        NatEntry<A>: Pod,
+    {
+        if name != maps::CONNTRACK && !self.dir.join(name).exists() {
             return Ok(None);
         }
-        let err = |source| DatapathError::Map { map: maps::CONNTRACK, source: Box::new(source) };
-        let ct: BpfHashMap<_, CtKey, CtEntry> = BpfHashMap::try_from(self.open(name)?).map_err(err)?;
+        let err = |source| DatapathError::Map { map: name, source: Box::new(source) };
+        let ct: CtMap<A> = BpfHashMap::try_from(self.open(name)?).map_err(err)?;
         let capacity = ct.map().info().map_err(err)?.max_entries();
         Ok(Some((ct, capacity)))
     }
@@ -305,19 +373,24 @@ impl Inspector {
     }
 
     pub fn conntrack_summary(&self, reasons: &[ReasonCounter]) -> Result<CtSummary, DatapathError> {
-        // Counted by key: a metrics scrape need not copy every entry of both tables.
-        let (entries, capacity) = self.ct_count(maps::CONNTRACK)?;
-        let (new_entries, new_capacity) = self.ct_count(maps::CONNTRACK_NEW)?;
+        let [(entries, capacity), (new_entries, new_capacity)] = self.ct_counts::<Ipv4>()?;
+        let [(entries6, capacity6), (new_entries6, new_capacity6)] = self.ct_counts::<Ipv6>()?;
         let get = |name: &str| reasons.iter().find(|r| r.reason == name).map_or(0, |r| r.packets);
+        // The counters are the datapath's, both families together.
         let (created, collected) = (get(Reason::CtCreated.name()), get(Reason::CtCollected.name()));
+        let live = entries + new_entries + entries6 + new_entries6;
         Ok(CtSummary {
             entries,
             capacity,
             new_entries,
             new_capacity,
+            entries6,
+            capacity6,
+            new_entries6,
+            new_capacity6,
             created,
             collected,
-            evicted: created.saturating_sub(collected).saturating_sub(entries + new_entries),
+            evicted: created.saturating_sub(collected).saturating_sub(live),
         })
     }
 
@@ -343,5 +416,59 @@ impl Inspector {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use netpath_common::Ip6;
+
+    use super::*;
+
+    /// A row as `ct list -o json` prints it.
+    fn json<A: Family>(k: &Tuple<A>, e: &NatEntry<A>) -> String {
+        serde_json::to_string(&ct_row(k, e, true, 5_000_000_000)).unwrap()
+    }
+
+    #[test]
+    fn rows_of_both_families_have_the_same_fields_and_their_own_addresses() {
+        fn seen<A: Default>() -> NatEntry<A> {
+            NatEntry { tcp_state: TCP_ESTABLISHED, last_seen_ns: 1_000_000_000, ..Default::default() }
+        }
+        let k4 = Tuple {
+            src: [10, 77, 0, 2],
+            dst: [1, 1, 1, 1],
+            sport: [0x9c, 0x40],
+            dport: [0, 80],
+            proto: 6,
+            _pad: [0; 3],
+        };
+        let e4 = NatEntry { nat_src: [192, 168, 77, 1], nat_sport: [0xee, 0x48], flags: CT_F_SNAT, ..seen() };
+        // IPv4's row as it always was.
+        assert_eq!(
+            json(&k4, &e4),
+            r#"{"proto":"tcp","src":"10.77.0.2","sport":40000,"dst":"1.1.1.1","dport":80,"rewrite":"snat 192.168.77.1:61000","reply":false,"assured":true,"state":"established","age_secs":5,"idle_secs":4,"packets":0,"bytes":0}"#
+        );
+        let ip6 = |s: &str| Ip6(s.parse::<Ipv6Addr>().unwrap().octets());
+        let k6 = Tuple {
+            src: ip6("2001:db8::1"),
+            dst: ip6("2001:db8::77"),
+            sport: [0, 80],
+            dport: [0xee, 0x48],
+            proto: 6,
+            _pad: [0; 3],
+        };
+        let e6 = NatEntry {
+            nat_dst: ip6("fd00:77::2"),
+            nat_dport: [0x9c, 0x40],
+            flags: CT_F_DNAT | CT_F_REPLY,
+            ..seen()
+        };
+        assert_eq!(
+            json(&k6, &e6),
+            r#"{"proto":"tcp","src":"2001:db8::1","sport":80,"dst":"2001:db8::77","dport":61000,"rewrite":"dnat [fd00:77::2]:40000","reply":true,"assured":true,"state":"established","age_secs":5,"idle_secs":4,"packets":0,"bytes":0}"#
+        );
+        // ICMPv6 echo is ICMP to `--proto icmp`.
+        assert_eq!(ct_row(&Tuple { proto: 58, ..k6 }, &e6, false, 0).proto, "icmp");
     }
 }

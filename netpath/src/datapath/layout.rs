@@ -16,13 +16,16 @@ use aya::{
     Ebpf, Pod,
 };
 use netpath_common::{
+    conntrack::{NatEntry, Tuple},
     contract::{self, Capacity, MapKind},
-    maps, CtEntry, CtKey, Endpoint6Key, EndpointInfo, EndpointKey, PortKey, PortTarget, SockOrigin,
-    SockRevKey,
+    maps, Endpoint6Key, EndpointInfo, EndpointKey, PortKey, PortTarget, SockOrigin, SockRevKey,
 };
 use tracing::{info, warn};
 
-use super::DatapathError;
+use super::{
+    family::{Ipv4, Ipv6},
+    DatapathError,
+};
 
 /// A map as this build defines it, from the contract.
 struct Expected {
@@ -50,23 +53,34 @@ fn map_type(kind: MapKind) -> MapType {
     }
 }
 
-/// Every pinned map as this build defines it, conntrack sized `ct_entries`.
-fn expected(ct_entries: u32) -> Vec<Expected> {
+/// Every pinned map as this build defines it, conntrack sized `ct_entries`, on a node
+/// with IPv6 (`--pod-cidr6`) or without.
+fn expected(ct_entries: u32, ipv6: bool) -> Vec<Expected> {
     contract::pinned()
         .map(|m| Expected {
             name: m.name,
             kind: map_type(m.kind),
             key: m.key_size,
             value: m.value_size,
-            max_entries: match m.capacity {
-                Capacity::Fixed(n) => n,
-                Capacity::Conntrack => ct_entries,
-                Capacity::NewFlows => new_flow_entries(ct_entries),
-            },
+            max_entries: entries(m.capacity, ct_entries, ipv6),
             flags: m.flags & COMPARED_FLAGS,
             disposable: m.disposable,
         })
         .collect()
+}
+
+/// The entries a map of `capacity` has on this machine, for a conntrack of `ct_entries`
+/// on a node with IPv6 or without (see [`Capacity`]).
+pub fn entries(capacity: Capacity, ct_entries: u32, ipv6: bool) -> u32 {
+    match capacity {
+        Capacity::Fixed(n) => n,
+        Capacity::Conntrack => ct_entries,
+        Capacity::NewFlows => new_flow_entries(ct_entries),
+        Capacity::Conntrack6 | Capacity::NewFlows6 | Capacity::Fixed6(_) if !ipv6 => ct_min_entries(),
+        Capacity::Fixed6(n) => n,
+        Capacity::Conntrack6 => ct_entries,
+        Capacity::NewFlows6 => new_flow_entries(ct_entries),
+    }
 }
 
 /// The flags [`check`] compares: those that change how a map behaves (the kind of LRU).
@@ -98,11 +112,12 @@ pub struct Plan {
 }
 
 /// Compares the maps pinned in `dir` with this build's (`ct_entries`: the conntrack
-/// size asked for). Changes nothing: returns what loading must replace or migrate, or
-/// refuses when a map live connections depend on has a layout that cannot be migrated.
-pub fn check(dir: &Path, ct_entries: u32) -> Result<Plan, DatapathError> {
+/// size asked for; `ipv6`: the node has an IPv6 pod CIDR, which sizes the IPv6 tables).
+/// Changes nothing: returns what loading must replace or migrate, or refuses when a map
+/// live connections depend on has a layout that cannot be migrated.
+pub fn check(dir: &Path, ct_entries: u32, ipv6: bool) -> Result<Plan, DatapathError> {
     let mut plan = Plan::default();
-    for want in expected(ct_entries) {
+    for want in expected(ct_entries, ipv6) {
         let pin = dir.join(want.name);
         if !pin.exists() {
             continue;
@@ -240,8 +255,10 @@ impl Migration {
 fn copy(old: &Map, pin: &Path, ebpf: &mut Ebpf, flags: u64) -> Result<usize, DatapathError> {
     let name = pin.file_name().and_then(|n| n.to_str()).unwrap_or_default();
     match name {
-        maps::CONNTRACK => copy_conntrack(old, maps::CONNTRACK, ebpf, flags),
-        maps::CONNTRACK_NEW => copy_conntrack(old, maps::CONNTRACK_NEW, ebpf, flags),
+        maps::CONNTRACK => copy_conntrack::<Ipv4>(old, maps::CONNTRACK, ebpf, flags),
+        maps::CONNTRACK_NEW => copy_conntrack::<Ipv4>(old, maps::CONNTRACK_NEW, ebpf, flags),
+        maps::CONNTRACK6 => copy_conntrack::<Ipv6>(old, maps::CONNTRACK6, ebpf, flags),
+        maps::CONNTRACK6_NEW => copy_conntrack::<Ipv6>(old, maps::CONNTRACK6_NEW, ebpf, flags),
         maps::ENDPOINTS => {
             copy_typed::<EndpointKey, EndpointInfo>(old, maps::ENDPOINTS, ebpf, flags, |_| true)
         }
@@ -259,16 +276,21 @@ fn copy(old: &Map, pin: &Path, ebpf: &mut Ebpf, flags: u64) -> Result<usize, Dat
 /// A conntrack table's entries, reply entries first: the datapath takes a new flow's
 /// original-direction entry without its reply entry for half an evicted pair and
 /// removes it, so while the new programs run (the second copy), an original entry must
-/// never arrive before its partner.
-fn copy_conntrack(
+/// never arrive before its partner. `A`: the family's address.
+fn copy_conntrack<A>(
     old: &Map,
     name: &'static str,
     ebpf: &mut Ebpf,
     flags: u64,
-) -> Result<usize, DatapathError> {
+) -> Result<usize, DatapathError>
+where
+    Tuple<A>: Pod,
+    NatEntry<A>: Pod,
+{
     use netpath_common::conntrack::CT_F_REPLY;
-    let replies = copy_typed::<CtKey, CtEntry>(old, name, ebpf, flags, |e| e.flags & CT_F_REPLY != 0)?;
-    let originals = copy_typed::<CtKey, CtEntry>(old, name, ebpf, flags, |e| e.flags & CT_F_REPLY == 0)?;
+    let replies = copy_typed::<Tuple<A>, NatEntry<A>>(old, name, ebpf, flags, |e| e.flags & CT_F_REPLY != 0)?;
+    let originals =
+        copy_typed::<Tuple<A>, NatEntry<A>>(old, name, ebpf, flags, |e| e.flags & CT_F_REPLY == 0)?;
     Ok(replies + originals)
 }
 
@@ -297,4 +319,49 @@ fn copy_typed<K: Pod, V: Pod>(
         }
     }
     Ok(copied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sizes(ct_entries: u32, ipv6: bool) -> Vec<(&'static str, u32)> {
+        let tables = [
+            maps::CONNTRACK,
+            maps::CONNTRACK_NEW,
+            maps::CONNTRACK6,
+            maps::CONNTRACK6_NEW,
+            maps::SNAT_CLOSED6,
+        ];
+        let all = expected(ct_entries, ipv6);
+        tables.map(|t| (t, all.iter().find(|m| m.name == t).expect("pinned").max_entries)).into()
+    }
+
+    /// IPv6's tables are IPv4's sizes on a node with IPv6 and the machine's smallest
+    /// without; IPv4's never depend on it.
+    #[test]
+    fn the_ipv6_tables_are_sized_by_ipv6_on_the_node() {
+        let ct = ct_min_entries() * 8;
+        let (new, min) = (new_flow_entries(ct), ct_min_entries());
+        assert_eq!(
+            sizes(ct, true),
+            [
+                (maps::CONNTRACK, ct),
+                (maps::CONNTRACK_NEW, new),
+                (maps::CONNTRACK6, ct),
+                (maps::CONNTRACK6_NEW, new),
+                (maps::SNAT_CLOSED6, maps::SNAT_CLOSED_ENTRIES),
+            ]
+        );
+        assert_eq!(
+            sizes(ct, false),
+            [
+                (maps::CONNTRACK, ct),
+                (maps::CONNTRACK_NEW, new),
+                (maps::CONNTRACK6, min),
+                (maps::CONNTRACK6_NEW, min),
+                (maps::SNAT_CLOSED6, min),
+            ]
+        );
+    }
 }

@@ -3,6 +3,7 @@
 mod batch;
 mod contract;
 pub mod entries;
+pub mod family;
 mod inspect;
 pub mod layout;
 mod links;

@@ -75,24 +75,31 @@ pub struct Datapath {
 impl Datapath {
     /// Loads the embedded object. Maps are pinned by name under `pin_dir`; maps already
     /// pinned there are adopted, not recreated, so their contents survive a restart.
-    /// `ct_entries` sizes a new conntrack table.
+    /// `ct_entries` sizes a new conntrack table, the IPv6 ones included (as on a node with
+    /// `--pod-cidr6`).
     pub fn load(pin_dir: &Path, ct_entries: u32) -> Result<Self, DatapathError> {
-        Self::load_with(pin_dir, ct_entries, None)
+        Self::load_with(pin_dir, ct_entries, true, None)
     }
 
-    /// [`Datapath::load`] with the tc attach method forced (`None`: TCX where the kernel
-    /// has it, clsact otherwise).
+    /// [`Datapath::load`] for a node with IPv6 (`--pod-cidr6`) or without, whose IPv6
+    /// tables are then as small as the machine allows, with the tc attach method forced
+    /// (`None`: TCX where the kernel has it, clsact otherwise).
     pub fn load_with(
         pin_dir: &Path,
         ct_entries: u32,
+        ipv6: bool,
         attach: Option<AttachMode>,
     ) -> Result<Self, DatapathError> {
-        let aside = super::layout::set_aside(&super::layout::check(pin_dir, ct_entries)?)?;
+        use netpath_common::contract::{Capacity, MAPS};
+        let aside = super::layout::set_aside(&super::layout::check(pin_dir, ct_entries, ipv6)?)?;
         let object = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netpath"));
-        let ebpf = EbpfLoader::new()
-            .default_map_pin_directory(pin_dir)
-            .map_max_entries(netpath_common::maps::CONNTRACK, ct_entries)
-            .map_max_entries(netpath_common::maps::CONNTRACK_NEW, super::layout::new_flow_entries(ct_entries))
+        let mut loader = EbpfLoader::new();
+        loader.default_map_pin_directory(pin_dir);
+        // The object's own sizes are the fixed ones; the others are this node's.
+        for m in MAPS.iter().filter(|m| !matches!(m.capacity, Capacity::Fixed(_))) {
+            loader.map_max_entries(m.name, super::layout::entries(m.capacity, ct_entries, ipv6));
+        }
+        let ebpf = loader
             .load(object)
             .map_err(|source| DatapathError::Load { pin_dir: pin_dir.into(), source: Box::new(source) })?;
         let mode = attach.unwrap_or_else(AttachMode::detect);
@@ -113,9 +120,7 @@ impl Datapath {
         // (`attach_tunnel`, `set_cluster_programs`, `xdp`): every other agent start
         // would pay for them, many seconds under emulation.
         for name in [FROM_CONTAINER, program::CONTAINER_PATH, program::CONTAINER_PATH6, UPLINK_IN] {
-            dp.classifier(name)?
-                .load()
-                .map_err(|source| DatapathError::Verify { prog: name, source: Box::new(source) })?;
+            dp_load(&mut dp, name)?;
         }
         for name in NODE_SOCKET_HOOKS {
             dp.sock_addr(name)?
@@ -174,6 +179,27 @@ impl Datapath {
             let map = self.ebpf.map_mut(name).ok_or(DatapathError::MissingMap(name))?;
             let map_err = |source| DatapathError::Map { map: name, source: Box::new(source) };
             aya::maps::ProgramArray::try_from(map).map_err(map_err)?.clear_index(&slot).map_err(map_err)?;
+        }
+        Ok(())
+    }
+
+    /// Verifies IPv6's translation programs (uplink_in6 and the NAT66 stages) and puts
+    /// them in PROGS6, where uplink_in and container_path6 tail-call them. Only a node
+    /// with an IPv6 pod CIDR needs them (without, uplink_in's empty slot hands IPv6 to
+    /// the stack as before, and container_path6 never masquerades); must run before
+    /// uplink_in is attached and the endpoints' slot filled.
+    pub fn load_ipv6_programs(&mut self) -> Result<(), DatapathError> {
+        use netpath_common::maps::{
+            PROGS6, TAIL_CONTAINER_NAT6, TAIL_CONTAINER_PAIR6, TAIL_CONTAINER_SNAT6, TAIL_UPLINK_IN6,
+        };
+        for (slot, name) in [
+            (TAIL_CONTAINER_PAIR6, program::CONTAINER_PAIR6),
+            (TAIL_CONTAINER_SNAT6, program::CONTAINER_SNAT6),
+            (TAIL_CONTAINER_NAT6, program::CONTAINER_NAT6),
+            (TAIL_UPLINK_IN6, program::UPLINK_IN6),
+        ] {
+            dp_load(self, name)?;
+            self.fill_slot(PROGS6, slot, name)?;
         }
         Ok(())
     }
@@ -296,4 +322,13 @@ impl Datapath {
         out.truncate(res.data_size_out as usize);
         Ok(PacketRun { action: res.return_value, packet: out, duration: res.duration })
     }
+}
+
+/// Verifies tc program `name` (once: a loaded program is left as it is).
+fn dp_load(dp: &mut Datapath, name: &'static str) -> Result<(), DatapathError> {
+    let prog = dp.classifier(name)?;
+    if prog.fd().is_ok() {
+        return Ok(());
+    }
+    prog.load().map_err(|source| DatapathError::Verify { prog: name, source: Box::new(source) })
 }

@@ -2,13 +2,20 @@
 //! mappings, and conntrack housekeeping.
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use aya::maps::{Array, HashMap as BpfHashMap, IterableMap as _, MapData, PerCpuArray, PerCpuValues};
+use aya::{
+    maps::{Array, HashMap as BpfHashMap, IterableMap as _, MapData, PerCpuArray, PerCpuValues},
+    Pod,
+};
 use netpath_common::{
-    maps, CtEntry, CtKey, Endpoint6Key, EndpointInfo, EndpointKey, NodeConfig, NodeRoute, PortKey,
-    PortTarget, Reason, TrafficCounters,
+    conntrack::{NatEntry, Tuple},
+    maps, Endpoint6Key, EndpointInfo, EndpointKey, NodeConfig, NodeRoute, PortKey, PortTarget, Reason,
+    TrafficCounters,
 };
 
-use super::{Datapath, DatapathError};
+use super::{
+    family::{Entries, Family},
+    Datapath, DatapathError,
+};
 
 fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> DatapathError {
     move |source| DatapathError::Map { map, source: Box::new(source) }
@@ -46,11 +53,15 @@ impl Datapath {
         BpfHashMap::try_from(self.map_data(maps::PORT_MAPS)?).map_err(map_err(maps::PORT_MAPS))
     }
 
-    /// `name`: CONNTRACK (assured flows) or CONNTRACK_NEW.
-    fn conntrack(
+    /// `name`: one of `A`'s [`Family::TABLES`].
+    fn conntrack<A: Family>(
         &mut self,
         name: &'static str,
-    ) -> Result<BpfHashMap<&mut MapData, CtKey, CtEntry>, DatapathError> {
+    ) -> Result<BpfHashMap<&mut MapData, Tuple<A>, NatEntry<A>>, DatapathError>
+    where
+        Tuple<A>: Pod,
+        NatEntry<A>: Pod,
+    {
         BpfHashMap::try_from(self.map_data(name)?).map_err(map_err(name))
     }
 
@@ -160,6 +171,13 @@ impl Datapath {
         arr.set(0, cfg, 0).map_err(map_err(maps::NODE_CONFIG))
     }
 
+    /// NODE_CONFIG6: the IPv6 half of the node's settings.
+    pub fn set_node_config6(&mut self, cfg: netpath_common::NodeConfig6) -> Result<(), DatapathError> {
+        let mut arr: Array<_, netpath_common::NodeConfig6> =
+            Array::try_from(self.map_data(maps::NODE_CONFIG6)?).map_err(map_err(maps::NODE_CONFIG6))?;
+        arr.set(0, cfg, 0).map_err(map_err(maps::NODE_CONFIG6))
+    }
+
     /// Makes NODE_ROUTES hold exactly `routes` (another node's subnet network address ->
     /// where it is): new and changed entries first, then the ones no longer wanted, so
     /// a node that stays never loses its route in between.
@@ -255,29 +273,45 @@ impl Datapath {
         entries.map_err(map_err(maps::PORT_MAPS))
     }
 
-    /// Every conntrack entry of both tables (a snapshot; the datapath keeps changing
-    /// them). A flow being assured at this moment may show up twice.
-    pub fn conntrack_entries(&mut self) -> Result<Vec<(CtKey, CtEntry)>, DatapathError> {
+    /// Every conntrack entry of both tables of family `A` (a snapshot; the datapath keeps
+    /// changing them). A flow being assured at this moment may show up twice.
+    pub fn conntrack_entries<A: Family>(&mut self) -> Result<Entries<A>, DatapathError>
+    where
+        Tuple<A>: Pod,
+        NatEntry<A>: Pod,
+    {
         Ok(self.conntrack_tables()?.concat())
     }
 
-    /// The entries of CONNTRACK (assured flows) and of CONNTRACK_NEW, in that order.
-    pub fn conntrack_tables(&mut self) -> Result<[Vec<(CtKey, CtEntry)>; 2], DatapathError> {
+    /// The entries of family `A`'s table of assured flows (CONNTRACK, CONNTRACK6) and of
+    /// its table of new flows, in that order.
+    pub fn conntrack_tables<A: Family>(&mut self) -> Result<[Entries<A>; 2], DatapathError>
+    where
+        Tuple<A>: Pod,
+        NatEntry<A>: Pod,
+    {
         let mut out = [Vec::new(), Vec::new()];
-        for (entries, name) in out.iter_mut().zip([maps::CONNTRACK, maps::CONNTRACK_NEW]) {
-            let ct = self.conntrack(name)?;
+        for (entries, name) in out.iter_mut().zip(A::TABLES) {
+            let ct = self.conntrack::<A>(name)?;
             *entries = super::batch::read_all(ct.map(), name)?;
         }
         Ok(out)
     }
 
-    /// `key`'s entry in CONNTRACK and in CONNTRACK_NEW, in that order. A lookup from user
-    /// space leaves the LRU's reference bits alone (kernel 5.2+), so looking changes
-    /// nothing about what is evicted next.
-    pub fn conntrack_get(&mut self, key: &CtKey) -> Result<[Option<CtEntry>; 2], DatapathError> {
+    /// `key`'s entry in its family's table of assured flows and in that of new flows, in
+    /// that order. A lookup from user space leaves the LRU's reference bits alone (kernel
+    /// 5.2+), so looking changes nothing about what is evicted next.
+    pub fn conntrack_get<A: Family>(
+        &mut self,
+        key: &Tuple<A>,
+    ) -> Result<[Option<NatEntry<A>>; 2], DatapathError>
+    where
+        Tuple<A>: Pod,
+        NatEntry<A>: Pod,
+    {
         let mut found = [None, None];
-        for (slot, name) in found.iter_mut().zip([maps::CONNTRACK, maps::CONNTRACK_NEW]) {
-            match self.conntrack(name)?.get(key, 0) {
+        for (slot, name) in found.iter_mut().zip(A::TABLES) {
+            match self.conntrack::<A>(name)?.get(key, 0) {
                 Ok(e) => *slot = Some(e),
                 Err(aya::maps::MapError::KeyNotFound) => {}
                 Err(e) => return Err(map_err(name)(e)),
@@ -286,10 +320,14 @@ impl Datapath {
         Ok(found)
     }
 
-    /// Removes `key` from whichever table holds it.
-    pub fn remove_conntrack(&mut self, key: &CtKey) -> Result<bool, DatapathError> {
-        let assured = self.conntrack(maps::CONNTRACK)?.remove(key).is_ok();
-        let new = self.conntrack(maps::CONNTRACK_NEW)?.remove(key).is_ok();
+    /// Removes `key` from whichever table of its family holds it.
+    pub fn remove_conntrack<A: Family>(&mut self, key: &Tuple<A>) -> Result<bool, DatapathError>
+    where
+        Tuple<A>: Pod,
+        NatEntry<A>: Pod,
+    {
+        let assured = self.conntrack::<A>(A::ASSURED)?.remove(key).is_ok();
+        let new = self.conntrack::<A>(A::NEW)?.remove(key).is_ok();
         Ok(assured || new)
     }
 

@@ -1,17 +1,28 @@
 //! Emptying netpath's conntrack tables between benchmark tests (the datapath's pins).
 use std::path::Path;
 
-use aya::maps::{HashMap, Map, MapData};
-use netpath_common::{maps, CtEntry, CtKey, PortKey, PortTarget};
+use aya::{
+    maps::{HashMap, Map, MapData},
+    Pod,
+};
+use netpath_common::{maps, CtEntry, CtEntry6, CtKey, CtKey6, PortKey, PortTarget};
 
 pub fn flush(bpffs_dir: &Path) -> anyhow::Result<()> {
     for name in [maps::CONNTRACK, maps::CONNTRACK_NEW] {
-        let map = Map::from_map_data(MapData::from_pin(bpffs_dir.join(name))?)?;
-        let mut ct: HashMap<_, CtKey, CtEntry> = HashMap::try_from(map)?;
-        let keys: Vec<CtKey> = ct.keys().filter_map(Result::ok).collect();
-        for k in keys {
-            let _ = ct.remove(&k);
-        }
+        flush_table::<CtKey, CtEntry>(bpffs_dir, name)?;
+    }
+    for name in [maps::CONNTRACK6, maps::CONNTRACK6_NEW] {
+        flush_table::<CtKey6, CtEntry6>(bpffs_dir, name)?;
+    }
+    Ok(())
+}
+
+fn flush_table<K: Pod, V: Pod>(bpffs_dir: &Path, name: &str) -> anyhow::Result<()> {
+    let map = Map::from_map_data(MapData::from_pin(bpffs_dir.join(name))?)?;
+    let mut ct: HashMap<_, K, V> = HashMap::try_from(map)?;
+    let keys: Vec<K> = ct.keys().filter_map(Result::ok).collect();
+    for k in keys {
+        let _ = ct.remove(&k);
     }
     Ok(())
 }

@@ -1,0 +1,111 @@
+//! NAT66 masquerade of what a container sends to the outside, tail-called by
+//! container_path6 once it has validated the sender and found the destination outside
+//! the node: IPv4's masquerade (conntrack pairs, TCP state, the port choice that
+//! respects the server's TIME_WAIT) on IPv6's tables, then out through the node's routes.
+//!
+//! Three programs, each with a 512-byte stack of its own: `container_nat6` translates
+//! and routes with the flow's entry; on a miss it tail-calls `container_snat6` (the port
+//! search), which tail-calls `container_pair6` (the pair of entries), which tail-calls
+//! `container_nat6` back. IPv6's 40-byte keys and 72-byte entries, the port search's
+//! BPF-function frames and the translation do not fit one (nor two).
+use aya_ebpf::{macros::classifier, programs::TcContext};
+use netpath_common::{
+    conntrack::CT_F_SNAT,
+    maps::{TAIL_CONTAINER_NAT6, TAIL_CONTAINER_PAIR6, TAIL_CONTAINER_SNAT6},
+    CtEntry6, Ip6, Reason,
+};
+
+use crate::{
+    conntrack,
+    container_path6::decrement_hop_limit,
+    family::SCRATCH_PORT,
+    flow::{self, Flow},
+    forward,
+    headers::{ipv6, IPPROTO_TCP, IP_OFF},
+    maps::{CT6_SCRATCH, NODE_CONFIG, NODE_CONFIG6, PROGS6},
+    nat,
+    packet::{header, ifindex},
+    tc_entry,
+};
+
+#[classifier]
+pub fn container_nat6(ctx: TcContext) -> i32 {
+    tc_entry::resume(&ctx, |ctx| {
+        let flow = flow::parse6(ctx)?;
+        let Some(entry) = conntrack::lookup(&flow, ctx.len()) else {
+            // SAFETY: a tail call that succeeds does not return; the packet, unchanged,
+            // is then container_snat6's.
+            let _ = unsafe { PROGS6.tail_call(ctx, TAIL_CONTAINER_SNAT6) };
+            // An empty slot: an agent still loading. Untranslated, it must not leave.
+            return Err(Reason::DropRedirectFailed);
+        };
+        // The first packet of a flow comes back from container_snat6 with its entry
+        // new: counted as the new flow it is.
+        let reason = if entry.packets == 1 && entry.flags & netpath_common::conntrack::CT_F_REPLY == 0 {
+            Reason::SnatNewFlow
+        } else {
+            Reason::NatTranslated
+        };
+        translate_and_route(ctx, &flow, &entry, reason)
+    })
+}
+
+/// A new flow's masquerade, first half: the port search. The port goes to
+/// container_pair6 in this CPU's scratch (a tail call carries nothing but the packet).
+#[classifier]
+pub fn container_snat6(ctx: TcContext) -> i32 {
+    tc_entry::resume(&ctx, |ctx| {
+        let flow = flow::parse6(ctx)?;
+        let (Some(cfg), Some(cfg6)) = (NODE_CONFIG.get(0), NODE_CONFIG6.get(0)) else {
+            return Err(Reason::DropNatPortsExhausted);
+        };
+        let syn = if flow.key.proto == IPPROTO_TCP { flow::tcp_stamp(ctx, &flow) } else { None };
+        let port = conntrack::snat_port(&flow, Ip6(cfg6.node_ip), (cfg.nat_port_min, cfg.nat_port_max), syn)?;
+        let slot = CT6_SCRATCH.get_ptr_mut(SCRATCH_PORT).ok_or(Reason::DropNatPortsExhausted)?;
+        // SAFETY: this CPU's slot; nothing runs on this CPU between here and the tail call.
+        unsafe { (*slot).sport = port.to_be_bytes() };
+        // SAFETY: a tail call that succeeds does not return; the packet, unchanged, is
+        // then container_pair6's.
+        let _ = unsafe { PROGS6.tail_call(ctx, TAIL_CONTAINER_PAIR6) };
+        Err(Reason::DropRedirectFailed)
+    })
+}
+
+/// A new flow's masquerade, second half: the pair of entries on the port found, then
+/// container_nat6 translates and routes the packet with them (and counts it).
+#[classifier]
+pub fn container_pair6(ctx: TcContext) -> i32 {
+    tc_entry::resume(&ctx, |ctx| {
+        let flow = flow::parse6(ctx)?;
+        let (Some(cfg6), Some(slot)) = (NODE_CONFIG6.get(0), CT6_SCRATCH.get_ptr(SCRATCH_PORT)) else {
+            return Err(Reason::DropNatPortsExhausted);
+        };
+        // SAFETY: this CPU's slot, written by container_snat6 for this packet.
+        let port = u16::from_be_bytes(unsafe { (*slot).sport });
+        let syn = if flow.key.proto == IPPROTO_TCP { flow::tcp_stamp(ctx, &flow) } else { None };
+        conntrack::create_snat_on(&flow, Ip6(cfg6.node_ip), port, 0, syn, false)?;
+        // SAFETY: a tail call that succeeds does not return. Should the entries be gone
+        // again when it looks, container_nat6 comes back here: the kernel's limit of 33
+        // tail calls per packet ends that (as a drop), not a loop.
+        let _ = unsafe { PROGS6.tail_call(ctx, TAIL_CONTAINER_NAT6) };
+        Err(Reason::DropRedirectFailed)
+    })
+}
+
+#[inline(always)]
+fn translate_and_route(
+    ctx: &TcContext,
+    flow: &Flow<Ip6>,
+    entry: &CtEntry6,
+    reason: Reason,
+) -> Result<(i32, Reason), Reason> {
+    // container_path6 checked the hop limit; a tail call carries nothing but the packet.
+    let hops: *const u8 = header(ctx, IP_OFF + ipv6::HOP_LIMIT)?;
+    // SAFETY: bounds-checked by header().
+    let hops = unsafe { *hops };
+    conntrack::note_closing(ctx, flow, entry);
+    let new_dst = nat::apply(ctx, flow, entry)?;
+    decrement_hop_limit(ctx, hops)?;
+    let new_src = if entry.flags & CT_F_SNAT != 0 { entry.nat_src } else { flow.key.src };
+    Ok((forward::to_fib(ctx, ifindex(ctx), new_src, new_dst)?, reason))
+}

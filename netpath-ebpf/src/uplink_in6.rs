@@ -1,0 +1,84 @@
+//! IPv6 on the node's uplink, tail-called by `uplink_in`: replies to masqueraded
+//! (NAT66) flows are translated back and delivered straight into their container; on a
+//! node with a routed prefix, packets for a container's own address are delivered the
+//! same way, untranslated. Everything else is the node's and passes untouched.
+use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
+use netpath_common::{
+    conntrack::{NODE6_F_MASQUERADE, NODE_F_IPV6},
+    trace::HOP_UPLINK_IN,
+    Endpoint6Key, Reason,
+};
+
+use crate::{
+    conntrack, flow, forward,
+    headers::{ipv6, IP_OFF},
+    maps::{ENDPOINTS6, NODE_CONFIG, NODE_CONFIG6},
+    nat,
+    packet::header,
+    tc_entry,
+};
+
+const PASS: i32 = TC_ACT_OK as i32;
+
+#[classifier]
+pub fn uplink_in6(ctx: TcContext) -> i32 {
+    tc_entry::run(&ctx, HOP_UPLINK_IN, try_uplink_in6)
+}
+
+#[inline(always)]
+fn try_uplink_in6(ctx: &TcContext) -> Result<(i32, Reason), Reason> {
+    if NODE_CONFIG.get(0).is_none_or(|c| c.flags & NODE_F_IPV6 == 0) {
+        return Ok((PASS, Reason::PassedToStack));
+    }
+    let Some(cfg6) = NODE_CONFIG6.get(0).copied() else {
+        return Ok((PASS, Reason::PassedToStack));
+    };
+    let Ok(ip) = header::<[u8; ipv6::LEN], _>(ctx, IP_OFF) else {
+        return Ok((PASS, Reason::PassedToStack));
+    };
+    // SAFETY: bounds-checked by header(); copied so later helper calls cannot invalidate it.
+    let ip = unsafe { *ip };
+    if ip[0] >> 4 != 6 {
+        return Ok((PASS, Reason::PassedToStack));
+    }
+    let mut dst = [0u8; 16];
+    dst.copy_from_slice(&ip[ipv6::DST..ipv6::DST + 16]);
+    if cfg6.flags & NODE6_F_MASQUERADE == 0 {
+        // A routed prefix: the outside reaches containers by their own addresses.
+        if cfg6.pod_prefix != 0 && cfg6.in_pod_cidr(&dst) {
+            return deliver(ctx, dst, ip[ipv6::HOP_LIMIT], Reason::Routed);
+        }
+        return Ok((PASS, Reason::PassedToStack));
+    }
+    if cfg6.node_ip == [0; 16] || dst != cfg6.node_ip {
+        return Ok((PASS, Reason::PassedToStack));
+    }
+    // What netpath cannot or need not translate is the node's own traffic.
+    let Ok(flow) = flow::parse6(ctx) else {
+        return Ok((PASS, Reason::PassedToStack));
+    };
+    let Some(entry) = conntrack::lookup(&flow, ctx.len()) else {
+        return Ok((PASS, Reason::PassedToStack));
+    };
+    let new_dst = nat::apply(ctx, &flow, &entry)?;
+    deliver(ctx, new_dst.0, ip[ipv6::HOP_LIMIT], Reason::NatTranslated)
+}
+
+/// Into the container that owns `dst`, as its gateway.
+#[inline(always)]
+fn deliver(ctx: &TcContext, dst: [u8; 16], hops: u8, reason: Reason) -> Result<(i32, Reason), Reason> {
+    // SAFETY: copied out at once.
+    let Some(peer) = (unsafe { ENDPOINTS6.get(Endpoint6Key::new(dst)) }).copied() else {
+        return if reason == Reason::Routed {
+            Ok((PASS, Reason::PassedToStack))
+        } else {
+            Err(Reason::DropRedirectFailed)
+        };
+    };
+    if hops <= 1 {
+        return Ok((PASS, Reason::PassedToStack));
+    }
+    crate::container_path6::decrement_hop_limit(ctx, hops)?;
+    let (action, _) = forward::to_container(ctx, forward::Hook::TcIngress, &peer, true)?;
+    Ok((action, reason))
+}

@@ -1,0 +1,200 @@
+//! NAT66 and routed IPv6 with BPF_PROG_TEST_RUN, byte for byte: what a container sends
+//! to the outside through container_path6 and the NAT66 programs it tail-calls, and the
+//! replies through uplink_in (uplink_in6). The expected packets are built from scratch
+//! with every checksum computed anew, so an incremental update that is off by a bit, a
+//! port or an address left untranslated, or a hop limit not decremented fails them.
+//! Each test runs in its own namespace, where the loopback device (ifindex 1) plays the
+//! container's host veth and a veth with the node's IPv6 address the uplink.
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use netpath::datapath::{program, Datapath, Inspector, PacketRun};
+use netpath_common::{
+    conntrack::{NODE6_F_MASQUERADE, NODE_F_IPV6},
+    EndpointInfo, NodeConfig, NodeConfig6, Reason,
+};
+use netpath_tests::pkt::{self, ACK, ICMPV6, SYN, TCP, UDP};
+
+const TC_ACT_SHOT: u32 = 2;
+const TC_ACT_REDIRECT: u32 = 7;
+const TC_ACT_OK: u32 = 0;
+const LO: u32 = 1;
+
+const A_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
+const A6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 2);
+const A_MAC: [u8; 6] = [0x0a, 0x58, 10, 77, 0, 2];
+const A_HOST_MAC: [u8; 6] = [0x0e, 0, 0, 0, 0, 2];
+const NODE6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x99, 0, 0, 0, 0, 0, 1);
+const OUTSIDE6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x99, 0, 0, 0, 0, 0, 2);
+const UPLINK_MAC: [u8; 6] = [0x0e, 0, 0, 0, 0, 0xfe];
+const OUTSIDE_MAC: [u8; 6] = [0x0e, 0, 0, 0, 0, 0xcc];
+/// The NAT range: one port, so the translation is known.
+const NAT_PORT: u16 = 61000;
+
+/// A datapath with endpoint a (behind lo, dual-stack) on a node whose uplink up0 has
+/// NODE6/64, masquerading IPv6 (`masquerade`) or routing it.
+fn with_nat6(masquerade: bool, check: impl FnOnce(&mut Datapath, &std::path::Path) + Send + 'static) {
+    let prepare: &[&[&str]] = &[
+        &["link", "add", "up0", "type", "veth", "peer", "name", "up1"],
+        &["-6", "addr", "add", "fd00:99::1/64", "dev", "up0", "nodad"],
+        &["link", "set", "up0", "up"],
+        &["link", "set", "up1", "up"],
+        &["link", "set", "lo", "up"],
+    ];
+    netpath_tests::with_datapath_pins(prepare, move |dp, pins| {
+        // bpf_fib_lookup routes IPv6 only for a namespace that forwards it (the agent
+        // turns it on with --pod-cidr6).
+        std::fs::write("/proc/sys/net/ipv6/conf/all/forwarding", "1").unwrap();
+        let info =
+            EndpointInfo { host_ifindex: LO, mac: A_MAC, host_mac: A_HOST_MAC, flags: 0, counter_slot: 0 };
+        dp.register(A_IP, info).unwrap();
+        dp.register6(A6, A_IP, info).unwrap();
+        dp.set_node_config(NodeConfig {
+            flags: NODE_F_IPV6,
+            nat_port_min: NAT_PORT,
+            nat_port_max: NAT_PORT,
+            ..Default::default()
+        })
+        .unwrap();
+        dp.set_node_config6(NodeConfig6 {
+            node_ip: NODE6.octets(),
+            pod_net: Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 0).octets(),
+            pod_prefix: 64,
+            flags: if masquerade { NODE6_F_MASQUERADE } else { 0 },
+            ..Default::default()
+        })
+        .unwrap();
+        dp.load_ipv6_programs().unwrap();
+        check(dp, pins);
+    })
+}
+
+fn from_a(dp: &mut Datapath, packet: &[u8]) -> PacketRun {
+    dp.test_run(program::FROM_CONTAINER, packet, LO).expect("test run from_container")
+}
+
+fn from_uplink(dp: &mut Datapath, packet: &[u8]) -> PacketRun {
+    dp.test_run(program::UPLINK_IN, packet, LO).expect("test run uplink_in")
+}
+
+/// What a leaves with: Ethernet to its gateway, IPv6 `src` -> `dst`.
+fn sent(src: Ipv6Addr, dst: Ipv6Addr, proto: u8, hop: u8, l4: &[u8]) -> Vec<u8> {
+    pkt::eth(A_HOST_MAC, A_MAC, pkt::ETH_IPV6, &pkt::ipv6_l4(src, dst, proto, hop, l4))
+}
+
+/// What arrives on the uplink from the outside host.
+fn arriving(src: Ipv6Addr, dst: Ipv6Addr, proto: u8, hop: u8, l4: &[u8]) -> Vec<u8> {
+    pkt::eth(UPLINK_MAC, OUTSIDE_MAC, pkt::ETH_IPV6, &pkt::ipv6_l4(src, dst, proto, hop, l4))
+}
+
+/// The packet as the datapath must deliver it into a: its MACs, the rest as given.
+fn delivered(src: Ipv6Addr, dst: Ipv6Addr, proto: u8, hop: u8, l4: &[u8]) -> Vec<u8> {
+    pkt::eth(A_MAC, A_HOST_MAC, pkt::ETH_IPV6, &pkt::ipv6_l4(src, dst, proto, hop, l4))
+}
+
+fn count(pins: &std::path::Path, r: Reason) -> u64 {
+    let counters = Inspector::new(pins).reason_counters().unwrap();
+    counters.iter().find(|c| c.reason == r.name()).unwrap().packets
+}
+
+fn echo(request: bool, id: u16) -> Vec<u8> {
+    let mut m = vec![if request { 128 } else { 129 }, 0, 0, 0];
+    m.extend_from_slice(&id.to_be_bytes());
+    m.extend_from_slice(&[0, 1, b'p', b'i', b'n', b'g']);
+    m
+}
+
+#[test]
+fn tcp_is_masqueraded_out_and_its_replies_translated_back_byte_for_byte() {
+    with_nat6(true, |dp, pins| {
+        let syn = pkt::tcp(40000, 80, SYN, b"");
+        let out = from_a(dp, &sent(A6, OUTSIDE6, TCP, 64, &syn));
+        assert_eq!(out.action, TC_ACT_REDIRECT, "out through the uplink");
+        // No neighbour resolved for the outside host yet: the kernel resolves it
+        // (bpf_redirect_neigh) and writes the MACs then; the program leaves them.
+        let want = sent(NODE6, OUTSIDE6, TCP, 63, &pkt::tcp(NAT_PORT, 80, SYN, b""));
+        assert_eq!(out.packet, want, "translated SYN");
+        let synack = pkt::tcp(80, NAT_PORT, SYN | ACK, b"");
+        let back = from_uplink(dp, &arriving(OUTSIDE6, NODE6, TCP, 64, &synack));
+        assert_eq!(back.action, TC_ACT_REDIRECT, "into a");
+        assert_eq!(back.packet, delivered(OUTSIDE6, A6, TCP, 63, &pkt::tcp(80, 40000, SYN | ACK, b"")));
+        // The flow's next packets use the same entry, and the handshake's last ACK
+        // assures it.
+        let data = pkt::tcp(40000, 80, ACK, b"hello");
+        let out = from_a(dp, &sent(A6, OUTSIDE6, TCP, 64, &data));
+        assert_eq!(out.packet, sent(NODE6, OUTSIDE6, TCP, 63, &pkt::tcp(NAT_PORT, 80, ACK, b"hello")));
+        assert_eq!(count(pins, Reason::SnatNewFlow), 1);
+        assert_eq!(count(pins, Reason::NatTranslated), 2);
+        assert_eq!(count(pins, Reason::CtCreated), 2);
+        // Another source port to the same server needs another NAT port: the range has
+        // one, taken.
+        let other = from_a(dp, &sent(A6, OUTSIDE6, TCP, 64, &pkt::tcp(40001, 80, SYN, b"")));
+        assert_eq!(other.action, TC_ACT_SHOT);
+        assert_eq!(count(pins, Reason::DropNatPortsExhausted), 1);
+    })
+}
+
+#[test]
+fn udp_and_icmpv6_echo_are_masqueraded_both_ways() {
+    with_nat6(true, |dp, _| {
+        let out = from_a(dp, &sent(A6, OUTSIDE6, UDP, 64, &pkt::udp(5000, 53, b"query")));
+        assert_eq!(out.action, TC_ACT_REDIRECT);
+        assert_eq!(out.packet, sent(NODE6, OUTSIDE6, UDP, 63, &pkt::udp(NAT_PORT, 53, b"query")));
+        let back = from_uplink(dp, &arriving(OUTSIDE6, NODE6, UDP, 64, &pkt::udp(53, NAT_PORT, b"answer")));
+        assert_eq!(back.packet, delivered(OUTSIDE6, A6, UDP, 63, &pkt::udp(53, 5000, b"answer")));
+        // Echo: the identifier is the flow's port, and ICMPv6's checksum covers the
+        // pseudo-header (unlike ICMP's).
+        let out = from_a(dp, &sent(A6, OUTSIDE6, ICMPV6, 64, &echo(true, 7)));
+        assert_eq!(out.action, TC_ACT_REDIRECT);
+        assert_eq!(out.packet, sent(NODE6, OUTSIDE6, ICMPV6, 63, &echo(true, NAT_PORT)));
+        let back = from_uplink(dp, &arriving(OUTSIDE6, NODE6, ICMPV6, 64, &echo(false, NAT_PORT)));
+        assert_eq!(back.action, TC_ACT_REDIRECT);
+        assert_eq!(back.packet, delivered(OUTSIDE6, A6, ICMPV6, 63, &echo(false, 7)));
+    })
+}
+
+#[test]
+fn what_nat66_cannot_translate_is_dropped_with_its_reason_and_the_rest_is_the_stacks() {
+    with_nat6(true, |dp, pins| {
+        // A hop-by-hop header before the TCP header: never walked, so never misread.
+        let mut hbh = vec![TCP, 0, 1, 4, 0, 0, 0, 0];
+        hbh.extend_from_slice(&pkt::tcp(40000, 80, SYN, b""));
+        let p = pkt::eth(A_HOST_MAC, A_MAC, pkt::ETH_IPV6, &pkt::ipv6(A6, OUTSIDE6, 0, 64, &hbh));
+        assert_eq!(from_a(dp, &p).action, TC_ACT_SHOT);
+        assert_eq!(count(pins, Reason::DropExtensionHeader), 1);
+        // A fragment.
+        let mut frag = vec![UDP, 0, 0, 1, 0, 0, 0, 9];
+        frag.extend_from_slice(&pkt::udp(5000, 53, b"x"));
+        let p = pkt::eth(A_HOST_MAC, A_MAC, pkt::ETH_IPV6, &pkt::ipv6(A6, OUTSIDE6, 44, 64, &frag));
+        assert_eq!(from_a(dp, &p).action, TC_ACT_SHOT);
+        assert_eq!(count(pins, Reason::DropFragment), 1);
+        // An address of the pod prefix that is no endpoint reaches no one.
+        let ghost = Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 9);
+        assert_eq!(from_a(dp, &sent(A6, ghost, UDP, 64, &pkt::udp(1, 2, b""))).action, TC_ACT_SHOT);
+        assert_eq!(count(pins, Reason::DropNoEndpoint), 1);
+        // The node's own address is the node's services': untranslated, to the stack.
+        let p = sent(A6, NODE6, TCP, 64, &pkt::tcp(40000, 22, SYN, b""));
+        let out = from_a(dp, &p);
+        assert_eq!((out.action, &out.packet), (TC_ACT_OK, &p));
+        // On the uplink, traffic for the node that no flow of a container's owns.
+        let p = arriving(OUTSIDE6, NODE6, TCP, 64, &pkt::tcp(80, 22, SYN, b""));
+        let back = from_uplink(dp, &p);
+        assert_eq!((back.action, &back.packet), (TC_ACT_OK, &p));
+        assert_eq!(count(pins, Reason::SnatNewFlow), 0);
+    })
+}
+
+#[test]
+fn on_a_routed_prefix_ipv6_is_forwarded_both_ways_untranslated() {
+    with_nat6(false, |dp, pins| {
+        let l4 = pkt::tcp(40000, 80, SYN, b"");
+        let out = from_a(dp, &sent(A6, OUTSIDE6, TCP, 64, &l4));
+        assert_eq!(out.action, TC_ACT_REDIRECT);
+        assert_eq!(out.packet, sent(A6, OUTSIDE6, TCP, 63, &l4), "only the hop limit changes");
+        let l4 = pkt::tcp(80, 40000, SYN | ACK, b"");
+        let back = from_uplink(dp, &arriving(OUTSIDE6, A6, TCP, 64, &l4));
+        assert_eq!(back.action, TC_ACT_REDIRECT);
+        assert_eq!(back.packet, delivered(OUTSIDE6, A6, TCP, 63, &l4));
+        assert_eq!(count(pins, Reason::Routed), 2);
+        assert_eq!(count(pins, Reason::SnatNewFlow), 0);
+    })
+}
