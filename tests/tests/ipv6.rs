@@ -267,6 +267,36 @@ fn reconcile_and_doctor_hold_the_ipv6_entries_to_the_state() {
     );
     let again = lab.netpath(&["reconcile", "--dry-run"]);
     assert!(again.status.success(), "drift left: {}", String::from_utf8_lossy(&again.stdout));
+
+    // The container's IPv6 settings, each changed on its own inside a's namespace:
+    // duplicate address detection back on, the kernel making its own addresses, IPv6
+    // off (which takes a's addresses and route with it).
+    let a = &lab.containers[0];
+    let sysctl =
+        |key: &str| out(a, &["sysctl", "-n", &format!("net.ipv6.conf.eth0.{key}")]).trim().to_string();
+    for (key, bad, want) in
+        [("accept_dad", "1", "0"), ("addr_gen_mode", "0", "1"), ("disable_ipv6", "1", "0")]
+    {
+        let name = format!("net.ipv6.conf.eth0.{key}");
+        assert!(a.exec(&["sysctl", "-qw", &format!("{name}={bad}")]).status.success(), "{name}");
+        assert_eq!(sysctl(key), bad);
+        let says = format!("{name} = {want} (it is {bad})");
+        let doctor = lab.netpath_in_node(&["doctor"]);
+        let report = String::from_utf8_lossy(&doctor.stdout);
+        assert!(!doctor.status.success() && report.contains(&says), "{key}: {report}");
+        let dry = lab.netpath(&["reconcile", "--dry-run"]);
+        let dry = String::from_utf8_lossy(&dry.stdout);
+        assert!(dry.contains("endpoint a") && dry.contains(&says), "{key}: {dry}");
+        assert_eq!(sysctl(key), bad, "a dry run changed {key}");
+
+        lab.netpath_ok(&["reconcile"]);
+        assert_eq!(sysctl(key), want, "{key} not repaired");
+        let addrs = out(a, &["ip", "-6", "addr", "show", "dev", "eth0"]);
+        assert!(addrs.contains(&format!("{a6}/128")) && !addrs.contains("tentative"), "{key}: {addrs}");
+        assert!(ping6(a, b6, None), "{key}: after reconcile\n{}", lab.agent_log());
+        let again = lab.netpath(&["reconcile", "--dry-run"]);
+        assert!(again.status.success(), "{key}: drift left: {}", String::from_utf8_lossy(&again.stdout));
+    }
 }
 
 /// The node's and the outside host's IPv6 addresses on the uplink.

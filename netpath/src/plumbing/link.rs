@@ -395,6 +395,13 @@ pub async fn configure_container(
         .map_err(PlumbingError::netlink(format!("failed to add default route via {gateway}")))
 }
 
+/// The container interface's IPv6 sysctls (net/ipv6/conf/IFNAME/KEY), in the order
+/// [`configure_container6`] sets them and [`container_drift`] holds them to.
+/// addr_gen_mode first: enabling IPv6 on an interface already up would otherwise let
+/// the namespace's own mode (stable-privacy, say) add a link-local address of its own.
+pub const CONTAINER_SYSCTLS6: [(&str, &str); 3] =
+    [("addr_gen_mode", "1"), ("accept_dad", "0"), ("disable_ipv6", "0")];
+
 /// The container's IPv6 side, before its interface comes up: no address the kernel
 /// makes itself (addr_gen_mode none) and no duplicate address detection (accept_dad 0,
 /// and every address added "nodad"): its link-local address is the EUI-64 one of its
@@ -411,9 +418,7 @@ pub async fn configure_container6(
     if super::sysctl::get(&conf("disable_ipv6")).is_err() {
         return Err(PlumbingError::NoIpv6 { ifname: ifname.clone() });
     }
-    // addr_gen_mode first: enabling IPv6 on an interface already up would otherwise let
-    // the namespace's own mode (stable-privacy, say) add a link-local address of its own.
-    for (key, value) in [("addr_gen_mode", "1"), ("accept_dad", "0"), ("disable_ipv6", "0")] {
+    for (key, value) in CONTAINER_SYSCTLS6 {
         super::sysctl::set(&conf(key), value)?;
     }
     let eth = get(&handle, &ifname).await?.ok_or_else(|| PlumbingError::LinkNotFound(ifname.clone()))?;
@@ -451,8 +456,10 @@ async fn add_address6(
     req.execute().await.map_err(PlumbingError::netlink(format!("failed to add {ip}/{prefix} to {name}")))
 }
 
-/// What is missing inside a container of [`configure_container`]'s work; empty when
-/// nothing is. Only what netpath put there is checked.
+/// What is missing inside a container of [`configure_container`]'s work (and of
+/// [`configure_container6`]'s, given the IPv6 address and link-local address); empty
+/// when nothing is. Only what netpath put there is checked. Runs in the container's
+/// namespace: its sysctls are read from this thread's /proc/sys/net.
 pub async fn container_drift(
     handle: Handle,
     ifname: String,
@@ -476,6 +483,20 @@ pub async fn container_drift(
         missing.push(format!("default route on {ifname}"));
     }
     if let Some((ip6, link_local)) = ip6 {
+        // The settings first: one changed (duplicate address detection back on, the
+        // kernel making addresses, IPv6 off) is often why the rest is missing.
+        for (key, want) in CONTAINER_SYSCTLS6 {
+            let name = format!("net.ipv6.conf.{ifname}.{key}");
+            match super::sysctl::get(&format!("net/ipv6/conf/{ifname}/{key}")) {
+                Ok(v) if v == want => {}
+                Ok(v) => missing.push(format!("{name} = {want} (it is {v})")),
+                // Not there: the interface has no IPv6 (a repair says why, NoIpv6).
+                Err(PlumbingError::Sysctl { source, .. }) => {
+                    missing.push(format!("{name} = {want} (cannot read it: {source})"))
+                }
+                Err(e) => return Err(e),
+            }
+        }
         let addrs6 = addresses6(&handle).await?;
         for (addr, prefix) in [(ip6, 128), (link_local, 64)] {
             match addrs6
