@@ -247,10 +247,25 @@ fn reconcile_and_doctor_hold_the_ipv6_entries_to_the_state() {
     assert!(report.contains(&format!("ENDPOINTS6 has an entry for {stray}")), "{report}");
     assert!(report.contains(&format!("address {b6}/128")), "{report}");
     assert!(report.contains("net.ipv6.conf.all.forwarding = 0"), "{report}");
-    // (doctor names an endpoint's first problem; reconcile lists them all)
+    // b has two drifts, its container side and the node's route to it: doctor lists
+    // both, each a finding of its own, as reconcile does.
+    let node_route = format!("node route {b6}/128 dev np");
+    assert!(report.contains(&node_route), "{report}");
+    let json = lab.netpath_in_node(&["doctor", "-o", "json"]);
+    let json: Value = serde_json::from_slice(&json.stdout).unwrap();
+    let b_findings: Vec<&Value> = json["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["check"] == "endpoint b" && f["ok"] == false)
+        .collect();
+    assert_eq!(b_findings.len(), 2, "{json}");
+    assert!(b_findings[0]["detail"].as_str().unwrap().contains(&format!("address {b6}/128")), "{json}");
+    assert!(b_findings[1]["detail"].as_str().unwrap().contains(&node_route), "{json}");
+    assert!(b_findings.iter().all(|f| f["fix"].as_str().unwrap().contains("netpath reconcile")), "{json}");
     let dry = lab.netpath(&["reconcile", "--dry-run"]);
     let dry = String::from_utf8_lossy(&dry.stdout);
-    assert!(dry.contains(&format!("node route {b6}/128 dev np")), "{dry}");
+    assert!(dry.contains(&node_route), "{dry}");
     assert!(lab.node.exec(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]).status.success());
 
     lab.netpath_ok(&["reconcile"]);

@@ -271,7 +271,8 @@ fn fix(d: &Drift) -> &'static str {
     }
 }
 
-/// Each endpoint: the same checks reconciliation makes, and the MTU against the uplink's.
+/// Each endpoint: the same checks reconciliation makes, a finding for each drift found
+/// (all under the endpoint's check name), and the MTU against the uplink's.
 async fn endpoints(r: &mut Report, node: &Node) -> anyhow::Result<()> {
     let unknown = AgentId::generate();
     let owner = drift::Owner { id: node.id.as_ref().unwrap_or(&unknown), adopt_unidentified: false };
@@ -297,8 +298,13 @@ async fn endpoints(r: &mut Report, node: &Node) -> anyhow::Result<()> {
         };
         let drifts = drift::endpoint(&view, e).await?;
         // Marks are the agent's business (an upgrade re-marks them); not a fault.
-        if let Some(d) = drifts.iter().find(|d| !matches!(d, Drift::NotMarked { .. })) {
-            r.fail(&check, d.problem(), fix(d));
+        let faults: Vec<&Drift> = drifts.iter().filter(|d| !matches!(d, Drift::NotMarked { .. })).collect();
+        // Every drift its own finding, as `reconcile --dry-run` lists them: repairing
+        // the first one shown must not be the way to learn of the next.
+        if !faults.is_empty() {
+            for d in faults {
+                r.fail(&check, d.problem(), fix(d));
+            }
         } else if let Some(mtu) = uplink_mtu.filter(|m| e.mtu > *m) {
             r.fail(
                 &check,
