@@ -379,6 +379,10 @@ fn ipv6_to_the_outside_is_masqueraded_to_the_node_address() {
     let stats: Value = serde_json::from_str(&lab.netpath_ok(&["stats", "-o", "json"])).unwrap();
     let reasons = stats.to_string();
     assert!(reasons.contains("snat-new-flow"), "{reasons}");
+    // ct list shows the flows, filtered by an IPv6 address.
+    let a = ip6_of(&lab, "a").to_string();
+    let ct = lab.netpath_ok(&["ct", "list", "--host", "fd00:99::2", "--proto", "tcp", "-o", "json"]);
+    assert!(ct.contains(&a) && ct.contains("fd00:99::1"), "{ct}");
     // The uplink's address changes: new flows follow it.
     let moved = Ipv6Addr::new(0xfd00, 0x99, 0, 0, 0, 0, 0, 5);
     for cmd in [

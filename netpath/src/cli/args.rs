@@ -221,7 +221,7 @@ pub enum MapCommand {
     },
     /// Every entry of one map, decoded (addresses, ports, protocols, states, ages).
     Dump {
-        /// ENDPOINTS, ENDPOINT_STATS, REASON_STATS, CONNTRACK, PORT_MAPS or NODE_CONFIG.
+        /// A pinned map's name, as `map list` shows them (ENDPOINTS, CONNTRACK6, NODE_CONFIG6, ...).
         name: String,
         #[arg(short, long, value_enum, default_value_t = Format::Table)]
         output: Format,
@@ -241,9 +241,9 @@ pub enum NatCommand {
 pub enum CtCommand {
     /// Conntrack entries, read from the pinned map.
     List {
-        /// Only entries with this address as source or destination.
+        /// Only entries with this address (IPv4 or IPv6) as source or destination.
         #[arg(long)]
-        host: Option<Ipv4Addr>,
+        host: Option<std::net::IpAddr>,
         /// Only entries with this port as source or destination.
         #[arg(long)]
         port: Option<u16>,
