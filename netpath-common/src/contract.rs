@@ -193,6 +193,10 @@ pub const MAPS: [MapSpec; 27] = [
     map(ENDPOINT_PROGS, MapKind::ProgArray, 4, 4, Capacity::Fixed(1), true),
     // Written again at every load, before ENDPOINT_PROGS.
     map(ENDPOINT_PROGS6, MapKind::ProgArray, 4, 4, Capacity::Fixed(1), true),
+    // Written again at every load with --pod-cidr6, before anything is attached. Pinned
+    // like the others: the kernel empties a program array when no user space holds it,
+    // and the programs tail-calling it must go on while no agent runs.
+    map(PROGS6, MapKind::ProgArray, 4, 4, Capacity::Fixed(4), true),
     map(
         NODE_LOCAL_REV,
         MapKind::LruHash,
@@ -220,7 +224,6 @@ pub const MAPS: [MapSpec; 27] = [
         ..map(CT6_SCRATCH, MapKind::PerCpuArray, 4, size_of::<CtKey6>(), Capacity::Fixed(4), true)
     },
     MapSpec { pinned: false, ..map(RARE_PROGS, MapKind::ProgArray, 4, 4, Capacity::Fixed(1), true) },
-    MapSpec { pinned: false, ..map(PROGS6, MapKind::ProgArray, 4, 4, Capacity::Fixed(4), true) },
     MapSpec { pinned: false, ..map(AYA_LOGS, MapKind::RingBuf, 0, 0, Capacity::Fixed(AYA_LOGS_BYTES), true) },
 ];
 

@@ -68,10 +68,11 @@ pub const NODE_CONFIG6: &str = "NODE_CONFIG6";
 /// family module).
 pub const CT6_SCRATCH: &str = "CT6_SCRATCH";
 /// IPv6's programs that IPv4's entry points and container_path6 tail-call: uplink_in6
-/// (from uplink_in, for every IPv6 packet) container_nat6 (from container_path6, for
-/// what it masquerades) container_snat6 and container_pair6 (a new flow's port search and
-/// pair of entries). Filled by the agent at load, before anything is attached; not
-/// pinned, so each load's programs call their own.
+/// (from uplink_in, for every IPv6 packet), container_nat6 (from container_path6, for
+/// what it masquerades), container_snat6 and container_pair6 (a new flow's port search and
+/// pair of entries). Filled by the agent at load, before anything is attached; pinned,
+/// as the kernel empties a program array no user space holds, and the programs that
+/// tail-call it run on while no agent does.
 pub const PROGS6: &str = "PROGS6";
 pub const TAIL_UPLINK_IN6: u32 = 0;
 pub const TAIL_CONTAINER_NAT6: u32 = 1;

@@ -113,10 +113,9 @@ pub static FIB_SCRATCH: PerCpuArray<aya_ebpf::bindings::bpf_fib_lookup> =
 pub static CT6_SCRATCH: PerCpuArray<CtKey6> =
     PerCpuArray::with_max_entries(capacity(name::CT6_SCRATCH), flags(name::CT6_SCRATCH));
 
-/// uplink_in6 and container_nat6 (see netpath_common::maps::PROGS6). Not pinned: each
-/// load's programs call their own.
+/// uplink_in6 and the NAT66 stages (see netpath_common::maps::PROGS6).
 #[map]
-pub static PROGS6: ProgramArray = ProgramArray::with_max_entries(capacity(name::PROGS6), flags(name::PROGS6));
+pub static PROGS6: ProgramArray = ProgramArray::pinned(capacity(name::PROGS6), flags(name::PROGS6));
 
 /// Per CPU and reason, when a rare event was last logged (see `rare`).
 /// The rare-event logger's slot (see netpath_common::maps::RARE_PROGS).

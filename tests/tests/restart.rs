@@ -22,6 +22,14 @@ fn connections_survive_an_agent_killed_and_restarted() {
     let mut lab = Lab::new(2);
     assert!(lab.node.exec(&["iptables", "-P", "FORWARD", "DROP"]).status.success());
     assert!(lab.node.exec(&["ip6tables", "-P", "FORWARD", "DROP"]).status.success());
+    // The uplink has IPv6 too: containers' IPv6 to the outside is masqueraded (NAT66).
+    for (ns, cmd) in [
+        (&lab.node, ["ip", "-6", "addr", "add", "fd00:99::1/64", "dev", "uplink0", "nodad"]),
+        (&lab.outside, ["ip", "-6", "addr", "add", "fd00:99::2/64", "dev", "eth0", "nodad"]),
+    ] {
+        assert!(ns.exec(&cmd).status.success(), "{cmd:?}");
+    }
+    let outside6 = |port| std::net::SocketAddrV6::new("fd00:99::2".parse().unwrap(), port, 0, 0);
     // Dual-stack: IPv6 rides through the restart next to IPv4.
     const AGENT: &[&str] = &["--pod-cidr6", "fd00:77::/64"];
     lab.start_agent_with(AGENT);
@@ -41,6 +49,7 @@ fn connections_survive_an_agent_killed_and_restarted() {
             "container to outside",
             open(o, SocketAddrV4::new(OUTSIDE_IP, 7001), &c[0], SocketAddrV4::new(OUTSIDE_IP, 7001)),
         ),
+        ("container to outside over IPv6 (NAT66)", open(o, outside6(7011), &c[0], outside6(7011))),
         (
             "outside to published port",
             open(&c[1], SocketAddrV4::new(b, 7100), o, SocketAddrV4::new(NODE_UPLINK_IP, 8080)),
@@ -64,6 +73,8 @@ fn connections_survive_an_agent_killed_and_restarted() {
     fresh.exchange("new connection, agent dead");
     let mut fresh6 = open(&c[1], v6(7012), &c[0], v6(7012));
     fresh6.exchange("new IPv6 connection, agent dead");
+    let mut fresh_nat6 = open(o, outside6(7014), &c[0], outside6(7014));
+    fresh_nat6.exchange("new NAT66 connection, agent dead");
 
     lab.kill_agent(); // reap the dead process
     lab.start_agent_with(AGENT);
@@ -72,6 +83,7 @@ fn connections_survive_an_agent_killed_and_restarted() {
     }
     fresh.exchange("new connection, agent restarted");
     fresh6.exchange("new IPv6 connection, agent restarted");
+    fresh_nat6.exchange("new NAT66 connection, agent restarted");
     // The restarted agent took over the attachments rather than stacking new ones: one
     // program per interface. The uplink's is a pinned TCX link (before 6.6 a clsact
     // filter); an endpoint's is the filter its creation put there, untouched: it runs
