@@ -38,6 +38,40 @@ pub fn replace2(sum: [u8; 2], from: [u8; 2], to: [u8; 2]) -> [u8; 2] {
     (!add16(inner, u16::from_be_bytes(to))).to_be_bytes()
 }
 
+/// `bpf_csum_diff` of two 16-byte addresses (IPv6) fed to `l4_csum_replace(.., 0, diff,
+/// ..)`: HC' = ~fold(diff + ~HC) over 32 bits, where the difference is the sum of the new
+/// words and the complements of the old (whatever 32-bit form the kernel's csum_partial
+/// leaves it in, the one's-complement value is the same). As [`replace4`], never 0xffff.
+pub fn replace16(sum: [u8; 2], from: [u8; 16], to: [u8; 16]) -> [u8; 2] {
+    let word = |a: &[u8; 16], i: usize| u32::from_be_bytes([a[i], a[i + 1], a[i + 2], a[i + 3]]);
+    let mut diff = 0;
+    for i in (0..16).step_by(4) {
+        diff = add32(add32(diff, !word(&from, i)), word(&to, i));
+    }
+    (!fold(add32(diff, !(u16::from_be_bytes(sum) as u32)))).to_be_bytes()
+}
+
+/// An incremental update of an L4 checksum, as the datapath asks a helper for it.
+#[derive(Clone, Copy, Debug)]
+pub enum Update {
+    /// A 4-byte field (an IPv4 address in the pseudo-header): [`replace4`].
+    Four([u8; 4], [u8; 4]),
+    /// A 2-byte field (a port, an echo identifier): [`replace2_wide`].
+    Two([u8; 2], [u8; 2]),
+    /// An IPv6 address in the pseudo-header: [`replace16`].
+    Diff([u8; 16], [u8; 16]),
+}
+
+impl Update {
+    pub fn apply(self, sum: [u8; 2]) -> [u8; 2] {
+        match self {
+            Update::Four(from, to) => replace4(sum, from, to),
+            Update::Two(from, to) => replace2_wide(sum, from, to),
+            Update::Diff(from, to) => replace16(sum, from, to),
+        }
+    }
+}
+
 /// The XDP program's own update (no helper exists there): RFC 1624 eqn. 3 summed in 32
 /// bits and folded, so it may write 0xffff.
 pub fn xdp_update(sum: [u8; 2], from: [u8; 2], to: [u8; 2]) -> [u8; 2] {
@@ -75,6 +109,34 @@ mod tests {
         hdr[12..16].copy_from_slice(&[10, 77, 0, 3]);
         hdr[10..12].copy_from_slice(&x);
         assert_eq!(csum(&hdr), 0);
+    }
+
+    #[test]
+    fn an_ipv6_address_change_keeps_a_checksum_over_its_pseudo_header_right() {
+        let (src, dst) = (
+            [0xfd, 0, 0, 0x77, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4],
+            [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xcc],
+        );
+        let new_src = [0x20, 1, 0xd, 0xb8, 0, 0x77, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+        let pseudo = |src: &[u8; 16], c: [u8; 2]| {
+            let mut d = src.to_vec();
+            d.extend_from_slice(&dst);
+            d.extend_from_slice(&[0, 0, 0, 8, 0, 0, 0, 17, 0x04, 0x57, 0, 53, 0, 8]);
+            d.extend_from_slice(&c);
+            csum(&d)
+        };
+        let c = pseudo(&src, [0, 0]).to_be_bytes();
+        assert_eq!(pseudo(&src, c), 0);
+        let updated = replace16(c, src, new_src);
+        assert_eq!(pseudo(&new_src, updated), 0);
+        assert_eq!(replace16(updated, new_src, src), c);
+        // Four 4-byte replacements make the same change.
+        let mut four = c;
+        for i in (0..16).step_by(4) {
+            let w = |a: &[u8; 16]| [a[i], a[i + 1], a[i + 2], a[i + 3]];
+            four = replace4(four, w(&src), w(&new_src));
+        }
+        assert_eq!(four, updated);
     }
 
     #[test]

@@ -1,12 +1,17 @@
 //! What the datapath reads from a packet: the tuple conntrack is keyed by, and the TCP
 //! sequence and timestamp that masquerade's port reuse depends on. Offsets assume an
 //! untagged Ethernet frame, as the programs do (a VLAN tag is not IPv4 to them).
-use netpath_common::{CtKey, Reason};
+use netpath_common::{conntrack::Tuple, CtKey, CtKey6, Ip6, Reason};
+
+use super::family::Addr;
 
 pub const IP: usize = 14;
+/// Where the header after IPv6's fixed one starts.
+pub const L4_6: usize = IP + 40;
 pub const TCP: u8 = 6;
 pub const UDP: u8 = 17;
 pub const ICMP: u8 = 1;
+pub const ICMPV6: u8 = 58;
 pub const FIN: u8 = 0x01;
 pub const SYN: u8 = 0x02;
 pub const RST: u8 = 0x04;
@@ -20,10 +25,10 @@ pub fn be32(p: &[u8], off: usize) -> [u8; 4] {
     [p[off], p[off + 1], p[off + 2], p[off + 3]]
 }
 
-/// A packet's tuple and where its L4 header starts.
+/// A packet's tuple and where its L4 header starts (`A`: the family's address).
 #[derive(Clone, Copy, Debug)]
-pub struct Flow {
-    pub key: CtKey,
+pub struct Flow<A = [u8; 4]> {
+    pub key: Tuple<A>,
     pub l4: usize,
     /// TCP flags byte; 0 for the other protocols.
     pub tcp_flags: u8,
@@ -74,6 +79,51 @@ pub fn parse(p: &[u8]) -> Result<Flow, Reason> {
     Ok(Flow { key, l4, tcp_flags })
 }
 
+/// IPv6 extension headers (RFC 8200 4.1) that may stand before a transport header.
+const HOP_BY_HOP: u8 = 0;
+const ROUTING: u8 = 43;
+const FRAGMENT: u8 = 44;
+const DESTINATION_OPTIONS: u8 = 60;
+
+/// The tuple of an IPv6 packet (its fixed header present), or why it has none. Only a
+/// transport header right after the fixed header counts: behind a fragment header it
+/// is `DropFragment`, behind another extension header `DropExtensionHeader` (NAT66 does
+/// not walk them); ICMPv6 other than echo and any other protocol are
+/// `DropUnsupportedProtocol`. The payload length is not checked.
+pub fn parse6(p: &[u8]) -> Result<Flow<Ip6>, Reason> {
+    if p.len() < L4_6 {
+        return Err(Reason::DropMalformed);
+    }
+    let proto = p[IP + 6];
+    let mut key =
+        CtKey6 { src: Ip6::read(p, Ip6::SRC), dst: Ip6::read(p, Ip6::DST), proto, ..Default::default() };
+    let l4 = L4_6;
+    let need = |n: usize| if p.len() < l4 + n { Err(Reason::DropMalformed) } else { Ok(()) };
+    let mut tcp_flags = 0;
+    match proto {
+        TCP => {
+            need(20)?;
+            (key.sport, key.dport, tcp_flags) = (be16(p, l4), be16(p, l4 + 2), p[l4 + 13]);
+        }
+        UDP => {
+            need(8)?;
+            (key.sport, key.dport) = (be16(p, l4), be16(p, l4 + 2));
+        }
+        ICMPV6 => {
+            need(8)?;
+            match p[l4] {
+                128 => key.sport = be16(p, l4 + 4),
+                129 => key.dport = be16(p, l4 + 4),
+                _ => return Err(Reason::DropUnsupportedProtocol),
+            }
+        }
+        FRAGMENT => return Err(Reason::DropFragment),
+        HOP_BY_HOP | ROUTING | DESTINATION_OPTIONS => return Err(Reason::DropExtensionHeader),
+        _ => return Err(Reason::DropUnsupportedProtocol),
+    }
+    Ok(Flow { key, l4, tcp_flags })
+}
+
 /// Where a TCP segment ends in sequence space, and its timestamp option if it sits
 /// where real stacks put it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,13 +136,12 @@ pub struct Stamp {
 /// The offsets into the options where Linux, BSD and macOS put the timestamp.
 const TS_OFFSETS: [usize; 4] = [0, 2, 6, 10];
 
-pub fn tcp_stamp(p: &[u8], flow: &Flow) -> Stamp {
+pub fn tcp_stamp<A: Addr>(p: &[u8], flow: &Flow<A>) -> Stamp {
     let l4 = flow.l4;
     let seq = u32::from_be_bytes(be32(p, l4 + 4));
     let doff = ((p[l4 + 12] >> 4) as usize) * 4;
-    let total = u16::from_be_bytes(be16(p, IP + 2)) as usize;
     // The payload as the IP header declares it (a lie in it only moves end_seq).
-    let payload = total.saturating_sub(l4 - IP + doff) as u32;
+    let payload = A::ip_end(p).saturating_sub(l4 + doff) as u32;
     let syn_fin = (flow.tcp_flags & (SYN | FIN) != 0) as u32;
     let mut ts_val = None;
     for off in TS_OFFSETS {

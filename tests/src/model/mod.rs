@@ -5,18 +5,26 @@
 //! tests), on byte slices, without any of the eBPF code: the packet tests and the fuzzer
 //! compare the real programs, run with BPF_PROG_TEST_RUN, against it.
 //!
+//! IPv6 likewise: neighbour discovery for the gateway, delivery between containers,
+//! NAT66 masquerade to the node's IPv6 address with IPv4's conntrack (its own tables)
+//! or, on a node with a routed prefix, forwarding with the containers' own addresses,
+//! both ways; the IPv6 settings and routes are [`World6`]'s. A model of IPv6 translation
+//! assumes the datapath's IPv6 programs are loaded (`Datapath::load_ipv6_programs`).
+//!
 //! What it predicts: the verdict (to the stack, dropped, redirected into a container or
-//! out of a device), the packet's bytes afterwards (MACs, addresses, ports, TTL, every
-//! checksum as the kernel's helpers update it, so a bad checksum stays exactly as bad),
-//! the reason counted, the conntrack entries and closed-flow records left behind, and the
-//! per-endpoint counters, which of the two conntrack tables holds each entry, and what a
-//! packet does with half a pair (after an eviction the caller applies with
-//! [`Model::forget_entry`]). What it does not: which port masquerade picks from a range
-//! of more than one (the datapath starts at a random one), conntrack eviction (LRU, the
-//! fuzzer stays below capacity) and so `drop-ct-full`, idle timeouts (the agent's
-//! collector), the trace events, and the cgroup socket hooks.
+//! out of a device), the packet's bytes afterwards (MACs, addresses, ports, TTL or hop
+//! limit, every checksum as the kernel's helpers update it, so a bad checksum stays
+//! exactly as bad), the reason counted, the conntrack entries and closed-flow records
+//! left behind (each family's), and the per-endpoint counters, which of the two
+//! conntrack tables holds each entry, and what a packet does with half a pair (after an
+//! eviction the caller applies with [`Model::forget_entry`]). What it does not: which
+//! port masquerade picks from a range of more than one (the datapath starts at a random
+//! one), conntrack eviction (LRU, the fuzzer stays below capacity) and so
+//! `drop-ct-full`, idle timeouts (the agent's collector), the trace events, and the
+//! cgroup socket hooks.
 mod csum;
 mod ct;
+pub mod family;
 pub mod flow;
 mod nat;
 mod tc;
@@ -29,8 +37,11 @@ use std::{
 };
 
 use netpath_common::{
-    CtEntry, CtKey, EndpointInfo, NodeConfig, PortKey, PortTarget, Reason, TrafficCounters,
+    conntrack::Tuple, CtEntry, CtEntry6, CtKey, CtKey6, EndpointInfo, NodeConfig, NodeConfig6, PortKey,
+    PortTarget, Reason, TrafficCounters,
 };
+
+pub use family::{Addr, Conntrack, ConntrackMut};
 
 pub const TC_ACT_OK: u32 = 0;
 pub const TC_ACT_SHOT: u32 = 2;
@@ -120,6 +131,43 @@ impl Fib {
     }
 }
 
+/// The node's IPv6 routes as bpf_fib_lookup sees them (see [`Fib`]), for a packet from
+/// a container's host veth (where forwarding is on).
+#[derive(Clone, Debug, Default)]
+pub struct Fib6 {
+    /// (network, prefix length, device ifindex); the longest prefix wins.
+    pub subnets: Vec<(Ipv6Addr, u8, u32)>,
+    /// The local table's addresses: the node's own, the subnet-router anycast ones.
+    pub not_forwarded: Vec<Ipv6Addr>,
+}
+
+impl Fib6 {
+    /// The device a packet from `src` to `dst` leaves by; None when it is not forwarded:
+    /// link-local, multicast and loopback addresses on either end never are.
+    pub fn route(&self, src: [u8; 16], dst: [u8; 16]) -> Option<u32> {
+        let strict = |a: [u8; 16]| {
+            let ip = Ipv6Addr::from(a);
+            ip.is_multicast() || ip.is_loopback() || (a[0] == 0xfe && a[1] & 0xc0 == 0x80)
+        };
+        if strict(src) || strict(dst) || self.not_forwarded.contains(&Ipv6Addr::from(dst)) {
+            return None;
+        }
+        self.subnets
+            .iter()
+            .filter(|(net, prefix, _)| netpath_common::conntrack::in_prefix(&dst, &net.octets(), *prefix))
+            .max_by_key(|(_, prefix, _)| *prefix)
+            .map(|(_, _, dev)| *dev)
+    }
+}
+
+/// The IPv6 half of what the agent configures (NODE_CONFIG6), and the IPv6 routes.
+/// Apart from [`World`] so that its users need not name them.
+#[derive(Clone, Debug, Default)]
+pub struct World6 {
+    pub config: NodeConfig6,
+    pub fib: Fib6,
+}
+
 /// Everything the agent configures, and the routes.
 #[derive(Clone, Debug, Default)]
 pub struct World {
@@ -141,6 +189,7 @@ pub struct Closed {
 
 pub struct Model {
     world: World,
+    world6: World6,
     endpoints: HashMap<[u8; 4], EndpointInfo>,
     endpoints6: HashMap<[u8; 16], [u8; 4]>,
     ports: HashMap<PortKey, PortTarget>,
@@ -149,6 +198,10 @@ pub struct Model {
     /// The keys of `ct` in CONNTRACK (assured flows); the others are in CONNTRACK_NEW.
     pub assured: HashSet<CtKey>,
     pub closed: HashMap<CtKey, Closed>,
+    /// IPv6's: CONNTRACK6 and CONNTRACK6_NEW, which of them in CONNTRACK6, SNAT_CLOSED6.
+    pub ct6: HashMap<CtKey6, CtEntry6>,
+    pub assured6: HashSet<CtKey6>,
+    pub closed6: HashMap<CtKey6, Closed>,
     /// Per reason: packets, bytes.
     pub reasons: Vec<(u64, u64)>,
     pub endpoint_stats: HashMap<[u8; 4], TrafficCounters>,
@@ -164,30 +217,51 @@ impl Model {
             ports: world.ports.iter().copied().collect(),
             endpoint_stats: world.endpoints.iter().map(|(ip, _)| (ip.octets(), Default::default())).collect(),
             world,
+            world6: World6::default(),
             ct: HashMap::new(),
             assured: HashSet::new(),
             closed: HashMap::new(),
+            ct6: HashMap::new(),
+            assured6: HashSet::new(),
+            closed6: HashMap::new(),
             reasons: vec![(0, 0); Reason::COUNT as usize],
             header_checks: HeaderChecks::default(),
         }
+    }
+
+    /// The model of a node with IPv6 settings and routes (`world6`, NODE_CONFIG6).
+    pub fn with_ipv6(mut self, world6: World6) -> Self {
+        self.world6 = world6;
+        self
     }
 
     pub fn world(&self) -> &World {
         &self.world
     }
 
-    /// Forgets every tracked flow, as removing every CONNTRACK entry does (the
-    /// closed-flow records stay, as SNAT_CLOSED does).
+    pub fn world6(&self) -> &World6 {
+        &self.world6
+    }
+
+    /// NODE_CONFIG6 rewritten by the agent (tracked flows stay).
+    pub fn set_config6(&mut self, config: NodeConfig6) {
+        self.world6.config = config;
+    }
+
+    /// Forgets every tracked flow of both families, as removing every entry of
+    /// CONNTRACK and CONNTRACK6 does (the closed-flow records stay, as SNAT_CLOSED and
+    /// SNAT_CLOSED6 do).
     pub fn forget_conntrack(&mut self) {
         self.ct.clear();
         self.assured.clear();
+        self.ct6.clear();
+        self.assured6.clear();
     }
 
-    /// Forgets one conntrack entry, as the LRU evicting it (or the agent removing it)
-    /// does.
-    pub fn forget_entry(&mut self, key: &CtKey) {
-        self.ct.remove(key);
-        self.assured.remove(key);
+    /// Forgets one conntrack entry (of either family), as the LRU evicting it (or the
+    /// agent removing it) does.
+    pub fn forget_entry<A: Addr>(&mut self, key: &Tuple<A>) {
+        A::ct_mut(self).forget(key);
     }
 
     fn count(&mut self, reason: Reason, bytes: u32) {

@@ -1,12 +1,13 @@
 //! Rewriting a packet by its conntrack entry, and ICMP errors about translated flows
 //! (their quoted header too), with every checksum updated incrementally.
 use netpath_common::{
-    conntrack::{CT_F_DNAT, CT_F_SNAT},
-    CtEntry, CtKey, Reason,
+    conntrack::{NatEntry, CT_F_DNAT, CT_F_SNAT},
+    CtKey, Reason,
 };
 
 use super::{
     csum,
+    family::Addr,
     flow::{be16, be32, Flow, ICMP, IP, TCP, UDP},
     Model,
 };
@@ -30,12 +31,12 @@ fn store<const N: usize>(p: &mut [u8], off: usize, v: [u8; N]) {
 
 /// An L4 checksum update; UDP's "no checksum" (0) stays none and a real one never
 /// becomes 0 (it is written 0xffff instead).
-fn l4_update(p: &mut [u8], off: usize, udp: bool, f: impl Fn([u8; 2]) -> [u8; 2]) {
+fn l4_update(p: &mut [u8], off: usize, udp: bool, update: csum::Update) {
     let c = be16(p, off);
     if udp && c == [0, 0] {
         return;
     }
-    let mut n = f(c);
+    let mut n = update.apply(c);
     if udp && n == [0, 0] {
         n = [0xff, 0xff];
     }
@@ -43,44 +44,39 @@ fn l4_update(p: &mut [u8], off: usize, udp: bool, f: impl Fn([u8; 2]) -> [u8; 2]
 }
 
 /// Applies `entry`'s rewrite to the packet `flow` describes; returns its new destination.
-pub fn apply(p: &mut [u8], flow: &Flow, entry: &CtEntry) -> [u8; 4] {
+pub fn apply<A: Addr>(p: &mut [u8], flow: &Flow<A>, entry: &NatEntry<A>) -> A {
     let l4 = flow.l4;
     let proto = flow.key.proto;
+    let icmp = proto == A::ICMP;
     let (csum_off, udp) = match proto {
         TCP => (l4 + 16, false),
         UDP => (l4 + 6, true),
         _ => (l4 + 2, false),
     };
-    // ICMP's checksum covers no pseudo-header: addresses do not enter it.
-    let pseudo = proto != ICMP;
-    let addr = |p: &mut [u8], off: usize, new: [u8; 4]| {
-        let old = be32(p, off);
-        if old == new {
-            return;
+    let l4_csum = move |p: &mut [u8], u: csum::Update| l4_update(p, csum_off, udp, u);
+    // IPv4's ICMP checksum covers no pseudo-header: addresses do not enter it.
+    let addr = |p: &mut [u8], off: usize, new: A| {
+        if A::read(p, off) != new {
+            A::rewrite(p, off, new, !icmp, &l4_csum);
         }
-        if pseudo {
-            l4_update(p, csum_off, udp, |c| csum::replace4(c, old, new));
-        }
-        store(p, IP_CSUM, csum::replace4(be16(p, IP_CSUM), old, new));
-        store(p, off, new);
     };
     let port = |p: &mut [u8], off: usize, new: [u8; 2]| {
         let old = be16(p, off);
         if old == new {
             return;
         }
-        l4_update(p, csum_off, udp, |c| csum::replace2_wide(c, old, new));
+        l4_csum(p, csum::Update::Two(old, new));
         store(p, off, new);
     };
     // An echo's identifier stands where a port would, for either end.
-    let (sport_off, dport_off) = if proto == ICMP { (l4 + 4, l4 + 4) } else { (l4, l4 + 2) };
+    let (sport_off, dport_off) = if icmp { (l4 + 4, l4 + 4) } else { (l4, l4 + 2) };
     if entry.flags & CT_F_SNAT != 0 {
-        addr(p, IP_SRC, entry.nat_src);
+        addr(p, A::SRC, entry.nat_src);
         port(p, sport_off, entry.nat_sport);
     }
     let mut dst = flow.key.dst;
     if entry.flags & CT_F_DNAT != 0 {
-        addr(p, IP_DST, entry.nat_dst);
+        addr(p, A::DST, entry.nat_dst);
         port(p, dport_off, entry.nat_dport);
         dst = entry.nat_dst;
     }

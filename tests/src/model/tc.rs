@@ -144,7 +144,7 @@ impl Model {
             },
             None => {
                 let syn = (flow.key.proto == TCP).then(|| tcp_stamp(p, &flow));
-                (self.create_snat(&flow, len, syn)?, Reason::SnatNewFlow)
+                (self.create_snat(&flow, cfg.node_ip, len, syn, true)?, Reason::SnatNewFlow)
             }
         };
         self.deliver_translated(p, &flow, &entry, reason)
@@ -234,8 +234,13 @@ impl Model {
     }
 
     fn uplink_in_step(&mut self, p: &mut [u8]) -> Step {
-        if p.len() < 14 || be16(p, 12) != ETH_IPV4 {
+        if p.len() < 14 {
             return Ok(PASS);
+        }
+        match be16(p, 12) {
+            ETH_IPV4 => {}
+            ETH_IPV6 => return self.uplink6_step(p),
+            _ => return Ok(PASS),
         }
         let cfg = self.world.config;
         // Whatever netpath cannot or need not translate is the node's own traffic.

@@ -1,9 +1,18 @@
-//! from_container for IPv6 (container_path6): the gateway's neighbour discovery, source
-//! validation, and delivery to local containers; everything else is the stack's.
-use netpath_common::{conntrack::NODE_F_IPV6, EndpointInfo, Reason, ENDPOINT_F_BRIDGED, GATEWAY6};
+//! IPv6 through the tc programs. From a container (container_path6, and for what it
+//! masquerades container_nat6 with its port search and pair stages): the gateway's
+//! neighbour discovery, source validation, delivery to local containers, and what leaves
+//! the node: NAT66 to the node's IPv6 address, or, on a node with a routed prefix,
+//! forwarded with the container's own address. On the uplink (uplink_in6): the replies
+//! to masqueraded flows, or the routed prefix's packets, into their container.
+//! Everything else is the stack's.
+use netpath_common::{
+    conntrack::{CT_F_SNAT, NODE6_F_MASQUERADE, NODE_F_IPV6},
+    EndpointInfo, Ip6, Reason, ENDPOINT_F_BRIDGED, GATEWAY6,
+};
 
 use super::{
-    flow::be16,
+    flow::{be16, parse6, tcp_stamp, TCP},
+    nat,
     tc::{Step, PASS},
     Model, Verdict,
 };
@@ -82,12 +91,103 @@ impl Model {
         if sender.flags & ENDPOINT_F_BRIDGED != 0 || dst[0] == 0xff || link_local(&src) || link_local(&dst) {
             return Ok(PASS);
         }
-        let Some((peer_owner, peer)) = self.endpoint6(dst) else { return Ok(PASS) };
+        // As the container's router: a packet that would expire is the stack's, which
+        // sends the time-exceeded (before any translation).
+        if p[HOP_LIMIT] <= 1 {
+            return Ok(PASS);
+        }
+        let Some((peer_owner, peer)) = self.endpoint6(dst) else { return self.outside6_step(p, src, dst) };
+        p[HOP_LIMIT] -= 1;
+        Ok(self.deliver_to_peer(p, peer_owner, &peer, true))
+    }
+
+    /// A container's packet for an address that is no local container (hop limit > 1).
+    fn outside6_step(&mut self, p: &mut [u8], src: [u8; 16], dst: [u8; 16]) -> Step {
+        let cfg6 = self.world6.config;
+        // The pod prefix is all on this node: an address of it that is no endpoint
+        // reaches no one.
+        if cfg6.pod_prefix != 0 && cfg6.in_pod_cidr(&dst) {
+            return Err(Reason::DropNoEndpoint);
+        }
+        if cfg6.node_ip == [0; 16] || dst == cfg6.node_ip {
+            return Ok(PASS);
+        }
+        if cfg6.flags & NODE6_F_MASQUERADE == 0 {
+            // A routed prefix: out with the container's own address.
+            p[HOP_LIMIT] -= 1;
+            return self.fib6(src, dst, Reason::Routed);
+        }
+        self.nat6_step(p)
+    }
+
+    /// NAT66: the flow's entry, a new flow's masquerade pair (which starts with no
+    /// packet counted: the lookup after it counts the packet), the rewrite, out through
+    /// the FIB from the translated source.
+    fn nat6_step(&mut self, p: &mut [u8]) -> Step {
+        let cfg6 = self.world6.config;
+        let flow = parse6(p)?;
+        let len = p.len() as u32;
+        let (entry, reason) = match self.ct_lookup(&flow, len) {
+            Some(e) => (e, Reason::NatTranslated),
+            None => {
+                let syn = (flow.key.proto == TCP).then(|| tcp_stamp(p, &flow));
+                self.create_snat(&flow, Ip6(cfg6.node_ip), len, syn, false)?;
+                let e = self.ct_lookup(&flow, len).expect("the pair just created");
+                (e, Reason::SnatNewFlow)
+            }
+        };
+        self.note_closing(p, &flow, &entry);
+        let new_dst = nat::apply(p, &flow, &entry);
+        p[HOP_LIMIT] -= 1;
+        let new_src = if entry.flags & CT_F_SNAT != 0 { entry.nat_src } else { flow.key.src };
+        self.fib6(new_src.0, new_dst.0, reason)
+    }
+
+    /// Out through the node's IPv6 routes; the kernel resolves the neighbour, MACs
+    /// untouched.
+    fn fib6(&self, src: [u8; 16], dst: [u8; 16], reason: Reason) -> Step {
+        match self.world6.fib.route(src, dst) {
+            Some(dev) => Ok((Verdict::Out(dev), reason)),
+            None => Err(Reason::DropFibFailed),
+        }
+    }
+
+    /// uplink_in6: IPv6 arriving at the node from outside.
+    pub(super) fn uplink6_step(&mut self, p: &mut [u8]) -> Step {
+        if self.world.config.flags & NODE_F_IPV6 == 0 || p.len() < L4 || p[IP6] >> 4 != 6 {
+            return Ok(PASS);
+        }
+        let cfg6 = self.world6.config;
+        let dst = addr(p, DST);
+        if cfg6.flags & NODE6_F_MASQUERADE == 0 {
+            // A routed prefix: the outside reaches containers by their own addresses.
+            if cfg6.pod_prefix != 0 && cfg6.in_pod_cidr(&dst) {
+                return self.deliver6(p, dst, Reason::Routed);
+            }
+            return Ok(PASS);
+        }
+        if cfg6.node_ip == [0; 16] || dst != cfg6.node_ip {
+            return Ok(PASS);
+        }
+        // What NAT66 cannot or need not translate is the node's own traffic.
+        let Ok(flow) = parse6(p) else { return Ok(PASS) };
+        let Some(entry) = self.ct_lookup(&flow, p.len() as u32) else { return Ok(PASS) };
+        let new_dst = nat::apply(p, &flow, &entry);
+        self.deliver6(p, new_dst.0, Reason::NatTranslated)
+    }
+
+    /// Into the container that owns `dst`, as its gateway. A routed packet for an
+    /// address no container has is the stack's; a translated one is dropped.
+    fn deliver6(&mut self, p: &mut [u8], dst: [u8; 16], reason: Reason) -> Step {
+        let Some((owner, peer)) = self.endpoint6(dst) else {
+            return if reason == Reason::Routed { Ok(PASS) } else { Err(Reason::DropRedirectFailed) };
+        };
         if p[HOP_LIMIT] <= 1 {
             return Ok(PASS);
         }
         p[HOP_LIMIT] -= 1;
-        Ok(self.deliver_to_peer(p, peer_owner, &peer, true))
+        let (verdict, _) = self.deliver_to_peer(p, owner, &peer, true);
+        Ok((verdict, reason))
     }
 
     /// A solicitation for the gateway answered with an advertisement of the host veth's

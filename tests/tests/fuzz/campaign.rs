@@ -2,14 +2,20 @@
 //! packets through the programs, each outcome compared.
 use std::{collections::BTreeMap, path::Path, time::Instant};
 
-use netpath::datapath::{program, Datapath, Inspector, PacketRun};
-use netpath_common::{CtEntry, CtKey, Reason};
-use netpath_tests::model::{self, HeaderChecks, Model, Verdict, XDP_MARK, XDP_PASS};
+use netpath::datapath::{
+    family::{Entries, Family, Ipv4, Ipv6},
+    program, Datapath, Inspector, PacketRun,
+};
+use netpath_common::{
+    conntrack::{NatEntry, Tuple},
+    ClosedFlow, Reason,
+};
+use netpath_tests::model::{self, Addr, HeaderChecks, Model, Verdict, XDP_MARK, XDP_PASS};
 use rand::{rngs::StdRng, seq::SliceRandom, Rng, SeedableRng};
 
 use super::{
     mutate,
-    world::{Hook, Node, Seed},
+    world::{self, Hook, Mode6, Node, Seed, MODES6},
 };
 
 /// Inputs the fuzzer once found mismatching: (hook, packet in hex). Each is replayed by
@@ -33,6 +39,8 @@ pub const REGRESSIONS: &[(&str, &str)] = &[
 /// does not predict.
 const CT_FLUSH_AT: usize = 128;
 const CHECK_EVERY: u64 = 256;
+/// Checkpoints per phase of the node's IPv6 ([`MODES6`]).
+const CHECKS_PER_MODE6: u64 = 8;
 
 fn hex(p: &[u8]) -> String {
     p.iter().map(|b| format!("{b:02x}")).collect()
@@ -43,10 +51,21 @@ fn unhex(s: &str) -> Vec<u8> {
 }
 
 /// The fields of a conntrack entry the model predicts (not the timestamps).
-fn ct_view(e: &CtEntry) -> (CtEntry, u64, u64) {
+fn ct_view<A: Copy>(e: &NatEntry<A>) -> (NatEntry<A>, u64, u64) {
     let mut v = *e;
     (v.created_ns, v.last_seen_ns) = (0, 0);
     (v, e.packets, e.bytes)
+}
+
+/// A family's tables of assured flows, of new flows, of closed masqueraded flows.
+fn table_names<A: Family>() -> [&'static str; 3] {
+    [A::ASSURED, A::NEW, A::CLOSED]
+}
+
+/// Is the frame IPv6 (by its ethertype)? The campaign tells each family's outcomes
+/// apart.
+fn is_ipv6(packet: &[u8]) -> bool {
+    packet.get(12..14) == Some(&[0x86, 0xdd][..])
 }
 
 /// What this kernel's test runs refuse. Where a probe is not refused, it ran a program,
@@ -89,6 +108,8 @@ pub struct Campaign<'a> {
     seen: BTreeMap<(&'static str, String), u64>,
     xdp_meta: bool,
     elapsed: std::time::Duration,
+    /// Which phase of [`MODES6`] the node's IPv6 is in.
+    mode6: usize,
 }
 
 impl<'a> Campaign<'a> {
@@ -106,7 +127,11 @@ impl<'a> Campaign<'a> {
             dp.set_port(*k, *t).unwrap();
         }
         dp.set_node_config(world.config).unwrap();
-        let mut model = Model::new(world);
+        world::forward_ipv6();
+        dp.load_ipv6_programs().unwrap();
+        let world6 = node.world6(MODES6[0]);
+        dp.set_node_config6(world6.config).unwrap();
+        let mut model = Model::new(world).with_ipv6(world6);
         model.header_checks = probe_header_checks(dp, &mut model);
         Self {
             dp,
@@ -123,7 +148,21 @@ impl<'a> Campaign<'a> {
             // Kernels before 5.13 hand back an XDP test run's packet without its metadata.
             xdp_meta: netpath_tests::kernel_at_least(5, 13),
             elapsed: Default::default(),
+            mode6: 0,
         }
+    }
+
+    /// The node's IPv6 settings move on to the next phase, in the datapath and the
+    /// model alike (conntrack stays as it is).
+    fn next_mode6(&mut self) {
+        self.mode6 = (self.mode6 + 1) % MODES6.len();
+        let config = self.node.config6(MODES6[self.mode6]);
+        self.dp.set_node_config6(config).unwrap();
+        self.model.set_config6(config);
+    }
+
+    fn mode6(&self) -> Mode6 {
+        MODES6[self.mode6]
     }
 
     pub fn run(&mut self, packets: u64) {
@@ -159,6 +198,9 @@ impl<'a> Campaign<'a> {
             }
             if i % CHECK_EVERY == CHECK_EVERY - 1 {
                 self.checkpoint();
+                if (i + 1) % (CHECK_EVERY * CHECKS_PER_MODE6) == 0 {
+                    self.next_mode6();
+                }
             }
         }
         self.checkpoint();
@@ -184,10 +226,11 @@ impl<'a> Campaign<'a> {
     fn fail(&self, what: &str, prog: &str, ifindex: u32, packet: &[u8], detail: String) -> ! {
         panic!(
             "fuzz mismatch ({what}) in {prog} on ifindex {ifindex}\n  seed: {:#x}, packet #{} from seed packet \
-             \"{}\" (reproduce: NETPATH_FUZZ_SEED={:#x} NETPATH_FUZZ_PACKETS={})\n  input:    {}\n{detail}",
+             \"{}\", IPv6 {:?} (reproduce: NETPATH_FUZZ_SEED={:#x} NETPATH_FUZZ_PACKETS={})\n  input:    {}\n{detail}",
             self.seed,
             self.at,
             self.seed_name,
+            self.mode6(),
             self.seed,
             self.at + 1,
             hex(packet)
@@ -202,6 +245,9 @@ impl<'a> Campaign<'a> {
         let got = self.dp.test_run(prog, packet, ifindex);
         self.runs += 1;
         let label = match expected.reason {
+            Some(r) if is_ipv6(packet) => {
+                format!("{:?} {} (ipv6, {:?})", expected.verdict.action(), r.name(), self.mode6())
+            }
             Some(r) => format!("{:?} {}", expected.verdict.action(), r.name()),
             None => "refused by the test run".into(),
         };
@@ -303,53 +349,12 @@ impl<'a> Campaign<'a> {
         want_ports.sort_by_key(|(k, _)| (k.host_ip, k.port, k.proto));
         assert_eq!(ports, want_ports, "the datapath changed PORT_MAPS");
 
-        let [assured, new] = self.dp.conntrack_tables().unwrap();
-        let capacity = self.maps.describe(netpath_common::maps::CONNTRACK).unwrap().max_entries;
-        assert!(
-            assured.len() <= capacity as usize,
-            "conntrack grew past its {capacity} entries: {}",
-            assured.len()
-        );
-        let ct: BTreeMap<String, _> = assured
-            .iter()
-            .map(|e| (e, true))
-            .chain(new.iter().map(|e| (e, false)))
-            .map(|((k, e), assured)| (format!("{k:?}"), (ct_view(e), assured)))
-            .collect();
-        let want: BTreeMap<String, _> = self
-            .model
-            .ct
-            .iter()
-            .map(|(k, e)| (format!("{k:?}"), (ct_view(e), self.model.assured.contains(k))))
-            .collect();
-        if ct != want {
-            type Table = BTreeMap<String, ((CtEntry, u64, u64), bool)>;
-            let only = |a: &Table, b: &Table| {
-                a.iter()
-                    .filter(|(k, v)| b.get(*k) != Some(v))
-                    .map(|(k, v)| format!("    {k} {v:?}\n"))
-                    .collect::<String>()
-            };
-            panic!(
-                "conntrack differs from the model by packet #{} (seed {:#x}; true: in CONNTRACK, false: in \
-                 CONNTRACK_NEW):\n  datapath only:\n{}  model only:\n{}",
-                self.at,
-                self.seed,
-                only(&ct, &want),
-                only(&want, &ct)
-            );
-        }
-
-        let closed: BTreeMap<String, (u32, Option<u32>)> = self
-            .maps
-            .snat_closed()
-            .unwrap()
-            .iter()
-            .map(|(k, c)| (format!("{k:?}"), (c.end_seq, (c.has_ts != 0).then_some(c.ts_val))))
-            .collect();
-        let want_closed: BTreeMap<String, _> =
-            self.model.closed.iter().map(|(k, c)| (format!("{k:?}"), (c.end_seq, c.ts_val))).collect();
-        assert_eq!(closed, want_closed, "SNAT_CLOSED differs from the model by packet #{}", self.at);
+        let tables = self.dp.conntrack_tables::<Ipv4>().unwrap();
+        let closed = self.maps.snat_closed::<Ipv4>().unwrap();
+        self.compare_conntrack(table_names::<Ipv4>(), tables, closed);
+        let tables = self.dp.conntrack_tables::<Ipv6>().unwrap();
+        let closed = self.maps.snat_closed::<Ipv6>().unwrap();
+        self.compare_conntrack(table_names::<Ipv6>(), tables, closed);
 
         for r in self.maps.reason_counters().unwrap() {
             let reason = Reason::ALL.iter().find(|x| x.name() == r.reason).unwrap();
@@ -373,13 +378,71 @@ impl<'a> Campaign<'a> {
                 self.at
             );
         }
-        if self.model.ct.len() > CT_FLUSH_AT {
-            let keys: Vec<CtKey> = self.dp.conntrack_entries().unwrap().into_iter().map(|(k, _)| k).collect();
-            for k in keys {
+        if self.model.ct.len() + self.model.ct6.len() > CT_FLUSH_AT {
+            for (k, _) in self.dp.conntrack_entries::<Ipv4>().unwrap() {
+                self.dp.remove_conntrack(&k).unwrap();
+            }
+            for (k, _) in self.dp.conntrack_entries::<Ipv6>().unwrap() {
                 self.dp.remove_conntrack(&k).unwrap();
             }
             self.model.forget_conntrack();
         }
+    }
+
+    /// One family's conntrack tables (`names`: assured, new, closed) and closed-flow
+    /// records, as read from the datapath, against the model's.
+    fn compare_conntrack<A: Addr>(
+        &self,
+        names: [&str; 3],
+        [assured, new]: [Entries<A>; 2],
+        closed: Vec<(Tuple<A>, ClosedFlow)>,
+    ) {
+        let capacity = self.maps.describe(names[0]).unwrap().max_entries;
+        assert!(
+            assured.len() <= capacity as usize,
+            "{} grew past its {capacity} entries: {}",
+            names[0],
+            assured.len()
+        );
+        let model = A::ct(&self.model);
+        let ct: BTreeMap<String, _> = assured
+            .iter()
+            .map(|e| (e, true))
+            .chain(new.iter().map(|e| (e, false)))
+            .map(|((k, e), assured)| (format!("{k:?}"), (ct_view(e), assured)))
+            .collect();
+        let want: BTreeMap<String, _> = model
+            .entries
+            .iter()
+            .map(|(k, e)| (format!("{k:?}"), (ct_view(e), model.assured.contains(k))))
+            .collect();
+        if ct != want {
+            type Table<A> = BTreeMap<String, ((NatEntry<A>, u64, u64), bool)>;
+            let only = |a: &Table<A>, b: &Table<A>| {
+                a.iter()
+                    .filter(|(k, v)| b.get(*k) != Some(v))
+                    .map(|(k, v)| format!("    {k} {v:?}\n"))
+                    .collect::<String>()
+            };
+            panic!(
+                "conntrack differs from the model by packet #{} (seed {:#x}, IPv6 {:?}; true: in {}, false: in \
+                 {}):\n  datapath only:\n{}  model only:\n{}",
+                self.at,
+                self.seed,
+                self.mode6(),
+                names[0],
+                names[1],
+                only(&ct, &want),
+                only(&want, &ct)
+            );
+        }
+        let closed: BTreeMap<String, (u32, Option<u32>)> = closed
+            .iter()
+            .map(|(k, c)| (format!("{k:?}"), (c.end_seq, (c.has_ts != 0).then_some(c.ts_val))))
+            .collect();
+        let want_closed: BTreeMap<String, _> =
+            model.closed.iter().map(|(k, c)| (format!("{k:?}"), (c.end_seq, c.ts_val))).collect();
+        assert_eq!(closed, want_closed, "{} differs from the model by packet #{}", names[2], self.at);
     }
 
     /// What the campaign ran and reached; fails if a path the seeds open was never taken.
@@ -395,6 +458,35 @@ impl<'a> Campaign<'a> {
             println!("  {prog:15} {outcome:40} {n}");
         }
         let reached = |name: &str| self.seen.keys().any(|(_, o)| o.ends_with(name));
+        // IPv6's outcomes, by program and phase.
+        let reached6 = |prog: &str, name: &str, mode: Mode6| {
+            let label = format!("{name} (ipv6, {mode:?})");
+            self.seen.keys().any(|(p, o)| *p == prog && o.ends_with(&label))
+        };
+        let (from, uplink) = (program::FROM_CONTAINER, program::UPLINK_IN);
+        for (prog, must, mode) in [
+            (from, "snat-new-flow", Mode6::Masquerade),
+            (from, "nat-translated", Mode6::Masquerade),
+            (from, "drop-nat-ports-exhausted", Mode6::Masquerade),
+            (from, "drop-fib-failed", Mode6::Masquerade),
+            (from, "drop-extension-header", Mode6::Masquerade),
+            (from, "drop-fragment", Mode6::Masquerade),
+            (from, "drop-unsupported-protocol", Mode6::Masquerade),
+            (from, "drop-no-endpoint", Mode6::Masquerade),
+            (from, "forwarded-to-peer", Mode6::Masquerade),
+            (from, "nd-answered", Mode6::Masquerade),
+            (from, "passed-to-stack", Mode6::NoAddress),
+            (from, "routed", Mode6::Routed),
+            (from, "drop-fib-failed", Mode6::Routed),
+            (uplink, "nat-translated", Mode6::Masquerade),
+            (uplink, "passed-to-stack", Mode6::Masquerade),
+            (uplink, "routed", Mode6::Routed),
+        ] {
+            assert!(
+                reached6(prog, must, mode),
+                "the campaign never reached {must} for IPv6 in {prog} ({mode:?}): too few packets, or a seed broke"
+            );
+        }
         for must in [
             "forwarded-to-peer",
             "arp-replied",

@@ -130,10 +130,24 @@ fn mutate_once(rng: &mut StdRng, node: &Node, p: &mut Vec<u8>) {
 }
 
 /// One mutation of an IPv6 packet's fields: the version, next header, hop limit and
-/// payload length, an address, an ICMPv6 type, an option.
+/// payload length, an address, an ICMPv6 type, an option; what NAT66 reads and rewrites
+/// behind the fixed header: ports (an echo's identifier), checksums, TCP flags and data
+/// offset.
 fn mutate6_once(rng: &mut StdRng, node: &Node, p: &mut Vec<u8>) {
     const L4: usize = IP + 40;
-    match rng.gen_range(0..8) {
+    match rng.gen_range(0..12) {
+        8 => {
+            let port = *PORTS.choose(rng).unwrap();
+            set(p, L4 + 2 * rng.gen_range(0..3), &port.to_be_bytes());
+        }
+        9 => {
+            // A checksum (TCP, UDP, ICMPv6) zeroed, broken or all ones.
+            let off = *[L4 + 16, L4 + 6, L4 + 2].choose(rng).unwrap();
+            let v: [u8; 2] = *[[0, 0], [0xff, 0xff], rng.gen()].choose(rng).unwrap();
+            set(p, off, &v);
+        }
+        10 => set(p, L4 + 13, &[*[0u8, 0x01, 0x02, 0x04, 0x10, 0x11, 0x12, 0x14, 0xff].choose(rng).unwrap()]),
+        11 => set(p, L4 + 12, &[rng.gen_range(0..16u8) << 4]),
         0 => set(p, IP, &[rng.gen_range(0..16u8) << 4]),
         1 => set(p, IP + 6, &[*[0u8, 6, 17, 43, 44, 58, 59, 60, 255].choose(rng).unwrap()]),
         2 => set(p, IP + 7, &[*[0u8, 1, 2, 64, 254, 255].choose(rng).unwrap()]),

@@ -1,18 +1,33 @@
 //! The fuzzed node: containers of every kind, published ports, a node address with a
-//! connected subnet, and one valid packet for every path the datapath has.
+//! connected subnet (IPv4 and IPv6), IPv6 routes beyond it, and one valid packet for
+//! every path the datapath has. Its IPv6 goes through phases ([`Mode6`]): masqueraded
+//! (NAT66), routed with the containers' own addresses, and without a node address.
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use netpath_common::{
-    EndpointInfo, NodeConfig, PortKey, PortTarget, ENDPOINT_F_BRIDGED, ENDPOINT_F_PUBLISHED,
+    conntrack::NODE6_F_MASQUERADE, EndpointInfo, NodeConfig, NodeConfig6, PortKey, PortTarget,
+    ENDPOINT_F_BRIDGED, ENDPOINT_F_PUBLISHED,
 };
 use netpath_tests::{
-    model::{Fib, World},
+    model::{Fib, Fib6, World, World6},
     pkt::{self, ACK, FIN, ICMP, ICMPV6, RST, SYN, TCP, UDP},
 };
 
-/// The containers' gateway over IPv6, and an address outside the node.
+/// The containers' gateway over IPv6, and an address outside the node (through a
+/// router on the uplink's subnet).
 pub const GATEWAY6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
 pub const OUTSIDE6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0xcc);
+/// The node's IPv6 address on the uplink (NAT66's source), a host on its subnet, the
+/// subnet's router anycast address (the node's own once it forwards), an address
+/// routed out of the other device, one with no route, and a pod address no container
+/// has.
+pub const NODE6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x77, 0, 0, 0, 0, 1);
+pub const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x77, 0, 0, 0, 0, 2);
+pub const ANYCAST6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x77, 0, 0, 0, 0, 0);
+pub const FAR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x99, 0, 0, 0, 0, 5);
+pub const UNROUTED6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb9, 0, 0, 0, 0, 0, 1);
+pub const GONE6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 0x99);
+pub const POD_NET6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 0);
 
 pub const LO: u32 = 1;
 pub const NODE: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 1);
@@ -23,8 +38,10 @@ pub const CLIENT_MAC: [u8; 6] = [0x0e, 0, 0, 0, 0, 0xcc];
 pub const GONE: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 99);
 pub const NAT_PORT: u16 = 61000;
 
-/// The namespace's devices: an uplink veth holding the node address, and host veths for
-/// the containers that send (a test run needs a real device for its ingress ifindex).
+/// The namespace's devices: an uplink veth holding the node addresses, and host veths
+/// for the containers that send (a test run needs a real device for its ingress
+/// ifindex); IPv6 routes to the outside through a router on the uplink's subnet, and
+/// out of the uplink's peer.
 pub const PREPARE: &[&[&str]] = &[
     &["link", "add", "up0", "type", "veth", "peer", "name", "up1"],
     &["addr", "add", "192.168.77.1/24", "dev", "up0"],
@@ -34,7 +51,31 @@ pub const PREPARE: &[&[&str]] = &[
     &["link", "set", "up0", "up"],
     &["link", "set", "up1", "up"],
     &["link", "set", "lo", "up"],
+    &["-6", "addr", "add", "2001:db8:77::1/64", "dev", "up0", "nodad"],
+    &["-6", "route", "add", "2001:db8::/48", "via", "2001:db8:77::fe", "dev", "up0"],
+    &["-6", "route", "add", "2001:db8:99::/64", "dev", "up1"],
 ];
+
+/// bpf_fib_lookup routes IPv6 only from a device that forwards it (the agent turns it on
+/// with --pod-cidr6): on in the test namespace, for every device.
+pub fn forward_ipv6() {
+    std::fs::write("/proc/sys/net/ipv6/conf/all/forwarding", "1")
+        .expect("IPv6 forwarding in the test namespace");
+}
+
+/// The node's IPv6 in a phase of the campaign.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode6 {
+    /// NAT66 to [`NODE6`].
+    Masquerade,
+    /// A routed prefix: containers' own addresses, forwarded both ways.
+    Routed,
+    /// No IPv6 address on the uplink: what leaves the node is the stack's.
+    NoAddress,
+}
+
+/// The phases' order, round and round.
+pub const MODES6: [Mode6; 4] = [Mode6::Masquerade, Mode6::Routed, Mode6::Masquerade, Mode6::NoAddress];
 
 pub fn ifindex(name: &str) -> u32 {
     let c = std::ffi::CString::new(name).unwrap();
@@ -49,6 +90,13 @@ pub fn ifindex(name: &str) -> u32 {
 /// between kernel versions.
 fn local_table() -> Vec<Ipv4Addr> {
     let table = netpath_tests::sh(&["ip", "-4", "route", "show", "table", "local"]);
+    table.lines().filter_map(|l| l.split_whitespace().nth(1)?.parse().ok()).collect()
+}
+
+/// IPv6's local table: the node's addresses and, once it forwards, its subnets' router
+/// anycast addresses (prefixes, the multicast one, are left out: the model knows them).
+fn local_table6() -> Vec<Ipv6Addr> {
+    let table = netpath_tests::sh(&["ip", "-6", "route", "show", "table", "local"]);
     table.lines().filter_map(|l| l.split_whitespace().nth(1)?.parse().ok()).collect()
 }
 
@@ -165,6 +213,32 @@ impl Node {
         }
     }
 
+    /// The IPv6 half: NODE_CONFIG6 in `mode`, and the IPv6 routes (read from the
+    /// namespace: call after [`forward_ipv6`]).
+    pub fn world6(&self, mode: Mode6) -> World6 {
+        World6 {
+            config: self.config6(mode),
+            fib: Fib6 {
+                subnets: vec![
+                    (Ipv6Addr::new(0x2001, 0xdb8, 0x77, 0, 0, 0, 0, 0), 64, self.uplink),
+                    (Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0), 48, self.uplink),
+                    (Ipv6Addr::new(0x2001, 0xdb8, 0x99, 0, 0, 0, 0, 0), 64, ifindex("up1")),
+                ],
+                not_forwarded: local_table6(),
+            },
+        }
+    }
+
+    pub fn config6(&self, mode: Mode6) -> NodeConfig6 {
+        NodeConfig6 {
+            node_ip: if mode == Mode6::NoAddress { [0; 16] } else { NODE6.octets() },
+            pod_net: POD_NET6.octets(),
+            pod_prefix: 64,
+            flags: if mode == Mode6::Routed { 0 } else { NODE6_F_MASQUERADE },
+            ..Default::default()
+        }
+    }
+
     /// Every address worth aiming a mutated field at.
     pub fn addresses(&self) -> Vec<Ipv4Addr> {
         let mut a: Vec<Ipv4Addr> = self.endpoints().iter().map(|e| e.ip).collect();
@@ -189,7 +263,16 @@ impl Node {
         a.extend([
             GATEWAY6,
             OUTSIDE6,
-            Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 0x99),
+            NODE6,
+            NODE6,
+            CLIENT6,
+            ANYCAST6,
+            FAR6,
+            UNROUTED6,
+            POD_NET6,
+            Ipv6Addr::new(0x2001, 0xdb8, 0x77, 0, 0, 0, 0, 0xfe),
+            Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, 0xc0a8, 0x4d02),
+            GONE6,
             Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 2),
             Ipv6Addr::new(0xff02, 0, 0, 0, 0, 1, 0xff00, 1),
             Ipv6Addr::LOCALHOST,
@@ -250,6 +333,26 @@ fn solicitation(ep: &Ep, src: Ipv6Addr, target: Ipv6Addr, slla: Option<[u8; 6]>)
     pkt::eth([0x33, 0x33, 0xff, 0, 0, 1], ep.mac, pkt::ETH_IPV6, &pkt::ipv6(src, group, ICMPV6, 255, &msg))
 }
 
+/// What `ep` sends to its gateway: IPv6 `src` -> `dst`, the L4 checksum computed.
+fn sent6(ep: &Ep, src: Ipv6Addr, dst: Ipv6Addr, proto: u8, hop: u8, l4: &[u8]) -> Vec<u8> {
+    pkt::eth(ep.host_mac, ep.mac, pkt::ETH_IPV6, &pkt::ipv6_l4(src, dst, proto, hop, l4))
+}
+
+/// What arrives on the uplink over IPv6.
+fn outside6(src: Ipv6Addr, dst: Ipv6Addr, proto: u8, hop: u8, l4: &[u8]) -> Vec<u8> {
+    pkt::eth(UPLINK_MAC, CLIENT_MAC, pkt::ETH_IPV6, &pkt::ipv6_l4(src, dst, proto, hop, l4))
+}
+
+/// An ICMPv6 echo request (`request`) or reply with identifier `id` (checksum left to
+/// [`pkt::ipv6_l4`]).
+fn echo6(request: bool, id: u16, payload: &[u8]) -> Vec<u8> {
+    let mut m = vec![if request { 128 } else { 129 }, 0, 0, 0];
+    m.extend_from_slice(&id.to_be_bytes());
+    m.extend_from_slice(&[0, 1]);
+    m.extend_from_slice(payload);
+    m
+}
+
 fn outside(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, opts: &[u8], l4: &[u8]) -> Vec<u8> {
     pkt::eth(UPLINK_MAC, CLIENT_MAC, pkt::ETH_IPV4, &pkt::ipv4(src, dst, proto, 64, opts, l4))
 }
@@ -301,7 +404,8 @@ impl Node {
         for kind in [0u8, 43, 44, 60] {
             seeds6.push(from6(&c, c.host_mac, c.ip6(), d.ip6(), kind, 64, &ext(kind)));
         }
-        vec![
+        let mut seeds = self.seeds6();
+        seeds.extend([
             Seed {
                 name: "container to container (icmp echo)",
                 hook: fc(&c),
@@ -568,6 +672,119 @@ impl Node {
             },
             Seed { name: "vlan-tagged", hook: Hook::Uplink, packet: vlan },
             Seed { name: "arp on the uplink", hook: Hook::Uplink, packet: arp(1, CLIENT_MAC, CLIENT, NODE) },
+        ]);
+        seeds
+    }
+
+    /// IPv6 to and from the outside: NAT66 (or, in the routed phases, forwarding) of
+    /// what containers send, and the replies and routed packets on the uplink. The
+    /// replies answer the flows the container seeds open.
+    fn seeds6(&self) -> Vec<Seed> {
+        let (web, b, c, br1) = (self.web, self.b, self.c, self.br1);
+        let fc = |ep: &Ep| Hook::FromContainer(ep.ifindex);
+        let seed = |name, ep: &Ep, dst, proto, hop, l4: &[u8]| Seed {
+            name,
+            hook: fc(ep),
+            packet: sent6(ep, ep.ip6(), dst, proto, hop, l4),
+        };
+        let up = |name, src, dst, proto, hop, l4: &[u8]| Seed {
+            name,
+            hook: Hook::Uplink,
+            packet: outside6(src, dst, proto, hop, l4),
+        };
+        let mut udp_nocsum = sent6(&c, c.ip6(), OUTSIDE6, UDP, 64, &pkt::udp(2222, 53, b"zero"));
+        udp_nocsum[14 + 40 + 6..14 + 40 + 8].fill(0);
+        // Extension headers in front of UDP: hop-by-hop (PadN), routing (type 0, no
+        // addresses left), fragment, destination options.
+        let ext = |kind: u8| -> Vec<u8> {
+            let mut h = match kind {
+                0 | 60 => vec![UDP, 0, 1, 4, 0, 0, 0, 0],
+                43 => vec![UDP, 0, 0, 0, 0, 0, 0, 0],
+                _ => vec![UDP, 0, 0, 1, 0, 0, 0x12, 0x34],
+            };
+            h.extend_from_slice(&pkt::udp(4000, 53, b"ext"));
+            h
+        };
+        let mut ext_seeds: Vec<Seed> = [
+            (0u8, "nat66 with a hop-by-hop header"),
+            (43, "nat66 with a routing header"),
+            (44, "nat66 fragment"),
+            (60, "nat66 with destination options"),
         ]
+        .into_iter()
+        .map(|(kind, name)| Seed {
+            name,
+            hook: fc(&c),
+            packet: from6(&c, c.host_mac, c.ip6(), OUTSIDE6, kind, 64, &ext(kind)),
+        })
+        .collect();
+        ext_seeds.push(Seed {
+            name: "nat66 reply with a fragment header",
+            hook: Hook::Uplink,
+            packet: pkt::eth(
+                UPLINK_MAC,
+                CLIENT_MAC,
+                pkt::ETH_IPV6,
+                &pkt::ipv6(OUTSIDE6, NODE6, 44, 64, &ext(44)),
+            ),
+        });
+        let ts_syn = pkt::tcp_ts(1111, 80, SYN, 100, Some(5000));
+        let ts_ack = pkt::tcp_ts(1111, 80, ACK, 101, Some(5500));
+        let ts_fin = pkt::tcp_ts(1111, 80, FIN | ACK, 101, Some(6000));
+        let mut seeds = vec![
+            seed("nat66 tcp syn with timestamp", &c, OUTSIDE6, TCP, 64, &ts_syn),
+            seed("nat66 tcp ack", &c, OUTSIDE6, TCP, 64, &ts_ack),
+            seed("nat66 tcp fin", &c, OUTSIDE6, TCP, 64, &ts_fin),
+            seed("nat66 tcp rst", &c, OUTSIDE6, TCP, 64, &pkt::tcp(1111, 80, RST | ACK, b"")),
+            seed("nat66 udp", &c, OUTSIDE6, UDP, 64, &pkt::udp(1111, 53, b"x")),
+            Seed { name: "nat66 udp without checksum", hook: fc(&c), packet: udp_nocsum },
+            seed("nat66 icmpv6 echo", &c, OUTSIDE6, ICMPV6, 64, &echo6(true, 77, b"ping")),
+            seed("nat66 icmpv6 echo reply", &c, OUTSIDE6, ICMPV6, 64, &echo6(false, 78, b"pong")),
+            seed("nat66 icmpv6 error", &c, OUTSIDE6, ICMPV6, 64, &[1, 4, 0, 0, 0, 0, 0, 0]),
+            seed("nat66 unsupported protocol", &c, OUTSIDE6, 47, 64, &[0; 8]),
+            seed("nat66 to the uplink's subnet", &c, CLIENT6, UDP, 64, &pkt::udp(1112, 53, b"near")),
+            seed("nat66 out of another device", &c, FAR6, TCP, 64, &pkt::tcp(1113, 443, SYN, b"")),
+            seed("nat66 to an unrouted address", &b, UNROUTED6, UDP, 64, &pkt::udp(1, 53, b"")),
+            seed(
+                "nat66 from another container, same tuple",
+                &b,
+                OUTSIDE6,
+                UDP,
+                64,
+                &pkt::udp(1111, 53, b"b"),
+            ),
+            seed("nat66 from lo's container", &web, OUTSIDE6, TCP, 64, &pkt::tcp(80, 40000, SYN | ACK, b"")),
+            seed("ipv6 to the outside, expiring", &c, OUTSIDE6, UDP, 1, &pkt::udp(1, 53, b"")),
+            seed("ipv6 to the outside, last hop", &c, OUTSIDE6, UDP, 2, &pkt::udp(1, 53, b"")),
+            seed("ipv6 to the node's address", &c, NODE6, TCP, 64, &pkt::tcp(5555, 22, SYN, b"")),
+            seed("ipv6 to a pod address no container has", &c, GONE6, UDP, 64, &pkt::udp(1, 2, b"")),
+            up("nat66 udp reply", OUTSIDE6, NODE6, UDP, 64, &pkt::udp(53, NAT_PORT, b"y")),
+            up(
+                "nat66 tcp reply",
+                OUTSIDE6,
+                NODE6,
+                TCP,
+                64,
+                &pkt::tcp_ts(80, NAT_PORT, SYN | ACK, 9000, Some(1)),
+            ),
+            up("nat66 echo reply", OUTSIDE6, NODE6, ICMPV6, 64, &echo6(false, NAT_PORT, b"ping")),
+            up(
+                "nat66 reply from the uplink's subnet",
+                CLIENT6,
+                NODE6,
+                UDP,
+                64,
+                &pkt::udp(53, NAT_PORT, b"n"),
+            ),
+            up("nat66 reply, expiring", OUTSIDE6, NODE6, UDP, 1, &pkt::udp(53, NAT_PORT, b"y")),
+            up("ipv6 to the node, no flow", OUTSIDE6, NODE6, TCP, 64, &pkt::tcp(40000, 22, SYN, b"")),
+            up("routed in", OUTSIDE6, c.ip6(), TCP, 64, &pkt::tcp(80, 1111, SYN | ACK, b"")),
+            up("routed in to a bridged container", OUTSIDE6, br1.ip6(), UDP, 64, &pkt::udp(53, 9, b"r")),
+            up("routed in to no container", OUTSIDE6, GONE6, UDP, 64, &pkt::udp(53, 9, b"r")),
+            up("routed in, expiring", OUTSIDE6, c.ip6(), UDP, 1, &pkt::udp(53, 9, b"r")),
+            up("ipv6 to another address", OUTSIDE6, CLIENT6, UDP, 64, &pkt::udp(53, 9, b"r")),
+        ];
+        seeds.extend(ext_seeds);
+        seeds
     }
 }
