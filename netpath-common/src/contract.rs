@@ -196,7 +196,7 @@ pub const MAPS: [MapSpec; 27] = [
     // Written again at every load with --pod-cidr6, before anything is attached. Pinned
     // like the others: the kernel empties a program array when no user space holds it,
     // and the programs tail-calling it must go on while no agent runs.
-    map(PROGS6, MapKind::ProgArray, 4, 4, Capacity::Fixed(4), true),
+    map(PROGS6, MapKind::ProgArray, 4, 4, Capacity::Fixed(6), true),
     map(
         NODE_LOCAL_REV,
         MapKind::LruHash,
@@ -301,6 +301,8 @@ pub mod program {
     pub const CONTAINER_NAT6: &str = "container_nat6";
     pub const CONTAINER_SNAT6: &str = "container_snat6";
     pub const CONTAINER_PAIR6: &str = "container_pair6";
+    pub const ICMP6_TO_CONTAINER: &str = "icmp6_to_container";
+    pub const ICMP6_FROM_CONTAINER: &str = "icmp6_from_container";
     pub const UPLINK_XDP: &str = "uplink_xdp";
     pub const FROM_TUNNEL: &str = "from_tunnel";
     pub const TO_OTHER_NODE: &str = "to_other_node";
@@ -312,7 +314,7 @@ pub mod program {
     pub const LAYOUT_FLOOR: &str = "layout_floor";
 }
 
-pub const PROGRAMS: [ProgramSpec; 17] = [
+pub const PROGRAMS: [ProgramSpec; 19] = [
     ProgramSpec { name: program::FROM_CONTAINER, attach: Attach::TcIngress("each container's host veth") },
     ProgramSpec {
         name: program::CONTAINER_PATH,
@@ -330,6 +332,14 @@ pub const PROGRAMS: [ProgramSpec; 17] = [
     ProgramSpec {
         name: program::CONTAINER_SNAT6,
         attach: Attach::TailCall("container_nat6, for a new flow's port"),
+    },
+    ProgramSpec {
+        name: program::ICMP6_TO_CONTAINER,
+        attach: Attach::TailCall("uplink_in6, for an ICMPv6 error to the node's address"),
+    },
+    ProgramSpec {
+        name: program::ICMP6_FROM_CONTAINER,
+        attach: Attach::TailCall("container_nat6, for an ICMPv6 error a container sends out"),
     },
     ProgramSpec {
         name: program::CONTAINER_PAIR6,

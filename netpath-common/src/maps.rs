@@ -78,6 +78,10 @@ pub const TAIL_UPLINK_IN6: u32 = 0;
 pub const TAIL_CONTAINER_NAT6: u32 = 1;
 pub const TAIL_CONTAINER_SNAT6: u32 = 2;
 pub const TAIL_CONTAINER_PAIR6: u32 = 3;
+/// ICMPv6 errors about NAT66 flows: from the outside (by uplink_in6), from a container
+/// (by container_nat6).
+pub const TAIL_ICMP6_TO_CONTAINER: u32 = 4;
+pub const TAIL_ICMP6_FROM_CONTAINER: u32 = 5;
 /// Closed flows remembered for port reuse.
 pub const SNAT_CLOSED_ENTRIES: u32 = 65_536;
 /// [`crate::PortKey`] -> [`crate::PortTarget`]: published container ports.

@@ -11,7 +11,7 @@
 use aya_ebpf::{macros::classifier, programs::TcContext};
 use netpath_common::{
     conntrack::CT_F_SNAT,
-    maps::{TAIL_CONTAINER_NAT6, TAIL_CONTAINER_PAIR6, TAIL_CONTAINER_SNAT6},
+    maps::{TAIL_CONTAINER_NAT6, TAIL_CONTAINER_PAIR6, TAIL_CONTAINER_SNAT6, TAIL_ICMP6_FROM_CONTAINER},
     CtEntry6, Ip6, Reason,
 };
 
@@ -31,7 +31,16 @@ use crate::{
 #[classifier]
 pub fn container_nat6(ctx: TcContext) -> i32 {
     tc_entry::resume(&ctx, |ctx| {
-        let flow = flow::parse6(ctx)?;
+        let flow = match flow::parse6(ctx) {
+            Ok(flow) => flow,
+            Err(Reason::DropUnsupportedProtocol) => {
+                // SAFETY: a tail call that succeeds does not return; the packet is then
+                // icmp6_from_container's, which takes an ICMPv6 error about a NAT66 flow.
+                let _ = unsafe { PROGS6.tail_call(ctx, TAIL_ICMP6_FROM_CONTAINER) };
+                return Err(Reason::DropUnsupportedProtocol);
+            }
+            Err(reason) => return Err(reason),
+        };
         let Some(entry) = conntrack::lookup(&flow, ctx.len()) else {
             // SAFETY: a tail call that succeeds does not return; the packet, unchanged,
             // is then container_snat6's.

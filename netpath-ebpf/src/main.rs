@@ -15,6 +15,7 @@ mod frag_needed;
 mod from_container;
 mod from_tunnel;
 mod headers;
+mod icmp6_error;
 mod icmp_error;
 mod layout_floor;
 mod maps;

@@ -5,6 +5,7 @@
 use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
 use netpath_common::{
     conntrack::{NODE6_F_MASQUERADE, NODE_F_IPV6},
+    maps::TAIL_ICMP6_TO_CONTAINER,
     trace::HOP_UPLINK_IN,
     Endpoint6Key, Reason,
 };
@@ -12,7 +13,7 @@ use netpath_common::{
 use crate::{
     conntrack, flow, forward,
     headers::{ipv6, IP_OFF},
-    maps::{ENDPOINTS6, NODE_CONFIG, NODE_CONFIG6},
+    maps::{ENDPOINTS6, NODE_CONFIG, NODE_CONFIG6, PROGS6},
     nat,
     packet::header,
     tc_entry,
@@ -53,8 +54,14 @@ fn try_uplink_in6(ctx: &TcContext) -> Result<(i32, Reason), Reason> {
     if cfg6.node_ip == [0; 16] || dst != cfg6.node_ip {
         return Ok((PASS, Reason::PassedToStack));
     }
-    // What netpath cannot or need not translate is the node's own traffic.
+    // What netpath cannot or need not translate is the node's own traffic, but for an
+    // ICMPv6 error about a NAT66 flow.
     let Ok(flow) = flow::parse6(ctx) else {
+        if ip[ipv6::NEXT_HDR] == ipv6::IPPROTO_ICMPV6 {
+            // SAFETY: a tail call that succeeds does not return; the packet is then
+            // icmp6_to_container's.
+            let _ = unsafe { PROGS6.tail_call(ctx, TAIL_ICMP6_TO_CONTAINER) };
+        }
         return Ok((PASS, Reason::PassedToStack));
     };
     let Some(entry) = conntrack::lookup(&flow, ctx.len()) else {

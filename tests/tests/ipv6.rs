@@ -416,3 +416,86 @@ fn ipv6_on_a_routed_prefix_leaves_and_arrives_with_the_container_address() {
     // And the outside reaches the container by its address, past ip6tables' DROP.
     assert!(ping6(&lab.outside, a, None), "ping6 from the outside\n{}", lab.agent_log());
 }
+
+#[test]
+fn icmpv6_errors_about_nat66_flows_reach_the_container_port_unreachable_and_path_mtu() {
+    let lab = lab_with_uplink6(&["--pod-cidr6", POD_CIDR6]);
+    // Nobody listens: the outside's kernel answers port unreachable to the node's
+    // address; the container's socket must hear of it.
+    let err = lab.containers[0]
+        .run(|| {
+            let s = std::net::UdpSocket::bind("[::]:0").unwrap();
+            s.connect(SocketAddrV6::new(OUTSIDE_IP6, 9999, 0, 0)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            s.send(b"anyone?").unwrap();
+            s.recv(&mut [0u8; 16]).unwrap_err()
+        })
+        .join()
+        .unwrap();
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "got {err}\n{}", lab.agent_log());
+
+    // Path MTU: a router on the outside cannot forward what the node sent for the
+    // container and says so (packet too big, MTU 1280) to the node's address.
+    let s = lab.outside.run(|| std::net::UdpSocket::bind(SocketAddrV6::new(OUTSIDE_IP6, 9004, 0, 0))).join();
+    let s = s.unwrap().unwrap();
+    let server = std::thread::spawn(move || {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.recv_from(&mut [0u8; 64]).unwrap().1
+    });
+    let client = lab.containers[0]
+        .run(|| {
+            let s = std::net::UdpSocket::bind("[::]:0").unwrap();
+            s.connect(SocketAddrV6::new(OUTSIDE_IP6, 9004, 0, 0)).unwrap();
+            s.send(b"big data follows").unwrap();
+            s
+        })
+        .join()
+        .unwrap();
+    let std::net::SocketAddr::V6(translated) = server.join().unwrap() else { panic!("not IPv6") };
+    assert_eq!(*translated.ip(), NODE_UPLINK_IP6);
+    // The quoted packet as the node sent it: fixed header and UDP header.
+    let mut quoted = vec![0x60, 0, 0, 0, 0x05, 0x00, 17, 63];
+    quoted.extend_from_slice(&NODE_UPLINK_IP6.octets());
+    quoted.extend_from_slice(&OUTSIDE_IP6.octets());
+    quoted.extend_from_slice(&translated.port().to_be_bytes());
+    quoted.extend_from_slice(&9004u16.to_be_bytes());
+    quoted.extend_from_slice(&[0x05, 0x00, 0, 0]);
+    let mut ptb = vec![2, 0, 0, 0];
+    ptb.extend_from_slice(&1280u32.to_be_bytes());
+    ptb.extend(quoted);
+    lab.outside
+        .run(move || {
+            // An ICMPv6 raw socket: the kernel fills in the checksum (RFC 3542).
+            // SAFETY: plain socket syscalls on a descriptor this closure owns and closes.
+            unsafe {
+                let fd = libc::socket(libc::AF_INET6, libc::SOCK_RAW, libc::IPPROTO_ICMPV6);
+                assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
+                let mut to: libc::sockaddr_in6 = std::mem::zeroed();
+                to.sin6_family = libc::AF_INET6 as u16;
+                to.sin6_addr.s6_addr = NODE_UPLINK_IP6.octets();
+                let n = libc::sendto(
+                    fd,
+                    ptb.as_ptr().cast(),
+                    ptb.len(),
+                    0,
+                    (&to as *const libc::sockaddr_in6).cast(),
+                    std::mem::size_of::<libc::sockaddr_in6>() as u32,
+                );
+                assert_eq!(n, ptb.len() as isize, "sendto: {}", std::io::Error::last_os_error());
+                libc::close(fd);
+            }
+        })
+        .join()
+        .unwrap();
+    // A poll, not a timing: the bound only decides how long a red run waits.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let route = out(&lab.containers[0], &["ip", "-6", "route", "get", &OUTSIDE_IP6.to_string()]);
+        if route.contains("mtu 1280") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no PMTU update in the container: {route}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(client);
+}

@@ -198,3 +198,57 @@ fn on_a_routed_prefix_ipv6_is_forwarded_both_ways_untranslated() {
         assert_eq!(count(pins, Reason::SnatNewFlow), 0);
     })
 }
+
+/// An ICMPv6 error (`ty`, `code`, the 4 bytes after the checksum) quoting `quoted`.
+fn icmp6_error(ty: u8, code: u8, rest: [u8; 4], quoted: &[u8]) -> Vec<u8> {
+    let mut m = vec![ty, code, 0, 0];
+    m.extend_from_slice(&rest);
+    m.extend_from_slice(quoted);
+    m
+}
+
+/// `quoted` (an IPv6 packet) with its source (`src`) or destination address and port
+/// replaced, its own checksum left as it was: what a translated error quotes.
+fn requoted(quoted: &[u8], src_side: bool, addr: Ipv6Addr, port: u16) -> Vec<u8> {
+    let mut q = quoted.to_vec();
+    let (a, p) = if src_side { (8, 40) } else { (24, 42) };
+    q[a..a + 16].copy_from_slice(&addr.octets());
+    q[p..p + 2].copy_from_slice(&port.to_be_bytes());
+    q
+}
+
+#[test]
+fn icmpv6_errors_about_nat66_flows_are_translated_both_ways() {
+    with_nat6(true, |dp, pins| {
+        let out = from_a(dp, &sent(A6, OUTSIDE6, UDP, 64, &pkt::udp(5000, 53, b"query")));
+        assert_eq!(out.action, TC_ACT_REDIRECT);
+        // A router on the way cannot forward it: packet too big, MTU 1280, to the node,
+        // quoting the packet as the node sent it.
+        let quoted = pkt::ipv6_l4(NODE6, OUTSIDE6, UDP, 63, &pkt::udp(NAT_PORT, 53, b"query"));
+        let mtu = 1280u32.to_be_bytes();
+        let ptb = arriving(OUTSIDE6, NODE6, ICMPV6, 64, &icmp6_error(2, 0, mtu, &quoted));
+        let back = from_uplink(dp, &ptb);
+        assert_eq!(back.action, TC_ACT_REDIRECT, "into a");
+        let want = icmp6_error(2, 0, mtu, &requoted(&quoted, true, A6, 5000));
+        assert_eq!(back.packet, delivered(OUTSIDE6, A6, ICMPV6, 63, &want), "packet too big, translated");
+        // The server's answer arrives; a's socket is gone and a says port unreachable,
+        // quoting the answer as it received it.
+        let answer = pkt::ipv6_l4(OUTSIDE6, A6, UDP, 63, &pkt::udp(53, 5000, b"answer"));
+        let unreach = sent(A6, OUTSIDE6, ICMPV6, 64, &icmp6_error(1, 4, [0; 4], &answer));
+        let out = from_a(dp, &unreach);
+        assert_eq!(out.action, TC_ACT_REDIRECT, "out through the uplink");
+        let want = icmp6_error(1, 4, [0; 4], &requoted(&answer, false, NODE6, NAT_PORT));
+        assert_eq!(out.packet, sent(NODE6, OUTSIDE6, ICMPV6, 63, &want), "port unreachable, translated");
+        assert_eq!(count(pins, Reason::NatTranslated), 2);
+        // An error about no NAT66 flow: the node's, going in; dropped going out (it would
+        // leave with a pod address).
+        let stranger = pkt::ipv6_l4(NODE6, OUTSIDE6, UDP, 63, &pkt::udp(NAT_PORT + 1, 53, b"query"));
+        let p = arriving(OUTSIDE6, NODE6, ICMPV6, 64, &icmp6_error(2, 0, mtu, &stranger));
+        let back = from_uplink(dp, &p);
+        assert_eq!((back.action, &back.packet), (TC_ACT_OK, &p));
+        let stranger = pkt::ipv6_l4(OUTSIDE6, A6, UDP, 63, &pkt::udp(53, 5001, b"answer"));
+        let out = from_a(dp, &sent(A6, OUTSIDE6, ICMPV6, 64, &icmp6_error(1, 4, [0; 4], &stranger)));
+        assert_eq!(out.action, TC_ACT_SHOT);
+        assert_eq!(count(pins, Reason::DropUnsupportedProtocol), 1);
+    })
+}

@@ -190,9 +190,12 @@ impl Datapath {
     /// uplink_in is attached and the endpoints' slot filled.
     pub fn load_ipv6_programs(&mut self) -> Result<(), DatapathError> {
         use netpath_common::maps::{
-            PROGS6, TAIL_CONTAINER_NAT6, TAIL_CONTAINER_PAIR6, TAIL_CONTAINER_SNAT6, TAIL_UPLINK_IN6,
+            PROGS6, TAIL_CONTAINER_NAT6, TAIL_CONTAINER_PAIR6, TAIL_CONTAINER_SNAT6,
+            TAIL_ICMP6_FROM_CONTAINER, TAIL_ICMP6_TO_CONTAINER, TAIL_UPLINK_IN6,
         };
         for (slot, name) in [
+            (TAIL_ICMP6_TO_CONTAINER, program::ICMP6_TO_CONTAINER),
+            (TAIL_ICMP6_FROM_CONTAINER, program::ICMP6_FROM_CONTAINER),
             (TAIL_CONTAINER_PAIR6, program::CONTAINER_PAIR6),
             (TAIL_CONTAINER_SNAT6, program::CONTAINER_SNAT6),
             (TAIL_CONTAINER_NAT6, program::CONTAINER_NAT6),
