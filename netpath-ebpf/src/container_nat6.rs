@@ -30,7 +30,7 @@ use crate::{
 
 #[classifier]
 pub fn container_nat6(ctx: TcContext) -> i32 {
-    tc_entry::resume(&ctx, |ctx| {
+    tc_entry::resume6(&ctx, |ctx| {
         let flow = match flow::parse6(ctx) {
             Ok(flow) => flow,
             Err(Reason::DropUnsupportedProtocol) => {
@@ -63,7 +63,7 @@ pub fn container_nat6(ctx: TcContext) -> i32 {
 /// container_pair6 in this CPU's scratch (a tail call carries nothing but the packet).
 #[classifier]
 pub fn container_snat6(ctx: TcContext) -> i32 {
-    tc_entry::resume(&ctx, |ctx| {
+    tc_entry::resume6(&ctx, |ctx| {
         let flow = flow::parse6(ctx)?;
         let (Some(cfg), Some(cfg6)) = (NODE_CONFIG.get(0), NODE_CONFIG6.get(0)) else {
             return Err(Reason::DropNatPortsExhausted);
@@ -84,7 +84,7 @@ pub fn container_snat6(ctx: TcContext) -> i32 {
 /// container_nat6 translates and routes the packet with them (and counts it).
 #[classifier]
 pub fn container_pair6(ctx: TcContext) -> i32 {
-    tc_entry::resume(&ctx, |ctx| {
+    tc_entry::resume6(&ctx, |ctx| {
         let flow = flow::parse6(ctx)?;
         let (Some(cfg6), Some(slot)) = (NODE_CONFIG6.get(0), CT6_SCRATCH.get_ptr(SCRATCH_PORT)) else {
             return Err(Reason::DropNatPortsExhausted);

@@ -44,7 +44,7 @@ const ETH_P_IPV6: u16 = 0x86dd;
 
 #[classifier]
 pub fn container_path6(ctx: TcContext) -> i32 {
-    tc_entry::run(&ctx, HOP_FROM_CONTAINER, try_container_path6)
+    tc_entry::run6(&ctx, HOP_FROM_CONTAINER, try_container_path6)
 }
 
 #[inline(always)]

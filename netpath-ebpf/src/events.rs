@@ -1,13 +1,16 @@
 //! Trace events for `netpath trace`: off, they cost one array lookup per packet; on,
 //! each packet's tuple is snapshotted as it arrives, filtered in the kernel, and the
 //! matching ones go to user space through a ring buffer.
-use aya_ebpf::helpers::generated::bpf_ktime_get_ns;
-use netpath_common::{Reason, TraceEvent, TraceFilter};
+use aya_ebpf::{
+    helpers::generated::{bpf_ktime_get_ns, bpf_skb_load_bytes},
+    programs::TcContext,
+};
+use netpath_common::{trace::FAMILY_IPV6, Reason, TraceEvent, TraceFilter};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
 use crate::{
     counters,
-    headers::{l4, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IP_OFF},
+    headers::{ipv6, l4, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IPV6_L4_OFF, IP_OFF},
     maps::{EVENTS, TRACE_FILTER, TRACE_SCRATCH},
     packet::{ptr_at, PacketData},
 };
@@ -26,11 +29,28 @@ pub fn filter() -> Option<&'static TraceFilter> {
 /// 512 bytes of stack for the whole call chain, and struct copies become calls).
 #[inline(always)]
 pub fn begin<C: PacketData>(filter: Option<&TraceFilter>, ctx: &C, hop: u8, ifindex: u32) {
+    begin_with(filter, ctx, hop, ifindex, snapshot::<C>)
+}
+
+/// [`begin`] in a program that sees IPv6 only.
+#[inline(always)]
+pub fn begin6(filter: Option<&TraceFilter>, ctx: &TcContext, hop: u8, ifindex: u32) {
+    begin_with(filter, ctx, hop, ifindex, snapshot6)
+}
+
+#[inline(always)]
+fn begin_with<C>(
+    filter: Option<&TraceFilter>,
+    ctx: &C,
+    hop: u8,
+    ifindex: u32,
+    snap: impl Fn(*mut TraceEvent, &C, u8, u32),
+) {
     if filter.is_none() {
         return;
     }
     if let Some(slot) = TRACE_SCRATCH.get_ptr_mut(0) {
-        snapshot(slot, ctx, hop, ifindex);
+        snap(slot, ctx, hop, ifindex);
         // SAFETY: per-CPU slot, no other writer while this program runs on this CPU.
         unsafe { (*slot).node = [0; 4] };
     }
@@ -87,6 +107,7 @@ fn snapshot<C: PacketData>(ev: *mut TraceEvent, ctx: &C, hop: u8, ifindex: u32) 
     ev.sport = [0; 2];
     ev.dport = [0; 2];
     ev.proto = 0;
+    ev.family = 0;
     let Ok(eth) = ptr_at::<EthHdr, C>(ctx, 0) else { return };
     // SAFETY: bounds-checked by ptr_at.
     if unsafe { (*eth).ether_type } != 0x0800u16.to_be() {
@@ -119,18 +140,88 @@ fn snapshot<C: PacketData>(ev: *mut TraceEvent, ctx: &C, hop: u8, ifindex: u32) 
     }
 }
 
+/// IPv6's [`snapshot`], for the programs that see IPv6 only: the fixed header, and the
+/// ports (ICMPv6's type and code) when the transport header follows it at once.
+#[inline(always)]
+fn snapshot6(ev: *mut TraceEvent, ctx: &TcContext, hop: u8, ifindex: u32) {
+    // SAFETY: as in snapshot.
+    let ev = unsafe { &mut *ev };
+    ev.hop = hop;
+    ev.ifindex = ifindex;
+    ev.len = ctx.len();
+    ev.src = [0; 4];
+    ev.dst = [0; 4];
+    ev.sport = [0; 2];
+    ev.dport = [0; 2];
+    ev.proto = 0;
+    ev.family = 0;
+    let Ok(fixed) = ptr_at::<[u8; 8], TcContext>(ctx, IP_OFF) else { return };
+    // SAFETY: bounds-checked by ptr_at.
+    let (version, next) = unsafe { ((*fixed)[0] >> 4, (*fixed)[ipv6::NEXT_HDR]) };
+    if version != 6 {
+        return;
+    }
+    // Both addresses (they follow each other, as src6 and dst6 do) straight into the
+    // map value: copied byte by byte through registers, they would spill.
+    // SAFETY: src6 and dst6 are 32 contiguous bytes of this CPU's slot; constant length.
+    let rc = unsafe {
+        bpf_skb_load_bytes(
+            ctx.skb.skb as *const _,
+            (IP_OFF + ipv6::SRC) as u32,
+            ev.src6.as_mut_ptr().cast(),
+            32,
+        )
+    };
+    if rc != 0 {
+        return;
+    }
+    ev.family = FAMILY_IPV6;
+    ev.proto = next;
+    if let Ok(head) = ptr_at::<[u8; 4], TcContext>(ctx, IPV6_L4_OFF) {
+        // SAFETY: bounds-checked by ptr_at.
+        let head = unsafe { *head };
+        match next {
+            IPPROTO_TCP | IPPROTO_UDP => {
+                ev.sport = [head[0], head[1]];
+                ev.dport = [head[2], head[3]];
+            }
+            ipv6::IPPROTO_ICMPV6 => {
+                ev.sport = [0, head[0]];
+                ev.dport = [0, head[1]];
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Sends the snapshot taken by [`begin`] and, when the packet was handed on
 /// ([`egress`]), one of the packet as it leaves, if the filter wants them; a full ring
 /// buffer is counted, not fatal.
 #[inline(always)]
 pub fn emit<C: PacketData>(filter: Option<&TraceFilter>, ctx: &C, reason: Reason) {
+    emit_with(filter, ctx, reason, snapshot::<C>)
+}
+
+/// [`emit`] after [`begin6`].
+#[inline(always)]
+pub fn emit6(filter: Option<&TraceFilter>, ctx: &TcContext, reason: Reason) {
+    emit_with(filter, ctx, reason, snapshot6)
+}
+
+#[inline(always)]
+fn emit_with<C>(
+    filter: Option<&TraceFilter>,
+    ctx: &C,
+    reason: Reason,
+    snap: impl Fn(*mut TraceEvent, &C, u8, u32),
+) {
     let Some(filter) = filter else { return };
     let (Some(ev), Some(out)) = (TRACE_SCRATCH.get_ptr_mut(0), TRACE_SCRATCH.get_ptr_mut(1)) else { return };
     // SAFETY: per-CPU slots written by begin() and egress() in this same program run.
     let (hop, ifindex) = unsafe { ((*out).hop, (*out).ifindex) };
     let egressed = hop != 0;
     if egressed {
-        snapshot(out, ctx, hop, ifindex);
+        snap(out, ctx, hop, ifindex);
     }
     // SAFETY: as above.
     let (ev, left) = unsafe { (&mut *ev, &mut *out) };

@@ -56,7 +56,7 @@ enum Direction {
 
 #[classifier]
 pub fn icmp6_to_container(ctx: TcContext) -> i32 {
-    tc_entry::resume(&ctx, |ctx| {
+    tc_entry::resume6(&ctx, |ctx| {
         let Some((_, dst, hops)) = translate(ctx, Direction::ToContainer)? else {
             return Ok((PASS, Reason::PassedToStack));
         };
@@ -75,7 +75,7 @@ pub fn icmp6_to_container(ctx: TcContext) -> i32 {
 
 #[classifier]
 pub fn icmp6_from_container(ctx: TcContext) -> i32 {
-    tc_entry::resume(&ctx, |ctx| {
+    tc_entry::resume6(&ctx, |ctx| {
         // An error about no flow NAT66 knows would leave with a pod address: dropped, as
         // the rest of what NAT66 cannot translate.
         let (src, dst, hops) =

@@ -13,18 +13,37 @@ use crate::{counters, events, packet::ifindex, rare};
 pub fn run(ctx: &TcContext, hop: u8, logic: impl FnOnce(&TcContext) -> Result<(i32, Reason), Reason>) -> i32 {
     let filter = events::filter();
     events::begin(filter, ctx, hop, ifindex(ctx));
-    finish(ctx, filter, logic)
+    finish::<false>(ctx, filter, logic)
+}
+
+/// [`run`] for a program that sees IPv6 only: the trace snapshots IPv6 headers (and the
+/// IPv4 programs never carry the code for it).
+#[inline(always)]
+pub fn run6(
+    ctx: &TcContext,
+    hop: u8,
+    logic: impl FnOnce(&TcContext) -> Result<(i32, Reason), Reason>,
+) -> i32 {
+    let filter = events::filter();
+    events::begin6(filter, ctx, hop, ifindex(ctx));
+    finish::<true>(ctx, filter, logic)
 }
 
 /// Runs `logic` in a program tail-called by one that [`run`] started: the packet's
 /// arrival is already traced, and nothing in between has changed its length.
 #[inline(always)]
 pub fn resume(ctx: &TcContext, logic: impl FnOnce(&TcContext) -> Result<(i32, Reason), Reason>) -> i32 {
-    finish(ctx, events::filter(), logic)
+    finish::<false>(ctx, events::filter(), logic)
+}
+
+/// [`resume`] after [`run6`].
+#[inline(always)]
+pub fn resume6(ctx: &TcContext, logic: impl FnOnce(&TcContext) -> Result<(i32, Reason), Reason>) -> i32 {
+    finish::<true>(ctx, events::filter(), logic)
 }
 
 #[inline(always)]
-fn finish(
+fn finish<const V6: bool>(
     ctx: &TcContext,
     filter: Option<&netpath_common::TraceFilter>,
     logic: impl FnOnce(&TcContext) -> Result<(i32, Reason), Reason>,
@@ -35,7 +54,11 @@ fn finish(
         Err(reason) => (TC_ACT_SHOT, reason),
     };
     counters::count(reason, len);
-    events::emit(filter, ctx, reason);
+    if V6 {
+        events::emit6(filter, ctx, reason);
+    } else {
+        events::emit(filter, ctx, reason);
+    }
     rare::note(ctx, reason);
     action
 }

@@ -23,7 +23,7 @@ const PASS: i32 = TC_ACT_OK as i32;
 
 #[classifier]
 pub fn uplink_in6(ctx: TcContext) -> i32 {
-    tc_entry::run(&ctx, HOP_UPLINK_IN, try_uplink_in6)
+    tc_entry::run6(&ctx, HOP_UPLINK_IN, try_uplink_in6)
 }
 
 #[inline(always)]

@@ -225,7 +225,7 @@ pub struct CheckExpect {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TraceSpec {
     pub endpoint: Option<String>,
-    pub host: Option<Ipv4Addr>,
+    pub host: Option<std::net::IpAddr>,
     pub port: Option<u16>,
     /// IP protocol number (6, 17, 1).
     pub proto: Option<u8>,

@@ -499,3 +499,39 @@ fn icmpv6_errors_about_nat66_flows_reach_the_container_port_unreachable_and_path
     }
     drop(client);
 }
+
+#[test]
+fn trace_shows_ipv6_hops_with_their_addresses() {
+    use netpath_tests::trace::{events, start_trace};
+    let lab = lab_with_uplink6(&["--pod-cidr6", POD_CIDR6]);
+    let a = ip6_of(&lab, "a");
+    // The gateway resolved first: its neighbour discovery would be traced too.
+    assert!(ping6(&lab.containers[0], OUTSIDE_IP6, None));
+    // The endpoint filter takes its IPv6 address too; ICMP takes ICMPv6.
+    let t = start_trace(&lab, &["--endpoint", "a", "--proto", "icmp", "--count", "2", "--duration", "10"]);
+    assert!(lab.containers[0]
+        .exec(&["ping", "-6", "-n", "-c", "1", "-W", "2", &OUTSIDE_IP6.to_string()])
+        .status
+        .success());
+    let evs = events(t);
+    let hops: Vec<&str> = evs.iter().map(|e| e["hop"].as_str().unwrap()).collect();
+    assert_eq!(hops, ["from-container", "uplink-out"], "{evs:?}");
+    assert_eq!(evs[0]["src"], a.to_string());
+    assert_eq!(evs[0]["src_endpoint"], "a");
+    assert_eq!(evs[0]["dst"], OUTSIDE_IP6.to_string());
+    assert_eq!(evs[0]["decision"], "snat-new-flow", "each ping is a flow of its own (its identifier)");
+    // As it leaves: translated to the node's address.
+    assert_eq!(evs[1]["src"], NODE_UPLINK_IP6.to_string());
+    assert_eq!(evs[1]["proto"], "icmp");
+    // A host filter in IPv6: the reply on the uplink, before and after translation.
+    let t = start_trace(
+        &lab,
+        &["--host", &OUTSIDE_IP6.to_string(), "--proto", "tcp", "--count", "2", "--duration", "10"],
+    );
+    let server = echo_once(&lab.outside, SocketAddrV6::new(OUTSIDE_IP6, 9010, 0, 0));
+    echo_from(&lab.containers[0], SocketAddrV6::new(OUTSIDE_IP6, 9010, 0, 0)).unwrap();
+    server.join().unwrap();
+    let evs = events(t);
+    assert_eq!(evs[0]["hop"], "from-container", "{evs:?}");
+    assert_eq!((&evs[0]["dport"], &evs[1]["dport"]), (&9010.into(), &9010.into()), "{evs:?}");
+}

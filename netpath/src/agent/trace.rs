@@ -48,22 +48,30 @@ impl Agent {
         if let Some(t) = &self.trace {
             return Err(AgentError::TraceRunning { pid: t.pid, filter: t.filter.clone() });
         }
-        let endpoint = match &spec.endpoint {
-            None => [0; 4],
+        // An endpoint's packets of both families: its IPv4 address and its IPv6 one.
+        let (endpoint, endpoint6) = match &spec.endpoint {
+            None => ([0; 4], [0; 16]),
             Some(name) => self
                 .endpoints
                 .get(name)
-                .map(|e| e.ip.octets())
+                .map(|e| (e.ip.octets(), e.ip6.map_or([0; 16], |a| a.octets())))
                 .ok_or_else(|| AgentError::NoEndpoint { name: name.clone() })?,
+        };
+        let (host, host6) = match spec.host {
+            None => ([0; 4], [0; 16]),
+            Some(std::net::IpAddr::V4(h)) => (h.octets(), [0; 16]),
+            Some(std::net::IpAddr::V6(h)) => ([0; 4], h.octets()),
         };
         let filter = TraceFilter {
             enabled: 1,
             drops_only: spec.drops_only.into(),
             endpoint,
-            host: spec.host.map_or([0; 4], |h| h.octets()),
+            host,
             port: spec.port.map_or([0; 2], u16::to_be_bytes),
             proto: spec.proto.unwrap_or(0),
             _pad: 0,
+            endpoint6,
+            host6,
         };
         self.datapath.set_trace_filter(filter)?;
         let id = self.trace.as_ref().map_or(0, |t| t.id)

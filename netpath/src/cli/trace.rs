@@ -2,7 +2,7 @@
 //! events from the ring buffer; the agent disarms it when this process's connection
 //! ends. One trace at a time per node: the agent refuses a second.
 use std::{
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -28,9 +28,9 @@ pub struct TraceArgs {
     /// Only packets from or to this endpoint.
     #[arg(long)]
     pub endpoint: Option<String>,
-    /// Only packets from or to this address.
+    /// Only packets from or to this address (IPv4 or IPv6).
     #[arg(long)]
-    pub host: Option<Ipv4Addr>,
+    pub host: Option<std::net::IpAddr>,
     /// Only packets from or to this port.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     pub port: Option<u16>,
@@ -158,16 +158,27 @@ fn lost(inspector: &Inspector) -> u64 {
 fn print_event(ev: &TraceEvent, names: &[EndpointRecord], format: Format) {
     let reason = Reason::from_code(ev.reason as u32);
     let reason_name = reason.map_or("unknown", |r| r.name());
+    let v6 = ev.family == netpath_common::trace::FAMILY_IPV6;
     let proto = match ev.proto {
         6 => "tcp",
         17 => "udp",
         1 => "icmp",
+        58 if v6 => "icmp",
         0 => "-",
         _ => "ip",
     };
-    let (src, dst) = (Ipv4Addr::from(ev.src), Ipv4Addr::from(ev.dst));
+    let (src, dst): (IpAddr, IpAddr) = if v6 {
+        (Ipv6Addr::from(ev.src6).into(), Ipv6Addr::from(ev.dst6).into())
+    } else {
+        (Ipv4Addr::from(ev.src).into(), Ipv4Addr::from(ev.dst).into())
+    };
     let (sport, dport) = (u16::from_be_bytes(ev.sport), u16::from_be_bytes(ev.dport));
-    let name = |ip: Ipv4Addr| names.iter().find(|e| e.ip == ip).map(|e| e.name.as_str());
+    let name = |ip: IpAddr| {
+        names
+            .iter()
+            .find(|e| IpAddr::V4(e.ip) == ip || e.ip6.map(IpAddr::V6) == Some(ip))
+            .map(|e| e.name.as_str())
+    };
     let node = (ev.node != [0; 4]).then(|| Ipv4Addr::from(ev.node));
     if format == Format::Json {
         let line = json!({
@@ -185,7 +196,7 @@ fn print_event(ev: &TraceEvent, names: &[EndpointRecord], format: Format) {
         "{secs:>14.6} {:<14} {:<4} {:>21} -> {:<21} {reason_name}{via}",
         hop_name(ev.hop),
         proto,
-        format!("{src}:{sport}"),
-        format!("{dst}:{dport}"),
+        std::net::SocketAddr::new(src, sport).to_string(),
+        std::net::SocketAddr::new(dst, dport).to_string(),
     );
 }
