@@ -55,11 +55,13 @@ pub fn endpoints6(
     v4: &[(Ipv4Addr, EndpointInfo)],
 ) -> Vec<(Ipv6Addr, Ipv4Addr, EndpointInfo)> {
     let written: std::collections::HashMap<Ipv4Addr, EndpointInfo> = v4.iter().copied().collect();
-    let want4 = endpoints(records, ports);
+    // By address: a walk of the list per record made a reconcile pass quadratic.
+    let want4: std::collections::HashMap<Ipv4Addr, EndpointInfo> =
+        endpoints(records, ports).into_iter().collect();
     let mut out = Vec::new();
     for rec in records {
         let (Some(ip6), Some(mac)) = (rec.ip6, parse_mac(&rec.mac)) else { continue };
-        let Some((_, info)) = want4.iter().find(|(ip, _)| *ip == rec.ip) else { continue };
+        let Some(info) = want4.get(&rec.ip) else { continue };
         let slot = written
             .get(&rec.ip)
             .filter(|w| w.without_slot() == info.without_slot())
