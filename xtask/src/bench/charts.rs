@@ -190,6 +190,7 @@ fn group_label(groups: &[(PathKind, Test)], x: f64) -> String {
             PathKind::C2c => "c2c",
             PathKind::C2c6 => "c2c6",
             PathKind::Snat => "snat",
+            PathKind::Snat6 => "snat6",
             PathKind::Dnat => "dnat",
             PathKind::Loopback => "lo",
         };

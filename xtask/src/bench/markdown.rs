@@ -112,7 +112,7 @@ impl Report {
             "| path | test | netpath | bridge+iptables | limit | netpath/iptables | netpath/limit |"
         );
         let _ = writeln!(md, "|---|---|---|---|---|---|---|");
-        for path in [PathKind::C2c, PathKind::C2c6, PathKind::Snat, PathKind::Dnat, PathKind::Loopback] {
+        for path in PathKind::ALL {
             for test in super::TESTS {
                 for placement in [Placement::SameCpu, Placement::SplitCpu] {
                     if let Some(row) = self.md_main_row(path, test, placement) {
@@ -127,11 +127,7 @@ impl Report {
     /// loopback row, and it has no NAT paths: its column is empty on those.
     fn md_main_row(&self, path: PathKind, test: Test, placement: Placement) -> Option<String> {
         let cell = |dp| {
-            let lookup = if dp == Datapath::Limit && matches!(path, PathKind::Snat | PathKind::Dnat) {
-                PathKind::C2c
-            } else {
-                path
-            };
+            let lookup = if dp == Datapath::Limit { path.on_the_limit() } else { path };
             if dp != Datapath::Limit && path == PathKind::Loopback {
                 return "-".to_string();
             }
@@ -140,7 +136,7 @@ impl Report {
         let row = [cell(Datapath::Netpath), cell(Datapath::Iptables), cell(Datapath::Limit)];
         // The limit has no NAT paths (its cell there is the container-to-container one):
         // a NAT row is empty when neither netpath nor iptables measured it (`--only`).
-        let nat = path == PathKind::Snat || path == PathKind::Dnat;
+        let nat = path.is_nat();
         if row.iter().take(if nat { 2 } else { 3 }).all(|c| c == "-") {
             return None;
         }
@@ -402,12 +398,17 @@ impl Report {
                 "x",
             ));
         }
-        out.push(judge(
-            "SNAT TCP_CRR vs iptables MASQUERADE",
-            self.ratio(PathKind::Snat, Test::TcpCrr, Datapath::Iptables, 0),
-            1.0,
-            "x",
-        ));
+        // IPv6's masquerade (NAT66 against ip6tables MASQUERADE): IPv4's target.
+        for (path, name) in
+            [(PathKind::Snat, "SNAT TCP_CRR vs iptables"), (PathKind::Snat6, "SNAT66 TCP_CRR vs ip6tables")]
+        {
+            out.push(judge(
+                &format!("{name} MASQUERADE"),
+                self.ratio(path, Test::TcpCrr, Datapath::Iptables, 0),
+                1.0,
+                "x",
+            ));
+        }
         out.push(judge(
             "container-to-container TCP_STREAM vs limit",
             self.ratio(PathKind::C2c, Test::TcpStream, Datapath::Limit, 0),

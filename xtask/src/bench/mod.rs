@@ -243,11 +243,12 @@ fn measure(w: &World, path: PathKind, test: Test, placement: Placement, duration
 /// nor for TCP_STREAM, nor through XDP), narrowed by `--only`.
 fn data_plane_plan(worlds: &[World], args: &BenchArgs) -> Vec<Planned> {
     let mut plan = Vec::new();
-    for path in [PathKind::C2c, PathKind::C2c6, PathKind::Snat, PathKind::Dnat, PathKind::Loopback] {
+    for path in PathKind::ALL {
         for test in TESTS {
             for placement in [Placement::SameCpu, Placement::SplitCpu] {
                 // (IPv6 on one CPU only: split CPUs measure the scheduler as much as the path.)
-                let one_cpu = args.quick || test == Test::TcpStream || path == PathKind::C2c6;
+                let ipv6 = matches!(path, PathKind::C2c6 | PathKind::Snat6);
+                let one_cpu = args.quick || test == Test::TcpStream || ipv6;
                 if placement == Placement::SplitCpu && one_cpu {
                     continue;
                 }

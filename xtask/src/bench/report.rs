@@ -190,17 +190,8 @@ impl Report {
     /// The median of netpath/other computed repetition by repetition.
     pub(super) fn ratio(&self, path: PathKind, test: Test, other: Datapath, mappings: u32) -> Option<f64> {
         let a = self.find(Datapath::Netpath, path, test, Placement::SameCpu, mappings)?;
-        let b = self.find(
-            other,
-            if other == Datapath::Limit && matches!(path, PathKind::Snat | PathKind::Dnat) {
-                PathKind::C2c
-            } else {
-                path
-            },
-            test,
-            Placement::SameCpu,
-            mappings,
-        )?;
+        let path = if other == Datapath::Limit { path.on_the_limit() } else { path };
+        let b = self.find(other, path, test, Placement::SameCpu, mappings)?;
         let mut r: Vec<f64> = a.samples.iter().zip(&b.samples).map(|(x, y)| x.rate / y.rate).collect();
         Some(median(&mut r))
     }

@@ -13,6 +13,11 @@ use serde::Serialize;
 pub const SERVICE_PORT: u16 = 5001;
 pub const HOST_PORT: u16 = 8080;
 
+/// The uplink's IPv6 addresses (the node's, the outside host's), in the worlds with an
+/// IPv6 path to the outside: the IPv4 uplink's 192.168.77.0/24 spelled in IPv6.
+pub const NODE_UPLINK_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x192, 0x168, 0x77, 0, 0, 0, 1);
+pub const OUTSIDE_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x192, 0x168, 0x77, 0, 0, 0, 2);
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum Datapath {
     #[serde(rename = "netpath")]
@@ -52,6 +57,8 @@ pub enum PathKind {
     C2c6,
     #[serde(rename = "container-to-outside (SNAT)")]
     Snat,
+    #[serde(rename = "container-to-outside (SNAT66)")]
+    Snat6,
     #[serde(rename = "outside-to-mapped-port (DNAT)")]
     Dnat,
     #[serde(rename = "loopback")]
@@ -64,8 +71,28 @@ impl PathKind {
             PathKind::C2c => "container-to-container",
             PathKind::C2c6 => "container-to-container (IPv6)",
             PathKind::Snat => "container-to-outside (SNAT)",
+            PathKind::Snat6 => "container-to-outside (SNAT66)",
             PathKind::Dnat => "outside-to-mapped-port (DNAT)",
             PathKind::Loopback => "loopback",
+        }
+    }
+
+    /// Every path, in the tables' order.
+    pub const ALL: [PathKind; 6] =
+        [PathKind::C2c, PathKind::C2c6, PathKind::Snat, PathKind::Snat6, PathKind::Dnat, PathKind::Loopback];
+
+    /// Through NAT on the uplink: the limit has no such path.
+    pub fn is_nat(self) -> bool {
+        matches!(self, PathKind::Snat | PathKind::Snat6 | PathKind::Dnat)
+    }
+
+    /// What the limit measures for this path: its NAT paths' container-to-container
+    /// counterpart of the same family.
+    pub fn on_the_limit(self) -> PathKind {
+        match self {
+            PathKind::Snat | PathKind::Dnat => PathKind::C2c,
+            PathKind::Snat6 => PathKind::C2c6,
+            p => p,
         }
     }
 }
@@ -117,6 +144,13 @@ pub fn in_ns(ns: &Netns, args: &[&str]) -> Result<()> {
         bail!("{} in {}: {}", args.join(" "), ns.name, String::from_utf8_lossy(&o.stderr).trim());
     }
     Ok(())
+}
+
+/// The uplink's IPv6 addresses, without duplicate address detection: the outside host
+/// on the node's subnet, as IPv4's (no route needed either way, the node's masquerades).
+fn uplink6(lab: &Lab) -> Result<()> {
+    ip(&lab.node, &["-6", "addr", "add", &format!("{NODE_UPLINK_IP6}/64"), "dev", "uplink0", "nodad"])?;
+    ip(&lab.outside, &["-6", "addr", "add", &format!("{OUTSIDE_IP6}/64"), "dev", "eth0", "nodad"])
 }
 
 /// The bridge br0 on the node, each container's veth enslaved to it, addresses
@@ -175,6 +209,21 @@ fn docker_nat_rules() -> Vec<String> {
     rules
 }
 
+/// A rule of Docker's for IPv4 as Docker writes it for its bridge network's IPv6 (with
+/// ip6tables enabled): the same chains and rules, the bridge's IPv6 addresses.
+fn ip6_rule(rule: &str) -> Result<String> {
+    let b = format!("10.77.0.3:{SERVICE_PORT}");
+    let rule = rule
+        .replace("127.0.0.0/8", "::1/128")
+        .replace("10.77.0.0/24", "fd00:77::/64")
+        .replace("10.77.0.3/32", "fd00:77::3/128")
+        .replace(&b, &format!("[fd00:77::3]:{SERVICE_PORT}"));
+    if rule.contains("10.77.") {
+        bail!("an IPv4 address left in the ip6tables rule {rule}");
+    }
+    Ok(rule)
+}
+
 /// Docker's filter table: FORWARD through DOCKER-USER and DOCKER, the bridge's own
 /// traffic and replies accepted, and its per-port ACCEPT for each published protocol.
 fn docker_filter_rules() -> Vec<String> {
@@ -213,6 +262,10 @@ impl World {
 
     fn netpath_with(prefix: &str, datapath: Datapath, args: &[&str]) -> Result<World> {
         let mut lab = lab(prefix)?;
+        if datapath == Datapath::Netpath {
+            // NAT66 masquerades to the uplink's IPv6 address: there before the agent.
+            uplink6(&lab)?;
+        }
         lab.start_agent_with(args);
         lab.add_endpoint("a", 0);
         let b = lab.add_endpoint("b", 1);
@@ -244,9 +297,11 @@ impl World {
             args.extend(rule.split_whitespace());
             in_ns(node, &args).context("building the iptables baseline")?;
         }
-        // Docker's filter rules again in ip6tables, for its IPv6 bridge network.
-        for rule in docker_filter_rules() {
-            let rule = rule.replace("10.77.0.3/32", "fd00:77::3/128");
+        // Docker's rules again in ip6tables, for its IPv6 bridge network: MASQUERADE
+        // for the container-to-outside path over IPv6 (the uplink's IPv6 addresses).
+        uplink6(&lab)?;
+        for rule in docker_nat_rules().into_iter().chain(docker_filter_rules()) {
+            let rule = ip6_rule(&rule)?;
             let mut args = vec!["ip6tables"];
             args.extend(rule.split_whitespace());
             in_ns(node, &args).context("building the ip6tables baseline")?;
@@ -303,9 +358,10 @@ impl World {
             Datapath::Limit => vec![PathKind::C2c, PathKind::C2c6, PathKind::Loopback],
             Datapath::Floor => vec![PathKind::C2c],
             Datapath::Netpath | Datapath::Iptables => {
-                vec![PathKind::C2c, PathKind::C2c6, PathKind::Snat, PathKind::Dnat]
+                vec![PathKind::C2c, PathKind::C2c6, PathKind::Snat, PathKind::Snat6, PathKind::Dnat]
             }
-            // XDP sits on the uplink: only the NAT paths go through it.
+            // XDP sits on the uplink: only the NAT paths go through it (IPv4's: it
+            // translates no IPv6).
             Datapath::NetpathXdp => vec![PathKind::Snat, PathKind::Dnat],
         }
     }
@@ -327,6 +383,10 @@ impl World {
                 client: &c[0],
                 target: svc(OUTSIDE_IP),
             },
+            PathKind::Snat6 => {
+                let outside = SocketAddr::new(OUTSIDE_IP6.into(), SERVICE_PORT);
+                Endpoints { server: &self.lab.outside, listen: outside, client: &c[0], target: outside }
+            }
             PathKind::Dnat => Endpoints {
                 server: &c[1],
                 listen: svc(self.b),
