@@ -57,16 +57,26 @@ fn settings(path: &Path, top: &ArgMatches, agent: &ArgMatches) -> Result<Vec<Str
             _ if is_flag => return Err(bad(format!("`{key}` must be true or false, not {value}"))),
             toml::Value::String(s) => s.clone(),
             toml::Value::Integer(i) => i.to_string(),
+            // A setting that takes true or false as its value (`masquerade6 = false`).
+            toml::Value::Boolean(b) => b.to_string(),
             _ => return Err(bad(format!("`{key}` must be a string or a number, not {value}"))),
         };
         if !is_flag {
             // The flag's own parser, so the file gets exactly the flag's checks.
             let probe = ["netpath".to_string(), "agent".into(), format!("--{key}={text}")];
-            cmd.clone().try_get_matches_from(probe).map_err(|e| {
-                let msg = e.to_string();
-                let first = msg.lines().next().unwrap_or_default().trim_start_matches("error: ");
-                bad(format!("`{key}`: {first}"))
-            })?;
+            // Alone in the probe, a setting that needs another (cluster-cidr needs store)
+            // misses it: that is for the real parse, with every setting, to judge.
+            let probed = cmd.clone().try_get_matches_from(probe);
+            probed
+                .or_else(|e| match e.kind() {
+                    clap::error::ErrorKind::MissingRequiredArgument => Ok(ArgMatches::default()),
+                    _ => Err(e),
+                })
+                .map_err(|e| {
+                    let msg = e.to_string();
+                    let first = msg.lines().next().unwrap_or_default().trim_start_matches("error: ");
+                    bad(format!("`{key}`: {first}"))
+                })?;
         }
         let id = arg.get_id().as_str();
         if !matches!(matches.value_source(id), None | Some(ValueSource::DefaultValue)) {
@@ -95,6 +105,26 @@ mod tests {
         let out = apply(argv);
         std::fs::remove_file(&path).unwrap();
         out.map(|v| v.into_iter().skip(4 + args.len()).map(|s| s.into_string().unwrap()).collect())
+    }
+
+    #[test]
+    fn settings_that_need_others_and_boolean_values_are_taken() {
+        let body = "pod-cidr6 = \"fd00:77::/64\"\nmasquerade6 = false\nnode-name = \"n1\"\n\
+                    store = \"etcd://127.0.0.1:2379\"\ncluster-cidr = \"10.80.0.0/16\"\n";
+        let mut got = with_file(body, &[]).unwrap();
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                "--cluster-cidr=10.80.0.0/16",
+                "--masquerade6=false",
+                "--node-name=n1",
+                "--pod-cidr6=fd00:77::/64",
+                "--store=etcd://127.0.0.1:2379"
+            ]
+        );
+        let err = with_file("masquerade6 = \"maybe\"\n", &[]).unwrap_err();
+        assert!(err.contains("`masquerade6`") && err.contains("maybe"), "{err}");
     }
 
     #[test]
