@@ -34,9 +34,14 @@ pub fn container_nat6(ctx: TcContext) -> i32 {
         let flow = match flow::parse6(ctx) {
             Ok(flow) => flow,
             Err(Reason::DropUnsupportedProtocol) => {
-                // SAFETY: a tail call that succeeds does not return; the packet is then
-                // icmp6_from_container's, which takes an ICMPv6 error about a NAT66 flow.
-                let _ = unsafe { PROGS6.tail_call(ctx, TAIL_ICMP6_FROM_CONTAINER) };
+                let next: *const u8 = header(ctx, IP_OFF + ipv6::NEXT_HDR)?;
+                // SAFETY: bounds-checked by header().
+                if unsafe { *next } == ipv6::IPPROTO_ICMPV6 {
+                    // SAFETY: a tail call that succeeds does not return; the packet is
+                    // then icmp6_from_container's, which takes an ICMPv6 error about a
+                    // NAT66 flow.
+                    let _ = unsafe { PROGS6.tail_call(ctx, TAIL_ICMP6_FROM_CONTAINER) };
+                }
                 return Err(Reason::DropUnsupportedProtocol);
             }
             Err(reason) => return Err(reason),

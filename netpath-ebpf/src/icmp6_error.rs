@@ -97,12 +97,14 @@ fn translate(ctx: &TcContext, dir: Direction) -> Result<Option<(Ip6, Ip6, u8)>, 
     let outer: *const [u8; ipv6::LEN] = header(ctx, IP_OFF)?;
     // SAFETY: bounds-checked by header().
     let (next, hops) = unsafe { ((*outer)[ipv6::NEXT_HDR], (*outer)[ipv6::HOP_LIMIT]) };
-    let msg: *const [u8; 8] = header(ctx, ICMP6_OFF)?;
+    if next != ipv6::IPPROTO_ICMPV6 {
+        return Ok(None);
+    }
+    // A message too short to be an error is not one (the kernel discards it).
+    let Ok(msg) = header::<[u8; 8], _>(ctx, ICMP6_OFF) else { return Ok(None) };
     // SAFETY: bounds-checked by header().
     let ty = unsafe { (*msg)[0] };
-    if next != ipv6::IPPROTO_ICMPV6
-        || !matches!(ty, DEST_UNREACH | PACKET_TOO_BIG | TIME_EXCEEDED | PARAM_PROBLEM)
-    {
+    if !matches!(ty, DEST_UNREACH | PACKET_TOO_BIG | TIME_EXCEEDED | PARAM_PROBLEM) {
         return Ok(None);
     }
     let [src, dst]: [Ip6; 2] = ctx.load(<Ip6 as Addr>::SRC_OFF).or_malformed()?;

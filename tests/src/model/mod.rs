@@ -8,7 +8,8 @@
 //! IPv6 likewise: neighbour discovery for the gateway, delivery between containers,
 //! NAT66 masquerade to the node's IPv6 address with IPv4's conntrack (its own tables)
 //! or, on a node with a routed prefix, forwarding with the containers' own addresses,
-//! both ways; the IPv6 settings and routes are [`World6`]'s. A model of IPv6 translation
+//! both ways, with ICMPv6 errors about NAT66 flows translated as IPv4's ICMP errors are;
+//! the IPv6 settings and routes are [`World6`]'s. A model of IPv6 translation
 //! assumes the datapath's IPv6 programs are loaded (`Datapath::load_ipv6_programs`).
 //!
 //! What it predicts: the verdict (to the stack, dropped, redirected into a container or

@@ -1,22 +1,19 @@
 //! Rewriting a packet by its conntrack entry, and ICMP errors about translated flows
 //! (their quoted header too), with every checksum updated incrementally.
 use netpath_common::{
-    conntrack::{NatEntry, CT_F_DNAT, CT_F_SNAT},
-    CtKey, Reason,
+    conntrack::{NatEntry, Tuple, CT_F_DNAT, CT_F_SNAT},
+    Reason,
 };
 
 use super::{
     csum,
     family::Addr,
-    flow::{be16, be32, Flow, ICMP, IP, TCP, UDP},
+    flow::{be16, Flow, IP, TCP, UDP},
     Model,
 };
 
-const IP_CSUM: usize = IP + 10;
-const IP_SRC: usize = IP + 12;
-const IP_DST: usize = IP + 16;
-
-/// Which way an ICMP error travels, so which end of the flow it speaks for.
+/// Which way an ICMP error (ICMPv6's too) travels, so which end of the flow it speaks
+/// for.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
     /// Arriving at the node about a packet the node sent for a container.
@@ -83,55 +80,45 @@ pub fn apply<A: Addr>(p: &mut [u8], flow: &Flow<A>, entry: &NatEntry<A>) -> A {
     dst
 }
 
-/// A packet's (source, destination) after a rewrite.
-type Addresses = ([u8; 4], [u8; 4]);
-
 impl Model {
-    /// If the packet is an ICMP error (unreachable, time exceeded) quoting a flow netpath
-    /// translated, rewrites it as that flow's packets are rewritten, our side's address
-    /// outside and our side's address and port in the quote, and returns its new
-    /// (source, destination). Errors with IP options, outer or quoted, are left alone.
-    pub(super) fn icmp_error(&mut self, p: &mut [u8], dir: Direction) -> Result<Option<Addresses>, Reason> {
-        if p.len() < IP + 20 {
-            return Err(Reason::DropMalformed);
-        }
-        let (src, dst) = (be32(p, IP_SRC), be32(p, IP_DST));
-        if p[IP + 9] != ICMP {
-            return Ok(None);
-        }
-        let (local, outer_off) = match dir {
-            Direction::ToContainer => (dst, IP_DST),
-            Direction::FromContainer => (src, IP_SRC),
-        };
-        if dir == Direction::ToContainer && dst != self.world.config.node_ip {
-            return Ok(None);
-        }
-        if p[IP] & 0x0f != 5 {
-            return Ok(None);
-        }
-        let icmp = IP + 20;
-        if p.len() < icmp + 8 {
-            return Err(Reason::DropMalformed);
-        }
-        if p[icmp] != 3 && p[icmp] != 11 {
+    /// If the packet is an ICMP error of its family (IPv4: unreachable, time exceeded;
+    /// ICMPv6: unreachable, packet too big, time exceeded, parameter problem) quoting a
+    /// flow netpath translated, rewrites it as that flow's packets are rewritten: our
+    /// side's address outside, our side's address and port in the quote; returns its new
+    /// (source, destination). Only fixed headers, outer and quoted, are looked at (IPv4
+    /// options or IPv6 extension headers: left alone). The entry is found (in either
+    /// table) but not counted: an error is no packet of its flow.
+    pub(super) fn icmp_error<A: Addr>(
+        &mut self,
+        p: &mut [u8],
+        dir: Direction,
+    ) -> Result<Option<(A, A)>, Reason> {
+        let node_ip = A::node_ip(self);
+        let Some(icmp) = A::icmp_error_at(p, dir, node_ip)? else { return Ok(None) };
+        if !A::ICMP_ERRORS.contains(&p[icmp]) {
             return Ok(None);
         }
         let inner = icmp + 8;
-        let il4 = inner + 20;
-        if p.len() < il4 + 8 || p[inner] & 0x0f != 5 {
+        let Some(il4) = A::quoted_header_len(p, inner).map(|len| inner + len) else { return Ok(None) };
+        if p.len() < il4 + 8 {
             return Ok(None);
         }
-        let (iproto, isrc, idst) = (p[inner + 9], be32(p, inner + 12), be32(p, inner + 16));
-        let (quoted_local, inner_off) = match dir {
-            Direction::ToContainer => (isrc, inner + 12),
-            Direction::FromContainer => (idst, inner + 16),
+        // The quoted header's fields, at the offsets the outer one has them.
+        let at = |off: usize| inner + off - IP;
+        let (src, dst) = (A::read(p, A::SRC), A::read(p, A::DST));
+        let (iproto, isrc, idst) = (p[inner + A::PROTO], A::read(p, at(A::SRC)), A::read(p, at(A::DST)));
+        // Going in, the quote is a packet the node sent (our side is its source); going
+        // out, one the container received (our side is its destination).
+        let (local, outer_off, quoted_local, inner_off) = match dir {
+            Direction::ToContainer => (dst, A::DST, isrc, at(A::SRC)),
+            Direction::FromContainer => (src, A::SRC, idst, at(A::DST)),
         };
-        if quoted_local != local {
+        if quoted_local != local || (dir == Direction::ToContainer && local != node_ip) {
             return Ok(None);
         }
         // The quote reversed is our side's entry: the reply entry going in, the
         // container's own going out.
-        let reversed = CtKey {
+        let reversed = Tuple {
             src: idst,
             dst: isrc,
             sport: be16(p, il4 + 2),
@@ -142,31 +129,30 @@ impl Model {
         let (key, port_off) = match (iproto, dir) {
             (TCP | UDP, Direction::ToContainer) => (reversed, il4),
             (TCP | UDP, Direction::FromContainer) => (reversed, il4 + 2),
-            (ICMP, Direction::ToContainer) if p[il4] == 8 => {
-                (CtKey { sport: [0; 2], dport: be16(p, il4 + 4), ..reversed }, il4 + 4)
+            // An echo request the node sent for a container: its identifier is the "port".
+            (proto, Direction::ToContainer) if proto == A::ICMP && p[il4] == A::ECHO_REQUEST => {
+                (Tuple { sport: [0; 2], dport: be16(p, il4 + 4), ..reversed }, il4 + 4)
             }
             _ => return Ok(None),
         };
-        let Some(entry) = self.ct.get(&key).copied() else { return Ok(None) };
+        let Some(entry) = A::ct(self).entries.get(&key).copied() else { return Ok(None) };
         let (new_ip, new_port) = match dir {
             Direction::ToContainer if entry.flags & CT_F_DNAT != 0 => (entry.nat_dst, entry.nat_dport),
             Direction::FromContainer if entry.flags & CT_F_SNAT != 0 => (entry.nat_src, entry.nat_sport),
             _ => return Ok(None),
         };
+        // Every change enters the error's checksum, even one that changes nothing (the
+        // helpers run regardless, and may turn 0xffff into 0x0000).
         let icmp_csum = icmp + 2;
-        store(p, IP_CSUM, csum::replace4(be16(p, IP_CSUM), local, new_ip));
-        store(p, outer_off, new_ip);
-        // The quoted header's checksum changes with its address, and the ICMP checksum
-        // covers both changes.
-        let old_icsum = be16(p, inner + 10);
-        let new_icsum = csum::replace4(old_icsum, local, new_ip);
-        store(p, inner + 10, new_icsum);
-        let c = csum::replace4(be16(p, icmp_csum), local, new_ip);
-        store(p, icmp_csum, csum::replace2_wide(c, old_icsum, new_icsum));
-        store(p, inner_off, new_ip);
+        let error_csum =
+            move |p: &mut [u8], u: csum::Update| store(p, icmp_csum, u.apply(be16(p, icmp_csum)));
+        // The outer address: IPv4's header checksum (ICMP has no pseudo-header), ICMPv6's
+        // checksum through its pseudo-header.
+        A::rewrite(p, outer_off, new_ip, false, &error_csum);
+        A::rewrite_quoted(p, inner, inner_off, new_ip, &error_csum);
         // The quoted L4 checksum stays: only 8 bytes are quoted, nobody can verify it.
         let old_port = be16(p, port_off);
-        store(p, icmp_csum, csum::replace2_wide(be16(p, icmp_csum), old_port, new_port));
+        error_csum(p, csum::Update::Two(old_port, new_port));
         store(p, port_off, new_port);
         Ok(Some(match dir {
             Direction::ToContainer => (src, new_ip),

@@ -159,7 +159,7 @@ impl Model {
     /// An ICMP error a container sends about a translated flow, translated and routed;
     /// None when it quotes no such flow.
     fn outgoing_icmp_error(&mut self, p: &mut [u8]) -> Option<Step> {
-        match self.icmp_error(p, Direction::FromContainer) {
+        match self.icmp_error::<[u8; 4]>(p, Direction::FromContainer) {
             Ok(Some((_, dst))) => Some(self.route(p, dst, Reason::NatTranslated)),
             Ok(None) => None,
             Err(reason) => Some(Err(reason)),
@@ -245,7 +245,7 @@ impl Model {
         let cfg = self.world.config;
         // Whatever netpath cannot or need not translate is the node's own traffic.
         let Ok(flow) = parse(p) else {
-            if let Some((_, ip)) = self.icmp_error(p, Direction::ToContainer)? {
+            if let Some((_, ip)) = self.icmp_error::<[u8; 4]>(p, Direction::ToContainer)? {
                 return self.deliver(p, ip, Reason::NatTranslated);
             }
             return Ok(PASS);

@@ -3,7 +3,9 @@
 //! neighbour discovery, source validation, delivery to local containers, and what leaves
 //! the node: NAT66 to the node's IPv6 address, or, on a node with a routed prefix,
 //! forwarded with the container's own address. On the uplink (uplink_in6): the replies
-//! to masqueraded flows, or the routed prefix's packets, into their container.
+//! to masqueraded flows, or the routed prefix's packets, into their container. ICMPv6
+//! errors about NAT66 flows are translated both ways (icmp6_to_container,
+//! icmp6_from_container), as IPv4's ICMP errors are (the same model, `icmp_error`).
 //! Everything else is the stack's.
 use netpath_common::{
     conntrack::{CT_F_SNAT, NODE6_F_MASQUERADE, NODE_F_IPV6},
@@ -12,7 +14,7 @@ use netpath_common::{
 
 use super::{
     flow::{be16, parse6, tcp_stamp, TCP},
-    nat,
+    nat::{self, Direction},
     tc::{Step, PASS},
     Model, Verdict,
 };
@@ -125,7 +127,13 @@ impl Model {
     /// the FIB from the translated source.
     fn nat6_step(&mut self, p: &mut [u8]) -> Step {
         let cfg6 = self.world6.config;
-        let flow = parse6(p)?;
+        let flow = match parse6(p) {
+            Ok(flow) => flow,
+            // Neither TCP, UDP nor an echo: icmp6_from_container's, which translates an
+            // ICMPv6 error about a NAT66 flow and drops the rest as container_nat6 did.
+            Err(Reason::DropUnsupportedProtocol) => return self.outgoing_icmp6_error(p),
+            Err(reason) => return Err(reason),
+        };
         let len = p.len() as u32;
         let (entry, reason) = match self.ct_lookup(&flow, len) {
             Some(e) => (e, Reason::NatTranslated),
@@ -141,6 +149,16 @@ impl Model {
         p[HOP_LIMIT] -= 1;
         let new_src = if entry.flags & CT_F_SNAT != 0 { entry.nat_src } else { flow.key.src };
         self.fib6(new_src.0, new_dst.0, reason)
+    }
+
+    /// An ICMPv6 error a container sends about a packet it received through NAT66,
+    /// translated to speak of the node's address and port, out through the FIB from
+    /// there. Any other: it would leave with a pod address, dropped.
+    fn outgoing_icmp6_error(&mut self, p: &mut [u8]) -> Step {
+        let (src, dst) =
+            self.icmp_error::<Ip6>(p, Direction::FromContainer)?.ok_or(Reason::DropUnsupportedProtocol)?;
+        p[HOP_LIMIT] -= 1;
+        self.fib6(src.0, dst.0, Reason::NatTranslated)
     }
 
     /// Out through the node's IPv6 routes; the kernel resolves the neighbour, MACs
@@ -169,8 +187,17 @@ impl Model {
         if cfg6.node_ip == [0; 16] || dst != cfg6.node_ip {
             return Ok(PASS);
         }
-        // What NAT66 cannot or need not translate is the node's own traffic.
-        let Ok(flow) = parse6(p) else { return Ok(PASS) };
+        // What NAT66 cannot or need not translate is the node's own traffic, but for an
+        // ICMPv6 error about a NAT66 flow (icmp6_to_container: into the container, as
+        // the flow's packets are).
+        let Ok(flow) = parse6(p) else {
+            if p[IP6 + 6] == ICMPV6 {
+                if let Some((_, dst)) = self.icmp_error::<Ip6>(p, Direction::ToContainer)? {
+                    return self.deliver6(p, dst.0, Reason::NatTranslated);
+                }
+            }
+            return Ok(PASS);
+        };
         let Some(entry) = self.ct_lookup(&flow, p.len() as u32) else { return Ok(PASS) };
         let new_dst = nat::apply(p, &flow, &entry);
         self.deliver6(p, new_dst.0, Reason::NatTranslated)

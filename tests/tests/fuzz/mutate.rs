@@ -132,10 +132,25 @@ fn mutate_once(rng: &mut StdRng, node: &Node, p: &mut Vec<u8>) {
 /// One mutation of an IPv6 packet's fields: the version, next header, hop limit and
 /// payload length, an address, an ICMPv6 type, an option; what NAT66 reads and rewrites
 /// behind the fixed header: ports (an echo's identifier), checksums, TCP flags and data
-/// offset.
+/// offset; in an ICMPv6 error, the quoted packet's.
 fn mutate6_once(rng: &mut StdRng, node: &Node, p: &mut Vec<u8>) {
     const L4: usize = IP + 40;
-    match rng.gen_range(0..12) {
+    match rng.gen_range(0..13) {
+        12 => {
+            // Inside an ICMPv6 error: the quoted header's next header or addresses, its
+            // ports (an echo's type or identifier).
+            const INNER: usize = L4 + 8;
+            match rng.gen_range(0..4) {
+                0 => set(p, INNER + 6, &[*[6u8, 17, 58, 0, 44, 47].choose(rng).unwrap()]),
+                1 => set(
+                    p,
+                    INNER + 8 + 16 * rng.gen_range(0..2),
+                    &node.addresses6().choose(rng).unwrap().octets(),
+                ),
+                2 => set(p, INNER + 40 + 2 * rng.gen_range(0..3), &PORTS.choose(rng).unwrap().to_be_bytes()),
+                _ => set(p, INNER + 40, &[*[1u8, 128, 129, 135].choose(rng).unwrap()]),
+            }
+        }
         8 => {
             let port = *PORTS.choose(rng).unwrap();
             set(p, L4 + 2 * rng.gen_range(0..3), &port.to_be_bytes());
@@ -163,7 +178,7 @@ fn mutate6_once(rng: &mut StdRng, node: &Node, p: &mut Vec<u8>) {
             let a = *node.addresses6().choose(rng).unwrap();
             set(p, IP + 8 + 16 * rng.gen_range(0..2), &a.octets());
         }
-        5 => set(p, L4, &[*[1u8, 2, 3, 128, 129, 133, 134, 135, 136, 137].choose(rng).unwrap()]),
+        5 => set(p, L4, &[*[1u8, 2, 3, 4, 128, 129, 133, 134, 135, 136, 137].choose(rng).unwrap()]),
         6 => {
             // The solicitation's target, or its option's type, length or address.
             match rng.gen_range(0..3) {

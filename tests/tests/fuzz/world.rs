@@ -28,6 +28,9 @@ pub const FAR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x99, 0, 0, 0, 0, 5);
 pub const UNROUTED6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb9, 0, 0, 0, 0, 0, 1);
 pub const GONE6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 0x99);
 pub const POD_NET6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 0);
+/// The router on the uplink's subnet the IPv6 routes go through: where ICMPv6 errors
+/// about the node's packets come from.
+pub const ROUTER6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x77, 0, 0, 0, 0, 0xfe);
 
 pub const LO: u32 = 1;
 pub const NODE: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 1);
@@ -270,7 +273,7 @@ impl Node {
             FAR6,
             UNROUTED6,
             POD_NET6,
-            Ipv6Addr::new(0x2001, 0xdb8, 0x77, 0, 0, 0, 0, 0xfe),
+            ROUTER6,
             Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, 0xc0a8, 0x4d02),
             GONE6,
             Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 2),
@@ -350,6 +353,16 @@ fn echo6(request: bool, id: u16, payload: &[u8]) -> Vec<u8> {
     m.extend_from_slice(&id.to_be_bytes());
     m.extend_from_slice(&[0, 1]);
     m.extend_from_slice(payload);
+    m
+}
+
+/// An ICMPv6 error (`ty`, `code`, `rest`: the MTU, pointer or unused word) quoting
+/// `quoted` (an IPv6 packet), whole as the small packets here fit (checksum left to
+/// [`pkt::ipv6_l4`]).
+fn icmp6_error(ty: u8, code: u8, rest: u32, quoted: &[u8]) -> Vec<u8> {
+    let mut m = vec![ty, code, 0, 0];
+    m.extend_from_slice(&rest.to_be_bytes());
+    m.extend_from_slice(quoted);
     m
 }
 
@@ -731,7 +744,119 @@ impl Node {
         let ts_syn = pkt::tcp_ts(1111, 80, SYN, 100, Some(5000));
         let ts_ack = pkt::tcp_ts(1111, 80, ACK, 101, Some(5500));
         let ts_fin = pkt::tcp_ts(1111, 80, FIN | ACK, 101, Some(6000));
+        // ICMPv6 errors about the flows the seeds below open, as the quoted packets
+        // were: what the node sent for c (going in), what c received (going out).
+        let node_sent = |dst, proto, l4: &[u8]| pkt::ipv6_l4(NODE6, dst, proto, 63, l4);
+        let node_udp = node_sent(OUTSIDE6, UDP, &pkt::udp(NAT_PORT, 53, b"x"));
+        let node_tcp = node_sent(OUTSIDE6, TCP, &pkt::tcp_ts(NAT_PORT, 80, SYN, 100, Some(5000)));
+        let node_ping = node_sent(OUTSIDE6, ICMPV6, &echo6(true, NAT_PORT, b"ping"));
+        let node_near = node_sent(CLIENT6, UDP, &pkt::udp(NAT_PORT, 53, b"near"));
+        let node_own = node_sent(OUTSIDE6, UDP, &pkt::udp(40000, 53, b"own"));
+        let received = |src, ep: &Ep, proto, l4: &[u8]| pkt::ipv6_l4(src, ep.ip6(), proto, 63, l4);
+        let c_udp = received(OUTSIDE6, &c, UDP, &pkt::udp(53, 1111, b"y"));
+        let c_tcp = received(OUTSIDE6, &c, TCP, &pkt::tcp(80, 1111, SYN | ACK, b"big"));
+        let c_near = received(CLIENT6, &c, UDP, &pkt::udp(53, 1112, b"n"));
+        let c_stranger = received(OUTSIDE6, &c, UDP, &pkt::udp(53, 5001, b"?"));
+        let c_pong = received(OUTSIDE6, &c, ICMPV6, &echo6(false, 77, b"pong"));
+        let b_unrouted = received(UNROUTED6, &b, UDP, &pkt::udp(53, 1, b""));
+        let mtu = 1280;
         let mut seeds = vec![
+            up(
+                "nat66 packet too big about udp",
+                ROUTER6,
+                NODE6,
+                ICMPV6,
+                64,
+                &icmp6_error(2, 0, mtu, &node_udp),
+            ),
+            up(
+                "nat66 port unreachable about tcp",
+                OUTSIDE6,
+                NODE6,
+                ICMPV6,
+                64,
+                &icmp6_error(1, 4, 0, &node_tcp),
+            ),
+            up(
+                "nat66 time exceeded about a ping",
+                ROUTER6,
+                NODE6,
+                ICMPV6,
+                64,
+                &icmp6_error(3, 0, 0, &node_ping),
+            ),
+            up(
+                "nat66 parameter problem about udp to the uplink's subnet",
+                CLIENT6,
+                NODE6,
+                ICMPV6,
+                64,
+                &icmp6_error(4, 0, 40, &node_near),
+            ),
+            up(
+                "nat66 packet too big, expiring",
+                ROUTER6,
+                NODE6,
+                ICMPV6,
+                1,
+                &icmp6_error(2, 0, mtu, &node_udp),
+            ),
+            up(
+                "ipv6 packet too big about the node's own flow",
+                ROUTER6,
+                NODE6,
+                ICMPV6,
+                64,
+                &icmp6_error(2, 0, mtu, &node_own),
+            ),
+            seed(
+                "nat66 port unreachable from a container",
+                &c,
+                OUTSIDE6,
+                ICMPV6,
+                64,
+                &icmp6_error(1, 4, 0, &c_udp),
+            ),
+            seed(
+                "nat66 packet too big from a container",
+                &c,
+                OUTSIDE6,
+                ICMPV6,
+                64,
+                &icmp6_error(2, 0, mtu, &c_tcp),
+            ),
+            seed(
+                "nat66 time exceeded from a container",
+                &c,
+                CLIENT6,
+                ICMPV6,
+                64,
+                &icmp6_error(3, 1, 0, &c_near),
+            ),
+            seed(
+                "nat66 error from a container about no flow",
+                &c,
+                OUTSIDE6,
+                ICMPV6,
+                64,
+                &icmp6_error(1, 4, 0, &c_stranger),
+            ),
+            seed(
+                "nat66 error from a container about an echo reply",
+                &c,
+                OUTSIDE6,
+                ICMPV6,
+                64,
+                &icmp6_error(3, 0, 0, &c_pong),
+            ),
+            seed(
+                "nat66 error from a container about an unrouted flow",
+                &b,
+                UNROUTED6,
+                ICMPV6,
+                64,
+                &icmp6_error(1, 4, 0, &b_unrouted),
+            ),
             seed("nat66 tcp syn with timestamp", &c, OUTSIDE6, TCP, 64, &ts_syn),
             seed("nat66 tcp ack", &c, OUTSIDE6, TCP, 64, &ts_ack),
             seed("nat66 tcp fin", &c, OUTSIDE6, TCP, 64, &ts_fin),
