@@ -37,7 +37,10 @@ const OUTSIDE_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x99, 0, 0, 0, 0, 0, 2);
 const POD_CIDR6: &str = "fd00:77::/64";
 /// The first of the IPv4 flood's spoofed sources, 198.18.0.0/15 (the benchmarking range).
 const SPOOFED: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
-/// The IPv6 flood's destination ports, which the outside host drops.
+/// The IPv6 flood's destination: an address of the outside host's own, whose packets it
+/// drops (matched by address alone: the 5.10 guest's ip6tables has no TCP match), and
+/// its ports.
+const FLOOD6_TARGET: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x99, 0, 0, 0, 0, 0, 3);
 const FLOOD6_PORTS: std::ops::RangeInclusive<u16> = 20_000..=29_999;
 
 /// SYNs per family: fewer in the emulated guests, where the same kernel paths run at a
@@ -55,19 +58,18 @@ fn table() -> u64 {
 /// endpoint "a" in container 0 (its addresses returned), port 8080 published to a:80.
 /// The node's own IPv6 forwarding refuses everything (only the datapath carries the
 /// containers' IPv6); the outside host drops what arrives masqueraded on
-/// [`FLOOD6_PORTS`] (see [`flood6_arrived`]).
+/// [`FLOOD6_TARGET`] (see [`flood6_arrived`]).
 fn dual_stack_lab(table: u64) -> (Lab, Ipv4Addr, Ipv6Addr) {
     let mut lab = Lab::new(1);
     let (node6, outside6) = (format!("{NODE_UPLINK_IP6}/64"), format!("{OUTSIDE_IP6}/64"));
-    let flood6 = format!("{}:{}", FLOOD6_PORTS.start(), FLOOD6_PORTS.end());
-    let cmds: [(&Netns, &[&str]); 4] = [
+    let target = format!("{FLOOD6_TARGET}/64");
+    let (from, to) = (NODE_UPLINK_IP6.to_string(), FLOOD6_TARGET.to_string());
+    let cmds: [(&Netns, &[&str]); 5] = [
         (&lab.node, &["ip", "-6", "addr", "add", &node6, "dev", "uplink0", "nodad"]),
         (&lab.outside, &["ip", "-6", "addr", "add", &outside6, "dev", "eth0", "nodad"]),
+        (&lab.outside, &["ip", "-6", "addr", "add", &target, "dev", "eth0", "nodad"]),
         (&lab.node, &["ip6tables", "-P", "FORWARD", "DROP"]),
-        (
-            &lab.outside,
-            &["ip6tables", "-A", "INPUT", "-s", &node6, "-p", "tcp", "--dport", &flood6, "-j", "DROP"],
-        ),
+        (&lab.outside, &["ip6tables", "-A", "INPUT", "-s", &from, "-d", &to, "-j", "DROP"]),
     ];
     for (ns, cmd) in cmds {
         let o = ns.exec(cmd);
@@ -204,7 +206,7 @@ fn a_syn_flood_fills_at_most_conntrack_and_spares_established_connections() {
     let flood6 = syn_flood(c, syns, move |i| {
         let span = u32::from(FLOOD6_PORTS.end() - FLOOD6_PORTS.start()) + 1;
         let dport = FLOOD6_PORTS.start() + (i % span) as u16;
-        ((a6, flood_sport(i)).into(), (OUTSIDE_IP6, dport).into())
+        ((a6, flood_sport(i)).into(), (FLOOD6_TARGET, dport).into())
     });
     let done = Arc::new(AtomicBool::new(false));
     let watch = {
