@@ -151,25 +151,33 @@ pub struct ClosedFlow {
 /// 60 s, some systems 240 s): older [`ClosedFlow`] records no longer constrain reuse.
 pub const TIME_WAIT_NS: u64 = 240 * 1_000_000_000;
 
-/// Key of the port-mapping table: what arrives at the node. `host_ip` 0.0.0.0 means
-/// every node address.
+/// Key of a port-mapping table: what arrives at the node, for either family (`A` as in
+/// [`Tuple`]). An all-zero `host_ip` means every node address of the family.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub struct PortKey {
-    pub host_ip: [u8; 4],
+pub struct PortKeyOf<A> {
+    pub host_ip: A,
     pub port: [u8; 2],
     pub proto: u8,
     pub _pad: u8,
 }
 
-/// Where a mapped port goes.
+/// An IPv4 published port (`PORT_MAPS`, 8 bytes).
+pub type PortKey = PortKeyOf<[u8; 4]>;
+/// An IPv6 published port (`PORT_MAPS6`, 20 bytes).
+pub type PortKey6 = PortKeyOf<Ip6>;
+
+/// Where a mapped port goes: the container's address of the same family and its port.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct PortTarget {
-    pub ip: [u8; 4],
+pub struct PortTargetOf<A> {
+    pub ip: A,
     pub port: [u8; 2],
     pub _pad: [u8; 2],
 }
+
+pub type PortTarget = PortTargetOf<[u8; 4]>;
+pub type PortTarget6 = PortTargetOf<Ip6>;
 
 /// The agent attached its tc programs through netlink (clsact) rather than TCX links.
 pub const NODE_F_CLSACT: u32 = 1;
@@ -293,7 +301,20 @@ pub struct NodeRoute {
 pub const ROUTE_F_NATIVE: u32 = 1;
 
 #[cfg(feature = "user")]
-pod!(CtKey, CtKey6, CtEntry, CtEntry6, ClosedFlow, PortKey, PortTarget, NodeConfig, NodeConfig6, NodeRoute);
+pod!(
+    CtKey,
+    CtKey6,
+    CtEntry,
+    CtEntry6,
+    ClosedFlow,
+    PortKey,
+    PortKey6,
+    PortTarget,
+    PortTarget6,
+    NodeConfig,
+    NodeConfig6,
+    NodeRoute
+);
 
 #[cfg(test)]
 mod tests {
@@ -333,6 +354,8 @@ mod tests {
         assert_eq!((size_of::<CtKey6>(), align_of::<CtKey6>()), (40, 4));
         assert_eq!((size_of::<CtEntry6>(), align_of::<CtEntry6>()), (72, 8));
         assert_eq!((size_of::<NodeConfig6>(), align_of::<NodeConfig6>()), (40, 4));
+        assert_eq!((size_of::<PortKey6>(), align_of::<PortKey6>()), (20, 4));
+        assert_eq!((size_of::<PortTarget6>(), align_of::<PortTarget6>()), (20, 4));
     }
 
     #[test]

@@ -8,8 +8,8 @@ use core::mem::size_of;
 
 use crate::{
     maps::*, ClosedFlow, CtEntry, CtEntry6, CtKey, CtKey6, Endpoint6Key, EndpointInfo, EndpointKey, LogLimit,
-    NodeConfig, NodeConfig6, NodeRoute, PortKey, PortTarget, Reason, SockOrigin, SockRevKey, TraceEvent,
-    TraceFilter, TrafficCounters,
+    NodeConfig, NodeConfig6, NodeRoute, PortKey, PortKey6, PortTarget, PortTarget6, Reason, SockOrigin,
+    SockRevKey, TraceEvent, TraceFilter, TrafficCounters,
 };
 
 /// A map's kind, as the kernel numbers it (enum bpf_map_type).
@@ -95,7 +95,7 @@ const FIB_LOOKUP_SIZE: usize = 64;
 
 /// Every map of the object: the pinned ones in the order `netpath map list` shows them,
 /// then the per-CPU scratch space the programs use inside one run.
-pub const MAPS: [MapSpec; 27] = [
+pub const MAPS: [MapSpec; 28] = [
     map(
         ENDPOINTS,
         MapKind::Hash,
@@ -171,6 +171,15 @@ pub const MAPS: [MapSpec; 27] = [
         MapKind::Hash,
         size_of::<PortKey>(),
         size_of::<PortTarget>(),
+        Capacity::Fixed(MAX_PORT_MAPS),
+        false,
+    )
+    .with_flags(NO_PREALLOC),
+    map(
+        PORT_MAPS6,
+        MapKind::Hash,
+        size_of::<PortKey6>(),
+        size_of::<PortTarget6>(),
         Capacity::Fixed(MAX_PORT_MAPS),
         false,
     )

@@ -28,8 +28,8 @@ pub mod sock;
 pub mod trace;
 
 pub use conntrack::{
-    ClosedFlow, CtEntry, CtEntry6, CtKey, CtKey6, Ip6, NodeConfig, NodeConfig6, NodeRoute, PortKey,
-    PortTarget,
+    ClosedFlow, CtEntry, CtEntry6, CtKey, CtKey6, Ip6, NodeConfig, NodeConfig6, NodeRoute, PortKey, PortKey6,
+    PortKeyOf, PortTarget, PortTarget6, PortTargetOf,
 };
 pub use endpoint::{
     Endpoint6Key, EndpointInfo, EndpointKey, LogLimit, TrafficCounters, ENDPOINT_F_BRIDGED,

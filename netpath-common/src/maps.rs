@@ -86,6 +86,9 @@ pub const TAIL_ICMP6_FROM_CONTAINER: u32 = 5;
 pub const SNAT_CLOSED_ENTRIES: u32 = 65_536;
 /// [`crate::PortKey`] -> [`crate::PortTarget`]: published container ports.
 pub const PORT_MAPS: &str = "PORT_MAPS";
+/// [`crate::PortKey6`] -> [`crate::PortTarget6`]: container ports published on the
+/// node's IPv6 address.
+pub const PORT_MAPS6: &str = "PORT_MAPS6";
 /// Single entry: [`crate::NodeConfig`].
 pub const NODE_CONFIG: &str = "NODE_CONFIG";
 /// Cluster mode: another node's pod subnet (network address, the destination masked

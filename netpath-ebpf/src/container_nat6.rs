@@ -10,7 +10,7 @@
 //! BPF-function frames and the translation do not fit one (nor two).
 use aya_ebpf::{macros::classifier, programs::TcContext};
 use netpath_common::{
-    conntrack::CT_F_SNAT,
+    conntrack::{CT_F_SNAT, NODE6_F_MASQUERADE},
     maps::{TAIL_CONTAINER_NAT6, TAIL_CONTAINER_PAIR6, TAIL_CONTAINER_SNAT6, TAIL_ICMP6_FROM_CONTAINER},
     CtEntry6, Ip6, Reason,
 };
@@ -47,6 +47,11 @@ pub fn container_nat6(ctx: TcContext) -> i32 {
             Err(reason) => return Err(reason),
         };
         let Some(entry) = conntrack::lookup(&flow, ctx.len()) else {
+            if NODE_CONFIG6.get(0).is_some_and(|c| c.flags & NODE6_F_MASQUERADE == 0) {
+                // A routed prefix (the sender has published ports, or it would not be
+                // here): what is no reply leaves untranslated.
+                return route(ctx, &flow);
+            }
             // SAFETY: a tail call that succeeds does not return; the packet, unchanged,
             // is then container_snat6's.
             let _ = unsafe { PROGS6.tail_call(ctx, TAIL_CONTAINER_SNAT6) };
@@ -104,6 +109,15 @@ pub fn container_pair6(ctx: TcContext) -> i32 {
         let _ = unsafe { PROGS6.tail_call(ctx, TAIL_CONTAINER_NAT6) };
         Err(Reason::DropRedirectFailed)
     })
+}
+
+/// Out through the node's routes with the container's own address.
+#[inline(always)]
+fn route(ctx: &TcContext, flow: &Flow<Ip6>) -> Result<(i32, Reason), Reason> {
+    let hops: *const u8 = header(ctx, IP_OFF + ipv6::HOP_LIMIT)?;
+    // SAFETY: bounds-checked by header().
+    decrement_hop_limit(ctx, unsafe { *hops })?;
+    Ok((forward::to_fib(ctx, ifindex(ctx), flow.key.src, flow.key.dst)?, Reason::Routed))
 }
 
 #[inline(always)]

@@ -25,7 +25,7 @@ use netpath_common::{
     conntrack::{NODE6_F_MASQUERADE, NODE_F_IPV6},
     maps::TAIL_CONTAINER_NAT6,
     trace::HOP_FROM_CONTAINER,
-    Endpoint6Key, Ip6, Reason, ENDPOINT_F_BRIDGED, ENDPOINT_F_NETKIT,
+    Endpoint6Key, Ip6, Reason, ENDPOINT_F_BRIDGED, ENDPOINT_F_NETKIT, ENDPOINT_F_PUBLISHED,
 };
 use network_types::eth::EthHdr;
 
@@ -96,7 +96,8 @@ fn try_container_path6(ctx: &TcContext) -> Result<(i32, Reason), Reason> {
     }
     // SAFETY: copied out at once; the agent only replaces whole entries.
     let Some(peer) = unsafe { ENDPOINTS6.get(Endpoint6Key::new(dst)) }.copied() else {
-        return to_outside(ctx, ifindex, src, dst, ip[ipv6::HOP_LIMIT]);
+        let published = sender.flags & ENDPOINT_F_PUBLISHED != 0;
+        return to_outside(ctx, ifindex, src, dst, ip[ipv6::HOP_LIMIT], published);
     };
     decrement_hop_limit(ctx, ip[ipv6::HOP_LIMIT])?;
     let hook = if sender.flags & ENDPOINT_F_NETKIT != 0 { Hook::NetkitXmit } else { Hook::TcIngress };
@@ -104,7 +105,9 @@ fn try_container_path6(ctx: &TcContext) -> Result<(i32, Reason), Reason> {
 }
 
 /// A packet for an address that is no local container: the node's own are the stack's;
-/// the rest leave through the node's routes, masqueraded or (routed prefix) not.
+/// the rest leave through the node's routes, masqueraded or (routed prefix) not. A
+/// container with a published port goes through conntrack on a routed prefix too: its
+/// replies to connections made to the node's address must leave with that address.
 #[inline(always)]
 fn to_outside(
     ctx: &TcContext,
@@ -112,6 +115,7 @@ fn to_outside(
     src: [u8; 16],
     dst: [u8; 16],
     hops: u8,
+    published: bool,
 ) -> Result<(i32, Reason), Reason> {
     let Some(cfg6) = NODE_CONFIG6.get(0).copied() else {
         return Ok((PASS, Reason::PassedToStack));
@@ -124,7 +128,7 @@ fn to_outside(
     if cfg6.node_ip == [0; 16] || dst == cfg6.node_ip {
         return Ok((PASS, Reason::PassedToStack));
     }
-    if cfg6.flags & NODE6_F_MASQUERADE == 0 {
+    if cfg6.flags & NODE6_F_MASQUERADE == 0 && !published {
         decrement_hop_limit(ctx, hops)?;
         return Ok((forward::to_fib(ctx, ifindex, Ip6(src), Ip6(dst))?, Reason::Routed));
     }

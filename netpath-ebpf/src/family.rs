@@ -3,11 +3,14 @@
 //! search is called, how the FIB is asked. Everything else (state, pairs, timeouts,
 //! port choice) is one generic implementation over the address type.
 use aya_ebpf::{
-    bindings::BPF_F_PSEUDO_HDR, helpers::generated::bpf_csum_diff, maps::LruHashMap, programs::TcContext,
+    bindings::BPF_F_PSEUDO_HDR,
+    helpers::generated::bpf_csum_diff,
+    maps::{HashMap, LruHashMap},
+    programs::TcContext,
 };
 use netpath_common::{
-    conntrack::{NatEntry, Tuple},
-    ClosedFlow, CtKey6, Ip6, Reason,
+    conntrack::{NatEntry, PortKeyOf, PortTargetOf, Tuple},
+    ClosedFlow, CtKey6, Endpoint6Key, EndpointKey, Ip6, Reason,
 };
 
 use crate::{
@@ -15,7 +18,10 @@ use crate::{
     headers::{
         icmp, ipv6, IPPROTO_ICMP, IPV4_CSUM_OFF, IPV4_DST_OFF, IPV4_SRC_OFF, IPV4_TOT_LEN_OFF, IP_OFF,
     },
-    maps::{CONNTRACK, CONNTRACK6, CONNTRACK6_NEW, CONNTRACK_NEW, CT6_SCRATCH, SNAT_CLOSED, SNAT_CLOSED6},
+    maps::{
+        CONNTRACK, CONNTRACK6, CONNTRACK6_NEW, CONNTRACK_NEW, CT6_SCRATCH, ENDPOINTS, ENDPOINTS6, PORT_MAPS,
+        PORT_MAPS6, SNAT_CLOSED, SNAT_CLOSED6,
+    },
     packet::OrMalformed,
 };
 
@@ -45,6 +51,10 @@ pub trait Addr: Copy + PartialEq + Default + 'static {
     fn assured() -> &'static Table<Self>;
     fn new_flows() -> &'static Table<Self>;
     fn closed() -> &'static LruHashMap<Tuple<Self>, ClosedFlow>;
+    /// Published ports of the family (`PORT_MAPS`, `PORT_MAPS6`).
+    fn ports() -> &'static HashMap<PortKeyOf<Self>, PortTargetOf<Self>>;
+    /// Is `self` a local endpoint's address?
+    fn is_endpoint(self) -> bool;
 
     /// Writes `new` over the address `old` at `off`, with the checksums that cover it:
     /// the L4 checksum at `l4_csum_off` when `pseudo` (its pseudo-header holds the
@@ -86,6 +96,14 @@ impl Addr for [u8; 4] {
     }
     fn closed() -> &'static LruHashMap<Tuple<Self>, ClosedFlow> {
         &SNAT_CLOSED
+    }
+    fn ports() -> &'static HashMap<PortKeyOf<Self>, PortTargetOf<Self>> {
+        &PORT_MAPS
+    }
+    #[inline(always)]
+    fn is_endpoint(self) -> bool {
+        // SAFETY: only checked for presence.
+        unsafe { ENDPOINTS.get(EndpointKey::new(self)) }.is_some()
     }
 
     #[inline(always)]
@@ -139,6 +157,14 @@ impl Addr for Ip6 {
     }
     fn closed() -> &'static LruHashMap<Tuple<Self>, ClosedFlow> {
         &SNAT_CLOSED6
+    }
+    fn ports() -> &'static HashMap<PortKeyOf<Self>, PortTargetOf<Self>> {
+        &PORT_MAPS6
+    }
+    #[inline(always)]
+    fn is_endpoint(self) -> bool {
+        // SAFETY: only checked for presence.
+        unsafe { ENDPOINTS6.get(Endpoint6Key::new(self.0)) }.is_some()
     }
 
     /// IPv6 has no header checksum, and every L4 checksum (ICMPv6's too) covers the

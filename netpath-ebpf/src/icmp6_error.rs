@@ -18,7 +18,7 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use netpath_common::{
-    conntrack::{CT_F_DNAT, CT_F_SNAT, NODE_F_IPV6},
+    conntrack::{CT_F_DNAT, CT_F_SNAT, NODE6_F_MASQUERADE, NODE_F_IPV6},
     CtKey6, Endpoint6Key, Ip6, Reason,
 };
 
@@ -76,12 +76,22 @@ pub fn icmp6_to_container(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn icmp6_from_container(ctx: TcContext) -> i32 {
     tc_entry::resume6(&ctx, |ctx| {
-        // An error about no flow NAT66 knows would leave with a pod address: dropped, as
-        // the rest of what NAT66 cannot translate.
-        let (src, dst, hops) =
-            translate(ctx, Direction::FromContainer)?.ok_or(Reason::DropUnsupportedProtocol)?;
-        decrement_hop_limit(ctx, hops)?;
-        Ok((forward::to_fib(ctx, ifindex(ctx), src, dst)?, Reason::NatTranslated))
+        if let Some((src, dst, hops)) = translate(ctx, Direction::FromContainer)? {
+            decrement_hop_limit(ctx, hops)?;
+            return Ok((forward::to_fib(ctx, ifindex(ctx), src, dst)?, Reason::NatTranslated));
+        }
+        // On a routed prefix (a container with published ports comes this way) pod
+        // addresses may leave: an error about no tracked flow goes as it is.
+        if NODE_CONFIG6.get(0).is_some_and(|c| c.flags & NODE6_F_MASQUERADE == 0) {
+            let [src, dst]: [Ip6; 2] = ctx.load(<Ip6 as Addr>::SRC_OFF).or_malformed()?;
+            let hops: *const u8 = header(ctx, IP_OFF + ipv6::HOP_LIMIT)?;
+            // SAFETY: bounds-checked by header().
+            decrement_hop_limit(ctx, unsafe { *hops })?;
+            return Ok((forward::to_fib(ctx, ifindex(ctx), src, dst)?, Reason::Routed));
+        }
+        // Masqueraded: an error about no flow NAT66 knows would leave with a pod
+        // address; dropped, as the rest of what NAT66 cannot translate.
+        Err(Reason::DropUnsupportedProtocol)
     })
 }
 

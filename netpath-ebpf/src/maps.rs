@@ -8,8 +8,8 @@ use aya_ebpf::{
 use netpath_common::{
     contract::{object_capacity as capacity, object_flags as flags},
     maps as name, ClosedFlow, CtEntry, CtEntry6, CtKey, CtKey6, Endpoint6Key, EndpointInfo, EndpointKey,
-    LogLimit, NodeConfig, NodeConfig6, NodeRoute, PortKey, PortTarget, SockOrigin, SockRevKey, TraceEvent,
-    TraceFilter, TrafficCounters,
+    LogLimit, NodeConfig, NodeConfig6, NodeRoute, PortKey, PortKey6, PortTarget, PortTarget6, SockOrigin,
+    SockRevKey, TraceEvent, TraceFilter, TrafficCounters,
 };
 
 #[map]
@@ -56,6 +56,10 @@ pub static SNAT_CLOSED6: LruHashMap<CtKey6, ClosedFlow> =
 #[map]
 pub static PORT_MAPS: HashMap<PortKey, PortTarget> =
     HashMap::pinned(capacity(name::PORT_MAPS), flags(name::PORT_MAPS));
+
+#[map]
+pub static PORT_MAPS6: HashMap<PortKey6, PortTarget6> =
+    HashMap::pinned(capacity(name::PORT_MAPS6), flags(name::PORT_MAPS6));
 
 #[map]
 pub static NODE_CONFIG: Array<NodeConfig> =

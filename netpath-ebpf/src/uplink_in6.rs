@@ -1,7 +1,8 @@
 //! IPv6 on the node's uplink, tail-called by `uplink_in`: replies to masqueraded
-//! (NAT66) flows are translated back and delivered straight into their container; on a
-//! node with a routed prefix, packets for a container's own address are delivered the
-//! same way, untranslated. Everything else is the node's and passes untouched.
+//! (NAT66) flows and new connections to ports published on IPv6 (`PORT_MAPS6`) are
+//! translated and delivered straight into their container; on a node with a routed
+//! prefix, packets for a container's own address are delivered the same way,
+//! untranslated. Everything else is the node's and passes untouched.
 use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
 use netpath_common::{
     conntrack::{NODE6_F_MASQUERADE, NODE_F_IPV6},
@@ -16,7 +17,7 @@ use crate::{
     maps::{ENDPOINTS6, NODE_CONFIG, NODE_CONFIG6, PROGS6},
     nat,
     packet::header,
-    tc_entry,
+    port_map, tc_entry,
 };
 
 const PASS: i32 = TC_ACT_OK as i32;
@@ -44,13 +45,12 @@ fn try_uplink_in6(ctx: &TcContext) -> Result<(i32, Reason), Reason> {
     }
     let mut dst = [0u8; 16];
     dst.copy_from_slice(&ip[ipv6::DST..ipv6::DST + 16]);
-    if cfg6.flags & NODE6_F_MASQUERADE == 0 {
+    if cfg6.flags & NODE6_F_MASQUERADE == 0 && cfg6.pod_prefix != 0 && cfg6.in_pod_cidr(&dst) {
         // A routed prefix: the outside reaches containers by their own addresses.
-        if cfg6.pod_prefix != 0 && cfg6.in_pod_cidr(&dst) {
-            return deliver(ctx, dst, ip[ipv6::HOP_LIMIT], Reason::Routed);
-        }
-        return Ok((PASS, Reason::PassedToStack));
+        return deliver(ctx, dst, ip[ipv6::HOP_LIMIT], Reason::Routed);
     }
+    // The node's address takes replies to NAT66 flows and connections to published
+    // ports (either masquerade setting: published ports need no masquerade).
     if cfg6.node_ip == [0; 16] || dst != cfg6.node_ip {
         return Ok((PASS, Reason::PassedToStack));
     }
@@ -64,11 +64,19 @@ fn try_uplink_in6(ctx: &TcContext) -> Result<(i32, Reason), Reason> {
         }
         return Ok((PASS, Reason::PassedToStack));
     };
-    let Some(entry) = conntrack::lookup(&flow, ctx.len()) else {
-        return Ok((PASS, Reason::PassedToStack));
+    let len = ctx.len();
+    let (entry, reason) = match conntrack::lookup(&flow, len) {
+        Some(e) => (e, Reason::NatTranslated),
+        // A published port: the flow's pair of entries, then as any tracked flow. No
+        // mapping (a port published for IPv4 only among them): the node's, whose stack
+        // refuses it (RST, port unreachable) unless a node socket takes it.
+        None => match port_map::target(&flow.key) {
+            Some((ip, port)) => (conntrack::create_dnat(&flow, ip, port, len)?, Reason::DnatNewFlow),
+            None => return Ok((PASS, Reason::PassedToStack)),
+        },
     };
     let new_dst = nat::apply(ctx, &flow, &entry)?;
-    deliver(ctx, new_dst.0, ip[ipv6::HOP_LIMIT], Reason::NatTranslated)
+    deliver(ctx, new_dst.0, ip[ipv6::HOP_LIMIT], reason)
 }
 
 /// Into the container that owns `dst`, as its gateway.
