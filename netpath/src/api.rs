@@ -1,6 +1,9 @@
 //! The agent's API: one JSON request per line on a Unix socket, one JSON reply line.
 //! The CLI and the agent share these types instead of parsing each other's output.
-use std::{net::Ipv4Addr, path::PathBuf};
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    path::PathBuf,
+};
 
 use serde::{Deserialize, Serialize};
 
@@ -37,7 +40,8 @@ pub struct EndpointSpec {
 pub struct PortSpec {
     pub proto: Proto,
     pub host_port: u16,
-    pub host_ip: Option<Ipv4Addr>,
+    /// None: every address of the node, both families; an address: its family only.
+    pub host_ip: Option<IpAddr>,
     pub endpoint: String,
     /// Defaults to the host port.
     pub container_port: Option<u16>,
@@ -81,7 +85,7 @@ pub struct PortDecl {
     #[serde(default = "tcp")]
     pub proto: Proto,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host_ip: Option<Ipv4Addr>,
+    pub host_ip: Option<IpAddr>,
     pub host_port: u16,
     pub endpoint: String,
     /// Default: the host port.
@@ -167,13 +171,13 @@ pub enum Request {
     PortDel {
         proto: Proto,
         host_port: u16,
-        host_ip: Option<Ipv4Addr>,
+        host_ip: Option<IpAddr>,
     },
     /// Several ports, in one transaction; the reply says which were published.
     PortsDel {
         proto: Proto,
         host_ports: Vec<u16>,
-        host_ip: Option<Ipv4Addr>,
+        host_ip: Option<IpAddr>,
     },
     /// Make the node's declared endpoints and ports exactly `spec` (or only say what
     /// that would change).

@@ -7,14 +7,18 @@
 //! that one is repaired by re-creating everything after it.
 use std::{
     collections::{HashMap, HashSet},
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
 };
 
-use netpath_common::{EndpointInfo, PortKey, PortTarget};
+use netpath_common::{EndpointInfo, PortKeyOf, PortTargetOf};
 use rtnetlink::Handle;
 
 use crate::{
-    datapath::{endpoint_programs, program, tc_programs, AttachMode},
+    datapath::{
+        endpoint_programs,
+        family::{Family, PortEntry},
+        program, tc_programs, AttachMode,
+    },
     plumbing::{
         link::{self, Link},
         netns, PlumbingError,
@@ -92,14 +96,22 @@ pub enum Drift {
     EndpointEntryStray {
         ip: IpAddr,
     },
+    /// An entry of PORT_MAPS, or of PORT_MAPS6 (`map`) for a port published on IPv6.
     PortEntryMissing {
+        map: &'static str,
         label: String,
     },
     PortEntryDiffers {
+        map: &'static str,
         label: String,
     },
+    /// An entry no port record owns: its key (`host` all zeros: every address of the
+    /// family) and where it leads.
     PortEntryStray {
-        key: PortKey,
+        map: &'static str,
+        proto: u8,
+        host: IpAddr,
+        port: u16,
         to: String,
     },
     /// A veth this agent made that no endpoint wants (`endpoint`: the one its mark names).
@@ -130,8 +142,8 @@ impl Drift {
             ProgramDetached { subject, .. } => subject.clone(),
             EndpointEntryMissing { ip } | EndpointEntryDiffers { ip } => format!("endpoint at {ip}"),
             EndpointEntryStray { ip } => format!("address {ip}"),
-            PortEntryMissing { label } | PortEntryDiffers { label } => format!("port {label}"),
-            PortEntryStray { key, .. } => format!("port {}", u16::from_be_bytes(key.port)),
+            PortEntryMissing { label, .. } | PortEntryDiffers { label, .. } => format!("port {label}"),
+            PortEntryStray { port, .. } => format!("port {port}"),
             StrayLink { name, .. } => format!("link {name}"),
             UplinkGone { name } => format!("uplink {name}"),
         }
@@ -166,11 +178,10 @@ impl Drift {
             EndpointEntryStray { ip } => {
                 format!("{} has an entry for {ip} that no endpoint owns", endpoint_map(ip))
             }
-            PortEntryMissing { .. } => "PORT_MAPS has no entry for it".into(),
-            PortEntryDiffers { .. } => "PORT_MAPS entry differs from the state".into(),
-            PortEntryStray { key, to } => {
-                let port = u16::from_be_bytes(key.port);
-                format!("PORT_MAPS publishes port {port} (to {to}) that no port record owns")
+            PortEntryMissing { map, .. } => format!("{map} has no entry for it"),
+            PortEntryDiffers { map, .. } => format!("{map} entry differs from the state"),
+            PortEntryStray { map, port, to, .. } => {
+                format!("{map} publishes port {port} (to {to}) that no port record owns")
             }
             StrayLink { endpoint: Some(e), .. } => {
                 format!("created for endpoint {e}, which the state does not have")
@@ -410,21 +421,32 @@ fn entries_drift<A: Copy + Eq + std::hash::Hash + Into<IpAddr>>(
     out
 }
 
-/// PORT_MAPS as it is against the published ports (`want`: label, key, target).
-pub fn port_entries(want: &[(String, PortKey, PortTarget)], have: &[(PortKey, PortTarget)]) -> Vec<Drift> {
-    let have_by_key: HashMap<&PortKey, &PortTarget> = have.iter().map(|(k, t)| (k, t)).collect();
-    let wanted: HashSet<&PortKey> = want.iter().map(|(_, k, _)| k).collect();
+/// Family `A`'s published-port table (PORT_MAPS, PORT_MAPS6) as it is against the
+/// published ports (`want`: label, key, target).
+pub fn port_entries<A: Family>(
+    want: &[(String, PortKeyOf<A>, PortTargetOf<A>)],
+    have: &[PortEntry<A>],
+) -> Vec<Drift> {
+    let map = A::PORTS;
+    let have_by_key: HashMap<&PortKeyOf<A>, &PortTargetOf<A>> = have.iter().map(|(k, t)| (k, t)).collect();
+    let wanted: HashSet<&PortKeyOf<A>> = want.iter().map(|(_, k, _)| k).collect();
     let mut out = Vec::new();
     for (label, key, target) in want {
         match have_by_key.get(key) {
             Some(t) if *t == target => {}
-            Some(_) => out.push(Drift::PortEntryDiffers { label: label.clone() }),
-            None => out.push(Drift::PortEntryMissing { label: label.clone() }),
+            Some(_) => out.push(Drift::PortEntryDiffers { map, label: label.clone() }),
+            None => out.push(Drift::PortEntryMissing { map, label: label.clone() }),
         }
     }
     for (key, target) in have.iter().filter(|(k, _)| !wanted.contains(k)) {
-        let to = format!("{}:{}", Ipv4Addr::from(target.ip), u16::from_be_bytes(target.port));
-        out.push(Drift::PortEntryStray { key: *key, to });
+        let to = SocketAddr::new(target.ip.ip(), u16::from_be_bytes(target.port)).to_string();
+        out.push(Drift::PortEntryStray {
+            map,
+            proto: key.proto,
+            host: key.host_ip.ip(),
+            port: u16::from_be_bytes(key.port),
+            to,
+        });
     }
     out
 }
@@ -516,6 +538,44 @@ mod tests {
         );
         assert_eq!(got[3].subject(), "address 10.77.0.4");
         assert_eq!(got[0].problem(), "ENDPOINTS has no entry for 10.77.0.2");
+    }
+
+    #[test]
+    fn port_entries_drift_in_the_table_of_their_family() {
+        use netpath_common::{Ip6, PortKey, PortKey6, PortTarget, PortTarget6};
+        let key4 = |port: u16| PortKey { host_ip: [0; 4], port: port.to_be_bytes(), proto: 6, _pad: 0 };
+        let to4 = PortTarget { ip: [10, 77, 0, 2], port: 80u16.to_be_bytes(), _pad: [0; 2] };
+        let got = port_entries(&[("tcp/8080".to_string(), key4(8080), to4)], &[(key4(9999), to4)]);
+        assert_eq!(got[0].subject(), "port tcp/8080");
+        assert_eq!(got[0].problem(), "PORT_MAPS has no entry for it");
+        assert_eq!(got[1].subject(), "port 9999");
+        assert_eq!(
+            got[1].problem(),
+            "PORT_MAPS publishes port 9999 (to 10.77.0.2:80) that no port record owns"
+        );
+
+        let ip6 = |s: &str| Ip6(s.parse::<Ipv6Addr>().unwrap().octets());
+        let key6 = |port: u16| PortKey6 { host_ip: ip6("::"), port: port.to_be_bytes(), proto: 6, _pad: 0 };
+        let to6 = |c: &str| PortTarget6 { ip: ip6(c), port: 80u16.to_be_bytes(), _pad: [0; 2] };
+        let got = port_entries(
+            &[("tcp/8080".to_string(), key6(8080), to6("fd00:77::2"))],
+            &[(key6(8080), to6("fd00:77::3")), (key6(9999), to6("fd00:77::2"))],
+        );
+        assert_eq!(got[0].problem(), "PORT_MAPS6 entry differs from the state");
+        assert_eq!(
+            got[1],
+            Drift::PortEntryStray {
+                map: "PORT_MAPS6",
+                proto: 6,
+                host: "::".parse().unwrap(),
+                port: 9999,
+                to: "[fd00:77::2]:80".into()
+            }
+        );
+        assert_eq!(
+            got[1].problem(),
+            "PORT_MAPS6 publishes port 9999 (to [fd00:77::2]:80) that no port record owns"
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! apply neither lists nor touches them.
 use std::{
     collections::{HashMap, HashSet},
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr},
 };
 
 use tracing::{info, warn};
@@ -14,7 +14,7 @@ use tracing::{info, warn};
 use super::{endpoint::validate, Agent, AgentError};
 use crate::{
     api::{Change, DeclRef, EndpointDecl, EndpointSpec, NodeSpec, PortDecl, PortSpec},
-    state::{EndpointRecord, PortRecord, Proto},
+    state::{hosts_meet, EndpointRecord, PortRecord, Proto},
 };
 
 /// A refused or failed apply: the error, and the declared entry it is about when there
@@ -33,7 +33,7 @@ impl From<AgentError> for ApplyError {
     }
 }
 
-type PortKey = (Proto, u16, Option<Ipv4Addr>);
+type PortKey = (Proto, u16, Option<IpAddr>);
 
 fn key(p: &PortRecord) -> PortKey {
     (p.proto, p.host_port, p.host_ip)
@@ -44,8 +44,7 @@ fn decl_key(p: &PortDecl) -> PortKey {
 }
 
 fn shown(k: &PortKey) -> String {
-    let ip = k.2.map_or("*".to_string(), |ip| ip.to_string());
-    format!("port {} {ip}:{}", k.0, k.1)
+    format!("port {} {}", k.0, crate::state::format_host_port(k.2, k.1))
 }
 
 fn spec_of(d: &EndpointDecl, ip: Option<Ipv4Addr>) -> EndpointSpec {
@@ -185,12 +184,10 @@ impl Agent {
 
         // Ports: each declared once (a port for every address and one for an address of
         // the node claim the same packets), for a declared endpoint, valid on this node.
-        let mut keys: HashMap<(Proto, u16), Vec<Option<Ipv4Addr>>> = HashMap::new();
+        let mut keys: HashMap<(Proto, u16), Vec<Option<IpAddr>>> = HashMap::new();
         for (i, p) in spec.ports.iter().enumerate() {
             let same_port = keys.entry((p.proto, p.host_port)).or_default();
-            if let Some(other) =
-                same_port.iter().find(|ip| ip.is_none() || p.host_ip.is_none() || **ip == p.host_ip)
-            {
+            if let Some(other) = same_port.iter().find(|ip| hosts_meet(**ip, p.host_ip)) {
                 let what = match *other == p.host_ip {
                     true => shown(&decl_key(p)),
                     false => {
@@ -211,6 +208,16 @@ impl Agent {
         }
         let replaced: HashSet<&str> =
             plan.add_endpoints.iter().map(|(i, _)| spec.endpoints[*i].name.as_str()).collect();
+        // A port on an IPv6 address needs an endpoint with IPv6: one built now gets it
+        // from the agent's IPv6 pod CIDR, one that stays has what it has.
+        for (i, p) in spec.ports.iter().enumerate() {
+            let has_ip6 = match replaced.contains(p.endpoint.as_str()) {
+                true => self.endpoints.ipam6().is_some(),
+                false => self.endpoints.get(&p.endpoint).is_some_and(|e| e.ip6.is_some()),
+            };
+            let ip6 = has_ip6.then_some(std::net::Ipv6Addr::UNSPECIFIED);
+            super::ports::check_family(p.host_ip, &p.endpoint, ip6).map_err(at_port(i))?;
+        }
         let wanted = |p: &PortRecord| {
             spec.ports.iter().any(|d| {
                 decl_key(d) == key(p)
@@ -244,12 +251,14 @@ impl Agent {
                 host_port: d.host_port,
                 endpoint: d.endpoint.clone(),
                 container_ip: Ipv4Addr::UNSPECIFIED,
+                container_ip6: None,
                 container_port: d.container_port.unwrap_or(d.host_port),
             };
             if let Some(old) = staying_ports.iter().find(|p| p.clashes(&probe)) {
                 return Err(at_port(i)(AgentError::PortTaken {
                     proto: d.proto,
                     port: d.host_port,
+                    host_ip: old.host_ip,
                     endpoint: old.endpoint.clone(),
                     container_port: old.container_port,
                 }));

@@ -1,11 +1,18 @@
 //! One endpoint compared with the kernel, changing nothing: what a runtime's CNI CHECK
 //! asks. The same drift checks as reconciliation, narrowed to the endpoint, its
 //! datapath entry and the ports it should publish.
+use aya::Pod;
+use netpath_common::{PortKeyOf, PortTargetOf};
+
 use super::{Agent, AgentError};
 use crate::{
     api::{CheckExpect, PortSpec},
-    datapath::entries,
+    datapath::{
+        entries,
+        family::{Family, Ipv4, Ipv6},
+    },
     drift::{self, Drift},
+    state::PortRecord,
 };
 
 impl Agent {
@@ -84,27 +91,30 @@ impl Agent {
                 ));
             }
         }
-        let want: Vec<_> = self
-            .ports
-            .of_endpoint(name)
-            .map(|p| {
-                let (key, target) = entries::port(p);
-                (format!("{}/{}", p.proto, p.host_port), key, target)
-            })
-            .collect();
-        let have = self.datapath.port_entries()?;
         // Other endpoints' entries are theirs: only this endpoint's missing or wrong ones.
-        found.extend(
-            drift::port_entries(&want, &have)
-                .into_iter()
-                .filter(|d| matches!(d, Drift::PortEntryMissing { .. } | Drift::PortEntryDiffers { .. })),
-        );
+        let mine: Vec<PortRecord> = self.ports.of_endpoint(name).cloned().collect();
+        found.extend(self.port_drift::<Ipv4>(&mine)?);
+        found.extend(self.port_drift::<Ipv6>(&mine)?);
         Ok(found.iter().map(|d| format!("{}: {}", d.subject(), d.problem())).chain(missing).collect())
+    }
+
+    /// The entries of `recs` that family `A`'s table lacks or holds otherwise.
+    fn port_drift<A: Family>(&mut self, recs: &[PortRecord]) -> Result<Vec<Drift>, AgentError>
+    where
+        PortKeyOf<A>: Pod,
+        PortTargetOf<A>: Pod,
+    {
+        let want = super::reconcile::labelled_ports::<A>(recs);
+        let have = self.datapath.port_entries::<A>()?;
+        Ok(drift::port_entries(&want, &have)
+            .into_iter()
+            .filter(|d| matches!(d, Drift::PortEntryMissing { .. } | Drift::PortEntryDiffers { .. }))
+            .collect())
     }
 }
 
 /// Does the published port `r` carry out the mapping `p` asks for?
-fn publishes(r: &crate::state::PortRecord, p: &PortSpec) -> bool {
+fn publishes(r: &PortRecord, p: &PortSpec) -> bool {
     r.proto == p.proto
         && r.host_port == p.host_port
         && r.host_ip == p.host_ip

@@ -226,7 +226,7 @@ async fn configure_container(ns: &std::fs::File, rec: &EndpointRecord, prefix: u
 
 /// An endpoint's IPv6 addresses as the datapath knows them: its own, and the
 /// link-local one its neighbour solicitations come from. Empty without IPv6.
-fn addresses6(rec: &EndpointRecord) -> Vec<Ipv6Addr> {
+pub(super) fn addresses6(rec: &EndpointRecord) -> Vec<Ipv6Addr> {
     match (rec.ip6, parse_mac(&rec.mac)) {
         (Some(ip6), Some(mac)) => vec![ip6, crate::state::link_local(&mac)],
         _ => Vec::new(),
@@ -280,8 +280,12 @@ impl Agent {
         }
         let mut planned: Vec<crate::state::PortRecord> = Vec::new();
         let mut taken = held_ports.to_vec();
+        // The addresses are not chosen yet; whether it gets an IPv6 one is known (every
+        // endpoint of an agent with --pod-cidr6 does), which is what a port on an IPv6
+        // host address needs. The records are made again once it is built.
+        let ip6 = self.endpoints.ipam6().map(|_| Ipv6Addr::UNSPECIFIED);
         for p in &spec.ports {
-            if let Some(rec) = self.port_plan(p, &spec.name, Ipv4Addr::UNSPECIFIED, &taken)? {
+            if let Some(rec) = self.port_plan(p, &spec.name, Ipv4Addr::UNSPECIFIED, ip6, &taken)? {
                 taken.push(rec.clone());
                 planned.push(rec);
             }

@@ -100,15 +100,41 @@ pub enum AgentError {
     )]
     LoopbackNeedsCookie { ip: Ipv4Addr },
     #[error(
+        "--host-ip {ip} is neither the node's IPv6 address on the uplink {uplink} ({}) nor ::; publish on \
+         one of those (:: for every IPv6 address of the node), or omit --host-ip to publish on both families",
+        address.map_or("none".to_string(), |a| a.to_string())
+    )]
+    HostIp6NotNode { ip: std::net::Ipv6Addr, uplink: String, address: Option<std::net::Ipv6Addr> },
+    #[error(
+        "--host-ip {ip}: ports published on IPv6 loopback, for the node's own processes, are not supported \
+         yet; publish on the node's IPv6 address ({}) instead, or on 127.0.0.1 for the node's processes over IPv4",
+        node_ip6.map_or("the uplink has none yet".to_string(), |a| a.to_string())
+    )]
+    HostIp6Loopback { ip: std::net::Ipv6Addr, node_ip6: Option<std::net::Ipv6Addr> },
+    #[error(
+        "endpoint {endpoint} has no IPv6 address, so --host-ip {ip} cannot publish to it; omit --host-ip or \
+         give an IPv4 one, or give the endpoint an IPv6 address (an agent with --pod-cidr6 gives each \
+         endpoint it adds one: delete and add the endpoint again)"
+    )]
+    EndpointWithoutIpv6 { endpoint: String, ip: std::net::Ipv6Addr },
+    #[error(
         "no free host port for {proto} in {}-{}: every one is published or reserved; give a host port",
         range.start(), range.end()
     )]
     NoFreeHostPort { proto: crate::state::Proto, range: std::ops::RangeInclusive<u16> },
     #[error(
         "host port {proto}/{port} is already published for {endpoint}:{container_port}; delete it first \
-         (netpath port del --proto {proto} {port})"
+         (netpath port del --proto {proto} {port}{})",
+        host_ip.map_or(String::new(), |ip| format!(" --host-ip {ip}"))
     )]
-    PortTaken { proto: crate::state::Proto, port: u16, endpoint: String, container_port: u16 },
+    PortTaken {
+        proto: crate::state::Proto,
+        port: u16,
+        /// The published port's host address, which deleting it names.
+        host_ip: Option<std::net::IpAddr>,
+        endpoint: String,
+        container_port: u16,
+    },
     #[error("cannot parse net.ipv4.ip_local_port_range {found:?}")]
     EphemeralRange { found: String },
     #[error(
@@ -290,9 +316,13 @@ impl Agent {
         Ok(())
     }
 
-    /// Is `port` published on an address of the uplink other than the node address?
+    /// Is `port` published on an IPv4 address of the uplink other than the node address?
+    /// IPv6 never is: the programs take only the node's IPv6 address and `::`.
     fn on_other_address(&self, port: &PortRecord) -> bool {
-        port.host_ip.is_some_and(|ip| !ip.is_loopback() && Some(ip) != self.node.node_ip)
+        match port.host_ip {
+            Some(std::net::IpAddr::V4(ip)) => !ip.is_loopback() && Some(ip) != self.node.node_ip,
+            Some(std::net::IpAddr::V6(_)) | None => false,
+        }
     }
 
     /// NODE_CONFIG from what the agent knows of the node now.

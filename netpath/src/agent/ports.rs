@@ -1,29 +1,38 @@
 //! Published ports: `proto host_ip:host_port` on the node -> a container's port, in a
-//! hash map the datapath reads per new connection (cost independent of how many).
-use std::net::Ipv4Addr;
+//! hash map per family the datapath reads per new connection (cost independent of how
+//! many). A port without a host address is published on both families of its endpoint,
+//! one with a host address on that address's family only.
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use tracing::{info, warn};
 
 use super::{Agent, AgentError};
 use crate::{
     api::PortSpec,
+    datapath::{
+        entries,
+        family::{Ipv4, Ipv6},
+    },
     state::{PortRecord, Proto},
 };
 
-pub(super) use crate::datapath::entries::port as entry;
+/// A port's key: what `port del` names.
+type Key = (Proto, u16, Option<IpAddr>);
 
 /// Where a port published without a host port lands (see `free_host_port`).
 pub const FREE_PORTS: std::ops::RangeInclusive<u16> = 30000..=32767;
 
 impl Agent {
-    /// The record `spec` asks for, for the endpoint `endpoint` at `container_ip`,
-    /// checked against the node and the published ports (and `also`, ports about to be
-    /// published with it) without changing anything. `None`: exactly that is published.
+    /// The record `spec` asks for, for the endpoint `endpoint` at `container_ip` (and
+    /// `container_ip6`, when it has IPv6), checked against the node and the published
+    /// ports (and `also`, ports about to be published with it) without changing
+    /// anything. `None`: exactly that is published.
     pub(super) fn port_plan(
         &self,
         spec: &PortSpec,
         endpoint: &str,
         container_ip: Ipv4Addr,
+        container_ip6: Option<Ipv6Addr>,
         also: &[PortRecord],
     ) -> Result<Option<PortRecord>, AgentError> {
         if spec.container_port == Some(0) || (spec.host_port == 0 && spec.container_port.is_none()) {
@@ -37,22 +46,25 @@ impl Agent {
             }
         };
         self.check_host_ip(spec.host_ip)?;
+        check_family(spec.host_ip, endpoint, container_ip6)?;
         let rec = PortRecord {
             proto: spec.proto,
             host_ip: spec.host_ip,
             host_port,
             endpoint: endpoint.to_string(),
             container_ip,
+            container_ip6,
             container_port: spec.container_port.unwrap_or(host_port),
         };
         let planned = also.iter().find(|p| p.clashes(&rec));
         if let Some(old) = self.ports.clash(&rec).or(planned) {
-            if *old == rec {
+            if old.same_mapping(&rec) {
                 return Ok(None);
             }
             return Err(AgentError::PortTaken {
                 proto: rec.proto,
                 port: rec.host_port,
+                host_ip: old.host_ip,
                 endpoint: old.endpoint.clone(),
                 container_port: old.container_port,
             });
@@ -61,23 +73,34 @@ impl Agent {
     }
 
     /// Can a port be published on `host_ip` (None: every node address)?
-    pub(super) fn check_host_ip(&self, host_ip: Option<Ipv4Addr>) -> Result<(), AgentError> {
+    pub(super) fn check_host_ip(&self, host_ip: Option<IpAddr>) -> Result<(), AgentError> {
         match host_ip {
-            // Loopback: for the node's own processes only, through the socket hooks,
-            // which act only where the kernel tells the node's namespace by its cookie.
-            Some(ip) if ip.is_loopback() && crate::plumbing::netns::current_cookie().is_none() => {
-                Err(AgentError::LoopbackNeedsCookie { ip })
+            None => Ok(()),
+            Some(IpAddr::V4(ip)) => self.check_host_ip4(ip),
+            Some(IpAddr::V6(ip)) => {
+                check_host_ip6(ip, self.node.node_ip6, self.node.uplink_name.as_deref().unwrap_or_default())
             }
-            // Any address of the uplink, where the programs see the packets for it.
-            Some(ip) if !ip.is_loopback() && !self.node.uplink_ips.contains(&ip) => {
-                Err(AgentError::HostIpNotNode {
-                    ip,
-                    uplink: self.node.uplink_name.clone().unwrap_or_default(),
-                    addresses: self.node.uplink_ips.clone(),
-                })
-            }
-            _ => Ok(()),
         }
+    }
+
+    fn check_host_ip4(&self, ip: Ipv4Addr) -> Result<(), AgentError> {
+        // Loopback: for the node's own processes only, through the socket hooks, which
+        // act only where the kernel tells the node's namespace by its cookie.
+        if ip.is_loopback() {
+            return match crate::plumbing::netns::current_cookie() {
+                Some(_) => Ok(()),
+                None => Err(AgentError::LoopbackNeedsCookie { ip }),
+            };
+        }
+        // Any address of the uplink, where the programs see the packets for it.
+        if !self.node.uplink_ips.contains(&ip) {
+            return Err(AgentError::HostIpNotNode {
+                ip,
+                uplink: self.node.uplink_name.clone().unwrap_or_default(),
+                addresses: self.node.uplink_ips.clone(),
+            });
+        }
+        Ok(())
     }
 
     /// A host port nobody publishes for `proto` on `host_ip`, skipping the NAT range
@@ -90,7 +113,7 @@ impl Agent {
     fn free_host_port(
         &self,
         proto: Proto,
-        host_ip: Option<Ipv4Addr>,
+        host_ip: Option<IpAddr>,
         from: Option<std::ops::RangeInclusive<u16>>,
         also: &[PortRecord],
     ) -> Result<u16, AgentError> {
@@ -114,6 +137,7 @@ impl Agent {
                 host_port: port,
                 endpoint: String::new(),
                 container_ip: Ipv4Addr::UNSPECIFIED,
+                container_ip6: None,
                 container_port: 0,
             };
             let taken = self.ports.clash(&probe).is_some() || also.iter().any(|p| p.clashes(&probe));
@@ -144,21 +168,27 @@ impl Agent {
             let Some(ep) = self.endpoints.get(&spec.endpoint) else {
                 return Err(AgentError::NoEndpoint { name: spec.endpoint });
             };
-            let (name, ip) = (ep.name.clone(), ep.ip);
-            match self.port_plan(&spec, &name, ip, &planned)? {
+            let (name, ip, ip6) = (ep.name.clone(), ep.ip, ep.ip6);
+            match self.port_plan(&spec, &name, ip, ip6, &planned)? {
                 Some(rec) => {
                     out.push(rec.clone());
                     planned.push(rec);
                 }
-                // Published already, exactly so (a host port of 0 never lands here).
-                None => out.push(PortRecord {
-                    proto: spec.proto,
-                    host_ip: spec.host_ip,
-                    host_port: spec.host_port,
-                    endpoint: name,
-                    container_ip: ip,
-                    container_port: spec.container_port.unwrap_or(spec.host_port),
-                }),
+                // Published already, exactly so (a host port of 0 never lands here): the
+                // record as it is, which says on which families.
+                None => {
+                    let asked = PortRecord {
+                        proto: spec.proto,
+                        host_ip: spec.host_ip,
+                        host_port: spec.host_port,
+                        endpoint: name,
+                        container_ip: ip,
+                        container_ip6: ip6,
+                        container_port: spec.container_port.unwrap_or(spec.host_port),
+                    };
+                    let found = self.ports.all().iter().chain(&planned).find(|p| p.same_mapping(&asked));
+                    out.push(found.cloned().unwrap_or(asked));
+                }
             }
         }
         self.publish(&planned[held..])?;
@@ -170,69 +200,88 @@ impl Agent {
         Ok(recs.remove(0))
     }
 
-    /// Records `recs` and writes them to the datapath; on any failure neither keeps them.
+    /// Records `recs` and writes them to the datapath, both families; on any failure
+    /// neither the state nor either table keeps them.
     fn publish(&mut self, recs: &[PortRecord]) -> Result<(), AgentError> {
         if recs.is_empty() {
             return Ok(());
         }
-        let entries: Vec<_> = recs.iter().map(entry).collect();
+        let (v4, v6) = (entries::ports::<Ipv4>(recs), entries::ports::<Ipv6>(recs));
         self.ports.insert_many(recs)?;
-        let applied = self.datapath.set_ports(&entries).map_err(AgentError::from).and_then(|()| {
-            // The endpoints' "has published ports" flag.
-            self.reregister(recs)?;
-            // The programs look at other addresses of the uplink only once told to.
-            match recs.iter().any(|r| self.on_other_address(r)) {
-                true => self.write_node_config(),
-                false => Ok(()),
-            }
-        });
+        let applied = self
+            .datapath
+            .set_ports(&v4)
+            .and_then(|()| self.datapath.set_ports(&v6))
+            .map_err(AgentError::from)
+            .and_then(|()| {
+                // The endpoints' "has published ports" flag.
+                self.reregister(recs)?;
+                // The programs look at other addresses of the uplink only once told to.
+                match recs.iter().any(|r| self.on_other_address(r)) {
+                    true => self.write_node_config(),
+                    false => Ok(()),
+                }
+            });
         if let Err(e) = applied {
-            let keys: Vec<_> = recs.iter().map(|r| (r.proto, r.host_port, r.host_ip)).collect();
+            let keys: Vec<Key> = recs.iter().map(key).collect();
             if let Err(undo) = self.ports.remove_many(&keys) {
                 warn!(
                     "cannot take back the ports of a failed publish: {undo}; `netpath reconcile` repairs it"
                 );
             }
-            let _ = self.datapath.remove_ports(&entries.iter().map(|(k, _)| *k).collect::<Vec<_>>());
+            // The keys are new (a clash was refused): none of them was another's.
+            let _ = self.datapath.remove_ports(&v4.iter().map(|(k, _)| *k).collect::<Vec<_>>());
+            let _ = self.datapath.remove_ports(&v6.iter().map(|(k, _)| *k).collect::<Vec<_>>());
             let _ = self.reregister(recs);
             return Err(e);
         }
         match recs {
             [rec] => info!(proto = %rec.proto, host_port = rec.host_port, endpoint = %rec.endpoint,
-                           container_port = rec.container_port, "port published"),
+                           container_port = rec.container_port, ipv6 = entries::port::<Ipv6>(rec).is_some(),
+                           "port published"),
             _ => info!(count = recs.len(), "ports published"),
         }
         Ok(())
     }
 
     /// Writes the datapath's entry of every endpoint `recs` name again (once each).
+    /// Both families' entries: the IPv6 path reads the flag from ENDPOINTS6 (a published
+    /// container's replies on a routed prefix must leave with the node's address).
     fn reregister(&mut self, recs: &[PortRecord]) -> Result<(), AgentError> {
         let names: std::collections::BTreeSet<&str> = recs.iter().map(|r| r.endpoint.as_str()).collect();
         for name in names {
             if let Some(ep) = self.endpoints.get(name).cloned() {
                 let info = self.endpoint_info(&ep)?;
                 self.datapath.register(ep.ip, info)?;
+                for ip6 in super::endpoint::addresses6(&ep) {
+                    self.datapath.register6(ip6, ep.ip, info)?;
+                }
             }
         }
         Ok(())
     }
 
-    /// Unpublishes several ports in one state transaction and one map batch; returns, for
-    /// each, whether it was published.
-    pub fn ports_del(&mut self, keys: &[(Proto, u16, Option<Ipv4Addr>)]) -> Result<Vec<bool>, AgentError> {
+    /// Unpublishes several ports in one state transaction and one map batch per family;
+    /// returns, for each, whether it was published.
+    pub fn ports_del(&mut self, keys: &[Key]) -> Result<Vec<bool>, AgentError> {
         let gone = self.ports.remove_many(keys)?;
-        let existed =
-            keys.iter().map(|k| gone.iter().any(|p| (p.proto, p.host_port, p.host_ip) == *k)).collect();
+        let existed = keys.iter().map(|k| gone.iter().any(|p| key(p) == *k)).collect();
         if gone.is_empty() {
             return Ok(existed);
         }
-        if let Err(e) = self.datapath.remove_ports(&gone.iter().map(|r| entry(r).0).collect::<Vec<_>>()) {
-            // The state said gone while the maps still served them: put both back (a
-            // batch may have stopped part way).
+        let (v4, v6) = (entries::ports::<Ipv4>(&gone), entries::ports::<Ipv6>(&gone));
+        let removed = self
+            .datapath
+            .remove_ports(&v4.iter().map(|(k, _)| *k).collect::<Vec<_>>())
+            .and_then(|()| self.datapath.remove_ports(&v6.iter().map(|(k, _)| *k).collect::<Vec<_>>()));
+        if let Err(e) = removed {
+            // The state said gone while the maps still served them: put all back (a
+            // batch may have stopped part way, or the second family's failed).
             if let Err(undo) = self.ports.insert_many(&gone) {
                 warn!("cannot take back the ports of a failed unpublish: {undo}; `netpath reconcile` repairs it");
             }
-            let _ = self.datapath.set_ports(&gone.iter().map(entry).collect::<Vec<_>>());
+            let _ = self.datapath.set_ports(&v4);
+            let _ = self.datapath.set_ports(&v6);
             return Err(e.into());
         }
         if gone.iter().any(|r| self.on_other_address(r)) {
@@ -252,8 +301,78 @@ impl Agent {
         &mut self,
         proto: Proto,
         host_port: u16,
-        host_ip: Option<Ipv4Addr>,
+        host_ip: Option<IpAddr>,
     ) -> Result<bool, AgentError> {
         Ok(self.ports_del(&[(proto, host_port, host_ip)])?[0])
+    }
+}
+
+fn key(p: &PortRecord) -> Key {
+    (p.proto, p.host_port, p.host_ip)
+}
+
+/// Can a port be published on IPv6 address `ip` of a node whose uplink `uplink` has the
+/// IPv6 address `node_ip6`? The IPv6 programs take that address and, for every address,
+/// `::`; the socket hooks that serve the node's own processes are IPv4 only.
+fn check_host_ip6(ip: Ipv6Addr, node_ip6: Option<Ipv6Addr>, uplink: &str) -> Result<(), AgentError> {
+    if ip.is_loopback() {
+        return Err(AgentError::HostIp6Loopback { ip, node_ip6 });
+    }
+    if !ip.is_unspecified() && Some(ip) != node_ip6 {
+        return Err(AgentError::HostIp6NotNode { ip, uplink: uplink.into(), address: node_ip6 });
+    }
+    Ok(())
+}
+
+/// A port published on an IPv6 address needs an endpoint with one (`container_ip6`).
+pub(super) fn check_family(
+    host_ip: Option<IpAddr>,
+    endpoint: &str,
+    container_ip6: Option<Ipv6Addr>,
+) -> Result<(), AgentError> {
+    match (host_ip, container_ip6) {
+        (Some(IpAddr::V6(ip)), None) => {
+            Err(AgentError::EndpointWithoutIpv6 { endpoint: endpoint.into(), ip })
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_ports_go_on_the_node_address_or_every_address_and_not_on_loopback() {
+        let node6: Ipv6Addr = "2001:db8::10".parse().unwrap();
+        assert!(check_host_ip6(node6, Some(node6), "eth0").is_ok());
+        assert!(check_host_ip6(Ipv6Addr::UNSPECIFIED, Some(node6), "eth0").is_ok());
+        // Every IPv6 address of the node, whichever it has (none yet included).
+        assert!(check_host_ip6(Ipv6Addr::UNSPECIFIED, None, "eth0").is_ok());
+        let other =
+            check_host_ip6("fd00:99::7".parse().unwrap(), Some(node6), "eth0").unwrap_err().to_string();
+        for part in ["--host-ip fd00:99::7", "uplink eth0", "2001:db8::10", "::"] {
+            assert!(other.contains(part), "{part}: {other}");
+        }
+        assert!(!other.contains('\n'), "{other}");
+        let none = check_host_ip6(node6, None, "eth0").unwrap_err().to_string();
+        assert!(none.contains("2001:db8::10") && none.contains("(none)"), "{none}");
+        let lo = check_host_ip6(Ipv6Addr::LOCALHOST, Some(node6), "eth0").unwrap_err().to_string();
+        assert!(
+            lo.contains("::1") && lo.contains("not supported yet") && lo.contains("2001:db8::10"),
+            "{lo}"
+        );
+    }
+
+    #[test]
+    fn an_ipv6_host_address_needs_an_endpoint_with_ipv6() {
+        let node6: Ipv6Addr = "2001:db8::10".parse().unwrap();
+        let err = check_family(Some(node6.into()), "web", None).unwrap_err().to_string();
+        assert!(err.contains("endpoint web has no IPv6 address") && err.contains("2001:db8::10"), "{err}");
+        assert!(err.contains("--pod-cidr6"), "{err}");
+        assert!(check_family(Some(node6.into()), "web", Some("fd00:77::2".parse().unwrap())).is_ok());
+        // IPv4, or both families: the endpoint's IPv4 address is enough.
+        assert!(check_family(None, "web", None).is_ok());
+        assert!(check_family(Some(IpAddr::V4(Ipv4Addr::LOCALHOST)), "web", None).is_ok());
     }
 }

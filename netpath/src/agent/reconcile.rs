@@ -4,15 +4,21 @@
 //! what it does not own is left alone. Runs at agent start and on `netpath reconcile`.
 use std::{collections::HashSet, net::IpAddr};
 
+use aya::Pod;
+use netpath_common::{PortKeyOf, PortTargetOf};
 use tracing::warn;
 
 use super::{Agent, AgentError};
 use crate::{
     api::Repair,
-    datapath::{entries, program},
+    datapath::{
+        entries,
+        family::{Family, Ipv4, Ipv6},
+        program,
+    },
     drift::{self, Drift},
     plumbing::{link, netns},
-    state::{EndpointRecord, Mode},
+    state::{EndpointRecord, Mode, PortRecord},
 };
 
 /// Endpoint checks in flight at once in a pass.
@@ -250,8 +256,11 @@ impl Agent {
 
     /// Removes everything of an endpoint whose container is gone.
     async fn forget(&mut self, rec: &EndpointRecord) {
-        let keys: Vec<_> = self.ports.of_endpoint(&rec.name).map(|p| entries::port(p).0).collect();
-        for key in keys {
+        let ports: Vec<PortRecord> = self.ports.of_endpoint(&rec.name).cloned().collect();
+        for (key, _) in entries::ports::<Ipv4>(&ports) {
+            let _ = self.datapath.remove_port(&key);
+        }
+        for (key, _) in entries::ports::<Ipv6>(&ports) {
             let _ = self.datapath.remove_port(&key);
         }
         let _ = self.datapath.detach_endpoint(&rec.host_ifname, rec.host_ifindex);
@@ -267,8 +276,8 @@ impl Agent {
         }
     }
 
-    /// ENDPOINTS and PORT_MAPS against the state: missing or different entries are
-    /// written, entries no endpoint or port owns are removed (both maps are netpath's).
+    /// ENDPOINTS(6) and PORT_MAPS(6) against the state: missing or different entries are
+    /// written, entries no endpoint or port owns are removed (the maps are netpath's).
     fn maps(&mut self, pass: &mut Pass) -> Result<(), AgentError> {
         let want = entries::endpoints(self.endpoints.all(), self.ports.all());
         for d in drift::endpoint_entries(&want, &self.datapath.endpoint_entries()?) {
@@ -311,26 +320,46 @@ impl Agent {
                 pass.failed(&e.into());
             }
         }
-        let want: Vec<_> = self
-            .ports
-            .all()
-            .iter()
-            .map(|p| {
-                let (key, target) = entries::port(p);
-                (format!("{}/{}", p.proto, p.host_port), key, target)
-            })
-            .collect();
-        let have = self.datapath.port_entries()?;
+        self.port_maps::<Ipv4>(pass)?;
+        self.port_maps::<Ipv6>(pass)
+    }
+
+    /// Family `A`'s published-port table against the state.
+    fn port_maps<A: Family>(&mut self, pass: &mut Pass) -> Result<(), AgentError>
+    where
+        PortKeyOf<A>: Pod,
+        PortTargetOf<A>: Pod,
+    {
+        let want = labelled_ports::<A>(self.ports.all());
+        let have = self.datapath.port_entries::<A>()?;
+        // Labels repeat (a port published on two host addresses): a drift's entry is the
+        // first of its label not yet as wanted.
+        let mut have_by_key: std::collections::HashMap<_, _> = have.iter().copied().collect();
         for d in drift::port_entries(&want, &have) {
             if !pass.note(&d) {
                 continue;
             }
             let result = match &d {
-                Drift::PortEntryMissing { label } | Drift::PortEntryDiffers { label } => {
-                    let (_, key, target) = want.iter().find(|(l, ..)| l == label).expect("a wanted port");
-                    self.datapath.set_port(*key, *target)
+                Drift::PortEntryMissing { label, .. } | Drift::PortEntryDiffers { label, .. } => {
+                    let wrong = |(l, k, t): &&(String, PortKeyOf<A>, PortTargetOf<A>)| {
+                        l == label && have_by_key.get(k) != Some(t)
+                    };
+                    match want.iter().find(wrong) {
+                        Some((_, key, target)) => {
+                            have_by_key.insert(*key, *target);
+                            self.datapath.set_port(*key, *target)
+                        }
+                        // Two records of one key (a state edited by hand): written already.
+                        None => Ok(()),
+                    }
                 }
-                Drift::PortEntryStray { key, .. } => self.datapath.remove_port(key),
+                Drift::PortEntryStray { proto, host, port, .. } => match A::of(*host) {
+                    Some(host_ip) => {
+                        let key = PortKeyOf { host_ip, port: port.to_be_bytes(), proto: *proto, _pad: 0 };
+                        self.datapath.remove_port(&key)
+                    }
+                    None => Ok(()),
+                },
                 _ => Ok(()),
             };
             if let Err(e) = result {
@@ -382,4 +411,15 @@ impl Agent {
             }
         }
     }
+}
+
+/// Family `A`'s entries of the published ports `recs`, each with the label reconciliation
+/// and `doctor` name it by (`tcp/8080`).
+pub(super) fn labelled_ports<A: Family>(recs: &[PortRecord]) -> Vec<(String, PortKeyOf<A>, PortTargetOf<A>)> {
+    recs.iter()
+        .filter_map(|p| {
+            let (key, target) = entries::port::<A>(p)?;
+            Some((format!("{}/{}", p.proto, p.host_port), key, target))
+        })
+        .collect()
 }

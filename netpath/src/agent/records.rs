@@ -2,7 +2,7 @@
 //! hold, the published ports. Each change is committed to the state database before it
 //! is kept in memory, so the two never disagree.
 use std::{
-    net::{Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     ops::RangeInclusive,
     sync::Arc,
 };
@@ -154,7 +154,7 @@ impl Ports {
     /// Unpublishes those of `keys` that are published, in one transaction; returns them.
     pub fn remove_many(
         &mut self,
-        keys: &[(Proto, u16, Option<Ipv4Addr>)],
+        keys: &[(Proto, u16, Option<IpAddr>)],
     ) -> Result<Vec<PortRecord>, StateError> {
         let wanted: std::collections::HashSet<_> = keys.iter().copied().collect();
         let is_gone = |p: &PortRecord| wanted.contains(&(p.proto, p.host_port, p.host_ip));

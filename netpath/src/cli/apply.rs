@@ -168,3 +168,22 @@ pub fn export(paths: &Paths, format: FileFormat) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn declared_ports_take_a_host_address_of_either_family_and_export_it_back() {
+        let text = "[[ports]]\nhost_port = 8080\nendpoint = \"web\"\n\n[[ports]]\nhost_ip = \"::\"\nhost_port = 8081\nendpoint = \"web\"\n\n[[ports]]\nhost_ip = \"192.168.77.10\"\nhost_port = 8082\nendpoint = \"web\"\n";
+        let located = parse_toml(text).unwrap_or_else(|(line, e)| panic!("line {line}: {e}"));
+        let hosts: Vec<_> = located.spec.ports.iter().map(|p| p.host_ip).collect();
+        assert_eq!(hosts, [None, Some("::".parse().unwrap()), Some("192.168.77.10".parse().unwrap())]);
+        assert_eq!(located.port_lines, [1, 5, 10]);
+        let exported = toml::to_string(&located.spec).unwrap();
+        assert_eq!(parse_toml(&exported).map(|l| l.spec).ok(), Some(located.spec));
+        let (line, e) =
+            parse_toml("[[ports]]\nhost_ip = \"node\"\nhost_port = 1\nendpoint = \"web\"\n").err().unwrap();
+        assert!(line == 2 && e.contains("invalid IP address syntax"), "{line}: {e}");
+    }
+}

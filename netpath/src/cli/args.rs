@@ -189,11 +189,13 @@ pub enum PortCommand {
         /// [HOST_PORT[-END]] ENDPOINT[:PORT[-END]] ...
         #[arg(num_args = 1.., required = true, value_name = "PORTS")]
         ports: Vec<String>,
-        /// Publish on this address only: any address of the uplink (default: the node
-        /// address, and loopback for node processes); a loopback address (127.0.0.1)
-        /// publishes for the node's own processes only.
+        /// Publish on this address only, on its family only (default: every address of
+        /// the node, IPv4 and, when the endpoint has one, IPv6, and loopback for node
+        /// processes). IPv4: any address of the uplink, or a loopback address (127.0.0.1)
+        /// for the node's own processes only. IPv6: the node's IPv6 address, or :: for
+        /// every IPv6 address of the node.
         #[arg(long)]
-        host_ip: Option<Ipv4Addr>,
+        host_ip: Option<std::net::IpAddr>,
     },
     /// Unpublish ports or ranges (8000-8010), all in one call; succeeds for those that
     /// are not published.
@@ -202,8 +204,9 @@ pub enum PortCommand {
         proto: Proto,
         #[arg(value_parser = parse_host_ports, value_name = "HOST_PORT[-END]", num_args = 1.., required = true)]
         host_port: Vec<std::ops::RangeInclusive<u16>>,
+        /// The address the ports were published on (as `port add --host-ip`).
         #[arg(long)]
-        host_ip: Option<Ipv4Addr>,
+        host_ip: Option<std::net::IpAddr>,
     },
     /// List published ports (from the state directory; works without the agent).
     List {

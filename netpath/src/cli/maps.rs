@@ -4,7 +4,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use anyhow::bail;
 use aya::Pod;
 use netpath_common::{
-    conntrack::Tuple, contract, maps, ENDPOINT_F_BRIDGED, ENDPOINT_F_NETKIT, ENDPOINT_F_PUBLISHED,
+    conntrack::Tuple, contract, maps, PortKeyOf, PortTargetOf, ENDPOINT_F_BRIDGED, ENDPOINT_F_NETKIT,
+    ENDPOINT_F_PUBLISHED,
 };
 use serde_json::{json, Value};
 
@@ -92,21 +93,8 @@ fn dump(inspector: &Inspector, name: &str) -> anyhow::Result<Vec<Value>> {
             let rows = inspector.conntrack_of::<Ipv6>()?.into_iter();
             rows.filter(|c| c.assured == assured).map(|c| json!(c)).collect()
         }
-        maps::PORT_MAPS => inspector
-            .port_maps()?
-            .into_iter()
-            .map(|(k, t)| {
-                let proto = match k.proto {
-                    6 => "tcp",
-                    17 => "udp",
-                    _ => "other",
-                };
-                let host =
-                    if k.host_ip == [0; 4] { "*".to_string() } else { Ipv4Addr::from(k.host_ip).to_string() };
-                json!({ "proto": proto, "host_ip": host, "host_port": u16::from_be_bytes(k.port),
-                        "container_ip": Ipv4Addr::from(t.ip), "container_port": u16::from_be_bytes(t.port) })
-            })
-            .collect(),
+        maps::PORT_MAPS => port_maps::<Ipv4>(inspector)?,
+        maps::PORT_MAPS6 => port_maps::<Ipv6>(inspector)?,
         maps::NODE_CONFIG => {
             let c = inspector.node_config()?;
             vec![json!({ "node_ip": Ipv4Addr::from(c.node_ip), "pod_net": Ipv4Addr::from(c.pod_net),
@@ -152,6 +140,26 @@ fn dump(inspector: &Inspector, name: &str) -> anyhow::Result<Vec<Value>> {
     };
     rows.sort_by_key(|r| r.to_string());
     Ok(rows)
+}
+
+/// One family's published ports, the same fields for both (`host_ip` `*`: every
+/// address of the family).
+fn port_maps<A: Family>(inspector: &Inspector) -> anyhow::Result<Vec<Value>>
+where
+    PortKeyOf<A>: Pod,
+    PortTargetOf<A>: Pod,
+{
+    let rows = inspector.port_maps_of::<A>()?.into_iter().map(|(k, t)| {
+        let proto = match k.proto {
+            6 => "tcp",
+            17 => "udp",
+            _ => "other",
+        };
+        let host = if k.host_ip == A::default() { "*".to_string() } else { k.host_ip.ip().to_string() };
+        json!({ "proto": proto, "host_ip": host, "host_port": u16::from_be_bytes(k.port),
+                "container_ip": t.ip.ip(), "container_port": u16::from_be_bytes(t.port) })
+    });
+    Ok(rows.collect())
 }
 
 /// One family's closed masqueraded flows, the same fields for both.

@@ -7,8 +7,12 @@ use serde_json::json;
 
 use super::Format;
 use crate::{
-    datapath::{CtRow, CtSummary, EndpointCounters, ReasonCounter},
-    state::{EndpointRecord, PortRecord},
+    datapath::{
+        entries,
+        family::{Family, Ipv4, Ipv6},
+        CtRow, CtSummary, EndpointCounters, ReasonCounter,
+    },
+    state::{format_host_port, EndpointRecord, PortRecord},
 };
 
 /// Colour (ANSI escapes) only for a terminal, and never with NO_COLOR set
@@ -157,11 +161,19 @@ pub fn ports(ports: &[PortRecord], format: Format) {
     }
     let mut t = Table::new(&["PROTO", "HOST", "ENDPOINT", "CONTAINER"]);
     for p in ports {
-        let host = format!("{}:{}", p.host_ip.map_or("*".to_string(), |a| a.to_string()), p.host_port);
-        let target = format!("{}:{}", p.container_ip, p.container_port);
-        t.row(vec![p.proto.to_string(), host, p.endpoint.clone(), target]);
+        let host = format_host_port(p.host_ip, p.host_port);
+        t.row(vec![p.proto.to_string(), host, p.endpoint.clone(), container(p)]);
     }
     t.print();
+}
+
+/// Where a published port leads on each family it is published on: `10.77.0.2:80`,
+/// `[fd00:77::2]:80`, or both (`10.77.0.2:80, [fd00:77::2]:80`).
+pub fn container(p: &PortRecord) -> String {
+    let at = |ip: std::net::IpAddr| SocketAddr::new(ip, p.container_port).to_string();
+    let v4 = entries::port::<Ipv4>(p).map(|(_, t)| at(t.ip.ip()));
+    let v6 = entries::port::<Ipv6>(p).map(|(_, t)| at(t.ip.ip()));
+    v4.into_iter().chain(v6).collect::<Vec<_>>().join(", ")
 }
 
 pub fn nodes(nodes: &[crate::cluster::NodeStatus], format: Format) {

@@ -1,5 +1,5 @@
 //! `netpath port add|del|list`.
-use std::{net::Ipv4Addr, ops::RangeInclusive};
+use std::{net::IpAddr, ops::RangeInclusive};
 
 use anyhow::bail;
 
@@ -10,7 +10,7 @@ use super::{
 use crate::{
     api::{PortSpec, Reply, Request},
     paths::Paths,
-    state::Proto,
+    state::{format_host_port, Proto},
 };
 
 /// The mappings `port add` asks for: one per port of the ranges, paired in order. A host
@@ -20,7 +20,7 @@ fn specs(
     host: Option<RangeInclusive<u16>>,
     endpoint: &str,
     container: Option<RangeInclusive<u16>>,
-    host_ip: Option<Ipv4Addr>,
+    host_ip: Option<IpAddr>,
 ) -> anyhow::Result<Vec<PortSpec>> {
     let spec = |host_port, container_port| PortSpec {
         proto,
@@ -75,11 +75,8 @@ pub fn run(paths: &Paths, cmd: PortCommand) -> anyhow::Result<()> {
                 },
             };
             for p in published {
-                let host = p.host_ip.map_or("*".to_string(), |a| a.to_string());
-                println!(
-                    "{} {host}:{} -> {} {}:{}",
-                    p.proto, p.host_port, p.endpoint, p.container_ip, p.container_port
-                );
+                let host = format_host_port(p.host_ip, p.host_port);
+                println!("{} {host} -> {} {}", p.proto, p.endpoint, output::container(&p));
             }
             Ok(())
         }

@@ -11,7 +11,7 @@ pub mod spec;
 
 use std::{
     io::Read as _,
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::{Path, PathBuf},
     process::ExitCode,
 };
@@ -214,8 +214,7 @@ fn add(call: &Call, conf: &NetConf, c: &Container) -> Result<Value, CniError> {
         CniError::new(code::INVALID_ENVIRONMENT, "CNI_NETNS is not set; ADD needs the container's namespace")
     })?;
     let name = c.endpoint();
-    let ports: Vec<PortSpec> =
-        conf.runtime_config.port_mappings.iter().map(|m| port_spec(m, &name)).collect::<Result<_, _>>()?;
+    let ports = port_specs(&conf.runtime_config.port_mappings, &name)?;
     // Read before the add: nothing to undo when it fails.
     let pod_cidr = usable_agent(call)?;
     // One request, all or nothing: the agent checks the ports before it makes anything
@@ -291,8 +290,7 @@ fn del(call: &Call, c: &Container) -> Result<(), CniError> {
 
 fn check(call: &Call, conf: &NetConf, c: &Container) -> Result<(), CniError> {
     let name = c.endpoint();
-    let ports: Vec<PortSpec> =
-        conf.runtime_config.port_mappings.iter().map(|m| port_spec(m, &name)).collect::<Result<_, _>>()?;
+    let ports = port_specs(&conf.runtime_config.port_mappings, &name)?;
     // What the runtime knows: the container, and what ADD returned (prevResult).
     let prev = conf.prev_result.as_ref();
     let ip =
@@ -339,12 +337,14 @@ fn port_spec(m: &PortMapping, endpoint: &str) -> Result<PortSpec, CniError> {
             ))
         }
     };
+    // "0.0.0.0" is what runtimes send for "every address": both families, as none.
+    // "::" is every IPv6 address alone.
     let host_ip = match m.host_ip.as_deref() {
         None | Some("") | Some("0.0.0.0") => None,
-        Some(ip) => Some(ip.parse::<Ipv4Addr>().map_err(|_| {
+        Some(ip) => Some(ip.parse::<IpAddr>().map_err(|_| {
             CniError::new(
-                code::UNSUPPORTED_FIELD,
-                format!("portMappings hostIP {ip:?} is not an IPv4 address: netpath publishes on IPv4"),
+                code::INVALID_CONFIG,
+                format!("portMappings hostIP {ip:?} is not an IP address: give an IPv4 or IPv6 address, or none for every address"),
             )
         })?),
     };
@@ -356,6 +356,17 @@ fn port_spec(m: &PortMapping, endpoint: &str) -> Result<PortSpec, CniError> {
         container_port: Some(port(m.container_port, "containerPort")?),
         host_port_from: None,
     })
+}
+
+/// The port specs of a runtime's portMappings. A mapping on `::` beside the same one on
+/// every address (a runtime listing each family's wildcard, 0.0.0.0 and ::) is part of
+/// that one, which publishes on both families: kept as well, it would clash with it.
+fn port_specs(mappings: &[PortMapping], endpoint: &str) -> Result<Vec<PortSpec>, CniError> {
+    let specs: Vec<PortSpec> = mappings.iter().map(|m| port_spec(m, endpoint)).collect::<Result<_, _>>()?;
+    let every = |s: &PortSpec| PortSpec { host_ip: None, ..s.clone() };
+    let both =
+        |s: &PortSpec| s.host_ip == Some(IpAddr::V6(Ipv6Addr::UNSPECIFIED)) && specs.contains(&every(s));
+    Ok(specs.iter().filter(|s| !both(s)).cloned().collect())
 }
 
 /// The address the runtime asks for (`ips` capability, else CNI_ARGS' `IP=`), if any.
@@ -429,6 +440,34 @@ mod tests {
         let sctp = port_spec(&m(80, Some("sctp"), None), "x").unwrap_err();
         assert_eq!(sctp.code, code::UNSUPPORTED_FIELD);
         assert!(sctp.msg.contains("\"sctp\""), "{}", sctp.msg);
-        assert_eq!(port_spec(&m(80, None, Some("::1")), "x").unwrap_err().code, code::UNSUPPORTED_FIELD);
+        let bad = port_spec(&m(80, None, Some("node")), "x").unwrap_err();
+        assert_eq!(bad.code, code::INVALID_CONFIG);
+        assert!(bad.msg.contains("\"node\""), "{}", bad.msg);
+    }
+
+    fn mapping(host_port: i64, host_ip: Option<&str>) -> PortMapping {
+        PortMapping { host_port, container_port: 80, protocol: None, host_ip: host_ip.map(str::to_string) }
+    }
+
+    #[test]
+    fn an_ipv6_host_ip_publishes_on_ipv6_alone() {
+        let p = port_spec(&mapping(8080, Some("2001:db8::10")), "cni-x").unwrap();
+        assert_eq!(p.host_ip, Some("2001:db8::10".parse().unwrap()));
+        let p = port_spec(&mapping(8080, Some("::")), "cni-x").unwrap();
+        assert_eq!(p.host_ip, Some(IpAddr::V6(Ipv6Addr::UNSPECIFIED)));
+        // The agent says whether the address is the node's (and refuses ::1).
+        let p = port_spec(&mapping(8080, Some("::1")), "cni-x").unwrap();
+        assert_eq!(p.host_ip, Some(IpAddr::V6(Ipv6Addr::LOCALHOST)));
+    }
+
+    #[test]
+    fn each_familys_wildcard_for_one_port_is_one_mapping_on_both() {
+        let both = [mapping(8080, Some("0.0.0.0")), mapping(8080, Some("::")), mapping(9090, Some("::"))];
+        let specs = port_specs(&both, "cni-x").unwrap();
+        let hosts: Vec<_> = specs.iter().map(|s| (s.host_port, s.host_ip)).collect();
+        assert_eq!(hosts, [(8080, None), (9090, Some(IpAddr::V6(Ipv6Addr::UNSPECIFIED)))]);
+        // Another container port is another mapping: the agent refuses the clash.
+        let differ = [mapping(8080, None), PortMapping { container_port: 81, ..mapping(8080, Some("::")) }];
+        assert_eq!(port_specs(&differ, "cni-x").unwrap().len(), 2);
     }
 }

@@ -15,7 +15,7 @@ use netpath_common::{
 use serde::Serialize;
 
 use super::{
-    family::{Entries, Family, Ipv4, Ipv6},
+    family::{Entries, Family, Ipv4, Ipv6, PortEntry},
     DatapathError,
 };
 
@@ -166,14 +166,23 @@ impl Inspector {
             .map_err(|source| DatapathError::Map { map: maps::NODE_CONFIG, source: Box::new(source) })
     }
 
-    /// The published-port map.
+    /// The IPv4 published-port map (PORT_MAPS).
     pub fn port_maps(
         &self,
     ) -> Result<Vec<(netpath_common::PortKey, netpath_common::PortTarget)>, DatapathError> {
-        let map = self.open(maps::PORT_MAPS)?;
-        let pm: BpfHashMap<_, netpath_common::PortKey, netpath_common::PortTarget> =
+        self.port_maps_of::<Ipv4>()
+    }
+
+    /// Family `A`'s published-port map (PORT_MAPS, PORT_MAPS6).
+    pub fn port_maps_of<A: Family>(&self) -> Result<Vec<PortEntry<A>>, DatapathError>
+    where
+        netpath_common::PortKeyOf<A>: Pod,
+        netpath_common::PortTargetOf<A>: Pod,
+    {
+        let map = self.open(A::PORTS)?;
+        let pm: BpfHashMap<_, netpath_common::PortKeyOf<A>, netpath_common::PortTargetOf<A>> =
             BpfHashMap::try_from(map)
-                .map_err(|source| DatapathError::Map { map: maps::PORT_MAPS, source: Box::new(source) })?;
+                .map_err(|source| DatapathError::Map { map: A::PORTS, source: Box::new(source) })?;
         Ok(pm.iter().filter_map(Result::ok).collect())
     }
 
@@ -238,7 +247,8 @@ impl Inspector {
             maps::CONNTRACK_NEW => Some(self.ct_count::<Ipv4>(maps::CONNTRACK_NEW)?.0),
             maps::CONNTRACK6 => Some(self.ct_count::<Ipv6>(maps::CONNTRACK6)?.0),
             maps::CONNTRACK6_NEW => Some(self.ct_count::<Ipv6>(maps::CONNTRACK6_NEW)?.0),
-            maps::PORT_MAPS => Some(self.port_maps()?.len() as u64),
+            maps::PORT_MAPS => Some(self.port_maps_of::<Ipv4>()?.len() as u64),
+            maps::PORT_MAPS6 => Some(self.port_maps_of::<Ipv6>()?.len() as u64),
             maps::NODE_LOCAL_REV => Some(self.node_local_redirects()?.len() as u64),
             maps::SNAT_CLOSED => Some(self.snat_closed::<Ipv4>()?.len() as u64),
             maps::SNAT_CLOSED6 => Some(self.snat_closed::<Ipv6>()?.len() as u64),

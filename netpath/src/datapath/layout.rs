@@ -18,7 +18,8 @@ use aya::{
 use netpath_common::{
     conntrack::{NatEntry, Tuple},
     contract::{self, Capacity, MapKind},
-    maps, Endpoint6Key, EndpointInfo, EndpointKey, PortKey, PortTarget, SockOrigin, SockRevKey,
+    maps, Endpoint6Key, EndpointInfo, EndpointKey, PortKey, PortKey6, PortTarget, PortTarget6, SockOrigin,
+    SockRevKey,
 };
 use tracing::{info, warn};
 
@@ -266,6 +267,7 @@ fn copy(old: &Map, pin: &Path, ebpf: &mut Ebpf, flags: u64) -> Result<usize, Dat
             copy_typed::<Endpoint6Key, EndpointInfo>(old, maps::ENDPOINTS6, ebpf, flags, |_| true)
         }
         maps::PORT_MAPS => copy_typed::<PortKey, PortTarget>(old, maps::PORT_MAPS, ebpf, flags, |_| true),
+        maps::PORT_MAPS6 => copy_typed::<PortKey6, PortTarget6>(old, maps::PORT_MAPS6, ebpf, flags, |_| true),
         maps::NODE_LOCAL_REV => {
             copy_typed::<SockRevKey, SockOrigin>(old, maps::NODE_LOCAL_REV, ebpf, flags, |_| true)
         }

@@ -8,12 +8,12 @@ use aya::{
 };
 use netpath_common::{
     conntrack::{NatEntry, Tuple},
-    maps, Endpoint6Key, EndpointInfo, EndpointKey, NodeConfig, NodeRoute, PortKey, PortTarget, Reason,
+    maps, Endpoint6Key, EndpointInfo, EndpointKey, NodeConfig, NodeRoute, PortKeyOf, PortTargetOf, Reason,
     TrafficCounters,
 };
 
 use super::{
-    family::{Entries, Family},
+    family::{Entries, Family, PortEntry},
     Datapath, DatapathError,
 };
 
@@ -49,8 +49,15 @@ impl Datapath {
         PerCpuArray::try_from(self.map_data(maps::ENDPOINT_STATS)?).map_err(map_err(maps::ENDPOINT_STATS))
     }
 
-    fn port_maps(&mut self) -> Result<BpfHashMap<&mut MapData, PortKey, PortTarget>, DatapathError> {
-        BpfHashMap::try_from(self.map_data(maps::PORT_MAPS)?).map_err(map_err(maps::PORT_MAPS))
+    /// Family `A`'s published ports (PORT_MAPS, PORT_MAPS6).
+    fn port_maps<A: Family>(
+        &mut self,
+    ) -> Result<BpfHashMap<&mut MapData, PortKeyOf<A>, PortTargetOf<A>>, DatapathError>
+    where
+        PortKeyOf<A>: Pod,
+        PortTargetOf<A>: Pod,
+    {
+        BpfHashMap::try_from(self.map_data(A::PORTS)?).map_err(map_err(A::PORTS))
     }
 
     /// `name`: one of `A`'s [`Family::TABLES`].
@@ -217,39 +224,65 @@ impl Datapath {
         arr.set(0, filter, 0).map_err(map_err(maps::TRACE_FILTER))
     }
 
-    pub fn set_port(&mut self, key: PortKey, target: PortTarget) -> Result<(), DatapathError> {
-        self.port_maps()?.insert(key, target, 0).map_err(map_err(maps::PORT_MAPS))
+    /// Publishes one port in its family's table (the key's address says which).
+    pub fn set_port<A: Family>(
+        &mut self,
+        key: PortKeyOf<A>,
+        target: PortTargetOf<A>,
+    ) -> Result<(), DatapathError>
+    where
+        PortKeyOf<A>: Pod,
+        PortTargetOf<A>: Pod,
+    {
+        self.port_maps::<A>()?.insert(key, target, 0).map_err(map_err(A::PORTS))
     }
 
-    pub fn remove_port(&mut self, key: &PortKey) -> Result<(), DatapathError> {
-        let _ = self.port_maps()?.remove(key);
+    pub fn remove_port<A: Family>(&mut self, key: &PortKeyOf<A>) -> Result<(), DatapathError>
+    where
+        PortKeyOf<A>: Pod,
+        PortTargetOf<A>: Pod,
+    {
+        let _ = self.port_maps::<A>()?.remove(key);
         Ok(())
     }
 
-    /// Publishes many ports in one batch, all or none: those written before a failure
-    /// are taken out again.
-    pub fn set_ports(&mut self, entries: &[(PortKey, PortTarget)]) -> Result<(), DatapathError> {
+    /// Publishes many ports of family `A` in one batch, all or none: those written
+    /// before a failure are taken out again.
+    pub fn set_ports<A: Family>(&mut self, entries: &[PortEntry<A>]) -> Result<(), DatapathError>
+    where
+        PortKeyOf<A>: Pod,
+        PortTargetOf<A>: Pod,
+    {
         use std::os::fd::AsFd as _;
-        let (keys, targets): (Vec<PortKey>, Vec<PortTarget>) = entries.iter().copied().unzip();
-        let aya::maps::Map::HashMap(data) = self.map_data(maps::PORT_MAPS)? else {
-            return Err(DatapathError::MissingMap(maps::PORT_MAPS));
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let (keys, targets): (Vec<PortKeyOf<A>>, Vec<PortTargetOf<A>>) = entries.iter().copied().unzip();
+        let aya::maps::Map::HashMap(data) = self.map_data(A::PORTS)? else {
+            return Err(DatapathError::MissingMap(A::PORTS));
         };
         let fd = data.fd().as_fd();
         if let Err((done, io_error)) = super::batch::update_all(fd, &keys, &targets) {
             let _ = super::batch::delete_all(fd, &keys[..done]);
-            return Err(syscall_err(maps::PORT_MAPS, "bpf_map_update_batch", io_error));
+            return Err(syscall_err(A::PORTS, "bpf_map_update_batch", io_error));
         }
         Ok(())
     }
 
-    /// Unpublishes many ports in one batch; absent ones are fine.
-    pub fn remove_ports(&mut self, keys: &[PortKey]) -> Result<(), DatapathError> {
+    /// Unpublishes many ports of family `A` in one batch; absent ones are fine.
+    pub fn remove_ports<A: Family>(&mut self, keys: &[PortKeyOf<A>]) -> Result<(), DatapathError>
+    where
+        PortKeyOf<A>: Pod,
+    {
         use std::os::fd::AsFd as _;
-        let aya::maps::Map::HashMap(data) = self.map_data(maps::PORT_MAPS)? else {
-            return Err(DatapathError::MissingMap(maps::PORT_MAPS));
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let aya::maps::Map::HashMap(data) = self.map_data(A::PORTS)? else {
+            return Err(DatapathError::MissingMap(A::PORTS));
         };
         super::batch::delete_all(data.fd().as_fd(), keys)
-            .map_err(|e| syscall_err(maps::PORT_MAPS, "bpf_map_delete_batch", e))
+            .map_err(|e| syscall_err(A::PORTS, "bpf_map_delete_batch", e))
     }
 
     /// The ENDPOINTS map as it is in the kernel.
@@ -267,10 +300,14 @@ impl Datapath {
         Ok(entries.into_iter().map(|(k, v)| (Ipv6Addr::from(k.addr), v)).collect())
     }
 
-    /// The PORT_MAPS map as it is in the kernel.
-    pub fn port_entries(&mut self) -> Result<Vec<(PortKey, PortTarget)>, DatapathError> {
-        let entries: Result<Vec<_>, _> = self.port_maps()?.iter().collect();
-        entries.map_err(map_err(maps::PORT_MAPS))
+    /// Family `A`'s published-port table (PORT_MAPS, PORT_MAPS6) as it is in the kernel.
+    pub fn port_entries<A: Family>(&mut self) -> Result<Vec<PortEntry<A>>, DatapathError>
+    where
+        PortKeyOf<A>: Pod,
+        PortTargetOf<A>: Pod,
+    {
+        let entries: Result<Vec<_>, _> = self.port_maps::<A>()?.iter().collect();
+        entries.map_err(map_err(A::PORTS))
     }
 
     /// Every conntrack entry of both tables of family `A` (a snapshot; the datapath keeps

@@ -11,7 +11,7 @@
 //! Records are kept as JSON in their rows, as they were in the files: the serde
 //! attributes that let old records load keep working, with no schema migrations.
 use std::{
-    net::Ipv4Addr,
+    net::IpAddr,
     os::unix::fs::OpenOptionsExt as _,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
@@ -230,12 +230,7 @@ impl Tx<'_> {
         )
     }
 
-    pub fn del_port(
-        &self,
-        proto: Proto,
-        host_port: u16,
-        host_ip: Option<Ipv4Addr>,
-    ) -> Result<(), StateError> {
+    pub fn del_port(&self, proto: Proto, host_port: u16, host_ip: Option<IpAddr>) -> Result<(), StateError> {
         self.exec("DELETE FROM ports WHERE key = ?1", [port_key(proto, host_port, host_ip)])
     }
 
@@ -277,7 +272,9 @@ fn fingerprint(file: &Path) -> Option<String> {
     Some(format!("ino={} size={} mtime={}.{:09}", m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
 }
 
-fn port_key(proto: Proto, host_port: u16, host_ip: Option<Ipv4Addr>) -> String {
+/// The row's key: an IPv6 host address has colons, an IPv4 one none, so the two
+/// families' keys never meet.
+fn port_key(proto: Proto, host_port: u16, host_ip: Option<IpAddr>) -> String {
     match host_ip {
         Some(ip) => format!("{proto}/{ip}/{host_port}"),
         None => format!("{proto}/*/{host_port}"),
@@ -316,6 +313,8 @@ fn crash_point(what: &str, step: &str) {
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv4Addr;
+
     use super::*;
 
     fn paths(tag: &str) -> Paths {
@@ -350,6 +349,7 @@ mod tests {
             host_port,
             endpoint: endpoint.into(),
             container_ip: Ipv4Addr::new(10, 77, 0, 2),
+            container_ip6: None,
             container_port: 80,
         }
     }

@@ -6,7 +6,7 @@ mod ipam;
 mod store;
 
 use std::{
-    net::{Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::PathBuf,
 };
 
@@ -82,11 +82,18 @@ impl std::fmt::Display for Proto {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortRecord {
     pub proto: Proto,
-    /// None: every address of the node.
-    pub host_ip: Option<Ipv4Addr>,
+    /// None: every address of the node, IPv4 and (when the endpoint has one) IPv6. An
+    /// IPv4 address publishes on IPv4 only, an IPv6 one (`::`: every IPv6 address of the
+    /// node) on IPv6 only. Records from before IPv6 hold an IPv4 address or none: both
+    /// are written as the same string, so they load unchanged.
+    pub host_ip: Option<IpAddr>,
     pub host_port: u16,
     pub endpoint: String,
     pub container_ip: Ipv4Addr,
+    /// The endpoint's IPv6 address when the port was published, where IPv6 clients go.
+    /// Records from before IPv6 have none: they stay IPv4 only, as they were published.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_ip6: Option<Ipv6Addr>,
     pub container_port: u16,
 }
 
@@ -95,7 +102,33 @@ impl PortRecord {
     pub fn clashes(&self, other: &PortRecord) -> bool {
         self.proto == other.proto
             && self.host_port == other.host_port
-            && (self.host_ip.is_none() || other.host_ip.is_none() || self.host_ip == other.host_ip)
+            && hosts_meet(self.host_ip, other.host_ip)
+    }
+
+    /// Does `other` publish the same port to the same place? The container's IPv6
+    /// address is left out: a record from before IPv6 has none, and asking for it again
+    /// (a runtime retrying an add) must not be taken for a clash.
+    pub fn same_mapping(&self, other: &PortRecord) -> bool {
+        (self.proto, self.host_ip, self.host_port, &self.endpoint, self.container_ip, self.container_port)
+            == (
+                other.proto,
+                other.host_ip,
+                other.host_port,
+                &other.endpoint,
+                other.container_ip,
+                other.container_port,
+            )
+    }
+}
+
+/// Do ports published on host addresses `a` and `b` share packets? None is every
+/// address of both families and `::` every IPv6 address; otherwise only the same
+/// address does (0.0.0.0 included: an address like any other, as before IPv6).
+pub fn hosts_meet(a: Option<IpAddr>, b: Option<IpAddr>) -> bool {
+    match (a, b) {
+        (None, _) | (_, None) => true,
+        (Some(IpAddr::V6(a)), Some(IpAddr::V6(b))) => a == b || a.is_unspecified() || b.is_unspecified(),
+        (Some(a), Some(b)) => a == b,
     }
 }
 
@@ -179,6 +212,15 @@ pub struct EndpointRecord {
     pub owner: Option<String>,
 }
 
+/// Where a port is published, as listings show it: `*:8080` for every address of the
+/// node, `192.168.77.10:8080`, `[2001:db8::10]:8080`.
+pub fn format_host_port(host_ip: Option<IpAddr>, port: u16) -> String {
+    match host_ip {
+        None => format!("*:{port}"),
+        Some(ip) => std::net::SocketAddr::new(ip, port).to_string(),
+    }
+}
+
 pub fn format_mac(mac: &[u8; 6]) -> String {
     let m = mac;
     format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
@@ -215,6 +257,69 @@ mod tests {
     }
 
     use super::*;
+
+    fn port(host_ip: Option<&str>, host_port: u16) -> PortRecord {
+        PortRecord {
+            proto: Proto::Tcp,
+            host_ip: host_ip.map(|h| h.parse().unwrap()),
+            host_port,
+            endpoint: "web".into(),
+            container_ip: Ipv4Addr::new(10, 77, 0, 2),
+            container_ip6: Some("fd00:77::2".parse().unwrap()),
+            container_port: 80,
+        }
+    }
+
+    #[test]
+    fn a_port_record_from_before_ipv6_loads_as_it_was() {
+        let old = r#"{"proto":"tcp","host_ip":"192.168.77.10","host_port":8080,"endpoint":"web","container_ip":"10.77.0.2","container_port":80}"#;
+        let rec: PortRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(rec, PortRecord { container_ip6: None, ..port(Some("192.168.77.10"), 8080) });
+        // Written back byte for byte: an older agent reads what this one writes.
+        assert_eq!(serde_json::to_string(&rec).unwrap(), old);
+        let every: PortRecord = serde_json::from_str(&old.replace("\"192.168.77.10\"", "null")).unwrap();
+        assert_eq!(every.host_ip, None);
+        let v6 = serde_json::to_value(port(Some("2001:db8::10"), 8080)).unwrap();
+        assert_eq!((&v6["host_ip"], &v6["container_ip6"]), (&"2001:db8::10".into(), &"fd00:77::2".into()));
+    }
+
+    #[test]
+    fn ports_clash_on_shared_addresses_and_never_across_families() {
+        let clash = |a: Option<&str>, b: Option<&str>| port(a, 8080).clashes(&port(b, 8080));
+        // Every address (None) takes every other one, of both families.
+        for other in [None, Some("192.168.77.10"), Some("127.0.0.1"), Some("::"), Some("2001:db8::10")] {
+            assert!(clash(None, other) && clash(other, None), "{other:?}");
+        }
+        // One family's address never takes the other's packets.
+        assert!(!clash(Some("192.168.77.10"), Some("2001:db8::10")));
+        assert!(!clash(Some("192.168.77.10"), Some("::")));
+        // `::` is every IPv6 address of the node.
+        assert!(clash(Some("::"), Some("2001:db8::10")) && clash(Some("2001:db8::10"), Some("::")));
+        assert!(clash(Some("2001:db8::10"), Some("2001:db8::10")));
+        assert!(!clash(Some("2001:db8::10"), Some("2001:db8::11")));
+        // 0.0.0.0 is an IPv4 address like another, as it was.
+        assert!(!clash(Some("0.0.0.0"), Some("192.168.77.10")) && clash(Some("0.0.0.0"), Some("0.0.0.0")));
+        assert!(!clash(Some("0.0.0.0"), Some("::")));
+        // Another port or protocol is another claim.
+        assert!(!port(None, 8080).clashes(&port(None, 8081)));
+        assert!(!port(None, 8080).clashes(&PortRecord { proto: Proto::Udp, ..port(None, 8080) }));
+    }
+
+    #[test]
+    fn a_port_published_again_is_the_same_mapping_whatever_its_ipv6_address() {
+        let old = PortRecord { container_ip6: None, ..port(None, 8080) };
+        assert!(old.same_mapping(&port(None, 8080)));
+        assert!(!old.same_mapping(&PortRecord { container_port: 81, ..port(None, 8080) }));
+        assert!(!old.same_mapping(&port(Some("::"), 8080)));
+    }
+
+    #[test]
+    fn host_ports_show_ipv6_in_brackets() {
+        assert_eq!(format_host_port(None, 8080), "*:8080");
+        assert_eq!(format_host_port(Some("192.168.77.10".parse().unwrap()), 8080), "192.168.77.10:8080");
+        assert_eq!(format_host_port(Some("2001:db8::10".parse().unwrap()), 8080), "[2001:db8::10]:8080");
+        assert_eq!(format_host_port(Some("::".parse().unwrap()), 8080), "[::]:8080");
+    }
 
     #[test]
     fn mac_round_trips_and_rejects_garbage() {
