@@ -547,3 +547,129 @@ fn trace_shows_ipv6_hops_with_their_addresses() {
     assert_eq!(evs[0]["hop"], "from-container", "{evs:?}");
     assert_eq!((&evs[0]["dport"], &evs[1]["dport"]), (&9010.into(), &9010.into()), "{evs:?}");
 }
+
+/// A TCP server on `addr` in `ns` that echoes one message per connection, `n` times,
+/// and returns the peers it saw.
+fn echo_n(
+    ns: &Netns,
+    addr: std::net::SocketAddr,
+    n: usize,
+) -> std::thread::JoinHandle<Vec<std::net::SocketAddr>> {
+    let listener = ns.run(move || TcpListener::bind(addr)).join().unwrap().expect("bind");
+    std::thread::spawn(move || {
+        (0..n)
+            .map(|_| {
+                let (mut s, peer) = listener.accept().unwrap();
+                let mut buf = [0u8; 5];
+                s.read_exact(&mut buf).unwrap();
+                s.write_all(&buf).unwrap();
+                peer
+            })
+            .collect()
+    })
+}
+
+/// One echo over TCP from `ns` to `to`.
+fn echo_to(ns: &Netns, to: std::net::SocketAddr) -> std::io::Result<()> {
+    ns.run(move || {
+        let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(3))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        s.write_all(b"hello")?;
+        let mut buf = [0u8; 5];
+        s.read_exact(&mut buf)?;
+        assert_eq!(&buf, b"hello");
+        Ok(())
+    })
+    .join()
+    .unwrap()
+}
+
+fn refused(r: std::io::Result<()>) -> bool {
+    r.is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused)
+}
+
+#[test]
+fn a_port_is_published_on_both_families_or_one_and_ipv6_clients_keep_their_address() {
+    use std::net::{IpAddr, SocketAddr};
+    let lab = lab_with_uplink6(&["--pod-cidr6", POD_CIDR6]);
+    let (node4, node6) = (IpAddr::V4(netpath_tests::NODE_UPLINK_IP), IpAddr::V6(NODE_UPLINK_IP6));
+    // One dual-stack listener in the container: 5 connections below reach it.
+    let server = echo_n(&lab.containers[0], SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), 9000), 5);
+    let forwarded = snmp6(&lab.node, "Ip6OutForwDatagrams");
+
+    // Both families by default.
+    lab.netpath_ok(&["port", "add", "8080", "a:9000"]);
+    let dump = lab.netpath_ok(&["map", "dump", "PORT_MAPS6", "-o", "json"]);
+    assert!(dump.contains(&ip6_of(&lab, "a").to_string()), "{dump}");
+    for host in [node6, node4] {
+        echo_to(&lab.outside, SocketAddr::new(host, 8080))
+            .unwrap_or_else(|e| panic!("published port 8080 on {host}: {e}\n{}", lab.agent_log()));
+    }
+    // One family with --host-ip: the other is refused by the node (RST), not dropped.
+    lab.netpath_ok(&["port", "add", "8081", "a:9000", "--host-ip", &NODE_UPLINK_IP6.to_string()]);
+    lab.netpath_ok(&[
+        "port",
+        "add",
+        "8082",
+        "a:9000",
+        "--host-ip",
+        &netpath_tests::NODE_UPLINK_IP.to_string(),
+    ]);
+    echo_to(&lab.outside, SocketAddr::new(node6, 8081)).expect("8081 on IPv6");
+    echo_to(&lab.outside, SocketAddr::new(node4, 8082)).expect("8082 on IPv4");
+    assert!(refused(echo_to(&lab.outside, SocketAddr::new(node4, 8081))), "8081 is IPv6 only");
+    assert!(refused(echo_to(&lab.outside, SocketAddr::new(node6, 8082))), "8082 is IPv4 only");
+    // `::` publishes on every IPv6 address of the node.
+    lab.netpath_ok(&["port", "add", "8083", "a:9000", "--host-ip", "::"]);
+    echo_to(&lab.outside, SocketAddr::new(node6, 8083)).expect("8083 on IPv6");
+    assert!(refused(echo_to(&lab.outside, SocketAddr::new(node4, 8083))), "8083 is IPv6 only");
+
+    let peers = server.join().unwrap();
+    let v6: Vec<_> = peers.iter().filter(|p| p.ip() == IpAddr::V6(OUTSIDE_IP6)).collect();
+    assert_eq!(v6.len(), 3, "the IPv6 client's address reaches the container as it is: {peers:?}");
+    // The datapath translated and delivered them: the node's stack forwarded no IPv6
+    // (its FORWARD policy is DROP).
+    assert_eq!(snmp6(&lab.node, "Ip6OutForwDatagrams"), forwarded);
+    assert!(lab.stats().reason("dnat-new-flow") >= 5);
+    let ct = lab.netpath_ok(&["ct", "list", "--host", &OUTSIDE_IP6.to_string(), "-o", "json"]);
+    assert!(ct.contains(&ip6_of(&lab, "a").to_string()), "{ct}");
+
+    // An IPv6 address that is not the node's: one clear error, nothing published.
+    let before = lab.netpath_ok(&["port", "list", "-o", "json"]);
+    let o = lab.netpath(&["port", "add", "8084", "a:9000", "--host-ip", "fd00:99::7"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("fd00:99::7"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert_eq!(lab.netpath_ok(&["port", "list", "-o", "json"]), before);
+
+    // Unpublished: the IPv6 entry goes with the IPv4 one.
+    lab.netpath_ok(&["port", "del", "8080"]);
+    assert!(refused(echo_to(&lab.outside, SocketAddr::new(node6, 8080))), "8080 still published on IPv6");
+    let dump = lab.netpath_ok(&["map", "dump", "PORT_MAPS6", "-o", "json"]);
+    assert!(!dump.contains("8080"), "{dump}");
+}
+
+#[test]
+fn a_published_port_on_a_routed_prefix_answers_with_the_node_address() {
+    use std::net::{IpAddr, SocketAddr};
+    let lab = lab_with_uplink6(&["--pod-cidr6", POD_CIDR6, "--masquerade6", "false"]);
+    let o = lab.outside.exec(&["ip", "-6", "route", "add", POD_CIDR6, "via", "fd00:99::1"]);
+    assert!(o.status.success());
+    let a = ip6_of(&lab, "a");
+    let server = echo_n(&lab.containers[0], SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), 9000), 2);
+    lab.netpath_ok(&["port", "add", "8080", "a:9000"]);
+    // To the node's address: the reply must leave translated back, or the client's
+    // stack would not know it.
+    echo_to(&lab.outside, SocketAddr::new(IpAddr::V6(NODE_UPLINK_IP6), 8080))
+        .unwrap_or_else(|e| panic!("published port on a routed prefix: {e}\n{}", lab.agent_log()));
+    // To the container's own address: routed, both ways untranslated.
+    echo_to(&lab.outside, SocketAddr::new(IpAddr::V6(a), 9000)).expect("the container's own address");
+    let peers = server.join().unwrap();
+    assert!(peers.iter().all(|p| p.ip() == IpAddr::V6(OUTSIDE_IP6)), "{peers:?}");
+    // What the published container opens itself still leaves with its own address.
+    let server = echo_once(&lab.outside, SocketAddrV6::new(OUTSIDE_IP6, 9001, 0, 0));
+    echo_from(&lab.containers[0], SocketAddrV6::new(OUTSIDE_IP6, 9001, 0, 0))
+        .unwrap_or_else(|e| panic!("TCP out of a published container: {e}\n{}", lab.agent_log()));
+    assert_eq!(server.join().unwrap().ip(), IpAddr::V6(a), "the routed prefix was masqueraded");
+    assert!(ping6(&lab.outside, a, None), "ping6 from the outside\n{}", lab.agent_log());
+}

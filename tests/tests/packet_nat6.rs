@@ -10,7 +10,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use netpath::datapath::{program, Datapath, Inspector, PacketRun};
 use netpath_common::{
     conntrack::{NODE6_F_MASQUERADE, NODE_F_IPV6},
-    EndpointInfo, NodeConfig, NodeConfig6, Reason,
+    EndpointInfo, Ip6, NodeConfig, NodeConfig6, PortKey6, PortTarget6, Reason, ENDPOINT_F_PUBLISHED,
 };
 use netpath_tests::pkt::{self, ACK, ICMPV6, SYN, TCP, UDP};
 
@@ -196,6 +196,90 @@ fn on_a_routed_prefix_ipv6_is_forwarded_both_ways_untranslated() {
         assert_eq!(back.packet, delivered(OUTSIDE6, A6, TCP, 63, &l4));
         assert_eq!(count(pins, Reason::Routed), 2);
         assert_eq!(count(pins, Reason::SnatNewFlow), 0);
+    })
+}
+
+/// Publishes `host`:8080/tcp (`host` None: every IPv6 address of the node) on a's
+/// port 80, with a's entries flagged as publishing, as the agent writes them.
+fn publish6(dp: &mut Datapath, host: Option<Ipv6Addr>) {
+    let key = PortKey6 {
+        host_ip: Ip6(host.unwrap_or(Ipv6Addr::UNSPECIFIED).octets()),
+        port: 8080u16.to_be_bytes(),
+        proto: TCP,
+        _pad: 0,
+    };
+    let target = PortTarget6 { ip: Ip6(A6.octets()), port: 80u16.to_be_bytes(), _pad: [0; 2] };
+    dp.set_ports(&[(key, target)]).unwrap();
+    let info = EndpointInfo {
+        host_ifindex: LO,
+        mac: A_MAC,
+        host_mac: A_HOST_MAC,
+        flags: ENDPOINT_F_PUBLISHED,
+        counter_slot: 0,
+    };
+    dp.register(A_IP, info).unwrap();
+    dp.register6(A6, A_IP, info).unwrap();
+}
+
+/// A connection to the published port and its reply, byte for byte; the reply must
+/// leave with the node's address and port whatever the masquerade setting.
+fn published_port_round_trip(dp: &mut Datapath, pins: &std::path::Path) {
+    let syn = pkt::tcp(40000, 8080, SYN, b"");
+    let inn = from_uplink(dp, &arriving(OUTSIDE6, NODE6, TCP, 64, &syn));
+    assert_eq!(inn.action, TC_ACT_REDIRECT, "into a");
+    assert_eq!(inn.packet, delivered(OUTSIDE6, A6, TCP, 63, &pkt::tcp(40000, 80, SYN, b"")));
+    assert_eq!(count(pins, Reason::DnatNewFlow), 1);
+    let synack = pkt::tcp(80, 40000, SYN | ACK, b"");
+    let out = from_a(dp, &sent(A6, OUTSIDE6, TCP, 64, &synack));
+    assert_eq!(out.action, TC_ACT_REDIRECT, "out through the uplink");
+    assert_eq!(out.packet, sent(NODE6, OUTSIDE6, TCP, 63, &pkt::tcp(8080, 40000, SYN | ACK, b"")));
+    let ack = pkt::tcp(40000, 8080, ACK, b"hi");
+    let inn = from_uplink(dp, &arriving(OUTSIDE6, NODE6, TCP, 64, &ack));
+    assert_eq!(inn.packet, delivered(OUTSIDE6, A6, TCP, 63, &pkt::tcp(40000, 80, ACK, b"hi")));
+    assert_eq!(count(pins, Reason::DnatNewFlow), 1, "one flow");
+}
+
+#[test]
+fn a_port_published_on_ipv6_is_translated_both_ways_byte_for_byte() {
+    with_nat6(true, |dp, pins| {
+        // Not published yet: the node's, untouched.
+        let syn = arriving(OUTSIDE6, NODE6, TCP, 64, &pkt::tcp(40000, 8080, SYN, b""));
+        let run = from_uplink(dp, &syn);
+        assert_eq!((run.action, &run.packet), (TC_ACT_OK, &syn));
+        publish6(dp, None);
+        published_port_round_trip(dp, pins);
+        // Another port: the node's.
+        let other = arriving(OUTSIDE6, NODE6, TCP, 64, &pkt::tcp(40001, 8081, SYN, b""));
+        let run = from_uplink(dp, &other);
+        assert_eq!((run.action, &run.packet), (TC_ACT_OK, &other));
+    })
+}
+
+#[test]
+fn a_port_published_on_the_node_ipv6_address_alone_works_on_a_routed_prefix_too() {
+    with_nat6(false, |dp, pins| {
+        publish6(dp, Some(NODE6));
+        published_port_round_trip(dp, pins);
+        // What the publishing container opens itself is routed with its own address.
+        let l4 = pkt::tcp(40002, 443, SYN, b"");
+        let out = from_a(dp, &sent(A6, OUTSIDE6, TCP, 64, &l4));
+        assert_eq!(out.action, TC_ACT_REDIRECT);
+        assert_eq!(out.packet, sent(A6, OUTSIDE6, TCP, 63, &l4), "only the hop limit changes");
+        assert_eq!(count(pins, Reason::SnatNewFlow), 0);
+        assert!(count(pins, Reason::Routed) >= 1);
+    })
+}
+
+#[test]
+fn a_published_ipv6_port_whose_container_is_gone_creates_nothing() {
+    with_nat6(true, |dp, pins| {
+        publish6(dp, None);
+        dp.unregister6(A6).unwrap();
+        let syn = arriving(OUTSIDE6, NODE6, TCP, 64, &pkt::tcp(40000, 8080, SYN, b""));
+        let run = from_uplink(dp, &syn);
+        assert_eq!((run.action, &run.packet), (TC_ACT_OK, &syn), "the node's, as no mapping");
+        assert_eq!(count(pins, Reason::DnatNewFlow), 0);
+        assert_eq!(count(pins, Reason::CtCreated), 0);
     })
 }
 

@@ -300,3 +300,48 @@ fn containers_keep_working_across_an_agent_restart_and_rm_cleans_up_after_it() {
     assert!(nothing_left(&lab));
     assert_eq!(lab.node_links(), links);
 }
+
+#[test]
+fn podman_publishes_on_both_families_on_a_dual_stack_node() {
+    use std::net::{IpAddr, Ipv6Addr};
+    let (node6, outside6) =
+        ("fd00:99::1".parse::<Ipv6Addr>().unwrap(), "fd00:99::2".parse::<Ipv6Addr>().unwrap());
+    let mut lab = Lab::new(0);
+    for (ns, cmd) in [
+        (&lab.node, ["ip", "-6", "addr", "add", "fd00:99::1/64", "dev", "uplink0", "nodad"]),
+        (&lab.outside, ["ip", "-6", "addr", "add", "fd00:99::2/64", "dev", "eth0", "nodad"]),
+    ] {
+        assert!(ns.exec(&cmd).status.success(), "{cmd:?}");
+    }
+    lab.start_agent_with(&["--pod-cidr6", "fd00:77::/64"]);
+    let podman = Podman::new(&lab);
+    // Docker's -p: no host address publishes on both families, `[::]:` on IPv6 only.
+    podman.web("web", &["-p", "8080:80", "-p", "[::]:8081:80"]);
+    assert!(served(&lab, 8080), "node:8080 over IPv4; agent log:\n{}", lab.agent_log());
+    let over6 = |port| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let page = http_get(&lab.outside, SocketAddr::new(IpAddr::V6(node6), port));
+            if page.as_deref().is_some_and(|r| r.contains("hello from podman")) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    assert!(over6(8080), "[node6]:8080 does not reach the container; agent log:\n{}", lab.agent_log());
+    assert!(over6(8081), "[node6]:8081 does not reach the container");
+    assert!(!answered(&lab, 8081), "an IPv6-only port answers on IPv4");
+    // The server saw the IPv6 client's own address.
+    let logs = podman.ok(&["logs", "web"]) + &String::from_utf8_lossy(&podman.run(&["logs", "web"]).stderr);
+    assert!(logs.contains(&outside6.to_string()), "httpd's log: {logs}");
+    let published = ports(&lab);
+    let p8081 = published.iter().find(|p| p["host_port"] == 8081).expect("8081 listed");
+    assert_eq!(p8081["host_ip"], "::", "{published:?}");
+    podman.ok(&["rm", "-f", "-t", "0", "web"]);
+    assert!(nothing_left(&lab));
+    let dump = lab.netpath_ok(&["map", "dump", "PORT_MAPS6", "-o", "json"]);
+    assert!(!dump.contains("8080") && !dump.contains("8081"), "{dump}");
+}
