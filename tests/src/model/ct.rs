@@ -5,7 +5,7 @@
 //! TIME_WAIT.
 use netpath_common::{
     conntrack::{NatEntry, Tuple, CT_F_DNAT, CT_F_REPLY, CT_F_SNAT, TCP_CLOSING, TCP_ESTABLISHED, TCP_SYN},
-    CtEntry, Reason,
+    Reason,
 };
 
 use super::{
@@ -178,15 +178,15 @@ impl Model {
             .insert(flow.key.partner(entry), Closed { end_seq: st.end_seq, ts_val: st.ts_val });
     }
 
-    /// Port mapping: to `ip:port`, keeping the client's address. A stale entry on the
-    /// reply tuple refuses the flow.
-    pub(super) fn create_dnat(
+    /// Port mapping, of either family: to `ip:port`, keeping the client's address. A
+    /// stale entry on the reply tuple refuses the flow.
+    pub(super) fn create_dnat<A: Addr>(
         &mut self,
-        flow: &Flow,
-        ip: [u8; 4],
+        flow: &Flow<A>,
+        ip: A,
         port: [u8; 2],
         len: u32,
-    ) -> Result<CtEntry, Reason> {
+    ) -> Result<NatEntry<A>, Reason> {
         let mut orig = new_entry(CT_F_DNAT, flow, len);
         (orig.nat_dst, orig.nat_dport) = (ip, port);
         self.create_pair(flow, &orig, len, false).map_err(|_| Reason::DropNatPortsExhausted)?;

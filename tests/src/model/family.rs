@@ -10,7 +10,7 @@ use std::{
 };
 
 use netpath_common::{
-    conntrack::{NatEntry, Tuple},
+    conntrack::{NatEntry, PortKeyOf, PortTargetOf, Tuple},
     Ip6, Reason,
 };
 
@@ -68,6 +68,11 @@ pub trait Addr: Copy + Eq + Hash + Default + Debug + 'static {
     fn ct(m: &Model) -> Conntrack<'_, Self>;
     fn ct_mut(m: &mut Model) -> ConntrackMut<'_, Self>;
 
+    /// The family's published ports (PORT_MAPS, PORT_MAPS6).
+    fn ports(m: &Model) -> &HashMap<PortKeyOf<Self>, PortTargetOf<Self>>;
+    /// Is `ip` a local endpoint's address (in ENDPOINTS, ENDPOINTS6)?
+    fn is_endpoint(m: &Model, ip: Self) -> bool;
+
     fn read(p: &[u8], off: usize) -> Self;
 
     /// Writes `new` over the address at `off`, updating the checksums that cover it as
@@ -113,6 +118,13 @@ impl Addr for [u8; 4] {
     }
     fn ct_mut(m: &mut Model) -> ConntrackMut<'_, Self> {
         ConntrackMut { entries: &mut m.ct, assured: &mut m.assured, closed: &mut m.closed }
+    }
+
+    fn ports(m: &Model) -> &HashMap<PortKeyOf<Self>, PortTargetOf<Self>> {
+        &m.ports
+    }
+    fn is_endpoint(m: &Model, ip: Self) -> bool {
+        m.endpoints.contains_key(&ip)
     }
 
     fn read(p: &[u8], off: usize) -> Self {
@@ -185,6 +197,13 @@ impl Addr for Ip6 {
     }
     fn ct_mut(m: &mut Model) -> ConntrackMut<'_, Self> {
         ConntrackMut { entries: &mut m.ct6, assured: &mut m.assured6, closed: &mut m.closed6 }
+    }
+
+    fn ports(m: &Model) -> &HashMap<PortKeyOf<Self>, PortTargetOf<Self>> {
+        &m.ports6
+    }
+    fn is_endpoint(m: &Model, ip: Self) -> bool {
+        m.endpoints6.contains_key(&ip.0)
     }
 
     fn read(p: &[u8], off: usize) -> Self {

@@ -8,8 +8,9 @@
 //! IPv6 likewise: neighbour discovery for the gateway, delivery between containers,
 //! NAT66 masquerade to the node's IPv6 address with IPv4's conntrack (its own tables)
 //! or, on a node with a routed prefix, forwarding with the containers' own addresses,
-//! both ways, with ICMPv6 errors about NAT66 flows translated as IPv4's ICMP errors are;
-//! the IPv6 settings and routes are [`World6`]'s. A model of IPv6 translation
+//! both ways, ports published on the node's IPv6 address (in either setting), with
+//! ICMPv6 errors about NAT66 flows translated as IPv4's ICMP errors are; the IPv6
+//! settings, published ports and routes are [`World6`]'s. A model of IPv6 translation
 //! assumes the datapath's IPv6 programs are loaded (`Datapath::load_ipv6_programs`).
 //!
 //! What it predicts: the verdict (to the stack, dropped, redirected into a container or
@@ -38,8 +39,9 @@ use std::{
 };
 
 use netpath_common::{
-    conntrack::Tuple, CtEntry, CtEntry6, CtKey, CtKey6, EndpointInfo, NodeConfig, NodeConfig6, PortKey,
-    PortTarget, Reason, TrafficCounters,
+    conntrack::{PortKeyOf, Tuple},
+    CtEntry, CtEntry6, CtKey, CtKey6, EndpointInfo, NodeConfig, NodeConfig6, PortKey, PortKey6, PortTarget,
+    PortTarget6, Reason, TrafficCounters,
 };
 
 pub use family::{Addr, Conntrack, ConntrackMut};
@@ -161,11 +163,14 @@ impl Fib6 {
     }
 }
 
-/// The IPv6 half of what the agent configures (NODE_CONFIG6), and the IPv6 routes.
-/// Apart from [`World`] so that its users need not name them.
+/// The IPv6 half of what the agent configures (NODE_CONFIG6, PORT_MAPS6), and the IPv6
+/// routes. Apart from [`World`] so that its users need not name them.
 #[derive(Clone, Debug, Default)]
 pub struct World6 {
     pub config: NodeConfig6,
+    /// Ports published on IPv6 (PORT_MAPS6): an all-zero `host_ip` is every node
+    /// address of the family.
+    pub ports: Vec<(PortKey6, PortTarget6)>,
     pub fib: Fib6,
 }
 
@@ -194,6 +199,7 @@ pub struct Model {
     endpoints: HashMap<[u8; 4], EndpointInfo>,
     endpoints6: HashMap<[u8; 16], [u8; 4]>,
     ports: HashMap<PortKey, PortTarget>,
+    ports6: HashMap<PortKey6, PortTarget6>,
     /// Conntrack as the datapath should have it (timestamps left at 0), both tables.
     pub ct: HashMap<CtKey, CtEntry>,
     /// The keys of `ct` in CONNTRACK (assured flows); the others are in CONNTRACK_NEW.
@@ -216,6 +222,7 @@ impl Model {
             endpoints: world.endpoints.iter().map(|(ip, e)| (ip.octets(), *e)).collect(),
             endpoints6: world.endpoints6.iter().map(|(ip6, ip)| (ip6.octets(), ip.octets())).collect(),
             ports: world.ports.iter().copied().collect(),
+            ports6: HashMap::new(),
             endpoint_stats: world.endpoints.iter().map(|(ip, _)| (ip.octets(), Default::default())).collect(),
             world,
             world6: World6::default(),
@@ -230,8 +237,10 @@ impl Model {
         }
     }
 
-    /// The model of a node with IPv6 settings and routes (`world6`, NODE_CONFIG6).
+    /// The model of a node with IPv6 settings, published ports and routes (`world6`:
+    /// NODE_CONFIG6, PORT_MAPS6).
     pub fn with_ipv6(mut self, world6: World6) -> Self {
+        self.ports6 = world6.ports.iter().copied().collect();
         self.world6 = world6;
         self
     }
@@ -280,13 +289,15 @@ impl Model {
         self.endpoint(ip).filter(|e| e.host_ifindex == ifindex)
     }
 
-    /// The container behind a published port: the mapping for this node address first,
-    /// then the one for every address.
-    fn published(&self, key: &CtKey) -> Option<([u8; 4], [u8; 2])> {
-        let mut pk = PortKey { host_ip: key.dst, port: key.dport, proto: key.proto, _pad: 0 };
-        let t = self.ports.get(&pk).or_else(|| {
-            pk.host_ip = [0; 4];
-            self.ports.get(&pk)
+    /// The container behind a published port, of either family (PORT_MAPS,
+    /// PORT_MAPS6): the mapping for this node address first, then the one for every
+    /// address (all-zero). Whether that container still exists is the caller's to ask.
+    fn published<A: Addr>(&self, key: &Tuple<A>) -> Option<(A, [u8; 2])> {
+        let ports = A::ports(self);
+        let mut pk = PortKeyOf { host_ip: key.dst, port: key.dport, proto: key.proto, _pad: 0 };
+        let t = ports.get(&pk).or_else(|| {
+            pk.host_ip = A::default();
+            ports.get(&pk)
         })?;
         Some((t.ip, t.port))
     }

@@ -2,17 +2,22 @@
 //! masquerades container_nat6 with its port search and pair stages): the gateway's
 //! neighbour discovery, source validation, delivery to local containers, and what leaves
 //! the node: NAT66 to the node's IPv6 address, or, on a node with a routed prefix,
-//! forwarded with the container's own address. On the uplink (uplink_in6): the replies
-//! to masqueraded flows, or the routed prefix's packets, into their container. ICMPv6
-//! errors about NAT66 flows are translated both ways (icmp6_to_container,
-//! icmp6_from_container), as IPv4's ICMP errors are (the same model, `icmp_error`).
-//! Everything else is the stack's.
+//! forwarded with the container's own address; a container with published ports goes
+//! through conntrack there too (its replies leave with the node's address, the rest
+//! untranslated). On the uplink (uplink_in6): the routed prefix's packets, then, at the
+//! node's address in either setting, the replies to tracked flows and new connections
+//! to ports published on IPv6 (PORT_MAPS6), into their container. ICMPv6 errors about
+//! tracked flows are translated both ways (icmp6_to_container, icmp6_from_container), as
+//! IPv4's ICMP errors are (the same model, `icmp_error`); on a routed prefix a
+//! container's error about no tracked flow leaves untranslated. Everything else is the
+//! stack's.
 use netpath_common::{
     conntrack::{CT_F_SNAT, NODE6_F_MASQUERADE, NODE_F_IPV6},
-    EndpointInfo, Ip6, Reason, ENDPOINT_F_BRIDGED, GATEWAY6,
+    EndpointInfo, Ip6, Reason, ENDPOINT_F_BRIDGED, ENDPOINT_F_PUBLISHED, GATEWAY6,
 };
 
 use super::{
+    family::Addr,
     flow::{be16, parse6, tcp_stamp, TCP},
     nat::{self, Direction},
     tc::{Step, PASS},
@@ -98,13 +103,17 @@ impl Model {
         if p[HOP_LIMIT] <= 1 {
             return Ok(PASS);
         }
-        let Some((peer_owner, peer)) = self.endpoint6(dst) else { return self.outside6_step(p, src, dst) };
+        let Some((peer_owner, peer)) = self.endpoint6(dst) else {
+            let published = sender.flags & ENDPOINT_F_PUBLISHED != 0;
+            return self.outside6_step(p, src, dst, published);
+        };
         p[HOP_LIMIT] -= 1;
         Ok(self.deliver_to_peer(p, peer_owner, &peer, true))
     }
 
-    /// A container's packet for an address that is no local container (hop limit > 1).
-    fn outside6_step(&mut self, p: &mut [u8], src: [u8; 16], dst: [u8; 16]) -> Step {
+    /// A container's packet for an address that is no local container (hop limit > 1);
+    /// `published`: its sender has published ports.
+    fn outside6_step(&mut self, p: &mut [u8], src: [u8; 16], dst: [u8; 16], published: bool) -> Step {
         let cfg6 = self.world6.config;
         // The pod prefix is all on this node: an address of it that is no endpoint
         // reaches no one.
@@ -114,29 +123,47 @@ impl Model {
         if cfg6.node_ip == [0; 16] || dst == cfg6.node_ip {
             return Ok(PASS);
         }
-        if cfg6.flags & NODE6_F_MASQUERADE == 0 {
-            // A routed prefix: out with the container's own address.
+        // A routed prefix: out with the container's own address; but a container with
+        // published ports goes through conntrack (its replies to connections made to
+        // the node's address leave with that address).
+        if cfg6.flags & NODE6_F_MASQUERADE == 0 && !published {
             p[HOP_LIMIT] -= 1;
             return self.fib6(src, dst, Reason::Routed);
         }
         self.nat6_step(p)
     }
 
-    /// NAT66: the flow's entry, a new flow's masquerade pair (which starts with no
-    /// packet counted: the lookup after it counts the packet), the rewrite, out through
-    /// the FIB from the translated source.
+    /// container_nat6: the flow's entry; without one, on a routed prefix, out
+    /// untranslated, else a new flow's masquerade pair (which starts with no packet
+    /// counted: the lookup after it counts the packet); the rewrite, out through the FIB
+    /// from the translated source.
+    ///
+    /// What cannot be parsed as a flow (a fragment, an extension header, a protocol
+    /// other than TCP, UDP and ICMPv6, a truncated header) is dropped, ICMPv6 but for an
+    /// echo is icmp6_from_container's, on a routed prefix too: there only a container
+    /// with published ports comes this way, and such packets of its are dropped where
+    /// any other container's are routed. As the datapath does it (container_nat6), and
+    /// most likely not as meant.
     fn nat6_step(&mut self, p: &mut [u8]) -> Step {
         let cfg6 = self.world6.config;
         let flow = match parse6(p) {
             Ok(flow) => flow,
-            // Neither TCP, UDP nor an echo: icmp6_from_container's, which translates an
-            // ICMPv6 error about a NAT66 flow and drops the rest as container_nat6 did.
-            Err(Reason::DropUnsupportedProtocol) => return self.outgoing_icmp6_error(p),
+            // Neither TCP, UDP nor an echo: ICMPv6 is icmp6_from_container's, which
+            // translates an error about a tracked flow; the rest is dropped.
+            Err(Reason::DropUnsupportedProtocol) if p[IP6 + 6] == ICMPV6 => {
+                return self.outgoing_icmp6_error(p)
+            }
             Err(reason) => return Err(reason),
         };
         let len = p.len() as u32;
         let (entry, reason) = match self.ct_lookup(&flow, len) {
             Some(e) => (e, Reason::NatTranslated),
+            // A routed prefix (the sender has published ports): what is no reply
+            // leaves untranslated.
+            None if cfg6.flags & NODE6_F_MASQUERADE == 0 => {
+                p[HOP_LIMIT] -= 1;
+                return self.fib6(flow.key.src.0, flow.key.dst.0, Reason::Routed);
+            }
             None => {
                 let syn = (flow.key.proto == TCP).then(|| tcp_stamp(p, &flow));
                 self.create_snat(&flow, Ip6(cfg6.node_ip), len, syn, false)?;
@@ -151,14 +178,20 @@ impl Model {
         self.fib6(new_src.0, new_dst.0, reason)
     }
 
-    /// An ICMPv6 error a container sends about a packet it received through NAT66,
-    /// translated to speak of the node's address and port, out through the FIB from
-    /// there. Any other: it would leave with a pod address, dropped.
+    /// An ICMPv6 error a container sends about a packet it received through a tracked
+    /// flow (NAT66, a published port), translated to speak of the node's address and
+    /// port, out through the FIB from there. Any other ICMPv6: on a routed prefix out
+    /// as it is; masqueraded, it would leave with a pod address: dropped.
     fn outgoing_icmp6_error(&mut self, p: &mut [u8]) -> Step {
-        let (src, dst) =
-            self.icmp_error::<Ip6>(p, Direction::FromContainer)?.ok_or(Reason::DropUnsupportedProtocol)?;
-        p[HOP_LIMIT] -= 1;
-        self.fib6(src.0, dst.0, Reason::NatTranslated)
+        if let Some((src, dst)) = self.icmp_error::<Ip6>(p, Direction::FromContainer)? {
+            p[HOP_LIMIT] -= 1;
+            return self.fib6(src.0, dst.0, Reason::NatTranslated);
+        }
+        if self.world6.config.flags & NODE6_F_MASQUERADE == 0 {
+            p[HOP_LIMIT] -= 1;
+            return self.fib6(addr(p, SRC), addr(p, DST), Reason::Routed);
+        }
+        Err(Reason::DropUnsupportedProtocol)
     }
 
     /// Out through the node's IPv6 routes; the kernel resolves the neighbour, MACs
@@ -177,18 +210,17 @@ impl Model {
         }
         let cfg6 = self.world6.config;
         let dst = addr(p, DST);
-        if cfg6.flags & NODE6_F_MASQUERADE == 0 {
-            // A routed prefix: the outside reaches containers by their own addresses.
-            if cfg6.pod_prefix != 0 && cfg6.in_pod_cidr(&dst) {
-                return self.deliver6(p, dst, Reason::Routed);
-            }
-            return Ok(PASS);
+        // A routed prefix: the outside reaches containers by their own addresses.
+        if cfg6.flags & NODE6_F_MASQUERADE == 0 && cfg6.pod_prefix != 0 && cfg6.in_pod_cidr(&dst) {
+            return self.deliver6(p, dst, Reason::Routed);
         }
+        // The node's address, in either setting: replies to tracked flows, connections
+        // to published ports.
         if cfg6.node_ip == [0; 16] || dst != cfg6.node_ip {
             return Ok(PASS);
         }
-        // What NAT66 cannot or need not translate is the node's own traffic, but for an
-        // ICMPv6 error about a NAT66 flow (icmp6_to_container: into the container, as
+        // What netpath cannot or need not translate is the node's own traffic, but for an
+        // ICMPv6 error about a tracked flow (icmp6_to_container: into the container, as
         // the flow's packets are).
         let Ok(flow) = parse6(p) else {
             if p[IP6 + 6] == ICMPV6 {
@@ -198,9 +230,21 @@ impl Model {
             }
             return Ok(PASS);
         };
-        let Some(entry) = self.ct_lookup(&flow, p.len() as u32) else { return Ok(PASS) };
+        let len = p.len() as u32;
+        let (entry, reason) = match self.ct_lookup(&flow, len) {
+            Some(e) => (e, Reason::NatTranslated),
+            // A published port (PORT_MAPS6) whose container exists: the flow's pair of
+            // entries. Anything else (no mapping, a port published for IPv4 only, a
+            // container that is gone) is the node's and creates no state.
+            None => match self.published(&flow.key) {
+                Some((ip, port)) if Ip6::is_endpoint(self, ip) => {
+                    (self.create_dnat(&flow, ip, port, len)?, Reason::DnatNewFlow)
+                }
+                _ => return Ok(PASS),
+            },
+        };
         let new_dst = nat::apply(p, &flow, &entry);
-        self.deliver6(p, new_dst.0, Reason::NatTranslated)
+        self.deliver6(p, new_dst.0, reason)
     }
 
     /// Into the container that owns `dst`, as its gateway. A routed packet for an

@@ -160,6 +160,9 @@ impl<'a> Campaign<'a> {
         dp.load_ipv6_programs().unwrap();
         let world6 = node.world6(MODES6[0]);
         dp.set_node_config6(world6.config).unwrap();
+        for (k, t) in &world6.ports {
+            dp.set_port(*k, *t).unwrap();
+        }
         let mut model = Model::new(world).with_ipv6(world6);
         model.header_checks = probe_header_checks(dp, &mut model);
         Self {
@@ -380,6 +383,11 @@ impl<'a> Campaign<'a> {
         ports.sort_by_key(|(k, _)| (k.host_ip, k.port, k.proto));
         want_ports.sort_by_key(|(k, _)| (k.host_ip, k.port, k.proto));
         assert_eq!(ports, want_ports, "the datapath changed PORT_MAPS");
+        let mut ports6 = self.maps.port_maps_of::<Ipv6>().unwrap();
+        let mut want_ports6 = self.model.world6().ports.clone();
+        ports6.sort_by_key(|(k, _)| (k.host_ip.0, k.port, k.proto));
+        want_ports6.sort_by_key(|(k, _)| (k.host_ip.0, k.port, k.proto));
+        assert_eq!(ports6, want_ports6, "the datapath changed PORT_MAPS6");
 
         let tables = self.dp.conntrack_tables::<Ipv4>().unwrap();
         let closed = self.maps.snat_closed::<Ipv4>().unwrap();
@@ -514,25 +522,40 @@ impl<'a> Campaign<'a> {
             (uplink, "nat-translated", Mode6::Masquerade),
             (uplink, "passed-to-stack", Mode6::Masquerade),
             (uplink, "routed", Mode6::Routed),
+            // Ports published on IPv6, in either setting: new connections, their
+            // packets, the containers' replies (a published container goes through
+            // conntrack on a routed prefix too, and out untranslated on no flow).
+            (uplink, "dnat-new-flow", Mode6::Masquerade),
+            (uplink, "dnat-new-flow", Mode6::Routed),
+            (uplink, "nat-translated", Mode6::Routed),
+            (uplink, "passed-to-stack", Mode6::Routed),
+            (from, "nat-translated", Mode6::Routed),
+            (from, "drop-fragment", Mode6::Routed),
         ] {
             assert!(
                 reached6(prog, must, mode),
                 "the campaign never reached {must} for IPv6 in {prog} ({mode:?}): too few packets, or a seed broke"
             );
         }
-        // ICMPv6 errors about NAT66 flows, translated both ways (routed out, or into the
-        // container, or to the stack when the hop limit is spent); about no flow, the
-        // node's going in, dropped going out.
-        for (prog, must) in [
-            (from, "nat-translated"),
-            (from, "drop-unsupported-protocol"),
-            (from, "drop-fib-failed"),
-            (uplink, "nat-translated"),
-            (uplink, "passed-to-stack"),
+        // ICMPv6 errors about tracked flows (NAT66, published ports), translated both
+        // ways (routed out, or into the container, or to the stack when the hop limit is
+        // spent), in either setting; about no flow, the node's going in, dropped going
+        // out when masqueraded, routed as it is (a published container's) on a routed
+        // prefix.
+        for (prog, must, mode) in [
+            (from, "nat-translated", Mode6::Masquerade),
+            (from, "drop-unsupported-protocol", Mode6::Masquerade),
+            (from, "drop-fib-failed", Mode6::Masquerade),
+            (uplink, "nat-translated", Mode6::Masquerade),
+            (uplink, "passed-to-stack", Mode6::Masquerade),
+            (from, "routed", Mode6::Routed),
+            (from, "nat-translated", Mode6::Routed),
+            (uplink, "nat-translated", Mode6::Routed),
         ] {
             assert!(
-                reached_as("ipv6 icmp error", prog, must, Mode6::Masquerade),
-                "the campaign never reached {must} for an ICMPv6 error in {prog}: too few packets, or a seed broke"
+                reached_as("ipv6 icmp error", prog, must, mode),
+                "the campaign never reached {must} for an ICMPv6 error in {prog} ({mode:?}): too few packets, or a \
+                 seed broke"
             );
         }
         for must in [

@@ -1,12 +1,12 @@
-//! The fuzzed node: containers of every kind, published ports, a node address with a
-//! connected subnet (IPv4 and IPv6), IPv6 routes beyond it, and one valid packet for
-//! every path the datapath has. Its IPv6 goes through phases ([`Mode6`]): masqueraded
+//! The fuzzed node: containers of every kind, published ports (IPv4 and IPv6), a node
+//! address with a connected subnet (IPv4 and IPv6), IPv6 routes beyond it, and one valid
+//! packet for every path the datapath has. Its IPv6 goes through phases ([`Mode6`]): masqueraded
 //! (NAT66), routed with the containers' own addresses, and without a node address.
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use netpath_common::{
-    conntrack::NODE6_F_MASQUERADE, EndpointInfo, NodeConfig, NodeConfig6, PortKey, PortTarget,
-    ENDPOINT_F_BRIDGED, ENDPOINT_F_PUBLISHED,
+    conntrack::{PortKeyOf, PortTargetOf, NODE6_F_MASQUERADE},
+    EndpointInfo, Ip6, NodeConfig, NodeConfig6, ENDPOINT_F_BRIDGED, ENDPOINT_F_PUBLISHED,
 };
 use netpath_tests::{
     model::{Fib, Fib6, World, World6},
@@ -31,6 +31,9 @@ pub const POD_NET6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 0);
 /// The router on the uplink's subnet the IPv6 routes go through: where ICMPv6 errors
 /// about the node's packets come from.
 pub const ROUTER6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x77, 0, 0, 0, 0, 0xfe);
+/// An address on the uplink's subnet that is not the node's: a port published on it
+/// exactly is no port of the node's address.
+pub const OTHER6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x77, 0, 0, 0, 0, 5);
 
 pub const LO: u32 = 1;
 pub const NODE: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 1);
@@ -40,6 +43,21 @@ pub const UPLINK_MAC: [u8; 6] = [0x0e, 0, 0, 0, 0, 0xfe];
 pub const CLIENT_MAC: [u8; 6] = [0x0e, 0, 0, 0, 0, 0xcc];
 pub const GONE: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 99);
 pub const NAT_PORT: u16 = 61000;
+/// Published ports, beyond IPv4's (8080 TCP and 5353 UDP on every address, 9090 on the
+/// node's, 7070 to a container that is gone, published on IPv6 too): 9191 on every
+/// IPv6 address and, to another container, on the node's exactly (which wins); 9292 on
+/// another IPv6 address only; 6464 on IPv4 only.
+pub const PORT_BOTH: u16 = 9191;
+pub const PORT_OTHER6: u16 = 9292;
+pub const PORT_V4_ONLY: u16 = 6464;
+
+/// A published port: `proto` to `host:port`, to `to:to_port`, of either family.
+fn port<A>(proto: u8, host: A, port: u16, to: A, to_port: u16) -> (PortKeyOf<A>, PortTargetOf<A>) {
+    (
+        PortKeyOf { host_ip: host, port: port.to_be_bytes(), proto, _pad: 0 },
+        PortTargetOf { ip: to, port: to_port.to_be_bytes(), _pad: [0; 2] },
+    )
+}
 
 /// The namespace's devices: an uplink veth holding the node addresses, and host veths
 /// for the containers that send (a test run needs a real device for its ingress
@@ -181,11 +199,8 @@ impl Node {
     }
 
     pub fn world(&self) -> World {
-        let port = |proto, host: Ipv4Addr, port: u16, to: Ipv4Addr, to_port: u16| {
-            (
-                PortKey { host_ip: host.octets(), port: port.to_be_bytes(), proto, _pad: 0 },
-                PortTarget { ip: to.octets(), port: to_port.to_be_bytes(), _pad: [0; 2] },
-            )
+        let port = |proto, host: Ipv4Addr, p: u16, to: Ipv4Addr, to_port: u16| {
+            port(proto, host.octets(), p, to.octets(), to_port)
         };
         let any = Ipv4Addr::UNSPECIFIED;
         World {
@@ -197,6 +212,8 @@ impl Node {
                 port(TCP, NODE, 9090, self.b.ip, 22),
                 // A mapping whose container is gone.
                 port(TCP, any, 7070, GONE, 80),
+                // Published on IPv4 only: no port of the node's IPv6 address.
+                port(TCP, any, PORT_V4_ONLY, self.web.ip, 80),
             ],
             config: NodeConfig {
                 node_ip: NODE.octets(),
@@ -216,11 +233,13 @@ impl Node {
         }
     }
 
-    /// The IPv6 half: NODE_CONFIG6 in `mode`, and the IPv6 routes (read from the
-    /// namespace: call after [`forward_ipv6`]).
+    /// The IPv6 half: NODE_CONFIG6 in `mode`, the ports published on IPv6 (PORT_MAPS6,
+    /// the same in every phase), and the IPv6 routes (read from the namespace: call
+    /// after [`forward_ipv6`]).
     pub fn world6(&self, mode: Mode6) -> World6 {
         World6 {
             config: self.config6(mode),
+            ports: self.ports6(),
             fib: Fib6 {
                 subnets: vec![
                     (Ipv6Addr::new(0x2001, 0xdb8, 0x77, 0, 0, 0, 0, 0), 64, self.uplink),
@@ -230,6 +249,26 @@ impl Node {
                 not_forwarded: local_table6(),
             },
         }
+    }
+
+    /// PORT_MAPS6: for every node address (all-zero), on the node's address exactly, on
+    /// another address, to a container that is gone; an exact mapping and one for every
+    /// address on the same port (the exact one wins).
+    pub fn ports6(&self) -> Vec<(netpath_common::PortKey6, netpath_common::PortTarget6)> {
+        let port = |proto, host: Ipv6Addr, p: u16, to: Ipv6Addr, to_port: u16| {
+            port(proto, Ip6(host.octets()), p, Ip6(to.octets()), to_port)
+        };
+        let any = Ipv6Addr::UNSPECIFIED;
+        let (web, b) = (self.web.ip6(), self.b.ip6());
+        vec![
+            port(TCP, any, 8080, web, 80),
+            port(UDP, any, 5353, web, 53),
+            port(TCP, NODE6, 9090, b, 22),
+            port(TCP, any, 7070, GONE6, 80),
+            port(TCP, any, PORT_BOTH, web, 81),
+            port(TCP, NODE6, PORT_BOTH, b, 23),
+            port(UDP, OTHER6, PORT_OTHER6, b, 53),
+        ]
     }
 
     pub fn config6(&self, mode: Mode6) -> NodeConfig6 {
@@ -274,6 +313,7 @@ impl Node {
             UNROUTED6,
             POD_NET6,
             ROUTER6,
+            OTHER6,
             Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, 0xc0a8, 0x4d02),
             GONE6,
             Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 2),
@@ -759,6 +799,12 @@ impl Node {
         let c_stranger = received(OUTSIDE6, &c, UDP, &pkt::udp(53, 5001, b"?"));
         let c_pong = received(OUTSIDE6, &c, ICMPV6, &echo6(false, 77, b"pong"));
         let b_unrouted = received(UNROUTED6, &b, UDP, &pkt::udp(53, 1, b""));
+        // Published ports: what the node sent for web (its reply, translated), what web
+        // received (the client's query, translated), what b received on no flow.
+        let node_published = node_sent(OUTSIDE6, TCP, &pkt::tcp(8080, 40000, SYN | ACK, b""));
+        let web_received = received(OUTSIDE6, &web, UDP, &pkt::udp(40000, 53, b"q"));
+        let b_stranger = received(OUTSIDE6, &b, UDP, &pkt::udp(53, 5002, b"?"));
+        let b_fragment = from6(&b, b.host_mac, b.ip6(), OUTSIDE6, 44, 64, &ext(44));
         let mtu = 1280;
         let mut seeds = vec![
             up(
@@ -903,6 +949,142 @@ impl Node {
             ),
             up("nat66 reply, expiring", OUTSIDE6, NODE6, UDP, 1, &pkt::udp(53, NAT_PORT, b"y")),
             up("ipv6 to the node, no flow", OUTSIDE6, NODE6, TCP, 64, &pkt::tcp(40000, 22, SYN, b"")),
+            // Ports published on IPv6 (PORT_MAPS6), in every phase: new connections to the
+            // node's address, their packets, the containers' replies (translated back to
+            // the node's address, masqueraded or routed), and what has no mapping.
+            up("ipv6 published tcp syn", OUTSIDE6, NODE6, TCP, 64, &pkt::tcp(40000, 8080, SYN, b"")),
+            up("ipv6 published tcp ack", OUTSIDE6, NODE6, TCP, 64, &pkt::tcp(40000, 8080, ACK, b"data")),
+            up("ipv6 published tcp fin", OUTSIDE6, NODE6, TCP, 64, &pkt::tcp(40000, 8080, FIN | ACK, b"")),
+            up("ipv6 published udp", OUTSIDE6, NODE6, UDP, 64, &pkt::udp(40000, 5353, b"q")),
+            up(
+                "ipv6 published syn from the uplink's subnet",
+                CLIENT6,
+                NODE6,
+                TCP,
+                64,
+                &pkt::tcp(40001, 8080, SYN, b""),
+            ),
+            up("ipv6 published syn, expiring", OUTSIDE6, NODE6, TCP, 1, &pkt::tcp(40004, 8080, SYN, b"")),
+            up(
+                "ipv6 port published on the node's address",
+                OUTSIDE6,
+                NODE6,
+                TCP,
+                64,
+                &pkt::tcp(40002, 9090, SYN, b""),
+            ),
+            up(
+                "ipv6 port published on the node's address and on every one",
+                OUTSIDE6,
+                NODE6,
+                TCP,
+                64,
+                &pkt::tcp(40005, PORT_BOTH, SYN, b""),
+            ),
+            up(
+                "ipv6 port published on another address",
+                OUTSIDE6,
+                NODE6,
+                UDP,
+                64,
+                &pkt::udp(40006, PORT_OTHER6, b"o"),
+            ),
+            up(
+                "ipv6 port published on another address, to it",
+                OUTSIDE6,
+                OTHER6,
+                UDP,
+                64,
+                &pkt::udp(40006, PORT_OTHER6, b"o"),
+            ),
+            up("ipv6 port of a gone container", OUTSIDE6, NODE6, TCP, 64, &pkt::tcp(40003, 7070, SYN, b"")),
+            up(
+                "ipv6 port published for ipv4 only",
+                OUTSIDE6,
+                NODE6,
+                TCP,
+                64,
+                &pkt::tcp(40007, PORT_V4_ONLY, SYN, b""),
+            ),
+            up("ipv6 unmapped port", OUTSIDE6, NODE6, UDP, 64, &pkt::udp(40008, 4444, b"u")),
+            up(
+                "ipv6 packet too big about a published flow",
+                ROUTER6,
+                NODE6,
+                ICMPV6,
+                64,
+                &icmp6_error(2, 0, mtu, &node_published),
+            ),
+            seed("ipv6 published tcp reply", &web, OUTSIDE6, TCP, 64, &pkt::tcp(80, 40000, SYN | ACK, b"")),
+            seed(
+                "ipv6 published tcp reply fin",
+                &web,
+                OUTSIDE6,
+                TCP,
+                64,
+                &pkt::tcp(80, 40000, FIN | ACK, b""),
+            ),
+            seed("ipv6 published udp reply", &web, OUTSIDE6, UDP, 64, &pkt::udp(53, 40000, b"a")),
+            seed(
+                "ipv6 published reply to the uplink's subnet",
+                &web,
+                CLIENT6,
+                TCP,
+                64,
+                &pkt::tcp(80, 40001, SYN | ACK, b""),
+            ),
+            seed(
+                "ipv6 published reply, port on the node's address",
+                &b,
+                OUTSIDE6,
+                TCP,
+                64,
+                &pkt::tcp(22, 40002, SYN | ACK, b""),
+            ),
+            seed(
+                "ipv6 published reply, exact mapping",
+                &b,
+                OUTSIDE6,
+                TCP,
+                64,
+                &pkt::tcp(23, 40005, SYN | ACK, b""),
+            ),
+            seed("ipv6 published container, new flow", &b, OUTSIDE6, TCP, 64, &pkt::tcp(5000, 443, SYN, b"")),
+            seed(
+                "ipv6 published container, new flow out of another device",
+                &b,
+                FAR6,
+                UDP,
+                64,
+                &pkt::udp(5001, 53, b"f"),
+            ),
+            seed("ipv6 published container, echo", &b, OUTSIDE6, ICMPV6, 64, &echo6(true, 79, b"ping")),
+            seed(
+                "ipv6 published container's port unreachable about a published flow",
+                &web,
+                OUTSIDE6,
+                ICMPV6,
+                64,
+                &icmp6_error(1, 4, 0, &web_received),
+            ),
+            seed(
+                "ipv6 published container's error about no flow",
+                &b,
+                OUTSIDE6,
+                ICMPV6,
+                64,
+                &icmp6_error(1, 4, 0, &b_stranger),
+            ),
+            seed(
+                "ipv6 published container's icmpv6 error, no quote",
+                &b,
+                OUTSIDE6,
+                ICMPV6,
+                64,
+                &[1, 4, 0, 0, 0, 0, 0, 0],
+            ),
+            seed("ipv6 published container, unsupported protocol", &b, OUTSIDE6, 47, 64, &[0; 8]),
+            Seed { name: "ipv6 published container, fragment", hook: fc(&b), packet: b_fragment },
             up("routed in", OUTSIDE6, c.ip6(), TCP, 64, &pkt::tcp(80, 1111, SYN | ACK, b"")),
             up("routed in to a bridged container", OUTSIDE6, br1.ip6(), UDP, 64, &pkt::udp(53, 9, b"r")),
             up("routed in to no container", OUTSIDE6, GONE6, UDP, 64, &pkt::udp(53, 9, b"r")),
