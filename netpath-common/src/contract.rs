@@ -9,7 +9,7 @@ use core::mem::size_of;
 use crate::{
     maps::*, ClosedFlow, CtEntry, CtEntry6, CtKey, CtKey6, Endpoint6Key, EndpointInfo, EndpointKey, LogLimit,
     NodeConfig, NodeConfig6, NodeRoute, PortKey, PortKey6, PortTarget, PortTarget6, Reason, SockOrigin,
-    SockRevKey, TraceEvent, TraceFilter, TrafficCounters,
+    SockOrigin6, SockRevKey, SockRevKey6, TraceEvent, TraceFilter, TrafficCounters,
 };
 
 /// A map's kind, as the kernel numbers it (enum bpf_map_type).
@@ -95,7 +95,7 @@ const FIB_LOOKUP_SIZE: usize = 64;
 
 /// Every map of the object: the pinned ones in the order `netpath map list` shows them,
 /// then the per-CPU scratch space the programs use inside one run.
-pub const MAPS: [MapSpec; 28] = [
+pub const MAPS: [MapSpec; 29] = [
     map(
         ENDPOINTS,
         MapKind::Hash,
@@ -214,6 +214,16 @@ pub const MAPS: [MapSpec; 28] = [
         Capacity::Fixed(NODE_LOCAL_REV_ENTRIES),
         false,
     ),
+    // Sized as IPv6's other tables: an LRU table is allocated whole, and only a node with
+    // IPv6 (`--pod-cidr6`) redirects IPv6 sockets.
+    map(
+        NODE_LOCAL_REV6,
+        MapKind::LruHash,
+        size_of::<SockRevKey6>(),
+        size_of::<SockOrigin6>(),
+        Capacity::Fixed6(NODE_LOCAL_REV_ENTRIES),
+        false,
+    ),
     map(EVENTS, MapKind::RingBuf, 0, 0, Capacity::Fixed(EVENTS_BYTES), true),
     map(TRACE_FILTER, MapKind::Array, 4, size_of::<TraceFilter>(), Capacity::Fixed(1), true),
     MapSpec {
@@ -286,7 +296,8 @@ pub enum Attach {
     Xdp,
     /// Attached nowhere: tail-called by the programs named.
     TailCall(&'static str),
-    /// A cgroup socket-address hook (connect4, sendmsg4, recvmsg4, getpeername4).
+    /// A cgroup socket-address hook (connect4, sendmsg4, recvmsg4, getpeername4 and their
+    /// IPv6 counterparts).
     CgroupSockAddr(&'static str),
     /// Never attached by the agent: a reference program `cargo xtask bench` attaches in
     /// a world of its own (tc ingress), to measure against.
@@ -320,10 +331,14 @@ pub mod program {
     pub const NODE_SENDMSG4: &str = "node_sendmsg4";
     pub const NODE_RECVMSG4: &str = "node_recvmsg4";
     pub const NODE_GETPEERNAME4: &str = "node_getpeername4";
+    pub const NODE_CONNECT6: &str = "node_connect6";
+    pub const NODE_SENDMSG6: &str = "node_sendmsg6";
+    pub const NODE_RECVMSG6: &str = "node_recvmsg6";
+    pub const NODE_GETPEERNAME6: &str = "node_getpeername6";
     pub const LAYOUT_FLOOR: &str = "layout_floor";
 }
 
-pub const PROGRAMS: [ProgramSpec; 19] = [
+pub const PROGRAMS: [ProgramSpec; 23] = [
     ProgramSpec { name: program::FROM_CONTAINER, attach: Attach::TcIngress("each container's host veth") },
     ProgramSpec {
         name: program::CONTAINER_PATH,
@@ -363,15 +378,27 @@ pub const PROGRAMS: [ProgramSpec; 19] = [
     ProgramSpec { name: program::NODE_SENDMSG4, attach: Attach::CgroupSockAddr("sendmsg4") },
     ProgramSpec { name: program::NODE_RECVMSG4, attach: Attach::CgroupSockAddr("recvmsg4") },
     ProgramSpec { name: program::NODE_GETPEERNAME4, attach: Attach::CgroupSockAddr("getpeername4") },
+    ProgramSpec { name: program::NODE_CONNECT6, attach: Attach::CgroupSockAddr("connect6") },
+    ProgramSpec { name: program::NODE_SENDMSG6, attach: Attach::CgroupSockAddr("sendmsg6") },
+    ProgramSpec { name: program::NODE_RECVMSG6, attach: Attach::CgroupSockAddr("recvmsg6") },
+    ProgramSpec { name: program::NODE_GETPEERNAME6, attach: Attach::CgroupSockAddr("getpeername6") },
     ProgramSpec {
         name: program::LAYOUT_FLOOR,
         attach: Attach::Benchmark("the container-to-container layout's floor (cargo xtask bench)"),
     },
 ];
 
-/// The node-local socket hooks, attached together to one cgroup.
-pub const NODE_SOCKET_HOOKS: [&str; 4] =
-    [program::NODE_CONNECT4, program::NODE_SENDMSG4, program::NODE_RECVMSG4, program::NODE_GETPEERNAME4];
+/// The node-local socket hooks of both families, attached together to one cgroup.
+pub const NODE_SOCKET_HOOKS: [&str; 8] = [
+    program::NODE_CONNECT4,
+    program::NODE_SENDMSG4,
+    program::NODE_RECVMSG4,
+    program::NODE_GETPEERNAME4,
+    program::NODE_CONNECT6,
+    program::NODE_SENDMSG6,
+    program::NODE_RECVMSG6,
+    program::NODE_GETPEERNAME6,
+];
 
 /// The pinned maps, in the order `netpath map list` shows them.
 pub fn pinned() -> impl Iterator<Item = &'static MapSpec> {

@@ -36,5 +36,5 @@ pub use endpoint::{
     ENDPOINT_F_NETKIT, ENDPOINT_F_PUBLISHED, GATEWAY6,
 };
 pub use reason::Reason;
-pub use sock::{SockOrigin, SockRevKey};
+pub use sock::{SockOrigin, SockOrigin6, SockRevKey, SockRevKey6};
 pub use trace::{TraceEvent, TraceFilter};

@@ -131,6 +131,8 @@ pub const TAIL_TO_OTHER_NODE: u32 = 0;
 /// [`crate::SockRevKey`] -> [`crate::SockOrigin`]: what a node-local socket asked for;
 /// LRU, so sockets that are gone age out.
 pub const NODE_LOCAL_REV: &str = "NODE_LOCAL_REV";
+/// [`NODE_LOCAL_REV`] for IPv6: [`crate::SockRevKey6`] -> [`crate::SockOrigin6`].
+pub const NODE_LOCAL_REV6: &str = "NODE_LOCAL_REV6";
 
 /// Ring buffer of [`crate::TraceEvent`]s for `netpath trace`.
 pub const EVENTS: &str = "EVENTS";

@@ -22,6 +22,7 @@ mod maps;
 mod nat;
 mod nd;
 mod node_local;
+mod node_local6;
 mod packet;
 mod port_map;
 mod rare;

@@ -9,7 +9,7 @@ use netpath_common::{
     contract::{object_capacity as capacity, object_flags as flags},
     maps as name, ClosedFlow, CtEntry, CtEntry6, CtKey, CtKey6, Endpoint6Key, EndpointInfo, EndpointKey,
     LogLimit, NodeConfig, NodeConfig6, NodeRoute, PortKey, PortKey6, PortTarget, PortTarget6, SockOrigin,
-    SockRevKey, TraceEvent, TraceFilter, TrafficCounters,
+    SockOrigin6, SockRevKey, SockRevKey6, TraceEvent, TraceFilter, TrafficCounters,
 };
 
 #[map]
@@ -91,6 +91,10 @@ pub static CLUSTER_PROGS: ProgramArray =
 #[map]
 pub static NODE_LOCAL_REV: LruHashMap<SockRevKey, SockOrigin> =
     LruHashMap::pinned(capacity(name::NODE_LOCAL_REV), flags(name::NODE_LOCAL_REV));
+
+#[map]
+pub static NODE_LOCAL_REV6: LruHashMap<SockRevKey6, SockOrigin6> =
+    LruHashMap::pinned(capacity(name::NODE_LOCAL_REV6), flags(name::NODE_LOCAL_REV6));
 
 #[map]
 pub static EVENTS: RingBuf = RingBuf::pinned(capacity(name::EVENTS), flags(name::EVENTS));

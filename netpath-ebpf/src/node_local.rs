@@ -8,7 +8,7 @@
 //! A port published on a loopback address only is reached this way alone.
 //!
 //! The hooks see every socket in their cgroup, so they act only inside the node's
-//! network namespace (netns cookie).
+//! network namespace (netns cookie). IPv6's hooks are `node_local6`.
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::generated::{bpf_get_netns_cookie, bpf_get_socket_cookie},
@@ -24,7 +24,7 @@ use crate::{
 };
 
 /// Let the call proceed (a cgroup sock_addr program must return 1 to allow).
-const ALLOW: i32 = 1;
+pub(crate) const ALLOW: i32 = 1;
 
 #[cgroup_sock_addr(connect4)]
 pub fn node_connect4(ctx: SockAddrContext) -> i32 {
@@ -52,7 +52,7 @@ pub fn node_getpeername4(ctx: SockAddrContext) -> i32 {
 
 /// The socket belongs to the node's namespace (and NAT is configured).
 #[inline(always)]
-fn in_node(ctx: &SockAddrContext) -> Option<netpath_common::NodeConfig> {
+pub(crate) fn in_node(ctx: &SockAddrContext) -> Option<netpath_common::NodeConfig> {
     let cfg = NODE_CONFIG.get(0).copied()?;
     // SAFETY: the context pointer is the kernel's; the helper only reads it.
     let cookie = unsafe { bpf_get_netns_cookie(ctx.sock_addr as *mut _) };
@@ -60,7 +60,7 @@ fn in_node(ctx: &SockAddrContext) -> Option<netpath_common::NodeConfig> {
 }
 
 #[inline(always)]
-fn socket_cookie(ctx: &SockAddrContext) -> u64 {
+pub(crate) fn socket_cookie(ctx: &SockAddrContext) -> u64 {
     // SAFETY: as above.
     unsafe { bpf_get_socket_cookie(ctx.sock_addr as *mut _) }
 }

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use netpath::datapath::{family::Ipv6, layout, Datapath};
-use netpath_common::{conntrack::TCP_ESTABLISHED, maps, Ip6};
+use netpath_common::{conntrack::TCP_ESTABLISHED, maps, Ip6, SockOrigin6, SockRevKey6};
 
 fn map_show(pin: &Path) -> String {
     netpath_tests::sh(&["bpftool", "-j", "map", "show", "pinned", pin.to_str().unwrap()])
@@ -67,8 +67,8 @@ fn old_counters_come_back_when_the_load_fails_and_go_when_it_succeeds() {
 
 /// A node without IPv6 keeps its IPv6 tables as small as the machine allows; starting
 /// it with IPv6 grows them to the conntrack size asked for, a migration like any other
-/// resize: the flows they hold come along (the closed flows' record is disposable and
-/// replaced), and back again when IPv6 is turned off.
+/// resize: the flows and the node-local redirections they hold come along (the closed
+/// flows' record is disposable and replaced), and back again when IPv6 is turned off.
 #[test]
 fn the_ipv6_tables_follow_ipv6_on_the_node_and_keep_their_flows() {
     let guard = Dir::new("layout6");
@@ -82,14 +82,14 @@ fn the_ipv6_tables_follow_ipv6_on_the_node_and_keep_their_flows() {
     let ct_entries = layout::ct_min_entries() * 8;
     let sized = |ipv6: bool| {
         let (ct, new) = (u64::from(ct_entries), u64::from(layout::new_flow_entries(ct_entries)));
-        let closed = u64::from(maps::SNAT_CLOSED_ENTRIES);
+        let (rev, closed) = (u64::from(maps::NODE_LOCAL_REV_ENTRIES), u64::from(maps::SNAT_CLOSED_ENTRIES));
         if ipv6 {
-            [ct, new, closed]
+            [ct, new, rev, closed]
         } else {
-            [small; 3]
+            [small; 4]
         }
     };
-    let tables = [maps::CONNTRACK6, maps::CONNTRACK6_NEW, maps::SNAT_CLOSED6];
+    let tables = [maps::CONNTRACK6, maps::CONNTRACK6_NEW, maps::NODE_LOCAL_REV6, maps::SNAT_CLOSED6];
 
     drop(Datapath::load_with(&dir, ct_entries, false, None).expect("load without IPv6"));
     assert_eq!(tables.map(max_entries), sized(false));
@@ -111,12 +111,16 @@ fn the_ipv6_tables_follow_ipv6_on_the_node_and_keep_their_flows() {
             netpath_tests::map_update(&dir.join(table), key, entry);
         }
     }
+    // A node process's socket sent to a container by connect6.
+    let rev = SockRevKey6 { cookie: 7, ip: client, port: 80u16.to_be_bytes(), _pad: [0; 6] };
+    let origin = SockOrigin6 { ip: node, port: 8080u16.to_be_bytes(), _pad: [0; 2] };
+    netpath_tests::map_update(&dir.join(maps::NODE_LOCAL_REV6), &rev, &origin);
 
     for ipv6 in [true, false] {
         let plan = layout::check(&dir, ct_entries, ipv6).unwrap();
         let pins = |names: &[&str]| names.iter().map(|n| dir.join(n)).collect::<Vec<_>>();
-        assert_eq!(plan.migrate, pins(&tables[..2]), "IPv6 {ipv6}: the flow tables are migrated");
-        assert_eq!(plan.replace, pins(&tables[2..]), "IPv6 {ipv6}: the closed flows' table is replaced");
+        assert_eq!(plan.migrate, pins(&tables[..3]), "IPv6 {ipv6}: the flow tables are migrated");
+        assert_eq!(plan.replace, pins(&tables[3..]), "IPv6 {ipv6}: the closed flows' table is replaced");
         let mut dp = Datapath::load_with(&dir, ct_entries, ipv6, None).expect("load");
         assert_eq!(tables.map(max_entries), sized(ipv6), "IPv6 {ipv6}: sizes");
         for (key, entry) in &assured {
@@ -125,6 +129,8 @@ fn the_ipv6_tables_follow_ipv6_on_the_node_and_keep_their_flows() {
         for (key, entry) in &new {
             assert_eq!(dp.conntrack_get::<Ipv6>(key).unwrap(), [None, Some(*entry)], "IPv6 {ipv6}: new");
         }
+        let redirects = netpath::datapath::Inspector::new(&dir).node_local_redirects6().unwrap();
+        assert_eq!(redirects, [(rev, origin)], "IPv6 {ipv6}: node-local redirections");
         drop(dp);
         assert_eq!(layout::check(&dir, ct_entries, ipv6).unwrap(), layout::Plan::default());
     }

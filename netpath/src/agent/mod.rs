@@ -98,19 +98,14 @@ pub enum AgentError {
         "--host-ip {ip} publishes for the node's own processes only, which needs kernel 5.14+ \
          (SO_NETNS_COOKIE) and this kernel lacks it; omit --host-ip to publish on the node address"
     )]
-    LoopbackNeedsCookie { ip: Ipv4Addr },
+    LoopbackNeedsCookie { ip: std::net::IpAddr },
     #[error(
-        "--host-ip {ip} is neither the node's IPv6 address on the uplink {uplink} ({}) nor ::; publish on \
-         one of those (:: for every IPv6 address of the node), or omit --host-ip to publish on both families",
+        "--host-ip {ip} is neither the node's IPv6 address on the uplink {uplink} ({}) nor :: nor ::1; \
+         publish on one of those (:: for every IPv6 address of the node, ::1 for the node's processes \
+         only), or omit --host-ip to publish on both families",
         address.map_or("none".to_string(), |a| a.to_string())
     )]
     HostIp6NotNode { ip: std::net::Ipv6Addr, uplink: String, address: Option<std::net::Ipv6Addr> },
-    #[error(
-        "--host-ip {ip}: ports published on IPv6 loopback, for the node's own processes, are not supported \
-         yet; publish on the node's IPv6 address ({}) instead, or on 127.0.0.1 for the node's processes over IPv4",
-        node_ip6.map_or("the uplink has none yet".to_string(), |a| a.to_string())
-    )]
-    HostIp6Loopback { ip: std::net::Ipv6Addr, node_ip6: Option<std::net::Ipv6Addr> },
     #[error(
         "endpoint {endpoint} has no IPv6 address, so --host-ip {ip} cannot publish to it; omit --host-ip or \
          give an IPv4 one, or give the endpoint an IPv6 address (an agent with --pod-cidr6 gives each \

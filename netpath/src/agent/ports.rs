@@ -77,9 +77,12 @@ impl Agent {
         match host_ip {
             None => Ok(()),
             Some(IpAddr::V4(ip)) => self.check_host_ip4(ip),
-            Some(IpAddr::V6(ip)) => {
-                check_host_ip6(ip, self.node.node_ip6, self.node.uplink_name.as_deref().unwrap_or_default())
-            }
+            Some(IpAddr::V6(ip)) => check_host_ip6(
+                ip,
+                self.node.node_ip6,
+                self.node.uplink_name.as_deref().unwrap_or_default(),
+                || crate::plumbing::netns::current_cookie().is_some(),
+            ),
         }
     }
 
@@ -89,7 +92,7 @@ impl Agent {
         if ip.is_loopback() {
             return match crate::plumbing::netns::current_cookie() {
                 Some(_) => Ok(()),
-                None => Err(AgentError::LoopbackNeedsCookie { ip }),
+                None => Err(AgentError::LoopbackNeedsCookie { ip: ip.into() }),
             };
         }
         // Any address of the uplink, where the programs see the packets for it.
@@ -313,10 +316,19 @@ fn key(p: &PortRecord) -> Key {
 
 /// Can a port be published on IPv6 address `ip` of a node whose uplink `uplink` has the
 /// IPv6 address `node_ip6`? The IPv6 programs take that address and, for every address,
-/// `::`; the socket hooks that serve the node's own processes are IPv4 only.
-fn check_host_ip6(ip: Ipv6Addr, node_ip6: Option<Ipv6Addr>, uplink: &str) -> Result<(), AgentError> {
+/// `::`; `::1` is for the node's own processes only, served by the socket hooks, which
+/// act only where the kernel tells the node's namespace by its cookie (`has_cookie`).
+fn check_host_ip6(
+    ip: Ipv6Addr,
+    node_ip6: Option<Ipv6Addr>,
+    uplink: &str,
+    has_cookie: impl FnOnce() -> bool,
+) -> Result<(), AgentError> {
     if ip.is_loopback() {
-        return Err(AgentError::HostIp6Loopback { ip, node_ip6 });
+        return match has_cookie() {
+            true => Ok(()),
+            false => Err(AgentError::LoopbackNeedsCookie { ip: ip.into() }),
+        };
     }
     if !ip.is_unspecified() && Some(ip) != node_ip6 {
         return Err(AgentError::HostIp6NotNode { ip, uplink: uplink.into(), address: node_ip6 });
@@ -343,25 +355,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ipv6_ports_go_on_the_node_address_or_every_address_and_not_on_loopback() {
+    fn ipv6_ports_go_on_the_node_address_every_address_or_loopback_with_a_cookie() {
         let node6: Ipv6Addr = "2001:db8::10".parse().unwrap();
-        assert!(check_host_ip6(node6, Some(node6), "eth0").is_ok());
-        assert!(check_host_ip6(Ipv6Addr::UNSPECIFIED, Some(node6), "eth0").is_ok());
+        let cookie = || true;
+        assert!(check_host_ip6(node6, Some(node6), "eth0", cookie).is_ok());
+        assert!(check_host_ip6(Ipv6Addr::UNSPECIFIED, Some(node6), "eth0", cookie).is_ok());
         // Every IPv6 address of the node, whichever it has (none yet included).
-        assert!(check_host_ip6(Ipv6Addr::UNSPECIFIED, None, "eth0").is_ok());
-        let other =
-            check_host_ip6("fd00:99::7".parse().unwrap(), Some(node6), "eth0").unwrap_err().to_string();
-        for part in ["--host-ip fd00:99::7", "uplink eth0", "2001:db8::10", "::"] {
+        assert!(check_host_ip6(Ipv6Addr::UNSPECIFIED, None, "eth0", cookie).is_ok());
+        let other = check_host_ip6("fd00:99::7".parse().unwrap(), Some(node6), "eth0", cookie)
+            .unwrap_err()
+            .to_string();
+        for part in ["--host-ip fd00:99::7", "uplink eth0", "2001:db8::10", "::", "::1"] {
             assert!(other.contains(part), "{part}: {other}");
         }
         assert!(!other.contains('\n'), "{other}");
-        let none = check_host_ip6(node6, None, "eth0").unwrap_err().to_string();
+        let none = check_host_ip6(node6, None, "eth0", cookie).unwrap_err().to_string();
         assert!(none.contains("2001:db8::10") && none.contains("(none)"), "{none}");
-        let lo = check_host_ip6(Ipv6Addr::LOCALHOST, Some(node6), "eth0").unwrap_err().to_string();
-        assert!(
-            lo.contains("::1") && lo.contains("not supported yet") && lo.contains("2001:db8::10"),
-            "{lo}"
-        );
+        // Loopback: for the node's processes, where the hooks can tell its namespace,
+        // whether or not the uplink has an IPv6 address.
+        assert!(check_host_ip6(Ipv6Addr::LOCALHOST, Some(node6), "eth0", cookie).is_ok());
+        assert!(check_host_ip6(Ipv6Addr::LOCALHOST, None, "eth0", cookie).is_ok());
+        let lo = check_host_ip6(Ipv6Addr::LOCALHOST, Some(node6), "eth0", || false).unwrap_err().to_string();
+        assert!(lo.contains("--host-ip ::1") && lo.contains("5.14") && !lo.contains('\n'), "{lo}");
+        // The cookie is asked for loopback only.
+        let asked = std::cell::Cell::new(false);
+        assert!(check_host_ip6(node6, Some(node6), "eth0", || asked.replace(true)).is_ok());
+        assert!(!asked.get());
     }
 
     #[test]

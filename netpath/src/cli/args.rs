@@ -192,8 +192,8 @@ pub enum PortCommand {
         /// Publish on this address only, on its family only (default: every address of
         /// the node, IPv4 and, when the endpoint has one, IPv6, and loopback for node
         /// processes). IPv4: any address of the uplink, or a loopback address (127.0.0.1)
-        /// for the node's own processes only. IPv6: the node's IPv6 address, or :: for
-        /// every IPv6 address of the node.
+        /// for the node's own processes only. IPv6: the node's IPv6 address, :: for
+        /// every IPv6 address of the node, or ::1 for the node's own processes only.
         #[arg(long)]
         host_ip: Option<std::net::IpAddr>,
     },
@@ -485,8 +485,8 @@ pub struct AgentArgs {
     /// Source ports for masquerade, outside the node's ephemeral range.
     #[arg(long, env = "NETPATH_NAT_PORTS", default_value = "61000-65535", value_parser = parse_port_range)]
     pub nat_ports: std::ops::RangeInclusive<u16>,
-    /// cgroup v2 directory whose processes reach published ports via the node address
-    /// or 127.0.0.1 (connect hook; acts only in the agent's network namespace).
+    /// cgroup v2 directory whose processes reach published ports via the node address,
+    /// 127.0.0.1 or ::1 (socket hooks; act only in the agent's network namespace).
     /// Default: the cgroup v2 root.
     #[arg(long, env = "NETPATH_CGROUP")]
     pub cgroup: Option<PathBuf>,

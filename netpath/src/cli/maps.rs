@@ -132,6 +132,16 @@ fn dump(inspector: &Inspector, name: &str) -> anyhow::Result<Vec<Value>> {
                         "requested": format!("{}:{}", Ipv4Addr::from(o.ip), u16::from_be_bytes(o.port)) })
             })
             .collect(),
+        maps::NODE_LOCAL_REV6 => inspector
+            .node_local_redirects6()?
+            .into_iter()
+            .map(|(k, o)| {
+                let at = |ip: netpath_common::Ip6, port: [u8; 2]| {
+                    SocketAddr::new(Ipv6Addr::from(ip.0).into(), u16::from_be_bytes(port)).to_string()
+                };
+                json!({ "socket_cookie": k.cookie, "container": at(k.ip, k.port), "requested": at(o.ip, o.port) })
+            })
+            .collect(),
         maps::EVENTS | maps::TRACE_FILTER => bail!("{name} carries trace events: use `netpath trace`"),
         other => {
             let names: Vec<_> = contract::pinned().map(|m| m.name).collect();

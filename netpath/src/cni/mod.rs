@@ -455,7 +455,7 @@ mod tests {
         assert_eq!(p.host_ip, Some("2001:db8::10".parse().unwrap()));
         let p = port_spec(&mapping(8080, Some("::")), "cni-x").unwrap();
         assert_eq!(p.host_ip, Some(IpAddr::V6(Ipv6Addr::UNSPECIFIED)));
-        // The agent says whether the address is the node's (and refuses ::1).
+        // The agent says whether the address is the node's (::1 is for node processes).
         let p = port_spec(&mapping(8080, Some("::1")), "cni-x").unwrap();
         assert_eq!(p.host_ip, Some(IpAddr::V6(Ipv6Addr::LOCALHOST)));
     }

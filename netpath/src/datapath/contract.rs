@@ -66,6 +66,10 @@ mod tests {
                         | ("sendmsg4", Sock::UDPSendMsg4)
                         | ("recvmsg4", Sock::UDPRecvMsg4)
                         | ("getpeername4", Sock::GetPeerName4)
+                        | ("connect6", Sock::Connect6)
+                        | ("sendmsg6", Sock::UDPSendMsg6)
+                        | ("recvmsg6", Sock::UDPRecvMsg6)
+                        | ("getpeername6", Sock::GetPeerName6)
                 ),
                 _ => false,
             };

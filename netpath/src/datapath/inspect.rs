@@ -210,6 +210,19 @@ impl Inspector {
         super::batch::read_all(rev.map(), maps::NODE_LOCAL_REV)
     }
 
+    /// [`Inspector::node_local_redirects`] of IPv6 sockets.
+    pub fn node_local_redirects6(
+        &self,
+    ) -> Result<Vec<(netpath_common::SockRevKey6, netpath_common::SockOrigin6)>, DatapathError> {
+        let map = self.open(maps::NODE_LOCAL_REV6)?;
+        let rev: BpfHashMap<_, netpath_common::SockRevKey6, netpath_common::SockOrigin6> =
+            BpfHashMap::try_from(map).map_err(|source| DatapathError::Map {
+                map: maps::NODE_LOCAL_REV6,
+                source: Box::new(source),
+            })?;
+        super::batch::read_all(rev.map(), maps::NODE_LOCAL_REV6)
+    }
+
     /// Closed masqueraded flows of family `A` remembered for port reuse: server-side
     /// tuple -> record.
     pub fn snat_closed<A: Family>(&self) -> Result<Vec<(Tuple<A>, ClosedFlow)>, DatapathError>
@@ -250,6 +263,7 @@ impl Inspector {
             maps::PORT_MAPS => Some(self.port_maps_of::<Ipv4>()?.len() as u64),
             maps::PORT_MAPS6 => Some(self.port_maps_of::<Ipv6>()?.len() as u64),
             maps::NODE_LOCAL_REV => Some(self.node_local_redirects()?.len() as u64),
+            maps::NODE_LOCAL_REV6 => Some(self.node_local_redirects6()?.len() as u64),
             maps::SNAT_CLOSED => Some(self.snat_closed::<Ipv4>()?.len() as u64),
             maps::SNAT_CLOSED6 => Some(self.snat_closed::<Ipv6>()?.len() as u64),
             _ => None,

@@ -19,7 +19,7 @@ use netpath_common::{
     conntrack::{NatEntry, Tuple},
     contract::{self, Capacity, MapKind},
     maps, Endpoint6Key, EndpointInfo, EndpointKey, PortKey, PortKey6, PortTarget, PortTarget6, SockOrigin,
-    SockRevKey,
+    SockOrigin6, SockRevKey, SockRevKey6,
 };
 use tracing::{info, warn};
 
@@ -271,6 +271,9 @@ fn copy(old: &Map, pin: &Path, ebpf: &mut Ebpf, flags: u64) -> Result<usize, Dat
         maps::NODE_LOCAL_REV => {
             copy_typed::<SockRevKey, SockOrigin>(old, maps::NODE_LOCAL_REV, ebpf, flags, |_| true)
         }
+        maps::NODE_LOCAL_REV6 => {
+            copy_typed::<SockRevKey6, SockOrigin6>(old, maps::NODE_LOCAL_REV6, ebpf, flags, |_| true)
+        }
         _ => Err(DatapathError::MissingMap("a migratable map")),
     }
 }
@@ -334,6 +337,7 @@ mod tests {
             maps::CONNTRACK6,
             maps::CONNTRACK6_NEW,
             maps::SNAT_CLOSED6,
+            maps::NODE_LOCAL_REV6,
         ];
         let all = expected(ct_entries, ipv6);
         tables.map(|t| (t, all.iter().find(|m| m.name == t).expect("pinned").max_entries)).into()
@@ -353,6 +357,7 @@ mod tests {
                 (maps::CONNTRACK6, ct),
                 (maps::CONNTRACK6_NEW, new),
                 (maps::SNAT_CLOSED6, maps::SNAT_CLOSED_ENTRIES),
+                (maps::NODE_LOCAL_REV6, maps::NODE_LOCAL_REV_ENTRIES),
             ]
         );
         assert_eq!(
@@ -363,6 +368,7 @@ mod tests {
                 (maps::CONNTRACK6, min),
                 (maps::CONNTRACK6_NEW, min),
                 (maps::SNAT_CLOSED6, min),
+                (maps::NODE_LOCAL_REV6, min),
             ]
         );
     }

@@ -1,6 +1,7 @@
-//! udp-probe ADDR:PORT MESSAGE [--connect]: sends MESSAGE in one datagram and prints
-//! where the answer came from and what it said (`from ADDR:PORT: TEXT`); with
-//! --connect, on a connected socket, and also the socket's peer (`peer ADDR:PORT`).
+//! udp-probe ADDR:PORT MESSAGE [--connect]: sends MESSAGE in one datagram, from a socket
+//! of ADDR's family (`[::1]:53` for IPv6), and prints where the answer came from and
+//! what it said (`from ADDR:PORT: TEXT`); with --connect, on a connected socket, and
+//! also the socket's peer (`peer ADDR:PORT`).
 //! A helper for the tests: the node-local socket hooks act on a process's sockets, so
 //! the client must be a process of its own in the lab's cgroup.
 use std::{net::UdpSocket, process::ExitCode, time::Duration};
@@ -21,7 +22,8 @@ fn main() -> ExitCode {
 }
 
 fn probe(to: &str, msg: &str, connect: bool) -> std::io::Result<()> {
-    let s = UdpSocket::bind("0.0.0.0:0")?;
+    let to: std::net::SocketAddr = to.parse().map_err(std::io::Error::other)?;
+    let s = UdpSocket::bind(if to.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" })?;
     s.set_read_timeout(Some(Duration::from_secs(3)))?;
     if connect {
         s.connect(to)?;
