@@ -485,9 +485,20 @@ pub fn note_closing<A: Addr>(ctx: &TcContext, flow: &Flow<A>, entry: &NatEntry<A
 
 /// Port mapping: a new connection to a published port is sent to `ip:port`, keeping the
 /// client's address; replies get the node's address and the published port back.
+/// `count`: the packet is counted now (else by the lookup that translates it).
 #[inline(always)]
-pub fn create_dnat<A: Addr>(flow: &Flow<A>, ip: A, port: [u8; 2], len: u32) -> Result<NatEntry<A>, Reason> {
+pub fn create_dnat<A: Addr>(
+    flow: &Flow<A>,
+    ip: A,
+    port: [u8; 2],
+    len: u32,
+    count: bool,
+) -> Result<NatEntry<A>, Reason> {
     let mut orig = entry(CT_F_DNAT, flow, len);
+    if !count {
+        orig.packets = 0;
+        orig.bytes = 0;
+    }
     orig.nat_dst = ip;
     orig.nat_dport = port;
     // A clash means a stale reply entry holds the tuple; the flow can't be tracked.

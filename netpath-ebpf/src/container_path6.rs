@@ -7,7 +7,9 @@
 //! (NAT66, with the IPv4 masquerade's conntrack and port choice) or, on a node with a
 //! routed prefix (`--masquerade6 false`), forwarded with the container's own address;
 //! either way out through the node's routes (bpf_fib_lookup), past the stack's
-//! netfilter. What is for the node itself is the node stack's, untranslated.
+//! netfilter. What is for the node itself is the node stack's, untranslated, but for a
+//! new connection to a published port, which is hairpinned into its container (the
+//! client's address kept, as for IPv4).
 //!
 //! A packet forwarded untranslated is read only as far as its fixed header: extension
 //! headers are carried, never parsed (and never misparsed). One to be translated must
@@ -94,20 +96,28 @@ fn try_container_path6(ctx: &TcContext) -> Result<(i32, Reason), Reason> {
     if ip[ipv6::HOP_LIMIT] <= 1 {
         return Ok((PASS, Reason::PassedToStack));
     }
+    let published = sender.flags & ENDPOINT_F_PUBLISHED != 0;
     // SAFETY: copied out at once; the agent only replaces whole entries.
     let Some(peer) = unsafe { ENDPOINTS6.get(Endpoint6Key::new(dst)) }.copied() else {
-        let published = sender.flags & ENDPOINT_F_PUBLISHED != 0;
         return to_outside(ctx, ifindex, src, dst, ip[ipv6::HOP_LIMIT], published);
     };
+    // A container with published ports may be answering a hairpinned connection: its
+    // reply must get the node address back. Only such containers pay the lookup.
+    if published {
+        // SAFETY: a tail call that succeeds does not return; the packet, unchanged, is
+        // then container_nat6's, which delivers what is no such reply as below.
+        let _ = unsafe { PROGS6.tail_call(ctx, TAIL_CONTAINER_NAT6) };
+    }
     decrement_hop_limit(ctx, ip[ipv6::HOP_LIMIT])?;
     let hook = if sender.flags & ENDPOINT_F_NETKIT != 0 { Hook::NetkitXmit } else { Hook::TcIngress };
     forward::to_container(ctx, hook, &peer, true)
 }
 
-/// A packet for an address that is no local container: the node's own are the stack's;
-/// the rest leave through the node's routes, masqueraded or (routed prefix) not. A
-/// container with a published port goes through conntrack on a routed prefix too: its
-/// replies to connections made to the node's address must leave with that address.
+/// A packet for an address that is no local container: the node's own are the stack's
+/// (but for published ports: container_nat6 hairpins those); the rest leave through the
+/// node's routes, masqueraded or (routed prefix) not. A container with a published port
+/// goes through conntrack on a routed prefix too: its replies to connections made to
+/// the node's address must leave with that address.
 #[inline(always)]
 fn to_outside(
     ctx: &TcContext,
@@ -125,7 +135,14 @@ fn to_outside(
     if cfg6.pod_prefix != 0 && cfg6.in_pod_cidr(&dst) {
         return Err(Reason::DropNoEndpoint);
     }
-    if cfg6.node_ip == [0; 16] || dst == cfg6.node_ip {
+    if cfg6.node_ip == [0; 16] {
+        return Ok((PASS, Reason::PassedToStack));
+    }
+    if dst == cfg6.node_ip {
+        // SAFETY: as below. The node's address may be a published port's (a hairpin,
+        // which container_nat6 translates into the container); the rest it passes to
+        // the node's stack.
+        let _ = unsafe { PROGS6.tail_call(ctx, TAIL_CONTAINER_NAT6) };
         return Ok((PASS, Reason::PassedToStack));
     }
     if cfg6.flags & NODE6_F_MASQUERADE == 0 && !published {

@@ -197,7 +197,7 @@ fn to_outside(ctx: &TcContext, at: Sender) -> Result<(i32, Reason), Reason> {
         None if to_node && !opens_connection(&flow) => return Ok((PASS, Reason::PassedToStack)),
         None if to_node => match port_map::target(&flow.key) {
             // Hairpin: a container reaching a published port through the node address.
-            Some((ip, port)) => (conntrack::create_dnat(&flow, ip, port, len)?, Reason::DnatNewFlow),
+            Some((ip, port)) => (conntrack::create_dnat(&flow, ip, port, len, true)?, Reason::DnatNewFlow),
             None => return Ok((PASS, Reason::PassedToStack)),
         },
         None => {

@@ -18,11 +18,12 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use netpath_common::{
-    conntrack::{CT_F_DNAT, CT_F_SNAT, NODE6_F_MASQUERADE, NODE_F_IPV6},
+    conntrack::{CT_F_DNAT, CT_F_SNAT, NODE_F_IPV6},
     CtKey6, Endpoint6Key, Ip6, Reason,
 };
 
 use crate::{
+    container_nat6::{to_local, untranslated},
     container_path6::decrement_hop_limit,
     family::Addr,
     forward,
@@ -76,22 +77,23 @@ pub fn icmp6_to_container(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn icmp6_from_container(ctx: TcContext) -> i32 {
     tc_entry::resume6(&ctx, |ctx| {
+        // The sender, as it was before the translation (for a local delivery's hook).
+        let [sender, _]: [Ip6; 2] = ctx.load(<Ip6 as Addr>::SRC_OFF).or_malformed()?;
         if let Some((src, dst, hops)) = translate(ctx, Direction::FromContainer)? {
+            // About a hairpinned flow: into the local client, as the flow's packets go.
+            if let Some(done) = to_local(ctx, &sender, &dst) {
+                return done.map(|(action, _)| (action, Reason::NatTranslated));
+            }
             decrement_hop_limit(ctx, hops)?;
             return Ok((forward::to_fib(ctx, ifindex(ctx), src, dst)?, Reason::NatTranslated));
         }
-        // On a routed prefix (a container with published ports comes this way) pod
-        // addresses may leave: an error about no tracked flow goes as it is.
-        if NODE_CONFIG6.get(0).is_some_and(|c| c.flags & NODE6_F_MASQUERADE == 0) {
-            let [src, dst]: [Ip6; 2] = ctx.load(<Ip6 as Addr>::SRC_OFF).or_malformed()?;
-            let hops: *const u8 = header(ctx, IP_OFF + ipv6::HOP_LIMIT)?;
-            // SAFETY: bounds-checked by header().
-            decrement_hop_limit(ctx, unsafe { *hops })?;
-            return Ok((forward::to_fib(ctx, ifindex(ctx), src, dst)?, Reason::Routed));
-        }
-        // Masqueraded: an error about no flow NAT66 knows would leave with a pod
-        // address; dropped, as the rest of what NAT66 cannot translate.
-        Err(Reason::DropUnsupportedProtocol)
+        // Other ICMPv6 (an error about no tracked flow, another message) goes on as it
+        // is where pod addresses may go: to a local peer (a container with published
+        // ports comes this way for those), out on a routed prefix. Masqueraded, it
+        // would leave with a pod address: dropped, as the rest NAT66 cannot translate.
+        let cfg6 = NODE_CONFIG6.get(0).copied().ok_or(Reason::DropUnsupportedProtocol)?;
+        let [src, dst]: [Ip6; 2] = ctx.load(<Ip6 as Addr>::SRC_OFF).or_malformed()?;
+        untranslated(ctx, &cfg6, src, dst).unwrap_or(Err(Reason::DropUnsupportedProtocol))
     })
 }
 

@@ -82,7 +82,9 @@ fn try_uplink_in(ctx: &TcContext) -> Result<(i32, Reason), Reason> {
         Some(e) => (e, Reason::NatTranslated),
         None => {
             match if to_node_ip { port_map::target(&flow.key) } else { port_map::exact_target(&flow.key) } {
-                Some((ip, port)) => (conntrack::create_dnat(&flow, ip, port, len)?, Reason::DnatNewFlow),
+                Some((ip, port)) => {
+                    (conntrack::create_dnat(&flow, ip, port, len, true)?, Reason::DnatNewFlow)
+                }
                 None => return Ok((PASS, Reason::PassedToStack)),
             }
         }

@@ -71,7 +71,7 @@ fn try_uplink_in6(ctx: &TcContext) -> Result<(i32, Reason), Reason> {
         // mapping (a port published for IPv4 only among them): the node's, whose stack
         // refuses it (RST, port unreachable) unless a node socket takes it.
         None => match port_map::target(&flow.key) {
-            Some((ip, port)) => (conntrack::create_dnat(&flow, ip, port, len)?, Reason::DnatNewFlow),
+            Some((ip, port)) => (conntrack::create_dnat(&flow, ip, port, len, true)?, Reason::DnatNewFlow),
             None => return Ok((PASS, Reason::PassedToStack)),
         },
     };

@@ -59,7 +59,7 @@ fn try_uplink_xdp(ctx: &XdpContext) -> Result<(), ()> {
         Some(e) => e,
         None => {
             let (ip, port) = port_map::target(&flow.key).ok_or(())?;
-            conntrack::create_dnat(&flow, ip, port, len).map_err(|_| ())?
+            conntrack::create_dnat(&flow, ip, port, len, true).map_err(|_| ())?
         }
     };
     // Entries on this side only rewrite the destination; anything else is tc's.

@@ -321,7 +321,12 @@ const OUTSIDE_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x99, 0, 0, 0, 0, 0, 2);
 /// A lab whose uplink has IPv6 too, whose node forwards no IPv6 itself (ip6tables
 /// FORWARD DROP, no NAT rule), with an agent started with `args` and endpoint "a".
 fn lab_with_uplink6(args: &[&str]) -> Lab {
-    let mut lab = Lab::new(1);
+    lab_with_uplink6_of(args, &["a"])
+}
+
+/// [`lab_with_uplink6`] with the endpoints `names`.
+fn lab_with_uplink6_of(args: &[&str], names: &[&str]) -> Lab {
+    let mut lab = Lab::new(names.len());
     let cmds: [(&Netns, &[&str]); 4] = [
         (&lab.node, &["ip", "-6", "addr", "add", "fd00:99::1/64", "dev", "uplink0", "nodad"]),
         (&lab.outside, &["ip", "-6", "addr", "add", "fd00:99::2/64", "dev", "eth0", "nodad"]),
@@ -333,7 +338,9 @@ fn lab_with_uplink6(args: &[&str]) -> Lab {
         assert!(o.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&o.stderr));
     }
     lab.start_agent_with(args);
-    lab.add_endpoint("a", 0);
+    for (i, name) in names.iter().enumerate() {
+        lab.add_endpoint(name, i);
+    }
     lab
 }
 
@@ -672,4 +679,27 @@ fn a_published_port_on_a_routed_prefix_answers_with_the_node_address() {
         .unwrap_or_else(|e| panic!("TCP out of a published container: {e}\n{}", lab.agent_log()));
     assert_eq!(server.join().unwrap().ip(), IpAddr::V6(a), "the routed prefix was masqueraded");
     assert!(ping6(&lab.outside, a, None), "ping6 from the outside\n{}", lab.agent_log());
+}
+
+#[test]
+fn a_container_reaches_a_port_published_on_ipv6_through_the_node_address() {
+    use std::net::{IpAddr, SocketAddr};
+    let lab = lab_with_uplink6_of(&["--pod-cidr6", POD_CIDR6], &["a", "b"]);
+    let server = echo_n(&lab.containers[1], SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), 9000), 2);
+    lab.netpath_ok(&["port", "add", "8080", "b:9000"]);
+    let forwarded = snmp6(&lab.node, "Ip6OutForwDatagrams");
+    let before = lab.stats();
+    // Twice: the second connection's port may reuse the first's tuple in TIME_WAIT.
+    for _ in 0..2 {
+        echo_to(&lab.containers[0], SocketAddr::new(IpAddr::V6(NODE_UPLINK_IP6), 8080))
+            .unwrap_or_else(|e| panic!("a to [node]:8080 (hairpin): {e}\n{}", lab.agent_log()));
+    }
+    let peers = server.join().unwrap();
+    assert!(peers.iter().all(|p| p.ip() == IpAddr::V6(ip6_of(&lab, "a"))), "a's address kept: {peers:?}");
+    // The datapath did it: the node's stack forwarded nothing, the flows are DNAT ones.
+    assert_eq!(snmp6(&lab.node, "Ip6OutForwDatagrams"), forwarded);
+    assert_eq!(lab.stats().reason("dnat-new-flow") - before.reason("dnat-new-flow"), 2);
+    // b still reaches a directly, and a port b does not publish is the node's.
+    assert!(ping6(&lab.containers[1], ip6_of(&lab, "a"), None));
+    assert!(refused(echo_to(&lab.containers[0], SocketAddr::new(IpAddr::V6(NODE_UPLINK_IP6), 8081))));
 }

@@ -283,6 +283,80 @@ fn a_published_ipv6_port_whose_container_is_gone_creates_nothing() {
     })
 }
 
+const B_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 3);
+const B6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 3);
+const B_MAC: [u8; 6] = [0x0a, 0x58, 10, 77, 0, 3];
+const B_HOST_MAC: [u8; 6] = [0x0e, 0, 0, 0, 0, 3];
+
+#[test]
+fn a_container_reaches_an_ipv6_published_port_through_the_node_address_hairpin() {
+    with_nat6(true, |dp, pins| {
+        // b behind up1 (its host veth, as far as the programs know), publishing.
+        let up1 = nix::net::if_::if_nametoindex("up1").unwrap();
+        let b = EndpointInfo {
+            host_ifindex: up1,
+            mac: B_MAC,
+            host_mac: B_HOST_MAC,
+            flags: ENDPOINT_F_PUBLISHED,
+            counter_slot: 0,
+        };
+        dp.register(B_IP, b).unwrap();
+        dp.register6(B6, B_IP, b).unwrap();
+        let key = PortKey6 { host_ip: Ip6::default(), port: 8080u16.to_be_bytes(), proto: TCP, _pad: 0 };
+        let target = PortTarget6 { ip: Ip6(B6.octets()), port: 80u16.to_be_bytes(), _pad: [0; 2] };
+        dp.set_ports(&[(key, target)]).unwrap();
+
+        // a's SYN to NODE6:8080 goes into b, a's own address kept.
+        let out = from_a(dp, &sent(A6, NODE6, TCP, 64, &pkt::tcp(40000, 8080, SYN, b"")));
+        assert_eq!(out.action, TC_ACT_REDIRECT, "into b");
+        let to_b = pkt::eth(
+            B_MAC,
+            B_HOST_MAC,
+            pkt::ETH_IPV6,
+            &pkt::ipv6_l4(A6, B6, TCP, 63, &pkt::tcp(40000, 80, SYN, b"")),
+        );
+        assert_eq!(out.packet, to_b);
+        assert_eq!(count(pins, Reason::DnatNewFlow), 1);
+        // b's SYN-ACK goes back into a from NODE6:8080.
+        let reply = pkt::eth(
+            B_HOST_MAC,
+            B_MAC,
+            pkt::ETH_IPV6,
+            &pkt::ipv6_l4(B6, A6, TCP, 64, &pkt::tcp(80, 40000, SYN | ACK, b"")),
+        );
+        let back = dp.test_run(program::FROM_CONTAINER, &reply, up1).expect("test run from b");
+        assert_eq!(back.action, TC_ACT_REDIRECT, "into a");
+        assert_eq!(back.packet, delivered(NODE6, A6, TCP, 63, &pkt::tcp(8080, 40000, SYN | ACK, b"")));
+        // a's ACK: the same flow.
+        let out = from_a(dp, &sent(A6, NODE6, TCP, 64, &pkt::tcp(40000, 8080, ACK, b"x")));
+        assert_eq!(
+            out.packet,
+            pkt::eth(
+                B_MAC,
+                B_HOST_MAC,
+                pkt::ETH_IPV6,
+                &pkt::ipv6_l4(A6, B6, TCP, 63, &pkt::tcp(40000, 80, ACK, b"x"))
+            )
+        );
+        assert_eq!(count(pins, Reason::DnatNewFlow), 1);
+        assert_eq!(count(pins, Reason::NatTranslated), 2);
+
+        // b's own packets to a that are no reply: delivered as they are.
+        let l4 = pkt::tcp(5000, 6000, SYN, b"");
+        let plain = pkt::eth(B_HOST_MAC, B_MAC, pkt::ETH_IPV6, &pkt::ipv6_l4(B6, A6, TCP, 64, &l4));
+        let run = dp.test_run(program::FROM_CONTAINER, &plain, up1).unwrap();
+        assert_eq!((run.action, run.packet), (TC_ACT_REDIRECT, delivered(B6, A6, TCP, 63, &l4)));
+        // An ACK (no connection's first packet) to the node's port, and a port nobody
+        // published: the node's.
+        for l4 in [pkt::tcp(40001, 8080, ACK, b""), pkt::tcp(40001, 8081, SYN, b"")] {
+            let p = sent(A6, NODE6, TCP, 64, &l4);
+            let run = from_a(dp, &p);
+            assert_eq!((run.action, &run.packet), (TC_ACT_OK, &p));
+        }
+        assert_eq!(count(pins, Reason::DnatNewFlow), 1);
+    })
+}
+
 /// An ICMPv6 error (`ty`, `code`, the 4 bytes after the checksum) quoting `quoted`.
 fn icmp6_error(ty: u8, code: u8, rest: [u8; 4], quoted: &[u8]) -> Vec<u8> {
     let mut m = vec![ty, code, 0, 0];

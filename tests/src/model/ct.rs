@@ -179,15 +179,21 @@ impl Model {
     }
 
     /// Port mapping, of either family: to `ip:port`, keeping the client's address. A
-    /// stale entry on the reply tuple refuses the flow.
+    /// stale entry on the reply tuple refuses the flow. `count`: the packet is counted
+    /// in the new entry (else it has 0 packets, and the caller's lookup of it counts it,
+    /// its TCP flags included: IPv6's hairpin).
     pub(super) fn create_dnat<A: Addr>(
         &mut self,
         flow: &Flow<A>,
         ip: A,
         port: [u8; 2],
         len: u32,
+        count: bool,
     ) -> Result<NatEntry<A>, Reason> {
         let mut orig = new_entry(CT_F_DNAT, flow, len);
+        if !count {
+            (orig.packets, orig.bytes) = (0, 0);
+        }
         (orig.nat_dst, orig.nat_dport) = (ip, port);
         self.create_pair(flow, &orig, len, false).map_err(|_| Reason::DropNatPortsExhausted)?;
         Ok(orig)

@@ -8,10 +8,11 @@
 //! IPv6 likewise: neighbour discovery for the gateway, delivery between containers,
 //! NAT66 masquerade to the node's IPv6 address with IPv4's conntrack (its own tables)
 //! or, on a node with a routed prefix, forwarding with the containers' own addresses,
-//! both ways, ports published on the node's IPv6 address (in either setting), with
-//! ICMPv6 errors about NAT66 flows translated as IPv4's ICMP errors are; the IPv6
-//! settings, published ports and routes are [`World6`]'s. A model of IPv6 translation
-//! assumes the datapath's IPv6 programs are loaded (`Datapath::load_ipv6_programs`).
+//! both ways, ports published on the node's IPv6 address (in either setting, and
+//! hairpinned: reached by containers through that address), with ICMPv6 errors about
+//! NAT66 flows translated as IPv4's ICMP errors are; the IPv6 settings, published ports
+//! and routes are [`World6`]'s. A model of IPv6 translation assumes the datapath's IPv6
+//! programs are loaded (`Datapath::load_ipv6_programs`).
 //!
 //! What it predicts: the verdict (to the stack, dropped, redirected into a container or
 //! out of a device), the packet's bytes afterwards (MACs, addresses, ports, TTL or hop

@@ -31,7 +31,7 @@ fn decrement_ttl(p: &mut [u8]) -> bool {
 }
 
 /// A new connection: a TCP SYN without ACK, or any packet of the other protocols.
-fn opens_connection(flow: &Flow) -> bool {
+pub(super) fn opens_connection<A>(flow: &Flow<A>) -> bool {
     flow.key.proto != TCP || (flow.tcp_flags & SYN != 0 && flow.tcp_flags & ACK == 0)
 }
 
@@ -139,7 +139,7 @@ impl Model {
             None if to_node => match self.published(&flow.key) {
                 // As on the uplink: a mapping to a container that is gone creates no state.
                 Some((ip, _)) if self.endpoint(ip).is_none() => return Ok(PASS),
-                Some((ip, port)) => (self.create_dnat(&flow, ip, port, len)?, Reason::DnatNewFlow),
+                Some((ip, port)) => (self.create_dnat(&flow, ip, port, len, true)?, Reason::DnatNewFlow),
                 None => return Ok(PASS),
             },
             None => {
@@ -259,7 +259,7 @@ impl Model {
             None => match self.published(&flow.key) {
                 // A mapping to a container that is gone creates no state.
                 Some((ip, _)) if self.endpoint(ip).is_none() => return Ok(PASS),
-                Some((ip, port)) => (self.create_dnat(&flow, ip, port, len)?, Reason::DnatNewFlow),
+                Some((ip, port)) => (self.create_dnat(&flow, ip, port, len, true)?, Reason::DnatNewFlow),
                 None => return Ok(PASS),
             },
         };

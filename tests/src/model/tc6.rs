@@ -1,18 +1,22 @@
-//! IPv6 through the tc programs. From a container (container_path6, and for what it
-//! masquerades container_nat6 with its port search and pair stages): the gateway's
-//! neighbour discovery, source validation, delivery to local containers, and what leaves
-//! the node: NAT66 to the node's IPv6 address, or, on a node with a routed prefix,
+//! IPv6 through the tc programs. From a container (container_path6, and
+//! container_nat6 with its port search and pair stages): the gateway's neighbour
+//! discovery, source validation, delivery to local containers, and what leaves the
+//! node: NAT66 to the node's IPv6 address, or, on a node with a routed prefix,
 //! forwarded with the container's own address; a container with published ports goes
 //! through conntrack there too (its replies leave with the node's address, the rest
-//! untranslated). On the uplink (uplink_in6): the routed prefix's packets, then, at the
+//! untranslated), and for a local peer as well (its replies to a hairpinned connection
+//! get the node's address back, the rest is delivered as it is). A container's new
+//! connection to a port published on the node's address is hairpinned into the port's
+//! container, the client's address kept; the rest of what it sends to that address is
+//! the stack's. On the uplink (uplink_in6): the routed prefix's packets, then, at the
 //! node's address in either setting, the replies to tracked flows and new connections
 //! to ports published on IPv6 (PORT_MAPS6), into their container. ICMPv6 errors about
 //! tracked flows are translated both ways (icmp6_to_container, icmp6_from_container), as
-//! IPv4's ICMP errors are (the same model, `icmp_error`); on a routed prefix a
-//! container's error about no tracked flow leaves untranslated. Everything else is the
-//! stack's.
+//! IPv4's ICMP errors are (the same model, `icmp_error`); a container's other ICMPv6
+//! that reaches icmp6_from_container goes on as it is to a local peer or on a routed
+//! prefix. Everything else is the stack's.
 use netpath_common::{
-    conntrack::{CT_F_SNAT, NODE6_F_MASQUERADE, NODE_F_IPV6},
+    conntrack::{CT_F_DNAT, CT_F_REPLY, CT_F_SNAT, NODE6_F_MASQUERADE, NODE_F_IPV6},
     EndpointInfo, Ip6, Reason, ENDPOINT_F_BRIDGED, ENDPOINT_F_PUBLISHED, GATEWAY6,
 };
 
@@ -20,7 +24,7 @@ use super::{
     family::Addr,
     flow::{be16, parse6, tcp_stamp, TCP},
     nat::{self, Direction},
-    tc::{Step, PASS},
+    tc::{opens_connection, Step, PASS},
     Model, Verdict,
 };
 
@@ -103,10 +107,15 @@ impl Model {
         if p[HOP_LIMIT] <= 1 {
             return Ok(PASS);
         }
+        let published = sender.flags & ENDPOINT_F_PUBLISHED != 0;
         let Some((peer_owner, peer)) = self.endpoint6(dst) else {
-            let published = sender.flags & ENDPOINT_F_PUBLISHED != 0;
             return self.outside6_step(p, src, dst, published);
         };
+        // A container with published ports may be answering a hairpinned connection
+        // (container_nat6 delivers what is no such reply as below).
+        if published {
+            return self.nat6_step(p);
+        }
         p[HOP_LIMIT] -= 1;
         Ok(self.deliver_to_peer(p, peer_owner, &peer, true))
     }
@@ -120,8 +129,13 @@ impl Model {
         if cfg6.pod_prefix != 0 && cfg6.in_pod_cidr(&dst) {
             return Err(Reason::DropNoEndpoint);
         }
-        if cfg6.node_ip == [0; 16] || dst == cfg6.node_ip {
+        if cfg6.node_ip == [0; 16] {
             return Ok(PASS);
+        }
+        // The node's address, from any container: container_nat6 hairpins a new
+        // connection to a published port, the rest is the stack's.
+        if dst == cfg6.node_ip {
+            return self.nat6_step(p);
         }
         // A routed prefix: out with the container's own address; but a container with
         // published ports goes through conntrack (its replies to connections made to
@@ -133,65 +147,114 @@ impl Model {
         self.nat6_step(p)
     }
 
-    /// container_nat6: the flow's entry; without one, on a routed prefix, out
-    /// untranslated, else a new flow's masquerade pair (which starts with no packet
-    /// counted: the lookup after it counts the packet); the rewrite, out through the FIB
-    /// from the translated source.
-    ///
-    /// What cannot be parsed as a flow (a fragment, an extension header, a protocol
-    /// other than TCP, UDP and ICMPv6, a truncated header) is dropped, ICMPv6 but for an
-    /// echo is icmp6_from_container's, on a routed prefix too: there only a container
-    /// with published ports comes this way, and such packets of its are dropped where
-    /// any other container's are routed. As the datapath does it (container_nat6), and
-    /// most likely not as meant.
+    /// container_nat6 (with container_snat6 and container_pair6), for what a container
+    /// sends to the node's address, what one with published ports sends to a local
+    /// peer, and what leaves masqueraded (or, from one with published ports, on a routed
+    /// prefix). The flow's entry, then the rewrite: into the local container the new
+    /// destination is (a hairpinned flow, the reply to one), else out through the FIB
+    /// from the translated source. A first packet's entry (counted by this lookup: the
+    /// pair was made with none) is the new flow's. Without an entry: to the node's
+    /// address, a connection's first packet to a published port whose container exists
+    /// is hairpinned (a DNAT pair with no packet counted, then the lookup), the rest is
+    /// the stack's; to a local container, delivered as it is; on a routed prefix, out
+    /// as it is; else a new masquerade pair (no packet counted either).
     fn nat6_step(&mut self, p: &mut [u8]) -> Step {
         let cfg6 = self.world6.config;
         let flow = match parse6(p) {
             Ok(flow) => flow,
-            // Neither TCP, UDP nor an echo: ICMPv6 is icmp6_from_container's, which
-            // translates an error about a tracked flow; the rest is dropped.
-            Err(Reason::DropUnsupportedProtocol) if p[IP6 + 6] == ICMPV6 => {
-                return self.outgoing_icmp6_error(p)
-            }
-            Err(reason) => return Err(reason),
+            Err(reason) => return self.untranslatable6(p, reason),
         };
         let len = p.len() as u32;
-        let (entry, reason) = match self.ct_lookup(&flow, len) {
-            Some(e) => (e, Reason::NatTranslated),
-            // A routed prefix (the sender has published ports): what is no reply
-            // leaves untranslated.
-            None if cfg6.flags & NODE6_F_MASQUERADE == 0 => {
-                p[HOP_LIMIT] -= 1;
-                return self.fib6(flow.key.src.0, flow.key.dst.0, Reason::Routed);
-            }
+        let entry = match self.ct_lookup(&flow, len) {
+            Some(e) => e,
+            None if flow.key.dst.0 == cfg6.node_ip => match self.published(&flow.key) {
+                Some((ip, port)) if opens_connection(&flow) && Ip6::is_endpoint(self, ip) => {
+                    self.create_dnat(&flow, ip, port, len, false)?;
+                    self.ct_lookup(&flow, len).expect("the pair just created")
+                }
+                _ => return Ok(PASS),
+            },
             None => {
+                if let Some(done) = self.deliver_local6(p, flow.key.dst.0) {
+                    return done;
+                }
+                if cfg6.flags & NODE6_F_MASQUERADE == 0 {
+                    p[HOP_LIMIT] -= 1;
+                    return self.fib6(flow.key.src.0, flow.key.dst.0, Reason::Routed);
+                }
                 let syn = (flow.key.proto == TCP).then(|| tcp_stamp(p, &flow));
                 self.create_snat(&flow, Ip6(cfg6.node_ip), len, syn, false)?;
-                let e = self.ct_lookup(&flow, len).expect("the pair just created");
-                (e, Reason::SnatNewFlow)
+                self.ct_lookup(&flow, len).expect("the pair just created")
             }
+        };
+        let reason = match entry.packets == 1 && entry.flags & CT_F_REPLY == 0 {
+            true if entry.flags & CT_F_DNAT != 0 => Reason::DnatNewFlow,
+            true => Reason::SnatNewFlow,
+            false => Reason::NatTranslated,
         };
         self.note_closing(p, &flow, &entry);
         let new_dst = nat::apply(p, &flow, &entry);
+        if let Some(done) = self.deliver_local6(p, new_dst.0) {
+            return done.map(|(verdict, _)| (verdict, reason));
+        }
         p[HOP_LIMIT] -= 1;
         let new_src = if entry.flags & CT_F_SNAT != 0 { entry.nat_src } else { flow.key.src };
         self.fib6(new_src.0, new_dst.0, reason)
     }
 
+    /// What container_nat6 cannot parse as a flow (a fragment, an extension header, a
+    /// protocol other than TCP, UDP and ICMPv6, ICMPv6 but for an echo, a truncated
+    /// header): to the node's address, the stack's; ICMPv6 (whole enough to be an
+    /// error) is icmp6_from_container's; the rest goes on as it is where that is
+    /// allowed ([`Model::untranslated6`]), else is dropped for its reason.
+    fn untranslatable6(&mut self, p: &mut [u8], reason: Reason) -> Step {
+        let (src, dst) = (addr(p, SRC), addr(p, DST));
+        if dst == self.world6.config.node_ip {
+            return Ok(PASS);
+        }
+        if reason == Reason::DropUnsupportedProtocol && p[IP6 + 6] == ICMPV6 {
+            return self.outgoing_icmp6_error(p);
+        }
+        self.untranslated6(p, src, dst).unwrap_or(Err(reason))
+    }
+
+    /// A packet that is no tracked flow's, where it may go as it is: into a local
+    /// container (a published container's packet to a peer), or out on a routed
+    /// prefix. None: it may not.
+    fn untranslated6(&mut self, p: &mut [u8], src: [u8; 16], dst: [u8; 16]) -> Option<Step> {
+        if let Some(done) = self.deliver_local6(p, dst) {
+            return Some(done);
+        }
+        (self.world6.config.flags & NODE6_F_MASQUERADE == 0).then(|| {
+            p[HOP_LIMIT] -= 1;
+            self.fib6(src, dst, Reason::Routed)
+        })
+    }
+
+    /// Into the local container `dst`, if it is one, as its router (container_path6
+    /// checked the hop limit): forwarded-to-peer. None: no local container.
+    fn deliver_local6(&mut self, p: &mut [u8], dst: [u8; 16]) -> Option<Step> {
+        let (owner, peer) = self.endpoint6(dst)?;
+        p[HOP_LIMIT] -= 1;
+        Some(Ok(self.deliver_to_peer(p, owner, &peer, true)))
+    }
+
     /// An ICMPv6 error a container sends about a packet it received through a tracked
     /// flow (NAT66, a published port), translated to speak of the node's address and
-    /// port, out through the FIB from there. Any other ICMPv6: on a routed prefix out
-    /// as it is; masqueraded, it would leave with a pod address: dropped.
+    /// port, out through the FIB from there (even to a local container: a hairpinned
+    /// flow's client). Any other ICMPv6 goes on as it is where that is allowed (a local
+    /// peer, a routed prefix); masqueraded, it would leave with a pod address: dropped.
     fn outgoing_icmp6_error(&mut self, p: &mut [u8]) -> Step {
         if let Some((src, dst)) = self.icmp_error::<Ip6>(p, Direction::FromContainer)? {
+            // About a hairpinned flow: into the local client.
+            if let Some(done) = self.deliver_local6(p, dst.0) {
+                return done.map(|(verdict, _)| (verdict, Reason::NatTranslated));
+            }
             p[HOP_LIMIT] -= 1;
             return self.fib6(src.0, dst.0, Reason::NatTranslated);
         }
-        if self.world6.config.flags & NODE6_F_MASQUERADE == 0 {
-            p[HOP_LIMIT] -= 1;
-            return self.fib6(addr(p, SRC), addr(p, DST), Reason::Routed);
-        }
-        Err(Reason::DropUnsupportedProtocol)
+        let (src, dst) = (addr(p, SRC), addr(p, DST));
+        self.untranslated6(p, src, dst).unwrap_or(Err(Reason::DropUnsupportedProtocol))
     }
 
     /// Out through the node's IPv6 routes; the kernel resolves the neighbour, MACs
@@ -238,7 +301,7 @@ impl Model {
             // container that is gone) is the node's and creates no state.
             None => match self.published(&flow.key) {
                 Some((ip, port)) if Ip6::is_endpoint(self, ip) => {
-                    (self.create_dnat(&flow, ip, port, len)?, Reason::DnatNewFlow)
+                    (self.create_dnat(&flow, ip, port, len, true)?, Reason::DnatNewFlow)
                 }
                 _ => return Ok(PASS),
             },

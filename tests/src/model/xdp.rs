@@ -33,7 +33,7 @@ impl Model {
             None => {
                 let (ip, port) = self.published(&flow.key)?;
                 self.endpoint(ip)?;
-                self.create_dnat(&flow, ip, port, len).ok()?
+                self.create_dnat(&flow, ip, port, len, true).ok()?
             }
         };
         // Only entries that rewrite just the destination are XDP's.

@@ -8,7 +8,7 @@ use netpath::datapath::{
 };
 use netpath_common::{
     conntrack::{NatEntry, Tuple},
-    ClosedFlow, Reason,
+    ClosedFlow, Reason, ENDPOINT_F_PUBLISHED,
 };
 use netpath_tests::model::{self, Addr, HeaderChecks, Model, Verdict, XDP_MARK, XDP_PASS};
 use rand::{rngs::StdRng, seq::SliceRandom, Rng, SeedableRng};
@@ -269,6 +269,17 @@ impl<'a> Campaign<'a> {
         )
     }
 
+    /// Is the frame IPv6 from a container with published ports (its global address) to
+    /// a local container's? From its veth, container_path6 hands such a packet to
+    /// container_nat6 (a hairpinned connection's reply, or delivered as it is): its
+    /// outcomes are counted apart.
+    fn published_to_peer(&self, packet: &[u8]) -> bool {
+        let (Some(src), Some(dst)) = (packet.get(22..38), packet.get(38..54)) else { return false };
+        let eps = self.node.endpoints();
+        eps.iter().any(|e| e.flags & ENDPOINT_F_PUBLISHED != 0 && e.ip6().octets() == src)
+            && eps.iter().any(|e| e.ip6().octets() == dst)
+    }
+
     fn tc(&mut self, prog: &'static str, packet: &[u8], ifindex: u32) {
         let expected = match prog {
             program::FROM_CONTAINER => self.model.from_container(packet, ifindex),
@@ -277,6 +288,15 @@ impl<'a> Campaign<'a> {
         let got = self.dp.test_run(prog, packet, ifindex);
         self.runs += 1;
         let label = match expected.reason {
+            // A published container's packets to a peer, ICMPv6 errors among them.
+            Some(r) if is_ipv6(packet) && self.published_to_peer(packet) => {
+                format!(
+                    "{:?} {} (ipv6 published to a peer, {:?})",
+                    expected.verdict.action(),
+                    r.name(),
+                    self.mode6()
+                )
+            }
             Some(r) if is_icmp6_error(packet) => {
                 format!("{:?} {} (ipv6 icmp error, {:?})", expected.verdict.action(), r.name(), self.mode6())
             }
@@ -530,11 +550,30 @@ impl<'a> Campaign<'a> {
             (uplink, "nat-translated", Mode6::Routed),
             (uplink, "passed-to-stack", Mode6::Routed),
             (from, "nat-translated", Mode6::Routed),
-            (from, "drop-fragment", Mode6::Routed),
+            // The hairpin: a container's new connection to a port published on the
+            // node's address, into the port's container, in either setting.
+            (from, "dnat-new-flow", Mode6::Masquerade),
+            (from, "dnat-new-flow", Mode6::Routed),
         ] {
             assert!(
                 reached6(prog, must, mode),
                 "the campaign never reached {must} for IPv6 in {prog} ({mode:?}): too few packets, or a seed broke"
+            );
+        }
+        // What a container with published ports sends to a local peer goes through
+        // container_nat6 in every phase: the replies to hairpinned connections get the
+        // node's address back, the rest is delivered as it is.
+        for (must, mode) in [
+            ("nat-translated", Mode6::Masquerade),
+            ("nat-translated", Mode6::Routed),
+            ("forwarded-to-peer", Mode6::Masquerade),
+            ("forwarded-to-peer", Mode6::Routed),
+            ("forwarded-to-peer", Mode6::NoAddress),
+        ] {
+            assert!(
+                reached_as("ipv6 published to a peer", from, must, mode),
+                "the campaign never reached {must} for IPv6 from a published container to a peer ({mode:?}): too \
+                 few packets, or a seed broke"
             );
         }
         // ICMPv6 errors about tracked flows (NAT66, published ports), translated both

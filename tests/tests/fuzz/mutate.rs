@@ -32,8 +32,24 @@ fn fix_ip_csum(p: &mut [u8]) {
     }
 }
 
-const PORTS: [u16; 15] =
-    [0, 1, 22, 53, 80, 5353, 7070, 8080, 9090, PORT_BOTH, PORT_OTHER6, PORT_V4_ONLY, 40000, NAT_PORT, 65535];
+const PORTS: [u16; 16] = [
+    0,
+    1,
+    22,
+    53,
+    80,
+    5353,
+    6666,
+    7070,
+    8080,
+    9090,
+    PORT_BOTH,
+    PORT_OTHER6,
+    PORT_V4_ONLY,
+    40000,
+    NAT_PORT,
+    65535,
+];
 
 /// One mutation of `p`.
 fn mutate_once(rng: &mut StdRng, node: &Node, p: &mut Vec<u8>) {

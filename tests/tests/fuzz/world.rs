@@ -1092,6 +1092,211 @@ impl Node {
             up("ipv6 to another address", OUTSIDE6, CLIENT6, UDP, 64, &pkt::udp(53, 9, b"r")),
         ];
         seeds.extend(ext_seeds);
+        seeds.extend(self.hairpin_seeds6());
         seeds
+    }
+
+    /// IPv6's hairpin and what a container with published ports sends to a local peer,
+    /// in every phase: c (no published port) connecting to ports published on the
+    /// node's address (SYN, ACK, FIN, UDP; on every address, on the node's exactly, both
+    /// on one port), the ports' containers answering it, a published container
+    /// hairpinning to another and to itself; what to the node's address is no
+    /// connection's first packet or has no port (the stack's); a published container's
+    /// packets to peers that answer no hairpinned connection (delivered as they are),
+    /// of every kind.
+    fn hairpin_seeds6(&self) -> Vec<Seed> {
+        let (web, b, c, d, br1) = (self.web, self.b, self.c, self.d, self.br1);
+        let seed = |name, ep: &Ep, dst, proto, hop, l4: &[u8]| Seed {
+            name,
+            hook: Hook::FromContainer(ep.ifindex),
+            packet: sent6(ep, ep.ip6(), dst, proto, hop, l4),
+        };
+        let raw = |name, ep: &Ep, dst: Ipv6Addr, next: u8, payload: &[u8]| Seed {
+            name,
+            hook: Hook::FromContainer(ep.ifindex),
+            packet: from6(ep, ep.host_mac, ep.ip6(), dst, next, 64, payload),
+        };
+        // What web received through the hairpin (c's query), as web's error quotes it.
+        let web_received = pkt::ipv6_l4(c.ip6(), web.ip6(), UDP, 63, &pkt::udp(6667, 53, b"q"));
+        // What c received from the node's address (web's answer), as c's error quotes it.
+        let c_received = pkt::ipv6_l4(NODE6, c.ip6(), UDP, 63, &pkt::udp(5353, 6667, b"a"));
+        let b_stranger = pkt::ipv6_l4(c.ip6(), b.ip6(), UDP, 63, &pkt::udp(7000, 7001, b"?"));
+        let mut fragment = vec![UDP, 0, 0, 1, 0, 0, 0x12, 0x34];
+        fragment.extend_from_slice(&pkt::udp(5104, 53, b"frag"));
+        let mut hop_by_hop = vec![UDP, 0, 1, 4, 0, 0, 0, 0];
+        hop_by_hop.extend_from_slice(&pkt::udp(5105, 53, b"hbh"));
+        vec![
+            seed("ipv6 hairpin tcp syn", &c, NODE6, TCP, 64, &pkt::tcp(6666, 8080, SYN, b"")),
+            seed("ipv6 hairpin tcp ack", &c, NODE6, TCP, 64, &pkt::tcp(6666, 8080, ACK, b"data")),
+            seed("ipv6 hairpin tcp fin", &c, NODE6, TCP, 64, &pkt::tcp(6666, 8080, FIN | ACK, b"")),
+            seed("ipv6 hairpin udp", &c, NODE6, UDP, 64, &pkt::udp(6667, 5353, b"q")),
+            seed(
+                "ipv6 hairpin to a port on the node's address",
+                &c,
+                NODE6,
+                TCP,
+                64,
+                &pkt::tcp(6668, 9090, SYN, b""),
+            ),
+            seed(
+                "ipv6 hairpin to a port on the node's address and on every one",
+                &c,
+                NODE6,
+                TCP,
+                64,
+                &pkt::tcp(6669, PORT_BOTH, SYN, b""),
+            ),
+            seed(
+                "ipv6 hairpin from a published container",
+                &b,
+                NODE6,
+                TCP,
+                64,
+                &pkt::tcp(6671, 8080, SYN, b""),
+            ),
+            seed("ipv6 hairpin to itself", &b, NODE6, TCP, 64, &pkt::tcp(6672, 9090, SYN, b"")),
+            seed("ipv6 hairpin, last hop", &c, NODE6, UDP, 2, &pkt::udp(6673, 5353, b"l")),
+            seed("ipv6 hairpin to a gone container", &c, NODE6, TCP, 64, &pkt::tcp(6674, 7070, SYN, b"")),
+            seed(
+                "ipv6 hairpin to a port published on another address",
+                &c,
+                NODE6,
+                UDP,
+                64,
+                &pkt::udp(6675, PORT_OTHER6, b"o"),
+            ),
+            seed(
+                "ipv6 hairpin to a port published for ipv4 only",
+                &c,
+                NODE6,
+                TCP,
+                64,
+                &pkt::tcp(6676, PORT_V4_ONLY, SYN, b""),
+            ),
+            seed(
+                "ipv6 to a published port, no connection's first",
+                &c,
+                NODE6,
+                TCP,
+                64,
+                &pkt::tcp(6677, 8080, ACK, b"late"),
+            ),
+            seed(
+                "ipv6 to a published port, syn-ack",
+                &c,
+                NODE6,
+                TCP,
+                64,
+                &pkt::tcp(6678, 8080, SYN | ACK, b""),
+            ),
+            seed("ipv6 to the node's address, unmapped udp", &c, NODE6, UDP, 64, &pkt::udp(6679, 4444, b"u")),
+            seed("ipv6 echo to the node's address", &c, NODE6, ICMPV6, 64, &echo6(true, 80, b"ping")),
+            raw("ipv6 fragment to the node's address", &c, NODE6, 44, &fragment),
+            seed(
+                "ipv6 error to the node's address about a hairpinned reply",
+                &c,
+                NODE6,
+                ICMPV6,
+                64,
+                &icmp6_error(1, 4, 0, &c_received),
+            ),
+            seed("ipv6 hairpin reply", &web, c.ip6(), TCP, 64, &pkt::tcp(80, 6666, SYN | ACK, b"")),
+            seed("ipv6 hairpin reply data", &web, c.ip6(), TCP, 64, &pkt::tcp(80, 6666, ACK, b"resp")),
+            seed("ipv6 hairpin reply fin", &web, c.ip6(), TCP, 64, &pkt::tcp(80, 6666, FIN | ACK, b"")),
+            seed("ipv6 hairpin udp reply", &web, c.ip6(), UDP, 64, &pkt::udp(53, 6667, b"a")),
+            seed(
+                "ipv6 hairpin reply, port on the node's address",
+                &b,
+                c.ip6(),
+                TCP,
+                64,
+                &pkt::tcp(22, 6668, SYN | ACK, b""),
+            ),
+            seed(
+                "ipv6 hairpin reply, exact mapping",
+                &b,
+                c.ip6(),
+                TCP,
+                64,
+                &pkt::tcp(23, 6669, SYN | ACK, b""),
+            ),
+            seed(
+                "ipv6 hairpin reply to a published container",
+                &web,
+                b.ip6(),
+                TCP,
+                64,
+                &pkt::tcp(80, 6671, SYN | ACK, b""),
+            ),
+            seed("ipv6 hairpin reply to itself", &b, b.ip6(), TCP, 64, &pkt::tcp(22, 6672, SYN | ACK, b"")),
+            seed(
+                "ipv6 hairpin target's port unreachable to the client",
+                &web,
+                c.ip6(),
+                ICMPV6,
+                64,
+                &icmp6_error(1, 4, 0, &web_received),
+            ),
+            seed(
+                "ipv6 published container to a peer, syn",
+                &b,
+                c.ip6(),
+                TCP,
+                64,
+                &pkt::tcp(5100, 80, SYN, b""),
+            ),
+            seed("ipv6 published container to a peer, udp", &b, d.ip6(), UDP, 64, &pkt::udp(5101, 53, b"p")),
+            seed(
+                "ipv6 published container to a peer, echo",
+                &b,
+                c.ip6(),
+                ICMPV6,
+                64,
+                &echo6(true, 81, b"ping"),
+            ),
+            seed(
+                "ipv6 published container to a peer, echo reply",
+                &web,
+                c.ip6(),
+                ICMPV6,
+                64,
+                &echo6(false, 82, b"pong"),
+            ),
+            seed(
+                "ipv6 published container's error to a peer about no flow",
+                &b,
+                c.ip6(),
+                ICMPV6,
+                64,
+                &icmp6_error(1, 4, 0, &b_stranger),
+            ),
+            seed(
+                "ipv6 published container's icmpv6 to a peer, no quote",
+                &b,
+                c.ip6(),
+                ICMPV6,
+                64,
+                &[1, 4, 0, 0, 0, 0, 0, 0],
+            ),
+            raw("ipv6 published container to a peer, hop-by-hop header", &b, c.ip6(), 0, &hop_by_hop),
+            raw("ipv6 published container to a peer, fragment", &web, d.ip6(), 44, &fragment),
+            raw("ipv6 published container to a peer, unknown protocol", &b, c.ip6(), 47, &[0; 8]),
+            seed(
+                "ipv6 published container to a bridged one",
+                &b,
+                br1.ip6(),
+                UDP,
+                64,
+                &pkt::udp(5102, 53, b"br"),
+            ),
+            seed(
+                "ipv6 published container to a peer, last hop",
+                &b,
+                c.ip6(),
+                UDP,
+                2,
+                &pkt::udp(5103, 53, b""),
+            ),
+        ]
     }
 }
