@@ -121,9 +121,15 @@ pub fn parse6(ctx: &TcContext) -> Result<Flow<Ip6>, Reason> {
         IPPROTO_UDP => {
             let udp: *const UdpHdr = header(ctx, l4_off)?;
             // SAFETY: bounds-checked by header().
-            unsafe {
+            let check = unsafe {
                 key.sport = (*udp).src;
                 key.dport = (*udp).dst;
+                (*udp).check
+            };
+            // IPv6 makes UDP's checksum mandatory (RFC 8200 8.1): receivers discard a
+            // zero one, so a flow is not made of it, nor a zero translated into a wrong one.
+            if check == [0; 2] {
+                return Err(Reason::DropMalformed);
             }
         }
         ipv6::IPPROTO_ICMPV6 => {

@@ -171,6 +171,14 @@ fn what_nat66_cannot_translate_is_dropped_with_its_reason_and_the_rest_is_the_st
         let ghost = Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 9);
         assert_eq!(from_a(dp, &sent(A6, ghost, UDP, 64, &pkt::udp(1, 2, b""))).action, TC_ACT_SHOT);
         assert_eq!(count(pins, Reason::DropNoEndpoint), 1);
+        // UDP with a zero checksum, invalid in IPv6 (RFC 8200 8.1): no flow is made of
+        // it, and no zero is "translated" into a wrong checksum.
+        let mut p = sent(A6, OUTSIDE6, UDP, 64, &pkt::udp(5000, 53, b"q"));
+        let csum = 14 + 40 + 6;
+        p[csum..csum + 2].copy_from_slice(&[0, 0]);
+        assert_eq!(from_a(dp, &p).action, TC_ACT_SHOT);
+        assert_eq!(count(pins, Reason::DropMalformed), 1);
+        assert_eq!(count(pins, Reason::CtCreated), 0);
         // The node's own address is the node's services': untranslated, to the stack.
         let p = sent(A6, NODE6, TCP, 64, &pkt::tcp(40000, 22, SYN, b""));
         let out = from_a(dp, &p);

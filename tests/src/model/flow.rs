@@ -108,6 +108,10 @@ pub fn parse6(p: &[u8]) -> Result<Flow<Ip6>, Reason> {
         UDP => {
             need(8)?;
             (key.sport, key.dport) = (be16(p, l4), be16(p, l4 + 2));
+            // A zero checksum is invalid in IPv6 (RFC 8200 8.1).
+            if be16(p, l4 + 6) == [0; 2] {
+                return Err(Reason::DropMalformed);
+            }
         }
         ICMPV6 => {
             need(8)?;
