@@ -188,6 +188,16 @@ pub const NODE_F_ADDRESS_PORTS: u32 = 2;
 /// IPv6. Without it their IPv6 is the node stack's, as before IPv6 support (a bridge
 /// mode node's containers may speak IPv6 among themselves over the bridge).
 pub const NODE_F_IPV6: u32 = 4;
+/// Cluster mode with an IPv6 cluster CIDR (`--cluster-cidr6`), natively routed (`--tunnel
+/// none`): uplink_in hands IPv6 to `from_other_node6` (CLUSTER_PROGS6) first, for pods'
+/// IPv6 from other nodes. Without it (no IPv6 cluster, or VXLAN, whose arrivals come in
+/// through from_tunnel), uplink_in pays nothing for cluster IPv6.
+pub const NODE_F_NATIVE6: u32 = 8;
+/// `--masquerade false`: the node's IPv4 pod CIDR is a routed prefix. What containers send
+/// to the outside that is no tracked flow's leaves untranslated, and the outside reaches
+/// them by their own addresses. A bit for "off" so that a config written without it (an
+/// older agent's pins) keeps masquerading.
+pub const NODE_F_ROUTED: u32 = 16;
 
 /// Node-wide settings the agent gives the datapath (single-entry array).
 #[repr(C)]
@@ -261,12 +271,40 @@ pub struct NodeConfig6 {
     pub _pad: [u8; 3],
     /// `NODE6_F_*` bits.
     pub flags: u32,
+    /// Cluster mode: the IPv6 pod network of the whole cluster (`--cluster-cidr6`,
+    /// never masqueraded) and its prefix length; the prefix length of one node's
+    /// subnet (the key of `NODE_ROUTES6` is an address masked with it). A zero
+    /// `cluster_prefix`: no IPv6 cluster (a /0 cluster CIDR is refused by the agent).
+    pub cluster_net: [u8; 16],
+    pub cluster_prefix: u8,
+    pub node_prefix: u8,
+    pub _pad2: [u8; 2],
 }
 
 impl NodeConfig6 {
     pub fn in_pod_cidr(&self, addr: &[u8; 16]) -> bool {
         in_prefix(addr, &self.pod_net, self.pod_prefix)
     }
+
+    /// Is `addr` a pod address of the cluster (cluster mode with `--cluster-cidr6`)?
+    pub fn in_cluster_cidr(&self, addr: &[u8; 16]) -> bool {
+        self.cluster_prefix != 0 && in_prefix(addr, &self.cluster_net, self.cluster_prefix)
+    }
+
+    /// The subnet of the node `addr` belongs to: `NODE_ROUTES6`'s key.
+    pub fn node_subnet(&self, addr: &[u8; 16]) -> [u8; 16] {
+        mask_prefix(addr, self.node_prefix)
+    }
+}
+
+/// `a` with every bit after the first `len` cleared.
+pub fn mask_prefix(a: &[u8; 16], len: u8) -> [u8; 16] {
+    let (hi, lo) = halves(a);
+    let len = len.min(128) as u32;
+    let mask = |bits: u32| if bits == 0 { 0 } else { u64::MAX << (64 - bits.min(64)) };
+    let (hi, lo) = (hi & mask(len), lo & mask(len.saturating_sub(64)));
+    // SAFETY: same size, every bit pattern valid (see halves).
+    unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>([hi.to_be(), lo.to_be()]) }
 }
 
 /// Do the first `len` bits of `a` and `net` agree?
@@ -353,7 +391,7 @@ mod tests {
         assert_eq!((size_of::<NodeConfig>(), align_of::<NodeConfig>()), (56, 8));
         assert_eq!((size_of::<CtKey6>(), align_of::<CtKey6>()), (40, 4));
         assert_eq!((size_of::<CtEntry6>(), align_of::<CtEntry6>()), (72, 8));
-        assert_eq!((size_of::<NodeConfig6>(), align_of::<NodeConfig6>()), (40, 4));
+        assert_eq!((size_of::<NodeConfig6>(), align_of::<NodeConfig6>()), (60, 4));
         assert_eq!((size_of::<PortKey6>(), align_of::<PortKey6>()), (20, 4));
         assert_eq!((size_of::<PortTarget6>(), align_of::<PortTarget6>()), (20, 4));
     }
@@ -412,6 +450,27 @@ mod tests {
         assert!(in_prefix(&a, &b, 127));
         assert!(!in_prefix(&a, &b, 128));
         assert!(in_prefix(&a, &a, 128));
+    }
+
+    #[test]
+    fn ipv6_cluster_membership_and_node_subnets() {
+        let cluster = [0xfd, 0, 0x02, 0x44, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        let c =
+            NodeConfig6 { cluster_net: cluster, cluster_prefix: 48, node_prefix: 64, ..Default::default() };
+        let mut a = cluster;
+        a[7] = 3;
+        a[15] = 9;
+        assert!(c.in_cluster_cidr(&a));
+        let mut subnet = cluster;
+        subnet[7] = 3;
+        assert_eq!(c.node_subnet(&a), subnet);
+        assert_eq!(mask_prefix(&a, 0), [0; 16]);
+        assert_eq!(mask_prefix(&a, 128), a);
+        assert_eq!(mask_prefix(&a, 60)[7], 0);
+        a[5] = 1;
+        assert!(!c.in_cluster_cidr(&a));
+        // No IPv6 cluster: nothing is in it.
+        assert!(!NodeConfig6::default().in_cluster_cidr(&[0; 16]));
     }
 
     #[test]

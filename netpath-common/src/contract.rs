@@ -95,7 +95,7 @@ const FIB_LOOKUP_SIZE: usize = 64;
 
 /// Every map of the object: the pinned ones in the order `netpath map list` shows them,
 /// then the per-CPU scratch space the programs use inside one run.
-pub const MAPS: [MapSpec; 29] = [
+pub const MAPS: [MapSpec; 31] = [
     map(
         ENDPOINTS,
         MapKind::Hash,
@@ -196,8 +196,20 @@ pub const MAPS: [MapSpec; 29] = [
         false,
     )
     .with_flags(NO_PREALLOC),
+    // As NODE_ROUTES, for the other nodes' IPv6 subnets.
+    map(
+        NODE_ROUTES6,
+        MapKind::Hash,
+        size_of::<Endpoint6Key>(),
+        size_of::<NodeRoute>(),
+        Capacity::Fixed(MAX_NODES),
+        false,
+    )
+    .with_flags(NO_PREALLOC),
     // Written again at every start, before any endpoint is attached.
     map(CLUSTER_PROGS, MapKind::ProgArray, 4, 4, Capacity::Fixed(1), true),
+    // The same, for IPv6 (see maps::CLUSTER_PROGS6).
+    map(CLUSTER_PROGS6, MapKind::ProgArray, 4, 4, Capacity::Fixed(2), true),
     // Written again at every load; a new one has every endpoint attached again.
     map(ENDPOINT_PROGS, MapKind::ProgArray, 4, 4, Capacity::Fixed(1), true),
     // Written again at every load, before ENDPOINT_PROGS.
@@ -326,6 +338,8 @@ pub mod program {
     pub const UPLINK_XDP: &str = "uplink_xdp";
     pub const FROM_TUNNEL: &str = "from_tunnel";
     pub const TO_OTHER_NODE: &str = "to_other_node";
+    pub const TO_OTHER_NODE6: &str = "to_other_node6";
+    pub const FROM_OTHER_NODE6: &str = "from_other_node6";
     pub const LOG_RARE: &str = "log_rare";
     pub const NODE_CONNECT4: &str = "node_connect4";
     pub const NODE_SENDMSG4: &str = "node_sendmsg4";
@@ -338,7 +352,7 @@ pub mod program {
     pub const LAYOUT_FLOOR: &str = "layout_floor";
 }
 
-pub const PROGRAMS: [ProgramSpec; 23] = [
+pub const PROGRAMS: [ProgramSpec; 25] = [
     ProgramSpec { name: program::FROM_CONTAINER, attach: Attach::TcIngress("each container's host veth") },
     ProgramSpec {
         name: program::CONTAINER_PATH,
@@ -373,6 +387,14 @@ pub const PROGRAMS: [ProgramSpec; 23] = [
     ProgramSpec { name: program::UPLINK_XDP, attach: Attach::Xdp },
     ProgramSpec { name: program::FROM_TUNNEL, attach: Attach::TcIngress("the VXLAN device (cluster mode)") },
     ProgramSpec { name: program::TO_OTHER_NODE, attach: Attach::TailCall("from_container, in cluster mode") },
+    ProgramSpec {
+        name: program::TO_OTHER_NODE6,
+        attach: Attach::TailCall("container_path6, in cluster mode with --cluster-cidr6"),
+    },
+    ProgramSpec {
+        name: program::FROM_OTHER_NODE6,
+        attach: Attach::TailCall("uplink_in, on IPv6 in cluster mode with --cluster-cidr6"),
+    },
     ProgramSpec { name: program::LOG_RARE, attach: Attach::TailCall("every tc program, on a rare drop") },
     ProgramSpec { name: program::NODE_CONNECT4, attach: Attach::CgroupSockAddr("connect4") },
     ProgramSpec { name: program::NODE_SENDMSG4, attach: Attach::CgroupSockAddr("sendmsg4") },

@@ -127,6 +127,20 @@ pub const MAX_NODES: u32 = 16_384;
 pub const CLUSTER_PROGS: &str = "CLUSTER_PROGS";
 /// CLUSTER_PROGS' slot of `to_other_node`.
 pub const TAIL_TO_OTHER_NODE: u32 = 0;
+/// Cluster mode's IPv6 programs (`--cluster-cidr6`): `to_other_node6`, tail-called by
+/// container_path6 for a pod of another node, and `from_other_node6`, tail-called by
+/// uplink_in for IPv6 on a node with `NODE_F_CLUSTER6` (native routing's arrivals; it
+/// hands the rest to uplink_in6). An array of its own, not more slots of CLUSTER_PROGS:
+/// a bigger CLUSTER_PROGS would be a new map at the upgrade, and the old one, which the
+/// running container_path holds, is emptied by the kernel when its last user reference
+/// goes, cutting IPv4 cross-node traffic until the new container_path takes over; this
+/// one is new, and the old programs never see it.
+pub const CLUSTER_PROGS6: &str = "CLUSTER_PROGS6";
+pub const TAIL_TO_OTHER_NODE6: u32 = 0;
+pub const TAIL_FROM_OTHER_NODE6: u32 = 1;
+/// Cluster mode: another node's IPv6 pod subnet (the destination masked with the node
+/// prefix, [`crate::Endpoint6Key`]) -> [`crate::NodeRoute`], as NODE_ROUTES for IPv4.
+pub const NODE_ROUTES6: &str = "NODE_ROUTES6";
 
 /// [`crate::SockRevKey`] -> [`crate::SockOrigin`]: what a node-local socket asked for;
 /// LRU, so sockets that are gone age out.

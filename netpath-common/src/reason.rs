@@ -64,9 +64,9 @@ pub enum Reason {
     /// extension header (hop-by-hop, routing, destination options): NAT66 does not walk
     /// them, so it never rewrites a field it misread. Fragments count as drop-fragment.
     DropExtensionHeader = 24,
-    /// Forwarded out through the node's routes with the container's own address (IPv6
-    /// on a node with a routed prefix, `--masquerade6 false`), or into a container from
-    /// the uplink the same way.
+    /// Forwarded out through the node's routes with the container's own address (on a
+    /// node with a routed prefix: `--masquerade false` for IPv4, `--masquerade6 false`
+    /// for IPv6), or into a container from the uplink the same way.
     Routed = 25,
 }
 

@@ -25,7 +25,7 @@
 use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
 use netpath_common::{
     conntrack::{NODE6_F_MASQUERADE, NODE_F_IPV6},
-    maps::TAIL_CONTAINER_NAT6,
+    maps::{TAIL_CONTAINER_NAT6, TAIL_TO_OTHER_NODE6},
     trace::HOP_FROM_CONTAINER,
     Endpoint6Key, Ip6, Reason, ENDPOINT_F_BRIDGED, ENDPOINT_F_NETKIT, ENDPOINT_F_PUBLISHED,
 };
@@ -35,7 +35,7 @@ use crate::{
     counters,
     forward::{self, Hook},
     headers::{ipv6, IP_OFF},
-    maps::{ENDPOINTS6, NODE_CONFIG, NODE_CONFIG6, PROGS6},
+    maps::{CLUSTER_PROGS6, ENDPOINTS6, NODE_CONFIG, NODE_CONFIG6, PROGS6},
     nd::{self, NdOutcome},
     packet::{header, ifindex},
     tc_entry,
@@ -134,6 +134,14 @@ fn to_outside(
     // endpoint reaches no one.
     if cfg6.pod_prefix != 0 && cfg6.in_pod_cidr(&dst) {
         return Err(Reason::DropNoEndpoint);
+    }
+    // Cluster mode: a pod on another node, addresses kept.
+    if cfg6.in_cluster_cidr(&dst) {
+        // SAFETY: a tail call that succeeds does not return; the packet, unchanged so
+        // far, is then to_other_node6's.
+        let _ = unsafe { CLUSTER_PROGS6.tail_call(ctx, TAIL_TO_OTHER_NODE6) };
+        // An empty slot: an agent that has not loaded the cluster programs yet.
+        return Err(Reason::DropNoNodeRoute);
     }
     if cfg6.node_ip == [0; 16] {
         return Ok((PASS, Reason::PassedToStack));

@@ -8,7 +8,9 @@
 //! Source validation; a packet for another local container is delivered straight into
 //! its namespace with `bpf_redirect_peer` (`bpf_redirect` from netkit, see
 //! [`forward::Hook`]); a packet for the outside is masqueraded
-//! (or, for a published port on the node, hairpinned) and routed out with the FIB;
+//! (or, for a published port on the node, hairpinned; or, on a routed prefix,
+//! `--masquerade false`, left untranslated unless it is a tracked flow's reply) and
+//! routed out with the FIB;
 //! the node's own services get it through the stack.
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
@@ -16,6 +18,7 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use netpath_common::{
+    conntrack::NODE_F_ROUTED,
     maps::{TAIL_CONTAINER_PATH, TAIL_CONTAINER_PATH6, TAIL_TO_OTHER_NODE},
     trace::HOP_FROM_CONTAINER,
     EndpointKey, Reason, ENDPOINT_F_BRIDGED, ENDPOINT_F_NETKIT, ENDPOINT_F_PUBLISHED,
@@ -184,31 +187,63 @@ fn to_outside(ctx: &TcContext, at: Sender) -> Result<(i32, Reason), Reason> {
     if cfg.node_ip == [0; 4] || cfg.in_pod_cidr(dst) || cfg.in_cluster_cidr(dst) {
         return Ok((PASS, Reason::PassedToStack));
     }
-    let flow = match flow::parse(ctx) {
-        Ok(f) => f,
-        Err(_) if to_node => return Ok((PASS, Reason::PassedToStack)),
-        Err(reason) => return translate_icmp_error(ctx, at, &cfg).unwrap_or(Err(reason)),
-    };
-    let len = ctx.len();
-    let (entry, reason) = match conntrack::lookup(&flow, len) {
-        Some(e) => (e, Reason::NatTranslated),
-        // Only a connection's first packet may start a hairpin: a container's replies
-        // to the node's own connections must not be taken for one.
-        None if to_node && !opens_connection(&flow) => return Ok((PASS, Reason::PassedToStack)),
-        None if to_node => match port_map::target(&flow.key) {
-            // Hairpin: a container reaching a published port through the node address.
-            Some((ip, port)) => (conntrack::create_dnat(&flow, ip, port, len, true)?, Reason::DnatNewFlow),
-            None => return Ok((PASS, Reason::PassedToStack)),
-        },
-        None => {
-            let syn = if flow.key.proto == IPPROTO_TCP { flow::tcp_stamp(ctx, &flow) } else { None };
-            (
-                conntrack::create_snat(&flow, cfg.node_ip, (cfg.nat_port_min, cfg.nat_port_max), len, syn)?,
-                Reason::SnatNewFlow,
-            )
+    // One route for every outcome: each copy of it inlined here costs instructions and
+    // stack, and with one more the compiler no longer inlines this program's logic into
+    // its entry point (a BPF-to-BPF call on every packet).
+    let (src, dst, reason) = match flow::parse(ctx) {
+        Ok(flow) => 'tracked: {
+            let len = ctx.len();
+            let (entry, reason) = match conntrack::lookup(&flow, len) {
+                Some(e) => (e, Reason::NatTranslated),
+                // Only a connection's first packet may start a hairpin: a container's
+                // replies to the node's own connections must not be taken for one.
+                None if to_node && !opens_connection(&flow) => return Ok((PASS, Reason::PassedToStack)),
+                None if to_node => match port_map::target(&flow.key) {
+                    // Hairpin: a container reaching a published port through the node address.
+                    Some((ip, port)) => {
+                        (conntrack::create_dnat(&flow, ip, port, len, true)?, Reason::DnatNewFlow)
+                    }
+                    None => return Ok((PASS, Reason::PassedToStack)),
+                },
+                // A routed prefix (`--masquerade false`): only tracked flows (replies from
+                // a published port, a hairpin) are translated; the rest keeps the
+                // container's address.
+                None if cfg.flags & NODE_F_ROUTED != 0 => {
+                    break 'tracked (flow.key.src, flow.key.dst, Reason::Routed)
+                }
+                None => {
+                    let syn = if flow.key.proto == IPPROTO_TCP { flow::tcp_stamp(ctx, &flow) } else { None };
+                    (
+                        conntrack::create_snat(
+                            &flow,
+                            cfg.node_ip,
+                            (cfg.nat_port_min, cfg.nat_port_max),
+                            len,
+                            syn,
+                        )?,
+                        Reason::SnatNewFlow,
+                    )
+                }
+            };
+            let (src, dst) = translate(ctx, &flow, &entry)?;
+            (src, dst, reason)
         }
+        Err(_) if to_node => return Ok((PASS, Reason::PassedToStack)),
+        Err(reason) => match icmp_error::translate(ctx, &cfg, Direction::FromContainer)? {
+            Some((src, dst)) => (src, dst, Reason::NatTranslated),
+            // What conntrack cannot take (a fragment, a protocol without ports, an ICMP
+            // error about no translated flow) cannot leave masqueraded; on a routed
+            // prefix it needs no translation. A malformed packet never leaves.
+            None if cfg.flags & NODE_F_ROUTED == 0 || reason == Reason::DropMalformed => return Err(reason),
+            None => {
+                let ip: *const Ipv4Hdr = header(ctx, IP_OFF)?;
+                // SAFETY: bounds-checked by header().
+                let (src, dst) = unsafe { ((*ip).src_addr, (*ip).dst_addr) };
+                (src, dst, Reason::Routed)
+            }
+        },
     };
-    deliver_translated(ctx, at, &flow, &entry, reason)
+    route(ctx, at, src, dst, reason)
 }
 
 /// Applies a conntrack entry's rewrite and hands the packet on.
@@ -220,12 +255,23 @@ fn deliver_translated(
     entry: &netpath_common::CtEntry,
     reason: Reason,
 ) -> Result<(i32, Reason), Reason> {
+    let (src, dst) = translate(ctx, flow, entry)?;
+    route(ctx, at, src, dst, reason)
+}
+
+/// Applies a conntrack entry's rewrite; returns the packet's new (source, destination).
+#[inline(always)]
+fn translate(
+    ctx: &TcContext,
+    flow: &Flow,
+    entry: &netpath_common::CtEntry,
+) -> Result<([u8; 4], [u8; 4]), Reason> {
     conntrack::note_closing(ctx, flow, entry);
     let new_dst = nat::apply(ctx, flow, entry)?;
     let ip: *const Ipv4Hdr = header(ctx, IP_OFF)?;
     // SAFETY: bounds-checked by header().
     let new_src = unsafe { (*ip).src_addr };
-    route(ctx, at, new_src, new_dst, reason)
+    Ok((new_src, new_dst))
 }
 
 /// An ICMP error the container sends about a packet it received through the NAT,

@@ -2,7 +2,9 @@
 //! decapsulated, are delivered straight into their container with `bpf_redirect_peer`.
 //! Only sources in the cluster's pod network are taken, and only from the node that owns
 //! the source's subnet: any host on the underlay can send VXLAN to the port, so the
-//! outer source must match the store's record of the inner source's node.
+//! outer source must match the store's record of the inner source's node. IPv6 pods'
+//! packets (`--cluster-cidr6`) ride the same IPv4 overlay and are checked and delivered
+//! the same way (see from_other_node6).
 use aya_ebpf::{
     bindings::{bpf_tunnel_key, TC_ACT_OK},
     helpers::generated::{bpf_skb_change_type, bpf_skb_get_tunnel_key},
@@ -18,6 +20,7 @@ use network_types::{
 use crate::{
     events,
     forward::{self, Hook},
+    from_other_node6,
     headers::IP_OFF,
     maps::{ENDPOINTS, NODE_CONFIG, NODE_ROUTES},
     packet::header,
@@ -28,9 +31,22 @@ const PASS: i32 = TC_ACT_OK as i32;
 /// skb->pkt_type of a frame for this host (linux/if_packet.h).
 const PACKET_HOST: u32 = 0;
 
+/// ETH_P_IPV6 as `__sk_buff.protocol` holds it (network byte order in a u32).
+const ETH_P_IPV6_BE: u32 = 0x86ddu16.to_be() as u32;
+
 #[classifier]
 pub fn from_tunnel(ctx: TcContext) -> i32 {
+    if ctx.skb.protocol() == ETH_P_IPV6_BE {
+        return tc_entry::run6(&ctx, HOP_FROM_TUNNEL, try_from_tunnel6);
+    }
     tc_entry::run(&ctx, HOP_FROM_TUNNEL, try_from_tunnel)
+}
+
+#[inline(always)]
+fn try_from_tunnel6(ctx: &TcContext) -> Result<(i32, Reason), Reason> {
+    let sender = sending_node(ctx)?;
+    events::arrived_from_node(sender);
+    from_other_node6::deliver(ctx, Some(sender))
 }
 
 #[inline(always)]

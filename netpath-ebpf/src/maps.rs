@@ -73,6 +73,10 @@ pub static NODE_CONFIG6: Array<NodeConfig6> =
 pub static NODE_ROUTES: HashMap<EndpointKey, NodeRoute> =
     HashMap::pinned(capacity(name::NODE_ROUTES), flags(name::NODE_ROUTES));
 
+#[map]
+pub static NODE_ROUTES6: HashMap<Endpoint6Key, NodeRoute> =
+    HashMap::pinned(capacity(name::NODE_ROUTES6), flags(name::NODE_ROUTES6));
+
 /// The container path's slot, tail-called by from_container (see netpath_common::maps).
 #[map]
 pub static ENDPOINT_PROGS: ProgramArray =
@@ -87,6 +91,11 @@ pub static ENDPOINT_PROGS6: ProgramArray =
 #[map]
 pub static CLUSTER_PROGS: ProgramArray =
     ProgramArray::pinned(capacity(name::CLUSTER_PROGS), flags(name::CLUSTER_PROGS));
+
+/// Cluster mode's IPv6 programs (see netpath_common::maps::CLUSTER_PROGS6).
+#[map]
+pub static CLUSTER_PROGS6: ProgramArray =
+    ProgramArray::pinned(capacity(name::CLUSTER_PROGS6), flags(name::CLUSTER_PROGS6));
 
 #[map]
 pub static NODE_LOCAL_REV: LruHashMap<SockRevKey, SockOrigin> =

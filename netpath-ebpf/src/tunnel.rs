@@ -1,7 +1,8 @@
 //! Cluster mode: a packet for a pod on another node leaves through the overlay (a
 //! collect-metadata VXLAN device, the outer destination set per packet from
-//! `NODE_ROUTES`) or, in native routing, through the node's routes; both keep the pod
-//! addresses (no NAT).
+//! `NODE_ROUTES` or `NODE_ROUTES6`) or, in native routing, through the node's routes;
+//! both keep the pod addresses (no NAT). The overlay's outer header is IPv4 for either
+//! inner family: the nodes' underlay addresses are IPv4.
 use aya_ebpf::{
     bindings::{bpf_tunnel_key, TC_ACT_SHOT},
     helpers::generated::{bpf_redirect, bpf_skb_set_tunnel_key},
@@ -39,6 +40,13 @@ pub fn to_other_node(
     if route.flags & ROUTE_F_NATIVE != 0 {
         return Ok((forward::to_fib(ctx, ifindex, src, dst)?, Reason::ToOtherNode));
     }
+    into_overlay(ctx, cfg, route.underlay)
+}
+
+/// Encapsulates the packet (by the VXLAN device, from the key set here) towards the node
+/// at `underlay`.
+#[inline(always)]
+pub fn into_overlay(ctx: &TcContext, cfg: &NodeConfig, underlay: [u8; 4]) -> Result<(i32, Reason), Reason> {
     if cfg.tunnel_ifindex == 0 {
         return Err(Reason::DropNoNodeRoute);
     }
@@ -46,7 +54,7 @@ pub fn to_other_node(
     let mut tk: bpf_tunnel_key = unsafe { core::mem::zeroed() };
     tk.tunnel_id = cfg.vni;
     // The helper takes the remote address in host order.
-    tk.__bindgen_anon_1.remote_ipv4 = u32::from_be_bytes(route.underlay);
+    tk.__bindgen_anon_1.remote_ipv4 = u32::from_be_bytes(underlay);
     tk.tunnel_ttl = OUTER_TTL;
     // SAFETY: tk is a valid key of the size given; the skb is the program's.
     if unsafe { bpf_skb_set_tunnel_key(ctx.skb.skb, &mut tk, TUNNEL_KEY_SIZE, 0) } != 0 {
@@ -57,6 +65,6 @@ pub fn to_other_node(
     if action == TC_ACT_SHOT {
         return Err(Reason::DropRedirectFailed);
     }
-    events::egress_to_node(HOP_TO_TUNNEL, cfg.tunnel_ifindex, route.underlay);
+    events::egress_to_node(HOP_TO_TUNNEL, cfg.tunnel_ifindex, underlay);
     Ok((action, Reason::ToOtherNode))
 }

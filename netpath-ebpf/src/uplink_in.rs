@@ -3,7 +3,10 @@
 //! `bpf_redirect_peer`; everything else is the node's and passes untouched.
 use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
 use netpath_common::{
-    conntrack::NODE_F_ADDRESS_PORTS, maps::TAIL_UPLINK_IN6, trace::HOP_UPLINK_IN, EndpointKey, Reason,
+    conntrack::{NODE_F_ADDRESS_PORTS, NODE_F_NATIVE6, NODE_F_ROUTED},
+    maps::{TAIL_FROM_OTHER_NODE6, TAIL_UPLINK_IN6},
+    trace::HOP_UPLINK_IN,
+    EndpointKey, Reason,
 };
 use network_types::{
     eth::{EthHdr, EtherType},
@@ -14,7 +17,7 @@ use crate::{
     conntrack, flow, forward,
     headers::IP_OFF,
     icmp_error::{self, Direction},
-    maps::{ENDPOINTS, NODE_CONFIG, PROGS6},
+    maps::{CLUSTER_PROGS6, ENDPOINTS, NODE_CONFIG, PROGS6},
     nat,
     packet::{header, ptr_at, translated_by_xdp},
     port_map, tc_entry,
@@ -37,6 +40,11 @@ fn try_uplink_in(ctx: &TcContext) -> Result<(i32, Reason), Reason> {
     match unsafe { (*eth).ether_type() } {
         Ok(EtherType::Ipv4) => {}
         Ok(EtherType::Ipv6) => {
+            if NODE_CONFIG.get(0).is_some_and(|c| c.flags & NODE_F_NATIVE6 != 0) {
+                // SAFETY: as below; the packet is from_other_node6's, which hands what
+                // is not from another node's pod on to uplink_in6.
+                let _ = unsafe { CLUSTER_PROGS6.tail_call(ctx, TAIL_FROM_OTHER_NODE6) };
+            }
             // SAFETY: a tail call that succeeds does not return; the packet is uplink_in6's.
             let _ = unsafe { PROGS6.tail_call(ctx, TAIL_UPLINK_IN6) };
             // An empty slot (an agent still loading): the node's, as before IPv6.
@@ -61,6 +69,17 @@ fn try_uplink_in(ctx: &TcContext) -> Result<(i32, Reason), Reason> {
         let (src, dst) = unsafe { ((*ip).src_addr, (*ip).dst_addr) };
         if cfg.in_cluster_cidr(src) && cfg.in_pod_cidr(dst) {
             return deliver(ctx, dst, Reason::ForwardedToPeer);
+        }
+    }
+    // A routed prefix (`--masquerade false`): the outside reaches containers by their own
+    // addresses, untranslated; an address of the pod CIDR that is no endpoint is the
+    // stack's.
+    if cfg.flags & NODE_F_ROUTED != 0 && cfg.pod_mask != [0; 4] {
+        let ip: *const Ipv4Hdr = header(ctx, IP_OFF)?;
+        // SAFETY: bounds-checked by header().
+        let dst = unsafe { (*ip).dst_addr };
+        if cfg.in_pod_cidr(dst) {
+            return deliver(ctx, dst, Reason::Routed);
         }
     }
     // Whatever netpath cannot or need not translate is the node's own traffic.
@@ -99,7 +118,11 @@ fn deliver(ctx: &TcContext, dst: [u8; 4], reason: Reason) -> Result<(i32, Reason
     let key = EndpointKey::new(dst);
     // SAFETY: copied out at once.
     let Some(peer) = (unsafe { ENDPOINTS.get(key) }).copied() else {
-        return Err(Reason::DropRedirectFailed);
+        return if reason == Reason::Routed {
+            Ok((PASS, Reason::PassedToStack))
+        } else {
+            Err(Reason::DropRedirectFailed)
+        };
     };
     if !forward::decrement_ttl(ctx)? {
         return Ok((PASS, Reason::PassedToStack));

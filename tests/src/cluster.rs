@@ -231,6 +231,46 @@ pub fn wait_for_routes(lab: &Lab, n: usize) {
     }
 }
 
+/// The IPv6 cluster CIDR of the IPv6 test clusters (`--cluster-cidr6`); each node gets
+/// a /64 of it.
+pub const CLUSTER6: &str = "fd00:244::/48";
+
+/// Node `i`'s IPv6 underlay address (on its uplink, as [`Underlay::node`]'s IPv4 one).
+pub fn underlay6(i: u8) -> std::net::Ipv6Addr {
+    std::net::Ipv6Addr::new(0xfd99, 0, 0, 0, 0, 0, 0, 0x10 + i as u16)
+}
+
+/// The agent flags of node `name` in `u`'s dual-stack cluster, `--tunnel tunnel`.
+pub fn agent_args6(u: &Underlay, name: &str, tunnel: &str) -> Vec<String> {
+    let mut args = agent_args(u, name);
+    args.extend(["--cluster-cidr6", CLUSTER6, "--tunnel", tunnel].map(String::from));
+    args
+}
+
+/// [`start_nodes`] for a dual-stack cluster: each node's uplink also gets its IPv6
+/// underlay address ([`underlay6`], without duplicate address detection, so the agent
+/// finds it usable at once), and both firewalls are closed (FORWARD DROP for IPv4 and
+/// IPv6): only the datapath forwards.
+pub fn start_nodes6(u: &Underlay, labs: &mut [Lab], tunnel: &str) {
+    for (i, lab) in labs.iter_mut().enumerate() {
+        let addr = format!("{}/64", underlay6(i as u8));
+        lab.node.exec(&["ip", "-6", "addr", "add", &addr, "dev", "uplink0", "nodad"]);
+        let args = agent_args6(u, &format!("n{i}"), tunnel);
+        lab.start_agent_with(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        lab.node.exec(&["iptables", "-P", "FORWARD", "DROP"]);
+        lab.node.exec(&["ip6tables", "-P", "FORWARD", "DROP"]);
+    }
+}
+
+/// Waits until `lab`'s NODE_ROUTES6 holds `n` routes.
+pub fn wait_for_routes6(lab: &Lab, n: usize) {
+    let deadline = Instant::now() + patience();
+    while lab.map_len("NODE_ROUTES6") != n {
+        assert!(Instant::now() < deadline, "NODE_ROUTES6 never held {n} routes\n{}", lab.agent_log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Just enough IPv4 prefix arithmetic for the checks above (the tests crate does not
 /// depend on ipnet).
 pub mod ipnet_lite {

@@ -271,6 +271,67 @@ fn cluster_flags_are_checked_in_one_line_each() {
             ],
             "--node-gc-after 60s is not longer than --node-lease 60s",
         ),
+        (&["--cluster-cidr6", "fd00:244::/48"], "--store"),
+        (
+            &[
+                "--store",
+                "etcd://h:1",
+                "--node-name",
+                "a",
+                "--cluster-cidr",
+                CLUSTER,
+                "--cluster-cidr6",
+                "fd00:244::zz/48",
+            ],
+            "\"fd00:244::zz/48\" is not an IPv6 CIDR",
+        ),
+        (
+            &[
+                "--store",
+                "etcd://h:1",
+                "--node-name",
+                "a",
+                "--cluster-cidr",
+                CLUSTER,
+                "--cluster-cidr6",
+                "fd00:244::/56",
+                "--node-cidr-prefix6",
+                "52",
+            ],
+            "--node-cidr-prefix6 52 is wider than --cluster-cidr6 fd00:244::/56",
+        ),
+        (
+            &[
+                "--store",
+                "etcd://h:1",
+                "--node-name",
+                "a",
+                "--cluster-cidr",
+                CLUSTER,
+                "--cluster-cidr6",
+                "fd00:244::/48",
+                "--pod-cidr6",
+                "fd00:77::/64",
+            ],
+            "--pod-cidr6",
+        ),
+        // Native routing over IPv6 needs the node's IPv6 underlay address; this lab's
+        // uplink has none. Refused before the store is asked (none runs here).
+        (
+            &[
+                "--store",
+                "etcd://h:1",
+                "--node-name",
+                "a",
+                "--cluster-cidr",
+                CLUSTER,
+                "--cluster-cidr6",
+                "fd00:244::/48",
+                "--tunnel",
+                "none",
+            ],
+            "has none; give the uplink a global IPv6 address",
+        ),
     ] {
         let err = lab.try_start_agent(args).unwrap_err();
         assert!(err.contains(want), "{args:?}: {err}");

@@ -667,3 +667,66 @@ fn collection_expires_idle_pairs_whole_in_both_families() {
         assert_eq!(ct.collect(dp).unwrap(), 0);
     })
 }
+
+/// A frame as the datapath hands it to the FIB or to WEB: `src` -> `dst` with `ttl`,
+/// between `macs` (destination, source).
+fn frame(macs: ([u8; 6], [u8; 6]), src: Ipv4Addr, dst: Ipv4Addr, proto: u8, ttl: u8, l4: &[u8]) -> Vec<u8> {
+    pkt::eth(macs.0, macs.1, pkt::ETH_IPV4, &pkt::ipv4(src, dst, proto, ttl, &[], l4))
+}
+
+#[test]
+fn a_routed_prefix_is_forwarded_untranslated_both_ways_and_published_replies_stay_translated() {
+    with_nat_pins(|dp, pins| {
+        // `--masquerade false`.
+        let config = NodeConfig { flags: netpath_common::conntrack::NODE_F_ROUTED, ..dp_config() };
+        dp.set_node_config(config).unwrap();
+        let m = &mut Model::new(World { config, ..nat_world() });
+        let (from_web_macs, to_web_macs) = ((WEB_HOST_MAC, WEB_MAC), (WEB_MAC, WEB_HOST_MAC));
+        let client_macs = (UPLINK_MAC, CLIENT_MAC);
+
+        // Out: the container's own address, TTL - 1 (the header checksum with it), to
+        // the FIB (the kernel resolves the neighbour), and no conntrack entry.
+        let udp = pkt::udp(1111, 53, b"x");
+        let out = from_web(dp, m, &frame(from_web_macs, WEB, CLIENT, UDP, 64, &udp));
+        assert_eq!(out.action, TC_ACT_REDIRECT, "routed out by the FIB");
+        assert_eq!(out.packet, frame(from_web_macs, WEB, CLIENT, UDP, 63, &udp), "translated");
+        assert!(dp.conntrack_entries::<Ipv4>().unwrap().is_empty(), "a routed packet made state");
+        // An ICMP error about a packet of no tracked flow goes out as it is too.
+        let received = pkt::ipv4(CLIENT, WEB, UDP, 63, &[], &pkt::udp(53, 5001, b"?"));
+        let error = pkt::icmp_error(3, 3, &received);
+        let out = from_web(dp, m, &frame(from_web_macs, WEB, CLIENT, pkt::ICMP, 64, &error));
+        assert_eq!(out.action, TC_ACT_REDIRECT, "an ICMP error about no flow was not routed");
+        assert_eq!(out.packet, frame(from_web_macs, WEB, CLIENT, pkt::ICMP, 63, &error));
+
+        // In: to the container's address, into it as its gateway, TTL - 1.
+        let reply = pkt::udp(53, 1111, b"y");
+        let back = uplink(dp, m, &frame(client_macs, CLIENT, WEB, UDP, 64, &reply));
+        assert_eq!(back.action, TC_ACT_REDIRECT, "into the container");
+        assert_eq!(back.packet, frame(to_web_macs, CLIENT, WEB, UDP, 63, &reply));
+        // A pod address no container has is the stack's, untouched.
+        let gone = frame(client_macs, CLIENT, Ipv4Addr::new(10, 77, 0, 99), UDP, 64, &reply);
+        assert_eq!(uplink(dp, m, &gone).action, TC_ACT_OK);
+
+        // A published port: translated in, and its reply translated back to the node's
+        // address, on a routed prefix too.
+        let syn = pkt::tcp(40000, 8080, SYN, b"");
+        let into = uplink(dp, m, &frame(client_macs, CLIENT, NODE, TCP, 64, &syn));
+        assert_eq!(into.action, TC_ACT_REDIRECT);
+        let want = pkt::tcp(40000, 80, SYN, b"");
+        assert_eq!(into.packet, frame(to_web_macs, CLIENT, WEB, TCP, 63, &want));
+        let syn_ack = pkt::tcp(80, 40000, SYN | ACK, b"");
+        let out = from_web(dp, m, &frame(from_web_macs, WEB, CLIENT, TCP, 64, &syn_ack));
+        assert_eq!(out.action, TC_ACT_REDIRECT);
+        let want = pkt::tcp(8080, 40000, SYN | ACK, b"");
+        assert_eq!(
+            out.packet,
+            frame(from_web_macs, NODE, CLIENT, TCP, 63, &want),
+            "the reply left untranslated"
+        );
+
+        let counters = Inspector::new(pins).reason_counters().unwrap();
+        let count = |r: Reason| counters.iter().find(|c| c.reason == r.name()).unwrap().packets;
+        assert_eq!(count(Reason::Routed), 3, "{counters:?}");
+        assert_eq!(count(Reason::SnatNewFlow), 0, "{counters:?}");
+    });
+}

@@ -47,6 +47,7 @@ impl Agent {
     /// thousands. The first list after a start, or after a failed write, syncs in full.
     pub(super) async fn on_nodes(&mut self, nodes: Vec<NodeRecord>) {
         let Some(me) = self.cluster.as_ref().map(|m| m.record().clone()) else { return };
+        self.on_nodes6(&me, &nodes).await;
         let wanted: Routes =
             nodes.iter().filter(|n| n.name != me.name).map(|n| (n.pod_cidr, n.address)).collect();
         let native = me.tunnel == Tunnel::None;

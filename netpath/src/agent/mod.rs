@@ -8,6 +8,7 @@
 mod apply;
 mod check;
 mod cluster;
+mod cluster6;
 mod endpoint;
 mod gc;
 mod inflight;
@@ -184,6 +185,12 @@ pub enum AgentError {
         uplink.as_ref().map_or("the node has no default route".to_string(), |u| format!("uplink {u} has no IPv4 address"))
     )]
     NoUnderlayAddress { uplink: Option<String> },
+    #[error(
+        "--cluster-cidr6 with --tunnel none routes pods' IPv6 to each node via its IPv6 underlay address (Linux routes \
+         IPv6 through IPv6 gateways only), and {}; give the uplink a global IPv6 address, or use --tunnel vxlan",
+        uplink.as_ref().map_or("the node has no default route".to_string(), |u| format!("uplink {u} has none"))
+    )]
+    NoUnderlayAddress6 { uplink: Option<String> },
     #[error("this agent runs without --store: there is no cluster to ask")]
     NotClustered,
     #[error("--pod-cidr6 needs --mode routed for now: in bridge mode the bridge, not the datapath, is the gateway")]
@@ -203,6 +210,8 @@ pub struct AgentConfig {
     pub pod_cidr6: Option<ipnet::Ipv6Net>,
     /// Masquerade containers' IPv6 to the outside (NAT66); false: a routed prefix.
     pub masquerade6: bool,
+    /// Masquerade containers' IPv4 to the outside; false: a routed prefix.
+    pub masquerade: bool,
     pub mode: Mode,
     /// The device pair new endpoints get.
     pub device: Device,
@@ -249,6 +258,8 @@ pub struct Agent {
     xdp: bool,
     /// `--masquerade6`.
     masquerade6: bool,
+    /// `--masquerade`.
+    masquerade: bool,
     netlink: rtnetlink::Handle,
     health: Arc<Health>,
     /// The running trace, if any (one per node).
@@ -268,6 +279,8 @@ pub struct Agent {
     cluster: Option<crate::cluster::Member>,
     /// The routes to the other nodes as last written; None until the first full sync.
     node_routes: Option<cluster::Routes>,
+    /// The same for the other nodes' IPv6 subnets (`--cluster-cidr6`).
+    node_routes6: Option<cluster6::Routes6>,
 }
 
 impl Agent {
@@ -285,6 +298,7 @@ impl Agent {
     ) -> Result<(), AgentError> {
         self.write_node_config()?;
         self.datapath.set_cluster_programs(self.cluster.is_some())?;
+        self.datapath.set_cluster_programs6(self.cluster.as_ref().is_some_and(|m| m.cluster6().is_some()))?;
         // No trace survives an agent: its client's connection died with the old one.
         self.datapath.set_trace_filter(netpath_common::TraceFilter::default())?;
         if let Some(uplink) = self.node.uplink.clone() {
@@ -324,29 +338,36 @@ impl Agent {
     fn write_node_config(&mut self) -> Result<(), AgentError> {
         let pod_cidr = self.endpoints.ipam().cidr();
         let nat = self.ports.nat_range().clone();
-        let cfg = NodeConfig {
-            node_ip: self.node.node_ip.unwrap_or(Ipv4Addr::UNSPECIFIED).octets(),
-            pod_net: pod_cidr.network().octets(),
-            pod_mask: pod_cidr.netmask().octets(),
-            uplink_ifindex: self.node.uplink.as_ref().map_or(0, |u| u.index),
-            nat_port_min: *nat.start(),
-            nat_port_max: *nat.end(),
-            flags: if self.datapath.mode() == crate::datapath::AttachMode::Clsact {
-                netpath_common::conntrack::NODE_F_CLSACT
-            } else {
-                0
-            } | if self.ports.all().iter().any(|p| self.on_other_address(p)) {
-                netpath_common::conntrack::NODE_F_ADDRESS_PORTS
-            } else {
-                0
-            } | if self.endpoints.ipam6().is_some() {
-                netpath_common::conntrack::NODE_F_IPV6
-            } else {
-                0
-            },
-            netns_cookie: plumbing::netns::current_cookie().unwrap_or(0),
-            ..NodeConfig::default()
-        };
+        let cfg =
+            NodeConfig {
+                node_ip: self.node.node_ip.unwrap_or(Ipv4Addr::UNSPECIFIED).octets(),
+                pod_net: pod_cidr.network().octets(),
+                pod_mask: pod_cidr.netmask().octets(),
+                uplink_ifindex: self.node.uplink.as_ref().map_or(0, |u| u.index),
+                nat_port_min: *nat.start(),
+                nat_port_max: *nat.end(),
+                flags: if self.datapath.mode() == crate::datapath::AttachMode::Clsact {
+                    netpath_common::conntrack::NODE_F_CLSACT
+                } else {
+                    0
+                } | if self.ports.all().iter().any(|p| self.on_other_address(p)) {
+                    netpath_common::conntrack::NODE_F_ADDRESS_PORTS
+                } else {
+                    0
+                } | if self.endpoints.ipam6().is_some() {
+                    netpath_common::conntrack::NODE_F_IPV6
+                } else {
+                    0
+                } | if self.cluster.as_ref().is_some_and(|m| {
+                    m.cluster6().is_some() && m.record().tunnel == crate::cluster::Tunnel::None
+                }) {
+                    netpath_common::conntrack::NODE_F_NATIVE6
+                } else {
+                    0
+                } | if self.masquerade { 0 } else { netpath_common::conntrack::NODE_F_ROUTED },
+                netns_cookie: plumbing::netns::current_cookie().unwrap_or(0),
+                ..NodeConfig::default()
+            };
         let cfg = match &self.cluster {
             Some(m) => NodeConfig {
                 cluster_net: m.cluster_cidr().network().octets(),
@@ -362,13 +383,23 @@ impl Agent {
         self.datapath.set_node_config(cfg)?;
         if let Some(ipam6) = self.endpoints.ipam6() {
             let cidr = ipam6.cidr();
-            self.datapath.set_node_config6(netpath_common::NodeConfig6 {
+            let cfg6 = netpath_common::NodeConfig6 {
                 node_ip: self.node.node_ip6.unwrap_or(std::net::Ipv6Addr::UNSPECIFIED).octets(),
                 pod_net: cidr.network().octets(),
                 pod_prefix: cidr.prefix_len(),
                 flags: if self.masquerade6 { netpath_common::conntrack::NODE6_F_MASQUERADE } else { 0 },
                 ..Default::default()
-            })?;
+            };
+            let cfg6 = match self.cluster.as_ref().and_then(|m| m.cluster6()) {
+                Some((cluster, node_prefix, _)) => netpath_common::NodeConfig6 {
+                    cluster_net: cluster.network().octets(),
+                    cluster_prefix: cluster.prefix_len(),
+                    node_prefix,
+                    ..cfg6
+                },
+                None => cfg6,
+            };
+            self.datapath.set_node_config6(cfg6)?;
         }
         Ok(())
     }

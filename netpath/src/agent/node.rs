@@ -249,6 +249,20 @@ pub async fn underlay_address(handle: &Handle, uplink: Option<&str>) -> Result<I
     address.ok_or_else(|| AgentError::NoUnderlayAddress { uplink: link.map(|l| l.name) })
 }
 
+/// The node's IPv6 underlay address: its uplink's first global one, if it has one (the
+/// uplink's name too, for an error about it).
+pub async fn underlay_address6(
+    handle: &Handle,
+    uplink: Option<&str>,
+) -> Result<(Option<String>, Option<std::net::Ipv6Addr>), AgentError> {
+    let link = find_uplink(handle, uplink).await?;
+    let address = match &link {
+        Some(l) => address6_of(handle, l.index).await?,
+        None => None,
+    };
+    Ok((link.map(|l| l.name), address))
+}
+
 /// The configured uplink, or the interface of the default route.
 async fn find_uplink(handle: &Handle, name: Option<&str>) -> Result<Option<Link>, AgentError> {
     if let Some(name) = name {

@@ -99,7 +99,13 @@ async fn survey(config: &AgentConfig, bpffs_dir: &Path) -> Result<Survey, AgentE
     };
     let cluster = match &config.cluster {
         Some(c) => {
-            let address = node::underlay_address(&netlink, config.uplink.as_deref()).await?;
+            let v4 = node::underlay_address(&netlink, config.uplink.as_deref()).await?;
+            let (uplink, v6) = node::underlay_address6(&netlink, config.uplink.as_deref()).await?;
+            // Refused before joining: a refusal leaves the store as it was.
+            if c.cluster_cidr6.is_some() && c.tunnel == crate::cluster::Tunnel::None && v6.is_none() {
+                return Err(AgentError::NoUnderlayAddress6 { uplink });
+            }
+            let address = crate::cluster::Underlay { v4, v6 };
             Some(Member::start(c.clone(), id.to_string(), address, &paths.state_dir).await?)
         }
         None => None,
@@ -131,9 +137,13 @@ async fn survey_node(config: &AgentConfig, bpffs_dir: &Path, joined: Joined) -> 
     let Joined { netlink, id, id_is_new, cluster } = joined;
     let paths = &config.paths;
     let pod_cidr = cluster.as_ref().map_or(config.pod_cidr, |m| m.record().pod_cidr);
+    // In cluster mode the cluster gives the IPv6 pod CIDR too (`--cluster-cidr6`).
+    let pod_cidr6 = match &cluster {
+        Some(m) => m.cluster6().map(|(_, _, subnet)| subnet),
+        None => config.pod_cidr6,
+    };
     let db = crate::state::Db::open(paths)?;
-    let endpoints =
-        records::Endpoints::load(db.clone(), Ipam::new(pod_cidr), config.pod_cidr6.map(Ipam6::new))?;
+    let endpoints = records::Endpoints::load(db.clone(), Ipam::new(pod_cidr), pod_cidr6.map(Ipam6::new))?;
     let ports = records::Ports::load(db, config.nat_ports.clone())?;
     if let Some(other) = endpoints.all().iter().find(|e| e.mode != config.mode) {
         return Err(AgentError::ModeMismatch { endpoint: other.name.clone(), was: other.mode });
@@ -151,18 +161,16 @@ async fn survey_node(config: &AgentConfig, bpffs_dir: &Path, joined: Joined) -> 
             cidr: pod_cidr,
         });
     }
-    if config.pod_cidr6.is_some() && config.mode == Mode::Bridge {
+    if pod_cidr6.is_some() && config.mode == Mode::Bridge {
         return Err(AgentError::Ipv6NeedsRouted);
     }
-    if let Some(other) = endpoints
-        .all()
-        .iter()
-        .find(|e| e.ip6.is_some_and(|ip6| !config.pod_cidr6.is_some_and(|c| c.contains(&ip6))))
+    if let Some(other) =
+        endpoints.all().iter().find(|e| e.ip6.is_some_and(|ip6| !pod_cidr6.is_some_and(|c| c.contains(&ip6))))
     {
         return Err(AgentError::OutsidePodCidr6 {
             endpoint: other.name.clone(),
             ip: other.ip6.expect("found by its address"),
-            cidr: config.pod_cidr6.map_or("off".to_string(), |c| c.to_string()),
+            cidr: pod_cidr6.map_or("off".to_string(), |c| c.to_string()),
         });
     }
     let ephemeral = ephemeral_ports()?;
@@ -173,7 +181,7 @@ async fn survey_node(config: &AgentConfig, bpffs_dir: &Path, joined: Joined) -> 
         ports.check_range(p.host_port)?;
     }
     // A pinned map this build cannot adopt is refused before anything changes.
-    crate::datapath::layout::check(bpffs_dir, config.conntrack.max_entries, config.pod_cidr6.is_some())?;
+    crate::datapath::layout::check(bpffs_dir, config.conntrack.max_entries, pod_cidr6.is_some())?;
     let cgroup = match &config.cgroup {
         Some(dir) => Some(plumbing::cgroup::locate(dir)),
         None => plumbing::cgroup::cgroup2_root(),
@@ -287,6 +295,7 @@ async fn bring_up(
         bpf_stats,
         conntrack,
         masquerade6,
+        masquerade,
         ..
     } = config;
     paths.bpffs_dir = bpffs_dir;
@@ -313,6 +322,7 @@ async fn bring_up(
         conntrack,
         xdp,
         masquerade6,
+        masquerade,
         netlink,
         health: Arc::new(Health {
             store_connected: cluster.as_ref().map(Member::connected_flag),
@@ -327,6 +337,7 @@ async fn bring_up(
         lock: lock.take().expect("the lock is taken once"),
         cluster,
         node_routes: None,
+        node_routes6: None,
     };
     let served = match agent.bring_up_datapath(cgroup, id_is_new).await {
         // Once the programs loaded only when needed (XDP, cluster mode) are.

@@ -17,6 +17,7 @@ pub fn run(paths: Paths, args: AgentArgs) -> anyhow::Result<()> {
         pod_cidr,
         pod_cidr6,
         masquerade6,
+        masquerade,
         mode,
         device,
         bridge,
@@ -36,6 +37,7 @@ pub fn run(paths: Paths, args: AgentArgs) -> anyhow::Result<()> {
         pod_cidr,
         pod_cidr6,
         masquerade6,
+        masquerade,
         mode,
         device,
         bridge_name: bridge,
@@ -75,8 +77,17 @@ pub fn run(paths: Paths, args: AgentArgs) -> anyhow::Result<()> {
 
 /// Cluster mode's settings, checked together (clap has checked each).
 fn cluster_config(args: ClusterArgs) -> anyhow::Result<Option<ClusterConfig>> {
-    let ClusterArgs { store, node_name, cluster_cidr, node_cidr_prefix, tunnel, node_lease, node_gc_after } =
-        args;
+    let ClusterArgs {
+        store,
+        node_name,
+        cluster_cidr,
+        node_cidr_prefix,
+        cluster_cidr6,
+        node_cidr_prefix6,
+        tunnel,
+        node_lease,
+        node_gc_after,
+    } = args;
     let (Some(store), Some(node_name), Some(cluster_cidr)) = (store, node_name, cluster_cidr) else {
         return Ok(None);
     };
@@ -84,6 +95,12 @@ fn cluster_config(args: ClusterArgs) -> anyhow::Result<Option<ClusterConfig>> {
         anyhow::bail!(
             "--node-cidr-prefix {node_cidr_prefix} is wider than --cluster-cidr {cluster_cidr}: give a prefix from {} to 30",
             cluster_cidr.prefix_len()
+        );
+    }
+    if let Some(cidr6) = cluster_cidr6.filter(|c| node_cidr_prefix6 < c.prefix_len()) {
+        anyhow::bail!(
+            "--node-cidr-prefix6 {node_cidr_prefix6} is wider than --cluster-cidr6 {cidr6}: give a prefix from {} to 120",
+            cidr6.prefix_len().max(48)
         );
     }
     if node_gc_after <= node_lease {
@@ -97,6 +114,8 @@ fn cluster_config(args: ClusterArgs) -> anyhow::Result<Option<ClusterConfig>> {
         node_name,
         cluster_cidr,
         node_prefix: node_cidr_prefix,
+        cluster_cidr6,
+        node_prefix6: node_cidr_prefix6,
         tunnel,
         lease_secs: node_lease,
         gc_after_secs: node_gc_after,

@@ -324,6 +324,25 @@ fn parse_pod_cidr6(s: &str) -> Result<Ipv6Net, String> {
     Ok(net)
 }
 
+/// `--cluster-cidr6`: the pods' IPv6 network of the whole cluster, which each node's
+/// `--node-cidr-prefix6` subnet comes from; the pod CIDR's reserved ranges apply.
+fn parse_cluster_cidr6(s: &str) -> Result<Ipv6Net, String> {
+    let net: Ipv6Net = s.parse().map_err(|_| format!("{s:?} is not an IPv6 CIDR like fd00:244::/48"))?;
+    if !(16..=112).contains(&net.prefix_len()) {
+        return Err(format!("{s}: use a prefix from /16 to /112 (a /48 with a /64 per node is usual)"));
+    }
+    let net = net.trunc();
+    for (range, what) in SPECIAL_RANGES6 {
+        let range: Ipv6Net = range.parse().expect("a valid CIDR");
+        if range.contains(&net.network()) || net.contains(&range.network()) {
+            return Err(format!(
+                "{s} overlaps {range}, the {what} range: pods cannot use it; choose a unique local range such as fd00:244::/48"
+            ));
+        }
+    }
+    Ok(net)
+}
+
 /// An interface name the kernel takes: 1-15 printable characters, no '/', ':' or space.
 fn parse_ifname(s: &str) -> Result<String, String> {
     let ok =
@@ -448,6 +467,8 @@ fn parse_mac_arg(s: &str) -> Result<[u8; 6], String> {
 
 /// `netpath agent`'s settings (also the keys of its config file).
 #[derive(Debug, clap::Args)]
+// What --masquerade6 needs: an IPv6 pod CIDR of the node's own or the cluster's.
+#[command(group = clap::ArgGroup::new("ipv6").args(["pod_cidr6", "cluster_cidr6"]).multiple(true))]
 pub struct AgentArgs {
     /// Read settings from this TOML file: keys are the long flag names
     /// (pod-cidr = "10.77.0.0/24", xdp = true, ...). Flags and environment win.
@@ -460,15 +481,20 @@ pub struct AgentArgs {
     pub pod_cidr: Ipv4Net,
     /// The node's IPv6 pod CIDR (a ULA /64 such as fd00:77::/64): every container also
     /// gets an IPv6 address from it, with fe80::1 as its gateway (answered by the
-    /// datapath). Off when not given. Routed mode, single node for now.
+    /// datapath). Off when not given. Routed mode. In cluster mode --cluster-cidr6 gives it.
     #[arg(long, env = "NETPATH_POD_CIDR6", value_parser = parse_pod_cidr6, conflicts_with = "store")]
     pub pod_cidr6: Option<Ipv6Net>,
     /// IPv6 to the outside: true masquerades it to the uplink's global IPv6 address
     /// (NAT66, with IPv4's connection tracking); false forwards it with the containers'
     /// own addresses (a routed prefix: the network must route --pod-cidr6 to this node).
     #[arg(long, env = "NETPATH_MASQUERADE6", default_value_t = true, action = clap::ArgAction::Set,
-          requires = "pod_cidr6")]
+          requires = "ipv6")]
     pub masquerade6: bool,
+    /// IPv4 to the outside: true masquerades it to the uplink's IPv4 address; false
+    /// forwards it with the containers' own addresses (a routed prefix: the network must
+    /// route the pod CIDR to this node). Published ports work either way.
+    #[arg(long, env = "NETPATH_MASQUERADE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub masquerade: bool,
     /// routed: no bridge, the datapath is the gateway; bridge: docker0's layout.
     #[arg(long, env = "NETPATH_MODE", value_enum, default_value_t = Mode::Routed)]
     pub mode: Mode,
@@ -528,6 +554,15 @@ pub struct ClusterArgs {
     #[arg(long, env = "NETPATH_NODE_CIDR_PREFIX", default_value_t = 24,
           value_parser = clap::value_parser!(u8).range(8..=30))]
     pub node_cidr_prefix: u8,
+    /// The IPv6 pod network of the whole cluster (a ULA such as fd00:244::/48): each node
+    /// also gets an IPv6 subnet of it, its pods an IPv6 address, and pods reach pods on
+    /// other nodes over IPv6 without NAT, as over IPv4. Off when not given.
+    #[arg(long, env = "NETPATH_CLUSTER_CIDR6", requires = "store", value_parser = parse_cluster_cidr6)]
+    pub cluster_cidr6: Option<Ipv6Net>,
+    /// Prefix length of each node's IPv6 subnet (of --cluster-cidr6).
+    #[arg(long, env = "NETPATH_NODE_CIDR_PREFIX6", default_value_t = 64,
+          value_parser = clap::value_parser!(u8).range(48..=120))]
+    pub node_cidr_prefix6: u8,
     /// How pods reach pods on other nodes: vxlan (any underlay) or none (native
     /// routing, nodes on one segment).
     #[arg(long, env = "NETPATH_TUNNEL", value_enum, default_value_t = Tunnel::Vxlan)]

@@ -110,12 +110,14 @@ mod tests {
     #[test]
     fn settings_that_need_others_and_boolean_values_are_taken() {
         let body = "pod-cidr6 = \"fd00:77::/64\"\nmasquerade6 = false\nnode-name = \"n1\"\n\
-                    store = \"etcd://127.0.0.1:2379\"\ncluster-cidr = \"10.80.0.0/16\"\n";
+                    store = \"etcd://127.0.0.1:2379\"\ncluster-cidr = \"10.80.0.0/16\"\n\
+                    cluster-cidr6 = \"fd00:80::/48\"\n";
         let mut got = with_file(body, &[]).unwrap();
         got.sort();
         assert_eq!(
             got,
             [
+                "--cluster-cidr6=fd00:80::/48",
                 "--cluster-cidr=10.80.0.0/16",
                 "--masquerade6=false",
                 "--node-name=n1",
@@ -148,6 +150,12 @@ mod tests {
     }
 
     #[test]
+    fn masquerade_takes_true_or_false_as_masquerade6_does() {
+        let got = with_file("masquerade = false  # IPv4 on a routed prefix\n", &[]).unwrap();
+        assert_eq!(got, ["--masquerade=false"]);
+    }
+
+    #[test]
     fn unknown_keys_wrong_types_and_bad_values_are_refused_by_name() {
         for (body, want) in [
             ("podcidr = \"10.99.0.0/24\"\n", &["unknown key `podcidr`", "pod-cidr"][..]),
@@ -156,6 +164,7 @@ mod tests {
             ("pod-cidr = \"10.99.0.0/31\"\n", &["`pod-cidr`", "/30 or larger"]),
             ("mode = [\"routed\"]\n", &["`mode` must be a string"]),
             ("device = \"macvlan\"\n", &["`device`", "macvlan"]),
+            ("masquerade = \"maybe\"\n", &["`masquerade`", "maybe"]),
             ("pod-cidr = \n", &["line 1"]),
         ] {
             let err = with_file(body, &[]).unwrap_err();

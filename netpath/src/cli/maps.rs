@@ -100,6 +100,7 @@ fn dump(inspector: &Inspector, name: &str) -> anyhow::Result<Vec<Value>> {
             vec![json!({ "node_ip": Ipv4Addr::from(c.node_ip), "pod_net": Ipv4Addr::from(c.pod_net),
                          "pod_mask": Ipv4Addr::from(c.pod_mask), "uplink_ifindex": c.uplink_ifindex,
                          "nat_ports": format!("{}-{}", c.nat_port_min, c.nat_port_max),
+                         "masquerade": c.flags & netpath_common::conntrack::NODE_F_ROUTED == 0,
                          "netns_cookie": c.netns_cookie,
                          "cluster_net": Ipv4Addr::from(c.cluster_net), "cluster_mask": Ipv4Addr::from(c.cluster_mask),
                          "node_mask": Ipv4Addr::from(c.node_mask), "tunnel_ifindex": c.tunnel_ifindex,
@@ -114,12 +115,24 @@ fn dump(inspector: &Inspector, name: &str) -> anyhow::Result<Vec<Value>> {
                 json!({ "subnet": Ipv4Addr::from(k.addr), "node": Ipv4Addr::from(r.underlay), "via": via })
             })
             .collect(),
+        maps::NODE_ROUTES6 => inspector
+            .node_routes6()?
+            .into_iter()
+            .map(|(k, r)| {
+                let via =
+                    if r.flags & netpath_common::conntrack::ROUTE_F_NATIVE != 0 { "native" } else { "vxlan" };
+                json!({ "subnet": Ipv6Addr::from(k.addr), "node": Ipv4Addr::from(r.underlay), "via": via })
+            })
+            .collect(),
         maps::NODE_CONFIG6 => {
             let c = inspector.node_config6()?;
             let masquerade = c.flags & netpath_common::conntrack::NODE6_F_MASQUERADE != 0;
+            let cluster = (c.cluster_prefix != 0)
+                .then(|| format!("{}/{}", Ipv6Addr::from(c.cluster_net), c.cluster_prefix));
             vec![json!({ "node_ip": Ipv6Addr::from(c.node_ip),
                          "pod_net": format!("{}/{}", Ipv6Addr::from(c.pod_net), c.pod_prefix),
-                         "masquerade": masquerade })]
+                         "masquerade": masquerade, "cluster_net": cluster,
+                         "node_prefix": c.node_prefix })]
         }
         maps::SNAT_CLOSED => snat_closed::<Ipv4>(inspector)?,
         maps::SNAT_CLOSED6 => snat_closed::<Ipv6>(inspector)?,

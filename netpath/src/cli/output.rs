@@ -181,13 +181,14 @@ pub fn nodes(nodes: &[crate::cluster::NodeStatus], format: Format) {
         println!("{}", json!({ "nodes": nodes }));
         return;
     }
-    let mut t = Table::new(&["NAME", "ADDRESS", "POD CIDR", "READY", "TUNNEL"]);
+    let mut t = Table::new(&["NAME", "ADDRESS", "POD CIDR", "POD CIDR6", "READY", "TUNNEL"]);
     for n in nodes {
         let ready = if n.ready { "yes" } else { "no" };
         t.row(vec![
             n.name.clone(),
             n.address.to_string(),
             n.pod_cidr.to_string(),
+            n.pod_cidr6.map_or("-".to_string(), |c| c.to_string()),
             ready.into(),
             n.tunnel.to_string(),
         ]);

@@ -16,7 +16,7 @@ use std::{
     collections::HashSet,
     convert::Infallible,
     future::Future,
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicBool, AtomicI64, Ordering},
@@ -29,11 +29,15 @@ use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
     WatchOptions,
 };
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
-use super::{keys, subnet::free_subnet, ClusterConfig, ClusterError, NodeRecord, NodeStatus, StoreUrl};
+use super::{
+    keys,
+    subnet::{free_subnet, free_subnet6},
+    ClusterConfig, ClusterError, NodeRecord, NodeStatus, StoreUrl,
+};
 
 /// Every store call is bounded: a store that does not answer is treated as down
 /// (forwarding never waits on it; the agent's start and the CLI do, this long at most).
@@ -74,6 +78,28 @@ fn corrupt(key: &str, reason: impl std::fmt::Display) -> ClusterError {
     ClusterError::Corrupt { key: key.to_string(), reason: reason.to_string() }
 }
 
+/// The node's underlay addresses, as its record carries them.
+#[derive(Clone, Copy, Debug)]
+pub struct Underlay {
+    pub v4: Ipv4Addr,
+    /// The uplink's global IPv6 address, if it has one.
+    pub v6: Option<Ipv6Addr>,
+}
+
+/// The subnets a node had (its cached record's, or those the running datapath serves):
+/// the ones it asks for back.
+#[derive(Clone, Copy, Debug, Default)]
+struct Subnets {
+    v4: Option<Ipv4Net>,
+    v6: Option<Ipv6Net>,
+}
+
+impl Subnets {
+    fn of(record: &NodeRecord) -> Self {
+        Subnets { v4: Some(record.pod_cidr), v6: record.pod_cidr6 }
+    }
+}
+
 /// The two leases a running agent keeps alive: the name's (`--node-lease`) and the
 /// record's (`--node-gc-after`).
 #[derive(Clone, Copy)]
@@ -87,6 +113,8 @@ struct Leases {
 pub struct Member {
     store: StoreUrl,
     cluster_cidr: Ipv4Net,
+    /// The IPv6 cluster CIDR and node prefix, when the node serves an IPv6 subnet.
+    cluster6: Option<(Ipv6Net, u8)>,
     record: NodeRecord,
     connected: Arc<AtomicBool>,
     /// The name's lease held now (0: none yet), for [`Leaver`].
@@ -132,13 +160,13 @@ impl Member {
     pub async fn start(
         cfg: ClusterConfig,
         agent_id: String,
-        address: Ipv4Addr,
+        address: Underlay,
         state_dir: &Path,
     ) -> Result<Member, ClusterError> {
         let cache = state_dir.join(CACHE_FILE);
         let cached = load_cache(&cache, &cfg);
-        let (record, leases) = match join(&cfg, &agent_id, address, cached.as_ref().map(|r| r.pod_cidr)).await
-        {
+        let preferred = cached.as_ref().map(Subnets::of).unwrap_or_default();
+        let (record, leases) = match join(&cfg, &agent_id, address, preferred).await {
             Ok((record, leases)) => {
                 save_cache(&cache, &record);
                 (record, Some(leases))
@@ -153,21 +181,26 @@ impl Member {
             },
             Err(e) => return Err(e),
         };
-        info!(node = %record.name, subnet = %record.pod_cidr, address = %record.address,
-              tunnel = %record.tunnel, store = %cfg.store, "cluster member");
+        info!(node = %record.name, subnet = %record.pod_cidr, subnet6 = ?record.pod_cidr6,
+              address = %record.address, tunnel = %record.tunnel, store = %cfg.store, "cluster member");
         let connected = Arc::new(AtomicBool::new(leases.is_some()));
         let held = Arc::new(AtomicI64::new(leases.map_or(0, |l| l.alive)));
         let (store, cluster_cidr) = (cfg.store.clone(), cfg.cluster_cidr);
+        let cluster6 = cfg.cluster_cidr6.map(|c| (c, cfg.node_prefix6));
+        if cluster6.is_some() && record.pod_cidr6.is_none() {
+            warn!(node = %record.name, "the node's cached record has no IPv6 subnet and the store is away: \
+                  its pods get IPv4 only until the agent restarts with the store");
+        }
         let keeper = Keeper {
             cfg,
             agent_id,
             address,
-            pod_cidr: record.pod_cidr,
+            serving: Subnets::of(&record),
             connected: connected.clone(),
             held: held.clone(),
         };
         let task = tokio::spawn(keeper.run(leases));
-        Ok(Member { store, cluster_cidr, record, connected, held, task })
+        Ok(Member { store, cluster_cidr, cluster6, record, connected, held, task })
     }
 
     /// What gives the name back if the start fails after this join.
@@ -181,6 +214,13 @@ impl Member {
 
     pub fn cluster_cidr(&self) -> Ipv4Net {
         self.cluster_cidr
+    }
+
+    /// The IPv6 cluster CIDR and the node prefix length, and this node's IPv6 subnet
+    /// of it: None without `--cluster-cidr6` (or while a cached record has none).
+    pub fn cluster6(&self) -> Option<(Ipv6Net, u8, Ipv6Net)> {
+        let (cidr, prefix) = self.cluster6?;
+        Some((cidr, prefix, self.record.pod_cidr6.filter(|n| cidr.contains(n))?))
     }
 
     pub fn record(&self) -> &NodeRecord {
@@ -205,7 +245,9 @@ impl Drop for Member {
 }
 
 fn load_cache(path: &PathBuf, cfg: &ClusterConfig) -> Option<NodeRecord> {
-    let record: NodeRecord = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    let mut record: NodeRecord = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    // An IPv6 subnet of another shape than this start's is not asked for back.
+    record.pod_cidr6 = record.pod_cidr6.filter(|n| fits6(cfg, *n));
     (record.name == cfg.node_name && fits(cfg, record.pod_cidr)).then_some(record)
 }
 
@@ -225,11 +267,16 @@ fn fits(cfg: &ClusterConfig, net: Ipv4Net) -> bool {
     net.prefix_len() == cfg.node_prefix && cfg.cluster_cidr.contains(&net)
 }
 
+/// Is `net` a node IPv6 subnet of this cluster's shape (which has one)?
+fn fits6(cfg: &ClusterConfig, net: Ipv6Net) -> bool {
+    cfg.cluster_cidr6.is_some_and(|c| net.prefix_len() == cfg.node_prefix6 && c.contains(&net))
+}
+
 async fn join(
     cfg: &ClusterConfig,
     agent_id: &str,
-    address: Ipv4Addr,
-    preferred: Option<Ipv4Net>,
+    address: Underlay,
+    preferred: Subnets,
 ) -> Result<(NodeRecord, Leases), ClusterError> {
     let mut client = connect(&cfg.store).await?;
     join_with(&mut client, cfg, agent_id, address, preferred).await
@@ -242,11 +289,11 @@ async fn join_with(
     client: &mut Client,
     cfg: &ClusterConfig,
     agent_id: &str,
-    address: Ipv4Addr,
-    preferred: Option<Ipv4Net>,
+    address: Underlay,
+    preferred: Subnets,
 ) -> Result<(NodeRecord, Leases), ClusterError> {
     let store = &cfg.store;
-    let alive = claim(client, cfg, agent_id, address).await?;
+    let alive = claim(client, cfg, agent_id, address.v4).await?;
     let record = match call(store, client.lease_grant(cfg.gc_after_secs as i64, None)).await {
         Ok(granted) => granted.id(),
         Err(e) => {
@@ -321,15 +368,15 @@ fn first_value(responses: &[TxnOpResponse]) -> Option<Vec<u8>> {
 async fn subnet_for(
     client: &mut Client,
     cfg: &ClusterConfig,
-    address: Ipv4Addr,
-    preferred: Option<Ipv4Net>,
+    address: Underlay,
+    preferred: Subnets,
     gc: i64,
 ) -> Result<NodeRecord, ClusterError> {
     let node_key = keys::node(&cfg.node_name);
     for _ in 0..64 {
         let found = call(&cfg.store, client.get(node_key.clone(), None)).await?;
         let done = match found.kvs().first() {
-            Some(kv) => renew(client, cfg, address, kv, gc).await?,
+            Some(kv) => renew(client, cfg, address, kv, preferred.v6, gc).await?,
             None => allocate(client, cfg, address, preferred, gc).await?,
         };
         if let Some(record) = done {
@@ -339,14 +386,17 @@ async fn subnet_for(
     Err(ClusterError::Contended)
 }
 
-/// The node is registered: its record (with this start's address and tunnel mode) and
-/// subnet claim move to lease `gc`, unless the record changed since it was read (None).
-/// The previous agent's record lease would otherwise age them out under this one.
+/// The node is registered: its record (with this start's addresses and tunnel mode)
+/// and subnet claims move to lease `gc`, unless the record changed since it was read
+/// (None). The previous agent's record lease would otherwise age them out under this
+/// one. A record without an IPv6 subnet (an earlier build's, or a node that had no
+/// `--cluster-cidr6`) gets one now, in the same transaction, `preferred6` if free.
 async fn renew(
     client: &mut Client,
     cfg: &ClusterConfig,
-    address: Ipv4Addr,
+    address: Underlay,
     kv: &etcd_client::KeyValue,
+    preferred6: Option<Ipv6Net>,
     gc: i64,
 ) -> Result<Option<NodeRecord>, ClusterError> {
     let (store, name) = (&cfg.store, &cfg.node_name);
@@ -360,15 +410,36 @@ async fn renew(
             prefix: cfg.node_prefix,
         });
     }
-    record.address = address;
+    let mut when = vec![Compare::mod_revision(node_key.clone(), CompareOp::Equal, kv.mod_revision())];
+    match (record.pod_cidr6, cfg.cluster_cidr6) {
+        (Some(net6), Some(cidr6)) if !fits6(cfg, net6) => {
+            return Err(ClusterError::SubnetMismatch6 {
+                name: name.clone(),
+                recorded: net6,
+                cidr: cidr6,
+                prefix: cfg.node_prefix6,
+            });
+        }
+        (None, Some(_)) => {
+            let net6 = choose6(client, cfg, preferred6).await?;
+            when.push(Compare::create_revision(keys::subnet6(net6), CompareOp::Equal, 0));
+            record.pod_cidr6 = Some(net6);
+            info!(node = %name, subnet6 = %net6, "IPv6 subnet allocated");
+        }
+        _ => {}
+    }
+    record.address = address.v4;
+    record.address6 = address.v6;
     record.tunnel = cfg.tunnel;
     let under_gc = || Some(PutOptions::new().with_lease(gc));
-    let update = Txn::new()
-        .when([Compare::mod_revision(node_key.clone(), CompareOp::Equal, kv.mod_revision())])
-        .and_then([
-            TxnOp::put(node_key, to_json(&record), under_gc()),
-            TxnOp::put(keys::subnet(record.pod_cidr), name.as_bytes(), under_gc()),
-        ]);
+    let mut puts = vec![
+        TxnOp::put(node_key, to_json(&record), under_gc()),
+        TxnOp::put(keys::subnet(record.pod_cidr), name.as_bytes(), under_gc()),
+    ];
+    if let Some(net6) = record.pod_cidr6 {
+        puts.push(TxnOp::put(keys::subnet6(net6), name.as_bytes(), under_gc()));
+    }
+    let update = Txn::new().when(when).and_then(puts);
     if !call(store, client.txn(update)).await?.succeeded() {
         return Ok(None);
     }
@@ -384,8 +455,8 @@ async fn renew(
 async fn allocate(
     client: &mut Client,
     cfg: &ClusterConfig,
-    address: Ipv4Addr,
-    preferred: Option<Ipv4Net>,
+    address: Underlay,
+    preferred: Subnets,
     gc: i64,
 ) -> Result<Option<NodeRecord>, ClusterError> {
     let (store, name) = (&cfg.store, &cfg.node_name);
@@ -395,26 +466,44 @@ async fn allocate(
             .await?;
     let taken: HashSet<Ipv4Net> =
         listed.kvs().iter().filter_map(|kv| keys::parse_subnet(kv.key_str().ok()?)).collect();
-    let net = match preferred.filter(|p| fits(cfg, *p) && !taken.contains(p)) {
+    let net = match preferred.v4.filter(|p| fits(cfg, *p) && !taken.contains(p)) {
         Some(p) => p,
         None => free_subnet(cfg.cluster_cidr, cfg.node_prefix, &taken)
             .ok_or(ClusterError::Full { cidr: cfg.cluster_cidr, prefix: cfg.node_prefix })?,
     };
-    let record = NodeRecord { name: name.clone(), address, pod_cidr: net, tunnel: cfg.tunnel };
+    let net6 = match cfg.cluster_cidr6 {
+        Some(_) => Some(choose6(client, cfg, preferred.v6).await?),
+        None => None,
+    };
+    let record = NodeRecord {
+        name: name.clone(),
+        address: address.v4,
+        pod_cidr: net,
+        tunnel: cfg.tunnel,
+        pod_cidr6: net6,
+        address6: address.v6,
+    };
     let under_gc = || Some(PutOptions::new().with_lease(gc));
-    let take = Txn::new()
-        .when([
-            Compare::create_revision(keys::subnet(net), CompareOp::Equal, 0),
-            Compare::create_revision(node_key.clone(), CompareOp::Equal, 0),
-        ])
-        .and_then([
-            TxnOp::put(keys::subnet(net), name.as_bytes(), under_gc()),
-            TxnOp::put(node_key, to_json(&record), under_gc()),
-        ]);
+    let mut when = vec![
+        Compare::create_revision(keys::subnet(net), CompareOp::Equal, 0),
+        Compare::create_revision(node_key.clone(), CompareOp::Equal, 0),
+    ];
+    let mut puts = vec![
+        TxnOp::put(keys::subnet(net), name.as_bytes(), under_gc()),
+        TxnOp::put(node_key, to_json(&record), under_gc()),
+    ];
+    if let Some(net6) = net6 {
+        when.push(Compare::create_revision(keys::subnet6(net6), CompareOp::Equal, 0));
+        puts.push(TxnOp::put(keys::subnet6(net6), name.as_bytes(), under_gc()));
+    }
+    let take = Txn::new().when(when).and_then(puts);
     if !call(store, client.txn(take)).await?.succeeded() {
         return Ok(None);
     }
-    match preferred {
+    if let Some(net6) = net6 {
+        info!(node = %name, subnet6 = %net6, "IPv6 subnet allocated");
+    }
+    match preferred.v4 {
         Some(had) if had != net => warn!(node = %name, had = %had, subnet = %net,
             "this node's record had aged out of the cluster and its subnet went to another node: it gets a new one"),
         Some(_) => {
@@ -423,6 +512,26 @@ async fn allocate(
         None => info!(node = %name, subnet = %net, "subnet allocated"),
     }
     Ok(Some(record))
+}
+
+/// An IPv6 subnet for the node: `preferred` (the one it had) if no node holds it, else
+/// the lowest free one. Taken only by the caller's transaction, which fails if another
+/// node took it meanwhile.
+async fn choose6(
+    client: &mut Client,
+    cfg: &ClusterConfig,
+    preferred: Option<Ipv6Net>,
+) -> Result<Ipv6Net, ClusterError> {
+    let cidr6 = cfg.cluster_cidr6.ok_or(ClusterError::Contended)?;
+    let opts = Some(GetOptions::new().with_prefix().with_keys_only());
+    let listed = call(&cfg.store, client.get(keys::SUBNETS6, opts)).await?;
+    let taken: HashSet<Ipv6Net> =
+        listed.kvs().iter().filter_map(|kv| keys::parse_subnet6(kv.key_str().ok()?)).collect();
+    match preferred.filter(|p| fits6(cfg, *p) && !taken.contains(p)) {
+        Some(p) => Ok(p),
+        None => free_subnet6(cidr6, cfg.node_prefix6, &taken)
+            .ok_or(ClusterError::Full6 { cidr: cidr6, prefix: cfg.node_prefix6 }),
+    }
 }
 
 fn to_json(record: &NodeRecord) -> Vec<u8> {
@@ -435,9 +544,9 @@ fn to_json(record: &NodeRecord) -> Vec<u8> {
 struct Keeper {
     cfg: ClusterConfig,
     agent_id: String,
-    address: Ipv4Addr,
-    /// The subnet the running datapath serves: the one to keep or get back.
-    pod_cidr: Ipv4Net,
+    address: Underlay,
+    /// The subnets the running datapath serves: the ones to keep or get back.
+    serving: Subnets,
     connected: Arc<AtomicBool>,
     held: Arc<AtomicI64>,
 }
@@ -484,15 +593,17 @@ impl Keeper {
     /// node asks for its subnet back, and says so if another node has it.
     async fn rejoin(&self, client: &mut Client) -> Result<Leases, ClusterError> {
         let cfg = &self.cfg;
-        let (record, leases) =
-            join_with(client, cfg, &self.agent_id, self.address, Some(self.pod_cidr)).await?;
+        let (record, leases) = join_with(client, cfg, &self.agent_id, self.address, self.serving).await?;
         self.held.store(leases.alive, Ordering::SeqCst);
         // In touch again from here: the node shows ready in the store already.
         self.connected.store(true, Ordering::Relaxed);
-        if record.pod_cidr == self.pod_cidr {
+        let serving6 = self.serving.v6.filter(|_| cfg.cluster_cidr6.is_some());
+        let registered6 = record.pod_cidr6.filter(|_| cfg.cluster_cidr6.is_some());
+        if Some(record.pod_cidr) == self.serving.v4 && registered6 == serving6 {
             info!(store = %cfg.store, "in touch with the store again: node {} is ready", cfg.node_name);
         } else {
-            error!(node = %cfg.node_name, serving = %self.pod_cidr, registered = %record.pod_cidr,
+            error!(node = %cfg.node_name, serving = ?self.serving, registered = %record.pod_cidr,
+                   registered6 = ?record.pod_cidr6,
                    "the node aged out while away from the store and its subnet went to another node; \
                     restart the agent to move its pods to the new subnet");
         }
@@ -534,6 +645,7 @@ pub async fn list_nodes(store: &StoreUrl) -> Result<Vec<NodeStatus>, ClusterErro
             name: r.name,
             address: r.address,
             pod_cidr: r.pod_cidr,
+            pod_cidr6: r.pod_cidr6,
             tunnel: r.tunnel,
         });
     }
@@ -560,7 +672,12 @@ pub async fn delete_node(store: &StoreUrl, name: &str) -> Result<NodeRecord, Clu
             Compare::mod_revision(node_key.clone(), CompareOp::Equal, kv.mod_revision()),
             Compare::create_revision(alive_key, CompareOp::Equal, 0),
         ])
-        .and_then([TxnOp::delete(node_key, None), TxnOp::delete(keys::subnet(record.pod_cidr), None)]);
+        .and_then(
+            [TxnOp::delete(node_key, None), TxnOp::delete(keys::subnet(record.pod_cidr), None)]
+                .into_iter()
+                .chain(record.pod_cidr6.map(|n| TxnOp::delete(keys::subnet6(n), None)))
+                .collect::<Vec<_>>(),
+        );
     if !call(store, client.txn(forget)).await?.succeeded() {
         return Err(ClusterError::Contended);
     }
@@ -568,7 +685,7 @@ pub async fn delete_node(store: &StoreUrl, name: &str) -> Result<NodeRecord, Clu
         // The record's lease holds nothing now.
         let _ = call(store, client.lease_revoke(kv.lease())).await;
     }
-    info!(node = %name, subnet = %record.pod_cidr, "node deleted, subnet freed");
+    info!(node = %name, subnet = %record.pod_cidr, subnet6 = ?record.pod_cidr6, "node deleted, subnets freed");
     Ok(record)
 }
 

@@ -9,16 +9,16 @@ mod keys;
 mod member;
 mod subnet;
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
-pub use member::{delete_node, list_nodes, watch_nodes, Leaver, Member};
+pub use member::{delete_node, list_nodes, watch_nodes, Leaver, Member, Underlay};
 
 /// The VXLAN network identifier of the overlay (one per cluster).
 pub const VNI: u32 = 1;
-pub use subnet::free_subnet;
+pub use subnet::{free_subnet, free_subnet6};
 
 /// How pods on different nodes reach each other.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,6 +91,10 @@ pub struct ClusterConfig {
     /// Prefix length of each node's subnet.
     pub node_prefix: u8,
     pub tunnel: Tunnel,
+    /// The IPv6 pod network of the whole cluster (`--cluster-cidr6`), and the prefix
+    /// length of each node's IPv6 subnet; None: pods get IPv4 only.
+    pub cluster_cidr6: Option<Ipv6Net>,
+    pub node_prefix6: u8,
     /// Seconds a node stays ready after its agent last reached the store.
     pub lease_secs: u64,
     /// Seconds a node's record and subnet outlive its agent before they age out.
@@ -105,6 +109,16 @@ pub struct NodeRecord {
     pub address: Ipv4Addr,
     pub pod_cidr: Ipv4Net,
     pub tunnel: Tunnel,
+    /// The node's IPv6 pod subnet (`--cluster-cidr6`); records of earlier builds and
+    /// nodes without IPv6 have none. Kept while the node is registered, also by a start
+    /// without `--cluster-cidr6`: only `netpath node del` (or ageing out) frees it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_cidr6: Option<Ipv6Net>,
+    /// The node's IPv6 underlay address (its uplink's global one), if it has one: the
+    /// next hop of its IPv6 subnet in native routing (Linux routes IPv6 through IPv6
+    /// gateways only: an IPv6 route refuses an IPv4 `via`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address6: Option<Ipv6Addr>,
 }
 
 /// A node as `netpath node list` shows it.
@@ -113,6 +127,8 @@ pub struct NodeStatus {
     pub name: String,
     pub address: Ipv4Addr,
     pub pod_cidr: Ipv4Net,
+    /// The node's IPv6 pod subnet, if it has one (JSON: null).
+    pub pod_cidr6: Option<Ipv6Net>,
     /// Its agent holds a live lease.
     pub ready: bool,
     pub tunnel: Tunnel,
@@ -130,6 +146,10 @@ pub enum ClusterError {
     Full { cidr: Ipv4Net, prefix: u8 },
     #[error("node {name:?} is registered with subnet {recorded}, which is not a /{prefix} of the cluster CIDR {cidr}: use the cluster's --cluster-cidr and --node-cidr-prefix, or `netpath node del {name}` first")]
     SubnetMismatch { name: String, recorded: Ipv4Net, cidr: Ipv4Net, prefix: u8 },
+    #[error("the IPv6 cluster CIDR {cidr} has no free /{prefix} subnet left: widen --cluster-cidr6, or free one with `netpath node del`")]
+    Full6 { cidr: Ipv6Net, prefix: u8 },
+    #[error("node {name:?} is registered with IPv6 subnet {recorded}, which is not a /{prefix} of the IPv6 cluster CIDR {cidr}: use the cluster's --cluster-cidr6 and --node-cidr-prefix6, or `netpath node del {name}` first")]
+    SubnetMismatch6 { name: String, recorded: Ipv6Net, cidr: Ipv6Net, prefix: u8 },
     #[error("store key {key} holds something netpath cannot read ({reason}): remove it with etcdctl")]
     Corrupt { key: String, reason: String },
     #[error("no node {name:?} in the cluster (see `netpath node list`)")]

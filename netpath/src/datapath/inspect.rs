@@ -198,6 +198,17 @@ impl Inspector {
         Ok(routes.iter().filter_map(Result::ok).collect())
     }
 
+    /// Cluster mode: the other nodes' IPv6 subnets and where they are.
+    pub fn node_routes6(
+        &self,
+    ) -> Result<Vec<(netpath_common::Endpoint6Key, netpath_common::NodeRoute)>, DatapathError> {
+        let map = self.open(maps::NODE_ROUTES6)?;
+        let routes: BpfHashMap<_, netpath_common::Endpoint6Key, netpath_common::NodeRoute> =
+            BpfHashMap::try_from(map)
+                .map_err(|source| DatapathError::Map { map: maps::NODE_ROUTES6, source: Box::new(source) })?;
+        Ok(routes.iter().filter_map(Result::ok).collect())
+    }
+
     pub fn node_local_redirects(
         &self,
     ) -> Result<Vec<(netpath_common::SockRevKey, netpath_common::SockOrigin)>, DatapathError> {

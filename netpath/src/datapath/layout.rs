@@ -18,8 +18,8 @@ use aya::{
 use netpath_common::{
     conntrack::{NatEntry, Tuple},
     contract::{self, Capacity, MapKind},
-    maps, Endpoint6Key, EndpointInfo, EndpointKey, PortKey, PortKey6, PortTarget, PortTarget6, SockOrigin,
-    SockOrigin6, SockRevKey, SockRevKey6,
+    maps, Endpoint6Key, EndpointInfo, EndpointKey, NodeRoute, PortKey, PortKey6, PortTarget, PortTarget6,
+    SockOrigin, SockOrigin6, SockRevKey, SockRevKey6,
 };
 use tracing::{info, warn};
 
@@ -268,6 +268,14 @@ fn copy(old: &Map, pin: &Path, ebpf: &mut Ebpf, flags: u64) -> Result<usize, Dat
         }
         maps::PORT_MAPS => copy_typed::<PortKey, PortTarget>(old, maps::PORT_MAPS, ebpf, flags, |_| true),
         maps::PORT_MAPS6 => copy_typed::<PortKey6, PortTarget6>(old, maps::PORT_MAPS6, ebpf, flags, |_| true),
+        // The other nodes' routes are written again from the store at every start, but
+        // cross-node connections ride on them until then.
+        maps::NODE_ROUTES => {
+            copy_typed::<EndpointKey, NodeRoute>(old, maps::NODE_ROUTES, ebpf, flags, |_| true)
+        }
+        maps::NODE_ROUTES6 => {
+            copy_typed::<Endpoint6Key, NodeRoute>(old, maps::NODE_ROUTES6, ebpf, flags, |_| true)
+        }
         maps::NODE_LOCAL_REV => {
             copy_typed::<SockRevKey, SockOrigin>(old, maps::NODE_LOCAL_REV, ebpf, flags, |_| true)
         }

@@ -326,6 +326,38 @@ impl Datapath {
         self.cluster_progs()?.set(maps::TAIL_TO_OTHER_NODE, &fd, 0).map_err(err)
     }
 
+    /// Cluster mode with an IPv6 cluster CIDR on (`true`): loads to_other_node6 and
+    /// from_other_node6 and puts them in their slots of CLUSTER_PROGS6; off: empties
+    /// them. Before any endpoint is attached and before uplink_in, as for IPv4.
+    pub fn set_cluster_programs6(&mut self, on: bool) -> Result<(), DatapathError> {
+        use netpath_common::contract::program::{FROM_OTHER_NODE6, TO_OTHER_NODE6};
+        let slots =
+            [(maps::TAIL_TO_OTHER_NODE6, TO_OTHER_NODE6), (maps::TAIL_FROM_OTHER_NODE6, FROM_OTHER_NODE6)];
+        if on {
+            for (slot, name) in slots {
+                let prog = self.classifier(name)?;
+                if prog.fd().is_err() {
+                    prog.load()
+                        .map_err(|source| DatapathError::Verify { prog: name, source: Box::new(source) })?;
+                }
+                self.fill_slot(maps::CLUSTER_PROGS6, slot, name)?;
+            }
+            return Ok(());
+        }
+        let err = |source| DatapathError::Map { map: maps::CLUSTER_PROGS6, source: Box::new(source) };
+        let map =
+            self.ebpf.map_mut(maps::CLUSTER_PROGS6).ok_or(DatapathError::MissingMap(maps::CLUSTER_PROGS6))?;
+        let mut array = ProgramArray::try_from(map).map_err(err)?;
+        for (slot, _) in slots {
+            match array.clear_index(&slot) {
+                Err(aya::maps::MapError::SyscallError(e))
+                    if e.io_error.kind() == std::io::ErrorKind::NotFound => {}
+                r => r.map_err(err)?,
+            }
+        }
+        Ok(())
+    }
+
     fn cluster_progs(&mut self) -> Result<ProgramArray<&mut MapData>, DatapathError> {
         let map =
             self.ebpf.map_mut(maps::CLUSTER_PROGS).ok_or(DatapathError::MissingMap(maps::CLUSTER_PROGS))?;

@@ -267,10 +267,18 @@ impl Datapath {
 
     /// Kernel ids of the programs this agent loaded, by name.
     pub fn program_ids(&self) -> Vec<(&'static str, u32)> {
-        let names =
-            [FROM_CONTAINER, UPLINK_IN, UPLINK_XDP, FROM_TUNNEL, program::TO_OTHER_NODE, program::LOG_RARE]
-                .into_iter()
-                .chain(NODE_SOCKET_HOOKS);
+        let names = [
+            FROM_CONTAINER,
+            UPLINK_IN,
+            UPLINK_XDP,
+            FROM_TUNNEL,
+            program::TO_OTHER_NODE,
+            program::TO_OTHER_NODE6,
+            program::FROM_OTHER_NODE6,
+            program::LOG_RARE,
+        ]
+        .into_iter()
+        .chain(NODE_SOCKET_HOOKS);
         names
             .filter_map(|name| {
                 let prog = self.ebpf.program(name)?;

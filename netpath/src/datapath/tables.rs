@@ -217,6 +217,38 @@ impl Datapath {
         BpfHashMap::try_from(self.map_data(maps::NODE_ROUTES)?).map_err(map_err(maps::NODE_ROUTES))
     }
 
+    /// [`Datapath::set_node_routes`] for NODE_ROUTES6 (another node's IPv6 subnet).
+    pub fn set_node_routes6(&mut self, routes: &[(Ipv6Addr, NodeRoute)]) -> Result<(), DatapathError> {
+        let wanted: std::collections::HashSet<[u8; 16]> =
+            routes.iter().map(|(net, _)| net.octets()).collect();
+        let present: Vec<Endpoint6Key> = self.node_routes6_map()?.keys().filter_map(Result::ok).collect();
+        let gone: Vec<Ipv6Addr> =
+            present.iter().filter(|k| !wanted.contains(&k.addr)).map(|k| Ipv6Addr::from(k.addr)).collect();
+        self.update_node_routes6(routes, &gone)
+    }
+
+    /// [`Datapath::update_node_routes`] for NODE_ROUTES6.
+    pub fn update_node_routes6(
+        &mut self,
+        upsert: &[(Ipv6Addr, NodeRoute)],
+        remove: &[Ipv6Addr],
+    ) -> Result<(), DatapathError> {
+        let mut map = self.node_routes6_map()?;
+        for (net, route) in upsert {
+            map.insert(Endpoint6Key::new(net.octets()), *route, 0).map_err(map_err(maps::NODE_ROUTES6))?;
+        }
+        for net in remove {
+            let _ = map.remove(&Endpoint6Key::new(net.octets()));
+        }
+        Ok(())
+    }
+
+    fn node_routes6_map(
+        &mut self,
+    ) -> Result<BpfHashMap<&mut MapData, Endpoint6Key, NodeRoute>, DatapathError> {
+        BpfHashMap::try_from(self.map_data(maps::NODE_ROUTES6)?).map_err(map_err(maps::NODE_ROUTES6))
+    }
+
     /// Arms (or, with the default filter, disarms) the datapath's trace filter.
     pub fn set_trace_filter(&mut self, filter: netpath_common::TraceFilter) -> Result<(), DatapathError> {
         let mut arr: Array<_, netpath_common::TraceFilter> =

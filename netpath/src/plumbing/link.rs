@@ -704,6 +704,68 @@ pub async fn del_node_route(
     }
 }
 
+/// An IPv6 cluster route as netpath writes it: `net` via `gateway` (the other node's
+/// IPv6 underlay address), marked as netpath's.
+fn node_route6(net: ipnet::Ipv6Net, gateway: Ipv6Addr) -> rtnetlink::packet_route::route::RouteMessage {
+    RouteMessageBuilder::<Ipv6Addr>::new()
+        .destination_prefix(net.network(), net.prefix_len())
+        .gateway(gateway)
+        .protocol(rtnetlink::packet_route::route::RouteProtocol::Other(RTPROT_NETPATH))
+        .build()
+}
+
+/// Native routing over IPv6: `net` via the node at `gateway`. Replaces what was there.
+pub async fn add_node_route6(
+    handle: &Handle,
+    net: ipnet::Ipv6Net,
+    gateway: Ipv6Addr,
+) -> Result<(), PlumbingError> {
+    handle
+        .route()
+        .add(node_route6(net, gateway))
+        .replace()
+        .execute()
+        .await
+        .map_err(PlumbingError::netlink(format!("failed to add the route to {net} via {gateway}")))
+}
+
+/// netpath's IPv6 cluster routes now in the main table: (subnet, gateway).
+pub async fn node_routes6(handle: &Handle) -> Result<Vec<(ipnet::Ipv6Net, Ipv6Addr)>, PlumbingError> {
+    use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteProtocol};
+    let mut out = Vec::new();
+    let mut routes = handle.route().get(RouteMessageBuilder::<Ipv6Addr>::new().build()).execute();
+    while let Some(msg) = routes.try_next().await.map_err(PlumbingError::netlink("failed to list routes"))? {
+        if msg.header.protocol != RouteProtocol::Other(RTPROT_NETPATH) {
+            continue;
+        }
+        let (mut dst, mut gw) = (Ipv6Addr::UNSPECIFIED, Ipv6Addr::UNSPECIFIED);
+        for attr in &msg.attributes {
+            match attr {
+                RouteAttribute::Destination(RouteAddress::Inet6(a)) => dst = *a,
+                RouteAttribute::Gateway(RouteAddress::Inet6(a)) => gw = *a,
+                _ => {}
+            }
+        }
+        if let Ok(net) = ipnet::Ipv6Net::new(dst, msg.header.destination_prefix_length) {
+            out.push((net, gw));
+        }
+    }
+    Ok(out)
+}
+
+/// Removes netpath's IPv6 cluster route to `net`; already gone is fine.
+pub async fn del_node_route6(
+    handle: &Handle,
+    net: ipnet::Ipv6Net,
+    gateway: Ipv6Addr,
+) -> Result<(), PlumbingError> {
+    match handle.route().del(node_route6(net, gateway)).execute().await {
+        Ok(()) => Ok(()),
+        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ESRCH => Ok(()),
+        Err(e) => Err(PlumbingError::netlink(format!("failed to remove the route to {net}"))(e)),
+    }
+}
+
 /// An IPv4 route of the main table, as the overlap check needs it.
 #[derive(Clone, Debug)]
 pub struct Route {

@@ -254,6 +254,11 @@ impl Model {
         &self.world6
     }
 
+    /// NODE_CONFIG rewritten by the agent (tracked flows stay).
+    pub fn set_config(&mut self, config: NodeConfig) {
+        self.world.config = config;
+    }
+
     /// NODE_CONFIG6 rewritten by the agent (tracked flows stay).
     pub fn set_config6(&mut self, config: NodeConfig6) {
         self.world6.config = config;

@@ -1,6 +1,8 @@
 //! The two tc programs: from_container (everything a container sends) and uplink_in
 //! (everything arriving at the node from outside).
-use netpath_common::{EndpointInfo, Reason, ENDPOINT_F_BRIDGED, ENDPOINT_F_PUBLISHED};
+use netpath_common::{
+    conntrack::NODE_F_ROUTED, EndpointInfo, Reason, ENDPOINT_F_BRIDGED, ENDPOINT_F_PUBLISHED,
+};
 
 use super::{
     csum,
@@ -126,10 +128,21 @@ impl Model {
         if cfg.node_ip == [0; 4] || cfg.in_pod_cidr(dst) {
             return Ok(PASS);
         }
+        let routed = cfg.flags & NODE_F_ROUTED != 0;
         let flow = match parse(p) {
             Ok(f) => f,
             Err(_) if to_node => return Ok(PASS),
-            Err(reason) => return self.outgoing_icmp_error(p).unwrap_or(Err(reason)),
+            Err(reason) => {
+                if let Some(done) = self.outgoing_icmp_error(p) {
+                    return done;
+                }
+                // Untranslatable: dropped when masquerading; on a routed prefix it goes
+                // out as it is, unless malformed.
+                if !routed || reason == Reason::DropMalformed {
+                    return Err(reason);
+                }
+                return self.route(p, dst, Reason::Routed);
+            }
         };
         let len = p.len() as u32;
         let (entry, reason) = match self.ct_lookup(&flow, len) {
@@ -142,6 +155,8 @@ impl Model {
                 Some((ip, port)) => (self.create_dnat(&flow, ip, port, len, true)?, Reason::DnatNewFlow),
                 None => return Ok(PASS),
             },
+            // A routed prefix: what is no tracked flow's leaves with its own address.
+            None if routed => return self.route(p, dst, Reason::Routed),
             None => {
                 let syn = (flow.key.proto == TCP).then(|| tcp_stamp(p, &flow));
                 (self.create_snat(&flow, cfg.node_ip, len, syn, true)?, Reason::SnatNewFlow)
@@ -243,6 +258,16 @@ impl Model {
             _ => return Ok(PASS),
         }
         let cfg = self.world.config;
+        // A routed prefix: the outside reaches containers by their own addresses.
+        if cfg.flags & NODE_F_ROUTED != 0 && cfg.pod_mask != [0; 4] {
+            if p.len() < IP + 20 {
+                return Err(Reason::DropMalformed);
+            }
+            let dst = be32(p, IP + 16);
+            if cfg.in_pod_cidr(dst) {
+                return self.deliver(p, dst, Reason::Routed);
+            }
+        }
         // Whatever netpath cannot or need not translate is the node's own traffic.
         let Ok(flow) = parse(p) else {
             if let Some((_, ip)) = self.icmp_error::<[u8; 4]>(p, Direction::ToContainer)? {
@@ -269,7 +294,10 @@ impl Model {
 
     /// Into the container that owns `dst`, as its gateway.
     fn deliver(&mut self, p: &mut [u8], dst: [u8; 4], reason: Reason) -> Step {
-        let peer = self.endpoint(dst).ok_or(Reason::DropRedirectFailed)?;
+        let Some(peer) = self.endpoint(dst) else {
+            // Routed: an address of the pod CIDR that is no endpoint is the stack's.
+            return if reason == Reason::Routed { Ok(PASS) } else { Err(Reason::DropRedirectFailed) };
+        };
         if !decrement_ttl(p) {
             return Ok(PASS);
         }

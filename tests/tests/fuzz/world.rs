@@ -1,11 +1,12 @@
 //! The fuzzed node: containers of every kind, published ports (IPv4 and IPv6), a node
 //! address with a connected subnet (IPv4 and IPv6), IPv6 routes beyond it, and one valid
 //! packet for every path the datapath has. Its IPv6 goes through phases ([`Mode6`]): masqueraded
-//! (NAT66), routed with the containers' own addresses, and without a node address.
+//! (NAT66), routed with the containers' own addresses, and without a node address; its
+//! IPv4 through phases of its own ([`Mode4`]): masqueraded, and routed.
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use netpath_common::{
-    conntrack::{PortKeyOf, PortTargetOf, NODE6_F_MASQUERADE},
+    conntrack::{PortKeyOf, PortTargetOf, NODE6_F_MASQUERADE, NODE_F_IPV6, NODE_F_ROUTED},
     EndpointInfo, Ip6, NodeConfig, NodeConfig6, ENDPOINT_F_BRIDGED, ENDPOINT_F_PUBLISHED,
 };
 use netpath_tests::{
@@ -97,6 +98,20 @@ pub enum Mode6 {
 
 /// The phases' order, round and round.
 pub const MODES6: [Mode6; 4] = [Mode6::Masquerade, Mode6::Routed, Mode6::Masquerade, Mode6::NoAddress];
+
+/// The node's IPv4 in a phase of the campaign.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode4 {
+    /// SNAT to [`NODE`].
+    Masquerade,
+    /// A routed prefix (`--masquerade false`): containers' own addresses, forwarded both
+    /// ways; published ports and their replies still translated.
+    Routed,
+}
+
+/// IPv4's phases, moving on with IPv6's: three against four, so that over twelve
+/// phases every IPv4 setting meets every IPv6 one.
+pub const MODES4: [Mode4; 3] = [Mode4::Masquerade, Mode4::Masquerade, Mode4::Routed];
 
 pub fn ifindex(name: &str) -> u32 {
     let c = std::ffi::CString::new(name).unwrap();
@@ -215,17 +230,7 @@ impl Node {
                 // Published on IPv4 only: no port of the node's IPv6 address.
                 port(TCP, any, PORT_V4_ONLY, self.web.ip, 80),
             ],
-            config: NodeConfig {
-                node_ip: NODE.octets(),
-                pod_net: [10, 77, 0, 0],
-                pod_mask: [255, 255, 255, 0],
-                uplink_ifindex: self.uplink,
-                nat_port_min: NAT_PORT,
-                nat_port_max: NAT_PORT,
-                flags: netpath_common::conntrack::NODE_F_IPV6,
-                netns_cookie: 0,
-                ..NodeConfig::default()
-            },
+            config: self.config(MODES4[0]),
             fib: Fib {
                 subnets: vec![(Ipv4Addr::new(192, 168, 77, 0), 24, self.uplink)],
                 not_forwarded: local_table(),
@@ -269,6 +274,21 @@ impl Node {
             port(TCP, NODE6, PORT_BOTH, b, 23),
             port(UDP, OTHER6, PORT_OTHER6, b, 53),
         ]
+    }
+
+    /// NODE_CONFIG in `mode`.
+    pub fn config(&self, mode: Mode4) -> NodeConfig {
+        NodeConfig {
+            node_ip: NODE.octets(),
+            pod_net: [10, 77, 0, 0],
+            pod_mask: [255, 255, 255, 0],
+            uplink_ifindex: self.uplink,
+            nat_port_min: NAT_PORT,
+            nat_port_max: NAT_PORT,
+            flags: NODE_F_IPV6 | if mode == Mode4::Routed { NODE_F_ROUTED } else { 0 },
+            netns_cookie: 0,
+            ..NodeConfig::default()
+        }
     }
 
     pub fn config6(&self, mode: Mode6) -> NodeConfig6 {
@@ -433,6 +453,16 @@ impl Node {
         let web_received = pkt::ipv4(CLIENT, web.ip, UDP, 63, &[], &pkt::udp(40000, 53, b"q"));
         let node_sent = pkt::ipv4(NODE, CLIENT, UDP, 63, &[], &pkt::udp(NAT_PORT, 53, b"x"));
         let node_ping = pkt::ipv4(NODE, CLIENT, ICMP, 63, &[], &pkt::icmp_echo(true, NAT_PORT, b"ping"));
+        // IPv4 on a routed prefix: what c received on no flow (its error about it leaves
+        // as it is), what c sent with its own address (an error about it comes back to
+        // that address).
+        let c_stranger = pkt::ipv4(CLIENT, c.ip, UDP, 63, &[], &pkt::udp(53, 5001, b"?"));
+        let c_sent = pkt::ipv4(c.ip, CLIENT, UDP, 63, &[], &pkt::udp(1111, 53, b"x"));
+        let to_pod = |dst: Ipv4Addr, proto, ttl, l4: &[u8]| {
+            pkt::eth(UPLINK_MAC, CLIENT_MAC, pkt::ETH_IPV4, &pkt::ipv4(CLIENT, dst, proto, ttl, &[], l4))
+        };
+        let mut fragment_in = to_pod(c.ip, UDP, 64, &pkt::udp(53, 3333, b"frag"));
+        fragment_in[14 + 6] |= 0x20;
         let mut udp_nocsum = from(&c, c.host_mac, CLIENT, UDP, 64, &[], &pkt::udp(2222, 53, b"zero"));
         udp_nocsum[14 + 20 + 6..14 + 20 + 8].fill(0);
         let mut fragment = from(&c, c.host_mac, CLIENT, UDP, 64, &[], &pkt::udp(3333, 53, b"frag"));
@@ -723,6 +753,47 @@ impl Node {
                     &pkt::tcp(1, 8080, SYN, b""),
                 ),
             },
+            Seed {
+                name: "routed icmp error from a container about no flow",
+                hook: fc(&c),
+                packet: from(&c, c.host_mac, CLIENT, ICMP, 64, &[], &pkt::icmp_error(3, 3, &c_stranger)),
+            },
+            Seed {
+                name: "routed tcp syn from a published container",
+                hook: fc(&web),
+                packet: from(&web, web.host_mac, CLIENT, TCP, 64, &[], &pkt::tcp(2345, 443, SYN, b"")),
+            },
+            Seed {
+                name: "routed to the outside, expiring",
+                hook: fc(&c),
+                packet: from(&c, c.host_mac, CLIENT, UDP, 1, &[], &pkt::udp(1, 53, b"")),
+            },
+            Seed {
+                name: "routed udp to a container",
+                hook: Hook::Uplink,
+                packet: to_pod(c.ip, UDP, 64, &pkt::udp(53, 1111, b"y")),
+            },
+            Seed {
+                name: "routed tcp syn to a published container",
+                hook: Hook::Uplink,
+                packet: to_pod(web.ip, TCP, 64, &pkt::tcp(40010, 80, SYN, b"")),
+            },
+            Seed {
+                name: "routed to a container, expiring",
+                hook: Hook::Uplink,
+                packet: to_pod(c.ip, UDP, 1, &pkt::udp(53, 1111, b"y")),
+            },
+            Seed {
+                name: "routed to a pod address no container has",
+                hook: Hook::Uplink,
+                packet: to_pod(GONE, TCP, 64, &pkt::tcp(40011, 80, SYN, b"")),
+            },
+            Seed {
+                name: "routed port unreachable to a container",
+                hook: Hook::Uplink,
+                packet: to_pod(c.ip, ICMP, 64, &pkt::icmp_error(3, 3, &c_sent)),
+            },
+            Seed { name: "routed fragment to a container", hook: Hook::Uplink, packet: fragment_in },
             Seed { name: "vlan-tagged", hook: Hook::Uplink, packet: vlan },
             Seed { name: "arp on the uplink", hook: Hook::Uplink, packet: arp(1, CLIENT_MAC, CLIENT, NODE) },
         ]);

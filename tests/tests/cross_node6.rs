@@ -1,0 +1,140 @@
+//! Pods on different nodes reach each other over IPv6 (`--cluster-cidr6`) through the
+//! cluster's datapath, as over IPv4 (`cross_node`): the VXLAN overlay (outer IPv4,
+//! inner IPv6) and native routing (the other node's IPv6 subnet via its IPv6 underlay
+//! address) in BPF, with the pods' own addresses, past the nodes' stacks and their
+//! ip6tables. Each node's IPv6 subnet comes from the store and survives a restart. Two
+//! nodes per case: an agent start is what a cluster test costs.
+use std::{
+    net::{Ipv6Addr, SocketAddr, SocketAddrV6},
+    time::Duration,
+};
+
+use netpath_tests::{
+    cluster::{
+        agent_args6, node, nodes, start_nodes6, wait_for_routes, wait_for_routes6, Underlay, CLUSTER6,
+    },
+    Lab, Netns,
+};
+
+#[test]
+fn pods_on_different_nodes_reach_each_other_over_ipv6_through_the_overlay_with_their_own_addresses() {
+    let u = Underlay::new();
+    let (mut labs, ips) = cluster6(&u, "vxlan");
+    pods_reach_each_other_over_ipv6(&labs, &ips);
+    a_restarted_node_keeps_its_ipv6_subnet(&u, &mut labs, &ips, "vxlan");
+}
+
+#[test]
+fn pods_on_different_nodes_reach_each_other_over_ipv6_by_native_routing_with_their_own_addresses() {
+    let u = Underlay::new();
+    let (labs, ips) = cluster6(&u, "none");
+    pods_reach_each_other_over_ipv6(&labs, &ips);
+    // The route the agent installed for the other node's IPv6 subnet: via its IPv6
+    // underlay address, marked as netpath's.
+    let subnet1 = node(&nodes(&labs[0]), "n1")["pod_cidr6"].as_str().unwrap().to_string();
+    let route = out(&labs[0].node, &["ip", "-6", "route", "show", &subnet1]);
+    assert!(route.contains("via fd99::11") && route.contains("proto 78"), "{route}");
+}
+
+/// Two dual-stack nodes with `--tunnel tunnel`, one pod each; every node has learned the
+/// other's subnets. The nodes and the pods' IPv6 addresses.
+fn cluster6(u: &Underlay, tunnel: &str) -> (Vec<Lab>, Vec<Ipv6Addr>) {
+    let mut labs: Vec<Lab> = (0..2).map(|i| u.node(i, 1)).collect();
+    start_nodes6(u, &mut labs, tunnel);
+    for lab in &labs {
+        lab.add_endpoint("pod", 0);
+    }
+    let ips: Vec<Ipv6Addr> = labs.iter().map(|lab| lab.endpoint_ip6("pod")).collect();
+    for lab in &labs {
+        wait_for_routes(lab, 1);
+        wait_for_routes6(lab, 1);
+    }
+    // Each node has a /64 of its own from the cluster's IPv6 CIDR, and its pod's address
+    // is in it.
+    let list = nodes(&labs[0]);
+    let subnets: Vec<String> =
+        (0..2).map(|i| node(&list, &format!("n{i}"))["pod_cidr6"].as_str().unwrap().to_string()).collect();
+    assert_ne!(subnets[0], subnets[1], "two nodes share an IPv6 subnet: {list:?}");
+    for (subnet, ip) in subnets.iter().zip(&ips) {
+        let (net, len) = subnet.split_once('/').unwrap();
+        assert_eq!(len, "64", "{list:?}");
+        assert!(net.starts_with("fd00:244:"), "{subnet} outside {CLUSTER6}");
+        let net: Ipv6Addr = net.parse().unwrap();
+        assert_eq!(net.segments()[..4], ip.segments()[..4], "{ip} outside {subnet}");
+    }
+    (labs, ips)
+}
+
+/// ping6 both ways, then TCP from node 0's pod to node 1's: the server sees the pod's
+/// own IPv6 address, and neither node's stack forwarded a packet (their ip6tables
+/// FORWARD policy is DROP).
+fn pods_reach_each_other_over_ipv6(labs: &[Lab], ips: &[Ipv6Addr]) {
+    let forwarded: Vec<u64> = labs.iter().map(|l| snmp6(&l.node, "Ip6OutForwDatagrams")).collect();
+    for (i, lab) in labs.iter().enumerate() {
+        let to = ips[1 - i];
+        assert!(ping6(&lab.containers[0], to), "node {i}'s pod cannot ping6 {to}\n{}", lab.agent_log());
+    }
+    let peer =
+        tcp6_echo_once(&labs[1].containers[0], SocketAddrV6::new(ips[1], 7000, 0, 0), &labs[0].containers[0]);
+    assert_eq!(peer.ip(), std::net::IpAddr::V6(ips[0]), "the server saw a translated source");
+    for (lab, before) in labs.iter().zip(forwarded) {
+        assert_eq!(snmp6(&lab.node, "Ip6OutForwDatagrams"), before, "a node's stack forwarded pod traffic");
+    }
+    assert!(labs[0].stats().reason("to-other-node") > 0, "{:?}", labs[0].stats().0);
+}
+
+/// A killed and restarted agent gets its IPv6 subnet back from the store, by name, and
+/// its pod is reachable again over IPv6.
+fn a_restarted_node_keeps_its_ipv6_subnet(u: &Underlay, labs: &mut [Lab], ips: &[Ipv6Addr], tunnel: &str) {
+    let before = node(&nodes(&labs[0]), "n1")["pod_cidr6"].clone();
+    labs[1].kill_agent();
+    let args = agent_args6(u, "n1", tunnel);
+    labs[1].start_agent_with(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(node(&nodes(&labs[1]), "n1")["pod_cidr6"], before);
+    assert_eq!(labs[1].endpoint_ip6("pod"), ips[1]);
+    assert!(ping6(&labs[0].containers[0], ips[1]), "after the restart\n{}", labs[1].agent_log());
+}
+
+fn ping6(ns: &Netns, dst: Ipv6Addr) -> bool {
+    let dst = dst.to_string();
+    ns.exec(&["ping", "-6", "-n", "-q", "-c", "3", "-i", "0.2", "-W", "1", &dst]).status.success()
+}
+
+fn out(ns: &Netns, args: &[&str]) -> String {
+    String::from_utf8_lossy(&ns.exec(args).stdout).into_owned()
+}
+
+/// A counter of the node's IPv6 stack (/proc/net/snmp6).
+fn snmp6(ns: &Netns, field: &str) -> u64 {
+    let text = out(ns, &["cat", "/proc/net/snmp6"]);
+    let line = text.lines().find(|l| l.split_whitespace().next() == Some(field)).expect("snmp6 field");
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// One TCP exchange over IPv6 (64 KiB echoed) from `client` to a server on `bind` in
+/// `server`; the client's address as the server saw it.
+fn tcp6_echo_once(server: &Netns, bind: SocketAddrV6, client: &Netns) -> SocketAddr {
+    use std::io::{Read as _, Write as _};
+    const LEN: usize = 64 * 1024;
+    let listener = server.run(move || std::net::TcpListener::bind(bind)).join().unwrap().expect("bind");
+    let echo = std::thread::spawn(move || {
+        let (mut s, peer) = listener.accept().unwrap();
+        let mut buf = vec![0u8; LEN];
+        s.read_exact(&mut buf).unwrap();
+        s.write_all(&buf).unwrap();
+        peer
+    });
+    let echoed = client
+        .run(move || {
+            let mut s = std::net::TcpStream::connect_timeout(&bind.into(), Duration::from_secs(5)).unwrap();
+            let data: Vec<u8> = (0..LEN).map(|i| (i % 251) as u8).collect();
+            s.write_all(&data).unwrap();
+            let mut back = vec![0u8; LEN];
+            s.read_exact(&mut back).unwrap();
+            back == data
+        })
+        .join()
+        .unwrap();
+    assert!(echoed, "the TCP echo through {bind} came back corrupted");
+    echo.join().unwrap()
+}
