@@ -192,6 +192,7 @@ fn group_label(groups: &[(PathKind, Test)], x: f64) -> String {
             PathKind::Snat => "snat",
             PathKind::Snat6 => "snat6",
             PathKind::Dnat => "dnat",
+            PathKind::Dnat6 => "dnat6",
             PathKind::Loopback => "lo",
         };
         format!("{p} {}", t.name())

@@ -247,8 +247,7 @@ fn data_plane_plan(worlds: &[World], args: &BenchArgs) -> Vec<Planned> {
         for test in TESTS {
             for placement in [Placement::SameCpu, Placement::SplitCpu] {
                 // (IPv6 on one CPU only: split CPUs measure the scheduler as much as the path.)
-                let ipv6 = matches!(path, PathKind::C2c6 | PathKind::Snat6);
-                let one_cpu = args.quick || test == Test::TcpStream || ipv6;
+                let one_cpu = args.quick || test == Test::TcpStream || path.is_ipv6();
                 if placement == Placement::SplitCpu && one_cpu {
                     continue;
                 }

@@ -61,6 +61,8 @@ pub enum PathKind {
     Snat6,
     #[serde(rename = "outside-to-mapped-port (DNAT)")]
     Dnat,
+    #[serde(rename = "outside-to-mapped-port (DNAT66)")]
+    Dnat6,
     #[serde(rename = "loopback")]
     Loopback,
 }
@@ -73,17 +75,30 @@ impl PathKind {
             PathKind::Snat => "container-to-outside (SNAT)",
             PathKind::Snat6 => "container-to-outside (SNAT66)",
             PathKind::Dnat => "outside-to-mapped-port (DNAT)",
+            PathKind::Dnat6 => "outside-to-mapped-port (DNAT66)",
             PathKind::Loopback => "loopback",
         }
     }
 
     /// Every path, in the tables' order.
-    pub const ALL: [PathKind; 6] =
-        [PathKind::C2c, PathKind::C2c6, PathKind::Snat, PathKind::Snat6, PathKind::Dnat, PathKind::Loopback];
+    pub const ALL: [PathKind; 7] = [
+        PathKind::C2c,
+        PathKind::C2c6,
+        PathKind::Snat,
+        PathKind::Snat6,
+        PathKind::Dnat,
+        PathKind::Dnat6,
+        PathKind::Loopback,
+    ];
 
     /// Through NAT on the uplink: the limit has no such path.
     pub fn is_nat(self) -> bool {
-        matches!(self, PathKind::Snat | PathKind::Snat6 | PathKind::Dnat)
+        matches!(self, PathKind::Snat | PathKind::Snat6 | PathKind::Dnat | PathKind::Dnat6)
+    }
+
+    /// Over IPv6.
+    pub fn is_ipv6(self) -> bool {
+        matches!(self, PathKind::C2c6 | PathKind::Snat6 | PathKind::Dnat6)
     }
 
     /// What the limit measures for this path: its NAT paths' container-to-container
@@ -91,7 +106,7 @@ impl PathKind {
     pub fn on_the_limit(self) -> PathKind {
         match self {
             PathKind::Snat | PathKind::Dnat => PathKind::C2c,
-            PathKind::Snat6 => PathKind::C2c6,
+            PathKind::Snat6 | PathKind::Dnat6 => PathKind::C2c6,
             p => p,
         }
     }
@@ -263,12 +278,15 @@ impl World {
     fn netpath_with(prefix: &str, datapath: Datapath, args: &[&str]) -> Result<World> {
         let mut lab = lab(prefix)?;
         if datapath == Datapath::Netpath {
-            // NAT66 masquerades to the uplink's IPv6 address: there before the agent.
+            // NAT66 masquerades to the uplink's IPv6 address, and ports are published on
+            // it: there before the agent.
             uplink6(&lab)?;
         }
         lab.start_agent_with(args);
         lab.add_endpoint("a", 0);
         let b = lab.add_endpoint("b", 1);
+        // Published on both families (the default) where b has an IPv6 address:
+        // PORT_MAPS for the DNAT path, PORT_MAPS6 for DNAT66.
         for proto in ["tcp", "udp"] {
             lab.netpath_ok(&[
                 "port",
@@ -297,8 +315,10 @@ impl World {
             args.extend(rule.split_whitespace());
             in_ns(node, &args).context("building the iptables baseline")?;
         }
-        // Docker's rules again in ip6tables, for its IPv6 bridge network: MASQUERADE
-        // for the container-to-outside path over IPv6 (the uplink's IPv6 addresses).
+        // Docker's rules again in ip6tables, for its IPv6 bridge network (the uplink's
+        // IPv6 addresses): MASQUERADE for the container-to-outside path over IPv6, and
+        // the published port's DNAT to [fd00:77::3]:SERVICE_PORT in its DOCKER chain
+        // with the FORWARD ACCEPT for it, for the outside-to-mapped-port path over IPv6.
         uplink6(&lab)?;
         for rule in docker_nat_rules().into_iter().chain(docker_filter_rules()) {
             let rule = ip6_rule(&rule)?;
@@ -358,7 +378,14 @@ impl World {
             Datapath::Limit => vec![PathKind::C2c, PathKind::C2c6, PathKind::Loopback],
             Datapath::Floor => vec![PathKind::C2c],
             Datapath::Netpath | Datapath::Iptables => {
-                vec![PathKind::C2c, PathKind::C2c6, PathKind::Snat, PathKind::Snat6, PathKind::Dnat]
+                vec![
+                    PathKind::C2c,
+                    PathKind::C2c6,
+                    PathKind::Snat,
+                    PathKind::Snat6,
+                    PathKind::Dnat,
+                    PathKind::Dnat6,
+                ]
             }
             // XDP sits on the uplink: only the NAT paths go through it (IPv4's: it
             // translates no IPv6).
@@ -392,6 +419,12 @@ impl World {
                 listen: svc(self.b),
                 client: &self.lab.outside,
                 target: SocketAddr::V4(SocketAddrV4::new(NODE_UPLINK_IP, HOST_PORT)),
+            },
+            PathKind::Dnat6 => Endpoints {
+                server: &c[1],
+                listen: SocketAddr::new(self.b6.expect("a world with IPv6").into(), SERVICE_PORT),
+                client: &self.lab.outside,
+                target: SocketAddr::new(NODE_UPLINK_IP6.into(), HOST_PORT),
             },
             PathKind::Loopback => {
                 let lo = svc("127.0.0.1".parse().expect("loopback"));
