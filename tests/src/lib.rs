@@ -487,6 +487,50 @@ pub fn tcp_echo_once_to(client: &Netns, connect: std::net::SocketAddr) {
     assert!(echoed, "no echo through {connect}");
 }
 
+/// A TCP server on `addr` in `ns` that echoes one 5-byte message per connection, `n`
+/// connections; joined, the peers it saw.
+pub fn tcp_echo_peers(
+    ns: &Netns,
+    addr: impl Into<std::net::SocketAddr>,
+    n: usize,
+) -> std::thread::JoinHandle<Vec<std::net::SocketAddr>> {
+    use std::io::{Read as _, Write as _};
+    let addr: std::net::SocketAddr = addr.into();
+    let listener = ns.run(move || std::net::TcpListener::bind(addr)).join().unwrap().expect("bind");
+    std::thread::spawn(move || {
+        (0..n)
+            .map(|_| {
+                let (mut s, peer) = listener.accept().unwrap();
+                let mut buf = [0u8; 5];
+                s.read_exact(&mut buf).unwrap();
+                s.write_all(&buf).unwrap();
+                peer
+            })
+            .collect()
+    })
+}
+
+/// One 5-byte echo over TCP from `client` to `to` ([`tcp_echo_peers`]'s server); the
+/// error when it fails (a test may expect a refusal).
+pub fn tcp_echo_to(client: &Netns, to: impl Into<std::net::SocketAddr>) -> std::io::Result<()> {
+    use std::io::{Read as _, Write as _};
+    let to: std::net::SocketAddr = to.into();
+    client
+        .run(move || {
+            let mut s = std::net::TcpStream::connect_timeout(&to, Duration::from_secs(3))?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            s.write_all(b"hello")?;
+            let mut buf = [0u8; 5];
+            s.read_exact(&mut buf)?;
+            if &buf != b"hello" {
+                return Err(std::io::Error::other("echoed bytes differ"));
+            }
+            Ok(())
+        })
+        .join()
+        .unwrap()
+}
+
 /// A long-lived echo connection from `client` to `target` (served in `server` on
 /// `listen`, one connection), checked byte for byte at every exchange.
 pub struct EchoConn {
@@ -617,6 +661,14 @@ impl Netns {
             &dst.to_string(),
         ]);
         out.status.success()
+    }
+
+    /// A /proc/net/snmp6 counter of this namespace (e.g. "Ip6OutForwDatagrams").
+    pub fn snmp6(&self, field: &str) -> u64 {
+        let out = self.exec(&["cat", "/proc/net/snmp6"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text.lines().find(|l| l.split_whitespace().next() == Some(field)).expect("snmp6 field");
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
     }
 
     /// A /proc/net/snmp counter of this namespace (e.g. "Ip", "ForwDatagrams").

@@ -69,7 +69,7 @@ fn cluster6(u: &Underlay, tunnel: &str) -> (Vec<Lab>, Vec<Ipv6Addr>) {
 /// own IPv6 address, and neither node's stack forwarded a packet (their ip6tables
 /// FORWARD policy is DROP).
 fn pods_reach_each_other_over_ipv6(labs: &[Lab], ips: &[Ipv6Addr]) {
-    let forwarded: Vec<u64> = labs.iter().map(|l| snmp6(&l.node, "Ip6OutForwDatagrams")).collect();
+    let forwarded: Vec<u64> = labs.iter().map(|l| l.node.snmp6("Ip6OutForwDatagrams")).collect();
     for (i, lab) in labs.iter().enumerate() {
         let to = ips[1 - i];
         assert!(ping6(&lab.containers[0], to), "node {i}'s pod cannot ping6 {to}\n{}", lab.agent_log());
@@ -78,7 +78,7 @@ fn pods_reach_each_other_over_ipv6(labs: &[Lab], ips: &[Ipv6Addr]) {
         tcp6_echo_once(&labs[1].containers[0], SocketAddrV6::new(ips[1], 7000, 0, 0), &labs[0].containers[0]);
     assert_eq!(peer.ip(), std::net::IpAddr::V6(ips[0]), "the server saw a translated source");
     for (lab, before) in labs.iter().zip(forwarded) {
-        assert_eq!(snmp6(&lab.node, "Ip6OutForwDatagrams"), before, "a node's stack forwarded pod traffic");
+        assert_eq!(lab.node.snmp6("Ip6OutForwDatagrams"), before, "a node's stack forwarded pod traffic");
     }
     assert!(labs[0].stats().reason("to-other-node") > 0, "{:?}", labs[0].stats().0);
 }
@@ -102,13 +102,6 @@ fn ping6(ns: &Netns, dst: Ipv6Addr) -> bool {
 
 fn out(ns: &Netns, args: &[&str]) -> String {
     String::from_utf8_lossy(&ns.exec(args).stdout).into_owned()
-}
-
-/// A counter of the node's IPv6 stack (/proc/net/snmp6).
-fn snmp6(ns: &Netns, field: &str) -> u64 {
-    let text = out(ns, &["cat", "/proc/net/snmp6"]);
-    let line = text.lines().find(|l| l.split_whitespace().next() == Some(field)).expect("snmp6 field");
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 /// One TCP exchange over IPv6 (64 KiB echoed) from `client` to a server on `bind` in

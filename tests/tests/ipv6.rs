@@ -31,13 +31,6 @@ fn out(ns: &Netns, args: &[&str]) -> String {
     String::from_utf8_lossy(&ns.exec(args).stdout).into_owned()
 }
 
-/// The node's IPv6 stack counters (/proc/net/snmp6).
-fn snmp6(ns: &Netns, field: &str) -> u64 {
-    let text = out(ns, &["cat", "/proc/net/snmp6"]);
-    let line = text.lines().find(|l| l.split_whitespace().next() == Some(field)).expect("snmp6 field");
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
 #[test]
 fn ipv6_between_containers_goes_through_the_datapath_with_its_gateway_answered_there() {
     let (lab, _) = Lab::setup(2).agent(&["--pod-cidr6", POD_CIDR6]).endpoints(&["a", "b"]).build();
@@ -60,7 +53,7 @@ fn ipv6_between_containers_goes_through_the_datapath_with_its_gateway_answered_t
     // The node's own IPv6 forwarding refuses everything: the datapath does not need it.
     assert!(lab.node.exec(&["ip6tables", "-P", "FORWARD", "DROP"]).status.success());
     let before = lab.stats();
-    let forwarded = snmp6(&lab.node, "Ip6OutForwDatagrams");
+    let forwarded = lab.node.snmp6("Ip6OutForwDatagrams");
     assert!(ping6(a, b6, None), "a cannot ping6 b\n{}", lab.agent_log());
     let after = lab.stats();
     // Exactly the three requests and replies delivered; sent, at least those (a
@@ -74,7 +67,7 @@ fn ipv6_between_containers_goes_through_the_datapath_with_its_gateway_answered_t
     }
     assert!(after.reason("forwarded-to-peer") - before.reason("forwarded-to-peer") >= 6);
     assert!(after.reason("nd-answered") >= 2, "both containers asked for fe80::1: {}", after.0);
-    assert_eq!(snmp6(&lab.node, "Ip6OutForwDatagrams"), forwarded, "the node's stack forwarded IPv6");
+    assert_eq!(lab.node.snmp6("Ip6OutForwDatagrams"), forwarded, "the node's stack forwarded IPv6");
 
     // TCP over IPv6: b sees a's own address.
     let listener = lab.containers[1]
@@ -373,7 +366,7 @@ fn echo_from(ns: &Netns, to: SocketAddrV6) -> std::io::Result<()> {
 #[test]
 fn ipv6_to_the_outside_is_masqueraded_to_the_node_address() {
     let lab = lab_with_uplink6(&["--pod-cidr6", POD_CIDR6]);
-    let before = snmp6(&lab.node, "Ip6OutForwDatagrams");
+    let before = lab.node.snmp6("Ip6OutForwDatagrams");
     let server = echo_once(&lab.outside, SocketAddrV6::new(OUTSIDE_IP6, 9000, 0, 0));
     echo_from(&lab.containers[0], SocketAddrV6::new(OUTSIDE_IP6, 9000, 0, 0))
         .unwrap_or_else(|e| panic!("TCP to the outside over IPv6: {e}\n{}", lab.agent_log()));
@@ -382,7 +375,7 @@ fn ipv6_to_the_outside_is_masqueraded_to_the_node_address() {
     assert!((61000..=65535).contains(&peer.port()), "source port {} not from the NAT range", peer.port());
     assert!(ping6(&lab.containers[0], OUTSIDE_IP6, None), "ping6 to the outside\n{}", lab.agent_log());
     // The datapath did it: the node's stack forwarded nothing (and its policy is DROP).
-    assert_eq!(snmp6(&lab.node, "Ip6OutForwDatagrams"), before);
+    assert_eq!(lab.node.snmp6("Ip6OutForwDatagrams"), before);
     let stats: Value = serde_json::from_str(&lab.netpath_ok(&["stats", "-o", "json"])).unwrap();
     let reasons = stats.to_string();
     assert!(reasons.contains("snat-new-flow"), "{reasons}");
@@ -555,42 +548,6 @@ fn trace_shows_ipv6_hops_with_their_addresses() {
     assert_eq!((&evs[0]["dport"], &evs[1]["dport"]), (&9010.into(), &9010.into()), "{evs:?}");
 }
 
-/// A TCP server on `addr` in `ns` that echoes one message per connection, `n` times,
-/// and returns the peers it saw.
-fn echo_n(
-    ns: &Netns,
-    addr: std::net::SocketAddr,
-    n: usize,
-) -> std::thread::JoinHandle<Vec<std::net::SocketAddr>> {
-    let listener = ns.run(move || TcpListener::bind(addr)).join().unwrap().expect("bind");
-    std::thread::spawn(move || {
-        (0..n)
-            .map(|_| {
-                let (mut s, peer) = listener.accept().unwrap();
-                let mut buf = [0u8; 5];
-                s.read_exact(&mut buf).unwrap();
-                s.write_all(&buf).unwrap();
-                peer
-            })
-            .collect()
-    })
-}
-
-/// One echo over TCP from `ns` to `to`.
-fn echo_to(ns: &Netns, to: std::net::SocketAddr) -> std::io::Result<()> {
-    ns.run(move || {
-        let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(3))?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        s.write_all(b"hello")?;
-        let mut buf = [0u8; 5];
-        s.read_exact(&mut buf)?;
-        assert_eq!(&buf, b"hello");
-        Ok(())
-    })
-    .join()
-    .unwrap()
-}
-
 fn refused(r: std::io::Result<()>) -> bool {
     r.is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused)
 }
@@ -601,15 +558,19 @@ fn a_port_is_published_on_both_families_or_one_and_ipv6_clients_keep_their_addre
     let lab = lab_with_uplink6(&["--pod-cidr6", POD_CIDR6]);
     let (node4, node6) = (IpAddr::V4(netpath_tests::NODE_UPLINK_IP), IpAddr::V6(NODE_UPLINK_IP6));
     // One dual-stack listener in the container: 5 connections below reach it.
-    let server = echo_n(&lab.containers[0], SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), 9000), 5);
-    let forwarded = snmp6(&lab.node, "Ip6OutForwDatagrams");
+    let server = netpath_tests::tcp_echo_peers(
+        &lab.containers[0],
+        SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), 9000),
+        5,
+    );
+    let forwarded = lab.node.snmp6("Ip6OutForwDatagrams");
 
     // Both families by default.
     lab.netpath_ok(&["port", "add", "8080", "a:9000"]);
     let dump = lab.netpath_ok(&["map", "dump", "PORT_MAPS6", "-o", "json"]);
     assert!(dump.contains(&ip6_of(&lab, "a").to_string()), "{dump}");
     for host in [node6, node4] {
-        echo_to(&lab.outside, SocketAddr::new(host, 8080))
+        netpath_tests::tcp_echo_to(&lab.outside, SocketAddr::new(host, 8080))
             .unwrap_or_else(|e| panic!("published port 8080 on {host}: {e}\n{}", lab.agent_log()));
     }
     // One family with --host-ip: the other is refused by the node (RST), not dropped.
@@ -622,21 +583,30 @@ fn a_port_is_published_on_both_families_or_one_and_ipv6_clients_keep_their_addre
         "--host-ip",
         &netpath_tests::NODE_UPLINK_IP.to_string(),
     ]);
-    echo_to(&lab.outside, SocketAddr::new(node6, 8081)).expect("8081 on IPv6");
-    echo_to(&lab.outside, SocketAddr::new(node4, 8082)).expect("8082 on IPv4");
-    assert!(refused(echo_to(&lab.outside, SocketAddr::new(node4, 8081))), "8081 is IPv6 only");
-    assert!(refused(echo_to(&lab.outside, SocketAddr::new(node6, 8082))), "8082 is IPv4 only");
+    netpath_tests::tcp_echo_to(&lab.outside, SocketAddr::new(node6, 8081)).expect("8081 on IPv6");
+    netpath_tests::tcp_echo_to(&lab.outside, SocketAddr::new(node4, 8082)).expect("8082 on IPv4");
+    assert!(
+        refused(netpath_tests::tcp_echo_to(&lab.outside, SocketAddr::new(node4, 8081))),
+        "8081 is IPv6 only"
+    );
+    assert!(
+        refused(netpath_tests::tcp_echo_to(&lab.outside, SocketAddr::new(node6, 8082))),
+        "8082 is IPv4 only"
+    );
     // `::` publishes on every IPv6 address of the node.
     lab.netpath_ok(&["port", "add", "8083", "a:9000", "--host-ip", "::"]);
-    echo_to(&lab.outside, SocketAddr::new(node6, 8083)).expect("8083 on IPv6");
-    assert!(refused(echo_to(&lab.outside, SocketAddr::new(node4, 8083))), "8083 is IPv6 only");
+    netpath_tests::tcp_echo_to(&lab.outside, SocketAddr::new(node6, 8083)).expect("8083 on IPv6");
+    assert!(
+        refused(netpath_tests::tcp_echo_to(&lab.outside, SocketAddr::new(node4, 8083))),
+        "8083 is IPv6 only"
+    );
 
     let peers = server.join().unwrap();
     let v6: Vec<_> = peers.iter().filter(|p| p.ip() == IpAddr::V6(OUTSIDE_IP6)).collect();
     assert_eq!(v6.len(), 3, "the IPv6 client's address reaches the container as it is: {peers:?}");
     // The datapath translated and delivered them: the node's stack forwarded no IPv6
     // (its FORWARD policy is DROP).
-    assert_eq!(snmp6(&lab.node, "Ip6OutForwDatagrams"), forwarded);
+    assert_eq!(lab.node.snmp6("Ip6OutForwDatagrams"), forwarded);
     assert!(lab.stats().reason("dnat-new-flow") >= 5);
     let ct = lab.netpath_ok(&["ct", "list", "--host", &OUTSIDE_IP6.to_string(), "-o", "json"]);
     assert!(ct.contains(&ip6_of(&lab, "a").to_string()), "{ct}");
@@ -651,7 +621,10 @@ fn a_port_is_published_on_both_families_or_one_and_ipv6_clients_keep_their_addre
 
     // Unpublished: the IPv6 entry goes with the IPv4 one.
     lab.netpath_ok(&["port", "del", "8080"]);
-    assert!(refused(echo_to(&lab.outside, SocketAddr::new(node6, 8080))), "8080 still published on IPv6");
+    assert!(
+        refused(netpath_tests::tcp_echo_to(&lab.outside, SocketAddr::new(node6, 8080))),
+        "8080 still published on IPv6"
+    );
     let dump = lab.netpath_ok(&["map", "dump", "PORT_MAPS6", "-o", "json"]);
     assert!(!dump.contains("8080"), "{dump}");
 }
@@ -663,14 +636,19 @@ fn a_published_port_on_a_routed_prefix_answers_with_the_node_address() {
     let o = lab.outside.exec(&["ip", "-6", "route", "add", POD_CIDR6, "via", "fd00:99::1"]);
     assert!(o.status.success());
     let a = ip6_of(&lab, "a");
-    let server = echo_n(&lab.containers[0], SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), 9000), 2);
+    let server = netpath_tests::tcp_echo_peers(
+        &lab.containers[0],
+        SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), 9000),
+        2,
+    );
     lab.netpath_ok(&["port", "add", "8080", "a:9000"]);
     // To the node's address: the reply must leave translated back, or the client's
     // stack would not know it.
-    echo_to(&lab.outside, SocketAddr::new(IpAddr::V6(NODE_UPLINK_IP6), 8080))
+    netpath_tests::tcp_echo_to(&lab.outside, SocketAddr::new(IpAddr::V6(NODE_UPLINK_IP6), 8080))
         .unwrap_or_else(|e| panic!("published port on a routed prefix: {e}\n{}", lab.agent_log()));
     // To the container's own address: routed, both ways untranslated.
-    echo_to(&lab.outside, SocketAddr::new(IpAddr::V6(a), 9000)).expect("the container's own address");
+    netpath_tests::tcp_echo_to(&lab.outside, SocketAddr::new(IpAddr::V6(a), 9000))
+        .expect("the container's own address");
     let peers = server.join().unwrap();
     assert!(peers.iter().all(|p| p.ip() == IpAddr::V6(OUTSIDE_IP6)), "{peers:?}");
     // What the published container opens itself still leaves with its own address.
@@ -685,21 +663,28 @@ fn a_published_port_on_a_routed_prefix_answers_with_the_node_address() {
 fn a_container_reaches_a_port_published_on_ipv6_through_the_node_address() {
     use std::net::{IpAddr, SocketAddr};
     let lab = lab_with_uplink6_of(&["--pod-cidr6", POD_CIDR6], &["a", "b"]);
-    let server = echo_n(&lab.containers[1], SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), 9000), 2);
+    let server = netpath_tests::tcp_echo_peers(
+        &lab.containers[1],
+        SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), 9000),
+        2,
+    );
     lab.netpath_ok(&["port", "add", "8080", "b:9000"]);
-    let forwarded = snmp6(&lab.node, "Ip6OutForwDatagrams");
+    let forwarded = lab.node.snmp6("Ip6OutForwDatagrams");
     let before = lab.stats();
     // Twice: the second connection's port may reuse the first's tuple in TIME_WAIT.
     for _ in 0..2 {
-        echo_to(&lab.containers[0], SocketAddr::new(IpAddr::V6(NODE_UPLINK_IP6), 8080))
+        netpath_tests::tcp_echo_to(&lab.containers[0], SocketAddr::new(IpAddr::V6(NODE_UPLINK_IP6), 8080))
             .unwrap_or_else(|e| panic!("a to [node]:8080 (hairpin): {e}\n{}", lab.agent_log()));
     }
     let peers = server.join().unwrap();
     assert!(peers.iter().all(|p| p.ip() == IpAddr::V6(ip6_of(&lab, "a"))), "a's address kept: {peers:?}");
     // The datapath did it: the node's stack forwarded nothing, the flows are DNAT ones.
-    assert_eq!(snmp6(&lab.node, "Ip6OutForwDatagrams"), forwarded);
+    assert_eq!(lab.node.snmp6("Ip6OutForwDatagrams"), forwarded);
     assert_eq!(lab.stats().reason("dnat-new-flow") - before.reason("dnat-new-flow"), 2);
     // b still reaches a directly, and a port b does not publish is the node's.
     assert!(ping6(&lab.containers[1], ip6_of(&lab, "a"), None));
-    assert!(refused(echo_to(&lab.containers[0], SocketAddr::new(IpAddr::V6(NODE_UPLINK_IP6), 8081))));
+    assert!(refused(netpath_tests::tcp_echo_to(
+        &lab.containers[0],
+        SocketAddr::new(IpAddr::V6(NODE_UPLINK_IP6), 8081)
+    )));
 }

@@ -4,10 +4,8 @@
 //! node's FORWARD policy is DROP and its nat table is empty, so netfilter carries none
 //! of it.
 use std::{
-    io::{Read as _, Write as _},
-    net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream},
+    net::{IpAddr, Ipv4Addr, SocketAddrV4},
     process::Command,
-    time::Duration,
 };
 
 use netpath_tests::{Lab, NODE_UPLINK_IP, OUTSIDE_IP};
@@ -33,44 +31,6 @@ fn route_back(lab: &Lab) {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
-/// A TCP server on `addr` in `ns` that echoes one message per connection, `n`
-/// connections; returns their peers.
-fn echo_n(
-    ns: &netpath_tests::Netns,
-    addr: SocketAddrV4,
-    n: usize,
-) -> std::thread::JoinHandle<Vec<SocketAddr>> {
-    let listener = ns.run(move || TcpListener::bind(addr)).join().unwrap().expect("bind");
-    std::thread::spawn(move || {
-        (0..n)
-            .map(|_| {
-                let (mut s, peer) = listener.accept().unwrap();
-                let mut buf = [0u8; 5];
-                s.read_exact(&mut buf).unwrap();
-                s.write_all(&buf).unwrap();
-                peer
-            })
-            .collect()
-    })
-}
-
-/// One echo from `ns` to `to`.
-fn echo_to(ns: &netpath_tests::Netns, to: SocketAddrV4) -> std::io::Result<()> {
-    ns.run(move || {
-        let mut s = TcpStream::connect_timeout(&to.into(), Duration::from_secs(3))?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        s.write_all(b"hello")?;
-        let mut buf = [0u8; 5];
-        s.read_exact(&mut buf)?;
-        if &buf != b"hello" {
-            return Err(std::io::Error::other("echoed bytes differ"));
-        }
-        Ok(())
-    })
-    .join()
-    .unwrap()
-}
-
 #[test]
 fn ipv4_on_a_routed_prefix_leaves_and_arrives_with_the_container_address() {
     let (lab, a) = lab_with(&["--masquerade", "false"]);
@@ -80,19 +40,20 @@ fn ipv4_on_a_routed_prefix_leaves_and_arrives_with_the_container_address() {
     let forwarded = lab.node.snmp("Ip", "ForwDatagrams");
     // Without a route back to the pod CIDR the outside cannot answer: nothing is
     // translated.
-    let server = echo_n(&lab.outside, SocketAddrV4::new(OUTSIDE_IP, 9000), 1);
+    let server = netpath_tests::tcp_echo_peers(&lab.outside, SocketAddrV4::new(OUTSIDE_IP, 9000), 1);
     assert!(
-        echo_to(&lab.containers[0], SocketAddrV4::new(OUTSIDE_IP, 9000)).is_err(),
+        netpath_tests::tcp_echo_to(&lab.containers[0], SocketAddrV4::new(OUTSIDE_IP, 9000)).is_err(),
         "answered untranslated?"
     );
     route_back(&lab);
-    echo_to(&lab.containers[0], SocketAddrV4::new(OUTSIDE_IP, 9000))
+    netpath_tests::tcp_echo_to(&lab.containers[0], SocketAddrV4::new(OUTSIDE_IP, 9000))
         .unwrap_or_else(|e| panic!("TCP on a routed prefix: {e}\n{}", lab.agent_log()));
     assert_eq!(server.join().unwrap()[0].ip(), IpAddr::V4(a), "the outside saw another address");
     // The outside reaches the container by its address (ICMP, and TCP to its port).
     assert!(lab.outside.ping(a, 2), "ping from the outside\n{}", lab.agent_log());
-    let server = echo_n(&lab.containers[0], SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 9001), 1);
-    echo_to(&lab.outside, SocketAddrV4::new(a, 9001))
+    let server =
+        netpath_tests::tcp_echo_peers(&lab.containers[0], SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 9001), 1);
+    netpath_tests::tcp_echo_to(&lab.outside, SocketAddrV4::new(a, 9001))
         .unwrap_or_else(|e| panic!("TCP from the outside to {a}: {e}\n{}", lab.agent_log()));
     assert_eq!(server.join().unwrap()[0].ip(), IpAddr::V4(OUTSIDE_IP));
     // The datapath did it, untranslated: the node's stack forwarded nothing (its policy
@@ -107,19 +68,21 @@ fn ipv4_on_a_routed_prefix_leaves_and_arrives_with_the_container_address() {
 fn a_published_port_on_a_routed_prefix_answers_with_the_node_address() {
     let (lab, a) = lab_with(&["--masquerade", "false"]);
     route_back(&lab);
-    let server = echo_n(&lab.containers[0], SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 9000), 2);
+    let server =
+        netpath_tests::tcp_echo_peers(&lab.containers[0], SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 9000), 2);
     lab.netpath_ok(&["port", "add", "8080", "a:9000"]);
     // To the node's address: the reply must leave translated back, or the client's
     // stack would not know it.
-    echo_to(&lab.outside, SocketAddrV4::new(NODE_UPLINK_IP, 8080))
+    netpath_tests::tcp_echo_to(&lab.outside, SocketAddrV4::new(NODE_UPLINK_IP, 8080))
         .unwrap_or_else(|e| panic!("published port on a routed prefix: {e}\n{}", lab.agent_log()));
     // To the container's own address: routed, both ways untranslated.
-    echo_to(&lab.outside, SocketAddrV4::new(a, 9000)).expect("the container's own address");
+    netpath_tests::tcp_echo_to(&lab.outside, SocketAddrV4::new(a, 9000))
+        .expect("the container's own address");
     let peers = server.join().unwrap();
     assert!(peers.iter().all(|p| p.ip() == IpAddr::V4(OUTSIDE_IP)), "{peers:?}");
     // What the published container opens itself leaves with its own address.
-    let server = echo_n(&lab.outside, SocketAddrV4::new(OUTSIDE_IP, 9001), 1);
-    echo_to(&lab.containers[0], SocketAddrV4::new(OUTSIDE_IP, 9001))
+    let server = netpath_tests::tcp_echo_peers(&lab.outside, SocketAddrV4::new(OUTSIDE_IP, 9001), 1);
+    netpath_tests::tcp_echo_to(&lab.containers[0], SocketAddrV4::new(OUTSIDE_IP, 9001))
         .unwrap_or_else(|e| panic!("TCP out of a published container: {e}\n{}", lab.agent_log()));
     assert_eq!(server.join().unwrap()[0].ip(), IpAddr::V4(a), "the routed prefix was masqueraded");
 }
@@ -130,8 +93,8 @@ fn masquerading_stays_the_default() {
     let cfg = lab.netpath_ok(&["map", "dump", "NODE_CONFIG", "-o", "json"]);
     assert!(cfg.contains("\"masquerade\":true"), "{cfg}");
     route_back(&lab);
-    let server = echo_n(&lab.outside, SocketAddrV4::new(OUTSIDE_IP, 9000), 1);
-    echo_to(&lab.containers[0], SocketAddrV4::new(OUTSIDE_IP, 9000))
+    let server = netpath_tests::tcp_echo_peers(&lab.outside, SocketAddrV4::new(OUTSIDE_IP, 9000), 1);
+    netpath_tests::tcp_echo_to(&lab.containers[0], SocketAddrV4::new(OUTSIDE_IP, 9000))
         .unwrap_or_else(|e| panic!("TCP masqueraded: {e}\n{}", lab.agent_log()));
     assert_eq!(server.join().unwrap()[0].ip(), IpAddr::V4(NODE_UPLINK_IP), "not masqueraded");
 }
