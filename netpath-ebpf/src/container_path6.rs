@@ -27,7 +27,7 @@ use netpath_common::{
     conntrack::{NODE6_F_MASQUERADE, NODE_F_IPV6},
     maps::{TAIL_CONTAINER_NAT6, TAIL_TO_OTHER_NODE6},
     trace::HOP_FROM_CONTAINER,
-    Endpoint6Key, Ip6, Reason, ENDPOINT_F_BRIDGED, ENDPOINT_F_NETKIT, ENDPOINT_F_PUBLISHED,
+    Endpoint6Key, EndpointInfo, Ip6, Reason, ENDPOINT_F_BRIDGED, ENDPOINT_F_NETKIT, ENDPOINT_F_PUBLISHED,
 };
 use network_types::eth::EthHdr;
 
@@ -87,7 +87,10 @@ fn try_container_path6(ctx: &TcContext) -> Result<(i32, Reason), Reason> {
         return Err(Reason::DropSpoofedSource);
     }
     counters::endpoint_tx(sender.counter_slot, ctx.len());
-    if sender.flags & ENDPOINT_F_BRIDGED != 0 || dst[0] == 0xff || link_local(&src) || link_local(&dst) {
+    if sender.flags & ENDPOINT_F_BRIDGED != 0 {
+        return bridged(ctx, ifindex, &sender, src, dst, ip[ipv6::HOP_LIMIT], ip[ipv6::NEXT_HDR]);
+    }
+    if dst[0] == 0xff || link_local(&src) || link_local(&dst) {
         return Ok((PASS, Reason::PassedToStack));
     }
     // We are the container's router: hop limit - 1 (IPv6 has no header checksum); a
@@ -185,4 +188,77 @@ fn addr(ip: &[u8; ipv6::LEN], at: usize) -> [u8; 16] {
 #[inline(always)]
 fn link_local(a: &[u8; 16]) -> bool {
     a[0] == 0xfe && a[1] & 0xc0 == 0x80
+}
+
+/// A bridged sender's packet (`--mode bridge`: the bridge is its gateway). As for
+/// IPv4, unicast already addressed to a local container's own MAC skips the bridge,
+/// unchanged, exactly as the bridge would have delivered it; the rest of the pod prefix
+/// (the bridge's own address, frames for another MAC), link-local and multicast
+/// traffic is the bridge's. Beyond the pod prefix it leaves as a routed container's
+/// does (NAT66 or the routed prefix, the node's address, hairpins), past the node's
+/// forwarding. As IPv4's, this takes the bridge's MAC as the only one such a packet is
+/// sent to: the datapath does not know the bridge's MAC to check it.
+///
+/// A neighbour solicitation for a local container goes to that container alone,
+/// unchanged: through the bridge it would meet the node's ip6tables FORWARD chain
+/// wherever br_netfilter is loaded (Docker loads it, and its policy is often DROP),
+/// and containers could not resolve each other. Only the target answers one anyway.
+#[inline(always)]
+fn bridged(
+    ctx: &TcContext,
+    ifindex: u32,
+    sender: &EndpointInfo,
+    src: [u8; 16],
+    dst: [u8; 16],
+    hops: u8,
+    next_hdr: u8,
+) -> Result<(i32, Reason), Reason> {
+    let published = sender.flags & ENDPOINT_F_PUBLISHED != 0;
+    let hook = if sender.flags & ENDPOINT_F_NETKIT != 0 { Hook::NetkitXmit } else { Hook::TcIngress };
+    if next_hdr == ipv6::IPPROTO_ICMPV6 {
+        if let Some(target) = nd::solicited_target(ctx) {
+            // SAFETY: copied out at once; the agent only replaces whole entries.
+            if let Some(peer) = unsafe { ENDPOINTS6.get(Endpoint6Key::new(target)) }.copied() {
+                if peer.host_ifindex != ifindex {
+                    return forward::to_container(ctx, hook, &peer, false);
+                }
+            }
+        }
+    }
+    if dst[0] == 0xff {
+        return Ok((PASS, Reason::PassedToStack));
+    }
+    // SAFETY: copied out at once; the agent only replaces whole entries.
+    if let Some(peer) = unsafe { ENDPOINTS6.get(Endpoint6Key::new(dst)) }.copied() {
+        let eth: *const EthHdr = header(ctx, 0)?;
+        // SAFETY: bounds-checked by header().
+        if unsafe { (*eth).dst_addr } != peer.mac {
+            return Ok((PASS, Reason::PassedToStack));
+        }
+        // A container with published ports may be answering a hairpinned connection:
+        // its reply must get the node's address back. container_nat6 translates such a
+        // reply and delivers the rest as the peer's router (hop limit - 1). ICMPv6
+        // (neighbour discovery between the two, whose hop limit must stay 255) and
+        // link-local traffic stay L2.
+        let l2_only = next_hdr == ipv6::IPPROTO_ICMPV6 || link_local(&src) || link_local(&dst);
+        if published && hops > 1 && !l2_only {
+            // SAFETY: a tail call that succeeds does not return; the packet, unchanged,
+            // is then container_nat6's.
+            let _ = unsafe { PROGS6.tail_call(ctx, TAIL_CONTAINER_NAT6) };
+        }
+        return forward::to_container(ctx, hook, &peer, false);
+    }
+    if link_local(&src) || link_local(&dst) {
+        return Ok((PASS, Reason::PassedToStack));
+    }
+    let Some(cfg6) = NODE_CONFIG6.get(0) else {
+        return Ok((PASS, Reason::PassedToStack));
+    };
+    // The pod prefix is the bridge's; another node's pods are the node routes' (as in
+    // IPv4's bridge mode). A packet that would expire is the stack's, which sends the
+    // time-exceeded from the bridge, the container's router.
+    if (cfg6.pod_prefix != 0 && cfg6.in_pod_cidr(&dst)) || cfg6.in_cluster_cidr(&dst) || hops <= 1 {
+        return Ok((PASS, Reason::PassedToStack));
+    }
+    to_outside(ctx, ifindex, src, dst, hops, published)
 }

@@ -68,10 +68,14 @@ pub fn to_container(
             (*eth).dst_addr = peer.mac;
             (*eth).src_addr = peer.host_mac;
         }
-    } else {
-        // A bridged frame is addressed to the peer's MAC, not to the host veth it came
-        // in on, so the kernel marked it for another host; kernels before 6.x keep that
-        // mark across bpf_redirect_peer and the peer's stack drops the packet.
+    }
+    // A bridged frame is addressed to the peer's MAC or the bridge's, not to the host
+    // veth it came in on, so the kernel marked it for another host; kernels before 6.x
+    // keep that mark across bpf_redirect_peer and the peer's stack drops the packet
+    // (rewritten MACs too: a bridged container's hairpin). A routed frame, addressed to
+    // the host veth, pays one load, not the helper call.
+    // SAFETY: a field of our own skb's context, readable at tc.
+    if unsafe { (*ctx.skb.skb).pkt_type } != PACKET_HOST {
         // SAFETY: plain helper call on our skb.
         unsafe { bpf_skb_change_type(ctx.skb.skb, PACKET_HOST) };
     }

@@ -153,6 +153,16 @@ fn field(ip: &[u8; ipv6::LEN], at: usize) -> [u8; 16] {
     a
 }
 
+/// The target of the neighbour solicitation the packet (ICMPv6 right after the fixed
+/// header) is; None when it is none.
+#[inline(always)]
+pub fn solicited_target(ctx: &TcContext) -> Option<[u8; 16]> {
+    let msg = ptr_at::<NdMsg, _>(ctx, IPV6_L4_OFF).ok()?;
+    // SAFETY: bounds-checked by ptr_at.
+    let msg = unsafe { &*msg };
+    (msg.kind == NEIGHBOUR_SOLICITATION && msg.code == 0).then_some(msg.target)
+}
+
 /// The endpoint owning IPv6 address `addr`, if it lives behind `ifindex`.
 #[inline(always)]
 pub fn lookup_sender(addr: &[u8; 16], ifindex: u32) -> Option<EndpointInfo> {

@@ -253,6 +253,8 @@ pub struct Node<'a> {
     pub bridge: Option<&'a Link>,
     /// The container address's prefix (/32 routed, the pod CIDR's in bridge mode).
     pub prefix: u8,
+    /// The IPv6 pod CIDR, which gives a bridged container its IPv6 prefix and gateway.
+    pub pod_cidr6: Option<ipnet::Ipv6Net>,
     /// The node's main routing table, read once for a pass over many endpoints (dumped
     /// per endpoint, a thousand endpoints cost a million routes parsed); None: read it.
     pub routes: Option<&'a [link::Route]>,
@@ -294,10 +296,7 @@ pub async fn endpoint(node: &Node<'_>, rec: &EndpointRecord) -> Result<Vec<Drift
         out.push(Drift::IndexChanged { endpoint: endpoint.clone(), veth, index, was });
     }
     let (ifname, ip, prefix) = (rec.ifname.clone(), rec.ip, node.prefix);
-    let ip6 = rec
-        .ip6
-        .zip(crate::state::parse_mac(&rec.mac))
-        .map(|(ip6, mac)| (ip6, crate::state::link_local(&mac)));
+    let ip6 = rec.ipv6(node.pod_cidr6);
     let missing =
         netns::run_in(&ns, &rec.netns, move |h| link::container_drift(h, ifname, ip, prefix, ip6)).await?;
     if missing.iter().any(|m| m.starts_with("interface")) {

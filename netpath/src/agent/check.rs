@@ -50,6 +50,7 @@ impl Agent {
             attach: self.datapath.mode(),
             bridge: self.node.bridge.as_ref(),
             prefix: self.prefix(&rec),
+            pod_cidr6: self.pod_cidr6(),
             routes: None,
             routes6: None,
         };

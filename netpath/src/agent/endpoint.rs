@@ -123,6 +123,8 @@ pub(super) struct Builder {
     bridge: Option<u32>,
     temporary: String,
     prefix: u8,
+    /// The IPv6 pod CIDR: the container's IPv6 prefix and gateway in bridge mode.
+    pod_cidr6: Option<ipnet::Ipv6Net>,
     pub steps: Steps,
 }
 
@@ -177,7 +179,7 @@ impl Builder {
         // marked: a veth whose agent died in between is still known as its own.
         link::set_owner(&self.netlink, rec.host_ifindex, &self.mark, Some(&rec.host_ifname)).await?;
         self.steps.mark("mark");
-        configure_container(ns, rec, self.prefix).await?;
+        configure_container(ns, rec, self.prefix, self.pod_cidr6).await?;
         self.steps.mark("container");
         link::set_up(&self.netlink, rec.host_ifindex, &rec.host_ifname).await?;
         // In bridge mode the bridge's own prefix route reaches the container.
@@ -212,12 +214,21 @@ impl DelPlan {
 
 /// The container's side: interface up, addresses, routes (idempotent). IPv6 first:
 /// its settings must be in place before the interface first comes up.
-async fn configure_container(ns: &std::fs::File, rec: &EndpointRecord, prefix: u8) -> Result<(), AgentError> {
-    if let Some(ip6) = rec.ip6 {
-        let mac = parse_mac(&rec.mac)
-            .ok_or_else(|| AgentError::StoredMac { endpoint: rec.name.clone(), mac: rec.mac.clone() })?;
-        let (ifname, ll) = (rec.ifname.clone(), crate::state::link_local(&mac));
-        netns::run_in(ns, &rec.netns, move |h| link::configure_container6(h, ifname, ip6, ll)).await?;
+async fn configure_container(
+    ns: &std::fs::File,
+    rec: &EndpointRecord,
+    prefix: u8,
+    pod_cidr6: Option<ipnet::Ipv6Net>,
+) -> Result<(), AgentError> {
+    if rec.ip6.is_some() {
+        let v6 = rec.ipv6(pod_cidr6).ok_or_else(|| match parse_mac(&rec.mac) {
+            None => AgentError::StoredMac { endpoint: rec.name.clone(), mac: rec.mac.clone() },
+            // Only a bridge-mode record lacks what its IPv6 side needs: the pod CIDR,
+            // which every agent with IPv6 endpoints has (a start without it is refused).
+            Some(_) => AgentError::NoPodCidr6,
+        })?;
+        let ifname = rec.ifname.clone();
+        netns::run_in(ns, &rec.netns, move |h| link::configure_container6(h, ifname, v6)).await?;
     }
     let (ifname, ip, gateway) = (rec.ifname.clone(), rec.ip, rec.gateway);
     netns::run_in(ns, &rec.netns, move |h| link::configure_container(h, ifname, ip, prefix, gateway)).await?;
@@ -342,6 +353,7 @@ impl Agent {
             bridge: self.node.bridge.as_ref().map(|b| b.index),
             temporary,
             prefix: self.prefix(rec),
+            pod_cidr6: self.pod_cidr6(),
             steps,
         }
     }
@@ -437,7 +449,12 @@ impl Agent {
         ns: &std::fs::File,
         rec: &EndpointRecord,
     ) -> Result<(), AgentError> {
-        configure_container(ns, rec, self.prefix(rec)).await
+        configure_container(ns, rec, self.prefix(rec), self.pod_cidr6()).await
+    }
+
+    /// The IPv6 pod CIDR, when the agent has one.
+    pub(super) fn pod_cidr6(&self) -> Option<ipnet::Ipv6Net> {
+        self.endpoints.ipam6().map(|i| i.cidr())
     }
 
     /// The container address's prefix: /32 when routed (every packet goes to the

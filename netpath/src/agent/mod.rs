@@ -193,8 +193,6 @@ pub enum AgentError {
     NoUnderlayAddress6 { uplink: Option<String> },
     #[error("this agent runs without --store: there is no cluster to ask")]
     NotClustered,
-    #[error("--pod-cidr6 needs --mode routed for now: in bridge mode the bridge, not the datapath, is the gateway")]
-    Ipv6NeedsRouted,
     #[error(
         "endpoint {endpoint} has IPv6 address {ip} outside --pod-cidr6 ({cidr}); keep the old IPv6 pod CIDR or delete the endpoints first"
     )]

@@ -2,7 +2,7 @@
 //! networks, find the uplink, then give the gateway address a home. Everything that is
 //! only looked at comes first ([`plan`]); what changes the node ([`apply`]) is recorded
 //! in an [`Undo`] so that a start that fails later leaves the node as it was.
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::Ipv4Net;
 use rtnetlink::Handle;
@@ -11,7 +11,7 @@ use tracing::{info, warn};
 use super::AgentError;
 use crate::{
     plumbing::link::{self, Link},
-    state::{Ipam, Mode},
+    state::{Ipam, Ipam6, Mode},
 };
 
 /// What the agent learned about the node.
@@ -159,7 +159,7 @@ pub async fn address6_of(handle: &Handle, index: u32) -> Result<Option<std::net:
 #[derive(Default)]
 pub struct Undo {
     /// (link index, address, prefix) added by this start.
-    addresses: Vec<(u32, Ipv4Addr, u8)>,
+    addresses: Vec<(u32, IpAddr, u8)>,
     /// The bridge, when this start created it.
     bridge: Option<u32>,
     /// The VXLAN device, when this start created it.
@@ -181,11 +181,12 @@ impl Undo {
     }
 }
 
-/// Gives the gateway address a home (lo in routed mode, the bridge in bridge mode),
-/// recording each change in `undo`.
+/// Gives the gateway address a home (lo in routed mode, the bridge in bridge mode, and
+/// there the IPv6 pod CIDR's first address too, `ipam6`), recording each change in `undo`.
 pub async fn apply(
     handle: &Handle,
     ipam: &Ipam,
+    ipam6: Option<&Ipam6>,
     node: &mut Node,
     bridge_name: &str,
     undo: &mut Undo,
@@ -203,7 +204,7 @@ pub async fn apply(
             let lo = link::get(handle, "lo").await?.ok_or(AgentError::NoLoopback)?;
             if !had(lo.index, 32).await? {
                 link::add_address(handle, lo.index, "lo", gateway, 32).await?;
-                undo.addresses.push((lo.index, gateway, 32));
+                undo.addresses.push((lo.index, gateway.into(), 32));
             }
         }
         Mode::Bridge => {
@@ -215,7 +216,19 @@ pub async fn apply(
             let prefix = ipam.cidr().prefix_len();
             if !had(br.index, prefix).await? {
                 link::add_address(handle, br.index, &br.name, gateway, prefix).await?;
-                undo.addresses.push((br.index, gateway, prefix));
+                undo.addresses.push((br.index, gateway.into(), prefix));
+            }
+            if let Some(ipam6) = ipam6 {
+                // The containers' IPv6 gateway, as docker0's; without duplicate address
+                // detection, as the containers' own: usable at once.
+                let (gateway6, prefix6) = (ipam6.gateway(), ipam6.cidr().prefix_len());
+                let had6 = link::addresses6(handle).await?.iter().any(|a| {
+                    a.index == br.index && a.net.addr() == gateway6 && a.net.prefix_len() == prefix6
+                });
+                if !had6 {
+                    link::add_address6(handle, br.index, &br.name, gateway6, prefix6).await?;
+                    undo.addresses.push((br.index, gateway6.into(), prefix6));
+                }
             }
             link::set_up(handle, br.index, &br.name).await?;
             node.bridge = Some(br);

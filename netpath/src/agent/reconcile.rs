@@ -136,6 +136,7 @@ impl Agent {
                 attach: self.datapath.mode(),
                 bridge: self.node.bridge.as_ref(),
                 prefix: self.prefix(rec),
+                pod_cidr6: self.pod_cidr6(),
                 routes: Some(&routes),
                 routes6: Some(&routes6),
             })

@@ -161,9 +161,6 @@ async fn survey_node(config: &AgentConfig, bpffs_dir: &Path, joined: Joined) -> 
             cidr: pod_cidr,
         });
     }
-    if pod_cidr6.is_some() && config.mode == Mode::Bridge {
-        return Err(AgentError::Ipv6NeedsRouted);
-    }
     if let Some(other) =
         endpoints.all().iter().find(|e| e.ip6.is_some_and(|ip6| !pod_cidr6.is_some_and(|c| c.contains(&ip6))))
     {
@@ -299,7 +296,8 @@ async fn bring_up(
         ..
     } = config;
     paths.bpffs_dir = bpffs_dir;
-    node::apply(&netlink, endpoints.ipam(), &mut node, &bridge_name, &mut undo.node).await?;
+    node::apply(&netlink, endpoints.ipam(), endpoints.ipam6(), &mut node, &bridge_name, &mut undo.node)
+        .await?;
     if cluster.as_ref().is_some_and(|m| m.record().tunnel == crate::cluster::Tunnel::Vxlan) {
         node.tunnel = Some(node::ensure_tunnel(&netlink, &mut undo.node).await?);
     }

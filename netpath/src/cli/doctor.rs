@@ -282,6 +282,7 @@ async fn endpoints(r: &mut Report, node: &Node) -> anyhow::Result<()> {
     };
     let routes = link::main_routes(&node.nl).await?;
     let routes6 = link::host_routes6(&node.nl).await?;
+    let pod_cidr6 = node.pod_cidr6();
     for e in &node.endpoints {
         let check = format!("endpoint {}", e.name);
         let prefix = if e.mode == Mode::Bridge { node.pod_prefix() } else { 32 };
@@ -293,6 +294,7 @@ async fn endpoints(r: &mut Report, node: &Node) -> anyhow::Result<()> {
             attach: node.attach,
             bridge: None,
             prefix,
+            pod_cidr6,
             routes: Some(&routes),
             routes6: Some(&routes6),
         };
@@ -327,6 +329,16 @@ impl Node {
 
     fn pod_prefix(&self) -> u8 {
         self.pod_cidr().map_or(32, |c| c.prefix_len())
+    }
+
+    /// The IPv6 pod CIDR as the pins hold it; None without one (or its pin unreadable:
+    /// bridged endpoints' IPv6 side then goes unchecked rather than checked wrongly).
+    fn pod_cidr6(&self) -> Option<ipnet::Ipv6Net> {
+        let cfg6 = self.inspector.node_config6().ok()?;
+        if cfg6.pod_prefix == 0 {
+            return None;
+        }
+        ipnet::Ipv6Net::new(std::net::Ipv6Addr::from(cfg6.pod_net), cfg6.pod_prefix).ok().map(|n| n.trunc())
     }
 }
 

@@ -15,6 +15,7 @@ use rtnetlink::{
 };
 
 use super::{errno, PlumbingError};
+use crate::state::ContainerIpv6;
 
 /// A link as netpath needs to know it.
 #[derive(Clone, Debug, Default)]
@@ -128,20 +129,23 @@ pub async fn set_owner(
     }
 }
 
-/// Removes `ip/prefix` from a link; absent is fine.
+/// Removes `ip/prefix` (either family) from a link; absent is fine.
 pub async fn delete_address(
     handle: &Handle,
     index: u32,
-    ip: Ipv4Addr,
+    ip: std::net::IpAddr,
     prefix: u8,
 ) -> Result<(), PlumbingError> {
     use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
     let mut msg = AddressMessage::default();
-    msg.header.family = rtnetlink::packet_route::AddressFamily::Inet;
+    msg.header.family = match ip {
+        std::net::IpAddr::V4(_) => rtnetlink::packet_route::AddressFamily::Inet,
+        std::net::IpAddr::V6(_) => rtnetlink::packet_route::AddressFamily::Inet6,
+    };
     msg.header.index = index;
     msg.header.prefix_len = prefix;
-    msg.attributes.push(AddressAttribute::Local(ip.into()));
-    msg.attributes.push(AddressAttribute::Address(ip.into()));
+    msg.attributes.push(AddressAttribute::Local(ip));
+    msg.attributes.push(AddressAttribute::Address(ip));
     match handle.address().del(msg).execute().await {
         Err(e) if errno(&e) != Some(libc::EADDRNOTAVAIL) && errno(&e) != Some(libc::ENODEV) => {
             Err(PlumbingError::netlink(format!("failed to remove {ip}/{prefix} from link {index}"))(e))
@@ -406,13 +410,13 @@ pub const CONTAINER_SYSCTLS6: [(&str, &str); 3] =
 /// makes itself (addr_gen_mode none) and no duplicate address detection (accept_dad 0,
 /// and every address added "nodad"): its link-local address is the EUI-64 one of its
 /// MAC, which the datapath knows it by, and neither address waits a second or more as
-/// tentative, nor can another container's probe stall it. Then its address (a /128,
-/// everything goes to the gateway) and the default route through fe80::1.
+/// tentative, nor can another container's probe stall it. Then its address (routed a
+/// /128, everything goes to the gateway fe80::1; in bridge mode the pod prefix's, with
+/// the bridge's address as gateway) and the default route.
 pub async fn configure_container6(
     handle: Handle,
     ifname: String,
-    ip6: Ipv6Addr,
-    link_local: Ipv6Addr,
+    v6: ContainerIpv6,
 ) -> Result<(), PlumbingError> {
     let conf = |key: &str| format!("net/ipv6/conf/{ifname}/{key}");
     if super::sysctl::get(&conf("disable_ipv6")).is_err() {
@@ -422,10 +426,10 @@ pub async fn configure_container6(
         super::sysctl::set(&conf(key), value)?;
     }
     let eth = get(&handle, &ifname).await?.ok_or_else(|| PlumbingError::LinkNotFound(ifname.clone()))?;
-    add_address6(&handle, eth.index, &ifname, link_local, 64).await?;
-    add_address6(&handle, eth.index, &ifname, ip6, 128).await?;
+    add_address6(&handle, eth.index, &ifname, v6.link_local, 64).await?;
+    add_address6(&handle, eth.index, &ifname, v6.ip, v6.prefix).await?;
     set_up(&handle, eth.index, &ifname).await?;
-    let gateway = Ipv6Addr::from(netpath_common::GATEWAY6);
+    let gateway = v6.gateway;
     let default = RouteMessageBuilder::<Ipv6Addr>::new()
         .destination_prefix(Ipv6Addr::UNSPECIFIED, 0)
         .gateway(gateway)
@@ -440,8 +444,9 @@ pub async fn configure_container6(
         .map_err(PlumbingError::netlink(format!("failed to add IPv6 default route via {gateway}")))
 }
 
-/// An IPv6 address without duplicate address detection (IFA_F_NODAD).
-async fn add_address6(
+/// An IPv6 address without duplicate address detection (IFA_F_NODAD); already present
+/// is fine.
+pub async fn add_address6(
     handle: &Handle,
     index: u32,
     name: &str,
@@ -457,15 +462,14 @@ async fn add_address6(
 }
 
 /// What is missing inside a container of [`configure_container`]'s work (and of
-/// [`configure_container6`]'s, given the IPv6 address and link-local address); empty
-/// when nothing is. Only what netpath put there is checked. Runs in the container's
+/// [`configure_container6`]'s, given its IPv6 side); empty when nothing is. Only what netpath put there is checked. Runs in the container's
 /// namespace: its sysctls are read from this thread's /proc/sys/net.
 pub async fn container_drift(
     handle: Handle,
     ifname: String,
     ip: Ipv4Addr,
     prefix: u8,
-    ip6: Option<(Ipv6Addr, Ipv6Addr)>,
+    ip6: Option<ContainerIpv6>,
 ) -> Result<Vec<String>, PlumbingError> {
     let Some(eth) = get(&handle, &ifname).await? else {
         return Ok(vec![format!("interface {ifname}")]);
@@ -482,7 +486,7 @@ pub async fn container_drift(
     if !routes.iter().any(|r| r.dst.prefix_len() == 0 && r.oif == Some(eth.index)) {
         missing.push(format!("default route on {ifname}"));
     }
-    if let Some((ip6, link_local)) = ip6 {
+    if let Some(v6) = ip6 {
         // The settings first: one changed (duplicate address detection back on, the
         // kernel making addresses, IPv6 off) is often why the rest is missing.
         for (key, want) in CONTAINER_SYSCTLS6 {
@@ -498,7 +502,7 @@ pub async fn container_drift(
             }
         }
         let addrs6 = addresses6(&handle).await?;
-        for (addr, prefix) in [(ip6, 128), (link_local, 64)] {
+        for (addr, prefix) in [(v6.ip, v6.prefix), (v6.link_local, 64)] {
             match addrs6
                 .iter()
                 .find(|a| a.index == eth.index && a.net.addr() == addr && a.net.prefix_len() == prefix)

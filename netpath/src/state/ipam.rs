@@ -1,6 +1,7 @@
 //! Address management for the node's pod CIDR: the first host address is the
 //! containers' gateway, the rest are handed out lowest-first. The IPv6 pod CIDR works
-//! the same way, with its gateway outside it (fe80::1, link-local).
+//! the same way, with its gateway outside it (fe80::1, link-local) in routed mode, and
+//! its first host address, the bridge's, in bridge mode.
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnet::{Ipv4Net, Ipv6Net};
@@ -69,8 +70,9 @@ impl Ipam {
 }
 
 /// The IPv6 pod CIDR (--pod-cidr6). Its first two addresses are kept back (the
-/// subnet-router anycast address and ::1, by habit a router's), although the
-/// containers' gateway is fe80::1; the rest are handed out lowest-first.
+/// subnet-router anycast address and ::1, by habit a router's: the bridge's in bridge
+/// mode, where it is the containers' gateway; routed, their gateway is fe80::1); the
+/// rest are handed out lowest-first.
 #[derive(Clone, Copy, Debug)]
 pub struct Ipam6 {
     cidr: Ipv6Net,
@@ -83,6 +85,11 @@ impl Ipam6 {
 
     pub fn cidr(&self) -> Ipv6Net {
         self.cidr
+    }
+
+    /// The bridge's address in bridge mode (::1 of the prefix), the containers' gateway.
+    pub fn gateway(&self) -> Ipv6Addr {
+        Ipv6Addr::from(u128::from(self.cidr.network()) + 1)
     }
 
     fn reserved(&self, ip: Ipv6Addr) -> bool {

@@ -198,8 +198,9 @@ pub struct EndpointRecord {
     pub ifname: String,
     pub ip: Ipv4Addr,
     pub gateway: Ipv4Addr,
-    /// The endpoint's IPv6 address, from --pod-cidr6 (its gateway is fe80::1); records
-    /// from before IPv6, and endpoints of an agent without --pod-cidr6, have none.
+    /// The endpoint's IPv6 address, from --pod-cidr6 (its gateway: see
+    /// [`EndpointRecord::ipv6`]); records from before IPv6, and endpoints of an agent
+    /// without --pod-cidr6, have none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip6: Option<Ipv6Addr>,
     pub mac: String,
@@ -210,6 +211,37 @@ pub struct EndpointRecord {
     /// The runtime's container ID, for endpoints a runtime added (CNI).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+}
+
+/// A container's IPv6 side as netpath configures it (and drift checks it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ContainerIpv6 {
+    pub ip: Ipv6Addr,
+    /// 128 when routed (everything goes to the gateway, i.e. into the datapath); the
+    /// IPv6 pod CIDR's in bridge mode, as docker0's.
+    pub prefix: u8,
+    /// The EUI-64 address of the container's MAC, which the datapath knows it by.
+    pub link_local: Ipv6Addr,
+    /// The default route's: fe80::1 when routed (answered by the datapath's neighbour
+    /// discovery); in bridge mode the bridge's address, as Docker's IPv6 gateway.
+    pub gateway: Ipv6Addr,
+}
+
+impl EndpointRecord {
+    /// The container's IPv6 side on a node whose IPv6 pod CIDR is `pod_cidr6`; None
+    /// without IPv6, with a MAC that is none (refused when written), or in bridge mode
+    /// without the pod CIDR its prefix and gateway come from.
+    pub fn ipv6(&self, pod_cidr6: Option<ipnet::Ipv6Net>) -> Option<ContainerIpv6> {
+        let (ip, mac) = (self.ip6?, parse_mac(&self.mac)?);
+        let (prefix, gateway) = match self.mode {
+            Mode::Routed => (128, Ipv6Addr::from(netpath_common::GATEWAY6)),
+            Mode::Bridge => {
+                let ipam = Ipam6::new(pod_cidr6?);
+                (ipam.cidr().prefix_len(), ipam.gateway())
+            }
+        };
+        Some(ContainerIpv6 { ip, prefix, link_local: link_local(&mac), gateway })
+    }
 }
 
 /// Where a port is published, as listings show it: `*:8080` for every address of the
@@ -257,6 +289,43 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn a_container_routes_ipv6_via_fe80_1_when_routed_and_via_the_bridge_in_bridge_mode() {
+        let rec = EndpointRecord {
+            name: "web".into(),
+            mode: Mode::Routed,
+            device: Device::Veth,
+            netns: "/run/netns/web".into(),
+            ifname: "eth0".into(),
+            ip: Ipv4Addr::new(10, 77, 0, 2),
+            gateway: Ipv4Addr::new(10, 77, 0, 1),
+            ip6: Some("fd00:77::2".parse().unwrap()),
+            mac: "0a:58:0a:4d:00:02".into(),
+            mtu: 1500,
+            host_ifname: "np0".into(),
+            host_ifindex: 7,
+            host_mac: "0e:00:00:00:00:01".into(),
+            owner: None,
+        };
+        let cidr6: ipnet::Ipv6Net = "fd00:77::/64".parse().unwrap();
+        let ll: Ipv6Addr = "fe80::858:aff:fe4d:2".parse().unwrap();
+        let ip: Ipv6Addr = "fd00:77::2".parse().unwrap();
+        let routed = rec.ipv6(Some(cidr6)).unwrap();
+        assert_eq!(
+            routed,
+            ContainerIpv6 { ip, prefix: 128, link_local: ll, gateway: "fe80::1".parse().unwrap() }
+        );
+        let bridged = EndpointRecord { mode: Mode::Bridge, ..rec.clone() };
+        let gateway: Ipv6Addr = "fd00:77::1".parse().unwrap();
+        assert_eq!(
+            bridged.ipv6(Some(cidr6)),
+            Some(ContainerIpv6 { ip, prefix: 64, link_local: ll, gateway })
+        );
+        // Without the prefix a bridged container's side is unknown; without IPv6 there is none.
+        assert_eq!(bridged.ipv6(None), None);
+        assert_eq!(EndpointRecord { ip6: None, ..rec }.ipv6(Some(cidr6)), None);
+    }
 
     fn port(host_ip: Option<&str>, host_port: u16) -> PortRecord {
         PortRecord {

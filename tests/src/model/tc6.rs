@@ -99,7 +99,10 @@ impl Model {
         }
         self.endpoint_tx(owner, len);
         // Multicast and link-local traffic is the link's, never routed.
-        if sender.flags & ENDPOINT_F_BRIDGED != 0 || dst[0] == 0xff || link_local(&src) || link_local(&dst) {
+        if sender.flags & ENDPOINT_F_BRIDGED != 0 {
+            return self.bridged6_step(p, ifindex, &sender, src, dst);
+        }
+        if dst[0] == 0xff || link_local(&src) || link_local(&dst) {
             return Ok(PASS);
         }
         // As the container's router: a packet that would expire is the stack's, which
@@ -118,6 +121,53 @@ impl Model {
         }
         p[HOP_LIMIT] -= 1;
         Ok(self.deliver_to_peer(p, peer_owner, &peer, true))
+    }
+
+    /// A bridged sender's packet: the bridge is its gateway. A neighbour solicitation
+    /// for another local container goes to that container alone, unchanged; unicast
+    /// addressed to a local container's own MAC skips the bridge (through conntrack
+    /// when the sender publishes ports, but for ICMPv6 and link-local traffic); what is
+    /// the pod prefix's, the cluster's, link-local, multicast or expiring is the
+    /// bridge's; the rest leaves as a routed container's does.
+    fn bridged6_step(
+        &mut self,
+        p: &mut [u8],
+        ifindex: u32,
+        sender: &EndpointInfo,
+        src: [u8; 16],
+        dst: [u8; 16],
+    ) -> Step {
+        let next_hdr = p[IP6 + 6];
+        if next_hdr == ICMPV6 && p.len() >= L4 + 24 && p[L4] == 135 && p[L4 + 1] == 0 {
+            if let Some((owner, peer)) = self.endpoint6(addr(p, L4 + 8)) {
+                if peer.host_ifindex != ifindex {
+                    return Ok(self.deliver_to_peer(p, owner, &peer, false));
+                }
+            }
+        }
+        if dst[0] == 0xff {
+            return Ok(PASS);
+        }
+        let hops = p[HOP_LIMIT];
+        let published = sender.flags & ENDPOINT_F_PUBLISHED != 0;
+        if let Some((owner, peer)) = self.endpoint6(dst) {
+            if p[0..6] != peer.mac {
+                return Ok(PASS);
+            }
+            let l2_only = next_hdr == ICMPV6 || link_local(&src) || link_local(&dst);
+            if published && hops > 1 && !l2_only {
+                return self.nat6_step(p);
+            }
+            return Ok(self.deliver_to_peer(p, owner, &peer, false));
+        }
+        let cfg6 = self.world6.config;
+        if link_local(&src) || link_local(&dst) {
+            return Ok(PASS);
+        }
+        if (cfg6.pod_prefix != 0 && cfg6.in_pod_cidr(&dst)) || cfg6.in_cluster_cidr(&dst) || hops <= 1 {
+            return Ok(PASS);
+        }
+        self.outside6_step(p, src, dst, published)
     }
 
     /// A container's packet for an address that is no local container (hop limit > 1);

@@ -641,6 +641,21 @@ impl Node {
                 hook: fc(&br1),
                 packet: from6(&br1, br2.mac, br1.ip6(), br2.ip6(), UDP, 64, &pkt::udp(9, 9, b"l2")),
             },
+            Seed {
+                name: "ipv6 bridged to the bridge's mac",
+                hook: fc(&br1),
+                packet: from6(&br1, br1.host_mac, br1.ip6(), br2.ip6(), UDP, 64, &pkt::udp(9, 9, b"l3")),
+            },
+            Seed {
+                name: "ipv6 bridged to the outside",
+                hook: fc(&br1),
+                packet: from6(&br1, br1.host_mac, br1.ip6(), OUTSIDE6, UDP, 64, &pkt::udp(9, 53, b"")),
+            },
+            Seed {
+                name: "ipv6 bridged neighbour solicitation for a peer",
+                hook: fc(&br1),
+                packet: solicitation(&br1, br1.ip6(), br2.ip6(), Some(br1.mac)),
+            },
             Seed { name: "ipv6 with a hop-by-hop header", hook: fc(&c), packet: seeds6[0].clone() },
             Seed { name: "ipv6 with a routing header", hook: fc(&c), packet: seeds6[1].clone() },
             Seed { name: "ipv6 fragment", hook: fc(&c), packet: seeds6[2].clone() },
