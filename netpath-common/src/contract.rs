@@ -350,10 +350,20 @@ pub mod program {
     pub const NODE_RECVMSG6: &str = "node_recvmsg6";
     pub const NODE_GETPEERNAME6: &str = "node_getpeername6";
     pub const LAYOUT_FLOOR: &str = "layout_floor";
+    pub const TO_SUBIF: &str = "to_subif";
 }
 
-pub const PROGRAMS: [ProgramSpec; 25] = [
-    ProgramSpec { name: program::FROM_CONTAINER, attach: Attach::TcIngress("each container's host veth") },
+pub const PROGRAMS: [ProgramSpec; 26] = [
+    ProgramSpec {
+        name: program::FROM_CONTAINER,
+        attach: Attach::TcIngress(
+            "each container's host veth (and the egress of a macvlan/ipvlan endpoint's interface, in its namespace)",
+        ),
+    },
+    ProgramSpec {
+        name: program::TO_SUBIF,
+        attach: Attach::TcIngress("a macvlan/ipvlan endpoint's interface, in its namespace"),
+    },
     ProgramSpec {
         name: program::CONTAINER_PATH,
         attach: Attach::TailCall("from_container, on every packet"),

@@ -80,6 +80,33 @@ pub const ENDPOINT_F_PUBLISHED: u16 = 2;
 /// host device instead, whose transmit hands them to the container's end.
 pub const ENDPOINT_F_NETKIT: u16 = 4;
 
+/// The endpoint's interface is a macvlan/ipvlan sub-interface of the node's uplink,
+/// made inside the container's namespace (`--mode macvlan|ipvlan`): there is no host
+/// device. `host_ifindex` is then that sub-interface's ifindex in the container's
+/// namespace, which the agent chooses unique among its endpoints (the datapath tells
+/// senders apart by it). from_container runs at the sub-interface's egress: it checks
+/// and counts what the container sends and leaves it to the driver, which switches it
+/// to a sibling or sends it out of the parent; to_subif, at its ingress, counts what
+/// arrives. Nothing may redirect to such an endpoint (its ifindex is another
+/// namespace's), so a node with these endpoints must route nothing to them itself: no
+/// veth endpoints beside them, no routed prefix or published port on the uplink.
+pub const ENDPOINT_F_SUBIF: u16 = 8;
+
+/// The bit every macvlan/ipvlan endpoint's interface index has set (the agent chooses
+/// them, [`subif_ifindex`]), and no device of the node's namespace: the kernel counts
+/// each namespace's indexes from 1, and a node makes nowhere near 2^30 devices. So the
+/// datapath knows from the ifindex alone, not from what the packet claims, that it runs
+/// at a sub-interface, whose frames go out on the real LAN.
+pub const SUBIF_IFINDEX_BASE: u32 = 0x4000_0000;
+
+/// The index of the macvlan/ipvlan interface of the endpoint at `addr` (as it sits in
+/// the IP header): [`SUBIF_IFINDEX_BASE`] with the address's low 24 bits, so unique
+/// among endpoints of one subnet of /8 or longer, and the same each time the interface
+/// is made again.
+pub const fn subif_ifindex(addr: [u8; 4]) -> u32 {
+    SUBIF_IFINDEX_BASE | (u32::from_be_bytes(addr) & 0x00ff_ffff)
+}
+
 /// When a rare event of one reason was last logged on a CPU, how many went unlogged
 /// since, and the last one's detail (bpf_fib_lookup's code, for instance).
 #[repr(C)]
@@ -141,7 +168,8 @@ mod tests {
     #[test]
     fn an_older_builds_u32_flags_read_as_the_same_flags_and_no_counter_slot() {
         // Earlier builds wrote `flags: u32` where `flags: u16, counter_slot: u16` sit now.
-        let old_flags: u32 = (ENDPOINT_F_BRIDGED | ENDPOINT_F_PUBLISHED | ENDPOINT_F_NETKIT) as u32;
+        let old_flags: u32 =
+            (ENDPOINT_F_BRIDGED | ENDPOINT_F_PUBLISHED | ENDPOINT_F_NETKIT | ENDPOINT_F_SUBIF) as u32;
         let mut raw = [0u8; 20];
         raw[16..].copy_from_slice(&old_flags.to_ne_bytes());
         // SAFETY: EndpointInfo is repr(C) plain data of exactly these 20 bytes.
@@ -150,6 +178,15 @@ mod tests {
             assert_eq!(info.flags as u32, old_flags);
             assert_eq!(info.counter_slot, 0);
         }
+    }
+
+    #[test]
+    fn a_subif_ifindex_is_in_the_subif_range_and_differs_by_address() {
+        assert_eq!(subif_ifindex([10, 77, 0, 8]), 0x404d_0008);
+        assert_ne!(subif_ifindex([10, 77, 0, 8]), subif_ifindex([10, 77, 1, 8]));
+        assert_eq!(subif_ifindex([255, 255, 255, 255]) & SUBIF_IFINDEX_BASE, SUBIF_IFINDEX_BASE);
+        // An ifindex is a positive int: the highest one made still is.
+        assert!(subif_ifindex([255, 255, 255, 255]) <= i32::MAX as u32);
     }
 
     #[test]

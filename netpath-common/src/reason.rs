@@ -68,6 +68,10 @@ pub enum Reason {
     /// node with a routed prefix: `--masquerade false` for IPv4, `--masquerade6 false`
     /// for IPv6), or into a container from the uplink the same way.
     Routed = 25,
+    /// What a macvlan/ipvlan endpoint's container sent, its source checked (address,
+    /// MAC, and for ARP the sender fields) and counted, left to the sub-interface's
+    /// driver, which switches it to a sibling or sends it out of the parent device.
+    PassedToParent = 26,
 }
 
 impl Reason {
@@ -77,7 +81,7 @@ impl Reason {
     }
 
     /// Number of reasons: the size of the per-reason counter array.
-    pub const COUNT: u32 = 26;
+    pub const COUNT: u32 = 27;
 
     pub const ALL: [Reason; Self::COUNT as usize] = [
         Reason::ForwardedToPeer,
@@ -106,6 +110,7 @@ impl Reason {
         Reason::NdAnswered,
         Reason::DropExtensionHeader,
         Reason::Routed,
+        Reason::PassedToParent,
     ];
 
     /// Stable name used by the CLI, metrics labels and docs.
@@ -137,6 +142,7 @@ impl Reason {
             Reason::NdAnswered => "nd-answered",
             Reason::DropExtensionHeader => "drop-extension-header",
             Reason::Routed => "routed",
+            Reason::PassedToParent => "passed-to-parent",
         }
     }
 
@@ -185,5 +191,7 @@ mod tests {
         assert_eq!(Reason::DropCtFull as u32, 19);
         assert_eq!(Reason::from_code(19), Some(Reason::DropCtFull));
         assert_eq!(Reason::DropCtFull.name(), "drop-ct-full");
+        assert_eq!(Reason::from_code(26), Some(Reason::PassedToParent));
+        assert_eq!(Reason::PassedToParent.name(), "passed-to-parent");
     }
 }

@@ -2,8 +2,14 @@
 //! asking for its gateway. Every request from a registered container is answered with
 //! the host veth's MAC, so all of the container's traffic reaches the datapath at L3 and
 //! the docker0 pitfall (a subnet owned by a bridge answering nobody) cannot happen.
+//! A macvlan/ipvlan endpoint's container sits on the parent's LAN instead: its ARP goes
+//! out unanswered, but every ARP claiming its address is checked, replies and
+//! announcements too, since on a LAN those poison the neighbours' caches as well; and
+//! from its interface no ARP may claim any other address.
 use aya_ebpf::{bindings::TC_ACT_SHOT, helpers::generated::bpf_redirect, programs::TcContext};
-use netpath_common::{EndpointInfo, EndpointKey, Reason, ENDPOINT_F_BRIDGED};
+use netpath_common::{
+    EndpointInfo, EndpointKey, Reason, ENDPOINT_F_BRIDGED, ENDPOINT_F_SUBIF, SUBIF_IFINDEX_BASE,
+};
 use network_types::{arp::ArpHdr, eth::EthHdr};
 
 use crate::packet::header;
@@ -18,6 +24,8 @@ pub enum ArpOutcome {
     Replied(i32),
     /// Not a request we answer (DAD probe, gratuitous ARP, reply): let the stack see it.
     Ignored,
+    /// A macvlan/ipvlan endpoint's own ARP, checked: the driver sends it on, unanswered.
+    ToParent,
 }
 
 /// Answers a request from the endpoint behind `ifindex`, after checking it is one.
@@ -30,12 +38,32 @@ pub fn respond(ctx: &TcContext, ifindex: u32) -> Result<ArpOutcome, Reason> {
     if arp.htype != HTYPE_ETHERNET || arp.ptype != PTYPE_IPV4 || arp.hlen != 6 || arp.plen != 4 {
         return Err(Reason::DropMalformed);
     }
-    // Address probes (sender 0.0.0.0) and announcements (target == sender) must get
-    // no answer, or duplicate address detection in the container would fail.
-    if arp.oper != ARP_REQUEST || arp.spa == [0; 4] || arp.spa == arp.tpa {
+    // Address probes (sender 0.0.0.0) claim no address; they and announcements (target
+    // == sender) must get no answer, or duplicate address detection in the container
+    // would fail.
+    if arp.spa == [0; 4] {
         return Ok(ArpOutcome::Ignored);
     }
-    let sender = lookup_sender(&arp.spa, ifindex).ok_or(Reason::DropSpoofedSource)?;
+    // SAFETY: the value is copied out at once; the agent only replaces whole entries.
+    let owner = unsafe { crate::maps::ENDPOINTS.get(EndpointKey::new(arp.spa)) }.copied();
+    if let Some(ep) = owner.filter(|e| e.flags & ENDPOINT_F_SUBIF != 0) {
+        // Only its own interface, with its own MAC in the frame and the message, may
+        // speak for a sub-interface endpoint's address, whatever the operation.
+        if ep.host_ifindex != ifindex || arp.sha != ep.mac || eth.src_addr != ep.mac {
+            return Err(Reason::DropSpoofedSource);
+        }
+        return Ok(ArpOutcome::ToParent);
+    }
+    // At a sub-interface (known by its index, not by the address claimed) the frame goes
+    // out on the real LAN: a claim of any other address, the LAN router's or one no
+    // endpoint has, would poison the neighbours' caches, whatever the operation.
+    if ifindex & SUBIF_IFINDEX_BASE != 0 {
+        return Err(Reason::DropSpoofedSource);
+    }
+    if arp.oper != ARP_REQUEST || arp.spa == arp.tpa {
+        return Ok(ArpOutcome::Ignored);
+    }
+    let sender = owner.filter(|e| e.host_ifindex == ifindex).ok_or(Reason::DropSpoofedSource)?;
     if arp.sha != sender.mac || eth.src_addr != sender.mac {
         return Err(Reason::DropSpoofedSource);
     }

@@ -28,6 +28,7 @@ use netpath_common::{
     maps::{TAIL_CONTAINER_NAT6, TAIL_TO_OTHER_NODE6},
     trace::HOP_FROM_CONTAINER,
     Endpoint6Key, EndpointInfo, Ip6, Reason, ENDPOINT_F_BRIDGED, ENDPOINT_F_NETKIT, ENDPOINT_F_PUBLISHED,
+    SUBIF_IFINDEX_BASE,
 };
 use network_types::eth::EthHdr;
 
@@ -51,10 +52,20 @@ pub fn container_path6(ctx: TcContext) -> i32 {
 
 #[inline(always)]
 fn try_container_path6(ctx: &TcContext) -> Result<(i32, Reason), Reason> {
+    let ifindex = ifindex(ctx);
+    // A macvlan/ipvlan container's frame goes out onto a real network: one that only
+    // the skb calls IPv6 (a raw socket chooses that) could be anything, VLAN-tagged
+    // included. (Its IPv6 is the network's otherwise: unchecked.)
+    if ifindex & SUBIF_IFINDEX_BASE != 0 {
+        let eth: *const EthHdr = header(ctx, 0)?;
+        // SAFETY: bounds-checked by header().
+        if unsafe { (*eth).ether_type } != ETH_P_IPV6.to_be() {
+            return Err(Reason::DropUnsupportedProtocol);
+        }
+    }
     if NODE_CONFIG.get(0).is_none_or(|c| c.flags & NODE_F_IPV6 == 0) {
         return Ok((PASS, Reason::PassedToStack));
     }
-    let ifindex = ifindex(ctx);
     let eth: *const EthHdr = header(ctx, 0)?;
     let ip: *const [u8; ipv6::LEN] = header(ctx, IP_OFF)?;
     // SAFETY: bounds-checked by header(); copied so later helper calls cannot invalidate it.

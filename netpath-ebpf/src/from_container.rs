@@ -12,6 +12,12 @@
 //! `--masquerade false`, left untranslated unless it is a tracked flow's reply) and
 //! routed out with the FIB;
 //! the node's own services get it through the stack.
+//! For a macvlan/ipvlan endpoint (`ENDPOINT_F_SUBIF`) the same program runs at the egress
+//! of the container's sub-interface, inside its namespace (skb->ifindex is then that
+//! interface's, which is what the endpoint entry holds): the source is checked as for a
+//! veth and the packet counted, then left to the driver (a sibling, or out of the
+//! parent): there is no host side for the datapath to route from. What is neither IPv4
+//! nor ARP (nor IPv6, container_path6's) does not leave there.
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
     macros::classifier,
@@ -21,7 +27,8 @@ use netpath_common::{
     conntrack::NODE_F_ROUTED,
     maps::{TAIL_CONTAINER_PATH, TAIL_CONTAINER_PATH6, TAIL_TO_OTHER_NODE},
     trace::HOP_FROM_CONTAINER,
-    EndpointKey, Reason, ENDPOINT_F_BRIDGED, ENDPOINT_F_NETKIT, ENDPOINT_F_PUBLISHED,
+    EndpointKey, Reason, ENDPOINT_F_BRIDGED, ENDPOINT_F_NETKIT, ENDPOINT_F_PUBLISHED, ENDPOINT_F_SUBIF,
+    SUBIF_IFINDEX_BASE,
 };
 use network_types::{
     eth::{EthHdr, EtherType},
@@ -85,8 +92,12 @@ fn try_from_container(ctx: &TcContext) -> Result<(i32, Reason), Reason> {
             return match arp::respond(ctx, ifindex)? {
                 ArpOutcome::Replied(action) => Ok((action, Reason::ArpReplied)),
                 ArpOutcome::Ignored => Ok((PASS, Reason::PassedToStack)),
+                ArpOutcome::ToParent => Ok((PASS, Reason::PassedToParent)),
             };
         }
+        // A sub-interface's frames go out of the parent onto the real LAN, where a VLAN
+        // tag would reach the switch's other VLANs and no other type has been checked.
+        _ if ifindex & SUBIF_IFINDEX_BASE != 0 => return Err(Reason::DropUnsupportedProtocol),
         // IPv6 comes here only as a frame whose type disagrees with the skb's protocol;
         // it and the rest are the stack's.
         _ => return Ok((PASS, Reason::PassedToStack)),
@@ -102,6 +113,10 @@ fn try_from_container(ctx: &TcContext) -> Result<(i32, Reason), Reason> {
     }
     let len = ctx.len();
     counters::endpoint_tx(sender.counter_slot, len);
+    // A sub-interface's own packet: checked and counted; where it goes is the driver's.
+    if sender.flags & ENDPOINT_F_SUBIF != 0 {
+        return Ok((PASS, Reason::PassedToParent));
+    }
     let bridged = sender.flags & ENDPOINT_F_BRIDGED != 0;
     let at = Sender {
         ifindex,

@@ -30,6 +30,7 @@ mod rare;
 mod tc_entry;
 mod to_other_node;
 mod to_other_node6;
+mod to_subif;
 mod tunnel;
 mod uplink_in;
 mod uplink_in6;

@@ -283,6 +283,9 @@ pub async fn endpoint(node: &Node<'_>, rec: &EndpointRecord) -> Result<Vec<Drift
         }
         Err(e) => return Err(e),
     };
+    if rec.mode.is_subif() {
+        return subif(node, rec, &ns).await;
+    }
     let host = match link::get(node.netlink, &rec.host_ifname).await? {
         None => return Ok(vec![Drift::HostVethGone { endpoint, veth: rec.host_ifname.clone() }]),
         Some(l) if l.index != rec.host_ifindex && !node.owner.marked(&l, &rec.name) => {
@@ -307,6 +310,51 @@ pub async fn endpoint(node: &Node<'_>, rec: &EndpointRecord) -> Result<Vec<Drift
         out.push(Drift::ContainerSide { endpoint: endpoint.clone(), missing });
     }
     out.extend(host_side(node, rec, &host).await?);
+    Ok(out)
+}
+
+/// A macvlan/ipvlan endpoint: everything is in its container: the interface (its
+/// index, which the datapath knows it by), address and routes, and the two programs.
+async fn subif(
+    node: &Node<'_>,
+    rec: &EndpointRecord,
+    ns: &std::fs::File,
+) -> Result<Vec<Drift>, PlumbingError> {
+    let endpoint = rec.name.clone();
+    let (ifname, ip, prefix, index) = (rec.ifname.clone(), rec.ip, node.prefix, rec.host_ifindex);
+    // No default route is wanted without a router (ipvlan L3 routes out of the device).
+    let want_default =
+        rec.gateway != Ipv4Addr::UNSPECIFIED || rec.ipvlan_mode == Some(crate::state::IpvlanMode::L3);
+    let (dev, mut missing, egress, ingress) = netns::run_in(ns, &rec.netns, move |h| async move {
+        let dev = link::get(&h, &ifname).await?;
+        let Some(d) = dev.clone().filter(|d| d.index == index) else {
+            return Ok((dev, Vec::new(), Vec::new(), Vec::new()));
+        };
+        let missing = link::container_drift(h.clone(), ifname, ip, prefix, None).await?;
+        let egress = link::bpf_filters(&h, d.index, true).await?;
+        let ingress = link::bpf_filters(&h, d.index, false).await?;
+        Ok((dev, missing, egress, ingress))
+    })
+    .await?;
+    let netns = rec.netns.display().to_string();
+    match dev {
+        None => return Ok(vec![Drift::PeerGone { endpoint, ifname: rec.ifname.clone(), netns }]),
+        Some(d) if d.index != index || !d.is_subif => {
+            return Ok(vec![Drift::ForeignLink { endpoint, name: d.name, index: d.index }]);
+        }
+        Some(_) => {}
+    }
+    missing.retain(|m| want_default || !m.starts_with("default route"));
+    let mut out = Vec::new();
+    if !missing.is_empty() {
+        out.push(Drift::ContainerSide { endpoint: endpoint.clone(), missing });
+    }
+    for (attached, program) in [(egress, program::FROM_CONTAINER), (ingress, program::TO_SUBIF)] {
+        if !attached.iter().any(|p| p == program) {
+            let subject = format!("endpoint {endpoint}");
+            out.push(Drift::ProgramDetached { subject, program, iface: rec.ifname.clone() });
+        }
+    }
     Ok(out)
 }
 

@@ -360,6 +360,44 @@ pub fn kernel_has_netkit() -> bool {
     false
 }
 
+/// Whether the running kernel makes ipvlan links (CONFIG_IPVLAN, built in or a module it
+/// loads on demand). When it does not, prints the runner's skip line as [`kernel_has`]
+/// does, with the kernel's own refusal. Told by what the kernel does, an ipvlan link
+/// made in a scratch namespace, not by netpath's code: a wrong check in the product then
+/// fails the ipvlan tests instead of skipping them. Probed once per test process.
+pub fn kernel_has_ipvlan() -> bool {
+    static PROBED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let Err(why) = PROBED.get_or_init(|| kernel_makes_link(&["ipvlan", "mode", "l2"])) else {
+        return true;
+    };
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    println!("netpath-test-skipped: kernel lacks ipvlan ({why}; running {})", release.trim());
+    false
+}
+
+/// Makes a link of `kind` (`ip link add ... type KIND...`) on a veth in a namespace of its
+/// own, which it then removes (with the links): Ok when the kernel made it, else what
+/// `ip` said. The parent is a veth because every kernel the tests run on has veth (the
+/// VM runner's preflight checks it), where dummy may be a module the guests lack.
+fn kernel_makes_link(kind: &[&str]) -> Result<(), String> {
+    require_root();
+    let ns = Netns::new(format!("{}-probe", lab_id(TEST_PREFIX)));
+    let ip = |args: &[&str]| {
+        let out = Command::new("ip").args(["-n", &ns.name]).args(args).output();
+        match out {
+            Ok(o) if o.status.success() => Ok(()),
+            Ok(o) => Err(format!(
+                "ip link add type {}: {}",
+                kind.join(" "),
+                String::from_utf8_lossy(&o.stderr).trim()
+            )),
+            Err(e) => Err(format!("cannot run ip: {e}")),
+        }
+    };
+    ip(&["link", "add", "probe0", "type", "veth", "peer", "name", "probe1"])?;
+    ip(&[&["link", "add", "sub0", "link", "probe0", "type"], kind].concat())
+}
+
 /// Does the kernel have the netkit driver, built in or as a loaded module? (A module
 /// not yet loaded counts as absent; Debian's 6.12 builds it in.)
 pub fn netkit_in_kernel() -> bool {
@@ -1261,6 +1299,37 @@ mod tests {
         drop(copy);
         assert!(!dir.exists(), "the copy was not removed");
         fs::remove_dir_all(&private).unwrap();
+    }
+
+    /// What the kernel holds a symbol of (a loaded module's included).
+    fn kallsyms_has(symbol: &str) -> bool {
+        let all = fs::read_to_string("/proc/kallsyms").unwrap();
+        all.lines().any(|l| l.split_whitespace().nth(2) == Some(symbol))
+    }
+
+    /// The scratch namespaces of this process still there.
+    fn probe_namespaces() -> Vec<String> {
+        let mine = format!("{TEST_PREFIX}{}x", std::process::id());
+        fs::read_dir("/run/netns")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(&mine) && n.ends_with("-probe"))
+            .collect()
+    }
+
+    #[test]
+    fn the_link_probe_tells_what_the_kernel_makes_and_leaves_no_namespace() {
+        require_root();
+        // Every kernel the tests run on has macvlan (the VM runner's preflight makes one).
+        assert_eq!(kernel_makes_link(&["macvlan", "mode", "bridge"]), Ok(()));
+        let err = kernel_makes_link(&["npnosuchkind"]).unwrap_err();
+        assert!(err.contains("type npnosuchkind: ") && err.len() > "type npnosuchkind: ".len(), "{err}");
+        // A second witness: an ipvlan link made loads the driver (or it is built in),
+        // whose symbols the kernel then lists; a refused one leaves none.
+        assert_eq!(kernel_has_ipvlan(), kallsyms_has("ipvlan_link_new"));
+        assert_eq!(probe_namespaces(), Vec::<String>::new(), "a probe namespace was left behind");
     }
 
     #[test]

@@ -1,11 +1,17 @@
-//! Packet-level tests of from_container with BPF_PROG_TEST_RUN: crafted packets in,
-//! the program's action and rewritten packet out. Each test runs in its own namespace,
-//! where the loopback device (ifindex 1) plays the container's host veth.
+//! Packet-level tests of from_container (and to_subif) with BPF_PROG_TEST_RUN: crafted
+//! packets in, the program's action and rewritten packet out. Each test runs in its own
+//! namespace, where the loopback device (ifindex 1) plays the container's host veth,
+//! and a veth with the index the agent would give one a macvlan/ipvlan endpoint's
+//! sub-interface. The last test attaches a sub-interface's programs in real container
+//! namespaces and sends real packets through them.
 use std::net::Ipv4Addr;
 
-use netpath::datapath::{Datapath, PacketRun};
-use netpath_common::{EndpointInfo, ENDPOINT_F_BRIDGED};
-use netpath_tests::model::{Model, World};
+use netpath::datapath::{program, Datapath, Inspector, PacketRun};
+use netpath_common::{subif_ifindex, EndpointInfo, ENDPOINT_F_BRIDGED, ENDPOINT_F_SUBIF};
+use netpath_tests::{
+    model::{Model, World},
+    pkt,
+};
 
 const TC_ACT_OK: u32 = 0;
 const TC_ACT_SHOT: u32 = 2;
@@ -107,9 +113,13 @@ fn icmp_echo(src_mac: [u8; 6], dst_mac: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr, t
 
 /// from_container on `packet` from a's veth; the model must agree on action and bytes.
 fn run(c: &mut Checked, packet: &[u8]) -> PacketRun {
-    let out =
-        c.dp.test_run(netpath::datapath::program::FROM_CONTAINER, packet, LO).expect("BPF_PROG_TEST_RUN");
-    c.model.from_container(packet, LO).assert_matches(out.action, &out.packet);
+    run_at(c, packet, LO)
+}
+
+/// from_container on `packet` from the device at `ifindex`, checked against the model.
+fn run_at(c: &mut Checked, packet: &[u8], ifindex: u32) -> PacketRun {
+    let out = c.dp.test_run(program::FROM_CONTAINER, packet, ifindex).expect("BPF_PROG_TEST_RUN");
+    c.model.from_container(packet, ifindex).assert_matches(out.action, &out.packet);
     out
 }
 
@@ -362,5 +372,378 @@ fn the_entrys_tail_call_costs_this_much_per_packet() {
             "ns per run, median (min-max) of 15 rounds: through from_container {} ({}-{}), container_path alone {} ({}-{})",
             entry[7], entry[0], entry[14], direct[7], direct[0], direct[14]
         );
+    });
+}
+
+/// v, a veth endpoint behind lo; the router on the LAN and a host there.
+const V_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 4);
+const V_MAC: [u8; 6] = [0x0a, 0x58, 10, 77, 0, 4];
+const LAN_ROUTER: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 1);
+const LAN_ROUTER_MAC: [u8; 6] = [0x0e, 0, 0, 0, 0, 0xfe];
+const OUTSIDE: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 2);
+/// a's and b's sub-interfaces, with the indexes the agent gives them: a's is a real
+/// device of the test's namespace (`sa`, made by [`with_subif`]), b's is never run at.
+const A_SUBIF: u32 = subif_ifindex(A_IP.octets());
+const B_SUBIF: u32 = subif_ifindex(B_IP.octets());
+
+/// A macvlan/ipvlan node's endpoints: a and b are sub-interface endpoints; v, a veth
+/// endpoint, is behind lo.
+fn subif_world() -> World {
+    let mut w = world(ENDPOINT_F_SUBIF);
+    w.endpoints[0].1.host_ifindex = A_SUBIF;
+    w.endpoints[1].1.host_ifindex = B_SUBIF;
+    w.endpoints.push((
+        V_IP,
+        EndpointInfo {
+            host_ifindex: LO,
+            mac: V_MAC,
+            host_mac: [0x0e, 0, 0, 0, 0, 4],
+            flags: 0,
+            counter_slot: 0,
+        },
+    ));
+    w
+}
+
+/// What a test of sub-interface endpoints sees: counters as the CLI reads them.
+struct Counted {
+    inspector: Inspector,
+}
+
+impl Counted {
+    fn reason(&self, r: netpath_common::Reason) -> u64 {
+        let all = self.inspector.reason_counters().unwrap();
+        all.iter().find(|c| c.reason == r.name()).unwrap().packets
+    }
+
+    /// (tx packets, tx bytes, rx packets, rx bytes) of the endpoint at `ip`.
+    fn endpoint(&self, ip: Ipv4Addr) -> (u64, u64, u64, u64) {
+        let all = self.inspector.endpoint_counters().unwrap();
+        let c = all.into_iter().find(|c| c.ip == ip).unwrap();
+        (c.tx_packets, c.tx_bytes, c.rx_packets, c.rx_bytes)
+    }
+}
+
+/// The datapath with [`subif_world`] registered, checked against the model; a's
+/// sub-interface (`sa`, at [`A_SUBIF`]: a test run needs a real device for its ifindex)
+/// and a spare device (`hs`) besides lo.
+fn with_subif(check: impl FnOnce(&mut Checked, &Counted) + Send + 'static) {
+    let a_subif = A_SUBIF.to_string();
+    netpath_tests::with_datapath_pins(
+        &[
+            &["link", "add", "sa", "index", &a_subif, "type", "veth", "peer", "name", "ca"],
+            &["link", "add", "hs", "type", "veth", "peer", "name", "cs"],
+        ],
+        |dp, pins| {
+            for (ip, info) in subif_world().endpoints {
+                dp.register(ip, info).unwrap();
+            }
+            let counted = Counted { inspector: Inspector::new(pins) };
+            check(&mut Checked { dp, model: Model::new(subif_world()) }, &counted);
+        },
+    )
+}
+
+/// from_container on `packet` from a's sub-interface.
+fn from_a(c: &mut Checked, packet: &[u8]) -> PacketRun {
+    run_at(c, packet, A_SUBIF)
+}
+
+/// to_subif on `packet` arriving at `ifindex`; the model must agree on action and bytes.
+fn to_subif(c: &mut Checked, packet: &[u8], ifindex: u32) -> PacketRun {
+    let out = c.dp.test_run(program::TO_SUBIF, packet, ifindex).expect("BPF_PROG_TEST_RUN");
+    c.model.to_subif(packet, ifindex).assert_matches(out.action, &out.packet);
+    out
+}
+
+fn udp(src_mac: [u8; 6], dst_mac: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
+    pkt::eth(
+        dst_mac,
+        src_mac,
+        pkt::ETH_IPV4,
+        &pkt::ipv4(src, dst, pkt::UDP, 64, &[], &pkt::udp(4000, 53, b"q")),
+    )
+}
+
+/// A sub-interface endpoint's own packets, to the LAN or to a sibling, leave as they
+/// are (no redirect, no TTL or MAC rewrite: the driver switches them), counted as its
+/// transmitted traffic and as passed-to-parent.
+#[test]
+fn a_subif_endpoints_own_packets_are_counted_and_left_to_the_driver_unchanged() {
+    use netpath_common::Reason;
+    with_subif(|c, counted| {
+        let out_to_lan = udp(A_MAC, LAN_ROUTER_MAC, A_IP, OUTSIDE);
+        let to_sibling = udp(A_MAC, B_MAC, A_IP, B_IP);
+        for p in [&out_to_lan, &to_sibling] {
+            let out = from_a(c, p);
+            assert_eq!((out.action, &out.packet), (TC_ACT_OK, p), "unchanged, to the driver");
+        }
+        let bytes = (out_to_lan.len() + to_sibling.len()) as u64;
+        assert_eq!(counted.endpoint(A_IP), (2, bytes, 0, 0), "a sent two");
+        assert_eq!(counted.endpoint(B_IP), (0, 0, 0, 0), "b received nothing from the datapath");
+        assert_eq!(counted.reason(Reason::PassedToParent), 2);
+        assert_eq!(counted.reason(Reason::ForwardedToPeer), 0);
+    });
+}
+
+/// Source validation holds at a sub-interface's egress: another address, an endpoint's
+/// address from another interface, or the right address from another MAC is dropped.
+#[test]
+fn a_subif_endpoint_cannot_send_in_another_name() {
+    use netpath_common::Reason;
+    with_subif(|c, counted| {
+        let not_an_endpoint = udp(A_MAC, LAN_ROUTER_MAC, Ipv4Addr::new(10, 77, 0, 99), OUTSIDE);
+        // b's address and MAC, but from a's interface.
+        let from_elsewhere = udp(B_MAC, LAN_ROUTER_MAC, B_IP, OUTSIDE);
+        let other_mac = udp([0x0a, 0, 0, 0, 0, 9], LAN_ROUTER_MAC, A_IP, OUTSIDE);
+        for p in [not_an_endpoint, from_elsewhere, other_mac] {
+            assert_eq!(from_a(c, &p).action, TC_ACT_SHOT);
+        }
+        assert_eq!(counted.reason(Reason::DropSpoofedSource), 3);
+        assert_eq!(counted.reason(Reason::PassedToParent), 0);
+        assert_eq!(counted.endpoint(A_IP), (0, 0, 0, 0), "nothing counted as a's");
+    });
+}
+
+/// A sub-interface endpoint sits on a real LAN: every ARP claiming its address, request,
+/// reply or announcement, must come from its interface with its MAC in the frame and the
+/// message, and goes out unanswered; a claim of its address from anywhere else is
+/// dropped, also from a veth endpoint. Address probes claim nothing and pass.
+#[test]
+fn arp_claiming_a_subif_endpoints_address_is_checked_in_every_operation_and_never_answered() {
+    use netpath_common::Reason;
+    with_subif(|c, counted| {
+        let request = arp(1, A_MAC, A_IP, GATEWAY);
+        let mut reply = arp(2, A_MAC, A_IP, B_IP);
+        reply[0..6].copy_from_slice(&B_MAC);
+        let announcement = arp(1, A_MAC, A_IP, A_IP);
+        for p in [&request, &reply, &announcement] {
+            let out = from_a(c, p);
+            assert_eq!((out.action, &out.packet), (TC_ACT_OK, p), "a's own ARP, unanswered and unchanged");
+        }
+        assert_eq!(counted.reason(Reason::PassedToParent), 3);
+
+        let probe = arp(1, A_MAC, Ipv4Addr::UNSPECIFIED, A_IP);
+        let out = from_a(c, &probe);
+        assert_eq!((out.action, &out.packet), (TC_ACT_OK, &probe), "a probe passes");
+
+        let mut frame_from_elsewhere = arp(2, A_MAC, A_IP, B_IP);
+        frame_from_elsewhere[6..12].copy_from_slice(&[0x0a, 0, 0, 0, 0, 9]);
+        for spoofed in [
+            arp(2, A_MAC, B_IP, GATEWAY),              // a reply in b's name
+            arp(1, A_MAC, B_IP, B_IP),                 // an announcement of b's address
+            arp(2, [0x0a, 0, 0, 0, 0, 9], A_IP, B_IP), // a's address, another MAC
+            frame_from_elsewhere,                      // a's MACs in the message only
+        ] {
+            assert_eq!(from_a(c, &spoofed).action, TC_ACT_SHOT, "{spoofed:02x?}");
+        }
+        // The veth endpoint, from its own veth, in a's name.
+        assert_eq!(run(c, &arp(2, V_MAC, A_IP, B_IP)).action, TC_ACT_SHOT);
+        assert_eq!(counted.reason(Reason::DropSpoofedSource), 5);
+        assert_eq!(counted.reason(Reason::PassedToParent), 3, "no more");
+        assert_eq!(counted.reason(Reason::ArpReplied), 0, "the datapath answers no sub-interface");
+    });
+}
+
+/// From a sub-interface (known by its index) an ARP may claim only its endpoint's own
+/// address: a reply or announcement in the LAN router's name, a host's, or a veth
+/// endpoint's would poison the LAN's caches, and is dropped in every operation. From a
+/// veth the same replies and announcements are the node stack's, as before.
+#[test]
+fn arp_from_a_subif_claiming_an_address_no_subif_endpoint_has_is_dropped() {
+    use netpath_common::Reason;
+    with_subif(|c, counted| {
+        let claims = [
+            arp(2, A_MAC, LAN_ROUTER, A_IP),       // a reply in the router's name
+            arp(1, A_MAC, LAN_ROUTER, LAN_ROUTER), // the router's address announced
+            arp(2, A_MAC, LAN_ROUTER, LAN_ROUTER), // ... in a gratuitous reply
+            arp(2, A_MAC, OUTSIDE, LAN_ROUTER),    // a LAN host's
+            arp(2, A_MAC, V_IP, LAN_ROUTER),       // a veth endpoint's
+            arp(1, A_MAC, LAN_ROUTER, OUTSIDE),    // a request in the router's name
+        ];
+        for p in &claims {
+            assert_eq!(from_a(c, p).action, TC_ACT_SHOT, "{p:02x?}");
+        }
+        assert_eq!(counted.reason(Reason::DropSpoofedSource), claims.len() as u64);
+        assert_eq!(counted.reason(Reason::PassedToParent), 0);
+        assert_eq!(counted.reason(Reason::PassedToStack), 0);
+
+        let probe = arp(1, A_MAC, Ipv4Addr::UNSPECIFIED, LAN_ROUTER);
+        let out = from_a(c, &probe);
+        assert_eq!((out.action, &out.packet), (TC_ACT_OK, &probe), "a probe claims nothing");
+
+        for p in [arp(2, V_MAC, LAN_ROUTER, V_IP), arp(1, V_MAC, LAN_ROUTER, LAN_ROUTER)] {
+            let out = run(c, &p);
+            assert_eq!((out.action, &out.packet), (TC_ACT_OK, &p), "from a veth, the stack's");
+        }
+        assert_eq!(counted.reason(Reason::PassedToStack), 3);
+        assert_eq!(counted.reason(Reason::DropSpoofedSource), claims.len() as u64, "no more");
+    });
+}
+
+/// Only IPv4, ARP (and IPv6, container_path6's) leave a sub-interface: a VLAN-tagged
+/// frame would reach the parent switch's other VLANs, and no other type is checked, so
+/// they are dropped there, uncounted as the endpoint's. From a veth they are the node
+/// stack's, as before.
+#[test]
+fn only_ip_and_arp_leave_a_subif() {
+    use netpath_common::Reason;
+    with_subif(|c, counted| {
+        let inner = pkt::ipv4(A_IP, OUTSIDE, pkt::UDP, 64, &[], &pkt::udp(4000, 53, b"q"));
+        let tagged = |tpid: u16| {
+            let mut tag = vec![0, 7];
+            tag.extend_from_slice(&pkt::ETH_IPV4.to_be_bytes());
+            tag.extend_from_slice(&inner);
+            pkt::eth(LAN_ROUTER_MAC, A_MAC, tpid, &tag)
+        };
+        let frames = [
+            tagged(pkt::ETH_VLAN),                                             // 802.1Q
+            tagged(0x88a8),                                                    // 802.1ad (QinQ)
+            pkt::eth([0x01, 0x80, 0xc2, 0, 0, 0x0e], A_MAC, 0x88cc, &[0; 32]), // LLDP
+            pkt::eth(LAN_ROUTER_MAC, A_MAC, 46, &[0x42; 46]),                  // 802.3 length
+        ];
+        for p in &frames {
+            assert_eq!(from_a(c, p).action, TC_ACT_SHOT, "{p:02x?}");
+        }
+        assert_eq!(counted.reason(Reason::DropUnsupportedProtocol), frames.len() as u64);
+        assert_eq!(counted.reason(Reason::PassedToParent), 0);
+        assert_eq!(counted.endpoint(A_IP), (0, 0, 0, 0), "nothing counted as a's");
+
+        for p in &frames {
+            let mut from_v = p.clone();
+            from_v[6..12].copy_from_slice(&V_MAC);
+            let out = run(c, &from_v);
+            assert_eq!((out.action, &out.packet), (TC_ACT_OK, &from_v), "from a veth, the stack's");
+        }
+        assert_eq!(counted.reason(Reason::PassedToStack), frames.len() as u64);
+        assert_eq!(counted.reason(Reason::DropUnsupportedProtocol), frames.len() as u64, "no more");
+    });
+}
+
+/// to_subif observes what arrives at a sub-interface and passes it untouched; it counts
+/// as received only what is for the sub-interface endpoint living on that interface.
+#[test]
+fn to_subif_counts_only_what_arrives_for_its_endpoint_on_its_interface() {
+    use netpath_common::Reason;
+    with_subif(|c, counted| {
+        let spare = nix::net::if_::if_nametoindex("hs").unwrap();
+        let for_a = udp(LAN_ROUTER_MAC, A_MAC, OUTSIDE, A_IP);
+        let out = to_subif(c, &for_a, A_SUBIF);
+        assert_eq!((out.action, &out.packet), (TC_ACT_OK, &for_a));
+        assert_eq!(counted.endpoint(A_IP), (0, 0, 1, for_a.len() as u64), "a received it");
+        assert_eq!(counted.reason(Reason::ForwardedToPeer), 1);
+
+        let not_counted = [
+            (udp(LAN_ROUTER_MAC, A_MAC, OUTSIDE, A_IP), spare), // a's, another interface
+            (udp(LAN_ROUTER_MAC, B_MAC, OUTSIDE, B_IP), A_SUBIF), // b's, a's interface
+            (udp(LAN_ROUTER_MAC, V_MAC, OUTSIDE, V_IP), A_SUBIF), // a veth endpoint's
+            (udp(LAN_ROUTER_MAC, A_MAC, OUTSIDE, OUTSIDE), A_SUBIF), // no endpoint's
+            (arp(2, LAN_ROUTER_MAC, OUTSIDE, A_IP), A_SUBIF),   // not IPv4
+        ];
+        for (p, ifindex) in &not_counted {
+            let out = to_subif(c, p, *ifindex);
+            assert_eq!((out.action, &out.packet), (TC_ACT_OK, p), "untouched");
+        }
+        assert_eq!(counted.endpoint(A_IP).2, 1, "a received one");
+        assert_eq!(counted.endpoint(B_IP), (0, 0, 0, 0));
+        assert_eq!(counted.endpoint(V_IP), (0, 0, 0, 0));
+        assert_eq!(counted.reason(Reason::ForwardedToPeer), 1);
+        assert_eq!(counted.reason(Reason::PassedToStack), not_counted.len() as u64);
+    });
+}
+
+/// attach_subif in real container namespaces: from_container at each macvlan
+/// sub-interface's egress, to_subif at its ingress, found by subif_filters, replaced
+/// rather than doubled by a second call, gone after detach_subif; a ping between two
+/// such containers goes through both (counted as each one's traffic). Errors name the
+/// interface and the namespace. (The node's tc attach mode does not enter into it: the
+/// sub-interfaces always get clsact filters.)
+#[test]
+fn subif_programs_attach_in_the_containers_namespace_and_see_its_traffic() {
+    use netpath::datapath::subif_filters;
+    use netpath_common::Reason;
+    let parent: &[&[&str]] = &[
+        &["link", "add", "up0", "type", "veth", "peer", "name", "up1"],
+        &["link", "set", "up0", "up"],
+        &["link", "set", "up1", "up"],
+    ];
+    netpath_tests::with_datapath_pins(parent, |dp, pins| {
+        let counted = Counted { inspector: Inspector::new(pins) };
+        // Two containers, each with eth0 a macvlan of up0 made in its namespace, with an
+        // interface index of its own (as the agent picks them).
+        let containers: Vec<_> = [(A_IP, A_MAC, A_SUBIF), (B_IP, B_MAC, B_SUBIF)]
+            .into_iter()
+            .map(|(ip, mac, index)| {
+                let ns = netpath_tests::Netns::new(netpath_tests::lab_id(netpath_tests::TEST_PREFIX));
+                let mac_s = mac.map(|b| format!("{b:02x}")).join(":");
+                let index_s = index.to_string();
+                netpath_tests::sh(&[
+                    "ip", "link", "add", "link", "up0", "name", "eth0", "index", &index_s, "address", &mac_s,
+                    "netns", &ns.name, "type", "macvlan", "mode", "bridge",
+                ]);
+                for args in [
+                    &["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"][..],
+                    &["ip", "link", "set", "eth0", "up"],
+                    &["ip", "link", "set", "lo", "up"],
+                ] {
+                    assert!(ns.exec(args).status.success(), "{args:?}");
+                }
+                let info =
+                    EndpointInfo { host_ifindex: index, mac, flags: ENDPOINT_F_SUBIF, ..Default::default() };
+                dp.register(ip, info).unwrap();
+                let file = std::fs::File::open(ns.path()).unwrap();
+                (ns, file, ip)
+            })
+            .collect();
+        let filters = |ns: &netpath_tests::Netns, at: &str| {
+            let out = ns.exec(&["tc", "filter", "show", "dev", "eth0", at]);
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        // Filters running `prog` in a listing (one line each names its program).
+        let running = |listing: &str, prog: &str| listing.lines().filter(|l| l.contains(prog)).count();
+        let (a, a_file, _) = &containers[0];
+
+        for (_, file, _) in &containers {
+            assert_eq!(subif_filters(file, "eth0").unwrap(), (false, false), "nothing attached yet");
+            dp.attach_subif(file, "eth0").unwrap();
+            assert_eq!(subif_filters(file, "eth0").unwrap(), (true, true));
+        }
+        let (egress, ingress) = (filters(a, "egress"), filters(a, "ingress"));
+        assert_eq!(running(&egress, "from_container"), 1, "{egress}");
+        assert_eq!(running(&ingress, "to_subif"), 1, "{ingress}");
+        assert!(egress.contains("pref 2048") && ingress.contains("pref 2048"), "{egress}{ingress}");
+
+        // Again: each filter replaced by one at the other priority, none doubled.
+        dp.attach_subif(a_file, "eth0").unwrap();
+        let (egress, ingress) = (filters(a, "egress"), filters(a, "ingress"));
+        assert_eq!(running(&egress, "from_container"), 1, "{egress}");
+        assert_eq!(running(&ingress, "to_subif"), 1, "{ingress}");
+        assert!(egress.contains("pref 2049") && !egress.contains("pref 2048"), "{egress}");
+        assert!(ingress.contains("pref 2049") && !ingress.contains("pref 2048"), "{ingress}");
+
+        dp.detach_subif(a_file, "eth0").unwrap();
+        assert_eq!(subif_filters(a_file, "eth0").unwrap(), (false, false), "detached");
+        dp.attach_subif(a_file, "eth0").unwrap();
+        assert_eq!(subif_filters(a_file, "eth0").unwrap(), (true, true), "attached again");
+
+        // One echo each way: a's request leaves through from_container and reaches b
+        // through to_subif, and b's reply the same way back.
+        assert!(a.ping(B_IP, 1), "a pings b through the sub-interfaces' programs");
+        assert_eq!(counted.endpoint(A_IP).0, 1, "a sent its request");
+        assert_eq!(counted.endpoint(A_IP).2, 1, "a received b's reply");
+        assert_eq!(counted.endpoint(B_IP).0, 1, "b sent its reply");
+        assert_eq!(counted.endpoint(B_IP).2, 1, "b received a's request");
+        // The echoes and the ARP exchange before them.
+        assert!(counted.reason(Reason::PassedToParent) >= 4);
+        assert_eq!(counted.reason(Reason::ForwardedToPeer), 2);
+        assert_eq!(counted.reason(Reason::DropSpoofedSource), 0);
+
+        let named = |err: String| {
+            let ns = format!("network namespace {}", a.path().display());
+            assert!(err.contains("nope0") && err.contains(&ns), "{err}");
+        };
+        named(dp.attach_subif(a_file, "nope0").unwrap_err().to_string());
+        named(subif_filters(a_file, "nope0").unwrap_err().to_string());
+        drop(containers);
     });
 }

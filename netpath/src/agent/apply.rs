@@ -406,5 +406,8 @@ fn staying_stub() -> EndpointRecord {
         host_ifindex: 0,
         host_mac: String::new(),
         owner: None,
+        parent: None,
+        ipvlan_mode: None,
+        prefix: None,
     }
 }

@@ -32,7 +32,13 @@ impl Agent {
     /// A pod's MTU when none is asked for: the uplink's, less the VXLAN encapsulation
     /// when packets to other nodes are encapsulated.
     pub(super) fn default_mtu(&self) -> u32 {
-        let uplink = self.node.uplink.as_ref().map_or(super::endpoint::DEFAULT_MTU, |u| u.mtu);
+        // A sub-interface cannot be larger than its parent.
+        let uplink = self
+            .node
+            .uplink
+            .as_ref()
+            .or(self.node.subif.as_ref().map(|s| &s.parent))
+            .map_or(super::endpoint::DEFAULT_MTU, |u| u.mtu);
         if self.node.tunnel.is_some() {
             uplink.saturating_sub(VXLAN_OVERHEAD)
         } else {

@@ -102,7 +102,7 @@ pub(super) struct AddPlan {
 
 /// How an add starts: already done (a repeated add), or with kernel work to do.
 pub(super) enum AddStart {
-    Done(EndpointRecord),
+    Done(Box<EndpointRecord>),
     Build(Box<AddPlan>),
 }
 
@@ -125,7 +125,20 @@ pub(super) struct Builder {
     prefix: u8,
     /// The IPv6 pod CIDR: the container's IPv6 prefix and gateway in bridge mode.
     pod_cidr6: Option<ipnet::Ipv6Net>,
+    /// macvlan/ipvlan mode: what the container's interface is, and of which parent.
+    subif: Option<(link::SubifKind, u32)>,
     pub steps: Steps,
+}
+
+/// The index a container's macvlan/ipvlan interface gets in its namespace: the
+/// datapath knows the endpoint by it, so it must differ between the agent's endpoints
+/// (where namespaces each count their own from 1); one derived from the address is,
+/// and stays the same when the interface is made again. High (SUBIF_IFINDEX_BASE set,
+/// by which the datapath knows it runs at a sub-interface, whatever the packet claims),
+/// where a container's own devices do not reach; the node's namespace must not have it either (a request
+/// naming an index there would change that device), which its counting from 1 keeps.
+pub(super) fn subif_ifindex(ip: Ipv4Addr) -> u32 {
+    netpath_common::subif_ifindex(ip.octets())
 }
 
 impl Builder {
@@ -135,6 +148,9 @@ impl Builder {
     pub async fn build(&mut self, ns: &std::fs::File, rec: &mut EndpointRecord) -> Result<(), AgentError> {
         let mac = parse_mac(&rec.mac)
             .ok_or_else(|| AgentError::StoredMac { endpoint: rec.name.clone(), mac: rec.mac.clone() })?;
+        if let Some((kind, parent)) = self.subif {
+            return self.build_subif(ns, rec, kind, parent, mac).await;
+        }
         if let Some(l) = link::get(&self.netlink, &rec.host_ifname).await? {
             return Err(crate::plumbing::PlumbingError::LinkExists {
                 name: l.name,
@@ -164,6 +180,49 @@ impl Builder {
             return Err(e);
         }
         Ok(())
+    }
+
+    /// macvlan/ipvlan mode: the container's interface made in its namespace with its
+    /// index, then marked and configured there; on failure it is deleted again.
+    async fn build_subif(
+        &mut self,
+        ns: &std::fs::File,
+        rec: &mut EndpointRecord,
+        kind: link::SubifKind,
+        parent: u32,
+        mac: [u8; 6],
+    ) -> Result<(), AgentError> {
+        let index = subif_ifindex(rec.ip);
+        let own_mac = (kind == link::SubifKind::Macvlan).then_some(mac);
+        link::add_subif(&self.netlink, kind, parent, &rec.ifname, ns, index, own_mac, rec.mtu).await?;
+        self.steps.mark("subif");
+        super::steps::slow_step("subif").await;
+        rec.host_ifindex = index;
+        let (mark, ifname, ip, prefix) = (self.mark.clone(), rec.ifname.clone(), rec.ip, self.prefix);
+        let gateway = (rec.gateway != Ipv4Addr::UNSPECIFIED).then_some(rec.gateway);
+        let l3 = rec.ipvlan_mode == Some(crate::state::IpvlanMode::L3);
+        let configured = netns::run_in(ns, &rec.netns, move |h| async move {
+            let dev = link::get_by_index(&h, index)
+                .await?
+                .ok_or_else(|| crate::plumbing::PlumbingError::LinkNotFound(ifname.clone()))?;
+            link::set_owner(&h, index, &mark, None).await?;
+            link::configure_subif(h, ifname, ip, prefix, gateway, l3).await?;
+            Ok(dev.mac)
+        })
+        .await;
+        match configured {
+            Ok(dev_mac) => {
+                // ipvlan devices carry the parent's MAC, whatever was asked.
+                rec.mac = format_mac(&dev_mac);
+                self.steps.mark("container");
+                Ok(())
+            }
+            Err(e) => {
+                let _ = netns::run_in(ns, &rec.netns, move |h| async move { link::delete(&h, index).await })
+                    .await;
+                Err(e.into())
+            }
+        }
     }
 
     async fn connect(&mut self, ns: &std::fs::File, rec: &mut EndpointRecord) -> Result<(), AgentError> {
@@ -204,12 +263,43 @@ impl DelPlan {
     /// Deletes the pair, which takes the container's side, its addresses and routes, and
     /// the node's route to it.
     pub async fn run(mut self) -> Result<(), AgentError> {
+        if self.rec.mode.is_subif() {
+            delete_subif(&self.rec).await?;
+            self.steps.mark("subif");
+            info!(endpoint = %self.rec.name, ip = %self.rec.ip, steps = %self.steps, "endpoint deleted");
+            return Ok(());
+        }
         super::steps::slow_step("veth").await;
         link::delete(&self.netlink, self.rec.host_ifindex).await?;
         self.steps.mark("veth");
         info!(endpoint = %self.rec.name, ip = %self.rec.ip, steps = %self.steps, "endpoint deleted");
         Ok(())
     }
+}
+
+/// Deletes a macvlan/ipvlan endpoint's interface in its container, which takes its
+/// address and routes; a namespace that is gone took the interface with it.
+pub(super) async fn delete_subif(rec: &EndpointRecord) -> Result<(), AgentError> {
+    let ns = match netns::open(&rec.netns) {
+        Ok(ns) => ns,
+        Err(crate::plumbing::PlumbingError::NetnsOpen { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            return Ok(())
+        }
+        Err(crate::plumbing::PlumbingError::NotNetns { .. }) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let (index, name) = (rec.host_ifindex, rec.ifname.clone());
+    netns::run_in(&ns, &rec.netns, move |h| async move {
+        // Only the interface netpath made: its index and name.
+        match link::get_by_index(&h, index).await? {
+            Some(l) if l.name == name => link::delete(&h, index).await,
+            _ => Ok(()),
+        }
+    })
+    .await?;
+    Ok(())
 }
 
 /// The container's side: interface up, addresses, routes (idempotent). IPv6 first:
@@ -220,6 +310,14 @@ async fn configure_container(
     prefix: u8,
     pod_cidr6: Option<ipnet::Ipv6Net>,
 ) -> Result<(), AgentError> {
+    if rec.mode.is_subif() {
+        let (ifname, ip) = (rec.ifname.clone(), rec.ip);
+        let gateway = (rec.gateway != Ipv4Addr::UNSPECIFIED).then_some(rec.gateway);
+        let l3 = rec.ipvlan_mode == Some(crate::state::IpvlanMode::L3);
+        netns::run_in(ns, &rec.netns, move |h| link::configure_subif(h, ifname, ip, prefix, gateway, l3))
+            .await?;
+        return Ok(());
+    }
     if rec.ip6.is_some() {
         let v6 = rec.ipv6(pod_cidr6).ok_or_else(|| match parse_mac(&rec.mac) {
             None => AgentError::StoredMac { endpoint: rec.name.clone(), mac: rec.mac.clone() },
@@ -249,7 +347,7 @@ impl Agent {
     /// the socket's, which runs the kernel work beside other requests).
     pub async fn endpoint_add(&mut self, spec: EndpointSpec) -> Result<EndpointRecord, AgentError> {
         match self.add_begin(spec, &[], &[]).await? {
-            AddStart::Done(rec) => Ok(rec),
+            AddStart::Done(rec) => Ok(*rec),
             AddStart::Build(mut plan) => {
                 let built = plan.builder.build(&plan.ns, &mut plan.rec).await;
                 self.add_finish(*plan, built).await
@@ -268,13 +366,18 @@ impl Agent {
     ) -> Result<AddStart, AgentError> {
         let mut steps = Steps::default();
         validate(&spec)?;
+        if let (Some(mac), Some(link::SubifKind::Ipvlan(_))) =
+            (spec.mac, self.node.subif.as_ref().map(|s| s.kind))
+        {
+            return Err(AgentError::IpvlanMac { mac: format_mac(&mac) });
+        }
         if let Some(rec) = self.endpoints.get(&spec.name).cloned() {
             if satisfies(&rec, &spec) {
                 // A repeated add (a runtime retrying): its ports too, all or none.
                 let ports =
                     spec.ports.iter().map(|p| PortSpec { endpoint: rec.name.clone(), ..p.clone() }).collect();
                 self.ports_add(ports).await?;
-                return Ok(AddStart::Done(rec));
+                return Ok(AddStart::Done(Box::new(rec)));
             }
             if spec.owner.is_none() || spec.owner != rec.owner {
                 return Err(AgentError::EndpointExists {
@@ -322,6 +425,7 @@ impl Agent {
         }
         // Same MTU as the uplink by default, so containers never send what it cannot carry.
         let mtu = spec.mtu.unwrap_or(self.default_mtu());
+        let subif = self.node.subif.as_ref();
         let rec = EndpointRecord {
             name: spec.name.clone(),
             mode: self.node.mode,
@@ -329,15 +433,26 @@ impl Agent {
             netns: spec.netns.clone(),
             ifname: spec.ifname.clone(),
             ip,
-            gateway: self.endpoints.ipam().gateway(),
+            // A sub-interface's gateway is its network's router (none: the subnet alone).
+            gateway: match subif {
+                Some(s) => s.gateway.unwrap_or(Ipv4Addr::UNSPECIFIED),
+                None => self.endpoints.ipam().gateway(),
+            },
             ip6,
             mac: format_mac(&mac),
             mtu,
-            host_ifname: host_ifname(&spec.name),
+            host_ifname: if subif.is_some() { String::new() } else { host_ifname(&spec.name) },
             // Filled in by the builder.
             host_ifindex: 0,
-            host_mac: String::new(),
+            // A sub-interface has no host side: the parent's MAC stands in.
+            host_mac: subif.map_or_else(String::new, |s| format_mac(&s.parent.mac)),
             owner: spec.owner.clone(),
+            parent: subif.map(|s| s.parent.name.clone()),
+            ipvlan_mode: match subif.map(|s| s.kind) {
+                Some(link::SubifKind::Ipvlan(m)) => Some(m),
+                _ => None,
+            },
+            prefix: subif.map(|s| s.lan.prefix_len()),
         };
         let builder = self.builder(&rec, steps);
         Ok(AddStart::Build(Box::new(AddPlan { builder, ns, rec, planned })))
@@ -354,6 +469,7 @@ impl Agent {
             temporary,
             prefix: self.prefix(rec),
             pod_cidr6: self.pod_cidr6(),
+            subif: self.node.subif.as_ref().map(|s| (s.kind, s.parent.index)),
             steps,
         }
     }
@@ -365,10 +481,10 @@ impl Agent {
         plan: AddPlan,
         built: Result<(), AgentError>,
     ) -> Result<EndpointRecord, AgentError> {
-        let AddPlan { builder, rec, planned, .. } = plan;
+        let AddPlan { builder, rec, planned, ns } = plan;
         built?;
         let mut steps = builder.steps;
-        if let Err(e) = self.wire(&rec, &mut steps) {
+        if let Err(e) = self.wire(&ns, &rec, &mut steps) {
             self.unplumb(&rec).await;
             return Err(e);
         }
@@ -413,21 +529,32 @@ impl Agent {
         let mut builder = self.builder(rec, Steps::default());
         builder.build(ns, rec).await?;
         let mut steps = builder.steps;
-        if let Err(e) = self.wire(rec, &mut steps) {
+        if let Err(e) = self.wire(ns, rec, &mut steps) {
             self.unplumb(rec).await;
             return Err(e);
         }
         Ok(())
     }
 
-    /// The datapath's part of an endpoint: its entry, then from_container on its device.
-    fn wire(&mut self, rec: &EndpointRecord, steps: &mut Steps) -> Result<(), AgentError> {
+    /// The datapath's part of an endpoint: its entry, then from_container on its device
+    /// (for a sub-interface: its programs inside the container, `ns`).
+    fn wire(
+        &mut self,
+        ns: &std::fs::File,
+        rec: &EndpointRecord,
+        steps: &mut Steps,
+    ) -> Result<(), AgentError> {
         let info = self.endpoint_info(rec)?;
         self.datapath.register(rec.ip, info)?;
         for ip6 in addresses6(rec) {
             self.datapath.register6(ip6, rec.ip, info)?;
         }
         steps.mark("maps");
+        if rec.mode.is_subif() {
+            self.datapath.attach_subif(ns, &rec.ifname)?;
+            steps.mark("attach");
+            return Ok(());
+        }
         self.datapath.attach_endpoint(&rec.host_ifname, rec.host_ifindex, rec.device)?;
         steps.mark("attach");
         Ok(())
@@ -435,12 +562,18 @@ impl Agent {
 
     /// Removes an endpoint's attachment, datapath entry and veth pair; best effort.
     async fn unplumb(&mut self, rec: &EndpointRecord) {
-        let _ = self.datapath.detach_endpoint(&rec.host_ifname, rec.host_ifindex);
+        if !rec.mode.is_subif() {
+            let _ = self.datapath.detach_endpoint(&rec.host_ifname, rec.host_ifindex);
+        }
         for ip6 in addresses6(rec) {
             let _ = self.datapath.unregister6(ip6);
         }
         let _ = self.datapath.unregister(rec.ip);
-        let _ = link::delete(&self.netlink, rec.host_ifindex).await;
+        if rec.mode.is_subif() {
+            let _ = delete_subif(rec).await;
+        } else {
+            let _ = link::delete(&self.netlink, rec.host_ifindex).await;
+        }
     }
 
     /// The container's side: interface up, address, routes (idempotent).
@@ -463,6 +596,11 @@ impl Agent {
         match rec.mode {
             Mode::Routed => 32,
             Mode::Bridge => self.endpoints.ipam().cidr().prefix_len(),
+            // The parent's subnet's, as recorded (the subnet as found now for a record
+            // without it).
+            Mode::Macvlan | Mode::Ipvlan => {
+                rec.prefix.or(self.node.subif.as_ref().map(|s| s.lan.prefix_len())).unwrap_or(32)
+            }
         }
     }
 
@@ -498,8 +636,11 @@ impl Agent {
         }
         self.endpoints.remove(name)?;
         steps.mark("state");
-        self.datapath.detach_endpoint(&rec.host_ifname, rec.host_ifindex)?;
-        steps.mark("detach");
+        // A sub-interface's filters go with it.
+        if !rec.mode.is_subif() {
+            self.datapath.detach_endpoint(&rec.host_ifname, rec.host_ifindex)?;
+            steps.mark("detach");
+        }
         for ip6 in addresses6(&rec) {
             self.datapath.unregister6(ip6)?;
         }

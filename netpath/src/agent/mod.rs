@@ -44,6 +44,7 @@ use crate::{
 
 pub use gc::CtConfig;
 pub use lock::Held;
+pub use node::SHIM_DEVICE;
 pub use server::{serve, Stop};
 
 #[derive(Debug, thiserror::Error)]
@@ -155,6 +156,36 @@ pub enum AgentError {
     DeviceMismatch { endpoint: String, was: Device },
     #[error("--device netkit works in routed mode only; drop --mode bridge or use --device veth")]
     NetkitBridge,
+    #[error("--mode {mode} does not go with {what}: {why}")]
+    SubifRefuses { mode: Mode, what: &'static str, why: &'static str },
+    #[error(
+        "MAC {mac} cannot be given in ipvlan mode: ipvlan interfaces share the parent's MAC; drop --mac"
+    )]
+    IpvlanMac { mac: String },
+    #[error("parent interface {name} does not exist; check --parent (default: the uplink)")]
+    NoParent { name: String },
+    #[error("--mode {mode} needs a parent interface: give --parent IFACE (the node has no default route to find an uplink by)")]
+    NoParentFound { mode: Mode },
+    #[error(
+        "pod CIDR {cidr} is not inside a subnet of {parent} ({subnets}); in {mode} mode containers take addresses on the parent's network: give --pod-cidr a free range of it"
+    )]
+    PodCidrNotOnParent { cidr: Ipv4Net, parent: String, subnets: String, mode: Mode },
+    #[error(
+        "pod CIDR {cidr} holds {addr} ({what}); give --pod-cidr a range of the parent's network without it"
+    )]
+    PodCidrHoldsNode { cidr: Ipv4Net, addr: Ipv4Addr, what: String },
+    #[error(
+        "endpoint {endpoint} was attached with --ipvlan-mode {was}; start the agent with --ipvlan-mode {was} or delete the endpoints first"
+    )]
+    IpvlanModeMismatch { endpoint: String, was: crate::state::IpvlanMode },
+    #[error(
+        "endpoint {endpoint} is a sub-interface of {was}; start the agent with --parent {was} or delete the endpoints first"
+    )]
+    ParentMismatch { endpoint: String, was: String },
+    #[error(
+        "ports are not published in {mode} mode: containers have addresses of their own on {parent}'s network; reach them there (port {port})"
+    )]
+    PortsInSubifMode { mode: Mode, parent: String, port: u16 },
     #[error(
         "endpoint {endpoint} has address {ip} outside --pod-cidr {cidr}; keep the old pod CIDR or delete the endpoints first"
     )]
@@ -211,6 +242,10 @@ pub struct AgentConfig {
     /// Masquerade containers' IPv4 to the outside; false: a routed prefix.
     pub masquerade: bool,
     pub mode: Mode,
+    /// `--mode macvlan|ipvlan`: the parent device; None: the uplink.
+    pub parent: Option<String>,
+    /// `--mode ipvlan`: L2 or L3.
+    pub ipvlan_mode: crate::state::IpvlanMode,
     /// The device pair new endpoints get.
     pub device: Device,
     pub bridge_name: String,
@@ -306,11 +341,12 @@ impl Agent {
             self.datapath.attach_tunnel(&tunnel.name, tunnel.index)?;
         }
         self.health.uplink_up.store(self.node.uplink.is_some(), std::sync::atomic::Ordering::Relaxed);
-        match cgroup {
+        match cgroup.filter(|_| self.node.subif.is_none()) {
             Some(cg) => {
                 self.datapath.attach_node_local(&cg)?;
                 info!(cgroup = %cg.display(), "node-local access to published ports");
             }
+            None if self.node.subif.is_some() => {}
             None => warn!("no cgroup v2 mount: node processes cannot reach published ports locally"),
         }
         if id_is_new {
@@ -443,6 +479,16 @@ impl Agent {
         self.datapath.set_endpoint_slot(true)?;
         for rec in self.endpoints.all().to_vec() {
             if !self.datapath.adopts_endpoint(rec.host_ifindex, rec.device) {
+                continue;
+            }
+            if rec.mode.is_subif() {
+                // Filters inside the container: attached again there (a namespace gone
+                // is reconciliation's to find).
+                if let Ok(ns) = plumbing::netns::open(&rec.netns) {
+                    if let Err(e) = self.datapath.attach_subif(&ns, &rec.ifname) {
+                        warn!(endpoint = %rec.name, "cannot attach to its interface again: {e}; reconciliation retries");
+                    }
+                }
                 continue;
             }
             if let Some(l) = plumbing::link::get(&self.netlink, &rec.host_ifname).await? {

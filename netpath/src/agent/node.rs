@@ -34,12 +34,34 @@ pub struct Node {
     pub bridge: Option<Link>,
     /// Cluster mode with VXLAN: the overlay device.
     pub tunnel: Option<Link>,
+    /// `--mode macvlan|ipvlan`: the parent and its network.
+    pub subif: Option<Subif>,
 }
+
+/// The parent device of macvlan/ipvlan mode and the network the containers join.
+#[derive(Clone, Debug)]
+pub struct Subif {
+    pub kind: link::SubifKind,
+    pub parent: Link,
+    /// The parent's subnet that holds the pod CIDR: the containers' prefix.
+    pub lan: Ipv4Net,
+    /// The node's default gateway on that subnet: the containers' default route.
+    pub gateway: Option<Ipv4Addr>,
+    /// The node's own sub-interface, once made.
+    pub shim: Option<Link>,
+}
+
+/// The node's own sub-interface of the parent in macvlan/ipvlan mode: the parent
+/// cannot talk to its sub-interfaces, a sibling can (Docker's documented workaround).
+pub const SHIM_DEVICE: &str = "npshim0";
 
 pub struct NodeConfig<'a> {
     pub mode: Mode,
     pub bridge_name: &'a str,
     pub uplink: Option<&'a str>,
+    /// `--parent` (macvlan/ipvlan mode); None: the uplink.
+    pub parent: Option<&'a str>,
+    pub ipvlan_mode: crate::state::IpvlanMode,
 }
 
 fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
@@ -99,6 +121,9 @@ pub async fn plan(
     cfg: &NodeConfig<'_>,
     owned: &[u32],
 ) -> Result<Node, AgentError> {
+    if cfg.mode.is_subif() {
+        return plan_subif(handle, ipam, cfg).await;
+    }
     check_overlap(handle, ipam, cfg, owned).await?;
     let uplink = find_uplink(handle, cfg.uplink).await?;
     let uplink_ips = match &uplink {
@@ -126,6 +151,78 @@ pub async fn plan(
         node_ip6,
         bridge: None,
         tunnel: None,
+        subif: None,
+    })
+}
+
+/// macvlan/ipvlan mode: the parent (`--parent`, else the uplink), and a pod CIDR that is
+/// a free range of the parent's subnet. No uplink: masquerade and published ports do
+/// not apply where containers sit on the parent's network with addresses of their own.
+async fn plan_subif(handle: &Handle, ipam: &Ipam, cfg: &NodeConfig<'_>) -> Result<Node, AgentError> {
+    let mode = cfg.mode;
+    let parent = match cfg.parent.or(cfg.uplink) {
+        Some(name) => {
+            link::get(handle, name).await?.ok_or_else(|| AgentError::NoParent { name: name.into() })?
+        }
+        None => find_uplink(handle, None).await?.ok_or(AgentError::NoParentFound { mode })?,
+    };
+    let cidr = ipam.cidr();
+    let addresses = link::addresses(handle).await?;
+    let subnets: Vec<Ipv4Net> =
+        addresses.iter().filter(|(i, _)| *i == parent.index).map(|(_, n)| n.trunc()).collect();
+    let Some(lan) = subnets.iter().copied().find(|n| n.contains(&cidr)) else {
+        let subnets = if subnets.is_empty() {
+            "it has no IPv4 address".to_string()
+        } else {
+            subnets.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+        };
+        return Err(AgentError::PodCidrNotOnParent { cidr, parent: parent.name, subnets, mode });
+    };
+    let routes = link::main_routes(handle).await?;
+    let shim = link::get(handle, SHIM_DEVICE).await?.filter(|l| l.is_subif && l.lower == Some(parent.index));
+    // Addresses the containers must not get: the node's (but the shim's, which holds
+    // the pod CIDR's first address) and the network's router. (The subnet's own and
+    // broadcast addresses can only be the range's, which IPAM never hands out.)
+    let gateway = routes
+        .iter()
+        .find(|r| r.dst.prefix_len() == 0 && r.oif == Some(parent.index))
+        .and_then(|r| r.gateway)
+        .filter(|g| lan.contains(g));
+    let mut taken: Vec<(Ipv4Addr, String)> = Vec::new();
+    for (index, addr) in &addresses {
+        if shim.as_ref().is_some_and(|s| s.index == *index) {
+            continue;
+        }
+        let name = link::get_by_index(handle, *index).await?.map_or_else(|| index.to_string(), |l| l.name);
+        taken.push((addr.addr(), format!("address of {name}")));
+    }
+    taken.extend(gateway.map(|g| (g, "the network's router, the node's default gateway".to_string())));
+    if let Some((addr, what)) = taken.into_iter().find(|(a, _)| cidr.contains(a)) {
+        return Err(AgentError::PodCidrHoldsNode { cidr, addr, what });
+    }
+    let ours = |oif: Option<u32>| {
+        oif.is_some() && (oif == Some(parent.index) || oif == shim.as_ref().map(|s| s.index))
+    };
+    if let Some(r) = routes.iter().find(|r| {
+        r.dst.prefix_len() > 0 && overlaps(r.dst, cidr) && !(ours(r.oif) && (r.dst == lan || r.dst == cidr))
+    }) {
+        return Err(AgentError::PodCidrTaken { cidr, by: format!("the node's route {}", r.dst) });
+    }
+    let kind = match mode {
+        Mode::Ipvlan => link::SubifKind::Ipvlan(cfg.ipvlan_mode),
+        _ => link::SubifKind::Macvlan,
+    };
+    info!(mode = %mode, parent = %parent.name, network = %lan, gateway = ?gateway, "containers join the parent's network");
+    Ok(Node {
+        mode,
+        uplink_name: None,
+        uplink: None,
+        node_ip: None,
+        uplink_ips: Vec::new(),
+        node_ip6: None,
+        bridge: None,
+        tunnel: None,
+        subif: Some(Subif { kind, parent, lan, gateway, shim: None }),
     })
 }
 
@@ -164,6 +261,8 @@ pub struct Undo {
     bridge: Option<u32>,
     /// The VXLAN device, when this start created it.
     tunnel: Option<u32>,
+    /// The macvlan/ipvlan shim, when this start created it.
+    shim: Option<u32>,
 }
 
 impl Undo {
@@ -173,7 +272,7 @@ impl Undo {
                 warn!("undoing node set-up: {e}");
             }
         }
-        for index in self.bridge.into_iter().chain(self.tunnel) {
+        for index in self.bridge.into_iter().chain(self.tunnel).chain(self.shim) {
             if let Err(e) = link::delete(handle, index).await {
                 warn!("undoing node set-up: {e}");
             }
@@ -232,6 +331,25 @@ pub async fn apply(
             }
             link::set_up(handle, br.index, &br.name).await?;
             node.bridge = Some(br);
+        }
+        // The node's way to its containers: the shim holds the pod CIDR's first
+        // address, and the pod CIDR is routed through it. Containers reach the node at
+        // that address.
+        Mode::Macvlan | Mode::Ipvlan => {
+            let subif = node.subif.as_mut().expect("planned in macvlan/ipvlan mode");
+            let (shim, made) = link::ensure_shim(handle, subif.kind, subif.parent.index, SHIM_DEVICE).await?;
+            if made {
+                undo.shim = Some(shim.index);
+            }
+            if !had(shim.index, 32).await? {
+                link::add_address(handle, shim.index, SHIM_DEVICE, gateway, 32).await?;
+                if !made {
+                    undo.addresses.push((shim.index, gateway.into(), 32));
+                }
+            }
+            link::set_up(handle, shim.index, SHIM_DEVICE).await?;
+            link::add_subnet_route(handle, ipam.cidr(), shim.index).await?;
+            subif.shim = Some(shim);
         }
     }
     Ok(())

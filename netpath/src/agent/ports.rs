@@ -35,6 +35,7 @@ impl Agent {
         container_ip6: Option<Ipv6Addr>,
         also: &[PortRecord],
     ) -> Result<Option<PortRecord>, AgentError> {
+        self.ports_apply(spec.host_port)?;
         if spec.container_port == Some(0) || (spec.host_port == 0 && spec.container_port.is_none()) {
             return Err(AgentError::PortZero);
         }
@@ -73,6 +74,19 @@ impl Agent {
     }
 
     /// Can a port be published on `host_ip` (None: every node address)?
+    /// Published ports do not apply in macvlan/ipvlan mode: nothing of the node's stands
+    /// between its containers and their network.
+    fn ports_apply(&self, port: u16) -> Result<(), AgentError> {
+        match &self.node.subif {
+            Some(s) => Err(AgentError::PortsInSubifMode {
+                mode: self.node.mode,
+                parent: s.parent.name.clone(),
+                port,
+            }),
+            None => Ok(()),
+        }
+    }
+
     pub(super) fn check_host_ip(&self, host_ip: Option<IpAddr>) -> Result<(), AgentError> {
         match host_ip {
             None => Ok(()),
@@ -163,6 +177,7 @@ impl Agent {
         let held = planned.len();
         let mut out = Vec::with_capacity(specs.len());
         for spec in specs {
+            self.ports_apply(spec.host_port)?;
             // The port's own faults first, then the endpoint's (the order users have seen).
             if spec.container_port == Some(0) || (spec.host_port == 0 && spec.container_port.is_none()) {
                 return Err(AgentError::PortZero);

@@ -214,6 +214,13 @@ impl Agent {
 
     async fn repair_endpoint(&mut self, d: &Drift, rec: &mut EndpointRecord) -> Result<(), AgentError> {
         match d {
+            Drift::PeerGone { .. } if rec.mode.is_subif() => {
+                let ns = netns::open(&rec.netns)?;
+                self.plumb(&ns, rec).await?;
+            }
+            Drift::ProgramDetached { .. } if rec.mode.is_subif() => {
+                self.datapath.attach_subif(&netns::open(&rec.netns)?, &rec.ifname)?
+            }
             Drift::HostVethGone { .. } | Drift::PeerGone { .. } => {
                 let ns = netns::open(&rec.netns)?;
                 // The peer is not where it belongs: only a new pair puts it back.
@@ -264,11 +271,17 @@ impl Agent {
         for (key, _) in entries::ports::<Ipv6>(&ports) {
             let _ = self.datapath.remove_port(&key);
         }
-        let _ = self.datapath.detach_endpoint(&rec.host_ifname, rec.host_ifindex);
+        if !rec.mode.is_subif() {
+            let _ = self.datapath.detach_endpoint(&rec.host_ifname, rec.host_ifindex);
+        }
         for (ip6, ..) in entries::endpoints6(std::slice::from_ref(rec), &[], &[]) {
             let _ = self.datapath.unregister6(ip6);
         }
         let _ = self.datapath.unregister(rec.ip);
+        // A sub-interface died with its namespace (its index is no node's).
+        if rec.mode.is_subif() {
+            return;
+        }
         // The veth died with the namespace, unless something still holds it.
         if let Ok(Some(l)) = link::get_by_index(&self.netlink, rec.host_ifindex).await {
             if l.name == rec.host_ifname {

@@ -267,7 +267,7 @@ impl Agent {
                 let _ = reply.send(self.respond(Err(e)));
             }
             Ok(AddStart::Done(rec)) => {
-                let _ = reply.send(self.respond(Ok(Reply::Endpoint(rec))));
+                let _ = reply.send(self.respond(Ok(Reply::Endpoint(*rec))));
             }
             Ok(AddStart::Build(mut plan)) => {
                 let Some(done) = self.inflight.sender() else { return };

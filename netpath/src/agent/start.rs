@@ -58,6 +58,38 @@ struct Survey {
     cluster: Option<Member>,
 }
 
+/// What macvlan/ipvlan mode does not go with: containers there sit on the parent's
+/// network with addresses of their own, and netpath only checks and counts what they
+/// send and receive.
+fn refuse_with_subif(config: &AgentConfig) -> Result<(), AgentError> {
+    if !config.mode.is_subif() {
+        return Ok(());
+    }
+    let refuse = |what, why| Err(AgentError::SubifRefuses { mode: config.mode, what, why });
+    if config.device == Device::Netkit {
+        return refuse(
+            "--device netkit",
+            "the container's interface is a sub-interface of the parent, not a pair",
+        );
+    }
+    if config.pod_cidr6.is_some() {
+        return refuse(
+            "--pod-cidr6",
+            "IPv6 in these modes is the parent network's (its router advertisements); drop --pod-cidr6",
+        );
+    }
+    if config.cluster.is_some() {
+        return refuse(
+            "--store",
+            "cluster mode routes pod subnets between nodes; these containers sit on the parent's network",
+        );
+    }
+    if config.xdp {
+        return refuse("--xdp", "nothing is translated on the uplink in these modes; drop --xdp");
+    }
+    Ok(())
+}
+
 /// Looks at everything a start depends on and takes the agent's locks; changes nothing
 /// on the node but netpath's own (empty) directories, which a failed start removes.
 async fn preflight(config: &AgentConfig) -> Result<Preflight, AgentError> {
@@ -65,6 +97,7 @@ async fn preflight(config: &AgentConfig) -> Result<Preflight, AgentError> {
         // netkit has no bridge port semantics netpath's bridge mode could keep.
         return Err(AgentError::NetkitBridge);
     }
+    refuse_with_subif(config)?;
     let paths = &config.paths;
     let bpffs_dir = plumbing::bpffs::locate(&paths.bpffs_dir);
     if bpffs_dir != paths.bpffs_dir {
@@ -207,8 +240,27 @@ async fn survey_node(config: &AgentConfig, bpffs_dir: &Path, joined: Joined) -> 
         mode: config.mode,
         bridge_name: &config.bridge_name,
         uplink: config.uplink.as_deref(),
+        parent: config.parent.as_deref(),
+        ipvlan_mode: config.ipvlan_mode,
     };
     let node = node::plan(&netlink, endpoints.ipam(), &node_cfg, &owned).await?;
+    if let Some(subif) = &node.subif {
+        // The kernel keeps one ipvlan mode per parent: another would change every
+        // container's at once.
+        if let Some(other) = endpoints.all().iter().find(|e| e.parent.as_deref() != Some(&subif.parent.name))
+        {
+            let was = other.parent.clone().unwrap_or_default();
+            return Err(AgentError::ParentMismatch { endpoint: other.name.clone(), was });
+        }
+        if let Some(other) = endpoints
+            .all()
+            .iter()
+            .find(|e| e.ipvlan_mode.is_some_and(|m| config.mode == Mode::Ipvlan && m != config.ipvlan_mode))
+        {
+            let was = other.ipvlan_mode.expect("found by it");
+            return Err(AgentError::IpvlanModeMismatch { endpoint: other.name.clone(), was });
+        }
+    }
     Ok(Survey { netlink, id, id_is_new, endpoints, ports, node, cgroup, metrics, cluster })
 }
 

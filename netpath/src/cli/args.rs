@@ -10,7 +10,7 @@ use crate::{
     cluster::{StoreUrl, Tunnel},
     datapath::AttachMode,
     paths::Paths,
-    state::{parse_mac, Device, Mode, Proto},
+    state::{parse_mac, Device, IpvlanMode, MacvlanMode, Mode, Proto},
 };
 
 /// Default pod CIDR: clear of Docker's 172.17.0.0/16 and Podman's 10.88.0.0/16.
@@ -28,7 +28,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the node agent: set the node up, load the datapath, serve the CLI.
-    Agent(AgentArgs),
+    Agent(Box<AgentArgs>),
     /// Publish container ports on the node (DNAT).
     #[command(subcommand)]
     Port(PortCommand),
@@ -495,9 +495,21 @@ pub struct AgentArgs {
     /// route the pod CIDR to this node). Published ports work either way.
     #[arg(long, env = "NETPATH_MASQUERADE", default_value_t = true, action = clap::ArgAction::Set)]
     pub masquerade: bool,
-    /// routed: no bridge, the datapath is the gateway; bridge: docker0's layout.
+    /// routed: no bridge, the datapath is the gateway; bridge: docker0's layout;
+    /// macvlan / ipvlan: each container's interface a sub-interface of --parent, on its
+    /// network with an address of its own (--pod-cidr: a free range of that network).
     #[arg(long, env = "NETPATH_MODE", value_enum, default_value_t = Mode::Routed)]
     pub mode: Mode,
+    /// macvlan's mode: bridge (containers on one parent reach each other directly).
+    #[arg(long, env = "NETPATH_MACVLAN_MODE", value_enum, default_value_t = MacvlanMode::Bridge)]
+    pub macvlan_mode: MacvlanMode,
+    /// ipvlan's mode: l2 (switched, ARP on the parent's network) or l3 (routed by IP,
+    /// no ARP: the network must route --pod-cidr to this node).
+    #[arg(long, env = "NETPATH_IPVLAN_MODE", value_enum, default_value_t = IpvlanMode::L2)]
+    pub ipvlan_mode: IpvlanMode,
+    /// The parent device of macvlan/ipvlan mode's interfaces; default: the uplink.
+    #[arg(long, env = "NETPATH_PARENT", value_parser = parse_ifname)]
+    pub parent: Option<String>,
     /// The device pair that connects each new container: veth, or netkit (Linux 6.7+,
     /// routed mode only; from_container runs as a netkit link on the host side).
     #[arg(long, env = "NETPATH_DEVICE", value_enum, default_value_t = Device::Veth)]
@@ -710,7 +722,9 @@ macro_rules! value_enum {
     };
 }
 
-value_enum!(Mode, [Mode::Routed, Mode::Bridge]);
+value_enum!(Mode, [Mode::Routed, Mode::Bridge, Mode::Macvlan, Mode::Ipvlan]);
+value_enum!(MacvlanMode, [MacvlanMode::Bridge]);
+value_enum!(IpvlanMode, [IpvlanMode::L2, IpvlanMode::L3]);
 value_enum!(Device, [Device::Veth, Device::Netkit]);
 value_enum!(Proto, [Proto::Tcp, Proto::Udp]);
 value_enum!(AttachMode, [AttachMode::Tcx, AttachMode::Clsact]);

@@ -285,7 +285,11 @@ async fn endpoints(r: &mut Report, node: &Node) -> anyhow::Result<()> {
     let pod_cidr6 = node.pod_cidr6();
     for e in &node.endpoints {
         let check = format!("endpoint {}", e.name);
-        let prefix = if e.mode == Mode::Bridge { node.pod_prefix() } else { 32 };
+        let prefix = match e.mode {
+            Mode::Bridge => node.pod_prefix(),
+            Mode::Routed => 32,
+            Mode::Macvlan | Mode::Ipvlan => e.prefix.unwrap_or(32),
+        };
         // The bridge's name is the agent's setting, not in the pins: its ports are
         // reconciliation's to check.
         let view = drift::Node {
@@ -312,6 +316,17 @@ async fn endpoints(r: &mut Report, node: &Node) -> anyhow::Result<()> {
                 &check,
                 format!("MTU {} exceeds the uplink's {mtu}", e.mtu),
                 format!("re-add {} with --mtu {mtu}", e.name),
+            );
+        } else if let Some(parent) = &e.parent {
+            r.ok(
+                &check,
+                format!(
+                    "{} on {} in {} (a {} of {parent}), attached",
+                    e.ip,
+                    e.ifname,
+                    e.netns.display(),
+                    e.mode
+                ),
             );
         } else {
             r.ok(&check, format!("{} on {}, attached", e.ip, e.host_ifname));
@@ -362,13 +377,20 @@ fn endpoint_map(r: &mut Report, node: &Node) -> anyhow::Result<()> {
 /// The uplink: there, with uplink_in attached.
 async fn uplink(r: &mut Report, node: &Node, status: Option<&AgentStatus>) -> anyhow::Result<()> {
     let index = node.cfg.uplink_ifindex;
-    if let Some(st) = status.filter(|st| !st.uplink_up) {
+    // An agent without an uplink (none found, macvlan/ipvlan mode) has none to lose.
+    if let Some(st) = status.filter(|st| !st.uplink_up && st.uplink.is_some()) {
         let d = Drift::UplinkGone { name: st.uplink.clone().unwrap_or_default() };
         r.fail("uplink", format!("{} {}", d.subject().trim_start_matches("uplink "), d.problem()), fix(&d));
         return Ok(());
     }
     if index == 0 {
-        r.ok("uplink", "none configured: NAT is off");
+        match link::get(&node.nl, crate::agent::SHIM_DEVICE).await?.filter(|l| l.is_subif) {
+            Some(_) => r.ok(
+                "uplink",
+                "none in macvlan/ipvlan mode: containers are on the parent's network, nothing is translated",
+            ),
+            None => r.ok("uplink", "none configured: NAT is off"),
+        }
         return Ok(());
     }
     let Some(up) = link::get_by_index(&node.nl, index).await? else {
@@ -388,10 +410,20 @@ async fn pod_cidr(r: &mut Report, node: &Node) -> anyhow::Result<()> {
     let gateway = cidr.hosts().next().unwrap_or(cidr.network());
     let owned: Vec<u32> = node.endpoints.iter().map(|e| e.host_ifindex).collect();
     let bridge = node.endpoints.iter().any(|e| e.mode == Mode::Bridge);
-    let overlaps = |n: ipnet::Ipv4Net| n.contains(&cidr.network()) || cidr.contains(&n.network());
+    // macvlan/ipvlan mode: the pod CIDR is a range of the parent's network, reached
+    // through the agent's shim; only an address inside the range is a clash.
+    let shim = link::get(&node.nl, crate::agent::SHIM_DEVICE).await?.filter(|l| l.is_subif);
+    let parent = shim.as_ref().and_then(|s| s.lower);
+    let overlaps = |n: ipnet::Ipv4Net| match shim {
+        Some(_) => cidr.contains(&n.addr()),
+        None => n.contains(&cidr.network()) || cidr.contains(&n.network()),
+    };
     let mut clash = None;
     for route in link::main_routes(&node.nl).await? {
-        let ours = route.oif.is_some_and(|i| owned.contains(&i)) || (bridge && route.dst == cidr);
+        let ours = route.oif.is_some_and(|i| owned.contains(&i))
+            || (bridge && route.dst == cidr)
+            || (shim.is_some()
+                && route.oif.is_some_and(|i| Some(i) == parent || Some(i) == shim.as_ref().map(|s| s.index)));
         if route.dst.prefix_len() != 0 && overlaps(route.dst) && !ours {
             clash = Some(format!("route {}", route.dst));
         }

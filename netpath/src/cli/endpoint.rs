@@ -32,9 +32,19 @@ pub fn run(paths: &Paths, cmd: EndpointCommand) -> anyhow::Result<()> {
                             std::net::Ipv6Addr::from(netpath_common::GATEWAY6),
                             rec.host_ifname
                         ),
-                        None => {
-                            println!("{} {} via {} on {}", rec.name, rec.ip, rec.gateway, rec.host_ifname)
-                        }
+                        None => match &rec.parent {
+                            Some(parent) => println!(
+                                "{} {}/{} on {} ({} of {parent})",
+                                rec.name,
+                                rec.ip,
+                                rec.prefix.unwrap_or(32),
+                                rec.ifname,
+                                rec.mode
+                            ),
+                            None => {
+                                println!("{} {} via {} on {}", rec.name, rec.ip, rec.gateway, rec.host_ifname)
+                            }
+                        },
                     }
                     Ok(())
                 }

@@ -40,7 +40,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let paths = &paths;
     match cli.command {
-        Command::Agent(args) => agent::run(paths.clone(), args),
+        Command::Agent(args) => agent::run(paths.clone(), *args),
         Command::Port(cmd) => port::run(paths, cmd),
         Command::Trace(args) => trace::run(paths, args),
         Command::Completions { shell } => {

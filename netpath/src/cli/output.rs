@@ -75,7 +75,12 @@ pub fn endpoints(endpoints: &[EndpointRecord], format: Format) {
         if v6 {
             row.push(e.ip6.map_or("-".to_string(), |ip| ip.to_string()));
         }
-        row.extend([e.mac.clone(), e.host_ifname.clone(), e.mtu.to_string(), e.netns.display().to_string()]);
+        // A macvlan/ipvlan endpoint has no host side: its parent stands there.
+        let host = match &e.parent {
+            Some(parent) => format!("({} of {parent})", e.mode),
+            None => e.host_ifname.clone(),
+        };
+        row.extend([e.mac.clone(), host, e.mtu.to_string(), e.netns.display().to_string()]);
         t.row(row);
     }
     t.print();

@@ -89,6 +89,9 @@ mod tests {
             host_ifindex: 1,
             host_mac: "0e:00:00:00:00:01".into(),
             owner: owner.map(str::to_string),
+            parent: None,
+            ipvlan_mode: None,
+            prefix: None,
         }
     }
 

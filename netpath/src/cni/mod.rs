@@ -239,6 +239,8 @@ fn add(call: &Call, conf: &NetConf, c: &Container) -> Result<Value, CniError> {
         Mode::Bridge => pod_cidr.prefix_len(),
         // Routed: a /32, everything goes to the gateway (the datapath).
         Mode::Routed => 32,
+        // A sub-interface: the parent's subnet's.
+        Mode::Macvlan | Mode::Ipvlan => rec.prefix.unwrap_or(32),
     };
     let added = Added {
         version: &conf.cni_version,

@@ -184,10 +184,19 @@ pub struct Added<'a> {
 
 impl Added<'_> {
     pub fn to_json(&self) -> Value {
-        let mut ip = json!({ "address": self.address, "gateway": self.gateway, "interface": 1 });
+        // A macvlan/ipvlan endpoint has no host side: the container's is the only one.
+        let host =
+            (!self.host_ifname.is_empty()).then(|| json!({ "name": self.host_ifname, "mac": self.host_mac }));
+        let index = usize::from(host.is_some());
+        // No gateway: a sub-interface on a network without a router the node knows.
+        let gateway = (self.gateway != "0.0.0.0").then_some(&self.gateway);
+        let mut ip = json!({ "address": self.address, "interface": index });
+        if let Some(g) = gateway {
+            ip["gateway"] = json!(g);
+        }
         let gateway6 = std::net::Ipv6Addr::from(netpath_common::GATEWAY6).to_string();
         let mut ip6 =
-            self.address6.as_ref().map(|a| json!({ "address": a, "gateway": gateway6, "interface": 1 }));
+            self.address6.as_ref().map(|a| json!({ "address": a, "gateway": gateway6, "interface": index }));
         // 0.4.0 tags each address with its family; 1.0.0 dropped the key.
         if self.version.starts_with("0.") {
             ip["version"] = json!("4");
@@ -195,16 +204,17 @@ impl Added<'_> {
                 ip6["version"] = json!("6");
             }
         }
-        let mut routes = vec![json!({ "dst": "0.0.0.0/0", "gw": self.gateway })];
+        let mut routes: Vec<Value> =
+            gateway.map(|g| json!({ "dst": "0.0.0.0/0", "gw": g })).into_iter().collect();
         if ip6.is_some() {
             routes.push(json!({ "dst": "::/0", "gw": gateway6 }));
         }
         json!({
             "cniVersion": self.version,
-            "interfaces": [
-                { "name": self.host_ifname, "mac": self.host_mac },
-                { "name": self.ifname, "mac": self.mac, "sandbox": self.sandbox },
-            ],
+            "interfaces": host
+                .into_iter()
+                .chain([json!({ "name": self.ifname, "mac": self.mac, "sandbox": self.sandbox })])
+                .collect::<Vec<_>>(),
             "ips": std::iter::once(ip).chain(ip6).collect::<Vec<_>>(),
             "routes": routes,
             "dns": self.dns.cloned().unwrap_or_else(|| json!({})),

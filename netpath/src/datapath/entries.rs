@@ -4,6 +4,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use netpath_common::{
     EndpointInfo, PortKeyOf, PortTargetOf, ENDPOINT_F_BRIDGED, ENDPOINT_F_NETKIT, ENDPOINT_F_PUBLISHED,
+    ENDPOINT_F_SUBIF,
 };
 
 use super::family::{Family, PortEntry};
@@ -15,6 +16,7 @@ pub fn endpoint(rec: &EndpointRecord, published: bool) -> Result<EndpointInfo, S
     let mut flags = match rec.mode {
         Mode::Routed => 0,
         Mode::Bridge => ENDPOINT_F_BRIDGED,
+        Mode::Macvlan | Mode::Ipvlan => ENDPOINT_F_SUBIF,
     };
     if published {
         flags |= ENDPOINT_F_PUBLISHED;

@@ -28,9 +28,10 @@ use crate::state::Device;
 const TC_PRIORITIES: [u16; 2] = [0x1000, 0x1001];
 /// The kernel's default priority, where builds before the two priorities put filters.
 const LEGACY_PRIORITY: u16 = 0xc000;
-/// Where from_container's filter sits on an endpoint's host veth: ahead of the others
-/// (a lower number runs first), so that during a swap the new one decides.
-const ENDPOINT_PRIORITIES: [u16; 2] = [0x0800, 0x0801];
+/// Where from_container's filter sits on an endpoint's host veth (and both filters on a
+/// macvlan/ipvlan endpoint's interface): ahead of the others (a lower number runs first),
+/// so that during a swap the new one decides.
+pub(super) const ENDPOINT_PRIORITIES: [u16; 2] = [0x0800, 0x0801];
 
 fn attach_err<'a>(
     prog: &'static str,
@@ -68,7 +69,7 @@ impl Datapath {
         let pin = self.pin(format!("{prog}-{ifindex}"));
         if self.mode == AttachMode::Clsact {
             add_clsact(iface)?;
-            return self.attach_clsact(prog, iface, TC_PRIORITIES, &[LEGACY_PRIORITY]);
+            return self.attach_clsact(prog, iface, TcAttachType::Ingress, TC_PRIORITIES, &[LEGACY_PRIORITY]);
         }
         if let Ok(old) = PinnedLink::from_pin(&pin) {
             let link = FdLink::from(old).try_into().map_err(kind_err(prog, iface, &pin))?;
@@ -87,15 +88,16 @@ impl Datapath {
         Ok(())
     }
 
-    /// A cls_bpf filter at `iface`'s ingress that replaces an earlier agent's without a
-    /// gap: filters live at one of two priorities; the new one goes in at the free one
-    /// while the old one still runs, then the old one is deleted. (Deleting first, as
-    /// before, left a moment in which published-port SYNs met the node's stack and were
-    /// refused.)
-    fn attach_clsact(
+    /// A cls_bpf filter at `iface`'s ingress or egress (`at`) that replaces an earlier
+    /// agent's without a gap: filters live at one of two priorities; the new one goes in
+    /// at the free one while the old one still runs, then the old one is deleted.
+    /// (Deleting first, as before, left a moment in which published-port SYNs met the
+    /// node's stack and were refused.)
+    pub(super) fn attach_clsact(
         &mut self,
         prog: &'static str,
         iface: &str,
+        at: TcAttachType,
         priorities: [u16; 2],
         legacy: &[u16],
     ) -> Result<(), DatapathError> {
@@ -104,7 +106,7 @@ impl Datapath {
         let mut last_err = None;
         for (i, priority) in priorities.into_iter().enumerate() {
             let opts = tc::TcAttachOptions::Netlink(tc::NlOptions { priority, handle, ..Default::default() });
-            match self.classifier(prog)?.attach_with_options(iface, TcAttachType::Ingress, opts) {
+            match self.classifier(prog)?.attach_with_options(iface, at, opts) {
                 Ok(id) => {
                     // The filter must outlive this process; it goes with the interface.
                     std::mem::forget(self.classifier(prog)?.take_link(id).map_err(attach_err(prog, iface))?);
@@ -117,13 +119,13 @@ impl Datapath {
         }
         match placed {
             Some(i) => {
-                Self::detach_filter(iface, priorities[1 - i], handle);
+                Self::detach_filter(iface, at, priorities[1 - i], handle);
             }
             None => {
                 // Both taken (an agent died mid-swap): the second is replaced while the
                 // first serves.
                 let err = last_err.map_or_else(|| "no priority free".to_string(), |e| e.to_string());
-                if !Self::detach_filter(iface, priorities[1], handle) {
+                if !Self::detach_filter(iface, at, priorities[1], handle) {
                     let source = std::io::Error::other(err);
                     return Err(DatapathError::Clsact { iface: iface.into(), source });
                 }
@@ -134,23 +136,24 @@ impl Datapath {
                 });
                 let id = self
                     .classifier(prog)?
-                    .attach_with_options(iface, TcAttachType::Ingress, opts)
+                    .attach_with_options(iface, at, opts)
                     .map_err(attach_err(prog, iface))?;
                 std::mem::forget(self.classifier(prog)?.take_link(id).map_err(attach_err(prog, iface))?);
-                Self::detach_filter(iface, priorities[0], handle);
+                Self::detach_filter(iface, at, priorities[0], handle);
             }
         }
         // Filters of earlier builds.
         for &priority in legacy {
-            Self::detach_filter(iface, priority, handle);
+            Self::detach_filter(iface, at, priority, handle);
         }
         Ok(())
     }
 
-    /// Deletes the ingress filter at `priority`/`handle`; false when there was none.
-    fn detach_filter(iface: &str, priority: u16, handle: tc::TcHandle) -> bool {
+    /// Deletes the filter at `iface`'s ingress or egress (`at`) at `priority`/`handle`;
+    /// false when there was none.
+    pub(super) fn detach_filter(iface: &str, at: TcAttachType, priority: u16, handle: tc::TcHandle) -> bool {
         use aya::programs::links::Link as _;
-        tc::SchedClassifierLink::attached(iface, TcAttachType::Ingress, priority, handle, None)
+        tc::SchedClassifierLink::attached(iface, at, priority, handle, None)
             .is_ok_and(|link| link.detach().is_ok())
     }
 
@@ -187,7 +190,7 @@ impl Datapath {
         match device {
             Device::Veth => {
                 add_clsact(iface)?;
-                self.attach_clsact(FROM_CONTAINER, iface, ENDPOINT_PRIORITIES, &[])
+                self.attach_clsact(FROM_CONTAINER, iface, TcAttachType::Ingress, ENDPOINT_PRIORITIES, &[])
             }
             Device::Netkit => self.attach_netkit(FROM_CONTAINER, iface, ifindex),
         }
@@ -220,6 +223,7 @@ impl Datapath {
                 self.attach_clsact(
                     FROM_CONTAINER,
                     iface,
+                    TcAttachType::Ingress,
                     ENDPOINT_PRIORITIES,
                     &[TC_PRIORITIES[0], TC_PRIORITIES[1], LEGACY_PRIORITY],
                 )
@@ -501,7 +505,7 @@ pub async fn endpoint_programs(
 }
 
 /// A clsact qdisc on `iface`, there already or added.
-fn add_clsact(iface: &str) -> Result<(), DatapathError> {
+pub(super) fn add_clsact(iface: &str) -> Result<(), DatapathError> {
     if let Err(e) = tc::qdisc_add_clsact(iface) {
         // EEXIST comes back as "File exists" or, with extended acks, as "Exclusivity
         // flag on, cannot modify": either way the qdisc is there.

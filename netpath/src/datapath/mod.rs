@@ -11,6 +11,7 @@ mod logs;
 mod netkit;
 mod programs;
 mod slots;
+mod subif;
 mod tables;
 
 use std::path::PathBuf;
@@ -18,6 +19,7 @@ use std::path::PathBuf;
 pub use inspect::{CtRow, CtSummary, EndpointCounters, Inspector, MapSummary, ReasonCounter};
 pub use links::{endpoint_programs, tc_programs};
 pub use programs::{program, AttachMode, Datapath, PacketRun};
+pub use subif::subif_filters;
 
 /// CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns (conntrack's timestamps).
 pub fn monotonic_ns() -> u64 {
@@ -69,4 +71,10 @@ pub enum DatapathError {
     LinkKind { prog: &'static str, iface: String, pin: PathBuf, found: String },
     #[error("cannot pin the link of {prog} on {iface} at {pin}: {source}")]
     LinkPin { prog: &'static str, iface: String, pin: PathBuf, source: Box<aya::pin::PinError> },
+    #[error("cannot enter network namespace {ns} to reach {iface}: {source}")]
+    Netns { ns: String, iface: String, source: std::io::Error },
+    #[error("in network namespace {ns}: {source}")]
+    InNetns { ns: String, source: Box<DatapathError> },
+    #[error("cannot list the tc filters of {iface}: {source}")]
+    Filters { iface: String, source: std::io::Error },
 }

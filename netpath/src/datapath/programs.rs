@@ -16,7 +16,7 @@ use super::DatapathError;
 
 pub use netpath_common::contract::program;
 pub(super) use netpath_common::contract::{
-    program::{FROM_CONTAINER, FROM_TUNNEL, UPLINK_IN, UPLINK_XDP},
+    program::{FROM_CONTAINER, FROM_TUNNEL, TO_SUBIF, UPLINK_IN, UPLINK_XDP},
     NODE_SOCKET_HOOKS,
 };
 
@@ -118,8 +118,9 @@ impl Datapath {
         };
         // from_tunnel, to_other_node and uplink_xdp are verified when the node needs them
         // (`attach_tunnel`, `set_cluster_programs`, `xdp`): every other agent start
-        // would pay for them, many seconds under emulation.
-        for name in [FROM_CONTAINER, program::CONTAINER_PATH, program::CONTAINER_PATH6, UPLINK_IN] {
+        // would pay for them, many seconds under emulation. to_subif is a few dozen
+        // instructions: verified always, so that no mode of the node can find it broken.
+        for name in [FROM_CONTAINER, program::CONTAINER_PATH, program::CONTAINER_PATH6, UPLINK_IN, TO_SUBIF] {
             dp_load(&mut dp, name)?;
         }
         for name in NODE_SOCKET_HOOKS {
@@ -269,6 +270,7 @@ impl Datapath {
     pub fn program_ids(&self) -> Vec<(&'static str, u32)> {
         let names = [
             FROM_CONTAINER,
+            TO_SUBIF,
             UPLINK_IN,
             UPLINK_XDP,
             FROM_TUNNEL,

@@ -32,6 +32,11 @@ pub struct Link {
     pub is_netkit: bool,
     /// The bridge the link is a port of.
     pub controller: Option<u32>,
+    /// A macvlan or ipvlan device.
+    pub is_subif: bool,
+    /// IFLA_LINK: the device a sub-interface (macvlan, ipvlan, vlan) sits on, as an
+    /// index of the namespace it was made in.
+    pub lower: Option<u32>,
 }
 
 /// Prefix of the alias netpath gives every host-side veth it creates (followed by the
@@ -87,9 +92,12 @@ fn link_of(msg: &LinkMessage) -> Link {
             LinkAttribute::Mtu(m) => link.mtu = *m,
             LinkAttribute::IfAlias(a) => link.alias = Some(a.clone()),
             LinkAttribute::Controller(c) => link.controller = Some(*c),
+            LinkAttribute::Link(l) => link.lower = Some(*l),
             LinkAttribute::LinkInfo(infos) => {
                 link.is_veth |= infos.iter().any(|i| matches!(i, LinkInfo::Kind(InfoKind::Veth)));
                 link.is_netkit |= infos.iter().any(|i| matches!(i, LinkInfo::Kind(InfoKind::Netkit)));
+                link.is_subif |=
+                    infos.iter().any(|i| matches!(i, LinkInfo::Kind(InfoKind::MacVlan | InfoKind::IpVlan)));
             }
             _ => {}
         }
@@ -302,6 +310,163 @@ pub async fn add_netkit(
         .set_info_data(InfoData::Netkit(vec![InfoNetkit::Mode(NetkitMode::L2), InfoNetkit::Peer(peer_msg)]))
         .build();
     add_pair(handle, msg, "netkit", host, peer).await
+}
+
+/// What a container's (or the node's shim's) sub-interface of a parent device is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SubifKind {
+    /// macvlan in bridge mode: a MAC of its own, switched to its siblings by the driver.
+    Macvlan,
+    /// ipvlan in L2 or L3 mode: the parent's MAC, switched by IP.
+    Ipvlan(crate::state::IpvlanMode),
+}
+
+impl SubifKind {
+    fn builder(self, name: &str, parent: u32) -> LinkMessageBuilder<LinkUnspec> {
+        use rtnetlink::packet_route::link::{InfoIpVlan, InfoMacVlan, IpVlanMode, MacVlanMode};
+        let (kind, data) = match self {
+            SubifKind::Macvlan => {
+                (InfoKind::MacVlan, InfoData::MacVlan(vec![InfoMacVlan::Mode(MacVlanMode::Bridge)]))
+            }
+            SubifKind::Ipvlan(mode) => {
+                let mode = match mode {
+                    crate::state::IpvlanMode::L2 => IpVlanMode::L2,
+                    crate::state::IpvlanMode::L3 => IpVlanMode::L3,
+                };
+                (InfoKind::IpVlan, InfoData::IpVlan(vec![InfoIpVlan::Mode(mode)]))
+            }
+        };
+        LinkMessageBuilder::<LinkUnspec>::new_with_info_kind(kind)
+            .name(name.to_string())
+            .link(parent)
+            .set_info_data(data)
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            SubifKind::Macvlan => "macvlan",
+            SubifKind::Ipvlan(_) => "ipvlan",
+        }
+    }
+}
+
+/// Creates a container's interface `name` as a sub-interface of `parent` (an index of
+/// the handle's namespace) directly inside `ns`, in one request: with interface index
+/// `index` there (the datapath tells endpoints apart by it, so the agent picks indexes
+/// unique among its endpoints), its MTU and, for macvlan, its MAC (ipvlan devices share
+/// the parent's). Nothing has to be renamed or moved afterwards.
+#[allow(clippy::too_many_arguments)]
+pub async fn add_subif(
+    handle: &Handle,
+    kind: SubifKind,
+    parent: u32,
+    name: &str,
+    ns: &File,
+    index: u32,
+    mac: Option<[u8; 6]>,
+    mtu: u32,
+) -> Result<(), PlumbingError> {
+    let mut b = kind.builder(name, parent).mtu(mtu).setns_by_fd(ns.as_raw_fd());
+    if let Some(mac) = mac {
+        b = b.address(mac.to_vec());
+    }
+    let mut msg = b.build();
+    msg.header.index = index;
+    match handle.link().add(msg).execute().await {
+        Ok(()) => Ok(()),
+        Err(e) if errno(&e) == Some(libc::EEXIST) => {
+            Err(PlumbingError::LinkExists { name: name.into(), place: "in the container namespace".into() })
+        }
+        // The index is taken in the container namespace (by a device the container made).
+        Err(e) if errno(&e) == Some(libc::EBUSY) => Err(PlumbingError::LinkExists {
+            name: format!("interface index {index}"),
+            place:
+                "in the container namespace (netpath gives each container's interface an index of its own)"
+                    .into(),
+        }),
+        Err(e) => Err(PlumbingError::netlink(format!(
+            "failed to create {} {name} on parent {parent} in the container",
+            kind.name()
+        ))(e)),
+    }
+}
+
+/// The node's own sub-interface `name` of `parent` (the shim through which the node
+/// reaches its containers: a parent does not see what its sub-interfaces send).
+/// Returns it and whether this call made it; one of that name that is no sub-interface
+/// of `parent` is refused.
+pub async fn ensure_shim(
+    handle: &Handle,
+    kind: SubifKind,
+    parent: u32,
+    name: &str,
+) -> Result<(Link, bool), PlumbingError> {
+    if let Some(l) = get(handle, name).await? {
+        if !l.is_subif || l.lower != Some(parent) {
+            return Err(PlumbingError::LinkExists {
+                name: name.into(),
+                place: format!("on the node and it is not a {} of interface {parent}", kind.name()),
+            });
+        }
+        return Ok((l, false));
+    }
+    handle.link().add(kind.builder(name, parent).build()).execute().await.map_err(PlumbingError::netlink(
+        format!("failed to create {} {name} on interface {parent}", kind.name()),
+    ))?;
+    let l = get(handle, name).await?.ok_or_else(|| PlumbingError::LinkNotFound(name.into()))?;
+    Ok((l, true))
+}
+
+/// `net dev index scope link`: the node's route to its containers through the shim.
+pub async fn add_subnet_route(handle: &Handle, net: ipnet::Ipv4Net, index: u32) -> Result<(), PlumbingError> {
+    let route = RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(net.network(), net.prefix_len())
+        .output_interface(index)
+        .scope(RouteScope::Link)
+        .build();
+    handle
+        .route()
+        .add(route)
+        .replace()
+        .execute()
+        .await
+        .map_err(PlumbingError::netlink(format!("failed to add the route to {net} via interface {index}")))
+}
+
+/// A macvlan/ipvlan container's side: lo and the interface up, the address with the
+/// parent subnet's prefix, and the default route: via the network's router when there
+/// is one, straight out of the interface in ipvlan L3 (no ARP there: the parent's
+/// namespace routes), none otherwise (the subnet alone).
+pub async fn configure_subif(
+    handle: Handle,
+    ifname: String,
+    ip: Ipv4Addr,
+    prefix: u8,
+    gateway: Option<Ipv4Addr>,
+    l3: bool,
+) -> Result<(), PlumbingError> {
+    if let Some(gateway) = gateway.filter(|_| !l3) {
+        return configure_container(handle, ifname, ip, prefix, gateway).await;
+    }
+    let lo = get(&handle, "lo").await?.ok_or_else(|| PlumbingError::LinkNotFound("lo".into()))?;
+    set_up(&handle, lo.index, "lo").await?;
+    let eth = get(&handle, &ifname).await?.ok_or_else(|| PlumbingError::LinkNotFound(ifname.clone()))?;
+    set_up(&handle, eth.index, &ifname).await?;
+    add_address(&handle, eth.index, &ifname, ip, prefix).await?;
+    if l3 {
+        let default = RouteMessageBuilder::<Ipv4Addr>::new()
+            .output_interface(eth.index)
+            .scope(RouteScope::Link)
+            .build();
+        handle
+            .route()
+            .add(default)
+            .replace()
+            .execute()
+            .await
+            .map_err(PlumbingError::netlink(format!("failed to add the default route on {ifname}")))?;
+    }
+    Ok(())
 }
 
 /// The running kernel's release (`uname -r`), for messages.
@@ -775,6 +940,7 @@ pub async fn del_node_route6(
 pub struct Route {
     pub dst: ipnet::Ipv4Net,
     pub oif: Option<u32>,
+    pub gateway: Option<Ipv4Addr>,
 }
 
 pub async fn main_routes(handle: &Handle) -> Result<Vec<Route>, PlumbingError> {
@@ -785,11 +951,13 @@ pub async fn main_routes(handle: &Handle) -> Result<Vec<Route>, PlumbingError> {
     while let Some(msg) = routes.try_next().await.map_err(PlumbingError::netlink("failed to list routes"))? {
         let mut dst = Ipv4Addr::UNSPECIFIED;
         let mut oif = None;
+        let mut gateway = None;
         let mut table = msg.header.table as u32;
         for attr in &msg.attributes {
             match attr {
                 RouteAttribute::Destination(RouteAddress::Inet(a)) => dst = *a,
                 RouteAttribute::Oif(i) => oif = Some(*i),
+                RouteAttribute::Gateway(RouteAddress::Inet(g)) => gateway = Some(*g),
                 RouteAttribute::Table(t) => table = *t,
                 _ => {}
             }
@@ -798,7 +966,7 @@ pub async fn main_routes(handle: &Handle) -> Result<Vec<Route>, PlumbingError> {
             continue;
         }
         if let Ok(dst) = ipnet::Ipv4Net::new(dst, msg.header.destination_prefix_length) {
-            out.push(Route { dst, oif });
+            out.push(Route { dst, oif, gateway });
         }
     }
     Ok(out)
@@ -825,9 +993,16 @@ pub async fn addresses(handle: &Handle) -> Result<Vec<(u32, ipnet::Ipv4Net)>, Pl
 
 /// Names of the BPF programs attached as tc filters (clsact) at `index`'s ingress.
 pub async fn ingress_bpf_filters(handle: &Handle, index: u32) -> Result<Vec<String>, PlumbingError> {
+    bpf_filters(handle, index, false).await
+}
+
+/// Names of the BPF programs attached as tc filters (clsact) at `index`'s ingress, or
+/// at its egress.
+pub async fn bpf_filters(handle: &Handle, index: u32, egress: bool) -> Result<Vec<String>, PlumbingError> {
     use rtnetlink::packet_route::tc::{TcAttribute, TcFilterBpfOption, TcOption};
     let mut names = Vec::new();
-    let mut filters = handle.traffic_filter(index as i32).get().ingress().execute();
+    let get = handle.traffic_filter(index as i32).get();
+    let mut filters = if egress { get.egress() } else { get.ingress() }.execute();
     while let Some(msg) = filters
         .try_next()
         .await

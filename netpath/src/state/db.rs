@@ -339,6 +339,9 @@ mod tests {
             host_ifindex: 7,
             host_mac: "0e:00:00:00:00:01".into(),
             owner: None,
+            parent: None,
+            ipvlan_mode: None,
+            prefix: None,
         }
     }
 

@@ -148,6 +148,9 @@ mod tests {
             host_ifindex: 0,
             host_mac: String::new(),
             owner: None,
+            parent: None,
+            ipvlan_mode: None,
+            prefix: None,
         }
     }
 

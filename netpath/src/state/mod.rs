@@ -141,6 +141,12 @@ pub enum Mode {
     Routed,
     /// docker0's layout: a bridge holding the gateway address, host veths as its ports.
     Bridge,
+    /// Each container's interface is a macvlan (bridge mode) of a parent device: the
+    /// container sits on the parent's network with an address of its own.
+    Macvlan,
+    /// Each container's interface is an ipvlan (L2 or L3, [`IpvlanMode`]) of a parent
+    /// device, sharing its MAC.
+    Ipvlan,
 }
 
 impl Mode {
@@ -148,7 +154,64 @@ impl Mode {
         match self {
             Mode::Routed => "routed",
             Mode::Bridge => "bridge",
+            Mode::Macvlan => "macvlan",
+            Mode::Ipvlan => "ipvlan",
         }
+    }
+
+    /// Is a container's interface a sub-interface of a parent device (no host side)?
+    pub fn is_subif(self) -> bool {
+        matches!(self, Mode::Macvlan | Mode::Ipvlan)
+    }
+}
+
+/// ipvlan's own modes (`--ipvlan-mode`): the kernel keeps one per parent, for all of
+/// its ipvlan devices.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IpvlanMode {
+    /// Switched by MAC (the parent's, shared) and IP, ARP among the devices (default).
+    #[default]
+    L2,
+    /// Routed by IP alone, no ARP or broadcast: the network routes the containers'
+    /// addresses to the node.
+    L3,
+}
+
+impl IpvlanMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            IpvlanMode::L2 => "l2",
+            IpvlanMode::L3 => "l3",
+        }
+    }
+}
+
+impl std::fmt::Display for IpvlanMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// macvlan's modes netpath offers (`--macvlan-mode`): bridge only. private would cut
+/// containers off from each other and vepa needs a switch that hairpins; passthru
+/// gives the whole parent to one container.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MacvlanMode {
+    #[default]
+    Bridge,
+}
+
+impl MacvlanMode {
+    pub fn name(self) -> &'static str {
+        "bridge"
+    }
+}
+
+impl std::fmt::Display for MacvlanMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -211,6 +274,18 @@ pub struct EndpointRecord {
     /// The runtime's container ID, for endpoints a runtime added (CNI).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// `--mode macvlan|ipvlan`: the parent device the container's interface is a
+    /// sub-interface of (`host_ifindex` is then the sub-interface's index inside the
+    /// container, `host_ifname` empty, `host_mac` the parent's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// `--mode ipvlan`: the parent's ipvlan mode when the endpoint was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipvlan_mode: Option<IpvlanMode>,
+    /// `--mode macvlan|ipvlan`: the container address's prefix length, the parent's
+    /// subnet's (the other modes derive theirs from the pod CIDR).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<u8>,
 }
 
 /// A container's IPv6 side as netpath configures it (and drift checks it).
@@ -235,6 +310,8 @@ impl EndpointRecord {
         let (ip, mac) = (self.ip6?, parse_mac(&self.mac)?);
         let (prefix, gateway) = match self.mode {
             Mode::Routed => (128, Ipv6Addr::from(netpath_common::GATEWAY6)),
+            // No IPv6 in these modes (refused at start).
+            Mode::Macvlan | Mode::Ipvlan => return None,
             Mode::Bridge => {
                 let ipam = Ipam6::new(pod_cidr6?);
                 (ipam.cidr().prefix_len(), ipam.gateway())
@@ -307,6 +384,9 @@ mod tests {
             host_ifindex: 7,
             host_mac: "0e:00:00:00:00:01".into(),
             owner: None,
+            parent: None,
+            ipvlan_mode: None,
+            prefix: None,
         };
         let cidr6: ipnet::Ipv6Net = "fd00:77::/64".parse().unwrap();
         let ll: Ipv6Addr = "fe80::858:aff:fe4d:2".parse().unwrap();

@@ -88,6 +88,9 @@ mod tests {
             host_ifindex: 7,
             host_mac: "0e:00:00:00:00:01".into(),
             owner: Some("4f1c0ffee".into()),
+            parent: None,
+            ipvlan_mode: None,
+            prefix: None,
         };
         store.save(std::slice::from_ref(&rec)).unwrap();
         assert_eq!(store.load().unwrap(), vec![rec]);

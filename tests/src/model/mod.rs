@@ -14,6 +14,11 @@
 //! and routes are [`World6`]'s. A model of IPv6 translation assumes the datapath's IPv6
 //! programs are loaded (`Datapath::load_ipv6_programs`).
 //!
+//! Macvlan/ipvlan endpoints (`ENDPOINT_F_SUBIF`) likewise: from_container's checks at
+//! their sub-interface's egress (their own packets and ARP pass, counted, to the
+//! driver; ARP claiming their address from anywhere else is dropped) and to_subif's
+//! counting of what arrives for them.
+//!
 //! What it predicts: the verdict (to the stack, dropped, redirected into a container or
 //! out of a device), the packet's bytes afterwards (MACs, addresses, ports, TTL or hop
 //! limit, every checksum as the kernel's helpers update it, so a bad checksum stays

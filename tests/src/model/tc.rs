@@ -1,7 +1,10 @@
-//! The two tc programs: from_container (everything a container sends) and uplink_in
-//! (everything arriving at the node from outside).
+//! The tc programs: from_container (everything a container sends, at its host veth or,
+//! for a macvlan/ipvlan endpoint, at its sub-interface's egress), uplink_in (everything
+//! arriving at the node from outside) and to_subif (what arrives at a macvlan/ipvlan
+//! endpoint's sub-interface).
 use netpath_common::{
     conntrack::NODE_F_ROUTED, EndpointInfo, Reason, ENDPOINT_F_BRIDGED, ENDPOINT_F_PUBLISHED,
+    ENDPOINT_F_SUBIF, SUBIF_IFINDEX_BASE,
 };
 
 use super::{
@@ -15,6 +18,8 @@ use netpath_common::CtEntry;
 pub(super) type Step = Result<(Verdict, Reason), Reason>;
 
 pub(super) const PASS: (Verdict, Reason) = (Verdict::Pass, Reason::PassedToStack);
+/// A sub-interface endpoint's packet, checked: the driver's to switch or send out.
+const TO_PARENT: (Verdict, Reason) = (Verdict::Pass, Reason::PassedToParent);
 const ETH_IPV4: [u8; 2] = [0x08, 0x00];
 const ETH_ARP: [u8; 2] = [0x08, 0x06];
 const ETH_IPV6: [u8; 2] = [0x86, 0xdd];
@@ -48,6 +53,27 @@ impl Model {
         self.run_tc(packet, Model::uplink_in_step)
     }
 
+    /// to_subif on `packet` arriving at sub-interface `ifindex`: it passes everything
+    /// untouched, and counts what it delivers to the endpoint living there.
+    pub fn to_subif(&mut self, packet: &[u8], ifindex: u32) -> Expected {
+        self.run_tc(packet, |m, p| m.subif_step(p, ifindex))
+    }
+
+    fn subif_step(&mut self, p: &mut [u8], ifindex: u32) -> Step {
+        // Too short for IPv4, or not IPv4: the container's stack's, untouched.
+        if p.len() < IP + 20 || be16(p, 12) != ETH_IPV4 {
+            return Ok(PASS);
+        }
+        let dst = be32(p, IP + 16);
+        match self.endpoint(dst) {
+            Some(ep) if ep.flags & ENDPOINT_F_SUBIF != 0 && ep.host_ifindex == ifindex => {
+                self.endpoint_rx(dst, p.len() as u32);
+                Ok((Verdict::Pass, Reason::ForwardedToPeer))
+            }
+            _ => Ok(PASS),
+        }
+    }
+
     fn run_tc(&mut self, packet: &[u8], step: impl FnOnce(&mut Model, &mut [u8]) -> Step) -> Expected {
         if refused_by_tc_test_run(packet, self.header_checks) {
             return Expected { verdict: Verdict::Refused, reason: None, packet: packet.to_vec() };
@@ -67,7 +93,9 @@ impl Model {
             ETH_IPV4 => {}
             ETH_ARP => return self.arp(p, ifindex),
             ETH_IPV6 => return self.container6_step(p, ifindex),
-            // VLAN-tagged and the rest are the stack's.
+            // Out of a sub-interface they would reach the real LAN (a VLAN tag, the
+            // switch's other VLANs): dropped there. From a veth they are the stack's.
+            _ if ifindex & SUBIF_IFINDEX_BASE != 0 => return Err(Reason::DropUnsupportedProtocol),
             _ => return Ok(PASS),
         }
         if p.len() < IP + 20 {
@@ -80,6 +108,10 @@ impl Model {
             return Err(Reason::DropSpoofedSource);
         }
         self.endpoint_tx(src, len);
+        // A sub-interface's own packet: where it goes is the driver's.
+        if sender.flags & ENDPOINT_F_SUBIF != 0 {
+            return Ok(TO_PARENT);
+        }
         let bridged = sender.flags & ENDPOINT_F_BRIDGED != 0;
         if let Some(peer) = self.endpoint(dst) {
             if bridged {
@@ -215,7 +247,11 @@ impl Model {
     }
 
     /// ARP from a container: a request for any address is answered with its host veth's
-    /// MAC (routed mode), after checking the sender is the endpoint behind the veth.
+    /// MAC (routed mode), after checking the sender is the endpoint behind the veth. An
+    /// ARP claiming a sub-interface endpoint's address (a request, a reply, an
+    /// announcement) must come from that endpoint's interface with its MAC in the frame
+    /// and the message, and goes out unanswered; from a sub-interface's index no ARP
+    /// may claim any other address.
     fn arp(&mut self, p: &mut [u8], ifindex: u32) -> Step {
         const A: usize = 14;
         if p.len() < A + 28 {
@@ -227,10 +263,25 @@ impl Model {
         let (sha, spa, tpa) = (&p[A + 8..A + 14], be32(p, A + 14), be32(p, A + 24));
         // Probes (sender 0.0.0.0) and announcements get no answer: duplicate address
         // detection in the container must see silence.
-        if be16(p, A + 6) != [0, 1] || spa == [0; 4] || spa == tpa {
+        if spa == [0; 4] {
             return Ok(PASS);
         }
-        let sender = self.sender(spa, ifindex).ok_or(Reason::DropSpoofedSource)?;
+        let owner = self.endpoint(spa);
+        if let Some(ep) = owner.filter(|e| e.flags & ENDPOINT_F_SUBIF != 0) {
+            if ep.host_ifindex != ifindex || sha != ep.mac || p[6..12] != ep.mac {
+                return Err(Reason::DropSpoofedSource);
+            }
+            return Ok(TO_PARENT);
+        }
+        // A sub-interface (by its index) may claim no other address: on the LAN that
+        // would poison the neighbours' caches.
+        if ifindex & SUBIF_IFINDEX_BASE != 0 {
+            return Err(Reason::DropSpoofedSource);
+        }
+        if be16(p, A + 6) != [0, 1] || spa == tpa {
+            return Ok(PASS);
+        }
+        let sender = owner.filter(|e| e.host_ifindex == ifindex).ok_or(Reason::DropSpoofedSource)?;
         if sha != sender.mac || p[6..12] != sender.mac {
             return Err(Reason::DropSpoofedSource);
         }

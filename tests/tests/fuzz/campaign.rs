@@ -8,7 +8,7 @@ use netpath::datapath::{
 };
 use netpath_common::{
     conntrack::{NatEntry, Tuple},
-    ClosedFlow, Reason, ENDPOINT_F_PUBLISHED,
+    ClosedFlow, Reason, ENDPOINT_F_PUBLISHED, ENDPOINT_F_SUBIF, SUBIF_IFINDEX_BASE,
 };
 use netpath_tests::model::{self, Addr, HeaderChecks, Model, Verdict, XDP_MARK, XDP_PASS};
 use rand::{rngs::StdRng, seq::SliceRandom, Rng, SeedableRng};
@@ -52,6 +52,10 @@ pub const REGRESSIONS: &[(&str, &str)] = &[
         "0e00000000fe0e00000000cc86dd6000000000393a4020010db80077000000000000000000fe20010db8007700000000000000000001020029ff00000500600000000009113f20010db800770000000000000000000120010db80000000000000000000000ccee48003500093ca878",
     ),
 ];
+
+/// How the campaign labels ARP replies and announcements in the name of an address no
+/// sub-interface endpoint has (see `Campaign::arp_in_anothers_name`).
+const ANOTHERS_ARP: &str = "arp reply or announcement in another's name";
 
 /// Conntrack is emptied (in the datapath and the model alike) past this many entries,
 /// far below the table's 1024: an LRU table evicts before it is full, which the model
@@ -246,8 +250,15 @@ impl<'a> Campaign<'a> {
                 }
                 self.tc(program::UPLINK_IN, &packet, veth);
             }
-            if hook != Hook::Uplink || others {
+            if matches!(hook, Hook::FromContainer(_)) || others {
                 self.tc(program::FROM_CONTAINER, &packet, veth);
+            }
+            if matches!(hook, Hook::ToSubif(_)) || others {
+                let at = match hook {
+                    Hook::ToSubif(i) => i,
+                    _ => veth,
+                };
+                self.tc(program::TO_SUBIF, &packet, at);
             }
             if i % CHECK_EVERY == CHECK_EVERY - 1 {
                 self.checkpoint();
@@ -303,33 +314,57 @@ impl<'a> Campaign<'a> {
             && eps.iter().any(|e| e.ip6().octets() == dst)
     }
 
+    /// Is the frame an ARP reply or announcement claiming an address, not 0.0.0.0, that
+    /// is no sub-interface endpoint's? From a veth it is the stack's; from a
+    /// sub-interface, where it would reach the LAN, a spoofed source (and only the
+    /// check of the sub-interface's index drops it).
+    fn arp_in_anothers_name(&self, packet: &[u8]) -> bool {
+        let (Some(oper), Some(spa), Some(tpa)) = (packet.get(20..22), packet.get(28..32), packet.get(38..42))
+        else {
+            return false;
+        };
+        let subif_endpoints = self.node.endpoints().into_iter().filter(|e| e.flags & ENDPOINT_F_SUBIF != 0);
+        let claims_subif = subif_endpoints.map(|e| e.ip.octets()).any(|ip| ip == spa);
+        (oper != [0, 1] || spa == tpa) && spa != [0; 4] && !claims_subif
+    }
+
     fn tc(&mut self, prog: &'static str, packet: &[u8], ifindex: u32) {
         let expected = match prog {
             program::FROM_CONTAINER => self.model.from_container(packet, ifindex),
+            program::TO_SUBIF => self.model.to_subif(packet, ifindex),
             _ => self.model.uplink_in(packet),
         };
         let got = self.dp.test_run(prog, packet, ifindex);
         self.runs += 1;
+        // A published container's packets to a peer and ICMP errors of either family
+        // apart; ARP and what is neither IP nor ARP too (runts count as IPv4).
+        let kind = if is_ipv6(packet) && self.published_to_peer(packet) {
+            "ipv6 published to a peer"
+        } else if is_icmp6_error(packet) {
+            "ipv6 icmp error"
+        } else if is_ipv6(packet) {
+            "ipv6"
+        } else if is_icmp4_error(packet) {
+            "ipv4 icmp error"
+        } else {
+            match packet.get(12..14) {
+                Some([0x08, 0x06]) if self.arp_in_anothers_name(packet) => ANOTHERS_ARP,
+                Some([0x08, 0x06]) => "arp",
+                Some([0x08, 0x00]) | None => "ipv4",
+                Some(_) => "other",
+            }
+        };
+        let mode = if kind.starts_with("ipv6") {
+            format!("{:?}", self.mode6())
+        } else {
+            format!("{:?}", self.mode4())
+        };
+        // from_container at a macvlan/ipvlan interface (known by its index, as the
+        // program knows it): what may leave onto the LAN differs there.
+        let subif = prog == program::FROM_CONTAINER && ifindex & SUBIF_IFINDEX_BASE != 0;
+        let at = if subif { " at a sub-interface" } else { "" };
         let label = match expected.reason {
-            // A published container's packets to a peer, ICMPv6 errors among them.
-            Some(r) if is_ipv6(packet) && self.published_to_peer(packet) => {
-                format!(
-                    "{:?} {} (ipv6 published to a peer, {:?})",
-                    expected.verdict.action(),
-                    r.name(),
-                    self.mode6()
-                )
-            }
-            Some(r) if is_icmp6_error(packet) => {
-                format!("{:?} {} (ipv6 icmp error, {:?})", expected.verdict.action(), r.name(), self.mode6())
-            }
-            Some(r) if is_ipv6(packet) => {
-                format!("{:?} {} (ipv6, {:?})", expected.verdict.action(), r.name(), self.mode6())
-            }
-            Some(r) if is_icmp4_error(packet) => {
-                format!("{:?} {} (ipv4 icmp error, {:?})", expected.verdict.action(), r.name(), self.mode4())
-            }
-            Some(r) => format!("{:?} {} (ipv4, {:?})", expected.verdict.action(), r.name(), self.mode4()),
+            Some(r) => format!("{:?} {}{at} ({kind}, {mode})", expected.verdict.action(), r.name()),
             None => "refused by the test run".into(),
         };
         *self.seen.entry((prog, label)).or_default() += 1;
@@ -672,6 +707,31 @@ impl<'a> Campaign<'a> {
             "translated",
         ] {
             assert!(reached(must), "the campaign never reached {must}: too few packets, or a seed broke");
+        }
+        // The macvlan/ipvlan container: its own packets and ARP left to the driver, and
+        // what arrives at its sub-interface, for it (counted) or not.
+        let sub = program::TO_SUBIF;
+        for (prog, must) in [(from, "passed-to-parent"), (sub, "forwarded-to-peer"), (sub, "passed-to-stack")]
+        {
+            assert!(
+                self.seen.keys().any(|(p, o)| *p == prog && o.split(' ').any(|w| w == must)),
+                "the campaign never reached {must} in {prog}: too few packets, or a seed broke"
+            );
+        }
+        // What may not leave a sub-interface onto the LAN: ARP in another's name, frames
+        // neither IP nor ARP (VLAN-tagged); from a veth such frames stay the stack's.
+        for (must, at, kind) in [
+            ("drop-spoofed-source", " at a sub-interface", ANOTHERS_ARP),
+            ("passed-to-stack", "", ANOTHERS_ARP),
+            ("passed-to-parent", " at a sub-interface", "arp"),
+            ("drop-unsupported-protocol", " at a sub-interface", "other"),
+            ("passed-to-stack", "", "other"),
+        ] {
+            let label = format!(" {must}{at} ({kind}, ");
+            assert!(
+                self.seen.keys().any(|(p, o)| *p == from && o.contains(&label)),
+                "the campaign never reached {must}{at} for {kind} in {from}: too few packets, or a seed broke"
+            );
         }
     }
 }

@@ -1,4 +1,5 @@
-//! The fuzzed node: containers of every kind, published ports (IPv4 and IPv6), a node
+//! The fuzzed node: containers of every kind (a macvlan/ipvlan one among them, whose
+//! sub-interface also gets to_subif's packets), published ports (IPv4 and IPv6), a node
 //! address with a connected subnet (IPv4 and IPv6), IPv6 routes beyond it, and one valid
 //! packet for every path the datapath has. Its IPv6 goes through phases ([`Mode6`]): masqueraded
 //! (NAT66), routed with the containers' own addresses, and without a node address; its
@@ -7,7 +8,8 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use netpath_common::{
     conntrack::{PortKeyOf, PortTargetOf, NODE6_F_MASQUERADE, NODE_F_IPV6, NODE_F_ROUTED},
-    EndpointInfo, Ip6, NodeConfig, NodeConfig6, ENDPOINT_F_BRIDGED, ENDPOINT_F_PUBLISHED,
+    subif_ifindex, EndpointInfo, Ip6, NodeConfig, NodeConfig6, ENDPOINT_F_BRIDGED, ENDPOINT_F_PUBLISHED,
+    ENDPOINT_F_SUBIF, SUBIF_IFINDEX_BASE,
 };
 use netpath_tests::{
     model::{Fib, Fib6, World, World6},
@@ -70,6 +72,10 @@ pub const PREPARE: &[&[&str]] = &[
     &["link", "add", "hb", "type", "veth", "peer", "name", "cb"],
     &["link", "add", "hc", "type", "veth", "peer", "name", "cc"],
     &["link", "add", "hr", "type", "veth", "peer", "name", "cr"],
+    // Stands in for the macvlan/ipvlan container's own interface (only its index counts),
+    // with the index the agent gives m's (SUBIF_IFINDEX_BASE | 10.77.0.8's low 24 bits,
+    // checked by Node::new): from_container knows a sub-interface by it.
+    &["link", "add", "hm", "index", "1078788104", "type", "veth", "peer", "name", "cm"],
     &["link", "set", "up0", "up"],
     &["link", "set", "up1", "up"],
     &["link", "set", "lo", "up"],
@@ -180,7 +186,8 @@ impl Ep {
 }
 
 /// web (published, behind lo), b (published on the node address only), c (plain), d
-/// (plain, never sends), and two bridged containers.
+/// (plain, never sends), two bridged containers, and m, a macvlan/ipvlan container (its
+/// sub-interface's index as its interface; IPv4 only, as those modes are).
 pub struct Node {
     pub web: Ep,
     pub b: Ep,
@@ -188,29 +195,38 @@ pub struct Node {
     pub d: Ep,
     pub br1: Ep,
     pub br2: Ep,
+    pub m: Ep,
     pub uplink: u32,
 }
 
 impl Node {
     pub fn new() -> Self {
-        Self {
+        let node = Self {
             web: Ep::new(2, LO, ENDPOINT_F_PUBLISHED),
             b: Ep::new(3, ifindex("hb"), ENDPOINT_F_PUBLISHED),
             c: Ep::new(4, ifindex("hc"), 0),
             d: Ep::new(5, 4242, 0),
             br1: Ep::new(6, ifindex("hr"), ENDPOINT_F_BRIDGED),
             br2: Ep::new(7, 4243, ENDPOINT_F_BRIDGED),
+            m: Ep::new(8, ifindex("hm"), ENDPOINT_F_SUBIF),
             uplink: ifindex("up0"),
+        };
+        // from_container takes m's interface for a sub-interface by its index, the one
+        // the agent would give it; the others' are the namespace's own count, far below.
+        assert_eq!(node.m.ifindex, subif_ifindex(node.m.ip.octets()), "PREPARE's index for hm");
+        for ep in node.endpoints().iter().filter(|e| e.flags & ENDPOINT_F_SUBIF == 0) {
+            assert_eq!(ep.ifindex & SUBIF_IFINDEX_BASE, 0, "{} is behind a veth", ep.ip);
         }
+        node
     }
 
-    pub fn endpoints(&self) -> [Ep; 6] {
-        [self.web, self.b, self.c, self.d, self.br1, self.br2]
+    pub fn endpoints(&self) -> [Ep; 7] {
+        [self.web, self.b, self.c, self.d, self.br1, self.br2, self.m]
     }
 
-    /// The containers that send: their veths are real devices.
-    pub fn senders(&self) -> [Ep; 4] {
-        [self.web, self.b, self.c, self.br1]
+    /// The containers that send: their veths (or sub-interface) are real devices.
+    pub fn senders(&self) -> [Ep; 5] {
+        [self.web, self.b, self.c, self.br1, self.m]
     }
 
     pub fn world(&self) -> World {
@@ -220,7 +236,12 @@ impl Node {
         let any = Ipv4Addr::UNSPECIFIED;
         World {
             endpoints: self.endpoints().iter().map(|e| (e.ip, e.info())).collect(),
-            endpoints6: self.endpoints().iter().flat_map(|e| [(e.ip6(), e.ip), (e.ll(), e.ip)]).collect(),
+            endpoints6: self
+                .endpoints()
+                .iter()
+                .filter(|e| e.flags & ENDPOINT_F_SUBIF == 0)
+                .flat_map(|e| [(e.ip6(), e.ip), (e.ll(), e.ip)])
+                .collect(),
             ports: vec![
                 port(TCP, any, 8080, self.web.ip, 80),
                 port(UDP, any, 5353, self.web.ip, 53),
@@ -354,10 +375,12 @@ impl Node {
 /// Which program a seed is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Hook {
-    /// from_container, on this host veth.
+    /// from_container, on this host veth (or sub-interface).
     FromContainer(u32),
     /// uplink_in and uplink_xdp.
     Uplink,
+    /// to_subif, on this sub-interface.
+    ToSubif(u32),
 }
 
 pub struct Seed {
@@ -430,6 +453,13 @@ fn outside(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, opts: &[u8], l4: &[u8]) -> V
     pkt::eth(UPLINK_MAC, CLIENT_MAC, pkt::ETH_IPV4, &pkt::ipv4(src, dst, proto, 64, opts, l4))
 }
 
+/// What `ep` sends to the LAN in VLAN 7, tagged by itself.
+fn tagged(ep: &Ep) -> Vec<u8> {
+    let mut p = pkt::eth(UPLINK_MAC, ep.mac, pkt::ETH_VLAN, &[0, 7, 0x08, 0]);
+    p.extend_from_slice(&pkt::ipv4(ep.ip, CLIENT, UDP, 64, &[], &pkt::udp(1, 53, b"vlan")));
+    p
+}
+
 fn arp(oper: u16, sha: [u8; 6], spa: Ipv4Addr, tpa: Ipv4Addr) -> Vec<u8> {
     let mut a = vec![0, 1, 0x08, 0, 6, 4];
     a.extend_from_slice(&oper.to_be_bytes());
@@ -444,7 +474,7 @@ impl Node {
     /// Valid packets of every path. Replies and errors quote the tuples of the flows the
     /// other seeds open, so they find state whenever those ran first.
     pub fn seeds(&self) -> Vec<Seed> {
-        let (web, b, c, d, br1, br2) = (self.web, self.b, self.c, self.d, self.br1, self.br2);
+        let (web, b, c, d, br1, br2, m) = (self.web, self.b, self.c, self.d, self.br1, self.br2, self.m);
         let fc = |ep: &Ep| Hook::FromContainer(ep.ifindex);
         let ts_syn = pkt::tcp_ts(1111, 80, SYN, 100, Some(5000));
         let ts_fin = pkt::tcp_ts(1111, 80, FIN | ACK, 101, Some(6000));
@@ -811,6 +841,65 @@ impl Node {
             Seed { name: "routed fragment to a container", hook: Hook::Uplink, packet: fragment_in },
             Seed { name: "vlan-tagged", hook: Hook::Uplink, packet: vlan },
             Seed { name: "arp on the uplink", hook: Hook::Uplink, packet: arp(1, CLIENT_MAC, CLIENT, NODE) },
+            Seed {
+                name: "sub-interface to the LAN",
+                hook: fc(&m),
+                packet: from(&m, UPLINK_MAC, CLIENT, UDP, 64, &[], &pkt::udp(1, 53, b"lan")),
+            },
+            Seed {
+                name: "sub-interface to a container's address",
+                hook: fc(&m),
+                packet: from(&m, c.mac, c.ip, TCP, 64, &[], &pkt::tcp(7, 8, SYN, b"")),
+            },
+            Seed { name: "sub-interface arp request", hook: fc(&m), packet: arp(1, m.mac, m.ip, GATEWAY) },
+            Seed { name: "sub-interface arp reply", hook: fc(&m), packet: arp(2, m.mac, m.ip, CLIENT) },
+            Seed { name: "sub-interface arp announcement", hook: fc(&m), packet: arp(1, m.mac, m.ip, m.ip) },
+            Seed {
+                name: "arp reply in a sub-interface endpoint's name",
+                hook: fc(&c),
+                packet: arp(2, c.mac, m.ip, CLIENT),
+            },
+            // What a sub-interface may not send onto the LAN: ARP in any other name (a
+            // host's address, the router's announced, a veth endpoint's), and tagged
+            // frames (other VLANs of the parent's switch). From a veth the same is the
+            // stack's.
+            Seed {
+                name: "sub-interface arp reply for a lan host",
+                hook: fc(&m),
+                packet: arp(2, m.mac, CLIENT, GATEWAY),
+            },
+            Seed {
+                name: "sub-interface gratuitous arp for the router",
+                hook: fc(&m),
+                packet: arp(1, m.mac, GATEWAY, GATEWAY),
+            },
+            Seed {
+                name: "sub-interface arp reply in a veth endpoint's name",
+                hook: fc(&m),
+                packet: arp(2, m.mac, c.ip, GATEWAY),
+            },
+            Seed { name: "sub-interface vlan-tagged", hook: fc(&m), packet: tagged(&m) },
+            Seed {
+                name: "container arp reply for a lan host",
+                hook: fc(&c),
+                packet: arp(2, c.mac, CLIENT, c.ip),
+            },
+            Seed { name: "container vlan-tagged", hook: fc(&c), packet: tagged(&c) },
+            Seed {
+                name: "to a sub-interface endpoint",
+                hook: Hook::ToSubif(m.ifindex),
+                packet: pkt::eth(
+                    m.mac,
+                    CLIENT_MAC,
+                    pkt::ETH_IPV4,
+                    &pkt::ipv4(CLIENT, m.ip, UDP, 64, &[], &pkt::udp(53, 1, b"in")),
+                ),
+            },
+            Seed {
+                name: "arp to a sub-interface",
+                hook: Hook::ToSubif(m.ifindex),
+                packet: arp(2, CLIENT_MAC, CLIENT, m.ip),
+            },
         ]);
         seeds
     }
