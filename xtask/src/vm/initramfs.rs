@@ -35,6 +35,9 @@ pub const MODULES: &[&str] = &[
     "cls_bpf",
     "vxlan",
     "macvlan",
+    // netpath's `--mode ipvlan`: the guests are where its tests run (the host's kernel
+    // may lack ipvlan); Debian builds it as a module.
+    "ipvlan",
     "nf_tables",
     "nft_compat",
     "nft_chain_nat",
@@ -398,7 +401,7 @@ pub fn build(kernel: &Kernel, payload: &Payload, tests: &GuestTests, dir: &Path)
 
 /// The guest's /init: mounts; the modules in dependency order, each failure reported
 /// (`NETPATH-VM-MODULE-FAILED name: error`); a preflight that builds, in a namespace of
-/// its own, what the labs build (veth, bridge, vxlan, macvlan, clsact with a cls_bpf
+/// its own, what the labs build (veth, bridge, vxlan, macvlan, ipvlan, clsact with a cls_bpf
 /// filter, iptables' nat table), each failure reported (`NETPATH-VM-PREFLIGHT-FAILED
 /// what: error`); and when anything failed, no test at all (`NETPATH-VM-NOT-RUN`):
 /// a kernel that cannot build the labs is one loud error, not 64 failed tests.
@@ -459,6 +462,8 @@ probe veth $IP -n npvmprobe link add npv0 type veth peer name npv1
 probe bridge $IP -n npvmprobe link add npbr0 type bridge
 probe vxlan $IP -n npvmprobe link add npvx0 type vxlan id 7 dstport 4789
 probe macvlan $IP -n npvmprobe link add npmv0 link npv0 type macvlan
+# On the pair's other end: a device is the port of one kind of sub-interface only.
+probe ipvlan $IP -n npvmprobe link add npiv0 link npv1 type ipvlan mode l2
 probe clsact $TC -n npvmprobe qdisc add dev npv0 clsact
 probe cls_bpf $TC -n npvmprobe filter add dev npv0 ingress bpf bytecode '1,6 0 0 4294967295,'
 probe iptables-nat $IP netns exec npvmprobe $IPT -t nat -S
@@ -584,19 +589,24 @@ mod tests {
              kernel/net/802/stp.ko.xz: kernel/net/llc/llc.ko.xz\n\
              kernel/net/llc/llc.ko.xz:\n\
              kernel/drivers/net/veth.ko.xz:\n\
-             kernel/drivers/net/dummy.ko.xz:\n",
+             kernel/drivers/net/dummy.ko.xz:\n\
+             kernel/drivers/net/ipvlan/ipvtap.ko.xz: kernel/drivers/net/ipvlan/ipvlan.ko.xz kernel/drivers/net/tap.ko.xz\n\
+             kernel/drivers/net/ipvlan/ipvlan.ko.xz:\n\
+             kernel/drivers/net/tap.ko.xz:\n",
         )
         .unwrap();
-        builtin_except(&dir, &["bridge", "veth"]);
+        builtin_except(&dir, &["bridge", "veth", "ipvlan"]);
         let order = module_order(&dir).unwrap();
         let at = |m: &str| {
             order.iter().position(|o| o.contains(m)).unwrap_or_else(|| panic!("{m} not in {order:?}"))
         };
         assert!(at("llc") < at("stp") && at("stp") < at("bridge"), "{order:?}");
         assert!(order.iter().any(|o| o.ends_with("veth.ko.xz")));
+        // ipvlan from its own directory, without ipvtap (which needs it, not the reverse).
+        assert!(order.contains(&"kernel/drivers/net/ipvlan/ipvlan.ko.xz".to_string()), "{order:?}");
         // Only what the tests need (and its dependencies), nothing else the kernel has,
         // and nothing the kernel has built in.
-        assert_eq!(order.len(), 4, "{order:?}");
+        assert_eq!(order.len(), 5, "{order:?}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -604,9 +614,9 @@ mod tests {
     fn a_module_in_neither_modules_dep_nor_modules_builtin_is_a_loud_error_naming_it() {
         let dir = scratch("missing");
         std::fs::write(dir.join("modules.dep"), "kernel/drivers/net/veth.ko.xz:\n").unwrap();
-        builtin_except(&dir, &["veth", "vxlan", "macvlan"]);
+        builtin_except(&dir, &["veth", "vxlan", "macvlan", "ipvlan"]);
         let err = format!("{:#}", module_order(&dir).unwrap_err());
-        assert!(err.contains("vxlan, macvlan"), "{err}");
+        assert!(err.contains("vxlan, macvlan, ipvlan"), "{err}");
         assert!(err.contains("modules.builtin") && err.contains("modules.dep"), "{err}");
         assert!(!err.contains("veth"), "{err}");
         // No modules.builtin at all: every module not in modules.dep is missing.
@@ -665,22 +675,24 @@ mod tests {
             "kernel/net/bridge/bridge.ko.zst",
             "kernel/drivers/net/vxlan/vxlan.ko.gz",
             "kernel/drivers/net/macvlan.ko",
+            "kernel/drivers/net/ipvlan/ipvlan.ko.xz",
         ] {
             write_compressed(&modules.join(rel), &elf);
         }
-        builtin_except(&modules, &["veth", "bridge", "vxlan", "macvlan"]);
+        builtin_except(&modules, &["veth", "bridge", "vxlan", "macvlan", "ipvlan"]);
         let order = module_order(&modules).unwrap();
         let dep = std::fs::read_to_string(modules.join("modules.dep")).unwrap();
-        for m in ["veth.ko.xz:", "bridge.ko.zst:", "vxlan.ko:", "macvlan.ko:"] {
+        for m in ["veth.ko.xz:", "bridge.ko.zst:", "vxlan.ko:", "macvlan.ko:", "ipvlan/ipvlan.ko.xz:"] {
             assert!(dep.contains(m), "{m} not in modules.dep:\n{dep}");
         }
-        assert_eq!(order.len(), 4, "{order:?}");
+        assert_eq!(order.len(), 5, "{order:?}");
         assert!(!modules.with_file_name(".depmod-6.12.9+deb13-cloud-amd64").exists(), "staging left behind");
         let root = pkg.join("initramfs");
         for rel in &order {
             install_module(&modules, rel, &root).unwrap();
         }
         assert_eq!(std::fs::read(root.join("lib/modules/kernel/drivers/net/vxlan/vxlan.ko")).unwrap(), elf);
+        assert_eq!(std::fs::read(root.join("lib/modules/kernel/drivers/net/ipvlan/ipvlan.ko")).unwrap(), elf);
         let _ = std::fs::remove_dir_all(&pkg);
     }
 
@@ -703,6 +715,7 @@ mod tests {
             "NETPATH-VM-MODULE-FAILED $name",
             "probe veth $IP -n npvmprobe link add",
             "probe cls_bpf $TC -n npvmprobe filter add",
+            "probe ipvlan $IP -n npvmprobe link add npiv0 link npv1 type ipvlan mode l2",
             "NETPATH-VM-PREFLIGHT-FAILED $what",
             "NETPATH-VM-NOT-RUN",
             "NETPATH_TEST_TOOLS=/test-tools",
