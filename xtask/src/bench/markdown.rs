@@ -50,6 +50,7 @@ impl Report {
         if single_node {
             self.md_main_table(&mut md);
             self.md_floor(&mut md);
+            self.md_subif(&mut md);
             self.md_xdp(&mut md);
             self.md_scaling(&mut md);
             self.md_iperf3(&mut md);
@@ -415,6 +416,7 @@ impl Report {
             0.95,
             "x",
         ));
+        out.extend(self.subif_targets());
         out
     }
 

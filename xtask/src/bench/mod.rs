@@ -13,6 +13,8 @@ mod observe;
 mod report;
 mod routed;
 mod scale;
+mod subif;
+mod subif_report;
 mod world;
 
 pub use floor::OBJECT_ENV as FLOOR_OBJECT_ENV;
@@ -118,8 +120,15 @@ pub fn run(args: BenchArgs) -> Result<()> {
         return finish(&report, &args, missing);
     }
     step("building the single-node worlds");
-    let mut worlds =
-        [World::netpath()?, World::iptables()?, World::limit()?, World::netpath_xdp()?, World::floor()?];
+    let mut worlds = [
+        World::netpath()?,
+        World::iptables()?,
+        World::limit()?,
+        World::netpath_xdp()?,
+        World::floor()?,
+        World::macvlan()?,
+        World::netpath_macvlan()?,
+    ];
 
     let plan = data_plane_plan(&worlds, &args);
     let mut results = data_plane(&worlds, &plan, pace, args.only.is_some());
@@ -217,12 +226,14 @@ fn prepare(release: bool) -> Result<()> {
     netpath_tests::sweep("nplimit");
     netpath_tests::sweep("npbxdp");
     netpath_tests::sweep("npfloor");
+    netpath_tests::sweep("npbmv");
+    netpath_tests::sweep("npbnmv");
     for p in cluster::PREFIXES.iter().chain([&scale::PREFIX]) {
         netpath_tests::sweep(p);
     }
     crate::interrupt_sweeps(&[
-        "npbench", "npbase", "nplimit", "npbxdp", "npfloor", "npcp", "npxvx", "npxnat", "npxfl", "npxlim",
-        "npxscale",
+        "npbench", "npbase", "nplimit", "npbxdp", "npfloor", "npbmv", "npbnmv", "npcp", "npxvx", "npxnat",
+        "npxfl", "npxlim", "npxscale",
     ]);
     Ok(())
 }
@@ -240,7 +251,9 @@ fn measure(w: &World, path: PathKind, test: Test, placement: Placement, duration
 }
 
 /// Every path, test and placement each world has (split CPUs neither in a quick run,
-/// nor for TCP_STREAM, nor through XDP), narrowed by `--only`.
+/// nor for TCP_STREAM, nor through XDP, nor for the sub-interface worlds), narrowed by
+/// `--only`. The quick run measures the sub-interface worlds' TCP_RR alone: it checks
+/// that they carry packets, in two seconds rather than eight.
 fn data_plane_plan(worlds: &[World], args: &BenchArgs) -> Vec<Planned> {
     let mut plan = Vec::new();
     for path in PathKind::ALL {
@@ -252,10 +265,13 @@ fn data_plane_plan(worlds: &[World], args: &BenchArgs) -> Vec<Planned> {
                     continue;
                 }
                 for (world, w) in worlds.iter().enumerate() {
-                    let xdp_split = w.datapath == Datapath::NetpathXdp && placement == Placement::SplitCpu;
+                    let split = placement == Placement::SplitCpu;
+                    let xdp_split = w.datapath == Datapath::NetpathXdp && split;
+                    let subif = w.datapath.is_subif();
+                    let subif_skipped = subif && (split || (args.quick && test != Test::TcpRr));
                     let label = label(w, path, test, placement);
                     let wanted = args.only.as_ref().is_none_or(|o| label.contains(o.as_str()));
-                    if w.paths().contains(&path) && !xdp_split && wanted {
+                    if w.paths().contains(&path) && !xdp_split && !subif_skipped && wanted {
                         plan.push(Planned { world, path, test, placement });
                     }
                 }
@@ -317,7 +333,7 @@ fn data_plane(worlds: &[World], plan: &[Planned], pace: Pace, only: bool) -> Vec
 fn iperf3_cross_check(worlds: &[World], duration: Duration) -> Vec<report::CrossCheck> {
     step("cross-check: TCP_STREAM with iperf3");
     let mut iperf3 = Vec::new();
-    for w in worlds {
+    for w in worlds.iter().filter(|w| !w.datapath.is_subif()) {
         let path = if w.datapath == Datapath::NetpathXdp { PathKind::Dnat } else { PathKind::C2c };
         let ours = measure(w, path, Test::TcpStream, Placement::SameCpu, duration).rate;
         w.flush_conntrack();
@@ -332,7 +348,7 @@ fn iperf3_cross_check(worlds: &[World], duration: Duration) -> Vec<report::Cross
 fn sockperf_cross_check(worlds: &[World], duration: Duration) -> Vec<report::RrCrossCheck> {
     step("cross-check: TCP_RR and UDP_RR with sockperf");
     let mut sockperf = Vec::new();
-    for w in worlds.iter().filter(|w| w.datapath != Datapath::NetpathXdp) {
+    for w in worlds.iter().filter(|w| w.datapath != Datapath::NetpathXdp && !w.datapath.is_subif()) {
         for test in [Test::TcpRr, Test::UdpRr] {
             let e = w.endpoints(PathKind::C2c);
             // sockperf's server does not set SO_REUSEADDR: it cannot bind the service port
@@ -431,6 +447,10 @@ fn add_mappings(w: &World, n: u32) -> Result<()> {
             let _ = std::fs::remove_file(&file);
             r
         }
-        Datapath::Limit | Datapath::NetpathXdp | Datapath::Floor => Ok(()),
+        Datapath::Limit
+        | Datapath::NetpathXdp
+        | Datapath::Floor
+        | Datapath::Macvlan
+        | Datapath::NetpathMacvlan => Ok(()),
     }
 }

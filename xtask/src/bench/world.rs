@@ -5,7 +5,7 @@ use std::{
     process::Command,
 };
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{anyhow, bail, Context as _, Result};
 use netpath_tests::{Lab, Netns, NODE_UPLINK_IP, OUTSIDE_IP};
 use serde::Serialize;
 
@@ -35,6 +35,14 @@ pub enum Datapath {
     /// destination and redirects (see bench::floor): the floor of that layout.
     #[serde(rename = "layout floor")]
     Floor,
+    /// Each container's eth0 a macvlan (bridge mode) of the node's uplink, nothing else:
+    /// the kernel's sub-interface datapath (bench::subif).
+    #[serde(rename = "macvlan")]
+    Macvlan,
+    /// netpath with `--mode macvlan`: macvlan's layout and addresses, netpath's programs
+    /// on the containers' interfaces.
+    #[serde(rename = "netpath macvlan")]
+    NetpathMacvlan,
 }
 
 impl Datapath {
@@ -45,7 +53,15 @@ impl Datapath {
             Datapath::Limit => "limit",
             Datapath::NetpathXdp => "netpath+xdp",
             Datapath::Floor => "layout floor",
+            Datapath::Macvlan => "macvlan",
+            Datapath::NetpathMacvlan => "netpath macvlan",
         }
+    }
+
+    /// The sub-interface worlds: a table of their own (one CPU only), and none of the
+    /// generator's cross-checks, which check the generator, not a datapath.
+    pub fn is_subif(self) -> bool {
+        matches!(self, Datapath::Macvlan | Datapath::NetpathMacvlan)
     }
 }
 
@@ -372,11 +388,40 @@ impl World {
         })
     }
 
+    /// The kernel's macvlan in bridge mode, no netpath (bench::subif).
+    pub fn macvlan() -> Result<World> {
+        let lab = lab("npbmv")?;
+        super::subif::build_macvlan(&lab).context("building the macvlan world")?;
+        Ok(World {
+            datapath: Datapath::Macvlan,
+            lab,
+            b: super::subif::B,
+            b6: None,
+            agent_args: Vec::new(),
+            _floor: None,
+        })
+    }
+
+    /// netpath's `--mode macvlan` on macvlan's layout and addresses (bench::subif). No
+    /// port is published: that mode publishes none.
+    pub fn netpath_macvlan() -> Result<World> {
+        let mut lab = lab("npbnmv")?;
+        let args = ["--mode", "macvlan", "--pod-cidr", super::subif::POD_CIDR];
+        lab.try_start_agent(&args).map_err(|e| anyhow!("netpath agent {}: {e}", args.join(" ")))?;
+        lab.add_endpoint("a", 0);
+        let b = lab.add_endpoint("b", 1);
+        let agent_args = args.iter().map(|a| a.to_string()).collect();
+        Ok(World { datapath: Datapath::NetpathMacvlan, lab, b, b6: None, agent_args, _floor: None })
+    }
+
     /// The paths this datapath has.
     pub fn paths(&self) -> Vec<PathKind> {
         match self.datapath {
             Datapath::Limit => vec![PathKind::C2c, PathKind::C2c6, PathKind::Loopback],
             Datapath::Floor => vec![PathKind::C2c],
+            // On the uplink's network: no NAT, nothing published; the container-to-outside
+            // path reaches the outside host directly.
+            Datapath::Macvlan | Datapath::NetpathMacvlan => vec![PathKind::C2c, PathKind::Snat],
             Datapath::Netpath | Datapath::Iptables => {
                 vec![
                     PathKind::C2c,
@@ -435,7 +480,7 @@ impl World {
 
     /// The datapath's own account of the last run (netpath worlds): `netpath stats`.
     pub fn print_counters(&self) {
-        if matches!(self.datapath, Datapath::Netpath | Datapath::NetpathXdp) {
+        if matches!(self.datapath, Datapath::Netpath | Datapath::NetpathXdp | Datapath::NetpathMacvlan) {
             print!("{}", self.lab.netpath_ok(&["stats"]));
         }
     }
@@ -443,13 +488,13 @@ impl World {
     /// Clears connection tracking so one test's leftovers do not load the next.
     pub fn flush_conntrack(&self) {
         match self.datapath {
-            Datapath::Netpath | Datapath::NetpathXdp => {
+            Datapath::Netpath | Datapath::NetpathXdp | Datapath::NetpathMacvlan => {
                 let _ = crate::bench::ct::flush(&self.lab.bpffs_dir);
             }
             Datapath::Iptables => {
                 let _ = self.lab.node.exec(&["conntrack", "-F"]);
             }
-            Datapath::Limit | Datapath::Floor => {}
+            Datapath::Limit | Datapath::Floor | Datapath::Macvlan => {}
         }
     }
 }
