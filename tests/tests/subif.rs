@@ -105,7 +105,7 @@ fn spoofing_is_dropped(lab: &Lab, check_mac: bool) {
     let evs = events(t);
     assert_eq!(evs[0]["decision"], "drop-spoofed-source", "{evs:?}");
     assert!(a.exec(&["ip", "addr", "del", "192.168.77.140/24", "dev", "eth0"]).status.success());
-    let mut dropped = lab.stats().reason("drop-spoofed-source");
+    let dropped = lab.stats().reason("drop-spoofed-source");
     assert!(dropped >= before + 2, "{before} -> {dropped}");
     if check_mac {
         // Another MAC with the container's own address (flush: the outside's entry for
@@ -114,11 +114,12 @@ fn spoofing_is_dropped(lab: &Lab, check_mac: bool) {
         assert!(!a.ping(OUTSIDE_IP, 2), "a forged MAC reached the outside host");
         let now = lab.stats().reason("drop-spoofed-source");
         assert!(now >= dropped + 2, "{dropped} -> {now}");
-        dropped = now;
         assert!(a.exec(&["ip", "link", "set", "eth0", "address", "0a:58:c0:a8:4d:82"]).status.success());
     }
+    // Its own address and MAC pass again. (No count is compared from here: frames the
+    // kernel still had queued with the forged MAC, an ARP answer say, may be dropped
+    // after the MAC is back; 6.12 does that now and then.)
     assert!(a.ping(OUTSIDE_IP, 2), "a's own address after the spoofing");
-    assert!(lab.stats().reason("drop-spoofed-source") == dropped);
 }
 
 #[test]
