@@ -417,7 +417,8 @@ pub async fn ensure_shim(
     Ok((l, true))
 }
 
-/// `net dev index scope link`: the node's route to its containers through the shim.
+/// `net dev index scope link`, replacing what was there: the node's route to a container
+/// (a /32 through its host veth), or to macvlan/ipvlan containers through the shim.
 pub async fn add_subnet_route(handle: &Handle, net: ipnet::Ipv4Net, index: u32) -> Result<(), PlumbingError> {
     let route = RouteMessageBuilder::<Ipv4Addr>::new()
         .destination_prefix(net.network(), net.prefix_len())
@@ -430,7 +431,22 @@ pub async fn add_subnet_route(handle: &Handle, net: ipnet::Ipv4Net, index: u32) 
         .replace()
         .execute()
         .await
-        .map_err(PlumbingError::netlink(format!("failed to add the route to {net} via interface {index}")))
+        .map_err(PlumbingError::netlink(format!("failed to add node route to {net} via interface {index}")))
+}
+
+/// Inside a container: lo and `ifname` up, `ip/prefix` on `ifname` (idempotent).
+async fn up_with_address(
+    handle: &Handle,
+    ifname: &str,
+    ip: Ipv4Addr,
+    prefix: u8,
+) -> Result<Link, PlumbingError> {
+    let lo = get(handle, "lo").await?.ok_or_else(|| PlumbingError::LinkNotFound("lo".into()))?;
+    set_up(handle, lo.index, "lo").await?;
+    let eth = get(handle, ifname).await?.ok_or_else(|| PlumbingError::LinkNotFound(ifname.into()))?;
+    set_up(handle, eth.index, ifname).await?;
+    add_address(handle, eth.index, ifname, ip, prefix).await?;
+    Ok(eth)
 }
 
 /// A macvlan/ipvlan container's side: lo and the interface up, the address with the
@@ -448,11 +464,7 @@ pub async fn configure_subif(
     if let Some(gateway) = gateway.filter(|_| !l3) {
         return configure_container(handle, ifname, ip, prefix, gateway).await;
     }
-    let lo = get(&handle, "lo").await?.ok_or_else(|| PlumbingError::LinkNotFound("lo".into()))?;
-    set_up(&handle, lo.index, "lo").await?;
-    let eth = get(&handle, &ifname).await?.ok_or_else(|| PlumbingError::LinkNotFound(ifname.clone()))?;
-    set_up(&handle, eth.index, &ifname).await?;
-    add_address(&handle, eth.index, &ifname, ip, prefix).await?;
+    let eth = up_with_address(&handle, &ifname, ip, prefix).await?;
     if l3 {
         let default = RouteMessageBuilder::<Ipv4Addr>::new()
             .output_interface(eth.index)
@@ -533,11 +545,7 @@ pub async fn configure_container(
     prefix: u8,
     gateway: Ipv4Addr,
 ) -> Result<(), PlumbingError> {
-    let lo = get(&handle, "lo").await?.ok_or_else(|| PlumbingError::LinkNotFound("lo".into()))?;
-    set_up(&handle, lo.index, "lo").await?;
-    let eth = get(&handle, &ifname).await?.ok_or_else(|| PlumbingError::LinkNotFound(ifname.clone()))?;
-    set_up(&handle, eth.index, &ifname).await?;
-    add_address(&handle, eth.index, &ifname, ip, prefix).await?;
+    let eth = up_with_address(&handle, &ifname, ip, prefix).await?;
     let to_gateway = RouteMessageBuilder::<Ipv4Addr>::new()
         .destination_prefix(gateway, 32)
         .output_interface(eth.index)
@@ -760,18 +768,7 @@ pub async fn set_controller(handle: &Handle, index: u32, bridge: u32) -> Result<
 
 /// The node's route to a container: `ip/32 dev host_veth scope link`.
 pub async fn add_host_route(handle: &Handle, ip: Ipv4Addr, index: u32) -> Result<(), PlumbingError> {
-    let route = RouteMessageBuilder::<Ipv4Addr>::new()
-        .destination_prefix(ip, 32)
-        .output_interface(index)
-        .scope(RouteScope::Link)
-        .build();
-    handle
-        .route()
-        .add(route)
-        .replace()
-        .execute()
-        .await
-        .map_err(PlumbingError::netlink(format!("failed to add node route to {ip}")))
+    add_subnet_route(handle, ipnet::Ipv4Net::new(ip, 32).expect("/32 is a valid prefix"), index).await
 }
 
 /// The node's route to a container's IPv6 address, through its host veth.
