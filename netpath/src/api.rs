@@ -264,6 +264,10 @@ pub struct ClusterStatus {
     pub node_name: String,
     pub store: String,
     pub pod_cidr: ipnet::Ipv4Net,
+    /// The node's IPv6 subnet, when the agent runs with `--cluster-cidr6` (older agents
+    /// send none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_cidr6: Option<ipnet::Ipv6Net>,
     /// Is the agent in touch with the store now?
     pub store_connected: bool,
 }

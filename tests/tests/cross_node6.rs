@@ -34,6 +34,34 @@ fn pods_on_different_nodes_reach_each_other_over_ipv6_by_native_routing_with_the
     let subnet1 = node(&nodes(&labs[0]), "n1")["pod_cidr6"].as_str().unwrap().to_string();
     let route = out(&labs[0].node, &["ip", "-6", "route", "show", &subnet1]);
     assert!(route.contains("via fd99::11") && route.contains("proto 78"), "{route}");
+    doctor_and_metrics_see_the_ipv6_routes(&labs[0], &subnet1);
+}
+
+/// doctor checks the IPv6 routes to the other nodes next to the IPv4 ones, and the
+/// metrics count them; a route missing from the datapath is named.
+fn doctor_and_metrics_see_the_ipv6_routes(lab: &Lab, subnet: &str) {
+    let doctor = lab.netpath_in_node(&["doctor"]);
+    let text = String::from_utf8_lossy(&doctor.stdout);
+    assert!(doctor.status.success(), "{text}");
+    assert!(text.lines().any(|l| l.contains("node routes (IPv6)") && l.contains("1 to the other nodes")), "{text}");
+    let metrics = lab.metrics().unwrap_or_default();
+    assert_eq!(netpath_tests::metric_value(&metrics, "netpath_node_routes6 "), Some(1), "{metrics}");
+
+    // The entry gone from NODE_ROUTES6 (a datapath that lost it): doctor names the node.
+    let net: Ipv6Addr = subnet.split_once('/').unwrap().0.parse().unwrap();
+    let pin = lab.bpffs_dir.join("NODE_ROUTES6");
+    let key: Vec<String> = net.octets().iter().map(|b| b.to_string()).collect();
+    let mut args = vec!["bpftool", "map", "delete", "pinned", pin.to_str().unwrap(), "key"];
+    args.extend(key.iter().map(String::as_str));
+    netpath_tests::sh(&args);
+    let doctor = lab.netpath_in_node(&["doctor"]);
+    let text = String::from_utf8_lossy(&doctor.stdout);
+    assert!(!doctor.status.success(), "{text}");
+    assert!(
+        text.lines().any(|l| l.contains("node routes (IPv6)") && l.contains("no route to node n1")),
+        "{text}"
+    );
+    assert!(text.lines().any(|l| l.contains("node routes") && !l.contains("IPv6") && l.contains("1 to")), "{text}");
 }
 
 /// Two dual-stack nodes with `--tunnel tunnel`, one pod each; every node has learned the

@@ -113,6 +113,12 @@ fn cluster(
         "Routes to other nodes' pod subnets in the datapath (NODE_ROUTES)",
         inspector.node_routes()?.len() as i64,
     );
+    gauge(
+        registry,
+        "node_routes6",
+        "Routes to other nodes' IPv6 pod subnets in the datapath (NODE_ROUTES6)",
+        inspector.node_routes6()?.len() as i64,
+    );
     Ok(())
 }
 

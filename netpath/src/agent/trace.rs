@@ -114,6 +114,7 @@ impl Agent {
                 node_name: m.record().name.clone(),
                 store: m.store().to_string(),
                 pod_cidr: m.record().pod_cidr,
+                pod_cidr6: m.cluster6().map(|(_, _, net)| net),
                 store_connected: m.connected(),
             }),
         }

@@ -1,7 +1,7 @@
 //! `netpath doctor`: the seed's troubleshooting checklist, automated. Run it in the
 //! node's network namespace (where the agent runs); it reads the pins and the state
 //! directory, so it works whether or not the agent is up. Each finding names the fix.
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use netpath_common::NodeConfig;
 use serde::Serialize;
@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::Format;
 use crate::{
     api::{AgentStatus, Reply, Request},
-    cluster::NodeStatus,
+    cluster::{NodeStatus, Tunnel},
     datapath::{entries, AttachMode, Inspector},
     drift::{self, Drift},
     paths::Paths,
@@ -138,25 +138,59 @@ fn store(r: &mut Report, paths: &Paths, c: &crate::api::ClusterStatus, inspector
 }
 
 /// The datapath's routes against the store's nodes: one per other node, none to a node
-/// the store no longer has (deleted or aged out).
+/// the store no longer has (deleted or aged out). IPv6 too when the node has an IPv6
+/// subnet: there a node without an IPv6 subnet, or (native routing) without an IPv6
+/// underlay address, is owed no route.
 fn node_routes(r: &mut Report, c: &crate::api::ClusterStatus, nodes: &[NodeStatus], inspector: &Inspector) {
-    let routes: Vec<(Ipv4Addr, Ipv4Addr)> = match inspector.node_routes() {
-        Ok(rs) => rs.iter().map(|(k, v)| (Ipv4Addr::from(k.addr), Ipv4Addr::from(v.underlay))).collect(),
-        Err(e) => return r.fail("node routes", e.to_string(), "restart `netpath agent`"),
-    };
     let others: Vec<&NodeStatus> = nodes.iter().filter(|n| n.name != c.node_name).collect();
-    let missing: Vec<&str> = others
+    match inspector.node_routes() {
+        Ok(rs) => {
+            let found = rs.iter().map(|(k, v)| (IpAddr::from(k.addr), Ipv4Addr::from(v.underlay))).collect();
+            let owed: Vec<_> =
+                others.iter().map(|n| (n.name.as_str(), IpAddr::V4(n.pod_cidr.network()), n.address)).collect();
+            let held = owed.iter().map(|(_, net, _)| *net).collect();
+            route_check(r, "node routes", found, &owed, held);
+        }
+        Err(e) => r.fail("node routes", e.to_string(), "restart `netpath agent`"),
+    }
+    if c.pod_cidr6.is_none() {
+        return;
+    }
+    let native = nodes.iter().find(|n| n.name == c.node_name).is_some_and(|n| n.tunnel == Tunnel::None);
+    match inspector.node_routes6() {
+        Ok(rs) => {
+            let found = rs.iter().map(|(k, v)| (IpAddr::from(k.addr), Ipv4Addr::from(v.underlay))).collect();
+            let owed: Vec<_> = others
+                .iter()
+                .filter(|n| !native || n.address6.is_some())
+                .filter_map(|n| Some((n.name.as_str(), IpAddr::V6(n.pod_cidr6?.network()), n.address)))
+                .collect();
+            let held = others.iter().filter_map(|n| Some(IpAddr::V6(n.pod_cidr6?.network()))).collect();
+            route_check(r, "node routes (IPv6)", found, &owed, held);
+        }
+        Err(e) => r.fail("node routes (IPv6)", e.to_string(), "restart `netpath agent`"),
+    }
+}
+
+/// One family's routes to the other nodes: `found` (subnet, underlay) in the datapath
+/// against `owed` (node, subnet, underlay) from the store; a route is stale when no
+/// other node `held` its subnet.
+fn route_check(
+    r: &mut Report,
+    check: &str,
+    found: Vec<(IpAddr, Ipv4Addr)>,
+    owed: &[(&str, IpAddr, Ipv4Addr)],
+    held: Vec<IpAddr>,
+) {
+    let missing: Vec<&str> =
+        owed.iter().filter(|(_, net, via)| !found.contains(&(*net, *via))).map(|(name, _, _)| *name).collect();
+    let stale: Vec<String> = found
         .iter()
-        .filter(|n| !routes.contains(&(n.pod_cidr.network(), n.address)))
-        .map(|n| n.name.as_str())
-        .collect();
-    let stale: Vec<String> = routes
-        .iter()
-        .filter(|(net, _)| !others.iter().any(|n| n.pod_cidr.network() == *net))
+        .filter(|(net, _)| !held.contains(net))
         .map(|(net, via)| format!("{net} via {via}"))
         .collect();
     if missing.is_empty() && stale.is_empty() {
-        return r.ok("node routes", format!("{} to the other nodes", routes.len()));
+        return r.ok(check, format!("{} to the other nodes", found.len()));
     }
     let mut what = Vec::new();
     if !missing.is_empty() {
@@ -166,7 +200,7 @@ fn node_routes(r: &mut Report, c: &crate::api::ClusterStatus, nodes: &[NodeStatu
         what.push(format!("routes to subnets no node holds (deleted or aged out): {}", stale.join(", ")));
     }
     r.fail(
-        "node routes",
+        check,
         what.join("; "),
         "the agent follows the store within a second; if this stays, restart `netpath agent`",
     );

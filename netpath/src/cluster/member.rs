@@ -646,6 +646,7 @@ pub async fn list_nodes(store: &StoreUrl) -> Result<Vec<NodeStatus>, ClusterErro
             address: r.address,
             pod_cidr: r.pod_cidr,
             pod_cidr6: r.pod_cidr6,
+            address6: r.address6,
             tunnel: r.tunnel,
         });
     }

@@ -129,6 +129,10 @@ pub struct NodeStatus {
     pub pod_cidr: Ipv4Net,
     /// The node's IPv6 pod subnet, if it has one (JSON: null).
     pub pod_cidr6: Option<Ipv6Net>,
+    /// The node's IPv6 underlay address, if it has one (JSON: null): in native routing,
+    /// a node without one gets no IPv6 route from the others.
+    #[serde(default)]
+    pub address6: Option<Ipv6Addr>,
     /// Its agent holds a live lease.
     pub ready: bool,
     pub tunnel: Tunnel,
