@@ -74,6 +74,8 @@ pub fn run(filter: Option<&str>, host_only: bool) -> Result<()> {
             cross_node: false,
             control_plane: false,
             observe: false,
+            vm: None,
+            in_guest: false,
         })?;
         if !host_only {
             // The same integration suite on the kernels users run (TCX only from 6.6,

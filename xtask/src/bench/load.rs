@@ -13,9 +13,9 @@ use std::{
 };
 
 use netpath_tests::Netns;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Test {
     #[serde(rename = "TCP_RR")]
     TcpRr,
@@ -39,7 +39,7 @@ impl Test {
 }
 
 /// One run's outcome. Rates are per second; latencies in microseconds.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Sample {
     /// Transactions (RR, CRR) per second, or Gbit/s for TCP_STREAM.
     pub rate: f64,
@@ -48,14 +48,14 @@ pub struct Sample {
     /// The tail the users of low-latency clusters feel: one transaction in a thousand.
     pub p999_us: Option<f64>,
     /// Every transaction's round trip, binned (see [`Histogram`]); empty for TCP_STREAM.
-    #[serde(skip_serializing_if = "Histogram::is_empty")]
+    #[serde(default, skip_serializing_if = "Histogram::is_empty")]
     pub histogram: Histogram,
     /// Operations that failed (refused, timed out); a run with errors is reported as such.
     pub errors: u64,
 }
 
 /// Where client and server run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Placement {
     /// Both threads on CPU 0: the rate is the inverse of the whole path's CPU cost.
     SameCpu,
@@ -277,7 +277,7 @@ fn summarize(mut lat: Vec<u32>, elapsed: Duration, errors: u64) -> Sample {
 /// Round trips binned: 1 us wide up to 200 us, where nearly all of them fall, then
 /// 10 us wide up to 2 ms, then one bin for the rest. Only non-empty bins are kept, as
 /// `[lower bound in us, count]`.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Histogram(pub Vec<(u32, u64)>);
 
 impl Histogram {

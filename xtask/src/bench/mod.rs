@@ -5,6 +5,8 @@ mod cluster;
 mod control;
 mod cross_report;
 pub mod ct;
+mod emulated;
+mod emulated_report;
 mod flannel;
 mod floor;
 mod load;
@@ -23,7 +25,7 @@ use std::{path::PathBuf, time::Duration};
 
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::step;
 use load::{Placement, Sample, Test};
@@ -56,9 +58,20 @@ pub struct BenchArgs {
     /// and its programs' run time per packet, written to --out like a full run.
     #[arg(long, conflicts_with_all = ["only", "cross_node", "control_plane"])]
     pub observe: bool,
+    /// Only the sub-interface comparison (netpath's veth path, macvlan, ipvlan, netpath's
+    /// macvlan and ipvlan modes, bridge+iptables, the limit), run in a guest of this
+    /// Debian kernel (5.10, 6.1, 6.12) under qemu's software emulation, written to
+    /// --out/vm-KERNEL: ratios only, the rates are not real hardware's.
+    #[arg(long, value_name = "KERNEL", value_parser = emulated::kernel_arg,
+          conflicts_with_all = ["only", "cross_node", "control_plane", "observe"])]
+    pub vm: Option<String>,
+    /// Set by `--vm` in the guest: the sub-interface comparison, its results printed to
+    /// the console for the host.
+    #[arg(long, hide = true)]
+    pub in_guest: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Measurement {
     pub datapath: Datapath,
     pub path: PathKind,
@@ -86,10 +99,23 @@ struct Planned {
     placement: Placement,
 }
 
+impl Pace {
+    /// One short repetition for a smoke run, else three of 3 s.
+    fn of(quick: bool) -> Pace {
+        let (reps, secs) = if quick { (1, 0.5) } else { (3, 3.0) };
+        Pace { reps, duration: Duration::from_secs_f64(secs) }
+    }
+}
+
 pub fn run(args: BenchArgs) -> Result<()> {
+    if args.in_guest {
+        return emulated::in_guest(&args);
+    }
+    if let Some(kernel) = &args.vm {
+        return emulated::run(kernel, &args);
+    }
     prepare(!args.quick)?;
-    let (reps, secs) = if args.quick { (1, 0.5) } else { (3, 3.0) };
-    let pace = Pace { reps, duration: Duration::from_secs_f64(secs) };
+    let pace = Pace::of(args.quick);
     if args.cross_node {
         let cross = cross_node(args.quick, pace);
         let report =
@@ -120,7 +146,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         return finish(&report, &args, missing);
     }
     step("building the single-node worlds");
-    let mut worlds = [
+    let mut worlds = vec![
         World::netpath()?,
         World::iptables()?,
         World::limit()?,
@@ -129,12 +155,19 @@ pub fn run(args: BenchArgs) -> Result<()> {
         World::macvlan()?,
         World::netpath_macvlan()?,
     ];
+    let skipped = match subif::ipvlan_worlds()? {
+        Ok(ipvlan) => {
+            worlds.extend(ipvlan);
+            Vec::new()
+        }
+        Err(why) => vec![why],
+    };
 
     let plan = data_plane_plan(&worlds, &args);
     let mut results = data_plane(&worlds, &plan, pace, args.only.is_some());
     if args.only.is_some() {
         // What was measured, as a full run's tables show it.
-        let report = report::Report::new(
+        let mut report = report::Report::new(
             results,
             Default::default(),
             Vec::new(),
@@ -142,6 +175,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             Default::default(),
             args.quick,
         );
+        report.skipped = skipped;
         return finish(&report, &args, Vec::new());
     }
     let iperf3 = iperf3_cross_check(&worlds, pace.duration);
@@ -159,6 +193,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
 
     let mut report = report::Report::new(results, control, iperf3, sockperf, cross, args.quick);
     report.observability = observability;
+    report.skipped = skipped;
     let missing = report.missing();
     finish(&report, &args, missing)
 }
@@ -228,12 +263,15 @@ fn prepare(release: bool) -> Result<()> {
     netpath_tests::sweep("npfloor");
     netpath_tests::sweep("npbmv");
     netpath_tests::sweep("npbnmv");
+    for p in subif::IPVLAN_PREFIXES {
+        netpath_tests::sweep(p);
+    }
     for p in cluster::PREFIXES.iter().chain([&scale::PREFIX]) {
         netpath_tests::sweep(p);
     }
     crate::interrupt_sweeps(&[
-        "npbench", "npbase", "nplimit", "npbxdp", "npfloor", "npbmv", "npbnmv", "npcp", "npxvx", "npxnat",
-        "npxfl", "npxlim", "npxscale",
+        "npbench", "npbase", "nplimit", "npbxdp", "npfloor", "npbmv", "npbnmv", "npbipv", "npbil3", "npbnip",
+        "npcp", "npxvx", "npxnat", "npxfl", "npxlim", "npxscale",
     ]);
     Ok(())
 }
@@ -451,6 +489,9 @@ fn add_mappings(w: &World, n: u32) -> Result<()> {
         | Datapath::NetpathXdp
         | Datapath::Floor
         | Datapath::Macvlan
-        | Datapath::NetpathMacvlan => Ok(()),
+        | Datapath::NetpathMacvlan
+        | Datapath::Ipvlan
+        | Datapath::IpvlanL3
+        | Datapath::NetpathIpvlan => Ok(()),
     }
 }

@@ -70,6 +70,9 @@ pub struct Report {
     pub cross_node: super::cross_report::CrossNode,
     /// What trace and --bpf-stats cost, and the programs' run time per packet.
     pub observability: super::observe::Observability,
+    /// Worlds this run could not build on this machine, each with why (the ipvlan
+    /// worlds on a kernel without ipvlan): stated in the tables, never measured.
+    pub skipped: Vec<String>,
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -108,6 +111,7 @@ impl Report {
             sockperf,
             cross_node,
             observability: Default::default(),
+            skipped: Vec::new(),
         }
     }
 
@@ -211,15 +215,18 @@ impl Report {
         m.is_finite().then_some(m)
     }
 
-    /// Measurements that produced no number (the smoke check of `--quick`).
-    pub fn missing(&self) -> Vec<String> {
-        let bad: Vec<String> = self
-            .measurements
+    /// Data-plane measurements that produced no number.
+    pub fn missing_measurements(&self) -> Vec<String> {
+        self.measurements
             .iter()
             .filter(|m| m.samples.is_empty() || m.samples.iter().any(|s| s.rate.is_nan() || s.rate <= 0.0))
             .map(|m| format!("{} {} {}", m.datapath.name(), m.path.name(), m.test.name()))
-            .collect::<Vec<_>>();
-        let mut bad = bad;
+            .collect()
+    }
+
+    /// Measurements that produced no number (the smoke check of `--quick`).
+    pub fn missing(&self) -> Vec<String> {
+        let mut bad = self.missing_measurements();
         let cp = &self.control;
         if cp.netpath_add.n == 0 || cp.netpath_del_no_wait.n == 0 {
             bad.push("control plane: endpoint add/del".into());

@@ -10,17 +10,52 @@ use super::{
     world::{Datapath, PathKind},
 };
 
-/// The columns, in order; the limit only container to container.
-const COLUMNS: [Datapath; 5] =
-    [Datapath::Netpath, Datapath::NetpathMacvlan, Datapath::Macvlan, Datapath::Iptables, Datapath::Limit];
+/// The columns, in order; the limit only container to container. The ipvlan ones only
+/// when measured (never on a kernel without ipvlan).
+pub(super) const COLUMNS: [Datapath; 8] = [
+    Datapath::Netpath,
+    Datapath::NetpathMacvlan,
+    Datapath::Macvlan,
+    Datapath::NetpathIpvlan,
+    Datapath::Ipvlan,
+    Datapath::IpvlanL3,
+    Datapath::Iptables,
+    Datapath::Limit,
+];
+
+/// A datapath as the sub-interface tables name it.
+pub(super) fn label(dp: Datapath) -> &'static str {
+    match dp {
+        Datapath::Netpath => "netpath (routed veth)",
+        Datapath::NetpathMacvlan => "netpath --mode macvlan",
+        Datapath::NetpathIpvlan => "netpath --mode ipvlan (l2)",
+        Datapath::Ipvlan => "ipvlan (l2)",
+        Datapath::IpvlanL3 => "ipvlan (l3)",
+        dp => dp.name(),
+    }
+}
+
+fn is_ipvlan(dp: Datapath) -> bool {
+    matches!(dp, Datapath::Ipvlan | Datapath::IpvlanL3 | Datapath::NetpathIpvlan)
+}
+
+/// The row's name: what translates on the way out, where something does.
+pub(super) fn path_name(path: PathKind) -> &'static str {
+    match path {
+        PathKind::Snat => "container-to-outside (netpath, iptables: SNAT; macvlan, ipvlan: none)",
+        p => p.name(),
+    }
+}
 
 impl Report {
-    /// The table, when a sub-interface world was measured.
+    /// The table, when a sub-interface world was measured, and the worlds skipped.
     pub(super) fn md_subif(&self, md: &mut String) {
+        let columns = self.subif_columns();
+        let pairs = self.subif_pairs(&columns);
         let rows: Vec<String> = [PathKind::C2c, PathKind::Snat]
             .into_iter()
             .flat_map(|path| super::TESTS.into_iter().map(move |test| (path, test)))
-            .filter_map(|(path, test)| self.subif_row(path, test))
+            .filter_map(|(path, test)| self.subif_row(&columns, &pairs, path, test))
             .collect();
         if rows.is_empty() {
             return;
@@ -29,38 +64,66 @@ impl Report {
             md,
             "\n### Sub-interfaces: netpath's routed veth path, netpath --mode macvlan, macvlan\n"
         );
-        let _ = writeln!(md, "macvlan: each container's eth0 a macvlan (bridge mode) of the node's uplink, on the uplink's network with an address of its own (192.168.77.130-131/24), nothing else; netpath --mode macvlan: the same layout and addresses with netpath's programs on the containers' interfaces. Neither translates: container to outside reaches the outside host with the container's own address, where netpath's routed path and bridge+iptables masquerade. One CPU; medians (min-max); ratios repetition by repetition. ipvlan is not in this table: this machine's kernel has no ipvlan, and an emulated guest's figures are not comparable with these.\n");
-        let _ = writeln!(md, "| path | test | netpath (routed veth) | netpath --mode macvlan | macvlan | bridge+iptables | limit | netpath/macvlan | netpath macvlan/macvlan |");
-        let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(md, "macvlan: each container's eth0 a macvlan (bridge mode) of the node's uplink, on the uplink's network with an address of its own (192.168.77.130-131/24), nothing else; netpath --mode macvlan: the same layout and addresses with netpath's programs on the containers' interfaces (ipvlan alike, where measured). Neither translates: container to outside reaches the outside host with the container's own address, where netpath's routed path and bridge+iptables masquerade. One CPU; medians (min-max); ratios repetition by repetition.\n");
+        let names: Vec<&str> = columns.iter().map(|&dp| label(dp)).collect();
+        let ratios: Vec<String> = pairs.iter().map(|&(a, b)| format!("{}/{}", a.name(), b.name())).collect();
+        let _ = writeln!(md, "| path | test | {} | {} |", names.join(" | "), ratios.join(" | "));
+        let _ = writeln!(md, "|---|---|{}", "---|".repeat(names.len() + ratios.len()));
         for row in rows {
             let _ = writeln!(md, "{row}");
         }
+        for s in &self.skipped {
+            let _ = writeln!(md, "\nNot measured: {s}");
+        }
     }
 
-    /// One path and test, if macvlan or netpath's macvlan mode measured it.
-    fn subif_row(&self, path: PathKind, test: Test) -> Option<String> {
+    /// The table's datapaths: all but ipvlan's unless this run measured one of them.
+    fn subif_columns(&self) -> Vec<Datapath> {
+        let ipvlan = self.measurements.iter().any(|m| is_ipvlan(m.datapath));
+        COLUMNS.into_iter().filter(|&dp| ipvlan || !is_ipvlan(dp)).collect()
+    }
+
+    /// The ratios the table shows: netpath's paths against the kernel's device they
+    /// compete with.
+    fn subif_pairs(&self, columns: &[Datapath]) -> Vec<(Datapath, Datapath)> {
+        let all = [
+            (Datapath::Netpath, Datapath::Macvlan),
+            (Datapath::NetpathMacvlan, Datapath::Macvlan),
+            (Datapath::Ipvlan, Datapath::Macvlan),
+            (Datapath::NetpathIpvlan, Datapath::Ipvlan),
+        ];
+        all.into_iter().filter(|(a, _)| columns.contains(a)).collect()
+    }
+
+    /// One path and test, if a sub-interface world measured it.
+    fn subif_row(
+        &self,
+        columns: &[Datapath],
+        pairs: &[(Datapath, Datapath)],
+        path: PathKind,
+        test: Test,
+    ) -> Option<String> {
         let stat = |dp| self.stat(dp, path, test, Placement::SameCpu, 0);
-        if stat(Datapath::Macvlan).is_none() && stat(Datapath::NetpathMacvlan).is_none() {
+        if !columns.iter().any(|&dp| dp.is_subif() && stat(dp).is_some()) {
             return None;
         }
-        let cells: Vec<String> = COLUMNS
-            .into_iter()
-            .map(|dp| match dp {
+        let cells: Vec<String> = columns
+            .iter()
+            .map(|&dp| match dp {
                 Datapath::Limit if path != PathKind::C2c => "-".to_string(),
                 dp => stat(dp).map_or("-".into(), |s| s.show(test)),
             })
             .collect();
-        let x =
-            |a| self.pair_ratio(a, Datapath::Macvlan, path, test).map_or("-".into(), |r| format!("{r:.2}x"));
-        let name = match path {
-            PathKind::Snat => "container-to-outside (netpath, iptables: SNAT; macvlan: none)",
-            p => p.name(),
+        let x = |&(a, b): &(Datapath, Datapath)| {
+            self.pair_ratio(a, b, path, test).map_or("-".into(), |r| format!("{r:.2}x"))
         };
+        let ratios: Vec<String> = pairs.iter().map(x).collect();
         Some(format!(
-            "| {name} | {} | {} | {} |",
+            "| {} | {} | {} | {} |",
+            path_name(path),
             test.name(),
             cells.join(" | "),
-            [x(Datapath::Netpath), x(Datapath::NetpathMacvlan)].join(" | ")
+            ratios.join(" | ")
         ))
     }
 
@@ -142,8 +205,8 @@ mod tests {
         );
         // The limit has no path to the outside: its cell stays empty there.
         assert_eq!(
-            row("| container-to-outside (netpath, iptables: SNAT; macvlan: none) | TCP_RR"),
-            "| container-to-outside (netpath, iptables: SNAT; macvlan: none) | TCP_RR | - \
+            row("| container-to-outside (netpath, iptables: SNAT; macvlan, ipvlan: none) | TCP_RR"),
+            "| container-to-outside (netpath, iptables: SNAT; macvlan, ipvlan: none) | TCP_RR | - \
              | 50 (50-50) 20/40/60us | 100 (100-100) 20/40/60us | - | - | - | 0.50x |"
         );
         // Nothing of it measured: no table.

@@ -7,7 +7,7 @@ use std::{
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use netpath_tests::{Lab, Netns, NODE_UPLINK_IP, OUTSIDE_IP};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The port every server listens on, and the node port published for it.
 pub const SERVICE_PORT: u16 = 5001;
@@ -18,7 +18,7 @@ pub const HOST_PORT: u16 = 8080;
 pub const NODE_UPLINK_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x192, 0x168, 0x77, 0, 0, 0, 1);
 pub const OUTSIDE_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x192, 0x168, 0x77, 0, 0, 0, 2);
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Datapath {
     #[serde(rename = "netpath")]
     Netpath,
@@ -43,6 +43,15 @@ pub enum Datapath {
     /// on the containers' interfaces.
     #[serde(rename = "netpath macvlan")]
     NetpathMacvlan,
+    /// Each container's eth0 an ipvlan (L2 mode) of the node's uplink, nothing else.
+    #[serde(rename = "ipvlan")]
+    Ipvlan,
+    /// The same in L3 mode: no ARP, the outside host routes the range to the node.
+    #[serde(rename = "ipvlan l3")]
+    IpvlanL3,
+    /// netpath with `--mode ipvlan --ipvlan-mode l2`: ipvlan's layout, netpath's programs.
+    #[serde(rename = "netpath ipvlan")]
+    NetpathIpvlan,
 }
 
 impl Datapath {
@@ -55,17 +64,35 @@ impl Datapath {
             Datapath::Floor => "layout floor",
             Datapath::Macvlan => "macvlan",
             Datapath::NetpathMacvlan => "netpath macvlan",
+            Datapath::Ipvlan => "ipvlan",
+            Datapath::IpvlanL3 => "ipvlan l3",
+            Datapath::NetpathIpvlan => "netpath ipvlan",
         }
     }
 
     /// The sub-interface worlds: a table of their own (one CPU only), and none of the
     /// generator's cross-checks, which check the generator, not a datapath.
     pub fn is_subif(self) -> bool {
-        matches!(self, Datapath::Macvlan | Datapath::NetpathMacvlan)
+        matches!(
+            self,
+            Datapath::Macvlan
+                | Datapath::NetpathMacvlan
+                | Datapath::Ipvlan
+                | Datapath::IpvlanL3
+                | Datapath::NetpathIpvlan
+        )
+    }
+
+    /// netpath's own worlds: an agent, its counters and its conntrack table.
+    fn is_netpath(self) -> bool {
+        matches!(
+            self,
+            Datapath::Netpath | Datapath::NetpathXdp | Datapath::NetpathMacvlan | Datapath::NetpathIpvlan
+        )
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PathKind {
     #[serde(rename = "container-to-container")]
     C2c,
@@ -405,13 +432,38 @@ impl World {
     /// netpath's `--mode macvlan` on macvlan's layout and addresses (bench::subif). No
     /// port is published: that mode publishes none.
     pub fn netpath_macvlan() -> Result<World> {
-        let mut lab = lab("npbnmv")?;
         let args = ["--mode", "macvlan", "--pod-cidr", super::subif::POD_CIDR];
-        lab.try_start_agent(&args).map_err(|e| anyhow!("netpath agent {}: {e}", args.join(" ")))?;
+        Self::netpath_subif("npbnmv", Datapath::NetpathMacvlan, &args)
+    }
+
+    /// netpath's `--mode ipvlan` (L2) on ipvlan's layout and addresses (bench::subif).
+    pub fn netpath_ipvlan() -> Result<World> {
+        let args = ["--mode", "ipvlan", "--ipvlan-mode", "l2", "--pod-cidr", super::subif::POD_CIDR];
+        Self::netpath_subif(super::subif::NETPATH_IPVLAN_PREFIX, Datapath::NetpathIpvlan, &args)
+    }
+
+    fn netpath_subif(prefix: &str, datapath: Datapath, args: &[&str]) -> Result<World> {
+        let mut lab = lab(prefix)?;
+        lab.try_start_agent(args).map_err(|e| anyhow!("netpath agent {}: {e}", args.join(" ")))?;
         lab.add_endpoint("a", 0);
         let b = lab.add_endpoint("b", 1);
         let agent_args = args.iter().map(|a| a.to_string()).collect();
-        Ok(World { datapath: Datapath::NetpathMacvlan, lab, b, b6: None, agent_args, _floor: None })
+        Ok(World { datapath, lab, b, b6: None, agent_args, _floor: None })
+    }
+
+    /// The kernel's ipvlan in L2 or L3 mode, no netpath (bench::subif).
+    pub fn ipvlan(mode: super::subif::IpvlanMode) -> Result<World> {
+        let lab = lab(mode.prefix())?;
+        super::subif::build_ipvlan(&lab, mode)
+            .with_context(|| format!("building the {} world", mode.name()))?;
+        Ok(World {
+            datapath: mode.datapath(),
+            lab,
+            b: super::subif::B,
+            b6: None,
+            agent_args: Vec::new(),
+            _floor: None,
+        })
     }
 
     /// The paths this datapath has.
@@ -421,7 +473,11 @@ impl World {
             Datapath::Floor => vec![PathKind::C2c],
             // On the uplink's network: no NAT, nothing published; the container-to-outside
             // path reaches the outside host directly.
-            Datapath::Macvlan | Datapath::NetpathMacvlan => vec![PathKind::C2c, PathKind::Snat],
+            Datapath::Macvlan
+            | Datapath::NetpathMacvlan
+            | Datapath::Ipvlan
+            | Datapath::IpvlanL3
+            | Datapath::NetpathIpvlan => vec![PathKind::C2c, PathKind::Snat],
             Datapath::Netpath | Datapath::Iptables => {
                 vec![
                     PathKind::C2c,
@@ -480,21 +536,17 @@ impl World {
 
     /// The datapath's own account of the last run (netpath worlds): `netpath stats`.
     pub fn print_counters(&self) {
-        if matches!(self.datapath, Datapath::Netpath | Datapath::NetpathXdp | Datapath::NetpathMacvlan) {
+        if self.datapath.is_netpath() {
             print!("{}", self.lab.netpath_ok(&["stats"]));
         }
     }
 
     /// Clears connection tracking so one test's leftovers do not load the next.
     pub fn flush_conntrack(&self) {
-        match self.datapath {
-            Datapath::Netpath | Datapath::NetpathXdp | Datapath::NetpathMacvlan => {
-                let _ = crate::bench::ct::flush(&self.lab.bpffs_dir);
-            }
-            Datapath::Iptables => {
-                let _ = self.lab.node.exec(&["conntrack", "-F"]);
-            }
-            Datapath::Limit | Datapath::Floor | Datapath::Macvlan => {}
+        if self.datapath.is_netpath() {
+            let _ = crate::bench::ct::flush(&self.lab.bpffs_dir);
+        } else if self.datapath == Datapath::Iptables {
+            let _ = self.lab.node.exec(&["conntrack", "-F"]);
         }
     }
 }

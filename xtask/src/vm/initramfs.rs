@@ -243,7 +243,8 @@ fn ensure_modules_dep(modules: &Path) -> Result<()> {
 /// Module files to load, dependencies first, as paths relative to lib/modules/<ver>.
 /// Each of [`MODULES`] must be in the kernel's modules.dep or modules.builtin: one in
 /// neither is an error naming it, before any guest boots.
-fn module_order(modules: &Path) -> Result<Vec<String>> {
+/// `extra`: modules a guest needs beyond [`MODULES`] (the benchmark's iptables targets).
+fn module_order(modules: &Path, extra: &[&str]) -> Result<Vec<String>> {
     ensure_modules_dep(modules)?;
     let dep = std::fs::read_to_string(modules.join("modules.dep")).context("modules.dep")?;
     let deps: Vec<(String, Vec<String>)> = dep
@@ -272,7 +273,7 @@ fn module_order(modules: &Path) -> Result<Vec<String>> {
         order.push(m.to_string());
     }
     let mut missing = Vec::new();
-    for want in MODULES {
+    for want in MODULES.iter().chain(extra) {
         if let Some((m, _)) = deps.iter().find(|(k, _)| module_name(k) == *want) {
             visit(&m.clone(), &deps, &mut order, &mut seen);
         } else if !builtin.contains(*want) {
@@ -309,8 +310,15 @@ pub struct Payload {
     /// $NETPATH_TEST_TOOLS in the guest.
     pub tools: Vec<PathBuf>,
     /// The cross-node tests' store, installed as /usr/bin/etcd (the tests find it on
-    /// the PATH).
-    pub etcd: PathBuf,
+    /// the PATH); None for a guest that runs no test.
+    pub etcd: Option<PathBuf>,
+    /// Host programs of ours run as they are in the guest, installed as /bin/NAME with
+    /// their libraries (the benchmark's xtask itself).
+    pub programs: Vec<PathBuf>,
+    /// Tools beyond [`TOOLS`] the guest runs, taken from the host when it has them.
+    pub extra_tools: &'static [&'static str],
+    /// Modules beyond [`MODULES`] the guest loads (checked as strictly).
+    pub extra_modules: &'static [&'static str],
 }
 
 /// What the guest runs: which tests, how often, and for how long at most.
@@ -330,8 +338,8 @@ pub struct GuestTests {
     pub env: Vec<(String, String)>,
 }
 
-/// Builds `dir/initramfs.gz` for `kernel`; returns its path.
-pub fn build(kernel: &Kernel, payload: &Payload, tests: &GuestTests, dir: &Path) -> Result<PathBuf> {
+/// Builds `dir/initramfs.gz` for `kernel` with `init` as its /init; returns its path.
+pub fn build(kernel: &Kernel, payload: &Payload, init: &str, dir: &Path) -> Result<PathBuf> {
     let root = dir.join("root");
     let _ = std::fs::remove_dir_all(&root);
     for d in ["bin", "sbin", "proc", "sys", "dev", "run", "tmp", "tests", "etc", "var/run"] {
@@ -342,7 +350,7 @@ pub fn build(kernel: &Kernel, payload: &Payload, tests: &GuestTests, dir: &Path)
         bail!("/bin/busybox missing: install busybox-static");
     }
     std::fs::copy(busybox, root.join("bin/busybox"))?;
-    for tool in TOOLS {
+    for tool in TOOLS.iter().chain(payload.extra_tools) {
         if let Some(p) = which(tool) {
             install_with_libs(&root, &p)?;
         }
@@ -355,10 +363,15 @@ pub fn build(kernel: &Kernel, payload: &Payload, tests: &GuestTests, dir: &Path)
         }
     }
     std::fs::create_dir_all(root.join("usr/bin"))?;
-    install_libs(&root, &payload.etcd)?;
-    std::fs::copy(&payload.etcd, root.join("usr/bin/etcd")).context("copy etcd")?;
-    install_libs(&root, &payload.netpath)?;
-    install_stripped(&payload.netpath, &root.join("bin/netpath"))?;
+    if let Some(etcd) = &payload.etcd {
+        install_libs(&root, etcd)?;
+        std::fs::copy(etcd, root.join("usr/bin/etcd")).context("copy etcd")?;
+    }
+    for bin in std::iter::once(&payload.netpath).chain(&payload.programs) {
+        install_libs(&root, bin)?;
+        let name = bin.file_name().ok_or_else(|| anyhow!("bad program path {}", bin.display()))?;
+        install_stripped(bin, &root.join("bin").join(name))?;
+    }
     for t in &payload.tests {
         install_libs(&root, t)?;
         let name = t.file_name().and_then(|n| n.to_str()).ok_or_else(|| anyhow!("bad test path"))?;
@@ -374,13 +387,13 @@ pub fn build(kernel: &Kernel, payload: &Payload, tests: &GuestTests, dir: &Path)
     }
     let mut list = String::new();
     if let Some(modules) = &kernel.modules {
-        for rel in module_order(modules).with_context(|| format!("kernel {}", kernel.label))? {
+        let order = module_order(modules, payload.extra_modules);
+        for rel in order.with_context(|| format!("kernel {}", kernel.label))? {
             list.push_str(&install_module(modules, &rel, &root)?);
             list.push('\n');
         }
     }
     std::fs::write(root.join("modules.list"), list)?;
-    let init = init_script(tests);
     let init_path = root.join("init");
     std::fs::write(&init_path, init)?;
     std::fs::set_permissions(&init_path, std::fs::Permissions::from_mode(0o755))?;
@@ -408,8 +421,26 @@ pub fn build(kernel: &Kernel, payload: &Payload, tests: &GuestTests, dir: &Path)
 /// Otherwise each test binary, `repeat` times, each run under `binary_timeout` seconds,
 /// with markers the host parses, and power-off. `filter` and `env`'s values are
 /// quoted (quotes in them are dropped: they cannot break out of the script).
-fn init_script(tests: &GuestTests) -> String {
+pub(crate) fn init_script(tests: &GuestTests) -> String {
     [BOOT, PREFLIGHT, &test_runs(tests)].concat()
+}
+
+/// An /init that boots and checks the labs as [`init_script`]'s does, then runs one
+/// `command` (a shell line) with the tests' environment, reported as `NETPATH-VM-DONE
+/// name code`, and powers off. The kernel's console messages are silenced first: they
+/// would land in the middle of what the command prints. Its output goes through a pipe,
+/// so that it does not take the serial console for a terminal (no progress bars).
+pub(crate) fn command_init(name: &str, command: &str) -> String {
+    let run = format!(
+        r#"echo 1 > /proc/sys/kernel/printk
+export NETPATH_BIN=/bin/netpath RUST_BACKTRACE=1 TMPDIR=/tmp NETPATH_TEST_AGENT_TIMEOUT=600 NETPATH_TEST_GUEST=1
+{{ ( {command} ); echo $? > /tmp/{name}.rc; }} 2>&1 | cat
+echo "NETPATH-VM-DONE {name} $(cat /tmp/{name}.rc)"
+echo NETPATH-VM-END
+poweroff -f
+"#
+    );
+    [BOOT, PREFLIGHT, &run].concat()
 }
 
 /// Mounts, then the modules in dependency order, each failure reported.
@@ -596,7 +627,7 @@ mod tests {
         )
         .unwrap();
         builtin_except(&dir, &["bridge", "veth", "ipvlan"]);
-        let order = module_order(&dir).unwrap();
+        let order = module_order(&dir, &[]).unwrap();
         let at = |m: &str| {
             order.iter().position(|o| o.contains(m)).unwrap_or_else(|| panic!("{m} not in {order:?}"))
         };
@@ -615,13 +646,13 @@ mod tests {
         let dir = scratch("missing");
         std::fs::write(dir.join("modules.dep"), "kernel/drivers/net/veth.ko.xz:\n").unwrap();
         builtin_except(&dir, &["veth", "vxlan", "macvlan", "ipvlan"]);
-        let err = format!("{:#}", module_order(&dir).unwrap_err());
+        let err = format!("{:#}", module_order(&dir, &[]).unwrap_err());
         assert!(err.contains("vxlan, macvlan, ipvlan"), "{err}");
         assert!(err.contains("modules.builtin") && err.contains("modules.dep"), "{err}");
         assert!(!err.contains("veth"), "{err}");
         // No modules.builtin at all: every module not in modules.dep is missing.
         std::fs::remove_file(dir.join("modules.builtin")).unwrap();
-        let err = format!("{:#}", module_order(&dir).unwrap_err());
+        let err = format!("{:#}", module_order(&dir, &[]).unwrap_err());
         assert!(err.contains("bridge") && err.contains("sch_ingress"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -680,7 +711,7 @@ mod tests {
             write_compressed(&modules.join(rel), &elf);
         }
         builtin_except(&modules, &["veth", "bridge", "vxlan", "macvlan", "ipvlan"]);
-        let order = module_order(&modules).unwrap();
+        let order = module_order(&modules, &[]).unwrap();
         let dep = std::fs::read_to_string(modules.join("modules.dep")).unwrap();
         for m in ["veth.ko.xz:", "bridge.ko.zst:", "vxlan.ko:", "macvlan.ko:", "ipvlan/ipvlan.ko.xz:"] {
             assert!(dep.contains(m), "{m} not in modules.dep:\n{dep}");
@@ -745,6 +776,11 @@ mod tests {
     /// PATH for insmod (`insmod`: its body) and for ip, tc and the rest, the modules of
     /// `dir/modules.list`, and the test binaries in `dir/tests`. Returns the console.
     fn run_init(dir: &Path, tests: &GuestTests, insmod: &str) -> String {
+        run_script(dir, &init_script(tests), insmod)
+    }
+
+    /// [`run_init`] for any script of ours.
+    fn run_script(dir: &Path, script: &str, insmod: &str) -> String {
         let bin = dir.join("bin");
         std::fs::create_dir_all(&bin).unwrap();
         let stub = |name: &str, body: &str| {
@@ -756,8 +792,11 @@ mod tests {
         for ok in ["ip", "tc", "mount", "mkdir", "uname"] {
             stub(ok, "true");
         }
-        let script = init_script(tests)
+        let script = script
             .replace("/bin/busybox --install -s /bin\n", "")
+            // Never the host's console level, nor its /tmp.
+            .replace("/tmp/", &format!("{}/", dir.display()))
+            .replace("/proc/sys/kernel/printk", &dir.join("printk").display().to_string())
             .replace(
                 "export PATH=/usr/sbin:/usr/bin:/sbin:/bin",
                 &format!("export PATH={}:$PATH", bin.display()),
@@ -873,6 +912,27 @@ mod tests {
         assert!(console.contains("NETPATH-VM-ELSEWHERE crash"), "{console}");
         let parsed = super::super::outcome::parse(&console);
         assert_eq!((parsed.passed, parsed.failed), (6, 0), "{parsed:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// `bench --vm`'s guest: one command after the same boot and preflight, its output
+    /// and exit code on the console, the kernel's console messages silenced first.
+    #[test]
+    fn a_command_guest_runs_its_command_once_and_reports_its_exit() {
+        let dir = scratch("command");
+        std::fs::write(dir.join("modules.list"), "").unwrap();
+        let init = command_init("bench", "echo measuring; echo oops >&2; exit 3");
+        assert!(init.contains("NETPATH-VM-READY") && init.contains("probe ipvlan"), "{init}");
+        assert!(!init.contains("cd /tests"), "{init}");
+        let console = run_script(&dir, &init, "true");
+        assert!(console.contains("measuring\noops\n"), "stderr not on the console:\n{console}");
+        assert!(console.contains("NETPATH-VM-DONE bench 3\nNETPATH-VM-END"), "{console}");
+        assert_eq!(std::fs::read_to_string(dir.join("printk")).unwrap(), "1\n");
+        let parsed = super::super::outcome::parse(&console);
+        assert_eq!(parsed.binary_failures, ["bench (exit 3)"]);
+        assert!(parsed.finished);
+        let ok = run_script(&dir, &command_init("bench", "true"), "true");
+        assert!(ok.contains("NETPATH-VM-DONE bench 0"), "{ok}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

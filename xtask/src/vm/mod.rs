@@ -1,8 +1,8 @@
 //! `cargo xtask vm-test`: the integration tests on other kernels, each booted under qemu
 //! with an initramfs carrying the test binaries, their tools and the kernel's modules.
-mod initramfs;
-mod kernel;
-mod outcome;
+pub(crate) mod initramfs;
+pub(crate) mod kernel;
+pub(crate) mod outcome;
 
 use std::{
     io::{BufRead as _, BufReader, Write as _},
@@ -153,11 +153,19 @@ fn build_payload(root: &Path, only: &[String]) -> Result<initramfs::Payload> {
     if !etcd.exists() {
         bail!("{} missing: run `cargo xtask setup`", etcd.display());
     }
-    Ok(initramfs::Payload { netpath: root.join("target/debug/netpath"), tests, tools, etcd })
+    Ok(initramfs::Payload {
+        netpath: root.join("target/debug/netpath"),
+        tests,
+        tools,
+        etcd: Some(etcd),
+        programs: Vec::new(),
+        extra_tools: &[],
+        extra_modules: &[],
+    })
 }
 
 /// The qemu command that boots `vmlinuz` with `initrd`; its stdout is the console.
-fn qemu(vmlinuz: &Path, initrd: &Path, smp: u32, memory: u32) -> Command {
+pub(crate) fn qemu(vmlinuz: &Path, initrd: &Path, smp: u32, memory: u32) -> Command {
     // KVM hangs on this machine kind (see shared/TOOLCHAIN.md): software emulation.
     let mut qemu = Command::new("qemu-system-x86_64");
     qemu.args(["-accel", "tcg", "-cpu", "max", "-nographic", "-no-reboot"])
@@ -173,7 +181,7 @@ fn qemu(vmlinuz: &Path, initrd: &Path, smp: u32, memory: u32) -> Command {
 /// Runs a guest (any command whose stdout is its console) until it exits or `timeout`
 /// passes, when it is killed and reported hung. The console text is streamed to `log`
 /// and each line handed to `on_line` as it comes, so a long run can be followed.
-fn run_guest(
+pub(crate) fn run_guest(
     mut guest: Command,
     timeout: Duration,
     log: &Path,
@@ -222,7 +230,7 @@ struct Guest {
     result: Option<(outcome::Outcome, Option<u64>, Duration)>,
 }
 
-fn mmss(d: Duration) -> String {
+pub(crate) fn mmss(d: Duration) -> String {
     format!("{}m{:02}s", d.as_secs() / 60, d.as_secs() % 60)
 }
 
@@ -230,12 +238,12 @@ fn mmss(d: Duration) -> String {
 /// vCPU is a host thread: more vCPUs than host cores only adds contention (a vCPU
 /// waiting on one that the host has descheduled). Measured with the three kernels on
 /// two cores (a ten-test slice): one vCPU each finished in 6m50s, two each in 8m42s.
-fn vcpus(host_cpus: usize, running: usize) -> u32 {
+pub(crate) fn vcpus(host_cpus: usize, running: usize) -> u32 {
     (host_cpus / running.max(1)).max(1) as u32
 }
 
 /// What a guest's console tells this run's output, line by line as it comes.
-struct Progress {
+pub(crate) struct Progress {
     /// Everything the tests print, not only the markers (`--ignored`).
     tests_output: bool,
     /// Past the preflight: what the guest prints now comes from the tests.
@@ -243,11 +251,11 @@ struct Progress {
 }
 
 impl Progress {
-    fn new(tests_output: bool) -> Self {
+    pub(crate) fn new(tests_output: bool) -> Self {
         Progress { tests_output, testing: false }
     }
 
-    fn line(&mut self, line: &str) -> Option<String> {
+    pub(crate) fn line(&mut self, line: &str) -> Option<String> {
         let shown = marker(line).or_else(|| {
             let tests = self.tests_output && self.testing;
             (tests && !line.trim().is_empty() && !line.contains("NETPATH-VM-")).then(|| format!("| {line}"))
@@ -373,7 +381,7 @@ fn prepare_guests(args: &VmArgs, payload: &initramfs::Payload, cache: &Path) -> 
             );
         }
         let tests = guest_tests(args, (i, args.kernels.len()), |k| std::env::var(k).ok());
-        let initrd = initramfs::build(&kernel, payload, &tests, &dir)?;
+        let initrd = initramfs::build(&kernel, payload, &initramfs::init_script(&tests), &dir)?;
         guests.push(Guest {
             spec: spec.clone(),
             label: kernel.label,
