@@ -43,7 +43,10 @@ fn doctor_and_metrics_see_the_ipv6_routes(lab: &Lab, subnet: &str) {
     let doctor = lab.netpath_in_node(&["doctor"]);
     let text = String::from_utf8_lossy(&doctor.stdout);
     assert!(doctor.status.success(), "{text}");
-    assert!(text.lines().any(|l| l.contains("node routes (IPv6)") && l.contains("1 to the other nodes")), "{text}");
+    assert!(
+        text.lines().any(|l| l.contains("node routes (IPv6)") && l.contains("1 to the other nodes")),
+        "{text}"
+    );
     let metrics = lab.metrics().unwrap_or_default();
     assert_eq!(netpath_tests::metric_value(&metrics, "netpath_node_routes6 "), Some(1), "{metrics}");
 
@@ -61,7 +64,10 @@ fn doctor_and_metrics_see_the_ipv6_routes(lab: &Lab, subnet: &str) {
         text.lines().any(|l| l.contains("node routes (IPv6)") && l.contains("no route to node n1")),
         "{text}"
     );
-    assert!(text.lines().any(|l| l.contains("node routes") && !l.contains("IPv6") && l.contains("1 to")), "{text}");
+    assert!(
+        text.lines().any(|l| l.contains("node routes") && !l.contains("IPv6") && l.contains("1 to")),
+        "{text}"
+    );
 }
 
 /// Two dual-stack nodes with `--tunnel tunnel`, one pod each; every node has learned the

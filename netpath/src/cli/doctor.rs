@@ -146,8 +146,10 @@ fn node_routes(r: &mut Report, c: &crate::api::ClusterStatus, nodes: &[NodeStatu
     match inspector.node_routes() {
         Ok(rs) => {
             let found = rs.iter().map(|(k, v)| (IpAddr::from(k.addr), Ipv4Addr::from(v.underlay))).collect();
-            let owed: Vec<_> =
-                others.iter().map(|n| (n.name.as_str(), IpAddr::V4(n.pod_cidr.network()), n.address)).collect();
+            let owed: Vec<_> = others
+                .iter()
+                .map(|n| (n.name.as_str(), IpAddr::V4(n.pod_cidr.network()), n.address))
+                .collect();
             let held = owed.iter().map(|(_, net, _)| *net).collect();
             route_check(r, "node routes", found, &owed, held);
         }
@@ -182,8 +184,11 @@ fn route_check(
     owed: &[(&str, IpAddr, Ipv4Addr)],
     held: Vec<IpAddr>,
 ) {
-    let missing: Vec<&str> =
-        owed.iter().filter(|(_, net, via)| !found.contains(&(*net, *via))).map(|(name, _, _)| *name).collect();
+    let missing: Vec<&str> = owed
+        .iter()
+        .filter(|(_, net, via)| !found.contains(&(*net, *via)))
+        .map(|(name, _, _)| *name)
+        .collect();
     let stale: Vec<String> = found
         .iter()
         .filter(|(net, _)| !held.contains(net))
