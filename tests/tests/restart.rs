@@ -398,3 +398,72 @@ fn clsact_filters_are_swapped_without_a_gap() {
         assert_eq!(filters, 1, "{dev}: {out:?}");
     }
 }
+
+/// `--endpoint-attach tcx`: each endpoint's veth gets a pinned TCX link rather than a
+/// clsact filter (the cheaper hook per packet), traffic flows through it, a restarted
+/// agent keeps every link as it is (no update, each would wait for a grace period), and
+/// a deleted endpoint's link goes with its veth. Kernels without TCX refuse the flag in
+/// one line and start nothing.
+#[test]
+fn endpoints_attached_with_tcx_links_keep_them_across_restarts() {
+    const AGENT: &[&str] = &["--endpoint-attach", "tcx"];
+    if !netpath_tests::kernel_at_least(6, 6) {
+        let mut lab = Lab::new(1);
+        let err = lab.try_start_agent(AGENT).unwrap_err();
+        assert!(
+            err.contains("--endpoint-attach tcx needs TCX") && err.contains("--endpoint-attach clsact"),
+            "{err}"
+        );
+        assert!(lab.node_links().iter().all(|l| !l.starts_with("np")), "{:?}", lab.node_links());
+        return;
+    }
+    let (mut lab, ips) = Lab::setup(2).agent(AGENT).endpoints(&["a", "b"]).build();
+    let before = endpoint_links(&lab);
+    assert_eq!(before.len(), 2, "{before:?}");
+    assert!(lab.containers[0].ping(ips[1], 1), "{}", lab.agent_log());
+    let mut conn = open(
+        &lab.containers[1],
+        SocketAddrV4::new(ips[1], 7020),
+        &lab.containers[0],
+        SocketAddrV4::new(ips[1], 7020),
+    );
+    conn.exchange("through the TCX links");
+    let doctor = lab.netpath_in_node(&["doctor"]);
+    assert!(doctor.status.success(), "{}", String::from_utf8_lossy(&doctor.stdout));
+
+    lab.kill_agent();
+    lab.start_agent_with(AGENT);
+    assert_eq!(endpoint_links(&lab), before, "a restart touched the endpoints' links");
+    conn.exchange("after the restart");
+
+    lab.netpath_ok(&["endpoint", "del", "a"]);
+    let after = endpoint_links(&lab);
+    assert_eq!(after.len(), 1, "{after:?}");
+    let (gone_pin, gone_id, _) = before.iter().find(|l| !after.contains(l)).unwrap();
+    assert!(!std::path::Path::new(gone_pin).exists(), "{gone_pin} left behind");
+    let link = lab.node.exec(&["bpftool", "link", "show", "id", &gone_id.to_string()]);
+    assert!(!link.status.success(), "link {gone_id} outlived its endpoint: {link:?}");
+}
+
+/// Each endpoint veth's TCX link (its pin, and the kernel's ids of the link and of the
+/// program in it: an update would keep the one and change the other), checking that the
+/// veth has no filter besides: one link each, or the test fails here.
+fn endpoint_links(lab: &Lab) -> Vec<(String, u64, u64)> {
+    let mut out = Vec::new();
+    for dev in lab.node_links().iter().filter(|l| l.starts_with("np")) {
+        let show = lab.node.exec(&["tc", "filter", "show", "dev", dev, "ingress"]);
+        let text = String::from_utf8_lossy(&show.stdout).into_owned();
+        assert!(!text.contains(" name "), "{dev} has a filter: {text}");
+        let link = String::from_utf8_lossy(&lab.node.exec(&["ip", "-o", "link", "show", "dev", dev]).stdout)
+            .into_owned();
+        let ifindex: u32 = link.split(':').next().unwrap().trim().parse().unwrap();
+        let pin = lab.bpffs_dir.join(format!("links/from_container-{ifindex}"));
+        let pin = pin.to_str().unwrap().to_string();
+        let json = netpath_tests::sh(&["bpftool", "-j", "link", "show", "pinned", &pin]);
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        // BPF_LINK_TYPE_TCX, which bpftool before 7.3 prints as its number.
+        assert!(v["type"] == "tcx" || v["type"] == 11, "{dev}: {json}");
+        out.push((pin, v["id"].as_u64().unwrap(), v["prog_id"].as_u64().unwrap()));
+    }
+    out
+}

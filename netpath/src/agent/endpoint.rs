@@ -112,6 +112,8 @@ pub(super) struct DelPlan {
     netlink: rtnetlink::Handle,
     rec: EndpointRecord,
     steps: Steps,
+    /// The endpoint's TCX link, released once its veth is gone.
+    link_pin: Option<std::path::PathBuf>,
 }
 
 /// The kernel work of making an endpoint's pair, marking it and configuring both sides:
@@ -272,6 +274,10 @@ impl DelPlan {
         super::steps::slow_step("veth").await;
         link::delete(&self.netlink, self.rec.host_ifindex).await?;
         self.steps.mark("veth");
+        if let Some(pin) = &self.link_pin {
+            crate::datapath::release_link(pin);
+            self.steps.mark("link");
+        }
         info!(endpoint = %self.rec.name, ip = %self.rec.ip, steps = %self.steps, "endpoint deleted");
         Ok(())
     }
@@ -636,17 +642,17 @@ impl Agent {
         }
         self.endpoints.remove(name)?;
         steps.mark("state");
-        // A sub-interface's filters go with it.
-        if !rec.mode.is_subif() {
-            self.datapath.detach_endpoint(&rec.host_ifname, rec.host_ifindex)?;
-            steps.mark("detach");
-        }
+        // A sub-interface's filters go with it, and so does a veth's filter; its TCX
+        // link is released after it.
+        let link_pin =
+            if rec.mode.is_subif() { None } else { self.datapath.release_endpoint_link(rec.host_ifindex) };
+        steps.mark("detach");
         for ip6 in addresses6(&rec) {
             self.datapath.unregister6(ip6)?;
         }
         self.datapath.unregister(rec.ip)?;
         steps.mark("maps");
-        Ok(Some(DelPlan { netlink: self.netlink.clone(), rec, steps }))
+        Ok(Some(DelPlan { netlink: self.netlink.clone(), rec, steps, link_pin }))
     }
 }
 

@@ -156,6 +156,8 @@ pub enum AgentError {
     DeviceMismatch { endpoint: String, was: Device },
     #[error("--device netkit works in routed mode only; drop --mode bridge or use --device veth")]
     NetkitBridge,
+    #[error("--endpoint-attach tcx needs TCX (Linux 6.6+; this kernel is {kernel}, or --tc-attach clsact was given); use --endpoint-attach clsact")]
+    NoTcx { kernel: String },
     #[error("--mode {mode} does not go with {what}: {why}")]
     SubifRefuses { mode: Mode, what: &'static str, why: &'static str },
     #[error(
@@ -260,6 +262,8 @@ pub struct AgentConfig {
     pub metrics: Option<std::net::SocketAddr>,
     /// Force the tc attach method; None: TCX where the kernel has it.
     pub tc_attach: Option<crate::datapath::AttachMode>,
+    /// How new veth endpoints are attached (`--endpoint-attach`).
+    pub endpoint_attach: crate::datapath::AttachMode,
     /// Have the kernel count program runs and run time while the agent runs.
     pub bpf_stats: bool,
     pub conntrack: CtConfig,

@@ -14,7 +14,7 @@ use tracing::{info, warn};
 use super::{lock, metrics, node, records, Agent, AgentConfig, AgentError, Health};
 use crate::{
     cluster::Member,
-    datapath::{Datapath, DatapathError},
+    datapath::{AttachMode, Datapath, DatapathError},
     plumbing::{self, PlumbingError},
     state::{AgentId, Device, Ipam, Ipam6, Mode},
 };
@@ -98,6 +98,11 @@ async fn preflight(config: &AgentConfig) -> Result<Preflight, AgentError> {
         return Err(AgentError::NetkitBridge);
     }
     refuse_with_subif(config)?;
+    if config.endpoint_attach == AttachMode::Tcx
+        && config.tc_attach.unwrap_or_else(AttachMode::detect) != AttachMode::Tcx
+    {
+        return Err(AgentError::NoTcx { kernel: plumbing::link::kernel_release() });
+    }
     let paths = &config.paths;
     let bpffs_dir = plumbing::bpffs::locate(&paths.bpffs_dir);
     if bpffs_dir != paths.bpffs_dir {
@@ -341,6 +346,7 @@ async fn bring_up(
         bridge_name,
         xdp,
         tc_attach,
+        endpoint_attach,
         bpf_stats,
         conntrack,
         masquerade6,
@@ -357,6 +363,7 @@ async fn bring_up(
     let mut datapath =
         Datapath::load_with(&paths.bpffs_dir, conntrack.max_entries, endpoints.ipam6().is_some(), tc_attach)?;
     datapath.forward_logs()?;
+    datapath.set_endpoint_tcx(endpoint_attach == AttachMode::Tcx);
     if endpoints.ipam6().is_some() {
         datapath.load_ipv6_programs()?;
     }

@@ -539,6 +539,13 @@ pub struct AgentArgs {
     /// any kernel). Default: tcx where the kernel has it.
     #[arg(long, env = "NETPATH_TC_ATTACH", value_enum)]
     pub tc_attach: Option<AttachMode>,
+    /// How each new veth endpoint's from_container is attached: clsact (a cls_bpf
+    /// filter: two netlink messages, the fast endpoint add) or tcx (a TCX link, Linux
+    /// 6.6+: the cheaper hook per packet, but each link made waits out an RCU grace
+    /// period under the RTNL lock, ~13 ms per endpoint add). Endpoints keep the
+    /// attachment they were made with.
+    #[arg(long, env = "NETPATH_ENDPOINT_ATTACH", value_enum, default_value_t = AttachMode::Clsact)]
+    pub endpoint_attach: AttachMode,
     /// Count runs and run time of netpath's programs (metrics program_runs and
     /// program_run_seconds). The kernel switch is machine-wide while the agent runs
     /// (BPF_ENABLE_STATS: every BPF program on the node pays about 20 ns per run).

@@ -173,14 +173,17 @@ impl Datapath {
     /// Attaches from_container where a container's packets arrive: the ingress of its
     /// host-side veth, or the netkit link of its host-side netkit device.
     ///
-    /// A veth gets a cls_bpf filter under clsact on every kernel, TCX or not: a TCX link
-    /// costs an RCU grace period when made and another when it goes, which the kernel
-    /// waits for under the RTNL lock (about 13 ms each here, most of an endpoint's
-    /// cost), where a filter costs two netlink messages and goes with the veth. TCX's
-    /// advantage, swapping the program in place when an agent restarts, the endpoint
-    /// does not need: from_container only tail-calls the agent's container path through
-    /// a pinned slot, and a new agent fills the slot instead. Endpoints an earlier build
-    /// attached with TCX links keep them (see `adopt_endpoint`).
+    /// A veth gets a cls_bpf filter under clsact by default, TCX or not: a TCX link
+    /// costs an RCU grace period when made, which the kernel waits for under the RTNL
+    /// lock (about 13 ms here, most of an endpoint's cost), where a filter costs two
+    /// netlink messages and goes with the veth. TCX's advantage for an agent, swapping
+    /// the program in place when it restarts, the endpoint does not need:
+    /// from_container only tail-calls the agent's container path through a pinned slot,
+    /// and a new agent fills the slot instead. Its advantage per packet is the hook
+    /// itself: the kernel runs a TCX program directly, a filter through the clsact
+    /// qdisc's classifier chain (~0.1 us per hop here), which `--endpoint-attach tcx`
+    /// buys with the grace period per add. Endpoints keep the attachment they were made
+    /// with (see `adopt_endpoint`).
     pub fn attach_endpoint(
         &mut self,
         iface: &str,
@@ -188,6 +191,7 @@ impl Datapath {
         device: Device,
     ) -> Result<(), DatapathError> {
         match device {
+            Device::Veth if self.endpoint_tcx => self.attach_tc(FROM_CONTAINER, iface, ifindex),
             Device::Veth => {
                 add_clsact(iface)?;
                 self.attach_clsact(FROM_CONTAINER, iface, TcAttachType::Ingress, ENDPOINT_PRIORITIES, &[])
@@ -196,20 +200,24 @@ impl Datapath {
         }
     }
 
-    /// Takes over an endpoint attached by an earlier agent. Its filter already runs
-    /// whatever fills the slot, which this agent did: nothing to do, unless the agent
-    /// asked for endpoints to be attached again (the slot is not the one they were
-    /// attached with), when the filter is replaced, together with the filters of
-    /// earlier builds. A TCX link of an
-    /// earlier build gets this agent's from_container in place, and stays a TCX link.
+    /// Takes over an endpoint attached by an earlier agent. Its filter or TCX link
+    /// already runs whatever fills the slot, which this agent did: nothing to do, unless
+    /// the agent asked for endpoints to be attached again (the slot is not the one they
+    /// were attached with), when the filter is replaced, together with the filters of
+    /// earlier builds, and a TCX link gets this agent's from_container in place.
     /// Whether [`Datapath::adopt_endpoint`] has anything to do for this endpoint: not
-    /// for a veth whose filter already runs this slot (a restart's usual case, where
-    /// the agent need not even look the veth up).
-    pub fn adopts_endpoint(&self, ifindex: u32, device: Device) -> bool {
+    /// for a veth whose attachment already runs this slot (a restart's usual case,
+    /// where the agent need not even look the veth up). A TCX link kept as it is stays
+    /// pinned: updating it would wait for a grace period under RTNL, per endpoint.
+    pub fn adopts_endpoint(&mut self, ifindex: u32, device: Device) -> bool {
+        if device == Device::Netkit || self.reattach_endpoints {
+            return true;
+        }
         let tcx_pin = self.links_dir.join(format!("{FROM_CONTAINER}-{ifindex}"));
-        device == Device::Netkit
-            || self.reattach_endpoints
-            || (self.mode == AttachMode::Tcx && tcx_pin.exists())
+        if tcx_pin.exists() {
+            self.touched.insert(tcx_pin);
+        }
+        false
     }
 
     pub fn adopt_endpoint(&mut self, iface: &str, ifindex: u32, device: Device) -> Result<(), DatapathError> {
@@ -274,12 +282,22 @@ impl Datapath {
     /// gone: its pinned link (netkit, or TCX of an earlier build) is unpinned; a filter
     /// goes with the veth, at no cost of its own.
     pub fn detach_endpoint(&mut self, _iface: &str, ifindex: u32) -> Result<(), DatapathError> {
-        let pin = self.links_dir.join(format!("{FROM_CONTAINER}-{ifindex}"));
-        self.touched.remove(&pin);
-        if let Ok(link) = PinnedLink::from_pin(&pin) {
-            let _ = link.unpin();
+        if let Some(pin) = self.release_endpoint_link(ifindex) {
+            release_link(&pin);
         }
         Ok(())
+    }
+
+    /// An endpoint going with its veth: the pin of its TCX link (if it has one), for
+    /// [`release_link`] once the veth is gone. A link released on a live device waits
+    /// for an RCU grace period under RTNL; one whose device is gone has nothing left to
+    /// detach. Until then the link stays (the endpoint's entries are already gone, so
+    /// what the container sends is dropped); a pin left by an agent stopped in between
+    /// is pruned at the next start.
+    pub fn release_endpoint_link(&mut self, ifindex: u32) -> Option<PathBuf> {
+        let pin = self.links_dir.join(format!("{FROM_CONTAINER}-{ifindex}"));
+        self.touched.remove(&pin);
+        pin.exists().then_some(pin)
     }
 
     /// Attaches uplink_in to the node's uplink.
@@ -479,6 +497,13 @@ impl Datapath {
             }
         }
         pruned
+    }
+}
+
+/// Unpins a link; the last reference gone, the kernel detaches it.
+pub fn release_link(pin: &Path) {
+    if let Ok(link) = PinnedLink::from_pin(pin) {
+        let _ = link.unpin();
     }
 }
 

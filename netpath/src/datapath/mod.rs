@@ -17,7 +17,7 @@ mod tables;
 use std::path::PathBuf;
 
 pub use inspect::{CtRow, CtSummary, EndpointCounters, Inspector, MapSummary, ReasonCounter};
-pub use links::{endpoint_programs, tc_programs};
+pub use links::{endpoint_programs, release_link, tc_programs};
 pub use programs::{program, AttachMode, Datapath, PacketRun};
 pub use subif::subif_filters;
 

@@ -68,6 +68,8 @@ pub struct Datapath {
     /// The endpoints' filters of earlier agents run another slot (or a program of a
     /// build before the slot), and are replaced (see `adopt_endpoint`).
     pub(super) reattach_endpoints: bool,
+    /// New veth endpoints get a TCX link rather than a clsact filter (`--endpoint-attach tcx`).
+    pub(super) endpoint_tcx: bool,
     /// The endpoints' counter slots, read from ENDPOINTS at first use.
     pub(super) counter_slots: Option<super::slots::CounterSlots>,
 }
@@ -114,6 +116,7 @@ impl Datapath {
             node_local: None,
             migration: None,
             reattach_endpoints: true,
+            endpoint_tcx: false,
             counter_slots: None,
         };
         // from_tunnel, to_other_node and uplink_xdp are verified when the node needs them
@@ -160,6 +163,12 @@ impl Datapath {
     /// leaves their filters, which already run this slot.
     pub fn set_reattach_endpoints(&mut self, reattach: bool) {
         self.reattach_endpoints = reattach;
+    }
+
+    /// Whether new veth endpoints get a TCX link (true) or a clsact filter. Only where
+    /// the node attaches with TCX at all (the caller has checked).
+    pub fn set_endpoint_tcx(&mut self, tcx: bool) {
+        self.endpoint_tcx = tcx && self.mode == AttachMode::Tcx;
     }
 
     /// Fills from_container's slot with this agent's container path, or empties it:
