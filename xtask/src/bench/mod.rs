@@ -155,6 +155,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
         World::macvlan()?,
         World::netpath_macvlan()?,
     ];
+    // TCX links where the kernel has them (6.6+); older kernels refuse the flag.
+    if netpath_tests::kernel_at_least(6, 6) {
+        worlds.push(World::netpath_tcx()?);
+    }
     let skipped = match subif::ipvlan_worlds()? {
         Ok(ipvlan) => {
             worlds.extend(ipvlan);
@@ -263,6 +267,7 @@ fn prepare(release: bool) -> Result<()> {
     netpath_tests::sweep("npfloor");
     netpath_tests::sweep("npbmv");
     netpath_tests::sweep("npbnmv");
+    netpath_tests::sweep("npbtcx");
     for p in subif::IPVLAN_PREFIXES {
         netpath_tests::sweep(p);
     }
@@ -270,8 +275,8 @@ fn prepare(release: bool) -> Result<()> {
         netpath_tests::sweep(p);
     }
     crate::interrupt_sweeps(&[
-        "npbench", "npbase", "nplimit", "npbxdp", "npfloor", "npbmv", "npbnmv", "npbipv", "npbil3", "npbnip",
-        "npcp", "npxvx", "npxnat", "npxfl", "npxlim", "npxscale",
+        "npbench", "npbase", "nplimit", "npbxdp", "npfloor", "npbtcx", "npbmv", "npbnmv", "npbipv", "npbil3",
+        "npbnip", "npcp", "npxvx", "npxnat", "npxfl", "npxlim", "npxscale",
     ]);
     Ok(())
 }
@@ -488,6 +493,7 @@ fn add_mappings(w: &World, n: u32) -> Result<()> {
         Datapath::Limit
         | Datapath::NetpathXdp
         | Datapath::Floor
+        | Datapath::NetpathTcx
         | Datapath::Macvlan
         | Datapath::NetpathMacvlan
         | Datapath::Ipvlan

@@ -35,6 +35,10 @@ pub enum Datapath {
     /// destination and redirects (see bench::floor): the floor of that layout.
     #[serde(rename = "layout floor")]
     Floor,
+    /// netpath with `--endpoint-attach tcx`: the endpoints' from_container in TCX links
+    /// rather than clsact filters, container to container only.
+    #[serde(rename = "netpath tcx")]
+    NetpathTcx,
     /// Each container's eth0 a macvlan (bridge mode) of the node's uplink, nothing else:
     /// the kernel's sub-interface datapath (bench::subif).
     #[serde(rename = "macvlan")]
@@ -62,6 +66,7 @@ impl Datapath {
             Datapath::Limit => "limit",
             Datapath::NetpathXdp => "netpath+xdp",
             Datapath::Floor => "layout floor",
+            Datapath::NetpathTcx => "netpath tcx",
             Datapath::Macvlan => "macvlan",
             Datapath::NetpathMacvlan => "netpath macvlan",
             Datapath::Ipvlan => "ipvlan",
@@ -87,7 +92,11 @@ impl Datapath {
     fn is_netpath(self) -> bool {
         matches!(
             self,
-            Datapath::Netpath | Datapath::NetpathXdp | Datapath::NetpathMacvlan | Datapath::NetpathIpvlan
+            Datapath::Netpath
+                | Datapath::NetpathXdp
+                | Datapath::NetpathTcx
+                | Datapath::NetpathMacvlan
+                | Datapath::NetpathIpvlan
         )
     }
 }
@@ -318,6 +327,12 @@ impl World {
         Self::netpath_with("npbxdp", Datapath::NetpathXdp, &["--xdp"])
     }
 
+    /// netpath with its endpoints in TCX links (`--endpoint-attach tcx`): the hook's
+    /// share of the container-to-container path, next to the clsact filters' default.
+    pub fn netpath_tcx() -> Result<World> {
+        Self::netpath_with("npbtcx", Datapath::NetpathTcx, &["--endpoint-attach", "tcx"])
+    }
+
     fn netpath_with(prefix: &str, datapath: Datapath, args: &[&str]) -> Result<World> {
         let mut lab = lab(prefix)?;
         if datapath == Datapath::Netpath {
@@ -470,7 +485,7 @@ impl World {
     pub fn paths(&self) -> Vec<PathKind> {
         match self.datapath {
             Datapath::Limit => vec![PathKind::C2c, PathKind::C2c6, PathKind::Loopback],
-            Datapath::Floor => vec![PathKind::C2c],
+            Datapath::Floor | Datapath::NetpathTcx => vec![PathKind::C2c],
             // On the uplink's network: no NAT, nothing published; the container-to-outside
             // path reaches the outside host directly.
             Datapath::Macvlan
