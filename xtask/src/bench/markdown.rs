@@ -362,13 +362,15 @@ impl Report {
         }
         // The same with the endpoints in TCX links (`--endpoint-attach tcx`), where the
         // kernel has them.
-        for t in [Test::TcpRr, Test::UdpRr] {
-            out.push(judge(
-                &format!("container-to-container {} (--endpoint-attach tcx) vs limit", t.name()),
-                self.pair_ratio(Datapath::NetpathTcx, Datapath::Limit, PathKind::C2c, t),
-                0.95,
-                "x",
-            ));
+        for path in [PathKind::C2c, PathKind::C2c6] {
+            for t in [Test::TcpRr, Test::UdpRr] {
+                out.push(judge(
+                    &format!("{} {} (--endpoint-attach tcx) vs limit", path.name(), t.name()),
+                    self.pair_ratio(Datapath::NetpathTcx, Datapath::Limit, path, t),
+                    0.95,
+                    "x",
+                ));
+            }
         }
         // IPv6: the same targets as IPv4 (issue 19).
         for t in [Test::TcpRr, Test::UdpRr] {

@@ -330,12 +330,17 @@ impl World {
     /// netpath with its endpoints in TCX links (`--endpoint-attach tcx`): the hook's
     /// share of the container-to-container path, next to the clsact filters' default.
     pub fn netpath_tcx() -> Result<World> {
-        Self::netpath_with("npbtcx", Datapath::NetpathTcx, &["--endpoint-attach", "tcx"])
+        Self::netpath_with(
+            "npbtcx",
+            Datapath::NetpathTcx,
+            &["--pod-cidr6", "fd00:77::/64", "--endpoint-attach", "tcx"],
+        )
     }
 
     fn netpath_with(prefix: &str, datapath: Datapath, args: &[&str]) -> Result<World> {
         let mut lab = lab(prefix)?;
-        if datapath == Datapath::Netpath {
+        let dual = matches!(datapath, Datapath::Netpath | Datapath::NetpathTcx);
+        if dual {
             // NAT66 masquerades to the uplink's IPv6 address, and ports are published on
             // it: there before the agent.
             uplink6(&lab)?;
@@ -355,7 +360,7 @@ impl World {
                 &format!("b:{SERVICE_PORT}"),
             ]);
         }
-        let b6 = if datapath == Datapath::Netpath { Some(endpoint_ip6(&lab, "b")?) } else { None };
+        let b6 = if dual { Some(endpoint_ip6(&lab, "b")?) } else { None };
         let agent_args = args.iter().map(|a| a.to_string()).collect();
         Ok(World { datapath, lab, b, b6, agent_args, _floor: None })
     }
@@ -485,7 +490,8 @@ impl World {
     pub fn paths(&self) -> Vec<PathKind> {
         match self.datapath {
             Datapath::Limit => vec![PathKind::C2c, PathKind::C2c6, PathKind::Loopback],
-            Datapath::Floor | Datapath::NetpathTcx => vec![PathKind::C2c],
+            Datapath::Floor => vec![PathKind::C2c],
+            Datapath::NetpathTcx => vec![PathKind::C2c, PathKind::C2c6],
             // On the uplink's network: no NAT, nothing published; the container-to-outside
             // path reaches the outside host directly.
             Datapath::Macvlan
