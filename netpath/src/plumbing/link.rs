@@ -417,6 +417,16 @@ pub async fn ensure_shim(
     Ok((l, true))
 }
 
+/// Adds `route`, replacing a route to the same destination: every route netpath adds
+/// is idempotent so.
+async fn replace_route(
+    handle: &Handle,
+    route: rtnetlink::packet_route::route::RouteMessage,
+    what: String,
+) -> Result<(), PlumbingError> {
+    handle.route().add(route).replace().execute().await.map_err(PlumbingError::netlink(what))
+}
+
 /// `net dev index scope link`, replacing what was there: the node's route to a container
 /// (a /32 through its host veth), or to macvlan/ipvlan containers through the shim.
 pub async fn add_subnet_route(handle: &Handle, net: ipnet::Ipv4Net, index: u32) -> Result<(), PlumbingError> {
@@ -425,13 +435,7 @@ pub async fn add_subnet_route(handle: &Handle, net: ipnet::Ipv4Net, index: u32) 
         .output_interface(index)
         .scope(RouteScope::Link)
         .build();
-    handle
-        .route()
-        .add(route)
-        .replace()
-        .execute()
-        .await
-        .map_err(PlumbingError::netlink(format!("failed to add node route to {net} via interface {index}")))
+    replace_route(handle, route, format!("failed to add node route to {net} via interface {index}")).await
 }
 
 /// Inside a container: lo and `ifname` up, `ip/prefix` on `ifname` (idempotent).
@@ -470,13 +474,7 @@ pub async fn configure_subif(
             .output_interface(eth.index)
             .scope(RouteScope::Link)
             .build();
-        handle
-            .route()
-            .add(default)
-            .replace()
-            .execute()
-            .await
-            .map_err(PlumbingError::netlink(format!("failed to add the default route on {ifname}")))?;
+        replace_route(&handle, default, format!("failed to add the default route on {ifname}")).await?;
     }
     Ok(())
 }
@@ -551,25 +549,13 @@ pub async fn configure_container(
         .output_interface(eth.index)
         .scope(RouteScope::Link)
         .build();
-    handle
-        .route()
-        .add(to_gateway)
-        .replace()
-        .execute()
-        .await
-        .map_err(PlumbingError::netlink(format!("failed to add route to gateway {gateway}")))?;
+    replace_route(&handle, to_gateway, format!("failed to add route to gateway {gateway}")).await?;
     let default = RouteMessageBuilder::<Ipv4Addr>::new()
         .destination_prefix(Ipv4Addr::UNSPECIFIED, 0)
         .gateway(gateway)
         .output_interface(eth.index)
         .build();
-    handle
-        .route()
-        .add(default)
-        .replace()
-        .execute()
-        .await
-        .map_err(PlumbingError::netlink(format!("failed to add default route via {gateway}")))
+    replace_route(&handle, default, format!("failed to add default route via {gateway}")).await
 }
 
 /// The container interface's IPv6 sysctls (net/ipv6/conf/IFNAME/KEY), in the order
@@ -608,13 +594,7 @@ pub async fn configure_container6(
         .gateway(gateway)
         .output_interface(eth.index)
         .build();
-    handle
-        .route()
-        .add(default)
-        .replace()
-        .execute()
-        .await
-        .map_err(PlumbingError::netlink(format!("failed to add IPv6 default route via {gateway}")))
+    replace_route(&handle, default, format!("failed to add IPv6 default route via {gateway}")).await
 }
 
 /// An IPv6 address without duplicate address detection (IFA_F_NODAD); already present
@@ -775,13 +755,7 @@ pub async fn add_host_route(handle: &Handle, ip: Ipv4Addr, index: u32) -> Result
 pub async fn add_host_route6(handle: &Handle, ip: Ipv6Addr, index: u32) -> Result<(), PlumbingError> {
     let route =
         RouteMessageBuilder::<Ipv6Addr>::new().destination_prefix(ip, 128).output_interface(index).build();
-    handle
-        .route()
-        .add(route)
-        .replace()
-        .execute()
-        .await
-        .map_err(PlumbingError::netlink(format!("failed to add node route to {ip}")))
+    replace_route(handle, route, format!("failed to add node route to {ip}")).await
 }
 
 /// The node's IPv6 host routes (`ip/128` through a device): (address, device index).
@@ -824,13 +798,8 @@ pub async fn add_node_route(
     net: ipnet::Ipv4Net,
     gateway: Ipv4Addr,
 ) -> Result<(), PlumbingError> {
-    handle
-        .route()
-        .add(node_route(net, gateway))
-        .replace()
-        .execute()
+    replace_route(handle, node_route(net, gateway), format!("failed to add the route to {net} via {gateway}"))
         .await
-        .map_err(PlumbingError::netlink(format!("failed to add the route to {net} via {gateway}")))
 }
 
 /// netpath's cluster routes now in the main table: (subnet, gateway).
@@ -886,13 +855,12 @@ pub async fn add_node_route6(
     net: ipnet::Ipv6Net,
     gateway: Ipv6Addr,
 ) -> Result<(), PlumbingError> {
-    handle
-        .route()
-        .add(node_route6(net, gateway))
-        .replace()
-        .execute()
-        .await
-        .map_err(PlumbingError::netlink(format!("failed to add the route to {net} via {gateway}")))
+    replace_route(
+        handle,
+        node_route6(net, gateway),
+        format!("failed to add the route to {net} via {gateway}"),
+    )
+    .await
 }
 
 /// netpath's IPv6 cluster routes now in the main table: (subnet, gateway).
