@@ -5,6 +5,7 @@
 use std::{
     io::{Read as _, Write as _},
     net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    os::fd::AsRawFd as _,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -91,7 +92,7 @@ pub fn run(
 ) -> Sample {
     let stop = Arc::new(AtomicBool::new(false));
     let server_cpu = if placement == Placement::SameCpu { 0 } else { 1 };
-    let server = start_server(test, server_ns, listen, stop.clone(), server_cpu);
+    let (server, listener) = start_server(test, server_ns, listen, stop.clone(), server_cpu);
     let result = client_ns
         .run(move || {
             pin(0);
@@ -105,8 +106,12 @@ pub fn run(
         .join()
         .unwrap_or_default();
     stop.store(true, Ordering::SeqCst);
-    // Wake an accept() that may still be waiting.
-    let _ = client_ns.run(move || TcpStream::connect_timeout(&target, Duration::from_millis(200))).join();
+    // Wake an accept() that may still be waiting: shutting a listening socket down makes
+    // it return (EINVAL) even when no connection can reach it (a datapath that drops).
+    if let Some(l) = listener {
+        // SAFETY: the listener is open (held here); shutdown only changes its state.
+        unsafe { libc::shutdown(l.as_raw_fd(), libc::SHUT_RDWR) };
+    }
     let _ = server.join();
     result
 }
@@ -117,14 +122,14 @@ fn start_server(
     listen: SocketAddr,
     stop: Arc<AtomicBool>,
     cpu: usize,
-) -> std::thread::JoinHandle<()> {
+) -> (std::thread::JoinHandle<()>, Option<Arc<TcpListener>>) {
     let (tx, rx) = std::sync::mpsc::channel();
     let handle = ns.run(move || {
         pin(cpu);
         if test == Test::UdpRr {
             let s = UdpSocket::bind(listen).expect("bind udp server");
             s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
-            tx.send(()).unwrap();
+            tx.send(None).unwrap();
             let mut buf = [0u8; 64];
             while !stop.load(Ordering::SeqCst) {
                 if let Ok((n, from)) = s.recv_from(&mut buf) {
@@ -133,8 +138,8 @@ fn start_server(
             }
             return;
         }
-        let l = TcpListener::bind(listen).expect("bind tcp server");
-        tx.send(()).unwrap();
+        let l = Arc::new(TcpListener::bind(listen).expect("bind tcp server"));
+        tx.send(Some(l.clone())).unwrap();
         while !stop.load(Ordering::SeqCst) {
             let Ok((mut s, _)) = l.accept() else { continue };
             if stop.load(Ordering::SeqCst) {
@@ -158,8 +163,8 @@ fn start_server(
             }
         }
     });
-    let _ = rx.recv_timeout(Duration::from_secs(5));
-    handle
+    let listener = rx.recv_timeout(Duration::from_secs(5)).ok().flatten();
+    (handle, listener)
 }
 
 /// One-byte request/response transactions for `duration`, each timed. A failed
@@ -412,6 +417,25 @@ fn parse_sockperf(text: &str) -> Option<Sample> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A client that cannot reach its server (a datapath that drops, here no route)
+    /// counts an error and the run ends: the server's accept() is woken without a
+    /// connection.
+    #[test]
+    fn a_run_whose_client_cannot_connect_ends_with_an_error() {
+        let ns = Netns::new(format!("npload{}", std::process::id()));
+        ns.exec(&["ip", "link", "set", "lo", "up"]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let listen: SocketAddr = "127.0.0.1:5001".parse().unwrap();
+            let nowhere: SocketAddr = "192.0.2.1:5001".parse().unwrap();
+            let sample =
+                run(Test::TcpRr, &ns, listen, &ns, nowhere, Duration::from_millis(100), Placement::SameCpu);
+            let _ = tx.send(sample);
+        });
+        let sample = rx.recv_timeout(Duration::from_secs(20)).expect("the run hung");
+        assert_eq!((sample.errors, sample.rate), (1, 0.0));
+    }
 
     #[test]
     fn sockperf_summary_is_read_as_round_trips() {
