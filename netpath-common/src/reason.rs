@@ -72,6 +72,9 @@ pub enum Reason {
     /// MAC, and for ARP the sender fields) and counted, left to the sub-interface's
     /// driver, which switches it to a sibling or sends it out of the parent device.
     PassedToParent = 26,
+    /// An IPv6 packet too big for the path to another node: dropped, and the sender
+    /// told the path's MTU (ICMPv6 packet too big, from its gateway fe80::1).
+    DropPacketTooBig = 27,
 }
 
 impl Reason {
@@ -81,7 +84,7 @@ impl Reason {
     }
 
     /// Number of reasons: the size of the per-reason counter array.
-    pub const COUNT: u32 = 27;
+    pub const COUNT: u32 = 28;
 
     pub const ALL: [Reason; Self::COUNT as usize] = [
         Reason::ForwardedToPeer,
@@ -111,6 +114,7 @@ impl Reason {
         Reason::DropExtensionHeader,
         Reason::Routed,
         Reason::PassedToParent,
+        Reason::DropPacketTooBig,
     ];
 
     /// Stable name used by the CLI, metrics labels and docs.
@@ -143,6 +147,7 @@ impl Reason {
             Reason::DropExtensionHeader => "drop-extension-header",
             Reason::Routed => "routed",
             Reason::PassedToParent => "passed-to-parent",
+            Reason::DropPacketTooBig => "drop-packet-too-big",
         }
     }
 
@@ -157,6 +162,7 @@ impl Reason {
                 | Reason::DropFragment
                 | Reason::DropNoNodeRoute
                 | Reason::DropFragNeeded
+                | Reason::DropPacketTooBig
                 | Reason::DropUnsupportedProtocol
                 | Reason::DropNoEndpoint
                 | Reason::DropCtFull
@@ -193,5 +199,6 @@ mod tests {
         assert_eq!(Reason::DropCtFull.name(), "drop-ct-full");
         assert_eq!(Reason::from_code(26), Some(Reason::PassedToParent));
         assert_eq!(Reason::PassedToParent.name(), "passed-to-parent");
+        assert_eq!(Reason::from_code(27), Some(Reason::DropPacketTooBig));
     }
 }

@@ -127,7 +127,7 @@ const fn word(off: usize) -> usize {
 /// The Internet checksum (RFC 1071) from `bpf_csum_diff`'s sum of native-order words,
 /// to be stored in native order.
 #[inline(always)]
-fn fold(sum: i64) -> u16 {
+pub fn fold(sum: i64) -> u16 {
     let mut sum = sum as u32;
     sum = (sum & 0xffff) + (sum >> 16);
     sum = (sum & 0xffff) + (sum >> 16);

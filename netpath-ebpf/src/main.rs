@@ -25,6 +25,7 @@ mod nd;
 mod node_local;
 mod node_local6;
 mod packet;
+mod packet_too_big;
 mod port_map;
 mod rare;
 mod tc_entry;

@@ -3,8 +3,9 @@
 //! validated the sender. Into the overlay (the outer header IPv4, to the other node's
 //! underlay address) or, in native routing, out through the node's route to the other
 //! node's IPv6 subnet (the agent installs it via that node's IPv6 underlay address);
-//! hop limit - 1 either way, addresses kept. A program of its own, in a slot of its own
-//! (see netpath_common::maps::CLUSTER_PROGS6).
+//! hop limit - 1 either way, addresses kept; a packet bigger than the path carries is
+//! answered with ICMPv6 packet too big (see packet_too_big). A program of its own, in a
+//! slot of its own (see netpath_common::maps::CLUSTER_PROGS6).
 use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
 use netpath_common::{conntrack::ROUTE_F_NATIVE, Endpoint6Key, Ip6, Reason};
 
@@ -14,7 +15,7 @@ use crate::{
     headers::{ipv6, IP_OFF},
     maps::{NODE_CONFIG, NODE_CONFIG6, NODE_ROUTES6},
     packet::{header, ifindex},
-    tc_entry, tunnel,
+    packet_too_big, tc_entry, tunnel,
 };
 
 const PASS: i32 = TC_ACT_OK as i32;
@@ -35,6 +36,11 @@ fn try_to_other_node6(ctx: &TcContext) -> Result<(i32, Reason), Reason> {
     let key = Endpoint6Key::new(cfg6.node_subnet(&dst));
     // SAFETY: copied out at once; the agent only replaces whole entries.
     let route = unsafe { NODE_ROUTES6.get(key) }.copied().ok_or(Reason::DropNoNodeRoute)?;
+    let cfg = NODE_CONFIG.get(0).ok_or(Reason::DropNoNodeRoute)?;
+    // Before the hop limit changes: the error quotes the packet as the pod sent it.
+    if packet_too_big::too_big(ctx, cfg) {
+        return packet_too_big::reply(ctx, cfg, ifindex(ctx));
+    }
     let hops = ip[ipv6::HOP_LIMIT];
     if hops <= 1 {
         // The stack sends the time-exceeded.
@@ -44,7 +50,6 @@ fn try_to_other_node6(ctx: &TcContext) -> Result<(i32, Reason), Reason> {
     if route.flags & ROUTE_F_NATIVE != 0 {
         return Ok((forward::to_fib(ctx, ifindex(ctx), Ip6(src), Ip6(dst))?, Reason::ToOtherNode));
     }
-    let cfg = NODE_CONFIG.get(0).ok_or(Reason::DropNoNodeRoute)?;
     tunnel::into_overlay(ctx, cfg, route.underlay)
 }
 

@@ -6,7 +6,7 @@
 //! nodes per case: an agent start is what a cluster test costs.
 use std::{
     net::{Ipv6Addr, SocketAddr, SocketAddrV6},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use netpath_tests::{
@@ -21,6 +21,7 @@ fn pods_on_different_nodes_reach_each_other_over_ipv6_through_the_overlay_with_t
     let u = Underlay::new();
     let (mut labs, ips) = cluster6(&u, "vxlan");
     pods_reach_each_other_over_ipv6(&labs, &ips);
+    a_pod_learns_the_ipv6_path_mtu_to_another_node(&labs, ips[1], 1450);
     a_restarted_node_keeps_its_ipv6_subnet(&u, &mut labs, &ips, "vxlan");
 }
 
@@ -29,6 +30,7 @@ fn pods_on_different_nodes_reach_each_other_over_ipv6_by_native_routing_with_the
     let u = Underlay::new();
     let (labs, ips) = cluster6(&u, "none");
     pods_reach_each_other_over_ipv6(&labs, &ips);
+    a_pod_learns_the_ipv6_path_mtu_to_another_node(&labs, ips[1], 1400);
     // The route the agent installed for the other node's IPv6 subnet: via its IPv6
     // underlay address, marked as netpath's.
     let subnet1 = node(&nodes(&labs[0]), "n1")["pod_cidr6"].as_str().unwrap().to_string();
@@ -70,14 +72,22 @@ fn doctor_and_metrics_see_the_ipv6_routes(lab: &Lab, subnet: &str) {
     );
 }
 
-/// Two dual-stack nodes with `--tunnel tunnel`, one pod each; every node has learned the
-/// other's subnets. The nodes and the pods' IPv6 addresses.
+/// Two dual-stack nodes with `--tunnel tunnel`, one pod each ("pod", container 0), and
+/// on node 0 a second one ("big", container 1) whose MTU, 1500, is more than the path to
+/// node 1 carries: the VXLAN overhead, or in native routing node 0's uplink, lowered to
+/// 1400 before its agent starts. Every node has learned the other's subnets. The nodes
+/// and the "pod"s' IPv6 addresses.
 fn cluster6(u: &Underlay, tunnel: &str) -> (Vec<Lab>, Vec<Ipv6Addr>) {
-    let mut labs: Vec<Lab> = (0..2).map(|i| u.node(i, 1)).collect();
+    let mut labs: Vec<Lab> = (0..2).map(|i| u.node(i, if i == 0 { 2 } else { 1 })).collect();
+    if tunnel == "none" {
+        labs[0].node.exec(&["ip", "link", "set", "uplink0", "mtu", "1400"]);
+    }
     start_nodes6(u, &mut labs, tunnel);
     for lab in &labs {
         lab.add_endpoint("pod", 0);
     }
+    let big = labs[0].containers[1].path();
+    labs[0].netpath_ok(&["endpoint", "add", "big", "--netns", big.to_str().unwrap(), "--mtu", "1500"]);
     let ips: Vec<Ipv6Addr> = labs.iter().map(|lab| lab.endpoint_ip6("pod")).collect();
     for lab in &labs {
         wait_for_routes(lab, 1);
@@ -115,6 +125,67 @@ fn pods_reach_each_other_over_ipv6(labs: &[Lab], ips: &[Ipv6Addr]) {
         assert_eq!(lab.node.snmp6("Ip6OutForwDatagrams"), before, "a node's stack forwarded pod traffic");
     }
     assert!(labs[0].stats().reason("to-other-node") > 0, "{:?}", labs[0].stats().0);
+}
+
+/// Node 0's "big" pod sends IPv6 datagrams of 1500 bytes, more than the path to node 1
+/// carries (`path`): no router on the way fragments IPv6, so the datapath answers
+/// "packet too big" as the pod's gateway, and the socket learns the path MTU; a datagram
+/// that fits it arrives whole. The pod is deleted after.
+fn a_pod_learns_the_ipv6_path_mtu_to_another_node(labs: &[Lab], to: Ipv6Addr, path: u32) {
+    let sock = labs[1].containers[0].bind_udp(SocketAddrV6::new(to, 7003, 0, 0));
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let learned = labs[0].containers[1]
+        .run(move || {
+            let s = std::net::UdpSocket::bind("[::]:0").unwrap();
+            s.connect((to, 7003)).unwrap();
+            sockopt(&s, libc::IPV6_MTU_DISCOVER, Some(libc::IPV6_PMTUDISC_DO));
+            // 1500 bytes of IPv6: fits the pod's link, not the path.
+            let big = [7u8; 1500 - 48];
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let mut mtu = sockopt(&s, libc::IPV6_MTU, None);
+            while mtu == 1500 && Instant::now() < deadline {
+                let _ = s.send(&big);
+                std::thread::sleep(Duration::from_millis(100));
+                mtu = sockopt(&s, libc::IPV6_MTU, None);
+            }
+            let refused = s.send(&big).map_err(|e| e.raw_os_error());
+            let _ = s.take_error();
+            let fits = vec![9u8; mtu as usize - 48];
+            s.send(&fits).unwrap();
+            (mtu, refused)
+        })
+        .join()
+        .unwrap();
+    assert_eq!(learned.0, path, "the socket never learned the path MTU\n{}", labs[0].agent_log());
+    assert_eq!(learned.1, Err(Some(libc::EMSGSIZE)), "a too-big datagram was still sent");
+    let mut buf = [0u8; 2048];
+    let n = loop {
+        let n = sock.recv(&mut buf).expect("the datagram that fits never arrived");
+        if buf[0] == 9 {
+            break n;
+        }
+    };
+    assert_eq!(n, path as usize - 48);
+    assert!(labs[0].stats().reason("drop-packet-too-big") > 0, "{:?}", labs[0].stats().0);
+    // Its MTU is more than the uplink's in native routing, which doctor (later) names.
+    labs[0].netpath_ok(&["endpoint", "del", "big"]);
+}
+
+/// Sets an IPPROTO_IPV6 socket option to `set`, or reads it (`None`).
+fn sockopt(s: &std::net::UdpSocket, name: libc::c_int, set: Option<libc::c_int>) -> u32 {
+    use std::os::fd::AsRawFd as _;
+    let mut v: libc::c_int = set.unwrap_or(0);
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    let p = (&mut v as *mut libc::c_int).cast();
+    // SAFETY: a valid socket and option buffer of the size given.
+    let rc = unsafe {
+        match set {
+            Some(_) => libc::setsockopt(s.as_raw_fd(), libc::IPPROTO_IPV6, name, p, len),
+            None => libc::getsockopt(s.as_raw_fd(), libc::IPPROTO_IPV6, name, p, &mut len),
+        }
+    };
+    assert_eq!(rc, 0, "IPPROTO_IPV6 option {name}: {}", std::io::Error::last_os_error());
+    v as u32
 }
 
 /// A killed and restarted agent gets its IPv6 subnet back from the store, by name, and

@@ -366,3 +366,69 @@ fn without_an_ipv6_pod_cidr_ipv6_is_the_stacks() {
         }
     });
 }
+
+/// Cluster mode, IPv6: a packet for another node's pod that is bigger than the path to
+/// it (`path_mtu` 1450: the overlay's) is answered, byte for byte, with ICMPv6 packet too
+/// big from a's gateway, quoting the packet as sent; one that fits goes into the
+/// overlay; an ICMPv6 error that does not fit gets no error back.
+#[test]
+fn a_packet_too_big_for_the_path_to_another_node_gets_packet_too_big_back() {
+    with_datapath(|c, _| {
+        let dp = &mut *c.dp;
+        dp.set_node_config(netpath_common::NodeConfig {
+            flags: NODE_F_IPV6,
+            tunnel_ifindex: 4343,
+            vni: 1,
+            path_mtu: 1450,
+            ..Default::default()
+        })
+        .unwrap();
+        dp.set_node_config6(netpath_common::NodeConfig6 {
+            pod_net: Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 0).octets(),
+            pod_prefix: 64,
+            cluster_net: Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 0).octets(),
+            cluster_prefix: 48,
+            node_prefix: 64,
+            ..Default::default()
+        })
+        .unwrap();
+        let route = netpath_common::NodeRoute { underlay: [192, 168, 77, 12], flags: 0 };
+        dp.set_node_routes6(&[(Ipv6Addr::new(0xfd00, 0x77, 0, 1, 0, 0, 0, 0), route)]).unwrap();
+        dp.set_cluster_programs6(true).unwrap();
+        let pod = Ipv6Addr::new(0xfd00, 0x77, 0, 1, 0, 0, 0, 5);
+        let sized = |ip_len: usize, next: u8, first: u8| {
+            let mut l4 = vec![first; ip_len - 40];
+            if next == UDP {
+                l4[..4].copy_from_slice(&[0x30, 0x39, 0x13, 0x89]);
+            }
+            ipv6(A_MAC, A_HOST_MAC, A6, pod, next, 64, &l4)
+        };
+        let from_a = |dp: &mut Datapath, p: &[u8]| dp.test_run(program::FROM_CONTAINER, p, LO).unwrap();
+
+        let fits = sized(1450, UDP, 0);
+        let out = from_a(dp, &fits);
+        assert_eq!(out.action, TC_ACT_REDIRECT, "into the overlay");
+        assert_eq!(out.packet.len(), fits.len());
+        assert_eq!(out.packet[21], 63, "hop limit: the pod's gateway routed it");
+
+        let big = sized(1451, UDP, 0);
+        let out = from_a(dp, &big);
+        assert_eq!(out.action, TC_ACT_REDIRECT, "back to a");
+        let p = &out.packet;
+        assert_eq!(p.len(), 14 + 40 + 8 + 472, "IPv6, ICMPv6 and a quote of 472 bytes");
+        assert_eq!((&p[0..6], &p[6..12], &p[12..14]), (&A_MAC[..], &A_HOST_MAC[..], &[0x86, 0xdd][..]));
+        assert_eq!(&p[14..22], &[0x60, 0, 0, 0, 0x01, 0xe0, ICMPV6, 64], "version, length 480, ICMPv6");
+        assert_eq!((&p[22..38], &p[38..54]), (&GATEWAY6[..], &A6.octets()[..]), "from fe80::1 to a");
+        assert_eq!(&p[54..56], &[2, 0], "packet too big");
+        assert_eq!(&p[58..62], &1450u32.to_be_bytes(), "the path's MTU");
+        assert_eq!(icmp6_sum(p), 0, "ICMPv6 checksum");
+        assert_eq!(&p[62..], &big[14..14 + 472], "the quote: the packet as a sent it");
+
+        // An ICMPv6 error (destination unreachable) too big: dropped, not answered.
+        let error = sized(1451, ICMPV6, 1);
+        assert_eq!(from_a(dp, &error).action, TC_ACT_SHOT);
+        // An echo request is no error: answered.
+        let echo = sized(1451, ICMPV6, 128);
+        assert_eq!(from_a(dp, &echo).action, TC_ACT_REDIRECT);
+    });
+}
