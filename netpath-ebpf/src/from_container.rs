@@ -126,16 +126,14 @@ fn try_from_container(ctx: &TcContext) -> Result<(i32, Reason), Reason> {
     let dst_key = EndpointKey::new(dst);
     // SAFETY: copied out at once; the agent only replaces whole entries.
     if let Some(peer) = unsafe { ENDPOINTS.get(dst_key) }.copied() {
-        if bridged {
-            // L2 semantics: only frames already addressed to the peer's own MAC skip the
-            // bridge, unchanged, exactly as the bridge would have delivered them.
-            if eth_dst != peer.mac {
-                return Ok((PASS, Reason::PassedToStack));
-            }
-            return forward::to_container(ctx, at.hook, &peer, false);
+        // L2 semantics: only frames already addressed to the peer's own MAC skip the
+        // bridge.
+        if bridged && eth_dst != peer.mac {
+            return Ok((PASS, Reason::PassedToStack));
         }
         // A container with published ports may be answering a hairpinned connection: its
-        // reply must get the node address back. Only such containers pay the lookup.
+        // reply must get the node address back. Only such containers pay the lookup. (A
+        // bridged one answers its neighbour on the link, to its MAC, as above.)
         if sender.flags & ENDPOINT_F_PUBLISHED != 0 {
             match flow::parse(ctx) {
                 Ok(flow) => {
@@ -151,6 +149,10 @@ fn try_from_container(ctx: &TcContext) -> Result<(i32, Reason), Reason> {
                     }
                 }
             }
+        }
+        // Exactly as the bridge would have delivered it: unchanged.
+        if bridged {
+            return forward::to_container(ctx, at.hook, &peer, false);
         }
         // We are the container's router: TTL - 1, and speak L2 as the peer's gateway.
         if !forward::decrement_ttl(ctx)? {

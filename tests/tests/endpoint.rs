@@ -260,3 +260,39 @@ fn agent_takes_settings_from_its_config_file_and_refuses_a_bad_one() {
     lab.start_agent_with(&["--config", good.to_str().unwrap()]);
     assert_eq!(lab.add_endpoint("a", 0), "10.78.0.2".parse::<std::net::Ipv4Addr>().unwrap());
 }
+
+/// Bridge mode, IPv4: a published port reaches a bridged container from the outside and,
+/// through the node's address (hairpin), from a neighbour on the bridge, twice (the
+/// second connection may reuse the first's tuple in TIME_WAIT); the node's stack
+/// forwards nothing (FORWARD DROP, an empty nat table).
+#[test]
+fn a_port_published_reaches_a_bridged_container_from_outside_and_from_a_neighbour() {
+    use netpath_tests::{tcp_echo_peers, tcp_echo_to, NODE_UPLINK_IP, OUTSIDE_IP};
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+    let mut lab = Lab::new(2);
+    lab.node.exec(&["iptables", "-P", "FORWARD", "DROP"]);
+    lab.node.exec(&["iptables", "-t", "nat", "-F"]);
+    lab.start_agent_with(&["--mode", "bridge"]);
+    let a = lab.add_endpoint("a", 0);
+    lab.add_endpoint("b", 1);
+    let server = tcp_echo_peers(&lab.containers[1], SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 9000), 3);
+    lab.netpath_ok(&["port", "add", "8080", "b:9000"]);
+    let forwarded = lab.node.snmp("Ip", "ForwDatagrams");
+    let node = SocketAddr::new(IpAddr::V4(NODE_UPLINK_IP), 8080);
+    tcp_echo_to(&lab.outside, node)
+        .unwrap_or_else(|e| panic!("node:8080 from the outside: {e}\n{}", lab.agent_log()));
+    for i in 0..2 {
+        if let Err(e) = tcp_echo_to(&lab.containers[0], node) {
+            panic!(
+                "a to node:8080 (hairpin), connection {i}: {e}\n{}\nstats: {}\nct: {}",
+                out(&lab.containers[0].exec(&["ip", "neigh"])),
+                lab.stats().0,
+                lab.netpath_ok(&["ct", "list", "-o", "json"]),
+            );
+        }
+    }
+    let peers = server.join().unwrap();
+    assert_eq!(peers[0].ip(), IpAddr::V4(OUTSIDE_IP), "the client's address kept: {peers:?}");
+    assert!(peers[1..].iter().all(|p| p.ip() == IpAddr::V4(a)), "{peers:?}");
+    assert_eq!(lab.node.snmp("Ip", "ForwDatagrams"), forwarded, "the node's stack forwarded");
+}

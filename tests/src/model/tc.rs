@@ -114,15 +114,12 @@ impl Model {
         }
         let bridged = sender.flags & ENDPOINT_F_BRIDGED != 0;
         if let Some(peer) = self.endpoint(dst) {
-            if bridged {
-                // L2 semantics: only a frame already addressed to the peer skips the
-                // bridge, unchanged.
-                if p[0..6] != peer.mac {
-                    return Ok(PASS);
-                }
-                return Ok(self.deliver_to_peer(p, dst, &peer, false));
+            // L2 semantics: only a frame already addressed to the peer skips the bridge.
+            if bridged && p[0..6] != peer.mac {
+                return Ok(PASS);
             }
-            // A published container may be answering a hairpinned connection.
+            // A published container may be answering a hairpinned connection (bridged
+            // or not).
             if sender.flags & ENDPOINT_F_PUBLISHED != 0 {
                 match parse(p) {
                     Ok(flow) => {
@@ -136,6 +133,10 @@ impl Model {
                         }
                     }
                 }
+            }
+            // Bridged: unchanged, as the bridge would have delivered it.
+            if bridged {
+                return Ok(self.deliver_to_peer(p, dst, &peer, false));
             }
             if !decrement_ttl(p) {
                 return Ok(PASS);

@@ -53,6 +53,8 @@ pub const NAT_PORT: u16 = 61000;
 pub const PORT_BOTH: u16 = 9191;
 pub const PORT_OTHER6: u16 = 9292;
 pub const PORT_V4_ONLY: u16 = 6464;
+/// Published to br1, the bridged container: a hairpin into bridge mode.
+pub const BRIDGED_PORT: u16 = 6060;
 
 /// A published port: `proto` to `host:port`, to `to:to_port`, of either family.
 fn port<A>(proto: u8, host: A, port: u16, to: A, to_port: u16) -> (PortKeyOf<A>, PortTargetOf<A>) {
@@ -186,7 +188,7 @@ impl Ep {
 }
 
 /// web (published, behind lo), b (published on the node address only), c (plain), d
-/// (plain, never sends), two bridged containers, and m, a macvlan/ipvlan container (its
+/// (plain, never sends), two bridged containers (br1 published), and m, a macvlan/ipvlan container (its
 /// sub-interface's index as its interface; IPv4 only, as those modes are).
 pub struct Node {
     pub web: Ep,
@@ -206,7 +208,7 @@ impl Node {
             b: Ep::new(3, ifindex("hb"), ENDPOINT_F_PUBLISHED),
             c: Ep::new(4, ifindex("hc"), 0),
             d: Ep::new(5, 4242, 0),
-            br1: Ep::new(6, ifindex("hr"), ENDPOINT_F_BRIDGED),
+            br1: Ep::new(6, ifindex("hr"), ENDPOINT_F_BRIDGED | ENDPOINT_F_PUBLISHED),
             br2: Ep::new(7, 4243, ENDPOINT_F_BRIDGED),
             m: Ep::new(8, ifindex("hm"), ENDPOINT_F_SUBIF),
             uplink: ifindex("up0"),
@@ -246,6 +248,7 @@ impl Node {
                 port(TCP, any, 8080, self.web.ip, 80),
                 port(UDP, any, 5353, self.web.ip, 53),
                 port(TCP, NODE, 9090, self.b.ip, 22),
+                port(TCP, any, BRIDGED_PORT, self.br1.ip, 80),
                 // A mapping whose container is gone.
                 port(TCP, any, 7070, GONE, 80),
                 // Published on IPv4 only: no port of the node's IPv6 address.
@@ -626,6 +629,16 @@ impl Node {
                 name: "bridged frame to a peer's mac",
                 hook: fc(&br1),
                 packet: from(&br1, br2.mac, br2.ip, UDP, 64, &[], &pkt::udp(9, 9, b"l2")),
+            },
+            Seed {
+                name: "hairpin to a bridged container",
+                hook: fc(&c),
+                packet: from(&c, c.host_mac, NODE, TCP, 64, &[], &pkt::tcp(1234, BRIDGED_PORT, SYN, b"")),
+            },
+            Seed {
+                name: "bridged container answering its hairpinned neighbour, to its mac",
+                hook: fc(&br1),
+                packet: from(&br1, c.mac, c.ip, TCP, 64, &[], &pkt::tcp(80, 1234, SYN | ACK, b"")),
             },
             Seed {
                 name: "bridged frame to the gateway mac",
