@@ -7,7 +7,8 @@
 //! outer packet is fragmented).
 //!
 //! GSO packets are left alone: their segments follow the TCP MSS, which the peer (a pod
-//! with the path's MTU) has already lowered.
+//! with the path's MTU) has already lowered. An ICMP error gets no error back: it is
+//! only dropped.
 use aya_ebpf::{
     bindings::{__sk_buff, TC_ACT_SHOT},
     helpers::generated::{bpf_csum_diff, bpf_redirect, bpf_skb_change_tail, bpf_skb_pull_data},
@@ -79,6 +80,12 @@ fn write(ctx: &TcContext, gateway: [u8; 4], mtu: u16) -> Result<(), Reason> {
     let vihl: u8 = ctx.load(IP_OFF).or_malformed()?;
     // Options would move the quoted transport bytes; such senders get no answer.
     if vihl != 0x45 {
+        return Err(Reason::DropFragNeeded);
+    }
+    // No ICMP error about an ICMP error (RFC 1122 3.2.2).
+    let proto: u8 = ctx.load(IP_OFF + ipv4::PROTO).or_malformed()?;
+    let kind: u8 = ctx.load(ICMP_OFF).or_malformed()?;
+    if proto == IPPROTO_ICMP && matches!(kind, 3 | 4 | 5 | 11 | 12) {
         return Err(Reason::DropFragNeeded);
     }
     // SAFETY: plain helper calls on our skb; pointers are derived from it afterwards.

@@ -90,8 +90,21 @@ fn csum(data: &[u8]) -> u16 {
 
 /// Ethernet + IPv4 + ICMP echo request, with correct checksums.
 fn icmp_echo(src_mac: [u8; 6], dst_mac: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr, ttl: u8) -> Vec<u8> {
-    let mut icmp = vec![8, 0, 0, 0, 0x12, 0x34, 0, 1];
-    icmp.extend_from_slice(b"netpath-payload!");
+    icmp_message(src_mac, dst_mac, src, dst, ttl, 8, b"netpath-payload!")
+}
+
+/// Ethernet + IPv4 (DF) + ICMP of type `kind` carrying `data`, with correct checksums.
+fn icmp_message(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    ttl: u8,
+    kind: u8,
+    data: &[u8],
+) -> Vec<u8> {
+    let mut icmp = vec![kind, 0, 0, 0, 0x12, 0x34, 0, 1];
+    icmp.extend_from_slice(data);
     let c = csum(&icmp);
     icmp[2..4].copy_from_slice(&c.to_be_bytes());
     let total = (20 + icmp.len()) as u16;
@@ -218,7 +231,8 @@ fn bridged_endpoints_keep_l2_semantics() {
 /// Cluster mode's path to another node is a program of its own, tail-called through
 /// the pinned CLUSTER_PROGS slot: empty (a single node, or an agent that has not filled
 /// it), a packet for another node's pod is dropped; filled, it is handed to the overlay
-/// with both pod addresses kept.
+/// with both pod addresses kept, or answered with "fragmentation needed" when it does
+/// not fit the path.
 #[test]
 fn a_packet_for_another_nodes_pod_goes_through_the_tail_called_program() {
     const TUNNEL: u32 = 4343;
@@ -257,6 +271,26 @@ fn a_packet_for_another_nodes_pod_goes_through_the_tail_called_program() {
         assert_eq!((&ip[12..16], &ip[16..20]), (&A_IP.octets()[..], &pod.octets()[..]), "no NAT");
         assert_eq!(ip[8], 63, "TTL: the pod's gateway routed it");
         assert_eq!(csum(ip), 0, "IP checksum after the TTL change");
+
+        // Bigger than the path (1450) with DF: "fragmentation needed" back to a, from
+        // its gateway, quoting the header and 8 bytes, byte for byte.
+        let big = icmp_message(A_MAC, A_HOST_MAC, A_IP, pod, 64, 8, &[7; 1451 - 28]);
+        let out = dp.test_run(netpath::datapath::program::FROM_CONTAINER, &big, LO).unwrap();
+        assert_eq!(out.action, TC_ACT_REDIRECT, "back to a");
+        let p = &out.packet;
+        assert_eq!(p.len(), 14 + 20 + 8 + 28);
+        assert_eq!((&p[0..6], &p[6..12]), (&A_MAC[..], &A_HOST_MAC[..]));
+        assert_eq!(&p[14..18], &[0x45, 0xc0, 0, 56]);
+        assert_eq!((p[22], p[23]), (64, 1), "TTL 64, ICMP");
+        assert_eq!((&p[26..30], &p[30..34]), (&[10, 77, 0, 1][..], &A_IP.octets()[..]), "gateway to a");
+        assert_eq!(csum(&p[14..34]), 0, "IP checksum");
+        assert_eq!((&p[34..36], &p[40..42]), (&[3, 4][..], &1450u16.to_be_bytes()[..]), "frag needed, MTU");
+        assert_eq!(csum(&p[34..]), 0, "ICMP checksum");
+        assert_eq!(&p[42..], &big[14..14 + 28], "the quote: a's header and 8 bytes");
+        // An ICMP error that does not fit gets no error back (RFC 1122): dropped.
+        let error = icmp_message(A_MAC, A_HOST_MAC, A_IP, pod, 64, 3, &[7; 1451 - 28]);
+        let out = dp.test_run(netpath::datapath::program::FROM_CONTAINER, &error, LO).unwrap();
+        assert_eq!(out.action, TC_ACT_SHOT);
 
         dp.set_cluster_programs(false).unwrap();
         assert_eq!(from_a(dp).action, TC_ACT_SHOT, "slot emptied: dropped again");
