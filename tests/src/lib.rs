@@ -457,12 +457,13 @@ pub fn cgroup2_root() -> PathBuf {
 /// whole, and returns the client's address as the server saw it.
 pub fn tcp_echo_once(
     server: &Netns,
-    bind: std::net::SocketAddrV4,
+    bind: impl Into<std::net::SocketAddr>,
     client: &Netns,
     connect: std::net::SocketAddr,
     len: usize,
 ) -> std::net::SocketAddr {
     use std::io::{Read as _, Write as _};
+    let bind: std::net::SocketAddr = bind.into();
     let listener = server.run(move || std::net::TcpListener::bind(bind)).join().unwrap().expect("bind");
     let echo = std::thread::spawn(move || {
         let (mut s, peer) = listener.accept().unwrap();

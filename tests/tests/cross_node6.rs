@@ -11,9 +11,10 @@ use std::{
 
 use netpath_tests::{
     cluster::{
-        agent_args6, node, nodes, start_nodes6, wait_for_routes, wait_for_routes6, Underlay, CLUSTER6,
+        agent_args6, node, nodes, start_nodes6, underlay6, wait_for_routes, wait_for_routes6, Underlay,
+        CLUSTER6,
     },
-    Lab, Netns,
+    tcp_echo_once, Lab, Netns,
 };
 
 #[test]
@@ -21,6 +22,7 @@ fn pods_on_different_nodes_reach_each_other_over_ipv6_through_the_overlay_with_t
     let u = Underlay::new();
     let (mut labs, ips) = cluster6(&u, "vxlan");
     pods_reach_each_other_over_ipv6(&labs, &ips);
+    a_port_published_on_ipv6_is_reached_from_the_other_node(&labs, &ips);
     a_pod_learns_the_ipv6_path_mtu_to_another_node(&labs, ips[1], 1450);
     a_restarted_node_keeps_its_ipv6_subnet(&u, &mut labs, &ips, "vxlan");
 }
@@ -30,6 +32,7 @@ fn pods_on_different_nodes_reach_each_other_over_ipv6_by_native_routing_with_the
     let u = Underlay::new();
     let (labs, ips) = cluster6(&u, "none");
     pods_reach_each_other_over_ipv6(&labs, &ips);
+    a_port_published_on_ipv6_is_reached_from_the_other_node(&labs, &ips);
     a_pod_learns_the_ipv6_path_mtu_to_another_node(&labs, ips[1], 1400);
     // The route the agent installed for the other node's IPv6 subnet: via its IPv6
     // underlay address, marked as netpath's.
@@ -118,13 +121,26 @@ fn pods_reach_each_other_over_ipv6(labs: &[Lab], ips: &[Ipv6Addr]) {
         let to = ips[1 - i];
         assert!(ping6(&lab.containers[0], to), "node {i}'s pod cannot ping6 {to}\n{}", lab.agent_log());
     }
-    let peer =
-        tcp6_echo_once(&labs[1].containers[0], SocketAddrV6::new(ips[1], 7000, 0, 0), &labs[0].containers[0]);
+    let bind = SocketAddrV6::new(ips[1], 7000, 0, 0);
+    let peer = tcp_echo_once(&labs[1].containers[0], bind, &labs[0].containers[0], bind.into(), 64 * 1024);
     assert_eq!(peer.ip(), std::net::IpAddr::V6(ips[0]), "the server saw a translated source");
     for (lab, before) in labs.iter().zip(forwarded) {
         assert_eq!(lab.node.snmp6("Ip6OutForwDatagrams"), before, "a node's stack forwarded pod traffic");
     }
     assert!(labs[0].stats().reason("to-other-node") > 0, "{:?}", labs[0].stats().0);
+}
+
+/// A port published on node 1 reached over IPv6 by node 0's pod through node 1's IPv6
+/// underlay address: the node's address is no pod address, so the pod leaves its node
+/// masqueraded (NAT66) and comes in through node 1's published port (DNAT66).
+fn a_port_published_on_ipv6_is_reached_from_the_other_node(labs: &[Lab], ips: &[Ipv6Addr]) {
+    labs[1].netpath_ok(&["port", "add", "8080", "pod:80"]);
+    let bind = SocketAddrV6::new(ips[1], 80, 0, 0);
+    let node1 = SocketAddr::new(underlay6(1).into(), 8080);
+    let peer = tcp_echo_once(&labs[1].containers[0], bind, &labs[0].containers[0], node1, 5);
+    assert_eq!(peer.ip(), std::net::IpAddr::V6(underlay6(0)), "node 0 masqueraded its pod");
+    assert!(labs[1].stats().reason("dnat-new-flow") > 0, "{:?}", labs[1].stats().0);
+    labs[1].netpath_ok(&["port", "del", "8080"]);
 }
 
 /// Node 0's "big" pod sends IPv6 datagrams of 1500 bytes, more than the path to node 1
@@ -207,32 +223,4 @@ fn ping6(ns: &Netns, dst: Ipv6Addr) -> bool {
 
 fn out(ns: &Netns, args: &[&str]) -> String {
     String::from_utf8_lossy(&ns.exec(args).stdout).into_owned()
-}
-
-/// One TCP exchange over IPv6 (64 KiB echoed) from `client` to a server on `bind` in
-/// `server`; the client's address as the server saw it.
-fn tcp6_echo_once(server: &Netns, bind: SocketAddrV6, client: &Netns) -> SocketAddr {
-    use std::io::{Read as _, Write as _};
-    const LEN: usize = 64 * 1024;
-    let listener = server.run(move || std::net::TcpListener::bind(bind)).join().unwrap().expect("bind");
-    let echo = std::thread::spawn(move || {
-        let (mut s, peer) = listener.accept().unwrap();
-        let mut buf = vec![0u8; LEN];
-        s.read_exact(&mut buf).unwrap();
-        s.write_all(&buf).unwrap();
-        peer
-    });
-    let echoed = client
-        .run(move || {
-            let mut s = std::net::TcpStream::connect_timeout(&bind.into(), Duration::from_secs(5)).unwrap();
-            let data: Vec<u8> = (0..LEN).map(|i| (i % 251) as u8).collect();
-            s.write_all(&data).unwrap();
-            let mut back = vec![0u8; LEN];
-            s.read_exact(&mut back).unwrap();
-            back == data
-        })
-        .join()
-        .unwrap();
-    assert!(echoed, "the TCP echo through {bind} came back corrupted");
-    echo.join().unwrap()
 }
