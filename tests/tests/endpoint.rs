@@ -263,8 +263,9 @@ fn agent_takes_settings_from_its_config_file_and_refuses_a_bad_one() {
 
 /// Bridge mode, IPv4: a published port reaches a bridged container from the outside and,
 /// through the node's address (hairpin), from a neighbour on the bridge, twice (the
-/// second connection may reuse the first's tuple in TIME_WAIT); the node's stack
-/// forwards nothing (FORWARD DROP, an empty nat table).
+/// second connection may reuse the first's tuple in TIME_WAIT); the neighbour reaches
+/// the outside masqueraded; the node's stack forwards nothing (FORWARD DROP, an empty
+/// nat table).
 #[test]
 fn a_port_published_reaches_a_bridged_container_from_outside_and_from_a_neighbour() {
     use netpath_tests::{tcp_echo_peers, tcp_echo_to, NODE_UPLINK_IP, OUTSIDE_IP};
@@ -294,5 +295,10 @@ fn a_port_published_reaches_a_bridged_container_from_outside_and_from_a_neighbou
     let peers = server.join().unwrap();
     assert_eq!(peers[0].ip(), IpAddr::V4(OUTSIDE_IP), "the client's address kept: {peers:?}");
     assert!(peers[1..].iter().all(|p| p.ip() == IpAddr::V4(a)), "{peers:?}");
+    // And to the outside, masqueraded by the datapath.
+    let outside = tcp_echo_peers(&lab.outside, SocketAddr::new(IpAddr::V4(OUTSIDE_IP), 9001), 1);
+    tcp_echo_to(&lab.containers[0], SocketAddr::new(IpAddr::V4(OUTSIDE_IP), 9001))
+        .unwrap_or_else(|e| panic!("a to the outside: {e}\n{}", lab.agent_log()));
+    assert_eq!(outside.join().unwrap()[0].ip(), IpAddr::V4(NODE_UPLINK_IP), "the outside saw a pod address");
     assert_eq!(lab.node.snmp("Ip", "ForwDatagrams"), forwarded, "the node's stack forwarded");
 }
