@@ -22,7 +22,11 @@
 //!
 //! On a node without an IPv6 pod CIDR (`NODE_F_IPV6` off) containers' IPv6 is the
 //! stack's, untouched, as before IPv6 support.
-use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
+use aya_ebpf::{
+    bindings::{BPF_F_RECOMPUTE_CSUM, TC_ACT_OK},
+    macros::classifier,
+    programs::TcContext,
+};
 use netpath_common::{
     conntrack::{NODE6_F_MASQUERADE, NODE_F_IPV6},
     maps::{TAIL_CONTAINER_NAT6, TAIL_TO_OTHER_NODE6},
@@ -38,7 +42,7 @@ use crate::{
     headers::{ipv6, IP_OFF},
     maps::{CLUSTER_PROGS6, ENDPOINTS6, NODE_CONFIG, NODE_CONFIG6, PROGS6},
     nd::{self, NdOutcome},
-    packet::{header, ifindex},
+    packet::{header, ifindex, OrMalformed},
     tc_entry,
 };
 
@@ -179,13 +183,24 @@ fn to_outside(
     Err(Reason::DropRedirectFailed)
 }
 
-/// Writes `hops - 1` (checked above to be more than 1) as the packet's hop limit.
+/// Writes `hops - 1` (checked above to be more than 1) as the packet's hop limit, in a
+/// packet a container sent: a veth's (or netkit's) skb is never CHECKSUM_COMPLETE, so
+/// no skb->csum follows the byte (see [`decrement_hop_limit_received`]).
 #[inline(always)]
 pub fn decrement_hop_limit(ctx: &TcContext, hops: u8) -> Result<(), Reason> {
     let hop: *mut u8 = header(ctx, IP_OFF + ipv6::HOP_LIMIT)?;
     // SAFETY: bounds-checked by header().
     unsafe { *hop = hops - 1 };
     Ok(())
+}
+
+/// [`decrement_hop_limit`] for a packet a NIC received: one in CHECKSUM_COMPLETE carries
+/// the sum of its bytes in skb->csum, which must follow the change (IPv6 has no header
+/// checksum to absorb it), or the container's stack finds the sum wrong ("hw csum
+/// failure") and sums every such packet again in software.
+#[inline(always)]
+pub fn decrement_hop_limit_received(ctx: &TcContext, hops: u8) -> Result<(), Reason> {
+    ctx.store(IP_OFF + ipv6::HOP_LIMIT, &(hops - 1), BPF_F_RECOMPUTE_CSUM as u64).or_malformed()
 }
 
 #[inline(always)]

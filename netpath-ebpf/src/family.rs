@@ -3,7 +3,7 @@
 //! search is called, how the FIB is asked. Everything else (state, pairs, timeouts,
 //! port choice) is one generic implementation over the address type.
 use aya_ebpf::{
-    bindings::BPF_F_PSEUDO_HDR,
+    bindings::{BPF_F_PSEUDO_HDR, BPF_F_RECOMPUTE_CSUM},
     helpers::generated::bpf_csum_diff,
     maps::{HashMap, LruHashMap},
     programs::TcContext,
@@ -186,7 +186,13 @@ impl Addr for Ip6 {
         }
         ctx.l4_csum_replace(l4_csum_off, 0, diff as u64, l4_flags | BPF_F_PSEUDO_HDR as u64)
             .or_malformed()?;
-        ctx.store(off, &new, 0).or_malformed()
+        // In CHECKSUM_COMPLETE (a NIC's skb) the helper above moved skb->csum by the
+        // pseudo-header's change, as IPv4 needs it (its header checksum absorbs the
+        // address); IPv6 has none, so the address itself must move skb->csum back, or the
+        // receiver finds the sum wrong ("hw csum failure", software checksum). Every
+        // kernel does that for a store that recomputes; 6.16's BPF_F_IPV6 is the same fix
+        // inside the helper.
+        ctx.store(off, &new, BPF_F_RECOMPUTE_CSUM as u64).or_malformed()
     }
 
     #[inline(always)]

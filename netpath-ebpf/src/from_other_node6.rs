@@ -12,7 +12,7 @@ use aya_ebpf::{
 use netpath_common::{maps::TAIL_UPLINK_IN6, trace::HOP_UPLINK_IN, Endpoint6Key, NodeConfig6, Reason};
 
 use crate::{
-    container_path6::decrement_hop_limit,
+    container_path6::decrement_hop_limit_received,
     forward::{self, Hook},
     headers::{ipv6, IP_OFF},
     maps::{ENDPOINTS6, NODE_CONFIG6, NODE_ROUTES6, PROGS6},
@@ -87,7 +87,7 @@ pub fn deliver(ctx: &TcContext, sender: Option<[u8; 4]>) -> Result<(i32, Reason)
     if hops <= 1 {
         return Ok((PASS, Reason::PassedToStack));
     }
-    decrement_hop_limit(ctx, hops)?;
+    decrement_hop_limit_received(ctx, hops)?;
     // The frame was addressed to the sending node's gateway MAC (overlay) or to this
     // node's uplink (native); older kernels keep an "other host" mark across
     // bpf_redirect_peer and the container's stack would drop the packet.

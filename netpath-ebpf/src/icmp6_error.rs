@@ -12,7 +12,7 @@
 //! fixed headers with nothing between them are translated (fixed offsets keep them
 //! verifiable on older kernels); the rest are left as they are.
 use aya_ebpf::{
-    bindings::BPF_F_PSEUDO_HDR,
+    bindings::{BPF_F_PSEUDO_HDR, BPF_F_RECOMPUTE_CSUM},
     helpers::generated::{bpf_csum_diff, bpf_ktime_get_ns},
     macros::classifier,
     programs::TcContext,
@@ -24,7 +24,7 @@ use netpath_common::{
 
 use crate::{
     container_nat6::{to_local, untranslated},
-    container_path6::decrement_hop_limit,
+    container_path6::{decrement_hop_limit, decrement_hop_limit_received},
     family::Addr,
     forward,
     headers::{icmp, ipv6, l4, IPPROTO_TCP, IPPROTO_UDP, IPV6_L4_OFF, IP_OFF},
@@ -68,7 +68,7 @@ pub fn icmp6_to_container(ctx: TcContext) -> i32 {
         if hops <= 1 {
             return Ok((PASS, Reason::PassedToStack));
         }
-        decrement_hop_limit(ctx, hops)?;
+        decrement_hop_limit_received(ctx, hops)?;
         let (action, _) = forward::to_container(ctx, forward::Hook::TcIngress, &peer, true)?;
         Ok((action, Reason::NatTranslated))
     })
@@ -184,7 +184,8 @@ fn translate(ctx: &TcContext, dir: Direction) -> Result<Option<(Ip6, Ip6, u8)>, 
         return Err(Reason::DropMalformed);
     }
     ctx.l4_csum_replace(ICMP6_CSUM_OFF, 0, diff as u64, BPF_F_PSEUDO_HDR as u64).or_malformed()?;
-    ctx.store(outer_off, &new_ip, 0).or_malformed()?;
+    // skb->csum (CHECKSUM_COMPLETE) follows the store: see Ip6::rewrite.
+    ctx.store(outer_off, &new_ip, BPF_F_RECOMPUTE_CSUM as u64).or_malformed()?;
     ctx.l4_csum_replace(ICMP6_CSUM_OFF, 0, diff as u64, 0).or_malformed()?;
     ctx.store(inner_off, &new_ip, 0).or_malformed()?;
     let old_port: [u8; 2] = ctx.load(port_off).or_malformed()?;

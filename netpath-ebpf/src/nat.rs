@@ -1,6 +1,6 @@
 //! Rewriting addresses and ports with incremental checksum updates.
 use aya_ebpf::{
-    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR},
+    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_F_RECOMPUTE_CSUM},
     programs::TcContext,
 };
 use netpath_common::{
@@ -78,8 +78,13 @@ fn rewrite_port(
         return Ok(());
     }
     let (o, n) = (u16::from_ne_bytes(old) as u64, u16::from_ne_bytes(new) as u64);
+    // A UDP datagram without a checksum (0, kept 0 by the helper) has no field that
+    // absorbs the port's change: in CHECKSUM_COMPLETE (a NIC's skb) skb->csum follows
+    // the store instead.
+    let unsummed = l4_flags & BPF_F_MARK_MANGLED_0 as u64 != 0
+        && ctx.load::<[u8; 2]>(l4_csum_off).or_malformed()? == [0, 0];
     // The pseudo-header flag is for address changes only.
     let flags = (l4_flags & !(BPF_F_PSEUDO_HDR as u64)) | 2;
     ctx.l4_csum_replace(l4_csum_off, o, n, flags).or_malformed()?;
-    ctx.store(off, &new, 0).or_malformed()
+    ctx.store(off, &new, if unsummed { BPF_F_RECOMPUTE_CSUM as u64 } else { 0 }).or_malformed()
 }

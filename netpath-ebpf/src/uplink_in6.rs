@@ -93,7 +93,7 @@ fn deliver(ctx: &TcContext, dst: [u8; 16], hops: u8, reason: Reason) -> Result<(
     if hops <= 1 {
         return Ok((PASS, Reason::PassedToStack));
     }
-    crate::container_path6::decrement_hop_limit(ctx, hops)?;
+    crate::container_path6::decrement_hop_limit_received(ctx, hops)?;
     let (action, _) = forward::to_container(ctx, forward::Hook::TcIngress, &peer, true)?;
     Ok((action, reason))
 }

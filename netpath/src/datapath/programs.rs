@@ -344,6 +344,64 @@ impl Datapath {
         out.truncate(res.data_size_out as usize);
         Ok(PacketRun { action: res.return_value, packet: out, duration: res.duration })
     }
+
+    /// [`Datapath::test_run`] with the skb in CHECKSUM_COMPLETE, as a NIC that sums what
+    /// it receives hands it over (BPF_F_TEST_SKB_CHECKSUM_COMPLETE, Linux 6.11): the
+    /// kernel seeds skb->csum from the packet and fails the run with EBADMSG when the
+    /// program leaves skb->csum disagreeing with the bytes it wrote, which on a real
+    /// node is a "hw csum failure" and a software checksum of every such packet. EINVAL
+    /// on older kernels. Raw BPF_PROG_TEST_RUN: aya sets no test-run flags but XDP's.
+    pub fn test_run_checksum_complete(
+        &mut self,
+        prog: &'static str,
+        packet: &[u8],
+        ifindex: u32,
+    ) -> std::io::Result<PacketRun> {
+        use std::os::fd::{AsFd as _, AsRawFd as _};
+        const BPF_F_TEST_SKB_CHECKSUM_COMPLETE: u32 = 1 << 2;
+        let fd = self.classifier(prog).and_then(|p| {
+            let fd = p.fd().map_err(|source| DatapathError::Verify { prog, source: Box::new(source) })?;
+            Ok(fd.as_fd().as_raw_fd())
+        });
+        let fd = fd.map_err(std::io::Error::other)?;
+        let mut ctx = [0u8; 44];
+        ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
+        let mut out = vec![0u8; packet.len() + 128];
+        // SAFETY: an all-zero bpf_attr is the kernel's default for every field.
+        let mut attr: aya_obj::generated::bpf_attr = unsafe { std::mem::zeroed() };
+        // SAFETY: writing the union's test-run member, the one this command reads.
+        let test = unsafe { &mut attr.test };
+        test.prog_fd = fd as u32;
+        test.data_in = packet.as_ptr() as u64;
+        test.data_size_in = packet.len() as u32;
+        test.data_out = out.as_mut_ptr() as u64;
+        test.data_size_out = out.len() as u32;
+        test.ctx_in = ctx.as_ptr() as u64;
+        test.ctx_size_in = ctx.len() as u32;
+        test.repeat = 1;
+        test.flags = BPF_F_TEST_SKB_CHECKSUM_COMPLETE;
+        // SAFETY: the buffers the attribute points to outlive the call and have the
+        // sizes given; the kernel writes only into `out` and the attribute.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                aya_obj::generated::bpf_cmd::BPF_PROG_TEST_RUN as libc::c_long,
+                &mut attr as *mut _,
+                std::mem::size_of::<aya_obj::generated::bpf_attr>(),
+            )
+        };
+        if rc < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: as above; the kernel filled in the results.
+        let test = unsafe { attr.test };
+        out.truncate(test.data_size_out as usize);
+        Ok(PacketRun {
+            action: test.retval,
+            packet: out,
+            duration: std::time::Duration::from_nanos(test.duration as u64),
+        })
+    }
 }
 
 /// Verifies tc program `name` (once: a loaded program is left as it is).

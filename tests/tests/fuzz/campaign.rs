@@ -150,6 +150,9 @@ pub struct Campaign<'a> {
     /// Runs per program and outcome, to show what the campaign reached.
     seen: BTreeMap<(&'static str, String), u64>,
     xdp_meta: bool,
+    /// The uplink's packets run in CHECKSUM_COMPLETE (Linux 6.11's test-run flag), as a
+    /// NIC that sums what it receives hands them over: every rewrite must keep skb->csum.
+    csum_complete: bool,
     elapsed: std::time::Duration,
     /// Which phase of [`MODES6`] the node's IPv6 is in.
     mode6: usize,
@@ -181,6 +184,8 @@ impl<'a> Campaign<'a> {
         }
         let mut model = Model::new(world).with_ipv6(world6);
         model.header_checks = probe_header_checks(dp, &mut model);
+        let csum_complete = netpath_tests::kernel_at_least(6, 11);
+        println!("fuzz: the uplink's packets in CHECKSUM_COMPLETE, skb->csum checked: {csum_complete}");
         Self {
             dp,
             maps: Inspector::new(pins),
@@ -195,6 +200,7 @@ impl<'a> Campaign<'a> {
             seen: BTreeMap::new(),
             // Kernels before 5.13 hand back an XDP test run's packet without its metadata.
             xdp_meta: netpath_tests::kernel_at_least(5, 13),
+            csum_complete,
             elapsed: Default::default(),
             mode6: 0,
             mode4: 0,
@@ -334,7 +340,18 @@ impl<'a> Campaign<'a> {
             program::TO_SUBIF => self.model.to_subif(packet, ifindex),
             _ => self.model.uplink_in(packet),
         };
-        let got = self.dp.test_run(prog, packet, ifindex);
+        let got = if self.csum_complete && prog == program::UPLINK_IN {
+            match self.dp.test_run_checksum_complete(prog, packet, ifindex) {
+                Err(e) if e.raw_os_error() == Some(libc::EBADMSG) => {
+                    let detail =
+                        format!("  model: {:?} ({:?})", expected.verdict, expected.reason.map(Reason::name));
+                    self.fail("skb->csum left stale in CHECKSUM_COMPLETE", prog, ifindex, packet, detail)
+                }
+                got => got.map_err(|e| e.to_string()),
+            }
+        } else {
+            self.dp.test_run(prog, packet, ifindex).map_err(|e| e.to_string())
+        };
         self.runs += 1;
         // A published container's packets to a peer and ICMP errors of either family
         // apart; ARP and what is neither IP nor ARP too (runts count as IPv4).
