@@ -135,12 +135,25 @@ fn next_tcp_state(state: u8, flags: u8) -> u8 {
     }
 }
 
+/// A new TCP flow's entries start in SYN; the original direction's then takes its first
+/// packet's flags, as any later packet's (a first packet with RST or FIN, the tail of a
+/// connection the table lost, starts closing). One rule for both families: IPv6 builds
+/// the pair in a program of its own and applies the flags at the lookup that follows.
+#[inline(always)]
+fn tcp_state_at_creation<A: Addr>(flags: u8, flow: &Flow<A>) -> u8 {
+    match flow.key.proto {
+        IPPROTO_TCP if flags & CT_F_REPLY == 0 => next_tcp_state(TCP_SYN, flow.tcp_flags),
+        IPPROTO_TCP => TCP_SYN,
+        _ => 0,
+    }
+}
+
 #[inline(always)]
 fn entry<A: Addr>(flags: u8, flow: &Flow<A>, len: u32) -> NatEntry<A> {
     let t = now();
     NatEntry {
         flags,
-        tcp_state: if flow.key.proto == IPPROTO_TCP { TCP_SYN } else { 0 },
+        tcp_state: tcp_state_at_creation(flags, flow),
         created_ns: t,
         last_seen_ns: t,
         packets: 1,

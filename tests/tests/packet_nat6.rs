@@ -418,3 +418,33 @@ fn icmpv6_errors_about_nat66_flows_are_translated_both_ways() {
         assert_eq!(count(pins, Reason::DropUnsupportedProtocol), 1);
     })
 }
+
+/// packet_nat's `a_tcp_flows_first_packet_sets_its_state` for IPv6, whose pair is made
+/// in a program of its own: the same states.
+#[test]
+fn a_tcp_flows_first_packet_sets_its_state_as_over_ipv4() {
+    use netpath::datapath::family::Ipv6;
+    use netpath_common::conntrack::{CT_F_REPLY, TCP_CLOSING, TCP_ESTABLISHED, TCP_SYN};
+    with_nat6(true, |dp, _| {
+        let flows = [(5001, SYN, TCP_SYN), (5002, pkt::ACK, TCP_ESTABLISHED), (5003, pkt::RST, TCP_CLOSING)];
+        for (sport, flags, want) in flows {
+            // One NAT port: each flow goes to another server.
+            let server = Ipv6Addr::new(0xfd00, 0x99, 0, 0, 0, 0, 0, sport);
+            let out = from_a(dp, &sent(A6, server, TCP, 64, &pkt::tcp(sport, 80, flags, b"")));
+            assert_eq!(out.action, TC_ACT_REDIRECT);
+            let entries = dp.conntrack_entries::<Ipv6>().unwrap();
+            let state = |reply: bool| {
+                let (_, e) = entries
+                    .iter()
+                    .find(|(k, e)| {
+                        let port = if reply { e.nat_dport } else { k.sport };
+                        (e.flags & CT_F_REPLY != 0) == reply && port == sport.to_be_bytes()
+                    })
+                    .unwrap_or_else(|| panic!("no entry for port {sport}: {entries:?}"));
+                e.tcp_state
+            };
+            assert_eq!(state(false), want, "first packet flags {flags:#x}");
+            assert_eq!(state(true), TCP_SYN, "the reply direction, flags {flags:#x}");
+        }
+    })
+}

@@ -35,7 +35,12 @@ fn next_tcp_state(state: u8, flags: u8) -> u8 {
 fn new_entry<A: Addr>(flags: u8, flow: &Flow<A>, len: u32) -> NatEntry<A> {
     NatEntry {
         flags,
-        tcp_state: if flow.key.proto == TCP { TCP_SYN } else { 0 },
+        // The original direction takes its first packet's flags at once.
+        tcp_state: match flow.key.proto {
+            TCP if flags & CT_F_REPLY == 0 => next_tcp_state(TCP_SYN, flow.tcp_flags),
+            TCP => TCP_SYN,
+            _ => 0,
+        },
         packets: 1,
         bytes: len as u64,
         ..Default::default()
