@@ -154,7 +154,8 @@ pub fn map_update<K: bytemuck::Pod, V: bytemuck::Pod>(pin: &Path, key: &K, value
 /// A masqueraded flow's two conntrack entries as the datapath creates them, of either
 /// family (`A`: the address): `client` (a container's address and port) to `server`, its
 /// source rewritten to `node`; the reply entry keyed by the translated tuple reversed,
-/// rewriting the destination back. Both in `tcp_state`, last seen at `last_seen_ns`.
+/// rewriting the destination back. Both in `tcp_state`, last seen at `last_seen_ns`;
+/// the reply entry has seen a packet when the state is established.
 pub fn snat_pair<A: Copy + Default>(
     proto: u8,
     client: (A, u16),
@@ -181,10 +182,15 @@ pub fn snat_pair<A: Copy + Default>(
         bytes: 60,
         ..seen
     };
+    // An established flow has been answered (the collector times an unanswered one out
+    // as a SYN).
+    let answered = tcp_state == netpath_common::conntrack::TCP_ESTABLISHED;
     let reply = NatEntry {
         nat_dst: client.0,
         nat_dport: client.1.to_be_bytes(),
         flags: CT_F_DNAT | CT_F_REPLY,
+        packets: u64::from(answered),
+        bytes: if answered { 60 } else { 0 },
         ..seen
     };
     [(key, orig), (key.partner(&orig), reply)]

@@ -41,9 +41,12 @@ impl CtConfig {
     /// (58) times out as ICMP echo does.
     fn of<A>(&self, proto: u8, a: &NatEntry<A>, b: Option<&NatEntry<A>>) -> Duration {
         let state = a.tcp_state.max(b.map_or(0, |b| b.tcp_state));
+        // A flow nobody answered is no established connection, whatever its first packet
+        // said: a bare ACK (an ACK scan, a stray segment) keeps it for the SYN timeout.
+        let answered = [Some(a), b].into_iter().flatten().all(|e| e.flags & CT_F_REPLY == 0 || e.packets > 0);
         let secs = match proto {
             6 if state == TCP_CLOSING => self.tcp_closing,
-            6 if state == TCP_ESTABLISHED => self.tcp_established,
+            6 if state == TCP_ESTABLISHED && answered => self.tcp_established,
             6 => self.tcp_syn,
             17 => self.udp,
             _ => self.icmp,
@@ -115,5 +118,42 @@ impl CtConfig {
             }
         }
         Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use netpath_common::conntrack::TCP_SYN;
+
+    use super::*;
+
+    fn config() -> CtConfig {
+        CtConfig {
+            max_entries: 0,
+            tcp_established: 21600,
+            tcp_syn: 60,
+            tcp_closing: 10,
+            udp: 60,
+            icmp: 30,
+            gc_interval: 10,
+        }
+    }
+
+    fn entry(flags: u8, state: u8, packets: u64) -> NatEntry<[u8; 4]> {
+        NatEntry { flags, tcp_state: state, packets, ..Default::default() }
+    }
+
+    /// An established TCP flow keeps the long timeout only once its reply direction has
+    /// seen a packet; a closing one is short either way.
+    #[test]
+    fn an_unanswered_tcp_flow_times_out_as_a_syn_whatever_its_first_packet() {
+        let c = config();
+        let orig = entry(0, TCP_ESTABLISHED, 1);
+        let (silent, answered) = (entry(CT_F_REPLY, TCP_SYN, 0), entry(CT_F_REPLY, TCP_SYN, 1));
+        assert_eq!(c.of(6, &orig, Some(&silent)), Duration::from_secs(60));
+        assert_eq!(c.of(6, &silent, Some(&orig)), Duration::from_secs(60), "either order");
+        assert_eq!(c.of(6, &orig, Some(&answered)), Duration::from_secs(21600));
+        assert_eq!(c.of(6, &orig, None), Duration::from_secs(21600), "half a pair: as its state says");
+        assert_eq!(c.of(6, &entry(0, TCP_CLOSING, 1), Some(&silent)), Duration::from_secs(10));
     }
 }
