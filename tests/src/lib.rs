@@ -197,6 +197,27 @@ pub fn snat_pair<A: Copy + Default>(
 }
 
 #[cfg(feature = "datapath")]
+/// The TCP states (original direction, reply direction) of the masqueraded flow whose
+/// client port is `sport`, among `entries` (a family's conntrack tables).
+pub fn tcp_states_of<A: std::fmt::Debug>(
+    entries: &[(netpath_common::conntrack::Tuple<A>, netpath_common::conntrack::NatEntry<A>)],
+    sport: u16,
+) -> (u8, u8) {
+    use netpath_common::conntrack::CT_F_REPLY;
+    let state = |reply: bool| {
+        let (_, e) = entries
+            .iter()
+            .find(|(k, e)| {
+                let port = if reply { e.nat_dport } else { k.sport };
+                (e.flags & CT_F_REPLY != 0) == reply && port == sport.to_be_bytes()
+            })
+            .unwrap_or_else(|| panic!("no entry for port {sport}: {entries:?}"));
+        e.tcp_state
+    };
+    (state(false), state(true))
+}
+
+#[cfg(feature = "datapath")]
 /// Loads netpath's datapath inside a fresh namespace (pins in a bpffs directory of its
 /// own), runs `prepare` there first (`ip` commands that build the namespace's devices
 /// and routes, without the leading `ip`), then `check` with the loaded datapath.

@@ -741,7 +741,7 @@ fn a_routed_prefix_is_forwarded_untranslated_both_ways_and_published_replies_sta
 /// collected soon. The reply direction starts in syn either way.
 #[test]
 fn a_tcp_flows_first_packet_sets_its_state() {
-    use netpath_common::conntrack::{CT_F_REPLY, TCP_CLOSING, TCP_ESTABLISHED, TCP_SYN};
+    use netpath_common::conntrack::{TCP_CLOSING, TCP_ESTABLISHED, TCP_SYN};
     with_nat(|dp| {
         let mut cfg = dp_config();
         cfg.nat_port_max = cfg.nat_port_min + 16;
@@ -754,18 +754,8 @@ fn a_tcp_flows_first_packet_sets_its_state() {
         ] {
             assert_eq!(from_web_unchecked(dp, &web_tcp(sport, flags, 1, None)).action, TC_ACT_REDIRECT);
             let entries = dp.conntrack_entries::<Ipv4>().unwrap();
-            let state = |reply: bool| {
-                let (_, e) = entries
-                    .iter()
-                    .find(|(k, e)| {
-                        let port = if reply { e.nat_dport } else { k.sport };
-                        (e.flags & CT_F_REPLY != 0) == reply && port == sport.to_be_bytes()
-                    })
-                    .unwrap_or_else(|| panic!("no entry for port {sport}: {entries:?}"));
-                e.tcp_state
-            };
-            assert_eq!(state(false), want, "first packet flags {flags:#x}");
-            assert_eq!(state(true), TCP_SYN, "the reply direction, flags {flags:#x}");
+            let states = netpath_tests::tcp_states_of(&entries, sport);
+            assert_eq!(states, (want, TCP_SYN), "first packet flags {flags:#x}: original, reply");
         }
     });
 }

@@ -424,7 +424,7 @@ fn icmpv6_errors_about_nat66_flows_are_translated_both_ways() {
 #[test]
 fn a_tcp_flows_first_packet_sets_its_state_as_over_ipv4() {
     use netpath::datapath::family::Ipv6;
-    use netpath_common::conntrack::{CT_F_REPLY, TCP_CLOSING, TCP_ESTABLISHED, TCP_SYN};
+    use netpath_common::conntrack::{TCP_CLOSING, TCP_ESTABLISHED, TCP_SYN};
     with_nat6(true, |dp, _| {
         let flows = [(5001, SYN, TCP_SYN), (5002, pkt::ACK, TCP_ESTABLISHED), (5003, pkt::RST, TCP_CLOSING)];
         for (sport, flags, want) in flows {
@@ -433,18 +433,8 @@ fn a_tcp_flows_first_packet_sets_its_state_as_over_ipv4() {
             let out = from_a(dp, &sent(A6, server, TCP, 64, &pkt::tcp(sport, 80, flags, b"")));
             assert_eq!(out.action, TC_ACT_REDIRECT);
             let entries = dp.conntrack_entries::<Ipv6>().unwrap();
-            let state = |reply: bool| {
-                let (_, e) = entries
-                    .iter()
-                    .find(|(k, e)| {
-                        let port = if reply { e.nat_dport } else { k.sport };
-                        (e.flags & CT_F_REPLY != 0) == reply && port == sport.to_be_bytes()
-                    })
-                    .unwrap_or_else(|| panic!("no entry for port {sport}: {entries:?}"));
-                e.tcp_state
-            };
-            assert_eq!(state(false), want, "first packet flags {flags:#x}");
-            assert_eq!(state(true), TCP_SYN, "the reply direction, flags {flags:#x}");
+            let states = netpath_tests::tcp_states_of(&entries, sport);
+            assert_eq!(states, (want, TCP_SYN), "first packet flags {flags:#x}: original, reply");
         }
     })
 }

@@ -423,7 +423,17 @@ mod tests {
     /// connection.
     #[test]
     fn a_run_whose_client_cannot_connect_ends_with_an_error() {
-        let ns = Netns::new(format!("npload{}", std::process::id()));
+        let name = format!("npload{}", std::process::id());
+        // The namespace goes with the test even when the run hangs: the thread that
+        // holds it would then never drop it.
+        struct Gone(String);
+        impl Drop for Gone {
+            fn drop(&mut self) {
+                let _ = std::process::Command::new("ip").args(["netns", "del", &self.0]).status();
+            }
+        }
+        let _gone = Gone(name.clone());
+        let ns = Netns::new(name);
         ns.exec(&["ip", "link", "set", "lo", "up"]);
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
