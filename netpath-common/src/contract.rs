@@ -8,8 +8,8 @@ use core::mem::size_of;
 
 use crate::{
     maps::*, ClosedFlow, CtEntry, CtEntry6, CtKey, CtKey6, Endpoint6Key, EndpointInfo, EndpointKey, LogLimit,
-    NodeConfig, NodeConfig6, NodeRoute, PortKey, PortKey6, PortTarget, PortTarget6, Reason, SockOrigin,
-    SockOrigin6, SockRevKey, SockRevKey6, TraceEvent, TraceFilter, TrafficCounters,
+    NodeConfig, NodeConfig6, NodeRoute, PortKey, PortKey6, PortTarget, PortTarget6, Reason, SenderEntry,
+    SockOrigin, SockOrigin6, SockRevKey, SockRevKey6, TraceEvent, TraceFilter, TrafficCounters,
 };
 
 /// A map's kind, as the kernel numbers it (enum bpf_map_type).
@@ -95,7 +95,7 @@ const FIB_LOOKUP_SIZE: usize = 64;
 
 /// Every map of the object: the pinned ones in the order `netpath map list` shows them,
 /// then the per-CPU scratch space the programs use inside one run.
-pub const MAPS: [MapSpec; 31] = [
+pub const MAPS: [MapSpec; 32] = [
     map(
         ENDPOINTS,
         MapKind::Hash,
@@ -253,6 +253,10 @@ pub const MAPS: [MapSpec; 31] = [
     MapSpec {
         pinned: false,
         ..map(CT6_SCRATCH, MapKind::PerCpuArray, 4, size_of::<CtKey6>(), Capacity::Fixed(4), true)
+    },
+    MapSpec {
+        pinned: false,
+        ..map(SENDERS, MapKind::Array, 4, size_of::<SenderEntry>(), Capacity::Fixed(SENDER_SLOTS), true)
     },
     MapSpec { pinned: false, ..map(RARE_PROGS, MapKind::ProgArray, 4, 4, Capacity::Fixed(1), true) },
     MapSpec { pinned: false, ..map(AYA_LOGS, MapKind::RingBuf, 0, 0, Capacity::Fixed(AYA_LOGS_BYTES), true) },

@@ -32,8 +32,9 @@ pub use conntrack::{
     PortKeyOf, PortTarget, PortTarget6, PortTargetOf,
 };
 pub use endpoint::{
-    subif_ifindex, Endpoint6Key, EndpointInfo, EndpointKey, LogLimit, TrafficCounters, ENDPOINT_F_BRIDGED,
-    ENDPOINT_F_NETKIT, ENDPOINT_F_PUBLISHED, ENDPOINT_F_SUBIF, GATEWAY6, SUBIF_IFINDEX_BASE,
+    subif_ifindex, Endpoint6Key, EndpointInfo, EndpointKey, LogLimit, SenderEntry, TrafficCounters,
+    ENDPOINT_F_BRIDGED, ENDPOINT_F_NETKIT, ENDPOINT_F_PUBLISHED, ENDPOINT_F_SUBIF, GATEWAY6,
+    SUBIF_IFINDEX_BASE,
 };
 pub use reason::Reason;
 pub use sock::{SockOrigin, SockOrigin6, SockRevKey, SockRevKey6};

@@ -6,6 +6,16 @@ pub const ENDPOINTS: &str = "ENDPOINTS";
 /// An endpoint's counter slot ([`crate::EndpointInfo::counter_slot`]) -> per-CPU
 /// [`crate::TrafficCounters`]. Slot 0 belongs to no endpoint.
 pub const ENDPOINT_STATS: &str = "ENDPOINT_STATS";
+/// A host device's ifindex, masked ([`crate::SenderEntry::slot`]) -> [`crate::SenderEntry`]:
+/// the source check's shortcut, a cache of ENDPOINTS that each agent builds afresh from
+/// it at start and keeps in step with it (every slot it fills names an entry ENDPOINTS
+/// has; a packet whose ifindex is not in its slot is checked through ENDPOINTS). Not
+/// pinned: what an earlier agent (or an earlier build, which did not know it) left
+/// could name a removed endpoint, and a fresh one per agent never does.
+pub const SENDERS: &str = "SENDERS";
+/// SENDERS' slots, a power of two.
+pub const SENDER_SLOTS: u32 = 16_384;
+const _: () = assert!(SENDER_SLOTS.is_power_of_two());
 /// [`crate::Reason`] as index -> per-CPU [`crate::TrafficCounters`] (tx fields used).
 pub const REASON_STATS: &str = "REASON_STATS";
 

@@ -8,8 +8,8 @@ use aya_ebpf::{
 use netpath_common::{
     contract::{object_capacity as capacity, object_flags as flags},
     maps as name, ClosedFlow, CtEntry, CtEntry6, CtKey, CtKey6, Endpoint6Key, EndpointInfo, EndpointKey,
-    LogLimit, NodeConfig, NodeConfig6, NodeRoute, PortKey, PortKey6, PortTarget, PortTarget6, SockOrigin,
-    SockOrigin6, SockRevKey, SockRevKey6, TraceEvent, TraceFilter, TrafficCounters,
+    LogLimit, NodeConfig, NodeConfig6, NodeRoute, PortKey, PortKey6, PortTarget, PortTarget6, SenderEntry,
+    SockOrigin, SockOrigin6, SockRevKey, SockRevKey6, TraceEvent, TraceFilter, TrafficCounters,
 };
 
 #[map]
@@ -135,6 +135,11 @@ pub static CT6_SCRATCH: PerCpuArray<CtKey6> =
 pub static PROGS6: ProgramArray = ProgramArray::pinned(capacity(name::PROGS6), flags(name::PROGS6));
 
 /// Per CPU and reason, when a rare event was last logged (see `rare`).
+/// The source check's shortcut (see netpath_common::maps::SENDERS): this agent's own.
+#[map]
+pub static SENDERS: Array<SenderEntry> =
+    Array::with_max_entries(capacity(name::SENDERS), flags(name::SENDERS));
+
 /// The rare-event logger's slot (see netpath_common::maps::RARE_PROGS).
 #[map]
 pub static RARE_PROGS: ProgramArray =

@@ -195,6 +195,83 @@ fn spoofed_and_truncated_packets_are_dropped() {
     });
 }
 
+/// The source check reads the slot of SENDERS that the packet's ifindex names (one
+/// array load), and ENDPOINTS only when that slot holds another device: here c, whose
+/// device shares a's slot. What the slot vouches for is what ENDPOINTS holds, kept so by
+/// the agent's writes (a slot filled after its entry, emptied before) and rebuilt by an
+/// agent that takes over.
+#[test]
+fn the_source_check_reads_the_senders_slot_and_endpoints_where_a_device_has_none() {
+    use netpath_common::maps::{ENDPOINTS, SENDER_SLOTS};
+    const C_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 4);
+    const C_MAC: [u8; 6] = [0x0a, 0x58, 10, 77, 0, 4];
+    const C_HOST_MAC: [u8; 6] = [0x0e, 0, 0, 0, 0, 4];
+    // A device whose ifindex falls in lo's slot.
+    const COLLIDING: u32 = LO + SENDER_SLOTS;
+    let index = COLLIDING.to_string();
+    let prepare: &[&[&str]] =
+        &[&["link", "add", "collide0", "index", &index, "type", "veth", "peer", "name", "collide1"]];
+    netpath_tests::with_datapath_pins(prepare, |dp, pins| {
+        for (ip, info) in world(0).endpoints {
+            dp.register(ip, info).unwrap();
+        }
+        let c = EndpointInfo {
+            host_ifindex: COLLIDING,
+            mac: C_MAC,
+            host_mac: C_HOST_MAC,
+            flags: 0,
+            counter_slot: 0,
+        };
+        dp.register(C_IP, c).unwrap();
+        let action = |dp: &mut Datapath, packet: &[u8], ifindex: u32| {
+            dp.test_run(program::FROM_CONTAINER, packet, ifindex).expect("BPF_PROG_TEST_RUN").action
+        };
+        let a_to_b = icmp_echo(A_MAC, A_HOST_MAC, A_IP, B_IP, 64);
+        let c_to_b = icmp_echo(C_MAC, C_HOST_MAC, C_IP, B_IP, 64);
+        assert_eq!(action(dp, &a_to_b, LO), TC_ACT_REDIRECT);
+        assert_eq!(action(dp, &c_to_b, COLLIDING), TC_ACT_REDIRECT, "c, checked through ENDPOINTS");
+        // a's slot does not speak for c's device: c cannot send as a.
+        let c_as_a = icmp_echo(A_MAC, C_HOST_MAC, A_IP, B_IP, 64);
+        assert_eq!(action(dp, &c_as_a, COLLIDING), TC_ACT_SHOT);
+        assert_eq!(action(dp, &icmp_echo(C_MAC, A_HOST_MAC, C_IP, B_IP, 64), LO), TC_ACT_SHOT, "a as c");
+
+        // With a's ENDPOINTS entry removed behind the agent's back, only a's slot
+        // vouches for a: still forwarded, so the slot is what the check read.
+        let endpoints = pins.join(ENDPOINTS);
+        let delete = |ip: Ipv4Addr| {
+            let o = ip.octets().map(|b| b.to_string());
+            let mut args = vec!["bpftool", "map", "delete", "pinned", endpoints.to_str().unwrap(), "key"];
+            args.extend(o.iter().map(String::as_str));
+            netpath_tests::sh(&args);
+        };
+        delete(A_IP);
+        assert_eq!(action(dp, &a_to_b, LO), TC_ACT_REDIRECT, "a's slot was not read");
+        // c has no slot: without its entry it is refused.
+        delete(C_IP);
+        assert_eq!(action(dp, &c_to_b, COLLIDING), TC_ACT_SHOT);
+
+        // An agent that takes over (a restart) starts with an empty SENDERS and fills it
+        // from ENDPOINTS: a's slot again, from its entry.
+        dp.register(A_IP, world(0).endpoints[0].1).unwrap();
+        let mut next = Datapath::load(pins, 1024).expect("load the next agent's datapath");
+        next.adopt_counter_slots().unwrap();
+        next.set_endpoint_slot(true).unwrap();
+        delete(A_IP);
+        assert_eq!(action(&mut next, &a_to_b, LO), TC_ACT_REDIRECT, "the next agent did not fill a's slot");
+
+        // a made again behind another device: its old device's slot goes first.
+        let a = world(0).endpoints[0].1;
+        next.register(A_IP, a).unwrap();
+        next.register(A_IP, EndpointInfo { host_ifindex: COLLIDING, ..a }).unwrap();
+        assert_eq!(action(&mut next, &a_to_b, LO), TC_ACT_SHOT, "a's old device still vouched for");
+        assert_eq!(action(&mut next, &a_to_b, COLLIDING), TC_ACT_REDIRECT);
+        // Removing the endpoint empties its slot before its entry: refused from then on.
+        next.register(A_IP, a).unwrap();
+        next.unregister(A_IP).unwrap();
+        assert_eq!(action(&mut next, &a_to_b, LO), TC_ACT_SHOT, "a's slot outlived its entry");
+    });
+}
+
 #[test]
 fn other_destinations_and_expiring_ttl_go_to_the_stack_unchanged() {
     with_datapath(|dp| {

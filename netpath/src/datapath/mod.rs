@@ -10,6 +10,7 @@ mod links;
 mod logs;
 mod netkit;
 mod programs;
+mod senders;
 mod slots;
 mod subif;
 mod tables;

@@ -72,6 +72,8 @@ pub struct Datapath {
     pub(super) endpoint_tcx: bool,
     /// The endpoints' counter slots, read from ENDPOINTS at first use.
     pub(super) counter_slots: Option<super::slots::CounterSlots>,
+    /// What this agent has written into SENDERS (empty at load).
+    pub(super) senders: super::senders::SenderSlots,
 }
 
 impl Datapath {
@@ -118,6 +120,7 @@ impl Datapath {
             reattach_endpoints: true,
             endpoint_tcx: false,
             counter_slots: None,
+            senders: Default::default(),
         };
         // from_tunnel, to_other_node and uplink_xdp are verified when the node needs them
         // (`attach_tunnel`, `set_cluster_programs`, `xdp`): every other agent start

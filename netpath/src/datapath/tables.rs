@@ -9,11 +9,12 @@ use aya::{
 use netpath_common::{
     conntrack::{NatEntry, Tuple},
     maps, Endpoint6Key, EndpointInfo, EndpointKey, NodeConfig, NodeRoute, PortKeyOf, PortTargetOf, Reason,
-    TrafficCounters,
+    SenderEntry, TrafficCounters,
 };
 
 use super::{
     family::{Entries, Family, PortEntry},
+    senders::Claim,
     Datapath, DatapathError,
 };
 
@@ -80,14 +81,70 @@ impl Datapath {
             what: "endpoints",
             max: maps::MAX_ENDPOINTS,
         })?;
-        let written = self.zero_counters(slot, fresh).and_then(|()| {
-            let info = EndpointInfo { counter_slot: slot, ..info };
+        let info = EndpointInfo { counter_slot: slot, ..info };
+        // The address moving to another device (an endpoint made again): its old
+        // device's shortcut goes before the entry stops naming that device.
+        let old = self.endpoints()?.get(&EndpointKey::new(ip.octets()), 0).ok();
+        let written = match old {
+            Some(old) if old.host_ifindex != info.host_ifindex => self.uncache_sender(ip, old.host_ifindex),
+            _ => Ok(()),
+        }
+        .and_then(|()| self.zero_counters(slot, fresh))
+        .and_then(|()| {
             self.endpoints()?.insert(EndpointKey::new(ip.octets()), info, 0).map_err(map_err(maps::ENDPOINTS))
         });
         if written.is_err() && fresh {
             self.counter_slots()?.release(ip);
         }
-        written
+        written?;
+        self.cache_sender(ip, info);
+        Ok(())
+    }
+
+    fn senders(&mut self) -> Result<Array<&mut MapData, SenderEntry>, DatapathError> {
+        Array::try_from(self.map_data(maps::SENDERS)?).map_err(map_err(maps::SENDERS))
+    }
+
+    /// Gives `ip`'s device its SENDERS slot, unless another endpoint's device holds it.
+    /// Only after the ENDPOINTS entry is written. A write the kernel refuses costs this
+    /// endpoint's packets the shortcut, nothing else: logged, not an error.
+    fn cache_sender(&mut self, ip: Ipv4Addr, info: EndpointInfo) {
+        let Some(claim) = self.senders.claim(ip, info.host_ifindex) else { return };
+        let entry = SenderEntry { addr: ip.octets(), info };
+        let written = self.senders().and_then(|mut map| {
+            let slot = match claim {
+                Claim::Fresh(slot) => {
+                    let unnamed = SenderEntry { info: EndpointInfo { host_ifindex: 0, ..info }, ..entry };
+                    map.set(slot, unnamed, 0).map_err(map_err(maps::SENDERS))?;
+                    slot
+                }
+                Claim::Rewrite(slot) => slot,
+            };
+            map.set(slot, entry, 0).map_err(map_err(maps::SENDERS)).map(|()| slot)
+        });
+        if let Err(e) = written {
+            tracing::warn!(%ip, "source check shortcut not written ({e}); checked through ENDPOINTS");
+            if let Some(slot) = self.senders.slot_of(ip, info.host_ifindex) {
+                // Emptied, so that the record says what the map may hold: at most
+                // the entry just refused, which names an existing ENDPOINTS entry.
+                if self
+                    .senders()
+                    .and_then(|mut m| m.set(slot, SenderEntry::default(), 0).map_err(map_err(maps::SENDERS)))
+                    .is_ok()
+                {
+                    self.senders.release(slot);
+                }
+            }
+        }
+    }
+
+    /// Empties the SENDERS slot of `ip` on device `ifindex`, if it holds that; before
+    /// the ENDPOINTS entry goes or changes device.
+    fn uncache_sender(&mut self, ip: Ipv4Addr, ifindex: u32) -> Result<(), DatapathError> {
+        let Some(slot) = self.senders.slot_of(ip, ifindex) else { return Ok(()) };
+        self.senders()?.set(slot, SenderEntry::default(), 0).map_err(map_err(maps::SENDERS))?;
+        self.senders.release(slot);
+        Ok(())
     }
 
     /// Makes IPv6 address `ip6` (an endpoint's own, or its link-local one) lead to the
@@ -119,6 +176,9 @@ impl Datapath {
 
     /// Removes `ip` from the maps and frees its counter slot; an absent entry is fine.
     pub fn unregister(&mut self, ip: Ipv4Addr) -> Result<(), DatapathError> {
+        if let Ok(old) = self.endpoints()?.get(&EndpointKey::new(ip.octets()), 0) {
+            self.uncache_sender(ip, old.host_ifindex)?;
+        }
         match self.endpoints()?.remove(&EndpointKey::new(ip.octets())) {
             Ok(()) => {}
             Err(aya::maps::MapError::KeyNotFound) => {}
@@ -147,9 +207,14 @@ impl Datapath {
             .map_err(map_err(maps::ENDPOINTS))?;
         let (table, without) = super::slots::CounterSlots::scan(&entries);
         self.counter_slots = Some(table);
-        let by_ip: std::collections::HashMap<Ipv4Addr, EndpointInfo> = entries.into_iter().collect();
+        let by_ip: std::collections::HashMap<Ipv4Addr, EndpointInfo> = entries.iter().copied().collect();
         for ip in &without {
             self.register(*ip, by_ip[ip])?;
+        }
+        // This agent's SENDERS starts empty: every entry already slotted gets its
+        // shortcut here (the ones just registered got theirs).
+        for (ip, info) in entries.iter().filter(|(ip, _)| !without.contains(ip)) {
+            self.cache_sender(*ip, *info);
         }
         Ok(without.len())
     }
