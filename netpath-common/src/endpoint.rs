@@ -140,16 +140,21 @@ impl TrafficCounters {
 }
 
 /// SENDERS' value: the endpoint whose host device has the ifindex of this slot, with
-/// its IPv4 address. A copy of its ENDPOINTS entry, so that the source check of every
+/// its addresses. A copy of its ENDPOINTS entry, so that the source check of every
 /// packet a container sends reads one array slot (indexed by the ifindex the packet came
 /// in on) instead of hashing its source address: that second hash lookup, cold in
 /// real traffic, was most of the container path's own cost per packet. An empty slot has
-/// `info.host_ifindex` 0, which no device has.
+/// `info.host_ifindex` 0, which no device has; an IPv6 address not (or no longer) known
+/// is all zeros, which the check never takes for a match.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct SenderEntry {
     pub addr: [u8; 4],
     pub info: EndpointInfo,
+    /// The endpoint's IPv6 address (ENDPOINTS6 has it with the same entry).
+    pub addr6: [u8; 16],
+    /// Its link-local address (likewise).
+    pub link_local6: [u8; 16],
 }
 
 impl SenderEntry {

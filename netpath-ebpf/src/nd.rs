@@ -12,7 +12,7 @@
 //! run without duplicate address detection. Anything else is not ours and goes on as
 //! an ordinary packet.
 use aya_ebpf::{bindings::TC_ACT_SHOT, helpers::generated::bpf_redirect, programs::TcContext};
-use netpath_common::{Endpoint6Key, EndpointInfo, Reason, ENDPOINT_F_BRIDGED, GATEWAY6};
+use netpath_common::{Endpoint6Key, EndpointInfo, Reason, SenderEntry, ENDPOINT_F_BRIDGED, GATEWAY6};
 use network_types::eth::EthHdr;
 
 use crate::{
@@ -166,6 +166,14 @@ pub fn solicited_target(ctx: &TcContext) -> Option<[u8; 16]> {
 /// The endpoint owning IPv6 address `addr`, if it lives behind `ifindex`.
 #[inline(always)]
 pub fn lookup_sender(addr: &[u8; 16], ifindex: u32) -> Option<EndpointInfo> {
+    // The device's slot first, as for IPv4 (arp::lookup_sender); an address the slot
+    // does not hold settles nothing, and no packet matches an empty one.
+    if let Some(s) = crate::maps::SENDERS.get(SenderEntry::slot(ifindex)) {
+        if s.info.host_ifindex == ifindex && *addr != [0; 16] && (s.addr6 == *addr || s.link_local6 == *addr)
+        {
+            return Some(s.info);
+        }
+    }
     // SAFETY: the value is copied out at once; the agent only replaces whole entries.
     let ep = unsafe { crate::maps::ENDPOINTS6.get(Endpoint6Key::new(*addr)) }?;
     if ep.host_ifindex != ifindex {

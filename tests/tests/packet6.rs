@@ -275,6 +275,58 @@ fn spoofed_ipv6_is_dropped_and_what_is_not_a_local_containers_goes_to_the_stack(
     });
 }
 
+/// The IPv6 source check reads the device's SENDERS slot too (the endpoint's address
+/// and its link-local one, for its packets and its neighbour solicitations), and
+/// ENDPOINTS6 only for what the slot does not hold; an agent that takes over fills the
+/// slot's IPv6 addresses from ENDPOINTS6.
+#[test]
+fn the_ipv6_source_check_reads_the_senders_slot() {
+    with_datapath(|c, pins| {
+        let endpoints6 = pins.join(netpath_common::maps::ENDPOINTS6);
+        let delete = |ip: Ipv6Addr| {
+            let o = ip.octets().map(|b| b.to_string());
+            let mut args = vec!["bpftool", "map", "delete", "pinned", endpoints6.to_str().unwrap(), "key"];
+            args.extend(o.iter().map(String::as_str));
+            netpath_tests::sh(&args);
+        };
+        let action = |dp: &mut Datapath, p: &[u8]| {
+            dp.test_run(program::FROM_CONTAINER, p, LO).expect("BPF_PROG_TEST_RUN").action
+        };
+        let a_to_b = udp6(A_MAC, A_HOST_MAC, A6, B6, 64);
+        let asks_gateway = solicitation(A_MAC, A_LL, Some(A_MAC), 255);
+        let a = info(LO, A_MAC, A_HOST_MAC);
+        // Only the slot vouches for a once its ENDPOINTS6 entries are gone behind the
+        // agent's back: still forwarded and answered, so the slot is what was read.
+        delete(A6);
+        delete(A_LL);
+        assert_eq!(action(c.dp, &a_to_b), TC_ACT_REDIRECT, "a's address: the slot was not read");
+        assert_eq!(
+            action(c.dp, &asks_gateway),
+            TC_ACT_REDIRECT,
+            "a's link-local address: the slot was not read"
+        );
+
+        // Removing an address takes it out of the slot before its entry goes.
+        c.dp.register6(A6, A_IP, a).unwrap();
+        c.dp.register6(A_LL, A_IP, a).unwrap();
+        c.dp.unregister6(A6).unwrap();
+        assert_eq!(action(c.dp, &a_to_b), TC_ACT_SHOT, "a's removed address still vouched for");
+        assert_eq!(action(c.dp, &asks_gateway), TC_ACT_REDIRECT, "the link-local address stays");
+
+        // The next agent (a restart) fills the slot from ENDPOINTS6.
+        c.dp.register6(A6, A_IP, a).unwrap();
+        let mut next = Datapath::load(pins, 1024).expect("load the next agent's datapath");
+        next.adopt_counter_slots().unwrap();
+        next.set_endpoint_slot(true).unwrap();
+        delete(A6);
+        assert_eq!(
+            action(&mut next, &a_to_b),
+            TC_ACT_REDIRECT,
+            "the next agent did not fill a's IPv6 address"
+        );
+    });
+}
+
 /// An endpoint's IPv6 traffic counts in its one counter slot, next to its IPv4 traffic.
 #[test]
 fn ipv6_counts_in_the_endpoints_own_counters() {

@@ -14,7 +14,7 @@ use netpath_common::{
 
 use super::{
     family::{Entries, Family, PortEntry},
-    senders::Claim,
+    senders::Write,
     Datapath, DatapathError,
 };
 
@@ -109,31 +109,29 @@ impl Datapath {
     /// Only after the ENDPOINTS entry is written. A write the kernel refuses costs this
     /// endpoint's packets the shortcut, nothing else: logged, not an error.
     fn cache_sender(&mut self, ip: Ipv4Addr, info: EndpointInfo) {
-        let Some(claim) = self.senders.claim(ip, info.host_ifindex) else { return };
-        let entry = SenderEntry { addr: ip.octets(), info };
+        if let Some(write) = self.senders.claim(ip, info) {
+            self.write_sender(write, &ip);
+        }
+    }
+
+    /// Writes a slot as the table now holds it; when the kernel refuses, empties it (so
+    /// that the map holds at most what the table says) and forgets it.
+    fn write_sender(&mut self, write: Write, what: &dyn std::fmt::Display) {
+        let Write { slot, entry, fresh } = write;
         let written = self.senders().and_then(|mut map| {
-            let slot = match claim {
-                Claim::Fresh(slot) => {
-                    let unnamed = SenderEntry { info: EndpointInfo { host_ifindex: 0, ..info }, ..entry };
-                    map.set(slot, unnamed, 0).map_err(map_err(maps::SENDERS))?;
-                    slot
-                }
-                Claim::Rewrite(slot) => slot,
-            };
-            map.set(slot, entry, 0).map_err(map_err(maps::SENDERS)).map(|()| slot)
+            if fresh {
+                let unnamed = SenderEntry { info: EndpointInfo { host_ifindex: 0, ..entry.info }, ..entry };
+                map.set(slot, unnamed, 0).map_err(map_err(maps::SENDERS))?;
+            }
+            map.set(slot, entry, 0).map_err(map_err(maps::SENDERS))
         });
         if let Err(e) = written {
-            tracing::warn!(%ip, "source check shortcut not written ({e}); checked through ENDPOINTS");
-            if let Some(slot) = self.senders.slot_of(ip, info.host_ifindex) {
-                // Emptied, so that the record says what the map may hold: at most
-                // the entry just refused, which names an existing ENDPOINTS entry.
-                if self
-                    .senders()
-                    .and_then(|mut m| m.set(slot, SenderEntry::default(), 0).map_err(map_err(maps::SENDERS)))
-                    .is_ok()
-                {
-                    self.senders.release(slot);
-                }
+            tracing::warn!(address = %what, "source check shortcut not written ({e}); checked through the endpoint maps");
+            let emptied = self
+                .senders()
+                .and_then(|mut m| m.set(slot, SenderEntry::default(), 0).map_err(map_err(maps::SENDERS)));
+            if emptied.is_ok() {
+                self.senders.release(slot);
             }
         }
     }
@@ -144,6 +142,17 @@ impl Datapath {
         let Some(slot) = self.senders.slot_of(ip, ifindex) else { return Ok(()) };
         self.senders()?.set(slot, SenderEntry::default(), 0).map_err(map_err(maps::SENDERS))?;
         self.senders.release(slot);
+        Ok(())
+    }
+
+    /// Takes IPv6 address `ip6` out of device `ifindex`'s slot, if it is there; before
+    /// its ENDPOINTS6 entry goes or changes device. Refused, the whole slot is emptied.
+    fn uncache_sender6(&mut self, ip6: Ipv6Addr, ifindex: u32) -> Result<(), DatapathError> {
+        let Some(Write { slot, entry, .. }) = self.senders.remove6(ip6, ifindex) else { return Ok(()) };
+        if self.senders()?.set(slot, entry, 0).is_err() {
+            self.senders()?.set(slot, SenderEntry::default(), 0).map_err(map_err(maps::SENDERS))?;
+            self.senders.release(slot);
+        }
         Ok(())
     }
 
@@ -158,12 +167,26 @@ impl Datapath {
     ) -> Result<(), DatapathError> {
         let slot = self.counter_slots()?.slot_of(owner).ok_or(DatapathError::NoOwner { ip6, owner })?;
         let info = EndpointInfo { counter_slot: slot, ..info };
-        self.endpoints6()?.insert(Endpoint6Key::new(ip6.octets()), info, 0).map_err(map_err(maps::ENDPOINTS6))
+        if let Ok(old) = self.endpoints6()?.get(&Endpoint6Key::new(ip6.octets()), 0) {
+            if old.host_ifindex != info.host_ifindex {
+                self.uncache_sender6(ip6, old.host_ifindex)?;
+            }
+        }
+        self.endpoints6()?
+            .insert(Endpoint6Key::new(ip6.octets()), info, 0)
+            .map_err(map_err(maps::ENDPOINTS6))?;
+        if let Some(write) = self.senders.add6(ip6, info.host_ifindex) {
+            self.write_sender(write, &ip6);
+        }
+        Ok(())
     }
 
     /// Removes IPv6 address `ip6` from the maps; an absent entry is fine. The counter
     /// slot is its owner's, freed with the owner's IPv4 address.
     pub fn unregister6(&mut self, ip6: Ipv6Addr) -> Result<(), DatapathError> {
+        if let Ok(old) = self.endpoints6()?.get(&Endpoint6Key::new(ip6.octets()), 0) {
+            self.uncache_sender6(ip6, old.host_ifindex)?;
+        }
         match self.endpoints6()?.remove(&Endpoint6Key::new(ip6.octets())) {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
             Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
@@ -215,6 +238,17 @@ impl Datapath {
         // shortcut here (the ones just registered got theirs).
         for (ip, info) in entries.iter().filter(|(ip, _)| !without.contains(ip)) {
             self.cache_sender(*ip, *info);
+        }
+        let entries6: Vec<(Ipv6Addr, EndpointInfo)> = self
+            .endpoints6()?
+            .iter()
+            .map(|r| r.map(|(k, v)| (Ipv6Addr::from(k.addr), v)))
+            .collect::<Result<_, _>>()
+            .map_err(map_err(maps::ENDPOINTS6))?;
+        for (ip6, info) in entries6 {
+            if let Some(write) = self.senders.add6(ip6, info.host_ifindex) {
+                self.write_sender(write, &ip6);
+            }
         }
         Ok(without.len())
     }
