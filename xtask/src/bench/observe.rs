@@ -97,9 +97,11 @@ pub struct Observability {
 const TESTS: [Test; 2] = [Test::TcpRr, Test::UdpRr];
 /// Where each program's cost per packet is read: every path, the RR test that sends one
 /// packet each way per transaction.
-const COSTED: [(PathKind, Test); 4] = [
+const COSTED: [(PathKind, Test); 6] = [
     (PathKind::C2c, Test::TcpRr),
     (PathKind::C2c, Test::UdpRr),
+    (PathKind::C2c6, Test::TcpRr),
+    (PathKind::C2c6, Test::UdpRr),
     (PathKind::Snat, Test::TcpRr),
     (PathKind::Dnat, Test::TcpRr),
 ];
