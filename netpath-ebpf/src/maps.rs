@@ -134,7 +134,6 @@ pub static CT6_SCRATCH: PerCpuArray<CtKey6> =
 #[map]
 pub static PROGS6: ProgramArray = ProgramArray::pinned(capacity(name::PROGS6), flags(name::PROGS6));
 
-/// Per CPU and reason, when a rare event was last logged (see `rare`).
 /// The source check's shortcut (see netpath_common::maps::SENDERS): this agent's own.
 #[map]
 pub static SENDERS: Array<SenderEntry> =
@@ -145,6 +144,7 @@ pub static SENDERS: Array<SenderEntry> =
 pub static RARE_PROGS: ProgramArray =
     ProgramArray::with_max_entries(capacity(name::RARE_PROGS), flags(name::RARE_PROGS));
 
+/// Per CPU and reason, when a rare event was last logged (see `rare`).
 #[map]
 pub static LOG_LIMIT: PerCpuArray<LogLimit> =
     PerCpuArray::with_max_entries(capacity(name::LOG_LIMIT), flags(name::LOG_LIMIT));
