@@ -313,6 +313,19 @@ fn the_ipv6_source_check_reads_the_senders_slot() {
         assert_eq!(action(c.dp, &a_to_b), TC_ACT_SHOT, "a's removed address still vouched for");
         assert_eq!(action(c.dp, &asks_gateway), TC_ACT_REDIRECT, "the link-local address stays");
 
+        // The IPv4 entry rewritten under other info (a port published to a): the IPv6
+        // address, added under the old info, leaves the slot until register6 adds it
+        // under the new (the slot must answer what ENDPOINTS6 would).
+        let published = EndpointInfo { flags: netpath_common::ENDPOINT_F_PUBLISHED, ..a };
+        c.dp.register6(A6, A_IP, a).unwrap();
+        c.dp.register(A_IP, published).unwrap();
+        delete(A6);
+        assert_eq!(action(c.dp, &a_to_b), TC_ACT_SHOT, "a's IPv6 address kept in the slot under old info");
+        c.dp.register6(A6, A_IP, published).unwrap();
+        delete(A6);
+        assert_eq!(action(c.dp, &a_to_b), TC_ACT_REDIRECT, "a's IPv6 address not added under the new info");
+        c.dp.register(A_IP, a).unwrap();
+
         // The next agent (a restart) fills the slot from ENDPOINTS6.
         c.dp.register6(A6, A_IP, a).unwrap();
         let mut next = Datapath::load(pins, 1024).expect("load the next agent's datapath");

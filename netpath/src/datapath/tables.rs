@@ -14,7 +14,7 @@ use netpath_common::{
 
 use super::{
     family::{Entries, Family, PortEntry},
-    senders::Write,
+    senders::Change,
     Datapath, DatapathError,
 };
 
@@ -82,22 +82,28 @@ impl Datapath {
             max: maps::MAX_ENDPOINTS,
         })?;
         let info = EndpointInfo { counter_slot: slot, ..info };
-        // The address moving to another device (an endpoint made again): its old
-        // device's shortcut goes before the entry stops naming that device.
-        let old = self.endpoints()?.get(&EndpointKey::new(ip.octets()), 0).ok();
-        let written = match old {
-            Some(old) if old.host_ifindex != info.host_ifindex => self.uncache_sender(ip, old.host_ifindex),
-            _ => Ok(()),
-        }
-        .and_then(|()| self.zero_counters(slot, fresh))
-        .and_then(|()| {
-            self.endpoints()?.insert(EndpointKey::new(ip.octets()), info, 0).map_err(map_err(maps::ENDPOINTS))
-        });
+        let written = self
+            .endpoints()
+            .map(|map| map.get(&EndpointKey::new(ip.octets()), 0).ok())
+            .and_then(|old| match old {
+                // The address moving to another device (an endpoint made again): its
+                // old device's shortcut goes before the entry stops naming that device.
+                Some(old) if old.host_ifindex != info.host_ifindex => {
+                    self.uncache_sender(self.senders.remove(ip, old.host_ifindex))
+                }
+                _ => Ok(()),
+            })
+            .and_then(|()| self.zero_counters(slot, fresh))
+            .and_then(|()| {
+                self.endpoints()?
+                    .insert(EndpointKey::new(ip.octets()), info, 0)
+                    .map_err(map_err(maps::ENDPOINTS))
+            });
         if written.is_err() && fresh {
             self.counter_slots()?.release(ip);
         }
         written?;
-        self.cache_sender(ip, info);
+        self.cache_sender(self.senders.claim(ip, info), &ip);
         Ok(())
     }
 
@@ -105,55 +111,34 @@ impl Datapath {
         Array::try_from(self.map_data(maps::SENDERS)?).map_err(map_err(maps::SENDERS))
     }
 
-    /// Gives `ip`'s device its SENDERS slot, unless another endpoint's device holds it.
-    /// Only after the ENDPOINTS entry is written. A write the kernel refuses costs this
-    /// endpoint's packets the shortcut, nothing else: logged, not an error.
-    fn cache_sender(&mut self, ip: Ipv4Addr, info: EndpointInfo) {
-        if let Some(write) = self.senders.claim(ip, info) {
-            self.write_sender(write, &ip);
+    /// Writes `change` into SENDERS, then records it.
+    fn write_sender(&mut self, change: &Change) -> Result<(), DatapathError> {
+        let mut map = self.senders()?;
+        for value in change.writes() {
+            map.set(change.slot, value, 0).map_err(map_err(maps::SENDERS))?;
         }
+        self.senders.done(change);
+        Ok(())
     }
 
-    /// Writes a slot as the table now holds it; when the kernel refuses, empties it (so
-    /// that the map holds at most what the table says) and forgets it.
-    fn write_sender(&mut self, write: Write, what: &dyn std::fmt::Display) {
-        let Write { slot, entry, fresh } = write;
-        let written = self.senders().and_then(|mut map| {
-            if fresh {
-                let unnamed = SenderEntry { info: EndpointInfo { host_ifindex: 0, ..entry.info }, ..entry };
-                map.set(slot, unnamed, 0).map_err(map_err(maps::SENDERS))?;
-            }
-            map.set(slot, entry, 0).map_err(map_err(maps::SENDERS))
-        });
-        if let Err(e) = written {
+    /// Writes `change`, which puts an address into a slot; only after its endpoint
+    /// map entry is written. A write the kernel refuses costs the endpoint's packets the
+    /// shortcut, nothing else: logged, the slot emptied if it can be (else it keeps what
+    /// it held, or holds something unnamed, which matches nothing), not an error.
+    fn cache_sender(&mut self, change: Option<Change>, what: &dyn std::fmt::Display) {
+        let Some(change) = change else { return };
+        if let Err(e) = self.write_sender(&change) {
             tracing::warn!(address = %what, "source check shortcut not written ({e}); checked through the endpoint maps");
-            let emptied = self
-                .senders()
-                .and_then(|mut m| m.set(slot, SenderEntry::default(), 0).map_err(map_err(maps::SENDERS)));
-            if emptied.is_ok() {
-                self.senders.release(slot);
-            }
+            let _ = self.write_sender(&change.emptied());
         }
     }
 
-    /// Empties the SENDERS slot of `ip` on device `ifindex`, if it holds that; before
-    /// the ENDPOINTS entry goes or changes device.
-    fn uncache_sender(&mut self, ip: Ipv4Addr, ifindex: u32) -> Result<(), DatapathError> {
-        let Some(slot) = self.senders.slot_of(ip, ifindex) else { return Ok(()) };
-        self.senders()?.set(slot, SenderEntry::default(), 0).map_err(map_err(maps::SENDERS))?;
-        self.senders.release(slot);
-        Ok(())
-    }
-
-    /// Takes IPv6 address `ip6` out of device `ifindex`'s slot, if it is there; before
-    /// its ENDPOINTS6 entry goes or changes device. Refused, the whole slot is emptied.
-    fn uncache_sender6(&mut self, ip6: Ipv6Addr, ifindex: u32) -> Result<(), DatapathError> {
-        let Some(Write { slot, entry, .. }) = self.senders.remove6(ip6, ifindex) else { return Ok(()) };
-        if self.senders()?.set(slot, entry, 0).is_err() {
-            self.senders()?.set(slot, SenderEntry::default(), 0).map_err(map_err(maps::SENDERS))?;
-            self.senders.release(slot);
-        }
-        Ok(())
+    /// Writes `change`, which takes an address out of a slot; before its endpoint map
+    /// entry goes or changes device. Refused, the whole slot is emptied; an error only
+    /// when that is refused too (the slot may still name the entry, which must stay).
+    fn uncache_sender(&mut self, change: Option<Change>) -> Result<(), DatapathError> {
+        let Some(change) = change else { return Ok(()) };
+        self.write_sender(&change).or_else(|_| self.write_sender(&change.emptied()))
     }
 
     /// Makes IPv6 address `ip6` (an endpoint's own, or its link-local one) lead to the
@@ -168,16 +153,14 @@ impl Datapath {
         let slot = self.counter_slots()?.slot_of(owner).ok_or(DatapathError::NoOwner { ip6, owner })?;
         let info = EndpointInfo { counter_slot: slot, ..info };
         if let Ok(old) = self.endpoints6()?.get(&Endpoint6Key::new(ip6.octets()), 0) {
-            if old.host_ifindex != info.host_ifindex {
-                self.uncache_sender6(ip6, old.host_ifindex)?;
+            if old != info {
+                self.uncache_sender(self.senders.remove6(ip6, old.host_ifindex))?;
             }
         }
         self.endpoints6()?
             .insert(Endpoint6Key::new(ip6.octets()), info, 0)
             .map_err(map_err(maps::ENDPOINTS6))?;
-        if let Some(write) = self.senders.add6(ip6, info.host_ifindex) {
-            self.write_sender(write, &ip6);
-        }
+        self.cache_sender(self.senders.add6(ip6, info), &ip6);
         Ok(())
     }
 
@@ -185,7 +168,7 @@ impl Datapath {
     /// slot is its owner's, freed with the owner's IPv4 address.
     pub fn unregister6(&mut self, ip6: Ipv6Addr) -> Result<(), DatapathError> {
         if let Ok(old) = self.endpoints6()?.get(&Endpoint6Key::new(ip6.octets()), 0) {
-            self.uncache_sender6(ip6, old.host_ifindex)?;
+            self.uncache_sender(self.senders.remove6(ip6, old.host_ifindex))?;
         }
         match self.endpoints6()?.remove(&Endpoint6Key::new(ip6.octets())) {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
@@ -200,7 +183,7 @@ impl Datapath {
     /// Removes `ip` from the maps and frees its counter slot; an absent entry is fine.
     pub fn unregister(&mut self, ip: Ipv4Addr) -> Result<(), DatapathError> {
         if let Ok(old) = self.endpoints()?.get(&EndpointKey::new(ip.octets()), 0) {
-            self.uncache_sender(ip, old.host_ifindex)?;
+            self.uncache_sender(self.senders.remove(ip, old.host_ifindex))?;
         }
         match self.endpoints()?.remove(&EndpointKey::new(ip.octets())) {
             Ok(()) => {}
@@ -236,8 +219,9 @@ impl Datapath {
         }
         // This agent's SENDERS starts empty: every entry already slotted gets its
         // shortcut here (the ones just registered got theirs).
-        for (ip, info) in entries.iter().filter(|(ip, _)| !without.contains(ip)) {
-            self.cache_sender(*ip, *info);
+        let slotless: std::collections::HashSet<&Ipv4Addr> = without.iter().collect();
+        for (ip, info) in entries.iter().filter(|(ip, _)| !slotless.contains(ip)) {
+            self.cache_sender(self.senders.claim(*ip, *info), ip);
         }
         let entries6: Vec<(Ipv6Addr, EndpointInfo)> = self
             .endpoints6()?
@@ -246,9 +230,7 @@ impl Datapath {
             .collect::<Result<_, _>>()
             .map_err(map_err(maps::ENDPOINTS6))?;
         for (ip6, info) in entries6 {
-            if let Some(write) = self.senders.add6(ip6, info.host_ifindex) {
-                self.write_sender(write, &ip6);
-            }
+            self.cache_sender(self.senders.add6(ip6, info), &ip6);
         }
         Ok(without.len())
     }
