@@ -1118,6 +1118,55 @@ impl Lab {
     }
 
     /// Interfaces in the node namespace.
+    /// The ifindex of node interface `dev`.
+    pub fn ifindex_of(&self, dev: &str) -> u32 {
+        let out = self.node.exec(&["ip", "-o", "link", "show", "dev", dev]);
+        let line = String::from_utf8_lossy(&out.stdout).into_owned();
+        line.split(':').next().and_then(|i| i.trim().parse().ok()).unwrap_or_else(|| panic!("{dev}: {line}"))
+    }
+
+    /// The ifindex of endpoint `name`'s host device, as the agent recorded it.
+    pub fn endpoint_ifindex(&self, name: &str) -> u32 {
+        let list: serde_json::Value =
+            serde_json::from_str(&self.netpath_ok(&["endpoint", "list", "-o", "json"])).unwrap();
+        let rec = list["endpoints"].as_array().unwrap().iter().find(|e| e["name"] == name);
+        rec.and_then(|e| e["host_ifindex"].as_u64()).unwrap_or_else(|| panic!("no endpoint {name}: {list}"))
+            as u32
+    }
+
+    /// Waits until the agent (`--endpoint-attach auto`, the default) has moved every veth
+    /// endpoint from its filter to a TCX link, on kernels with TCX (elsewhere there is
+    /// nothing to wait for): a test comparing the node before and after something must
+    /// not see a move in between.
+    pub fn wait_for_tcx_links(&self) {
+        if !kernel_at_least(6, 6) {
+            return;
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let list: serde_json::Value =
+                serde_json::from_str(&self.netpath_ok(&["endpoint", "list", "-o", "json"])).unwrap();
+            let waiting: Vec<String> = list["endpoints"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| e["device"] == "veth" && matches!(e["mode"].as_str(), Some("routed" | "bridge")))
+                .filter_map(|e| e["host_ifindex"].as_u64())
+                .filter(|i| !self.bpffs_dir.join(format!("links/from_container-{i}")).exists())
+                .map(|i| i.to_string())
+                .collect();
+            if waiting.is_empty() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "endpoints on ifindexes {waiting:?} not in TCX links after 30 s: {}",
+                self.agent_log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn node_links(&self) -> Vec<String> {
         let out = self.node.exec(&["ip", "-o", "link", "show"]);
         String::from_utf8_lossy(&out.stdout)

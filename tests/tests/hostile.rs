@@ -248,6 +248,8 @@ fn hostile_input_is_refused_in_one_line_and_leaves_nothing_behind() {
     let a_ip = lab.add_endpoint("a", 0);
     lab.add_endpoint("b", 1);
     lab.netpath_ok(&["port", "add", "8081", "b:80"]);
+    // The endpoints' move to TCX links is the agent's own work, not residue.
+    lab.wait_for_tcx_links();
     let (c0, c1, node) = (
         lab.containers[0].path().display().to_string(),
         lab.containers[1].path().display().to_string(),

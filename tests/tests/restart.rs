@@ -30,8 +30,9 @@ fn connections_survive_an_agent_killed_and_restarted() {
         assert!(ns.exec(&cmd).status.success(), "{cmd:?}");
     }
     let outside6 = |port| std::net::SocketAddrV6::new("fd00:99::2".parse().unwrap(), port, 0, 0);
-    // Dual-stack: IPv6 rides through the restart next to IPv4.
-    const AGENT: &[&str] = &["--pod-cidr6", "fd00:77::/64"];
+    // Dual-stack: IPv6 rides through the restart next to IPv4. The endpoints keep
+    // their filters (the restart of TCX-linked ones is the tests below).
+    const AGENT: &[&str] = &["--pod-cidr6", "fd00:77::/64", "--endpoint-attach", "clsact"];
     lab.start_agent_with(AGENT);
     lab.add_endpoint("a", 0);
     let b = lab.add_endpoint("b", 1);
@@ -445,6 +446,86 @@ fn endpoints_attached_with_tcx_links_keep_them_across_restarts() {
     assert!(!link.status.success(), "link {gone_id} outlived its endpoint: {link:?}");
 }
 
+/// The default (`--endpoint-attach auto`): an endpoint is made with a clsact filter and
+/// moved to a TCX link once the agent is idle, without losing a packet; a restart keeps
+/// the links; an endpoint whose link someone removed is repaired onto a filter and moved
+/// again; a deleted endpoint's link goes with it. `--endpoint-attach clsact` moves
+/// nothing, and neither does auto on kernels without TCX.
+#[test]
+fn endpoints_move_from_filters_to_tcx_links_when_the_agent_is_idle() {
+    let (mut lab, ips) = Lab::setup(3).endpoints(&["a", "b"]).build();
+    // 3 s of pings every 10 ms across the move: none may be lost.
+    let pinger = {
+        let a = lab.containers[0].path();
+        let b = ips[1].to_string();
+        std::thread::spawn(move || {
+            let mut cmd = std::process::Command::new("ping");
+            cmd.args(["-n", "-q", "-c", "300", "-i", "0.01", "-W", "1", &b]);
+            netpath_tests::in_netns(&mut cmd, &a);
+            cmd.output().unwrap()
+        })
+    };
+    if !netpath_tests::kernel_at_least(6, 6) {
+        std::thread::sleep(Duration::from_secs(1));
+        assert_eq!(endpoint_filters(&lab).len(), 2, "auto on a kernel without TCX must keep the filters");
+        assert!(pinger.join().unwrap().status.success());
+        return;
+    }
+    lab.wait_for_tcx_links();
+    let promoted = endpoint_links(&lab);
+    assert_eq!(promoted.len(), 2, "{promoted:?}");
+    let ping = pinger.join().unwrap();
+    let summary = String::from_utf8_lossy(&ping.stdout);
+    assert!(summary.contains(" 0% packet loss"), "packets lost while the endpoints moved: {summary}");
+    let mut conn = open(
+        &lab.containers[1],
+        SocketAddrV4::new(ips[1], 7030),
+        &lab.containers[0],
+        SocketAddrV4::new(ips[1], 7030),
+    );
+    conn.exchange("through the TCX links");
+    let doctor = lab.netpath_in_node(&["doctor"]);
+    let report = String::from_utf8_lossy(&doctor.stdout);
+    assert!(doctor.status.success(), "{report}");
+    assert_eq!(report.matches("attached (a TCX link)").count(), 2, "{report}");
+
+    // A restart keeps every link as it is.
+    lab.kill_agent();
+    lab.start_agent();
+    assert_eq!(endpoint_links(&lab), promoted, "a restart touched the endpoints' links");
+    conn.exchange("after the restart");
+
+    // a's link removed behind the agent's back: reconciliation attaches a filter, and
+    // the idle agent moves it to a link again.
+    let a_pin =
+        &promoted.iter().find(|l| l.0.ends_with(&format!("-{}", lab.endpoint_ifindex("a")))).unwrap().0;
+    std::fs::remove_file(a_pin).unwrap();
+    let drift = lab.netpath(&["reconcile"]);
+    assert!(
+        String::from_utf8_lossy(&drift.stdout).contains("from_container is not attached"),
+        "{}",
+        String::from_utf8_lossy(&drift.stdout)
+    );
+    lab.wait_for_tcx_links();
+    assert_eq!(endpoint_links(&lab).len(), 2);
+    conn.exchange("after the repair");
+
+    lab.netpath_ok(&["endpoint", "del", "a"]);
+    let after = endpoint_links(&lab);
+    assert_eq!(after.len(), 1, "{after:?}");
+
+    // clsact: a new endpoint stays on its filter.
+    lab.stop_agent();
+    lab.start_agent_with(&["--endpoint-attach", "clsact"]);
+    lab.add_endpoint("c", 2);
+    std::thread::sleep(Duration::from_secs(1));
+    let link = lab.bpffs_dir.join(format!("links/from_container-{}", lab.endpoint_ifindex("c")));
+    assert!(!link.exists(), "--endpoint-attach clsact moved an endpoint to a TCX link");
+    let doctor = lab.netpath_in_node(&["doctor"]);
+    let report = String::from_utf8_lossy(&doctor.stdout);
+    assert!(report.contains("attached (a clsact filter)"), "{report}");
+}
+
 /// Each endpoint veth's TCX link (its pin, and the kernel's ids of the link and of the
 /// program in it: an update would keep the one and change the other), checking that the
 /// veth has no filter besides: one link each, or the test fails here.
@@ -454,9 +535,7 @@ fn endpoint_links(lab: &Lab) -> Vec<(String, u64, u64)> {
         let show = lab.node.exec(&["tc", "filter", "show", "dev", dev, "ingress"]);
         let text = String::from_utf8_lossy(&show.stdout).into_owned();
         assert!(!text.contains(" name "), "{dev} has a filter: {text}");
-        let link = String::from_utf8_lossy(&lab.node.exec(&["ip", "-o", "link", "show", "dev", dev]).stdout)
-            .into_owned();
-        let ifindex: u32 = link.split(':').next().unwrap().trim().parse().unwrap();
+        let ifindex = lab.ifindex_of(dev);
         let pin = lab.bpffs_dir.join(format!("links/from_container-{ifindex}"));
         let pin = pin.to_str().unwrap().to_string();
         let json = netpath_tests::sh(&["bpftool", "-j", "link", "show", "pinned", &pin]);

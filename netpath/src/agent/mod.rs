@@ -16,6 +16,7 @@ mod lock;
 mod metrics;
 mod node;
 mod ports;
+mod promote;
 mod reconcile;
 mod records;
 mod server;
@@ -263,7 +264,7 @@ pub struct AgentConfig {
     /// Force the tc attach method; None: TCX where the kernel has it.
     pub tc_attach: Option<crate::datapath::AttachMode>,
     /// How new veth endpoints are attached (`--endpoint-attach`).
-    pub endpoint_attach: crate::datapath::AttachMode,
+    pub endpoint_attach: crate::datapath::EndpointAttach,
     /// Have the kernel count program runs and run time while the agent runs.
     pub bpf_stats: bool,
     pub conntrack: CtConfig,
@@ -318,6 +319,9 @@ pub struct Agent {
     node_routes: Option<cluster::Routes>,
     /// The same for the other nodes' IPv6 subnets (`--cluster-cidr6`).
     node_routes6: Option<cluster6::Routes6>,
+    /// Veth endpoints moved from filters to TCX links when idle (`--endpoint-attach
+    /// auto` on a TCX kernel); None otherwise.
+    promotions: Option<promote::Promotions>,
 }
 
 impl Agent {

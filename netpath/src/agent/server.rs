@@ -156,19 +156,24 @@ pub async fn serve(mut agent: Agent, mut stop: Stop) -> Result<(), AgentError> {
 
     let mut gc = tokio::time::interval(agent.conntrack.gc_interval());
     loop {
+        let promotion = agent.promotion_due();
         tokio::select! {
-            _ = gc.tick() => {
-                if let Err(e) = agent.conntrack.collect(&mut agent.datapath) {
-                    warn!("conntrack collection: {e}");
-                }
-            }
+            // A request first, then the collection; a promotion only when neither waits.
+            biased;
+            () = stop.recv() => break,
             Some(job) = jobs.recv() => {
                 agent.take(job).await;
                 while let Some(job) = agent.inflight.next_ready() {
                     agent.take(job).await;
                 }
             }
-            () = stop.recv() => break,
+            _ = gc.tick() => {
+                if let Err(e) = agent.conntrack.collect(&mut agent.datapath) {
+                    warn!("conntrack collection: {e}");
+                }
+            }
+            () = tokio::time::sleep_until(promotion.unwrap_or_else(tokio::time::Instant::now)),
+                if promotion.is_some() => agent.promote_next().await,
         }
     }
     agent.finish_inflight(&mut jobs).await;
@@ -202,6 +207,9 @@ const STOP_WAIT: Duration = Duration::from_secs(30);
 impl Agent {
     /// Runs `job` now, or queues it behind the endpoint changes in flight it must follow.
     async fn take(&mut self, job: Job) {
+        if let Some(p) = self.promotions.as_mut() {
+            p.busy();
+        }
         match self.inflight.route(&job) {
             Route::Now => self.run_job(job).await,
             later => self.inflight.wait(later, job),

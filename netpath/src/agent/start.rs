@@ -98,7 +98,7 @@ async fn preflight(config: &AgentConfig) -> Result<Preflight, AgentError> {
         return Err(AgentError::NetkitBridge);
     }
     refuse_with_subif(config)?;
-    if config.endpoint_attach == AttachMode::Tcx
+    if config.endpoint_attach == crate::datapath::EndpointAttach::Tcx
         && config.tc_attach.unwrap_or_else(AttachMode::detect) != AttachMode::Tcx
     {
         return Err(AgentError::NoTcx { kernel: plumbing::link::kernel_release() });
@@ -363,7 +363,7 @@ async fn bring_up(
     let mut datapath =
         Datapath::load_with(&paths.bpffs_dir, conntrack.max_entries, endpoints.ipam6().is_some(), tc_attach)?;
     datapath.forward_logs()?;
-    datapath.set_endpoint_tcx(endpoint_attach == AttachMode::Tcx);
+    datapath.set_endpoint_tcx(endpoint_attach == crate::datapath::EndpointAttach::Tcx);
     if endpoints.ipam6().is_some() {
         datapath.load_ipv6_programs()?;
     }
@@ -395,7 +395,11 @@ async fn bring_up(
         cluster,
         node_routes: None,
         node_routes6: None,
+        promotions: None,
     };
+    if endpoint_attach == crate::datapath::EndpointAttach::Auto && agent.datapath.mode() == AttachMode::Tcx {
+        agent.promotions = Some(super::promote::Promotions::new());
+    }
     let served = match agent.bring_up_datapath(cgroup, id_is_new).await {
         // Once the programs loaded only when needed (XDP, cluster mode) are.
         Ok(()) => {

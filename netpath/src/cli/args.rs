@@ -8,7 +8,7 @@ use ipnet::{Ipv4Net, Ipv6Net};
 use crate::{
     agent::CtConfig,
     cluster::{StoreUrl, Tunnel},
-    datapath::AttachMode,
+    datapath::{AttachMode, EndpointAttach},
     paths::Paths,
     state::{parse_mac, Device, IpvlanMode, MacvlanMode, Mode, Proto},
 };
@@ -540,12 +540,14 @@ pub struct AgentArgs {
     #[arg(long, env = "NETPATH_TC_ATTACH", value_enum)]
     pub tc_attach: Option<AttachMode>,
     /// How each new veth endpoint's from_container is attached: clsact (a cls_bpf
-    /// filter: two netlink messages, the fast endpoint add) or tcx (a TCX link, Linux
+    /// filter: two netlink messages, the fast endpoint add), tcx (a TCX link, Linux
     /// 6.6+: the cheaper hook per packet, but each link made waits out an RCU grace
-    /// period under the RTNL lock, ~13 ms per endpoint add). Endpoints keep the
-    /// attachment they were made with.
-    #[arg(long, env = "NETPATH_ENDPOINT_ATTACH", value_enum, default_value_t = AttachMode::Clsact)]
-    pub endpoint_attach: AttachMode,
+    /// period under the RTNL lock, ~13 ms per endpoint add), or auto: a filter at the
+    /// add, moved to a TCX link once the agent has been idle a moment (on kernels with
+    /// TCX; elsewhere auto is clsact). Endpoints keep the attachment they have when the
+    /// agent restarts.
+    #[arg(long, env = "NETPATH_ENDPOINT_ATTACH", value_enum, default_value_t = EndpointAttach::Auto)]
+    pub endpoint_attach: EndpointAttach,
     /// Count runs and run time of netpath's programs (metrics program_runs and
     /// program_run_seconds). The kernel switch is machine-wide while the agent runs
     /// (BPF_ENABLE_STATS: every BPF program on the node pays about 20 ns per run).
@@ -735,6 +737,7 @@ value_enum!(IpvlanMode, [IpvlanMode::L2, IpvlanMode::L3]);
 value_enum!(Device, [Device::Veth, Device::Netkit]);
 value_enum!(Proto, [Proto::Tcp, Proto::Udp]);
 value_enum!(AttachMode, [AttachMode::Tcx, AttachMode::Clsact]);
+value_enum!(EndpointAttach, [EndpointAttach::Auto, EndpointAttach::Clsact, EndpointAttach::Tcx]);
 value_enum!(Tunnel, [Tunnel::Vxlan, Tunnel::None]);
 
 #[cfg(test)]

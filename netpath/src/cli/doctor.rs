@@ -367,6 +367,12 @@ async fn endpoints(r: &mut Report, node: &Node) -> anyhow::Result<()> {
                     e.mode
                 ),
             );
+        } else if e.device == crate::state::Device::Veth {
+            let hook = match node.inspector.endpoint_in_tcx_link(e.host_ifindex) {
+                true => "a TCX link",
+                false => "a clsact filter",
+            };
+            r.ok(&check, format!("{} on {}, attached ({hook})", e.ip, e.host_ifname));
         } else {
             r.ok(&check, format!("{} on {}, attached", e.ip, e.host_ifname));
         }

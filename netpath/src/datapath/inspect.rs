@@ -370,6 +370,12 @@ impl Inspector {
         Self { dir: dir.to_path_buf() }
     }
 
+    /// Whether the veth endpoint with host device `ifindex` runs from_container in a TCX
+    /// link rather than a clsact filter.
+    pub fn endpoint_in_tcx_link(&self, ifindex: u32) -> bool {
+        super::links::endpoint_link_pin(&self.dir.join("links"), ifindex).exists()
+    }
+
     fn pinned_err(&self, name: &str, source: aya::maps::MapError) -> DatapathError {
         DatapathError::Pinned { path: self.dir.join(name), dir: self.dir.clone(), source: Box::new(source) }
     }

@@ -241,6 +241,32 @@ impl Datapath {
         }
     }
 
+    /// Whether the veth endpoint with host device `ifindex` runs from_container in a TCX
+    /// link (pinned by this agent or an earlier one) rather than a clsact filter.
+    pub fn endpoint_in_tcx_link(&self, ifindex: u32) -> bool {
+        endpoint_link_pin(&self.links_dir, ifindex).exists()
+    }
+
+    /// Moves a veth endpoint's from_container from its clsact filter to a TCX link (the
+    /// cheaper hook per packet; `--endpoint-attach auto`). The link goes in first:
+    /// while both are there the TCX program's verdict is final and the filter no longer
+    /// runs, so no packet is seen twice or missed; then the filter is deleted. The link
+    /// costs an RCU grace period under the RTNL lock (~13 ms), which is why the agent
+    /// does this only when idle. False when there was nothing to do (not on a TCX
+    /// kernel, or in a link already).
+    pub fn promote_endpoint(&mut self, iface: &str, ifindex: u32) -> Result<bool, DatapathError> {
+        if self.mode != AttachMode::Tcx || self.endpoint_in_tcx_link(ifindex) {
+            return Ok(false);
+        }
+        self.attach_tc(FROM_CONTAINER, iface, ifindex)?;
+        // The clsact qdisc stays: with no filter it costs the packet nothing (a TCX
+        // verdict skips it), and taking it away could wait for RCU under RTNL again.
+        for priority in ENDPOINT_PRIORITIES {
+            Self::detach_filter(iface, TcAttachType::Ingress, priority, tc::TcHandle::new(0, 1));
+        }
+        Ok(true)
+    }
+
     /// Attaches from_container afresh to an endpoint whose attachment is gone.
     pub fn reattach_endpoint(
         &mut self,
@@ -498,6 +524,12 @@ impl Datapath {
         }
         pruned
     }
+}
+
+/// Where from_container's link on the endpoint device `ifindex` is pinned (TCX for a
+/// veth, netkit for a netkit device), under the links directory `links_dir`.
+pub fn endpoint_link_pin(links_dir: &Path, ifindex: u32) -> PathBuf {
+    links_dir.join(format!("{FROM_CONTAINER}-{ifindex}"))
 }
 
 /// Unpins a link; the last reference gone, the kernel detaches it.

@@ -19,7 +19,7 @@ use std::path::PathBuf;
 
 pub use inspect::{CtRow, CtSummary, EndpointCounters, Inspector, MapSummary, ReasonCounter};
 pub use links::{endpoint_programs, release_link, tc_programs};
-pub use programs::{program, AttachMode, Datapath, PacketRun};
+pub use programs::{program, AttachMode, Datapath, EndpointAttach, PacketRun};
 pub use subif::subif_filters;
 
 /// CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns (conntrack's timestamps).

@@ -45,6 +45,30 @@ impl AttachMode {
     }
 }
 
+/// How veth endpoints' from_container is attached (`--endpoint-attach`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndpointAttach {
+    /// A clsact filter at the add (two netlink messages, no grace period), moved to a
+    /// TCX link by the agent once it is idle, on kernels with TCX: the fast add and,
+    /// from then on, the cheaper hook.
+    Auto,
+    /// A clsact filter, kept.
+    Clsact,
+    /// A TCX link at the add (Linux 6.6+): each add waits out an RCU grace period
+    /// under the RTNL lock.
+    Tcx,
+}
+
+impl EndpointAttach {
+    pub fn name(self) -> &'static str {
+        match self {
+            EndpointAttach::Auto => "auto",
+            EndpointAttach::Clsact => "clsact",
+            EndpointAttach::Tcx => "tcx",
+        }
+    }
+}
+
 /// Outcome of one [`Datapath::test_run`].
 #[derive(Debug)]
 pub struct PacketRun {

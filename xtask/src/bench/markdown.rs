@@ -171,19 +171,19 @@ impl Report {
                 let floor = stat(Datapath::Floor)?;
                 let show = |s: Option<Stat>| s.map_or("-".into(), |s| s.show(test));
                 let x = |r: Option<f64>| r.map_or("-".into(), |r| format!("{r:.3}x"));
-                let (np, tcx, lim) = (Datapath::Netpath, Datapath::NetpathTcx, Datapath::Limit);
+                let (np, cls, lim) = (Datapath::Netpath, Datapath::NetpathClsact, Datapath::Limit);
                 Some(format!(
                     "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                     test.name(),
                     show(stat(np)),
-                    show(stat(tcx)),
+                    show(stat(cls)),
                     floor.show(test),
                     show(stat(lim)),
                     x(self.pair_ratio(Datapath::Floor, lim, PathKind::C2c, test)),
                     x(self.pair_ratio(np, Datapath::Floor, PathKind::C2c, test)),
                     x(self.pair_ratio(np, lim, PathKind::C2c, test)),
-                    x(self.pair_ratio(tcx, lim, PathKind::C2c, test)),
-                    x(self.pair_p99_ratio(tcx, lim, PathKind::C2c, test)),
+                    x(self.pair_ratio(cls, lim, PathKind::C2c, test)),
+                    x(self.pair_p99_ratio(np, lim, PathKind::C2c, test)),
                     x(self.pair_p99_ratio(Datapath::Floor, lim, PathKind::C2c, test)),
                 ))
             })
@@ -192,8 +192,8 @@ impl Report {
             return;
         }
         let _ = writeln!(md, "\n### Container to container: netpath, its layout's floor, the limit\n");
-        let _ = writeln!(md, "The floor is netpath's layout (host veth, tc ingress, `bpf_redirect_peer`) with a program that only reads the destination, looks it up in ENDPOINTS and redirects (`layout_floor`, in a TCX link). floor/limit is the layout's own cost, which no program on it removes; netpath/floor is netpath's own work. netpath tcx: netpath with `--endpoint-attach tcx` (its endpoints' program in TCX links, not clsact filters; kernel 6.6+). Ratios repetition by repetition, same CPU.\n");
-        let _ = writeln!(md, "| test | netpath | netpath tcx | layout floor | limit | floor/limit | netpath/floor | netpath/limit | netpath tcx/limit | netpath tcx p99/limit p99 | floor p99/limit p99 |");
+        let _ = writeln!(md, "The floor is netpath's layout (host veth, tc ingress, `bpf_redirect_peer`) with a program that only reads the destination, looks it up in ENDPOINTS and redirects (`layout_floor`, in a TCX link). floor/limit is the layout's own cost, which no program on it removes; netpath/floor is netpath's own work. netpath is the default (`--endpoint-attach auto`: each endpoint made with a clsact filter and moved to a TCX link once the agent is idle, kernel 6.6+); netpath clsact keeps the filters (`--endpoint-attach clsact`): the hook's share. Ratios repetition by repetition, same CPU.\n");
+        let _ = writeln!(md, "| test | netpath | netpath clsact | layout floor | limit | floor/limit | netpath/floor | netpath/limit | netpath clsact/limit | netpath p99/limit p99 | floor p99/limit p99 |");
         let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|");
         for row in rows {
             let _ = writeln!(md, "{row}");
@@ -359,18 +359,6 @@ impl Report {
                 1.1,
                 "x",
             ));
-        }
-        // The same with the endpoints in TCX links (`--endpoint-attach tcx`), where the
-        // kernel has them.
-        for path in [PathKind::C2c, PathKind::C2c6] {
-            for t in [Test::TcpRr, Test::UdpRr] {
-                out.push(judge(
-                    &format!("{} {} (--endpoint-attach tcx) vs limit", path.name(), t.name()),
-                    self.pair_ratio(Datapath::NetpathTcx, Datapath::Limit, path, t),
-                    0.95,
-                    "x",
-                ));
-            }
         }
         // IPv6: the same targets as IPv4 (issue 19).
         for t in [Test::TcpRr, Test::UdpRr] {

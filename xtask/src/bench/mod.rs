@@ -155,9 +155,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
         World::macvlan()?,
         World::netpath_macvlan()?,
     ];
-    // TCX links where the kernel has them (6.6+); older kernels refuse the flag.
+    // Filters kept, next to the default's TCX links, where the kernel has those (6.6+;
+    // elsewhere the default keeps filters too).
     if netpath_tests::kernel_at_least(6, 6) {
-        worlds.push(World::netpath_tcx()?);
+        worlds.push(World::netpath_clsact()?);
     }
     let skipped = match subif::ipvlan_worlds()? {
         Ok(ipvlan) => {
@@ -493,7 +494,7 @@ fn add_mappings(w: &World, n: u32) -> Result<()> {
         Datapath::Limit
         | Datapath::NetpathXdp
         | Datapath::Floor
-        | Datapath::NetpathTcx
+        | Datapath::NetpathClsact
         | Datapath::Macvlan
         | Datapath::NetpathMacvlan
         | Datapath::Ipvlan

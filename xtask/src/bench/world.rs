@@ -35,10 +35,10 @@ pub enum Datapath {
     /// destination and redirects (see bench::floor): the floor of that layout.
     #[serde(rename = "layout floor")]
     Floor,
-    /// netpath with `--endpoint-attach tcx`: the endpoints' from_container in TCX links
-    /// rather than clsact filters, container to container only.
-    #[serde(rename = "netpath tcx")]
-    NetpathTcx,
+    /// netpath with `--endpoint-attach clsact`: the endpoints' from_container kept in
+    /// clsact filters rather than moved to TCX links, container to container only.
+    #[serde(rename = "netpath clsact")]
+    NetpathClsact,
     /// Each container's eth0 a macvlan (bridge mode) of the node's uplink, nothing else:
     /// the kernel's sub-interface datapath (bench::subif).
     #[serde(rename = "macvlan")]
@@ -66,7 +66,7 @@ impl Datapath {
             Datapath::Limit => "limit",
             Datapath::NetpathXdp => "netpath+xdp",
             Datapath::Floor => "layout floor",
-            Datapath::NetpathTcx => "netpath tcx",
+            Datapath::NetpathClsact => "netpath clsact",
             Datapath::Macvlan => "macvlan",
             Datapath::NetpathMacvlan => "netpath macvlan",
             Datapath::Ipvlan => "ipvlan",
@@ -94,7 +94,7 @@ impl Datapath {
             self,
             Datapath::Netpath
                 | Datapath::NetpathXdp
-                | Datapath::NetpathTcx
+                | Datapath::NetpathClsact
                 | Datapath::NetpathMacvlan
                 | Datapath::NetpathIpvlan
         )
@@ -327,19 +327,20 @@ impl World {
         Self::netpath_with("npbxdp", Datapath::NetpathXdp, &["--xdp"])
     }
 
-    /// netpath with its endpoints in TCX links (`--endpoint-attach tcx`): the hook's
-    /// share of the container-to-container path, next to the clsact filters' default.
-    pub fn netpath_tcx() -> Result<World> {
+    /// netpath with its endpoints kept in clsact filters (`--endpoint-attach clsact`):
+    /// the hook's share of the container-to-container path, next to the default, which
+    /// moves them to TCX links.
+    pub fn netpath_clsact() -> Result<World> {
         Self::netpath_with(
-            "npbtcx",
-            Datapath::NetpathTcx,
-            &["--pod-cidr6", "fd00:77::/64", "--endpoint-attach", "tcx"],
+            "npbcls",
+            Datapath::NetpathClsact,
+            &["--pod-cidr6", "fd00:77::/64", "--endpoint-attach", "clsact"],
         )
     }
 
     fn netpath_with(prefix: &str, datapath: Datapath, args: &[&str]) -> Result<World> {
         let mut lab = lab(prefix)?;
-        let dual = matches!(datapath, Datapath::Netpath | Datapath::NetpathTcx);
+        let dual = matches!(datapath, Datapath::Netpath | Datapath::NetpathClsact);
         if dual {
             // NAT66 masquerades to the uplink's IPv6 address, and ports are published on
             // it: there before the agent.
@@ -359,6 +360,10 @@ impl World {
                 &HOST_PORT.to_string(),
                 &format!("b:{SERVICE_PORT}"),
             ]);
+        }
+        // Measured on the hook the endpoints settle on, not across the move.
+        if datapath != Datapath::NetpathClsact {
+            lab.wait_for_tcx_links();
         }
         let b6 = if dual { Some(endpoint_ip6(&lab, "b")?) } else { None };
         let agent_args = args.iter().map(|a| a.to_string()).collect();
@@ -491,7 +496,7 @@ impl World {
         match self.datapath {
             Datapath::Limit => vec![PathKind::C2c, PathKind::C2c6, PathKind::Loopback],
             Datapath::Floor => vec![PathKind::C2c],
-            Datapath::NetpathTcx => vec![PathKind::C2c, PathKind::C2c6],
+            Datapath::NetpathClsact => vec![PathKind::C2c, PathKind::C2c6],
             // On the uplink's network: no NAT, nothing published; the container-to-outside
             // path reaches the outside host directly.
             Datapath::Macvlan
