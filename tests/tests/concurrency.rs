@@ -219,9 +219,12 @@ fn fifty_clients_mixing_endpoint_and_port_changes_leave_state_maps_and_kernel_ag
 /// delete of the endpoint being added waits for the add, then finds and removes it.
 #[test]
 fn a_slow_endpoint_add_holds_up_no_other_request_and_its_own_wait_for_it() {
-    const SLOW: Duration = Duration::from_millis(2000);
+    // Longer in an emulated guest, where a CLI start alone can take seconds while the
+    // other tests load their datapaths: the other requests must still have time to
+    // arrive while the add is in flight.
+    let slow_step = Duration::from_millis(if netpath_tests::in_guest() { 8000 } else { 2000 });
     let mut lab = Lab::new(3);
-    lab.agent_env = vec![("NETPATH_SLOW_STEP".into(), format!("pair:{}", SLOW.as_millis()))];
+    lab.agent_env = vec![("NETPATH_SLOW_STEP".into(), format!("pair:{}", slow_step.as_millis()))];
     lab.start_agent();
     let ns = |i: usize| lab.containers[i].path().to_str().unwrap().to_string();
     lab.netpath_ok(&["endpoint", "add", "web", "--netns", &ns(0)]);
@@ -246,7 +249,7 @@ fn a_slow_endpoint_add_holds_up_no_other_request_and_its_own_wait_for_it() {
     for o in [&add, &other, &del] {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
-    assert!(add_done >= SLOW, "the hook did not slow the add: {add_done:?}");
+    assert!(add_done >= slow_step, "the hook did not slow the add: {add_done:?}");
     assert!(
         port_done < add_done,
         "port add answered at {port_done:?}, after the add in flight ({add_done:?})"

@@ -10,7 +10,10 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::Agent;
-use crate::state::Device;
+use crate::{
+    datapath::{program, AttachMode},
+    state::Device,
+};
 
 /// How long the agent must have had nothing to do before it promotes: longer than the
 /// gaps within a burst of adds or deletes (a CLI start, a few ms), short enough that a
@@ -76,11 +79,22 @@ impl Agent {
         }
         let Some(name) = p.queue.pop() else { return };
         let Some(rec) = self.endpoints.get(&name).cloned() else { return };
-        // The name must still be the endpoint's device: the link goes on whatever the
-        // name resolves to.
+        // The name must still be the endpoint's device (the link goes on whatever the
+        // name resolves to), and it must have its filter: a move, never a repair. An
+        // endpoint whose attachment is gone is reconciliation's to find and report.
         match crate::plumbing::link::get(&self.netlink, &rec.host_ifname).await {
             Ok(Some(l)) if l.index == rec.host_ifindex => {}
             _ => return,
+        }
+        let filters = crate::datapath::tc_programs(
+            &self.netlink,
+            &rec.host_ifname,
+            rec.host_ifindex,
+            AttachMode::Clsact,
+        )
+        .await;
+        if !filters.is_some_and(|f| f.iter().any(|p| p == program::FROM_CONTAINER)) {
+            return;
         }
         let started = std::time::Instant::now();
         let p = self.promotions.as_mut().expect("checked above");
