@@ -275,6 +275,48 @@ fn a_slow_endpoint_add_holds_up_no_other_request_and_its_own_wait_for_it() {
     assert!(drift.status.success(), "{}", String::from_utf8_lossy(&drift.stdout));
 }
 
+/// Addresses come and go on the node's other links all the time (each endpoint's veth
+/// gets and loses an IPv6 link-local one): only the uplink's are the agent's business.
+/// One on another link while an add is in flight must not queue the requests behind it
+/// until the add ends (it did: `del --no-wait` back to back cost each delete the one
+/// before it, ~20 ms).
+#[test]
+fn another_links_address_events_hold_up_no_request() {
+    let slow_step = Duration::from_millis(if netpath_tests::in_guest() { 8000 } else { 2000 });
+    let mut lab = Lab::new(2);
+    lab.agent_env = vec![("NETPATH_SLOW_STEP".into(), format!("pair:{}", slow_step.as_millis()))];
+    lab.start_agent();
+    let ns = |i: usize| lab.containers[i].path().to_str().unwrap().to_string();
+    lab.netpath_ok(&["endpoint", "add", "web", "--netns", &ns(0)]);
+    assert!(lab
+        .node
+        .exec(&["ip", "link", "add", "extra0", "type", "veth", "peer", "name", "extra1"])
+        .status
+        .success());
+    let lab = &lab;
+    let started = Instant::now();
+    let (add, add_done, port_done) = std::thread::scope(|s| {
+        let slow = s.spawn(|| {
+            let o = lab.netpath(&["endpoint", "add", "slow", "--netns", &ns(1)]);
+            (o, started.elapsed())
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        let addr = lab.node.exec(&["ip", "addr", "add", "10.99.9.1/32", "dev", "extra0"]);
+        assert!(addr.status.success());
+        std::thread::sleep(Duration::from_millis(100));
+        lab.netpath_ok(&["port", "add", "8080", "web:80"]);
+        let port_done = started.elapsed();
+        let (add, add_done) = slow.join().unwrap();
+        (add, add_done, port_done)
+    });
+    assert!(add.status.success(), "{}", String::from_utf8_lossy(&add.stderr));
+    assert!(add_done >= slow_step, "the hook did not slow the add: {add_done:?}");
+    assert!(
+        port_done < add_done,
+        "port add answered at {port_done:?}, after the add in flight ({add_done:?}): held up by an address event"
+    );
+}
+
 /// `endpoint del --no-wait` answers once the endpoint is out of the state and the
 /// datapath, before its pair is gone (made slow here by a test hook); an add of the same
 /// endpoint right after waits for the deletion, and gets a pair of its own.

@@ -136,7 +136,8 @@ pub async fn serve(mut agent: Agent, mut stop: Stop) -> Result<(), AgentError> {
     let (jobs_tx, mut jobs) = mpsc::channel::<Job>(1024);
     tokio::spawn(Listener::new(listener, jobs_tx.clone()).run());
     if let Some(name) = agent.node.uplink_name.clone() {
-        if let Err(e) = super::uplink::watch(name, jobs_tx.clone()) {
+        let index = agent.node.uplink.as_ref().map(|u| u.index);
+        if let Err(e) = super::uplink::watch(name, index, jobs_tx.clone()) {
             warn!("cannot watch the uplink's link events: {e}");
         }
     }

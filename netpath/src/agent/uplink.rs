@@ -27,8 +27,12 @@ pub enum LinkEvent {
 const GROUPS: u32 = 0x1 | 0x10 | 0x100;
 
 /// Subscribes to the node's link and address events and turns those about `name` into
-/// jobs for the agent.
-pub fn watch(name: String, jobs: mpsc::Sender<Job>) -> Result<(), AgentError> {
+/// jobs for the agent: its link's, and the addresses of the link that has that name
+/// (`index` at the start, then whichever link of that name the events announce). Other
+/// links' addresses (every endpoint's veth gets and loses an IPv6 link-local one) are
+/// none of the agent's business: as jobs they would wait, and hold up the requests
+/// behind them, until the endpoint changes in flight end.
+pub fn watch(name: String, index: Option<u32>, jobs: mpsc::Sender<Job>) -> Result<(), AgentError> {
     use rtnetlink::sys::{AsyncSocket as _, SocketAddr};
     let (mut conn, _handle, mut messages) = rtnetlink::new_connection().map_err(PlumbingError::Socket)?;
     conn.socket_mut()
@@ -37,6 +41,7 @@ pub fn watch(name: String, jobs: mpsc::Sender<Job>) -> Result<(), AgentError> {
         .map_err(|source| AgentError::Io { what: "cannot subscribe to link events".into(), source })?;
     tokio::spawn(conn);
     tokio::spawn(async move {
+        let mut uplink = index;
         while let Some((msg, _)) = messages.next().await {
             let NetlinkPayload::InnerMessage(msg) = msg.payload else { continue };
             let event = match msg {
@@ -45,9 +50,17 @@ pub fn watch(name: String, jobs: mpsc::Sender<Job>) -> Result<(), AgentError> {
                 {
                     continue
                 }
-                RouteNetlinkMessage::DelLink(l) => LinkEvent::Gone { index: l.header.index },
-                RouteNetlinkMessage::NewLink(l) => LinkEvent::Present { index: l.header.index },
-                RouteNetlinkMessage::NewAddress(a) | RouteNetlinkMessage::DelAddress(a) => {
+                RouteNetlinkMessage::DelLink(l) => {
+                    uplink = None;
+                    LinkEvent::Gone { index: l.header.index }
+                }
+                RouteNetlinkMessage::NewLink(l) => {
+                    uplink = Some(l.header.index);
+                    LinkEvent::Present { index: l.header.index }
+                }
+                RouteNetlinkMessage::NewAddress(a) | RouteNetlinkMessage::DelAddress(a)
+                    if uplink == Some(a.header.index) =>
+                {
                     LinkEvent::Address { index: a.header.index }
                 }
                 _ => continue,
