@@ -6,7 +6,7 @@
 //! measures it next to netpath and the plain veth pair: what is left between the floor
 //! and the limit is the layout's own cost, which no program on this layout can remove.
 use aya_ebpf::{
-    bindings::TC_ACT_OK, helpers::generated::bpf_redirect_peer, macros::classifier, programs::TcContext,
+    bindings::TC_ACT_UNSPEC, helpers::generated::bpf_redirect_peer, macros::classifier, programs::TcContext,
 };
 use netpath_common::EndpointKey;
 use network_types::{
@@ -21,7 +21,9 @@ pub fn layout_floor(ctx: TcContext) -> i32 {
     match peer(&ctx) {
         // SAFETY: plain helper call; the kernel validates the ifindex when it acts.
         Some(ifindex) => unsafe { bpf_redirect_peer(ifindex, 0) as i32 },
-        None => TC_ACT_OK as i32,
+        // TCX_NEXT under TCX (the next program decides: netpath's, when the bench puts
+        // the floor in front of it), and the default action under clsact: the stack's.
+        None => TC_ACT_UNSPEC,
     }
 }
 

@@ -31,10 +31,13 @@ pub enum Mode {
     TraceOther,
     #[serde(rename = "trace of this flow")]
     TraceThis,
+    /// netpath's floor in front of its program in the same world (bench::floor::in_front).
+    #[serde(rename = "floor in netpath's place")]
+    Floor,
 }
 
 impl Mode {
-    pub const ALL: [Mode; 4] = [Mode::Off, Mode::BpfStats, Mode::TraceOther, Mode::TraceThis];
+    pub const ALL: [Mode; 5] = [Mode::Off, Mode::Floor, Mode::BpfStats, Mode::TraceOther, Mode::TraceThis];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -42,6 +45,7 @@ impl Mode {
             Mode::BpfStats => "--bpf-stats",
             Mode::TraceOther => "trace, another flow",
             Mode::TraceThis => "trace, this flow",
+            Mode::Floor => "floor in its place",
         }
     }
 
@@ -51,7 +55,7 @@ impl Mode {
         match self {
             Mode::TraceOther => Some(&["--host", "192.0.2.1"]),
             Mode::TraceThis => Some(&["--endpoint", "b"]),
-            Mode::Off | Mode::BpfStats => None,
+            Mode::Off | Mode::BpfStats | Mode::Floor => None,
         }
     }
 }
@@ -122,12 +126,25 @@ pub fn run(w: &mut World, pace: Pace) -> Observability {
             r.samples.push(s);
         }
     };
+    let in_front = floor_endpoints(w);
     // Repetitions outermost: drift hits every mode alike.
     for _ in 0..pace.reps {
         for test in TESTS {
-            for mode in [Mode::Off, Mode::TraceOther, Mode::TraceThis] {
+            for mode in [Mode::Off, Mode::Floor, Mode::TraceOther, Mode::TraceThis] {
+                let floor = match (mode, &in_front) {
+                    (Mode::Floor, Some(endpoints)) => match super::floor::in_front(&w.lab, endpoints) {
+                        Ok(floor) => Some(floor),
+                        Err(e) => {
+                            eprintln!("observability: no floor in netpath's place: {e:#}");
+                            continue;
+                        }
+                    },
+                    (Mode::Floor, None) => continue,
+                    _ => None,
+                };
                 let trace = mode.trace_args().map(|args| Trace::start(w, args));
                 let s = measure(w, PathKind::C2c, test, Placement::SameCpu, pace.duration);
+                drop(floor);
                 let traced = trace.map(Trace::stop);
                 if mode == Mode::TraceThis && traced == Some(0) {
                     eprintln!("observability: the trace of the measured flow printed nothing");
@@ -165,6 +182,21 @@ pub fn run(w: &mut World, pace: Pace) -> Observability {
         restart(w, &[]);
     }
     out
+}
+
+/// The container-to-container endpoints' host ifindexes and IPv4 addresses, for the
+/// floor in netpath's place; None before TCX (6.6), where it cannot be put in front.
+fn floor_endpoints(w: &World) -> Option<Vec<(u32, std::net::Ipv4Addr)>> {
+    if !netpath_tests::kernel_at_least(6, 6) {
+        return None;
+    }
+    let list: serde_json::Value =
+        serde_json::from_str(&w.lab.netpath_ok(&["endpoint", "list", "-o", "json"])).ok()?;
+    list["endpoints"]
+        .as_array()?
+        .iter()
+        .map(|e| Some((e["host_ifindex"].as_u64()? as u32, e["ip"].as_str()?.parse().ok()?)))
+        .collect()
 }
 
 /// The lab's programs as the kernel reports them: those using a map pinned in the
@@ -271,6 +303,7 @@ impl Observability {
         let mut bad: Vec<String> = self
             .runs
             .iter()
+            .filter(|r| r.mode != Mode::Floor || netpath_tests::kernel_at_least(6, 6))
             .filter(|r| r.samples.is_empty() || r.samples.iter().any(|s| s.rate.is_nan() || s.rate <= 0.0))
             .map(|r| format!("observability {} {}", r.mode.name(), r.test.name()))
             .collect();
@@ -288,9 +321,9 @@ impl Observability {
             return;
         }
         let _ = writeln!(md, "\n### What netpath's instruments cost: container to container\n");
-        let _ = writeln!(md, "netpath alone, with `--bpf-stats` (the kernel's run-time accounting), with a `netpath trace` of another flow running (every packet pays the filter), and with a trace of this flow (every packet snapshotted and sent). Rate (min-max) and p50/p99/p99.9 round trip in microseconds; ratios pair by pair against off.\n");
-        let _ = writeln!(md, "| test | off | --bpf-stats | trace, another flow | trace, this flow | stats/off | other/off | this/off |");
-        let _ = writeln!(md, "|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(md, "netpath alone; with its layout's floor in front of its program in the same world (the floor's work instead of netpath's, interleaved with the other modes: netpath/floor without the spread between two worlds); with `--bpf-stats` (the kernel's run-time accounting), with a `netpath trace` of another flow running (every packet pays the filter), and with a trace of this flow (every packet snapshotted and sent). Rate (min-max) and p50/p99/p99.9 round trip in microseconds; ratios pair by pair against off (netpath/floor: off against the floor).\n");
+        let _ = writeln!(md, "| test | off | floor in its place | --bpf-stats | trace, another flow | trace, this flow | netpath/floor | stats/off | other/off | this/off |");
+        let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|");
         for test in TESTS {
             let cell = |m| self.run(m, test).map_or("-".into(), |r| Stat::of(&r.samples).show(test));
             let ratio = |m| {
@@ -299,11 +332,21 @@ impl Observability {
                 r.is_finite().then(|| format!("{r:.2}x"))
             };
             let r = |m| ratio(m).unwrap_or_else(|| "-".into());
+            let own = {
+                let pair = self.run(Mode::Off, test).zip(self.run(Mode::Floor, test));
+                let r = pair.map_or(f64::NAN, |(a, b)| pair_median(&a.samples, &b.samples));
+                if r.is_finite() {
+                    format!("{r:.3}x")
+                } else {
+                    "-".into()
+                }
+            };
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {own} | {} | {} | {} |",
                 test.name(),
                 cell(Mode::Off),
+                cell(Mode::Floor),
                 cell(Mode::BpfStats),
                 cell(Mode::TraceOther),
                 cell(Mode::TraceThis),
