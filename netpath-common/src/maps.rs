@@ -16,6 +16,17 @@ pub const SENDERS: &str = "SENDERS";
 /// SENDERS' slots, a power of two.
 pub const SENDER_SLOTS: u32 = 16_384;
 const _: () = assert!(SENDER_SLOTS.is_power_of_two());
+/// Whether a container may be answering a hairpinned connection (another container's
+/// connection to a published port of the node, translated to it), two u64s: at
+/// [`HAIRPIN_OPENED`] the hairpins the datapath has opened, at [`HAIRPIN_CLEARED`] one
+/// more than that count as the agent read it before a conntrack pass that found no
+/// hairpin flow. While CLEARED == OPENED + 1 none lives, and a container with published
+/// ports sends to another without the conntrack lookup its replies to a hairpin need.
+/// Two writers, each of its own element. Not pinned: a fresh one (zeros) means "look
+/// up" until its agent's first pass.
+pub const HAIRPIN: &str = "HAIRPIN";
+pub const HAIRPIN_OPENED: u32 = 0;
+pub const HAIRPIN_CLEARED: u32 = 1;
 /// [`crate::Reason`] as index -> per-CPU [`crate::TrafficCounters`] (tx fields used).
 pub const REASON_STATS: &str = "REASON_STATS";
 

@@ -141,6 +141,7 @@ pub fn container_snat6(ctx: TcContext) -> i32 {
             // Its pair uncounted; container_nat6 counts the packet when it translates it.
             let (ip, port) = port_map::target(&flow.key).ok_or(Reason::DropNoEndpoint)?;
             conntrack::create_dnat(&flow, ip, port, ctx.len(), false)?;
+            crate::hairpin::opened();
             // SAFETY: a tail call that succeeds does not return.
             let _ = unsafe { PROGS6.tail_call(ctx, TAIL_CONTAINER_NAT6) };
             return Err(Reason::DropRedirectFailed);

@@ -120,8 +120,9 @@ fn try_container_path6(ctx: &TcContext) -> Result<(i32, Reason), Reason> {
         return to_outside(ctx, ifindex, src, dst, ip[ipv6::HOP_LIMIT], published);
     };
     // A container with published ports may be answering a hairpinned connection: its
-    // reply must get the node address back. Only such containers pay the lookup.
-    if published {
+    // reply must get the node address back. Only such containers pay the lookup, and
+    // only while a hairpin may live.
+    if published && crate::hairpin::may_live() {
         // SAFETY: a tail call that succeeds does not return; the packet, unchanged, is
         // then container_nat6's, which delivers what is no such reply as below.
         let _ = unsafe { PROGS6.tail_call(ctx, TAIL_CONTAINER_NAT6) };

@@ -40,6 +40,7 @@ use crate::{
     conntrack, counters,
     flow::{self, Flow},
     forward::{self, Hook},
+    hairpin,
     headers::{tcp, IPPROTO_TCP, IP_OFF},
     icmp_error::{self, Direction},
     maps::{CLUSTER_PROGS, ENDPOINTS, ENDPOINT_PROGS, ENDPOINT_PROGS6, NODE_CONFIG},
@@ -132,9 +133,10 @@ fn try_from_container(ctx: &TcContext) -> Result<(i32, Reason), Reason> {
             return Ok((PASS, Reason::PassedToStack));
         }
         // A container with published ports may be answering a hairpinned connection: its
-        // reply must get the node address back. Only such containers pay the lookup. (A
-        // bridged one answers its neighbour on the link, to its MAC, as above.)
-        if sender.flags & ENDPOINT_F_PUBLISHED != 0 {
+        // reply must get the node address back. Only such containers pay the lookup, and
+        // only while a hairpin may live. (A bridged one answers its neighbour on the link,
+        // to its MAC, as above.)
+        if sender.flags & ENDPOINT_F_PUBLISHED != 0 && hairpin::may_live() {
             match flow::parse(ctx) {
                 Ok(flow) => {
                     if let Some(entry) = conntrack::lookup(&flow, len) {
@@ -218,7 +220,9 @@ fn to_outside(ctx: &TcContext, at: Sender) -> Result<(i32, Reason), Reason> {
                 None if to_node => match port_map::target(&flow.key) {
                     // Hairpin: a container reaching a published port through the node address.
                     Some((ip, port)) => {
-                        (conntrack::create_dnat(&flow, ip, port, len, true)?, Reason::DnatNewFlow)
+                        let entry = conntrack::create_dnat(&flow, ip, port, len, true)?;
+                        hairpin::opened();
+                        (entry, Reason::DnatNewFlow)
                     }
                     None => return Ok((PASS, Reason::PassedToStack)),
                 },

@@ -1,6 +1,9 @@
 //! netpath's datapath: one entry file per attach point, one module per concern.
 #![no_std]
 #![no_main]
+// core::intrinsics::atomic_xadd: the one atomic add (see hairpin.rs).
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
 
 mod arp;
 mod conntrack;
@@ -15,6 +18,7 @@ mod frag_needed;
 mod from_container;
 mod from_other_node6;
 mod from_tunnel;
+mod hairpin;
 mod headers;
 mod icmp6_error;
 mod icmp_error;

@@ -139,6 +139,10 @@ pub static PROGS6: ProgramArray = ProgramArray::pinned(capacity(name::PROGS6), f
 pub static SENDERS: Array<SenderEntry> =
     Array::with_max_entries(capacity(name::SENDERS), flags(name::SENDERS));
 
+/// Whether a hairpin may live (see netpath_common::maps::HAIRPIN): this agent's own.
+#[map]
+pub static HAIRPIN: Array<u64> = Array::with_max_entries(capacity(name::HAIRPIN), flags(name::HAIRPIN));
+
 /// The rare-event logger's slot (see netpath_common::maps::RARE_PROGS).
 #[map]
 pub static RARE_PROGS: ProgramArray =

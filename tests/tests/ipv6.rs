@@ -688,3 +688,50 @@ fn a_container_reaches_a_port_published_on_ipv6_through_the_node_address() {
         SocketAddr::new(IpAddr::V6(NODE_UPLINK_IP6), 8081)
     )));
 }
+
+/// IPv6's half of nat.rs's hairpin test: a hairpin opened after collection passes that
+/// found none is translated, and stays so across passes while it lives (its count
+/// moved; the passes see its entries in CONNTRACK6). Either half missing, b's replies
+/// reach a with b's own address.
+#[test]
+fn an_ipv6_hairpin_after_quiet_collection_passes_is_translated_and_stays_so_across_them() {
+    use std::net::{IpAddr, SocketAddr};
+    let lab = lab_with_uplink6_of(&["--pod-cidr6", POD_CIDR6, "--ct-gc-interval", "1"], &["a", "b"]);
+    let b = ip6_of(&lab, "b");
+    lab.netpath_ok(&["port", "add", "8080", "b:9000"]);
+    // Passes with no hairpin flow: the datapath has been told none lives.
+    std::thread::sleep(Duration::from_secs(3));
+    let listener = lab.containers[1]
+        .run(move || TcpListener::bind(SocketAddrV6::new(b, 9000, 0, 0)))
+        .join()
+        .unwrap()
+        .unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut s, peer) = listener.accept().unwrap();
+        let mut buf = [0u8; 4];
+        while s.read_exact(&mut buf).is_ok() {
+            s.write_all(&buf).unwrap();
+        }
+        peer
+    });
+    lab.containers[0]
+        .run(move || {
+            let node = SocketAddr::new(IpAddr::V6(NODE_UPLINK_IP6), 8080);
+            let mut s = TcpStream::connect_timeout(&node, Duration::from_secs(5))
+                .unwrap_or_else(|e| panic!("hairpin connect after quiet passes: {e}"));
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut back = [0u8; 4];
+            for (i, line) in [b"one\n", b"two\n"].into_iter().enumerate() {
+                if i > 0 {
+                    // Passes while the hairpin lives.
+                    std::thread::sleep(Duration::from_secs(3));
+                }
+                s.write_all(line).unwrap();
+                s.read_exact(&mut back).unwrap_or_else(|e| panic!("echo {i} through the hairpin: {e}"));
+                assert_eq!(&back, line);
+            }
+        })
+        .join()
+        .unwrap();
+    assert_eq!(server.join().unwrap().ip(), IpAddr::V6(ip6_of(&lab, "a")), "the hairpin keeps a's address");
+}

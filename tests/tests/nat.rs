@@ -863,3 +863,49 @@ fn ten_thousand_ports_in_one_call_are_all_served_and_deleted_in_one_call() {
     });
     assert!(gone.join().unwrap().is_err(), "an unpublished port still reaches the container");
 }
+
+/// A published container answers other containers without the conntrack lookup while
+/// no hairpin lives: the datapath counts each hairpin it opens, the agent's collection
+/// passes say when none is left. Both halves must hold: a hairpin opened after passes
+/// that found none is still translated (its count moved), and a live one stays
+/// translated across passes (a pass sees its entries and clears nothing). Either half
+/// missing, the server's replies reach the client with the server's own address: the
+/// connect or the second exchange fails.
+#[test]
+fn a_hairpin_after_quiet_collection_passes_is_translated_and_stays_so_across_them() {
+    let lab = lab_with_agent(&["--ct-gc-interval", "1"]);
+    let web = lab.add_endpoint("web", 0);
+    let client = lab.add_endpoint("client", 1);
+    lab.netpath_ok(&["port", "add", "8080", "web:80"]);
+    // Passes with no hairpin flow: the datapath has been told none lives.
+    std::thread::sleep(Duration::from_secs(3));
+    let listener = lab.containers[0].run(move || TcpListener::bind((web, 80))).join().unwrap().unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut s, peer) = listener.accept().unwrap();
+        let mut buf = [0u8; 4];
+        while s.read_exact(&mut buf).is_ok() {
+            s.write_all(&buf).unwrap();
+        }
+        peer
+    });
+    lab.containers[1]
+        .run(move || {
+            let node = SocketAddr::from((NODE_UPLINK_IP, 8080));
+            let mut s = TcpStream::connect_timeout(&node, Duration::from_secs(5))
+                .unwrap_or_else(|e| panic!("hairpin connect after quiet passes: {e}"));
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut back = [0u8; 4];
+            for (i, line) in [b"one\n", b"two\n"].into_iter().enumerate() {
+                if i > 0 {
+                    // Passes while the hairpin lives.
+                    std::thread::sleep(Duration::from_secs(3));
+                }
+                s.write_all(line).unwrap();
+                s.read_exact(&mut back).unwrap_or_else(|e| panic!("echo {i} through the hairpin: {e}"));
+                assert_eq!(&back, line);
+            }
+        })
+        .join()
+        .unwrap();
+    assert_eq!(server.join().unwrap().ip(), IpAddr::V4(client), "the hairpin keeps the client's address");
+}

@@ -6,7 +6,7 @@ use std::{collections::HashSet, time::Duration};
 use aya::Pod;
 use netpath_common::{
     conntrack::{NatEntry, Tuple, CT_F_REPLY, TCP_CLOSING, TCP_ESTABLISHED},
-    Reason,
+    Ip6, Reason,
 };
 use tracing::debug;
 
@@ -61,25 +61,46 @@ impl CtConfig {
     }
 
     /// One collection pass over every conntrack table, both families; returns how many
-    /// entries were removed.
+    /// entries were removed. A pass that saw no hairpin flow tells the datapath so.
     pub fn collect(&self, datapath: &mut Datapath) -> Result<u64, DatapathError> {
+        // Read before the tables: a hairpin opened after this read counts past it (the
+        // datapath counts after the pair went in), so clearing up to it never hides one.
+        let opened = datapath.hairpins_opened()?;
+        let endpoints: HashSet<Ipv4> =
+            datapath.endpoint_entries()?.iter().map(|(ip, _)| ip.octets()).collect();
+        let endpoints6: HashSet<Ipv6> =
+            datapath.endpoint_entries6()?.iter().map(|(ip, _)| Ip6(ip.octets())).collect();
         let now = monotonic_ns();
-        let removed =
-            self.collect_family::<Ipv4>(datapath, now)? + self.collect_family::<Ipv6>(datapath, now)?;
+        let (removed, hairpin) = self.collect_family::<Ipv4>(datapath, now, &endpoints)?;
+        let (removed6, hairpin6) = self.collect_family::<Ipv6>(datapath, now, &endpoints6)?;
+        let removed = removed + removed6;
         if removed > 0 {
             datapath.add_to_reason(Reason::CtCollected, removed)?;
             debug!(removed, "conntrack entries collected");
         }
+        if !hairpin && !hairpin6 {
+            datapath.hairpins_closed(opened)?;
+        }
         Ok(removed)
     }
 
-    /// [`CtConfig::collect`] of family `A`'s two tables.
-    fn collect_family<A: Family>(&self, datapath: &mut Datapath, now: u64) -> Result<u64, DatapathError>
+    /// [`CtConfig::collect`] of family `A`'s two tables: how many entries went, and
+    /// whether the tables held a hairpin flow (an entry from one of `endpoints` to
+    /// another: a published container's reply to a hairpin, which only such a flow's
+    /// entries are; counted before the removals, so one just removed holds the datapath's
+    /// lookup for one more pass).
+    fn collect_family<A: Family>(
+        &self,
+        datapath: &mut Datapath,
+        now: u64,
+        endpoints: &HashSet<A>,
+    ) -> Result<(u64, bool), DatapathError>
     where
         Tuple<A>: Pod,
         NatEntry<A>: Pod,
     {
         let entries = datapath.conntrack_entries::<A>()?;
+        let hairpin = entries.iter().any(|(k, _)| endpoints.contains(&k.src) && endpoints.contains(&k.dst));
         let by_key: std::collections::HashMap<Tuple<A>, NatEntry<A>> = entries.iter().copied().collect();
         let mut done = HashSet::new();
         let mut removed = 0;
@@ -117,7 +138,7 @@ impl CtConfig {
                 removed += u64::from(datapath.remove_conntrack(&second)?);
             }
         }
-        Ok(removed)
+        Ok((removed, hairpin))
     }
 }
 

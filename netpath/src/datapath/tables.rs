@@ -107,6 +107,24 @@ impl Datapath {
         Ok(())
     }
 
+    fn hairpin(&mut self) -> Result<Array<&mut MapData, u64>, DatapathError> {
+        Array::try_from(self.map_data(maps::HAIRPIN)?).map_err(map_err(maps::HAIRPIN))
+    }
+
+    /// How many hairpins the datapath has opened (see netpath_common::maps::HAIRPIN):
+    /// read before a conntrack pass, whose finding no hairpin flow clears up to it.
+    pub fn hairpins_opened(&mut self) -> Result<u64, DatapathError> {
+        self.hairpin()?.get(&maps::HAIRPIN_OPENED, 0).map_err(map_err(maps::HAIRPIN))
+    }
+
+    /// Tells the datapath that no hairpin it opened up to `opened` (as read before the
+    /// pass that found none) lives: published containers skip the lookup for them until
+    /// it opens another.
+    pub fn hairpins_closed(&mut self, opened: u64) -> Result<(), DatapathError> {
+        let cleared = opened.wrapping_add(1);
+        self.hairpin()?.set(maps::HAIRPIN_CLEARED, cleared, 0).map_err(map_err(maps::HAIRPIN))
+    }
+
     fn senders(&mut self) -> Result<Array<&mut MapData, SenderEntry>, DatapathError> {
         Array::try_from(self.map_data(maps::SENDERS)?).map_err(map_err(maps::SENDERS))
     }
