@@ -65,21 +65,29 @@ impl CtConfig {
     pub fn collect(&self, datapath: &mut Datapath) -> Result<u64, DatapathError> {
         // Read before the tables: a hairpin opened after this read counts past it (the
         // datapath counts after the pair went in), so clearing up to it never hides one.
-        let opened = datapath.hairpins_opened()?;
-        let endpoints: HashSet<Ipv4> =
-            datapath.endpoint_entries()?.iter().map(|(ip, _)| ip.octets()).collect();
-        let endpoints6: HashSet<Ipv6> =
-            datapath.endpoint_entries6()?.iter().map(|(ip, _)| Ip6(ip.octets())).collect();
+        // What the shortcut needs and cannot read leaves it off (the lookup stays), and
+        // never holds up the collection.
+        let opened = datapath.hairpins_opened();
+        let endpoints: Result<HashSet<Ipv4>, _> =
+            datapath.endpoint_entries().map(|e| e.iter().map(|(ip, _)| ip.octets()).collect());
+        let endpoints6: Result<HashSet<Ipv6>, _> =
+            datapath.endpoint_entries6().map(|e| e.iter().map(|(ip, _)| Ip6(ip.octets())).collect());
         let now = monotonic_ns();
-        let (removed, hairpin) = self.collect_family::<Ipv4>(datapath, now, &endpoints)?;
-        let (removed6, hairpin6) = self.collect_family::<Ipv6>(datapath, now, &endpoints6)?;
+        let (removed, hairpin) = self.collect_family::<Ipv4>(datapath, now, endpoints.as_ref().ok())?;
+        let (removed6, hairpin6) = self.collect_family::<Ipv6>(datapath, now, endpoints6.as_ref().ok())?;
         let removed = removed + removed6;
         if removed > 0 {
             datapath.add_to_reason(Reason::CtCollected, removed)?;
             debug!(removed, "conntrack entries collected");
         }
-        if !hairpin && !hairpin6 {
-            datapath.hairpins_closed(opened)?;
+        match (opened, endpoints, endpoints6) {
+            (Ok(opened), Ok(_), Ok(_)) if !hairpin && !hairpin6 => {
+                if let Err(e) = datapath.hairpins_closed(opened) {
+                    debug!("hairpin shortcut not cleared: {e}");
+                }
+            }
+            (Err(e), ..) | (_, Err(e), _) | (.., Err(e)) => debug!("hairpin shortcut left off: {e}"),
+            _ => {}
         }
         Ok(removed)
     }
@@ -88,19 +96,20 @@ impl CtConfig {
     /// whether the tables held a hairpin flow (an entry from one of `endpoints` to
     /// another: a published container's reply to a hairpin, which only such a flow's
     /// entries are; counted before the removals, so one just removed holds the datapath's
-    /// lookup for one more pass).
+    /// lookup for one more pass). Without `endpoints`, true.
     fn collect_family<A: Family>(
         &self,
         datapath: &mut Datapath,
         now: u64,
-        endpoints: &HashSet<A>,
+        endpoints: Option<&HashSet<A>>,
     ) -> Result<(u64, bool), DatapathError>
     where
         Tuple<A>: Pod,
         NatEntry<A>: Pod,
     {
         let entries = datapath.conntrack_entries::<A>()?;
-        let hairpin = entries.iter().any(|(k, _)| endpoints.contains(&k.src) && endpoints.contains(&k.dst));
+        let hairpin = endpoints
+            .is_none_or(|eps| entries.iter().any(|(k, _)| eps.contains(&k.src) && eps.contains(&k.dst)));
         let by_key: std::collections::HashMap<Tuple<A>, NatEntry<A>> = entries.iter().copied().collect();
         let mut done = HashSet::new();
         let mut removed = 0;
