@@ -258,7 +258,7 @@ pub const MAPS: [MapSpec; 33] = [
         pinned: false,
         ..map(SENDERS, MapKind::Array, 4, size_of::<SenderEntry>(), Capacity::Fixed(SENDER_SLOTS), true)
     },
-    MapSpec { pinned: false, ..map(HAIRPIN, MapKind::Array, 4, 8, Capacity::Fixed(2), true) },
+    map(HAIRPIN, MapKind::Array, 4, 8, Capacity::Fixed(2), true),
     MapSpec { pinned: false, ..map(RARE_PROGS, MapKind::ProgArray, 4, 4, Capacity::Fixed(1), true) },
     MapSpec { pinned: false, ..map(AYA_LOGS, MapKind::RingBuf, 0, 0, Capacity::Fixed(AYA_LOGS_BYTES), true) },
 ];

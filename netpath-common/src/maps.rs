@@ -22,8 +22,10 @@ const _: () = assert!(SENDER_SLOTS.is_power_of_two());
 /// more than that count as the agent read it before a conntrack pass that found no
 /// hairpin flow. While CLEARED == OPENED + 1 none lives, and a container with published
 /// ports sends to another without the conntrack lookup its replies to a hairpin need.
-/// Two writers, each of its own element. Not pinned: a fresh one (zeros) means "look
-/// up" until its agent's first pass.
+/// Two writers, each of its own element. Pinned, so that every generation of programs
+/// counts into the one the running gate reads (an agent's restart swaps the NAT66
+/// stages and the container paths at different moments); a fresh one (zeros) means
+/// "look up" until the agent's first pass.
 pub const HAIRPIN: &str = "HAIRPIN";
 pub const HAIRPIN_OPENED: u32 = 0;
 pub const HAIRPIN_CLEARED: u32 = 1;

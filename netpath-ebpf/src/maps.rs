@@ -139,9 +139,9 @@ pub static PROGS6: ProgramArray = ProgramArray::pinned(capacity(name::PROGS6), f
 pub static SENDERS: Array<SenderEntry> =
     Array::with_max_entries(capacity(name::SENDERS), flags(name::SENDERS));
 
-/// Whether a hairpin may live (see netpath_common::maps::HAIRPIN): this agent's own.
+/// Whether a hairpin may live (see netpath_common::maps::HAIRPIN).
 #[map]
-pub static HAIRPIN: Array<u64> = Array::with_max_entries(capacity(name::HAIRPIN), flags(name::HAIRPIN));
+pub static HAIRPIN: Array<u64> = Array::pinned(capacity(name::HAIRPIN), flags(name::HAIRPIN));
 
 /// The rare-event logger's slot (see netpath_common::maps::RARE_PROGS).
 #[map]

@@ -1117,6 +1117,39 @@ impl Lab {
         serde_json::from_str::<Value>(&out).unwrap().as_array().unwrap().len()
     }
 
+    /// The values of one of netpath's pinned arrays of u64s, in index order, read by
+    /// bpftool.
+    pub fn map_u64s(&self, map: &str) -> Vec<u64> {
+        let pin = self.bpffs_dir.join(map);
+        let out = sh(&["bpftool", "-j", "map", "dump", "pinned", pin.to_str().unwrap()]);
+        let entries: Value = serde_json::from_str(&out).unwrap();
+        let byte = |b: &Value| u8::from_str_radix(b.as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
+        entries
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let bytes: Vec<u8> =
+                    e["value"].as_array().unwrap_or_else(|| panic!("{map}: {e}")).iter().map(byte).collect();
+                u64::from_le_bytes(bytes.try_into().unwrap_or_else(|b| panic!("{map}: not a u64: {b:?}")))
+            })
+            .collect()
+    }
+
+    /// [`Lab::map_u64s`] once `ok` holds for it, waiting up to 30 s (the agent's periodic
+    /// passes write some of them: slower under emulation); panics with `what` if never.
+    pub fn wait_for_u64s(&self, map: &str, what: &str, ok: impl Fn(&[u64]) -> bool) -> Vec<u64> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let values = self.map_u64s(map);
+            if ok(&values) {
+                return values;
+            }
+            assert!(Instant::now() < deadline, "{what}: {map} holds {values:?}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Interfaces in the node namespace.
     /// The ifindex of node interface `dev`.
     pub fn ifindex_of(&self, dev: &str) -> u32 {

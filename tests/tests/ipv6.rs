@@ -699,8 +699,10 @@ fn an_ipv6_hairpin_after_quiet_collection_passes_is_translated_and_stays_so_acro
     let lab = lab_with_uplink6_of(&["--pod-cidr6", POD_CIDR6, "--ct-gc-interval", "1"], &["a", "b"]);
     let b = ip6_of(&lab, "b");
     lab.netpath_ok(&["port", "add", "8080", "b:9000"]);
-    // Passes with no hairpin flow: the datapath has been told none lives.
-    std::thread::sleep(Duration::from_secs(3));
+    // A pass with no hairpin flow tells the datapath none lives.
+    let quiet = lab
+        .wait_for_u64s("HAIRPIN", "quiet passes turn the lookup off", |v| v.len() == 2 && v[1] == v[0] + 1);
+    let opened = quiet[0];
     let listener = lab.containers[1]
         .run(move || TcpListener::bind(SocketAddrV6::new(b, 9000, 0, 0)))
         .join()
@@ -734,4 +736,8 @@ fn an_ipv6_hairpin_after_quiet_collection_passes_is_translated_and_stays_so_acro
         .join()
         .unwrap();
     assert_eq!(server.join().unwrap().ip(), IpAddr::V6(ip6_of(&lab, "a")), "the hairpin keeps a's address");
+    // Its entries stay (closing) for a while yet, and a pass that sees them turns the
+    // lookup back on whatever the count: a pass that missed one would heal.
+    let after = lab.wait_for_u64s("HAIRPIN", "passes that see a hairpin turn the lookup on", |v| v[1] == 0);
+    assert_eq!(after[0], opened + 1, "one hairpin opened, one counted");
 }

@@ -877,8 +877,10 @@ fn a_hairpin_after_quiet_collection_passes_is_translated_and_stays_so_across_the
     let web = lab.add_endpoint("web", 0);
     let client = lab.add_endpoint("client", 1);
     lab.netpath_ok(&["port", "add", "8080", "web:80"]);
-    // Passes with no hairpin flow: the datapath has been told none lives.
-    std::thread::sleep(Duration::from_secs(3));
+    // A pass with no hairpin flow tells the datapath none lives.
+    let quiet = lab
+        .wait_for_u64s("HAIRPIN", "quiet passes turn the lookup off", |v| v.len() == 2 && v[1] == v[0] + 1);
+    let opened = quiet[0];
     let listener = lab.containers[0].run(move || TcpListener::bind((web, 80))).join().unwrap().unwrap();
     let server = std::thread::spawn(move || {
         let (mut s, peer) = listener.accept().unwrap();
@@ -908,4 +910,8 @@ fn a_hairpin_after_quiet_collection_passes_is_translated_and_stays_so_across_the
         .join()
         .unwrap();
     assert_eq!(server.join().unwrap().ip(), IpAddr::V4(client), "the hairpin keeps the client's address");
+    // Its entries stay (closing) for a while yet, and a pass that sees them turns the
+    // lookup back on whatever the count: a pass that missed one would heal.
+    let after = lab.wait_for_u64s("HAIRPIN", "passes that see a hairpin turn the lookup on", |v| v[1] == 0);
+    assert_eq!(after[0], opened + 1, "one hairpin opened, one counted");
 }

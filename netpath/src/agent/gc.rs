@@ -80,14 +80,18 @@ impl CtConfig {
             datapath.add_to_reason(Reason::CtCollected, removed)?;
             debug!(removed, "conntrack entries collected");
         }
-        match (opened, endpoints, endpoints6) {
-            (Ok(opened), Ok(_), Ok(_)) if !hairpin && !hairpin6 => {
-                if let Err(e) = datapath.hairpins_closed(opened) {
-                    debug!("hairpin shortcut not cleared: {e}");
-                }
+        // A pass that sees a hairpin, or cannot tell, turns the lookup back on: a pass
+        // that missed one (or a hairpin-shaped entry something else made) costs at most
+        // one interval, not until the next hairpin opens.
+        let none_live = match (opened, endpoints, endpoints6) {
+            (Ok(opened), Ok(_), Ok(_)) => (!hairpin && !hairpin6).then_some(opened),
+            (Err(e), ..) | (_, Err(e), _) | (.., Err(e)) => {
+                debug!("hairpin shortcut off: {e}");
+                None
             }
-            (Err(e), ..) | (_, Err(e), _) | (.., Err(e)) => debug!("hairpin shortcut left off: {e}"),
-            _ => {}
+        };
+        if let Err(e) = datapath.hairpin_shortcut(none_live) {
+            debug!("hairpin shortcut not written: {e}");
         }
         Ok(removed)
     }

@@ -117,11 +117,13 @@ impl Datapath {
         self.hairpin()?.get(&maps::HAIRPIN_OPENED, 0).map_err(map_err(maps::HAIRPIN))
     }
 
-    /// Tells the datapath that no hairpin it opened up to `opened` (as read before the
-    /// pass that found none) lives: published containers skip the lookup for them until
-    /// it opens another.
-    pub fn hairpins_closed(&mut self, opened: u64) -> Result<(), DatapathError> {
-        let cleared = opened.wrapping_add(1);
+    /// Some(n): no hairpin the datapath opened up to its `n`th (the count read before
+    /// the pass that found none) lives, and published containers skip the lookup until
+    /// it opens another. None: one may live (a pass saw one, or could not tell), the
+    /// lookup is on whatever the count.
+    pub fn hairpin_shortcut(&mut self, none_live_up_to: Option<u64>) -> Result<(), DatapathError> {
+        // 0 is never count + 1 (the count would have to wrap a u64).
+        let cleared = none_live_up_to.map_or(0, |n| n.wrapping_add(1));
         self.hairpin()?.set(maps::HAIRPIN_CLEARED, cleared, 0).map_err(map_err(maps::HAIRPIN))
     }
 
@@ -442,7 +444,8 @@ impl Datapath {
     }
 
     /// Every conntrack entry of both tables of family `A` (a snapshot; the datapath keeps
-    /// changing them). A flow being assured at this moment may show up twice.
+    /// changing them). A flow being assured at this moment may show up twice, never not
+    /// at all (see [`Datapath::conntrack_tables`]).
     pub fn conntrack_entries<A: Family>(&mut self) -> Result<Entries<A>, DatapathError>
     where
         Tuple<A>: Pod,
@@ -452,14 +455,18 @@ impl Datapath {
     }
 
     /// The entries of family `A`'s table of assured flows (CONNTRACK, CONNTRACK6) and of
-    /// its table of new flows, in that order.
+    /// its table of new flows, in that order. Read new flows first: a pair moves from
+    /// there to the assured table (written there before it leaves the new one), so a
+    /// pair moving during the reads is seen at least once; read the other way round it
+    /// could leave the assured table's read behind it and the new one before it, and a
+    /// collection pass would not see a live hairpin (see `HAIRPIN`).
     pub fn conntrack_tables<A: Family>(&mut self) -> Result<[Entries<A>; 2], DatapathError>
     where
         Tuple<A>: Pod,
         NatEntry<A>: Pod,
     {
         let mut out = [Vec::new(), Vec::new()];
-        for (entries, name) in out.iter_mut().zip(A::TABLES) {
+        for (entries, name) in out.iter_mut().zip(A::TABLES).rev() {
             let ct = self.conntrack::<A>(name)?;
             *entries = super::batch::read_all(ct.map(), name)?;
         }
