@@ -366,6 +366,35 @@ fn maps_and_nat_listings_decode_what_traffic_left() {
     let o = lab.netpath(&["map", "dump", "NOPE"]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("no map \"NOPE\""));
+
+    // Every map `map list` names can be dumped (the trace's two point at `trace`).
+    for name in netpath_common::contract::pinned().map(|m| m.name) {
+        let o = lab.netpath(&["map", "dump", name, "-o", "json"]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        if ["EVENTS", "TRACE_FILTER"].contains(&name) {
+            assert!(!o.status.success() && err.contains("netpath trace"), "{name}: {err}");
+        } else {
+            assert!(o.status.success(), "map dump {name}: {err}");
+        }
+    }
+    // A program array's slots name the programs the tail calls reach.
+    let slots = dump("ENDPOINT_PROGS");
+    assert_eq!(slots["entries"][0]["slot"], 0, "{slots}");
+    assert_eq!(slots["entries"][0]["program"], "container_path", "{slots}");
+    assert!(slots["entries"][0]["id"].as_u64().unwrap() > 0, "{slots}");
+    // IPv6's stages are loaded only on a node with --pod-cidr6: every slot shown, empty.
+    let progs6 = dump("PROGS6");
+    let slots6 = progs6["entries"].as_array().unwrap();
+    assert!(slots6.len() == 6 && slots6.iter().all(|r| r["program"].is_null()), "{progs6}");
+    // No hairpin was opened: the count is 0, and the lookup skipped once a pass saw none.
+    let hairpin = dump("HAIRPIN");
+    assert_eq!(hairpin["entries"][0]["opened"], 0, "{hairpin}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while dump("HAIRPIN")["entries"][0]["lookup"] != "skipped" {
+        assert!(std::time::Instant::now() < deadline, "no pass cleared the lookup: {}", dump("HAIRPIN"));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(dump("HAIRPIN")["entries"][0]["none_live_up_to"], 0);
 }
 
 /// Writes a masqueraded IPv6 TCP flow (fd00:77::2:40000 -> [2001:db8::1]:443, as

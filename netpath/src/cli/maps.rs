@@ -74,6 +74,16 @@ fn endpoint_row(ip: IpAddr, e: &netpath_common::EndpointInfo) -> Value {
 }
 
 fn dump(inspector: &Inspector, name: &str) -> anyhow::Result<Vec<Value>> {
+    let program_array = contract::pinned().find(|m| m.name == name && m.kind == contract::MapKind::ProgArray);
+    if let Some(m) = program_array {
+        // Slot order, empty slots included: a tail call into one falls through.
+        let slots = inspector.program_slots(m.name)?.into_iter().enumerate();
+        let row = |(slot, p): (usize, Option<(String, u32)>)| {
+            let (program, id) = p.map_or((Value::Null, Value::Null), |(n, id)| (n.into(), id.into()));
+            json!({ "slot": slot, "program": program, "id": id })
+        };
+        return Ok(slots.map(row).collect());
+    }
     let mut rows: Vec<Value> = match name {
         maps::ENDPOINTS => {
             inspector.endpoints()?.into_iter().map(|(ip, e)| endpoint_row(IpAddr::V4(ip), &e)).collect()
@@ -155,6 +165,12 @@ fn dump(inspector: &Inspector, name: &str) -> anyhow::Result<Vec<Value>> {
                 json!({ "socket_cookie": k.cookie, "container": at(k.ip, k.port), "requested": at(o.ip, o.port) })
             })
             .collect(),
+        maps::HAIRPIN => {
+            let [opened, cleared] = inspector.hairpin()?;
+            let skipped = cleared == opened.wrapping_add(1);
+            vec![json!({ "opened": opened, "none_live_up_to": cleared.checked_sub(1),
+                         "lookup": if skipped { "skipped" } else { "on" } })]
+        }
         maps::EVENTS | maps::TRACE_FILTER => bail!("{name} carries trace events: use `netpath trace`"),
         other => {
             let names: Vec<_> = contract::pinned().map(|m| m.name).collect();

@@ -141,20 +141,22 @@ type CtMap<A> = BpfHashMap<MapData, Tuple<A>, NatEntry<A>>;
 impl Inspector {
     /// The endpoint map: address -> what the datapath knows of it.
     pub fn endpoints(&self) -> Result<Vec<(Ipv4Addr, netpath_common::EndpointInfo)>, DatapathError> {
-        let map = self.open(maps::ENDPOINTS)?;
-        let eps: BpfHashMap<_, EndpointKey, netpath_common::EndpointInfo> = BpfHashMap::try_from(map)
-            .map_err(|source| DatapathError::Map { map: maps::ENDPOINTS, source: Box::new(source) })?;
-        Ok(eps.iter().filter_map(Result::ok).map(|(k, v)| (Ipv4Addr::from(k.addr), v)).collect())
+        // Typed first: the sizes checked before the batch read writes into buffers of them.
+        let eps: BpfHashMap<_, EndpointKey, netpath_common::EndpointInfo> =
+            BpfHashMap::try_from(self.open(maps::ENDPOINTS)?)
+                .map_err(|source| DatapathError::Map { map: maps::ENDPOINTS, source: Box::new(source) })?;
+        let eps = super::batch::read_all::<EndpointKey, _>(eps.map(), maps::ENDPOINTS)?;
+        Ok(eps.into_iter().map(|(k, v)| (Ipv4Addr::from(k.addr), v)).collect())
     }
 
     /// The IPv6 endpoint map: address (an endpoint's own or its link-local one) -> the
     /// same entry as its IPv4 address has.
     pub fn endpoints6(&self) -> Result<Vec<(Ipv6Addr, netpath_common::EndpointInfo)>, DatapathError> {
-        let map = self.open(maps::ENDPOINTS6)?;
         let eps: BpfHashMap<_, netpath_common::Endpoint6Key, netpath_common::EndpointInfo> =
-            BpfHashMap::try_from(map)
+            BpfHashMap::try_from(self.open(maps::ENDPOINTS6)?)
                 .map_err(|source| DatapathError::Map { map: maps::ENDPOINTS6, source: Box::new(source) })?;
-        Ok(eps.iter().filter_map(Result::ok).map(|(k, v)| (Ipv6Addr::from(k.addr), v)).collect())
+        let eps = super::batch::read_all::<netpath_common::Endpoint6Key, _>(eps.map(), maps::ENDPOINTS6)?;
+        Ok(eps.into_iter().map(|(k, v)| (Ipv6Addr::from(k.addr), v)).collect())
     }
 
     /// The node settings the agent gave the datapath.
@@ -253,6 +255,49 @@ impl Inspector {
         let arr: aya::maps::Array<_, netpath_common::NodeConfig6> =
             aya::maps::Array::try_from(map).map_err(err)?;
         arr.get(&0, 0).map_err(err)
+    }
+
+    /// HAIRPIN's two counts: hairpins the datapath opened, and the agent's mark (one
+    /// more than the count it read before a pass that found none live; 0: one may live).
+    pub fn hairpin(&self) -> Result<[u64; 2], DatapathError> {
+        let err = |source| DatapathError::Map { map: maps::HAIRPIN, source: Box::new(source) };
+        let arr: aya::maps::Array<_, u64> =
+            aya::maps::Array::try_from(self.open(maps::HAIRPIN)?).map_err(err)?;
+        Ok([
+            arr.get(&maps::HAIRPIN_OPENED, 0).map_err(err)?,
+            arr.get(&maps::HAIRPIN_CLEARED, 0).map_err(err)?,
+        ])
+    }
+
+    /// A pinned program array's slots: the name and ID of the program in each, None
+    /// where a slot is empty (a tail call into it falls through).
+    pub fn program_slots(&self, name: &'static str) -> Result<Vec<Option<(String, u32)>>, DatapathError> {
+        use std::os::fd::AsFd as _;
+        let data = self.map_data(name)?;
+        let err = |source| self.pinned_err(name, source);
+        let info = data.info().map_err(err)?;
+        // The kernel writes a value of the map's size: only a program array's is an ID.
+        let kind = info.map_type().map_err(err)?;
+        if kind != aya::maps::MapType::ProgramArray || info.value_size() != 4 {
+            let source = Box::new(aya::maps::MapError::InvalidMapType { map_type: kind as u32 });
+            return Err(DatapathError::Map { map: name, source });
+        }
+        let syscall = |io_error| DatapathError::Map {
+            map: name,
+            source: Box::new(aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+                call: "bpf_map_lookup_elem",
+                io_error,
+            })),
+        };
+        let ids = (0..info.max_entries())
+            .map(|i| super::sys::program_in_slot(data.fd().as_fd(), i).map_err(syscall))
+            .collect::<Result<Vec<_>, _>>()?;
+        let names: std::collections::HashMap<u32, String> = aya::programs::loaded_programs()
+            .flatten()
+            .filter(|p| ids.contains(&Some(p.id())))
+            .map(|p| (p.id(), p.name_as_str().unwrap_or("?").to_string()))
+            .collect();
+        Ok(ids.into_iter().map(|id| id.map(|id| (names.get(&id).cloned().unwrap_or_default(), id))).collect())
     }
 
     /// Kind, sizes and entry count of a pinned map.

@@ -13,6 +13,7 @@ mod programs;
 mod senders;
 mod slots;
 mod subif;
+mod sys;
 mod tables;
 
 use std::path::PathBuf;

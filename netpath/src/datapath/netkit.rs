@@ -11,33 +11,9 @@ use std::{
     path::Path,
 };
 
-use aya_obj::generated::{bpf_attach_type::BPF_NETKIT_PEER, bpf_attr, bpf_cmd};
+use aya_obj::generated::{bpf_attach_type::BPF_NETKIT_PEER, bpf_cmd};
 
-/// bpf(2) with `attr`; the kernel's return value.
-fn sys_bpf(cmd: bpf_cmd, attr: &mut bpf_attr) -> io::Result<i64> {
-    // SAFETY: attr is a valid, zero-initialised bpf_attr of the size passed; the kernel
-    // reads and writes only within it (and the buffers it points to, owned by callers).
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd as libc::c_long,
-            attr as *mut bpf_attr,
-            std::mem::size_of::<bpf_attr>() as libc::c_long,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(rc)
-}
-
-/// A bpf_attr of zeroes, in which callers set their command's fields (writes to a
-/// union's integer fields need no unsafe; the kernel wants every other field zero).
-fn zeroed() -> bpf_attr {
-    // SAFETY: bpf_attr is plain old data (a union of integer structs): all zeroes is a
-    // valid value, and the one the kernel expects in every field not set.
-    unsafe { std::mem::zeroed() }
-}
+use super::sys::{sys_bpf, zeroed};
 
 /// BPF_LINK_CREATE: `prog` as the peer program of the netkit primary device `ifindex`,
 /// after the programs already there.
