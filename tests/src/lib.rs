@@ -1150,6 +1150,59 @@ impl Lab {
         }
     }
 
+    /// The hairpin shortcut's test, either family: waits for a collection pass that found
+    /// no hairpin (HAIRPIN cleared), then `client` connects to the published `target`,
+    /// which `server` serves at `listen`, and echoes twice with passes in between. After
+    /// it, a pass that sees the hairpin's entries turns the lookup back on, and exactly
+    /// one more hairpin was counted. The server's view of the client's address.
+    pub fn hairpin_across_passes(
+        &self,
+        server: &Netns,
+        listen: std::net::SocketAddr,
+        client: &Netns,
+        target: std::net::SocketAddr,
+    ) -> std::net::SocketAddr {
+        use std::io::{Read as _, Write as _};
+        // A pass with no hairpin flow tells the datapath none lives.
+        let quiet = self.wait_for_u64s("HAIRPIN", "quiet passes turn the lookup off", |v| {
+            v.len() == 2 && v[1] == v[0] + 1
+        });
+        let listener = server.run(move || std::net::TcpListener::bind(listen)).join().unwrap().unwrap();
+        let served = std::thread::spawn(move || {
+            let (mut s, peer) = listener.accept().unwrap();
+            let mut buf = [0u8; 4];
+            while s.read_exact(&mut buf).is_ok() {
+                s.write_all(&buf).unwrap();
+            }
+            peer
+        });
+        client
+            .run(move || {
+                let mut s = std::net::TcpStream::connect_timeout(&target, Duration::from_secs(5))
+                    .unwrap_or_else(|e| panic!("hairpin connect after quiet passes: {e}"));
+                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let mut back = [0u8; 4];
+                for (i, line) in [b"one\n", b"two\n"].into_iter().enumerate() {
+                    if i > 0 {
+                        // Passes while the hairpin lives.
+                        std::thread::sleep(Duration::from_secs(3));
+                    }
+                    s.write_all(line).unwrap();
+                    s.read_exact(&mut back).unwrap_or_else(|e| panic!("echo {i} through the hairpin: {e}"));
+                    assert_eq!(&back, line);
+                }
+            })
+            .join()
+            .unwrap();
+        let peer = served.join().unwrap();
+        // Its entries stay (closing) for a while yet, and a pass that sees them turns the
+        // lookup back on whatever the count: a pass that missed one would heal.
+        let after =
+            self.wait_for_u64s("HAIRPIN", "passes that see a hairpin turn the lookup on", |v| v[1] == 0);
+        assert_eq!(after[0], quiet[0] + 1, "one hairpin opened, one counted");
+        peer
+    }
+
     /// Interfaces in the node namespace.
     /// The ifindex of node interface `dev`.
     pub fn ifindex_of(&self, dev: &str) -> u32 {

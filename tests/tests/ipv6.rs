@@ -699,45 +699,14 @@ fn an_ipv6_hairpin_after_quiet_collection_passes_is_translated_and_stays_so_acro
     let lab = lab_with_uplink6_of(&["--pod-cidr6", POD_CIDR6, "--ct-gc-interval", "1"], &["a", "b"]);
     let b = ip6_of(&lab, "b");
     lab.netpath_ok(&["port", "add", "8080", "b:9000"]);
-    // A pass with no hairpin flow tells the datapath none lives.
-    let quiet = lab
-        .wait_for_u64s("HAIRPIN", "quiet passes turn the lookup off", |v| v.len() == 2 && v[1] == v[0] + 1);
-    let opened = quiet[0];
-    let listener = lab.containers[1]
-        .run(move || TcpListener::bind(SocketAddrV6::new(b, 9000, 0, 0)))
-        .join()
-        .unwrap()
-        .unwrap();
-    let server = std::thread::spawn(move || {
-        let (mut s, peer) = listener.accept().unwrap();
-        let mut buf = [0u8; 4];
-        while s.read_exact(&mut buf).is_ok() {
-            s.write_all(&buf).unwrap();
-        }
-        peer
-    });
-    lab.containers[0]
-        .run(move || {
-            let node = SocketAddr::new(IpAddr::V6(NODE_UPLINK_IP6), 8080);
-            let mut s = TcpStream::connect_timeout(&node, Duration::from_secs(5))
-                .unwrap_or_else(|e| panic!("hairpin connect after quiet passes: {e}"));
-            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            let mut back = [0u8; 4];
-            for (i, line) in [b"one\n", b"two\n"].into_iter().enumerate() {
-                if i > 0 {
-                    // Passes while the hairpin lives.
-                    std::thread::sleep(Duration::from_secs(3));
-                }
-                s.write_all(line).unwrap();
-                s.read_exact(&mut back).unwrap_or_else(|e| panic!("echo {i} through the hairpin: {e}"));
-                assert_eq!(&back, line);
-            }
-        })
-        .join()
-        .unwrap();
-    assert_eq!(server.join().unwrap().ip(), IpAddr::V6(ip6_of(&lab, "a")), "the hairpin keeps a's address");
-    // Its entries stay (closing) for a while yet, and a pass that sees them turns the
-    // lookup back on whatever the count: a pass that missed one would heal.
-    let after = lab.wait_for_u64s("HAIRPIN", "passes that see a hairpin turn the lookup on", |v| v[1] == 0);
-    assert_eq!(after[0], opened + 1, "one hairpin opened, one counted");
+    let (listen, target) =
+        (SocketAddr::new(IpAddr::V6(b), 9000), SocketAddr::new(IpAddr::V6(NODE_UPLINK_IP6), 8080));
+    let peer = lab.hairpin_across_passes(&lab.containers[1], listen, &lab.containers[0], target);
+    assert_eq!(peer.ip(), IpAddr::V6(ip6_of(&lab, "a")), "the hairpin keeps a's address");
+    // The NAT66 stages that translated it, as `map dump` shows their program array.
+    let progs6: Value = serde_json::from_str(&lab.netpath_ok(&["map", "dump", "PROGS6", "-o", "json"])).unwrap();
+    let slots = progs6["entries"].as_array().unwrap();
+    assert!(slots.len() == 6 && slots.iter().all(|r| r["id"].is_u64()), "{progs6}");
+    let slot = netpath_common::maps::TAIL_CONTAINER_NAT6 as usize;
+    assert_eq!(slots[slot]["program"], "container_nat6", "{progs6}");
 }

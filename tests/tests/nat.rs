@@ -877,41 +877,7 @@ fn a_hairpin_after_quiet_collection_passes_is_translated_and_stays_so_across_the
     let web = lab.add_endpoint("web", 0);
     let client = lab.add_endpoint("client", 1);
     lab.netpath_ok(&["port", "add", "8080", "web:80"]);
-    // A pass with no hairpin flow tells the datapath none lives.
-    let quiet = lab
-        .wait_for_u64s("HAIRPIN", "quiet passes turn the lookup off", |v| v.len() == 2 && v[1] == v[0] + 1);
-    let opened = quiet[0];
-    let listener = lab.containers[0].run(move || TcpListener::bind((web, 80))).join().unwrap().unwrap();
-    let server = std::thread::spawn(move || {
-        let (mut s, peer) = listener.accept().unwrap();
-        let mut buf = [0u8; 4];
-        while s.read_exact(&mut buf).is_ok() {
-            s.write_all(&buf).unwrap();
-        }
-        peer
-    });
-    lab.containers[1]
-        .run(move || {
-            let node = SocketAddr::from((NODE_UPLINK_IP, 8080));
-            let mut s = TcpStream::connect_timeout(&node, Duration::from_secs(5))
-                .unwrap_or_else(|e| panic!("hairpin connect after quiet passes: {e}"));
-            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            let mut back = [0u8; 4];
-            for (i, line) in [b"one\n", b"two\n"].into_iter().enumerate() {
-                if i > 0 {
-                    // Passes while the hairpin lives.
-                    std::thread::sleep(Duration::from_secs(3));
-                }
-                s.write_all(line).unwrap();
-                s.read_exact(&mut back).unwrap_or_else(|e| panic!("echo {i} through the hairpin: {e}"));
-                assert_eq!(&back, line);
-            }
-        })
-        .join()
-        .unwrap();
-    assert_eq!(server.join().unwrap().ip(), IpAddr::V4(client), "the hairpin keeps the client's address");
-    // Its entries stay (closing) for a while yet, and a pass that sees them turns the
-    // lookup back on whatever the count: a pass that missed one would heal.
-    let after = lab.wait_for_u64s("HAIRPIN", "passes that see a hairpin turn the lookup on", |v| v[1] == 0);
-    assert_eq!(after[0], opened + 1, "one hairpin opened, one counted");
+    let (listen, target) = (SocketAddr::from((web, 80)), SocketAddr::from((NODE_UPLINK_IP, 8080)));
+    let peer = lab.hairpin_across_passes(&lab.containers[0], listen, &lab.containers[1], target);
+    assert_eq!(peer.ip(), IpAddr::V4(client), "the hairpin keeps the client's address");
 }
