@@ -420,16 +420,16 @@ impl Datapath {
 
     /// The ENDPOINTS map as it is in the kernel.
     pub fn endpoint_entries(&mut self) -> Result<Vec<(Ipv4Addr, EndpointInfo)>, DatapathError> {
+        // One batch read, not a syscall per key: every collection pass reads both maps.
         let map = self.endpoints()?;
-        let entries: Result<Vec<_>, _> = map.iter().collect();
-        let entries = entries.map_err(map_err(maps::ENDPOINTS))?;
+        let entries: Vec<(EndpointKey, EndpointInfo)> = super::batch::read_all(map.map(), maps::ENDPOINTS)?;
         Ok(entries.into_iter().map(|(k, v)| (Ipv4Addr::from(k.addr), v)).collect())
     }
 
     /// The ENDPOINTS6 map as it is in the kernel.
     pub fn endpoint_entries6(&mut self) -> Result<Vec<(Ipv6Addr, EndpointInfo)>, DatapathError> {
-        let entries: Result<Vec<_>, _> = self.endpoints6()?.iter().collect();
-        let entries = entries.map_err(map_err(maps::ENDPOINTS6))?;
+        let map = self.endpoints6()?;
+        let entries: Vec<(Endpoint6Key, EndpointInfo)> = super::batch::read_all(map.map(), maps::ENDPOINTS6)?;
         Ok(entries.into_iter().map(|(k, v)| (Ipv6Addr::from(k.addr), v)).collect())
     }
 
