@@ -76,6 +76,7 @@ pub fn run(filter: Option<&str>, host_only: bool) -> Result<()> {
             observe: false,
             vm: None,
             in_guest: false,
+            reps: None,
         })?;
         if !host_only {
             // The same integration suite on the kernels users run (TCX only from 6.6,

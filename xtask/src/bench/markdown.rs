@@ -339,48 +339,34 @@ impl Report {
 
     fn data_plane_targets(&self) -> Vec<String> {
         let mut out = Vec::new();
-        for t in [Test::TcpRr, Test::UdpRr] {
-            out.push(judge(
-                &format!("container-to-container {} vs limit", t.name()),
-                self.ratio(PathKind::C2c, t, Datapath::Limit, 0),
-                0.95,
-                "x",
-            ));
-            out.push(judge(
-                &format!("container-to-container {} vs iptables", t.name()),
-                self.ratio(PathKind::C2c, t, Datapath::Iptables, 0),
-                1.25,
-                "x",
-            ));
-            // The tail, against the limit's own: p99 over p99, repetition by repetition.
-            out.push(judge_at_most(
-                &format!("container-to-container {} p99 vs the limit's p99", t.name()),
-                self.p99_ratio(PathKind::C2c, t, Datapath::Limit),
-                1.1,
-                "x",
-            ));
+        // Container to container, both families alike (issue 19: IPv4's targets).
+        for (path, base) in [(PathKind::C2c, "iptables"), (PathKind::C2c6, "ip6tables")] {
+            let name = path.name();
+            for t in [Test::TcpRr, Test::UdpRr] {
+                let t_name = t.name();
+                out.push(judge(
+                    &format!("{name} {t_name} vs limit"),
+                    self.ratio(path, t, Datapath::Limit, 0),
+                    0.95,
+                    "x",
+                ));
+                out.push(judge(
+                    &format!("{name} {t_name} vs {base}"),
+                    self.ratio(path, t, Datapath::Iptables, 0),
+                    1.25,
+                    "x",
+                ));
+                // The tail, against the limit's own: p99 over p99, repetition by repetition.
+                out.push(judge_at_most(
+                    &format!("{name} {t_name} p99 vs the limit's p99"),
+                    self.p99_ratio(path, t, Datapath::Limit),
+                    1.1,
+                    "x",
+                ));
+            }
+            let crr = self.ratio(path, Test::TcpCrr, Datapath::Limit, 0);
+            out.push(judge(&format!("{name} TCP_CRR vs limit"), crr, 0.93, "x"));
         }
-        // IPv6: the same targets as IPv4 (issue 19).
-        for t in [Test::TcpRr, Test::UdpRr] {
-            out.push(judge(
-                &format!("container-to-container (IPv6) {} vs limit", t.name()),
-                self.ratio(PathKind::C2c6, t, Datapath::Limit, 0),
-                0.95,
-                "x",
-            ));
-            out.push(judge(
-                &format!("container-to-container (IPv6) {} vs ip6tables", t.name()),
-                self.ratio(PathKind::C2c6, t, Datapath::Iptables, 0),
-                1.25,
-                "x",
-            ));
-        }
-        out.push(judge(
-            "container-to-container TCP_CRR vs limit",
-            self.ratio(PathKind::C2c, Test::TcpCrr, Datapath::Limit, 0),
-            0.93,
-            "x",
-        ));
         // IPv6's published port (DNAT66 against Docker's ip6tables DNAT): IPv4's target.
         for (path, name) in
             [(PathKind::Dnat, "DNAT TCP_CRR vs iptables"), (PathKind::Dnat6, "DNAT66 TCP_CRR vs ip6tables")]
@@ -413,12 +399,10 @@ impl Report {
                 "x",
             ));
         }
-        out.push(judge(
-            "container-to-container TCP_STREAM vs limit",
-            self.ratio(PathKind::C2c, Test::TcpStream, Datapath::Limit, 0),
-            0.95,
-            "x",
-        ));
+        for path in [PathKind::C2c, PathKind::C2c6] {
+            let stream = self.ratio(path, Test::TcpStream, Datapath::Limit, 0);
+            out.push(judge(&format!("{} TCP_STREAM vs limit", path.name()), stream, 0.95, "x"));
+        }
         out.extend(self.subif_targets());
         out
     }

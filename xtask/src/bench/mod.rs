@@ -69,6 +69,10 @@ pub struct BenchArgs {
     /// the console for the host.
     #[arg(long, hide = true)]
     pub in_guest: bool,
+    /// Repetitions of each measurement (default 3, the smoke run's 1): more, for a
+    /// figure at its target's edge, whose median then rests on more samples.
+    #[arg(long, conflicts_with = "vm", value_parser = clap::value_parser!(u16).range(1..=50))]
+    pub reps: Option<u16>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -115,7 +119,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
         return emulated::run(kernel, &args);
     }
     prepare(!args.quick)?;
-    let pace = Pace::of(args.quick);
+    let pace =
+        Pace { reps: args.reps.map_or(Pace::of(args.quick).reps, usize::from), ..Pace::of(args.quick) };
     if args.cross_node {
         let cross = cross_node(args.quick, pace);
         let report =
