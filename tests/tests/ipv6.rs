@@ -704,7 +704,8 @@ fn an_ipv6_hairpin_after_quiet_collection_passes_is_translated_and_stays_so_acro
     let peer = lab.hairpin_across_passes(&lab.containers[1], listen, &lab.containers[0], target);
     assert_eq!(peer.ip(), IpAddr::V6(ip6_of(&lab, "a")), "the hairpin keeps a's address");
     // The NAT66 stages that translated it, as `map dump` shows their program array.
-    let progs6: Value = serde_json::from_str(&lab.netpath_ok(&["map", "dump", "PROGS6", "-o", "json"])).unwrap();
+    let progs6: Value =
+        serde_json::from_str(&lab.netpath_ok(&["map", "dump", "PROGS6", "-o", "json"])).unwrap();
     let slots = progs6["entries"].as_array().unwrap();
     assert!(slots.len() == 6 && slots.iter().all(|r| r["id"].is_u64()), "{progs6}");
     let slot = netpath_common::maps::TAIL_CONTAINER_NAT6 as usize;
