@@ -710,4 +710,7 @@ fn an_ipv6_hairpin_after_quiet_collection_passes_is_translated_and_stays_so_acro
     assert!(slots.len() == 6 && slots.iter().all(|r| r["id"].is_u64()), "{progs6}");
     let slot = netpath_common::maps::TAIL_CONTAINER_NAT6 as usize;
     assert_eq!(slots[slot]["program"], "container_nat6", "{progs6}");
+    // Named in full where the kernel keeps 15 characters of the name.
+    let slot = netpath_common::maps::TAIL_ICMP6_TO_CONTAINER as usize;
+    assert_eq!(slots[slot]["program"], "icmp6_to_container", "{progs6}");
 }

@@ -138,6 +138,21 @@ fn ct_row<A: Family>(k: &Tuple<A>, e: &NatEntry<A>, assured: bool, now_ns: u64) 
 
 type CtMap<A> = BpfHashMap<MapData, Tuple<A>, NatEntry<A>>;
 
+/// netpath's name for a program the kernel names: the kernel keeps 15 characters
+/// (`icmp6_to_contai`), so the one program of netpath's whose name that begins is meant;
+/// anything else (two such, or none) as the kernel has it.
+fn program_name(kernel: &str) -> String {
+    const KERNEL_NAME_LEN: usize = 15;
+    let mut of_ours = netpath_common::contract::PROGRAMS
+        .iter()
+        .map(|p| p.name)
+        .filter(|n| *n == kernel || (kernel.len() == KERNEL_NAME_LEN && n.starts_with(kernel)));
+    match (of_ours.next(), of_ours.next()) {
+        (Some(name), None) => name.to_string(),
+        _ => kernel.to_string(),
+    }
+}
+
 impl Inspector {
     /// The endpoint map: address -> what the datapath knows of it.
     pub fn endpoints(&self) -> Result<Vec<(Ipv4Addr, netpath_common::EndpointInfo)>, DatapathError> {
@@ -278,9 +293,15 @@ impl Inspector {
         let info = data.info().map_err(err)?;
         // The kernel writes a value of the map's size: only a program array's is an ID.
         let kind = info.map_type().map_err(err)?;
-        if kind != aya::maps::MapType::ProgramArray || info.value_size() != 4 {
-            let source = Box::new(aya::maps::MapError::InvalidMapType { map_type: kind as u32 });
-            return Err(DatapathError::Map { map: name, source });
+        let invalid = if kind != aya::maps::MapType::ProgramArray {
+            Some(aya::maps::MapError::InvalidMapType { map_type: kind as u32 })
+        } else if info.value_size() != 4 {
+            Some(aya::maps::MapError::InvalidValueSize { size: info.value_size() as usize, expected: 4 })
+        } else {
+            None
+        };
+        if let Some(e) = invalid {
+            return Err(DatapathError::Map { map: name, source: Box::new(e) });
         }
         let syscall = |io_error| DatapathError::Map {
             map: name,
@@ -292,12 +313,17 @@ impl Inspector {
         let ids = (0..info.max_entries())
             .map(|i| super::sys::program_in_slot(data.fd().as_fd(), i).map_err(syscall))
             .collect::<Result<Vec<_>, _>>()?;
+        if ids.iter().all(Option::is_none) {
+            return Ok(vec![None; ids.len()]);
+        }
+        // A program gone between the two reads (an agent's restart) has no name: "?".
         let names: std::collections::HashMap<u32, String> = aya::programs::loaded_programs()
             .flatten()
             .filter(|p| ids.contains(&Some(p.id())))
-            .map(|p| (p.id(), p.name_as_str().unwrap_or("?").to_string()))
+            .map(|p| (p.id(), program_name(p.name_as_str().unwrap_or("?"))))
             .collect();
-        Ok(ids.into_iter().map(|id| id.map(|id| (names.get(&id).cloned().unwrap_or_default(), id))).collect())
+        let named = |id: u32| (names.get(&id).cloned().unwrap_or_else(|| "?".to_string()), id);
+        Ok(ids.into_iter().map(|id| id.map(named)).collect())
     }
 
     /// Kind, sizes and entry count of a pinned map.
@@ -514,6 +540,16 @@ mod tests {
     /// A row as `ct list -o json` prints it.
     fn json<A: Family>(k: &Tuple<A>, e: &NatEntry<A>) -> String {
         serde_json::to_string(&ct_row(k, e, true, 5_000_000_000)).unwrap()
+    }
+
+    #[test]
+    fn programs_are_named_in_full_where_the_kernel_cut_the_name() {
+        assert_eq!(super::program_name("icmp6_to_contai"), "icmp6_to_container");
+        assert_eq!(super::program_name("from_other_node"), "from_other_node6");
+        assert_eq!(super::program_name("uplink_in"), "uplink_in", "not uplink_in6");
+        // Two of ours begin so: the kernel's name stays.
+        assert_eq!(super::program_name("node_getpeernam"), "node_getpeernam");
+        assert_eq!(super::program_name("someone_else"), "someone_else");
     }
 
     #[test]

@@ -71,7 +71,7 @@ pub struct BenchArgs {
     pub in_guest: bool,
     /// Repetitions of each measurement (default 3, the smoke run's 1): more, for a
     /// figure at its target's edge, whose median then rests on more samples.
-    #[arg(long, conflicts_with = "vm", value_parser = clap::value_parser!(u16).range(1..=50))]
+    #[arg(long, conflicts_with_all = ["vm", "control_plane"], value_parser = clap::value_parser!(u16).range(1..=50))]
     pub reps: Option<u16>,
 }
 
