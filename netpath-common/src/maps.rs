@@ -29,6 +29,12 @@ const _: () = assert!(SENDER_SLOTS.is_power_of_two());
 pub const HAIRPIN: &str = "HAIRPIN";
 pub const HAIRPIN_OPENED: u32 = 0;
 pub const HAIRPIN_CLEARED: u32 = 1;
+/// HAIRPIN's verdict: no hairpin lives while the agent's mark is one past the count of
+/// those opened. The datapath's gate and the operator's `map dump` read it alike.
+#[inline(always)]
+pub const fn no_hairpin_lives(opened: u64, cleared: u64) -> bool {
+    cleared == opened.wrapping_add(1)
+}
 /// [`crate::Reason`] as index -> per-CPU [`crate::TrafficCounters`] (tx fields used).
 pub const REASON_STATS: &str = "REASON_STATS";
 

@@ -5,7 +5,7 @@
 //! misses, ~50 ns a packet, on every packet a published server sends a local client).
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
-use netpath_common::maps::{HAIRPIN_CLEARED, HAIRPIN_OPENED};
+use netpath_common::maps::{no_hairpin_lives, HAIRPIN_CLEARED, HAIRPIN_OPENED};
 
 use crate::maps::HAIRPIN;
 
@@ -13,7 +13,7 @@ use crate::maps::HAIRPIN;
 #[inline(always)]
 pub fn may_live() -> bool {
     match (HAIRPIN.get(HAIRPIN_OPENED), HAIRPIN.get(HAIRPIN_CLEARED)) {
-        (Some(opened), Some(cleared)) => *cleared != opened.wrapping_add(1),
+        (Some(opened), Some(cleared)) => !no_hairpin_lives(*opened, *cleared),
         _ => true,
     }
 }

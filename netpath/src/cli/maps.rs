@@ -167,7 +167,7 @@ fn dump(inspector: &Inspector, name: &str) -> anyhow::Result<Vec<Value>> {
             .collect(),
         maps::HAIRPIN => {
             let [opened, cleared] = inspector.hairpin()?;
-            let skipped = cleared == opened.wrapping_add(1);
+            let skipped = maps::no_hairpin_lives(opened, cleared);
             vec![json!({ "opened": opened, "none_live_up_to": cleared.checked_sub(1),
                          "lookup": if skipped { "skipped" } else { "on" } })]
         }

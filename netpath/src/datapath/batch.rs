@@ -8,12 +8,13 @@
 //! (5.6+) reads bucket by bucket from a cursor of its own: it always ends, and each
 //! entry present for the whole read comes once.
 use std::{
+    borrow::Borrow,
     io,
     mem::size_of,
-    os::fd::{AsRawFd as _, BorrowedFd},
+    os::fd::{AsFd as _, AsRawFd as _, BorrowedFd},
 };
 
-use aya::Pod;
+use aya::{maps::MapData, Pod};
 
 /// enum bpf_cmd's BPF_MAP_LOOKUP_BATCH.
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
@@ -158,19 +159,16 @@ pub fn delete_all<K: Pod>(fd: BorrowedFd<'_>, keys: &[K]) -> io::Result<()> {
     Ok(())
 }
 
-/// [`lookup_all`] of `map` (called `name`), with the datapath's error.
-pub fn read_all<K: Pod, V: Pod>(
-    map: &aya::maps::MapData,
+/// [`lookup_all`] of `map` (called `name`), with the datapath's error. A typed map: aya
+/// checked its key and value sizes against `K` and `V` when it was opened, and the
+/// kernel writes entries of those sizes into buffers of `K` and `V`.
+pub fn read_all<T: Borrow<MapData>, K: Pod, V: Pod>(
+    map: &aya::maps::HashMap<T, K, V>,
     name: &'static str,
 ) -> Result<Vec<(K, V)>, super::DatapathError> {
-    use std::os::fd::AsFd as _;
-    lookup_all(map.fd().as_fd()).map_err(|io_error| super::DatapathError::Map {
-        map: name,
-        source: Box::new(aya::maps::MapError::SyscallError(aya::sys::SyscallError {
-            call: "bpf_map_lookup_batch",
-            io_error,
-        })),
-    })
+    use aya::maps::IterableMap as _;
+    lookup_all(map.map().fd().as_fd())
+        .map_err(|io_error| super::DatapathError::syscall(name, "bpf_map_lookup_batch", io_error))
 }
 
 #[cfg(test)]

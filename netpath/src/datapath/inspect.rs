@@ -138,21 +138,6 @@ fn ct_row<A: Family>(k: &Tuple<A>, e: &NatEntry<A>, assured: bool, now_ns: u64) 
 
 type CtMap<A> = BpfHashMap<MapData, Tuple<A>, NatEntry<A>>;
 
-/// netpath's name for a program the kernel names: the kernel keeps 15 characters
-/// (`icmp6_to_contai`), so the one program of netpath's whose name that begins is meant;
-/// anything else (two such, or none) as the kernel has it.
-fn program_name(kernel: &str) -> String {
-    const KERNEL_NAME_LEN: usize = 15;
-    let mut of_ours = netpath_common::contract::PROGRAMS
-        .iter()
-        .map(|p| p.name)
-        .filter(|n| *n == kernel || (kernel.len() == KERNEL_NAME_LEN && n.starts_with(kernel)));
-    match (of_ours.next(), of_ours.next()) {
-        (Some(name), None) => name.to_string(),
-        _ => kernel.to_string(),
-    }
-}
-
 impl Inspector {
     /// The endpoint map: address -> what the datapath knows of it.
     pub fn endpoints(&self) -> Result<Vec<(Ipv4Addr, netpath_common::EndpointInfo)>, DatapathError> {
@@ -160,7 +145,7 @@ impl Inspector {
         let eps: BpfHashMap<_, EndpointKey, netpath_common::EndpointInfo> =
             BpfHashMap::try_from(self.open(maps::ENDPOINTS)?)
                 .map_err(|source| DatapathError::Map { map: maps::ENDPOINTS, source: Box::new(source) })?;
-        let eps = super::batch::read_all::<EndpointKey, _>(eps.map(), maps::ENDPOINTS)?;
+        let eps = super::batch::read_all(&eps, maps::ENDPOINTS)?;
         Ok(eps.into_iter().map(|(k, v)| (Ipv4Addr::from(k.addr), v)).collect())
     }
 
@@ -170,7 +155,7 @@ impl Inspector {
         let eps: BpfHashMap<_, netpath_common::Endpoint6Key, netpath_common::EndpointInfo> =
             BpfHashMap::try_from(self.open(maps::ENDPOINTS6)?)
                 .map_err(|source| DatapathError::Map { map: maps::ENDPOINTS6, source: Box::new(source) })?;
-        let eps = super::batch::read_all::<netpath_common::Endpoint6Key, _>(eps.map(), maps::ENDPOINTS6)?;
+        let eps = super::batch::read_all(&eps, maps::ENDPOINTS6)?;
         Ok(eps.into_iter().map(|(k, v)| (Ipv6Addr::from(k.addr), v)).collect())
     }
 
@@ -235,7 +220,7 @@ impl Inspector {
                 map: maps::NODE_LOCAL_REV,
                 source: Box::new(source),
             })?;
-        super::batch::read_all(rev.map(), maps::NODE_LOCAL_REV)
+        super::batch::read_all(&rev, maps::NODE_LOCAL_REV)
     }
 
     /// [`Inspector::node_local_redirects`] of IPv6 sockets.
@@ -248,7 +233,7 @@ impl Inspector {
                 map: maps::NODE_LOCAL_REV6,
                 source: Box::new(source),
             })?;
-        super::batch::read_all(rev.map(), maps::NODE_LOCAL_REV6)
+        super::batch::read_all(&rev, maps::NODE_LOCAL_REV6)
     }
 
     /// Closed masqueraded flows of family `A` remembered for port reuse: server-side
@@ -260,7 +245,7 @@ impl Inspector {
         let map = self.open(A::CLOSED)?;
         let closed: BpfHashMap<_, Tuple<A>, ClosedFlow> = BpfHashMap::try_from(map)
             .map_err(|source| DatapathError::Map { map: A::CLOSED, source: Box::new(source) })?;
-        super::batch::read_all(closed.map(), A::CLOSED)
+        super::batch::read_all(&closed, A::CLOSED)
     }
 
     /// The IPv6 half of the node settings (meaningful with `NODE_F_IPV6` set).
@@ -303,13 +288,7 @@ impl Inspector {
         if let Some(e) = invalid {
             return Err(DatapathError::Map { map: name, source: Box::new(e) });
         }
-        let syscall = |io_error| DatapathError::Map {
-            map: name,
-            source: Box::new(aya::maps::MapError::SyscallError(aya::sys::SyscallError {
-                call: "bpf_map_lookup_elem",
-                io_error,
-            })),
-        };
+        let syscall = |io_error| DatapathError::syscall(name, "bpf_map_lookup_elem", io_error);
         let ids = (0..info.max_entries())
             .map(|i| super::sys::program_in_slot(data.fd().as_fd(), i).map_err(syscall))
             .collect::<Result<Vec<_>, _>>()?;
@@ -317,11 +296,7 @@ impl Inspector {
             return Ok(vec![None; ids.len()]);
         }
         // A program gone between the two reads (an agent's restart) has no name: "?".
-        let names: std::collections::HashMap<u32, String> = aya::programs::loaded_programs()
-            .flatten()
-            .filter(|p| ids.contains(&Some(p.id())))
-            .map(|p| (p.id(), program_name(p.name_as_str().unwrap_or("?"))))
-            .collect();
+        let names = super::sys::program_names(&ids.iter().flatten().copied().collect::<Vec<_>>());
         let named = |id: u32| (names.get(&id).cloned().unwrap_or_else(|| "?".to_string()), id);
         Ok(ids.into_iter().map(|id| id.map(named)).collect())
     }
@@ -398,7 +373,7 @@ impl Inspector {
         NatEntry<A>: Pod,
     {
         let Some((ct, capacity)) = self.ct_map::<A>(name)? else { return Ok((Vec::new(), 0)) };
-        Ok((super::batch::read_all(ct.map(), name)?, capacity))
+        Ok((super::batch::read_all(&ct, name)?, capacity))
     }
 
     /// One conntrack table's entry count and size (see [`Inspector::ct_table`]).
@@ -540,16 +515,6 @@ mod tests {
     /// A row as `ct list -o json` prints it.
     fn json<A: Family>(k: &Tuple<A>, e: &NatEntry<A>) -> String {
         serde_json::to_string(&ct_row(k, e, true, 5_000_000_000)).unwrap()
-    }
-
-    #[test]
-    fn programs_are_named_in_full_where_the_kernel_cut_the_name() {
-        assert_eq!(super::program_name("icmp6_to_contai"), "icmp6_to_container");
-        assert_eq!(super::program_name("from_other_node"), "from_other_node6");
-        assert_eq!(super::program_name("uplink_in"), "uplink_in", "not uplink_in6");
-        // Two of ours begin so: the kernel's name stays.
-        assert_eq!(super::program_name("node_getpeernam"), "node_getpeernam");
-        assert_eq!(super::program_name("someone_else"), "someone_else");
     }
 
     #[test]

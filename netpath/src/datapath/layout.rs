@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 
 use aya::{
-    maps::{HashMap as BpfHashMap, IterableMap as _, Map, MapData, MapType},
+    maps::{HashMap as BpfHashMap, Map, MapData, MapType},
     Ebpf, Pod,
 };
 use netpath_common::{
@@ -321,7 +321,7 @@ fn copy_typed<K: Pod, V: Pod>(
     let mut to = BpfHashMap::<&mut MapData, K, V>::try_from(to).map_err(err)?;
     let mut copied = 0;
     // The old programs may still be changing the old map: a batch read always ends.
-    for (k, v) in super::batch::read_all::<K, V>(from.map(), name)? {
+    for (k, v) in super::batch::read_all(&from, name)? {
         if !wanted(&v) {
             continue;
         }

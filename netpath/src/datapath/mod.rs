@@ -48,7 +48,7 @@ pub enum DatapathError {
     NetkitAttach { prog: &'static str, iface: String, source: std::io::Error },
     #[error("failed to add the clsact qdisc to {iface}: {source}")]
     Clsact { iface: String, source: std::io::Error },
-    #[error("failed to update map {map}: {source}")]
+    #[error("map {map}: {source}")]
     Map { map: &'static str, source: Box<aya::maps::MapError> },
     #[error("cannot open pinned map {path}: {source}; is the agent running with --bpffs-dir {dir}?")]
     Pinned { path: PathBuf, dir: PathBuf, source: Box<aya::maps::MapError> },
@@ -79,4 +79,13 @@ pub enum DatapathError {
     InNetns { ns: String, source: Box<DatapathError> },
     #[error("cannot list the tc filters of {iface}: {source}")]
     Filters { iface: String, source: std::io::Error },
+}
+
+impl DatapathError {
+    /// A bpf(2) command that failed on `map`, which aya does not wrap for us (batch
+    /// operations, program-array reads).
+    pub(crate) fn syscall(map: &'static str, call: &'static str, io_error: std::io::Error) -> Self {
+        let source = aya::maps::MapError::SyscallError(aya::sys::SyscallError { call, io_error });
+        DatapathError::Map { map, source: Box::new(source) }
+    }
 }

@@ -22,7 +22,8 @@ pub fn attach_peer(prog: BorrowedFd<'_>, ifindex: u32) -> io::Result<OwnedFd> {
     attr.link_create.__bindgen_anon_1.prog_fd = prog.as_raw_fd() as u32;
     attr.link_create.__bindgen_anon_2.target_ifindex = ifindex;
     attr.link_create.attach_type = BPF_NETKIT_PEER as u32;
-    let fd = sys_bpf(bpf_cmd::BPF_LINK_CREATE, &mut attr)?;
+    // SAFETY: the attribute holds descriptors and an index, no address.
+    let fd = unsafe { sys_bpf(bpf_cmd::BPF_LINK_CREATE, &mut attr) }?;
     // SAFETY: BPF_LINK_CREATE returned a new descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
@@ -32,7 +33,8 @@ pub fn replace_program(link: BorrowedFd<'_>, prog: BorrowedFd<'_>) -> io::Result
     let mut attr = zeroed();
     attr.link_update.link_fd = link.as_raw_fd() as u32;
     attr.link_update.__bindgen_anon_1.new_prog_fd = prog.as_raw_fd() as u32;
-    sys_bpf(bpf_cmd::BPF_LINK_UPDATE, &mut attr).map(drop)
+    // SAFETY: the attribute holds descriptors, no address.
+    unsafe { sys_bpf(bpf_cmd::BPF_LINK_UPDATE, &mut attr) }.map(drop)
 }
 
 /// BPF_OBJ_PIN: the link stays attached after its descriptor closes, until `path` goes.
@@ -42,7 +44,8 @@ pub fn pin(link: BorrowedFd<'_>, path: &Path) -> io::Result<()> {
     let mut attr = zeroed();
     attr.__bindgen_anon_4.pathname = c.as_ptr() as u64;
     attr.__bindgen_anon_4.bpf_fd = link.as_raw_fd() as u32;
-    sys_bpf(bpf_cmd::BPF_OBJ_PIN, &mut attr).map(drop)
+    // SAFETY: the path is a NUL-terminated string alive for the call; the kernel reads it.
+    unsafe { sys_bpf(bpf_cmd::BPF_OBJ_PIN, &mut attr) }.map(drop)
 }
 
 /// BPF_OBJ_GET: a descriptor of the link pinned at `path`.
@@ -51,7 +54,8 @@ pub fn open_pin(path: &Path) -> io::Result<OwnedFd> {
     let c = CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
     let mut attr = zeroed();
     attr.__bindgen_anon_4.pathname = c.as_ptr() as u64;
-    let fd = sys_bpf(bpf_cmd::BPF_OBJ_GET, &mut attr)?;
+    // SAFETY: as for pin().
+    let fd = unsafe { sys_bpf(bpf_cmd::BPF_OBJ_GET, &mut attr) }?;
     // SAFETY: BPF_OBJ_GET returned a new descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
@@ -65,7 +69,9 @@ pub fn peer_program_ids(ifindex: u32) -> io::Result<Vec<u32>> {
     attr.query.attach_type = BPF_NETKIT_PEER as u32;
     attr.query.prog_ids = ids.as_mut_ptr() as u64;
     attr.query.__bindgen_anon_2.prog_cnt = ids.len() as u32;
-    sys_bpf(bpf_cmd::BPF_PROG_QUERY, &mut attr)?;
+    // SAFETY: prog_ids points at `prog_cnt` u32s, alive for the call; the kernel writes
+    // at most that many.
+    unsafe { sys_bpf(bpf_cmd::BPF_PROG_QUERY, &mut attr) }?;
     // SAFETY: the kernel wrote the count back into the same field.
     let n = unsafe { attr.query.__bindgen_anon_2.prog_cnt } as usize;
     Ok(ids[..n.min(ids.len())].to_vec())
@@ -74,9 +80,6 @@ pub fn peer_program_ids(ifindex: u32) -> io::Result<Vec<u32>> {
 /// The names of the peer programs on the netkit primary `ifindex`.
 pub fn peer_programs(ifindex: u32) -> io::Result<Vec<String>> {
     let ids = peer_program_ids(ifindex)?;
-    Ok(aya::programs::loaded_programs()
-        .flatten()
-        .filter(|p| ids.contains(&p.id()))
-        .filter_map(|p| p.name_as_str().map(str::to_string))
-        .collect())
+    let mut names = super::sys::program_names(&ids);
+    Ok(ids.iter().filter_map(|id| names.remove(id)).collect())
 }

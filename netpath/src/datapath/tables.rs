@@ -3,7 +3,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use aya::{
-    maps::{Array, HashMap as BpfHashMap, IterableMap as _, MapData, PerCpuArray, PerCpuValues},
+    maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuValues},
     Pod,
 };
 use netpath_common::{
@@ -20,13 +20,6 @@ use super::{
 
 fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> DatapathError {
     move |source| DatapathError::Map { map, source: Box::new(source) }
-}
-
-fn syscall_err(map: &'static str, call: &'static str, io_error: std::io::Error) -> DatapathError {
-    DatapathError::Map {
-        map,
-        source: Box::new(aya::maps::MapError::SyscallError(aya::sys::SyscallError { call, io_error })),
-    }
 }
 
 fn cpus() -> Result<usize, DatapathError> {
@@ -397,7 +390,7 @@ impl Datapath {
         let fd = data.fd().as_fd();
         if let Err((done, io_error)) = super::batch::update_all(fd, &keys, &targets) {
             let _ = super::batch::delete_all(fd, &keys[..done]);
-            return Err(syscall_err(A::PORTS, "bpf_map_update_batch", io_error));
+            return Err(DatapathError::syscall(A::PORTS, "bpf_map_update_batch", io_error));
         }
         Ok(())
     }
@@ -415,21 +408,21 @@ impl Datapath {
             return Err(DatapathError::MissingMap(A::PORTS));
         };
         super::batch::delete_all(data.fd().as_fd(), keys)
-            .map_err(|e| syscall_err(A::PORTS, "bpf_map_delete_batch", e))
+            .map_err(|e| DatapathError::syscall(A::PORTS, "bpf_map_delete_batch", e))
     }
 
     /// The ENDPOINTS map as it is in the kernel.
     pub fn endpoint_entries(&mut self) -> Result<Vec<(Ipv4Addr, EndpointInfo)>, DatapathError> {
         // One batch read, not a syscall per key: every collection pass reads both maps.
         let map = self.endpoints()?;
-        let entries: Vec<(EndpointKey, EndpointInfo)> = super::batch::read_all(map.map(), maps::ENDPOINTS)?;
+        let entries: Vec<(EndpointKey, EndpointInfo)> = super::batch::read_all(&map, maps::ENDPOINTS)?;
         Ok(entries.into_iter().map(|(k, v)| (Ipv4Addr::from(k.addr), v)).collect())
     }
 
     /// The ENDPOINTS6 map as it is in the kernel.
     pub fn endpoint_entries6(&mut self) -> Result<Vec<(Ipv6Addr, EndpointInfo)>, DatapathError> {
         let map = self.endpoints6()?;
-        let entries: Vec<(Endpoint6Key, EndpointInfo)> = super::batch::read_all(map.map(), maps::ENDPOINTS6)?;
+        let entries: Vec<(Endpoint6Key, EndpointInfo)> = super::batch::read_all(&map, maps::ENDPOINTS6)?;
         Ok(entries.into_iter().map(|(k, v)| (Ipv6Addr::from(k.addr), v)).collect())
     }
 
@@ -468,7 +461,7 @@ impl Datapath {
         let mut out = [Vec::new(), Vec::new()];
         for (entries, name) in out.iter_mut().zip(A::TABLES).rev() {
             let ct = self.conntrack::<A>(name)?;
-            *entries = super::batch::read_all(ct.map(), name)?;
+            *entries = super::batch::read_all(&ct, name)?;
         }
         Ok(out)
     }
