@@ -152,6 +152,13 @@ fn bad_ipv6_requests_get_one_clear_error_and_change_nothing() {
         assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
         assert_eq!(lab.residue(), before, "a refused add left something behind");
     }
+    // A link below 1280 bytes cannot carry IPv6 (Linux takes it off the link): refused
+    // before anything is built, not half way.
+    let o = lab.netpath(&["endpoint", "add", "b", "--netns", netns, "--mtu", "1279"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("MTU 1279") && err.contains("--mtu 1280"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert_eq!(lab.residue(), before, "a refused add left something behind");
     // A chosen address is taken as given.
     lab.netpath_ok(&["endpoint", "add", "b", "--netns", netns, "--ip6", "fd00:77::beef"]);
     assert_eq!(ip6_of(&lab, "b").to_string(), "fd00:77::beef");

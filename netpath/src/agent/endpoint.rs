@@ -15,6 +15,8 @@ use crate::{
 pub(super) const DEFAULT_MTU: u32 = 1500;
 /// IPv4 requires 68 (RFC 791); veth accepts up to 65535.
 pub(super) const MTU_RANGE: std::ops::RangeInclusive<u32> = 68..=65535;
+/// The least MTU a link carrying IPv6 may have (RFC 8200, 5).
+pub(super) const IPV6_MIN_MTU: u32 = 1280;
 
 impl Agent {
     /// The mark this agent gives the host veth of `endpoint`.
@@ -361,6 +363,26 @@ impl Agent {
         }
     }
 
+    /// Refuses an add whose MTU cannot carry IPv6 on a node that gives every endpoint
+    /// an IPv6 address.
+    fn check_mtu(&self, spec: &EndpointSpec) -> Result<(), AgentError> {
+        // Linux takes IPv6 off a link below 1280 bytes (RFC 8200's minimum): the
+        // container would get no IPv6 address, and the add would fail half way.
+        let mtu = spec.mtu.unwrap_or(self.default_mtu());
+        if self.endpoints.ipam6().is_some() && mtu < IPV6_MIN_MTU {
+            return Err(AgentError::MtuBelowIpv6 {
+                mtu,
+                fix: if spec.mtu.is_some() {
+                    "pass --mtu 1280 or more"
+                } else {
+                    "it is the node's default (the uplink's, less VXLAN's 50 bytes in an overlay): \
+                     raise the uplink's MTU, or pass --mtu 1280 or more"
+                },
+            });
+        }
+        Ok(())
+    }
+
     /// The checks of an add and the address it gets, none of `held` (the addresses of
     /// changes in flight), and its ports, none of `held_ports` (those adds in flight
     /// will publish). A repeated add is done here.
@@ -392,12 +414,15 @@ impl Agent {
                     ip: rec.ip,
                 });
             }
+            // (Checked before the old one makes way below: a refused add leaves it.)
+            self.check_mtu(&spec)?;
             // The same container in a new sandbox (a DEL missed while the agent was down,
             // a reboot): the old endpoint is dead; it makes way, ports and address too.
             info!(endpoint = %rec.name, old = %rec.netns.display(), new = %spec.netns.display(),
                   "endpoint re-added by its owner in a new namespace");
             self.endpoint_del(&rec.name, None).await?;
         }
+        self.check_mtu(&spec)?;
         let mut planned: Vec<crate::state::PortRecord> = Vec::new();
         let mut taken = held_ports.to_vec();
         // The addresses are not chosen yet; whether it gets an IPv6 one is known (every

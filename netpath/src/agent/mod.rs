@@ -68,6 +68,8 @@ pub enum AgentError {
     BadIfname { name: String },
     #[error("invalid MTU {mtu}: use a value from {} to {}", endpoint::MTU_RANGE.start(), endpoint::MTU_RANGE.end())]
     BadMtu { mtu: u32 },
+    #[error("MTU {mtu} is below IPv6's minimum of 1280, and every endpoint of this node gets an IPv6 address (--pod-cidr6): {fix}")]
+    MtuBelowIpv6 { mtu: u32, fix: &'static str },
     #[error("invalid MAC {mac}: use a unicast, non-zero address")]
     BadMac { mac: String },
     #[error("MAC {mac} is already used by endpoint {owner}; with --pod-cidr6 an endpoint's link-local address comes from its MAC, so each needs its own: pick another or omit --mac")]
@@ -338,6 +340,16 @@ impl Agent {
         id_is_new: bool,
     ) -> Result<(), AgentError> {
         self.write_node_config()?;
+        // Endpoints get the default MTU unless they ask: below IPv6's minimum every add
+        // without --mtu is refused (and packet-too-big below 1280 would be ignored).
+        let mtu = self.default_mtu();
+        if self.endpoints.ipam6().is_some() && mtu < endpoint::IPV6_MIN_MTU {
+            warn!(
+                mtu,
+                "the endpoints' default MTU is below IPv6's minimum of 1280 (the uplink's, less VXLAN's 50 \
+                 bytes in an overlay): adds without --mtu 1280 or more are refused; raise the uplink's MTU"
+            );
+        }
         self.datapath.set_cluster_programs(self.cluster.is_some())?;
         self.datapath.set_cluster_programs6(self.cluster.as_ref().is_some_and(|m| m.cluster6().is_some()))?;
         // No trace survives an agent: its client's connection died with the old one.
