@@ -54,6 +54,15 @@ use crate::{
 /// time, as the kernel counts it, includes the tail-called program's.
 #[classifier]
 pub fn from_container(ctx: TcContext) -> i32 {
+    // IPv6 straight to its own program: one tail call a packet, as for IPv4. Chosen by
+    // the skb's protocol, not the packet (no packet read: IPv4 pays one comparison);
+    // each call keeps a constant slot, which the JIT turns into a direct jump.
+    if ctx.skb.protocol() == ETH_P_IPV6_BE {
+        // SAFETY: a tail call that succeeds does not return; the packet is
+        // container_path6's. An empty slot falls through to container_path, which
+        // tries the same slot and drops.
+        let _ = unsafe { ENDPOINT_PROGS6.tail_call(&ctx, TAIL_CONTAINER_PATH6) };
+    }
     // SAFETY: a tail call that succeeds does not return; the packet is container_path's.
     let _ = unsafe { ENDPOINT_PROGS.tail_call(&ctx, TAIL_CONTAINER_PATH) };
     // An empty slot: no agent has loaded since the pins were made; the next one attaches
@@ -64,10 +73,8 @@ pub fn from_container(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn container_path(ctx: TcContext) -> i32 {
     // IPv6 has a program of its own (its verifier budget and stack are not this one's).
-    // Chosen here by the skb's protocol, not the packet: no packet read, so IPv4 pays one
-    // comparison; and here rather than in from_container, so that both tail calls keep a
-    // constant slot, which the JIT turns into a direct jump (one call with a slot chosen
-    // at run time would be an indirect one).
+    // from_container sends it there; this is for the from_container of an earlier
+    // build, still attached where an agent restart left the links as they were.
     if ctx.skb.protocol() == ETH_P_IPV6_BE {
         // SAFETY: as above; the packet is container_path6's.
         let _ = unsafe { ENDPOINT_PROGS6.tail_call(&ctx, TAIL_CONTAINER_PATH6) };
