@@ -131,9 +131,10 @@ pub const NODE_ROUTES: &str = "NODE_ROUTES";
 pub const ENDPOINT_PROGS: &str = "ENDPOINT_PROGS";
 /// ENDPOINT_PROGS' slot of `container_path`.
 pub const TAIL_CONTAINER_PATH: u32 = 0;
-/// The IPv6 container path's slot: container_path tail-calls `container_path6` through
+/// The IPv6 container path's slot: from_container tail-calls `container_path6` through
 /// it first thing for an IPv6 packet (by the skb's protocol), so the IPv4 work (its
-/// verifier budget, its stack) never sees IPv6 and IPv4 pays one comparison for it. A
+/// verifier budget, its stack) never sees IPv6; container_path does the same for the
+/// from_container of builds before 1f186d9, still attached to endpoints they made. A
 /// map of its own, not a second slot of ENDPOINT_PROGS: that map, which every
 /// endpoint's attached program holds, stays as earlier builds made it, and an upgrade
 /// keeps every endpoint forwarding (hitless) instead of attaching them all again.

@@ -1,6 +1,7 @@
 //! tc ingress of each container's host-side veth: everything a container sends.
-//! `from_container`, attached there, tail-calls `container_path` (the work below)
-//! through a pinned slot, so that no endpoint is attached again when an agent restarts.
+//! `from_container`, attached there, tail-calls `container_path` (the work below), or
+//! `container_path6` for IPv6, through pinned slots, so that no endpoint is attached
+//! again when an agent restarts.
 //! For a netkit endpoint (`--device netkit`) the same program is a netkit link on the
 //! host device (BPF_NETKIT_PEER), run in netkit's transmit path for what the container
 //! sends: same context, same verdicts (TC_ACT_OK/SHOT/REDIRECT are netkit's PASS, DROP
@@ -55,8 +56,9 @@ use crate::{
 #[classifier]
 pub fn from_container(ctx: TcContext) -> i32 {
     // IPv6 straight to its own program: one tail call a packet, as for IPv4. Chosen by
-    // the skb's protocol, not the packet (no packet read: IPv4 pays one comparison);
-    // each call keeps a constant slot, which the JIT turns into a direct jump.
+    // the skb's protocol, not the packet (no packet read: IPv4 pays a comparison here
+    // and one in container_path); each call keeps a constant slot, which the JIT turns
+    // into a direct jump.
     if ctx.skb.protocol() == ETH_P_IPV6_BE {
         // SAFETY: a tail call that succeeds does not return; the packet is
         // container_path6's. An empty slot falls through to container_path, which

@@ -156,9 +156,21 @@ fn bad_ipv6_requests_get_one_clear_error_and_change_nothing() {
     // before anything is built, not half way.
     let o = lab.netpath(&["endpoint", "add", "b", "--netns", netns, "--mtu", "1279"]);
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success() && err.contains("MTU 1279") && err.contains("--mtu 1280"), "{err}");
+    assert!(!o.status.success() && err.contains("MTU 1279") && err.contains("1280 or more"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     assert_eq!(lab.residue(), before, "a refused add left something behind");
+    // So is a declared one, when the plan is made: a (kept as it is) stays.
+    let file = lab.work_dir.join("small-mtu.toml");
+    let a_ns = lab.containers[0].path().display().to_string();
+    std::fs::write(
+        &file,
+        format!("[[endpoints]]\nname = \"a\"\nnetns = \"{a_ns}\"\n\n[[endpoints]]\nname = \"b\"\nnetns = \"{netns}\"\nmtu = 1279\n"),
+    )
+    .unwrap();
+    let o = lab.netpath(&["apply", "-f", file.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("MTU 1279") && err.contains("`mtu`"), "{err}");
+    assert_eq!(lab.residue(), before, "a refused apply left something behind");
     // A chosen address is taken as given.
     lab.netpath_ok(&["endpoint", "add", "b", "--netns", netns, "--ip6", "fd00:77::beef"]);
     assert_eq!(ip6_of(&lab, "b").to_string(), "fd00:77::beef");

@@ -121,6 +121,7 @@ impl Agent {
         let mut names = HashSet::new();
         for (i, d) in spec.endpoints.iter().enumerate() {
             validate(&spec_of(d, d.ip)).map_err(at_endpoint(i))?;
+            self.check_mtu(&spec_of(d, d.ip)).map_err(at_endpoint(i))?;
             if !names.insert(d.name.as_str()) {
                 return Err(at_endpoint(i)(AgentError::DeclaredTwice {
                     what: format!("endpoint {}", d.name),

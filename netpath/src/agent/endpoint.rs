@@ -17,6 +17,11 @@ pub(super) const DEFAULT_MTU: u32 = 1500;
 pub(super) const MTU_RANGE: std::ops::RangeInclusive<u32> = 68..=65535;
 /// The least MTU a link carrying IPv6 may have (RFC 8200, 5).
 pub(super) const IPV6_MIN_MTU: u32 = 1280;
+/// What to do when the node's default MTU is below [`IPV6_MIN_MTU`].
+pub(super) const DEFAULT_MTU_BELOW_IPV6: &str =
+    "it is the node's default (the uplink's, less VXLAN's 50 bytes \
+     in an overlay): raise the uplink's MTU (runtimes' adds ask for the default), or ask for 1280 or more \
+     (--mtu, or `mtu` in an apply file)";
 
 impl Agent {
     /// The mark this agent gives the host veth of `endpoint`.
@@ -365,7 +370,7 @@ impl Agent {
 
     /// Refuses an add whose MTU cannot carry IPv6 on a node that gives every endpoint
     /// an IPv6 address.
-    fn check_mtu(&self, spec: &EndpointSpec) -> Result<(), AgentError> {
+    pub(super) fn check_mtu(&self, spec: &EndpointSpec) -> Result<(), AgentError> {
         // Linux takes IPv6 off a link below 1280 bytes (RFC 8200's minimum): the
         // container would get no IPv6 address, and the add would fail half way.
         let mtu = spec.mtu.unwrap_or(self.default_mtu());
@@ -373,10 +378,9 @@ impl Agent {
             return Err(AgentError::MtuBelowIpv6 {
                 mtu,
                 fix: if spec.mtu.is_some() {
-                    "pass --mtu 1280 or more"
+                    "ask for 1280 or more (--mtu, or `mtu` in an apply file)"
                 } else {
-                    "it is the node's default (the uplink's, less VXLAN's 50 bytes in an overlay): \
-                     raise the uplink's MTU, or pass --mtu 1280 or more"
+                    DEFAULT_MTU_BELOW_IPV6
                 },
             });
         }
@@ -399,13 +403,14 @@ impl Agent {
         {
             return Err(AgentError::IpvlanMac { mac: format_mac(&mac) });
         }
-        if let Some(rec) = self.endpoints.get(&spec.name).cloned() {
-            if satisfies(&rec, &spec) {
+        let existing = self.endpoints.get(&spec.name).cloned();
+        if let Some(rec) = &existing {
+            if satisfies(rec, &spec) {
                 // A repeated add (a runtime retrying): its ports too, all or none.
                 let ports =
                     spec.ports.iter().map(|p| PortSpec { endpoint: rec.name.clone(), ..p.clone() }).collect();
                 self.ports_add(ports).await?;
-                return Ok(AddStart::Done(Box::new(rec)));
+                return Ok(AddStart::Done(Box::new(rec.clone())));
             }
             if spec.owner.is_none() || spec.owner != rec.owner {
                 return Err(AgentError::EndpointExists {
@@ -414,15 +419,16 @@ impl Agent {
                     ip: rec.ip,
                 });
             }
-            // (Checked before the old one makes way below: a refused add leaves it.)
-            self.check_mtu(&spec)?;
+        }
+        // Before an old endpoint makes way below: a refused add leaves it.
+        self.check_mtu(&spec)?;
+        if let Some(rec) = existing {
             // The same container in a new sandbox (a DEL missed while the agent was down,
             // a reboot): the old endpoint is dead; it makes way, ports and address too.
             info!(endpoint = %rec.name, old = %rec.netns.display(), new = %spec.netns.display(),
                   "endpoint re-added by its owner in a new namespace");
             self.endpoint_del(&rec.name, None).await?;
         }
-        self.check_mtu(&spec)?;
         let mut planned: Vec<crate::state::PortRecord> = Vec::new();
         let mut taken = held_ports.to_vec();
         // The addresses are not chosen yet; whether it gets an IPv6 one is known (every

@@ -68,7 +68,7 @@ pub enum AgentError {
     BadIfname { name: String },
     #[error("invalid MTU {mtu}: use a value from {} to {}", endpoint::MTU_RANGE.start(), endpoint::MTU_RANGE.end())]
     BadMtu { mtu: u32 },
-    #[error("MTU {mtu} is below IPv6's minimum of 1280, and every endpoint of this node gets an IPv6 address (--pod-cidr6): {fix}")]
+    #[error("MTU {mtu} is below IPv6's minimum of 1280, and every endpoint of this node gets an IPv6 address (--pod-cidr6 or --cluster-cidr6): {fix}")]
     MtuBelowIpv6 { mtu: u32, fix: &'static str },
     #[error("invalid MAC {mac}: use a unicast, non-zero address")]
     BadMac { mac: String },
@@ -341,13 +341,13 @@ impl Agent {
     ) -> Result<(), AgentError> {
         self.write_node_config()?;
         // Endpoints get the default MTU unless they ask: below IPv6's minimum every add
-        // without --mtu is refused (and packet-too-big below 1280 would be ignored).
+        // that does not ask is refused (and packet-too-big below 1280 would be ignored).
         let mtu = self.default_mtu();
         if self.endpoints.ipam6().is_some() && mtu < endpoint::IPV6_MIN_MTU {
             warn!(
                 mtu,
-                "the endpoints' default MTU is below IPv6's minimum of 1280 (the uplink's, less VXLAN's 50 \
-                 bytes in an overlay): adds without --mtu 1280 or more are refused; raise the uplink's MTU"
+                "endpoints' default MTU below IPv6's minimum of 1280: {}",
+                endpoint::DEFAULT_MTU_BELOW_IPV6
             );
         }
         self.datapath.set_cluster_programs(self.cluster.is_some())?;

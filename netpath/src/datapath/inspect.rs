@@ -290,7 +290,8 @@ impl Inspector {
         }
         let syscall = |io_error| DatapathError::syscall(name, "bpf_map_lookup_elem", io_error);
         let ids = (0..info.max_entries())
-            .map(|i| super::sys::program_in_slot(data.fd().as_fd(), i).map_err(syscall))
+            // SAFETY: a program array of 4-byte values, checked above.
+            .map(|i| unsafe { super::sys::program_in_slot(data.fd().as_fd(), i) }.map_err(syscall))
             .collect::<Result<Vec<_>, _>>()?;
         if ids.iter().all(Option::is_none) {
             return Ok(vec![None; ids.len()]);

@@ -207,12 +207,13 @@ impl Datapath {
             ENDPOINT_PROGS, ENDPOINT_PROGS6, TAIL_CONTAINER_PATH, TAIL_CONTAINER_PATH6,
         };
         if filled {
-            // IPv6's slot first: container_path tail-calls it, so from the moment the
-            // new container_path runs, its IPv6 program is there.
+            // IPv6's slot first: from_container and container_path tail-call it, so from
+            // the moment the new container_path runs, its IPv6 program is there.
             self.fill_slot(ENDPOINT_PROGS6, TAIL_CONTAINER_PATH6, program::CONTAINER_PATH6)?;
             return self.fill_slot(ENDPOINT_PROGS, TAIL_CONTAINER_PATH, program::CONTAINER_PATH);
         }
-        for (name, slot) in [(ENDPOINT_PROGS, TAIL_CONTAINER_PATH), (ENDPOINT_PROGS6, TAIL_CONTAINER_PATH6)] {
+        // IPv6's first too: from_container reaches it without container_path.
+        for (name, slot) in [(ENDPOINT_PROGS6, TAIL_CONTAINER_PATH6), (ENDPOINT_PROGS, TAIL_CONTAINER_PATH)] {
             let map = self.ebpf.map_mut(name).ok_or(DatapathError::MissingMap(name))?;
             let map_err = |source| DatapathError::Map { map: name, source: Box::new(source) };
             aya::maps::ProgramArray::try_from(map).map_err(map_err)?.clear_index(&slot).map_err(map_err)?;

@@ -42,14 +42,18 @@ pub fn zeroed() -> bpf_attr {
 
 /// BPF_MAP_LOOKUP_ELEM on a program array: the ID of the program in slot `index` (what
 /// the kernel answers user space for a program array), None for an empty slot.
-pub fn program_in_slot(array: BorrowedFd<'_>, index: u32) -> io::Result<Option<u32>> {
+///
+/// # Safety
+/// `array` must be a map whose values are 4 bytes (a program array's are): the kernel
+/// writes a whole value into the u32 here.
+pub unsafe fn program_in_slot(array: BorrowedFd<'_>, index: u32) -> io::Result<Option<u32>> {
     let mut id = 0u32;
     let mut attr = zeroed();
     attr.__bindgen_anon_2.map_fd = array.as_raw_fd() as u32;
     attr.__bindgen_anon_2.key = std::ptr::from_ref(&index) as u64;
     attr.__bindgen_anon_2.__bindgen_anon_1.value = std::ptr::from_mut(&mut id) as u64;
-    // SAFETY: the key is a u32, the value a u32 (callers check the array's value size),
-    // both alive for the call.
+    // SAFETY: the key is a u32, the value a u32 (the caller vouches for the map's value
+    // size), both alive for the call.
     match unsafe { sys_bpf(bpf_cmd::BPF_MAP_LOOKUP_ELEM, &mut attr) } {
         Ok(_) => Ok(Some(id)),
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),

@@ -106,8 +106,11 @@ impl Report {
     fn md_main_table(&self, md: &mut String) {
         let e = &self.env;
         let _ = writeln!(md, "## Benchmark: netpath vs bridge + iptables vs the plain-veth limit\n");
-        let reps = self.measurements.iter().map(|m| m.samples.len()).max().unwrap_or(0);
-        let _ = writeln!(md, "Kernel {}, {} ({} CPUs){}. Client, server and their softirq work on one CPU unless marked split; medians of {reps} repetitions with (min-max). TCP_STREAM in Gbit/s, the rest in transactions/s; round-trip latency p50/p99/p99.9 in microseconds.\n",
+        let reps = match self.measurements.iter().map(|m| m.samples.len()).max().unwrap_or(0) {
+            1 => "one repetition".to_string(),
+            n => format!("{n} repetitions"),
+        };
+        let _ = writeln!(md, "Kernel {}, {} ({} CPUs){}. Client, server and their softirq work on one CPU unless marked split; medians of {reps} with (min-max). TCP_STREAM in Gbit/s, the rest in transactions/s; round-trip latency p50/p99/p99.9 in microseconds.\n",
             e.kernel, e.cpu, e.cpus, if e.quick { ", quick run (one short repetition: not for conclusions)" } else { "" });
         let _ = writeln!(
             md,
